@@ -1,1 +1,46 @@
-"""driftline.sdk."""
+"""driftline SDK: log predictions, labels and outcomes from a model process.
+
+>>> from driftline.sdk import Monitor
+>>> monitor = Monitor(model="churn", version="3")          # doctest: +SKIP
+>>> pid = monitor.log(features={"age": 41}, prediction=0.73)  # doctest: +SKIP
+
+This package must stay light: no numpy, pandas or server-side dependencies are imported here.
+"""
+
+from __future__ import annotations
+
+from driftline.sdk.config import SdkSettings, Topics
+from driftline.sdk.errors import ConfigError, DriftlineError, ExporterError, SchemaError
+from driftline.sdk.exporter import BatchExporter, ExporterStats, ExportResult, Record
+from driftline.sdk.ids import uuid7
+from driftline.sdk.memory_exporter import InMemoryExporter
+from driftline.sdk.monitor import Monitor
+from driftline.sdk.schema import SCHEMA_VERSION, validate_event
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BatchExporter",
+    "ConfigError",
+    "DriftlineError",
+    "ExportResult",
+    "ExporterError",
+    "ExporterStats",
+    "InMemoryExporter",
+    "KafkaExporter",
+    "Monitor",
+    "Record",
+    "SchemaError",
+    "SdkSettings",
+    "Topics",
+    "uuid7",
+    "validate_event",
+]
+
+
+def __getattr__(name: str) -> object:
+    # KafkaExporter pulls in kafka-python; import it only when asked for.
+    if name == "KafkaExporter":
+        from driftline.sdk.kafka_exporter import KafkaExporter
+
+        return KafkaExporter
+    raise AttributeError(name)

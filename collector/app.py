@@ -1,0 +1,172 @@
+"""The collector: a faust-streaming app over the prediction, label and outcome topics.
+
+Offsets: each agent takes batches with ``Stream.take_events``, which disables faust's per-event
+acks and acknowledges the batch's events only when the agent asks for the next batch, i.e. after
+``Pipeline.process`` returned (rows stored, dead letters published). The agent never raises out of
+its loop (faust issue 315: an agent that raised skips offsets); storage failures are retried
+inside ``process`` until they succeed or the worker stops, and a batch that was not stored is not
+acknowledged, so it is consumed again after a restart. A crash test (SIGKILL mid-stream) proves
+it (tests/collector/test_crash.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from driftline.collector.config import CollectorSettings
+from driftline.collector.decode import DeadLetter
+from driftline.collector.pipeline import Pipeline, RawRecord
+
+logger = logging.getLogger("driftline.collector")
+
+DEAD_LETTER_MAX_BYTES = 256 * 1024
+
+
+def dead_letter_sender(bootstrap: str, topic: str) -> Any:
+    """A function that publishes dead letters (value truncated, reason in headers) and waits for acks."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", client_id="driftline-dlq",
+                             max_request_size=2 * DEAD_LETTER_MAX_BYTES, max_block_ms=5000)
+
+    def send(letters: list[DeadLetter]) -> None:
+        futures = []
+        for d in letters:
+            value = d.value[:DEAD_LETTER_MAX_BYTES]
+            headers = [
+                ("driftline-reason", d.reason.encode()),
+                ("driftline-detail", d.detail.encode()[:1000]),
+                ("driftline-source", f"{d.topic}/{d.partition}/{d.offset}".encode()),
+                ("driftline-truncated", b"1" if len(d.value) > DEAD_LETTER_MAX_BYTES else b"0"),
+            ]
+            futures.append(producer.send(topic, value=value, headers=headers))
+        producer.flush(timeout=10)
+        for f in futures:
+            f.get(timeout=1)  # raises if not delivered: the pipeline retries, the batch is not acked
+
+    send.close = producer.close  # type: ignore[attr-defined]
+    return send
+
+
+def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_s: float = 1.0) -> Any:
+    import faust
+
+    topics = settings.topics
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_commit_every=settings.batch_size,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        producer_max_request_size=8 * 1024 * 1024,
+        table_standby_replicas=0,
+    )
+    # One thread does all storage work: batches are stored in order and detectors see one caller.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
+    metrics = pipeline.metrics
+
+    def make_agent(topic_name: str, role: str) -> None:
+        topic = app.topic(topic_name, value_type=bytes, key_type=bytes, value_serializer="raw",
+                          key_serializer="raw", partitions=settings.partitions)
+
+        @app.agent(topic, name=f"driftline-{role}")
+        async def consume(stream: Any) -> None:
+            loop = asyncio.get_running_loop()
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
+                records = [
+                    RawRecord(topic_name, role, e.message.partition, e.message.offset, e.message.value)
+                    for e in events
+                ]
+                try:
+                    await loop.run_in_executor(executor, pipeline.process, records)
+                except Exception:  # noqa: BLE001 - stopping: leave the batch unacknowledged
+                    logger.warning("batch not stored; stopping without acknowledging it")
+                    await app.stop()
+                    return
+                _update_lag(app, metrics, events)
+
+    make_agent(topics.predictions, "predictions")
+    make_agent(topics.labels, "labels")
+    make_agent(topics.outcomes, "outcomes")
+
+    @app.timer(interval=tick_interval_s)
+    async def tick() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, pipeline.tick, time.time())
+
+    return app
+
+
+def _update_lag(app: Any, metrics: Any, events: list[Any]) -> None:
+    last: dict[Any, int] = {}
+    for e in events:
+        last[e.message.tp] = max(last.get(e.message.tp, -1), e.message.offset)
+    for tp, offset in last.items():
+        try:
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - lag is best effort
+            continue
+        if highwater is not None:
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+
+
+def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
+    """Run the collector until SIGINT/SIGTERM (the process entry point of `driftline collector`)."""
+    import faust
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from driftline.collector.broker import ensure_topics
+    from driftline.collector.clickhouse import connect
+    from driftline.collector.metrics import CollectorMetrics
+    from driftline.collector.tables import migrate
+    from driftline.collector.writer import ClickHouseWriter
+    from driftline.collector.wiring import build_observers, build_scrubber
+
+    registry = registry or CollectorRegistry()
+    metrics = CollectorMetrics(registry)
+    client = connect(settings.clickhouse_url, retry_for_s=30)
+    migrate(client)
+    topics = settings.topics
+    ensure_topics(settings.kafka_bootstrap, [topics.predictions, topics.labels, topics.outcomes, topics.deadletter],
+                  partitions=settings.partitions)
+    stop = threading.Event()
+    send_dead = dead_letter_sender(settings.kafka_bootstrap, topics.deadletter)
+    pipeline = Pipeline(
+        ClickHouseWriter(client),
+        metrics,
+        send_dead_letters=send_dead,
+        scrubber=build_scrubber(settings, registry),
+        observers=build_observers(settings, client, registry),
+        stop=stop,
+    )
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    app = build_app(settings, pipeline)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, override_logging=False)
+
+    @app.on_shutdown.connect
+    async def _on_shutdown(*_: Any, **__: Any) -> None:
+        stop.set()
+
+    try:
+        worker.execute_from_commandline()
+    finally:
+        stop.set()
+        for observer in pipeline.observers:
+            close = getattr(observer, "close", None)
+            if close is not None:
+                close()
+        send_dead.close()

@@ -1,0 +1,53 @@
+"""clickhouse-connect clients from a URL, the same for the embedded store and a real server.
+
+``DRIFTLINE_CLICKHOUSE_URL`` looks like ``http://user:password@host:8123`` (``https://`` for TLS).
+Read-only clients pass ClickHouse's own ``readonly=1`` setting with every query, so ClickHouse
+itself refuses writes (the SQL console and ``driftline sql`` never match strings).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from driftline.sdk.errors import ConfigError
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(
+            f"ClickHouse URL {url!r} must look like http://host:8123 or https://user:pass@host:8443 "
+            "(set DRIFTLINE_CLICKHOUSE_URL or --clickhouse-url)"
+        )
+    secure = parsed.scheme == "https"
+    return {
+        "host": parsed.hostname,
+        "port": parsed.port or (8443 if secure else 8123),
+        "username": unquote(parsed.username) if parsed.username else "default",
+        "password": unquote(parsed.password) if parsed.password else "",
+        "secure": secure,
+    }
+
+
+def connect(url: str, *, readonly: bool = False, settings: dict[str, Any] | None = None,
+            retry_for_s: float = 0.0, **kwargs: Any) -> Any:
+    """Return a clickhouse-connect client. ``retry_for_s`` waits for a server that is starting."""
+    import clickhouse_connect
+
+    params = parse_url(url)
+    all_settings = dict(settings or {})
+    if readonly:
+        all_settings["readonly"] = 1
+    deadline = time.monotonic() + retry_for_s
+    while True:
+        try:
+            return clickhouse_connect.get_client(
+                **params, settings=all_settings, compress=False, autogenerate_session_id=False,
+                connect_timeout=5, send_receive_timeout=300, **kwargs,
+            )
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

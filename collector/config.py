@@ -1,0 +1,91 @@
+"""Server-side settings (collector, `driftline up`): typed, frozen, built once at the entry point."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from driftline.sdk.config import Topics
+from driftline.sdk.errors import ConfigError
+
+ENV_VARS = {
+    "DRIFTLINE_KAFKA_BOOTSTRAP": "kafka_bootstrap",
+    "DRIFTLINE_CLICKHOUSE_URL": "clickhouse_url",
+    "DRIFTLINE_DATA_DIR": "data_dir",
+    "DRIFTLINE_GROUP_ID": "group_id",
+    "DRIFTLINE_BATCH_SIZE": "batch_size",
+    "DRIFTLINE_BATCH_TIMEOUT_S": "batch_timeout_s",
+    "DRIFTLINE_METRICS_PORT": "metrics_port",
+    "DRIFTLINE_DETECTORS_CONFIG": "detectors_config",
+    "DRIFTLINE_PII_CONFIG": "pii_config",
+    "DRIFTLINE_PII_KEY_FILE": "pii_key_file",
+    "DRIFTLINE_PARTITIONS": "partitions",
+}
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """Settings of the collector. Empty ``kafka_bootstrap``/``clickhouse_url`` mean "embedded"
+    for ``driftline up``; the collector itself needs both."""
+
+    kafka_bootstrap: str = ""
+    clickhouse_url: str = ""
+    data_dir: Path = field(default_factory=lambda: Path(".driftline"))
+    topics: Topics = field(default_factory=Topics)
+    group_id: str = "driftline-collector"
+    batch_size: int = 5_000
+    batch_timeout_s: float = 0.5
+    metrics_port: int = 9464
+    partitions: int = 4
+    detectors_config: Path | None = None
+    pii_config: Path | None = None
+    pii_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1 (DRIFTLINE_BATCH_SIZE / --batch-size)")
+        if not self.batch_timeout_s > 0:
+            raise ConfigError("batch_timeout_s must be > 0 (DRIFTLINE_BATCH_TIMEOUT_S / --batch-timeout-s)")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port {self.metrics_port} is not a TCP port (DRIFTLINE_METRICS_PORT)")
+        if self.partitions < 1:
+            raise ConfigError("partitions must be >= 1 (DRIFTLINE_PARTITIONS)")
+        if self.kafka_bootstrap and any(":" not in h for h in self.kafka_bootstrap.split(",")):
+            raise ConfigError(f"kafka_bootstrap {self.kafka_bootstrap!r} must be host:port[,host:port] "
+                              "(DRIFTLINE_KAFKA_BOOTSTRAP / --kafka-bootstrap)")
+        if self.clickhouse_url:
+            from driftline.collector.clickhouse import parse_url
+
+            parse_url(self.clickhouse_url)
+        for name in ("detectors_config", "pii_config", "pii_key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name}: file {path} does not exist")
+
+    @classmethod
+    def build(cls, env: Mapping[str, str] | None = None, **flags: Any) -> CollectorSettings:
+        """Flags win over ``DRIFTLINE_*`` environment variables, which win over defaults."""
+        env = os.environ if env is None else env
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for var, name in ENV_VARS.items():
+            if env.get(var):
+                values[name] = env[var]
+        values.update({k: v for k, v in flags.items() if v is not None})
+        unknown = set(values) - set(types)
+        if unknown:
+            raise ConfigError(f"unknown collector setting(s): {', '.join(sorted(unknown))}")
+        for name, value in list(values.items()):
+            kind = str(types[name])
+            try:
+                if "int" in kind and not isinstance(value, int):
+                    values[name] = int(value)
+                elif "float" in kind and not isinstance(value, float):
+                    values[name] = float(value)
+                elif "Path" in kind and value is not None and not isinstance(value, Path):
+                    values[name] = Path(value)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} is not a valid {kind}") from None
+        return cls(**values)

@@ -1,0 +1,60 @@
+"""Decode and validate raw Kafka records; anything that fails becomes a dead letter with a reason.
+
+A dead letter keeps where it came from (topic, partition, offset) and why it was refused (the
+field and the reason from schema validation), never the offending value in the reason text, so
+the reason can be logged without leaking PII.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from driftline.sdk.errors import SchemaError
+from driftline.sdk.schema import validate_event
+
+MAX_EVENT_BYTES = 1_048_576  # 1 MiB: larger events are refused (spaCy and ClickHouse rows stay sane)
+
+# Which event type each topic role accepts.
+ROLE_TYPES = {"predictions": "prediction", "labels": "label", "outcomes": "outcome"}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str  # short machine-readable category: bad_json, bad_utf8, too_large, schema, wrong_topic
+    detail: str  # human-readable, names the field, never contains the value
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+def decode(value: bytes | None, *, topic: str, role: str, partition: int = -1, offset: int = -1) -> dict[str, Any] | DeadLetter:
+    """Return the validated event, or a :class:`DeadLetter` saying why not."""
+
+    def dead(reason: str, detail: str) -> DeadLetter:
+        return DeadLetter(reason, detail, topic, partition, offset, value or b"")
+
+    if value is None:
+        return dead("empty", "record has no value")
+    if len(value) > MAX_EVENT_BYTES:
+        return dead("too_large", f"event is {len(value)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead("bad_utf8", f"invalid UTF-8 at byte {exc.start}")
+    try:
+        event = json.loads(text)
+    except ValueError as exc:
+        msg = getattr(exc, "msg", "invalid JSON")
+        pos = getattr(exc, "pos", "?")
+        return dead("bad_json", f"{msg} at character {pos}")
+    try:
+        validate_event(event)
+    except SchemaError as exc:
+        return dead("schema", str(exc))
+    expected = ROLE_TYPES.get(role)
+    if expected is not None and event["type"] != expected:
+        return dead("wrong_topic", f"type: a {event['type']} event on the {role} topic")
+    return event

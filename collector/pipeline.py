@@ -1,0 +1,131 @@
+"""One batch through the collector: decode → dead-letter → scrub → store → detectors.
+
+Synchronous and framework-free so it can be tested and benchmarked without Kafka; the faust app
+(``collector/app.py``) feeds it batches from a worker thread and acknowledges the batch's offsets
+only after :meth:`Pipeline.process` returns, which happens only once the rows are stored and the
+dead letters are on their topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+from driftline.collector.decode import DeadLetter, decode
+from driftline.collector.metrics import CollectorMetrics
+from driftline.collector.writer import ClickHouseWriter
+
+logger = logging.getLogger("driftline.collector")
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    topic: str
+    role: str  # predictions | labels | outcomes
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class Scrubber(Protocol):
+    def scrub_batch(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+class Observer(Protocol):
+    """A consumer of stored events (the detector engine)."""
+
+    def observe(self, events: Sequence[dict[str, Any]]) -> None: ...
+
+    def tick(self, now_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    stored: int
+    dead: int
+    duplicates: int
+
+
+class Pipeline:
+    def __init__(
+        self,
+        writer: ClickHouseWriter,
+        metrics: CollectorMetrics,
+        *,
+        send_dead_letters: Callable[[list[DeadLetter]], None],
+        scrubber: Scrubber | None = None,
+        observers: Sequence[Observer] = (),
+        retry_max_s: float = 5.0,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.writer = writer
+        self.metrics = metrics
+        self.send_dead_letters = send_dead_letters
+        self.scrubber = scrubber
+        self.observers = list(observers)
+        self.retry_max_s = retry_max_s
+        self.stop = stop or threading.Event()
+
+    def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Store a batch. Blocks, retrying storage failures, until stored or ``stop`` is set
+        (then raises, so the caller does not acknowledge the batch)."""
+        events: list[dict[str, Any]] = []
+        dead: list[DeadLetter] = []
+        for r in records:
+            self.metrics.consumed.labels(r.topic).inc()
+            result = decode(r.value, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
+            if isinstance(result, DeadLetter):
+                dead.append(result)
+            else:
+                events.append(result)
+        if dead:
+            self._retry(lambda: self.send_dead_letters(dead), "dead-letter publish")
+            for d in dead:
+                self.metrics.deadlettered.labels(d.reason).inc()
+                logger.warning("dead-lettered %s[%d]@%d: %s (%s)", d.topic, d.partition, d.offset, d.reason, d.detail)
+        if self.scrubber is not None and events:
+            events = self.scrubber.scrub_batch(events)
+        duplicates = 0
+        stored = 0
+        if events:
+            start = time.perf_counter()
+            result = self._retry(lambda: self.writer.write(events), "ClickHouse write")
+            self.metrics.batch_write_seconds.observe(time.perf_counter() - start)
+            self.metrics.batch_events.observe(len(events))
+            for table, n in result.stored.items():
+                self.metrics.stored.labels(table).inc(n)
+                stored += n
+            duplicates = result.duplicates
+            if duplicates:
+                self.metrics.duplicates.inc(duplicates)
+            for observer in self.observers:
+                try:
+                    observer.observe(events)
+                except Exception:  # noqa: BLE001 - a detector bug must not stop storage
+                    logger.exception("detector failed on a batch; the events are stored")
+        return BatchResult(stored=stored, dead=len(dead), duplicates=duplicates)
+
+    def tick(self, now_s: float) -> None:
+        for observer in self.observers:
+            try:
+                observer.tick(now_s)
+            except Exception:  # noqa: BLE001
+                logger.exception("detector tick failed")
+
+    def _retry(self, fn: Callable[[], Any], what: str) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - storage down: back off, never ack
+                self.metrics.write_errors.inc()
+                if self.stop.is_set():
+                    raise
+                logger.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__,
+                               str(exc)[:300], delay)
+                if self.stop.wait(delay):
+                    raise
+                delay = min(self.retry_max_s, delay * 2)

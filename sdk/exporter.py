@@ -1,0 +1,320 @@
+"""The batching exporter: one worker thread between the hot path and a transport.
+
+Shape follows OpenTelemetry's ``BatchSpanProcessor`` and sentry-python's background worker:
+
+* ``submit(item)`` is the hot path. It appends to a bounded deque and returns; it never blocks and
+  never raises. When the queue is full the item is dropped and counted as ``queue_full``.
+* One worker thread per process wakes when a batch is full or ``schedule_delay_s`` has passed,
+  turns items into records (``encode``) and hands them to ``Exporter.export``.
+* A batch the transport could not take stays pending and is retried with jittered exponential
+  backoff; items keep queueing behind it up to the bound. So a broker outage loses nothing that
+  fits in the queue, and everything beyond is counted.
+* ``flush(timeout_s)`` and ``shutdown(timeout_s)`` honour their timeouts. What is still pending
+  when ``shutdown`` gives up is counted as ``shutdown``.
+* After ``fork()`` the child starts with an empty queue and a fresh worker and transport (the
+  parent's thread does not exist in the child, and sockets must not be shared).
+* ``atexit`` flushes with a bounded timeout.
+
+Drop reasons: ``queue_full``, ``shutdown``, ``serialize_error``, ``invalid_event``, ``broker_error``
+(a record the transport rejected as permanently undeliverable, e.g. too large).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+logger = logging.getLogger("driftline.sdk")
+
+DROP_REASONS = ("queue_full", "shutdown", "serialize_error", "invalid_event", "broker_error")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What a transport did with one batch: indexes of records to retry, and permanent failures."""
+
+    retry: tuple[int, ...] = ()
+    rejected: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.retry
+
+
+class Exporter(Protocol):
+    """A transport for encoded records. ``export`` must not raise for transient failures;
+    it returns which records to retry."""
+
+    def export(self, records: Sequence[Record], timeout_s: float) -> ExportResult: ...
+
+    def shutdown(self, timeout_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Record:
+    """One encoded event: Kafka topic, key and JSON value."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class ExporterStats:
+    """A snapshot of the exporter's counters, readable by users (``Monitor.stats()``)."""
+
+    queued: int
+    pending_retry: int
+    exported: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+class BatchExporter:
+    """Bounded queue + one worker thread feeding an :class:`Exporter`.
+
+    ``encode(item) -> Record`` runs on the worker thread, off the hot path; it raises
+    :class:`~driftline.sdk.errors.SchemaError` for an invalid event (counted ``invalid_event``)
+    or any other exception for unserialisable data (counted ``serialize_error``).
+    """
+
+    def __init__(
+        self,
+        exporter_factory: Callable[[], Exporter],
+        encode: Callable[[Any], Record],
+        *,
+        max_queue_size: int = 100_000,
+        max_batch_size: int = 1_000,
+        schedule_delay_s: float = 0.2,
+        export_timeout_s: float = 10.0,
+        max_backoff_s: float = 5.0,
+        on_invalid: Callable[[Exception], None] | None = None,
+    ) -> None:
+        if max_queue_size < 1 or max_batch_size < 1:
+            from driftline.sdk.errors import ConfigError
+
+            raise ConfigError("max_queue_size and max_batch_size must be at least 1")
+        self._exporter_factory = exporter_factory
+        self._encode = encode
+        self.max_queue_size = max_queue_size
+        self.max_batch_size = max_batch_size
+        self.schedule_delay_s = schedule_delay_s
+        self.export_timeout_s = export_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self._on_invalid = on_invalid
+        self._init_state()
+        _register_instance(self)
+
+    # -- state that must be rebuilt after fork -------------------------------------------
+    def _init_state(self) -> None:
+        self._queue: collections.deque[Any] = collections.deque()
+        self._pending: list[Record] = []  # encoded records awaiting a (re)try
+        self._drops = {reason: 0 for reason in DROP_REASONS}
+        self._exported = 0
+        self._lock = threading.Lock()  # guards counters and _pending
+        self._wake = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._closed = False
+        self._exporter: Exporter | None = None
+        self._worker: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def _after_fork_in_child(self) -> None:
+        self._init_state()
+
+    # -- hot path ---------------------------------------------------------------------------
+    def submit(self, item: Any) -> bool:
+        """Queue ``item``; never blocks, never raises. Returns False if it was dropped."""
+        try:
+            if self._closed:
+                self._count_drop("shutdown")
+                return False
+            queue = self._queue
+            if len(queue) + len(self._pending) >= self.max_queue_size:
+                self._count_drop("queue_full")
+                return False
+            queue.append(item)
+            if self._worker is None or self._pid != os.getpid():
+                self._start_worker()
+            elif len(queue) >= self.max_batch_size:
+                self._wake.set()
+            return True
+        except Exception:  # a bug here must never reach the model server
+            logger.exception("driftline: exporter submit failed")
+            return False
+
+    def _count_drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._drops[reason] += n
+
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._worker is not None and self._pid == os.getpid():
+                return
+            if self._pid != os.getpid():  # forked without the hook (e.g. os.fork in C code)
+                self._init_state_locked_child()
+            self._worker = threading.Thread(target=self._run, name="driftline-exporter", daemon=True)
+            self._worker.start()
+
+    def _init_state_locked_child(self) -> None:
+        self._pid = os.getpid()
+        self._exporter = None
+
+    # -- worker -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff_s = 0.0
+        while True:
+            timeout = backoff_s if backoff_s else self.schedule_delay_s
+            self._wake.wait(timeout)
+            self._wake.clear()
+            progressed = self._drain_once(force_all=False)
+            if self._closed and not self._queue and not self._pending:
+                return
+            if progressed is False:
+                backoff_s = min(self.max_backoff_s, max(0.05, backoff_s * 2)) * random.uniform(0.8, 1.2)
+            else:
+                backoff_s = 0.0
+                if len(self._queue) >= self.max_batch_size:
+                    self._wake.set()
+
+    def _take_batch(self) -> list[Record]:
+        batch: list[Record] = []
+        with self._lock:
+            if self._pending:
+                batch = self._pending[: self.max_batch_size]
+                del self._pending[: len(batch)]
+        queue = self._queue
+        while len(batch) < self.max_batch_size and queue:
+            item = queue.popleft()
+            try:
+                batch.append(self._encode(item))
+            except Exception as exc:  # noqa: BLE001 - counted and reported, never raised
+                from driftline.sdk.errors import SchemaError
+
+                reason = "invalid_event" if isinstance(exc, SchemaError) else "serialize_error"
+                self._count_drop(reason)
+                if self._on_invalid is not None:
+                    self._on_invalid(exc)
+        return batch
+
+    def _drain_once(self, *, force_all: bool) -> bool | None:
+        """Export one batch. True: progress; False: transport failed; None: nothing to do."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            batch = self._take_batch()
+            if not batch:
+                return None
+            try:
+                if self._exporter is None:
+                    self._exporter = self._exporter_factory()
+                result = self._exporter.export(batch, self.export_timeout_s)
+            except Exception:  # noqa: BLE001 - transport bug: keep the batch, retry later
+                logger.warning("driftline: export failed; will retry", exc_info=True)
+                result = ExportResult(retry=tuple(range(len(batch))))
+            with self._lock:
+                if result.retry:
+                    self._pending[:0] = [batch[i] for i in result.retry]
+                self._drops["broker_error"] += result.rejected
+                self._exported += len(batch) - len(result.retry) - result.rejected
+            return len(result.retry) < len(batch)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    # -- control ------------------------------------------------------------------------------
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Block until everything queued before the call is exported, or ``timeout_s`` passes.
+
+        Returns True if the queue drained in time. Safe to call from any thread.
+        """
+        deadline = time.monotonic() + timeout_s
+        if self._worker is None and (self._queue or self._pending):
+            self._start_worker()
+        while True:
+            with self._lock:
+                empty = not self._queue and not self._pending and self._in_flight == 0
+            if empty:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wake.set()
+            with self._lock:
+                self._idle.wait(min(remaining, 0.05))
+
+    def shutdown(self, timeout_s: float = 10.0) -> bool:
+        """Flush within ``timeout_s``, stop the worker, close the transport.
+
+        Anything still undelivered is counted as dropped with reason ``shutdown``.
+        """
+        if self._closed:
+            return True
+        drained = self.flush(timeout_s)
+        self._closed = True
+        self._wake.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(max(0.0, min(timeout_s, 1.0)))
+        with self._lock:
+            lost = len(self._queue) + len(self._pending)
+            self._queue.clear()
+            self._pending.clear()
+            self._drops["shutdown"] += lost
+        if self._exporter is not None:
+            try:
+                self._exporter.shutdown(min(timeout_s, 5.0))
+            except Exception:  # noqa: BLE001
+                logger.warning("driftline: exporter shutdown failed", exc_info=True)
+        return drained
+
+    def stats(self) -> ExporterStats:
+        with self._lock:
+            return ExporterStats(
+                queued=len(self._queue),
+                pending_retry=len(self._pending),
+                exported=self._exported,
+                dropped=dict(self._drops),
+            )
+
+
+# -- process-wide hooks (fork and exit), holding exporters weakly ------------------------------
+_instances: weakref.WeakSet[BatchExporter] = weakref.WeakSet()
+_hooks_installed = False
+_ATEXIT_TIMEOUT_S = 5.0
+
+
+def _register_instance(exporter: BatchExporter) -> None:
+    global _hooks_installed
+    _instances.add(exporter)
+    if not _hooks_installed:
+        _hooks_installed = True
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork)
+        atexit.register(_flush_all_at_exit)
+
+
+def _after_fork() -> None:
+    for exporter in list(_instances):
+        exporter._after_fork_in_child()
+
+
+def _flush_all_at_exit() -> None:
+    for exporter in list(_instances):
+        try:
+            exporter.shutdown(_ATEXIT_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - never fail interpreter exit
+            logger.warning("driftline: flush at exit failed", exc_info=True)

@@ -1,0 +1,360 @@
+"""``Monitor``: the SDK's public entry point.
+
+>>> from driftline.sdk import Monitor, InMemoryExporter
+>>> sink = InMemoryExporter()
+>>> monitor = Monitor(model="churn", version="2024-06", exporter=sink)
+>>> pid = monitor.log(features={"age": 41, "plan": "pro"}, prediction={"yes": 0.8, "no": 0.2},
+...                   latency_ms=3.1, tags={"region": "eu"})
+>>> _ = monitor.log_label(pid, "yes")
+>>> monitor.flush(2.0)
+True
+>>> [e["type"] for e in sink.events()]
+['prediction', 'label']
+
+The hot path (``log`` and friends) takes a timestamp and an id, copies the caller's mappings,
+appends a tuple to the exporter's bounded queue and returns. Validation, denylist masking and
+JSON encoding happen on the exporter's worker thread. Nothing here raises into the caller unless
+``strict=True`` (meant for tests and development), which validates inline and raises
+:class:`~driftline.sdk.errors.SchemaError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from driftline.sdk import schema
+from driftline.sdk.config import SdkSettings, Topics
+from driftline.sdk.errors import ConfigError
+from driftline.sdk.exporter import BatchExporter, Exporter, ExporterStats, Record
+from driftline.sdk.ids import uuid7
+
+logger = logging.getLogger("driftline.sdk")
+
+_PRED, _LABEL, _OUTCOME = 0, 1, 2
+
+
+def format_timestamp(ts_ns: int) -> str:
+    """RFC 3339 UTC with microseconds: ``2026-11-24T03:22:12.123456Z``."""
+    secs, ns = divmod(ts_ns, 1_000_000_000)
+    t = time.gmtime(secs)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+            f"{t.tm_sec:02d}.{ns // 1000:06d}Z")
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy scalars/arrays and other array-likes into JSON types without importing numpy."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return _plain(tolist())
+    item = getattr(value, "item", None)
+    if callable(item):
+        return _plain(item())
+    return value
+
+
+def _plain_features(features: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in features.items():
+        if not (v is None or isinstance(v, (str, bool, int, float))):
+            v = _plain(v)
+        out[k] = v
+    return out
+
+
+class Monitor:
+    """Log predictions, labels and outcomes of one model to driftline.
+
+    Parameters
+    ----------
+    model, version:
+        Model name and version; every event carries them.
+    exporter:
+        A transport such as :class:`InMemoryExporter` or :class:`KafkaExporter`. When omitted,
+        a Kafka exporter is built from ``settings`` (``DRIFTLINE_KAFKA_BOOTSTRAP``).
+    settings:
+        :class:`SdkSettings`; defaults to ``SdkSettings.from_env()``.
+    variant:
+        Default variant of this process's predictions (``primary``, ``shadow`` or an A/B arm).
+    tags:
+        Default segment tags merged into every event (per-call tags win).
+    mask:
+        A function applied to features before export (the early PII denylist). Defaults to the
+        denylist from ``settings``.
+    strict:
+        Validate inline and raise ``SchemaError`` (for tests). Default: count and log instead.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        version: str = "",
+        *,
+        exporter: Exporter | None = None,
+        settings: SdkSettings | None = None,
+        variant: str = "primary",
+        tags: Mapping[str, str] | None = None,
+        mask: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        strict: bool = False,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ConfigError("Monitor(model=...) needs a non-empty model name")
+        if not isinstance(version, str):
+            raise ConfigError("Monitor(version=...) must be a string, e.g. version='1.4.2'")
+        schema.check_tags(dict(tags or {}), "Monitor(tags=...)")
+        self.model = model
+        self.version = version
+        self.variant = variant
+        self.tags = dict(tags or {})
+        self.strict = strict
+        self.settings = settings if settings is not None else SdkSettings.from_env()
+        self._topics: Topics = self.settings.topics
+        self._key = model.encode()
+        self._mask = mask if mask is not None else _default_mask(self.settings)
+        self._invalid_logged = 0
+        if exporter is None:
+            from driftline.sdk.kafka_exporter import KafkaExporter
+
+            bootstrap, compression = self.settings.kafka_bootstrap, self.settings.compression
+
+            def factory() -> Exporter:
+                return KafkaExporter(bootstrap, compression_type=compression)
+        else:
+
+            def factory() -> Exporter:
+                return exporter
+
+        self._batcher = BatchExporter(
+            factory,
+            self._encode,
+            max_queue_size=self.settings.queue_size,
+            max_batch_size=self.settings.batch_size,
+            schedule_delay_s=self.settings.flush_interval_s,
+            on_invalid=self._report_invalid,
+        )
+
+    # -- hot path -------------------------------------------------------------------------
+    def log(
+        self,
+        features: Mapping[str, Any],
+        prediction: Any,
+        *,
+        latency_ms: float | None = None,
+        variant: str | None = None,
+        request_id: str | None = None,
+        status: str = "ok",
+        error: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        prediction_id: str | None = None,
+        timestamp_ns: int | None = None,
+    ) -> str:
+        """Log one prediction; returns its id (a UUIDv7) for labels and outcomes to refer to."""
+        pid = prediction_id or uuid7()
+        try:
+            item = (_PRED, pid, timestamp_ns or time.time_ns(), dict(features), prediction,
+                    latency_ms, variant or self.variant, request_id, status, error,
+                    dict(tags) if tags else None)
+            if self.strict:
+                self._event(item)
+            self._batcher.submit(item)
+        except Exception:
+            if self.strict:
+                raise
+            logger.warning("driftline: could not log a prediction of %s", self.model, exc_info=True)
+        return pid
+
+    def log_label(self, prediction_id: str, label: Any, *, tags: Mapping[str, str] | None = None,
+                  timestamp_ns: int | None = None) -> str:
+        """Log delayed ground truth for ``prediction_id``."""
+        eid = uuid7()
+        item = (_LABEL, eid, timestamp_ns or time.time_ns(), prediction_id, label, dict(tags) if tags else None)
+        self._submit(item)
+        return eid
+
+    def log_outcome(self, name: str, value: float | bool, *, prediction_id: str | None = None,
+                    request_id: str | None = None, tags: Mapping[str, str] | None = None,
+                    timestamp_ns: int | None = None) -> str:
+        """Log a business outcome (a click, a conversion value) for a prediction or a request."""
+        eid = uuid7()
+        item = (_OUTCOME, eid, timestamp_ns or time.time_ns(), prediction_id, request_id, name, value,
+                dict(tags) if tags else None)
+        self._submit(item)
+        return eid
+
+    def log_batch(self, features: Iterable[Mapping[str, Any]] | Any, predictions: Sequence[Any], *,
+                  latency_ms: float | None = None, tags: Mapping[str, str] | None = None,
+                  variant: str | None = None) -> list[str]:
+        """Log a batch inference job: one event per row. ``features`` may be a DataFrame."""
+        if hasattr(features, "to_dict") and not isinstance(features, Mapping):
+            features = features.to_dict("records")  # pandas without importing pandas
+        rows = list(features)
+        preds = _plain(predictions) if not isinstance(predictions, list) else predictions
+        if len(rows) != len(preds):
+            if self.strict:
+                raise ConfigError(f"log_batch: {len(rows)} feature rows but {len(preds)} predictions")
+            logger.warning("driftline: log_batch got %d rows and %d predictions; nothing logged",
+                           len(rows), len(preds))
+            return []
+        per_row = None if latency_ms is None else latency_ms / max(1, len(rows))
+        return [self.log(row, pred, latency_ms=per_row, tags=tags, variant=variant)
+                for row, pred in zip(rows, preds)]
+
+    def _submit(self, item: tuple[Any, ...]) -> None:
+        try:
+            if self.strict:
+                self._event(item)
+            self._batcher.submit(item)
+        except Exception:
+            if self.strict:
+                raise
+            logger.warning("driftline: could not log an event of %s", self.model, exc_info=True)
+
+    # -- decorator --------------------------------------------------------------------------
+    def watch(self, fn: Callable[..., Any] | None = None, *,
+              features_from: Callable[..., Mapping[str, Any]] | None = None,
+              prediction_from: Callable[[Any], Any] | None = None) -> Any:
+        """Decorate a sync or async predict function: log inputs, output, latency and errors.
+
+        Features are taken from ``features_from(*args, **kwargs)``, else from the first positional
+        argument if it is a mapping, else from the keyword arguments. The function's exceptions
+        are logged (``status='error'``) and re-raised unchanged.
+
+        >>> from driftline.sdk import Monitor, InMemoryExporter
+        >>> m = Monitor(model="m", exporter=InMemoryExporter())
+        >>> @m.watch
+        ... def predict(x):
+        ...     return x["a"] * 2
+        >>> predict({"a": 2})
+        4
+        """
+        if fn is None:
+            return functools.partial(self.watch, features_from=features_from, prediction_from=prediction_from)
+
+        def extract(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Mapping[str, Any]:
+            try:
+                if features_from is not None:
+                    return features_from(*args, **kwargs)
+                if args and isinstance(args[0], Mapping):
+                    return args[0]
+                return kwargs
+            except Exception:  # noqa: BLE001 - never break the caller's predict
+                logger.warning("driftline: features_from failed", exc_info=True)
+                return {}
+
+        def record(args: tuple[Any, ...], kwargs: dict[str, Any], start_ns: int, result: Any,
+                   exc: BaseException | None) -> None:
+            latency_ms = (time.perf_counter_ns() - start_ns) / 1e6
+            feats = extract(args, kwargs)
+            if exc is not None:
+                self.log(feats, None, latency_ms=latency_ms, status="error",
+                         error=f"{type(exc).__name__}: {exc}"[:2000])
+                return
+            try:
+                pred = prediction_from(result) if prediction_from is not None else result
+            except Exception:  # noqa: BLE001
+                logger.warning("driftline: prediction_from failed", exc_info=True)
+                pred = None
+            self.log(feats, pred, latency_ms=latency_ms)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter_ns()
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    record(args, kwargs, start, None, exc)
+                    raise
+                record(args, kwargs, start, result, None)
+                return result
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter_ns()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                record(args, kwargs, start, None, exc)
+                raise
+            record(args, kwargs, start, result, None)
+            return result
+
+        return wrapper
+
+    # -- control --------------------------------------------------------------------------
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every event logged so far is delivered (True) or ``timeout_s`` passes."""
+        return self._batcher.flush(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Flush and stop. Later ``log`` calls are counted as ``shutdown`` drops."""
+        return self._batcher.shutdown(timeout_s)
+
+    def stats(self) -> ExporterStats:
+        """Queue depth, exported count and drops by reason."""
+        return self._batcher.stats()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- worker side ----------------------------------------------------------------------
+    def _event(self, item: tuple[Any, ...]) -> dict[str, Any]:
+        kind = item[0]
+        base = {"schema_version": schema.SCHEMA_VERSION, "event_id": item[1],
+                "timestamp": format_timestamp(item[2]), "model": self.model}
+        if kind == _PRED:
+            _, _, _, features, prediction, latency_ms, variant, request_id, status, error, tags = item
+            features = _plain_features(features)
+            if self._mask is not None:
+                features = self._mask(features)
+            event = {**base, "type": "prediction", "model_version": self.version, "variant": variant,
+                     "request_id": request_id or item[1], "features": features,
+                     "prediction": _plain(prediction),
+                     "latency_ms": None if latency_ms is None else float(latency_ms),
+                     "status": status, "error": error, "tags": {**self.tags, **tags} if tags else self.tags}
+        elif kind == _LABEL:
+            _, _, _, prediction_id, label, tags = item
+            event = {**base, "type": "label", "model_version": self.version, "prediction_id": prediction_id,
+                     "label": _plain(label), "tags": {**self.tags, **tags} if tags else self.tags}
+        else:
+            _, _, _, prediction_id, request_id, name, value, tags = item
+            event = {**base, "type": "outcome", "prediction_id": prediction_id, "request_id": request_id,
+                     "name": name, "value": _plain(value),
+                     "tags": {**self.tags, **tags} if tags else self.tags}
+        return schema.validate_event(event)
+
+    def _encode(self, item: tuple[Any, ...]) -> Record:
+        event = self._event(item)
+        value = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return Record(self._topics.for_type(event["type"]), self._key, value)
+
+    def _report_invalid(self, exc: Exception) -> None:
+        # Rate-limited: the field name and reason only, never the value (it may be PII).
+        self._invalid_logged += 1
+        if self._invalid_logged <= 10 or self._invalid_logged % 1000 == 0:
+            logger.warning("driftline: dropped an invalid event of %s (%s) [%d so far]",
+                           self.model, exc, self._invalid_logged)
+
+
+def _default_mask(settings: SdkSettings) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    try:
+        from driftline.sdk.denylist import Denylist
+    except ImportError:  # the denylist module ships with the PII work; absent means no masking
+        return None
+    return Denylist(settings.denylist).mask
