@@ -1,0 +1,221 @@
+"""The embedded ClickHouse store: one process owns a chDB data directory and serves ClickHouse's
+HTTP interface on loopback, so every component talks to it exactly as to a real server.
+
+A chDB data directory can be opened by one process only, hence one server process; everything
+else (collector, alerting, dashboard, ``driftline sql``, clickhouse-connect, curl, Grafana) is an
+HTTP client. Run it::
+
+    python -m driftline.collector.chstore --data-dir ./data/ch --port 8123
+
+or from Python::
+
+    >>> from driftline.collector.chstore import start_chstore
+    >>> with start_chstore("/tmp/ch") as store:                       # doctest: +SKIP
+    ...     client = clickhouse_connect.get_client(host=store.host, port=store.port)
+    ...     client.command("SELECT 1")
+    1
+
+Read-only access is enforced by ClickHouse itself (a chDB connection opened with ``mode=ro``),
+for ``GET`` requests, requests with ``readonly=1`` (or 2) and the read-only user (default
+``readonly``, no password, loopback clients only). See ``chstore_engine`` for the evidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from driftline.sdk.errors import ConfigError, DriftlineError
+
+READY_PREFIX = "driftline-chstore ready "
+LOCK_NAME = ".driftline-chstore.lock"
+
+
+class ChStoreError(DriftlineError):
+    """The embedded store could not start or stopped unexpectedly."""
+
+
+@dataclass(frozen=True)
+class ChStoreSettings:
+    """Settings of one embedded store process (built once at the entry point)."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8123
+    readonly_user: str = "readonly"
+    readonly_password: str | None = None
+    default_password: str | None = None
+    rw_connections: int = 2
+    ro_connections: int = 2
+    max_query_bytes: int = 16 << 20
+    shutdown_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.rw_connections < 1 or self.ro_connections < 1:
+            raise ConfigError("chstore: rw_connections and ro_connections must be >= 1")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"chstore: port {self.port} is out of range 0..65535")
+
+
+def _parse_user(spec: str) -> tuple[str, str | None]:
+    name, sep, password = spec.partition(":")
+    if not name:
+        raise ConfigError(f"--readonly-user {spec!r}: expected NAME or NAME:PASSWORD")
+    return name, (password if sep else None)
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data directory's exclusive lock or raise ChStoreError naming the holder."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ChStoreError(
+            f"data dir {data_dir} is in use by {holder}; a chDB data directory can be opened by one "
+            "process only: connect to that store over HTTP, or stop it first") from None
+    return handle
+
+
+def serve(settings: ChStoreSettings, ready: IO[str] | None = None, stop: threading.Event | None = None) -> None:
+    """Open the data dir, serve HTTP until ``stop`` is set (or SIGTERM/SIGINT), then close cleanly."""
+    from driftline.collector.chstore_engine import EnginePool
+    from driftline.collector.chstore_http import ChHttpServer, HttpSettings
+
+    lock = lock_data_dir(settings.data_dir)
+    pool = EnginePool(str(settings.data_dir.resolve()), settings.rw_connections, settings.ro_connections)
+    http = ChHttpServer((settings.host, settings.port), pool, HttpSettings(
+        readonly_user=settings.readonly_user, readonly_password=settings.readonly_password,
+        default_password=settings.default_password, max_query_bytes=settings.max_query_bytes))
+    host, port = http.server_address[:2]
+    url = f"http://{host}:{port}"
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} serving {url}\n")
+    lock.flush()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    server_thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.2},
+                                     name="chstore-http", daemon=True)
+    server_thread.start()
+    if ready is not None:
+        ready.write(f"{READY_PREFIX}{url}\n")
+        ready.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        http.shutdown()  # stop accepting; requests already running keep their connection
+        # Closing the pool waits until every in-flight statement returned its connection.
+        pool.close(settings.shutdown_timeout_s)
+        http.server_close()
+        lock.close()
+
+
+class ChStoreProcess:
+    """A running store subprocess. ``url``, ``host``, ``port``; ``stop(timeout_s)``; context manager."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc = proc
+        self.url = url
+        rest = url.split("://", 1)[1]
+        self.host, port = rest.rsplit(":", 1)
+        self.port = int(port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, wait up to ``timeout_s`` for a clean exit, then SIGKILL. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> ChStoreProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", *,
+                  startup_timeout_s: float = 60.0, extra_args: tuple[str, ...] = ()) -> ChStoreProcess:
+    """Start the store as a subprocess and wait until it serves. Raises ChStoreError on failure."""
+    cmd = [sys.executable, "-m", "driftline.collector.chstore", "--data-dir", str(data_dir),
+           "--host", host, "--port", str(port), *extra_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + startup_timeout_s
+    assert proc.stdout is not None and proc.stderr is not None
+    line = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith(READY_PREFIX):
+                return ChStoreProcess(proc, line[len(READY_PREFIX):].strip())
+            if not line and proc.poll() is not None:
+                break
+        elif proc.poll() is not None:
+            break
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    err = proc.stderr.read().strip().splitlines()
+    proc.stdout.close()
+    proc.stderr.close()
+    detail = err[-1] if err else f"no ready line within {startup_timeout_s} s"
+    raise ChStoreError(f"embedded ClickHouse store did not start on {data_dir}: {detail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m driftline.collector.chstore", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", required=True, type=Path, help="chDB data directory (created if missing)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8123, help="0 picks a free port")
+    p.add_argument("--readonly-user", default="readonly", help="NAME[:PASSWORD] of the read-only user")
+    p.add_argument("--password", default=None, help="password of the read-write 'default' user "
+                   "(without one, only loopback clients are accepted)")
+    p.add_argument("--rw-connections", type=int, default=2)
+    p.add_argument("--ro-connections", type=int, default=2)
+    args = p.parse_args(argv)
+    try:
+        ro_name, ro_password = _parse_user(args.readonly_user)
+        settings = ChStoreSettings(
+            data_dir=args.data_dir, host=args.host, port=args.port, readonly_user=ro_name,
+            readonly_password=ro_password, default_password=args.password,
+            rw_connections=args.rw_connections, ro_connections=args.ro_connections)
+        serve(settings, ready=sys.stdout)
+    except DriftlineError as exc:
+        print(f"driftline-chstore: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""chDB connections of the embedded store: pools, per-request settings, read-only enforcement.
+
+Findings (chDB 4.4 / ClickHouse 26.9, checked on this machine; scripts in the store's tests):
+
+* One process may open several chDB connections on the same data directory
+  (``chdb._chdb.connect(path)``); they share one engine, so every connection sees the others'
+  tables and parts at once. A connection serialises its own queries (internal mutex) while two
+  connections run in parallel (two 0.11 s scans took 0.12 s on two connections, 0.25 s on one).
+  So the store keeps small pools and gives each request a connection of its own.
+* ``path?mode=ro`` opens a connection with ``readonly=2`` as a *startup* setting. ClickHouse then
+  refuses, with ``Code: 164 ... (READONLY)``: INSERT (VALUES and SELECT), CREATE, DROP, ALTER,
+  DELETE, TRUNCATE, ``SET readonly = 0`` ("Cannot modify 'readonly' setting in readonly mode"),
+  ``INSERT ... SETTINGS readonly = 0`` and the same statements hidden after ``;`` in a
+  multi-statement request. Reads and ``SET`` of other settings work (readonly=2 semantics).
+  The writer's connection is unaffected. **This is the mechanism used for read-only requests.**
+* Query-level ``SETTINGS readonly = 1`` in the text refuses INSERT/CREATE/DROP here, but the text
+  is the caller's, so it cannot be a guard. ``SET readonly = 1`` persists on the connection and
+  would poison the writer. ``CREATE USER ... SETTINGS readonly = 1`` fails: chDB's ``default``
+  user lacks the CREATE USER grant (ACCESS_DENIED), so there is no access control to lean on.
+* chDB executes multi-statement text (``SELECT 1; SELECT 2``) where a real server refuses it;
+  a ``SET``/``USE`` inside such text would outlive the request, so such requests are followed
+  by a check of ``system.settings WHERE changed`` and ``currentDatabase()`` and the connection
+  is restored to its baseline.
+* Settings persist per connection. The store applies the request's settings with one ``SET``
+  (ClickHouse validates names and values: unknown name -> 115 UNKNOWN_SETTING) and restores the
+  connection's baseline afterwards, so ClickHouse itself enforces ``max_result_rows``,
+  ``max_execution_time`` and the rest per request.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from chdb import _chdb  # the low-level API exposes result statistics and streaming inserts
+
+_ERROR_CODE_RE = re.compile(r"Code:\s*(\d+)\.")
+_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A comment or whitespace before the first keyword; used only to decide whether a request may
+# have changed connection state (SET/USE), never to decide what is allowed.
+_LEADING_NOISE_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|#[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+INSERT_CHUNK_BYTES = 1 << 20
+
+
+class ChError(Exception):
+    """An error with a ClickHouse error code, reported to HTTP clients as ClickHouse does."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def from_engine(cls, exc: BaseException) -> ChError:
+        text = str(exc)
+        # chDB's Python layer may prefix its own words; keep the ClickHouse part.
+        start = text.find("Code:")
+        if start > 0:
+            text = text[start:]
+        m = _ERROR_CODE_RE.search(text)
+        return cls(int(m.group(1)) if m else 1001, text)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one statement produced: the body bytes and the statistics for X-ClickHouse-Summary."""
+
+    body: bytes
+    read_rows: int = 0
+    read_bytes: int = 0
+    written_rows: int = 0
+    written_bytes: int = 0
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class SessionState:
+    """Settings and current database a client kept with ``session_id`` (as a real server does)."""
+
+    settings: dict[str, str] = field(default_factory=dict)
+    database: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def first_keyword(sql: str) -> str:
+    rest = sql[_LEADING_NOISE_RE.match(sql).end():]  # type: ignore[union-attr]
+    m = re.match(r"[A-Za-z]+", rest)
+    return m.group(0).upper() if m else ""
+
+
+class EngineConnection:
+    """One chDB connection plus the state the store has put on it (database, settings)."""
+
+    def __init__(self, path: str, readonly: bool) -> None:
+        self.readonly = readonly
+        self._conn = _chdb.connect(f"{path}?mode=ro" if readonly else path)
+        self.baseline = self._changed_settings()
+        self.database = self._query_text("SELECT currentDatabase()").strip()
+        self.default_database = self.database
+
+    def _query_text(self, sql: str) -> str:
+        return self._conn.query(sql, "TabSeparated", params={}).bytes().decode()
+
+    def _changed_settings(self) -> dict[str, str]:
+        out = {}
+        text = self._query_text("SELECT name, value FROM system.settings WHERE changed")
+        for line in text.splitlines():
+            name, _, value = line.partition("\t")
+            out[name] = value.encode().decode("unicode_escape") if "\\" in value else value
+        return out
+
+    def run(self, sql: str, fmt: str, params: dict[str, str]) -> Outcome:
+        try:
+            res = self._conn.query(sql, fmt, params=params)
+        except RuntimeError as exc:
+            raise ChError.from_engine(exc) from None
+        return Outcome(
+            body=res.bytes(),
+            read_rows=res.rows_read(),
+            read_bytes=res.bytes_read(),
+            written_rows=res.rows_written(),
+            written_bytes=res.bytes_written(),
+            elapsed_s=res.elapsed(),
+        )
+
+    def insert_stream(self, statement: str, fmt: str, data: IO[bytes]) -> Outcome:
+        """Stream FORMAT-encoded bytes from ``data`` into ``statement`` (an INSERT without FORMAT)."""
+        try:
+            ins = self._conn.send_insert(statement, fmt)
+        except RuntimeError as exc:
+            raise ChError.from_engine(exc) from None
+        try:
+            while chunk := data.read(INSERT_CHUNK_BYTES):
+                self._conn.insert_append(ins, chunk)
+            res = self._conn.insert_done(ins)
+        except RuntimeError as exc:
+            try:
+                self._conn.insert_cancel(ins)
+            except RuntimeError:
+                pass  # already finished by the failure; the original error is what matters
+            raise ChError.from_engine(exc) from None
+        return Outcome(body=b"", written_rows=res.rows_written(), written_bytes=res.bytes_written(),
+                       elapsed_s=res.elapsed())
+
+    def apply(self, database: str | None, settings: dict[str, str]) -> None:
+        """Put the request's database and settings on the connection (ClickHouse validates them)."""
+        target = database or self.default_database
+        if target != self.database:
+            self.run(f"USE `{target.replace('`', '``')}`", "TabSeparated", {})
+            self.database = target
+        if settings:
+            for name in settings:
+                if not _SETTING_NAME_RE.match(name):
+                    raise ChError(115, f"Code: 115. DB::Exception: Unknown setting '{name}'. (UNKNOWN_SETTING)")
+            assigns = ", ".join(f"{k} = {quote_literal(v)}" for k, v in settings.items())
+            self.run(f"SET {assigns}", "TabSeparated", {})
+
+    def capture(self) -> tuple[dict[str, str], str]:
+        """Settings that differ from the baseline, and the current database (after SET/USE)."""
+        changed = {k: v for k, v in self._changed_settings().items() if self.baseline.get(k) != v}
+        self.database = self._query_text("SELECT currentDatabase()").strip()
+        return changed, self.database
+
+    def restore(self, names: set[str]) -> None:
+        """Return the named settings to this connection's baseline."""
+        if not names:
+            return
+        assigns = ", ".join(
+            f"{k} = {quote_literal(self.baseline[k])}" if k in self.baseline else f"{k} = DEFAULT"
+            for k in sorted(names)
+        )
+        self.run(f"SET {assigns}", "TabSeparated", {})
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class EnginePool:
+    """Read-write and read-only chDB connections over one data directory.
+
+    ``acquire(readonly)`` hands out a connection exclusively; ``close()`` waits for every
+    connection to come back (in-flight statements finish) and closes them, releasing the
+    directory for the next process.
+    """
+
+    def __init__(self, path: str, rw_size: int = 2, ro_size: int = 2) -> None:
+        self._pools: dict[bool, queue.Queue[EngineConnection]] = {False: queue.Queue(), True: queue.Queue()}
+        self._sizes = {False: rw_size, True: ro_size}
+        self._closed = threading.Event()
+        for readonly, size in self._sizes.items():
+            for _ in range(size):
+                self._pools[readonly].put(EngineConnection(path, readonly))
+        probe = self._pools[False].get()
+        try:
+            row = probe.run("SELECT version(), timezone()", "TabSeparated", {}).body.decode().split("\t")
+            self.version, self.timezone = row[0], row[1].strip()
+        finally:
+            self._pools[False].put(probe)
+
+    @contextmanager
+    def acquire(self, readonly: bool, timeout_s: float = 300.0) -> Iterator[EngineConnection]:
+        if self._closed.is_set():
+            raise ChError(242, "Code: 242. DB::Exception: Server is shutting down. (TABLE_IS_READ_ONLY)")
+        try:
+            conn = self._pools[readonly].get(timeout=timeout_s)
+        except queue.Empty:
+            raise ChError(202, "Code: 202. DB::Exception: Too many simultaneous queries. (TOO_MANY_SIMULTANEOUS_QUERIES)") from None
+        try:
+            yield conn
+        finally:
+            self._pools[readonly].put(conn)
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Wait for in-flight statements, then close every connection. True if all came back."""
+        self._closed.set()
+        complete = True
+        for readonly, size in self._sizes.items():
+            for _ in range(size):
+                try:
+                    conn = self._pools[readonly].get(timeout=timeout_s)
+                except queue.Empty:
+                    complete = False
+                    break
+                conn.close()
+        return complete
+
+
+def execute(conn: EngineConnection, sql: str, fmt: str, params: dict[str, str],
+            database: str | None, settings: dict[str, str], session: SessionState | None,
+            insert: tuple[str, str, IO[bytes]] | None = None) -> Outcome:
+    """Run one request's statement on ``conn`` with its database/settings; restore the connection.
+
+    ``insert`` = (statement without FORMAT, format, data) streams data into an INSERT instead.
+    """
+    base = dict(session.settings) if session else {}
+    base.update(settings)
+    db = database or (session.database if session else None)
+    touched = set(base)
+    # SET/USE (or anything hidden behind ';') may change connection state beyond this request.
+    stateful = insert is None and (first_keyword(sql) in ("SET", "USE") or ";" in sql.strip().rstrip(";"))
+    try:
+        conn.apply(db, base)
+        if insert is not None:
+            return conn.insert_stream(*insert)
+        out = conn.run(sql, fmt, params)
+        if stateful:
+            changed, current_db = conn.capture()
+            touched |= set(changed)
+            if session is not None:
+                session.settings.update(changed)
+                session.database = current_db
+        return out
+    finally:
+        if stateful:
+            touched |= set(conn.capture()[0])
+        conn.restore(touched)
