@@ -1,0 +1,145 @@
+"""The one detector interface and the result types every detector returns.
+
+Every detector follows river's ``DriftDetector`` shape (house style point 4):
+
+* ``update(...)`` feeds one observation; cost is bounded and independent of the window length;
+* ``drift_detected`` is a read-only property: the verdict of the last closed window (window
+  detectors) or of the last update (sequential detectors such as ADWIN);
+* ``close_window()`` ends the current window and returns its results as frozen dataclasses;
+* ``reset()`` forgets everything observed (the reference, if any, stays);
+* ``get_state()`` / ``set_state(state)`` save and restore the observed state as JSON-able data,
+  so a collector restart continues exactly where it stopped.
+
+Example
+-------
+>>> from driftline.detectors.base import DetectorResult
+>>> r = DetectorResult("data_drift", "age", "psi", 0.31, None, 0.2, True, 5000, 1000)
+>>> r.drift
+True
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as _dt
+import json
+import math
+from typing import Any, ClassVar
+
+__all__ = ["Detector", "DetectorResult", "MetricRow", "result_to_row"]
+
+Detail = tuple[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorResult:
+    """One statistic of one detector for one feature over one window.
+
+    ``details`` is a tuple of ``(name, value)`` pairs with detector-specific evidence (for
+    example the new categories seen); it is written as a JSON object to ClickHouse.
+    """
+
+    detector: str
+    feature: str
+    statistic: str
+    value: float
+    p_value: float | None
+    threshold: float | None
+    drift: bool
+    reference_size: int
+    current_size: int
+    details: tuple[Detail, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricRow:
+    """One row of ``driftline.drift_metrics`` (columns in table order, ``computed_at`` excluded)."""
+
+    model: str
+    model_version: str
+    detector: str
+    feature: str
+    segment: str
+    window_start: _dt.datetime
+    window_end: _dt.datetime
+    statistic: str
+    value: float
+    p_value: float | None
+    threshold: float | None
+    drift: bool
+    reference_size: int
+    current_size: int
+    details: str
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "model", "model_version", "detector", "feature", "segment", "window_start", "window_end",
+        "statistic", "value", "p_value", "threshold", "drift", "reference_size", "current_size",
+        "details",
+    )
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """Values in :attr:`COLUMNS` order, ready for ``client.insert``."""
+        return tuple(getattr(self, c) for c in self.COLUMNS)
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf; ClickHouse's JSON functions would choke on them.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def result_to_row(
+    result: DetectorResult, *, model: str, model_version: str, segment: str,
+    window_start: _dt.datetime, window_end: _dt.datetime,
+) -> MetricRow:
+    """Place a detector result in its window and segment."""
+    details = json.dumps({k: _clean(v) for k, v in result.details}, sort_keys=True, default=str)
+    value = float(result.value)
+    return MetricRow(
+        model=model, model_version=model_version, detector=result.detector,
+        feature=result.feature, segment=segment, window_start=window_start,
+        window_end=window_end, statistic=result.statistic, value=value,
+        p_value=None if result.p_value is None else float(result.p_value),
+        threshold=None if result.threshold is None else float(result.threshold),
+        drift=bool(result.drift), reference_size=int(result.reference_size),
+        current_size=int(result.current_size), details=details,
+    )
+
+
+class Detector(abc.ABC):
+    """Base class of every driftline detector (see the module docstring)."""
+
+    #: value written to ``drift_metrics.detector``
+    name: ClassVar[str] = "detector"
+
+    def __init__(self) -> None:
+        self._drift = False
+
+    @property
+    def drift_detected(self) -> bool:
+        """Verdict of the last closed window (or last update for sequential detectors)."""
+        return self._drift
+
+    @abc.abstractmethod
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Feed one observation. Never raises on odd values: they are counted, not fatal."""
+
+    @abc.abstractmethod
+    def close_window(self) -> tuple[DetectorResult, ...]:
+        """End the current window, return its results and start a new one."""
+
+    @abc.abstractmethod
+    def get_state(self) -> dict[str, Any]:
+        """Everything observed so far, as JSON-able data."""
+
+    @abc.abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (on an identically configured detector)."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget everything observed; configuration and reference stay."""

@@ -1,0 +1,241 @@
+"""Detector configuration: one YAML file per model, validated once at start-up.
+
+Settings are frozen pydantic models with ``extra="forbid"``: a misspelled key is an error that
+names its path (``churn.data_drift.tresholds: Extra inputs are not permitted``).
+
+Example ``churn.yaml``::
+
+    model: churn
+    window: {kind: count, size: 5000}
+    min_samples: 500
+    reference: {source: stored, bins: 20}
+    data_drift: {correction: bh, thresholds: {psi: 0.2}}
+    concept: {task: classification, label_horizon_s: 86400, detectors: [adwin, ddm]}
+    segments: {tags: [region], max_segments: 20}
+
+>>> cfg = DetectorsConfig.from_mapping({"model": "churn", "window": {"kind": "count", "size": 100}})
+>>> cfg.models[0].window.size
+100
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from driftline.sdk.errors import ConfigError
+
+__all__ = [
+    "Settings", "WindowSettings", "ReferenceSettings", "Thresholds", "DataDriftSettings",
+    "PredictionDriftSettings", "MultivariateSettings", "ConceptSettings", "ShadowSettings",
+    "ABSettings", "QualitySettings", "SegmentSettings", "ModelConfig", "DetectorsConfig",
+    "load_config",
+]
+
+NumericTest = Literal["psi", "ks", "wasserstein", "jensen_shannon"]
+CategoricalTest = Literal["chi2", "jensen_shannon", "psi"]
+
+
+class Settings(BaseModel):
+    """Base: frozen, unknown keys forbidden."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowSettings(Settings):
+    """Tumbling windows: every ``size`` prediction events, or every ``duration_s`` of event time."""
+
+    kind: Literal["count", "time"] = "count"
+    size: int = Field(1000, gt=0)
+    duration_s: float = Field(3600.0, gt=0)
+    # A quiet time window still closes once the clock passes its end by this much.
+    grace_s: float = Field(60.0, ge=0)
+
+
+class ReferenceSettings(Settings):
+    """Where the baseline comes from: the reference store, or the first N events seen."""
+
+    source: Literal["stored", "first_events"] = "stored"
+    first_events: int = Field(5000, gt=0)
+    bins: int = Field(20, ge=2, le=1000)
+    max_categories: int = Field(50, ge=1, le=10_000)
+    categorical: tuple[str, ...] = ()
+
+
+class Thresholds(Settings):
+    """Distance thresholds (drift when above) and the significance level of p-value tests."""
+
+    psi: float = Field(0.2, gt=0)
+    wasserstein: float = Field(0.1, gt=0)
+    jensen_shannon: float = Field(0.1, gt=0, le=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class DataDriftSettings(Settings):
+    """Per-feature drift tests, the verdict test per kind and the multiple-testing correction."""
+
+    enabled: bool = True
+    numeric_tests: tuple[NumericTest, ...] = ("psi", "ks", "wasserstein", "jensen_shannon")
+    categorical_tests: tuple[CategoricalTest, ...] = ("chi2", "jensen_shannon", "psi")
+    verdict_numeric: NumericTest = "wasserstein"
+    verdict_categorical: CategoricalTest = "jensen_shannon"
+    thresholds: Thresholds = Thresholds()
+    correction: Literal["bh", "bonferroni", "none"] = "bh"
+    dataset_drift_share: float = Field(0.5, gt=0, le=1)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _verdict_is_computed(self) -> "DataDriftSettings":
+        if self.verdict_numeric not in self.numeric_tests:
+            raise ValueError(f"verdict_numeric {self.verdict_numeric!r} is not in numeric_tests")
+        if self.verdict_categorical not in self.categorical_tests:
+            raise ValueError(f"verdict_categorical {self.verdict_categorical!r} is not in categorical_tests")
+        return self
+
+
+class PredictionDriftSettings(Settings):
+    """Drift of the model output: label/value, top-class confidence and entropy."""
+
+    enabled: bool = True
+
+
+class MultivariateSettings(Settings):
+    """Multivariate drift: a domain classifier (core) or an alibi-detect backend (optional)."""
+
+    enabled: bool = False
+    backend: Literal["domain_classifier", "alibi_mmd", "alibi_lsdd", "alibi_classifier"] = "domain_classifier"
+    sample_size: int = Field(1000, ge=50, le=100_000)
+    auc_threshold: float = Field(0.6, gt=0.5, lt=1)
+    folds: int = Field(3, ge=2, le=10)
+    seed: int = 0
+    alibi_p_value: float = Field(0.05, gt=0, lt=1)
+
+
+class ConceptSettings(Settings):
+    """Labels joined to predictions, performance per window, sequential error detectors."""
+
+    enabled: bool = True
+    task: Literal["auto", "classification", "regression"] = "auto"
+    label_horizon_s: float = Field(86_400.0, gt=0)
+    max_pending: int = Field(200_000, gt=0)
+    detectors: tuple[Literal["adwin", "page_hinkley", "kswin", "ddm"], ...] = ("adwin", "ddm")
+    positive_label: str = "1"
+    # Drift when a window's metric is worse than the first full window's by this fraction.
+    degradation: float = Field(0.1, gt=0)
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    seed: int = 0
+
+
+class ShadowSettings(Settings):
+    """Primary vs. shadow outputs paired by request id."""
+
+    enabled: bool = True
+    min_agreement: float = Field(0.95, ge=0, le=1)
+    numeric_tolerance: float = Field(0.0, ge=0)
+    max_mean_abs_diff: float | None = Field(None, ge=0)
+    max_js: float = Field(0.1, gt=0, le=1)
+    pairing_timeout_s: float = Field(600.0, gt=0)
+    max_pending: int = Field(100_000, gt=0)
+
+
+class ABSettings(Settings):
+    """Experiment arms: per-variant prediction and outcome metrics with a significance test."""
+
+    enabled: bool = False
+    control: str = "primary"
+    outcomes: tuple[str, ...] = ()
+    alpha: float = Field(0.05, gt=0, lt=1)
+    attribution_s: float = Field(86_400.0, gt=0)
+    max_pending: int = Field(200_000, gt=0)
+
+
+class QualitySettings(Settings):
+    """Data-quality limits per feature per window (rates in [0, 1])."""
+
+    enabled: bool = True
+    max_missing_rate_increase: float = Field(0.1, ge=0, le=1)
+    max_type_violation_rate: float = Field(0.01, ge=0, le=1)
+    max_out_of_range_rate: float = Field(0.05, ge=0, le=1)
+    max_new_category_rate: float = Field(0.05, ge=0, le=1)
+
+
+class SegmentSettings(Settings):
+    """Tags whose values become segments; at most ``max_segments`` values per tag are tracked."""
+
+    tags: tuple[str, ...] = ()
+    max_segments: int = Field(20, ge=1, le=1000)
+
+
+class ModelConfig(Settings):
+    """All detector settings of one model."""
+
+    model: str = Field(min_length=1)
+    window: WindowSettings = WindowSettings()
+    min_samples: int = Field(100, ge=1)
+    reference: ReferenceSettings = ReferenceSettings()
+    data_drift: DataDriftSettings = DataDriftSettings()
+    prediction_drift: PredictionDriftSettings = PredictionDriftSettings()
+    multivariate: MultivariateSettings = MultivariateSettings()
+    concept: ConceptSettings = ConceptSettings()
+    shadow: ShadowSettings = ShadowSettings()
+    ab: ABSettings = ABSettings()
+    quality: QualitySettings = QualitySettings()
+    segments: SegmentSettings = SegmentSettings()
+
+
+class DetectorsConfig(Settings):
+    """Configuration of every monitored model."""
+
+    models: tuple[ModelConfig, ...] = ()
+
+    def for_model(self, model: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.model == model:
+                return m
+        return None
+
+    @classmethod
+    def from_mapping(cls, *docs: Mapping[str, Any]) -> "DetectorsConfig":
+        """Validate one mapping per model; raise :class:`ConfigError` naming the bad key."""
+        models = []
+        for i, doc in enumerate(docs):
+            where = str(doc.get("model") or f"model[{i}]") if isinstance(doc, Mapping) else f"model[{i}]"
+            try:
+                models.append(ModelConfig.model_validate(doc))
+            except pydantic.ValidationError as exc:
+                err = exc.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+                raise ConfigError(f"{where}.{loc}: {err['msg']}") from None
+        names = [m.model for m in models]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"model: {sorted(dup)[0]!r} is configured twice")
+        return cls(models=tuple(models))
+
+
+def load_config(*paths: str | Path) -> DetectorsConfig:
+    """Read YAML files (one model each) or directories of ``*.yaml``/``*.yml`` files."""
+    import yaml
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml"))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ConfigError(f"detector config: no such file or directory: {p}")
+    docs = []
+    for f in files:
+        try:
+            doc = yaml.safe_load(f.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{f}: not valid YAML: {exc}") from None
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{f}: expected a mapping with a 'model' key")
+        docs.append(doc)
+    return DetectorsConfig.from_mapping(*docs)

@@ -1,0 +1,287 @@
+"""References: the baseline each model version is compared with, and where they are stored.
+
+A :class:`Reference` holds one bounded :class:`~driftline.detectors.histogram.FeatureProfile`
+per input feature and per derived output feature (``prediction``, ``confidence``, ``entropy``).
+Build one from a DataFrame (:func:`from_dataframe`), a Parquet/CSV file (:func:`from_file`),
+prediction events (:func:`from_events`) or the stored prediction log
+(:func:`from_prediction_log`); keep them in ClickHouse with :class:`ReferenceStore`
+(table ``driftline.references``, one live row per model and version, replaceable).
+
+>>> import pandas as pd
+>>> ref = from_dataframe(pd.DataFrame({"age": [20, 30, 40, 50], "plan": ["a", "b", "a", "a"]}),
+...                      "churn", "v1", bins=2)
+>>> ref.features["plan"].categories
+('a', 'b')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from driftline.detectors.histogram import (
+    FeatureProfile, category_key, profile_numeric, profile_values,
+)
+
+__all__ = [
+    "REFERENCES_DDL", "Reference", "ReferenceStore", "ReferenceInfo", "prediction_features",
+    "from_dataframe", "from_file", "from_events", "from_prediction_log",
+]
+
+REFERENCES_DDL = """
+CREATE TABLE IF NOT EXISTS driftline.references
+(
+    model          LowCardinality(String),
+    model_version  LowCardinality(String),
+    created_at     DateTime64(3, 'UTC'),
+    source         String,
+    n_rows         UInt64,
+    profile        String COMMENT 'JSON: bins and counts per feature',
+    is_deleted     UInt8 DEFAULT 0
+)
+ENGINE = ReplacingMergeTree(created_at, is_deleted)
+ORDER BY (model, model_version)
+"""
+
+
+def prediction_features(prediction: Any) -> dict[str, Any]:
+    """Derived output features: the label or value, top-class confidence and score entropy.
+
+    >>> prediction_features({"yes": 0.8, "no": 0.2})["prediction"]
+    'yes'
+    """
+    if isinstance(prediction, list):
+        if prediction and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in prediction):
+            if len(prediction) > 1 and abs(sum(prediction) - 1.0) < 1e-3:
+                prediction = {str(i): float(v) for i, v in enumerate(prediction)}
+            else:
+                return {"prediction": prediction[0]}
+        else:
+            return {}
+    if isinstance(prediction, Mapping):
+        if not prediction:
+            return {}
+        top = max(prediction, key=lambda k: prediction[k])
+        total = sum(max(0.0, float(v)) for v in prediction.values())
+        ent = 0.0
+        if total > 0 and len(prediction) > 1:
+            for v in prediction.values():
+                p = max(0.0, float(v)) / total
+                if p > 0:
+                    ent -= p * math.log(p)
+            ent /= math.log(len(prediction))  # normalised to [0, 1]
+        return {"prediction": top, "confidence": float(prediction[top]), "entropy": ent}
+    return {"prediction": prediction}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """Baseline of one model version: input and output feature profiles."""
+
+    model: str
+    model_version: str
+    features: Mapping[str, FeatureProfile]
+    outputs: Mapping[str, FeatureProfile]
+    n_rows: int
+    source: str = ""
+    created_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "model": self.model, "model_version": self.model_version, "n_rows": self.n_rows,
+            "source": self.source, "created_at": self.created_at,
+            "features": [p.to_json() for p in self.features.values()],
+            "outputs": [p.to_json() for p in self.outputs.values()],
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> "Reference":
+        d = json.loads(text)
+        feats = {p["name"]: FeatureProfile.from_json(p) for p in d["features"]}
+        outs = {p["name"]: FeatureProfile.from_json(p) for p in d["outputs"]}
+        return cls(d["model"], d["model_version"], feats, outs, int(d["n_rows"]),
+                   d.get("source", ""), d.get("created_at", ""))
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def _profile_series(name: str, s: Any, *, bins: int, max_categories: int, categorical: bool) -> FeatureProfile:
+    import pandas as pd
+
+    missing = int(s.isna().sum())
+    present = s.dropna()
+    is_bool = pd.api.types.is_bool_dtype(present)
+    if not categorical and pd.api.types.is_numeric_dtype(present) and not is_bool:
+        return profile_numeric(name, present.to_numpy(dtype=float), bins=bins, missing=missing)
+    # value_counts keeps this O(rows) in C; only the distinct values reach Python.
+    freq: dict[str, int] = {}
+    kinds: set[type] = set()
+    for value, c in present.value_counts().items():
+        value = value.item() if hasattr(value, "item") else value
+        kinds.add(type(value))
+        k = category_key(value)
+        freq[k] = freq.get(k, 0) + int(c)
+    dtype = "bool" if kinds <= {bool} and kinds else ("string" if str in kinds or not kinds else "number")
+    top = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]
+    n = sum(freq.values())
+    other = n - sum(c for _, c in top)
+    return FeatureProfile(name, "categorical", dtype, tuple(c for _, c in top) + (other,), n,
+                          missing, categories=tuple(k for k, _ in top))
+
+
+def from_dataframe(df: Any, model: str, version: str, *, prediction_column: str | None = None,
+                   exclude: Sequence[str] = (), bins: int = 20, max_categories: int = 50,
+                   categorical: Sequence[str] = (), source: str = "dataframe") -> Reference:
+    """Build a reference from a pandas DataFrame of training (or any baseline) data.
+
+    Every column is an input feature except ``prediction_column`` (profiled as the output)
+    and ``exclude`` (for example the label column).
+    """
+    feats: dict[str, FeatureProfile] = {}
+    outs: dict[str, FeatureProfile] = {}
+    for col in df.columns:
+        name = str(col)
+        if name in exclude or name == prediction_column:
+            continue
+        feats[name] = _profile_series(name, df[col], bins=bins, max_categories=max_categories,
+                                      categorical=name in categorical)
+    if prediction_column is not None:
+        derived: dict[str, list[Any]] = {}
+        for value in df[prediction_column].tolist():
+            for k, v in prediction_features(value).items():
+                derived.setdefault(k, []).append(v)
+        outs = {k: profile_values(k, v, bins=bins, max_categories=max_categories)
+                for k, v in derived.items()}
+    return Reference(model, version, feats, outs, int(len(df)), source, _now())
+
+
+def from_file(path: str | Path, model: str, version: str, **kwargs: Any) -> Reference:
+    """Read a Parquet or CSV file with pandas and build a reference (see :func:`from_dataframe`)."""
+    import pandas as pd
+
+    p = Path(path)
+    df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    kwargs.setdefault("source", f"file:{p.name}")
+    return from_dataframe(df, model, version, **kwargs)
+
+
+def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *, bins: int = 20,
+                max_categories: int = 50, categorical: Sequence[str] = (),
+                source: str = "events") -> Reference:
+    """Build a reference from prediction events (schema v1 dicts)."""
+    columns: dict[str, list[Any]] = {}
+    outputs: dict[str, list[Any]] = {}
+    n = 0
+    for ev in events:
+        feats = ev.get("features") or {}
+        for name in feats.keys() - columns.keys():
+            columns[name] = [None] * n  # a feature first seen late was missing before
+        for name, vals in columns.items():
+            vals.append(feats.get(name))
+        for k, v in prediction_features(ev.get("prediction")).items():
+            outputs.setdefault(k, []).append(v)
+        n += 1
+    feats_p = {k: profile_values(k, v, bins=bins, max_categories=max_categories,
+                                 categorical=k in categorical) for k, v in columns.items()}
+    outs_p = {k: profile_values(k, v, bins=bins, max_categories=max_categories)
+              for k, v in outputs.items()}
+    return Reference(model, version, feats_p, outs_p, n, source, _now())
+
+
+def from_prediction_log(client: Any, model: str, version: str, *, first_n: int | None = None,
+                        start: str | None = None, end: str | None = None, **kwargs: Any) -> Reference:
+    """Build a reference from ``driftline.predictions``: the first N events and/or a time range."""
+    where = ["model = {model:String}", "model_version = {version:String}"]
+    params: dict[str, Any] = {"model": model, "version": version}
+    if start:
+        where.append("timestamp >= parseDateTime64BestEffort({start:String}, 6)")
+        params["start"] = start
+    if end:
+        where.append("timestamp < parseDateTime64BestEffort({end:String}, 6)")
+        params["end"] = end
+    sql = ("SELECT features_num, features_str, features_bool, features_null, prediction "
+           f"FROM driftline.predictions WHERE {' AND '.join(where)} ORDER BY timestamp")
+    if first_n:
+        sql += f" LIMIT {int(first_n)}"
+    rows = client.query(sql, parameters=params).result_rows
+
+    def events() -> Iterable[dict[str, Any]]:
+        for num, strs, bools, nulls, pred in rows:
+            feats: dict[str, Any] = {**num, **strs, **{k: bool(v) for k, v in bools.items()}}
+            feats.update({k: None for k in nulls})
+            yield {"features": feats, "prediction": json.loads(pred) if pred else None}
+
+    what = f"log:first={first_n}" if first_n else "log"
+    if start or end:
+        what += f":{start or ''}..{end or ''}"
+    kwargs.setdefault("source", what)
+    ref = from_events(events(), model, version, **kwargs)
+    if ref.n_rows == 0:
+        from driftline.sdk.errors import ConfigError
+        raise ConfigError(f"no predictions of {model} {version} in that range: nothing to build a reference from")
+    return ref
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceInfo:
+    """One line of ``driftline reference list``."""
+
+    model: str
+    model_version: str
+    created_at: _dt.datetime
+    source: str
+    n_rows: int
+    n_features: int
+
+
+class ReferenceStore:
+    """References in ClickHouse: ``save`` replaces, ``load``/``list``/``delete`` by model/version."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def migrate(self) -> None:
+        self._client.command("CREATE DATABASE IF NOT EXISTS driftline")
+        self._client.command(REFERENCES_DDL)
+
+    def save(self, ref: Reference) -> None:
+        created = _dt.datetime.now(_dt.timezone.utc)
+        self._client.insert("driftline.references",
+                            [[ref.model, ref.model_version, created, ref.source, ref.n_rows, ref.to_json(), 0]],
+                            column_names=["model", "model_version", "created_at", "source", "n_rows",
+                                          "profile", "is_deleted"])
+
+    def load(self, model: str, version: str) -> Reference | None:
+        rows = self._client.query(
+            "SELECT profile FROM driftline.references FINAL WHERE model = {m:String} "
+            "AND model_version = {v:String}", parameters={"m": model, "v": version}).result_rows
+        return Reference.from_json(rows[0][0]) if rows else None
+
+    def load_all(self, model: str | None = None) -> list[Reference]:
+        sql = "SELECT profile FROM driftline.references FINAL"
+        params: dict[str, Any] = {}
+        if model:
+            sql += " WHERE model = {m:String}"
+            params["m"] = model
+        return [Reference.from_json(r[0]) for r in self._client.query(sql, parameters=params).result_rows]
+
+    def list(self, model: str | None = None) -> list[ReferenceInfo]:
+        return [ReferenceInfo(r.model, r.model_version, _dt.datetime.fromisoformat(r.created_at)
+                              if r.created_at else _dt.datetime.min, r.source, r.n_rows,
+                              len(r.features)) for r in self.load_all(model)]
+
+    def delete(self, model: str, version: str) -> bool:
+        """Mark the reference deleted; return whether one existed."""
+        if self.load(model, version) is None:
+            return False
+        self._client.insert("driftline.references",
+                            [[model, version, _dt.datetime.now(_dt.timezone.utc), "", 0, "", 1]],
+                            column_names=["model", "model_version", "created_at", "source", "n_rows",
+                                          "profile", "is_deleted"])
+        return True
