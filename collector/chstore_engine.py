@@ -101,7 +101,9 @@ class EngineConnection:
     """One chDB connection plus the state the store has put on it (database, settings)."""
 
     def __init__(self, path: str, readonly: bool) -> None:
+        self.path = path
         self.readonly = readonly
+        self.broken = False  # set when the connection could not be restored; the pool replaces it
         self._conn = _chdb.connect(f"{path}?mode=ro" if readonly else path)
         self.baseline = self._changed_settings()
         self.database = self._query_text("SELECT currentDatabase()").strip()
@@ -122,6 +124,7 @@ class EngineConnection:
         try:
             res = self._conn.query(sql, fmt, params=params)
         except RuntimeError as exc:
+            self._flush()
             raise ChError.from_engine(exc) from None
         return Outcome(
             body=res.bytes(),
@@ -131,6 +134,14 @@ class EngineConnection:
             written_bytes=res.bytes_written(),
             elapsed_s=res.elapsed(),
         )
+
+    def _flush(self) -> None:
+        # chDB keeps the output of the statements of a multi-statement text that ran before the
+        # failing one and prepends it to the *next* result on this connection; read it away so
+        # the next request gets only its own rows.
+        for _ in range(3):
+            if self._conn.query("SELECT 1", "TabSeparated", params={}).bytes() == b"1\n":
+                return
 
     def insert_stream(self, statement: str, fmt: str, data: IO[bytes]) -> Outcome:
         """Stream FORMAT-encoded bytes from ``data`` into ``statement`` (an INSERT without FORMAT)."""
@@ -217,6 +228,11 @@ class EnginePool:
         try:
             yield conn
         finally:
+            if conn.broken:
+                # e.g. a request ran `SET readonly = 1`: ClickHouse then refuses to reset it, which
+                # is right, so the connection is replaced instead of reused.
+                conn.close()
+                conn = EngineConnection(conn.path, conn.readonly)
             self._pools[readonly].put(conn)
 
     def close(self, timeout_s: float = 30.0) -> bool:
@@ -243,6 +259,8 @@ def execute(conn: EngineConnection, sql: str, fmt: str, params: dict[str, str],
     """
     base = dict(session.settings) if session else {}
     base.update(settings)
+    if conn.readonly:
+        base.pop("readonly", None)  # fixed by the connection's mode; ClickHouse refuses changes
     db = database or (session.database if session else None)
     touched = set(base)
     # SET/USE (or anything hidden behind ';') may change connection state beyond this request.
@@ -260,6 +278,9 @@ def execute(conn: EngineConnection, sql: str, fmt: str, params: dict[str, str],
                 session.database = current_db
         return out
     finally:
-        if stateful:
-            touched |= set(conn.capture()[0])
-        conn.restore(touched)
+        try:
+            if stateful:
+                touched |= set(conn.capture()[0])
+            conn.restore(touched)
+        except ChError:
+            conn.broken = True

@@ -270,6 +270,8 @@ class ChHandler(BaseHTTPRequestHandler):
         settings = {k: v for k, v in params.items() if k not in HTTP_ONLY_PARAMS and not k.startswith("param_")}
         qparams = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
         session = self.server.session(params.get("session_id"))
+        if session is not None and session.settings.get("readonly", "0") != "0":
+            readonly = True  # the session ran `SET readonly = 1|2`
         url_query = params.get("query", "")
 
         insert = None
