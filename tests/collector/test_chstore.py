@@ -319,3 +319,56 @@ def test_data_persists_across_restart_and_dir_is_exclusive(tmp_path: Path):
         assert c2.command("SELECT count() FROM keep") == 1000
         assert c2.command("SELECT sum(a) FROM keep") == sum(range(1000))
     assert s2.proc.returncode == 0
+
+
+def test_sigterm_finishes_in_flight_query_and_sigkill_leaves_dir_reusable(tmp_path: Path):
+    import os
+    import signal
+    import time
+
+    s = start_chstore(tmp_path)
+    c = clickhouse_connect.get_client(host=s.host, port=s.port)
+    c.command("CREATE TABLE k (a UInt64) ENGINE = MergeTree ORDER BY a")
+    c.insert("k", [[i] for i in range(100)], column_names=["a"])
+    os.kill(s.pid, signal.SIGKILL)  # a crash: no clean close of chDB, no lock release by us
+    s.stop()
+    with start_chstore(tmp_path) as s2:
+        c2 = clickhouse_connect.get_client(host=s2.host, port=s2.port)
+        assert c2.command("SELECT count() FROM k") == 100
+        result: dict[str, object] = {}
+        started = threading.Event()
+
+        def slow() -> None:
+            started.set()
+            try:
+                result["rows"] = c2.query("SELECT sleepEachRow(0.5), number FROM numbers(3)").row_count
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                result["error"] = exc
+
+        t = threading.Thread(target=slow)
+        t.start()
+        started.wait()
+        time.sleep(0.3)  # the query is now sleeping inside ClickHouse
+        assert s2.stop(timeout_s=30) == 0
+        t.join()
+    assert result == {"rows": 3}
+
+
+def test_session_readonly_and_limits(store, client, ro_table):
+    sid = str(uuid.uuid4())
+    assert http(store, "SET readonly = 1", session_id=sid)[0] == 200
+    status, body, _ = http(store, "INSERT INTO ro_t VALUES (50)", session_id=sid)
+    assert status == 403 and b"READONLY" in body
+    assert http(store, "SELECT count() FROM ro_t", session_id=sid)[1] == b"2\n"
+    _unchanged(client)
+    status, body, headers = http(store, "SELECT count() FROM numbers(100000000000)",
+                                 max_execution_time="0.5")
+    assert headers["X-ClickHouse-Exception-Code"] == "159", body  # TIMEOUT_EXCEEDED
+    status, body, headers = http(store, "SELECT 1", session_id=sid, readonly="0")
+    assert status == 200  # still read-only, but reading is fine
+
+
+def test_oversized_query_is_refused(store):
+    status, body, headers = http(store, body=b"SELECT '" + b"x" * (17 << 20) + b"'")
+    assert status == 400 and b"too large" in body
+    assert http(store, "SELECT 1")[1] == b"1\n"
