@@ -89,6 +89,8 @@ class Reference:
     n_rows: int
     source: str = ""
     created_at: str = ""
+    #: a bounded sample of raw reference rows, for the multivariate detectors
+    sample: tuple[Mapping[str, Any], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps({
@@ -96,6 +98,7 @@ class Reference:
             "source": self.source, "created_at": self.created_at,
             "features": [p.to_json() for p in self.features.values()],
             "outputs": [p.to_json() for p in self.outputs.values()],
+            "sample": list(self.sample),
         })
 
     @classmethod
@@ -104,7 +107,7 @@ class Reference:
         feats = {p["name"]: FeatureProfile.from_json(p) for p in d["features"]}
         outs = {p["name"]: FeatureProfile.from_json(p) for p in d["outputs"]}
         return cls(d["model"], d["model_version"], feats, outs, int(d["n_rows"]),
-                   d.get("source", ""), d.get("created_at", ""))
+                   d.get("source", ""), d.get("created_at", ""), tuple(d.get("sample", ())))
 
 
 def _now() -> str:
@@ -137,7 +140,8 @@ def _profile_series(name: str, s: Any, *, bins: int, max_categories: int, catego
 
 def from_dataframe(df: Any, model: str, version: str, *, prediction_column: str | None = None,
                    exclude: Sequence[str] = (), bins: int = 20, max_categories: int = 50,
-                   categorical: Sequence[str] = (), source: str = "dataframe") -> Reference:
+                   categorical: Sequence[str] = (), source: str = "dataframe",
+                   sample_size: int = 1000) -> Reference:
     """Build a reference from a pandas DataFrame of training (or any baseline) data.
 
     Every column is an input feature except ``prediction_column`` (profiled as the output)
@@ -158,7 +162,16 @@ def from_dataframe(df: Any, model: str, version: str, *, prediction_column: str 
                 derived.setdefault(k, []).append(v)
         outs = {k: profile_values(k, v, bins=bins, max_categories=max_categories)
                 for k, v in derived.items()}
-    return Reference(model, version, feats, outs, int(len(df)), source, _now())
+    cols = list(feats)
+    sub = df[cols].sample(n=min(sample_size, len(df)), random_state=0) if len(df) else df[cols]
+    sample = tuple({k: _plain(v) for k, v in row.items()} for row in sub.to_dict("records"))
+    return Reference(model, version, feats, outs, int(len(df)), source, _now(), sample)
+
+
+def _plain(v: Any) -> Any:
+    # numpy scalars and NaN do not survive JSON; None is "missing" everywhere in driftline.
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def from_file(path: str | Path, model: str, version: str, **kwargs: Any) -> Reference:
@@ -173,8 +186,12 @@ def from_file(path: str | Path, model: str, version: str, **kwargs: Any) -> Refe
 
 def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *, bins: int = 20,
                 max_categories: int = 50, categorical: Sequence[str] = (),
-                source: str = "events") -> Reference:
+                source: str = "events", sample_size: int = 1000) -> Reference:
     """Build a reference from prediction events (schema v1 dicts)."""
+    import random
+
+    rng = random.Random(0)
+    sample: list[Mapping[str, Any]] = []
     columns: dict[str, list[Any]] = {}
     outputs: dict[str, list[Any]] = {}
     n = 0
@@ -187,11 +204,15 @@ def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *
         for k, v in prediction_features(ev.get("prediction")).items():
             outputs.setdefault(k, []).append(v)
         n += 1
+        if len(sample) < sample_size:
+            sample.append(dict(feats))
+        elif (j := rng.randrange(n)) < sample_size:
+            sample[j] = dict(feats)
     feats_p = {k: profile_values(k, v, bins=bins, max_categories=max_categories,
                                  categorical=k in categorical) for k, v in columns.items()}
     outs_p = {k: profile_values(k, v, bins=bins, max_categories=max_categories)
               for k, v in outputs.items()}
-    return Reference(model, version, feats_p, outs_p, n, source, _now())
+    return Reference(model, version, feats_p, outs_p, n, source, _now(), tuple(sample))
 
 
 def from_prediction_log(client: Any, model: str, version: str, *, first_n: int | None = None,
