@@ -44,7 +44,8 @@ def hysteresis(windows: tuple[Window, ...], fire_after: int, resolve_after: int)
         if w.breached:
             break
         healthy += 1
-    if healthy >= resolve_after or not decided:
+    # No decided window at all (too little traffic) says nothing: an open incident stays open.
+    if decided and healthy >= resolve_after:
         return Verdict("healthy")
     return Verdict("pending")
 

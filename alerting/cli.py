@@ -1,0 +1,159 @@
+"""``driftline alerts run | test | list``.
+
+``register(subparsers)`` adds the ``alerts`` command to the main ``driftline`` parser; ``main``
+runs it standalone (``python -m driftline.alerting.cli alerts ...``). Settings come from flags,
+then ``DRIFTLINE_*`` environment variables, read here at the process entry point only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from driftline.sdk.errors import ConfigError
+
+DEFAULT_CLICKHOUSE_URL = "http://127.0.0.1:8123"
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("DRIFTLINE_ALERTING_DIR",
+                          str(Path.home() / ".driftline" / "alerting"))
+
+
+def register(subparsers: Any) -> None:
+    """Add ``alerts run``, ``alerts test`` and ``alerts list`` to a subparsers object."""
+    alerts = subparsers.add_parser("alerts", help="alert rules, notifications, retraining triggers")
+    sub = alerts.add_subparsers(dest="alerts_command", metavar="{run,test,list}")
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser, rules: bool, data_dir: bool) -> None:
+        p.add_argument("--clickhouse-url", default=None,
+                       help=f"ClickHouse HTTP URL (env DRIFTLINE_CLICKHOUSE_URL, "
+                            f"default {DEFAULT_CLICKHOUSE_URL})")
+        if rules:
+            p.add_argument("--rules", required=True, help="rules YAML file")
+        if data_dir:
+            p.add_argument("--data-dir", default=None,
+                           help="where the outbox lives (env DRIFTLINE_ALERTING_DIR, "
+                                "default ~/.driftline/alerting)")
+
+    run = sub.add_parser("run", help="evaluate rules and deliver alerts until stopped")
+    common(run, rules=True, data_dir=True)
+    run.add_argument("--metrics-port", type=int, default=0,
+                     help="serve Prometheus metrics on 127.0.0.1:PORT (0: off)")
+    run.add_argument("--once", action="store_true", help="one evaluation and delivery, then exit")
+    run.set_defaults(func=cmd_run)
+
+    test = sub.add_parser("test", help="send a test notification to one channel")
+    common(test, rules=True, data_dir=True)
+    test.add_argument("--channel", required=True, help="channel name from the rules file")
+    test.set_defaults(func=cmd_test)
+
+    lst = sub.add_parser("list", help="show open incidents and recent alert events")
+    common(lst, rules=False, data_dir=False)
+    lst.add_argument("--recent-hours", type=float, default=24.0)
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lst.set_defaults(func=cmd_list)
+
+
+def _client(url: str | None) -> Any:
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(
+        dsn=url or os.environ.get("DRIFTLINE_CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``driftline alerts run``."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from driftline.alerting.rules import load_rules
+    from driftline.alerting.service import AlertService
+
+    rules = load_rules(args.rules)
+    registry = CollectorRegistry()
+    svc = AlertService(rules, _client(args.clickhouse_url), args.data_dir or _default_data_dir(),
+                       registry=registry)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    if args.once:
+        svc.tick()
+        svc.close()
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: svc.stop())
+    logging.getLogger("driftline.alerting").info(
+        "alerting: %d rules, %d channels, every %gs", len(rules.rules), len(rules.channels),
+        rules.interval_s)
+    try:
+        svc.run()
+    finally:
+        svc.close()
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """``driftline alerts test --channel NAME``."""
+    from driftline.alerting.rules import load_rules
+    from driftline.alerting.service import AlertService
+
+    rules = load_rules(args.rules)
+    if args.channel not in rules.channels:
+        raise ConfigError(f"--channel: unknown channel {args.channel!r}; "
+                          f"known: {', '.join(rules.channels) or 'none'}")
+    svc = AlertService(rules, None, args.data_dir or _default_data_dir())
+    try:
+        status, error = svc.send_test(args.channel)
+    finally:
+        svc.close()
+    if status == "sent":
+        print(f"test notification sent to {args.channel}")
+        return 0
+    print(f"test notification to {args.channel}: {status} {error}".rstrip(), file=sys.stderr)
+    return 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``driftline alerts list``."""
+    from driftline.alerting.store import list_alerts
+
+    now = dt.datetime.now(dt.timezone.utc)
+    opened, recent = list_alerts(_client(args.clickhouse_url), now, args.recent_hours * 3600)
+    if args.json:
+        print(json.dumps({"open": opened, "recent": recent}, default=str, indent=2))
+        return 0
+    print(f"OPEN INCIDENTS ({len(opened)})")
+    for o in opened:
+        seg = f" [{o['segment']}]" if o["segment"] else ""
+        print(f"  {o['severity']:<8} {o['rule']:<24} {o['model']} {o['model_version']}{seg}  "
+              f"{o['condition']}  since {o['since']:%Y-%m-%d %H:%M}  {o['incident']}")
+    print(f"\nRECENT EVENTS, last {args.recent_hours:g} h ({len(recent)})")
+    for r in recent:
+        seg = f" [{r['segment']}]" if r["segment"] else ""
+        print(f"  {r['event_time']:%Y-%m-%d %H:%M:%S}  {r['event']:<8} {r['rule']:<24} "
+              f"{r['model']} {r['model_version']}{seg}  {r['condition']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``alerts`` commands standalone."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="driftline")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"driftline: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
