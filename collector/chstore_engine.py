@@ -106,6 +106,7 @@ class EngineConnection:
         self.broken = False  # set when the connection could not be restored; the pool replaces it
         self._conn = _chdb.connect(f"{path}?mode=ro" if readonly else path)
         self.baseline = self._changed_settings()
+        self.known_settings = frozenset(self._query_text("SELECT name FROM system.settings").split())
         self.database = self._query_text("SELECT currentDatabase()").strip()
         self.default_database = self.database
 
@@ -183,6 +184,8 @@ class EngineConnection:
 
     def restore(self, names: set[str]) -> None:
         """Return the named settings to this connection's baseline."""
+        # A name ClickHouse rejected (UNKNOWN_SETTING) was never applied, so it needs no reset.
+        names = {n for n in names if n in self.known_settings}
         if not names:
             return
         assigns = ", ".join(
