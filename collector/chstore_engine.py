@@ -1,6 +1,7 @@
 """chDB connections of the embedded store: pools, per-request settings, read-only enforcement.
 
-Findings (chDB 4.4 / ClickHouse 26.9, checked on this machine; scripts in the store's tests):
+Findings (chDB 4.4 / ClickHouse 26.9, checked on this machine; the read-only ones are asserted
+for every write kind in ``tests/collector/test_chstore.py``):
 
 * One process may open several chDB connections on the same data directory
   (``chdb._chdb.connect(path)``); they share one engine, so every connection sees the others'
@@ -85,6 +86,8 @@ class SessionState:
     settings: dict[str, str] = field(default_factory=dict)
     database: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used_s: float = 0.0
+    timeout_s: float = 60.0
 
 
 def quote_literal(value: str) -> str:

@@ -147,11 +147,18 @@ class ChHttpServer(ThreadingHTTPServer):
         self.sessions: dict[str, SessionState] = {}
         self.sessions_lock = threading.Lock()
 
-    def session(self, session_id: str | None) -> SessionState | None:
+    def session(self, session_id: str | None, timeout_s: float = 60.0) -> SessionState | None:
+        """The session's state; sessions idle longer than their ``session_timeout`` are dropped."""
         if not session_id:
             return None
+        now = time.monotonic()
         with self.sessions_lock:
-            return self.sessions.setdefault(session_id, SessionState())
+            # clickhouse-connect gives every client a session id, so expiry keeps this bounded.
+            for sid in [k for k, v in self.sessions.items() if now - v.last_used_s > v.timeout_s]:
+                del self.sessions[sid]
+            state = self.sessions.setdefault(session_id, SessionState())
+            state.last_used_s, state.timeout_s = now, timeout_s
+            return state
 
 
 class ChHandler(BaseHTTPRequestHandler):
@@ -275,7 +282,11 @@ class ChHandler(BaseHTTPRequestHandler):
         fmt = self.headers.get("X-ClickHouse-Format") or params.get("default_format") or "TabSeparated"
         settings = {k: v for k, v in params.items() if k not in HTTP_ONLY_PARAMS and not k.startswith("param_")}
         qparams = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
-        session = self.server.session(params.get("session_id"))
+        try:
+            session_timeout_s = float(params.get("session_timeout") or 60)
+        except ValueError:
+            raise ChError(36, "Code: 36. DB::Exception: Invalid session timeout. (BAD_ARGUMENTS)") from None
+        session = self.server.session(params.get("session_id"), session_timeout_s)
         if session is not None and session.settings.get("readonly", "0") != "0":
             readonly = True  # the session ran `SET readonly = 1|2`
         url_query = params.get("query", "")
