@@ -36,7 +36,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from chdb import _chdb  # the low-level API exposes result statistics and streaming inserts
 
