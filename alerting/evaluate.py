@@ -120,7 +120,7 @@ class Evaluator:
         elif segment != "*":
             where.append(f"segment = {quote(segment)}")
         return (
-            "SELECT model, model_version, segment, window_start, max(window_end) AS window_end,\n"
+            "SELECT model, model_version, segment, window_start, max(window_end) AS last_end,\n"
             "       groupArray((feature, detector, value, p_value, threshold, drift,\n"
             "                   reference_size, current_size)) AS metrics\n"
             f"FROM {DB}.drift_metrics FINAL\n"

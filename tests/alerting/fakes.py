@@ -181,11 +181,12 @@ class FakeReceiver(FakeServer):
         self.deliveries: list[dict[str, Any]] = []
         self.seen_keys: set[str] = set()
         self.rejected = 0
+        self.clock: Any = time.time  # tests driving an injected clock set it here too
         super().__init__()
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
         if not verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER.lower()),
-                                tolerance_s=self.tolerance_s):
+                                tolerance_s=self.tolerance_s, now=self.clock()):
             self.rejected += 1
             return 401, {}, b"bad signature"
         key = headers.get("idempotency-key", "")

@@ -1,0 +1,64 @@
+"""Fixtures for the alerting tests: a ClickHouse to query, fake channels, a rules file."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes import FakePagerDuty, FakeReceiver, FakeSlack  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def alert_ch_url(request: pytest.FixtureRequest) -> str:
+    """URL of a ClickHouse HTTP endpoint with driftline's tables.
+
+    The shared embedded store (``clickhouse_url`` from tests/conftest.py, collector/chstore.py)
+    is used when it exists; until then, a chDB-backed endpoint started here.
+    """
+    try:
+        return str(request.getfixturevalue("clickhouse_url"))
+    except pytest.FixtureLookupError:
+        pass
+    from chdb_http import ChdbHttpServer
+
+    server = ChdbHttpServer(tempfile.mkdtemp(prefix="alerting-chdb-")).start()
+    request.addfinalizer(server.stop)
+    return server.url
+
+
+@pytest.fixture(scope="session")
+def alert_ch(alert_ch_url: str):  # type: ignore[no-untyped-def]
+    """A clickhouse-connect client with the tables migrated."""
+    import clickhouse_connect
+
+    from driftline.collector.tables import migrate
+
+    client = clickhouse_connect.get_client(dsn=alert_ch_url)
+    migrate(client)
+    return client
+
+
+@pytest.fixture
+def slack():  # type: ignore[no-untyped-def]
+    s = FakeSlack()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def pd():  # type: ignore[no-untyped-def]
+    s = FakePagerDuty()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def receiver():  # type: ignore[no-untyped-def]
+    s = FakeReceiver()
+    yield s
+    s.close()
