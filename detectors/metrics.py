@@ -1,0 +1,66 @@
+"""Prometheus metrics of the detector engine, on an injected registry (no global default).
+
+* ``driftline_drift_statistic{model,version,detector,feature,segment,statistic}`` -- last value
+* ``driftline_drift_detected{...same labels}`` -- 1 if the last window flagged drift, else 0
+* ``driftline_detector_events_total{model,type}`` -- events the engine consumed
+* ``driftline_detector_labels_total{model,result}`` -- labels joined / late / unmatched
+* ``driftline_detector_windows_total{model}`` -- windows closed
+* ``driftline_detector_ignored_total{reason}`` -- events not used (no config, no reference, ...)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from driftline.detectors.base import MetricRow
+
+__all__ = ["EngineMetrics"]
+
+_LABELS = ("model", "version", "detector", "feature", "segment", "statistic")
+
+
+class EngineMetrics:
+    """All engine metrics; every method is a no-op when built without a registry."""
+
+    def __init__(self, registry: "CollectorRegistry | None") -> None:
+        self.enabled = registry is not None
+        if registry is None:
+            return
+        from prometheus_client import Counter, Gauge
+
+        self.statistic = Gauge("driftline_drift_statistic", "Last value of a detector statistic",
+                               _LABELS, registry=registry)
+        self.detected = Gauge("driftline_drift_detected", "1 if the last closed window flagged drift",
+                              _LABELS, registry=registry)
+        self.events = Counter("driftline_detector_events_total", "Events consumed by the detectors",
+                              ("model", "type"), registry=registry)
+        self.labels = Counter("driftline_detector_labels_total", "Label events by join result",
+                              ("model", "result"), registry=registry)
+        self.windows = Counter("driftline_detector_windows_total", "Windows closed",
+                               ("model",), registry=registry)
+        self.ignored = Counter("driftline_detector_ignored_total", "Events not used, by reason",
+                               ("reason",), registry=registry)
+
+    def event(self, model: str, kind: str) -> None:
+        if self.enabled:
+            self.events.labels(model, kind).inc()
+
+    def label(self, model: str, result: str) -> None:
+        if self.enabled:
+            self.labels.labels(model, result).inc()
+
+    def ignore(self, reason: str) -> None:
+        if self.enabled:
+            self.ignored.labels(reason).inc()
+
+    def window(self, model: str, rows: Iterable["MetricRow"]) -> None:
+        if not self.enabled:
+            return
+        self.windows.labels(model).inc()
+        for r in rows:
+            key = (r.model, r.model_version, r.detector, r.feature, r.segment, r.statistic)
+            self.statistic.labels(*key).set(r.value)
+            self.detected.labels(*key).set(1.0 if r.drift else 0.0)
