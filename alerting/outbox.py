@@ -140,7 +140,8 @@ class Outbox:
         """When the earliest pending message becomes due, or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT min(next_at) FROM outbox WHERE status = 'pending'").fetchone()
+                "SELECT min(next_at) FROM outbox WHERE seq IN (SELECT min(seq) FROM outbox "
+                "WHERE status = 'pending' GROUP BY channel)").fetchone()
         return row[0]
 
     def pending(self) -> int:
