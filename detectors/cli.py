@@ -1,0 +1,99 @@
+"""``driftline reference ...``: set, list and delete references in ClickHouse.
+
+Wire into the main CLI with ``register(subparsers)``; each command takes ``--clickhouse-url``
+(default ``http://127.0.0.1:8123``)::
+
+    driftline reference set --model churn --version v3 --file train.parquet [--prediction-column p]
+    driftline reference set --model churn --version v3 --first-events 5000
+    driftline reference set --model churn --version v3 --from 2026-11-01T00:00:00Z --to 2026-11-08T00:00:00Z
+    driftline reference list [--model churn]
+    driftline reference delete --model churn --version v3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+from urllib.parse import urlparse
+
+__all__ = ["register", "run"]
+
+
+def _client(url: str) -> Any:
+    import clickhouse_connect
+
+    u = urlparse(url)
+    return clickhouse_connect.get_client(
+        host=u.hostname or "127.0.0.1", port=u.port or (8443 if u.scheme == "https" else 8123),
+        username=u.username or "default", password=u.password or "", secure=u.scheme == "https")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``reference`` command group to an argparse subparsers object."""
+    ref = subparsers.add_parser("reference", help="manage drift references (baselines)")
+    sub = ref.add_subparsers(dest="reference_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--clickhouse-url", default="http://127.0.0.1:8123")
+
+    s = sub.add_parser("set", help="build a reference and store it (replaces an existing one)")
+    common(s)
+    s.add_argument("--model", required=True)
+    s.add_argument("--version", required=True, help="model version, or * for every version")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", help="Parquet or CSV training data")
+    src.add_argument("--first-events", type=int, help="the first N logged predictions")
+    src.add_argument("--from", dest="start", help="start of a logged time range (RFC 3339)")
+    s.add_argument("--to", dest="end", help="end of the time range (with --from)")
+    s.add_argument("--prediction-column", help="column holding the model output (--file)")
+    s.add_argument("--exclude", action="append", default=[], help="column to leave out (repeatable)")
+    s.add_argument("--categorical", action="append", default=[], help="numeric column to treat as categories")
+    s.add_argument("--bins", type=int, default=20)
+    s.add_argument("--max-categories", type=int, default=50)
+    lst = sub.add_parser("list", help="list stored references")
+    common(lst)
+    lst.add_argument("--model")
+    d = sub.add_parser("delete", help="delete a reference")
+    common(d)
+    d.add_argument("--model", required=True)
+    d.add_argument("--version", required=True)
+    ref.set_defaults(func=run)
+    return ref
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Execute a parsed ``reference`` command; returns the exit code."""
+    from driftline.detectors import reference as R
+    from driftline.sdk.errors import ConfigError
+
+    store = R.ReferenceStore(_client(args.clickhouse_url))
+    store.migrate()
+    cmd = args.reference_command
+    try:
+        if cmd == "set":
+            kw = {"bins": args.bins, "max_categories": args.max_categories, "categorical": args.categorical}
+            if args.file:
+                ref = R.from_file(args.file, args.model, args.version, exclude=args.exclude,
+                                  prediction_column=args.prediction_column, **kw)
+            else:
+                ref = R.from_prediction_log(store._client, args.model, args.version,
+                                            first_n=args.first_events, start=args.start, end=args.end, **kw)
+            store.save(ref)
+            print(f"reference {args.model} {args.version}: {ref.n_rows} rows, "
+                  f"{len(ref.features)} features ({ref.source})", file=out)
+        elif cmd == "list":
+            infos = store.list(args.model)
+            print("model\tversion\trows\tfeatures\tcreated_at\tsource", file=out)
+            for i in infos:
+                print(f"{i.model}\t{i.model_version}\t{i.n_rows}\t{i.n_features}\t"
+                      f"{i.created_at.isoformat()}\t{i.source}", file=out)
+        elif cmd == "delete":
+            if not store.delete(args.model, args.version):
+                print(f"no reference for {args.model} {args.version}", file=sys.stderr)
+                return 1
+            print(f"deleted reference {args.model} {args.version}", file=out)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

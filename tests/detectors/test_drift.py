@@ -1,0 +1,131 @@
+"""Data drift through the engine on synthetic streams with known change points."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from detector_streams import base_features, features_stream
+from driftline.detectors.config import DetectorsConfig
+from driftline.detectors.engine import DetectorEngine
+from driftline.detectors.reference import from_events
+
+WINDOW = 1000
+CHANGE = 10_000
+
+
+def _engine(**over) -> DetectorEngine:
+    doc = {"model": "m", "window": {"kind": "count", "size": WINDOW}, "min_samples": 200,
+           "concept": {"enabled": False}, **over}
+    eng = DetectorEngine(DetectorsConfig.from_mapping(doc))
+    ref_events = features_stream(5000, 10**9, base_features, base_features, seed=99, start=10**6)
+    eng.set_reference(from_events(ref_events, "m", "v1"))
+    return eng
+
+
+def _verdicts(rows) -> dict[int, set[str]]:
+    """window index -> features whose verdict test flagged drift."""
+    out: dict[int, set[str]] = {}
+    starts = sorted({r.window_start for r in rows})
+    for r in rows:
+        if r.detector == "data_drift" and r.feature != "*":
+            w = starts.index(r.window_start)
+            out.setdefault(w, set())
+            if r.drift and json.loads(r.details)["verdict"]:
+                out[w].add(r.feature)
+    return out
+
+
+def _run(after, change=CHANGE, n=20_000, **over):
+    eng = _engine(**over)
+    for ev in features_stream(n, change, base_features, after, seed=1):
+        eng.observe_prediction(ev)
+    return _verdicts(eng.poll())
+
+
+def _shifted(rng: random.Random) -> dict:
+    f = base_features(rng)
+    f["x"] += 0.5
+    return f
+
+
+def _wider(rng: random.Random) -> dict:
+    f = base_features(rng)
+    f["y"] = 10 + (f["y"] - 10) * 2.0
+    return f
+
+
+def _mix(rng: random.Random) -> dict:
+    f = base_features(rng)
+    f["plan"] = rng.choices("abc", (0.3, 0.3, 0.4))[0]
+    return f
+
+
+@pytest.mark.parametrize("after,feature", [(_shifted, "x"), (_wider, "y"), (_mix, "plan")],
+                         ids=["mean_shift", "variance_change", "category_mix"])
+def test_change_is_detected_after_and_not_before(after, feature):
+    verdicts = _run(after)
+    assert len(verdicts) == 20
+    first = CHANGE // WINDOW
+    assert all(not verdicts[w] for w in range(first)), verdicts  # nothing before the change
+    for w in range(first, 20):
+        assert verdicts[w] == {feature}, (w, verdicts[w])  # the changed feature, only it
+
+
+def test_change_inside_a_window_is_flagged_no_earlier_than_that_window():
+    verdicts = _run(_shifted, change=10_500)
+    flagged = [w for w, f in verdicts.items() if f]
+    assert min(flagged) in (10, 11) and all(w >= 10 for w in flagged)
+
+
+def test_ks_with_bonferroni_detects_too_and_reports_adjusted_p_values():
+    eng = _engine(data_drift={"verdict_numeric": "ks", "correction": "bonferroni"})
+    for ev in features_stream(4000, 2000, base_features, _shifted, seed=3):
+        eng.observe_prediction(ev)
+    rows = [r for r in eng.poll() if r.statistic == "ks" and r.feature == "x"]
+    assert [r.drift for r in rows] == [False, False, True, True]
+    d = json.loads(rows[-1].details)
+    assert rows[-1].p_value >= d["raw_p_value"] and d["correction"] == "bonferroni"
+
+
+def test_stationary_stream_raises_no_alarm():
+    eng = _engine()
+    windows = 60
+    for ev in features_stream(windows * WINDOW, 10**9, base_features, base_features, seed=5):
+        eng.observe_prediction(ev)
+    rows = eng.poll()
+    verdict_alarms = [r for r in rows if r.detector in ("data_drift", "prediction_drift") and r.drift
+                      and r.feature != "*" and json.loads(r.details)["verdict"]]
+    quality_alarms = [r for r in rows if r.detector == "quality" and r.drift]
+    # 60 windows x 5 features: the false-alarm rate of the verdicts is 0 / 300.
+    assert verdict_alarms == [] and quality_alarms == []
+    assert len({r.window_start for r in rows}) == windows
+
+
+def test_min_samples_withholds_verdicts():
+    eng = _engine(min_samples=5000)
+    for ev in features_stream(2000, 0, base_features, _shifted, seed=1):
+        eng.observe_prediction(ev)
+    assert not [r for r in eng.poll() if r.detector == "data_drift"]
+
+
+def test_prediction_drift_and_confidence_rows():
+    eng = DetectorEngine(DetectorsConfig.from_mapping(
+        {"model": "m", "window": {"size": 500}, "min_samples": 100, "concept": {"enabled": False}}))
+    rng = random.Random(0)
+
+    def ev(i, p_yes):
+        from detector_streams import prediction
+        s = min(0.99, max(0.01, rng.gauss(p_yes, 0.1)))
+        return prediction(i, {"x": rng.gauss(0, 1)}, {"yes": s, "no": 1 - s})
+
+    eng.set_reference(from_events([ev(10**6 + i, 0.8) for i in range(3000)], "m", "v1"))
+    for i in range(1000):
+        eng.observe_prediction(ev(i, 0.8 if i < 500 else 0.55))
+    rows = [r for r in eng.poll() if r.detector == "prediction_drift"]
+    conf = [r for r in rows if r.feature == "confidence" and r.statistic == "mean"]
+    assert len(conf) == 2 and conf[0].value > conf[1].value + 0.1
+    assert not conf[0].drift and conf[1].drift
+    assert {r.feature for r in rows} >= {"prediction", "confidence", "entropy"}

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from driftline.detectors.correction import adjust_p_values
+from driftline.detectors.histogram import Histogram, profile_categorical, profile_numeric
+from driftline.detectors.univariate import (
+    chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
+)
+
+
+def _binned(ref: np.ndarray, cur: np.ndarray, bins: int = 50) -> tuple:
+    prof = profile_numeric("x", ref, bins=bins)
+    h = Histogram(prof)
+    for v in cur:
+        h.add(float(v))
+    return prof, h
+
+
+def test_ks_and_wasserstein_track_the_raw_statistics():
+    rng = np.random.default_rng(1)
+    ref, cur = rng.normal(0, 1, 20_000), rng.normal(0.3, 1.2, 5_000)
+    prof, h = _binned(ref, cur)
+    d, p = ks_binned(prof.counts, h.counts)
+    raw = stats.ks_2samp(ref, cur)
+    assert abs(d - raw.statistic) < 0.02 and d <= raw.statistic + 1e-9
+    assert p < 1e-10 and raw.pvalue < 1e-10
+    w = wasserstein_binned(prof.counts, prof.sums, h.counts, h.sums, prof.std)
+    assert w == pytest.approx(stats.wasserstein_distance(ref, cur) / ref.std(), rel=0.05)
+
+
+def test_same_distribution_gives_small_distances_and_large_p():
+    rng = np.random.default_rng(2)
+    prof, h = _binned(rng.normal(0, 1, 20_000), rng.normal(0, 1, 5_000), bins=20)
+    assert psi(prof.counts, h.counts) < 0.02
+    assert js_distance(prof.counts, h.counts) < 0.05
+    assert ks_binned(prof.counts, h.counts)[1] > 0.01
+
+
+def test_js_and_psi_extremes():
+    assert js_distance([5, 0], [0, 5]) == pytest.approx(1.0)
+    assert js_distance([3, 7], [3, 7]) == 0.0
+    assert psi([50, 50], [90, 10]) > 0.5
+
+
+def test_chi2_matches_scipy_contingency_and_handles_unseen():
+    ref, cur = [600, 300, 100, 0], [300, 300, 300, 100]  # last bin: unseen categories
+    stat, p = chi2_homogeneity(ref, cur)
+    expected = stats.chi2_contingency(np.array([ref, cur]), correction=False)
+    assert stat == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+    prof = profile_categorical("c", ["a"] * 6 + ["b"] * 4, max_categories=10)
+    h = Histogram(prof)
+    for v in ["a", "zzz", "zzz", "b"]:
+        h.add(v)
+    assert h.counts == [1, 1, 2] and h.unseen == {"zzz": 2}
+
+
+def test_numeric_histogram_bins_out_of_range_missing_and_type_errors():
+    prof = profile_numeric("x", [1.0, 2.0, 3.0, 4.0], bins=2)
+    h = Histogram(prof)
+    for v in [0.5, 1.0, 4.0, 9.0, None, float("nan"), "x", True]:
+        h.add(v)
+    assert h.out_of_range() == 2  # 0.5 below min, 9.0 above max; 4.0 (the max) is in range
+    assert h.missing == 2 and h.type_errors == 2
+
+
+def test_corrections():
+    ps = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216]
+    bh = adjust_p_values(ps, "bh")
+    from scipy.stats import false_discovery_control
+    assert np.allclose(bh, false_discovery_control(ps, method="bh"))
+    assert adjust_p_values(ps, "bonferroni")[0] == pytest.approx(0.01)
+    assert adjust_p_values(ps, "none") == tuple(ps)
+    with pytest.raises(ValueError):
+        adjust_p_values(ps, "holm")
