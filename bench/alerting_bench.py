@@ -1,6 +1,6 @@
 """Alerting benchmark: rule evaluation over drift_metrics, and outbox delivery throughput.
 
-Run: ``python bench/alerting_bench.py`` (starts its own chDB-backed ClickHouse endpoint and a
+Run: ``python bench/alerting_bench.py`` (starts its own embedded ClickHouse store, collector/chstore.py, and a
 local fake Slack; nothing leaves 127.0.0.1). Baselines are measured in the same run:
 * evaluation vs. a bare fetch of the same rows (the cost of grouping + hysteresis + SQL);
 * outbox delivery vs. bare HTTP POSTs of the same bodies (the cost of durability: SQLite WAL
@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "alerting"))
 
 import clickhouse_connect  # noqa: E402
-from chdb_http import ChdbHttpServer  # noqa: E402
 from fakes import FakeSlack  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
@@ -30,13 +29,14 @@ from driftline.alerting.metrics import AlertMetrics  # noqa: E402
 from driftline.alerting.outbox import Outbox  # noqa: E402
 from driftline.alerting.rules import Channel, Secret, parse_rules  # noqa: E402
 from driftline.alerting.ssrf import check_url  # noqa: E402
+from driftline.collector.chstore import start_chstore  # noqa: E402
 from driftline.collector.tables import migrate  # noqa: E402
 
 MODELS, WINDOWS, FEATURES, MESSAGES = 100, 48, 10, 300
 
 
 def main() -> None:
-    server = ChdbHttpServer(tempfile.mkdtemp()).start()
+    server = start_chstore(tempfile.mkdtemp())
     client = clickhouse_connect.get_client(dsn=server.url)
     migrate(client)
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -15,20 +15,20 @@ from fakes import FakePagerDuty, FakeReceiver, FakeSlack  # noqa: E402
 
 @pytest.fixture(scope="session")
 def alert_ch_url(request: pytest.FixtureRequest) -> str:
-    """URL of a ClickHouse HTTP endpoint with driftline's tables.
+    """URL of the embedded ClickHouse store (``collector/chstore.py``).
 
-    The shared embedded store (``clickhouse_url`` from tests/conftest.py, collector/chstore.py)
-    is used when it exists; until then, a chDB-backed endpoint started here.
+    The shared session fixture ``clickhouse_url`` (tests/conftest.py) is used when it exists;
+    otherwise this module starts its own store process.
     """
     try:
         return str(request.getfixturevalue("clickhouse_url"))
     except pytest.FixtureLookupError:
         pass
-    from chdb_http import ChdbHttpServer
+    from driftline.collector.chstore import start_chstore
 
-    server = ChdbHttpServer(tempfile.mkdtemp(prefix="alerting-chdb-")).start()
-    request.addfinalizer(server.stop)
-    return server.url
+    store = start_chstore(tempfile.mkdtemp(prefix="alerting-ch-"))
+    request.addfinalizer(store.stop)
+    return store.url
 
 
 @pytest.fixture(scope="session")
