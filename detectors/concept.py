@@ -33,7 +33,7 @@ _MAX_CLASSES = 100
 _MAX_POSITIONS = 10
 
 
-def _make_river(method: str, *, adwin_delta: float = 0.002, seed: int = 0) -> Any:
+def _make_river(method: str, *, adwin_delta: float = 0.002, seed: int = 0, ddm_warm_start: int = 500) -> Any:
     from river import drift
     from river.drift import binary
 
@@ -44,18 +44,20 @@ def _make_river(method: str, *, adwin_delta: float = 0.002, seed: int = 0) -> An
     if method == "kswin":
         return drift.KSWIN(seed=seed)
     if method == "ddm":
-        return binary.DDM()
+        # river's default warm start (30) alarms on the noise of the first errors; wait longer.
+        return binary.DDM(warm_start=ddm_warm_start)
     raise ValueError(f"unknown error-stream detector {method!r}; expected one of {ERROR_DETECTORS}")
 
 
 class ErrorStreamDetector(Detector):
     """A river drift detector on the error stream, summarised per window."""
 
-    def __init__(self, method: str, *, adwin_delta: float = 0.002, seed: int = 0) -> None:
+    def __init__(self, method: str, *, adwin_delta: float = 0.002, seed: int = 0,
+                 ddm_warm_start: int = 500) -> None:
         super().__init__()
         self.method = method
         self.name = f"concept.{method}"  # type: ignore[misc]
-        self._kw = {"adwin_delta": adwin_delta, "seed": seed}
+        self._kw = {"adwin_delta": adwin_delta, "seed": seed, "ddm_warm_start": ddm_warm_start}
         self._river = _make_river(method, **self._kw)
         self._clear_window()
         self.seen = 0
@@ -71,8 +73,9 @@ class ErrorStreamDetector(Detector):
         self.seen += 1
         self.n += 1
         self.error_sum += error
-        self._drift = bool(self._river.drift_detected)
-        if self._drift:
+        if self._river.drift_detected:
+            # Sticky: stays True until the window closes, then reflects that window's verdict.
+            self._drift = True
             self.detections += 1
             if len(self.positions) < _MAX_POSITIONS:
                 self.positions.append(self.seen)  # 1-based index in the whole error stream
@@ -82,6 +85,7 @@ class ErrorStreamDetector(Detector):
         res = DetectorResult(self.name, "error", "changes", float(self.detections), None, None,
                              self.detections > 0, 0, self.n,
                              (("mean_error", mean), ("positions", tuple(self.positions))))
+        self._drift = self.detections > 0
         self._clear_window()
         return (res,)
 
@@ -131,14 +135,16 @@ class PerformanceDetector(Detector):
     name = "performance"
 
     def __init__(self, task: str = "auto", *, positive_label: str = "1", min_samples: int = 100,
-                 degradation: float = 0.1) -> None:
+                 degradation: float = 0.1, baseline: dict[str, float] | None = None) -> None:
         super().__init__()
         self.task = task
+        # Expected metrics (e.g. from validation); else the first full window sets them.
+        self._configured_baseline = dict(baseline or {})
         self._configured_task = task
         self.positive = positive_label
         self.min_samples = min_samples
         self.degradation = degradation
-        self.baseline: dict[str, float] = {}
+        self.baseline: dict[str, float] = dict(self._configured_baseline)
         self._clear_window()
 
     def _clear_window(self) -> None:
@@ -226,8 +232,8 @@ class PerformanceDetector(Detector):
             self._clear_window()
             return ()
         metrics = self._metrics()
-        if not self.baseline:
-            self.baseline = dict(metrics)
+        for k, v in metrics.items():
+            self.baseline.setdefault(k, v)
         out = []
         for stat, value in metrics.items():
             base = self.baseline.get(stat)
@@ -258,5 +264,5 @@ class PerformanceDetector(Detector):
     def reset(self) -> None:
         self._clear_window()
         self.task = self._configured_task
-        self.baseline = {}
+        self.baseline = dict(self._configured_baseline)
         self._drift = False

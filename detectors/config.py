@@ -126,7 +126,11 @@ class ConceptSettings(Settings):
     positive_label: str = "1"
     # Drift when a window's metric is worse than the first full window's by this fraction.
     degradation: float = Field(0.1, gt=0)
+    # Expected metrics (accuracy, f1, roc_auc, mae, rmse), e.g. from validation; else the first
+    # full window is the baseline.
+    expected_metrics: dict[Literal["accuracy", "f1", "roc_auc", "mae", "rmse"], float] = {}
     adwin_delta: float = Field(0.002, gt=0, lt=1)
+    ddm_warm_start: int = Field(500, ge=30)
     seed: int = 0
 
 

@@ -186,7 +186,7 @@ class ModelMonitor:
             c = self.cfg.concept
             det = self.performance[key] = PerformanceDetector(
                 c.task, positive_label=c.positive_label, min_samples=self.cfg.min_samples,
-                degradation=c.degradation)
+                degradation=c.degradation, baseline=dict(c.expected_metrics))
         return det
 
     def error_detectors(self, version: str, task: str) -> list[ErrorStreamDetector]:
@@ -195,7 +195,8 @@ class ModelMonitor:
             c = self.cfg.concept
             # DDM models a Bernoulli error rate: it only fits 0/1 errors (classifiers).
             methods = [m for m in c.detectors if not (m == "ddm" and task == "regression")]
-            dets = self.errors[version] = [ErrorStreamDetector(m, adwin_delta=c.adwin_delta, seed=c.seed)
+            dets = self.errors[version] = [ErrorStreamDetector(m, adwin_delta=c.adwin_delta, seed=c.seed,
+                                                               ddm_warm_start=c.ddm_warm_start)
                                            for m in methods]
         return dets
 
@@ -356,7 +357,8 @@ class ModelMonitor:
         for v, dets in state["errors"].items():
             self.errors[v] = []
             for method, st in dets:
-                det = ErrorStreamDetector(method, adwin_delta=c.adwin_delta, seed=c.seed)
+                det = ErrorStreamDetector(method, adwin_delta=c.adwin_delta, seed=c.seed,
+                                          ddm_warm_start=c.ddm_warm_start)
                 det.set_state(st)
                 self.errors[v].append(det)
         for k, st in state["shadows"].items():
