@@ -32,6 +32,7 @@ from driftline.collector.scrub_config import ScrubConfig
 
 __all__ = [
     "BudgetExceeded",
+    "FastPhoneRecognizer",
     "OfflineEmailRecognizer",
     "PiiEngine",
     "StreetAddressRecognizer",
@@ -120,6 +121,36 @@ def StreetAddressRecognizer() -> Any:  # noqa: N802
     )
 
 
+def FastPhoneRecognizer(**kwargs: Any) -> Any:  # noqa: N802
+    """Presidio's phone recognizer, run only on digit-rich windows of the text.
+
+    ``phonenumbers.PhoneNumberMatcher`` scans the whole text once per region (8 by default) and
+    tries to parse every digit run it meets: on a 200-character message with an order number and
+    a card it is the costliest recognizer by far. Candidate windows (7+ digits joined by phone
+    punctuation) hold every number it could match; results are shifted back to text offsets.
+    """
+    import re
+
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    candidate = re.compile(r"[+(]?\d[\d \t().\-/]{5,24}\d")
+
+    class _FastPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc, valid-type]
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            results = []
+            for m in candidate.finditer(text):
+                window = m.group()
+                if sum(c.isdigit() for c in window) < 7:
+                    continue
+                for r in super().analyze(window, entities, nlp_artifacts):
+                    r.start += m.start()
+                    r.end += m.start()
+                    results.append(r)
+            return results
+
+    return _FastPhoneRecognizer(**kwargs)
+
+
 @dataclass
 class PiiEngine:
     """A loaded analyzer, anonymizer and spaCy pipeline, plus the current value's deadline.
@@ -182,6 +213,8 @@ def build_engine(
     registry.load_predefined_recognizers(languages=[config.language], nlp_engine=nlp_engine)
     registry.remove_recognizer("EmailRecognizer")
     registry.add_recognizer(OfflineEmailRecognizer(supported_language=config.language))
+    registry.remove_recognizer("PhoneRecognizer")
+    registry.add_recognizer(FastPhoneRecognizer(supported_language=config.language))
     registry.add_recognizer(StreetAddressRecognizer())
     for extra in recognizers:
         registry.add_recognizer(extra)
