@@ -73,6 +73,12 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         consumer_max_fetch_size=8 * 1024 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
         table_standby_replicas=0,
+        # Tansu holds the first JoinGroup until the rebalance timeout expires; faust's 60 s default
+        # made a fresh collector idle for a minute. 10 s still leaves room for slow batch writes,
+        # since heartbeats come from faust's consumer thread, not the storage thread.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=1.0,
     )
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
@@ -153,14 +159,20 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
         stop=stop,
     )
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     app = build_app(settings, pipeline)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, override_logging=False)
+    class _Worker(faust.Worker):  # type: ignore[misc]
+        # Tell the storage thread first, so a batch stuck retrying gives up (unacknowledged)
+        # instead of holding the shutdown.
+        def _on_sigterm(self) -> None:
+            stop.set()
+            super()._on_sigterm()
 
-    @app.on_shutdown.connect
-    async def _on_shutdown(*_: Any, **__: Any) -> None:
-        stop.set()
+        def _on_sigint(self) -> None:
+            stop.set()
+            super()._on_sigint()
 
+    worker = _Worker(app, loglevel="WARNING", quiet=True, override_logging=False)
     try:
         worker.execute_from_commandline()
     finally:

@@ -18,10 +18,12 @@ ENV_VARS = {
     "DRIFTLINE_BATCH_SIZE": "batch_size",
     "DRIFTLINE_BATCH_TIMEOUT_S": "batch_timeout_s",
     "DRIFTLINE_METRICS_PORT": "metrics_port",
+    "DRIFTLINE_METRICS_HOST": "metrics_host",
     "DRIFTLINE_DETECTORS_CONFIG": "detectors_config",
     "DRIFTLINE_PII_CONFIG": "pii_config",
     "DRIFTLINE_PII_KEY_FILE": "pii_key_file",
     "DRIFTLINE_PARTITIONS": "partitions",
+    "DRIFTLINE_SESSION_TIMEOUT_S": "session_timeout_s",
 }
 
 
@@ -38,7 +40,9 @@ class CollectorSettings:
     batch_size: int = 5_000
     batch_timeout_s: float = 0.5
     metrics_port: int = 9464
+    metrics_host: str = "127.0.0.1"
     partitions: int = 4
+    session_timeout_s: float = 10.0
     detectors_config: Path | None = None
     pii_config: Path | None = None
     pii_key_file: Path | None = None
@@ -73,6 +77,9 @@ class CollectorSettings:
         for var, name in ENV_VARS.items():
             if env.get(var):
                 values[name] = env[var]
+        if env.get("DRIFTLINE_TOPIC_PREFIX"):
+            prefix = env["DRIFTLINE_TOPIC_PREFIX"]
+            values["topics"] = Topics(*(f"{prefix}.{f.name}" for f in fields(Topics)))
         values.update({k: v for k, v in flags.items() if v is not None})
         unknown = set(values) - set(types)
         if unknown:

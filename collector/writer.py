@@ -153,12 +153,14 @@ class ClickHouseWriter:
         stamps = [e["timestamp"] for e in events]
         lo = min(parse_ts(s) for s in stamps)
         hi = max(parse_ts(s) for s in stamps)
+        # Client-side binding (%(name)s) works the same on every ClickHouse HTTP endpoint.
         result = self.client.query(
             f"SELECT toString(event_id) FROM {self.database}.{table} "
-            "WHERE model IN {models:Array(String)} "
-            "AND timestamp BETWEEN {lo:DateTime64(6, 'UTC')} AND {hi:DateTime64(6, 'UTC')} "
-            "AND event_id IN {ids:Array(UUID)}",
-            parameters={"models": models, "lo": lo, "hi": hi, "ids": [e["event_id"] for e in events]},
+            "WHERE model IN %(models)s "
+            "AND timestamp BETWEEN toDateTime64(%(lo)s, 6, 'UTC') AND toDateTime64(%(hi)s, 6, 'UTC') "
+            "AND event_id IN %(ids)s",
+            parameters={"models": models, "lo": lo.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                        "hi": hi.strftime("%Y-%m-%d %H:%M:%S.%f"), "ids": [e["event_id"] for e in events]},
         )
         return {row[0] for row in result.result_rows}
 

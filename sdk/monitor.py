@@ -89,8 +89,8 @@ class Monitor:
     tags:
         Default segment tags merged into every event (per-call tags win).
     mask:
-        A function applied to features before export (the early PII denylist). Defaults to the
-        denylist from ``settings``.
+        A function applied to each event before export (the early PII denylist, which masks
+        features and tags named like secrets). Defaults to the denylist from ``settings``.
     strict:
         Validate inline and raise ``SchemaError`` (for tests). Default: count and log instead.
     """
@@ -321,8 +321,6 @@ class Monitor:
         if kind == _PRED:
             _, _, _, features, prediction, latency_ms, variant, request_id, status, error, tags = item
             features = _plain_features(features)
-            if self._mask is not None:
-                features = self._mask(features)
             event = {**base, "type": "prediction", "model_version": self.version, "variant": variant,
                      "request_id": request_id or item[1], "features": features,
                      "prediction": _plain(prediction),
@@ -337,6 +335,8 @@ class Monitor:
             event = {**base, "type": "outcome", "prediction_id": prediction_id, "request_id": request_id,
                      "name": name, "value": _plain(value),
                      "tags": {**self.tags, **tags} if tags else self.tags}
+        if self._mask is not None:
+            event = self._mask(event)
         return schema.validate_event(event)
 
     def _encode(self, item: tuple[Any, ...]) -> Record:
@@ -353,8 +353,6 @@ class Monitor:
 
 
 def _default_mask(settings: SdkSettings) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
-    try:
-        from driftline.sdk.denylist import Denylist
-    except ImportError:  # the denylist module ships with the PII work; absent means no masking
-        return None
-    return Denylist(settings.denylist).mask
+    from driftline.sdk.denylist import Denylist, DenylistConfig
+
+    return Denylist(DenylistConfig(extra_fields=settings.denylist)).mask_event

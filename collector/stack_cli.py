@@ -1,0 +1,105 @@
+"""CLI: ``driftline up``, ``driftline collector``, ``driftline store``, ``driftline demo``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kafka-bootstrap", help="host:port of Kafka (env DRIFTLINE_KAFKA_BOOTSTRAP); "
+                   "unset with `up` = embedded broker")
+    p.add_argument("--clickhouse-url", help="http://user:pass@host:8123 (env DRIFTLINE_CLICKHOUSE_URL); "
+                   "unset with `up` = embedded store")
+    p.add_argument("--data-dir", help="where embedded data and logs live (env DRIFTLINE_DATA_DIR, default .driftline)")
+    p.add_argument("--metrics-port", type=int, help="collector Prometheus port (default 9464)")
+    p.add_argument("--batch-size", type=int, help="events per ClickHouse insert (default 5000)")
+    p.add_argument("--batch-timeout-s", type=float, help="longest wait for a batch to fill (default 0.5)")
+    p.add_argument("--partitions", type=int, help="partitions of the topics driftline creates (default 4)")
+    p.add_argument("--group-id", help="Kafka consumer group of the collector")
+    p.add_argument("--detectors-config", help="YAML with per-model detector settings")
+    p.add_argument("--pii-config", help="YAML with PII scrubbing policies")
+    p.add_argument("--pii-key-file", help="file holding the HMAC key for hashed fields")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from driftline.collector.config import CollectorSettings
+
+    return CollectorSettings.build(
+        kafka_bootstrap=args.kafka_bootstrap, clickhouse_url=args.clickhouse_url, data_dir=args.data_dir,
+        metrics_port=args.metrics_port, batch_size=args.batch_size, batch_timeout_s=args.batch_timeout_s,
+        partitions=args.partitions, group_id=args.group_id, detectors_config=args.detectors_config,
+        pii_config=args.pii_config, pii_key_file=args.pii_key_file,
+    )
+
+
+def _up(args: argparse.Namespace) -> int:
+    from driftline.collector.stack import StackOptions, run_up
+
+    demo_args: list[str] = []
+    if args.demo_rate:
+        demo_args += ["--rate", str(args.demo_rate)]
+    if args.demo_drift_after_s is not None:
+        demo_args += ["--drift-after-s", str(args.demo_drift_after_s)]
+    return run_up(StackOptions(
+        settings=_settings(args), kafka_port=args.kafka_port, clickhouse_port=args.clickhouse_port,
+        dashboard_port=args.dashboard_port, dashboard=not args.no_dashboard, demo=args.demo,
+        demo_args=tuple(demo_args), alert_rules=Path(args.alert_rules) if args.alert_rules else None,
+    ))
+
+
+def _collector(args: argparse.Namespace) -> int:
+    from driftline.collector.app import run_collector
+    from driftline.sdk.errors import ConfigError
+
+    settings = _settings(args)
+    if not settings.kafka_bootstrap or not settings.clickhouse_url:
+        raise ConfigError("the collector needs --kafka-bootstrap and --clickhouse-url "
+                          "(or DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_CLICKHOUSE_URL); `driftline up` sets both")
+    run_collector(settings)
+    return 0
+
+
+def _store(args: argparse.Namespace) -> int:
+    from driftline.collector.chstore import main as chstore_main
+
+    return chstore_main(["--data-dir", args.data_dir, "--host", args.host, "--port", str(args.port)])
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from driftline.collector.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(rate_per_s=args.rate, drift_after_s=args.drift_after_s,
+                                duration_s=args.duration_s, label_delay_s=args.label_delay_s))
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="start the embedded stack (broker, ClickHouse, collector, dashboard)")
+    _server_flags(p)
+    p.add_argument("--demo", action="store_true", help="also run a demo model with live traffic and drift")
+    p.add_argument("--demo-rate", type=float, help="demo predictions per second (default 50)")
+    p.add_argument("--demo-drift-after-s", type=float, help="seconds before the demo injects drift (default 60)")
+    p.add_argument("--kafka-port", type=int, default=9092, help="embedded broker port (default 9092)")
+    p.add_argument("--clickhouse-port", type=int, default=8123, help="embedded ClickHouse HTTP port (default 8123)")
+    p.add_argument("--dashboard-port", type=int, default=8501, help="dashboard port (default 8501)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    p.add_argument("--alert-rules", help="YAML alert rules; starts the alerting service")
+    p.set_defaults(handler=_up)
+
+    p = sub.add_parser("collector", help="run the collector (Kafka → ClickHouse, detectors)")
+    _server_flags(p)
+    p.set_defaults(handler=_collector)
+
+    p = sub.add_parser("store", help="serve a chDB data directory over ClickHouse's HTTP interface")
+    p.add_argument("--data-dir", default=".driftline/clickhouse")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8123)
+    p.set_defaults(handler=_store)
+
+    p = sub.add_parser("demo", help="a scikit-learn model wrapped with the SDK, with live traffic and drift")
+    p.add_argument("--rate", type=float, default=50.0, help="predictions per second")
+    p.add_argument("--drift-after-s", type=float, default=60.0, help="seconds before a distribution shift")
+    p.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
+    p.add_argument("--label-delay-s", type=float, default=5.0, help="delay of the ground-truth labels")
+    p.set_defaults(handler=_demo)

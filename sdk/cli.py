@@ -1,0 +1,74 @@
+"""The ``driftline`` command line.
+
+Each command group lives next to the code it drives and adds itself through a ``register``
+function; this module only builds the parser, so ``driftline --help`` stays fast and a light
+SDK install (no server extra) still gets a clear message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from driftline.sdk.errors import ConfigError, DriftlineError
+
+# (module, human name): modules that define ``register(subparsers)``.
+COMMAND_MODULES = (
+    ("driftline.collector.stack_cli", "up, collector, store, demo"),
+    ("driftline.collector.sql_cli", "sql"),
+    ("driftline.sdk.sidecar_cli", "sidecar, serve"),
+    ("driftline.detectors.cli", "reference"),
+    ("driftline.collector.deletion_cli", "delete"),
+    ("driftline.alerting.cli", "alerts"),
+    ("driftline.dashboard.cli", "dashboard"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline",
+        description="Monitoring and observability for machine-learning models in production.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name, _ in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("driftline"):
+                continue  # that command group is not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = getattr(args, "handler", None) or getattr(args, "func", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except ConfigError as exc:
+        print(f"driftline: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DriftlineError as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        print(f"driftline: {exc.name} is not installed; this command needs the server extra: "
+              "pip install 'driftline[server]'", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Shared fixtures: the real embedded engines (Tansu broker, chDB store) and the collector.
+
+Every server binds 127.0.0.1 on a free port, so several test runs can share a machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _SwallowedErrors(logging.Handler):
+    """STYLE point 2: the SDK catches its own bugs and logs them; tests must still see them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def reraise_swallowed_sdk_errors() -> Iterator[None]:
+    handler = _SwallowedErrors()
+    sdk_logger = logging.getLogger("driftline.sdk")
+    sdk_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        sdk_logger.removeHandler(handler)
+    if handler.records:
+        record = handler.records[0]
+        raise AssertionError(f"the SDK swallowed an exception: {record.getMessage()}") from record.exc_info[1]  # type: ignore[index]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from driftline.collector.broker import start_broker
+
+    with start_broker(log_path=tmp_path_factory.mktemp("broker") / "broker.log") as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker: Any) -> str:
+    return str(broker.bootstrap)
+
+
+@pytest.fixture(scope="session")
+def chstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from driftline.collector.chstore import start_chstore
+
+    with start_chstore(tmp_path_factory.mktemp("chstore")) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(chstore: Any) -> str:
+    return str(chstore.url)
+
+
+@pytest.fixture(scope="session")
+def ch_client(clickhouse_url: str) -> Any:
+    from driftline.collector.clickhouse import connect
+    from driftline.collector.tables import migrate
+
+    client = connect(clickhouse_url)
+    migrate(client)
+    return client
+
+
+def unique_topics(prefix: str = "t") -> Any:
+    from driftline.sdk.config import Topics
+
+    tag = f"{prefix}{uuid.uuid4().hex[:8]}"
+    return Topics(predictions=f"{tag}.predictions", labels=f"{tag}.labels", outcomes=f"{tag}.outcomes",
+                  deadletter=f"{tag}.deadletter")
+
+
+class CollectorProcess:
+    """``driftline collector`` as a subprocess, exactly as users and `driftline up` run it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CollectorProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=self.env,
+                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def collector_factory(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any, tmp_path: Path) -> Iterator[Callable[..., CollectorProcess]]:
+    """Start collectors on fresh topics and a fresh consumer group; stopped at teardown."""
+    started: list[CollectorProcess] = []
+
+    def factory(topics: Any, *, group_id: str | None = None, extra_env: dict[str, str] | None = None) -> CollectorProcess:
+        from driftline.collector.broker import free_port
+
+        env = {**os.environ,
+               "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
+               "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0],
+               "DRIFTLINE_GROUP_ID": group_id or f"g-{uuid.uuid4().hex[:8]}",
+               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
+               **(extra_env or {})}
+        proc = CollectorProcess(env, tmp_path / f"collector-{len(started)}.log").start()
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        proc.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s: float = 0.25) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s (last value: {value!r})")
