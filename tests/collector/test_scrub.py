@@ -17,7 +17,7 @@ from driftline.collector.scrub import Scrubber, hash_value  # noqa: E402
 from driftline.collector.scrub_config import DEFAULT_ENTITIES, ScrubConfig, load_hash_key  # noqa: E402
 from driftline.sdk.errors import ConfigError  # noqa: E402
 
-from pii_corpus import pii_corpus  # noqa: E402  (tests/collector is on sys.path: rootdir-less layout)
+from .pii_corpus import pii_corpus  # noqa: E402
 
 KEY = b"test-key-0123456789abcdef"
 TEST_ENTITIES = DEFAULT_ENTITIES + ("BOOM", "SLOW")
