@@ -1,0 +1,203 @@
+"""Engine-level behaviour: restart with state, segments, time windows, Prometheus, robustness."""
+
+from __future__ import annotations
+
+import random
+
+from prometheus_client import CollectorRegistry
+
+from detector_streams import base_features, features_stream, label, prediction, uid
+from driftline.detectors.config import DetectorsConfig
+from driftline.detectors.engine import DetectorEngine
+from driftline.detectors.reference import from_events
+
+CFG = {"model": "m", "window": {"kind": "count", "size": 500}, "min_samples": 100,
+       "concept": {"detectors": ["adwin", "ddm", "kswin", "page_hinkley"]},
+       "multivariate": {"enabled": True, "sample_size": 200},
+       "segments": {"tags": ["region"], "max_segments": 3},
+       "ab": {"enabled": True, "control": "A"}}
+
+
+def _events(n: int, seed: int = 0):
+    """Predictions (with a shift half-way), shadows, labels and outcomes, interleaved."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        f = base_features(rng)
+        if i > n // 2:
+            f["x"] += 1.0
+        arm = "A" if i % 2 else "B"
+        p = {"1": (s := rng.random()), "0": 1 - s}
+        out.append(("p", prediction(i, f, p, t=i, variant=arm, request_id=f"r{i}",
+                                    tags={"region": rng.choice(["eu", "us", "ap", "sa", "af"])},
+                                    latency_ms=5.0)))
+        if i % 3 == 0:
+            out.append(("p", prediction(i, f, p if rng.random() < 0.9 else {"1": 1 - s, "0": s},
+                                        t=i + 0.1, variant="shadow", version="v2", request_id=f"r{i}")))
+        if i % 2 == 0:
+            out.append(("l", label(i, uid(i), int(rng.random() < s), t=i + 5)))
+        out.append(("o", {"schema_version": 1, "type": "outcome", "event_id": uid(i, 3), "timestamp": f"2026-11-24T00:00:00Z",
+                          "model": "m", "request_id": f"r{i}", "name": "conversion",
+                          "value": float(rng.random() < (0.1 if arm == "A" else 0.2))}))
+    return out
+
+
+def _feed(eng, evs):
+    for kind, ev in evs:
+        {"p": eng.observe_prediction, "l": eng.observe_label, "o": eng.observe_outcome}[kind](ev)
+
+
+def _engine(registry=None):
+    eng = DetectorEngine(DetectorsConfig.from_mapping(CFG), registry=registry, clock=lambda: 0.0)
+    rng = random.Random(9)
+    ref = [prediction(10**6 + i, base_features(rng), {"1": (s := rng.random()), "0": 1 - s}) for i in range(3000)]
+    eng.set_reference(from_events(ref, "m", "*"))
+    return eng
+
+
+def test_restart_mid_stream_gives_identical_results():
+    evs = _events(3000)
+    cut = 1234  # mid-window, with joins, shadow pairs and outcomes pending
+    straight = _engine()
+    _feed(straight, evs)
+    expected = straight.flush()
+
+    first = _engine()
+    _feed(first, evs[:cut])
+    early = first.poll()
+    blob = first.state()
+    assert isinstance(blob, bytes)
+    second = DetectorEngine.restore(DetectorsConfig.from_mapping(CFG), blob, clock=lambda: 0.0)
+    _feed(second, evs[cut:])
+    got = early + second.flush()
+    assert got == expected
+    detectors = {r.detector for r in expected}
+    assert {"data_drift", "quality", "prediction_drift", "performance", "concept.adwin", "shadow", "ab",
+            "multivariate.domain_classifier"} <= detectors
+
+
+def test_segments_are_bounded_and_every_detector_reports_per_segment():
+    eng = _engine()
+    _feed(eng, _events(1500))
+    rows = eng.flush()
+    segs = {r.segment for r in rows}
+    assert "" in segs and "region=__other__" in segs
+    assert len(segs) == 1 + 3 + 1  # all traffic, 3 tracked regions, the rest
+    for det in ("data_drift", "quality", "performance", "ab"):
+        assert {r.segment for r in rows if r.detector == det} > {""}, det
+
+
+def test_shadow_disagreeing_on_ten_percent_is_flagged_after_the_change_only():
+    eng = DetectorEngine(DetectorsConfig.from_mapping(
+        {"model": "m", "window": {"size": 1000}, "min_samples": 200, "concept": {"enabled": False},
+         "segments": {"tags": ["region"]}}))
+    rng = random.Random(3)
+    for i in range(6000):
+        cls = rng.choice(["cat", "dog", "bird"])
+        shadow = cls if i < 3000 or rng.random() >= 0.10 else "fish"
+        eng.observe_prediction(prediction(i, {"x": 1.0}, cls, request_id=f"r{i}", latency_ms=10.0,
+                                          tags={"region": "eu" if i % 2 else "us"}))
+        eng.observe_prediction(prediction(i, {"x": 1.0}, shadow, variant="shadow", version="v2",
+                                          request_id=f"r{i}", latency_ms=14.0))
+    rows = [r for r in eng.poll() if r.detector == "shadow"]
+    assert {r.segment for r in rows} == {"", "region=eu", "region=us"}
+    rows = [r for r in rows if r.segment == ""]
+    agree = [r for r in rows if r.statistic == "agreement_rate"]
+    assert [r.drift for r in agree] == [False] * 3 + [True] * 3
+    assert all(0.86 < r.value < 0.94 for r in agree[3:]) and agree[0].value == 1.0
+    assert {r.feature for r in rows} == {"v1->v2"}
+    lat = [r for r in rows if r.statistic == "latency_delta_ms"]
+    assert lat and all(r.value == 4.0 for r in lat)
+    js = [r for r in rows if r.statistic == "jensen_shannon"]
+    assert [r.drift for r in js] == [False] * 3 + [True] * 3
+
+
+def test_ab_outcomes_per_variant_with_significance():
+    eng = _engine()
+    _feed(eng, _events(3000))
+    rows = [r for r in eng.flush() if r.detector == "ab" and r.segment == ""]
+    lift = [r for r in rows if r.statistic == "lift.B" and r.feature == "conversion"]
+    assert lift and lift[-1].drift and lift[-1].p_value < 0.05 and 0.05 < lift[-1].value < 0.15
+    # the last outcome arrives after the last window closed
+    assert lift[-1].current_size == 1500 and lift[-1].reference_size in (1499, 1500)
+
+
+def test_time_windows_close_by_event_time_and_by_clock():
+    cfg = DetectorsConfig.from_mapping({"model": "m", "window": {"kind": "time", "duration_s": 60, "grace_s": 10},
+                                        "min_samples": 10, "concept": {"enabled": False}})
+    now = [0.0]
+    eng = DetectorEngine(cfg, clock=lambda: now[0])
+    eng.set_reference(from_events(features_stream(500, 10**9, base_features, base_features, start=10**6), "m", "v1"))
+    evs = features_stream(150, 10**9, base_features, base_features)  # t = 0..149 s
+    for ev in evs:
+        eng.observe_prediction(ev)
+    rows = eng.poll(now=0.0)
+    starts = sorted({(r.window_start, r.window_end) for r in rows})
+    assert len(starts) == 2 and (starts[0][1] - starts[0][0]).total_seconds() == 60
+    from detector_streams import T0
+    end = T0.timestamp() + 180
+    assert eng.poll(now=end + 5) == []  # grace not yet passed
+    now[0] = end + 11
+    assert eng.poll()  # the quiet third window closes on the clock
+
+
+def test_prometheus_gauges_on_injected_registry():
+    reg = CollectorRegistry()
+    eng = _engine(registry=reg)
+    _feed(eng, _events(1000))
+    eng.poll()
+    v = reg.get_sample_value("driftline_drift_statistic", {"model": "m", "version": "v1", "detector": "data_drift",
+                                                          "feature": "x", "segment": "", "statistic": "psi"})
+    assert v is not None and v > 0
+    d = reg.get_sample_value("driftline_drift_detected", {"model": "m", "version": "v1", "detector": "data_drift",
+                                                         "feature": "x", "segment": "", "statistic": "wasserstein"})
+    assert d == 1.0
+    assert reg.get_sample_value("driftline_detector_events_total", {"model": "m", "type": "prediction"}) > 1000
+    assert reg.get_sample_value("driftline_detector_windows_total", {"model": "m"}) == 2
+
+
+def test_bad_events_are_counted_not_raised():
+    reg = CollectorRegistry()
+    eng = _engine(registry=reg)
+    eng.observe_prediction({"model": "m", "timestamp": "not a time"})
+    eng.observe_label({"model": "m"})
+    eng.observe_prediction({"model": "other", "timestamp": "2026-01-01T00:00:00Z"})
+    assert reg.get_sample_value("driftline_detector_ignored_total", {"reason": "engine_error"}) == 2
+    assert reg.get_sample_value("driftline_detector_ignored_total", {"reason": "unconfigured_model"}) == 1
+
+
+def test_reference_from_first_events_then_drift():
+    eng = DetectorEngine(DetectorsConfig.from_mapping(
+        {"model": "m", "window": {"size": 1000}, "min_samples": 200, "concept": {"enabled": False},
+         "reference": {"source": "first_events", "first_events": 3000}}))
+
+    def shifted(rng):
+        f = base_features(rng)
+        f["x"] += 1
+        return f
+
+    for ev in features_stream(7000, 5000, base_features, shifted, seed=4):
+        eng.observe_prediction(ev)
+    assert eng.reference("m", "v1").n_rows == 3000
+    rows = [r for r in eng.poll() if r.detector == "data_drift" and r.statistic == "wasserstein" and r.feature == "x"]
+    assert [r.drift for r in rows] == [False, False, True, True]
+
+
+def test_quality_findings():
+    eng = _engine()
+    rng = random.Random(0)
+    for i in range(500):
+        f = base_features(rng)
+        f["plan"] = "zzz" if i % 4 == 0 else f["plan"]
+        f["y"] = None if i % 3 == 0 else f["y"] * 10
+        f["n"] = "five" if i % 10 == 0 else f["n"]
+        del f["flag"]
+        f["brand_new"] = 1
+        eng.observe_prediction(prediction(i, f, 1, t=i))
+    rows = {(r.feature, r.statistic): r for r in eng.poll() if r.detector == "quality" and r.segment == ""}
+    assert rows[("plan", "new_category_rate")].drift and "zzz" in rows[("plan", "new_category_rate")].details
+    assert rows[("y", "missing_rate")].drift and rows[("y", "out_of_range_rate")].drift
+    assert rows[("n", "type_violation_rate")].drift
+    assert rows[("flag", "missing_rate")].value == 1.0 and '"vanished": true' in rows[("flag", "missing_rate")].details
+    assert rows[("brand_new", "unexpected_feature")].drift
+    assert not rows[("x", "missing_rate")].drift and not rows[("x", "out_of_range_rate")].drift
