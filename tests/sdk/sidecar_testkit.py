@@ -31,6 +31,7 @@ def closed_port() -> int:
 
 @asynccontextmanager
 async def serve_app(app: web.Application, **runner_kw: Any) -> AsyncIterator[str]:
+    runner_kw.setdefault("lingering_time", 0.5)  # oversized-body tests leave bodies unread
     runner = web.AppRunner(app, **runner_kw)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -122,9 +123,6 @@ class ModelServer:
         return web.json_response({"prediction": 1})
 
 
-_DEV_MASK = lambda f: f  # TEMP while monitor<->denylist integration settles
-
-
 class Sink:
     """InMemoryExporter plus the monitors built on it."""
 
@@ -134,7 +132,7 @@ class Sink:
 
     def factory(self, model: str, settings: SdkSettings | None = None) -> Callable[[str], Monitor]:
         def make(version: str) -> Monitor:
-            m = Monitor(model, version, exporter=self.exporter, strict=False, mask=_DEV_MASK,
+            m = Monitor(model, version, exporter=self.exporter, strict=False,
                         settings=settings or SdkSettings(flush_interval_s=0.01))
             self.monitors.append(m)
             return m

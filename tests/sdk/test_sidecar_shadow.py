@@ -1,0 +1,157 @@
+"""Shadows and A/B splits through the running sidecar: the caller never depends on a shadow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from aiohttp import web
+
+from driftline.sdk.routing import SplitConfig
+from driftline.sdk.sidecar_config import ShadowTarget
+
+from .sidecar_testkit import ModelServer, closed_port, serve_app, sidecar
+
+
+async def test_slow_shadow_does_not_delay_the_caller_and_is_logged_with_the_same_request_id() -> None:
+    primary, shadow = ModelServer("p"), ModelServer("s", offset=100.0)
+    shadow.hang.set()  # the shadow blocks until released
+    async with serve_app(primary.app()) as up, serve_app(shadow.app()) as sh, \
+            sidecar(up, shadows=(ShadowTarget("shadow", sh),)) as (url, sc, sink):
+        async with aiohttp.ClientSession() as s:
+            for i in range(3):
+                r = await s.post(url + "/predict", json={"a": i}, headers={"X-Request-Id": f"r{i}"})
+                assert r.status == 200 and await r.json() == {"prediction": float(i)}
+            # every caller got its answer while all three shadow calls are still hanging
+            await asyncio.sleep(0)
+            assert sc.shadow is not None and sc.shadow.in_flight == 3
+            shadow.release.set()
+            for _ in range(200):
+                if sc.shadow.in_flight == 0:
+                    break
+                await asyncio.sleep(0.02)
+        events = await sink.events()
+    by_variant: dict[str, dict[str, float]] = {}
+    for e in events:
+        by_variant.setdefault(e["variant"], {})[e["request_id"]] = e["prediction"]
+    assert by_variant["primary"] == {"r0": 0.0, "r1": 1.0, "r2": 2.0}
+    assert by_variant["shadow"] == {"r0": 100.0, "r1": 101.0, "r2": 102.0}
+    assert json.loads(shadow.calls[0]["body"]) == {"a": 0}
+
+
+def failing_app() -> web.Application:
+    async def boom(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=500, text="shadow exploded")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", boom)
+    return app
+
+
+async def test_failing_and_unreachable_shadows_change_nothing_for_the_caller() -> None:
+    primary = ModelServer("p")
+    async with serve_app(primary.app()) as up, serve_app(failing_app()) as fl:
+        shadows = (ShadowTarget("broken", fl), ShadowTarget("gone", f"http://127.0.0.1:{closed_port()}"))
+        async with sidecar(up, shadows=shadows) as (url, sc, sink):
+            async with aiohttp.ClientSession() as s:
+                for i in range(2):
+                    r = await s.post(url + "/predict", json={"a": 5 + i})
+                    assert r.status == 200 and await r.json() == {"prediction": 5.0 + i}
+                for _ in range(200):
+                    if sc.shadow.in_flight == 0:
+                        break
+                    await asyncio.sleep(0.02)
+                text = await (await s.get(url + "/metrics")).text()
+            events = await sink.events()
+    assert 'driftline_sidecar_shadow_errors_total{reason="connect",shadow="gone"} 2.0' in text
+    assert 'driftline_sidecar_shadow_errors_total{reason="http_5xx",shadow="broken"} 2.0' in text
+    shadow_events = [e for e in events if e["variant"] in ("broken", "gone")]
+    assert len(shadow_events) == 4 and all(e["status"] == "error" for e in shadow_events)
+    assert {e["error"] for e in shadow_events if e["variant"] == "broken"} == {"shadow answered HTTP 500"}
+    primary_events = [e for e in events if e["variant"] == "primary"]
+    assert [e["prediction"] for e in primary_events] == [5.0, 6.0]
+    assert all(e["status"] == "ok" for e in primary_events)
+
+
+async def test_shadow_sampling_and_concurrency_bound() -> None:
+    primary, shadow = ModelServer("p"), ModelServer("s")
+    shadow.hang.set()
+    async with serve_app(primary.app()) as up, serve_app(shadow.app()) as sh, \
+            sidecar(up, shadows=(ShadowTarget("shadow", sh),), shadow_concurrency=2) as (url, sc, sink):
+        async with aiohttp.ClientSession() as s:
+            for i in range(5):
+                assert (await s.post(url + "/predict", json={"a": i})).status == 200
+            await asyncio.sleep(0)
+            assert sc.shadow.in_flight == 2  # three skipped, none queued
+            shadow.release.set()
+            text = await (await s.get(url + "/metrics")).text()
+    assert 'driftline_sidecar_shadow_requests_total{outcome="skipped_busy",shadow="shadow"} 3.0' in text
+
+    async with serve_app(primary.app()) as up, serve_app(ModelServer("s2").app()) as sh, \
+            sidecar(up, shadows=(ShadowTarget("shadow", sh),), shadow_sample=0.0) as (url, sc, sink):
+        async with aiohttp.ClientSession() as s:
+            assert (await s.post(url + "/predict", json={"a": 1})).status == 200
+            assert sc.shadow.in_flight == 0
+            text = await (await s.get(url + "/metrics")).text()
+    assert 'driftline_sidecar_shadow_requests_total{outcome="skipped_sample",shadow="shadow"} 1.0' in text
+
+
+async def test_ab_split_sticky_header_and_weight_change_through_the_admin_endpoint() -> None:
+    a, b = ModelServer("a"), ModelServer("b", offset=1000.0)
+    async with serve_app(a.app()) as ua, serve_app(b.app()) as ub:
+        split = SplitConfig.parse({"sticky_header": "X-User", "variants": [
+            {"name": "control", "upstream": ua, "weight": 50},
+            {"name": "canary", "upstream": ub, "weight": 50, "version": "2"}]})
+        async with sidecar(ua, split=split) as (url, sc, sink):
+            async with aiohttp.ClientSession() as s:
+                served: dict[str, set[str]] = {}
+                for user in range(40):
+                    for _ in range(2):
+                        r = await s.post(url + "/predict", json={"a": 1}, headers={"X-User": f"u{user}"})
+                        served.setdefault(f"u{user}", set()).add(r.headers["X-Served-By"])
+                assert all(len(v) == 1 for v in served.values())  # sticky
+                assert {next(iter(v)) for v in served.values()} == {"a", "b"}  # both arms used
+                # rollback of the canary: weight 0, no restart
+                r = await s.put(url + "/admin/split", json={"weights": {"canary": 0}})
+                assert r.status == 200 and (await r.json())["generation"] == 1
+                for user in range(40):
+                    r = await s.post(url + "/predict", json={"a": 1}, headers={"X-User": f"u{user}"})
+                    assert r.headers["X-Served-By"] == "a"
+                r = await s.put(url + "/admin/split", json={"weights": {"nope": 1}})
+                assert r.status == 400 and "unknown variant" in (await r.json())["message"]
+                r = await s.put(url + "/admin/split", json={"weights": {"control": 0}})
+                assert r.status == 400  # would leave no traffic anywhere
+            events = await sink.events()
+    canary = [e for e in events if e["variant"] == "canary"]
+    control = [e for e in events if e["variant"] == "control"]
+    assert canary and all(e["model_version"] == "2" and e["prediction"] == 1001.0 for e in canary)
+    assert control and all(e["model_version"] == "1" for e in control)
+    assert len(canary) + len(control) == 120
+
+
+async def test_split_file_is_watched_and_reloaded(tmp_path) -> None:
+    a, b = ModelServer("a"), ModelServer("b")
+    async with serve_app(a.app()) as ua, serve_app(b.app()) as ub:
+        f = tmp_path / "split.yaml"
+        f.write_text(f"variants:\n  - {{name: blue, upstream: '{ua}', weight: 1}}\n"
+                     f"  - {{name: green, upstream: '{ub}', weight: 0}}\n")
+        async with sidecar(ua, split_file=str(f), split_poll_s=0.05) as (url, sc, sink):
+            async with aiohttp.ClientSession() as s:
+                assert (await s.post(url + "/predict", json={})).headers["X-Served-By"] == "a"
+                f.write_text(f"variants:\n  - {{name: blue, upstream: '{ua}', weight: 0}}\n"
+                             f"  - {{name: green, upstream: '{ub}', weight: 1}}\n")
+                for _ in range(200):
+                    if sc.router.generation >= 1:
+                        break
+                    await asyncio.sleep(0.02)
+                assert (await s.post(url + "/predict", json={})).headers["X-Served-By"] == "b"
+                f.write_text("variants: [{name: blue, upstream: 'ftp://x'}]\n")  # bad: keeps the last good split
+                for _ in range(200):
+                    if sc.watcher.errors:
+                        break
+                    await asyncio.sleep(0.02)
+                assert (await s.post(url + "/predict", json={})).headers["X-Served-By"] == "b"
+                text = await (await s.get(url + "/metrics")).text()
+    assert "driftline_sidecar_split_reload_errors_total 1.0" in text
