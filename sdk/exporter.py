@@ -126,6 +126,8 @@ class BatchExporter:
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
+        self._in_flight_items = 0
+        self._accounted_at_shutdown = False  # the in-flight batch was already counted as lost
         self._closed = False
         self._exporter: Exporter | None = None
         self._worker: threading.Thread | None = None
@@ -217,6 +219,8 @@ class BatchExporter:
             batch = self._take_batch()
             if not batch:
                 return None
+            with self._lock:
+                self._in_flight_items = len(batch)
             try:
                 if self._exporter is None:
                     self._exporter = self._exporter_factory()
@@ -224,11 +228,16 @@ class BatchExporter:
             except Exception:  # noqa: BLE001 - transport bug: keep the batch, retry later
                 logger.warning("driftline: export failed; will retry", exc_info=True)
                 result = ExportResult(retry=tuple(range(len(batch))))
+            delivered = len(batch) - len(result.retry) - result.rejected
             with self._lock:
-                if result.retry:
-                    self._pending[:0] = [batch[i] for i in result.retry]
+                self._in_flight_items = 0
                 self._drops["broker_error"] += result.rejected
-                self._exported += len(batch) - len(result.retry) - result.rejected
+                self._exported += delivered
+                if self._accounted_at_shutdown:
+                    # shutdown() gave up on this batch and counted all of it as lost; correct that.
+                    self._drops["shutdown"] -= delivered + result.rejected
+                elif result.retry:
+                    self._pending[:0] = [batch[i] for i in result.retry]
             return len(result.retry) < len(batch)
         finally:
             with self._lock:
@@ -270,7 +279,8 @@ class BatchExporter:
         if worker is not None and worker is not threading.current_thread():
             worker.join(max(0.0, min(timeout_s, 1.0)))
         with self._lock:
-            lost = len(self._queue) + len(self._pending)
+            lost = len(self._queue) + len(self._pending) + self._in_flight_items
+            self._accounted_at_shutdown = True
             self._queue.clear()
             self._pending.clear()
             self._drops["shutdown"] += lost

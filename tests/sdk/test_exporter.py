@@ -1,0 +1,159 @@
+"""The batching exporter: bounded, never blocking, drops counted by reason, flush/shutdown timeouts, fork."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Sequence
+
+from driftline.sdk import BatchExporter, ExportResult, InMemoryExporter, Record, SchemaError
+
+
+def encode(item: Any) -> Record:
+    if item == "invalid":
+        raise SchemaError("features.x", "expected number")
+    if item == "unserialisable":
+        raise TypeError("cannot encode")
+    return Record("t", b"k", json.dumps(item).encode())
+
+
+class BlockingExporter:
+    """Holds every export until released: simulates a broker that does not answer."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.records: list[Record] = []
+
+    def export(self, records: Sequence[Record], timeout_s: float) -> ExportResult:
+        if not self.release.wait(timeout_s):
+            return ExportResult(retry=tuple(range(len(records))))
+        self.records.extend(records)
+        return ExportResult()
+
+    def shutdown(self, timeout_s: float) -> None:
+        return None
+
+
+def test_delivers_in_batches_and_flushes() -> None:
+    sink = InMemoryExporter()
+    ex = BatchExporter(lambda: sink, encode, max_batch_size=100, schedule_delay_s=10)
+    for i in range(1_000):
+        assert ex.submit(i)
+    assert ex.flush(5)
+    assert [json.loads(r.value) for r in sink.records()] == list(range(1_000))
+    assert ex.stats().exported == 1_000
+    ex.shutdown(1)
+
+
+def test_queue_full_drops_are_counted_exactly_and_submit_never_blocks() -> None:
+    blocker = BlockingExporter()
+    ex = BatchExporter(lambda: blocker, encode, max_queue_size=500, max_batch_size=50, schedule_delay_s=0.01,
+                       export_timeout_s=0.05, max_backoff_s=0.05)
+    accepted = sum(ex.submit(i) for i in range(5_000))
+    dropped = ex.stats().dropped["queue_full"]
+    assert accepted + dropped == 5_000
+    assert dropped >= 5_000 - 500 - 50  # the bound, plus at most one batch in flight
+    blocker.release.set()
+    assert ex.flush(10)
+    assert len(blocker.records) == accepted
+    assert ex.stats().dropped["queue_full"] == dropped
+    ex.shutdown(1)
+
+
+def test_transient_failures_are_retried_without_loss() -> None:
+    sink = InMemoryExporter()
+    sink.fail_next(3)
+    ex = BatchExporter(lambda: sink, encode, max_batch_size=10, schedule_delay_s=0.01, max_backoff_s=0.02)
+    for i in range(25):
+        ex.submit(i)
+    assert ex.flush(10)
+    assert sorted(json.loads(r.value) for r in sink.records()) == list(range(25))
+    assert ex.stats().dropped_total == 0
+    ex.shutdown(1)
+
+
+def test_invalid_and_unserialisable_items_are_counted_not_raised() -> None:
+    sink = InMemoryExporter()
+    seen: list[Exception] = []
+    ex = BatchExporter(lambda: sink, encode, schedule_delay_s=0.01, on_invalid=seen.append)
+    for item in (1, "invalid", 2, "unserialisable", 3):
+        ex.submit(item)
+    assert ex.flush(5)
+    stats = ex.stats()
+    assert stats.dropped["invalid_event"] == 1 and stats.dropped["serialize_error"] == 1
+    assert [json.loads(r.value) for r in sink.records()] == [1, 2, 3]
+    assert [type(e).__name__ for e in seen] == ["SchemaError", "TypeError"]
+    ex.shutdown(1)
+
+
+def test_flush_and_shutdown_honour_their_timeouts_and_count_shutdown_drops() -> None:
+    blocker = BlockingExporter()
+    ex = BatchExporter(lambda: blocker, encode, max_batch_size=10, schedule_delay_s=0.01, export_timeout_s=0.05,
+                       max_backoff_s=0.05)
+    for i in range(100):
+        ex.submit(i)
+    start = time.monotonic()
+    assert ex.flush(0.3) is False
+    assert time.monotonic() - start < 2.0  # generous: proves it returned, not how fast
+    assert ex.shutdown(0.3) is False
+    stats = ex.stats()
+    assert stats.dropped["shutdown"] + len(blocker.records) == 100
+    assert stats.dropped["shutdown"] > 0
+    assert ex.submit(1) is False
+    assert ex.stats().dropped["shutdown"] == stats.dropped["shutdown"] + 1
+
+
+CHILD = r"""
+import json, os, sys
+from driftline.sdk import Monitor, InMemoryExporter
+sink = InMemoryExporter()
+m = Monitor(model="fork", exporter=sink)
+m.log({"x": 1}, 1)
+assert m.flush(5)
+pid = os.fork()
+if pid == 0:
+    m.log({"x": 2}, 2)
+    ok = m.flush(5)
+    child = [e["features"]["x"] for e in sink.events()]
+    print(json.dumps({"who": "child", "ok": ok, "xs": child}), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+m.log({"x": 3}, 3)
+assert m.flush(5)
+print(json.dumps({"who": "parent", "xs": [e["features"]["x"] for e in sink.events()]}), flush=True)
+"""
+
+
+def test_fork_gives_the_child_a_working_exporter() -> None:
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=True)
+    lines = {json.loads(line)["who"]: json.loads(line) for line in out.stdout.splitlines()}
+    assert lines["child"]["ok"] is True
+    assert lines["child"]["xs"] == [1, 2]  # inherited sink memory plus the child's own event
+    assert lines["parent"]["xs"] == [1, 3]
+
+
+AT_EXIT = r"""
+import sys
+from driftline.sdk import Monitor, SdkSettings
+m = Monitor(model="atexit", settings=SdkSettings(kafka_bootstrap=sys.argv[1], flush_interval_s=60))
+for i in range(50):
+    m.log({"i": i}, i)
+"""
+
+
+def test_events_are_flushed_at_interpreter_exit(kafka_bootstrap: str) -> None:
+    from kafka import KafkaConsumer
+
+    from driftline.sdk.config import Topics
+
+    subprocess.run([sys.executable, "-c", AT_EXIT, kafka_bootstrap], check=True, timeout=60,
+                   env={**os.environ, "DRIFTLINE_TOPIC_PREFIX": ""})
+    consumer = KafkaConsumer(Topics().predictions, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000, group_id=None)
+    seen = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert sorted(e["features"]["i"] for e in seen if e["model"] == "atexit") == list(range(50))

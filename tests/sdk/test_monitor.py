@@ -1,0 +1,152 @@
+"""Monitor: what users call from their model code."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import driftline.sdk as sdk
+from driftline.sdk import ConfigError, InMemoryExporter, Monitor, SchemaError
+
+
+def make(**kw: object) -> tuple[Monitor, InMemoryExporter]:
+    sink = InMemoryExporter()
+    return Monitor(model="churn", version="7", exporter=sink, **kw), sink  # type: ignore[arg-type]
+
+
+def test_log_returns_the_id_of_the_stored_event_with_every_field() -> None:
+    m, sink = make(tags={"team": "growth"})
+    pid = m.log({"age": 41, "plan": "pro"}, {"yes": 0.7, "no": 0.3}, latency_ms=2.5, tags={"region": "eu"},
+                variant="challenger", request_id="req-9")
+    assert m.flush(2)
+    [event] = sink.events()
+    assert event["event_id"] == pid
+    assert event["model"] == "churn" and event["model_version"] == "7"
+    assert event["features"] == {"age": 41, "plan": "pro"}
+    assert event["prediction"] == {"yes": 0.7, "no": 0.3}
+    assert event["variant"] == "challenger" and event["request_id"] == "req-9"
+    assert event["tags"] == {"team": "growth", "region": "eu"}
+    assert event["latency_ms"] == 2.5 and event["status"] == "ok"
+    assert event["timestamp"].endswith("Z")
+
+
+def test_labels_and_outcomes_refer_to_predictions() -> None:
+    m, sink = make()
+    pid = m.log({"x": 1}, 0.2)
+    m.log_label(pid, 1)
+    m.log_outcome("conversion", 19.99, prediction_id=pid)
+    assert m.flush(2)
+    pred, label, outcome = sink.events()
+    assert label["type"] == "label" and label["prediction_id"] == pid and label["label"] == 1
+    assert outcome["type"] == "outcome" and outcome["prediction_id"] == pid and outcome["value"] == 19.99
+
+
+def test_the_callers_dict_can_change_after_log() -> None:
+    m, sink = make()
+    features = {"x": 1}
+    m.log(features, 1)
+    features["x"] = 2
+    assert m.flush(2)
+    assert sink.events()[0]["features"] == {"x": 1}
+
+
+def test_numpy_and_pandas_values_are_logged_as_plain_json() -> None:
+    m, sink = make()
+    m.log({"a": np.int64(3), "b": np.float32(0.5), "c": np.bool_(True)}, np.array([0.1, 0.9]))
+    df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    ids = m.log_batch(df, np.array([0, 1, 0]))
+    assert m.flush(2)
+    events = sink.events()
+    assert events[0]["features"] == {"a": 3, "b": 0.5, "c": True}
+    assert events[0]["prediction"] == pytest.approx([0.1, 0.9])
+    assert [e["event_id"] for e in events[1:]] == ids
+    assert [e["features"] for e in events[1:]] == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}, {"a": 3, "b": "z"}]
+    assert [e["prediction"] for e in events[1:]] == [0, 1, 0]
+
+
+def test_invalid_events_are_counted_and_never_raise_by_default() -> None:
+    m, sink = make()
+    m.log({"x": [1, 2]}, 1)  # a list is not a feature value
+    m.log({"x": 1}, 1)
+    assert m.flush(2)
+    assert m.stats().dropped["invalid_event"] == 1
+    assert len(sink.events()) == 1
+
+
+def test_strict_mode_raises_naming_the_field() -> None:
+    m, _ = make(strict=True)
+    with pytest.raises(SchemaError, match="features.x"):
+        m.log({"x": [1, 2]}, 1)
+
+
+def test_decorator_logs_sync_calls_errors_and_latency() -> None:
+    m, sink = make()
+
+    @m.watch
+    def predict(features: dict) -> float:
+        if features["x"] < 0:
+            raise ValueError("negative input")
+        return features["x"] * 2
+
+    assert predict({"x": 2}) == 4
+    with pytest.raises(ValueError):
+        predict({"x": -1})
+    assert m.flush(2)
+    ok, err = sink.events()
+    assert ok["features"] == {"x": 2} and ok["prediction"] == 4 and ok["latency_ms"] >= 0
+    assert err["status"] == "error" and err["error"].startswith("ValueError") and err["prediction"] is None
+
+
+def test_decorator_wraps_async_functions_with_custom_extraction() -> None:
+    m, sink = make()
+
+    @m.watch(features_from=lambda request: request["inputs"], prediction_from=lambda out: out["label"])
+    async def predict(request: dict) -> dict:
+        await asyncio.sleep(0)
+        return {"label": "spam", "debug": "x"}
+
+    assert asyncio.run(predict({"inputs": {"len": 12}})) == {"label": "spam", "debug": "x"}
+    assert m.flush(2)
+    [event] = sink.events()
+    assert event["features"] == {"len": 12} and event["prediction"] == "spam"
+
+
+def test_denylisted_fields_are_masked_before_leaving_the_process() -> None:
+    m, sink = make()
+    m.log({"password": "hunter2", "cardNumber": "4111111111111111", "age": 41}, 1, tags={"user_email": "a@b.c"})
+    assert m.flush(2)
+    [event] = sink.events()
+    assert "hunter2" not in str(event) and "4111111111111111" not in str(event) and "a@b.c" not in str(event)
+    assert event["features"]["age"] == 41
+
+
+def test_bad_constructor_arguments_fail_with_what_to_change() -> None:
+    with pytest.raises(ConfigError, match="model"):
+        Monitor(model="", exporter=InMemoryExporter())
+    with pytest.raises(ConfigError, match="DRIFTLINE_KAFKA_BOOTSTRAP"):
+        sdk.SdkSettings(kafka_bootstrap="localhost")
+    with pytest.raises(ConfigError, match="DRIFTLINE_QUEUE_SIZE"):
+        sdk.SdkSettings.from_env({"DRIFTLINE_QUEUE_SIZE": "lots"})
+
+
+def test_public_surface_is_what_the_docs_promise() -> None:
+    assert sorted(sdk.__all__) == sorted([
+        "SCHEMA_VERSION", "BatchExporter", "ConfigError", "DriftlineError", "ExportResult", "ExporterError",
+        "ExporterStats", "InMemoryExporter", "KafkaExporter", "Monitor", "Record", "SchemaError", "SdkSettings",
+        "Topics", "uuid7", "validate_event",
+    ])
+    for name in sdk.__all__:
+        assert getattr(sdk, name) is not None
+
+
+def test_importing_the_sdk_pulls_in_no_server_dependencies() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, driftline.sdk; heavy = [m for m in ('numpy', 'pandas', 'presidio_analyzer', 'faust', "
+            "'chdb', 'streamlit', 'kafka', 'aiohttp', 'clickhouse_connect') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

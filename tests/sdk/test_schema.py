@@ -1,0 +1,97 @@
+"""Event schema v1: valid events pass, every kind of mistake names its field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from driftline.sdk import SchemaError, uuid7, validate_event
+
+PRED: dict[str, Any] = {
+    "schema_version": 1, "type": "prediction", "event_id": "0190b7d2-8f3a-7c1e-9d2a-3b4c5d6e7f80",
+    "timestamp": "2026-11-24T03:22:12.123456Z", "model": "churn", "model_version": "3", "variant": "primary",
+    "request_id": "req-1", "features": {"age": 41, "plan": "pro", "active": True, "coupon": None},
+    "prediction": {"yes": 0.8, "no": 0.2}, "latency_ms": 3.2, "status": "ok", "error": None,
+    "tags": {"region": "eu"},
+}
+
+
+def with_(path: str, value: Any) -> dict[str, Any]:
+    event = copy.deepcopy(PRED)
+    target = event
+    keys = path.split(".")
+    for k in keys[:-1]:
+        target = target[k]
+    if value is KeyError:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return event
+
+
+def test_valid_events_pass() -> None:
+    assert validate_event(copy.deepcopy(PRED))["model"] == "churn"
+    for prediction in (1, 0.5, "cat", True, None, [1, 2], [[0.1, 0.9]], {"a": 1}):
+        validate_event(with_("prediction", prediction))
+    validate_event({"schema_version": 1, "type": "label", "event_id": uuid7(), "timestamp": "2026-01-01T00:00:00Z",
+                    "model": "m", "prediction_id": uuid7(), "label": "cat"})
+    validate_event({"schema_version": 1, "type": "outcome", "event_id": uuid7(), "timestamp": "2026-01-01T00:00:00+02:00",
+                    "model": "m", "request_id": "r1", "name": "click", "value": True})
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("schema_version", 2, "schema_version"),
+        ("schema_version", KeyError, "schema_version"),
+        ("type", "metric", "type"),
+        ("event_id", "not-a-uuid", "event_id"),
+        ("timestamp", "yesterday", "timestamp"),
+        ("timestamp", 1700000000, "timestamp"),
+        ("model", "", "model"),
+        ("model", KeyError, "model"),
+        ("features", [1, 2], "features"),
+        ("features.age", [1, 2], "features.age"),
+        ("features.age", {"x": 1}, "features.age"),
+        ("features.age", float("nan"), "features.age"),
+        ("prediction", {"yes": "high"}, "prediction.yes"),
+        ("prediction", object(), "prediction"),
+        ("latency_ms", "fast", "latency_ms"),
+        ("latency_ms", -1, "latency_ms"),
+        ("status", "meh", "status"),
+        ("tags.region", 3, "tags.region"),
+        ("latncy_ms", 3, "latncy_ms"),
+    ],
+)
+def test_errors_name_the_field(path: str, value: Any, field: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        validate_event(with_(path, value))
+    assert info.value.field == field
+    assert str(info.value).startswith(field + ":")
+
+
+def test_error_messages_do_not_echo_values() -> None:
+    secret = "jane.doe@example.com"
+    with pytest.raises(SchemaError) as info:
+        validate_event(with_("features.email", [secret]))
+    assert secret not in str(info.value)
+
+
+def test_label_and_outcome_requirements() -> None:
+    base = {"schema_version": 1, "event_id": uuid7(), "timestamp": "2026-01-01T00:00:00Z", "model": "m"}
+    with pytest.raises(SchemaError, match="prediction_id"):
+        validate_event({**base, "type": "label", "label": 1})
+    with pytest.raises(SchemaError, match="label: missing"):
+        validate_event({**base, "type": "label", "prediction_id": uuid7()})
+    with pytest.raises(SchemaError, match="prediction_id or request_id"):
+        validate_event({**base, "type": "outcome", "name": "click", "value": 1})
+    with pytest.raises(SchemaError, match="value"):
+        validate_event({**base, "type": "outcome", "request_id": "r", "name": "click", "value": "yes"})
+
+
+def test_uuid7_is_time_ordered_and_unique() -> None:
+    ids = [uuid7() for _ in range(10_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
