@@ -1,0 +1,414 @@
+"""Every SQL statement the dashboard runs. Aggregation happens in ClickHouse; pages only plot.
+
+Each builder returns a :class:`Query` (name, SQL, parameters); :func:`fetch` runs it through the
+read-only client and caches the result briefly (``st.cache_data``), so reruns triggered by a
+widget do not hit ClickHouse again. The benchmark runs the same builders uncached.
+
+Time ranges are passed as strings and converted in SQL (``toDateTime64(…, 6, 'UTC')``), which
+behaves identically on the embedded store and on a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from driftline.dashboard.data import Result, run
+from driftline.dashboard.view import View, ch_time
+
+CACHE_TTL_S = 10
+P = "driftline.predictions"
+NOT_SHADOW = "variant NOT LIKE 'shadow%'"
+CONF = "arrayMax(mapValues(prediction_scores))"
+T = "toStartOfInterval(timestamp, toIntervalSecond({bucket:UInt32}))"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One panel's query: ``name`` labels it in the benchmark and in error messages."""
+
+    name: str
+    sql: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+def fetch(url: str, q: Query) -> Result:
+    """Run ``q`` read-only, cached for :data:`CACHE_TTL_S` seconds per (url, sql, params)."""
+    return _cached(url, q.sql, q.params)
+
+
+def _run(url: str, sql: str, params: tuple[tuple[str, Any], ...]) -> Result:
+    return run(url, sql, dict(params))
+
+
+try:  # streamlit is a server extra; the module stays importable (bench, tests) without it
+    import streamlit as st
+
+    _cached = st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)(_run)
+except ModuleNotFoundError:  # pragma: no cover
+    _cached = _run
+
+
+def _range(start: Any, end: Any) -> dict[str, Any]:
+    return {"start": ch_time(start), "end": ch_time(end)}
+
+
+def _where(v: View, *, shadow: bool = True, ts: str = "timestamp") -> tuple[str, dict[str, Any]]:
+    parts = ["model = {model:String}",
+             f"{ts} >= toDateTime64({{start:String}}, 6, 'UTC')",
+             f"{ts} < toDateTime64({{end:String}}, 6, 'UTC')"]
+    params: dict[str, Any] = {"model": v.model, **_range(v.start, v.end), "bucket": v.bucket_s}
+    if v.version:
+        parts.append("model_version = {version:String}")
+        params["version"] = v.version
+    if v.segment_pair:
+        parts.append("tags[{seg_key:String}] = {seg_value:String}")
+        params["seg_key"], params["seg_value"] = v.segment_pair
+    if not shadow:
+        parts.append(NOT_SHADOW)
+    return " AND ".join(parts), params
+
+
+def _q(name: str, sql: str, params: dict[str, Any]) -> Query:
+    return Query(name, sql.strip(), tuple(sorted(params.items())))
+
+
+def _metrics_where(v: View) -> tuple[str, dict[str, Any]]:
+    parts = ["model = {model:String}", "segment = {segment:String}",
+             "window_start >= toDateTime64({start:String}, 3, 'UTC')",
+             "window_start < toDateTime64({end:String}, 3, 'UTC')"]
+    params: dict[str, Any] = {"model": v.model, "segment": v.segment, **_range(v.start, v.end)}
+    if v.version:
+        parts.append("model_version = {version:String}")
+        params["version"] = v.version
+    return " AND ".join(parts), params
+
+
+# -- catalogue and filters ---------------------------------------------------------------------
+def catalog() -> Query:
+    """Every model and version ever logged, with volume and first/last event."""
+    return _q("catalog", f"""
+SELECT model, model_version, count() AS predictions, min(timestamp) AS first_seen,
+       max(timestamp) AS last_seen
+FROM {P} GROUP BY model, model_version ORDER BY model, model_version""", {})
+
+
+def segments(v: View) -> Query:
+    """Tag values seen in a bounded sample of the slice (a segment is ``tag=value``)."""
+    w, p = _where(v.with_(segment=""))
+    return _q("segments", f"""
+SELECT concat(k, '=', val) AS segment, count() AS n
+FROM (SELECT tags FROM {P} WHERE {w} LIMIT 200000)
+ARRAY JOIN mapKeys(tags) AS k, mapValues(tags) AS val
+GROUP BY segment ORDER BY n DESC LIMIT 50""", p)
+
+
+def features(v: View) -> Query:
+    """Input feature names and kinds, from a bounded sample of the slice."""
+    w, p = _where(v, shadow=False)
+    return _q("features", f"""
+SELECT name, kind, count() AS n FROM (
+  SELECT arrayJoin(arrayConcat(arrayMap(x -> (x, 'numeric'), mapKeys(features_num)),
+                               arrayMap(x -> (x, 'categorical'), mapKeys(features_str)),
+                               arrayMap(x -> (x, 'categorical'), mapKeys(features_bool)))) AS f,
+         f.1 AS name, f.2 AS kind
+  FROM (SELECT features_num, features_str, features_bool FROM {P} WHERE {w} LIMIT 20000))
+GROUP BY name, kind ORDER BY name""", p)
+
+
+# -- overview ----------------------------------------------------------------------------------
+def overview_models(start: Any, end: Any) -> Query:
+    return _q("overview.models", f"""
+SELECT model, uniqExact(model_version) AS versions, count() AS predictions,
+       count() / {{span:Float64}} AS per_s,
+       quantileTDigest(0.5)(latency_ms) AS p50_ms, quantileTDigest(0.95)(latency_ms) AS p95_ms,
+       quantileTDigest(0.99)(latency_ms) AS p99_ms,
+       countIf(status != 'ok') / count() AS error_rate, max(timestamp) AS last_seen
+FROM {P}
+WHERE timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
+  AND timestamp < toDateTime64({{end:String}}, 6, 'UTC')
+GROUP BY model ORDER BY predictions DESC""",
+              {**_range(start, end), "span": max(1.0, (end - start).total_seconds())})
+
+
+def overview_traffic(start: Any, end: Any, bucket_s: int) -> Query:
+    return _q("overview.traffic", f"""
+SELECT model, {T} AS t, count() AS n
+FROM {P}
+WHERE timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
+  AND timestamp < toDateTime64({{end:String}}, 6, 'UTC')
+GROUP BY model, t ORDER BY model, t""", {**_range(start, end), "bucket": bucket_s})
+
+
+def overview_drift(start: Any, end: Any) -> Query:
+    """Per model, the latest detector window in range (all traffic) and what drifted in it."""
+    return _q("overview.drift", """
+SELECT model, window_start, countIf(drift) AS drifting, count() AS checks,
+       arraySlice(arrayDistinct(groupArrayIf(concat(detector, ':', feature), drift)), 1, 8) AS what
+FROM driftline.drift_metrics
+WHERE segment = '' AND window_start >= toDateTime64({start:String}, 3, 'UTC')
+  AND window_start < toDateTime64({end:String}, 3, 'UTC') AND feature != '*'
+GROUP BY model, window_start ORDER BY model, window_start DESC LIMIT 1 BY model""",
+              _range(start, end))
+
+
+def open_alerts() -> Query:
+    """Incidents whose latest event is not ``resolved``."""
+    return _q("alerts.open", """
+SELECT incident, argMax(rule, event_time) AS rule, argMax(severity, event_time) AS severity,
+       argMax(model, event_time) AS model, argMax(model_version, event_time) AS model_version,
+       argMax(segment, event_time) AS segment, argMax(condition, event_time) AS condition,
+       min(since) AS since, argMax(event, event_time) AS last_event, max(event_time) AS updated
+FROM driftline.alerts FINAL GROUP BY incident HAVING last_event != 'resolved'
+ORDER BY since""", {})
+
+
+# -- model page --------------------------------------------------------------------------------
+def volume(v: View) -> Query:
+    w, p = _where(v)
+    return _q("model.volume", f"""
+SELECT {T} AS t, variant, count() AS n, countIf(status != 'ok') AS errors
+FROM {P} WHERE {w} GROUP BY t, variant ORDER BY t, variant""", p)
+
+
+def latency(v: View) -> Query:
+    w, p = _where(v, shadow=False)
+    return _q("model.latency", f"""
+SELECT {T} AS t, quantileTDigest(0.5)(latency_ms) AS p50, quantileTDigest(0.95)(latency_ms) AS p95,
+       quantileTDigest(0.99)(latency_ms) AS p99
+FROM {P} WHERE {w} GROUP BY t ORDER BY t""", p)
+
+
+def prediction_labels(v: View) -> Query:
+    w, p = _where(v, shadow=False)
+    return _q("model.prediction_labels", f"""
+SELECT {T} AS t, ifNull(prediction_label, '(none)') AS label, count() AS n
+FROM {P} WHERE {w} AND prediction_label IS NOT NULL
+GROUP BY t, label ORDER BY t, label LIMIT 5000""", p)
+
+
+def prediction_values(v: View) -> Query:
+    w, p = _where(v, shadow=False)
+    return _q("model.prediction_values", f"""
+SELECT {T} AS t, quantileTDigest(0.1)(prediction_num) AS p10,
+       quantileTDigest(0.5)(prediction_num) AS p50, quantileTDigest(0.9)(prediction_num) AS p90
+FROM {P} WHERE {w} AND prediction_num IS NOT NULL AND prediction_label IS NULL
+GROUP BY t ORDER BY t""", p)
+
+
+def confidence(v: View) -> Query:
+    w, p = _where(v, shadow=False)
+    return _q("model.confidence", f"""
+SELECT {T} AS t, avg({CONF}) AS mean, quantileTDigest(0.1)({CONF}) AS p10,
+       quantileTDigest(0.5)({CONF}) AS p50
+FROM {P} WHERE {w} AND notEmpty(prediction_scores) GROUP BY t ORDER BY t""", p)
+
+
+def drift_statistics(v: View) -> Query:
+    w, p = _metrics_where(v)
+    return _q("model.drift_statistics", f"""
+SELECT detector, statistic, count() AS n, countIf(drift) AS drifting
+FROM driftline.drift_metrics WHERE {w} GROUP BY detector, statistic ORDER BY detector, statistic""", p)
+
+
+def drift_heatmap(v: View, detector: str, statistic: str) -> Query:
+    w, p = _metrics_where(v)
+    return _q("model.drift_heatmap", f"""
+SELECT feature, window_start AS t, max(value) AS value, max(drift) AS drift,
+       any(threshold) AS threshold
+FROM driftline.drift_metrics
+WHERE {w} AND detector = {{detector:String}} AND statistic = {{statistic:String}} AND feature != '*'
+GROUP BY feature, t ORDER BY feature, t""", {**p, "detector": detector, "statistic": statistic})
+
+
+def feature_tests(v: View, feature: str) -> Query:
+    """Latest value of every statistic any detector wrote for ``feature`` in the range."""
+    w, p = _metrics_where(v)
+    return _q("model.feature_tests", f"""
+SELECT detector, statistic, argMax(value, window_start) AS last_value,
+       argMax(p_value, window_start) AS last_p_value, argMax(threshold, window_start) AS last_threshold,
+       argMax(drift, window_start) AS last_drift, max(window_start) AS last_window,
+       argMax(reference_size, window_start) AS last_reference_size,
+       argMax(current_size, window_start) AS last_current_size, countIf(drift) AS drifted_windows,
+       count() AS windows
+FROM driftline.drift_metrics WHERE {w} AND feature = {{feature:String}}
+GROUP BY detector, statistic ORDER BY detector, statistic""", {**p, "feature": feature})
+
+
+def reference_profile(model: str, version: str) -> Query:
+    return _q("model.reference", """
+SELECT model_version, created_at, source, n_rows, profile FROM driftline.references FINAL
+WHERE model = {model:String} AND (model_version = {version:String} OR {version:String} = '')
+  AND is_deleted = 0
+ORDER BY created_at DESC LIMIT 1""", {"model": model, "version": version})
+
+
+def numeric_edges(v: View, feature: str) -> Query:
+    """Deciles of ``feature`` in ``v`` (bins for a reference taken from the log)."""
+    w, p = _where(v, shadow=False)
+    return _q("model.feature_edges", f"""
+SELECT quantilesTDigest(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)(x) AS q, min(x) AS lo,
+       max(x) AS hi
+FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
+      WHERE {w} AND mapContains(features_num, {{feature:String}}))""", {**p, "feature": feature})
+
+
+def numeric_hist(v: View, feature: str, edges: list[float]) -> Query:
+    """Counts and sums per reference bin (bin i = how many edges are <= x, as the detectors)."""
+    w, p = _where(v, shadow=False)
+    return _q("model.feature_hist", f"""
+SELECT arraySum(arrayMap(e -> x >= e, {{edges:Array(Float64)}})) AS bin, count() AS n, sum(x) AS s
+FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
+      WHERE {w} AND mapContains(features_num, {{feature:String}}))
+GROUP BY bin ORDER BY bin""", {**p, "feature": feature, "edges": [float(e) for e in edges]})
+
+
+def categorical_hist(v: View, feature: str) -> Query:
+    w, p = _where(v, shadow=False)
+    return _q("model.feature_categories", f"""
+SELECT if(mapContains(features_str, {{feature:String}}), features_str[{{feature:String}}],
+          toString(features_bool[{{feature:String}}])) AS category, count() AS n
+FROM {P} WHERE {w} AND (mapContains(features_str, {{feature:String}})
+                        OR mapContains(features_bool, {{feature:String}}))
+GROUP BY category ORDER BY n DESC LIMIT 30""", {**p, "feature": feature})
+
+
+# -- performance -------------------------------------------------------------------------------
+def _labels_join(v: View, extra: str = "") -> tuple[str, dict[str, Any]]:
+    # Labels arrive after their prediction, so only labels stamped after the range start can
+    # belong to predictions in range: that bound keeps the right side of the join small.
+    w, p = _where(v, shadow=False)
+    sql = f"""
+FROM (SELECT {extra}event_id, timestamp, prediction_label, prediction_num FROM {P} WHERE {w}) AS pr
+LEFT JOIN (SELECT prediction_id, argMax(label_str, timestamp) AS label_str,
+                  argMax(label_num, timestamp) AS label_num, max(timestamp) AS labelled_at
+           FROM driftline.labels
+           WHERE model = {{model:String}} AND timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
+           GROUP BY prediction_id) AS lb ON lb.prediction_id = pr.event_id"""
+    return sql, p
+
+
+LABELLED = "lb.prediction_id != toUUID('00000000-0000-0000-0000-000000000000')"
+
+
+def performance(v: View) -> Query:
+    j, p = _labels_join(v)
+    return _q("performance.over_time", f"""
+SELECT toStartOfInterval(pr.timestamp, toIntervalSecond({{bucket:UInt32}})) AS t,
+       count() AS predictions, countIf({LABELLED}) AS labelled,
+       avgIf(pr.prediction_label = lb.label_str, {LABELLED} AND lb.label_str IS NOT NULL) AS accuracy,
+       avgIf(abs(pr.prediction_num - lb.label_num),
+             {LABELLED} AND lb.label_num IS NOT NULL AND pr.prediction_label IS NULL) AS mae,
+       sqrt(avgIf(pow(pr.prediction_num - lb.label_num, 2),
+             {LABELLED} AND lb.label_num IS NOT NULL AND pr.prediction_label IS NULL)) AS rmse,
+       avgIf(dateDiff('millisecond', pr.timestamp, lb.labelled_at) / 1000, {LABELLED}) AS label_delay_s
+{j} GROUP BY t ORDER BY t""", p)
+
+
+def confusion(v: View) -> Query:
+    j, p = _labels_join(v)
+    return _q("performance.confusion", f"""
+SELECT lb.label_str AS actual, pr.prediction_label AS predicted, count() AS n
+{j} WHERE {LABELLED} AND lb.label_str IS NOT NULL AND pr.prediction_label IS NOT NULL
+GROUP BY actual, predicted ORDER BY actual, predicted LIMIT 400""", p)
+
+
+def detector_series(v: View, detectors: tuple[str, ...], like: str = "") -> Query:
+    """Detector output over time: performance metrics, concept-drift signals, output drift."""
+    w, p = _metrics_where(v)
+    cond = "detector IN {detectors:Array(String)}"
+    if like:
+        cond = f"({cond} OR detector LIKE {{like:String}})"
+    return _q("performance.detectors", f"""
+SELECT detector, feature, statistic, window_start AS t, max(value) AS value, max(drift) AS drift,
+       any(threshold) AS threshold
+FROM driftline.drift_metrics WHERE {w} AND {cond}
+GROUP BY detector, feature, statistic, t ORDER BY detector, feature, statistic, t""",
+              {**p, "detectors": list(detectors), "like": like})
+
+
+# -- shadow and A/B ----------------------------------------------------------------------------
+def _pairs(v: View) -> tuple[str, dict[str, Any]]:
+    # A shadow shares its primary's request id: group by it instead of a self-join.
+    w, p = _where(v)
+    sql = f"""
+FROM (SELECT cityHash64(request_id) AS rid,
+             minIf(timestamp, variant = 'primary') AS ts,
+             anyIf(prediction_label, variant = 'primary') AS p_label,
+             anyIf(prediction_label, variant LIKE 'shadow%') AS s_label,
+             anyIf(coalesce(prediction_num, {CONF}), variant = 'primary') AS p_value,
+             anyIf(coalesce(prediction_num, {CONF}), variant LIKE 'shadow%') AS s_value,
+             anyIf(latency_ms, variant = 'primary') AS p_ms,
+             anyIf(latency_ms, variant LIKE 'shadow%') AS s_ms,
+             anyIf(status, variant = 'primary') AS p_status,
+             anyIf(status, variant LIKE 'shadow%') AS s_status
+      FROM {P} WHERE {w} AND (variant = 'primary' OR variant LIKE 'shadow%')
+      GROUP BY rid
+      HAVING countIf(variant = 'primary') > 0 AND countIf(variant LIKE 'shadow%') > 0)"""
+    return sql, p
+
+
+def shadow_agreement(v: View) -> Query:
+    j, p = _pairs(v)
+    return _q("shadow.agreement", f"""
+SELECT toStartOfInterval(ts, toIntervalSecond({{bucket:UInt32}})) AS t, count() AS pairs,
+       avg(p_label = s_label) AS agreement, avg(abs(p_value - s_value)) AS mean_abs_diff,
+       avg(s_ms - p_ms) AS latency_delta_ms,
+       avg(s_status != 'ok') - avg(p_status != 'ok') AS error_rate_delta
+{j} GROUP BY t ORDER BY t""", p)
+
+
+def shadow_confusion(v: View) -> Query:
+    j, p = _pairs(v)
+    return _q("shadow.divergence", f"""
+SELECT ifNull(p_label, '(none)') AS primary_label, ifNull(s_label, '(none)') AS shadow_label,
+       count() AS n
+{j} GROUP BY primary_label, shadow_label ORDER BY n DESC LIMIT 400""", p)
+
+
+def variant_metrics(v: View) -> Query:
+    w, p = _where(v)
+    return _q("ab.variants", f"""
+SELECT variant, count() AS predictions, countIf(status != 'ok') / count() AS error_rate,
+       quantileTDigest(0.5)(latency_ms) AS p50_ms, quantileTDigest(0.95)(latency_ms) AS p95_ms,
+       avgIf({CONF}, notEmpty(prediction_scores)) AS mean_confidence,
+       avgIf(prediction_num, prediction_label IS NULL) AS mean_prediction
+FROM {P} WHERE {w} GROUP BY variant ORDER BY predictions DESC""", p)
+
+
+def variant_accuracy(v: View) -> Query:
+    """Accuracy of each served arm on labelled predictions (labels name the served prediction)."""
+    j, p = _labels_join(v, extra="variant, ")
+    return _q("ab.accuracy", f"""
+SELECT pr.variant AS variant, countIf({LABELLED}) AS labelled,
+       avgIf(pr.prediction_label = lb.label_str, {LABELLED} AND lb.label_str IS NOT NULL) AS accuracy
+{j} GROUP BY variant ORDER BY variant""", p)
+
+
+def outcome_stats(v: View) -> Query:
+    """Per outcome and variant: n, mean and variance (the test itself is computed from these)."""
+    w, p = _where(v)
+    return _q("ab.outcomes", f"""
+SELECT o.name AS outcome, pr.variant AS variant, count() AS n, avg(o.value) AS mean,
+       varSamp(o.value) AS var
+FROM (SELECT prediction_id, name, value FROM driftline.outcomes
+      WHERE model = {{model:String}} AND timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
+        AND prediction_id IS NOT NULL) AS o
+INNER JOIN (SELECT event_id, variant FROM {P} WHERE {w} AND {NOT_SHADOW}) AS pr
+        ON pr.event_id = assumeNotNull(o.prediction_id)
+GROUP BY outcome, variant ORDER BY outcome, variant""", p)
+
+
+# -- alerts ------------------------------------------------------------------------------------
+def alert_history(start: Any, end: Any, model: str = "") -> Query:
+    return _q("alerts.history", """
+SELECT event_time, event, severity, rule, model, model_version, segment, condition, value,
+       since, samples, incident, dashboard_link, evidence_sql, features
+FROM driftline.alerts FINAL
+WHERE event_time >= toDateTime64({start:String}, 3, 'UTC')
+  AND event_time < toDateTime64({end:String}, 3, 'UTC')
+  AND ({model:String} = '' OR model = {model:String})
+ORDER BY event_time DESC LIMIT 1000""", {**_range(start, end), "model": model})
+
+
+__all__ = ["CACHE_TTL_S", "Query", "fetch"]
