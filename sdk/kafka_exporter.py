@@ -21,6 +21,17 @@ from driftline.sdk.exporter import ExportResult, Record
 logger = logging.getLogger("driftline.sdk")
 
 
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    from kafka import errors
+
+    names = ("MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidRecordError", "CorruptRecordError",
+             "TopicAuthorizationFailedError", "InvalidTopicError")
+    return tuple(getattr(errors, n) for n in names if hasattr(errors, n))
+
+
+_PERMANENT: tuple[type[BaseException], ...] = ()
+
+
 def _default_compression() -> str:
     try:
         import lz4  # noqa: F401
@@ -58,6 +69,9 @@ class KafkaExporter:
         self._producer: Any = None
 
     def _get_producer(self) -> Any:
+        global _PERMANENT
+        if not _PERMANENT:
+            _PERMANENT = _permanent_errors()
         if self._producer is None:
             from kafka import KafkaProducer  # imported lazily: keeps `import driftline.sdk` fast
 
@@ -65,6 +79,10 @@ class KafkaExporter:
                 bootstrap_servers=self.bootstrap_servers.split(","),
                 client_id=self.client_id,
                 acks="all",
+                # Idempotence needs producer ids the broker keeps; an embedded broker restarted with
+                # memory storage forgets them and the producer turns fatal. Duplicates from a lost
+                # ack are harmless: the collector stores each event_id once.
+                enable_idempotence=False,
                 compression_type=self.compression_type,
                 linger_ms=5,
                 batch_size=256 * 1024,
@@ -116,14 +134,26 @@ class KafkaExporter:
             exc = future.exception
             if exc is None:
                 continue
-            if isinstance(exc, MessageSizeTooLargeError) or not getattr(exc, "retriable", True):
+            if isinstance(exc, _PERMANENT):
                 rejected += 1
-            else:
+            else:  # timeouts, lost leaders, a broker that restarted, fatal producer state: retry
                 retry.append(i)
         if retry:
             logger.warning("driftline: %d of %d events not acknowledged by Kafka; retrying",
                            len(retry), len(records))
+            if len(retry) == len(records):
+                # Nothing got through: start over with a fresh producer next time, in case this
+                # one is stuck in a fatal state (e.g. after the broker was replaced).
+                self._reset_producer()
         return ExportResult(retry=tuple(sorted(set(retry))), rejected=rejected)
+
+    def _reset_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # noqa: BLE001
+                pass
 
     def shutdown(self, timeout_s: float) -> None:
         if self._producer is not None:
