@@ -84,6 +84,9 @@ class DataDriftSettings(Settings):
     verdict_categorical: CategoricalTest = "jensen_shannon"
     thresholds: Thresholds = Thresholds()
     correction: Literal["bh", "bonferroni", "none"] = "bh"
+    # A verdict needs the distance over its threshold AND the corrected KS / chi-squared test
+    # under alpha (fewer false alarms on small windows; no effect on large ones).
+    require_significance: bool = True
     dataset_drift_share: float = Field(0.5, gt=0, le=1)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()

@@ -157,29 +157,41 @@ class DataDriftDetector(Detector):
     def _evaluate(self) -> list[DetectorResult]:
         s = self.settings
         raw: list[tuple[str, FeatureProfile, int, str, float, float | None]] = []
+        sig_raw: dict[str, float] = {}
         for name, profile in self.profiles.items():
             h = self.window.hists[name]
             n = sum(h.counts)
             if n < self.min_samples or profile.n == 0:
                 continue  # no verdict on too few values
             tests = s.numeric_tests if profile.kind == NUMERIC else s.categorical_tests
+            sig_test = "ks" if profile.kind == NUMERIC else "chi2"
             for test, value, p in _feature_tests(profile, h, tests):
                 raw.append((name, profile, n, test, value, p))
-        p_idx = [i for i, r in enumerate(raw) if r[5] is not None]
-        adjusted = dict(zip(p_idx, adjust_p_values([raw[i][5] for i in p_idx], s.correction)))  # type: ignore[misc]
+                if test == sig_test:
+                    sig_raw[name] = p  # type: ignore[assignment]
+            if s.require_significance and name not in sig_raw:
+                sig_raw[name] = _feature_tests(profile, h, (sig_test,))[0][2]  # type: ignore[assignment]
+        # One significance test per feature, corrected for the number of features tested.
+        sig = dict(zip(sig_raw, adjust_p_values(list(sig_raw.values()), s.correction)))
+        alpha = s.thresholds.alpha
         results: list[DetectorResult] = []
         drifted: list[str] = []
         tested: set[str] = set()
-        for i, (name, profile, n, test, value, p) in enumerate(raw):
+        for name, profile, n, test, value, p in raw:
             thr = self._threshold(test)
             details: tuple[tuple[str, Any], ...] = ()
             if p is not None:
-                drift = adjusted[i] < thr
                 details = (("raw_p_value", p), ("correction", s.correction))
-                p = adjusted[i]
+                p = sig[name]
+                drift = p < thr
             else:
                 drift = value > thr
             verdict = test == self._verdict_test(profile)
+            if verdict and s.require_significance:
+                # Material AND significant: a distance over its threshold on a small window can
+                # be noise; the corrected test says whether the window could be the reference.
+                details += (("significant", sig[name] < alpha), ("adjusted_p_value", sig[name]))
+                drift = drift and sig[name] < alpha
             details += (("verdict", verdict), ("kind", profile.kind))
             results.append(DetectorResult(self.name, name, test, value, p, thr, drift, profile.n, n, details))
             tested.add(name)

@@ -96,8 +96,12 @@ def profile_numeric(name: str, values: Sequence[float], *, bins: int, missing: i
     # Bin edges only partition the axis (counts below are exact), so on big data the quantiles
     # of a fixed-seed sample are as good and far cheaper than sorting every value.
     basis = arr if arr.size <= _EDGE_SAMPLE else arr[np.random.default_rng(0).integers(0, arr.size, _EDGE_SAMPLE)]
-    qs = np.quantile(basis, np.linspace(0.0, 1.0, bins + 1)[1:-1]) if bins > 1 else np.array([])
-    inner = [float(q) for q in np.unique(qs) if lo < q < hi]
+    uniq = np.unique(basis)
+    if uniq.size <= bins:
+        qs = uniq  # few distinct values (counts, codes): one bin each, so nothing is merged
+    else:
+        qs = np.quantile(basis, np.linspace(0.0, 1.0, bins + 1)[1:-1]) if bins > 1 else np.array([])
+    inner = [float(q) for q in np.unique(qs) if lo < q <= hi]
     # The last edge sits just above the max so that the max itself is "in range".
     edges = [lo, *inner, math.nextafter(hi, math.inf)]
     idx = np.searchsorted(np.asarray(edges), arr, side="right")
