@@ -21,6 +21,8 @@ import datetime as dt
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -148,11 +150,26 @@ class Scenario:
     logs: dict[str, str] = field(default_factory=dict)
 
 
+class _Collector(CollectorProcess):
+    """``driftline collector`` started in a scratch directory: faust writes ``<group>-data/`` into
+    its working directory, which must not be the repository."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        super().__init__(env, log_path)
+        self.cwd = cwd
+
+    def start(self) -> _Collector:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=self.env,
+                                     cwd=self.cwd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        return self
+
+
 def _start(name: str, env: dict[str, str], tmp: Path) -> tuple[CollectorProcess, int]:
     from driftline.collector.broker import free_port
 
     port = free_port()
-    proc = CollectorProcess({**env, "DRIFTLINE_METRICS_PORT": str(port)}, tmp / f"{name}.log").start()
+    proc = _Collector({**env, "DRIFTLINE_METRICS_PORT": str(port)}, tmp / f"{name}.log", tmp).start()
     return proc, port
 
 
