@@ -81,7 +81,9 @@ def _sidebar(settings: DashboardSettings, now: dt.datetime) -> tuple[str, Ctx]:
         latest = catalog.groupby("model")["last_seen"].max().sort_values(ascending=False)
         models = tuple(str(m) for m in latest.index)
         if link.model and link.model not in models:
-            st.sidebar.warning(f"Model '{link.model}' from the link has no predictions.")
+            # The catalogue is cached briefly; a link may name a model newer than that. The
+            # pages say so themselves if it really has no data.
+            models = (*models, link.model)
         _init("model", link.model if link.model in models else models[0])
         if page not in ("overview", "alerts", "sql"):
             model = st.sidebar.selectbox("Model", models, key="model")

@@ -86,7 +86,8 @@ def _heatmap(ctx: Ctx) -> None:
     v = ctx.view
     st.subheader("Feature drift over time")
     stats = data(ctx, queries.drift_statistics(v), quiet_missing=True)
-    stats = None if stats is None else stats[stats.detector == "data_drift"]
+    if stats is not None and len(stats):  # an empty result carries no columns
+        stats = stats[stats.detector == "data_drift"]
     if stats is None or not len(stats):
         empty("No data-drift detector output for this slice yet.",
               "give the model version a reference (`driftline reference create --model "

@@ -42,6 +42,7 @@ class SeedSpec:
     label_share: float = 0.6
     window_s: int = 1800
     alerts: bool = True
+    detectors: bool = True  # drift_metrics rows and a stored reference
     seed: int = 7
 
     @property
@@ -234,8 +235,9 @@ def seed(client: Any, spec: SeedSpec) -> SeedSpec:
     salt = uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.model}/{spec.version}/{spec.seed}").hex[:8]
     seed_predictions(client, spec, salt)
     seed_labels_outcomes(client, spec, salt)
-    seed_metrics(client, spec)
-    seed_reference(client, spec)
+    if spec.detectors:
+        seed_metrics(client, spec)
+        seed_reference(client, spec)
     if spec.alerts:
         seed_alerts(client, spec)
     return spec
