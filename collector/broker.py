@@ -132,3 +132,33 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4, timeou
                 pass
     finally:
         admin.close()
+
+
+def wait_drained(bootstrap: str, group_id: str, topics: list[str], timeout_s: float = 30.0) -> bool:
+    """Wait until the consumer group has committed every record of ``topics``; True if it did.
+
+    `driftline up` calls this between stopping the producers and stopping the collector, so that
+    nothing is left only in the embedded broker's memory when it shuts down.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    deadline = time.monotonic() + timeout_s
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="driftline-drain")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, client_id="driftline-drain")
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        while True:
+            ends = consumer.end_offsets(partitions)
+            committed = admin.list_consumer_group_offsets(group_id)
+            behind = {tp: end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items()}
+            if all(v <= 0 for v in behind.values()):
+                return True
+            if time.monotonic() >= deadline:
+                logger.warning("collector still %d records behind after %.0fs; stopping anyway",
+                               sum(v for v in behind.values() if v > 0), timeout_s)
+                return False
+            time.sleep(0.25)
+    finally:
+        consumer.close()
+        admin.close()

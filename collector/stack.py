@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -167,6 +166,8 @@ class Stack:
         order = ["demo", "sidecar", "collector", "alerting", "dashboard"]
         for name in order + [s.name for s in self.services if s.name not in order]:
             for s in [s for s in self.services if s.name == name]:
+                if name == "collector" and self.broker is not None and s.proc.poll() is None:
+                    self._drain()
                 _terminate(s.proc, s.stop_timeout_s)
                 self.services.remove(s)
         if self.broker is not None:
@@ -175,6 +176,18 @@ class Stack:
         if self.store is not None:
             self.store.stop()
             self.store = None
+
+
+    def _drain(self) -> None:
+        """Producers are stopped; let the collector store what the in-memory broker still holds."""
+        from driftline.collector.broker import wait_drained
+
+        t = self.settings.topics
+        try:
+            wait_drained(self.kafka_bootstrap, self.settings.group_id, [t.predictions, t.labels, t.outcomes],
+                         timeout_s=30)
+        except Exception as exc:  # noqa: BLE001 - a failed check must not block shutdown
+            logger.warning("could not check the collector's progress (%s); stopping it", type(exc).__name__)
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:

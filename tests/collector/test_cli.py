@@ -1,0 +1,167 @@
+"""The command line a user touches: bad configuration, `driftline sql`, `driftline up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftline.collector.broker import free_port
+from tests.conftest import wait_for
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "driftline.sdk.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["collector", "--batch-size", "0"], {}, "batch_size must be >= 1"),
+        (["collector", "--clickhouse-url", "ftp://db", "--kafka-bootstrap", "k:9092"], {}, "DRIFTLINE_CLICKHOUSE_URL"),
+        (["collector", "--kafka-bootstrap", "nohostport", "--clickhouse-url", "http://h:8123"], {}, "host:port"),
+        (["collector"], {"DRIFTLINE_KAFKA_BOOTSTRAP": "", "DRIFTLINE_CLICKHOUSE_URL": ""}, "needs --kafka-bootstrap"),
+        (["collector", "--metrics-port", "99999"], {}, "DRIFTLINE_METRICS_PORT"),
+        (["collector", "--detectors-config", "/nonexistent.yaml"], {}, "does not exist"),
+        (["collector"], {"DRIFTLINE_BATCH_TIMEOUT_S": "soon"}, "batch_timeout_s"),
+    ],
+)
+def test_bad_configuration_fails_at_start_saying_what_to_change(args: list[str], env: dict[str, str], message: str) -> None:
+    out = run(*args, env=env)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_pii_config_fails_at_start(tmp_path: Path, kafka_bootstrap: str, clickhouse_url: str) -> None:
+    cfg = tmp_path / "pii.yaml"
+    cfg.write_text("pii:\n  defualt_policy: scrub\n")
+    out = run("collector", "--pii-config", str(cfg), "--kafka-bootstrap", kafka_bootstrap,
+              "--clickhouse-url", clickhouse_url, "--metrics-port", str(free_port()))
+    assert out.returncode == 2
+    assert "defualt_policy" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+def test_sql_prints_tables_csv_json_and_refuses_writes(ch_client: Any, clickhouse_url: str) -> None:
+    ch_client.command("CREATE TABLE IF NOT EXISTS driftline.cli_probe (n UInt8, s String) ENGINE = MergeTree ORDER BY n")
+    ch_client.command("TRUNCATE TABLE driftline.cli_probe")
+    ch_client.command("INSERT INTO driftline.cli_probe VALUES (1, 'a'), (2, 'b')")
+    env = {"DRIFTLINE_CLICKHOUSE_URL": clickhouse_url}
+    table = run("sql", "SELECT n, s FROM driftline.cli_probe ORDER BY n", env=env)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == ["n", "|", "s"] and "(2 rows)" in table.stdout
+    csv_out = run("sql", "SELECT n, s FROM driftline.cli_probe ORDER BY n", "--format", "csv", env=env)
+    assert csv_out.stdout.splitlines() == ["n,s", "1,a", "2,b"]
+    js = run("sql", "SELECT n, s FROM driftline.cli_probe ORDER BY n", "--format", "json", env=env)
+    assert json.loads(js.stdout) == [{"n": 1, "s": "a"}, {"n": 2, "s": "b"}]
+    for write in ("INSERT INTO driftline.cli_probe VALUES (3, 'c')", "DROP TABLE driftline.cli_probe",
+                  "ALTER TABLE driftline.cli_probe DELETE WHERE 1", "TRUNCATE TABLE driftline.cli_probe",
+                  "SELECT 1 SETTINGS readonly = 0"):
+        refused = run("sql", write, env=env)
+        assert refused.returncode == 1, write
+        assert "readonly" in refused.stderr.lower() or "read-only" in refused.stderr.lower(), refused.stderr
+    assert ch_client.query("SELECT count() FROM driftline.cli_probe").result_rows[0][0] == 2
+    bad = run("sql", "SELEC oops", env=env)
+    assert bad.returncode == 1 and "Syntax error" in bad.stderr and "Traceback" not in bad.stderr
+    down = run("sql", "SELECT 1", env={"DRIFTLINE_CLICKHOUSE_URL": f"http://127.0.0.1:{free_port()}"})
+    assert down.returncode == 1 and "cannot reach ClickHouse" in down.stderr
+
+
+def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    ports = {name: free_port() for name in ("kafka", "clickhouse", "metrics", "dashboard")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path / "data"),
+         "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
+         "--metrics-port", str(ports["metrics"]), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("DRIFTLINE_KAFKA_BOOTSTRAP", "DRIFTLINE_CLICKHOUSE_URL")})
+    return proc, ports
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float = 90) -> str:
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"{marker!r} not printed; got:\n{''.join(seen)}")
+
+
+@pytest.mark.integration
+def test_up_prints_endpoints_stores_demo_traffic_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    import clickhouse_connect
+
+    proc, ports = start_up(tmp_path, "--demo", "--demo-rate", "100")
+    try:
+        banner = read_until(proc, "Press Ctrl-C")
+        assert f"127.0.0.1:{ports['kafka']}" in banner and f"http://127.0.0.1:{ports['clickhouse']}" in banner
+        assert f"http://127.0.0.1:{ports['metrics']}/metrics" in banner
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["clickhouse"])
+        count = lambda: client.query("SELECT count() FROM driftline.predictions").result_rows[0][0]  # noqa: E731
+        wait_for(lambda: count() >= 200, timeout_s=90)
+        wait_for(lambda: client.query("SELECT count() FROM driftline.labeled_predictions").result_rows[0][0] > 0, 60)
+        variants = {r[0] for r in client.query("SELECT DISTINCT variant FROM driftline.predictions").result_rows}
+        assert {"primary", "shadow", "challenger"} <= variants
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    assert "driftline: stopped" in out
+    stored = count_rows(tmp_path, ports)
+    # The collector drained the in-memory broker before it stopped: every demo prediction is stored.
+    served = int(out.split("demo: stopped after ")[1].split()[0])
+    assert count_rows(tmp_path, ports, "variant != 'shadow'") == served
+    assert stored >= 200
+    # Restart on the same data directory: the prediction log is still there.
+    proc, ports2 = start_up(tmp_path)
+    try:
+        read_until(proc, "Press Ctrl-C")
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=ports2["clickhouse"])
+        assert client.query("SELECT count() FROM driftline.predictions").result_rows[0][0] == stored
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=90)
+    assert proc.returncode == 0
+
+
+def count_rows(tmp_path: Path, ports: dict[str, int], where: str = "1") -> int:
+    from driftline.collector.chstore import start_chstore
+
+    with start_chstore(tmp_path / "data" / "clickhouse") as store:
+        import clickhouse_connect
+
+        client = clickhouse_connect.get_client(host=store.host, port=store.port)
+        return int(client.query(f"SELECT count() FROM driftline.predictions WHERE {where}").result_rows[0][0])
+
+
+@pytest.mark.integration
+def test_up_with_external_engines_starts_no_embedded_engine(tmp_path: Path, kafka_bootstrap: str, clickhouse_url: str) -> None:
+    metrics = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path),
+         "--metrics-port", str(metrics)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url})
+    try:
+        banner = read_until(proc, "Press Ctrl-C")
+        assert f"Kafka bootstrap     {kafka_bootstrap}\n" in banner and "embedded" not in banner
+        assert not (tmp_path / "clickhouse").exists()
+        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-a"], capture_output=True, text=True).stdout
+        assert "tansu" not in children and "chstore" not in children and "collector" in children
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
