@@ -1,0 +1,321 @@
+"""Added latency and throughput of the driftline sidecar vs calling the upstream directly and vs nginx.
+
+One command, one run, same upstream for everyone:
+
+    python bench/bench_sidecar.py [--rate 500] [--seconds 8] [--no-nginx]
+
+* upstream: a minimal raw-asyncio HTTP/1.1 server answering a fixed JSON prediction (as light as
+  possible, so the numbers are about the proxies, on a 2-core machine);
+* nginx (Debian package, /usr/sbin/nginx): generated config in a temp dir, one worker, upstream
+  keep-alive, access log off, run with ``daemon off`` on a free port;
+* sidecar: ``build_app`` with a Monitor whose exporter discards records (events are still built,
+  validated, masked and JSON-encoded on the exporter thread), access log off, uvloop when installed
+  (and once more on the default asyncio loop, to show what uvloop buys);
+* latency: an open-loop generator at a fixed rate (default 500 req/s) over keep-alive connections,
+  latency measured from each request's *scheduled* send time (no coordinated omission);
+* max throughput: ``wrk`` (apt-get install wrk) for a few seconds with 32 connections.
+
+Prints p50/p99 per target, the added latency (target minus direct) and the ratio of the sidecar's
+added latency to nginx's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BODY = b'{"age": 41, "income": 2.5, "plan": "pro", "tenure_months": 17}'
+RESPONSE = b'{"prediction":0.5}'
+HERE = Path(__file__).resolve()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def maybe_uvloop(enabled: bool = True) -> bool:
+    if not enabled:
+        return False
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+# -- roles (each runs in its own process) ----------------------------------------------------------
+def role_upstream(port: int) -> None:
+    maybe_uvloop()
+    resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(RESPONSE)
+            + RESPONSE)
+    cl_re = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+
+    class Handler(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while True:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                m = cl_re.search(self.buf, 0, end + 2)
+                need = end + 4 + (int(m.group(1)) if m else 0)
+                if len(self.buf) < need:
+                    return
+                self.buf = self.buf[need:]
+                self.t.write(resp)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Handler, "127.0.0.1", port, backlog=1024)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def role_sidecar(port: int, upstream: str, uvloop_on: bool) -> None:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from driftline.sdk import Monitor, SdkSettings
+    from driftline.sdk.exporter import ExportResult
+    from driftline.sdk.sidecar_app import build_app
+    from driftline.sdk.sidecar_config import SidecarSettings
+    from driftline.sdk.sidecar_metrics import SidecarMetrics
+
+    class NullExporter:
+        def export(self, records: object, timeout_s: float) -> ExportResult:
+            return ExportResult()
+
+        def shutdown(self, timeout_s: float) -> None:
+            return None
+
+    settings = SidecarSettings(upstream=upstream, model="bench", version="1", port=port, access_log=False)
+    app = build_app(settings, metrics=SidecarMetrics(CollectorRegistry()),
+                    monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
+    maybe_uvloop(uvloop_on)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def role_loadgen(port: int, rate: float, seconds: float, conns: int) -> None:
+    maybe_uvloop()
+    request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(BODY)) + BODY
+    cl_re = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+
+    async def main() -> dict[str, float]:
+        pool: asyncio.Queue = asyncio.Queue()
+        for _ in range(conns):
+            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        lat: list[float] = []
+        errors = 0
+
+        async def one(scheduled: float) -> None:
+            nonlocal errors
+            reader, writer = await pool.get()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            m = cl_re.search(head)
+            await reader.readexactly(int(m.group(1)) if m else 0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            lat.append(time.perf_counter() - scheduled)
+            pool.put_nowait((reader, writer))
+
+        n = int(rate * seconds)
+        tasks = []
+        t0 = time.perf_counter() + 0.05
+        for i in range(n):
+            scheduled = t0 + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        await asyncio.gather(*tasks)
+        lat.sort()
+        return {"n": len(lat), "errors": errors, "p50_ms": lat[len(lat) // 2] * 1000,
+                "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "max_ms": lat[-1] * 1000,
+                "achieved_rps": len(lat) / (time.perf_counter() - t0)}
+
+    print(json.dumps(asyncio.run(main())))
+
+
+# -- orchestration --------------------------------------------------------------------------------
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def start_nginx(tmp: Path, port: int, upstream_port: int) -> subprocess.Popen[bytes] | None:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx is None:
+        return None
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
+  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  upstream model {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://model;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+    return subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def fixed_rate(port: int, rate: float, seconds: float) -> dict[str, float]:
+    warm = subprocess.run([sys.executable, str(HERE), "--role", "loadgen", "--port", str(port), "--rate", str(rate),
+                           "--seconds", "1"], capture_output=True, check=True)
+    del warm
+    out = subprocess.run([sys.executable, str(HERE), "--role", "loadgen", "--port", str(port), "--rate", str(rate),
+                          "--seconds", str(seconds)], capture_output=True, check=True)
+    return json.loads(out.stdout)
+
+
+def max_throughput(port: int, tmp: Path, seconds: float) -> float | None:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    script = tmp / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f"wrk.body = '{BODY.decode()}'\n")
+    out = subprocess.run([wrk, "-t1", "-c32", f"-d{int(seconds)}s", "-s", str(script),
+                          f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Requests/sec:\s*([0-9.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    if non2xx:
+        print(f"  warning: {non2xx.group(1)} non-2xx responses from port {port}")
+    return float(m.group(1)) if m else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--role", choices=("upstream", "sidecar", "loadgen"))
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--upstream")
+    ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--throughput-seconds", type=float, default=5.0)
+    ap.add_argument("--no-nginx", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if args.role == "upstream":
+        return role_upstream(args.port)
+    if args.role == "sidecar":
+        return role_sidecar(args.port, args.upstream, not args.no_uvloop)
+    if args.role == "loadgen":
+        return role_loadgen(args.port, args.rate, args.seconds, args.conns)
+
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        try:
+            up = free_port()
+            procs.append(spawn("--role", "upstream", "--port", str(up)))
+            targets = {"direct": up}
+            if not args.no_nginx:
+                ng = free_port()
+                p = start_nginx(tmp, ng, up)
+                if p is not None:
+                    procs.append(p)
+                    targets["nginx"] = ng
+            sc = free_port()
+            procs.append(spawn("--role", "sidecar", "--port", str(sc), "--upstream", f"http://127.0.0.1:{up}"))
+            targets["sidecar"] = sc
+            try:
+                import uvloop  # noqa: F401
+
+                sc2 = free_port()
+                procs.append(spawn("--role", "sidecar", "--port", str(sc2), "--upstream", f"http://127.0.0.1:{up}",
+                                   "--no-uvloop"))
+                targets["sidecar (asyncio loop)"] = sc2
+            except ImportError:
+                pass
+            for port in targets.values():
+                wait_port(port)
+            # Rounds interleave the targets, so load from anything else on the machine hits all of
+            # them alike; each figure is the median over the rounds.
+            rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            for i in range(args.rounds):
+                for name, port in targets.items():
+                    r = fixed_rate(port, args.rate, args.seconds)
+                    rounds[name].append(r)
+                    print(f"  round {i + 1} {name:24s} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms", flush=True)
+            results: dict[str, dict[str, float]] = {}
+            for name, port in targets.items():
+                r = {k: statistics.median(x[k] for x in rounds[name]) for k in rounds[name][0]}
+                r["max_rps"] = max_throughput(port, tmp, args.throughput_seconds) or float("nan")
+                results[name] = r
+                print(f"{name:24s} p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  max {r['max_ms']:.2f} ms  "
+                      f"at {r['achieved_rps']:.0f} req/s ({int(r['n'])} req, {int(r['errors'])} errors)  "
+                      f"max throughput {r['max_rps']:.0f} req/s", flush=True)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    d = results["direct"]
+    print(f"\nadded latency at {args.rate:.0f} req/s (target minus direct):")
+    for name, r in results.items():
+        if name == "direct":
+            continue
+        print(f"  {name:24s} p50 +{r['p50_ms'] - d['p50_ms']:.3f} ms  p99 +{r['p99_ms'] - d['p99_ms']:.3f} ms  "
+              f"throughput {r['max_rps'] / d['max_rps']:.2f}x of direct")
+    if "nginx" in results:
+        n, s = results["nginx"], results["sidecar"]
+        for q in ("p50_ms", "p99_ms"):
+            added_n, added_s = n[q] - d[q], s[q] - d[q]
+            ratio = added_s / added_n if added_n > 0 else float("inf")
+            print(f"  sidecar/nginx added latency {q[:3]}: {ratio:.1f}x")
+        print(f"  sidecar/nginx max throughput: {s['max_rps'] / n['max_rps']:.2f}x")
+    s = results["sidecar"]
+    ok50, ok99 = s["p50_ms"] - d["p50_ms"] <= 1.0, s["p99_ms"] - d["p99_ms"] <= 3.0
+    print(f"  targets: added p50 <= 1 ms {'met' if ok50 else 'MISSED'}; added p99 <= 3 ms {'met' if ok99 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
