@@ -144,13 +144,14 @@ class BatchExporter:
                 self._count_drop("shutdown")
                 return False
             queue = self._queue
-            if len(queue) + len(self._pending) >= self.max_queue_size:
+            depth = len(queue)
+            if depth + len(self._pending) >= self.max_queue_size:
                 self._count_drop("queue_full")
                 return False
             queue.append(item)
-            if self._worker is None or self._pid != os.getpid():
+            if self._worker is None:  # first use, or first use after fork (the hook resets it)
                 self._start_worker()
-            elif len(queue) >= self.max_batch_size:
+            elif depth + 1 == self.max_batch_size:  # one wake-up per full batch is enough
                 self._wake.set()
             return True
         except Exception:  # a bug here must never reach the model server
@@ -163,16 +164,10 @@ class BatchExporter:
 
     def _start_worker(self) -> None:
         with self._lock:
-            if self._worker is not None and self._pid == os.getpid():
+            if self._worker is not None:
                 return
-            if self._pid != os.getpid():  # forked without the hook (e.g. os.fork in C code)
-                self._init_state_locked_child()
             self._worker = threading.Thread(target=self._run, name="driftline-exporter", daemon=True)
             self._worker.start()
-
-    def _init_state_locked_child(self) -> None:
-        self._pid = os.getpid()
-        self._exporter = None
 
     # -- worker -----------------------------------------------------------------------------
     def _run(self) -> None:

@@ -36,6 +36,8 @@ from driftline.sdk.ids import uuid7
 logger = logging.getLogger("driftline.sdk")
 
 _PRED, _LABEL, _OUTCOME = 0, 1, 2
+_uuid7 = uuid7
+_time_ns = time.time_ns
 
 
 def format_timestamp(ts_ns: int) -> str:
@@ -134,7 +136,7 @@ class Monitor:
             def factory() -> Exporter:
                 return exporter
 
-        self._batcher = BatchExporter(
+        self._batcher: BatchExporter = BatchExporter(
             factory,
             self._encode,
             max_queue_size=self.settings.queue_size,
@@ -142,6 +144,7 @@ class Monitor:
             schedule_delay_s=self.settings.flush_interval_s,
             on_invalid=self._report_invalid,
         )
+        self._submit_item = self._batcher.submit  # bound once: log() is the hot path
 
     # -- hot path -------------------------------------------------------------------------
     def log(
@@ -159,14 +162,14 @@ class Monitor:
         timestamp_ns: int | None = None,
     ) -> str:
         """Log one prediction; returns its id (a UUIDv7) for labels and outcomes to refer to."""
-        pid = prediction_id or uuid7()
+        pid = prediction_id or _uuid7()
         try:
-            item = (_PRED, pid, timestamp_ns or time.time_ns(), dict(features), prediction,
+            item = (_PRED, pid, timestamp_ns or _time_ns(), dict(features), prediction,
                     latency_ms, variant or self.variant, request_id, status, error,
                     dict(tags) if tags else None)
             if self.strict:
                 self._event(item)
-            self._batcher.submit(item)
+            self._submit_item(item)
         except Exception:
             if self.strict:
                 raise

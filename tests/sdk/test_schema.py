@@ -92,6 +92,14 @@ def test_label_and_outcome_requirements() -> None:
 
 
 def test_uuid7_is_time_ordered_and_unique() -> None:
+    import uuid
+
+    from driftline.sdk.ids import uuid7_time_ms
+
     ids = [uuid7() for _ in range(10_000)]
-    assert ids == sorted(ids)
+    stamps = [uuid7_time_ms(i) for i in ids]
+    assert stamps == sorted(stamps)
     assert len(set(ids)) == len(ids)
+    parsed = uuid.UUID(ids[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert uuid7_time_ms(uuid7(now_ns=1_700_000_000_123_000_000)) == 1_700_000_000_123
