@@ -1,0 +1,98 @@
+"""Events per second from the SDK through the broker and the collector into ClickHouse.
+
+Run: python bench/bench_pipeline.py [--events 200000]
+Starts the embedded stack pieces (Tansu, chDB store, `driftline collector`), logs events with 20
+numeric features through Monitor, and measures the time until the last row is stored. Baseline in
+the same run: inserting the same rows straight into the store with clickhouse-connect (the storage
+ceiling), so the ratio shows what Kafka, validation, scrubbing and the collector cost on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+def main(events: int = 200_000) -> dict[str, float]:
+    from driftline.collector.broker import ensure_topics, free_port, start_broker
+    from driftline.collector.chstore import start_chstore
+    from driftline.collector.clickhouse import connect
+    from driftline.collector.tables import migrate
+    from driftline.collector.writer import COLUMNS_OF, prediction_row
+    from driftline.sdk import Monitor, SdkSettings
+    from driftline.sdk.ids import uuid7
+    from driftline.sdk.monitor import format_timestamp
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    broker = start_broker(log_path=tmp / "broker.log")
+    store = start_chstore(tmp / "ch")
+    client = connect(store.url)
+    migrate(client)
+    ensure_topics(broker.bootstrap, ["driftline.predictions", "driftline.labels", "driftline.outcomes",
+                                     "driftline.deadletter"])
+    features = {f"f{i}": i * 0.37 for i in range(20)}
+
+    # Baseline: the same events as rows, inserted directly in batches of 5000.
+    rows = [prediction_row({"event_id": uuid7(), "timestamp": format_timestamp(time.time_ns()), "model": "baseline",
+                            "model_version": "1", "features": features, "prediction": 0.5, "latency_ms": 1.0})
+            for _ in range(events)]
+    t0 = time.perf_counter()
+    for i in range(0, events, 5000):
+        client.insert("driftline.predictions", rows[i:i + 5000], column_names=list(COLUMNS_OF["predictions"]))
+    baseline_s = time.perf_counter() - t0
+
+    env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap, "DRIFTLINE_CLICKHOUSE_URL": store.url,
+           "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}"}
+    log = open(tmp / "collector.log", "wb")
+    collector = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=env, stdout=log, stderr=log)
+    try:
+        # Warm up: wait until the collector has joined its group and stores events.
+        monitor = Monitor(model="warmup", settings=SdkSettings(kafka_bootstrap=broker.bootstrap))
+        monitor.log(features, 0.5)
+        monitor.flush(30)
+        while client.query("SELECT count() FROM driftline.predictions WHERE model='warmup'").result_rows[0][0] < 1:
+            time.sleep(0.2)
+        monitor.close(5)
+
+        model = "bench"
+        monitor = Monitor(model=model, version="1",
+                          settings=SdkSettings(kafka_bootstrap=broker.bootstrap, queue_size=events + 10, batch_size=5000))
+        t0 = time.perf_counter()
+        for _ in range(events):
+            monitor.log(features, 0.5, latency_ms=1.0)
+        logged_s = time.perf_counter() - t0
+        monitor.flush(300)
+        produced_s = time.perf_counter() - t0
+        while True:
+            stored = client.query("SELECT count() FROM driftline.predictions WHERE model = 'bench'").result_rows[0][0]
+            if stored >= events:
+                break
+            time.sleep(0.1)
+        total_s = time.perf_counter() - t0
+        monitor.close(5)
+    finally:
+        collector.terminate()
+        collector.wait(30)
+        broker.stop()
+        store.stop()
+    e2e = events / total_s
+    base = events / baseline_s
+    print(f"SDK -> Tansu -> collector -> ClickHouse, {events} events of 20 numeric features (2 cores)")
+    print(f"  log() loop             {events / logged_s:10,.0f} events/s")
+    print(f"  delivered to Kafka     {events / produced_s:10,.0f} events/s")
+    print(f"  stored in ClickHouse   {e2e:10,.0f} events/s end to end   (target >= 20,000)")
+    print(f"  baseline direct insert {base:10,.0f} rows/s (clickhouse-connect -> store, same rows)")
+    print(f"  ratio end-to-end / direct insert: {e2e / base:.2f}")
+    return {"e2e_events_per_s": e2e, "baseline_rows_per_s": base}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    main(parser.parse_args().events)
