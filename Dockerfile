@@ -41,9 +41,11 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/driftline /opt/driftline
 COPY deploy/healthcheck.py /usr/local/bin/driftline-healthcheck
 
+# Named volumes mounted under /var/lib/driftline start with this ownership (a path missing from the
+# image would be root's, and the non-root services could not write it).
 RUN groupadd --system --gid 10001 driftline \
  && useradd --system --uid 10001 --gid driftline --home-dir /var/lib/driftline --shell /usr/sbin/nologin driftline \
- && mkdir -p /var/lib/driftline /etc/driftline \
+ && mkdir -p /var/lib/driftline/alerting /etc/driftline \
  && chown -R driftline:driftline /var/lib/driftline \
  && chmod 0755 /usr/local/bin/driftline-healthcheck
 
