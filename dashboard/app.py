@@ -103,6 +103,15 @@ def _sidebar(settings: DashboardSettings, now: dt.datetime) -> tuple[str, Ctx]:
             segment = "" if chosen == ALL_TRAFFIC else chosen
         else:
             model = str(st.session_state["model"])
+    if catalog is not None and len(catalog) and page != "alerts" and st.session_state.get("range") != CUSTOM:
+        # A preset wider than the data (a demo started a minute ago, "last 24 hours") would
+        # squeeze everything into one bucket: start the charts where the data starts.
+        rows = catalog[catalog.model == model] if model else catalog
+        if len(rows):
+            first = rows.first_seen.min().to_pydatetime().replace(tzinfo=dt.timezone.utc)
+            first = dt.datetime.fromtimestamp(math.floor(first.timestamp() / 10) * 10, dt.timezone.utc)
+            if start < first < end:
+                start = first
     _sync_params(page, model, version, segment, start, end)
     st.sidebar.caption(f"ClickHouse: {settings.clickhouse_url.split('@')[-1]} · read-only · "
                        f"times in UTC · data cached {settings.cache_ttl_s:g} s")

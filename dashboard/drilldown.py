@@ -1,7 +1,8 @@
 """Feature drill-down: reference against current histogram, and the test statistics.
 
 The reference is the version's stored reference (``driftline.references``, the same bins the
-detectors use) or, when none exists, the previous period of equal length. Bin counts come from
+detectors use) or, when none exists, earlier traffic (the previous period, or the first half
+of the range when nothing is older). Bin counts come from
 ClickHouse; only the few per-bin numbers reach Python, where the tests are the detectors' own
 functions (``detectors/univariate.py``), so the page and the detectors agree.
 """
@@ -56,10 +57,25 @@ def _numeric_counts(ctx: Ctx, view: Any, feature: str, edges: list[float]) -> tu
     return counts, sums
 
 
-def histograms(ctx: Ctx, feature: str, kind: str) -> Histograms | None:
+def _baseline(ctx: Ctx) -> tuple[Any, Any, str]:
+    """(reference view, current view, description) when no reference is stored: the previous
+    period of equal length if it holds data, else the first half of the range against the second."""
+    from driftline.dashboard import queries as q
+
     v = ctx.view
     prev = v.with_(start=v.start - (v.end - v.start), end=v.start)
+    has = data(ctx, q.volume(prev))
+    if has is not None and len(has) and int(has.n.sum()) >= 50:
+        return prev, v, "previous period (no stored reference for this version)"
+    mid = v.start + (v.end - v.start) / 2
+    return (v.with_(end=mid), v.with_(start=mid),
+            f"first half of the range, before {mid:%H:%M:%S} UTC, against the second half "
+            "(no stored reference, no earlier data)")
+
+
+def histograms(ctx: Ctx, feature: str, kind: str) -> Histograms | None:
     stored, source = _stored_profile(ctx, feature)
+    prev, v, base_source = (ctx.view, ctx.view, "") if stored else _baseline(ctx)
     if kind == "numeric":
         if stored and stored.get("kind") == "numeric":
             edges = [float(e) for e in stored["edges"]]
@@ -67,13 +83,13 @@ def histograms(ctx: Ctx, feature: str, kind: str) -> Histograms | None:
             std = float(stored.get("std") or 0.0)
         else:
             q = data(ctx, queries.numeric_edges(prev, feature))
-            if q is None or not len(q) or q.lo.iloc[0] != q.lo.iloc[0] or q.lo.iloc[0] is None:
+            if q is None or not len(q) or q.lo.iloc[0] is None or q.lo.iloc[0] != q.lo.iloc[0]:
                 return None
             edges = sorted({float(q.lo.iloc[0]), *map(float, q.q.iloc[0]), float(q.hi.iloc[0])})
             counted = _numeric_counts(ctx, prev, feature, edges)
             if counted is None:
                 return None
-            ref, std, source = counted, 0.0, "previous period (no stored reference for this version)"
+            ref, std, source = counted, 0.0, base_source
         cur = _numeric_counts(ctx, v, feature, edges)
         if cur is None:
             return None
@@ -92,7 +108,7 @@ def histograms(ctx: Ctx, feature: str, kind: str) -> Histograms | None:
             return None
         cats = [str(c) for c in ref_df.category][:20]
         ref_counts = [float(n) for n in ref_df.n][:20] + [float(ref_df.n[20:].sum())]
-        source = "previous period (no stored reference for this version)"
+        source = base_source
     cur_counts = [cur_map.pop(c, 0.0) for c in cats] + [sum(cur_map.values())]
     return Histograms((*cats, "other / unseen"), tuple(ref_counts), tuple(cur_counts), source=source)
 
@@ -117,7 +133,7 @@ def tests(h: Histograms, kind: str) -> list[dict[str, Any]]:
     return out
 
 
-def render_drilldown(ctx: Ctx) -> None:
+def render_drilldown(ctx: Ctx, suggested: tuple[str, ...] = ()) -> None:
     import pandas as pd
     import plotly.graph_objects as go
 
@@ -128,7 +144,9 @@ def render_drilldown(ctx: Ctx) -> None:
         st.caption("No input features logged for this slice.")
         return
     names = [str(n) for n in feats.name]
-    index = names.index(v.feature) if v.feature in names else 0
+    # A linked feature first, else the one drifting hardest, else the first by name.
+    pick = v.feature if v.feature in names else next((f for f in suggested if f in names), names[0])
+    index = names.index(pick)
     feature = st.selectbox("Feature", names, index=index, key="feature")
     kind = str(feats[feats.name == feature].kind.iloc[0])
     h = histograms(ctx, feature, kind)

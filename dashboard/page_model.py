@@ -76,11 +76,11 @@ def render(ctx: Ctx) -> None:
         else:
             st.caption("Confidence needs class→score predictions; this model logs none.")
 
-    _heatmap(ctx)
-    render_drilldown(ctx)
+    render_drilldown(ctx, _heatmap(ctx))
 
 
-def _heatmap(ctx: Ctx) -> None:
+def _heatmap(ctx: Ctx) -> tuple[str, ...]:
+    """Draw the heatmap; return the features drifting in the latest window, worst first."""
     import plotly.graph_objects as go
 
     v = ctx.view
@@ -92,14 +92,14 @@ def _heatmap(ctx: Ctx) -> None:
         empty("No data-drift detector output for this slice yet.",
               "give the model version a reference (`driftline reference create --model "
               f"{v.model} ...`) so the collector's detectors write `driftline.drift_metrics` "
-              "every window; the drill-down below compares against the previous period meanwhile.")
-        return
+              "every window; the drill-down below compares against earlier traffic meanwhile.")
+        return ()
     options = [s for s in stats.statistic if s != "drifted_share"] or list(stats.statistic)
     default = options.index("psi") if "psi" in options else 0
     statistic = st.selectbox("Statistic", options, index=default, key="heat_stat")
     hm = data(ctx, queries.drift_heatmap(v, "data_drift", statistic))
     if hm is None or not len(hm):
-        return
+        return ()
     utc(hm, "t")
     pivot = hm.pivot_table(index="feature", columns="t", values="value", aggfunc="max")
     drifted = hm.pivot_table(index="feature", columns="t", values="drift", aggfunc="max")
@@ -112,10 +112,12 @@ def _heatmap(ctx: Ctx) -> None:
     plot(fig_defaults(fig, f"{statistic} per feature and window (detector data_drift)",
                       height=max(220, 28 * len(pivot) + 80)))
     latest = hm[hm.t == hm.t.max()]
-    now_drifting = sorted(latest[latest.drift.astype(bool)].feature)
+    worst = latest[latest.drift.astype(bool)].sort_values("value", ascending=is_p)
+    now_drifting = sorted(worst.feature)
     if now_drifting:
         st.warning(f"Drifting in the latest window: {', '.join(now_drifting)}")
         first = hm[hm.drift.astype(bool)].groupby("feature").t.min().sort_values()
         st.caption("Drifting since: " + "; ".join(f"{f} {t:%Y-%m-%d %H:%M}" for f, t in first.items()))
     else:
         st.success("No feature drifts in the latest window.")
+    return tuple(worst.feature)

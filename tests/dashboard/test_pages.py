@@ -189,8 +189,8 @@ def test_empty_states_guide_a_new_user(app_env: str, ch_client: Any) -> None:
     at = open_page("model", spec)
     assert_clean(at)
     assert any("No data-drift detector output" in i.value for i in at.info), [i.value for i in at.info]
-    # Without a stored reference the drill-down compares with the previous period.
-    assert any("previous period" in c.value for c in at.caption), [c.value for c in at.caption]
+    # Without a stored reference the drill-down compares with earlier traffic.
+    assert any("no stored reference" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_unreachable_clickhouse_is_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,189 @@
+"""End to end: ``driftline up --demo``, then every dashboard page in headless Chromium.
+
+Debian's ``chromium`` and ``chromium-driver`` drive a real browser through Selenium. Each page
+must render a title and its data, without Streamlit's exception element or a traceback.
+Screenshots land in ``artifacts/screenshots/`` (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _free_ports(n: int) -> list[int]:
+    from driftline.collector.broker import free_port
+
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    kafka, ch, dash, metrics = _free_ports(4)
+    data_dir = tmp_path_factory.mktemp("up")
+    log = open(data_dir / "up.log", "wb")  # noqa: SIM115
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DRIFTLINE_KAFKA", "DRIFTLINE_CLICKHOUSE", "DRIFTLINE_DASHBOARD"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driftline.sdk.cli", "up", "--demo", "--kafka-port", str(kafka),
+         "--clickhouse-port", str(ch), "--dashboard-port", str(dash), "--metrics-port", str(metrics),
+         "--data-dir", str(data_dir), "--demo-drift-after-s", "10"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    info = {"dashboard": f"http://127.0.0.1:{dash}", "clickhouse": f"http://127.0.0.1:{ch}",
+            "log": data_dir / "up.log", "logs": data_dir / "logs"}
+    try:
+        def health() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"driftline up exited: {info['log'].read_text(errors='replace')[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{info['dashboard']}/_stcore/health", timeout=2) as r:
+                    return r.read() == b"ok"
+            except OSError:
+                return False
+
+        wait_for(health, timeout_s=120, interval_s=0.5)
+        from driftline.collector.clickhouse import connect
+
+        client = connect(info["clickhouse"], retry_for_s=30)
+        # Traffic, delayed labels and the injected drift (after 10 s) all need to be in the log.
+        wait_for(lambda: client.query(
+            "SELECT countIf(variant = 'shadow') > 100 AND count() > 900 FROM driftline.predictions "
+            "WHERE model = 'breast-cancer'").result_rows[0][0]
+            and client.query("SELECT count() > 100 FROM driftline.labels").result_rows[0][0],
+            timeout_s=120, interval_s=1)
+        from driftline.dashboard.seed import SeedSpec, seed_alerts
+
+        # `up` runs no alerting service without rules; record alert history as it would.
+        seed_alerts(client, SeedSpec(model="breast-cancer", span_s=600, window_s=60),
+                    dashboard_url=info["dashboard"])
+        info["client"] = client
+        yield info
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage", "--window-size=1500,2200",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        opts.add_argument(flag)
+    # An explicit driver path: Selenium Manager would otherwise try to download one.
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _settled(driver: Any, expected: tuple[str, ...] = ()) -> bool:
+    from selenium.webdriver.common.by import By
+
+    if driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'):
+        return True  # finished, badly: the caller's assertions say so
+    if not driver.find_elements(By.CSS_SELECTOR, "h1"):
+        return False
+    # Streamlit shows skeletons for elements not yet sent, and a status widget while running.
+    if driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSkeleton"]'):
+        return False
+    running = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+    if any(e.is_displayed() and "Running" in e.text for e in running):
+        return False
+    html = driver.page_source
+    return all(t in html for t in expected)
+
+
+def open_page(driver: Any, url: str, name: str, expected: tuple[str, ...] = ()) -> str:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    try:
+        wait_for(lambda: _settled(driver, expected), timeout_s=90, interval_s=0.5)
+        time.sleep(1.5)  # plotly draws after the script finished
+    finally:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    html = driver.page_source
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'), name
+    assert "Traceback" not in html, name
+    return html
+
+
+PAGES = [
+    ("overview", "", ("Predictions", "breast-cancer")),
+    ("model", "&model=breast-cancer", ("Volume by variant", "Feature drill-down", "reference vs current")),
+    ("performance", "&model=breast-cancer", ("Labelled predictions", "Confusion matrix")),
+    ("shadow", "&model=breast-cancer", ("Paired requests", "Outcome tests", "challenger")),
+    ("alerts", "", ("Alert events", "input-drift")),
+    ("sql", "", ("Example queries", "driftline.predictions")),
+]
+
+
+@pytest.mark.parametrize("page,query,expected", PAGES, ids=[p[0] for p in PAGES])
+def test_page_renders_with_data(stack: dict[str, Any], browser: Any, page: str, query: str,
+                                expected: tuple[str, ...]) -> None:
+    from selenium.webdriver.common.by import By
+
+    html = open_page(browser, f"{stack['dashboard']}/?page={page}{query}", page, expected)
+    for text in expected:
+        assert text in html, f"{page}: {text!r} missing"
+    if page in ("model", "performance", "shadow", "overview"):
+        assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"), f"{page}: no chart drawn"
+
+
+def test_sql_console_in_the_browser_runs_and_refuses_writes(stack: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, f"{stack['dashboard']}/?page=sql", "sql", ("Example queries",))
+
+    def run(sql: str, shot: str) -> str:
+        area = browser.find_element(By.CSS_SELECTOR, "textarea")
+        area.send_keys(Keys.CONTROL, "a")
+        area.send_keys(Keys.DELETE)
+        area.send_keys(sql)
+        area.send_keys(Keys.CONTROL, Keys.ENTER)  # commits the text area
+        time.sleep(0.5)
+        [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Run"][0].click()
+        time.sleep(1)
+        wait_for(lambda: _settled(browser, ("rows in", ) if "SELECT" in sql else ("refused",)),
+                 timeout_s=60, interval_s=0.5)
+        browser.save_screenshot(str(SHOTS / f"{shot}.png"))
+        return browser.page_source
+
+    html = run("SELECT model, count() AS n FROM driftline.predictions GROUP BY model", "sql-result")
+    assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+    assert "Download CSV" in html
+    html = run("DROP TABLE driftline.predictions", "sql-refused")
+    assert "ClickHouse refused the query" in html and "READONLY" in html
+    assert stack["client"].query("EXISTS TABLE driftline.predictions").result_rows[0][0] == 1
