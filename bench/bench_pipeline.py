@@ -24,7 +24,8 @@ def main(events: int = 200_000) -> dict[str, float]:
     from driftline.collector.chstore import start_chstore
     from driftline.collector.clickhouse import connect
     from driftline.collector.tables import migrate
-    from driftline.collector.writer import COLUMNS_OF, prediction_row
+    from driftline.collector.writer import COLUMNS_OF, INSERT_SETTINGS, prediction_row
+    from driftline.sdk.codec import dumps
     from driftline.sdk import Monitor, SdkSettings
     from driftline.sdk.ids import uuid7
     from driftline.sdk.monitor import format_timestamp
@@ -44,7 +45,9 @@ def main(events: int = 200_000) -> dict[str, float]:
             for _ in range(events)]
     t0 = time.perf_counter()
     for i in range(0, events, 5000):
-        client.insert("driftline.predictions", rows[i:i + 5000], column_names=list(COLUMNS_OF["predictions"]))
+        body = b"\n".join(dumps(r) for r in rows[i:i + 5000])
+        client.raw_insert("driftline.predictions", column_names=list(COLUMNS_OF["predictions"]), insert_block=body,
+                          settings=INSERT_SETTINGS, fmt="JSONEachRow")
     baseline_s = time.perf_counter() - t0
 
     env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap, "DRIFTLINE_CLICKHOUSE_URL": store.url,

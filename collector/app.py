@@ -82,6 +82,7 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
     )
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
+    take_records = max(10, settings.batch_size // 50)
     metrics = pipeline.metrics
 
     def make_agent(topic_name: str, role: str) -> None:
@@ -91,9 +92,12 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         @app.agent(topic, name=f"driftline-{role}")
         async def consume(stream: Any) -> None:
             loop = asyncio.get_running_loop()
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
+            # take_events counts Kafka records; an SDK record carries up to ~1000 events, so take
+            # fewer records than batch_size events (the pipeline writes in batch_size chunks).
+            async for events in stream.take_events(take_records, within=settings.batch_timeout_s):
                 records = [
-                    RawRecord(topic_name, role, e.message.partition, e.message.offset, e.message.value)
+                    RawRecord(topic_name, role, e.message.partition, e.message.offset, e.message.value,
+                              e.message.headers or ())
                     for e in events
                 ]
                 try:
@@ -157,6 +161,7 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
         scrubber=build_scrubber(settings, registry),
         observers=build_observers(settings, client, registry),
         stop=stop,
+        max_batch_events=settings.batch_size,
     )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)

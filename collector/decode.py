@@ -7,10 +7,10 @@ the reason can be logged without leaking PII.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from driftline.sdk.codec import loads
 from driftline.sdk.errors import SchemaError
 from driftline.sdk.schema import validate_event
 
@@ -45,7 +45,7 @@ def decode(value: bytes | None, *, topic: str, role: str, partition: int = -1, o
     except UnicodeDecodeError as exc:
         return dead("bad_utf8", f"invalid UTF-8 at byte {exc.start}")
     try:
-        event = json.loads(text)
+        event = loads(text)
     except ValueError as exc:
         msg = getattr(exc, "msg", "invalid JSON")
         pos = getattr(exc, "pos", "?")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol, Sequence
 from driftline.collector.decode import DeadLetter, decode
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.writer import ClickHouseWriter
+from driftline.sdk.kafka_exporter import unpack
 
 logger = logging.getLogger("driftline.collector")
 
@@ -28,6 +29,7 @@ class RawRecord:
     partition: int
     offset: int
     value: bytes | None
+    headers: Any = ()
 
 
 class Scrubber(Protocol):
@@ -60,7 +62,9 @@ class Pipeline:
         observers: Sequence[Observer] = (),
         retry_max_s: float = 5.0,
         stop: threading.Event | None = None,
+        max_batch_events: int = 5_000,
     ) -> None:
+        self.max_batch_events = max_batch_events
         self.writer = writer
         self.metrics = metrics
         self.send_dead_letters = send_dead_letters
@@ -74,13 +78,18 @@ class Pipeline:
         (then raises, so the caller does not acknowledge the batch)."""
         events: list[dict[str, Any]] = []
         dead: list[DeadLetter] = []
+        consumed: dict[str, int] = {}
         for r in records:
-            self.metrics.consumed.labels(r.topic).inc()
-            result = decode(r.value, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
-            if isinstance(result, DeadLetter):
-                dead.append(result)
-            else:
-                events.append(result)
+            values = unpack(r.value, r.headers) if r.value is not None else [None]
+            consumed[r.topic] = consumed.get(r.topic, 0) + len(values)
+            for value in values:
+                result = decode(value, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
+                if isinstance(result, DeadLetter):
+                    dead.append(result)
+                else:
+                    events.append(result)
+        for topic, n in consumed.items():
+            self.metrics.consumed.labels(topic).inc(n)
         if dead:
             self._retry(lambda: self.send_dead_letters(dead), "dead-letter publish")
             for d in dead:
@@ -90,20 +99,24 @@ class Pipeline:
             events = self.scrubber.scrub_batch(events)
         duplicates = 0
         stored = 0
-        if events:
+        # One Kafka record may carry hundreds of events (SDK batch records): write in chunks of
+        # at most ``max_batch_events`` so one insert stays bounded.
+        for i in range(0, len(events), self.max_batch_events):
+            chunk = events[i:i + self.max_batch_events]
             start = time.perf_counter()
-            result = self._retry(lambda: self.writer.write(events), "ClickHouse write")
+            result = self._retry(lambda: self.writer.write(chunk), "ClickHouse write")
             self.metrics.batch_write_seconds.observe(time.perf_counter() - start)
-            self.metrics.batch_events.observe(len(events))
+            self.metrics.batch_events.observe(len(chunk))
             for table, n in result.stored.items():
                 self.metrics.stored.labels(table).inc(n)
                 stored += n
-            duplicates = result.duplicates
-            if duplicates:
-                self.metrics.duplicates.inc(duplicates)
+            duplicates += result.duplicates
+            if result.duplicates:
+                self.metrics.duplicates.inc(result.duplicates)
+            fresh = chunk if not result.skipped else [e for e in chunk if e["event_id"] not in result.skipped]
             for observer in self.observers:
                 try:
-                    observer.observe(events)
+                    observer.observe(fresh)  # replays were seen before the crash: not twice
                 except Exception:  # noqa: BLE001 - a detector bug must not stop storage
                     logger.exception("detector failed on a batch; the events are stored")
         return BatchResult(stored=stored, dead=len(dead), duplicates=duplicates)
@@ -124,8 +137,19 @@ class Pipeline:
                 self.metrics.write_errors.inc()
                 if self.stop.is_set():
                     raise
-                logger.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__,
-                               str(exc)[:300], delay)
+                # The type and ClickHouse's error code only: a message could quote a stored value.
+                code = getattr(exc, "code", None) or _clickhouse_code(str(exc))
+                logger.warning("%s failed (%s%s); retrying in %.1fs", what, type(exc).__name__,
+                               f", ClickHouse code {code}" if code else "", delay)
                 if self.stop.wait(delay):
                     raise
                 delay = min(self.retry_max_s, delay * 2)
+
+
+def _clickhouse_code(message: str) -> str:
+    marker = "Code: "
+    at = message.find(marker)
+    if at < 0:
+        return ""
+    digits = "".join(ch for ch in message[at + len(marker):at + len(marker) + 6] if ch.isdigit())
+    return digits

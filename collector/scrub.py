@@ -126,6 +126,8 @@ class Scrubber:
             config.hash_key or os.urandom(32), config.cache_size)
         self._budget_s = config.time_budget_ms / 1000.0
         self._policies: dict[tuple[str, str], str] = {}
+        # Numbers and bools pass through unless a drop/hash policy exists: skip their traversal.
+        self._numbers_untouched = not config.touches_numbers()
         self._profiles: dict[str, tuple[str, tuple[str, ...], float]] = {}
         self._contexts: dict[str, tuple[str, list[str]]] = {}
         self._common = frozenset(self.engine.nlp.Defaults.stop_words) | _GREETINGS
@@ -195,7 +197,12 @@ class Scrubber:
             mapping = event.get(root)
             if isinstance(mapping, dict):
                 new: dict[str, Any] = {}
+                fast = self._numbers_untouched
                 for name, value in mapping.items():
+                    kind = type(value)
+                    if fast and (kind is float or kind is int or kind is bool or value is None):
+                        new[name] = value
+                        continue
                     r = visit(f"{root}.{name}", value)
                     if r is not _DROP:
                         new[name] = r

@@ -157,11 +157,18 @@ class ScrubConfig:
                 "pass --pii-key-file"
             )
 
-    def _uses_hash(self) -> bool:
-        policies = [self.default_policy, *self.fields.values()]
+    def _all_policies(self) -> list[str | None]:
+        policies: list[str | None] = [self.default_policy, *self.fields.values()]
         for mp in self.models.values():
             policies += [mp.default_policy, *mp.fields.values()]
-        return "hash" in policies
+        return policies
+
+    def _uses_hash(self) -> bool:
+        return "hash" in self._all_policies()
+
+    def touches_numbers(self) -> bool:
+        """True if some policy can change a number (only ``drop`` and ``hash`` do)."""
+        return any(p in ("drop", "hash") for p in self._all_policies())
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None, *, hash_key: bytes | None = None) -> ScrubConfig:

@@ -12,13 +12,18 @@ sorting key prunes) and duplicates inside the batch. ReplacingMergeTree is the b
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
+from driftline.sdk.codec import dumps
+
 logger = logging.getLogger("driftline.collector")
+
+# Rows travel as JSONEachRow: encoded by orjson here and parsed by ClickHouse in C++, several times
+# faster than building Native columns in Python. Timestamps stay RFC 3339 strings (best_effort).
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 0}
 
 PREDICTION_COLUMNS = (
     "event_id", "timestamp", "model", "model_version", "variant", "request_id",
@@ -40,7 +45,7 @@ def parse_ts(value: str) -> datetime:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps(value).decode()
 
 
 def _split_prediction(pred: Any) -> tuple[float | None, str | None, dict[str, float]]:
@@ -60,45 +65,50 @@ def _split_prediction(pred: Any) -> tuple[float | None, str | None, dict[str, fl
     return None, None, {}
 
 
-def prediction_row(e: dict[str, Any]) -> tuple[Any, ...]:
+def prediction_row(e: dict[str, Any]) -> dict[str, Any]:
     num: dict[str, float] = {}
     text: dict[str, str] = {}
     flags: dict[str, bool] = {}
     nulls: list[str] = []
     for name, value in (e.get("features") or {}).items():
-        if value is None:
-            nulls.append(name)
-        elif isinstance(value, bool):
-            flags[name] = value
-        elif isinstance(value, str):
+        kind = type(value)
+        if kind is float or kind is int:
+            num[name] = value
+        elif kind is str:
             text[name] = value
+        elif kind is bool:
+            flags[name] = value
         else:
-            num[name] = float(value)
+            nulls.append(name)
     pred = e.get("prediction")
     p_num, p_label, p_scores = _split_prediction(pred)
-    return (
-        e["event_id"], parse_ts(e["timestamp"]), e["model"], e.get("model_version") or "",
-        e.get("variant") or "primary", e.get("request_id") or e["event_id"],
-        num, text, flags, nulls,
-        _json(pred), p_num, p_label, p_scores,
-        e.get("latency_ms"), e.get("status") or "ok", e.get("error") or "", e.get("tags") or {},
-    )
+    return {
+        "event_id": e["event_id"], "timestamp": e["timestamp"], "model": e["model"],
+        "model_version": e.get("model_version") or "", "variant": e.get("variant") or "primary",
+        "request_id": e.get("request_id") or e["event_id"],
+        "features_num": num, "features_str": text, "features_bool": flags, "features_null": nulls,
+        "prediction": _json(pred), "prediction_num": p_num, "prediction_label": p_label,
+        "prediction_scores": p_scores, "latency_ms": e.get("latency_ms"), "status": e.get("status") or "ok",
+        "error": e.get("error") or "", "tags": e.get("tags") or {},
+    }
 
 
-def label_row(e: dict[str, Any]) -> tuple[Any, ...]:
+def label_row(e: dict[str, Any]) -> dict[str, Any]:
     label = e["label"]
     l_num, l_str, _ = _split_prediction(label)
-    return (
-        e["event_id"], parse_ts(e["timestamp"]), e["model"], e.get("model_version") or "",
-        e["prediction_id"], _json(label), l_num, l_str, e.get("tags") or {},
-    )
+    return {
+        "event_id": e["event_id"], "timestamp": e["timestamp"], "model": e["model"],
+        "model_version": e.get("model_version") or "", "prediction_id": e["prediction_id"],
+        "label": _json(label), "label_num": l_num, "label_str": l_str, "tags": e.get("tags") or {},
+    }
 
 
-def outcome_row(e: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        e["event_id"], parse_ts(e["timestamp"]), e["model"], e.get("prediction_id"),
-        e.get("request_id") or "", e["name"], float(e["value"]), e.get("tags") or {},
-    )
+def outcome_row(e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": e["event_id"], "timestamp": e["timestamp"], "model": e["model"],
+        "prediction_id": e.get("prediction_id"), "request_id": e.get("request_id") or "", "name": e["name"],
+        "value": float(e["value"]), "tags": e.get("tags") or {},
+    }
 
 
 ROW_OF = {"predictions": prediction_row, "labels": label_row, "outcomes": outcome_row}
@@ -108,6 +118,7 @@ ROW_OF = {"predictions": prediction_row, "labels": label_row, "outcomes": outcom
 class WriteResult:
     stored: dict[str, int]
     duplicates: int
+    skipped: frozenset[str] = frozenset()  # ids not written because already stored (replays)
 
 
 class ClickHouseWriter:
@@ -132,20 +143,24 @@ class ClickHouseWriter:
             bucket[e["event_id"]] = e
         stored: dict[str, int] = {}
         replays = 0
+        skipped: set[str] = set()
         for table, bucket in by_table.items():
             if not bucket:
                 continue
             if self.dedup:
                 existing = self._existing_ids(table, bucket.values())
                 replays += len(existing)
+                skipped |= existing
                 for event_id in existing:
                     bucket.pop(event_id, None)
             if not bucket:
                 continue
-            rows = [ROW_OF[table](e) for e in bucket.values()]
-            self.client.insert(f"{self.database}.{table}", rows, column_names=list(COLUMNS_OF[table]))
-            stored[table] = len(rows)
-        return WriteResult(stored=stored, duplicates=in_batch_dups + replays)
+            make_row = ROW_OF[table]
+            body = b"\n".join(dumps(make_row(e)) for e in bucket.values())
+            self.client.raw_insert(f"{self.database}.{table}", column_names=list(COLUMNS_OF[table]),
+                                   insert_block=body, settings=INSERT_SETTINGS, fmt="JSONEachRow")
+            stored[table] = len(bucket)
+        return WriteResult(stored=stored, duplicates=in_batch_dups + replays, skipped=frozenset(skipped))
 
     def _existing_ids(self, table: str, events: Iterable[dict[str, Any]]) -> set[str]:
         events = list(events)
@@ -153,21 +168,24 @@ class ClickHouseWriter:
         stamps = [e["timestamp"] for e in events]
         lo = min(parse_ts(s) for s in stamps)
         hi = max(parse_ts(s) for s in stamps)
-        # Client-side binding (%(name)s) works the same on every ClickHouse HTTP endpoint.
+        # Ids are validated UUIDs (schema v1), so they are inlined as literals: binding thousands
+        # of parameters costs more in clickhouse-connect's Python escaping than the query itself.
+        id_list = "','".join(e["event_id"] for e in events)
+        model_list = "','".join(m.replace("\\", "\\\\").replace("'", "\\'") for m in models)
         result = self.client.query(
             f"SELECT toString(event_id) FROM {self.database}.{table} "
-            "WHERE model IN %(models)s "
-            "AND timestamp BETWEEN toDateTime64(%(lo)s, 6, 'UTC') AND toDateTime64(%(hi)s, 6, 'UTC') "
-            "AND event_id IN %(ids)s",
-            parameters={"models": models, "lo": lo.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                        "hi": hi.strftime("%Y-%m-%d %H:%M:%S.%f"), "ids": [e["event_id"] for e in events]},
+            f"WHERE model IN ('{model_list}') "
+            f"AND timestamp BETWEEN toDateTime64('{lo:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC') "
+            f"AND toDateTime64('{hi:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC') "
+            f"AND event_id IN ('{id_list}')",
+            settings={"max_query_size": 64 * 1024 * 1024},  # ~40 bytes per id; batches hold thousands
         )
         return {row[0] for row in result.result_rows}
 
 
-def rows_for(events: Sequence[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
+def rows_for(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Rows per table for ``events`` (used by tests and the benchmark)."""
-    out: dict[str, list[tuple[Any, ...]]] = {t: [] for t in COLUMNS_OF}
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in COLUMNS_OF}
     for e in events:
         table = TABLE_OF[e["type"]]
         out[table].append(ROW_OF[table](e))

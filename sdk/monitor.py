@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from driftline.sdk import schema
+from driftline.sdk.codec import dumps
 from driftline.sdk.config import SdkSettings, Topics
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.exporter import BatchExporter, Exporter, ExporterStats, Record
@@ -344,7 +344,7 @@ class Monitor:
 
     def _encode(self, item: tuple[Any, ...]) -> Record:
         event = self._event(item)
-        value = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        value = dumps(event)
         return Record(self._topics.for_type(event["type"]), self._key, value)
 
     def _report_invalid(self, exc: Exception) -> None:

@@ -89,11 +89,18 @@ def _check_scalar(field: str, value: Any) -> None:
 
 def check_features(features: Any, field: str = "features") -> None:
     """Features: a flat mapping of name to number, string, bool or null."""
-    if not isinstance(features, Mapping):
+    if type(features) is not dict and not isinstance(features, Mapping):
         raise SchemaError(field, f"expected object, got {_type_name(features)}")
     if len(features) > MAX_FEATURES:
         raise SchemaError(field, f"more than {MAX_FEATURES} features ({len(features)})")
     for name, value in features.items():
+        kind = type(value)
+        # Fast path for the common case: a short name and a plain finite number, or a short string.
+        if type(name) is str and 0 < len(name) <= MAX_NAME_LEN:
+            if (kind is float and value - value == 0.0) or kind is int or kind is bool or value is None:
+                continue
+            if kind is str and len(value) <= MAX_STRING_LEN:
+                continue
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_LEN:
             raise SchemaError(field, f"feature names must be non-empty strings, got {name!r:.40}")
         _check_scalar(f"{field}.{name}", value)
@@ -115,7 +122,7 @@ def check_prediction(value: Any, field: str = "prediction") -> None:
             else:
                 _check_scalar(f"{field}[{i}]", item)
         return
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         for cls, score in value.items():
             if not isinstance(cls, str) or not cls:
                 raise SchemaError(field, f"class names must be non-empty strings, got {cls!r:.40}")
@@ -127,7 +134,7 @@ def check_prediction(value: Any, field: str = "prediction") -> None:
 
 
 def check_tags(tags: Any, field: str = "tags") -> None:
-    if not isinstance(tags, Mapping):
+    if type(tags) is not dict and not isinstance(tags, Mapping):
         raise SchemaError(field, f"expected object, got {_type_name(tags)}")
     for key, value in tags.items():
         if not isinstance(key, str) or not key or len(key) > MAX_NAME_LEN:

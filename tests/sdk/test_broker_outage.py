@@ -13,6 +13,7 @@ import pytest
 
 from driftline.collector.broker import start_broker
 from driftline.sdk import Monitor, SdkSettings
+from driftline.sdk.kafka_exporter import unpack
 from tests.conftest import unique_topics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60
     deadline = time.monotonic() + timeout_s
     while len(seen) < expected and time.monotonic() < deadline:
         for message in consumer:
-            seen.append(json.loads(message.value))
+            seen.extend(json.loads(v) for v in unpack(message.value, message.headers))
     consumer.close()
     return seen
 

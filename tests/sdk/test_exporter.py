@@ -154,6 +154,8 @@ def test_events_are_flushed_at_interpreter_exit(kafka_bootstrap: str) -> None:
                    env={**os.environ, "DRIFTLINE_TOPIC_PREFIX": ""})
     consumer = KafkaConsumer(Topics().predictions, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=5000, group_id=None)
-    seen = [json.loads(m.value) for m in consumer]
+    from driftline.sdk.kafka_exporter import unpack
+
+    seen = [json.loads(v) for m in consumer for v in unpack(m.value, m.headers)]
     consumer.close()
     assert sorted(e["features"]["i"] for e in seen if e["model"] == "atexit") == list(range(50))
