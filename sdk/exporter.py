@@ -145,7 +145,7 @@ class BatchExporter:
                 return False
             queue = self._queue
             depth = len(queue)
-            if depth + len(self._pending) >= self.max_queue_size:
+            if depth + len(self._pending) + self._in_flight_items >= self.max_queue_size:
                 self._count_drop("queue_full")
                 return False
             queue.append(item)
@@ -191,15 +191,20 @@ class BatchExporter:
         with self._lock:
             if self._pending:
                 batch = self._pending[: self.max_batch_size]
+                self._in_flight_items = len(batch)
                 del self._pending[: len(batch)]
         queue = self._queue
         while len(batch) < self.max_batch_size and queue:
+            # Count before popping: the item stays inside the queue bound while it is in flight,
+            # so the queue keeps the oldest events and drops the newest during an outage.
+            self._in_flight_items += 1
             item = queue.popleft()
             try:
                 batch.append(self._encode(item))
             except Exception as exc:  # noqa: BLE001 - counted and reported, never raised
                 from driftline.sdk.errors import SchemaError
 
+                self._in_flight_items -= 1
                 reason = "invalid_event" if isinstance(exc, SchemaError) else "serialize_error"
                 self._count_drop(reason)
                 if self._on_invalid is not None:
@@ -213,9 +218,8 @@ class BatchExporter:
         try:
             batch = self._take_batch()
             if not batch:
+                self._in_flight_items = 0
                 return None
-            with self._lock:
-                self._in_flight_items = len(batch)
             try:
                 if self._exporter is None:
                     self._exporter = self._exporter_factory()
