@@ -114,7 +114,7 @@ def _sidebar(settings: DashboardSettings, now: dt.datetime) -> tuple[str, Ctx]:
                 start = first
     _sync_params(page, model, version, segment, start, end)
     st.sidebar.caption(f"ClickHouse: {settings.clickhouse_url.split('@')[-1]} · read-only · "
-                       f"times in UTC · data cached {settings.cache_ttl_s:g} s")
+                       f"times in UTC · data cached {queries.CACHE_TTL_S} s")
     return page, Ctx(settings, View(model, start, end, version, segment, link.feature), now, models)
 
 

@@ -39,7 +39,6 @@ class DashboardSettings:
     """Settings of one dashboard process."""
 
     clickhouse_url: str = DEFAULT_URL
-    cache_ttl_s: float = 10.0
     query_timeout_s: int = 30
     sql_max_rows: int = 10_000
     sql_max_execution_time_s: int = 30
@@ -50,7 +49,6 @@ class DashboardSettings:
         e = os.environ if env is None else env
         return cls(
             clickhouse_url=e.get("DRIFTLINE_CLICKHOUSE_URL") or DEFAULT_URL,
-            cache_ttl_s=float(e.get("DRIFTLINE_DASHBOARD_CACHE_TTL_S", "10")),
             sql_max_rows=int(e.get("DRIFTLINE_DASHBOARD_SQL_MAX_ROWS", "10000")),
             sql_max_execution_time_s=int(e.get("DRIFTLINE_DASHBOARD_SQL_MAX_TIME_S", "30")),
         )

@@ -1,0 +1,138 @@
+"""Dashboard benchmark: page render time (AppTest) and every panel query, over 10M predictions.
+
+    python bench/bench_dashboard.py [--predictions 10000000]
+
+Seeds the embedded store inside ClickHouse (``dashboard/seed.py``), then times each page's
+full script run with Streamlit's AppTest (cold cache, then warm) and each panel query uncached,
+for the last 24 hours and for the whole 7 days. Baselines measured in the same run: a plain
+``SELECT count()`` of the model's rows, and the same panels on a 1M-prediction model.
+Targets (issue 7): every page < 2 s, every panel query < 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("overview", "model", "performance", "shadow", "alerts", "sql")
+
+
+def panel_queries(v: Any) -> list[Any]:
+    from driftline.dashboard import queries as q
+
+    feature = "mean radius"
+    edges = [8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 25.0]
+    return [q.catalog(), q.segments(v), q.features(v), q.overview_models(v.start, v.end),
+            q.overview_traffic(v.start, v.end, v.bucket_s), q.overview_drift(v.start, v.end),
+            q.open_alerts(), q.volume(v), q.latency(v), q.prediction_labels(v), q.confidence(v),
+            q.drift_statistics(v), q.drift_heatmap(v, "data_drift", "psi"),
+            q.feature_tests(v, feature), q.reference_profile(v.model, ""),
+            q.numeric_edges(v, feature), q.numeric_hist(v, feature, edges),
+            q.categorical_hist(v, "referrer"), q.performance(v), q.confusion(v),
+            q.detector_series(v, ("performance", "prediction_drift"), "concept.%"),
+            q.shadow_agreement(v), q.shadow_confusion(v), q.variant_metrics(v),
+            q.variant_accuracy(v), q.outcome_stats(v), q.alert_history(v.start, v.end, v.model)]
+
+
+def time_queries(url: str, v: Any, repeat: int = 3) -> dict[str, float]:
+    from driftline.dashboard.data import run
+
+    out = {}
+    for query in panel_queries(v):
+        times = []
+        for _ in range(repeat):
+            times.append(run(url, query.sql, dict(query.params)).elapsed_s)
+        out[query.name] = statistics.median(times)
+    return out
+
+
+def time_pages(model: str, start: dt.datetime, end: dt.datetime) -> dict[str, tuple[float, float]]:
+    from streamlit.testing.v1 import AppTest
+
+    from driftline.dashboard.view import iso
+
+    out = {}
+    for page in PAGES:
+        at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
+        at.query_params.update({"page": page, "model": model, "from": iso(start), "to": iso(end)})
+        t0 = time.perf_counter()
+        at.run()
+        cold = time.perf_counter() - t0
+        if at.exception:
+            raise SystemExit(f"{page}: {at.exception[0].value}")
+        t0 = time.perf_counter()
+        at.run()  # a rerun, as after a widget change: served from the 10 s cache
+        out[page] = (cold, time.perf_counter() - t0)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--predictions", type=int, default=10_000_000, help="logged predictions (rows)")
+    args = ap.parse_args()
+    import streamlit  # noqa: F401  (import before timing)
+
+    from driftline.collector.chstore import start_chstore
+    from driftline.collector.clickhouse import connect
+    from driftline.dashboard.data import run
+    from driftline.dashboard.seed import SeedSpec, seed
+    from driftline.dashboard.view import View
+
+    import logging
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+    end = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    week = 7 * 86400
+    with start_chstore(Path(tempfile.mkdtemp(prefix="bench-dash-")), port=0) as store:
+        client = connect(store.url)
+        os.environ["DRIFTLINE_CLICKHOUSE_URL"] = store.url
+        specs = {}
+        for name, rows in (("bench-1m", 1_000_000), ("bench-10m", args.predictions)):
+            # 1 + shadow_share rows per request: pick the request count that logs `rows` rows.
+            spec = SeedSpec(model=name, n_predictions=int(rows / 1.5), end=end, span_s=week,
+                            window_s=3600)
+            t0 = time.perf_counter()
+            seed(client, spec)
+            n = client.query(f"SELECT count() FROM driftline.predictions WHERE model = '{name}'").result_rows[0][0]
+            print(f"seeded {name}: {n:,} predictions in {time.perf_counter() - t0:.1f} s")
+            specs[name] = spec
+        client.command("OPTIMIZE TABLE driftline.predictions FINAL")  # steady state: merged parts
+        print(f"\nstore: {store.url}; total predictions "
+              f"{client.query('SELECT count() FROM driftline.predictions').result_rows[0][0]:,}")
+        results: dict[str, Any] = {}
+        for name, spec in specs.items():
+            for label, start in (("24h", end - dt.timedelta(days=1)), ("7d", end - dt.timedelta(days=7))):
+                v = View(name, start, end)
+                base = statistics.median(run(store.url, "SELECT count() FROM driftline.predictions "
+                                                        "WHERE model = {m:String}", {"m": name}).elapsed_s
+                                         for _ in range(5))
+                qs = time_queries(store.url, v)
+                pages = time_pages(name, start, end)
+                results[(name, label)] = (base, qs, pages)
+        for (name, label), (base, qs, pages) in results.items():
+            print(f"\n== {name}, range {label} ==  baseline SELECT count(): {base * 1000:.1f} ms")
+            print(f"{'panel query':32s} {'ms':>8s} {'x count()':>10s}")
+            for k, s in sorted(qs.items(), key=lambda kv: -kv[1]):
+                flag = "  OVER 300 ms" if s > 0.3 else ""
+                print(f"{k:32s} {s * 1000:8.1f} {s / base:10.1f}{flag}")
+            print(f"{'page (AppTest)':32s} {'cold s':>8s} {'warm s':>8s}")
+            for p, (cold, warm) in pages.items():
+                flag = "  OVER 2 s" if cold > 2 else ""
+                print(f"{p:32s} {cold:8.2f} {warm:8.2f}{flag}")
+        big = [r for (n, _), r in results.items() if n == "bench-10m"]
+        worst_q = max(max(qs.values()) for _, qs, _ in big)
+        worst_p = max(max(c for c, _ in pages.values()) for _, _, pages in big)
+        print(f"\nsummary (10M): slowest panel query {worst_q * 1000:.0f} ms (target 300), "
+              f"slowest page {worst_p:.2f} s (target 2)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
