@@ -36,10 +36,27 @@ class Scrubber(Protocol):
     def scrub_batch(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
-class Observer(Protocol):
-    """A consumer of stored events (the detector engine)."""
+@dataclass(frozen=True)
+class Position:
+    """Where an event came from: its Kafka record (a batch record holds many events)."""
 
-    def observe(self, events: Sequence[dict[str, Any]]) -> None: ...
+    topic: str
+    partition: int
+    offset: int
+
+
+class Observer(Protocol):
+    """A consumer of stored events (the detector engine).
+
+    ``observe`` gets every event of a stored chunk with its Kafka position and the ids the
+    writer found already stored (replays after a crash or rebalance, and repeated deliveries):
+    the observer decides from its own saved state whether it has seen a replayed event. It runs
+    on the storage thread before the batch is acknowledged, so state it saves there is durable
+    before Kafka offsets are committed.
+    """
+
+    def observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Position],
+                replayed: frozenset[str]) -> None: ...
 
     def tick(self, now_s: float) -> None: ...
 
@@ -77,6 +94,7 @@ class Pipeline:
         """Store a batch. Blocks, retrying storage failures, until stored or ``stop`` is set
         (then raises, so the caller does not acknowledge the batch)."""
         events: list[dict[str, Any]] = []
+        positions: list[Position] = []
         dead: list[DeadLetter] = []
         consumed: dict[str, int] = {}
         for r in records:
@@ -88,6 +106,7 @@ class Pipeline:
                     dead.append(result)
                 else:
                     events.append(result)
+                    positions.append(Position(r.topic, r.partition, r.offset))
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)
         if dead:
@@ -96,13 +115,14 @@ class Pipeline:
                 self.metrics.deadlettered.labels(d.reason).inc()
                 logger.warning("dead-lettered %s[%d]@%d: %s (%s)", d.topic, d.partition, d.offset, d.reason, d.detail)
         if self.scrubber is not None and events:
-            events = self.scrubber.scrub_batch(events)
+            events = self.scrubber.scrub_batch(events)  # one output per input, same order
         duplicates = 0
         stored = 0
         # One Kafka record may carry hundreds of events (SDK batch records): write in chunks of
         # at most ``max_batch_events`` so one insert stays bounded.
         for i in range(0, len(events), self.max_batch_events):
             chunk = events[i:i + self.max_batch_events]
+            chunk_positions = positions[i:i + self.max_batch_events]
             start = time.perf_counter()
             result = self._retry(lambda: self.writer.write(chunk), "ClickHouse write")
             self.metrics.batch_write_seconds.observe(time.perf_counter() - start)
@@ -113,10 +133,9 @@ class Pipeline:
             duplicates += result.duplicates
             if result.duplicates:
                 self.metrics.duplicates.inc(result.duplicates)
-            fresh = chunk if not result.skipped else [e for e in chunk if e["event_id"] not in result.skipped]
             for observer in self.observers:
                 try:
-                    observer.observe(fresh)  # replays were seen before the crash: not twice
+                    observer.observe(chunk, chunk_positions, result.skipped)
                 except Exception:  # noqa: BLE001 - a detector bug must not stop storage
                     logger.exception("detector failed on a batch; the events are stored")
         return BatchResult(stored=stored, dead=len(dead), duplicates=duplicates)
