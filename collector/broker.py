@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from driftline.sdk.errors import ConfigError
 
@@ -95,6 +95,7 @@ def start_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Path | Non
          "--storage-engine", "memory://tansu/"],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        start_new_session=True,  # Ctrl-C reaches `driftline up`, which stops the broker last
     )
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
@@ -147,9 +148,16 @@ def wait_drained(bootstrap: str, group_id: str, topics: list[str], timeout_s: fl
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="driftline-drain")
     consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, client_id="driftline-drain")
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        partitions: list[Any] = []
         while True:
-            ends = consumer.end_offsets(partitions)
+            known = {t: consumer.partitions_for_topic(t) for t in topics}
+            if all(known.values()) or time.monotonic() >= deadline:
+                partitions = [TopicPartition(t, p) for t, ps in known.items() for p in (ps or ())]
+                break
+            consumer.topics()  # fetch metadata; partitions_for_topic only reads the cache
+            time.sleep(0.1)
+        while True:
+            ends = true_end_offsets(consumer, partitions)
             committed = admin.list_consumer_group_offsets(group_id)
             behind = {tp: end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items()}
             if all(v <= 0 for v in behind.values()):
@@ -162,3 +170,31 @@ def wait_drained(bootstrap: str, group_id: str, topics: list[str], timeout_s: fl
     finally:
         consumer.close()
         admin.close()
+
+
+def true_end_offsets(consumer: Any, partitions: list[Any]) -> dict[Any, int]:
+    """One past the last record's offset, per partition, read from the records themselves.
+
+    Tansu answers ListOffsets with the base offset of the last record *batch* plus one, not the
+    last record's offset plus one (measured: ten records in one batch report an end offset of 1).
+    Reading the last batch gives the real end on Tansu and the same answer as ``end_offsets`` on
+    Apache Kafka.
+    """
+    reported = consumer.end_offsets(partitions)
+    out: dict[Any, int] = {}
+    for tp, end in reported.items():
+        if end <= 0:
+            out[tp] = end
+            continue
+        consumer.assign([tp])
+        consumer.seek(tp, end - 1)
+        last = end - 1
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200).get(tp, [])
+            if batch:
+                last = max(last, max(m.offset for m in batch))
+            elif last >= end - 1 and consumer.position(tp) >= last + 1:
+                break
+        out[tp] = last + 1
+    return out

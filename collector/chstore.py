@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,9 +170,13 @@ def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", 
     """Start the store as a subprocess and wait until it serves. Raises ChStoreError on failure."""
     cmd = [sys.executable, "-m", "driftline.collector.chstore", "--data-dir", str(data_dir),
            "--host", host, "--port", str(port), *extra_args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr goes to a file, not a pipe: nobody reads a pipe once the store runs, and a full pipe
+    # would block the store. Its own session: a terminal's Ctrl-C must not stop it before the
+    # collector has drained.
+    err_file = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True, start_new_session=True)
     deadline = time.monotonic() + startup_timeout_s
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
     line = ""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 0.2)
@@ -186,9 +191,10 @@ def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", 
     if proc.poll() is None:
         proc.kill()
     proc.wait()
-    err = proc.stderr.read().strip().splitlines()
+    err_file.seek(0)
+    err = err_file.read().strip().splitlines()
     proc.stdout.close()
-    proc.stderr.close()
+    err_file.close()
     detail = err[-1] if err else f"no ready line within {startup_timeout_s} s"
     raise ChStoreError(f"embedded ClickHouse store did not start on {data_dir}: {detail}")
 

@@ -130,8 +130,11 @@ class Stack:
             except ModuleNotFoundError:
                 return
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        # A session of its own: Ctrl-C in the terminal reaches `up` only, which then stops the
+        # services in order (a collector killed by the same SIGINT could not drain the broker).
         proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", *args], env=self.env(),
-                                stdout=log if name != "demo" else None, stderr=log, stdin=subprocess.DEVNULL)
+                                stdout=log if name != "demo" else None, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
         self.services.append(Service(name, proc, endpoint, stop_timeout_s))
 
     def _print_endpoints(self) -> None:

@@ -82,7 +82,7 @@ def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[s
         [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path / "data"),
          "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
          "--metrics-port", str(ports["metrics"]), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={k: v for k, v in os.environ.items() if k not in ("DRIFTLINE_KAFKA_BOOTSTRAP", "DRIFTLINE_CLICKHOUSE_URL")})
     return proc, ports
 
@@ -117,7 +117,7 @@ def test_up_prints_endpoints_stores_demo_traffic_stops_cleanly_and_keeps_data(tm
         variants = {r[0] for r in client.query("SELECT DISTINCT variant FROM driftline.predictions").result_rows}
         assert {"primary", "shadow", "challenger"} <= variants
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
         out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
     assert "driftline: stopped" in out
