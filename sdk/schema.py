@@ -150,12 +150,22 @@ def _check_uuid(field: str, value: Any) -> None:
         raise SchemaError(field, "expected a UUID string")
 
 
+def _fast_valid(event: Any) -> bool:
+    global _fast_valid
+    from driftline.sdk.fastcheck import fast_valid  # msgspec, compiled on first use
+
+    _fast_valid = fast_valid
+    return fast_valid(event)
+
+
 def validate_event(event: Any) -> dict[str, Any]:
     """Validate a decoded event in place and return it.
 
     Raises :class:`SchemaError` with the first offending field. Unknown top-level fields are
     errors too (a misspelled ``latncy_ms`` must not vanish silently).
     """
+    if _fast_valid(event):
+        return event
     if not isinstance(event, dict):
         raise SchemaError("$", f"expected a JSON object, got {_type_name(event)}")
     version = event.get("schema_version")

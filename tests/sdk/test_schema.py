@@ -72,6 +72,25 @@ def test_errors_name_the_field(path: str, value: Any, field: str) -> None:
     assert str(info.value).startswith(field + ":")
 
 
+@pytest.mark.parametrize("case", range(19))
+def test_the_fast_path_never_accepts_what_the_validator_refuses(case: int) -> None:
+    from driftline.sdk.fastcheck import fast_valid
+
+    params = test_errors_name_the_field.pytestmark[0].args[1]  # type: ignore[attr-defined]
+    path, value, _ = params[case]
+    assert fast_valid(with_(path, value)) is False
+
+
+def test_the_fast_path_accepts_valid_events() -> None:
+    from driftline.sdk.fastcheck import fast_valid
+
+    assert fast_valid(copy.deepcopy(PRED)) is True
+    for prediction in (1, 0.5, "cat", True, None, [1, 2], [[0.1, 0.9]], {"a": 1}):
+        assert fast_valid(with_("prediction", prediction)) is True
+    assert fast_valid({"schema_version": 1, "type": "outcome", "event_id": uuid7(), "timestamp": "2026-01-01T00:00:00Z",
+                       "model": "m", "name": "click", "value": 1}) is False  # needs an id
+
+
 def test_error_messages_do_not_echo_values() -> None:
     secret = "jane.doe@example.com"
     with pytest.raises(SchemaError) as info:

@@ -1,0 +1,49 @@
+"""Run every benchmark in turn and print its figures: `make bench` or `python bench/run_all.py`.
+
+Each script compares against a baseline measured in the same run and prints its own table; the
+latest figures are recorded in bench/README.md. `--quick` skips the two long ones (Evidently on
+1M x 50 rows, and seeding 10M predictions for the dashboard).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = [
+    ("SDK log() cost", ["bench_sdk.py"], False),
+    ("SDK -> Kafka -> collector -> ClickHouse throughput", ["bench_pipeline.py"], False),
+    ("embedded ClickHouse store", ["bench_chstore.py"], False),
+    ("PII scrubbing", ["bench_scrub.py"], False),
+    ("detector cost, delay, false alarms", ["bench_detectors.py"], False),
+    ("sidecar latency vs direct and nginx", ["bench_sidecar.py"], False),
+    ("alerting evaluation and delivery", ["alerting_bench.py"], False),
+    ("storage per million predictions", ["bench_storage.py"], True),
+    ("detectors vs Evidently DataDriftPreset", ["bench_vs_evidently.py"], True),
+    ("dashboard pages at 10M predictions", ["bench_dashboard.py"], True),
+]
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv
+    failed = []
+    for title, args, long in BENCHES:
+        if quick and long:
+            print(f"\n### {title}: skipped (--quick)")
+            continue
+        print(f"\n### {title}: python bench/{' '.join(args)}", flush=True)
+        start = time.monotonic()
+        code = subprocess.call([sys.executable, str(HERE / args[0]), *args[1:]])
+        print(f"--- {title}: exit {code} after {time.monotonic() - start:.0f} s", flush=True)
+        if code:
+            failed.append(title)
+    if failed:
+        print("\nfailed: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

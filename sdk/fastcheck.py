@@ -1,0 +1,101 @@
+"""A fast accept-only check of schema v1, compiled by msgspec (C), in front of ``validate_event``.
+
+``fast_valid(obj)`` returns True when msgspec accepts the event under a schema at least as strict
+as :func:`driftline.sdk.schema.validate_event`; callers then skip the Python validator. When it
+returns False (or msgspec is not installed), callers run the Python validator, which raises the
+error that names the field, or accepts the rare event msgspec is stricter about (integers beyond
+64 bits, for example). So the fast path can only ever save time, never let an invalid event in.
+Measured: about half the cost of the Python validator for an event with 20 features.
+"""
+
+# No `from __future__ import annotations` here: msgspec reads the Struct annotations at class
+# creation, and the types they name are local to _build().
+from typing import Any
+
+from driftline.sdk.schema import MAX_FEATURES, MAX_NAME_LEN, MAX_STRING_LEN
+
+_converter: Any = None
+_unavailable = False
+_PATTERN_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_PATTERN_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+_MAX_FLOAT = 1.7976931348623157e308
+
+
+def _build() -> Any:
+    """Compile the msgspec types once (lazily: importing the SDK must stay cheap)."""
+    from typing import Annotated, Literal, Optional, Union
+
+    import msgspec
+    from msgspec import Meta
+
+    name_t = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LEN)]
+    finite_t = Annotated[float, Meta(ge=-_MAX_FLOAT, le=_MAX_FLOAT)]
+    text_t = Annotated[str, Meta(max_length=MAX_STRING_LEN)]
+    scalar_t = Union[None, bool, int, finite_t, text_t]
+    prediction_t = Union[None, bool, int, finite_t, text_t, list[Union[None, bool, int, finite_t, text_t, list[scalar_t]]],
+                       dict[name_t, finite_t]]
+    uuid_str_t = Annotated[str, Meta(pattern=_PATTERN_UUID)]
+    timestamp_t = Annotated[str, Meta(pattern=_PATTERN_TS)]
+    tags_t = dict[name_t, Annotated[str, Meta(max_length=MAX_NAME_LEN * 4)]]
+    features_t = Annotated[dict[name_t, scalar_t], Meta(max_length=MAX_FEATURES)]
+    version_t = Annotated[str, Meta(max_length=MAX_NAME_LEN)]
+
+    class Base(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
+        schema_version: Literal[1]
+        event_id: uuid_str_t
+        timestamp: timestamp_t
+        model: name_t
+
+    class Prediction(Base, tag="prediction"):
+        model_version: Optional[version_t] = None
+        variant: Optional[name_t] = None
+        request_id: Optional[name_t] = None
+        features: features_t = {}  # noqa: RUF012 - msgspec copies defaults
+        prediction: prediction_t = None
+        latency_ms: Optional[Annotated[float, Meta(ge=0, le=_MAX_FLOAT)]] = None
+        status: Literal["ok", "error"] = "ok"
+        error: Optional[Annotated[str, Meta(min_length=1, max_length=10_000)]] = None
+        tags: Optional[tags_t] = None
+
+    class Label(Base, tag="label"):
+        prediction_id: uuid_str_t
+        label: prediction_t
+        model_version: Optional[version_t] = None
+        tags: Optional[tags_t] = None
+
+    class Outcome(Base, tag="outcome"):
+        name: name_t
+        value: Union[bool, finite_t]
+        prediction_id: Optional[uuid_str_t] = None
+        request_id: Optional[name_t] = None
+        tags: Optional[tags_t] = None
+
+    event_t = Union[Prediction, Label, Outcome]
+
+    def convert(obj: Any) -> Any:
+        return msgspec.convert(obj, type=event_t)
+
+    return convert, msgspec.ValidationError, Outcome
+
+
+def fast_valid(obj: "Any") -> bool:
+    """True if ``obj`` (a decoded event) is certainly valid schema v1."""
+    global _converter, _unavailable
+    if _unavailable:
+        return False
+    if _converter is None:
+        try:
+            _converter = _build()
+        except Exception:  # no msgspec, or one too old: the Python validator does all the work
+            _unavailable = True
+            return False
+    convert, error, outcome = _converter
+    if type(obj) is not dict:
+        return False
+    try:
+        result = convert(obj)
+    except error:
+        return False
+    if type(result) is outcome and result.prediction_id is None and result.request_id is None:
+        return False
+    return True
