@@ -32,8 +32,11 @@ __all__ = [
     "Settings", "WindowSettings", "ReferenceSettings", "Thresholds", "DataDriftSettings",
     "PredictionDriftSettings", "MultivariateSettings", "ConceptSettings", "ShadowSettings",
     "ABSettings", "QualitySettings", "SegmentSettings", "ModelConfig", "DetectorsConfig",
-    "load_config",
+    "load_config", "DEFAULT_FIRST_EVENTS",
 ]
+
+#: Size of the first-events reference of a model no configuration names (see ``default_for``).
+DEFAULT_FIRST_EVENTS = 1000
 
 NumericTest = Literal["psi", "ks", "wasserstein", "jensen_shannon"]
 CategoricalTest = Literal["chi2", "jensen_shannon", "psi"]
@@ -205,6 +208,26 @@ class DetectorsConfig(Settings):
                 return m
         return None
 
+    def default_for(self, model: str) -> ModelConfig:
+        """Settings of ``model``: its own, else the ``model: "*"`` document's, else the defaults.
+
+        A model seen without any configuration is monitored with the defaults except its
+        reference: a new user has no training data in the store yet, so it is built from the
+        model's first :data:`DEFAULT_FIRST_EVENTS` events per version (a stored reference, if
+        there is one, still wins) and drift is reported from then on.
+
+        >>> DetectorsConfig().default_for("churn").reference.source
+        'first_events'
+        """
+        own = self.for_model(model)
+        if own is not None:
+            return own
+        template = self.for_model("*")
+        if template is not None:
+            return template.model_copy(update={"model": model})
+        return ModelConfig(model=model, reference=ReferenceSettings(source="first_events",
+                                                                    first_events=DEFAULT_FIRST_EVENTS))
+
     @classmethod
     def from_mapping(cls, *docs: Mapping[str, Any]) -> "DetectorsConfig":
         """Validate one mapping per model; raise :class:`ConfigError` naming the bad key."""
@@ -225,7 +248,9 @@ class DetectorsConfig(Settings):
 
 
 def load_config(*paths: str | Path) -> DetectorsConfig:
-    """Read YAML files (one model each) or directories of ``*.yaml``/``*.yml`` files."""
+    """Read YAML files or directories of ``*.yaml``/``*.yml`` files: one mapping per model, and
+    several models per file as YAML documents separated by ``---``. A document with
+    ``model: "*"`` holds the settings of every model no other document names."""
     import yaml
 
     files: list[Path] = []
@@ -239,10 +264,14 @@ def load_config(*paths: str | Path) -> DetectorsConfig:
     docs = []
     for f in files:
         try:
-            doc = yaml.safe_load(f.read_text())
+            found = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
         except yaml.YAMLError as exc:
             raise ConfigError(f"{f}: not valid YAML: {exc}") from None
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{f}: expected a mapping with a 'model' key")
-        docs.append(doc)
+        if not found:
+            raise ConfigError(f"{f}: empty; expected a mapping with a 'model' key")
+        for i, doc in enumerate(found):
+            if not isinstance(doc, Mapping):
+                where = f"{f} (document {i + 1})" if len(found) > 1 else str(f)
+                raise ConfigError(f"{where}: expected a mapping with a 'model' key")
+        docs += found
     return DetectorsConfig.from_mapping(*docs)

@@ -21,13 +21,17 @@ Typical collector loop::
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
-from typing import Any, Iterable
+import json
+from collections import OrderedDict
+from typing import Any, Iterable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow
 from driftline.detectors.reference import REFERENCES_DDL
 
-__all__ = ["DETECTOR_STATE_DDL", "migrate", "write_rows", "save_state", "load_state"]
+__all__ = ["DETECTOR_STATE_DDL", "migrate", "write_rows", "save_state", "load_state", "StateRecord",
+           "save_records", "load_records", "latest_seqs", "merge_model_state"]
 
 DETECTOR_STATE_DDL = """
 CREATE TABLE IF NOT EXISTS driftline.detector_state
@@ -42,6 +46,13 @@ ORDER BY (model, key)
 """
 
 
+# Per-model records of the collector's detector stage (full snapshots and deltas, see
+# collector/detect_stage.py): what the record is, its sequence number and the Kafka positions
+# observed, readable without decoding the blob.
+STATE_META_COLUMN = ("ALTER TABLE driftline.detector_state ADD COLUMN IF NOT EXISTS meta String DEFAULT '' "
+                     "COMMENT 'JSON: seq, base, kind, positions (per-model records)'")
+
+
 def migrate(client: Any) -> None:
     """Create ``drift_metrics`` (same DDL as the collector's), ``references`` and ``detector_state``."""
     from driftline.collector.tables import DATABASE, DRIFT_METRICS
@@ -50,6 +61,7 @@ def migrate(client: Any) -> None:
     client.command(DRIFT_METRICS)
     client.command(REFERENCES_DDL)
     client.command(DETECTOR_STATE_DDL)
+    client.command(STATE_META_COLUMN)
 
 
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
@@ -75,3 +87,80 @@ def load_state(client: Any, *, model: str = "*", key: str = "engine") -> bytes |
         "WHERE model = {m:String} AND key = {k:String} HAVING count() > 0",
         parameters={"m": model, "k": key}).result_rows
     return base64.b64decode(rows[0][0]) if rows else None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateRecord:
+    """One per-model state row: ``blob`` from ``DetectorEngine.state_for``, ``meta`` JSON-able."""
+
+    model: str
+    key: str
+    blob: bytes
+    meta: Mapping[str, Any]
+    saved_at: _dt.datetime
+
+
+def save_records(client: Any, records: Sequence[StateRecord]) -> None:
+    """Insert the records in one insert (one block: all of them are stored, or none)."""
+    if records:
+        client.insert("driftline.detector_state",
+                      [[r.model, r.key, base64.b64encode(r.blob).decode(), json.dumps(r.meta, separators=(",", ":")),
+                        r.saved_at] for r in records],
+                      column_names=["model", "key", "blob", "meta", "saved_at"])
+
+
+def load_records(client: Any, models: Sequence[str]) -> dict[str, list[StateRecord]]:
+    """The newest record of every key of each model (per-model records only)."""
+    if not models:
+        return {}
+    rows = client.query(
+        "SELECT model, key, argMax(blob, saved_at), argMax(meta, saved_at), max(saved_at) "
+        "FROM driftline.detector_state WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model, key",
+        parameters={"m": list(models)}).result_rows
+    out: dict[str, list[StateRecord]] = {}
+    for model, key, blob, meta, saved_at in rows:
+        out.setdefault(model, []).append(StateRecord(model, key, base64.b64decode(blob), json.loads(meta), saved_at))
+    return out
+
+
+def latest_seqs(client: Any, models: Sequence[str]) -> dict[str, int]:
+    """The highest saved sequence number of each model that has per-model records."""
+    if not models:
+        return {}
+    rows = client.query(
+        "SELECT model, max(JSONExtractUInt(meta, 'seq')) FROM driftline.detector_state "
+        "WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model", parameters={"m": list(models)}).result_rows
+    return {m: int(s) for m, s in rows}
+
+
+def merge_model_state(full: dict[str, Any], deltas: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Fold delta docs (``state_for(model, delta=True)``, in save order) into the full doc before them."""
+    if not deltas:
+        return full
+    mon = full["monitor"]
+    stores = [OrderedDict((k, (ts, p)) for k, ts, p in st["items"]) for st in mon["pending"]]
+    for d in deltas:
+        j = d["journal"]
+        refs = mon["references"]
+        refs.update(j["references"])
+        for v in j["references_removed"]:
+            refs.pop(v, None)
+        boot = mon["bootstrap"]
+        for v, (mode, events) in j["bootstrap"].items():
+            boot[v] = boot.get(v, []) + events if mode == "append" else events
+        for v in j["bootstrap_removed"]:
+            boot.pop(v, None)
+        for items, st, pj in zip(stores, mon["pending"], j["pending"]):
+            for k in pj["removed"]:
+                items.pop(k, None)
+            for k, ts, p in pj["changed"]:
+                items[k] = (ts, p)  # in place: keeps its position
+            for k, ts, p in pj["new"]:
+                items.pop(k, None)
+                items[k] = (ts, p)
+            st["expired"], st["evicted"] = pj["expired"], pj["evicted"]
+        mon.update(d["core"])
+        full["window"], full["watermark"], full["ready"] = d["window"], d["watermark"], d["ready"]
+    for items, st in zip(stores, mon["pending"]):
+        st["items"] = [[k, ts, p] for k, (ts, p) in items.items()]
+    return full
