@@ -43,6 +43,7 @@ class Position:
     topic: str
     partition: int
     offset: int
+    index: int = 0  # the event's place in its record: a record may be split across chunks
 
 
 class Observer(Protocol):
@@ -100,13 +101,13 @@ class Pipeline:
         for r in records:
             values = unpack(r.value, r.headers) if r.value is not None else [None]
             consumed[r.topic] = consumed.get(r.topic, 0) + len(values)
-            for value in values:
+            for index, value in enumerate(values):
                 result = decode(value, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
                 if isinstance(result, DeadLetter):
                     dead.append(result)
                 else:
                     events.append(result)
-                    positions.append(Position(r.topic, r.partition, r.offset))
+                    positions.append(Position(r.topic, r.partition, r.offset, index))
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)
         if dead:

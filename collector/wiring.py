@@ -48,4 +48,15 @@ def build_scrubber(settings: CollectorSettings, registry: Any, env: Mapping[str,
 
 
 def build_observers(settings: CollectorSettings, client: Any, registry: Any) -> list[Any]:
-    return []
+    """The detector stage (``collector/detect_stage.py``), always on.
+
+    ``settings.detectors_config`` names a YAML file (one document per model, ``---`` between
+    them, ``model: "*"`` for the settings of every other model) or a directory of them; it is
+    validated here. Models it does not name are monitored with the defaults from their first
+    event on (see ``DetectorsConfig.default_for``).
+    """
+    from driftline.collector.detect_stage import build_stage
+    from driftline.detectors.config import DetectorsConfig, load_config
+
+    config = load_config(settings.detectors_config) if settings.detectors_config is not None else DetectorsConfig()
+    return [build_stage(config, client, registry=registry)]
