@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from driftline.dashboard import rollup_queries as rq
 from driftline.dashboard.data import Result, run
 from driftline.dashboard.view import View, ch_time
 
@@ -85,8 +86,10 @@ def _metrics_where(v: View) -> tuple[str, dict[str, Any]]:
 
 
 # -- catalogue and filters ---------------------------------------------------------------------
-def catalog() -> Query:
+def catalog(raw: bool = False) -> Query:
     """Every model and version ever logged, with volume and first/last event."""
+    if not raw:
+        return _q("catalog", rq.catalog(), {})
     return _q("catalog", f"""
 SELECT model, model_version, count() AS predictions, min(timestamp) AS first_seen,
        max(timestamp) AS last_seen
@@ -117,7 +120,11 @@ GROUP BY name, kind ORDER BY name""", p)
 
 
 # -- overview ----------------------------------------------------------------------------------
-def overview_models(start: Any, end: Any) -> Query:
+def overview_models(start: Any, end: Any, raw: bool = False) -> Query:
+    s = None if raw else rq.split(start, end, 60)
+    if s is not None:
+        return _q("overview.models", rq.overview_models(s),
+                  {**s, "span": max(1.0, (end - start).total_seconds())})
     return _q("overview.models", f"""
 SELECT model, uniqExact(model_version) AS versions, count() AS predictions,
        count() / {{span:Float64}} AS per_s,
@@ -131,7 +138,10 @@ GROUP BY model ORDER BY predictions DESC""",
               {**_range(start, end), "span": max(1.0, (end - start).total_seconds())})
 
 
-def overview_traffic(start: Any, end: Any, bucket_s: int) -> Query:
+def overview_traffic(start: Any, end: Any, bucket_s: int, raw: bool = False) -> Query:
+    s = None if raw else rq.split(start, end, bucket_s)
+    if s is not None:
+        return _q("overview.traffic", rq.overview_traffic(s), s)
     return _q("overview.traffic", f"""
 SELECT model, {T} AS t, count() AS n
 FROM {P}
@@ -164,14 +174,20 @@ ORDER BY since""", {})
 
 
 # -- model page --------------------------------------------------------------------------------
-def volume(v: View) -> Query:
+def volume(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("model.volume", rq.volume(s), s)
     w, p = _where(v)
     return _q("model.volume", f"""
 SELECT {T} AS t, variant, count() AS n, countIf(status != 'ok') AS errors
 FROM {P} WHERE {w} GROUP BY t, variant ORDER BY t, variant""", p)
 
 
-def latency(v: View) -> Query:
+def latency(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("model.latency", rq.latency(s), s)
     w, p = _where(v, shadow=False)
     return _q("model.latency", f"""
 SELECT {T} AS t, quantileTDigest(0.5)(latency_ms) AS p50, quantileTDigest(0.95)(latency_ms) AS p95,
@@ -179,7 +195,10 @@ SELECT {T} AS t, quantileTDigest(0.5)(latency_ms) AS p50, quantileTDigest(0.95)(
 FROM {P} WHERE {w} GROUP BY t ORDER BY t""", p)
 
 
-def prediction_labels(v: View) -> Query:
+def prediction_labels(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("model.prediction_labels", rq.prediction_labels(s), s)
     w, p = _where(v, shadow=False)
     return _q("model.prediction_labels", f"""
 SELECT {T} AS t, ifNull(prediction_label, '(none)') AS label, count() AS n
@@ -187,7 +206,10 @@ FROM {P} WHERE {w} AND prediction_label IS NOT NULL
 GROUP BY t, label ORDER BY t, label LIMIT 5000""", p)
 
 
-def prediction_values(v: View) -> Query:
+def prediction_values(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("model.prediction_values", rq.prediction_values(s), s)
     w, p = _where(v, shadow=False)
     return _q("model.prediction_values", f"""
 SELECT {T} AS t, quantileTDigest(0.1)(prediction_num) AS p10,
@@ -196,7 +218,10 @@ FROM {P} WHERE {w} AND prediction_num IS NOT NULL AND prediction_label IS NULL
 GROUP BY t ORDER BY t""", p)
 
 
-def confidence(v: View) -> Query:
+def confidence(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("model.confidence", rq.confidence(s), s)
     w, p = _where(v, shadow=False)
     return _q("model.confidence", f"""
 SELECT {T} AS t, avg({CONF}) AS mean, quantileTDigest(0.1)({CONF}) AS p10,
@@ -243,8 +268,11 @@ WHERE model = {model:String} AND (model_version = {version:String} OR {version:S
 ORDER BY created_at DESC LIMIT 1""", {"model": model, "version": version})
 
 
-def numeric_edges(v: View, feature: str) -> Query:
+def numeric_edges(v: View, feature: str, raw: bool = False) -> Query:
     """Deciles of ``feature`` in ``v`` (bins for a reference taken from the log)."""
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("model.feature_edges", rq.numeric_edges(s), {**s, "feature": feature})
     w, p = _where(v, shadow=False)
     return _q("model.feature_edges", f"""
 SELECT quantilesTDigest(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)(x) AS q, min(x) AS lo,
@@ -263,7 +291,10 @@ FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
 GROUP BY bin ORDER BY bin""", {**p, "feature": feature, "edges": [float(e) for e in edges]})
 
 
-def categorical_hist(v: View, feature: str) -> Query:
+def categorical_hist(v: View, feature: str, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("model.feature_categories", rq.categorical_hist(s), {**s, "feature": feature})
     w, p = _where(v, shadow=False)
     return _q("model.feature_categories", f"""
 SELECT if(mapContains(features_str, {{feature:String}}), features_str[{{feature:String}}],
@@ -275,15 +306,15 @@ GROUP BY category ORDER BY n DESC LIMIT 30""", {**p, "feature": feature})
 
 # -- performance -------------------------------------------------------------------------------
 def _labels_join(v: View, extra: str = "") -> tuple[str, dict[str, Any]]:
-    # Labels arrive after their prediction, so only labels stamped after the range start can
-    # belong to predictions in range: that bound keeps the right side of the join small.
+    # Only labels of predictions in range, found through the labels table's primary key
+    # (model, prediction_id); the latest label per prediction counts, whenever it was stamped.
     w, p = _where(v, shadow=False)
     sql = f"""
 FROM (SELECT {extra}event_id, timestamp, prediction_label, prediction_num FROM {P} WHERE {w}) AS pr
 LEFT JOIN (SELECT prediction_id, argMax(label_str, timestamp) AS label_str,
                   argMax(label_num, timestamp) AS label_num, max(timestamp) AS labelled_at
            FROM driftline.labels
-           WHERE model = {{model:String}} AND timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
+           WHERE model = {{model:String}} AND prediction_id IN (SELECT event_id FROM {P} WHERE {w})
            GROUP BY prediction_id) AS lb ON lb.prediction_id = pr.event_id"""
     return sql, p
 
@@ -291,7 +322,10 @@ LEFT JOIN (SELECT prediction_id, argMax(label_str, timestamp) AS label_str,
 LABELLED = "lb.prediction_id != toUUID('00000000-0000-0000-0000-000000000000')"
 
 
-def performance(v: View) -> Query:
+def performance(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("performance.over_time", rq.performance(s), s)
     j, p = _labels_join(v)
     return _q("performance.over_time", f"""
 SELECT toStartOfInterval(pr.timestamp, toIntervalSecond({{bucket:UInt32}})) AS t,
@@ -305,7 +339,10 @@ SELECT toStartOfInterval(pr.timestamp, toIntervalSecond({{bucket:UInt32}})) AS t
 {j} GROUP BY t ORDER BY t""", p)
 
 
-def confusion(v: View) -> Query:
+def confusion(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("performance.confusion", rq.confusion(s), s)
     j, p = _labels_join(v)
     return _q("performance.confusion", f"""
 SELECT lb.label_str AS actual, pr.prediction_label AS predicted, count() AS n
@@ -348,7 +385,10 @@ FROM (SELECT cityHash64(request_id) AS rid,
     return sql, p
 
 
-def shadow_agreement(v: View) -> Query:
+def shadow_agreement(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("shadow.agreement", rq.shadow_agreement(s), s)
     j, p = _pairs(v)
     return _q("shadow.agreement", f"""
 SELECT toStartOfInterval(ts, toIntervalSecond({{bucket:UInt32}})) AS t, count() AS pairs,
@@ -358,7 +398,10 @@ SELECT toStartOfInterval(ts, toIntervalSecond({{bucket:UInt32}})) AS t, count() 
 {j} GROUP BY t ORDER BY t""", p)
 
 
-def shadow_confusion(v: View) -> Query:
+def shadow_confusion(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("shadow.divergence", rq.shadow_confusion(s), s)
     j, p = _pairs(v)
     return _q("shadow.divergence", f"""
 SELECT ifNull(p_label, '(none)') AS primary_label, ifNull(s_label, '(none)') AS shadow_label,
@@ -366,7 +409,10 @@ SELECT ifNull(p_label, '(none)') AS primary_label, ifNull(s_label, '(none)') AS 
 {j} GROUP BY primary_label, shadow_label ORDER BY n DESC LIMIT 400""", p)
 
 
-def variant_metrics(v: View) -> Query:
+def variant_metrics(v: View, raw: bool = False) -> Query:
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("ab.variants", rq.variant_metrics(s), s)
     w, p = _where(v)
     return _q("ab.variants", f"""
 SELECT variant, count() AS predictions, countIf(status != 'ok') / count() AS error_rate,
@@ -376,8 +422,11 @@ SELECT variant, count() AS predictions, countIf(status != 'ok') / count() AS err
 FROM {P} WHERE {w} GROUP BY variant ORDER BY predictions DESC""", p)
 
 
-def variant_accuracy(v: View) -> Query:
+def variant_accuracy(v: View, raw: bool = False) -> Query:
     """Accuracy of each served arm on labelled predictions (labels name the served prediction)."""
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("ab.accuracy", rq.variant_accuracy(s), s)
     j, p = _labels_join(v, extra="variant, ")
     return _q("ab.accuracy", f"""
 SELECT pr.variant AS variant, countIf({LABELLED}) AS labelled,
@@ -385,8 +434,11 @@ SELECT pr.variant AS variant, countIf({LABELLED}) AS labelled,
 {j} GROUP BY variant ORDER BY variant""", p)
 
 
-def outcome_stats(v: View) -> Query:
+def outcome_stats(v: View, raw: bool = False) -> Query:
     """Per outcome and variant: n, mean and variance (the test itself is computed from these)."""
+    s = None if raw else rq.view_split(v)
+    if s is not None:
+        return _q("ab.outcomes", rq.outcome_stats(s), s)
     w, p = _where(v)
     return _q("ab.outcomes", f"""
 SELECT o.name AS outcome, pr.variant AS variant, count() AS n, avg(o.value) AS mean,

@@ -227,10 +227,12 @@ def seed_alerts(client: Any, spec: SeedSpec, dashboard_url: str = "") -> None:
 
 def seed(client: Any, spec: SeedSpec) -> SeedSpec:
     """Create the tables if needed and seed everything for ``spec.model``; returns ``spec``."""
+    from driftline.collector import rollups
     from driftline.collector.tables import migrate
     from driftline.detectors.sink import migrate as migrate_detectors
 
     migrate(client)
+    rollups.migrate(client)  # the MVs fill the rollups as the INSERT … SELECTs below run
     migrate_detectors(client)
     salt = uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.model}/{spec.version}/{spec.seed}").hex[:8]
     seed_predictions(client, spec, salt)

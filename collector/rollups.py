@@ -1,0 +1,364 @@
+"""Pre-aggregated rollups of the prediction log, kept current by materialized views.
+
+The dashboard's panels read per-minute rollups instead of scanning millions of raw rows. Every
+rollup is filled by a materialized view (MV) as rows are inserted, so it stays correct as data
+arrives, including ``INSERT … SELECT`` (the seeder) and inserts through the HTTP interface.
+
+Tables (database ``driftline``; all names start with ``rollup_``):
+
+* ``rollup_predictions_1m`` — per (model, minute, version, variant, predicted label): volume,
+  errors, first/last timestamp, latency/confidence/value t-digest states, sums for means.
+* ``rollup_features_1m`` / ``rollup_categories_1m`` — per feature: count, min, max, decile
+  t-digest (numeric); count per category (string and bool features). Shadow rows excluded.
+* ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed
+  counts: a label adds its prediction's contribution; a later label for the same prediction
+  (a correction) subtracts the previous latest label's contribution and adds its own, so the sum
+  is always "latest label per prediction", as the raw join computes it. A label that arrives
+  before its prediction is added when the prediction arrives (the prediction-side MV looks it up).
+* ``rollup_shadow_1m`` — primary/shadow pairs (shared ``request_id``) by the primary's minute;
+  a pair is counted by the insert that completes it.
+* ``rollup_prediction_index`` / ``rollup_request_index`` — slim per-event lookup tables the two
+  join MVs read by primary key (served predictions by ``event_id``; primary/shadow by request).
+
+Inside a ClickHouse MV every reference to the source table reads the inserted block, while the
+source table's rows are already visible through another name; the join MVs therefore read the
+full ``labels`` table through the plain view ``rollup_labels_all`` and exclude the block's own
+``event_id`` values when they look for an earlier label or an earlier half of a pair.
+
+Known limits (the raw tables stay the reference): a label and its prediction inserted
+*concurrently* (neither visible to the other's MV) are missed or counted twice; rows removed
+later (deletions, TTL) stay in the aggregates until :func:`rebuild`; a replayed prediction that
+reaches the table twice is counted twice (as raw queries do before a merge).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DB = "driftline"
+CONF = "arrayMax(mapValues(prediction_scores))"
+MINUTE = "toDateTime(toStartOfMinute(timestamp), 'UTC')"
+SERVED = "variant NOT LIKE 'shadow%'"
+PAIRED = "(variant = 'primary' OR variant LIKE 'shadow%')"
+DECILES = "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"
+_NUM_OK = "isNull(prediction_label) AND isNotNull(prediction_num)"
+
+# -- per-minute SELECTs: used by the MVs (src = the inserted block), the backfill, and the
+# dashboard for the partial minutes at the edges of a time range (src = the raw table).
+PREDICTIONS_SELECT = f"""
+SELECT model, model_version, variant, {MINUTE} AS minute,
+       isNotNull(prediction_label) AS has_label, ifNull(prediction_label, '') AS prediction_label,
+       count() AS n, countIf(status != 'ok') AS errors,
+       min(timestamp) AS first_ts, max(timestamp) AS last_ts,
+       quantilesTDigestIfState(0.5, 0.95, 0.99)(ifNull(latency_ms, 0), isNotNull(latency_ms)) AS latency_q,
+       countIf(notEmpty(prediction_scores)) AS conf_n,
+       sumIf({CONF}, notEmpty(prediction_scores)) AS conf_sum,
+       quantilesTDigestIfState(0.1, 0.5)({CONF}, notEmpty(prediction_scores)) AS conf_q,
+       countIf({_NUM_OK}) AS num_n, sumIf(ifNull(prediction_num, 0), {_NUM_OK}) AS num_sum,
+       quantilesTDigestIfState(0.1, 0.5, 0.9)(ifNull(prediction_num, 0), {_NUM_OK}) AS num_q
+FROM {{src}} WHERE {{where}}
+GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
+
+FEATURES_SELECT = f"""
+SELECT model, model_version, {MINUTE} AS minute, f.1 AS feature, count() AS n,
+       min(f.2) AS lo, max(f.2) AS hi, quantilesTDigestState({DECILES})(f.2) AS q
+FROM {{src}} ARRAY JOIN arrayZip(mapKeys(features_num), mapValues(features_num)) AS f
+WHERE {SERVED} AND {{where}}
+GROUP BY model, model_version, minute, feature"""
+
+CATEGORIES_SELECT = f"""
+SELECT model, model_version, {MINUTE} AS minute, c.1 AS feature, c.2 AS category, count() AS n
+FROM {{src}} ARRAY JOIN arrayConcat(
+    arrayZip(mapKeys(features_str), mapValues(features_str)),
+    arrayZip(mapKeys(features_bool), arrayMap(x -> toString(x), mapValues(features_bool)))) AS c
+WHERE {SERVED} AND {{where}}
+GROUP BY model, model_version, minute, feature, category"""
+
+_COMMON = "model LowCardinality(String), model_version LowCardinality(String)"
+_TS = "DateTime64(6, 'UTC')"
+
+TABLES: dict[str, str] = {
+    "rollup_predictions_1m": f"""({_COMMON}, variant LowCardinality(String), minute DateTime('UTC'),
+    has_label UInt8, prediction_label String,
+    n SimpleAggregateFunction(sum, UInt64), errors SimpleAggregateFunction(sum, UInt64),
+    first_ts SimpleAggregateFunction(min, {_TS}), last_ts SimpleAggregateFunction(max, {_TS}),
+    latency_q AggregateFunction(quantilesTDigestIf(0.5, 0.95, 0.99), Float64, UInt8),
+    conf_n SimpleAggregateFunction(sum, UInt64), conf_sum SimpleAggregateFunction(sum, Float64),
+    conf_q AggregateFunction(quantilesTDigestIf(0.1, 0.5), Float64, UInt8),
+    num_n SimpleAggregateFunction(sum, UInt64), num_sum SimpleAggregateFunction(sum, Float64),
+    num_q AggregateFunction(quantilesTDigestIf(0.1, 0.5, 0.9), Float64, UInt8))
+ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute)
+ORDER BY (model, minute, model_version, variant, has_label, prediction_label)""",
+    "rollup_features_1m": f"""({_COMMON}, minute DateTime('UTC'), feature LowCardinality(String),
+    n SimpleAggregateFunction(sum, UInt64), lo SimpleAggregateFunction(min, Float64),
+    hi SimpleAggregateFunction(max, Float64),
+    q AggregateFunction(quantilesTDigest({DECILES}), Float64))
+ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute)
+ORDER BY (model, feature, minute, model_version)""",
+    "rollup_categories_1m": f"""({_COMMON}, minute DateTime('UTC'), feature LowCardinality(String),
+    category String, n UInt64)
+ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
+ORDER BY (model, feature, minute, model_version, category)""",
+    "rollup_prediction_index": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
+    model_version LowCardinality(String), variant LowCardinality(String),
+    prediction_label Nullable(String), prediction_num Nullable(Float64))
+ENGINE = ReplacingMergeTree ORDER BY (model, event_id)""",
+    "rollup_labels_1m": f"""({_COMMON}, variant LowCardinality(String), minute DateTime('UTC'),
+    actual_has UInt8, actual String, predicted_has UInt8, predicted String,
+    labelled Int64, cmp_n Int64, correct Int64, num_n Int64, abs_sum Float64, sq_sum Float64,
+    delay_ms Int64)
+ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
+ORDER BY (model, minute, model_version, variant, actual_has, actual, predicted_has, predicted)""",
+    "rollup_request_index": f"""(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
+    timestamp {_TS}, model_version LowCardinality(String), label Nullable(String),
+    value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String))
+ENGINE = ReplacingMergeTree ORDER BY (model, rid, event_id)""",
+    "rollup_outcome_index": f"""(model LowCardinality(String), prediction_id UUID, event_id UUID,
+    name LowCardinality(String), value Float64)
+ENGINE = ReplacingMergeTree ORDER BY (model, prediction_id, event_id)""",
+    "rollup_outcomes_1m": f"""({_COMMON}, variant LowCardinality(String), minute DateTime('UTC'),
+    name LowCardinality(String), n Int64, s Float64, s2 Float64)
+ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
+ORDER BY (model, minute, model_version, variant, name)""",
+    "rollup_shadow_1m": f"""(model LowCardinality(String), p_version LowCardinality(String),
+    s_version LowCardinality(String), minute DateTime('UTC'), p_has UInt8, p_label String,
+    s_has UInt8, s_label String, pairs Int64, cmp_n Int64, agree Int64, diff_n Int64,
+    diff_sum Float64, lat_n Int64, lat_sum Float64, p_err Int64, s_err Int64)
+ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
+ORDER BY (model, minute, p_version, s_version, p_has, p_label, s_has, s_label)""",
+}
+
+# -- the label join ----------------------------------------------------------------------------
+_LATEST = ("max(timestamp) AS ts, argMax(label_str, timestamp) AS ls, "
+           "argMax(label_num, timestamp) AS ln")
+
+
+def _contribution(sign: str, p: str, ts: str, ls: str, ln: str) -> str:
+    """Columns of rollup_labels_1m for prediction alias ``p`` and label values, times ``sign``."""
+    num_ok = f"({p}.prediction_label IS NULL AND {ln} IS NOT NULL AND {p}.prediction_num IS NOT NULL)"
+    cmp_ok = f"({ls} IS NOT NULL AND {p}.prediction_label IS NOT NULL)"
+    return f"""{p}.model AS model, {p}.model_version AS model_version, {p}.variant AS variant,
+       toDateTime(toStartOfMinute({p}.timestamp), 'UTC') AS minute,
+       isNotNull({ls}) AS actual_has, ifNull({ls}, '') AS actual,
+       isNotNull({p}.prediction_label) AS predicted_has, ifNull({p}.prediction_label, '') AS predicted,
+       toInt64({sign}) AS labelled, toInt64({sign} * {cmp_ok}) AS cmp_n,
+       toInt64({sign} * ({cmp_ok} AND {ls} = {p}.prediction_label)) AS correct,
+       toInt64({sign} * {num_ok}) AS num_n,
+       {sign} * if({num_ok}, abs(assumeNotNull({p}.prediction_num) - assumeNotNull({ln})), 0) AS abs_sum,
+       {sign} * if({num_ok}, pow(assumeNotNull({p}.prediction_num) - assumeNotNull({ln}), 2), 0) AS sq_sum,
+       toInt64({sign} * dateDiff('millisecond', {p}.timestamp, {ts})) AS delay_ms"""
+
+
+def _index_cols(p: str = "") -> str:
+    return (f"{p}model AS model, {p}event_id AS event_id, {p}timestamp AS timestamp, "
+            f"{p}model_version AS model_version, {p}variant AS variant, "
+            f"{p}prediction_label AS prediction_label, {p}prediction_num AS prediction_num")
+
+
+# A label block: drop replays (event ids already stored before this block), keep each
+# prediction's latest label in the block, find the previous latest label outside the block,
+# and emit +new (and -previous) when the block's label is the newest.
+LABELS_MV_SELECT = f"""
+SELECT {_contribution('c.1', 'p', 'c.2', 'c.3', 'c.4')}
+FROM (
+  SELECT nw.model AS model, nw.prediction_id AS pid, nw.ts AS nts, nw.ls AS nls, nw.ln AS nln,
+         old.found AS found, old.ts AS ots, old.ls AS ols, old.ln AS oln
+  FROM (SELECT model, prediction_id, {_LATEST} FROM {DB}.labels
+        WHERE event_id NOT IN (SELECT event_id FROM {DB}.rollup_labels_all
+                               WHERE (model, prediction_id) IN (SELECT model, prediction_id FROM {DB}.labels)
+                               GROUP BY event_id HAVING count() > 1)
+        GROUP BY model, prediction_id) AS nw
+  LEFT JOIN (SELECT model, prediction_id, {_LATEST}, toUInt8(1) AS found FROM {DB}.rollup_labels_all
+             WHERE (model, prediction_id) IN (SELECT model, prediction_id FROM {DB}.labels)
+               AND event_id NOT IN (SELECT event_id FROM {DB}.labels)
+             GROUP BY model, prediction_id) AS old
+    ON old.model = nw.model AND old.prediction_id = nw.prediction_id
+  WHERE old.found = 0 OR nw.ts > old.ts) AS x
+INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index
+            WHERE (model, event_id) IN (SELECT model, prediction_id FROM {DB}.labels)
+            LIMIT 1 BY model, event_id) AS p ON p.model = x.model AND p.event_id = x.pid
+ARRAY JOIN arrayFilter(t -> t.1 != 0,
+    [(toInt8(1), x.nts, x.nls, x.nln), (toInt8(-1 * x.found), x.ots, x.ols, x.oln)]) AS c"""
+
+# Served predictions whose label is already stored (it arrived first): add them now.
+PREDICTIONS_LABELS_MV_SELECT = f"""
+SELECT {_contribution('1', 'p', 'l.ts', 'l.ls', 'l.ln')}
+FROM (SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED} AND {{where}}) AS p
+INNER JOIN (SELECT model, prediction_id, {_LATEST} FROM {DB}.labels
+            WHERE (model, prediction_id) IN (SELECT model, event_id FROM {DB}.predictions
+                                             WHERE {SERVED} AND {{where}})
+            GROUP BY model, prediction_id) AS l
+  ON l.model = p.model AND l.prediction_id = p.event_id"""
+
+LABELS_BACKFILL = f"""
+SELECT {_contribution('1', 'p', 'l.ts', 'l.ls', 'l.ln')}
+FROM (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index FINAL) AS p
+INNER JOIN (SELECT model, prediction_id, {_LATEST} FROM {DB}.labels GROUP BY model, prediction_id) AS l
+  ON l.model = p.model AND l.prediction_id = p.event_id"""
+
+# -- outcomes (every outcome counts; keyed by its served prediction's minute and variant) -------
+_OUTCOME = """p.model AS model, p.model_version AS model_version, p.variant AS variant,
+       toDateTime(toStartOfMinute(p.timestamp), 'UTC') AS minute, o.name AS name, toInt64(1) AS n,
+       o.value AS s, o.value * o.value AS s2"""
+_OUTCOME_INDEX = (f"SELECT model, assumeNotNull(prediction_id) AS prediction_id, event_id, name, value "
+                  f"FROM {DB}.outcomes WHERE prediction_id IS NOT NULL")
+
+OUTCOMES_MV_SELECT = f"""
+SELECT {_OUTCOME}
+FROM (SELECT model, assumeNotNull(prediction_id) AS prediction_id, name, value FROM {DB}.outcomes
+      WHERE prediction_id IS NOT NULL) AS o
+INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index
+            WHERE (model, event_id) IN (SELECT model, assumeNotNull(prediction_id) FROM {DB}.outcomes
+                                        WHERE prediction_id IS NOT NULL)
+            LIMIT 1 BY model, event_id) AS p ON p.model = o.model AND p.event_id = o.prediction_id"""
+
+# Outcomes stored before their prediction (read through the outcome index, keyed by prediction).
+PREDICTIONS_OUTCOMES_MV_SELECT = f"""
+SELECT {_OUTCOME}
+FROM (SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED} AND {{where}}) AS p
+INNER JOIN (SELECT model, prediction_id, name, value FROM {DB}.rollup_outcome_index
+            WHERE (model, prediction_id) IN (SELECT model, event_id FROM {DB}.predictions
+                                             WHERE {SERVED} AND {{where}})
+            LIMIT 1 BY model, prediction_id, event_id) AS o
+  ON o.model = p.model AND o.prediction_id = p.event_id"""
+
+OUTCOMES_BACKFILL = f"""
+SELECT {_OUTCOME}
+FROM (SELECT * FROM {DB}.rollup_outcome_index FINAL) AS o
+INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index FINAL) AS p
+  ON p.model = o.model AND p.event_id = o.prediction_id"""
+
+# -- shadow pairs ------------------------------------------------------------------------------
+_REQ_COLS = (f"model, cityHash64(request_id) AS rid, event_id, "
+             f"toUInt8(if(variant = 'primary', 1, 2)) AS role, timestamp, model_version, "
+             f"prediction_label AS label, coalesce(prediction_num, {CONF}) AS value, "
+             f"latency_ms AS ms, status")
+
+
+def _pairs_select(rows: str, having: str) -> str:
+    return f"""
+SELECT model, anyIf(model_version, role = 1) AS p_version, anyIf(model_version, role = 2) AS s_version,
+       toDateTime(toStartOfMinute(minIf(timestamp, role = 1)), 'UTC') AS minute,
+       isNotNull(anyIf(label, role = 1)) AS p_has, ifNull(anyIf(label, role = 1), '') AS p_label,
+       isNotNull(anyIf(label, role = 2)) AS s_has, ifNull(anyIf(label, role = 2), '') AS s_label,
+       toInt64(1) AS pairs, toInt64(p_has AND s_has) AS cmp_n,
+       toInt64(p_has AND s_has AND p_label = s_label) AS agree,
+       toInt64(isNotNull(anyIf(value, role = 1)) AND isNotNull(anyIf(value, role = 2))) AS diff_n,
+       ifNull(abs(anyIf(value, role = 1) - anyIf(value, role = 2)), 0) AS diff_sum,
+       toInt64(isNotNull(anyIf(ms, role = 1)) AND isNotNull(anyIf(ms, role = 2))) AS lat_n,
+       ifNull(anyIf(ms, role = 2) - anyIf(ms, role = 1), 0) AS lat_sum,
+       toInt64(anyIf(status, role = 1) != 'ok') AS p_err, toInt64(anyIf(status, role = 2) != 'ok') AS s_err
+FROM ({rows}) GROUP BY model, rid HAVING {having}"""
+
+
+# A pair is counted by the block that completes it: both halves present now, not both before.
+SHADOW_MV_SELECT = _pairs_select(
+    f"""SELECT {_REQ_COLS}, toUInt8(0) AS old FROM {DB}.predictions WHERE {PAIRED}
+        UNION ALL
+        SELECT model, rid, event_id, role, timestamp, model_version, label, value, ms, status,
+               toUInt8(1) AS old
+        FROM {DB}.rollup_request_index
+        WHERE (model, rid) IN (SELECT model, cityHash64(request_id) FROM {DB}.predictions WHERE {PAIRED})
+          AND event_id NOT IN (SELECT event_id FROM {DB}.predictions)""",
+    "countIf(role = 1) > 0 AND countIf(role = 2) > 0 "
+    "AND NOT (countIf(role = 1 AND old = 1) > 0 AND countIf(role = 2 AND old = 1) > 0)")
+
+# Pairs among raw rows matching {rows}, counted when the primary matches {primary}.
+SHADOW_RAW_SELECT = _pairs_select(
+    f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED} AND {{rows}}",
+    "countIf(role = 1) > 0 AND countIf(role = 2) > 0 AND countIf(role = 1 AND {primary}) > 0")
+
+SHADOW_BACKFILL = _pairs_select(
+    f"SELECT * FROM {DB}.rollup_request_index FINAL",
+    "countIf(role = 1) > 0 AND countIf(role = 2) > 0")
+
+# name -> (target table, SELECT for the MV); the MVs are created in this order.
+VIEWS: dict[str, tuple[str, str]] = {
+    "rollup_predictions_1m_mv": ("rollup_predictions_1m",
+                                 PREDICTIONS_SELECT.format(src=f"{DB}.predictions", where="1")),
+    "rollup_features_1m_mv": ("rollup_features_1m",
+                              FEATURES_SELECT.format(src=f"{DB}.predictions", where="1")),
+    "rollup_categories_1m_mv": ("rollup_categories_1m",
+                                CATEGORIES_SELECT.format(src=f"{DB}.predictions", where="1")),
+    "rollup_prediction_index_mv": ("rollup_prediction_index",
+                                   f"SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED}"),
+    "rollup_labels_1m_from_predictions_mv": ("rollup_labels_1m",
+                                             PREDICTIONS_LABELS_MV_SELECT.format(where="1")),
+    "rollup_labels_1m_from_labels_mv": ("rollup_labels_1m", LABELS_MV_SELECT),
+    "rollup_outcome_index_mv": ("rollup_outcome_index", _OUTCOME_INDEX),
+    "rollup_outcomes_1m_from_predictions_mv": ("rollup_outcomes_1m",
+                                               PREDICTIONS_OUTCOMES_MV_SELECT.format(where="1")),
+    "rollup_outcomes_1m_from_outcomes_mv": ("rollup_outcomes_1m", OUTCOMES_MV_SELECT),
+    "rollup_request_index_mv": ("rollup_request_index",
+                                f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}"),
+    "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
+}
+
+# Backfill of a newly created table, in dependency order (indexes before the joins).
+BACKFILL: dict[str, str] = {
+    "rollup_predictions_1m": PREDICTIONS_SELECT.format(src=f"{DB}.predictions", where="1"),
+    "rollup_features_1m": FEATURES_SELECT.format(src=f"{DB}.predictions", where="1"),
+    "rollup_categories_1m": CATEGORIES_SELECT.format(src=f"{DB}.predictions", where="1"),
+    "rollup_prediction_index": f"SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED}",
+    "rollup_labels_1m": LABELS_BACKFILL,
+    "rollup_outcome_index": _OUTCOME_INDEX,
+    "rollup_outcomes_1m": OUTCOMES_BACKFILL,
+    "rollup_request_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}",
+    "rollup_shadow_1m": SHADOW_BACKFILL,
+}
+
+#: tables holding one row per event (a deletion of events must delete from these too)
+PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_request_index", "rollup_outcome_index")
+
+
+def _existing(client: Any) -> set[str]:
+    rows = client.query(f"SELECT name FROM system.tables WHERE database = '{DB}'").result_rows
+    return {r[0] for r in rows}
+
+
+def migrate(client: Any) -> tuple[str, ...]:
+    """Create missing rollup tables and their MVs; backfill the tables created now.
+
+    Idempotent. Call it after ``collector.tables.migrate`` and before writers start (rows
+    inserted between an MV's creation and its table's backfill would be counted twice).
+    Returns the names of the tables created (and backfilled) by this call.
+    """
+    have = _existing(client)
+    client.command(f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {DB}.labels")
+    created = tuple(t for t in TABLES if t not in have)
+    for name, ddl in TABLES.items():
+        client.command(f"CREATE TABLE IF NOT EXISTS {DB}.{name} {ddl}")
+    for mv, (target, select) in VIEWS.items():
+        client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{mv} TO {DB}.{target} AS {select}")
+    for name in created:
+        _backfill(client, name)
+    return created
+
+
+def _backfill(client: Any, name: str) -> None:
+    client.command(f"INSERT INTO {DB}.{name} {BACKFILL[name]}", settings={"max_insert_threads": 2})
+
+
+def rebuild(client: Any) -> None:
+    """Recompute every rollup from the raw tables (after deletions, TTL or an interrupted backfill).
+
+    Writers should be paused: rows inserted while a table is rebuilt may be counted twice.
+    """
+    migrate(client)
+    for name in BACKFILL:
+        client.command(f"TRUNCATE TABLE {DB}.{name}")
+        _backfill(client, name)
+
+
+def drop(client: Any) -> None:
+    """Remove every rollup table and MV (the raw tables are untouched)."""
+    for mv in VIEWS:
+        client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
+    for name in TABLES:
+        client.command(f"DROP TABLE IF EXISTS {DB}.{name}")
+    client.command(f"DROP VIEW IF EXISTS {DB}.rollup_labels_all")
+
+
+__all__ = ["BACKFILL", "CATEGORIES_SELECT", "FEATURES_SELECT", "PER_EVENT_TABLES",
+           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
+           "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "drop", "migrate", "rebuild"]
