@@ -121,7 +121,7 @@ GROUP BY name, kind ORDER BY name""", p)
 
 # -- overview ----------------------------------------------------------------------------------
 def overview_models(start: Any, end: Any, raw: bool = False) -> Query:
-    s = None if raw else rq.split(start, end, 60)
+    s = None if raw else rq.split(start, end, 3600)  # 3600: whole hours from the hourly tier
     if s is not None:
         return _q("overview.models", rq.overview_models(s),
                   {**s, "span": max(1.0, (end - start).total_seconds())})

@@ -35,8 +35,13 @@ def split(start: dt.datetime, end: dt.datetime, bucket_s: int, segment: str = ""
     ra, rb = _minute_ceil(start), end.replace(second=0, microsecond=0)
     if rb <= ra:
         return None
-    return {"start": ch_time(start), "end": ch_time(end), "ra": ch_time(ra), "rb": ch_time(rb),
-            "bucket": bucket_s}
+    out = {"start": ch_time(start), "end": ch_time(end), "ra": ch_time(ra), "rb": ch_time(rb),
+           "bucket": bucket_s}
+    ha = ra.replace(minute=0) + (dt.timedelta(hours=1) if ra.minute else dt.timedelta(0))
+    hb = rb.replace(minute=0)
+    if bucket_s % 3600 == 0 and ha < hb:  # whole hours come from the hourly tier
+        out.update(ha=ch_time(ha), hb=ch_time(hb))
+    return out
 
 
 def view_split(v: View) -> dict[str, Any] | None:
@@ -76,7 +81,15 @@ def _union(table: str, cols: str, raw_sql: str, p: dict[str, Any], where: str = 
 
 def predictions_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
     raw = R.PREDICTIONS_SELECT.format(src=P, where=f"{_filters(p)} AND {_edges()}")
-    return _union("rollup_predictions_1m", cols, raw, p, where)
+    if "ha" not in p:
+        return _union("rollup_predictions_1m", cols, raw, p, where)
+    f = _filters(p)
+    hours = f"minute >= {_T64 % 'ha'} AND minute < {_T64 % 'hb'}"
+    minutes = (f"((minute >= {_T64 % 'ra'} AND minute < {_T64 % 'ha'}) OR "
+               f"(minute >= {_T64 % 'hb'} AND minute < {_T64 % 'rb'}))")
+    return (f"(SELECT {cols} FROM driftline.rollup_predictions_1h WHERE {f} AND {hours} AND {where} "
+            f"UNION ALL SELECT {cols} FROM driftline.rollup_predictions_1m WHERE {f} AND {minutes} "
+            f"AND {where} UNION ALL SELECT {cols} FROM ({raw}) WHERE {where})")
 
 
 def features_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
