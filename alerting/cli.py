@@ -82,7 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     svc = AlertService(rules, _client(args.clickhouse_url), args.data_dir or _default_data_dir(),
                        registry=registry)
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+        # DRIFTLINE_METRICS_HOST=0.0.0.0 in containers, so Prometheus can scrape from outside.
+        start_http_server(args.metrics_port, addr=os.environ.get("DRIFTLINE_METRICS_HOST", "127.0.0.1"),
+                          registry=registry)
     if args.once:
         svc.tick()
         svc.close()

@@ -1,1 +1,48 @@
-"""driftline.collector."""
+"""driftline.collector: the Kafka consumer, validation, PII scrubbing, the ClickHouse writer,
+the embedded broker and store, deletion on request.
+
+Public names are imported on first use, so importing one submodule stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CollectorSettings": "driftline.collector.config",
+    "run_collector": "driftline.collector.app",
+    "Pipeline": "driftline.collector.pipeline",
+    "ClickHouseWriter": "driftline.collector.writer",
+    "migrate": "driftline.collector.tables",
+    "connect": "driftline.collector.clickhouse",
+    "start_broker": "driftline.collector.broker",
+    "ensure_topics": "driftline.collector.broker",
+    "start_chstore": "driftline.collector.chstore",
+    "ChStoreProcess": "driftline.collector.chstore",
+    "ChStoreSettings": "driftline.collector.chstore",
+    "ChStoreError": "driftline.collector.chstore",
+    "Scrubber": "driftline.collector.scrub",
+    "hash_value": "driftline.collector.scrub",
+    "ScrubConfig": "driftline.collector.scrub_config",
+    "ModelPolicy": "driftline.collector.scrub_config",
+    "load_hash_key": "driftline.collector.scrub_config",
+    "delete_rows": "driftline.collector.deletion",
+    "DeletionReport": "driftline.collector.deletion",
+    "DeletionError": "driftline.collector.deletion",
+    "Stack": "driftline.collector.stack",
+    "StackOptions": "driftline.collector.stack",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'driftline.collector' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

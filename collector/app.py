@@ -73,6 +73,7 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         consumer_max_fetch_size=8 * 1024 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
         table_standby_replicas=0,
+        datadir=str(settings.data_dir / "faust" / settings.group_id),  # not the working directory
         # Tansu holds the first JoinGroup until the rebalance timeout expires; faust's 60 s default
         # made a fresh collector idle for a minute. 10 s still leaves room for slow batch writes,
         # since heartbeats come from faust's consumer thread, not the storage thread.

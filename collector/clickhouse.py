@@ -1,7 +1,7 @@
 """clickhouse-connect clients from a URL, the same for the embedded store and a real server.
 
 ``DRIFTLINE_CLICKHOUSE_URL`` looks like ``http://user:password@host:8123`` (``https://`` for TLS).
-Read-only clients pass ClickHouse's own ``readonly=1`` setting with every query, so ClickHouse
+Read-only clients pass ClickHouse's own ``readonly=2`` setting with every query, so ClickHouse
 itself refuses writes (the SQL console and ``driftline sql`` never match strings).
 """
 
@@ -39,7 +39,10 @@ def connect(url: str, *, readonly: bool = False, settings: dict[str, Any] | None
     params = parse_url(url)
     all_settings = dict(settings or {})
     if readonly:
-        all_settings["readonly"] = 1
+        # readonly=2: ClickHouse refuses every write and any change of `readonly` itself, but still
+        # lets a request set its own limits (max_result_rows, max_execution_time). A real server
+        # refuses every per-query setting under readonly=1.
+        all_settings["readonly"] = 2
     deadline = time.monotonic() + retry_for_s
     while True:
         try:

@@ -1,1 +1,42 @@
-"""driftline.detectors."""
+"""driftline.detectors: streaming drift, concept-drift, shadow, A/B and data-quality detectors.
+
+Public names are imported on first use, so importing one submodule stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DetectorEngine": "driftline.detectors.engine",
+    "MetricRow": "driftline.detectors.base",
+    "DetectorResult": "driftline.detectors.base",
+    "Detector": "driftline.detectors.base",
+    "DetectorsConfig": "driftline.detectors.config",
+    "ModelConfig": "driftline.detectors.config",
+    "load_config": "driftline.detectors.config",
+    "Reference": "driftline.detectors.reference",
+    "ReferenceStore": "driftline.detectors.reference",
+    "from_dataframe": "driftline.detectors.reference",
+    "from_file": "driftline.detectors.reference",
+    "from_events": "driftline.detectors.reference",
+    "from_prediction_log": "driftline.detectors.reference",
+    "write_rows": "driftline.detectors.sink",
+    "save_state": "driftline.detectors.sink",
+    "load_state": "driftline.detectors.sink",
+    "migrate": "driftline.detectors.sink",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'driftline.detectors' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -100,7 +100,7 @@ class CollectorProcess:
     def start(self) -> CollectorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=self.env,
-                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.log_path.parent)
         return self
 
     def kill(self) -> None:
@@ -135,6 +135,7 @@ def collector_factory(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
                "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0],
                "DRIFTLINE_GROUP_ID": group_id or f"g-{uuid.uuid4().hex[:8]}",
                "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
+               "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
                **(extra_env or {})}
         proc = CollectorProcess(env, tmp_path / f"collector-{len(started)}.log").start()
         started.append(proc)
