@@ -1,0 +1,344 @@
+"""The detector stage inside the collector: drift and performance rows from the stream, and
+detector state that survives a SIGKILL and a graceful restart exactly (no event counted twice
+or missed, no window reset).
+
+The stage-level test drives ``Pipeline`` + ``DetectorStage`` against the real store with a
+simulated crash at the worst moment (chunk stored, state not saved). The end-to-end tests run
+``driftline collector`` processes on the real broker; one scenario per module feeds four runs:
+
+* ``plain``: no detector configuration at all (defaults), a mean shift and delayed labels;
+* ``control``, ``killed``, ``graceful``: the same stream (model names differ) under a
+  ``model: "*"`` configuration; ``killed`` is SIGKILLed mid-stream and restarted, ``graceful``
+  is stopped with SIGTERM mid-window and restarted. Their ``drift_metrics FINAL`` must equal
+  the control run's row for row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import unique_topics, wait_for
+
+pytestmark = pytest.mark.integration
+
+FEATURES = 20
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+STAR_CONFIG = "model: '*'\nwindow: {kind: count, size: 250}\nmin_samples: 50\n" \
+              "reference: {source: first_events, first_events: 500}\n"
+
+_COLS = ("model, model_version, detector, feature, segment, window_start, window_end, statistic, value, "
+         "p_value, threshold, drift, reference_size, current_size, details")
+
+
+def _ts(seconds: float) -> str:
+    return (T0 + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _stream(model: str, n: int, *, shift_at: int, label_lag: int, seed: int = 1) -> list[dict[str, Any]]:
+    """n predictions (x shifts by 1.5 sd at ``shift_at``) and a label for every other one,
+    ``label_lag`` predictions later (delayed ground truth), in the order they are produced."""
+    from driftline.sdk.ids import uuid7
+
+    rng = random.Random(seed)
+    preds, out = [], []
+    for i in range(n):
+        x = rng.gauss(1.5 if i >= shift_at else 0.0, 1.0)
+        feats = {f"f{k}": rng.gauss(0, 1) for k in range(FEATURES - 2)}
+        feats.update(x=x, plan=rng.choice(["a", "b", "c"]))
+        p = round(1 / (1 + 2.718281828 ** -x), 6)
+        preds.append({"schema_version": 1, "type": "prediction", "event_id": uuid7(), "timestamp": _ts(i),
+                      "model": model, "model_version": "1", "request_id": f"r{i}", "features": feats,
+                      "prediction": {"1": p, "0": round(1 - p, 6)}, "latency_ms": 3.0, "status": "ok"})
+        out.append(preds[-1])
+        j = i - label_lag
+        if j >= 0 and j % 2 == 0:
+            truth = int(rng.random() < 1 / (1 + 2.718281828 ** -preds[j]["features"]["x"]))
+            out.append({"schema_version": 1, "type": "label", "event_id": uuid7(), "timestamp": _ts(i + 0.5),
+                        "model": model, "model_version": "1", "prediction_id": preds[j]["event_id"], "label": truth})
+    return out
+
+
+def _renamed(stream: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    return [{**e, "model": model} for e in stream]
+
+
+def _drift_rows(ch_client: Any, model: str) -> list[tuple[Any, ...]]:
+    rows = ch_client.query(f"SELECT {_COLS} FROM driftline.drift_metrics FINAL WHERE model = %(m)s",
+                           parameters={"m": model}).result_rows
+    return sorted(r[1:] for r in rows)
+
+
+def _count(ch_client: Any, table: str, model: str) -> int:
+    return int(ch_client.query(f"SELECT count() FROM driftline.{table} WHERE model = %(m)s",
+                               parameters={"m": model}).result_rows[0][0])
+
+
+# -- stage level: the worst crash point, deterministic -------------------------------------------
+def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from driftline.collector.detect_stage import build_stage
+    from driftline.collector.metrics import CollectorMetrics
+    from driftline.collector.pipeline import Pipeline, RawRecord
+    from driftline.collector.writer import TABLE_OF, ClickHouseWriter
+    from driftline.detectors.config import DetectorsConfig
+    from driftline.sdk.codec import dumps
+    from driftline.sdk.kafka_exporter import BATCH_HEADER
+
+    cfg = DetectorsConfig.from_mapping({"model": "*", "window": {"size": 200}, "min_samples": 50,
+                                        "reference": {"source": "first_events", "first_events": 300}})
+    tag = uuid.uuid4().hex[:6]
+
+    def records(model: str) -> list[RawRecord]:
+        # SDK batch records of 7 events, so that chunks of 100 events split records.
+        out: list[RawRecord] = []
+        pending: dict[str, list[bytes]] = {"predictions": [], "labels": []}
+        offsets = {"predictions": 0, "labels": 0}
+
+        def emit(role: str) -> None:
+            out.append(RawRecord(f"{tag}.{role}", role, 0, offsets[role], b"\n".join(pending[role]), [BATCH_HEADER]))
+            offsets[role] += 1
+            pending[role] = []
+
+        for e in _stream(model, 2000, shift_at=1200, label_lag=30):
+            role = TABLE_OF[e["type"]]
+            pending[role].append(dumps(e))
+            if len(pending[role]) == 7:
+                emit(role)
+        for role in pending:
+            if pending[role]:
+                emit(role)
+        return out
+
+    def pipeline() -> tuple[Pipeline, Any]:
+        reg = CollectorRegistry()
+        stage = build_stage(cfg, ch_client, registry=reg)
+        return Pipeline(ClickHouseWriter(ch_client), CollectorMetrics(reg), send_dead_letters=lambda d: None,
+                        observers=[stage], max_batch_events=100), stage
+
+    straight, _ = pipeline()
+    for i in range(0, len(recs := records(f"st-{tag}")), 40):
+        straight.process(recs[i:i + 40])
+
+    class Crash(BaseException):
+        pass
+
+    recs = records(f"cr-{tag}")
+    first, stage = pipeline()
+    for i in range(0, 200, 40):
+        first.process(recs[i:i + 40])
+    # The next batch: its chunks are stored, the state save of the third one never happens.
+    saves = {"n": 0}
+    real_save = stage._save
+
+    def dying_save(models: list[str]) -> None:
+        saves["n"] += 1
+        if saves["n"] == 3:
+            raise Crash()
+        real_save(models)
+
+    stage._save = dying_save  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        first.process(recs[200:240])
+    # A new process: Kafka redelivers from an older commit (offsets lag the stored rows).
+    second, stage2 = pipeline()
+    for i in range(120, len(recs), 40):
+        second.process(recs[i:i + 40])
+    got, want = _drift_rows(ch_client, f"cr-{tag}"), _drift_rows(ch_client, f"st-{tag}")
+    assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
+    assert got == want
+    assert stage2.metrics.enabled
+
+
+# -- end to end: collectors on the real broker ---------------------------------------------------
+@dataclass
+class Scenario:
+    tag: str
+    plain_stream: list[dict[str, Any]]
+    stream: list[dict[str, Any]]
+    models: dict[str, str] = field(default_factory=dict)
+    stored_at_disruption: dict[str, int] = field(default_factory=dict)
+
+
+def _produce(producer: Any, topics: Any, events: list[dict[str, Any]]) -> None:
+    for e in events:
+        producer.send(topics.for_type(e["type"]), key=e["model"].encode(),
+                      value=json.dumps(e, separators=(",", ":")).encode())
+    producer.flush(30)
+
+
+@pytest.fixture(scope="module")
+def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    from kafka import KafkaProducer
+
+    from driftline.collector.broker import ensure_topics, free_port
+    from tests.conftest import CollectorProcess
+
+    tmp = tmp_path_factory.mktemp("detect_stage")
+    tag = uuid.uuid4().hex[:6]
+    sc = Scenario(tag, _stream(f"plain-{tag}", 4000, shift_at=2000, label_lag=400),
+                  _stream("x", 3000, shift_at=1800, label_lag=40, seed=2))
+    config = tmp / "detectors.yaml"
+    config.write_text(STAR_CONFIG)
+    runs = {name: (unique_topics(name), f"{name}-{tag}") for name in ("plain", "control", "killed", "graceful")}
+    sc.models = {name: model for name, (_, model) in runs.items()}
+    for topics, _ in runs.values():
+        ensure_topics(kafka_bootstrap, [topics.predictions, topics.labels, topics.outcomes, topics.deadletter],
+                      partitions=1)
+    procs: list[CollectorProcess] = []
+
+    def start(name: str) -> CollectorProcess:
+        import os
+
+        topics = runs[name][0]
+        env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
+               "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0], "DRIFTLINE_GROUP_ID": f"g-{name}-{tag}",
+               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
+               "DRIFTLINE_BATCH_SIZE": "100", "DRIFTLINE_PARTITIONS": "1"}
+        if name != "plain":
+            env["DRIFTLINE_DETECTORS_CONFIG"] = str(config)
+        proc = CollectorProcess(env, tmp / f"{name}-{len(procs)}.log").start()
+        procs.append(proc)
+        return proc
+
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap.split(","), acks="all", linger_ms=5)
+    streams = {name: _renamed(sc.stream, model) for name, model in sc.models.items() if name != "plain"}
+    streams["plain"] = sc.plain_stream
+    cut = int(len(sc.stream) * 0.55)
+    try:
+        live = {name: start(name) for name in runs}
+        _produce(producer, runs["plain"][0], streams["plain"])
+        for name in ("control", "killed", "graceful"):
+            _produce(producer, runs[name][0], streams[name][:cut])
+        # Disrupt while the collectors are working through the first part.
+        wait_for(lambda: _count(ch_client, "predictions", sc.models["killed"]) >= 900, timeout_s=90, interval_s=0.02)
+        live["killed"].kill()
+        sc.stored_at_disruption["killed"] = _count(ch_client, "predictions", sc.models["killed"])
+        wait_for(lambda: _count(ch_client, "predictions", sc.models["graceful"]) >= 1100, timeout_s=90,
+                 interval_s=0.02)
+        assert live["graceful"].stop() == 0, live["graceful"].log()[-2000:]
+        sc.stored_at_disruption["graceful"] = _count(ch_client, "predictions", sc.models["graceful"])
+        for name in ("control", "killed", "graceful"):
+            _produce(producer, runs[name][0], streams[name][cut:])
+        start("killed")
+        start("graceful")
+        n_pred = sum(e["type"] == "prediction" for e in sc.stream)
+        n_label = len(sc.stream) - n_pred
+        stored = {}
+
+        def all_done() -> bool:
+            for name in ("control", "killed", "graceful"):
+                stored[name] = (_count(ch_client, "predictions", sc.models[name]),
+                                _count(ch_client, "labels", sc.models[name]))
+            stored["plain"] = (_count(ch_client, "predictions", sc.models["plain"]),)
+            return (all(stored[n] == (n_pred, n_label) for n in ("control", "killed", "graceful"))
+                    and stored["plain"] == (4000,))
+
+        try:
+            wait_for(all_done, timeout_s=150, interval_s=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} {stored}; logs: " + " | ".join(p.log()[-800:] for p in procs)) from None
+        # The state is saved after the rows of the chunk that closed them: wait until the
+        # detector state of every run has caught up with its last event.
+        time.sleep(2.0)
+        yield sc
+    finally:
+        producer.close()
+        for p in procs:
+            p.stop()
+
+
+def test_mean_shift_in_one_feature_of_an_unconfigured_model_is_flagged_after_not_before(
+        scenario: Scenario, ch_client: Any) -> None:
+    rows = ch_client.query(
+        "SELECT window_start, window_end, feature, drift, reference_size, current_size "
+        "FROM driftline.drift_metrics FINAL WHERE model = %(m)s AND detector = 'data_drift' "
+        "AND statistic = 'wasserstein' ORDER BY window_start, feature",
+        parameters={"m": scenario.models["plain"]}).result_rows
+    change = T0 + dt.timedelta(seconds=2000)
+    windows = sorted({r[0] for r in rows})
+    # Defaults: the first 1000 events are the reference, then windows of 1000 predictions.
+    assert len(windows) == 3, windows
+    assert {r[4] for r in rows} == {1000} and {r[5] for r in rows} == {1000}
+    before = [r for r in rows if r[1].replace(tzinfo=dt.timezone.utc) < change]
+    after = [r for r in rows if r[0].replace(tzinfo=dt.timezone.utc) >= change]
+    assert before and after
+    assert not [r for r in before if r[3]], before
+    assert {r[2] for r in after if r[3]} == {"x"}
+    assert all(r[3] for r in after if r[2] == "x")
+    # every numeric feature has a verdict ("plan" is categorical: Jensen-Shannon, not Wasserstein)
+    assert {r[2] for r in rows} == {f"f{k}" for k in range(FEATURES - 2)} | {"x"}
+
+
+def test_delayed_labels_produce_performance_rows(scenario: Scenario, ch_client: Any) -> None:
+    rows = ch_client.query(
+        "SELECT window_start, window_end, statistic, value, current_size FROM driftline.drift_metrics FINAL "
+        "WHERE model = %(m)s AND detector = 'performance' AND segment = '' ORDER BY window_start, statistic",
+        parameters={"m": scenario.models["plain"]}).result_rows
+    # 1800 labels (every other prediction, 400 predictions late): one window per 1000 joins.
+    assert [r[2] for r in rows] == ["accuracy", "f1", "roc_auc"], rows
+    assert {r[4] for r in rows} == {1000}
+    start, end = rows[0][0].replace(tzinfo=dt.timezone.utc), rows[0][1].replace(tzinfo=dt.timezone.utc)
+    # The window covers the labelled predictions 0, 2, ..., 1998 (prediction time).
+    assert (start, end) == (T0, T0 + dt.timedelta(seconds=1998))
+    acc = {r[2]: r[3] for r in rows}
+    assert 0.6 < acc["accuracy"] < 0.9 and 0.6 < acc["roc_auc"] < 0.95
+    adwin = ch_client.query("SELECT count() FROM driftline.drift_metrics FINAL WHERE model = %(m)s "
+                            "AND detector = 'concept.adwin'", parameters={"m": scenario.models["plain"]}).result_rows
+    assert adwin[0][0] == 1
+
+
+@pytest.mark.parametrize("run", ["killed", "graceful"])
+def test_restart_gives_the_same_drift_metrics_as_an_uninterrupted_run(scenario: Scenario, ch_client: Any,
+                                                                    run: str) -> None:
+    n_pred = sum(e["type"] == "prediction" for e in scenario.stream)
+    assert 0 < scenario.stored_at_disruption[run] < n_pred, scenario.stored_at_disruption
+    want = _drift_rows(ch_client, scenario.models["control"])
+    got = _drift_rows(ch_client, scenario.models[run])
+    # 500 reference events, then windows of 250 predictions; labels in windows of 250 joins.
+    windows = {r[4] for r in want if r[1] == "data_drift"}
+    assert len(windows) == (n_pred - 500) // 250
+    assert {"data_drift", "quality", "prediction_drift", "performance", "concept.adwin"} <= {r[1] for r in want}
+    assert any(r[10] for r in want if r[1] == "data_drift" and r[2] == "x")
+    only_run = sorted(set(got) - set(want))[:3]
+    only_control = sorted(set(want) - set(got))[:3]
+    assert got == want, f"only after the {run} restart: {only_run}; only uninterrupted: {only_control}"
+
+
+def test_graceful_stop_saved_the_open_window_without_closing_it(scenario: Scenario, ch_client: Any) -> None:
+    # Windows continue across the restart: every window of the restarted run is full.
+    rows = ch_client.query(
+        "SELECT DISTINCT window_start, current_size FROM driftline.drift_metrics FINAL WHERE model = %(m)s "
+        "AND detector = 'data_drift' AND feature = 'x' AND statistic = 'wasserstein'",
+        parameters={"m": scenario.models["graceful"]}).result_rows
+    assert rows and {r[1] for r in rows} == {250}, rows
+    state = ch_client.query("SELECT count() FROM driftline.detector_state WHERE model = %(m)s",
+                            parameters={"m": scenario.models["graceful"]}).result_rows[0][0]
+    assert state > 0
+
+
+def test_config_loads_multi_document_files_and_directories(tmp_path: Path) -> None:
+    from driftline.detectors.config import DEFAULT_FIRST_EVENTS, load_config
+    from driftline.sdk.errors import ConfigError
+
+    (tmp_path / "a.yaml").write_text("model: a\nwindow: {size: 10}\n---\nmodel: '*'\nmin_samples: 7\n")
+    (tmp_path / "b.yml").write_text("model: b\n")
+    cfg = load_config(tmp_path)
+    assert [m.model for m in cfg.models] == ["a", "*", "b"]
+    assert cfg.default_for("a").window.size == 10
+    assert cfg.default_for("zzz").min_samples == 7 and cfg.default_for("zzz").model == "zzz"
+    bare = load_config(tmp_path / "b.yml").default_for("new")
+    assert (bare.reference.source, bare.reference.first_events) == ("first_events", DEFAULT_FIRST_EVENTS)
+    (tmp_path / "bad.yaml").write_text("model: c\n---\nmodel: d\nwindow: {sise: 3}\n")
+    with pytest.raises(ConfigError, match="d.window.sise"):
+        load_config(tmp_path / "bad.yaml")
