@@ -7,6 +7,11 @@ full script run with Streamlit's AppTest (cold cache, then warm) and each panel 
 for the last 24 hours and for the whole 7 days. Baselines measured in the same run: a plain
 ``SELECT count()`` of the model's rows, and the same panels on a 1M-prediction model.
 Targets (issue 7): every page < 2 s, every panel query < 300 ms.
+
+Panels read the per-minute rollups that materialized views keep (``collector/rollups.py``);
+``--raw`` times the raw-table SQL of the same panels for comparison. The insert cost of those
+views is measured first on a separate fresh store: rows/s for 200k predictions (and 100k labels)
+inserted as the collector does (JSONEachRow, 10k rows per insert) without and with the views.
 """
 
 from __future__ import annotations
@@ -25,28 +30,77 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("overview", "model", "performance", "shadow", "alerts", "sql")
 
 
-def panel_queries(v: Any) -> list[Any]:
+def panel_queries(v: Any, raw: bool = False) -> list[Any]:
     from driftline.dashboard import queries as q
 
     feature = "mean radius"
     edges = [8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 25.0]
-    return [q.catalog(), q.segments(v), q.features(v), q.overview_models(v.start, v.end),
-            q.overview_traffic(v.start, v.end, v.bucket_s), q.overview_drift(v.start, v.end),
-            q.open_alerts(), q.volume(v), q.latency(v), q.prediction_labels(v), q.confidence(v),
-            q.drift_statistics(v), q.drift_heatmap(v, "data_drift", "psi"),
+    r = {"raw": raw}
+    return [q.catalog(**r), q.segments(v), q.features(v), q.overview_models(v.start, v.end, **r),
+            q.overview_traffic(v.start, v.end, v.bucket_s, **r), q.overview_drift(v.start, v.end),
+            q.open_alerts(), q.volume(v, **r), q.latency(v, **r), q.prediction_labels(v, **r),
+            q.confidence(v, **r), q.drift_statistics(v), q.drift_heatmap(v, "data_drift", "psi"),
             q.feature_tests(v, feature), q.reference_profile(v.model, ""),
-            q.numeric_edges(v, feature), q.numeric_hist(v, feature, edges),
-            q.categorical_hist(v, "referrer"), q.performance(v), q.confusion(v),
+            q.numeric_edges(v, feature, **r), q.numeric_hist(v, feature, edges),
+            q.categorical_hist(v, "referrer", **r), q.performance(v, **r), q.confusion(v, **r),
             q.detector_series(v, ("performance", "prediction_drift"), "concept.%"),
-            q.shadow_agreement(v), q.shadow_confusion(v), q.variant_metrics(v),
-            q.variant_accuracy(v), q.outcome_stats(v), q.alert_history(v.start, v.end, v.model)]
+            q.shadow_agreement(v, **r), q.shadow_confusion(v, **r), q.variant_metrics(v, **r),
+            q.variant_accuracy(v, **r), q.outcome_stats(v, **r),
+            q.alert_history(v.start, v.end, v.model)]
 
 
-def time_queries(url: str, v: Any, repeat: int = 3) -> dict[str, float]:
+def insert_cost(n_predictions: int = 200_000, batch: int = 10_000) -> None:
+    """Rows/s of collector-style inserts into a fresh store, without then with the rollup MVs."""
+    from driftline.collector import rollups
+    from driftline.collector.chstore import start_chstore
+    from driftline.collector.clickhouse import connect
+    from driftline.collector.tables import migrate
+    from driftline.dashboard.seed import SeedSpec, seed_labels_outcomes, seed_predictions
+
+    end = dt.datetime.now(dt.timezone.utc)
+    with start_chstore(Path(tempfile.mkdtemp(prefix="bench-dash-ins-")), port=0) as store:
+        c = connect(store.url)
+        migrate(c)
+        # Source rows generated once into a scratch model; re-sent as JSONEachRow bodies.
+        spec = SeedSpec(model="src", n_predictions=int(n_predictions / 1.5), end=end)
+        seed_predictions(c, spec, "5eed0001")
+        seed_labels_outcomes(c, spec, "5eed0001")
+        bodies = {}
+        for table, limit in (("predictions", n_predictions), ("labels", n_predictions // 2)):
+            r = c.raw_query(f"SELECT * EXCEPT ingested_at FROM driftline.{table} WHERE model = 'src' "
+                            f"ORDER BY timestamp LIMIT {limit} FORMAT JSONEachRow")
+            lines = r.splitlines()
+            bodies[table] = [b"\n".join(lines[i:i + batch]) for i in range(0, len(lines), batch)]
+        cols = {t: [n for n, in c.query(f"SELECT name FROM system.columns WHERE database = 'driftline' "
+                                         f"AND table = '{t}' AND name != 'ingested_at' ORDER BY position").result_rows]
+                for t in bodies}
+        results = {}
+        for label in ("without MVs", "with MVs"):
+            if label == "with MVs":
+                rollups.migrate(c)
+            model = b'"model":"raw"' if label == "without MVs" else b'"model":"mv"'
+            for table in ("predictions", "labels"):  # labels after their predictions, as usual
+                t0 = time.perf_counter()
+                rows = 0
+                for body in bodies[table]:
+                    body = body.replace(b'"model":"src"', model)  # fresh model: no earlier rows
+                    c.raw_insert(f"driftline.{table}", column_names=cols[table], insert_block=body,
+                                 fmt="JSONEachRow")
+                    rows += body.count(b"\n") + 1
+                results[(label, table)] = rows / (time.perf_counter() - t0)
+        print("insert cost of the rollup MVs (fresh store, JSONEachRow, "
+              f"{batch:,} rows per insert)")
+        for table in ("predictions", "labels"):
+            a, b = results[("without MVs", table)], results[("with MVs", table)]
+            print(f"  {table:12s} without MVs {a:10,.0f} rows/s   with MVs {b:10,.0f} rows/s   "
+                  f"ratio {b / a:.2f}")
+
+
+def time_queries(url: str, v: Any, repeat: int = 3, raw: bool = False) -> dict[str, float]:
     from driftline.dashboard.data import run
 
     out = {}
-    for query in panel_queries(v):
+    for query in panel_queries(v, raw):
         times = []
         for _ in range(repeat):
             times.append(run(url, query.sql, dict(query.params)).elapsed_s)
@@ -77,7 +131,11 @@ def time_pages(model: str, start: dt.datetime, end: dt.datetime) -> dict[str, tu
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--predictions", type=int, default=10_000_000, help="logged predictions (rows)")
+    ap.add_argument("--raw", action="store_true", help="also time the raw-table SQL of each panel")
+    ap.add_argument("--skip-insert-cost", action="store_true")
     args = ap.parse_args()
+    if not args.skip_insert_cost:
+        insert_cost()
     import streamlit  # noqa: F401  (import before timing)
 
     from driftline.collector.chstore import start_chstore
@@ -114,21 +172,23 @@ def main() -> int:
                                                         "WHERE model = {m:String}", {"m": name}).elapsed_s
                                          for _ in range(5))
                 qs = time_queries(store.url, v)
+                raw = time_queries(store.url, v, repeat=1, raw=True) if args.raw else {}
                 pages = time_pages(name, start, end)
-                results[(name, label)] = (base, qs, pages)
-        for (name, label), (base, qs, pages) in results.items():
+                results[(name, label)] = (base, qs, pages, raw)
+        for (name, label), (base, qs, pages, raw) in results.items():
             print(f"\n== {name}, range {label} ==  baseline SELECT count(): {base * 1000:.1f} ms")
-            print(f"{'panel query':32s} {'ms':>8s} {'x count()':>10s}")
+            print(f"{'panel query':32s} {'ms':>8s} {'x count()':>10s}" + ("  raw SQL ms" if raw else ""))
             for k, s in sorted(qs.items(), key=lambda kv: -kv[1]):
                 flag = "  OVER 300 ms" if s > 0.3 else ""
-                print(f"{k:32s} {s * 1000:8.1f} {s / base:10.1f}{flag}")
+                r = f"  {raw[k] * 1000:10.1f}" if k in raw else ""
+                print(f"{k:32s} {s * 1000:8.1f} {s / base:10.1f}{r}{flag}")
             print(f"{'page (AppTest)':32s} {'cold s':>8s} {'warm s':>8s}")
             for p, (cold, warm) in pages.items():
                 flag = "  OVER 2 s" if cold > 2 else ""
                 print(f"{p:32s} {cold:8.2f} {warm:8.2f}{flag}")
         big = [r for (n, _), r in results.items() if n == "bench-10m"]
-        worst_q = max(max(qs.values()) for _, qs, _ in big)
-        worst_p = max(max(c for c, _ in pages.values()) for _, _, pages in big)
+        worst_q = max(max(qs.values()) for _, qs, _, _ in big)
+        worst_p = max(max(c for c, _ in pages.values()) for _, _, pages, _ in big)
         print(f"\nsummary (10M): slowest panel query {worst_q * 1000:.0f} ms (target 300), "
               f"slowest page {worst_p:.2f} s (target 2)")
     return 0
