@@ -226,7 +226,8 @@ class DetectorStage:
             seq = self.seq.get(m, 0) + 1
             base = self.full_seq.get(m)
             full = (base is None or seq - base >= RING
-                    or self.delta_bytes.get(m, 0) > max(self.full_bytes.get(m, 0), 64 * 1024))
+                    # loading reads at most ~5x a snapshot; a snapshot is written ~1/4 as often
+                    or self.delta_bytes.get(m, 0) > max(4 * self.full_bytes.get(m, 0), 256 * 1024))
             blob = eng.state_for(m, delta=not full)
             meta = {"seq": seq, "base": seq if full else base, "kind": "full" if full else "delta",
                     "positions": [[t, p, o, i] for (t, p), (o, i) in self.positions.get(m, {}).items()]}

@@ -136,11 +136,22 @@ class _Monitor(ModelMonitor):
         self.by_joins = cfg.window.kind == "count"
         self.label_windows: dict[str, list[float]] = {}  # version -> [joins, first, last pred ts]
         self.concept_closed: list[tuple[str, str, Any, float, float]] = []
+        self.shadow_seen = False
         self.checkpoint()
 
     @property
     def stores(self) -> tuple[_JournaledStore, ...]:
         return (self.pending_preds, self.pending_labels, self.pending_shadow, self.pending_arms)  # type: ignore[return-value]
+
+    def _pair(self, request_id: Any, ts: float, side: str, version: str, segs: list[str],
+              ev: Mapping[str, Any]) -> None:
+        # Most models have no shadow: keeping every primary for pairing_timeout_s would double
+        # the pending state. Primaries wait for a shadow once the model has sent one.
+        if side == "s":
+            self.shadow_seen = True
+        elif not self.shadow_seen:
+            return
+        super()._pair(request_id, ts, side, version, segs, ev)
 
     def _join(self, version: str, segs: list[str], prediction: Any, pred_ts: float, label_ts: float,
               label: Any) -> str:
@@ -174,11 +185,12 @@ class _Monitor(ModelMonitor):
 
     # -- state: full, or what changed since the last checkpoint ----------------------------------
     def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "label_windows": self.label_windows}
+        return {**super().get_state(), "label_windows": self.label_windows, "shadow_seen": self.shadow_seen}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self.label_windows = {v: list(w) for v, w in state.get("label_windows", {}).items()}
+        self.shadow_seen = bool(state.get("shadow_seen", True))
         self.checkpoint()
 
     def core_state(self) -> dict[str, Any]:
@@ -189,7 +201,7 @@ class _Monitor(ModelMonitor):
                 "errors": {v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()},
                 "shadows": {k: d.get_state() for k, d in self.shadows.items()},
                 "ab": {k: d.get_state() for k, d in self.ab.items()},
-                "counts": self.counts, "label_windows": self.label_windows}
+                "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen}
 
     def journal(self) -> dict[str, Any]:
         """References, bootstrap events and pending joins changed since :meth:`checkpoint`."""
