@@ -17,7 +17,14 @@ True
 Per event the engine does O(features x segments) work on fixed-size histograms; nothing grows
 with the window length. ``state()`` is a compressed JSON blob of everything observed (windows,
 pending joins, river detectors, references); ``DetectorEngine.restore(config, blob)`` continues
-exactly where the saved engine stopped.
+exactly where the saved engine stopped. The collector saves each model on its own instead:
+``state_for(model)`` (full) or ``state_for(model, delta=True)`` (changes since ``checkpoint``),
+read back with ``load_model_state(model, full, deltas)``; ``ensure_model`` adds a model seen
+without configuration.
+
+With count windows, performance and error-stream rows cover every ``window.size`` joined labels
+(bounds: first and last prediction time among them), so they do not depend on how the label and
+prediction topics interleave.
 """
 
 from __future__ import annotations
