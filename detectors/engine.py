@@ -29,6 +29,7 @@ prediction topics interleave.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -149,6 +150,20 @@ class _Monitor(ModelMonitor):
     @property
     def stores(self) -> tuple[_JournaledStore, ...]:
         return (self.pending_preds, self.pending_labels, self.pending_shadow, self.pending_arms)  # type: ignore[return-value]
+
+    def stream(self, version: str, event: Mapping[str, Any]) -> Any:
+        st = self.streams.get(version)
+        if st is not None:
+            return st
+        before = self.references.get(version)
+        st = super().stream(version, event)
+        ref = self.references.get(version)
+        if ref is not None and ref is not before:
+            # A first-events reference lists features in set order, which differs between
+            # processes (string hashing): sort them so every collector writes the same rows.
+            self.references[version] = dataclasses.replace(
+                ref, features=dict(sorted(ref.features.items())), outputs=dict(sorted(ref.outputs.items())))
+        return st
 
     def _pair(self, request_id: Any, ts: float, side: str, version: str, segs: list[str],
               ev: Mapping[str, Any]) -> None:
