@@ -166,7 +166,9 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
     )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = build_app(settings, pipeline)
+
     class _Worker(faust.Worker):  # type: ignore[misc]
         # Tell the storage thread first, so a batch stuck retrying gives up (unacknowledged)
         # instead of holding the shutdown.

@@ -146,6 +146,12 @@ def _count(db: _Db, table: str, ids: Sequence[str]) -> int:
     return total
 
 
+_INDEXES_OF = {
+    "predictions": ("rollup_prediction_index", "rollup_request_index"),
+    "outcomes": ("rollup_outcome_index",),
+}
+
+
 def delete_rows(
     client: Any,
     *,
@@ -219,6 +225,13 @@ def delete_rows(
                 sql = (f"DELETE FROM {DATABASE}.{table} WHERE {cond} "
                        "SETTINGS lightweight_deletes_sync = 2, mutations_sync = 2")
             db.command(sql, f"delete from {table}")
+        for index in _INDEXES_OF.get(table, ()) if ids else ():
+            # The dashboard's per-event rollup indexes (collector/rollups.py) hold the same ids.
+            if not db.rows(f"EXISTS TABLE {DATABASE}.{index}", f"check {index}")[0][0]:
+                continue
+            for chunk in _chunks(sorted(ids)):
+                db.command(f"ALTER TABLE {DATABASE}.{index} DELETE WHERE {_in_list('event_id', chunk)} "
+                           "SETTINGS mutations_sync = 2", f"delete from {index}")
         if ids and optimize:
             db.command(f"OPTIMIZE TABLE {DATABASE}.{table} FINAL", f"optimize {table}")
         left = _count(db, table, sorted(ids))

@@ -158,6 +158,13 @@ TABLES = ("predictions", "labels", "outcomes", "drift_metrics", "deletions")
 
 
 def migrate(client: Any) -> None:
-    """Create the database and every table if missing. ``client`` is a clickhouse-connect client."""
+    """Create the database and every table if missing. ``client`` is a clickhouse-connect client.
+
+    Also the dashboard's rollups (materialized views; ``collector/rollups.py``), which fill
+    themselves on every insert and are backfilled once when first created.
+    """
+    from driftline.collector import rollups
+
     for statement in STATEMENTS:
         client.command(statement)
+    rollups.migrate(client)
