@@ -90,9 +90,10 @@ def _heatmap(ctx: Ctx) -> tuple[str, ...]:
         stats = stats[stats.detector == "data_drift"]
     if stats is None or not len(stats):
         empty("No data-drift detector output for this slice yet.",
-              "give the model version a reference (`driftline reference create --model "
-              f"{v.model} ...`) so the collector's detectors write `driftline.drift_metrics` "
-              "every window; the drill-down below compares against earlier traffic meanwhile.")
+              "the collector's detectors write `driftline.drift_metrics` once a window closes (by default "
+              "after the first 1,000 events, which serve as the reference until you set one from training "
+              f"data: `driftline reference set --model {v.model} --version V --file train.parquet`); "
+              "the drill-down below compares against earlier traffic meanwhile.")
         return ()
     options = [s for s in stats.statistic if s != "drifted_share"] or list(stats.statistic)
     default = options.index("psi") if "psi" in options else 0

@@ -184,7 +184,7 @@ def seed_metrics(client: Any, spec: SeedSpec) -> int:
 
 
 def seed_reference(client: Any, spec: SeedSpec) -> None:
-    """A stored reference built from pre-drift inputs, as ``driftline reference create`` would."""
+    """A stored reference built from pre-drift inputs, as ``driftline reference set`` would."""
     import numpy as np
     import pandas as pd
 
