@@ -60,6 +60,8 @@ def main(events: int = 200_000) -> dict[str, float]:
         monitor.log(features, 0.5)
         monitor.flush(30)
         while client.query("SELECT count() FROM driftline.predictions WHERE model='warmup'").result_rows[0][0] < 1:
+            if collector.poll() is not None:
+                raise SystemExit(f"the collector exited; see {tmp}/collector.log")
             time.sleep(0.2)
         monitor.close(5)
 
@@ -72,10 +74,13 @@ def main(events: int = 200_000) -> dict[str, float]:
         logged_s = time.perf_counter() - t0
         monitor.flush(300)
         produced_s = time.perf_counter() - t0
+        deadline = time.monotonic() + 600
         while True:
             stored = client.query("SELECT count() FROM driftline.predictions WHERE model = 'bench'").result_rows[0][0]
             if stored >= events:
                 break
+            if time.monotonic() > deadline or collector.poll() is not None:
+                raise SystemExit(f"collector stopped or stalled at {stored} of {events} events; see {tmp}/collector.log")
             time.sleep(0.1)
         total_s = time.perf_counter() - t0
         monitor.close(5)

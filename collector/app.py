@@ -72,7 +72,11 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
         consumer_max_fetch_size=8 * 1024 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
-        table_standby_replicas=0,
+        # faust only uses its own partition assignor (which co-partitions topics with the same
+        # partition count, so partition N of predictions, labels and outcomes go to one collector
+        # and one process holds all of a model's detector state) when standby replicas are on;
+        # with 0 it falls back to round-robin, which splits a model's predictions and labels.
+        table_standby_replicas=1,
         datadir=str(settings.data_dir / "faust" / settings.group_id),  # not the working directory
         # Tansu holds the first JoinGroup until the rebalance timeout expires; faust's 60 s default
         # made a fresh collector idle for a minute. 10 s still leaves room for slow batch writes,
@@ -83,7 +87,10 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
     )
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
-    take_records = max(10, settings.batch_size // 50)
+    # Records per take: SDK records hold up to 128 KiB of events (about 200), single-event
+    # producers one each; batch_size // 10 keeps both in the thousands of events per take and
+    # bounds a take to ~64 MiB, while every insert stays at most batch_size events.
+    take_records = max(50, settings.batch_size // 10)
     metrics = pipeline.metrics
 
     def make_agent(topic_name: str, role: str) -> None:

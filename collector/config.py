@@ -65,8 +65,11 @@ class CollectorSettings:
             parse_url(self.clickhouse_url)
         for name in ("detectors_config", "pii_config", "pii_key_file"):
             path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise ConfigError(f"{name}: file {path} does not exist")
+            if path is None:
+                continue
+            ok = Path(path).exists() if name == "detectors_config" else Path(path).is_file()  # a dir of YAMLs
+            if not ok:
+                raise ConfigError(f"{name}: {path} does not exist")
 
     @classmethod
     def build(cls, env: Mapping[str, str] | None = None, **flags: Any) -> CollectorSettings:

@@ -197,7 +197,7 @@ def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *
     n = 0
     for ev in events:
         feats = ev.get("features") or {}
-        for name in feats.keys() - columns.keys():
+        for name in sorted(feats.keys() - columns.keys()):
             columns[name] = [None] * n  # a feature first seen late was missing before
         for name, vals in columns.items():
             vals.append(feats.get(name))
@@ -290,6 +290,7 @@ class ReferenceStore:
         if model:
             sql += " WHERE model = {m:String}"
             params["m"] = model
+        sql += " ORDER BY model, model_version"
         return [Reference.from_json(r[0]) for r in self._client.query(sql, parameters=params).result_rows]
 
     def list(self, model: str | None = None) -> list[ReferenceInfo]:

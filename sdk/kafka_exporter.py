@@ -104,7 +104,7 @@ class KafkaExporter:
         compression_type: str | None = "auto",
         client_id: str = "driftline-sdk",
         max_request_size: int = 8 * 1024 * 1024,
-        max_record_bytes: int = 512 * 1024,
+        max_record_bytes: int = 128 * 1024,
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
