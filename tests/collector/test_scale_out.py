@@ -230,10 +230,21 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
             return a["consumed"] > 0 and b["consumed"] > 0
 
         wait_for(both_consuming, timeout_s=60, interval_s=0.5)
-        # A little more traffic with the group settled, so each member's share is visible.
+        # A little more traffic with the group settled, until each member has taken batches from
+        # prediction partitions of its own (a member that joined late first catches up on labels).
         produce(len(stream) // 20)
-        time.sleep(1.0)
-        sc.before_kill = [_metrics(procs["a"][1]), _metrics(procs["b"][1])]
+
+        def both_have_predictions() -> bool:
+            snap = [_metrics(procs["a"][1]), _metrics(procs["b"][1])]
+            topic = sc.pair_topics.predictions
+            if all(any(t == topic for t, _ in m["partitions"]) for m in snap):
+                sc.before_kill = snap
+                return True
+            if position < len(stream) * 0.7:
+                produce(len(stream) // 100)
+            return False
+
+        wait_for(both_have_predictions, timeout_s=60, interval_s=0.5)
 
         # Mid-stream: a chunk is in flight when one member dies without a chance to commit.
         produce(len(stream) // 20)
