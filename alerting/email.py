@@ -2,10 +2,17 @@
 
 Rendering happens when the incident event is decided (the text is stored in the outbox); the
 password is read from the channel's secret only when sending.
+
+Failures are raised in the shapes :class:`~driftline.alerting.delivery.Deliverer` sorts:
+an ``smtplib.SMTPResponseException`` carries the server's code (4xx retried, 5xx failed), any
+other ``smtplib.SMTPException`` or ``OSError`` is retried. A refused recipient is turned into a
+response exception with the server's code, because smtplib otherwise reports a partly refused
+message as sent and a wholly refused one without a code.
 """
 
 from __future__ import annotations
 
+import email.utils
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -14,39 +21,126 @@ from typing import Any
 from driftline.alerting.incidents import Alert
 from driftline.alerting.rules import Channel
 
+TOP_FEATURES = 10
+_HEADLINE = {"firing": "Incident opened", "repeat": "Still firing", "resolved": "Resolved"}
+
+
+class StartTLSNotOffered(smtplib.SMTPNotSupportedError):
+    """The channel says ``starttls: true`` but the server does not offer STARTTLS; nothing
+    (least of all the password) is sent in clear."""
+
+
+class AuthNotOffered(smtplib.SMTPNotSupportedError):
+    """The channel has a username but the server offers no AUTH (often: only after STARTTLS)."""
+
+
+class RecipientsRefused(smtplib.SMTPResponseException):
+    """The server refused some or all recipients; ``smtp_code`` is the most permanent code."""
+
+
+def _one_line(s: str) -> str:
+    # A CR/LF in a header value makes EmailMessage raise; model and segment names come from
+    # events, so fold them rather than let one odd name stop delivery.
+    return " ".join(s.split())
+
 
 def render(alert: Alert) -> dict[str, Any]:
-    """Subject and plain-text body for ``alert``."""
-    lines = [alert.title, "", f"Condition: {alert.condition} ({alert.kind})",
-             f"Model: {alert.model}  version: {alert.model_version or '-'}  "
-             f"segment: {alert.segment or 'all traffic'}",
-             f"Since: {alert.since.isoformat()} (first breaching window)",
-             f"Latest value: {alert.value} (n={alert.samples})"]
+    """Subject and plain-text body for ``alert``.
+
+    The subject is :attr:`Alert.title` (severity or RESOLVED, rule, condition, model, version,
+    segment); the body says what changed, since when, the top drifted features and links to
+    the dashboard.
+    """
+    subject = alert.title
+    if alert.event == "repeat":
+        subject = subject.replace("] ", "] Still firing: ", 1)
+    lines = [f"{_HEADLINE.get(alert.event, alert.event)}: {alert.rule} ({alert.severity})", "",
+             f"Condition: {alert.condition} ({alert.kind})"]
+    if alert.description:
+        lines.append(alert.description)
+    lines += [f"Model: {alert.model}  version: {alert.model_version or '-'}  "
+              f"segment: {alert.segment or 'all traffic'}",
+              f"Since: {alert.since.strftime('%Y-%m-%d %H:%M UTC')} (first breaching window)",
+              f"Latest value: {'n/a' if alert.value is None else f'{alert.value:.4g}'} "
+              f"(n={alert.samples})"]
+    if alert.event == "resolved":
+        lines.append(f"Resolved at: {alert.at.strftime('%Y-%m-%d %H:%M UTC')}")
     if alert.features:
         lines += ["", "Top drifted features:"]
-        lines += [f"  {f.feature}: {f.statistic}={f.value:.4g} (n={f.current_size})"
-                  for f in alert.features[:10]]
+        for f in alert.features[:TOP_FEATURES]:
+            extra = f", p={f.p_value:.3g}" if f.p_value is not None else ""
+            lines.append(f"  {f.feature}: {f.statistic}={f.value:.4g}{extra} "
+                         f"(n={f.current_size} vs ref {f.reference_size}, {f.detector})")
+        if len(alert.features) > TOP_FEATURES:
+            lines.append(f"  ...and {len(alert.features) - TOP_FEATURES} more")
     if alert.dashboard_link:
         lines += ["", f"Dashboard: {alert.dashboard_link}"]
     lines += ["", f"Incident: {alert.dedup_key}"]
-    return {"subject": alert.title, "text": "\n".join(lines)}
+    return {"subject": subject, "text": "\n".join(lines), "incident": alert.dedup_key,
+            "event": alert.event}
 
 
-def send(channel: Channel, body: dict[str, Any], idempotency_key: str) -> None:
-    """Send one message; raises ``smtplib.SMTPException``/``OSError`` on failure."""
+def _message_id(key: str) -> str:
+    return f"<{key.replace(':', '.')}@driftline>"
+
+
+def build_message(channel: Channel, body: dict[str, Any], idempotency_key: str) -> EmailMessage:
+    """The message :func:`send` sends (exposed for tests and previews)."""
     msg = EmailMessage()
-    msg["Subject"] = body["subject"]
+    msg["Subject"] = _one_line(str(body["subject"]))
     msg["From"] = channel.sender
     msg["To"] = ", ".join(channel.to)
+    msg["Date"] = email.utils.formatdate(usegmt=True)
     # Mail clients thread and de-duplicate on Message-ID; keep it stable across retries.
-    msg["Message-ID"] = f"<{idempotency_key.replace(':', '.')}@driftline>"
-    msg.set_content(body["text"])
+    msg["Message-ID"] = _message_id(idempotency_key)
+    incident, event = body.get("incident"), body.get("event")
+    if incident and event in ("repeat", "resolved"):
+        # Thread follow-ups under the opening mail (its key is "<channel>:<incident>:firing").
+        first = _message_id(f"{channel.name}:{incident}:firing")
+        msg["In-Reply-To"] = first
+        msg["References"] = first
+    msg.set_content(str(body["text"]))
+    return msg
+
+
+def _refused(refused: dict[str, tuple[int, bytes]], accepted: int) -> RecipientsRefused:
+    codes = [code for code, _ in refused.values()]
+    # One permanent refusal makes the message fail (a typo in `to:` must be seen); otherwise
+    # the server asked to try later.
+    code = max(codes) if any(c >= 500 for c in codes) else min(codes)
+    who = ", ".join(f"{rcpt} ({c} {m.decode('utf-8', 'replace')[:80]})"
+                    for rcpt, (c, m) in sorted(refused.items()))
+    return RecipientsRefused(code, f"recipients refused: {who}; accepted by {accepted}")
+
+
+def send(channel: Channel, body: dict[str, Any], idempotency_key: str,
+         context: ssl.SSLContext | None = None) -> None:
+    """Send one message; raises ``smtplib.SMTPException``/``OSError`` on failure.
+
+    With ``starttls`` the server's certificate is checked against ``smtp_host`` with
+    ``context`` (default: the system's CAs, which honours ``SSL_CERT_FILE``).
+    """
+    msg = build_message(channel, body, idempotency_key)
     with smtplib.SMTP(channel.smtp_host, channel.smtp_port, timeout=channel.timeout_s) as smtp:
+        smtp.ehlo()
         if channel.starttls:
-            smtp.starttls(context=ssl.create_default_context())
+            if not smtp.has_extn("starttls"):
+                raise StartTLSNotOffered(
+                    f"{channel.smtp_host}:{channel.smtp_port} does not offer STARTTLS "
+                    "(starttls: true); nothing was sent")
+            smtp.starttls(context=context or ssl.create_default_context())
+            smtp.ehlo()
         if channel.username and channel.password is not None:
+            if not smtp.has_extn("auth"):
+                raise AuthNotOffered(f"{channel.smtp_host}:{channel.smtp_port} offers no AUTH")
             smtp.login(channel.username, channel.password.reveal())
-        smtp.send_message(msg)
+        try:
+            refused = smtp.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise _refused(exc.recipients, 0) from None
+        if refused:
+            raise _refused(refused, len(channel.to) - len(refused))
 
 
-__all__ = ["render", "send"]
+__all__ = ["AuthNotOffered", "RecipientsRefused", "StartTLSNotOffered", "build_message",
+           "render", "send"]
