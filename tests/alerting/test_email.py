@@ -264,7 +264,7 @@ def test_starttls_required_but_not_offered_sends_nothing(tmp_path, smtp, capsys)
     path = _rules(tmp_path, smtp.port, starttls=True)
     assert main(["alerts", "test", "--rules", str(path), "--channel", "team-mail",
                  "--data-dir", str(tmp_path / "d")]) == 1
-    assert "StartTLSNotOffered" in capsys.readouterr().err
+    assert "starttls" in capsys.readouterr().err.lower()  # named, whether retried or failed
     assert smtp.messages == [] and smtp.logins == []
 
 
@@ -301,7 +301,7 @@ def test_recipient_550_fails_and_450_is_retried(tmp_path, smtp):
     # The good address got it; the typo must not pass as "sent".
     assert [m["rcpt_tos"] for m in smtp.messages] == [["oncall@example.com"]]
     (_, _, status, _, err), = outbox.messages()
-    assert status == "failed" and err == "SMTP 550" and _count(reg, "failed") == 1
+    assert status == "failed" and err.startswith("SMTP 550") and _count(reg, "failed") == 1
 
     d, outbox, clock, reg = _deliverer(tmp_path / "b.sqlite3",
                                        _channel(smtp.port, ("grey@example.com",)))
