@@ -263,6 +263,8 @@ class Deliverer:
             if 400 <= exc.smtp_code < 500:
                 raise _Retry(f"SMTP {exc.smtp_code}") from None
             raise _Permanent(f"SMTP {exc.smtp_code}") from None
+        except smtplib.SMTPNotSupportedError as exc:  # no STARTTLS / no AUTH: configuration, not luck
+            raise _Permanent(f"SMTP {type(exc).__name__}") from None
         except (smtplib.SMTPException, OSError) as exc:
             raise _Retry(f"SMTP error {type(exc).__name__}") from None
 
