@@ -19,7 +19,22 @@ from driftline.dashboard.view import View
 QUANTILE_COLS = {"p10", "p50", "p90", "p95", "p99", "p50_ms", "p95_ms", "p99_ms", "q"}
 
 
+def _missing(x: Any) -> bool:
+    """No data: NULL, NaN (ClickHouse's quantile of no values) or a list of only those."""
+    if x is None:
+        return True
+    if isinstance(x, float):
+        return math.isnan(x)
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and all(_missing(v) for v in x)
+    return False
+
+
 def _close(a: Any, b: Any, rel: float) -> bool:
+    if _missing(a) or _missing(b):
+        # A model with no latencies logged: the raw query says NaN, the rollup NULL; both render
+        # as an empty cell. Anything else must match exactly.
+        return _missing(a) and _missing(b)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
