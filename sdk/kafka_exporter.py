@@ -188,10 +188,12 @@ class KafkaExporter:
         if retry:
             logger.warning("driftline: %d of %d events not acknowledged by Kafka; retrying",
                            len(retry), len(records))
-            if len(retry) == len(records):
-                # Nothing got through: start over with a fresh producer next time, in case this
-                # one is stuck in a fatal state (e.g. after the broker was replaced).
-                self._reset_producer()
+            # Start over with a fresh producer next time. A producer that saw failures may hold
+            # metadata from a broker that was replaced: the embedded broker (memory storage) was
+            # seen to acknowledge records sent with such metadata to a topic it had not created,
+            # and keep none of them. A fresh producer asks for metadata first, which recreates
+            # the topic. Failures are rare, so the reconnect costs nothing that matters.
+            self._reset_producer()
         return ExportResult(retry=tuple(sorted(set(retry))), rejected=rejected)
 
     def _reset_producer(self) -> None:
