@@ -6,8 +6,7 @@ Public names are imported on first use, so importing one submodule stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from driftline.sdk.lazy import lazy_exports
 
 _EXPORTS = {
     "CollectorSettings": "driftline.collector.config",
@@ -34,15 +33,4 @@ _EXPORTS = {
     "StackOptions": "driftline.collector.stack",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'driftline.collector' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,8 +5,7 @@ Public names are imported on first use, so importing one submodule stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from driftline.sdk.lazy import lazy_exports
 
 _EXPORTS = {
     "DetectorEngine": "driftline.detectors.engine",
@@ -28,15 +27,4 @@ _EXPORTS = {
     "migrate": "driftline.detectors.sink",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'driftline.detectors' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
