@@ -87,6 +87,9 @@ class Denylist:
         self._denied |= frozenset(d.replace(" ", "") for d in self._denied)
         self._max_words = max((d.count(" ") + 1 for d in self._denied), default=0)
         self._memo: dict[str, bool] = {}
+        # Feature sets seen to hold no denylisted name: a model sends the same names event after
+        # event, so one tuple lookup replaces a lookup per name.
+        self._clean: set[tuple[str, ...]] = set()
 
     def matches(self, name: str) -> bool:
         """True if ``name`` (any casing or separator) contains a denylisted name as whole words."""
@@ -107,8 +110,15 @@ class Denylist:
 
         Values that are None stay None (nothing to hide); everything else becomes the mask.
         """
+        names = tuple(mapping)
+        if names in self._clean:
+            return mapping, 0
         out: dict[str, Any] | None = None
         n = 0
+        if not any(self.matches(name) for name in names):
+            if len(self._clean) < _MAX_MEMO:
+                self._clean.add(names)
+            return mapping, 0
         for name, value in mapping.items():
             if value is not None and self.matches(name):
                 if out is None:

@@ -71,9 +71,16 @@ def _build() -> Any:
         tags: Optional[tags_t] = None
 
     event_t = Union[Prediction, Label, Outcome]
+    # Converting to the concrete Struct is about 2.5x faster than to the Union (msgspec hashes a
+    # typing.Union, in Python, on every call). A concrete tagged Struct does not require the tag
+    # field, so dispatch only on a present, known type; anything else takes the Union path, which
+    # refuses it.
+    by_type = {"prediction": Prediction, "label": Label, "outcome": Outcome}
+    msgspec_convert = msgspec.convert
 
     def convert(obj: Any) -> Any:
-        return msgspec.convert(obj, type=event_t)
+        kind = obj.get("type")
+        return msgspec_convert(obj, type=by_type.get(kind, event_t) if type(kind) is str else event_t)
 
     return convert, msgspec.ValidationError, Outcome
 

@@ -40,12 +40,20 @@ _uuid7 = uuid7
 _time_ns = time.time_ns
 
 
+# The last whole second formatted and its "YYYY-MM-DDTHH:MM:SS." prefix, swapped as one tuple so
+# threads (log_batch callers, the exporter) never pair one second with another's prefix.
+_ts_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_timestamp(ts_ns: int) -> str:
     """RFC 3339 UTC with microseconds: ``2026-11-24T03:22:12.123456Z``."""
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    t = time.gmtime(secs)
-    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
-            f"{t.tm_sec:02d}.{ns // 1000:06d}Z")
+    last = _ts_second[0]
+    if secs != last[0]:  # events come thousands per second: format the date part once each
+        t = time.gmtime(secs)
+        last = _ts_second[0] = (secs, f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:"
+                                      f"{t.tm_min:02d}:{t.tm_sec:02d}.")
+    return f"{last[1]}{ns // 1000:06d}Z"
 
 
 def _plain(value: Any) -> Any:
@@ -65,7 +73,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _plain_features(features: Mapping[str, Any]) -> dict[str, Any]:
+_JSON_SCALARS = frozenset((str, bool, int, float, type(None)))
+
+
+def _plain_features(features: dict[str, Any]) -> dict[str, Any]:
+    """``features`` itself (a private copy) when every value is a JSON scalar, else a plain copy."""
+    scalars = _JSON_SCALARS
+    for v in features.values():
+        if type(v) not in scalars:
+            break
+    else:
+        return features
     out: dict[str, Any] = {}
     for k, v in features.items():
         if not (v is None or isinstance(v, (str, bool, int, float))):

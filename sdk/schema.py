@@ -174,7 +174,7 @@ def validate_event(event: Any) -> dict[str, Any]:
     if version != SCHEMA_VERSION or isinstance(version, bool):
         raise SchemaError("schema_version", f"unsupported version {version!r:.20}; this build reads 1")
     etype = event.get("type")
-    if etype not in _ALLOWED:
+    if not isinstance(etype, str) or etype not in _ALLOWED:
         raise SchemaError("type", f"expected one of {', '.join(EVENT_TYPES)}, got {etype!r:.40}")
     for name in _COMMON_REQUIRED:
         if name not in event:

@@ -81,6 +81,24 @@ def test_the_fast_path_never_accepts_what_the_validator_refuses(case: int) -> No
     assert fast_valid(with_(path, value)) is False
 
 
+@pytest.mark.parametrize("kind", [None, ["prediction"], {"t": 1}, 1, "label", "outcome", "nope"])
+def test_the_fast_path_refuses_a_missing_odd_or_mismatched_type(kind: Any) -> None:
+    # The fast path converts to the Struct the "type" names; a concrete tagged Struct does not
+    # require its tag, so a missing, unhashable or other type must not reach it unchecked.
+    from driftline.sdk.fastcheck import fast_valid
+
+    event = copy.deepcopy(PRED)
+    if kind is None:
+        del event["type"]
+    else:
+        event["type"] = kind
+    assert fast_valid(event) is False
+    with pytest.raises(SchemaError) as info:
+        validate_event(event)
+    assert info.value.field in {"type", "features", "prediction", "latency_ms", "prediction_id", "label",
+                                "name", "model_version", "variant", "request_id", "status", "error"}
+
+
 def test_the_fast_path_accepts_valid_events() -> None:
     from driftline.sdk.fastcheck import fast_valid
 
