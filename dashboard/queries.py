@@ -11,7 +11,7 @@ behaves identically on the embedded store and on a ClickHouse server.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from driftline.dashboard import rollup_queries as rq
 from driftline.dashboard.data import Result, run
@@ -50,6 +50,10 @@ except ModuleNotFoundError:  # pragma: no cover
     _cached = _run
 
 
+_IN_RANGE = ("timestamp >= toDateTime64({start:String}, 6, 'UTC') "
+             "AND timestamp < toDateTime64({end:String}, 6, 'UTC')")
+
+
 def _range(start: Any, end: Any) -> dict[str, Any]:
     return {"start": ch_time(start), "end": ch_time(end)}
 
@@ -72,6 +76,30 @@ def _where(v: View, *, shadow: bool = True, ts: str = "timestamp") -> tuple[str,
 
 def _q(name: str, sql: str, params: dict[str, Any]) -> Query:
     return Query(name, sql.strip(), tuple(sorted(params.items())))
+
+
+def _either(name: str, s: dict[str, Any] | None, rollup: Callable[[dict[str, Any]], str],
+            raw: Callable[[], tuple[str, dict[str, Any]]], **extra: Any) -> Query:
+    """The panel's rollup SQL when ``s`` (a rollup split of the range) is given, else its raw SQL."""
+    if s is not None:
+        return _q(name, rollup(s), {**s, **extra})
+    sql, p = raw()
+    return _q(name, sql, {**p, **extra})
+
+
+def _panel(name: str, v: View, raw: bool, rollup: Callable[[dict[str, Any]], str],
+           raw_sql: Callable[[str], str], source: Callable[[View], tuple[str, dict[str, Any]]] | None = None,
+           **extra: Any) -> Query:
+    """A model-page panel: ``rollup(split)`` over the rollups, or ``raw_sql(x)`` where ``x`` is what
+    ``source(v)`` returns (default: the slice's WHERE clause) when the rollups cannot answer."""
+    def slow() -> tuple[str, dict[str, Any]]:
+        x, p = (source or _where)(v)
+        return raw_sql(x), p
+    return _either(name, None if raw else rq.view_split(v), rollup, slow, **extra)
+
+
+def _served(v: View) -> tuple[str, dict[str, Any]]:
+    return _where(v, shadow=False)
 
 
 def _metrics_where(v: View) -> tuple[str, dict[str, Any]]:
@@ -121,33 +149,23 @@ GROUP BY name, kind ORDER BY name""", p)
 
 # -- overview ----------------------------------------------------------------------------------
 def overview_models(start: Any, end: Any, raw: bool = False) -> Query:
-    s = None if raw else rq.split(start, end, 3600)  # 3600: whole hours from the hourly tier
-    if s is not None:
-        return _q("overview.models", rq.overview_models(s),
-                  {**s, "span": max(1.0, (end - start).total_seconds())})
-    return _q("overview.models", f"""
+    span = max(1.0, (end - start).total_seconds())
+    return _either("overview.models", None if raw else rq.split(start, end, 3600),  # whole hours: hourly tier
+                   rq.overview_models, lambda: (f"""
 SELECT model, uniqExact(model_version) AS versions, count() AS predictions,
        count() / {{span:Float64}} AS per_s,
        quantileTDigest(0.5)(latency_ms) AS p50_ms, quantileTDigest(0.95)(latency_ms) AS p95_ms,
        quantileTDigest(0.99)(latency_ms) AS p99_ms,
        countIf(status != 'ok') / count() AS error_rate, max(timestamp) AS last_seen
-FROM {P}
-WHERE timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
-  AND timestamp < toDateTime64({{end:String}}, 6, 'UTC')
-GROUP BY model ORDER BY predictions DESC""",
-              {**_range(start, end), "span": max(1.0, (end - start).total_seconds())})
+FROM {P} WHERE {_IN_RANGE}
+GROUP BY model ORDER BY predictions DESC""", _range(start, end)), span=span)
 
 
 def overview_traffic(start: Any, end: Any, bucket_s: int, raw: bool = False) -> Query:
-    s = None if raw else rq.split(start, end, bucket_s)
-    if s is not None:
-        return _q("overview.traffic", rq.overview_traffic(s), s)
-    return _q("overview.traffic", f"""
-SELECT model, {T} AS t, count() AS n
-FROM {P}
-WHERE timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
-  AND timestamp < toDateTime64({{end:String}}, 6, 'UTC')
-GROUP BY model, t ORDER BY model, t""", {**_range(start, end), "bucket": bucket_s})
+    return _either("overview.traffic", None if raw else rq.split(start, end, bucket_s),
+                   rq.overview_traffic, lambda: (f"""
+SELECT model, {T} AS t, count() AS n FROM {P} WHERE {_IN_RANGE}
+GROUP BY model, t ORDER BY model, t""", {**_range(start, end), "bucket": bucket_s}))
 
 
 def overview_drift(start: Any, end: Any) -> Query:
@@ -175,58 +193,38 @@ ORDER BY since""", {})
 
 # -- model page --------------------------------------------------------------------------------
 def volume(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("model.volume", rq.volume(s), s)
-    w, p = _where(v)
-    return _q("model.volume", f"""
+    return _panel("model.volume", v, raw, rq.volume, lambda w: f"""
 SELECT {T} AS t, variant, count() AS n, countIf(status != 'ok') AS errors
-FROM {P} WHERE {w} GROUP BY t, variant ORDER BY t, variant""", p)
+FROM {P} WHERE {w} GROUP BY t, variant ORDER BY t, variant""")
 
 
 def latency(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("model.latency", rq.latency(s), s)
-    w, p = _where(v, shadow=False)
-    return _q("model.latency", f"""
+    return _panel("model.latency", v, raw, rq.latency, lambda w: f"""
 SELECT {T} AS t, quantileTDigest(0.5)(latency_ms) AS p50, quantileTDigest(0.95)(latency_ms) AS p95,
        quantileTDigest(0.99)(latency_ms) AS p99
-FROM {P} WHERE {w} GROUP BY t ORDER BY t""", p)
+FROM {P} WHERE {w} GROUP BY t ORDER BY t""", _served)
 
 
 def prediction_labels(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("model.prediction_labels", rq.prediction_labels(s), s)
-    w, p = _where(v, shadow=False)
-    return _q("model.prediction_labels", f"""
+    return _panel("model.prediction_labels", v, raw, rq.prediction_labels, lambda w: f"""
 SELECT {T} AS t, ifNull(prediction_label, '(none)') AS label, count() AS n
 FROM {P} WHERE {w} AND prediction_label IS NOT NULL
-GROUP BY t, label ORDER BY t, label LIMIT 5000""", p)
+GROUP BY t, label ORDER BY t, label LIMIT 5000""", _served)
 
 
 def prediction_values(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("model.prediction_values", rq.prediction_values(s), s)
-    w, p = _where(v, shadow=False)
-    return _q("model.prediction_values", f"""
+    return _panel("model.prediction_values", v, raw, rq.prediction_values, lambda w: f"""
 SELECT {T} AS t, quantileTDigest(0.1)(prediction_num) AS p10,
        quantileTDigest(0.5)(prediction_num) AS p50, quantileTDigest(0.9)(prediction_num) AS p90
 FROM {P} WHERE {w} AND prediction_num IS NOT NULL AND prediction_label IS NULL
-GROUP BY t ORDER BY t""", p)
+GROUP BY t ORDER BY t""", _served)
 
 
 def confidence(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("model.confidence", rq.confidence(s), s)
-    w, p = _where(v, shadow=False)
-    return _q("model.confidence", f"""
+    return _panel("model.confidence", v, raw, rq.confidence, lambda w: f"""
 SELECT {T} AS t, avg({CONF}) AS mean, quantileTDigest(0.1)({CONF}) AS p10,
        quantileTDigest(0.5)({CONF}) AS p50
-FROM {P} WHERE {w} AND notEmpty(prediction_scores) GROUP BY t ORDER BY t""", p)
+FROM {P} WHERE {w} AND notEmpty(prediction_scores) GROUP BY t ORDER BY t""", _served)
 
 
 def drift_statistics(v: View) -> Query:
@@ -270,15 +268,11 @@ ORDER BY created_at DESC LIMIT 1""", {"model": model, "version": version})
 
 def numeric_edges(v: View, feature: str, raw: bool = False) -> Query:
     """Deciles of ``feature`` in ``v`` (bins for a reference taken from the log)."""
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("model.feature_edges", rq.numeric_edges(s), {**s, "feature": feature})
-    w, p = _where(v, shadow=False)
-    return _q("model.feature_edges", f"""
+    return _panel("model.feature_edges", v, raw, rq.numeric_edges, lambda w: f"""
 SELECT quantilesTDigest(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)(x) AS q, min(x) AS lo,
        max(x) AS hi
 FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
-      WHERE {w} AND mapContains(features_num, {{feature:String}}))""", {**p, "feature": feature})
+      WHERE {w} AND mapContains(features_num, {{feature:String}}))""", _served, feature=feature)
 
 
 def numeric_hist(v: View, feature: str, edges: list[float]) -> Query:
@@ -292,16 +286,12 @@ GROUP BY bin ORDER BY bin""", {**p, "feature": feature, "edges": [float(e) for e
 
 
 def categorical_hist(v: View, feature: str, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("model.feature_categories", rq.categorical_hist(s), {**s, "feature": feature})
-    w, p = _where(v, shadow=False)
-    return _q("model.feature_categories", f"""
+    return _panel("model.feature_categories", v, raw, rq.categorical_hist, lambda w: f"""
 SELECT if(mapContains(features_str, {{feature:String}}), features_str[{{feature:String}}],
           toString(features_bool[{{feature:String}}])) AS category, count() AS n
 FROM {P} WHERE {w} AND (mapContains(features_str, {{feature:String}})
                         OR mapContains(features_bool, {{feature:String}}))
-GROUP BY category ORDER BY n DESC LIMIT 30""", {**p, "feature": feature})
+GROUP BY category ORDER BY n DESC LIMIT 30""", _served, feature=feature)
 
 
 # -- performance -------------------------------------------------------------------------------
@@ -319,15 +309,15 @@ LEFT JOIN (SELECT prediction_id, argMax(label_str, timestamp) AS label_str,
     return sql, p
 
 
+def _variant_labels_join(v: View) -> tuple[str, dict[str, Any]]:
+    return _labels_join(v, extra="variant, ")
+
+
 LABELLED = "lb.prediction_id != toUUID('00000000-0000-0000-0000-000000000000')"
 
 
 def performance(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("performance.over_time", rq.performance(s), s)
-    j, p = _labels_join(v)
-    return _q("performance.over_time", f"""
+    return _panel("performance.over_time", v, raw, rq.performance, lambda j: f"""
 SELECT toStartOfInterval(pr.timestamp, toIntervalSecond({{bucket:UInt32}})) AS t,
        count() AS predictions, countIf({LABELLED}) AS labelled,
        avgIf(pr.prediction_label = lb.label_str, {LABELLED} AND lb.label_str IS NOT NULL) AS accuracy,
@@ -336,18 +326,14 @@ SELECT toStartOfInterval(pr.timestamp, toIntervalSecond({{bucket:UInt32}})) AS t
        sqrt(avgIf(pow(pr.prediction_num - lb.label_num, 2),
              {LABELLED} AND lb.label_num IS NOT NULL AND pr.prediction_label IS NULL)) AS rmse,
        avgIf(dateDiff('millisecond', pr.timestamp, lb.labelled_at) / 1000, {LABELLED}) AS label_delay_s
-{j} GROUP BY t ORDER BY t""", p)
+{j} GROUP BY t ORDER BY t""", _labels_join)
 
 
 def confusion(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("performance.confusion", rq.confusion(s), s)
-    j, p = _labels_join(v)
-    return _q("performance.confusion", f"""
+    return _panel("performance.confusion", v, raw, rq.confusion, lambda j: f"""
 SELECT lb.label_str AS actual, pr.prediction_label AS predicted, count() AS n
 {j} WHERE {LABELLED} AND lb.label_str IS NOT NULL AND pr.prediction_label IS NOT NULL
-GROUP BY actual, predicted ORDER BY actual, predicted LIMIT 400""", p)
+GROUP BY actual, predicted ORDER BY actual, predicted LIMIT 400""", _labels_join)
 
 
 def detector_series(v: View, detectors: tuple[str, ...], like: str = "") -> Query:
@@ -386,61 +372,41 @@ FROM (SELECT cityHash64(request_id) AS rid,
 
 
 def shadow_agreement(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("shadow.agreement", rq.shadow_agreement(s), s)
-    j, p = _pairs(v)
-    return _q("shadow.agreement", f"""
+    return _panel("shadow.agreement", v, raw, rq.shadow_agreement, lambda j: f"""
 SELECT toStartOfInterval(ts, toIntervalSecond({{bucket:UInt32}})) AS t, count() AS pairs,
        avg(p_label = s_label) AS agreement, avg(abs(p_value - s_value)) AS mean_abs_diff,
        avg(s_ms - p_ms) AS latency_delta_ms,
        avg(s_status != 'ok') - avg(p_status != 'ok') AS error_rate_delta
-{j} GROUP BY t ORDER BY t""", p)
+{j} GROUP BY t ORDER BY t""", _pairs)
 
 
 def shadow_confusion(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("shadow.divergence", rq.shadow_confusion(s), s)
-    j, p = _pairs(v)
-    return _q("shadow.divergence", f"""
+    return _panel("shadow.divergence", v, raw, rq.shadow_confusion, lambda j: f"""
 SELECT ifNull(p_label, '(none)') AS primary_label, ifNull(s_label, '(none)') AS shadow_label,
        count() AS n
-{j} GROUP BY primary_label, shadow_label ORDER BY n DESC LIMIT 400""", p)
+{j} GROUP BY primary_label, shadow_label ORDER BY n DESC LIMIT 400""", _pairs)
 
 
 def variant_metrics(v: View, raw: bool = False) -> Query:
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("ab.variants", rq.variant_metrics(s), s)
-    w, p = _where(v)
-    return _q("ab.variants", f"""
+    return _panel("ab.variants", v, raw, rq.variant_metrics, lambda w: f"""
 SELECT variant, count() AS predictions, countIf(status != 'ok') / count() AS error_rate,
        quantileTDigest(0.5)(latency_ms) AS p50_ms, quantileTDigest(0.95)(latency_ms) AS p95_ms,
        avgIf({CONF}, notEmpty(prediction_scores)) AS mean_confidence,
        avgIf(prediction_num, prediction_label IS NULL) AS mean_prediction
-FROM {P} WHERE {w} GROUP BY variant ORDER BY predictions DESC""", p)
+FROM {P} WHERE {w} GROUP BY variant ORDER BY predictions DESC""")
 
 
 def variant_accuracy(v: View, raw: bool = False) -> Query:
     """Accuracy of each served arm on labelled predictions (labels name the served prediction)."""
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("ab.accuracy", rq.variant_accuracy(s), s)
-    j, p = _labels_join(v, extra="variant, ")
-    return _q("ab.accuracy", f"""
+    return _panel("ab.accuracy", v, raw, rq.variant_accuracy, lambda j: f"""
 SELECT pr.variant AS variant, countIf({LABELLED}) AS labelled,
        avgIf(pr.prediction_label = lb.label_str, {LABELLED} AND lb.label_str IS NOT NULL) AS accuracy
-{j} GROUP BY variant ORDER BY variant""", p)
+{j} GROUP BY variant ORDER BY variant""", _variant_labels_join)
 
 
 def outcome_stats(v: View, raw: bool = False) -> Query:
     """Per outcome and variant: n, mean and variance (the test itself is computed from these)."""
-    s = None if raw else rq.view_split(v)
-    if s is not None:
-        return _q("ab.outcomes", rq.outcome_stats(s), s)
-    w, p = _where(v)
-    return _q("ab.outcomes", f"""
+    return _panel("ab.outcomes", v, raw, rq.outcome_stats, lambda w: f"""
 SELECT o.name AS outcome, pr.variant AS variant, count() AS n, avg(o.value) AS mean,
        varSamp(o.value) AS var
 FROM (SELECT prediction_id, name, value FROM driftline.outcomes
@@ -448,7 +414,7 @@ FROM (SELECT prediction_id, name, value FROM driftline.outcomes
         AND prediction_id IS NOT NULL) AS o
 INNER JOIN (SELECT event_id, variant FROM {P} WHERE {w} AND {NOT_SHADOW}) AS pr
         ON pr.event_id = assumeNotNull(o.prediction_id)
-GROUP BY outcome, variant ORDER BY outcome, variant""", p)
+GROUP BY outcome, variant ORDER BY outcome, variant""")
 
 
 # -- alerts ------------------------------------------------------------------------------------
