@@ -9,8 +9,9 @@ Tables (database ``driftline``; all names start with ``rollup_``):
 * ``rollup_predictions_1m`` — per (model, minute, version, variant, predicted label): volume,
   errors, first/last timestamp, latency/confidence/value t-digest states, sums for means.
 * ``rollup_predictions_1h`` — the same per hour, fed from the minute table (cascading MV).
-* ``rollup_features_1m`` / ``rollup_categories_1m`` — per feature: count, min, max, decile
-  t-digest (numeric); count per category (string and bool features). Shadow rows excluded.
+* ``rollup_features_1h`` — per hour and feature: count, sum, min and max per fine bin of the
+  numeric values (< 0.4 % of a value wide), count per category (string and bool features).
+  Shadow rows excluded. Histograms over a reference's edges are re-binned from it.
 * ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed
   counts: a label adds its prediction's contribution; a later label for the same prediction
   (a correction) subtracts the previous latest label's contribution and adds its own, so the sum
@@ -60,20 +61,29 @@ SELECT model, model_version, variant, {MINUTE} AS minute,
 FROM {{src}} WHERE {{where}}
 GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 
+# Input features, per hour: one row per (feature, fine bin) for numeric values and per (feature,
+# category) for strings and bools. A fine bin is a float's sign, exponent and top 8 mantissa bits
+# (a value's bin spans under 0.4 % of its magnitude), with the count, sum, min and max of the values
+# in it: histograms over any edges and deciles come from these few thousand rows per hour.
+FINE_BITS = 44  # 64 - 1 sign - 11 exponent - 8 mantissa bits kept
 FEATURES_SELECT = f"""
-SELECT model, model_version, {MINUTE} AS minute, f.1 AS feature, count() AS n,
-       min(f.2) AS lo, max(f.2) AS hi, quantilesTDigestState({DECILES})(f.2) AS q
-FROM {{src}} ARRAY JOIN arrayZip(mapKeys(features_num), mapValues(features_num)) AS f
-WHERE {SERVED} AND {{where}}
-GROUP BY model, model_version, minute, feature"""
-
-CATEGORIES_SELECT = f"""
-SELECT model, model_version, {MINUTE} AS minute, c.1 AS feature, c.2 AS category, count() AS n
+SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
+       f.2 AS kind, f.3 AS bin, f.4 AS category, count() AS n, sum(f.5) AS s, min(f.5) AS lo,
+       max(f.5) AS hi
 FROM {{src}} ARRAY JOIN arrayConcat(
-    arrayZip(mapKeys(features_str), mapValues(features_str)),
-    arrayZip(mapKeys(features_bool), arrayMap(x -> toString(x), mapValues(features_bool)))) AS c
+    arrayMap((k, x) -> (k, toUInt8(0), bitShiftRight(reinterpretAsUInt64(x), {FINE_BITS}), '', x),
+             mapKeys(features_num), mapValues(features_num)),
+    arrayMap((k, c) -> (k, toUInt8(1), toUInt64(0), c, 0.), mapKeys(features_str), mapValues(features_str)),
+    arrayMap((k, b) -> (k, toUInt8(1), toUInt64(0), toString(b), 0.),
+             mapKeys(features_bool), mapValues(features_bool))) AS f
 WHERE {SERVED} AND {{where}}
-GROUP BY model, model_version, minute, feature, category"""
+GROUP BY model, model_version, hour, feature, kind, bin, category"""
+
+#: tables and views of earlier releases, dropped by :func:`migrate`
+RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv")
+RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m")
+# table -> (a column its current layout has, the views that read or fill it)
+_REBUILT = {"rollup_request_index": ("hour", ("rollup_request_index_mv", "rollup_shadow_1m_mv"))}
 
 _COMMON = "model LowCardinality(String), model_version LowCardinality(String)"
 _TS = "DateTime64(6, 'UTC')"
@@ -90,16 +100,12 @@ TABLES: dict[str, str] = {
     num_q AggregateFunction(quantilesTDigestIf(0.1, 0.5, 0.9), Float64, UInt8))
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, has_label, prediction_label)""",
-    "rollup_features_1m": f"""({_COMMON}, minute DateTime('UTC'), feature LowCardinality(String),
-    n SimpleAggregateFunction(sum, UInt64), lo SimpleAggregateFunction(min, Float64),
-    hi SimpleAggregateFunction(max, Float64),
-    q AggregateFunction(quantilesTDigest({DECILES}), Float64))
-ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute)
-ORDER BY (model, feature, minute, model_version)""",
-    "rollup_categories_1m": f"""({_COMMON}, minute DateTime('UTC'), feature LowCardinality(String),
-    category String, n UInt64)
-ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
-ORDER BY (model, feature, minute, model_version, category)""",
+    "rollup_features_1h": f"""({_COMMON}, hour DateTime('UTC'), feature LowCardinality(String),
+    kind UInt8, bin UInt64, category String,
+    n SimpleAggregateFunction(sum, UInt64), s SimpleAggregateFunction(sum, Float64),
+    lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64))
+ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
+ORDER BY (model, feature, hour, model_version, kind, bin, category)""",
     "rollup_prediction_index": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
     model_version LowCardinality(String), variant LowCardinality(String),
     prediction_label Nullable(String), prediction_num Nullable(Float64))
@@ -112,8 +118,9 @@ ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, actual_has, actual, predicted_has, predicted)""",
     "rollup_request_index": f"""(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
     timestamp {_TS}, model_version LowCardinality(String), label Nullable(String),
-    value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String))
-ENGINE = ReplacingMergeTree ORDER BY (model, rid, event_id)""",
+    value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String),
+    hour DateTime('UTC') MATERIALIZED toStartOfHour(timestamp))
+ENGINE = ReplacingMergeTree ORDER BY (model, hour, rid, event_id)""",
     "rollup_outcome_index": f"""(model LowCardinality(String), prediction_id UUID, event_id UUID,
     name LowCardinality(String), value Float64)
 ENGINE = ReplacingMergeTree ORDER BY (model, prediction_id, event_id)""",
@@ -268,13 +275,20 @@ FROM ({rows}) GROUP BY model, rid HAVING {having}"""
 
 
 # A pair is counted by the block that completes it: both halves present now, not both before.
+# The earlier half is looked up among the index rows of the block's hours +-1 (the index is sorted
+# by hour first: request ids are hashes, and a lookup by id alone would read the whole index on
+# every insert); halves logged more than an hour apart are not paired by the view. (A scalar
+# subquery over the block here, e.g. ``hour >= (SELECT min(...) FROM predictions)``, made chDB
+# 26.9 skip every view of the table without an error: keep to IN sets.)
 SHADOW_MV_SELECT = _pairs_select(
     f"""SELECT {_REQ_COLS}, toUInt8(0) AS old FROM {DB}.predictions WHERE {PAIRED}
         UNION ALL
         SELECT model, rid, event_id, role, timestamp, model_version, label, value, ms, status,
                toUInt8(1) AS old
         FROM {DB}.rollup_request_index
-        WHERE (model, rid) IN (SELECT model, cityHash64(request_id) FROM {DB}.predictions WHERE {PAIRED})
+        WHERE hour IN (SELECT DISTINCT arrayJoin([h - 3600, h, h + 3600]) FROM
+                       (SELECT DISTINCT toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {DB}.predictions))
+          AND (model, rid) IN (SELECT model, cityHash64(request_id) FROM {DB}.predictions WHERE {PAIRED})
           AND event_id NOT IN (SELECT event_id FROM {DB}.predictions)""",
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0 "
     "AND NOT (countIf(role = 1 AND old = 1) > 0 AND countIf(role = 2 AND old = 1) > 0)")
@@ -293,10 +307,8 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_predictions_1m_mv": ("rollup_predictions_1m",
                                  PREDICTIONS_SELECT.format(src=f"{DB}.predictions", where="1")),
     "rollup_predictions_1h_mv": ("rollup_predictions_1h", PREDICTIONS_1H_SELECT),
-    "rollup_features_1m_mv": ("rollup_features_1m",
+    "rollup_features_1h_mv": ("rollup_features_1h",
                               FEATURES_SELECT.format(src=f"{DB}.predictions", where="1")),
-    "rollup_categories_1m_mv": ("rollup_categories_1m",
-                                CATEGORIES_SELECT.format(src=f"{DB}.predictions", where="1")),
     "rollup_prediction_index_mv": ("rollup_prediction_index",
                                    f"SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED}"),
     "rollup_labels_1m_from_predictions_mv": ("rollup_labels_1m",
@@ -315,8 +327,7 @@ VIEWS: dict[str, tuple[str, str]] = {
 BACKFILL: dict[str, str] = {
     "rollup_predictions_1m": PREDICTIONS_SELECT.format(src=f"{DB}.predictions", where="1"),
     "rollup_predictions_1h": PREDICTIONS_1H_SELECT,
-    "rollup_features_1m": FEATURES_SELECT.format(src=f"{DB}.predictions", where="1"),
-    "rollup_categories_1m": CATEGORIES_SELECT.format(src=f"{DB}.predictions", where="1"),
+    "rollup_features_1h": FEATURES_SELECT.format(src=f"{DB}.predictions", where="1"),
     "rollup_prediction_index": f"SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED}",
     "rollup_labels_1m": LABELS_BACKFILL,
     "rollup_outcome_index": _OUTCOME_INDEX,
@@ -341,6 +352,17 @@ def migrate(client: Any) -> tuple[str, ...]:
     inserted between an MV's creation and its table's backfill would be counted twice).
     Returns the names of the tables created (and backfilled) by this call.
     """
+    for mv in RETIRED_VIEWS:
+        client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
+    for name in RETIRED_TABLES:
+        client.command(f"DROP TABLE IF EXISTS {DB}.{name}")
+    for table, (column, views) in _REBUILT.items():  # tables whose layout changed: recreate them
+        old = client.query(f"SELECT countIf(name = '{column}'), count() FROM system.columns "
+                           f"WHERE database = '{DB}' AND table = '{table}'").result_rows[0]
+        if old[1] and not old[0]:
+            for mv in views:
+                client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
+            client.command(f"DROP TABLE {DB}.{table}")
     have = _existing(client)
     client.command(f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {DB}.labels")
     created = tuple(t for t in TABLES if t not in have)
@@ -372,11 +394,13 @@ def drop(client: Any) -> None:
     """Remove every rollup table and MV (the raw tables are untouched)."""
     for mv in VIEWS:
         client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
-    for name in TABLES:
+    for mv in RETIRED_VIEWS:
+        client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
+    for name in (*TABLES, *RETIRED_TABLES):
         client.command(f"DROP TABLE IF EXISTS {DB}.{name}")
     client.command(f"DROP VIEW IF EXISTS {DB}.rollup_labels_all")
 
 
-__all__ = ["BACKFILL", "CATEGORIES_SELECT", "FEATURES_SELECT", "PER_EVENT_TABLES",
+__all__ = ["BACKFILL", "FEATURES_SELECT", "FINE_BITS", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
            "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "drop", "migrate", "rebuild"]

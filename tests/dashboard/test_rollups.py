@@ -176,3 +176,34 @@ def test_segment_and_short_ranges_use_raw_sql(seeded: SeedSpec) -> None:
     assert "rollup_" not in q.volume(v).sql
     short = View(seeded.model, seeded.start, seeded.start + dt.timedelta(minutes=20))
     assert short.bucket_s < 60 and "rollup_" not in q.latency(short).sql
+
+
+def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_url: str) -> None:
+    # edges that cut fine bins (not powers of two or their simple fractions)
+    edges = [9.37, 11.3, 13.71, 14.05, 16.9, 21.123]
+    for v in _views(seeded):
+        fast, slow = q.numeric_hist(v, "mean radius", edges), q.numeric_hist(v, "mean radius", edges, raw=True)
+        assert "rollup_features_1h" in fast.sql and "rollup_" not in slow.sql
+        a = {int(r[0]): (r[1], r[2]) for r in run(clickhouse_url, fast.sql, dict(fast.params)).rows}
+        b = {int(r[0]): (r[1], r[2]) for r in run(clickhouse_url, slow.sql, dict(slow.params)).rows}
+        total = sum(n for n, _ in b.values())
+        assert total > 1000 and set(a) == set(b)
+        assert abs(sum(n for n, _ in a.values()) - total) < 1e-6 * total  # nothing lost or added
+        for k, (n, s) in b.items():
+            # only the fine bin an edge cuts (< 0.4 % of a value wide) is split by proportion
+            assert abs(a[k][0] - n) <= 0.01 * n + 2, (k, a[k], n)
+            assert abs(a[k][1] - s) <= 0.01 * abs(s) + 50, (k, a[k], s)
+
+
+def test_migrate_rebuilds_an_old_request_index(ch_client: Any) -> None:
+    # an index from an earlier release (sorted by request id alone) is replaced, not kept
+    ch_client.command("DROP VIEW IF EXISTS driftline.rollup_shadow_1m_mv")
+    ch_client.command("DROP VIEW IF EXISTS driftline.rollup_request_index_mv")
+    ch_client.command("DROP TABLE driftline.rollup_request_index")
+    ch_client.command("CREATE TABLE driftline.rollup_request_index (model LowCardinality(String), "
+                      "rid UInt64, event_id UUID) ENGINE = ReplacingMergeTree ORDER BY (model, rid, event_id)")
+    assert rollups.migrate(ch_client) == ("rollup_request_index",)
+    cols = {r[0] for r in ch_client.query("SELECT name FROM system.columns WHERE database = 'driftline' "
+                                          "AND table = 'rollup_request_index'").result_rows}
+    assert "hour" in cols
+    assert rollups.migrate(ch_client) == ()
