@@ -41,7 +41,7 @@ def panel_queries(v: Any, raw: bool = False) -> list[Any]:
             q.open_alerts(), q.volume(v, **r), q.latency(v, **r), q.prediction_labels(v, **r),
             q.confidence(v, **r), q.drift_statistics(v), q.drift_heatmap(v, "data_drift", "psi"),
             q.feature_tests(v, feature), q.reference_profile(v.model, ""),
-            q.numeric_edges(v, feature, **r), q.numeric_hist(v, feature, edges),
+            q.numeric_edges(v, feature, **r), q.numeric_hist(v, feature, edges, **r),
             q.categorical_hist(v, "referrer", **r), q.performance(v, **r), q.confusion(v, **r),
             q.detector_series(v, ("performance", "prediction_drift"), "concept.%"),
             q.shadow_agreement(v, **r), q.shadow_confusion(v, **r), q.variant_metrics(v, **r),
@@ -49,8 +49,9 @@ def panel_queries(v: Any, raw: bool = False) -> list[Any]:
             q.alert_history(v.start, v.end, v.model)]
 
 
-def insert_cost(n_predictions: int = 200_000, batch: int = 10_000) -> None:
-    """Rows/s of collector-style inserts into a fresh store, without then with the rollup MVs."""
+def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: bool = False) -> None:
+    """Rows/s of collector-style inserts into a fresh store, without then with the rollup MVs
+    (and, with ``per_view``, with each MV alone: its tables exist, the other MVs are dropped)."""
     from driftline.collector import rollups
     from driftline.collector.chstore import start_chstore
     from driftline.collector.clickhouse import connect
@@ -75,25 +76,52 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000) -> None:
                                          f"AND table = '{t}' AND name != 'ingested_at' ORDER BY position").result_rows]
                 for t in bodies}
         results = {}
-        for label in ("without MVs", "with MVs"):
-            if label == "with MVs":
-                rollups.migrate(c)
-            model = b'"model":"raw"' if label == "without MVs" else b'"model":"mv"'
-            for table in ("predictions", "labels"):  # labels after their predictions, as usual
-                t0 = time.perf_counter()
-                rows = 0
-                for body in bodies[table]:
-                    body = body.replace(b'"model":"src"', model)  # fresh model: no earlier rows
-                    c.raw_insert(f"driftline.{table}", column_names=cols[table], insert_block=body,
-                                 fmt="JSONEachRow")
-                    rows += body.count(b"\n") + 1
-                results[(label, table)] = rows / (time.perf_counter() - t0)
+        k = [0]
+
+        def rate(table: str) -> float:
+            k[0] += 1
+            model = f'"model":"m{k[0]}"'.encode()  # a fresh model each run: no earlier rows
+            t0 = time.perf_counter()
+            rows = 0
+            for body in bodies[table]:
+                body = body.replace(b'"model":"src"', model)
+                c.raw_insert(f"driftline.{table}", column_names=cols[table], insert_block=body,
+                             fmt="JSONEachRow")
+                rows += body.count(b"\n") + 1
+            return rows / (time.perf_counter() - t0)
+
+        rollups.drop(c)  # tables.migrate created them
+        for table in ("predictions", "labels"):  # labels after their predictions, as usual
+            results[("without MVs", table)] = rate(table)
+        rollups.migrate(c)
+        for table in ("predictions", "labels"):
+            results[("with MVs", table)] = rate(table)
         print("insert cost of the rollup MVs (fresh store, JSONEachRow, "
               f"{batch:,} rows per insert)")
         for table in ("predictions", "labels"):
             a, b = results[("without MVs", table)], results[("with MVs", table)]
             print(f"  {table:12s} without MVs {a:10,.0f} rows/s   with MVs {b:10,.0f} rows/s   "
                   f"ratio {b / a:.2f}")
+        if not per_view:
+            return
+        print("  each MV alone (ratio to a baseline run just before it):")
+        for mv in rollups.VIEWS:
+            c.command(f"DROP VIEW driftline.{mv}")
+        sources = {"rollup_labels_1m_from_labels_mv": "labels", "rollup_outcome_index_mv": "",
+                   "rollup_outcomes_1m_from_outcomes_mv": "", "rollup_predictions_1h_mv": ""}
+        for mv, (target, select) in rollups.VIEWS.items():
+            table = sources.get(mv, "predictions")
+            if not table:
+                continue  # outcome inserts are not measured; the 1h tier runs off the 1m table
+            names = [mv] + (["rollup_predictions_1h_mv"] if mv == "rollup_predictions_1m_mv" else [])
+            base = rate(table)
+            for name in names:
+                c.command(f"CREATE MATERIALIZED VIEW driftline.{name} TO driftline.{rollups.VIEWS[name][0]} "
+                          f"AS {rollups.VIEWS[name][1]}")
+            r = rate(table)
+            for name in names:
+                c.command(f"DROP VIEW driftline.{name}")
+            print(f"    {table:12s} {' + '.join(names):52s} ratio {r / base:.2f}")
 
 
 def time_queries(url: str, v: Any, repeat: int = 3, raw: bool = False) -> dict[str, float]:
@@ -133,9 +161,10 @@ def main() -> int:
     ap.add_argument("--predictions", type=int, default=10_000_000, help="logged predictions (rows)")
     ap.add_argument("--raw", action="store_true", help="also time the raw-table SQL of each panel")
     ap.add_argument("--skip-insert-cost", action="store_true")
+    ap.add_argument("--per-view", action="store_true", help="also the insert cost of each MV alone")
     args = ap.parse_args()
     if not args.skip_insert_cost:
-        insert_cost()
+        insert_cost(per_view=args.per_view)
     import streamlit  # noqa: F401  (import before timing)
 
     from driftline.collector.chstore import start_chstore
