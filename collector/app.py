@@ -12,6 +12,7 @@ it (tests/collector/test_crash.py).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -141,6 +142,21 @@ def _update_lag(app: Any, metrics: Any, events: list[Any]) -> None:
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
 
 
+def tune_gc() -> None:
+    """Collect garbage less often, and never rescan what start-up loaded.
+
+    The collector allocates millions of short-lived objects a minute while it holds large
+    long-lived state (detector windows, predictions awaiting their labels); with CPython's
+    default gen-0 threshold of 700 the collector rescans that state constantly (measured: about
+    a fifth of the detector stage's CPU). Cycles are rare here (events are plain dicts), so
+    collecting every 50,000 allocations costs little memory. ``gc.freeze`` moves everything
+    loaded at start-up (spaCy's model, Presidio, faust) out of every later scan.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
     """Run the collector until SIGINT/SIGTERM (the process entry point of `driftline collector`)."""
     import faust
@@ -175,6 +191,7 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = build_app(settings, pipeline)
+    tune_gc()
 
     class _Worker(faust.Worker):  # type: ignore[misc]
         # Tell the storage thread first, so a batch stuck retrying gives up (unacknowledged)

@@ -86,7 +86,10 @@ class DetectorStage:
         self._prepare(events, positions)
         eng = self.engine
         seen: set[str] = set()
+        todo: list[dict[str, Any]] = []
         skipped = 0
+        catching_up = self.catching_up
+        all_positions = self.positions
         for ev, pos in zip(events, positions):
             eid = ev["event_id"]
             if eid in seen:
@@ -96,22 +99,17 @@ class DetectorStage:
             tp = (pos.topic, pos.partition)
             model = ev["model"]
             where = (pos.offset, pos.index)
-            mine = self.positions[model]
+            mine = all_positions[model]
             if eid in replayed:
-                if tp not in self.catching_up or where <= mine.get(tp, (-1, -1)):
+                if tp not in catching_up or where <= mine.get(tp, (-1, -1)):
                     skipped += 1
                     continue
-            else:
-                self.catching_up.discard(tp)
-            kind = ev["type"]
-            if kind == "prediction":
-                eng.observe_prediction(ev)
-            elif kind == "label":
-                eng.observe_label(ev)
-            else:
-                eng.observe_outcome(ev)
+            elif catching_up:
+                catching_up.discard(tp)
+            todo.append(ev)
             mine[tp] = where
             eng.dirty.add(model)
+        eng.observe_many(todo)
         if skipped:
             self.metrics.skipped(skipped)
         # Count windows closed while observing; time windows close on tick only.

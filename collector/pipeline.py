@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from driftline.collector.decode import DeadLetter, decode
 from driftline.collector.metrics import CollectorMetrics
-from driftline.collector.writer import ClickHouseWriter
+from driftline.collector.writer import ClickHouseWriter, WriteResult
 from driftline.sdk.kafka_exporter import unpack
 
 logger = logging.getLogger("driftline.collector")
@@ -90,42 +91,26 @@ class Pipeline:
         self.observers = list(observers)
         self.retry_max_s = retry_max_s
         self.stop = stop or threading.Event()
+        # Storage I/O runs here, overlapping the CPU work of the neighbouring chunks.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-insert")
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Store a batch. Blocks, retrying storage failures, until stored or ``stop`` is set
-        (then raises, so the caller does not acknowledge the batch)."""
-        events: list[dict[str, Any]] = []
-        positions: list[Position] = []
+        (then raises, so the caller does not acknowledge the batch).
+
+        One Kafka record may carry hundreds of events (SDK batch records), so the batch is cut
+        into chunks of at most ``max_batch_events`` events, one insert each, and pipelined: while
+        chunk *i* is being stored (an I/O wait on ClickHouse, on the writer thread), this thread
+        decodes, scrubs and encodes chunk *i + 1* and runs the observers over chunk *i - 1*.
+        Observers still see every chunk only after it is stored, in order, on this thread.
+        """
         dead: list[DeadLetter] = []
-        consumed: dict[str, int] = {}
-        for r in records:
-            values = unpack(r.value, r.headers) if r.value is not None else [None]
-            consumed[r.topic] = consumed.get(r.topic, 0) + len(values)
-            for index, value in enumerate(values):
-                result = decode(value, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
-                if isinstance(result, DeadLetter):
-                    dead.append(result)
-                else:
-                    events.append(result)
-                    positions.append(Position(r.topic, r.partition, r.offset, index))
-        for topic, n in consumed.items():
-            self.metrics.consumed.labels(topic).inc(n)
-        if dead:
-            self._retry(lambda: self.send_dead_letters(dead), "dead-letter publish")
-            for d in dead:
-                self.metrics.deadlettered.labels(d.reason).inc()
-                logger.warning("dead-lettered %s[%d]@%d: %s (%s)", d.topic, d.partition, d.offset, d.reason, d.detail)
-        if self.scrubber is not None and events:
-            events = self.scrubber.scrub_batch(events)  # one output per input, same order
-        duplicates = 0
-        stored = 0
-        # One Kafka record may carry hundreds of events (SDK batch records): write in chunks of
-        # at most ``max_batch_events`` so one insert stays bounded.
-        for i in range(0, len(events), self.max_batch_events):
-            chunk = events[i:i + self.max_batch_events]
-            chunk_positions = positions[i:i + self.max_batch_events]
-            start = time.perf_counter()
-            result = self._retry(lambda: self.writer.write(chunk), "ClickHouse write")
+        stored = duplicates = 0
+        in_flight: tuple[Future[Any], list[dict[str, Any]], list[Position], float] | None = None
+
+        def account(chunk: list[dict[str, Any]], chunk_positions: list[Position], result: WriteResult,
+                    start: float) -> None:
+            nonlocal stored, duplicates
             self.metrics.batch_write_seconds.observe(time.perf_counter() - start)
             self.metrics.batch_events.observe(len(chunk))
             for table, n in result.stored.items():
@@ -139,7 +124,62 @@ class Pipeline:
                     observer.observe(chunk, chunk_positions, result.skipped)
                 except Exception:  # noqa: BLE001 - a detector bug must not stop storage
                     logger.exception("detector failed on a batch; the events are stored")
+
+        try:
+            for chunk, chunk_positions in self._chunks(records, dead):
+                if self.scrubber is not None:
+                    chunk = self.scrubber.scrub_batch(chunk)  # one output per input, same order
+                prepared = self.writer.prepare(chunk)
+                done = None
+                if in_flight is not None:
+                    # Chunks are stored one after the other (the replay lookup of the next one
+                    # must see this one), but observed while the next one is being stored.
+                    done = (*in_flight[1:3], in_flight[0].result(), in_flight[3])
+                    in_flight = None
+                future = self._io.submit(self._retry, lambda p=prepared: self.writer.store(p), "ClickHouse write")
+                in_flight = (future, chunk, chunk_positions, time.perf_counter())
+                if done is not None:
+                    account(*done)
+            if in_flight is not None:
+                future, chunk, chunk_positions, start = in_flight
+                result = future.result()
+                in_flight = None
+                account(chunk, chunk_positions, result, start)
+        finally:
+            if in_flight is not None:  # leaving on an error: let the write in flight end first
+                try:
+                    in_flight[0].result()
+                except Exception:  # noqa: BLE001 - the original error is the one to raise
+                    pass
+        if dead:
+            self._retry(lambda: self.send_dead_letters(dead), "dead-letter publish")
+            for d in dead:
+                self.metrics.deadlettered.labels(d.reason).inc()
+                logger.warning("dead-lettered %s[%d]@%d: %s (%s)", d.topic, d.partition, d.offset, d.reason, d.detail)
         return BatchResult(stored=stored, dead=len(dead), duplicates=duplicates)
+
+    def _chunks(self, records: Sequence[RawRecord], dead: list[DeadLetter]
+                ) -> Iterator[tuple[list[dict[str, Any]], list[Position]]]:
+        """Decoded events in chunks of at most ``max_batch_events``; refusals go to ``dead``."""
+        size = self.max_batch_events
+        consumed = self.metrics.consumed
+        events: list[dict[str, Any]] = []
+        positions: list[Position] = []
+        for r in records:
+            values = unpack(r.value, r.headers) if r.value is not None else [None]
+            consumed.labels(r.topic).inc(len(values))
+            for index, value in enumerate(values):
+                result = decode(value, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
+                if isinstance(result, DeadLetter):
+                    dead.append(result)
+                    continue
+                events.append(result)
+                positions.append(Position(r.topic, r.partition, r.offset, index))
+                if len(events) >= size:
+                    yield events, positions
+                    events, positions = [], []
+        if events:
+            yield events, positions
 
     def tick(self, now_s: float) -> None:
         for observer in self.observers:

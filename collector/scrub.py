@@ -196,8 +196,15 @@ class Scrubber:
         for root in ("features", "tags"):
             mapping = event.get(root)
             if isinstance(mapping, dict):
-                new: dict[str, Any] = {}
                 fast = self._numbers_untouched
+                if fast:
+                    for value in mapping.values():
+                        kind = type(value)
+                        if not (kind is float or kind is int or kind is bool or value is None):
+                            break
+                    else:  # nothing a policy could change (all numbers): share it, never modified
+                        continue
+                new: dict[str, Any] = {}
                 for name, value in mapping.items():
                     kind = type(value)
                     if fast and (kind is float or kind is int or kind is bool or value is None):

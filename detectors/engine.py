@@ -52,8 +52,26 @@ _STATE_VERSION = 1
 _MODEL_STATE_VERSION = 2
 
 
+_SECONDS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch seconds, for UTC stamps
+
+
 def parse_timestamp(ts: str) -> float:
-    """RFC 3339 (as validated by schema v1) to epoch seconds."""
+    """RFC 3339 (as validated by schema v1) to epoch seconds.
+
+    UTC stamps ("...Z", as the SDK and the sidecar write them) parse their whole seconds once
+    per second of traffic; the result is the same float ``datetime.timestamp()`` gives
+    (whole microseconds over 10**6, fractions past the microsecond dropped).
+    """
+    if len(ts) >= 20 and ts[-1] == "Z" and ts[19] in ".Z":
+        head = ts[:19]
+        secs = _SECONDS.get(head)
+        if secs is None:
+            if len(_SECONDS) > 4096:
+                _SECONDS.clear()
+            secs = _SECONDS[head] = int(_dt.datetime.fromisoformat(head + "+00:00").timestamp())
+        frac = ts[20:-1]
+        if frac.isdigit() or not frac:
+            return (secs * 1_000_000 + int((frac + "000000")[:6])) / 1_000_000
     return _dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
@@ -272,6 +290,9 @@ class DetectorEngine:
             if m.model != "*":
                 self.ensure_model(m)
         self._ready: list[MetricRow] = []
+        # Stream updates of observe_many, applied in batches (before any window closes).
+        self._deferred: list[tuple[Any, ...]] | None = None
+        self._event_counts: dict[tuple[str, str], int] | None = None  # observe_many's, for metrics
 
     def ensure_model(self, cfg: ModelConfig) -> bool:
         """Start monitoring ``cfg.model`` if it is not monitored yet; True if it was added."""
@@ -311,9 +332,57 @@ class DetectorEngine:
         model = mon.cfg.model
         if ts > self.watermarks.get(model, float("-inf")):
             self.watermarks[model] = ts
-        self.metrics.event(model, kind)
+        counts = self._event_counts
+        if counts is None:
+            self.metrics.event(model, kind)
+        else:
+            key = (model, kind)
+            counts[key] = counts.get(key, 0) + 1
         self.dirty.add(model)
         return mon, ts
+
+    def observe_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Feed events of any type in order; the same result as one ``observe_*`` call each.
+
+        The per-feature histogram updates of predictions are batched (columnar, see
+        :meth:`HistogramSet.update_many`) between window closes, which is where most of the
+        per-event cost was.
+        """
+        self._deferred = []
+        self._event_counts = {} if self.metrics.enabled else None
+        try:
+            for ev in events:
+                kind = ev.get("type")
+                if kind == "prediction":
+                    self.observe_prediction(ev)
+                elif kind == "label":
+                    self.observe_label(ev)
+                else:
+                    self.observe_outcome(ev)
+        finally:
+            self._apply_deferred()
+            self._deferred = None
+            counts, self._event_counts = self._event_counts, None
+            for (model, kind), n in (counts or {}).items():
+                self.metrics.events.labels(model, kind).inc(n)
+
+    def _apply_deferred(self) -> None:
+        deferred = self._deferred
+        if not deferred:
+            return
+        self._deferred = []
+        by_stream: dict[int, tuple[Any, list[tuple[Any, ...]]]] = {}
+        for st, segs, features, prediction in deferred:
+            entry = by_stream.get(id(st))
+            if entry is None:
+                entry = by_stream[id(st)] = (st, [])
+            entry[1].append((segs, features, prediction))
+        for st, rows in by_stream.values():
+            try:
+                st.update_many(rows)
+            except Exception:  # the hot path never raises (STYLE 2)
+                log.exception("detector engine failed on a batch of predictions")
+                self.metrics.ignore("engine_error")
 
     def observe_prediction(self, event: Mapping[str, Any]) -> None:
         """Feed one prediction event (primary, shadow or an A/B arm)."""
@@ -327,7 +396,7 @@ class DetectorEngine:
             if win.before_event(ts):
                 self._close(model)
                 win.before_event(ts)
-            mon.on_prediction(event, ts)
+            mon.on_prediction(event, ts, self._deferred)
             mon.expire(self.watermarks[model])
             if event.get("variant") != "shadow" and win.after_event(ts):
                 self._close(model)
@@ -368,6 +437,7 @@ class DetectorEngine:
 
     # -- windows --------------------------------------------------------------------------------
     def _close(self, model: str) -> None:
+        self._apply_deferred()  # the window's counts must be complete before it is tested
         win = self.windows[model]
         start, end = win.bounds()
         ws, we = _utc(start), _utc(end)
@@ -461,12 +531,16 @@ class DetectorEngine:
             "version": _MODEL_STATE_VERSION, "model": model, "kind": "delta" if delta else "full",
             "window": self.windows[model].get_state(), "watermark": self.watermarks.get(model),
             "ready": [_row_json(r) for r in self._ready if r.model == model]}
-        if delta:
-            doc["core"], doc["journal"] = mon.core_state(), mon.journal()
-        else:
+        if not delta:
             doc["monitor"] = mon.get_state()
-        # Level 1: several times faster than 6 and nearly as small on this JSON.
-        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+            # Level 1: several times faster than 6 and nearly as small on this JSON.
+            return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+        doc["core"] = mon.core_state()
+        # The journal (pending joins, first events) is most of a delta and holds only validated
+        # event values and parsed timestamps, all finite: orjson writes it ~7x faster. The rest
+        # goes through json, which keeps a NaN statistic as NaN where orjson would write null.
+        head = json.dumps(doc, separators=(",", ":")).encode()
+        return zlib.compress(head[:-1] + b',"journal":' + _json_finite(mon.journal()) + b"}", 1)
 
     def checkpoint(self, model: str) -> None:
         """The last :meth:`state_for` of ``model`` is saved: deltas start again from here."""
@@ -499,6 +573,15 @@ class DetectorEngine:
         if doc.get("watermark") is not None:
             self.watermarks[model] = doc["watermark"]
         self._ready = [r for r in self._ready if r.model != model] + [_row_of(r) for r in doc["ready"]]
+
+
+def _json_finite(value: Any) -> bytes:
+    """JSON of data known to hold no NaN or infinity (orjson when installed)."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a core dependency
+        return json.dumps(value, separators=(",", ":")).encode()
+    return orjson.dumps(value)
 
 
 def _row_json(r: MetricRow) -> list[Any]:

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -27,6 +27,7 @@ class EngineMetrics:
 
     def __init__(self, registry: "CollectorRegistry | None") -> None:
         self.enabled = registry is not None
+        self._children: dict[tuple[Any, ...], Any] = {}
         if registry is None:
             return
         from prometheus_client import Counter, Gauge
@@ -46,11 +47,20 @@ class EngineMetrics:
 
     def event(self, model: str, kind: str) -> None:
         if self.enabled:
-            self.events.labels(model, kind).inc()
+            self._child(self.events, model, kind).inc()
 
     def label(self, model: str, result: str) -> None:
         if self.enabled:
-            self.labels.labels(model, result).inc()
+            self._child(self.labels, model, result).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # ``labels()`` validates and hashes on every call; events come by the thousand per
+        # second, so keep the children (one per model and type: a bounded set).
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def ignore(self, reason: str) -> None:
         if self.enabled:

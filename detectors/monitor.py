@@ -110,6 +110,32 @@ class VersionStream:
         if self.multivariate is not None:
             self.multivariate.update(features)
 
+    def update_many(self, rows: list[tuple[list[str], Mapping[str, Any], Any]]) -> None:
+        """``update(segs, features, prediction)`` for each row, in order, detector by detector."""
+        by_seg: dict[str, list[int]] = {}
+        for i, (segs, _, _) in enumerate(rows):
+            for seg in segs:
+                by_seg.setdefault(seg, []).append(i)
+        outputs: list[Any] = [None] * len(rows)
+        everyone = len(rows)
+        for seg, idx in by_seg.items():
+            whole = len(idx) == everyone
+            feats = [r[1] for r in rows] if whole else [rows[i][1] for i in idx]
+            for det in self.detectors(seg):
+                if isinstance(det, PredictionDriftDetector):
+                    outs = []
+                    for i in idx:
+                        o = outputs[i]
+                        if o is None:
+                            o = outputs[i] = prediction_features(rows[i][2])
+                        outs.append(o)
+                    det.update_many(outs)
+                else:
+                    det.update_many(feats)  # type: ignore[attr-defined]
+        if self.multivariate is not None:
+            for r in rows:
+                self.multivariate.update(r[1])
+
     def close(self) -> list[tuple[str, DetectorResult]]:
         out = []
         for seg, dets in self.segments.items():
@@ -214,7 +240,10 @@ class ModelMonitor:
         return det
 
     # -- events ---------------------------------------------------------------------------------
-    def on_prediction(self, ev: Mapping[str, Any], ts: float) -> None:
+    def on_prediction(self, ev: Mapping[str, Any], ts: float,
+                      deferred: list[tuple[Any, ...]] | None = None) -> None:
+        """Feed one prediction. With ``deferred``, the reference-based stream update is appended
+        there as ``(stream, segs, features, prediction)`` for a batched ``update_many`` instead."""
         cfg = self.cfg
         version = ev.get("model_version") or ""
         variant = ev.get("variant") or "primary"
@@ -229,7 +258,10 @@ class ModelMonitor:
             self._pair(request_id, ts, "p", version, segs, ev)
         st = self.stream(version, ev)
         if st is not None:
-            st.update(segs, ev.get("features") or {}, prediction)
+            if deferred is None:
+                st.update(segs, ev.get("features") or {}, prediction)
+            else:
+                deferred.append((st, segs, ev.get("features") or {}, prediction))
         if cfg.concept.enabled:
             eid = ev["event_id"]
             early = self.pending_labels.pop(eid)

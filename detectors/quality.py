@@ -16,7 +16,7 @@ shared :class:`~driftline.detectors.drift.HistogramSet` and each event is counte
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from driftline.detectors.base import Detector, DetectorResult
 from driftline.detectors.config import QualitySettings
@@ -51,6 +51,19 @@ class QualityDetector(Detector):
         for name in extra:
             if name in self.unexpected or len(self.unexpected) < _MAX_UNEXPECTED:
                 self.unexpected[name] = self.unexpected.get(name, 0) + 1
+
+    def update_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``update`` for each row, in order."""
+        if self._owner:
+            self.window.update_many(rows)
+        names = self._names
+        for features in rows:
+            keys = features.keys()
+            if keys <= names:  # the usual case: no feature outside the reference
+                continue
+            for name in keys - names:
+                if name in self.unexpected or len(self.unexpected) < _MAX_UNEXPECTED:
+                    self.unexpected[name] = self.unexpected.get(name, 0) + 1
 
     def _row(self, feature: str, stat: str, value: float, thr: float, prof: FeatureProfile,
              n: int, judged: bool, details: tuple[tuple[str, Any], ...] = ()) -> DetectorResult:

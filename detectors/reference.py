@@ -65,16 +65,27 @@ def prediction_features(prediction: Any) -> dict[str, Any]:
     if isinstance(prediction, Mapping):
         if not prediction:
             return {}
-        top = max(prediction, key=lambda k: prediction[k])
-        total = sum(max(0.0, float(v)) for v in prediction.values())
+        # One pass for the top class (the first of equal maxima, as max() picks) and the total;
+        # this runs for every prediction and every label, so it avoids key functions and
+        # generators. Same arithmetic, in the same order, as the plain formulas.
+        top: Any = None
+        best = 0.0
+        total: float = 0
+        floats = []
+        for k, v in prediction.items():
+            if top is None or v > best:
+                top, best = k, v
+            f = float(v)
+            floats.append(f)
+            total += f if f > 0.0 else 0.0
         ent = 0.0
-        if total > 0 and len(prediction) > 1:
-            for v in prediction.values():
-                p = max(0.0, float(v)) / total
+        if total > 0 and len(floats) > 1:
+            for f in floats:
+                p = (f if f > 0.0 else 0.0) / total
                 if p > 0:
                     ent -= p * math.log(p)
-            ent /= math.log(len(prediction))  # normalised to [0, 1]
-        return {"prediction": top, "confidence": float(prediction[top]), "entropy": ent}
+            ent /= math.log(len(floats))  # normalised to [0, 1]
+        return {"prediction": top, "confidence": float(best), "entropy": ent}
     return {"prediction": prediction}
 
 
