@@ -65,12 +65,24 @@ def _split_prediction(pred: Any) -> tuple[float | None, str | None, dict[str, fl
     return None, None, {}
 
 
-def prediction_row(e: dict[str, Any]) -> dict[str, Any]:
+_NO_STR: dict[str, str] = {}
+_NO_BOOL: dict[str, bool] = {}
+_NO_NULL: list[str] = []
+
+
+def _split_features(features: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], dict[str, bool], list[str]]:
+    """(numbers, strings, bools, names of nulls): the four typed columns of the feature map."""
+    for value in features.values():
+        kind = type(value)
+        if kind is not float and kind is not int:
+            break
+    else:  # all numbers (the usual case): the map goes out as it came in, nothing copied
+        return features, _NO_STR, _NO_BOOL, _NO_NULL
     num: dict[str, float] = {}
     text: dict[str, str] = {}
     flags: dict[str, bool] = {}
     nulls: list[str] = []
-    for name, value in (e.get("features") or {}).items():
+    for name, value in features.items():
         kind = type(value)
         if kind is float or kind is int:
             num[name] = value
@@ -80,6 +92,11 @@ def prediction_row(e: dict[str, Any]) -> dict[str, Any]:
             flags[name] = value
         else:
             nulls.append(name)
+    return num, text, flags, nulls
+
+
+def prediction_row(e: dict[str, Any]) -> dict[str, Any]:
+    num, text, flags, nulls = _split_features(e.get("features") or {})
     pred = e.get("prediction")
     p_num, p_label, p_scores = _split_prediction(pred)
     return {

@@ -62,7 +62,7 @@ def prediction_features(prediction: Any) -> dict[str, Any]:
                 return {"prediction": prediction[0]}
         else:
             return {}
-    if isinstance(prediction, Mapping):
+    if type(prediction) is dict or isinstance(prediction, Mapping):  # the ABC check is slow
         if not prediction:
             return {}
         # One pass for the top class (the first of equal maxima, as max() picks) and the total;
