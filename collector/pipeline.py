@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from driftline.collector.decode import DeadLetter, decode
+from driftline.collector.decode import DeadLetter, decode, decode_all
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.writer import ClickHouseWriter, WriteResult
 from driftline.sdk.kafka_exporter import unpack
@@ -168,8 +168,11 @@ class Pipeline:
         for r in records:
             values = unpack(r.value, r.headers) if r.value is not None else [None]
             consumed.labels(r.topic).inc(len(values))
-            for index, value in enumerate(values):
-                result = decode(value, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
+            if r.value is None:
+                decoded = [decode(None, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)]
+            else:
+                decoded = decode_all(values, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
+            for index, result in enumerate(decoded):
                 if isinstance(result, DeadLetter):
                     dead.append(result)
                     continue

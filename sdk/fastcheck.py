@@ -82,11 +82,33 @@ def _build() -> Any:
         kind = obj.get("type")
         return msgspec_convert(obj, type=by_type.get(kind, event_t) if type(kind) is str else event_t)
 
+    lists = {"prediction": list[Prediction], "label": list[Label]}  # type: ignore[valid-type]
+
+    def convert_all(objs: list[Any], kind: str) -> Any:
+        return msgspec_convert(objs, type=lists[kind])
+
+    convert.all = convert_all  # type: ignore[attr-defined]
     return convert, msgspec.ValidationError, Outcome
 
 
-def fast_valid(obj: "Any") -> bool:
-    """True if ``obj`` (a decoded event) is certainly valid schema v1."""
+def fast_valid_all(objs: "list[Any]", kind: str) -> bool:
+    """True if every one of ``objs`` is certainly a valid schema-v1 event of type ``kind``
+    (``prediction`` or ``label``), checked in one msgspec call; False means "check each one"."""
+    if kind not in ("prediction", "label") or not fast_valid_ready():
+        return False
+    convert, error, _ = _converter
+    for obj in objs:  # a concrete tagged Struct does not require its tag: check it here
+        if type(obj) is not dict or obj.get("type") != kind:
+            return False
+    try:
+        convert.all(objs, kind)
+    except error:
+        return False
+    return True
+
+
+def fast_valid_ready() -> bool:
+    """Compile the msgspec types if needed; False when msgspec is unavailable."""
     global _converter, _unavailable
     if _unavailable:
         return False
@@ -96,6 +118,13 @@ def fast_valid(obj: "Any") -> bool:
         except Exception:  # no msgspec, or one too old: the Python validator does all the work
             _unavailable = True
             return False
+    return True
+
+
+def fast_valid(obj: "Any") -> bool:
+    """True if ``obj`` (a decoded event) is certainly valid schema v1."""
+    if not fast_valid_ready():
+        return False
     convert, error, outcome = _converter
     if type(obj) is not dict:
         return False
