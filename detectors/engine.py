@@ -453,12 +453,7 @@ class DetectorEngine:
         rows = [result_to_row(r, model=model, model_version=v, segment=seg, window_start=_utc(start),
                               window_end=_utc(end)) for v, seg, r, start, end in mon.concept_closed]
         mon.concept_closed.clear()
-        m = self.metrics
-        if m.enabled:  # gauges only: windows_total counts prediction windows
-            for r in rows:
-                key = (r.model, r.model_version, r.detector, r.feature, r.segment, r.statistic)
-                m.statistic.labels(*key).set(r.value)
-                m.detected.labels(*key).set(1.0 if r.drift else 0.0)
+        self.metrics.rows(rows)  # gauges only: windows_total counts prediction windows
         self._ready.extend(rows)
 
     def poll(self, now: float | None = None) -> list[MetricRow]:

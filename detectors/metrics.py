@@ -55,7 +55,8 @@ class EngineMetrics:
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # ``labels()`` validates and hashes on every call; events come by the thousand per
-        # second, so keep the children (one per model and type: a bounded set).
+        # second and rows by the hundred per window, so keep the children (label sets are
+        # bounded: models, types, and features x statistics x segments).
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
@@ -69,8 +70,14 @@ class EngineMetrics:
     def window(self, model: str, rows: Iterable["MetricRow"]) -> None:
         if not self.enabled:
             return
-        self.windows.labels(model).inc()
+        self._child(self.windows, model).inc()
+        self.rows(rows)
+
+    def rows(self, rows: Iterable["MetricRow"]) -> None:
+        """Set the statistic and verdict gauges of each row."""
+        if not self.enabled:
+            return
         for r in rows:
             key = (r.model, r.model_version, r.detector, r.feature, r.segment, r.statistic)
-            self.statistic.labels(*key).set(r.value)
-            self.detected.labels(*key).set(1.0 if r.drift else 0.0)
+            self._child(self.statistic, *key).set(r.value)
+            self._child(self.detected, *key).set(1.0 if r.drift else 0.0)
