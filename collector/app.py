@@ -89,9 +89,10 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
     # Records per take: SDK records hold up to 128 KiB of events (about 200), single-event
-    # producers one each; batch_size // 10 keeps both in the thousands of events per take and
-    # bounds a take to ~64 MiB, while every insert stays at most batch_size events.
-    take_records = max(50, settings.batch_size // 10)
+    # producers one each; batch_size // 10 (at most 500) keeps both in the thousands of events per
+    # take, several inserts for SDK records (pipelined in Pipeline.process), and bounds a take to
+    # ~64 MiB, while every insert stays at most batch_size events.
+    take_records = max(50, min(500, settings.batch_size // 10))
     metrics = pipeline.metrics
 
     def make_agent(topic_name: str, role: str) -> None:

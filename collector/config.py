@@ -37,7 +37,7 @@ class CollectorSettings:
     data_dir: Path = field(default_factory=lambda: Path(".driftline"))
     topics: Topics = field(default_factory=Topics)
     group_id: str = "driftline-collector"
-    batch_size: int = 5_000
+    batch_size: int = 10_000  # events per insert: bigger blocks cost ClickHouse's views less per row
     batch_timeout_s: float = 0.5
     metrics_port: int = 9464
     metrics_host: str = "127.0.0.1"
