@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 
 from driftline.collector.decode import DeadLetter, decode, decode_all
 from driftline.collector.metrics import CollectorMetrics
@@ -37,9 +37,12 @@ class Scrubber(Protocol):
     def scrub_batch(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where an event came from: its Kafka record (a batch record holds many events)."""
+class Position(NamedTuple):
+    """Where an event came from: its Kafka record (a batch record holds many events).
+
+    A named tuple, not a frozen dataclass: one is made per event, and a frozen dataclass's
+    ``__init__`` costs about 1 µs.
+    """
 
     topic: str
     partition: int

@@ -35,6 +35,7 @@ reaches the table twice is counted twice (as raw queries do before a merge).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 DB = "driftline"
@@ -80,11 +81,16 @@ WHERE {SERVED} AND {{where}}
 GROUP BY model, model_version, hour, feature, kind, bin, category"""
 
 #: tables and views of earlier releases, dropped by :func:`migrate`
-RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv")
-RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m")
+RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv")
+RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m", "rollup_request_index")
 # table -> (a column its current layout has, the views that read or fill it)
-_REBUILT = {"rollup_request_index": ("hour", ("rollup_request_index_mv", "rollup_shadow_1m_mv"))}
+_REBUILT: dict[str, tuple[str, tuple[str, ...]]] = {}
 
+_REQ_INDEX = """(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
+    timestamp DateTime64(6, 'UTC'), model_version LowCardinality(String), label Nullable(String),
+    value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String),
+    hour DateTime('UTC') MATERIALIZED toStartOfHour(timestamp))
+ENGINE = ReplacingMergeTree ORDER BY (model, hour, rid, event_id)"""
 _COMMON = "model LowCardinality(String), model_version LowCardinality(String)"
 _TS = "DateTime64(6, 'UTC')"
 
@@ -116,11 +122,8 @@ ENGINE = ReplacingMergeTree ORDER BY (model, event_id)""",
     delay_ms Int64)
 ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, actual_has, actual, predicted_has, predicted)""",
-    "rollup_request_index": f"""(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
-    timestamp {_TS}, model_version LowCardinality(String), label Nullable(String),
-    value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String),
-    hour DateTime('UTC') MATERIALIZED toStartOfHour(timestamp))
-ENGINE = ReplacingMergeTree ORDER BY (model, hour, rid, event_id)""",
+    "rollup_shadow_index": _REQ_INDEX,
+    "rollup_primary_index": _REQ_INDEX,
     "rollup_outcome_index": f"""(model LowCardinality(String), prediction_id UUID, event_id UUID,
     name LowCardinality(String), value Float64)
 ENGINE = ReplacingMergeTree ORDER BY (model, prediction_id, event_id)""",
@@ -274,22 +277,42 @@ SELECT model, anyIf(model_version, role = 1) AS p_version, anyIf(model_version, 
 FROM ({rows}) GROUP BY model, rid HAVING {having}"""
 
 
-# A pair is counted by the block that completes it: both halves present now, not both before.
-# The earlier half is looked up among the index rows of the block's hours +-1 (the index is sorted
-# by hour first: request ids are hashes, and a lookup by id alone would read the whole index on
-# every insert); halves logged more than an hour apart are not paired by the view. (A scalar
+# Shadow pairing is driven by the shadows: only rows whose request has a shadow (in the block or
+# in the shadow index) are grouped, so a block without shadows costs almost nothing here. The
+# earlier half of a pair is looked up by primary key ((model, hour, rid) IN sets built from the
+# block) in the shadow index (block primaries) or the primary index (block shadows), among the
+# block's hours +-1: halves logged more than an hour apart are not paired by the view. Rows of the
+# block already visible in an index (its MV ran first) are excluded by event id. (A scalar
 # subquery over the block here, e.g. ``hour >= (SELECT min(...) FROM predictions)``, made chDB
 # 26.9 skip every view of the table without an error: keep to IN sets.)
+_SHADOW = "variant LIKE 'shadow%'"
+_HOURS = (f"hour IN (SELECT DISTINCT arrayJoin([h - 3600, h, h + 3600]) FROM (SELECT DISTINCT "
+          f"toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {DB}.predictions))")
+
+
+def _old(index: str, block_role: str, other_role: str) -> str:
+    """Index rows of the requests of the block's ``block_role`` rows whose other half is not in the
+    block (the IN set stays small, so the key lookup reads few granules)."""
+    key = "model, cityHash64(request_id)"
+    return (f"SELECT model, rid, event_id, role, timestamp, model_version, label, value, ms, status "
+            f"FROM {DB}.{index} WHERE {_HOURS} AND (model, rid) IN (SELECT {key} FROM {DB}.predictions "
+            f"WHERE {block_role} AND ({key}) NOT IN (SELECT {key} FROM {DB}.predictions WHERE {other_role})) "
+            f"AND event_id NOT IN (SELECT event_id FROM {DB}.predictions WHERE {block_role})")
+
+
+_PRIMARY = "variant = 'primary'"
+_OLD_SHADOWS = _old("rollup_shadow_index", _PRIMARY, _SHADOW)
 SHADOW_MV_SELECT = _pairs_select(
-    f"""SELECT {_REQ_COLS}, toUInt8(0) AS old FROM {DB}.predictions WHERE {PAIRED}
+    f"""SELECT {_REQ_COLS}, toUInt8(0) AS old FROM {DB}.predictions WHERE {_SHADOW}
         UNION ALL
-        SELECT model, rid, event_id, role, timestamp, model_version, label, value, ms, status,
-               toUInt8(1) AS old
-        FROM {DB}.rollup_request_index
-        WHERE hour IN (SELECT DISTINCT arrayJoin([h - 3600, h, h + 3600]) FROM
-                       (SELECT DISTINCT toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {DB}.predictions))
-          AND (model, rid) IN (SELECT model, cityHash64(request_id) FROM {DB}.predictions WHERE {PAIRED})
-          AND event_id NOT IN (SELECT event_id FROM {DB}.predictions)""",
+        SELECT {_REQ_COLS}, toUInt8(0) AS old FROM {DB}.predictions WHERE {_PRIMARY}
+          AND (model, cityHash64(request_id)) IN (
+              SELECT model, cityHash64(request_id) FROM {DB}.predictions WHERE {_SHADOW}
+              UNION ALL SELECT model, rid FROM ({_OLD_SHADOWS}))
+        UNION ALL
+        SELECT *, toUInt8(1) AS old FROM ({_OLD_SHADOWS})
+        UNION ALL
+        SELECT *, toUInt8(1) AS old FROM ({_old('rollup_primary_index', _SHADOW, _PRIMARY)})""",
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0 "
     "AND NOT (countIf(role = 1 AND old = 1) > 0 AND countIf(role = 2 AND old = 1) > 0)")
 
@@ -299,7 +322,9 @@ SHADOW_RAW_SELECT = _pairs_select(
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0 AND countIf(role = 1 AND {primary}) > 0")
 
 SHADOW_BACKFILL = _pairs_select(
-    f"SELECT * FROM {DB}.rollup_request_index FINAL",
+    f"SELECT * FROM {DB}.rollup_shadow_index FINAL UNION ALL "
+    f"SELECT * FROM {DB}.rollup_primary_index FINAL WHERE (model, rid) IN "
+    f"(SELECT model, rid FROM {DB}.rollup_shadow_index)",
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0")
 
 # name -> (target table, SELECT for the MV); the MVs are created in this order.
@@ -318,8 +343,10 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_outcomes_1m_from_predictions_mv": ("rollup_outcomes_1m",
                                                PREDICTIONS_OUTCOMES_MV_SELECT.format(where="1")),
     "rollup_outcomes_1m_from_outcomes_mv": ("rollup_outcomes_1m", OUTCOMES_MV_SELECT),
-    "rollup_request_index_mv": ("rollup_request_index",
-                                f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}"),
+    "rollup_shadow_index_mv": ("rollup_shadow_index",
+                               f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW}"),
+    "rollup_primary_index_mv": ("rollup_primary_index",
+                                f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_PRIMARY}"),
     "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
 }
 
@@ -332,12 +359,14 @@ BACKFILL: dict[str, str] = {
     "rollup_labels_1m": LABELS_BACKFILL,
     "rollup_outcome_index": _OUTCOME_INDEX,
     "rollup_outcomes_1m": OUTCOMES_BACKFILL,
-    "rollup_request_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}",
+    "rollup_shadow_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW}",
+    "rollup_primary_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_PRIMARY}",
     "rollup_shadow_1m": SHADOW_BACKFILL,
 }
 
 #: tables holding one row per event (a deletion of events must delete from these too)
-PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_request_index", "rollup_outcome_index")
+PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_shadow_index", "rollup_primary_index",
+                    "rollup_outcome_index")
 
 
 def _existing(client: Any) -> set[str]:
@@ -352,6 +381,12 @@ def migrate(client: Any) -> tuple[str, ...]:
     inserted between an MV's creation and its table's backfill would be counted twice).
     Returns the names of the tables created (and backfilled) by this call.
     """
+    # An MV whose definition changed (its comment holds a hash of it) is replaced; its table stays.
+    comments = dict(client.query(f"SELECT name, comment FROM system.tables WHERE database = '{DB}' "
+                                 f"AND engine = 'MaterializedView'").result_rows)
+    for mv, (target, select) in VIEWS.items():
+        if mv in comments and comments[mv] != _digest(target, select):
+            client.command(f"DROP VIEW {DB}.{mv}")
     for mv in RETIRED_VIEWS:
         client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
     for name in RETIRED_TABLES:
@@ -369,10 +404,15 @@ def migrate(client: Any) -> tuple[str, ...]:
     for name, ddl in TABLES.items():
         client.command(f"CREATE TABLE IF NOT EXISTS {DB}.{name} {ddl}")
     for mv, (target, select) in VIEWS.items():
-        client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{mv} TO {DB}.{target} AS {select}")
+        client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{mv} TO {DB}.{target} AS {select} "
+                       f"COMMENT '{_digest(target, select)}'")
     for name in created:
         _backfill(client, name)
     return created
+
+
+def _digest(target: str, select: str) -> str:
+    return "def " + hashlib.sha256(f"{target}\n{select}".encode()).hexdigest()[:16]
 
 
 def _backfill(client: Any, name: str) -> None:

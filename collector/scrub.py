@@ -220,12 +220,19 @@ class Scrubber:
         return out, self._has_jobs
 
     def _visit_nested(self, model: str, root: str, value: Any, visit: Callable[[str, Any], Any]) -> Any:
-        if self._policy(model, root) == "drop":
+        policy = self._policy(model, root)
+        if policy == "drop":
             self._m_policy.labels("drop").inc()
             return None
         if isinstance(value, list):
             return [self._visit_nested(model, root, v, visit) for v in value]
         if isinstance(value, dict):
+            if policy == "scrub":
+                for cls in value:  # class -> score: scrubbing leaves 0/1-character names alone
+                    if type(cls) is not str or len(cls) > 1:
+                        break
+                else:
+                    return value
             new: dict[Any, Any] = {}
             for cls, score in value.items():
                 key = visit(root, cls) if isinstance(cls, str) else cls
