@@ -156,16 +156,18 @@ class PerformanceDetector(Detector):
         self.abs_sum = 0.0
         self.sq_sum = 0.0
 
-    def error_of(self, prediction: Any, label: Any) -> float | None:
-        """0/1 error (classifier) or absolute error (regressor); None if not comparable."""
+    def error_of(self, prediction: Any, label: Any, outputs: dict[str, Any] | None = None) -> float | None:
+        """0/1 error (classifier) or absolute error (regressor); None if not comparable.
+        ``outputs`` is ``prediction_features(prediction)`` if the caller has it already."""
         task = self.task if self.task != "auto" else infer_task(prediction, label)
         if task == "regression":
             p, y = _as_float(prediction), _as_float(label)
             return None if p is None or y is None else abs(p - y)
-        pred = prediction_features(prediction).get("prediction")
+        pred = (prediction_features(prediction) if outputs is None else outputs).get("prediction")
         return None if pred is None else float(category_key(pred) != category_key(label))
 
-    def update(self, prediction: Any, label: Any) -> None:  # type: ignore[override]
+    def update(self, prediction: Any, label: Any,  # type: ignore[override]
+               outputs: dict[str, Any] | None = None) -> None:
         if self.task == "auto":
             self.task = infer_task(prediction, label)  # fixed at the first pair, then stable
         if self.task == "regression":
@@ -176,7 +178,7 @@ class PerformanceDetector(Detector):
             self.abs_sum += abs(p - y)
             self.sq_sum += (p - y) ** 2
             return
-        feats = prediction_features(prediction)
+        feats = prediction_features(prediction) if outputs is None else outputs
         pred = feats.get("prediction")
         if pred is None or label is None:
             return

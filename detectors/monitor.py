@@ -309,10 +309,11 @@ class ModelMonitor:
             self.counts["labels_late"] += 1
             return "late"
         self.counts["labels_joined"] += 1
+        outputs = prediction_features(prediction)  # once for every segment and the error stream
         for seg in segs:
-            self.perf(f"{version}|{seg}").update(prediction, label)
+            self.perf(f"{version}|{seg}").update(prediction, label, outputs)
         perf = self.perf(f"{version}|")
-        err = perf.error_of(prediction, label)
+        err = perf.error_of(prediction, label, outputs)
         if err is not None:
             for det in self.error_detectors(version, perf.task):
                 det.update(err)
