@@ -77,10 +77,13 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
                 for t in bodies}
         results = {}
         k = [0]
+        cpu_us: dict[Any, float] = {}
 
         def rate(table: str) -> float:
+            """Rows/s of the inserts (wall); the store's CPU µs per row goes to ``cpu_us[k]``."""
             k[0] += 1
             model = f'"model":"m{k[0]}"'.encode()  # a fresh model each run: no earlier rows
+            c0 = _cpu_s(store.pid)
             t0 = time.perf_counter()
             rows = 0
             for body in bodies[table]:
@@ -88,20 +91,22 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
                 c.raw_insert(f"driftline.{table}", column_names=cols[table], insert_block=body,
                              fmt="JSONEachRow")
                 rows += body.count(b"\n") + 1
-            return rows / (time.perf_counter() - t0)
+            wall = time.perf_counter() - t0
+            cpu_us[k[0]] = (_cpu_s(store.pid) - c0) / rows * 1e6
+            return rows / wall
 
         rollups.drop(c)  # tables.migrate created them
         for table in ("predictions", "labels"):  # labels after their predictions, as usual
-            results[("without MVs", table)] = rate(table)
+            results[("without MVs", table)] = (rate(table), cpu_us[k[0]])
         rollups.migrate(c)
         for table in ("predictions", "labels"):
-            results[("with MVs", table)] = rate(table)
+            results[("with MVs", table)] = (rate(table), cpu_us[k[0]])
         print("insert cost of the rollup MVs (fresh store, JSONEachRow, "
-              f"{batch:,} rows per insert)")
+              f"{batch:,} rows per insert; store CPU µs/row; ratios = without / with)")
         for table in ("predictions", "labels"):
-            a, b = results[("without MVs", table)], results[("with MVs", table)]
-            print(f"  {table:12s} without MVs {a:10,.0f} rows/s   with MVs {b:10,.0f} rows/s   "
-                  f"ratio {b / a:.2f}")
+            (a, ca), (b, cb) = results[("without MVs", table)], results[("with MVs", table)]
+            print(f"  {table:12s} without MVs {a:10,.0f} rows/s {ca:5.1f} µs   with MVs {b:10,.0f} "
+                  f"rows/s {cb:5.1f} µs   ratio {b / a:.2f}  CPU ratio {ca / cb:.2f}")
         if not per_view:
             return
         print("  each MV alone (ratio to a baseline run just before it):")
@@ -115,13 +120,21 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
                 continue  # outcome inserts are not measured; the 1h tier runs off the 1m table
             names = [mv] + (["rollup_predictions_1h_mv"] if mv == "rollup_predictions_1m_mv" else [])
             base = rate(table)
+            base_cpu = cpu_us[k[0]]
             for name in names:
                 c.command(f"CREATE MATERIALIZED VIEW driftline.{name} TO driftline.{rollups.VIEWS[name][0]} "
                           f"AS {rollups.VIEWS[name][1]}")
             r = rate(table)
             for name in names:
                 c.command(f"DROP VIEW driftline.{name}")
-            print(f"    {table:12s} {' + '.join(names):52s} ratio {r / base:.2f}")
+            print(f"    {table:12s} {' + '.join(names):52s} ratio {r / base:.2f}  "
+                  f"CPU ratio {base_cpu / cpu_us[k[0]]:.2f}")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def time_queries(url: str, v: Any, repeat: int = 3, raw: bool = False) -> dict[str, float]:

@@ -123,6 +123,13 @@ ENGINE = ReplacingMergeTree ORDER BY (model, event_id)""",
 ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, actual_has, actual, predicted_has, predicted)""",
     "rollup_shadow_index": _REQ_INDEX,
+    # Null tables: blocks handed from one MV to the next, nothing stored
+    "rollup_early": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
+    model_version LowCardinality(String), variant LowCardinality(String),
+    prediction_label Nullable(String), prediction_num Nullable(Float64)) ENGINE = Null""",
+    "rollup_pair_block": f"""(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
+    timestamp {_TS}, model_version LowCardinality(String), label Nullable(String),
+    value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String)) ENGINE = Null""",
     "rollup_primary_index": _REQ_INDEX,
     "rollup_outcome_index": f"""(model LowCardinality(String), prediction_id UUID, event_id UUID,
     name LowCardinality(String), value Float64)
@@ -206,15 +213,17 @@ INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index
 ARRAY JOIN arrayFilter(t -> t.1 != 0,
     [(toInt8(1), x.nts, x.nls, x.nln), (toInt8(-1 * x.found), x.ots, x.ols, x.oln)]) AS c"""
 
-# Served predictions whose label is already stored (it arrived first): add them now.
-PREDICTIONS_LABELS_MV_SELECT = f"""
+# Served predictions whose label is already stored (it arrived first): add them now. ``{src}`` is
+# the raw table (the dashboard's edge minutes) or ``rollup_early`` (the MV, see EARLY_SELECT).
+_PREDICTIONS_LABELS = f"""
 SELECT {_contribution('1', 'p', 'l.ts', 'l.ls', 'l.ln')}
-FROM (SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED} AND {{where}}) AS p
+FROM (SELECT {_index_cols()} FROM {{src}} WHERE {SERVED} AND {{where}}) AS p
 INNER JOIN (SELECT model, prediction_id, {_LATEST} FROM {DB}.labels
-            WHERE (model, prediction_id) IN (SELECT model, event_id FROM {DB}.predictions
+            WHERE (model, prediction_id) IN (SELECT model, event_id FROM {{src}}
                                              WHERE {SERVED} AND {{where}})
             GROUP BY model, prediction_id) AS l
   ON l.model = p.model AND l.prediction_id = p.event_id"""
+PREDICTIONS_LABELS_MV_SELECT = _PREDICTIONS_LABELS.replace("{src}", f"{DB}.predictions")
 
 LABELS_BACKFILL = f"""
 SELECT {_contribution('1', 'p', 'l.ts', 'l.ls', 'l.ln')}
@@ -239,14 +248,27 @@ INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index
             LIMIT 1 BY model, event_id) AS p ON p.model = o.model AND p.event_id = o.prediction_id"""
 
 # Outcomes stored before their prediction (read through the outcome index, keyed by prediction).
-PREDICTIONS_OUTCOMES_MV_SELECT = f"""
+_PREDICTIONS_OUTCOMES = f"""
 SELECT {_OUTCOME}
-FROM (SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED} AND {{where}}) AS p
+FROM (SELECT {_index_cols()} FROM {{src}} WHERE {SERVED} AND {{where}}) AS p
 INNER JOIN (SELECT model, prediction_id, name, value FROM {DB}.rollup_outcome_index
-            WHERE (model, prediction_id) IN (SELECT model, event_id FROM {DB}.predictions
+            WHERE (model, prediction_id) IN (SELECT model, event_id FROM {{src}}
                                              WHERE {SERVED} AND {{where}})
             LIMIT 1 BY model, prediction_id, event_id) AS o
   ON o.model = p.model AND o.prediction_id = p.event_id"""
+PREDICTIONS_OUTCOMES_MV_SELECT = _PREDICTIONS_OUTCOMES.replace("{src}", f"{DB}.predictions")
+
+# Each MV's query costs milliseconds to analyse and plan on every insert, whatever the block size,
+# and labels or outcomes stored before their prediction are rare: one slim MV passes the block's
+# served predictions that have one to the Null table ``rollup_early``, and the two join MVs above
+# run on that table, i.e. only for inserts that have such predictions (a view on a Null table
+# does not run for an empty block).
+_BLOCK_IDS = f"(SELECT model, event_id FROM {DB}.predictions)"
+EARLY_SELECT = f"""
+SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED} AND (
+  (model, event_id) IN (SELECT model, prediction_id FROM {DB}.labels WHERE (model, prediction_id) IN {_BLOCK_IDS})
+  OR (model, event_id) IN (SELECT model, prediction_id FROM {DB}.rollup_outcome_index
+                           WHERE (model, prediction_id) IN {_BLOCK_IDS}))"""
 
 OUTCOMES_BACKFILL = f"""
 SELECT {_OUTCOME}
@@ -277,42 +299,50 @@ SELECT model, anyIf(model_version, role = 1) AS p_version, anyIf(model_version, 
 FROM ({rows}) GROUP BY model, rid HAVING {having}"""
 
 
-# Shadow pairing is driven by the shadows: only rows whose request has a shadow (in the block or
-# in the shadow index) are grouped, so a block without shadows costs almost nothing here. The
-# earlier half of a pair is looked up by primary key ((model, hour, rid) IN sets built from the
-# block) in the shadow index (block primaries) or the primary index (block shadows), among the
-# block's hours +-1: halves logged more than an hour apart are not paired by the view. Rows of the
-# block already visible in an index (its MV ran first) are excluded by event id. (A scalar
-# subquery over the block here, e.g. ``hour >= (SELECT min(...) FROM predictions)``, made chDB
-# 26.9 skip every view of the table without an error: keep to IN sets.)
+# Shadow pairing runs in two steps so that a block without shadows costs one slim MV: the first
+# passes the block's pairing candidates (its shadows, and the primaries of requests with a shadow in
+# the block or in the shadow index) to the Null table ``rollup_pair_block``; the pairing MV runs on
+# that table, so only for blocks that have candidates. The earlier half of a pair is looked up by
+# primary key ((model, hour, rid) IN sets of the halves whose other half is not in the block, so
+# few granules are read) in the shadow or primary index, among the block's hours +-1: halves
+# logged more than an hour apart are not paired by the view. Rows of the block already visible in
+# an index (its MV ran first) are excluded by event id. (A scalar subquery over the block, e.g.
+# ``hour >= (SELECT min(...) FROM predictions)``, made chDB 26.9 skip every view of the table
+# without an error: keep to IN sets.)
 _SHADOW = "variant LIKE 'shadow%'"
-_HOURS = (f"hour IN (SELECT DISTINCT arrayJoin([h - 3600, h, h + 3600]) FROM (SELECT DISTINCT "
-          f"toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {DB}.predictions))")
-
-
-def _old(index: str, block_role: str, other_role: str) -> str:
-    """Index rows of the requests of the block's ``block_role`` rows whose other half is not in the
-    block (the IN set stays small, so the key lookup reads few granules)."""
-    key = "model, cityHash64(request_id)"
-    return (f"SELECT model, rid, event_id, role, timestamp, model_version, label, value, ms, status "
-            f"FROM {DB}.{index} WHERE {_HOURS} AND (model, rid) IN (SELECT {key} FROM {DB}.predictions "
-            f"WHERE {block_role} AND ({key}) NOT IN (SELECT {key} FROM {DB}.predictions WHERE {other_role})) "
-            f"AND event_id NOT IN (SELECT event_id FROM {DB}.predictions WHERE {block_role})")
-
-
 _PRIMARY = "variant = 'primary'"
-_OLD_SHADOWS = _old("rollup_shadow_index", _PRIMARY, _SHADOW)
+_RID = "model, cityHash64(request_id)"
+_PAIR_BLOCK = f"{DB}.rollup_pair_block"
+
+
+def _hours(src: str) -> str:
+    return (f"hour IN (SELECT DISTINCT arrayJoin([h - 3600, h, h + 3600]) FROM (SELECT DISTINCT "
+            f"toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {src}))")
+
+
+def _unmatched(src: str, key: str, half: str, other: str) -> str:
+    """Keys of the block's ``half`` rows whose ``other`` half is not in the block."""
+    return f"(SELECT {key} FROM {src} WHERE {half} AND ({key}) NOT IN (SELECT {key} FROM {src} WHERE {other}))"
+
+
+_OLD_SHADOW_RIDS = (f"SELECT model, rid FROM {DB}.rollup_shadow_index WHERE {_hours(f'{DB}.predictions')} "
+                    f"AND (model, rid) IN {_unmatched(f'{DB}.predictions', _RID, _PRIMARY, _SHADOW)}")
+PAIR_CANDIDATES_SELECT = f"""
+SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW} OR ({_PRIMARY} AND ({_RID}) IN (
+    SELECT {_RID} FROM {DB}.predictions WHERE {_SHADOW} UNION ALL {_OLD_SHADOW_RIDS}))"""
+
+
+def _old(index: str, half: str, other: str) -> str:
+    """Rows of ``index`` for the block's ``half`` rows whose other half is not in the block."""
+    return (f"SELECT *, toUInt8(1) AS old FROM {DB}.{index} WHERE {_hours(_PAIR_BLOCK)} "
+            f"AND (model, rid) IN {_unmatched(_PAIR_BLOCK, 'model, rid', half, other)} "
+            f"AND event_id NOT IN (SELECT event_id FROM {_PAIR_BLOCK})")
+
+
 SHADOW_MV_SELECT = _pairs_select(
-    f"""SELECT {_REQ_COLS}, toUInt8(0) AS old FROM {DB}.predictions WHERE {_SHADOW}
-        UNION ALL
-        SELECT {_REQ_COLS}, toUInt8(0) AS old FROM {DB}.predictions WHERE {_PRIMARY}
-          AND (model, cityHash64(request_id)) IN (
-              SELECT model, cityHash64(request_id) FROM {DB}.predictions WHERE {_SHADOW}
-              UNION ALL SELECT model, rid FROM ({_OLD_SHADOWS}))
-        UNION ALL
-        SELECT *, toUInt8(1) AS old FROM ({_OLD_SHADOWS})
-        UNION ALL
-        SELECT *, toUInt8(1) AS old FROM ({_old('rollup_primary_index', _SHADOW, _PRIMARY)})""",
+    f"""SELECT *, toUInt8(0) AS old FROM {_PAIR_BLOCK}
+        UNION ALL {_old('rollup_shadow_index', 'role = 1', 'role = 2')}
+        UNION ALL {_old('rollup_primary_index', 'role = 2', 'role = 1')}""",
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0 "
     "AND NOT (countIf(role = 1 AND old = 1) > 0 AND countIf(role = 2 AND old = 1) > 0)")
 
@@ -336,17 +366,19 @@ VIEWS: dict[str, tuple[str, str]] = {
                               FEATURES_SELECT.format(src=f"{DB}.predictions", where="1")),
     "rollup_prediction_index_mv": ("rollup_prediction_index",
                                    f"SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED}"),
-    "rollup_labels_1m_from_predictions_mv": ("rollup_labels_1m",
-                                             PREDICTIONS_LABELS_MV_SELECT.format(where="1")),
+    "rollup_early_mv": ("rollup_early", EARLY_SELECT),
+    "rollup_labels_1m_from_predictions_mv": (
+        "rollup_labels_1m", _PREDICTIONS_LABELS.replace("{src}", f"{DB}.rollup_early").format(where="1")),
     "rollup_labels_1m_from_labels_mv": ("rollup_labels_1m", LABELS_MV_SELECT),
     "rollup_outcome_index_mv": ("rollup_outcome_index", _OUTCOME_INDEX),
-    "rollup_outcomes_1m_from_predictions_mv": ("rollup_outcomes_1m",
-                                               PREDICTIONS_OUTCOMES_MV_SELECT.format(where="1")),
+    "rollup_outcomes_1m_from_predictions_mv": (
+        "rollup_outcomes_1m", _PREDICTIONS_OUTCOMES.replace("{src}", f"{DB}.rollup_early").format(where="1")),
     "rollup_outcomes_1m_from_outcomes_mv": ("rollup_outcomes_1m", OUTCOMES_MV_SELECT),
     "rollup_shadow_index_mv": ("rollup_shadow_index",
                                f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW}"),
     "rollup_primary_index_mv": ("rollup_primary_index",
                                 f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_PRIMARY}"),
+    "rollup_pair_block_mv": ("rollup_pair_block", PAIR_CANDIDATES_SELECT),
     "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
 }
 
@@ -407,7 +439,8 @@ def migrate(client: Any) -> tuple[str, ...]:
         client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{mv} TO {DB}.{target} AS {select} "
                        f"COMMENT '{_digest(target, select)}'")
     for name in created:
-        _backfill(client, name)
+        if name in BACKFILL:
+            _backfill(client, name)
     return created
 
 

@@ -123,7 +123,7 @@ def test_rollups_stay_exact_as_rows_arrive(seeded: SeedSpec, ch_client: Any,
                                            clickhouse_url: str) -> None:
     m, ver = seeded.model, seeded.version
     t0 = seeded.start + dt.timedelta(hours=2, seconds=13)
-    ids = [uuid.uuid4() for _ in range(6)]
+    ids = [uuid.uuid4() for _ in range(7)]
     cols = ["event_id", "timestamp", "model", "model_version", "variant", "request_id",
             "prediction", "prediction_label", "prediction_scores", "latency_ms", "status", "error"]
 
@@ -138,16 +138,27 @@ def test_rollups_stay_exact_as_rows_arrive(seeded: SeedSpec, ch_client: Any,
              "label_str", "tags"]
     before = run(clickhouse_url, "SELECT sum(labelled) FROM driftline.rollup_labels_1m "
                  "WHERE model = {m:String}", {"m": m}).rows[0][0]
+    shadow_before = run(clickhouse_url, "SELECT sum(pairs) FROM driftline.rollup_shadow_1m "
+                        "WHERE model = {m:String}", {"m": m}).rows[0][0]
     # a label that arrives before its prediction, then the prediction
     ch_client.insert("driftline.labels", [label(ids[0], "benign", 60)], column_names=lcols)
     ch_client.insert("driftline.predictions", [pred(0, "primary", "r-a", "malignant", 0),
                                                pred(1, "primary", "r-b", "benign", 1)],
                      column_names=cols)
-    # a shadow half arriving in a later insert than its primary (request r-b), and a pair in one
+    # a shadow half arriving in a later insert than its primary (request r-b), a pair in one,
+    # and a shadow (r-d) whose primary comes in the next insert
     ch_client.insert("driftline.predictions", [pred(2, "shadow", "r-b", "malignant", 1.001),
                                                pred(3, "primary", "r-c", "benign", 2),
-                                               pred(4, "shadow", "r-c", "benign", 2.001)],
+                                               pred(4, "shadow", "r-c", "benign", 2.001),
+                                               pred(5, "shadow", "r-d", "benign", 3.001)],
                      column_names=cols)
+    ocols = ["event_id", "timestamp", "model", "prediction_id", "request_id", "name", "value", "tags"]
+    ch_client.insert("driftline.outcomes", [[uuid.uuid4(), t0 + dt.timedelta(seconds=20), m, ids[6],
+                                             "", "click", 7.0, {}]], column_names=ocols)  # before its prediction
+    ch_client.insert("driftline.predictions", [pred(6, "primary", "r-d", "malignant", 3)],
+                     column_names=cols)
+    pairs = "SELECT sum(pairs) FROM driftline.rollup_shadow_1m WHERE model = {m:String}"
+    assert run(clickhouse_url, pairs, {"m": m}).rows[0][0] == shadow_before + 3
     # labels for an old seeded prediction and a new one; then a correction of one and an older,
     # superseded label that must not count
     old_pid = ch_client.query("SELECT prediction_id FROM driftline.labels WHERE model = {m:String} "
@@ -158,9 +169,7 @@ def test_rollups_stay_exact_as_rows_arrive(seeded: SeedSpec, ch_client: Any,
                      column_names=lcols)
     # an outcome for a new prediction
     ch_client.insert("driftline.outcomes", [[uuid.uuid4(), t0 + dt.timedelta(seconds=30), m, ids[3],
-                                             "", "click", 1.0, {}]],
-                     column_names=["event_id", "timestamp", "model", "prediction_id", "request_id",
-                                   "name", "value", "tags"])
+                                             "", "click", 1.0, {}]], column_names=ocols)
     after = run(clickhouse_url, "SELECT sum(labelled) FROM driftline.rollup_labels_1m "
                 "WHERE model = {m:String}", {"m": m}).rows[0][0]
     assert after == before + 2  # ids[0] and ids[1] gained a label; old_pid's was replaced
@@ -195,15 +204,35 @@ def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_
             assert abs(a[k][1] - s) <= 0.01 * abs(s) + 50, (k, a[k], s)
 
 
-def test_migrate_rebuilds_an_old_request_index(ch_client: Any) -> None:
-    # an index from an earlier release (sorted by request id alone) is replaced, not kept
-    ch_client.command("DROP VIEW IF EXISTS driftline.rollup_shadow_1m_mv")
-    ch_client.command("DROP VIEW IF EXISTS driftline.rollup_request_index_mv")
-    ch_client.command("DROP TABLE driftline.rollup_request_index")
+def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickhouse_url: str) -> None:
+    # an earlier release: one request index of every primary and shadow (now split in a shadow
+    # and a primary index) read by a shadow MV of another definition (no definition hash)
+    ch_client.command("DROP VIEW driftline.rollup_shadow_1m_mv")
+    ch_client.command("DROP VIEW driftline.rollup_shadow_index_mv")
+    ch_client.command("DROP TABLE driftline.rollup_shadow_index")
     ch_client.command("CREATE TABLE driftline.rollup_request_index (model LowCardinality(String), "
                       "rid UInt64, event_id UUID) ENGINE = ReplacingMergeTree ORDER BY (model, rid, event_id)")
-    assert rollups.migrate(ch_client) == ("rollup_request_index",)
-    cols = {r[0] for r in ch_client.query("SELECT name FROM system.columns WHERE database = 'driftline' "
-                                          "AND table = 'rollup_request_index'").result_rows}
-    assert "hour" in cols
+    ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_request_index_mv TO "
+                      "driftline.rollup_request_index AS SELECT model, cityHash64(request_id) AS rid, "
+                      "event_id FROM driftline.predictions")
+    ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_shadow_1m_mv TO driftline.rollup_shadow_1m "
+                      "AS SELECT * FROM driftline.rollup_shadow_1m WHERE 0")
+    assert rollups.migrate(ch_client) == ("rollup_shadow_index",)
+    names = {r[0]: r[1] for r in ch_client.query("SELECT name, comment FROM system.tables "
+                                                 "WHERE database = 'driftline'").result_rows}
+    assert "rollup_request_index" not in names and "rollup_request_index_mv" not in names
+    for mv, (target, select) in rollups.VIEWS.items():
+        assert names[mv].startswith("def "), mv  # every view carries its definition's hash
     assert rollups.migrate(ch_client) == ()
+    # the replaced shadow view pairs again (a new pair) and the backfilled index is complete
+    t = seeded.start + dt.timedelta(hours=3, seconds=7)
+    cols = ["event_id", "timestamp", "model", "model_version", "variant", "request_id",
+            "prediction", "prediction_label", "status", "error"]
+    ch_client.insert("driftline.predictions", [
+        [uuid.uuid4(), t, seeded.model, seeded.version, "primary", "r-up", "{}", "benign", "ok", ""]],
+        column_names=cols)
+    ch_client.insert("driftline.predictions", [
+        [uuid.uuid4(), t, seeded.model, seeded.version, "shadow", "r-up", "{}", "benign", "ok", ""]],
+        column_names=cols)
+    for v in _views(seeded):
+        assert_same(clickhouse_url, v)
