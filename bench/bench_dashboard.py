@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_SHADOWS = "predictions (no shadows)"
 PAGES = ("overview", "model", "performance", "shadow", "alerts", "sql")
 
 
@@ -72,23 +73,28 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
                             f"ORDER BY timestamp LIMIT {limit} FORMAT JSONEachRow")
             lines = r.splitlines()
             bodies[table] = [b"\n".join(lines[i:i + batch]) for i in range(0, len(lines), batch)]
+            if table == "predictions":  # most models never send a shadow: measure that case too
+                plain = [line for line in lines if b'"variant":"shadow"' not in line][:len(lines) * 2 // 3]
+                bodies[NO_SHADOWS] = [b"\n".join(plain[i:i + batch]) for i in range(0, len(plain), batch)]
         cols = {t: [n for n, in c.query(f"SELECT name FROM system.columns WHERE database = 'driftline' "
                                          f"AND table = '{t}' AND name != 'ingested_at' ORDER BY position").result_rows]
-                for t in bodies}
+                for t in ("predictions", "labels")}
+        cols[NO_SHADOWS] = cols["predictions"]
         results = {}
         k = [0]
         cpu_us: dict[Any, float] = {}
 
         def rate(table: str) -> float:
             """Rows/s of the inserts (wall); the store's CPU µs per row goes to ``cpu_us[k]``."""
-            k[0] += 1
+            if table != "labels":  # labels go to the model of the predictions inserted just before
+                k[0] += 1
             model = f'"model":"m{k[0]}"'.encode()  # a fresh model each run: no earlier rows
             c0 = _cpu_s(store.pid)
             t0 = time.perf_counter()
             rows = 0
             for body in bodies[table]:
                 body = body.replace(b'"model":"src"', model)
-                c.raw_insert(f"driftline.{table}", column_names=cols[table], insert_block=body,
+                c.raw_insert(f"driftline.{table.split()[0]}", column_names=cols[table], insert_block=body,
                              fmt="JSONEachRow")
                 rows += body.count(b"\n") + 1
             wall = time.perf_counter() - t0
@@ -96,38 +102,48 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
             return rows / wall
 
         rollups.drop(c)  # tables.migrate created them
-        for table in ("predictions", "labels"):  # labels after their predictions, as usual
+        tables = ("predictions", "labels", NO_SHADOWS)  # labels after their predictions, as usual
+        for table in tables:
             results[("without MVs", table)] = (rate(table), cpu_us[k[0]])
         rollups.migrate(c)
-        for table in ("predictions", "labels"):
+        for table in tables:
             results[("with MVs", table)] = (rate(table), cpu_us[k[0]])
         print("insert cost of the rollup MVs (fresh store, JSONEachRow, "
               f"{batch:,} rows per insert; store CPU µs/row; ratios = without / with)")
-        for table in ("predictions", "labels"):
+        for table in tables:
             (a, ca), (b, cb) = results[("without MVs", table)], results[("with MVs", table)]
-            print(f"  {table:12s} without MVs {a:10,.0f} rows/s {ca:5.1f} µs   with MVs {b:10,.0f} "
+            print(f"  {table:24s} without MVs {a:10,.0f} rows/s {ca:5.1f} µs   with MVs {b:10,.0f} "
                   f"rows/s {cb:5.1f} µs   ratio {b / a:.2f}  CPU ratio {ca / cb:.2f}")
         if not per_view:
             return
         print("  each MV alone (ratio to a baseline run just before it):")
         for mv in rollups.VIEWS:
             c.command(f"DROP VIEW driftline.{mv}")
-        sources = {"rollup_labels_1m_from_labels_mv": "labels", "rollup_outcome_index_mv": "",
-                   "rollup_outcomes_1m_from_outcomes_mv": "", "rollup_predictions_1h_mv": ""}
-        for mv, (target, select) in rollups.VIEWS.items():
-            table = sources.get(mv, "predictions")
-            if not table:
-                continue  # outcome inserts are not measured; the 1h tier runs off the 1m table
-            names = [mv] + (["rollup_predictions_1h_mv"] if mv == "rollup_predictions_1m_mv" else [])
+        # views measured together: a cascade (the 1h tier runs off the 1m table; the join views run
+        # off the Null tables their first step fills); outcome inserts are not measured
+        groups = [("predictions", ["rollup_predictions_1m_mv", "rollup_predictions_1h_mv"]),
+                  ("predictions", ["rollup_features_1h_mv"]), ("predictions", ["rollup_prediction_index_mv"]),
+                  ("predictions", ["rollup_early_mv", "rollup_labels_1m_from_predictions_mv",
+                                   "rollup_outcomes_1m_from_predictions_mv"]),
+                  ("predictions", ["rollup_shadow_index_mv"]), ("predictions", ["rollup_primary_index_mv"]),
+                  ("predictions", ["rollup_pair_block_mv"]),
+                  ("predictions", ["rollup_pair_block_mv", "rollup_shadow_1m_mv"]),
+                  (NO_SHADOWS, ["rollup_pair_block_mv", "rollup_shadow_1m_mv"]),
+                  ("labels", ["rollup_labels_1m_from_labels_mv"])]
+        for table, names in groups:
+            if table == "labels":
+                rate("predictions")  # a fresh model with its predictions, then its labels
             base = rate(table)
             base_cpu = cpu_us[k[0]]
+            if table == "labels":
+                rate("predictions")
             for name in names:
                 c.command(f"CREATE MATERIALIZED VIEW driftline.{name} TO driftline.{rollups.VIEWS[name][0]} "
                           f"AS {rollups.VIEWS[name][1]}")
             r = rate(table)
             for name in names:
                 c.command(f"DROP VIEW driftline.{name}")
-            print(f"    {table:12s} {' + '.join(names):52s} ratio {r / base:.2f}  "
+            print(f"    {table:24s} {' + '.join(names):52s} ratio {r / base:.2f}  "
                   f"CPU ratio {base_cpu / cpu_us[k[0]]:.2f}")
 
 
