@@ -125,7 +125,7 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
                   ("predictions", ["rollup_features_1h_mv"]), ("predictions", ["rollup_prediction_index_mv"]),
                   ("predictions", ["rollup_early_mv", "rollup_labels_1m_from_predictions_mv",
                                    "rollup_outcomes_1m_from_predictions_mv"]),
-                  ("predictions", ["rollup_shadow_index_mv"]), ("predictions", ["rollup_primary_index_mv"]),
+                  ("predictions", ["rollup_pair_index_mv"]),
                   ("predictions", ["rollup_pair_block_mv"]),
                   ("predictions", ["rollup_pair_block_mv", "rollup_shadow_1m_mv"]),
                   (NO_SHADOWS, ["rollup_pair_block_mv", "rollup_shadow_1m_mv"]),

@@ -147,7 +147,7 @@ def _count(db: _Db, table: str, ids: Sequence[str]) -> int:
 
 
 _INDEXES_OF = {
-    "predictions": ("rollup_prediction_index", "rollup_shadow_index", "rollup_primary_index"),
+    "predictions": ("rollup_prediction_index", "rollup_pair_index"),
     "outcomes": ("rollup_outcome_index",),
 }
 

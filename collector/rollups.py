@@ -19,8 +19,15 @@ Tables (database ``driftline``; all names start with ``rollup_``):
   before its prediction is added when the prediction arrives (the prediction-side MV looks it up).
 * ``rollup_shadow_1m`` — primary/shadow pairs (shared ``request_id``) by the primary's minute;
   a pair is counted by the insert that completes it.
-* ``rollup_prediction_index`` / ``rollup_request_index`` — slim per-event lookup tables the two
-  join MVs read by primary key (served predictions by ``event_id``; primary/shadow by request).
+* ``rollup_prediction_index`` / ``rollup_pair_index`` — slim per-event lookup tables the join MVs
+  read by primary key (served predictions by ``event_id``; primaries and shadows by role, hour and
+  hashed request id, so that looking for shadows reads no primaries).
+* ``rollup_early`` / ``rollup_pair_block`` — Null tables (nothing stored) that pass a block's few
+  relevant rows from a slim MV to the costly join MVs, so those run only when there is work.
+
+Each MV costs milliseconds per insert to analyse and plan whatever the block size (~55 ms for all
+of them on this machine), so the insert cost per row falls with bigger inserts; every subquery in
+an MV's query adds to that.
 
 Inside a ClickHouse MV every reference to the source table reads the inserted block, while the
 source table's rows are already visible through another name; the join MVs therefore read the
@@ -81,8 +88,10 @@ WHERE {SERVED} AND {{where}}
 GROUP BY model, model_version, hour, feature, kind, bin, category"""
 
 #: tables and views of earlier releases, dropped by :func:`migrate`
-RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv")
-RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m", "rollup_request_index")
+RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv",
+                 "rollup_shadow_index_mv", "rollup_primary_index_mv")
+RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m", "rollup_request_index",
+                  "rollup_shadow_index", "rollup_primary_index")
 # table -> (a column its current layout has, the views that read or fill it)
 _REBUILT: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -90,7 +99,7 @@ _REQ_INDEX = """(model LowCardinality(String), rid UInt64, event_id UUID, role U
     timestamp DateTime64(6, 'UTC'), model_version LowCardinality(String), label Nullable(String),
     value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String),
     hour DateTime('UTC') MATERIALIZED toStartOfHour(timestamp))
-ENGINE = ReplacingMergeTree ORDER BY (model, hour, rid, event_id)"""
+ENGINE = ReplacingMergeTree ORDER BY (model, role, hour, rid, event_id)"""
 _COMMON = "model LowCardinality(String), model_version LowCardinality(String)"
 _TS = "DateTime64(6, 'UTC')"
 
@@ -122,7 +131,7 @@ ENGINE = ReplacingMergeTree ORDER BY (model, event_id)""",
     delay_ms Int64)
 ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, actual_has, actual, predicted_has, predicted)""",
-    "rollup_shadow_index": _REQ_INDEX,
+    "rollup_pair_index": _REQ_INDEX,
     # Null tables: blocks handed from one MV to the next, nothing stored
     "rollup_early": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
     model_version LowCardinality(String), variant LowCardinality(String),
@@ -130,7 +139,6 @@ ORDER BY (model, minute, model_version, variant, actual_has, actual, predicted_h
     "rollup_pair_block": f"""(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
     timestamp {_TS}, model_version LowCardinality(String), label Nullable(String),
     value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String)) ENGINE = Null""",
-    "rollup_primary_index": _REQ_INDEX,
     "rollup_outcome_index": f"""(model LowCardinality(String), prediction_id UUID, event_id UUID,
     name LowCardinality(String), value Float64)
 ENGINE = ReplacingMergeTree ORDER BY (model, prediction_id, event_id)""",
@@ -301,12 +309,12 @@ FROM ({rows}) GROUP BY model, rid HAVING {having}"""
 
 # Shadow pairing runs in two steps so that a block without shadows costs one slim MV: the first
 # passes the block's pairing candidates (its shadows, and the primaries of requests with a shadow in
-# the block or in the shadow index) to the Null table ``rollup_pair_block``; the pairing MV runs on
+# the block or in the pair index) to the Null table ``rollup_pair_block``; the pairing MV runs on
 # that table, so only for blocks that have candidates. The earlier half of a pair is looked up by
-# primary key ((model, hour, rid) IN sets of the halves whose other half is not in the block, so
-# few granules are read) in the shadow or primary index, among the block's hours +-1: halves
-# logged more than an hour apart are not paired by the view. Rows of the block already visible in
-# an index (its MV ran first) are excluded by event id. (A scalar subquery over the block, e.g.
+# primary key ((model, role, hour, rid) IN sets of the requests whose other half is not in the
+# block, so few granules are read) among the block's hours +-1: halves logged more than an hour
+# apart are not paired by the view. Rows of the block already visible in the index (its MV ran
+# first) are excluded by event id. (A scalar subquery over the block, e.g.
 # ``hour >= (SELECT min(...) FROM predictions)``, made chDB 26.9 skip every view of the table
 # without an error: keep to IN sets.)
 _SHADOW = "variant LIKE 'shadow%'"
@@ -316,33 +324,23 @@ _PAIR_BLOCK = f"{DB}.rollup_pair_block"
 
 
 def _hours(src: str) -> str:
-    return (f"hour IN (SELECT DISTINCT arrayJoin([h - 3600, h, h + 3600]) FROM (SELECT DISTINCT "
-            f"toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {src}))")
+    return (f"hour IN (SELECT DISTINCT arrayJoin([h - 3600, h, h + 3600]) FROM "
+            f"(SELECT toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {src}))")
 
 
-def _unmatched(src: str, key: str, half: str, other: str) -> str:
-    """Keys of the block's ``half`` rows whose ``other`` half is not in the block."""
-    return f"(SELECT {key} FROM {src} WHERE {half} AND ({key}) NOT IN (SELECT {key} FROM {src} WHERE {other}))"
-
-
-_OLD_SHADOW_RIDS = (f"SELECT model, rid FROM {DB}.rollup_shadow_index WHERE {_hours(f'{DB}.predictions')} "
-                    f"AND (model, rid) IN {_unmatched(f'{DB}.predictions', _RID, _PRIMARY, _SHADOW)}")
+_OLD_SHADOW_RIDS = (f"SELECT model, rid FROM {DB}.rollup_pair_index WHERE role = 2 AND {_hours(f'{DB}.predictions')} "
+                    f"AND (model, rid) IN (SELECT {_RID} FROM {DB}.predictions WHERE {_PRIMARY} AND "
+                    f"({_RID}) NOT IN (SELECT {_RID} FROM {DB}.predictions WHERE {_SHADOW}))")
 PAIR_CANDIDATES_SELECT = f"""
 SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW} OR ({_PRIMARY} AND ({_RID}) IN (
     SELECT {_RID} FROM {DB}.predictions WHERE {_SHADOW} UNION ALL {_OLD_SHADOW_RIDS}))"""
 
-
-def _old(index: str, half: str, other: str) -> str:
-    """Rows of ``index`` for the block's ``half`` rows whose other half is not in the block."""
-    return (f"SELECT *, toUInt8(1) AS old FROM {DB}.{index} WHERE {_hours(_PAIR_BLOCK)} "
-            f"AND (model, rid) IN {_unmatched(_PAIR_BLOCK, 'model, rid', half, other)} "
-            f"AND event_id NOT IN (SELECT event_id FROM {_PAIR_BLOCK})")
-
-
 SHADOW_MV_SELECT = _pairs_select(
     f"""SELECT *, toUInt8(0) AS old FROM {_PAIR_BLOCK}
-        UNION ALL {_old('rollup_shadow_index', 'role = 1', 'role = 2')}
-        UNION ALL {_old('rollup_primary_index', 'role = 2', 'role = 1')}""",
+        UNION ALL
+        SELECT *, toUInt8(1) AS old FROM {DB}.rollup_pair_index WHERE {_hours(_PAIR_BLOCK)}
+          AND (model, rid) IN (SELECT model, rid FROM {_PAIR_BLOCK} GROUP BY model, rid HAVING min(role) = max(role))
+          AND event_id NOT IN (SELECT event_id FROM {_PAIR_BLOCK})""",
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0 "
     "AND NOT (countIf(role = 1 AND old = 1) > 0 AND countIf(role = 2 AND old = 1) > 0)")
 
@@ -351,11 +349,8 @@ SHADOW_RAW_SELECT = _pairs_select(
     f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED} AND {{rows}}",
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0 AND countIf(role = 1 AND {primary}) > 0")
 
-SHADOW_BACKFILL = _pairs_select(
-    f"SELECT * FROM {DB}.rollup_shadow_index FINAL UNION ALL "
-    f"SELECT * FROM {DB}.rollup_primary_index FINAL WHERE (model, rid) IN "
-    f"(SELECT model, rid FROM {DB}.rollup_shadow_index)",
-    "countIf(role = 1) > 0 AND countIf(role = 2) > 0")
+SHADOW_BACKFILL = _pairs_select(f"SELECT * FROM {DB}.rollup_pair_index FINAL",
+                                 "countIf(role = 1) > 0 AND countIf(role = 2) > 0")
 
 # name -> (target table, SELECT for the MV); the MVs are created in this order.
 VIEWS: dict[str, tuple[str, str]] = {
@@ -374,10 +369,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_outcomes_1m_from_predictions_mv": (
         "rollup_outcomes_1m", _PREDICTIONS_OUTCOMES.replace("{src}", f"{DB}.rollup_early").format(where="1")),
     "rollup_outcomes_1m_from_outcomes_mv": ("rollup_outcomes_1m", OUTCOMES_MV_SELECT),
-    "rollup_shadow_index_mv": ("rollup_shadow_index",
-                               f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW}"),
-    "rollup_primary_index_mv": ("rollup_primary_index",
-                                f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_PRIMARY}"),
+    "rollup_pair_index_mv": ("rollup_pair_index", f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}"),
     "rollup_pair_block_mv": ("rollup_pair_block", PAIR_CANDIDATES_SELECT),
     "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
 }
@@ -391,14 +383,12 @@ BACKFILL: dict[str, str] = {
     "rollup_labels_1m": LABELS_BACKFILL,
     "rollup_outcome_index": _OUTCOME_INDEX,
     "rollup_outcomes_1m": OUTCOMES_BACKFILL,
-    "rollup_shadow_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW}",
-    "rollup_primary_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_PRIMARY}",
+    "rollup_pair_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}",
     "rollup_shadow_1m": SHADOW_BACKFILL,
 }
 
 #: tables holding one row per event (a deletion of events must delete from these too)
-PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_shadow_index", "rollup_primary_index",
-                    "rollup_outcome_index")
+PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
 def _existing(client: Any) -> set[str]:

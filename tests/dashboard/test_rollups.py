@@ -206,10 +206,10 @@ def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_
 
 def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickhouse_url: str) -> None:
     # an earlier release: one request index of every primary and shadow (now split in a shadow
-    # and a primary index) read by a shadow MV of another definition (no definition hash)
+    # index sorted by role first) read by a shadow MV of another definition (no definition hash)
     ch_client.command("DROP VIEW driftline.rollup_shadow_1m_mv")
-    ch_client.command("DROP VIEW driftline.rollup_shadow_index_mv")
-    ch_client.command("DROP TABLE driftline.rollup_shadow_index")
+    ch_client.command("DROP VIEW driftline.rollup_pair_index_mv")
+    ch_client.command("DROP TABLE driftline.rollup_pair_index")
     ch_client.command("CREATE TABLE driftline.rollup_request_index (model LowCardinality(String), "
                       "rid UInt64, event_id UUID) ENGINE = ReplacingMergeTree ORDER BY (model, rid, event_id)")
     ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_request_index_mv TO "
@@ -217,7 +217,7 @@ def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickho
                       "event_id FROM driftline.predictions")
     ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_shadow_1m_mv TO driftline.rollup_shadow_1m "
                       "AS SELECT * FROM driftline.rollup_shadow_1m WHERE 0")
-    assert rollups.migrate(ch_client) == ("rollup_shadow_index",)
+    assert rollups.migrate(ch_client) == ("rollup_pair_index",)
     names = {r[0]: r[1] for r in ch_client.query("SELECT name, comment FROM system.tables "
                                                  "WHERE database = 'driftline'").result_rows}
     assert "rollup_request_index" not in names and "rollup_request_index_mv" not in names
