@@ -10,8 +10,11 @@ Targets (issue 7): every page < 2 s, every panel query < 300 ms.
 
 Panels read the per-minute rollups that materialized views keep (``collector/rollups.py``);
 ``--raw`` times the raw-table SQL of the same panels for comparison. The insert cost of those
-views is measured first on a separate fresh store: rows/s for 200k predictions (and 100k labels)
-inserted as the collector does (JSONEachRow, 10k rows per insert) without and with the views.
+views is measured first on a separate fresh store: rows/s and the store process's CPU µs per row
+for 200k predictions (a third of them shadows), the same without shadows, and 100k labels of
+those predictions, inserted as the collector does (JSONEachRow, ``--insert-batch`` rows per
+insert, 10k by default) without and with the views; ``--per-view`` adds each view (or cascade)
+alone against a baseline run just before it.
 """
 
 from __future__ import annotations
@@ -191,9 +194,11 @@ def main() -> int:
     ap.add_argument("--raw", action="store_true", help="also time the raw-table SQL of each panel")
     ap.add_argument("--skip-insert-cost", action="store_true")
     ap.add_argument("--per-view", action="store_true", help="also the insert cost of each MV alone")
+    ap.add_argument("--insert-batch", type=int, default=10_000,
+                    help="rows per insert for the insert cost (the views' cost per insert is mostly fixed)")
     args = ap.parse_args()
     if not args.skip_insert_cost:
-        insert_cost(per_view=args.per_view)
+        insert_cost(batch=args.insert_batch, per_view=args.per_view)
     import streamlit  # noqa: F401  (import before timing)
 
     from driftline.collector.chstore import start_chstore
