@@ -19,6 +19,12 @@ import uuid
 from pathlib import Path
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(events: int = 200_000) -> dict[str, float]:
     from driftline.collector.broker import ensure_topics, free_port, start_broker
     from driftline.collector.chstore import start_chstore
@@ -68,6 +74,9 @@ def main(events: int = 200_000) -> dict[str, float]:
         model = "bench"
         monitor = Monitor(model=model, version="1",
                           settings=SdkSettings(kafka_bootstrap=broker.bootstrap, queue_size=events + 10, batch_size=5000))
+        pids = {"SDK (this process)": os.getpid(), "broker": broker.proc.pid, "collector": collector.pid,
+                "store": store.proc.pid}
+        cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
         for _ in range(events):
             monitor.log(features, 0.5, latency_ms=1.0)
@@ -83,6 +92,7 @@ def main(events: int = 200_000) -> dict[str, float]:
                 raise SystemExit(f"collector stopped or stalled at {stored} of {events} events; see {tmp}/collector.log")
             time.sleep(0.1)
         total_s = time.perf_counter() - t0
+        cpu = {name: _cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
         monitor.close(5)
     finally:
         collector.terminate()
@@ -97,6 +107,9 @@ def main(events: int = 200_000) -> dict[str, float]:
     print(f"  stored in ClickHouse   {e2e:10,.0f} events/s end to end   (target >= 20,000)")
     print(f"  baseline direct insert {base:10,.0f} rows/s (clickhouse-connect -> store, same rows)")
     print(f"  ratio end-to-end / direct insert: {e2e / base:.2f}")
+    print(f"  CPU per event while it ran ({total_s:.1f} s wall, 2 cores = {2e6 * total_s / events:.0f} µs of CPU per event):")
+    for name, seconds in cpu.items():
+        print(f"    {name:20s} {1e6 * seconds / events:6.1f} µs")
     return {"e2e_events_per_s": e2e, "baseline_rows_per_s": base}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 import time
 from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,8 @@ from driftline.collector.writer import ClickHouseWriter, WriteResult
 from driftline.sdk.kafka_exporter import unpack
 
 logger = logging.getLogger("driftline.collector")
+
+IN_FLIGHT = 2  # chunks being stored at once: ClickHouse inserts one while the next is sent
 
 
 @dataclass(frozen=True)
@@ -95,63 +98,71 @@ class Pipeline:
         self.retry_max_s = retry_max_s
         self.stop = stop or threading.Event()
         # Storage I/O runs here, overlapping the CPU work of the neighbouring chunks.
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-insert")
+        self._io = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="driftline-insert")
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
         """Store a batch. Blocks, retrying storage failures, until stored or ``stop`` is set
         (then raises, so the caller does not acknowledge the batch).
 
         One Kafka record may carry hundreds of events (SDK batch records), so the batch is cut
-        into chunks of at most ``max_batch_events`` events, one insert each, and pipelined: while
-        chunk *i* is being stored (an I/O wait on ClickHouse, on the writer thread), this thread
-        decodes, scrubs and encodes chunk *i + 1* and runs the observers over chunk *i - 1*.
-        Observers still see every chunk only after it is stored, in order, on this thread.
+        into chunks of at most ``max_batch_events`` events, one insert each, and pipelined: up to
+        :data:`IN_FLIGHT` chunks are being stored (I/O on the insert threads, ClickHouse working)
+        while this thread decodes, scrubs and encodes the next one and runs the observers over
+        the oldest stored one. Observers still see every chunk only after it is stored, in
+        order, on this thread. An event repeated in a later chunk of the same batch is not
+        written again (the replay lookup of that chunk may run before the first copy is stored)
+        and is reported to the observers as a replay, as the lookup would have.
         """
         dead: list[DeadLetter] = []
         stored = duplicates = 0
-        in_flight: tuple[Future[Any], list[dict[str, Any]], list[Position], float] | None = None
+        in_flight: deque[tuple[Future[Any], list[dict[str, Any]], list[Position], float, frozenset[str]]] = deque()
+        taken: set[tuple[str, str]] = set()  # (type, id) of every event of the earlier chunks
 
         def account(chunk: list[dict[str, Any]], chunk_positions: list[Position], result: WriteResult,
-                    start: float) -> None:
+                    start: float, repeated: frozenset[str]) -> None:
             nonlocal stored, duplicates
             self.metrics.batch_write_seconds.observe(time.perf_counter() - start)
             self.metrics.batch_events.observe(len(chunk))
             for table, n in result.stored.items():
                 self.metrics.stored.labels(table).inc(n)
                 stored += n
-            duplicates += result.duplicates
-            if result.duplicates:
-                self.metrics.duplicates.inc(result.duplicates)
+            dups = result.duplicates + len(repeated)
+            duplicates += dups
+            if dups:
+                self.metrics.duplicates.inc(dups)
+            skipped = result.skipped | repeated if repeated else result.skipped
             for observer in self.observers:
                 try:
-                    observer.observe(chunk, chunk_positions, result.skipped)
+                    observer.observe(chunk, chunk_positions, skipped)
                 except Exception:  # noqa: BLE001 - a detector bug must not stop storage
                     logger.exception("detector failed on a batch; the events are stored")
+
+        def oldest() -> tuple[Any, ...]:
+            future, chunk, chunk_positions, start, repeated = in_flight[0]
+            result = future.result()  # raises if stopping while storage was failing
+            in_flight.popleft()
+            return chunk, chunk_positions, result, start, repeated
 
         try:
             for chunk, chunk_positions in self._chunks(records, dead):
                 if self.scrubber is not None:
                     chunk = self.scrubber.scrub_batch(chunk)  # one output per input, same order
-                prepared = self.writer.prepare(chunk)
-                done = None
-                if in_flight is not None:
-                    # Chunks are stored one after the other (the replay lookup of the next one
-                    # must see this one), but observed while the next one is being stored.
-                    done = (*in_flight[1:3], in_flight[0].result(), in_flight[3])
-                    in_flight = None
+                keys = [(e["type"], e["event_id"]) for e in chunk]
+                repeated = frozenset(k[1] for k in keys if k in taken)
+                fresh = [e for e, k in zip(chunk, keys) if k not in taken] if repeated else chunk
+                taken.update(keys)
+                prepared = self.writer.prepare(fresh)
+                done = oldest() if len(in_flight) >= IN_FLIGHT else None
                 future = self._io.submit(self._retry, lambda p=prepared: self.writer.store(p), "ClickHouse write")
-                in_flight = (future, chunk, chunk_positions, time.perf_counter())
+                in_flight.append((future, chunk, chunk_positions, time.perf_counter(), repeated))
                 if done is not None:
                     account(*done)
-            if in_flight is not None:
-                future, chunk, chunk_positions, start = in_flight
-                result = future.result()
-                in_flight = None
-                account(chunk, chunk_positions, result, start)
+            while in_flight:
+                account(*oldest())
         finally:
-            if in_flight is not None:  # leaving on an error: let the write in flight end first
+            for future, *_ in in_flight:  # leaving on an error: let the writes in flight end first
                 try:
-                    in_flight[0].result()
+                    future.result()
                 except Exception:  # noqa: BLE001 - the original error is the one to raise
                     pass
         if dead:

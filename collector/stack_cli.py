@@ -14,7 +14,7 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
                    "unset with `up` = embedded store")
     p.add_argument("--data-dir", help="where embedded data and logs live (env DRIFTLINE_DATA_DIR, default .driftline)")
     p.add_argument("--metrics-port", type=int, help="collector Prometheus port (default 9464)")
-    p.add_argument("--batch-size", type=int, help="events per ClickHouse insert (default 10000)")
+    p.add_argument("--batch-size", type=int, help="events per ClickHouse insert (default 25000)")
     p.add_argument("--batch-timeout-s", type=float, help="longest wait for a batch to fill (default 0.5)")
     p.add_argument("--partitions", type=int, help="partitions of the topics driftline creates (default 4)")
     p.add_argument("--group-id", help="Kafka consumer group of the collector")

@@ -22,26 +22,39 @@ def _event(i: int) -> bytes:
 
 
 class FakeWriter:
-    """Records what was stored, on which thread, and can fail a given chunk a number of times."""
+    """Records what was stored, on which thread, and can fail the n-th chunk a number of times."""
 
     def __init__(self, fail: dict[int, int] | None = None) -> None:
         self.fail = dict(fail or {})
         self.stored: list[list[str]] = []
         self.threads: set[str] = set()
         self.lock = threading.Lock()
+        self.prepared = 0
 
-    def prepare(self, events: list[dict[str, Any]]) -> list[str]:
-        return [e["event_id"] for e in events]
+    def prepare(self, events: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        self.prepared += 1
+        return self.prepared - 1, [e["event_id"] for e in events]
 
-    def store(self, ids: list[str]) -> WriteResult:
+    def store(self, chunk: tuple[int, list[str]]) -> WriteResult:
+        index, ids = chunk
         self.threads.add(threading.current_thread().name)
-        n = len(self.stored)
-        if self.fail.get(n, 0) > 0:
-            self.fail[n] -= 1
-            raise ConnectionError("store away")
         with self.lock:
+            if self.fail.get(index, 0) > 0:
+                self.fail[index] -= 1
+                raise ConnectionError("store away")
             self.stored.append(ids)
         return WriteResult(stored={"predictions": len(ids)}, duplicates=0)
+
+
+class ReplayAwareObserver:
+    def __init__(self) -> None:
+        self.skipped: list[frozenset[str]] = []
+
+    def observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Position], replayed: frozenset[str]) -> None:
+        self.skipped.append(replayed)
+
+    def tick(self, now_s: float) -> None:
+        pass
 
 
 class Observer:
@@ -76,8 +89,9 @@ def test_chunks_are_stored_in_order_and_observed_after_storage_on_the_callers_th
     records = _batch(23) + [RawRecord("t", "predictions", 99, 0, b"{not json")]
     result = pipe.process(records)
     assert result.stored == 23 and result.dead == 1 and len(dead) == 1
-    assert [len(c) for c in writer.stored] == [5, 5, 5, 5, 3]
-    assert observer.seen == writer.stored  # every chunk, in order, once
+    assert sorted(len(c) for c in writer.stored) == [3, 5, 5, 5, 5]
+    assert [len(c) for c in observer.seen] == [5, 5, 5, 5, 3]  # every chunk, in order, once
+    assert sorted(observer.seen) == sorted(writer.stored)
     assert observer.threads == {threading.current_thread().name}
     assert threading.current_thread().name not in writer.threads  # storage ran on the I/O thread
 
@@ -88,8 +102,9 @@ def test_a_failing_store_is_retried_and_nothing_is_lost_or_repeated() -> None:
     pipe = Pipeline(writer, CollectorMetrics(CollectorRegistry()), send_dead_letters=lambda d: None,  # type: ignore[arg-type]
                     observers=[observer], max_batch_events=5, retry_max_s=0.01)
     assert pipe.process(_batch(12)).stored == 12
-    assert [len(c) for c in writer.stored] == [5, 5, 2]
-    assert observer.seen == writer.stored
+    assert sorted(len(c) for c in writer.stored) == [2, 5, 5]
+    assert [len(c) for c in observer.seen] == [5, 5, 2]
+    assert sorted(observer.seen) == sorted(writer.stored)
 
 
 def test_stopping_while_storage_fails_raises_and_leaves_unstored_chunks_unobserved() -> None:
@@ -101,5 +116,26 @@ def test_stopping_while_storage_fails_raises_and_leaves_unstored_chunks_unobserv
     threading.Timer(0.3, stop.set).start()
     with pytest.raises(ConnectionError):
         pipe.process(_batch(15))
-    assert [len(c) for c in writer.stored] == [5]
-    assert observer.seen == writer.stored  # the stored chunk only
+    assert all(ids in writer.stored for ids in observer.seen)  # stored chunks only
+    assert [len(c) for c in observer.seen] == [5]  # the first; the second never got stored
+    assert sorted(len(c) for c in writer.stored) in ([5], [5, 5])  # the third may have been in flight
+
+
+def test_an_event_repeated_in_a_later_chunk_of_the_batch_is_stored_once_and_reported_as_a_replay() -> None:
+    # Chunks are stored two at a time, so the second copy's replay lookup may run before the
+    # first copy is stored: the pipeline itself must drop it.
+    writer = FakeWriter()
+    observer = ReplayAwareObserver()
+    values = [_event(i) for i in range(8)]
+    repeat = values[1]
+    records = [RawRecord("t", "predictions", 0, 0, b"\n".join(values[:5]), [BATCH_HEADER]),
+               RawRecord("t", "predictions", 0, 1, b"\n".join(values[5:] + [repeat]), [BATCH_HEADER])]
+    pipe = Pipeline(writer, CollectorMetrics(CollectorRegistry()), send_dead_letters=lambda d: None,  # type: ignore[arg-type]
+                    observers=[observer], max_batch_events=5)
+    result = pipe.process(records)
+    stored_ids = [i for c in writer.stored for i in c]
+    assert result.stored == 8 and result.duplicates == 1
+    assert len(stored_ids) == len(set(stored_ids)) == 8
+    from driftline.sdk.codec import loads
+
+    assert observer.skipped == [frozenset(), frozenset({loads(repeat)["event_id"]})]
