@@ -58,6 +58,11 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
     import faust
 
     topics = settings.topics
+    # Records per take: SDK records hold up to 128 KiB of events (about 200), single-event
+    # producers one each; batch_size // 10 (at most 500) keeps both in the thousands of events per
+    # take, several inserts for SDK records (pipelined in Pipeline.process), and bounds a take to
+    # ~64 MiB, while every insert stays at most batch_size events.
+    take_records = max(50, min(500, settings.batch_size // 10))
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
@@ -70,7 +75,9 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_commit_every=settings.batch_size,
-        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        # Records, not events: an SDK record carries up to 128 KiB, so bound the buffer by the
+        # take size (a few takes ahead), not by batch_size.
+        stream_buffer_maxsize=max(4096, 4 * take_records),
         consumer_max_fetch_size=8 * 1024 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
         # faust only uses its own partition assignor (which co-partitions topics with the same
@@ -88,11 +95,6 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
     )
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
-    # Records per take: SDK records hold up to 128 KiB of events (about 200), single-event
-    # producers one each; batch_size // 10 (at most 500) keeps both in the thousands of events per
-    # take, several inserts for SDK records (pipelined in Pipeline.process), and bounds a take to
-    # ~64 MiB, while every insert stays at most batch_size events.
-    take_records = max(50, min(500, settings.batch_size // 10))
     metrics = pipeline.metrics
 
     def make_agent(topic_name: str, role: str) -> None:
