@@ -137,7 +137,10 @@ class KafkaExporter:
                 max_block_ms=2_000,
                 request_timeout_ms=5_000,
                 delivery_timeout_ms=8_000,
-                retries=3,
+                # No retries inside kafka-python: a batch it re-sent after the embedded broker
+                # restarted went out with the old metadata, was acknowledged and never became
+                # readable (Tansu). The exporter retries failed batches itself, on a fresh producer.
+                retries=0,
                 retry_backoff_ms=100,
                 reconnect_backoff_ms=50,
                 reconnect_backoff_max_ms=1_000,
