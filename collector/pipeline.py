@@ -180,12 +180,12 @@ class Pipeline:
         events: list[dict[str, Any]] = []
         positions: list[Position] = []
         for r in records:
-            values = unpack(r.value, r.headers) if r.value is not None else [None]
-            consumed.labels(r.topic).inc(len(values))
+            where = {"topic": r.topic, "role": r.role, "partition": r.partition, "offset": r.offset}
             if r.value is None:
-                decoded = [decode(None, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)]
+                decoded = [decode(None, **where)]
             else:
-                decoded = decode_all(values, topic=r.topic, role=r.role, partition=r.partition, offset=r.offset)
+                decoded = decode_all(unpack(r.value, r.headers), **where)
+            consumed.labels(r.topic).inc(len(decoded))
             for index, result in enumerate(decoded):
                 if isinstance(result, DeadLetter):
                     dead.append(result)
