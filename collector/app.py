@@ -163,7 +163,7 @@ def tune_gc() -> None:
 def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
     """Run the collector until SIGINT/SIGTERM (the process entry point of `driftline collector`)."""
     import faust
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, Info, start_http_server
 
     from driftline.collector.broker import ensure_topics
     from driftline.collector.clickhouse import connect
@@ -174,6 +174,10 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
 
     registry = registry or CollectorRegistry()
     metrics = CollectorMetrics(registry)
+    # The effective settings, so an operator (and a test) can see what this process really runs with.
+    Info("driftline_collector_settings", "Effective collector settings (ClickHouse password hidden)",
+         registry=registry).info(settings.public())
+    logger.info("collector settings: %s", settings.public())
     client = connect(settings.clickhouse_url, retry_for_s=30)
     migrate(client)
     topics = settings.topics

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -90,12 +91,15 @@ def start_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Path | Non
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    from driftline.collector.lifeline import die_with_parent
+
     proc = subprocess.Popen(
         [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
          "--storage-engine", "memory://tansu/"],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         start_new_session=True,  # Ctrl-C reaches `driftline up`, which stops the broker last
+        preexec_fn=die_with_parent(signal.SIGKILL),  # holds nothing worth a clean stop (memory storage)
     )
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
@@ -135,41 +139,67 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4, timeou
         admin.close()
 
 
-def wait_drained(bootstrap: str, group_id: str, topics: list[str], timeout_s: float = 30.0) -> bool:
-    """Wait until the consumer group has committed every record of ``topics``; True if it did.
+class BrokerBacklog:
+    """How many records a consumer group has not committed yet, per partition.
 
-    `driftline up` calls this between stopping the producers and stopping the collector, so that
-    nothing is left only in the embedded broker's memory when it shuts down.
+    Reads the group's committed offsets with ``KafkaConsumer.committed`` (an API of every
+    kafka-python release this project installs; ``KafkaAdminClient.list_consumer_group_offsets``
+    is gone in 3.x) and each partition's true end (``true_end_offsets``). Errors are raised, never
+    swallowed: a caller that cannot read the backlog must not assume it is empty.
     """
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.admin import KafkaAdminClient
 
-    deadline = time.monotonic() + timeout_s
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="driftline-drain")
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, client_id="driftline-drain")
-    try:
-        partitions: list[Any] = []
+    def __init__(self, bootstrap: str, group_id: str, topics: list[str], *,
+                 request_timeout_ms: int = 5000) -> None:
+        from kafka import KafkaConsumer
+
+        servers = bootstrap.split(",")
+        self.topics = list(topics)
+        self._ends = KafkaConsumer(bootstrap_servers=servers, group_id=None, client_id="driftline-backlog",
+                                   enable_auto_commit=False, request_timeout_ms=request_timeout_ms + 1000)
+        try:
+            self._group = KafkaConsumer(bootstrap_servers=servers, group_id=group_id,
+                                        client_id="driftline-backlog", enable_auto_commit=False,
+                                        request_timeout_ms=request_timeout_ms + 1000)
+        except BaseException:
+            self._ends.close()
+            raise
+
+    def partitions(self, timeout_s: float = 5.0) -> list[Any]:
+        from kafka import TopicPartition
+
+        deadline = time.monotonic() + timeout_s
         while True:
-            known = {t: consumer.partitions_for_topic(t) for t in topics}
+            known = {t: self._ends.partitions_for_topic(t) for t in self.topics}
             if all(known.values()) or time.monotonic() >= deadline:
-                partitions = [TopicPartition(t, p) for t, ps in known.items() for p in (ps or ())]
-                break
-            consumer.topics()  # fetch metadata; partitions_for_topic only reads the cache
+                return [TopicPartition(t, p) for t, ps in known.items() for p in sorted(ps or ())]
+            self._ends.topics()  # fetch metadata; partitions_for_topic only reads the cache
             time.sleep(0.1)
-        while True:
-            ends = true_end_offsets(consumer, partitions)
-            committed = admin.list_consumer_group_offsets(group_id)
-            behind = {tp: end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items()}
-            if all(v <= 0 for v in behind.values()):
-                return True
-            if time.monotonic() >= deadline:
-                logger.warning("collector still %d records behind after %.0fs; stopping anyway",
-                               sum(v for v in behind.values() if v > 0), timeout_s)
-                return False
-            time.sleep(0.25)
-    finally:
-        consumer.close()
-        admin.close()
+
+    def behind(self) -> dict[Any, int]:
+        """Records past the group's committed offset, per partition (0 when all are committed)."""
+        parts = self.partitions()
+        ends = true_end_offsets(self._ends, parts)
+        out: dict[Any, int] = {}
+        for tp in parts:
+            committed = self._group.committed(tp)
+            out[tp] = max(0, ends.get(tp, 0) - (committed or 0))
+        return out
+
+    def total(self) -> int:
+        return sum(self.behind().values())
+
+    def close(self) -> None:
+        for consumer in (self._ends, self._group):
+            try:
+                consumer.close(autocommit=False)
+            except Exception:  # noqa: BLE001 - closing a client to a dead broker
+                pass
+
+    def __enter__(self) -> BrokerBacklog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def true_end_offsets(consumer: Any, partitions: list[Any]) -> dict[Any, int]:

@@ -173,8 +173,12 @@ def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", 
     # stderr goes to a file, not a pipe: nobody reads a pipe once the store runs, and a full pipe
     # would block the store. Its own session: a terminal's Ctrl-C must not stop it before the
     # collector has drained.
+    from driftline.collector.lifeline import die_with_parent
+
     err_file = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True, start_new_session=True)
+    # SIGTERM when the parent dies (even by SIGKILL): the store closes cleanly and frees its port.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True, start_new_session=True,
+                            preexec_fn=die_with_parent(signal.SIGTERM))
     deadline = time.monotonic() + startup_timeout_s
     assert proc.stdout is not None
     line = ""

@@ -31,6 +31,15 @@ def parse_url(url: str) -> dict[str, Any]:
     }
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and metrics)."""
+    parsed = urlparse(url)
+    if not parsed.password:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+    return parsed._replace(netloc=netloc).geturl()
+
+
 def connect(url: str, *, readonly: bool = False, settings: dict[str, Any] | None = None,
             retry_for_s: float = 0.0, **kwargs: Any) -> Any:
     """Return a clickhouse-connect client. ``retry_for_s`` waits for a server that is starting."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -73,6 +74,50 @@ class CollectorSettings:
             ok = Path(path).exists() if name == "detectors_config" else Path(path).is_file()  # a dir of YAMLs
             if not ok:
                 raise ConfigError(f"{name}: {path} does not exist")
+
+    def to_json(self) -> str:
+        """The whole settings, for a child process (``driftline collector --settings-file``)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Topics):
+                value = {t.name: getattr(value, t.name) for t in fields(Topics)}
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return json.dumps(out, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> CollectorSettings:
+        """The inverse of ``to_json``; unknown keys are errors (no environment is read)."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"settings file is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("settings file must hold a JSON object")
+        topics = data.pop("topics", None)
+        if topics is not None:
+            try:
+                data["topics"] = Topics(**topics)
+            except TypeError as exc:
+                raise ConfigError(f"settings file: topics: {exc}") from None
+        return cls.build(env={}, **data)
+
+    def public(self) -> dict[str, str]:
+        """The effective settings as strings, with the ClickHouse password hidden (for logs and
+        the ``driftline_collector_settings_info`` metric)."""
+        from driftline.collector.clickhouse import redact_url
+
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "clickhouse_url" and value:
+                value = redact_url(value)
+            elif isinstance(value, Topics):
+                value = ",".join(getattr(value, t.name) for t in fields(Topics))
+            out[f.name] = "" if value is None else str(value)
+        return out
 
     @classmethod
     def build(cls, env: Mapping[str, str] | None = None, **flags: Any) -> CollectorSettings:

@@ -1,42 +1,46 @@
-"""``driftline up``: the whole stack on one machine, no Docker.
+"""``driftline up``: the whole stack on one machine, no Docker, supervised.
 
 Starts what is not configured externally — the embedded ClickHouse store (chDB behind ClickHouse's
-HTTP interface) and the embedded Kafka broker (Tansu) — then the collector, the dashboard, the
-alerting service when rules are given, and the demo when asked. With both
+HTTP interface) and the embedded Kafka broker (Tansu, memory storage) — then the collector, the
+dashboard, the alerting service when rules are given, and the demo when asked. With both
 ``DRIFTLINE_KAFKA_BOOTSTRAP`` and ``DRIFTLINE_CLICKHOUSE_URL`` set, no embedded engine starts.
 
-Shutdown order (Ctrl-C or SIGTERM): producers (demo) first, then the collector drains and commits,
-then dashboard and alerting, then the broker (it keeps nothing: memory storage), then the store.
+Every child is supervised (``supervisor``): one that crashes is restarted with backoff, logged and
+counted; none can outlive ``up`` (``lifeline``). Everything the stack owns lives under
+``--data-dir``: the store, logs, the alerting outbox and incident state, and the collector's
+settings, which it receives whole as a file.
+
+The stop (SIGTERM, or SIGINT unless it was inherited ignored) loses nothing: the demo stops, then
+``up`` waits until the collector has stored and committed every record the embedded broker holds,
+then stops the collector, alerting, the dashboard, the broker and the store, in that order. If the
+drain does not finish within ``--drain-timeout-s`` it says how many records are still only in the
+broker and keeps waiting; ``--force`` (or a second signal) stops anyway and says what was dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from driftline.collector.broker import BrokerProcess, ensure_topics, port_open, start_broker
+from driftline.collector.broker import BrokerBacklog, ensure_topics, port_open, start_broker
 from driftline.collector.config import CollectorSettings
+from driftline.collector.lifeline import die_with_parent
+from driftline.collector.supervisor import Child, GiveUp, ServiceProcess, Supervisor
 from driftline.sdk.errors import ConfigError
 
 logger = logging.getLogger("driftline.collector")
 
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen[bytes]
-    endpoint: str = ""
-    stop_timeout_s: float = 30.0
+STOP_ORDER = ["demo", "collector", "alerting", "dashboard", "broker", "store"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class StackOptions:
     settings: CollectorSettings
     kafka_port: int = 9092
@@ -46,32 +50,43 @@ class StackOptions:
     demo: bool = False
     demo_args: tuple[str, ...] = ()
     alert_rules: Path | None = None
+    drain_timeout_s: float = 120.0
+    force: bool = False
     print_fn: Callable[[str], None] = print
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
 class Stack:
-    """The running stack. ``start()`` then ``wait()``; ``stop()`` from any thread."""
+    """The running stack. ``start()`` then ``wait()``; ``request_stop()`` from a signal handler."""
 
     def __init__(self, options: StackOptions) -> None:
         self.options = options
         self.settings = options.settings
         self.data_dir = Path(self.settings.data_dir).resolve()
         self.logs = self.data_dir / "logs"
-        self.store: Any = None
-        self.broker: BrokerProcess | None = None
-        self.services: list[Service] = []
+        self.run_dir = self.data_dir / "run"
         self.kafka_bootstrap = self.settings.kafka_bootstrap
         self.clickhouse_url = self.settings.clickhouse_url
-        self._stopping = threading.Event()
+        self.embedded_broker = not self.kafka_bootstrap
+        self.embedded_store = not self.clickhouse_url
+        self.supervisor = Supervisor(print_fn=options.print_fn)
+        self.stop_requests = 0
+        self.backlog = BacklogWatch(self)
+        self.dropped = 0
+
+    @property
+    def topics(self) -> list[str]:
+        t = self.settings.topics
+        return [t.predictions, t.labels, t.outcomes]
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> None:
         o = self.options
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         for name, port, flag, needed in (
-            ("Kafka", o.kafka_port, "--kafka-port", not self.kafka_bootstrap),
-            ("ClickHouse", o.clickhouse_port, "--clickhouse-port", not self.clickhouse_url),
+            ("Kafka", o.kafka_port, "--kafka-port", self.embedded_broker),
+            ("ClickHouse", o.clickhouse_port, "--clickhouse-port", self.embedded_store),
             ("dashboard", o.dashboard_port, "--dashboard-port", o.dashboard),
             ("collector metrics", self.settings.metrics_port, "--metrics-port", True),
         ):
@@ -79,147 +94,261 @@ class Stack:
                 raise ConfigError(f"port {port} for the {name} is already in use; choose another with {flag} "
                                   "(or stop the other driftline)")
         try:
-            if not self.clickhouse_url:
-                from driftline.collector.chstore import start_chstore
-
-                self.store = start_chstore(self.data_dir / "clickhouse", port=o.clickhouse_port)
-                self.clickhouse_url = self.store.url
-            if not self.kafka_bootstrap:
-                self.broker = start_broker(o.kafka_port, log_path=self.logs / "broker.log")
-                self.kafka_bootstrap = self.broker.bootstrap
-            t = self.settings.topics
-            ensure_topics(self.kafka_bootstrap, [t.predictions, t.labels, t.outcomes, t.deadletter],
-                          partitions=self.settings.partitions)
-            from driftline.collector.clickhouse import connect
-            from driftline.collector.tables import migrate
-
-            migrate(connect(self.clickhouse_url, retry_for_s=30))
-            self._spawn("collector", ["collector"], endpoint=f"http://127.0.0.1:{self.settings.metrics_port}/metrics")
-            if o.dashboard:
-                self._spawn("dashboard", ["dashboard", "--port", str(o.dashboard_port)],
-                            endpoint=f"http://127.0.0.1:{o.dashboard_port}", optional=True)
-            if o.alert_rules is not None:
-                self._spawn("alerting", ["alerts", "run", "--rules", str(o.alert_rules)])
-            if o.demo:
-                self._spawn("demo", ["demo", *o.demo_args], stop_timeout_s=15)
+            self._start_children()
         except BaseException:
-            self.stop()
+            self.supervisor.stop_all(STOP_ORDER)
             raise
         self._print_endpoints()
 
-    def env(self) -> dict[str, str]:
+    def _start_children(self) -> None:
+        o, sup = self.options, self.supervisor
+        if self.embedded_store:
+            from driftline.collector.chstore import start_chstore
+
+            store = sup.add(Child("store", lambda: start_chstore(self.data_dir / "clickhouse", port=o.clickhouse_port),
+                                  stop_timeout_s=30))
+            self.clickhouse_url = store.handle.url  # type: ignore[union-attr]
+        if self.embedded_broker:
+            broker = sup.add(Child("broker", lambda: start_broker(o.kafka_port, log_path=self.logs / "broker.log"),
+                                   stop_timeout_s=5, log_path=self.logs / "broker.log",
+                                   on_restart=self._broker_restarted))
+            self.kafka_bootstrap = broker.handle.bootstrap  # type: ignore[union-attr]
+        t = self.settings.topics
+        ensure_topics(self.kafka_bootstrap, [t.predictions, t.labels, t.outcomes, t.deadletter],
+                      partitions=self.settings.partitions)
+        from driftline.collector.clickhouse import connect
+        from driftline.collector.tables import migrate
+
+        migrate(connect(self.clickhouse_url, retry_for_s=30))
+        settings_file = self._write_collector_settings()
+        self._spawn("collector", ["collector", "--settings-file", str(settings_file)])
+        if o.dashboard and _has_dashboard():
+            self._spawn("dashboard", ["dashboard", "--port", str(o.dashboard_port),
+                                      "--clickhouse-url", self.clickhouse_url])
+        if o.alert_rules is not None:
+            self._spawn("alerting", ["alerts", "run", "--rules", str(o.alert_rules), "--clickhouse-url",
+                                     self.clickhouse_url, "--data-dir", str(self.data_dir / "alerting")])
+        if o.demo:
+            self._spawn("demo", ["demo", *o.demo_args], stop_timeout_s=15, restart="on_failure")
+        if self.embedded_broker:
+            self.backlog.start()
+
+    def _write_collector_settings(self) -> Path:
+        """The collector's settings, whole, with the engines this stack resolved."""
+        from dataclasses import replace
+
+        effective = replace(self.settings, kafka_bootstrap=self.kafka_bootstrap, clickhouse_url=self.clickhouse_url,
+                            data_dir=self.data_dir)
+        path = self.run_dir / "collector-settings.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a ClickHouse password
+        with os.fdopen(fd, "w") as f:
+            f.write(effective.to_json())
+        return path
+
+    def child_env(self) -> dict[str, str]:
+        """What a child inherits: this environment, the engines' addresses (for the demo, which
+        uses the SDK like any model process) and no Streamlit telemetry."""
+        topics = self.settings.topics
         env = {**os.environ, **self.options.extra_env,
                "DRIFTLINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
                "DRIFTLINE_CLICKHOUSE_URL": self.clickhouse_url,
-               "DRIFTLINE_DATA_DIR": str(self.data_dir),
-               "DRIFTLINE_METRICS_PORT": str(self.settings.metrics_port),
-               "DRIFTLINE_PARTITIONS": str(self.settings.partitions),
+               "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0],
                "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-        for name, value in (("DRIFTLINE_DETECTORS_CONFIG", self.settings.detectors_config),
-                            ("DRIFTLINE_PII_CONFIG", self.settings.pii_config),
-                            ("DRIFTLINE_PII_KEY_FILE", self.settings.pii_key_file)):
-            if value is not None:
-                env[name] = str(value)
         return env
 
-    def _spawn(self, name: str, args: list[str], *, endpoint: str = "", stop_timeout_s: float = 30.0,
-               optional: bool = False) -> None:
-        if optional and name == "dashboard":
-            try:
-                import driftline.dashboard.cli  # noqa: F401
-            except ModuleNotFoundError:
-                return
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        # A session of its own: Ctrl-C in the terminal reaches `up` only, which then stops the
-        # services in order (a collector killed by the same SIGINT could not drain the broker).
-        proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", *args], env=self.env(),
-                                stdout=log if name != "demo" else None, stderr=log, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        self.services.append(Service(name, proc, endpoint, stop_timeout_s))
+    def _spawn(self, name: str, args: list[str], *, stop_timeout_s: float = 30.0, restart: str = "always") -> None:
+        log_path = self.logs / f"{name}.log"
+
+        def launch() -> ServiceProcess:
+            with open(log_path, "ab") as log:
+                # A session of its own: Ctrl-C in the terminal reaches `up` only, which then stops
+                # the services in order (a collector killed by the same SIGINT could not drain).
+                # SIGTERM if `up` dies, even by SIGKILL: nothing outlives it.
+                proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", *args], env=self.child_env(),
+                                        stdout=log if name != "demo" else None, stderr=log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=die_with_parent())
+            return ServiceProcess(proc)
+
+        self.supervisor.add(Child(name, launch, stop_timeout_s=stop_timeout_s, restart=restart, log_path=log_path))
+
+    def _broker_restarted(self, child: Child) -> None:
+        held = self.backlog.last_total
+        t = self.settings.topics
+        ensure_topics(self.kafka_bootstrap, [t.predictions, t.labels, t.outcomes, t.deadletter],
+                      partitions=self.settings.partitions)
+        self.backlog.reset()
+        self.dropped += held or 0
+        what = "an unknown number of" if held is None else f"up to {held}"
+        msg = (f"driftline: the embedded broker was restarted with its topics; it may have held {what} "
+               "records the collector had not stored yet, and those are lost (memory storage)")
+        self.options.print_fn(msg)
+        logger.warning("%s", msg)
 
     def _print_endpoints(self) -> None:
-        p = self.options.print_fn
+        p, sup = self.options.print_fn, self.supervisor
         p("driftline is up")
-        p(f"  Kafka bootstrap     {self.kafka_bootstrap}{'  (embedded Tansu, in-memory)' if self.broker else ''}")
-        p(f"  ClickHouse HTTP     {self.clickhouse_url}{'  (embedded chDB, ' + str(self.data_dir / 'clickhouse') + ')' if self.store else ''}")
-        for s in self.services:
-            if s.endpoint:
-                p(f"  {s.name:<19} {s.endpoint}")
+        p(f"  Kafka bootstrap     {self.kafka_bootstrap}{'  (embedded Tansu, in-memory)' if self.embedded_broker else ''}")
+        store = f"  (embedded chDB, {self.data_dir / 'clickhouse'})" if self.embedded_store else ""
+        p(f"  ClickHouse HTTP     {self.clickhouse_url}{store}")
+        p(f"  collector           http://127.0.0.1:{self.settings.metrics_port}/metrics")
+        if sup.get("dashboard"):
+            p(f"  dashboard           http://127.0.0.1:{self.options.dashboard_port}")
+        if sup.get("alerting"):
+            p(f"  alerting state      {self.data_dir / 'alerting'}")
         p(f"  logs                {self.logs}")
         p("  SQL                 driftline sql \"SELECT model, count() FROM driftline.predictions GROUP BY model\"")
         p("Press Ctrl-C to stop.")
 
     # -- run / stop ---------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """From a signal handler: the first request stops in order, the second forces the stop."""
+        self.stop_requests += 1
+
     def wait(self) -> int:
-        """Block until stop() or a vital service dies. Returns an exit code."""
-        while not self._stopping.wait(0.5):
-            for s in self.services:
-                code = s.proc.poll()
-                if code is not None and s.name == "demo":
-                    self.services.remove(s)
-                    break
-                if code is not None:
-                    self.options.print_fn(f"driftline: {s.name} exited with code {code}; see {self.logs / (s.name + '.log')}")
-                    self.stop()
-                    return 1
+        """Supervise until a stop is requested. Returns 1 if a child kept crashing."""
+        try:
+            while not self.stop_requests:
+                self.supervisor.tick()
+                time.sleep(0.25)
+        except GiveUp as exc:
+            self.options.print_fn(f"driftline: {exc}")
+            return 1
         return 0
 
     def stop(self) -> None:
-        self._stopping.set()
-        order = ["demo", "sidecar", "collector", "alerting", "dashboard"]
-        for name in order + [s.name for s in self.services if s.name not in order]:
-            for s in [s for s in self.services if s.name == name]:
-                if name == "collector" and self.broker is not None and s.proc.poll() is None:
-                    self._drain()
-                _terminate(s.proc, s.stop_timeout_s)
-                self.services.remove(s)
-        if self.broker is not None:
-            self.broker.stop()
-            self.broker = None
-        if self.store is not None:
-            self.store.stop()
-            self.store = None
-
+        """Stop in order, draining the embedded broker first. Safe to call more than once."""
+        sup = self.supervisor
+        sup.stop("demo")
+        if self.embedded_broker and sup.running("broker") and sup.get("collector"):
+            self._drain()
+        self.backlog.stop()
+        sup.stop_all(STOP_ORDER)
+        if sup.restarts:
+            self.options.print_fn("driftline: restarts: " + ", ".join(f"{n} {k}" for n, k in sup.restarts.items()))
 
     def _drain(self) -> None:
-        """Producers are stopped; let the collector store what the in-memory broker still holds."""
-        from driftline.collector.broker import wait_drained
-
-        t = self.settings.topics
+        """Keep supervising (a crashed collector or store is restarted) until the collector has
+        committed every record the broker holds, or the user forces the stop."""
+        o, p = self.options, self.options.print_fn
+        force_at_requests = self.stop_requests + 1
+        deadline = time.monotonic() + o.drain_timeout_s
+        left: int | None = None
+        reported_at = time.monotonic()
+        backlog: BrokerBacklog | None = None
         try:
-            wait_drained(self.kafka_bootstrap, self.settings.group_id, [t.predictions, t.labels, t.outcomes],
-                         timeout_s=30)
-        except Exception as exc:  # noqa: BLE001 - a failed check must not block shutdown
-            logger.warning("could not check the collector's progress (%s); stopping it", type(exc).__name__)
+            while True:
+                try:
+                    self.supervisor.tick()
+                except GiveUp as exc:
+                    p(f"driftline: {exc}")
+                    break
+                try:
+                    if backlog is None:
+                        backlog = BrokerBacklog(self.kafka_bootstrap, self.settings.group_id, self.topics)
+                    left = backlog.total()
+                except Exception as exc:  # noqa: BLE001 - cannot count: assume records are left
+                    logger.warning("could not read the collector's progress: %s: %s", type(exc).__name__, exc)
+                    if backlog is not None:
+                        backlog.close()
+                        backlog = None
+                    left = None
+                if left == 0:
+                    return
+                collector = self.supervisor.get("collector")
+                if collector is None or collector.handle is None and collector.restart_at is None:
+                    break  # the collector was given up on: nothing will store what is left
+                now = time.monotonic()
+                if o.force and now >= deadline or self.stop_requests >= force_at_requests:
+                    break
+                if now >= deadline and now - reported_at >= 10:
+                    reported_at = now
+                    count = "an unknown number of" if left is None else str(left)
+                    p(f"driftline: {count} records are still only in the embedded broker; waiting for the collector "
+                      "to store them (Ctrl-C again or SIGTERM again to stop anyway and drop them)")
+                time.sleep(0.25)
+        finally:
+            if backlog is not None:
+                backlog.close()
+        count = "an unknown number of" if left is None else str(left)
+        self.dropped += left or 0
+        p(f"driftline: stopping with {count} records still only in the embedded broker; they are dropped")
 
 
-def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
+class BacklogWatch:
+    """Samples, every few seconds, how many records the collector has not committed yet, so that a
+    crash of the in-memory broker can be reported with what it may have held."""
+
+    def __init__(self, stack: Stack, interval_s: float = 5.0) -> None:
+        self.stack = stack
+        self.interval_s = interval_s
+        self.last_total: int | None = None
+        self._stop = threading.Event()
+        self._reset = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="driftline-backlog", daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        self.last_total = None
+        self._reset.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        s = self.stack
+        backlog: BrokerBacklog | None = None
+        while not self._stop.wait(self.interval_s):
+            try:
+                if backlog is None or self._reset.is_set():
+                    self._reset.clear()
+                    if backlog is not None:
+                        backlog.close()
+                    backlog = BrokerBacklog(s.kafka_bootstrap, s.settings.group_id, s.topics)
+                self.last_total = backlog.total()
+            except Exception:  # noqa: BLE001 - the broker may be restarting; sample again later
+                if backlog is not None:
+                    backlog.close()
+                backlog = None
+        if backlog is not None:
+            backlog.close()
+
+
+def _has_dashboard() -> bool:
     try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+        import driftline.dashboard.cli  # noqa: F401
+    except ModuleNotFoundError:
+        return False
+    return True
 
 
 def run_up(options: StackOptions) -> int:
+    """The process entry point of ``driftline up``: start, supervise, stop in order on a signal."""
+    import signal
+
     stack = Stack(options)
 
     def on_signal(signum: int, frame: Any) -> None:
-        stack._stopping.set()
+        stack.request_stop()
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    handled = [signal.SIGTERM]
+    # A background job of a shell script inherits SIGINT ignored; keep that convention.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        handled.append(signal.SIGINT)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    code = 1
     try:
         stack.start()
-        try:
-            code = stack.wait()
-        except KeyboardInterrupt:
-            code = 0
-        options.print_fn("driftline: stopping (demo, collector drains, broker, store)...")
-        return code
+        code = stack.wait()
+        options.print_fn("driftline: stopping (demo, collector drains the broker, dashboard, broker, store)...")
     finally:
         stack.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         options.print_fn("driftline: stopped")
+    return 1 if code or stack.dropped else 0

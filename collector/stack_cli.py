@@ -23,6 +23,10 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pii-key-file", help="file holding the HMAC key for hashed fields")
 
 
+_SERVER_FLAGS = ("kafka_bootstrap", "clickhouse_url", "data_dir", "metrics_port", "batch_size", "batch_timeout_s",
+                 "partitions", "group_id", "detectors_config", "pii_config", "pii_key_file")
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from driftline.collector.config import CollectorSettings
 
@@ -36,24 +40,58 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def _up(args: argparse.Namespace) -> int:
     from driftline.collector.stack import StackOptions, run_up
+    from driftline.sdk.errors import ConfigError
 
+    settings = _settings(args)
+    # A flag that would be ignored is an error, not a silence.
+    ignored = [
+        ("--kafka-port", args.kafka_port, settings.kafka_bootstrap, "the broker is external (--kafka-bootstrap / "
+         "DRIFTLINE_KAFKA_BOOTSTRAP)"),
+        ("--clickhouse-port", args.clickhouse_port, settings.clickhouse_url, "the store is external "
+         "(--clickhouse-url / DRIFTLINE_CLICKHOUSE_URL)"),
+        ("--dashboard-port", args.dashboard_port, args.no_dashboard, "--no-dashboard is given"),
+        ("--demo-rate", args.demo_rate, not args.demo, "--demo is not given"),
+        ("--demo-drift-after-s", args.demo_drift_after_s, not args.demo, "--demo is not given"),
+    ]
+    for flag, value, condition, why in ignored:
+        if value is not None and condition:
+            raise ConfigError(f"{flag} would be ignored: {why}")
     demo_args: list[str] = []
-    if args.demo_rate:
+    if args.demo_rate is not None:
         demo_args += ["--rate", str(args.demo_rate)]
     if args.demo_drift_after_s is not None:
         demo_args += ["--drift-after-s", str(args.demo_drift_after_s)]
+    if args.drain_timeout_s is not None and not args.drain_timeout_s > 0:
+        raise ConfigError("--drain-timeout-s must be > 0")
+    alert_rules = None
+    if args.alert_rules:
+        alert_rules = Path(args.alert_rules).resolve()
+        if not alert_rules.is_file():
+            raise ConfigError(f"--alert-rules: {args.alert_rules} does not exist")
     return run_up(StackOptions(
-        settings=_settings(args), kafka_port=args.kafka_port, clickhouse_port=args.clickhouse_port,
-        dashboard_port=args.dashboard_port, dashboard=not args.no_dashboard, demo=args.demo,
-        demo_args=tuple(demo_args), alert_rules=Path(args.alert_rules) if args.alert_rules else None,
+        settings=settings, kafka_port=9092 if args.kafka_port is None else args.kafka_port,
+        clickhouse_port=8123 if args.clickhouse_port is None else args.clickhouse_port,
+        dashboard_port=8501 if args.dashboard_port is None else args.dashboard_port,
+        dashboard=not args.no_dashboard, demo=args.demo, demo_args=tuple(demo_args), alert_rules=alert_rules,
+        drain_timeout_s=120.0 if args.drain_timeout_s is None else args.drain_timeout_s, force=args.force,
     ))
 
 
 def _collector(args: argparse.Namespace) -> int:
     from driftline.collector.app import run_collector
+    from driftline.collector.config import CollectorSettings
     from driftline.sdk.errors import ConfigError
 
-    settings = _settings(args)
+    if args.settings_file:
+        given = [f"--{k.replace('_', '-')}" for k in _SERVER_FLAGS if getattr(args, k) is not None]
+        if given:
+            raise ConfigError(f"--settings-file holds every collector setting; do not also give {', '.join(given)}")
+        try:
+            settings = CollectorSettings.from_json(Path(args.settings_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"--settings-file: {exc.strerror}: {args.settings_file}") from None
+    else:
+        settings = _settings(args)
     if not settings.kafka_bootstrap or not settings.clickhouse_url:
         raise ConfigError("the collector needs --kafka-bootstrap and --clickhouse-url "
                           "(or DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_CLICKHOUSE_URL); `driftline up` sets both")
@@ -80,15 +118,21 @@ def register(sub: Any) -> None:
     p.add_argument("--demo", action="store_true", help="also run a demo model with live traffic and drift")
     p.add_argument("--demo-rate", type=float, help="demo predictions per second (default 50)")
     p.add_argument("--demo-drift-after-s", type=float, help="seconds before the demo injects drift (default 60)")
-    p.add_argument("--kafka-port", type=int, default=9092, help="embedded broker port (default 9092)")
-    p.add_argument("--clickhouse-port", type=int, default=8123, help="embedded ClickHouse HTTP port (default 8123)")
-    p.add_argument("--dashboard-port", type=int, default=8501, help="dashboard port (default 8501)")
+    p.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
+    p.add_argument("--clickhouse-port", type=int, help="embedded ClickHouse HTTP port (default 8123)")
+    p.add_argument("--dashboard-port", type=int, help="dashboard port (default 8501)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
-    p.add_argument("--alert-rules", help="YAML alert rules; starts the alerting service")
+    p.add_argument("--alert-rules", help="YAML alert rules; starts the alerting service (state in DATA_DIR/alerting)")
+    p.add_argument("--drain-timeout-s", type=float, help="on stop, how long to wait for the collector to store "
+                   "what the embedded broker holds before saying how much is left (default 120)")
+    p.add_argument("--force", action="store_true", help="after --drain-timeout-s, stop anyway and drop what the "
+                   "embedded broker still holds (without it, `up` keeps waiting; a second Ctrl-C also forces)")
     p.set_defaults(handler=_up)
 
     p = sub.add_parser("collector", help="run the collector (Kafka → ClickHouse, detectors)")
     _server_flags(p)
+    p.add_argument("--settings-file", help="JSON with every collector setting (what `driftline up` hands its "
+                   "collector); no other setting flag or DRIFTLINE_* variable is read then")
     p.set_defaults(handler=_collector)
 
     p = sub.add_parser("store", help="serve a chDB data directory over ClickHouse's HTTP interface")
