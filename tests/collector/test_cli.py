@@ -165,3 +165,19 @@ def test_up_with_external_engines_starts_no_embedded_engine(tmp_path: Path, kafk
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--kafka-bootstrap", "127.0.0.1:1", "--kafka-port", "9999"], "--kafka-port would be ignored"),
+    (["--clickhouse-url", "http://127.0.0.1:1", "--clickhouse-port", "9999"], "--clickhouse-port would be ignored"),
+    (["--no-dashboard", "--dashboard-port", "9999"], "--dashboard-port would be ignored"),
+    (["--demo-rate", "10"], "--demo-rate would be ignored"),
+    (["--alert-rules", "/nonexistent/rules.yaml"], "does not exist"),
+    (["--drain-timeout-s", "0"], "--drain-timeout-s must be > 0"),
+])
+def test_a_flag_up_would_ignore_is_an_error(tmp_path: Path, flags: list[str], message: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "driftline.sdk.cli", "up", "--data-dir", str(tmp_path), *flags],
+                         capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")})
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "logs").exists()  # nothing started

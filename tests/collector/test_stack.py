@@ -1,0 +1,261 @@
+"""``driftline up`` keeps every acknowledged event: real processes, real signals, the real Tansu
+broker and chDB store. Each test counts what arrived (every event id sent is stored once)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from driftline.collector.broker import free_port, port_open
+from tests.collector.up_testkit import Up, send, stored, stored_offline
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _model(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex[:6]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+RULES = """
+version: 1
+interval_s: 1
+allow_local_development: true
+channels:
+  hook: {type: webhook, url: "http://127.0.0.1:9/hook", secret: s3cret}
+rules:
+  - {name: drift, kind: drift, model: "*", statistic: psi, op: ">", threshold: 0.2, channels: [hook]}
+"""
+
+
+def test_sigterm_right_after_flush_stores_every_event_once_and_state_stays_in_the_data_dir(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    up = Up(tmp_path / "data", "--alert-rules", str(rules), env={"HOME": str(home)}).wait_up()
+    model = _model("sigterm")
+    try:
+        ids = send(up.bootstrap, model, 30_000)
+        assert up.stop(signal.SIGTERM) == 0, up.output  # immediately: most events are still in the broker
+    finally:
+        up.kill_all()
+    assert "driftline: stopped" in up.output and "dropped" not in up.output
+    assert len(ids) == 30_000
+    assert stored_offline(tmp_path / "data", model) == (30_000, 30_000)
+    # Everything the stack owns is under its data dir: the alerting outbox too, nothing in ~.
+    assert (tmp_path / "data" / "alerting" / "alerting.sqlite3").is_file()
+    assert not (home / ".driftline").exists()
+    # Started again on the same data dir: every event is there, once.
+    again = Up(tmp_path / "data").wait_up()
+    try:
+        assert stored(again.clickhouse_url, model) == (30_000, 30_000)
+    finally:
+        assert again.stop() == 0
+
+
+def test_ctrl_c_from_the_terminal_stores_every_event_once(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data", sigint="default").wait_up()
+    model = _model("sigint")
+    try:
+        send(up.bootstrap, model, 30_000)
+        os.killpg(up.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+        assert up.proc.wait(180) == 0, up.output
+    finally:
+        up.kill_all()
+    assert stored_offline(tmp_path / "data", model) == (30_000, 30_000)
+
+
+def test_sigint_inherited_ignored_is_respected_and_sigterm_stops(tmp_path: Path) -> None:
+    """A background job of a shell script inherits SIGINT ignored; `up` keeps that convention."""
+    up = Up(tmp_path / "data", sigint="ignore").wait_up()
+    try:
+        up.proc.send_signal(signal.SIGINT)
+        time.sleep(3)
+        assert up.proc.poll() is None and "stopping" not in up.output
+        assert up.stop(signal.SIGTERM) == 0
+    finally:
+        up.kill_all()
+
+
+def test_children_killed_mid_stream_are_restarted_and_every_event_is_stored_once(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data", dashboard=True).wait_up()
+    model = _model("kill9")
+    dashboard = f"http://127.0.0.1:{up.ports['dashboard']}/healthz"
+    faults = iter(["store", "collector", "dashboard"])
+
+    def kill_next(i: int) -> None:
+        if i % 10_000 != 9_999:
+            return
+        name = next(faults, None)
+        if name is None:
+            return
+        mark = len(up.lines)
+        os.kill(up.children()[name], signal.SIGKILL)
+        up.wait_printed(f"driftline: {name} restarted", timeout_s=90, after=mark)
+
+    try:
+        wait_for(lambda: _http_ok(dashboard), timeout_s=90)
+        ids = send(up.bootstrap, up_model := model, 40_000, rate_per_s=2_000, during=kill_next)
+        assert len(ids) == 40_000
+        wait_for(lambda: stored(up.clickhouse_url, up_model)[0] >= 40_000, timeout_s=180)
+        time.sleep(2)  # a duplicate written late would show now
+        assert stored(up.clickhouse_url, model) == (40_000, 40_000)
+        wait_for(lambda: _http_ok(dashboard), timeout_s=90)  # the restarted dashboard serves again
+        for name in ("store", "collector", "dashboard"):
+            assert f"driftline: {name} exited with signal SIGKILL" in up.output
+        assert up.stop() == 0, up.output
+    finally:
+        up.kill_all()
+    assert "restarts: " in up.output and "store 1" in up.output and "collector 1" in up.output
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_sigkill_of_up_leaves_no_child_and_frees_the_ports(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data", dashboard=True).wait_up()
+    try:
+        children = wait_for(lambda: (c := up.children()) if len(c) == 4 else None, timeout_s=30)
+        up.proc.send_signal(signal.SIGKILL)
+        up.proc.wait(10)
+        wait_for(lambda: not any(_alive(pid) for pid in children.values()), timeout_s=5, interval_s=0.1)
+        wait_for(lambda: not any(port_open("127.0.0.1", p) for p in up.ports.values()), timeout_s=5)
+    finally:
+        up.kill_all()
+        for pid in children.values():
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    again = Up(tmp_path / "data", dashboard=True, ports=up.ports).wait_up()
+    assert again.stop() == 0, again.output
+
+
+def test_a_stop_the_collector_cannot_finish_waits_and_says_how_much_is_left(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data", "--drain-timeout-s", "2").wait_up()
+    model = _model("stuck")
+    try:
+        collector = up.children()["collector"]
+        os.kill(collector, signal.SIGSTOP)  # the collector stops storing
+        send(up.bootstrap, model, 5_000)
+        up.proc.send_signal(signal.SIGTERM)
+        up.wait_printed("records are still only in the embedded broker; waiting", timeout_s=60)
+        left = int(up.output.split("records are still only")[0].rsplit("driftline: ", 1)[1])
+        assert 0 < left <= 5_000
+        assert up.proc.poll() is None  # it keeps the records, and waits
+        os.kill(collector, signal.SIGCONT)
+        assert up.proc.wait(180) == 0, up.output
+    finally:
+        up.kill_all()
+    assert "dropped" not in up.output
+    assert stored_offline(tmp_path / "data", model) == (5_000, 5_000)
+
+
+def test_force_stops_after_the_timeout_and_counts_what_it_dropped(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data", "--drain-timeout-s", "2", "--force").wait_up()
+    model = _model("force")
+    try:
+        collector = up.children()["collector"]
+        os.kill(collector, signal.SIGSTOP)
+        send(up.bootstrap, model, 3_000)
+        up.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        os.kill(collector, signal.SIGCONT)  # too late to matter much; the count must still be exact
+        code = up.proc.wait(180)
+        up._reader.join(10)
+    finally:
+        up.kill_all()
+    assert code == 1, up.output
+    line = next(ln for ln in up.lines if "they are dropped" in ln)
+    dropped = int(line.split("stopping with ")[1].split()[0])
+    rows, unique = stored_offline(tmp_path / "data", model)
+    assert rows == unique and rows + dropped >= 3_000 and dropped > 0
+
+
+def test_a_crashed_broker_is_restarted_with_its_topics(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data").wait_up()
+    model = _model("broker")
+    try:
+        send(up.bootstrap, model, 1_000)
+        wait_for(lambda: stored(up.clickhouse_url, model)[0] == 1_000, timeout_s=60)
+        time.sleep(6)  # one backlog sample after everything was committed
+        mark = len(up.lines)
+        os.kill(up.children()["broker"], signal.SIGKILL)
+        up.wait_printed("the embedded broker was restarted with its topics", timeout_s=60, after=mark)
+        assert "it may have held up to 0 records" in "".join(up.lines[mark:])
+        send(up.bootstrap, model, 2_000)
+        wait_for(lambda: stored(up.clickhouse_url, model)[0] >= 3_000, timeout_s=120)
+        assert stored(up.clickhouse_url, model) == (3_000, 3_000)
+        assert up.stop() == 0, up.output
+    finally:
+        up.kill_all()
+
+
+def test_every_collector_setting_reaches_the_collector(tmp_path: Path) -> None:
+    detectors = tmp_path / "detectors.yaml"
+    detectors.write_text("model: '*'\nmin_samples: 50\n")
+    pii = tmp_path / "pii.yaml"
+    pii.write_text("pii:\n  default_policy: scrub\n")
+    key = tmp_path / "key"
+    key.write_text("k" * 32)
+    up = Up(tmp_path / "data", "--batch-size", "1234", "--batch-timeout-s", "0.7", "--group-id", "g-custom",
+            "--partitions", "3", "--detectors-config", str(detectors), "--pii-config", str(pii),
+            "--pii-key-file", str(key), env={"DRIFTLINE_SESSION_TIMEOUT_S": "12", "DRIFTLINE_TOPIC_PREFIX": "acme"})
+    try:
+        up.wait_up()
+        metrics = f"http://127.0.0.1:{up.ports['metrics']}/metrics"
+        info = wait_for(lambda: _settings_info(metrics), timeout_s=60)
+        assert info["batch_size"] == "1234" and info["batch_timeout_s"] == "0.7"
+        assert info["group_id"] == "g-custom" and info["partitions"] == "3"
+        assert info["session_timeout_s"] == "12.0"
+        assert info["detectors_config"] == str(detectors) and info["pii_config"] == str(pii)
+        assert info["pii_key_file"] == str(key)
+        assert info["data_dir"] == str((tmp_path / "data").resolve())
+        assert info["topics"].startswith("acme.predictions,")
+        model = _model("settings")
+        from driftline.sdk import Monitor
+        from driftline.sdk.config import SdkSettings
+
+        mon = Monitor(model=model, settings=SdkSettings.build(env={"DRIFTLINE_KAFKA_BOOTSTRAP": up.bootstrap,
+                                                                   "DRIFTLINE_TOPIC_PREFIX": "acme"}))
+        mon.log(features={"x": 1.0}, prediction=1)
+        assert mon.flush(timeout_s=30)
+        mon.close()
+        wait_for(lambda: stored(up.clickhouse_url, model)[0] == 1, timeout_s=60)
+        assert up.stop() == 0, up.output
+    finally:
+        up.kill_all()
+
+
+def _settings_info(url: str) -> dict[str, str] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.startswith("driftline_collector_settings_info{")), None)
+    if line is None:
+        return None
+    body = line[line.index("{") + 1:line.rindex("}")]
+    return dict((k, v.strip('"')) for k, v in (item.split("=", 1) for item in body.split('",')))
