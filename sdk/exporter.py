@@ -9,11 +9,14 @@ Shape follows OpenTelemetry's ``BatchSpanProcessor`` and sentry-python's backgro
 * A batch the transport could not take stays pending and is retried with jittered exponential
   backoff; items keep queueing behind it up to the bound. So a broker outage loses nothing that
   fits in the queue, and everything beyond is counted.
-* ``flush(timeout_s)`` and ``shutdown(timeout_s)`` honour their timeouts. What is still pending
-  when ``shutdown`` gives up is counted as ``shutdown``.
+* ``flush(timeout_s)`` and ``shutdown(timeout_s)`` return within their timeouts: ``shutdown`` runs
+  every step (flush, transport shutdown, worker join) against one deadline. What is still
+  undelivered when it gives up is counted as ``shutdown``; if the transport delivers some of it
+  after all, the counts are corrected (``exported`` up, ``shutdown`` down), so queued events always
+  equal exported plus dropped.
 * After ``fork()`` the child starts with an empty queue and a fresh worker and transport (the
   parent's thread does not exist in the child, and sockets must not be shared).
-* ``atexit`` flushes with a bounded timeout.
+* ``atexit`` shuts every exporter down within one shared bound.
 
 Drop reasons: ``queue_full``, ``shutdown``, ``serialize_error``, ``invalid_event``, ``broker_error``
 (a record the transport rejected as permanently undeliverable, e.g. too large).
@@ -187,26 +190,34 @@ class BatchExporter:
                     self._wake.set()
 
     def _take_batch(self) -> list[Record]:
-        batch: list[Record] = []
         with self._lock:
-            if self._pending:
-                batch = self._pending[: self.max_batch_size]
-                self._in_flight_items = len(batch)
-                del self._pending[: len(batch)]
-        queue = self._queue
-        while len(batch) < self.max_batch_size and queue:
-            # Count before popping: the item stays inside the queue bound while it is in flight,
-            # so the queue keeps the oldest events and drops the newest during an outage.
-            self._in_flight_items += 1
-            item = queue.popleft()
+            # Items leave the queue under the lock, already counted as in flight, so shutdown()
+            # (which counts what is lost under the same lock) sees each item exactly once. The
+            # count goes up before the pops: an item stays inside the queue bound while in
+            # flight, so the queue keeps the oldest events and drops the newest during an outage.
+            batch = self._pending[: self.max_batch_size]
+            del self._pending[: len(batch)]
+            queue = self._queue
+            n = min(self.max_batch_size - len(batch), len(queue))
+            self._in_flight_items = len(batch) + n
+            items = [queue.popleft() for _ in range(n)]
+            if self._accounted_at_shutdown:
+                # Appended by a submit() that raced shutdown(): too late to deliver, count it.
+                self._drops["shutdown"] += n
+                self._in_flight_items = 0
+                return []
+        for item in items:  # encoding runs outside the lock: it is the slow part
             try:
                 batch.append(self._encode(item))
             except Exception as exc:  # noqa: BLE001 - counted and reported, never raised
                 from driftline.sdk.errors import SchemaError
 
-                self._in_flight_items -= 1
                 reason = "invalid_event" if isinstance(exc, SchemaError) else "serialize_error"
-                self._count_drop(reason)
+                with self._lock:
+                    self._in_flight_items -= 1
+                    if self._accounted_at_shutdown:  # shutdown() counted it as lost; reclassify
+                        self._drops["shutdown"] -= 1
+                    self._drops[reason] += 1
                 if self._on_invalid is not None:
                     self._on_invalid(exc)
         return batch
@@ -221,9 +232,7 @@ class BatchExporter:
                 self._in_flight_items = 0
                 return None
             try:
-                if self._exporter is None:
-                    self._exporter = self._exporter_factory()
-                result = self._exporter.export(batch, self.export_timeout_s)
+                result = self._export(batch)
             except Exception:  # noqa: BLE001 - transport bug: keep the batch, retry later
                 logger.warning("driftline: export failed; will retry", exc_info=True)
                 result = ExportResult(retry=tuple(range(len(batch))))
@@ -243,13 +252,25 @@ class BatchExporter:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
+    def _export(self, batch: list[Record]) -> ExportResult:
+        exporter = self._exporter
+        if exporter is None:
+            exporter = self._exporter_factory()
+            with self._lock:
+                if self._closed:  # shutdown() ran meanwhile and closed no transport: open none now
+                    return ExportResult(retry=tuple(range(len(batch))))
+                self._exporter = exporter
+        return exporter.export(batch, self.export_timeout_s)
+
     # -- control ------------------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Block until everything queued before the call is exported, or ``timeout_s`` passes.
 
         Returns True if the queue drained in time. Safe to call from any thread.
         """
-        deadline = time.monotonic() + timeout_s
+        return self._flush_until(time.monotonic() + timeout_s)
+
+    def _flush_until(self, deadline: float) -> bool:
         if self._worker is None and (self._queue or self._pending):
             self._start_worker()
         while True:
@@ -265,29 +286,39 @@ class BatchExporter:
                 self._idle.wait(min(remaining, 0.05))
 
     def shutdown(self, timeout_s: float = 10.0) -> bool:
-        """Flush within ``timeout_s``, stop the worker, close the transport.
+        """Flush, close the transport and stop the worker, all within ``timeout_s``.
 
-        Anything still undelivered is counted as dropped with reason ``shutdown``.
+        One deadline covers every step: the flush may use all of it, and the transport then gets
+        only what is left (possibly nothing: it must abandon its in-flight records at once).
+        Anything undelivered is counted as dropped with reason ``shutdown``. Returns True if
+        everything was delivered.
         """
+        deadline = time.monotonic() + max(0.0, timeout_s)
         if self._closed:
             return True
-        drained = self.flush(timeout_s)
-        self._closed = True
-        self._wake.set()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(max(0.0, min(timeout_s, 1.0)))
+        drained = self._flush_until(deadline)
         with self._lock:
+            self._closed = True
+            # The batch the worker holds (inside the transport, perhaps) counts as lost too; if
+            # it is delivered after all, _drain_once moves it from `shutdown` to `exported`.
             lost = len(self._queue) + len(self._pending) + self._in_flight_items
             self._accounted_at_shutdown = True
             self._queue.clear()
             self._pending.clear()
             self._drops["shutdown"] += lost
-        if self._exporter is not None:
+            exporter = self._exporter
+        self._wake.set()
+        if exporter is not None:
             try:
-                self._exporter.shutdown(min(timeout_s, 5.0))
+                exporter.shutdown(max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001
                 logger.warning("driftline: exporter shutdown failed", exc_info=True)
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            # Not needed for the counts; lets a worker whose export just returned finish its
+            # bookkeeping before the caller reads stats(). A daemon thread: never waited past
+            # the deadline.
+            worker.join(max(0.0, deadline - time.monotonic()))
         return drained
 
     def stats(self) -> ExporterStats:
@@ -322,8 +353,10 @@ def _after_fork() -> None:
 
 
 def _flush_all_at_exit() -> None:
+    # One bound for the whole interpreter exit, however many exporters there are.
+    deadline = time.monotonic() + _ATEXIT_TIMEOUT_S
     for exporter in list(_instances):
         try:
-            exporter.shutdown(_ATEXIT_TIMEOUT_S)
+            exporter.shutdown(max(0.0, deadline - time.monotonic()))
         except Exception:  # noqa: BLE001 - never fail interpreter exit
             logger.warning("driftline: flush at exit failed", exc_info=True)

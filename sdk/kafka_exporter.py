@@ -8,11 +8,20 @@ whose delivery failed with a retriable error for retry by the batch exporter (wh
 tries again until the broker is back). Records the broker refuses permanently (too large, invalid)
 are counted as ``broker_error`` drops. A record may be delivered twice when an ack is lost; the
 collector stores each ``event_id`` once.
+
+Deadlines: ``export(records, timeout_s)`` and ``shutdown(timeout_s)`` return within their timeout
+whatever the broker does (down, refusing connections, or paused and silent). kafka-python's own
+waits do not compose into one deadline, so each is bounded here: building a producer waits for
+the cluster at most the time left (``bootstrap_timeout_ms``, ``api_version_auto_timeout_ms`` in
+kafka-python 2.x), every ``send`` waits for metadata at most the time left (``max_block_ms``), the
+acks are awaited against the same deadline, and a producer is closed without its ``flush`` (see
+:func:`_close_producer`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Sequence
 
@@ -77,6 +86,41 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
 _PERMANENT: tuple[type[BaseException], ...] = ()
 
 
+# kafka-python blocks in send() (metadata) for at most max_block_ms; export() lowers it per call to
+# what is left of its deadline, never above this.
+_MAX_BLOCK_MS = 2_000
+
+
+def _bootstrap_timeout_key() -> str:
+    """kafka-python 3 bounds the cluster bootstrap in ``KafkaProducer()`` with
+    ``bootstrap_timeout_ms`` (default 30 s); 2.x bounds its version probe with
+    ``api_version_auto_timeout_ms``."""
+    from kafka import KafkaProducer
+
+    return "bootstrap_timeout_ms" if "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG else "api_version_auto_timeout_ms"
+
+
+def _skip_flush(timeout: float | None = None) -> None:
+    return None
+
+
+def _close_producer(producer: Any, timeout_s: float) -> None:
+    """Close a kafka-python producer within about ``timeout_s``, abandoning what it still holds.
+
+    ``KafkaProducer.close(timeout)`` starts with ``flush(timeout)``, which waits up to the timeout
+    *for each batch* and raises when one is late, leaving the producer open with its I/O thread
+    still retrying (so ``close(timeout=0)`` never closed a producer that had records in flight);
+    when the flush succeeds, close then waits up to the timeout again for the I/O thread. Our
+    callers have already waited for the acks they want, so the flush is skipped: close gives the
+    I/O thread at most ``timeout_s`` to finish and then force-closes it, failing whatever is left.
+    """
+    producer.flush = _skip_flush  # an instance attribute shadows the method, for this producer only
+    try:
+        producer.close(timeout=max(0.0, timeout_s))
+    except Exception:  # noqa: BLE001 - a producer that will not close is abandoned, not fatal
+        logger.warning("driftline: closing the Kafka producer failed", exc_info=True)
+
+
 def _default_compression() -> str:
     try:
         import lz4  # noqa: F401
@@ -113,16 +157,24 @@ class KafkaExporter:
         self.max_request_size = max_request_size
         self.max_record_bytes = max_record_bytes
         self._extra = dict(extra or {})
+        # export() runs on the batch exporter's worker while shutdown() runs on the caller's
+        # thread, and neither waits for the other past its deadline: the lock guards only the
+        # handover of the producer, never a network wait.
+        self._lock = threading.Lock()
         self._producer: Any = None
+        self._closed = False
 
-    def _get_producer(self) -> Any:
+    def _get_producer(self, timeout_s: float) -> Any:
         global _PERMANENT
         if not _PERMANENT:
             _PERMANENT = _permanent_errors()
-        if self._producer is None:
+        with self._lock:
+            producer = self._producer
+        if producer is None:
             from kafka import KafkaProducer  # imported lazily: keeps `import driftline.sdk` fast
 
-            self._producer = KafkaProducer(
+            config = {_bootstrap_timeout_key(): max(1, int(timeout_s * 1000)), **self._extra}
+            producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap_servers.split(","),
                 client_id=self.client_id,
                 acks="all",
@@ -134,7 +186,7 @@ class KafkaExporter:
                 linger_ms=5,
                 batch_size=256 * 1024,
                 max_request_size=self.max_request_size,
-                max_block_ms=2_000,
+                max_block_ms=_MAX_BLOCK_MS,
                 request_timeout_ms=5_000,
                 delivery_timeout_ms=8_000,
                 # No retries inside kafka-python: a batch it re-sent after the embedded broker
@@ -144,39 +196,64 @@ class KafkaExporter:
                 retry_backoff_ms=100,
                 reconnect_backoff_ms=50,
                 reconnect_backoff_max_ms=1_000,
-                **self._extra,
+                **config,
             )
-        return self._producer
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._producer = producer
+            if closed:  # shutdown() ran while the producer was being built: do not leak it
+                _close_producer(producer, 0)
+        return producer
 
     def export(self, records: Sequence[Record], timeout_s: float) -> ExportResult:
+        """Send ``records`` and wait for their acks, returning within ``timeout_s``.
+
+        Records not acknowledged by then are returned for retry. After :meth:`shutdown` nothing
+        is sent: every record is returned for retry (the batch exporter has counted them).
+        """
         from kafka.errors import MessageSizeTooLargeError
 
         deadline = time.monotonic() + timeout_s
+        everything = ExportResult(retry=tuple(range(len(records))))
+        if self._closed:
+            return everything
         try:
-            producer = self._get_producer()
+            producer = self._get_producer(timeout_s)
         except Exception as exc:  # noqa: BLE001 - no broker yet: retry the whole batch
             logger.warning("driftline: Kafka unavailable (%s); %d events wait in the queue",
                            type(exc).__name__, len(records))
-            return ExportResult(retry=tuple(range(len(records))))
+            return everything
         futures: list[tuple[list[int], Any]] = []
         retry: list[int] = []
         rejected = 0
         chunks = pack(records, self.max_record_bytes)
         for n, (topic, key, indexes, value, headers) in enumerate(chunks):
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                for _, _, rest, _, _ in chunks[n:]:
+                    retry.extend(rest)
+                break
+            # send() waits for the topic's metadata up to config["max_block_ms"], read at each
+            # call (kafka-python 2.x and 3.x): cap it by what is left of this export's deadline.
+            producer.config["max_block_ms"] = min(_MAX_BLOCK_MS, remaining_ms)
             try:
                 futures.append((indexes, producer.send(topic, key=key, value=value, headers=headers)))
             except MessageSizeTooLargeError:
                 rejected += len(indexes)
             except Exception:  # noqa: BLE001 - KafkaError and friends: retry this chunk
                 retry.extend(indexes)
-            if time.monotonic() > deadline:
-                for _, _, rest, _, _ in chunks[n + 1:]:
-                    retry.extend(rest)
+        # Not producer.flush(timeout): it waits up to the timeout for each batch in turn. The
+        # records go out on their own after linger_ms; wait for their acks against the deadline.
+        for _, future in futures:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
                 break
-        try:
-            producer.flush(timeout=max(0.1, deadline - time.monotonic()))
-        except Exception:  # noqa: BLE001 - timed out: the futures below tell which failed
-            pass
+            if not future.is_done:
+                try:
+                    future.get(timeout=remaining_s)
+                except Exception:  # noqa: BLE001 - timed out or failed: sorted out below
+                    pass
         for indexes, future in futures:
             if not future.is_done:
                 retry.extend(indexes)
@@ -196,18 +273,20 @@ class KafkaExporter:
             # seen to acknowledge records sent with such metadata to a topic it had not created,
             # and keep none of them. A fresh producer asks for metadata first, which recreates
             # the topic. Failures are rare, so the reconnect costs nothing that matters.
-            self._reset_producer()
+            self._reset_producer(producer)
         return ExportResult(retry=tuple(sorted(set(retry))), rejected=rejected)
 
-    def _reset_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=0)
-            except Exception:  # noqa: BLE001
-                pass
+    def _reset_producer(self, producer: Any) -> None:
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        _close_producer(producer, 0)  # force: what it still holds is retried by the caller
 
     def shutdown(self, timeout_s: float) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=timeout_s)
-            self._producer = None
+        """Close the producer within ``timeout_s``: what it still holds after that is abandoned
+        (the batch exporter has counted it). Later exports send nothing."""
+        with self._lock:
+            self._closed = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            _close_producer(producer, timeout_s)

@@ -317,11 +317,25 @@ class Monitor:
 
     # -- control --------------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every event logged so far is delivered (True) or ``timeout_s`` passes."""
+        """Wait until every event logged so far is delivered (True) or ``timeout_s`` passes
+        (False; the events stay queued and are still delivered later). Returns within
+        ``timeout_s`` whatever the broker does."""
         return self._batcher.flush(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> bool:
-        """Flush and stop. Later ``log`` calls are counted as ``shutdown`` drops."""
+        """Flush and stop, returning within ``timeout_s`` in all (one deadline for the flush and
+        for closing the Kafka connection). Returns True if every event was delivered. What could
+        not be delivered in time is counted in ``stats().dropped["shutdown"]``, so events logged
+        equal ``exported`` plus ``dropped``. Later ``log`` calls are counted as ``shutdown`` drops.
+
+        >>> from driftline.sdk import Monitor, InMemoryExporter
+        >>> m = Monitor(model="m", exporter=InMemoryExporter())
+        >>> _ = m.log({"x": 1}, 0.5)
+        >>> m.close(timeout_s=1.0)
+        True
+        >>> m.stats().exported, m.stats().dropped_total
+        (1, 0)
+        """
         return self._batcher.shutdown(timeout_s)
 
     def stats(self) -> ExporterStats:
