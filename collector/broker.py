@@ -188,6 +188,28 @@ class BrokerBacklog:
     def total(self) -> int:
         return sum(self.behind().values())
 
+    def events_behind(self, timeout_s: float = 30.0) -> int:
+        """Events (not records: an SDK record carries many) past the group's committed offsets.
+
+        Reads the uncommitted records once; for the report of what a forced stop drops."""
+        from driftline.sdk.kafka_exporter import unpack
+
+        parts = self.partitions()
+        ends = true_end_offsets(self._ends, parts)
+        events = 0
+        deadline = time.monotonic() + timeout_s
+        for tp in parts:
+            start = self._group.committed(tp) or 0
+            if ends.get(tp, 0) <= start:
+                continue
+            self._ends.assign([tp])
+            self._ends.seek(tp, start)
+            while self._ends.position(tp) < ends[tp] and time.monotonic() < deadline:
+                for msg in self._ends.poll(timeout_ms=200).get(tp, []):
+                    if msg.offset < ends[tp]:
+                        events += len(unpack(msg.value, msg.headers))
+        return events
+
     def close(self) -> None:
         for consumer in (self._ends, self._group):
             try:

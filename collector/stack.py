@@ -229,50 +229,55 @@ class Stack:
 
     def _drain(self) -> None:
         """Keep supervising (a crashed collector or store is restarted) until the collector has
-        committed every record the broker holds, or the user forces the stop."""
+        committed every record the broker holds, or the stop is forced."""
         o, p = self.options, self.options.print_fn
         force_at_requests = self.stop_requests + 1
         deadline = time.monotonic() + o.drain_timeout_s
-        left: int | None = None
         reported_at = time.monotonic()
         backlog: BrokerBacklog | None = None
+        left: int | None = None
         try:
             while True:
                 try:
                     self.supervisor.tick()
                 except GiveUp as exc:
                     p(f"driftline: {exc}")
-                    break
                 try:
-                    if backlog is None:
-                        backlog = BrokerBacklog(self.kafka_bootstrap, self.settings.group_id, self.topics)
+                    backlog = backlog or BrokerBacklog(self.kafka_bootstrap, self.settings.group_id, self.topics)
                     left = backlog.total()
                 except Exception as exc:  # noqa: BLE001 - cannot count: assume records are left
                     logger.warning("could not read the collector's progress: %s: %s", type(exc).__name__, exc)
                     if backlog is not None:
                         backlog.close()
-                        backlog = None
-                    left = None
+                    backlog, left = None, None
                 if left == 0:
                     return
                 collector = self.supervisor.get("collector")
-                if collector is None or collector.handle is None and collector.restart_at is None:
-                    break  # the collector was given up on: nothing will store what is left
                 now = time.monotonic()
-                if o.force and now >= deadline or self.stop_requests >= force_at_requests:
+                if (collector is None or collector.handle is None and collector.restart_at is None  # given up on
+                        or o.force and now >= deadline or self.stop_requests >= force_at_requests):
                     break
                 if now >= deadline and now - reported_at >= 10:
                     reported_at = now
-                    count = "an unknown number of" if left is None else str(left)
-                    p(f"driftline: {count} records are still only in the embedded broker; waiting for the collector "
-                      "to store them (Ctrl-C again or SIGTERM again to stop anyway and drop them)")
+                    p(f"driftline: {_left(backlog, left)} still only in the embedded broker; waiting for the "
+                      "collector to store them (Ctrl-C or SIGTERM again to stop anyway and drop them)")
                 time.sleep(0.25)
+            what = _left(backlog, left)
+            self.dropped += max(1, left or 0)
+            p(f"driftline: stopping with {what} still only in the embedded broker; they are dropped")
         finally:
             if backlog is not None:
                 backlog.close()
-        count = "an unknown number of" if left is None else str(left)
-        self.dropped += left or 0
-        p(f"driftline: stopping with {count} records still only in the embedded broker; they are dropped")
+
+
+def _left(backlog: BrokerBacklog | None, records: int | None) -> str:
+    """"N events (M records)": an SDK record carries many events."""
+    if backlog is None or records is None:
+        return "an unknown number of records"
+    try:
+        return f"{backlog.events_behind()} events ({records} records)"
+    except Exception:  # noqa: BLE001 - a report; the record count is known
+        return f"{records} records"
 
 
 class BacklogWatch:

@@ -83,6 +83,9 @@ def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[s
          "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
          "--metrics-port", str(ports["metrics"]), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        # As from a terminal: SIGINT at its default even when this suite runs as a background job
+        # of a script (which inherits SIGINT ignored, and so would `up`).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         env={k: v for k, v in os.environ.items() if k not in ("DRIFTLINE_KAFKA_BOOTSTRAP", "DRIFTLINE_CLICKHOUSE_URL")})
     return proc, ports
 

@@ -75,7 +75,7 @@ class Up:
         for line in out.splitlines():
             pid, _, cmd = line.strip().partition(" ")
             for name, needle in (("store", "driftline.collector.chstore"), ("broker", " broker --listener-url"),
-                                 ("collector", "cli collector"), ("dashboard", "cli dashboard"),
+                                 ("collector", "cli collector"), ("dashboard", "-m streamlit run"),
                                  ("alerting", "cli alerts run"), ("demo", "cli demo")):
                 if needle in cmd:
                     found[name] = int(pid)
