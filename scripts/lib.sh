@@ -1,0 +1,90 @@
+# Shared helpers for scripts/*.sh (sourced, not run). Nothing here installs into a system interpreter:
+# every pip call goes to a virtual environment these helpers created.
+
+LOCK=${LOCK:-requirements.lock}
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# apt_install PKG...: as root with apt-get, else with sudo when it needs no password, else fail with
+# the command to run.
+apt_install() {
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+      die "please run: sudo apt-get install $* (then run make again)"
+    fi
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "no apt-get on this machine: install $* with your package manager"
+  log "apt-get install $*"
+  # The package lists may be missing or stale on a fresh machine: update once, then install.
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# py_version PYTHON -> "3.11"
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+
+# ensure_venv_support PYTHON: `python -m venv` needs ensurepip (pip inside the new venv). Debian and
+# Ubuntu ship it in a separate package, python3.X-venv, for their own interpreters only.
+ensure_venv_support() {
+  local py=$1 ver real
+  "$py" -c 'import ensurepip, venv' 2>/dev/null && return 0
+  ver=$(py_version "$py")
+  real=$(readlink -f "$(command -v "$py")")
+  if command -v dpkg >/dev/null 2>&1 && dpkg -S "$real" >/dev/null 2>&1; then
+    log "$py ($real) is Debian's Python $ver without ensurepip: installing python$ver-venv"
+    apt_install "python$ver-venv"
+    "$py" -c 'import ensurepip, venv' 2>/dev/null || die "python$ver-venv is installed but $py still has no ensurepip"
+  else
+    die "$py ($real) cannot create virtual environments (no ensurepip): install its venv support or set PYTHON=..."
+  fi
+}
+
+# new_venv PYTHON DIR [lock|latest]: a fresh virtual environment at DIR (whatever was there is
+# deleted) with pip, setuptools and wheel at the versions the lock pins, or the newest ones.
+new_venv() {
+  local py=$1 dir=$2 mode=${3:-lock} pins=()
+  command -v "$py" >/dev/null 2>&1 || die "no Python at '$py' (set PYTHON=/path/to/python3)"
+  ensure_venv_support "$py"
+  rm -rf "$dir"
+  "$py" -m venv "$dir" || { rm -rf "$dir"; die "$py -m venv $dir failed"; }
+  # pip inside the venv is the one ensurepip bundled (23.0 on Debian 12): bring it to the locked one.
+  if [ "$mode" = lock ]; then pins=(-c "$LOCK"); fi
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade "${pins[@]}" pip setuptools wheel
+}
+
+# stamp_key PYTHON: changes when the interpreter, the lock, pyproject.toml or these scripts change.
+stamp_key() {
+  { "$1" -c 'import sys; print(sys.version, sys.executable)'; readlink -f "$(command -v "$1")"
+    cat "$LOCK" pyproject.toml scripts/lib.sh scripts/setup.sh; } | sha256sum | cut -d' ' -f1
+}
+
+# find_python X.Y -> path of a Python X.Y: pyenv's newest X.Y.*, else pythonX.Y on PATH.
+find_python() {
+  local root=${PYENV_ROOT:-$HOME/.pyenv} p
+  p=$(ls -d "$root"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n1 || true)
+  [ -n "$p" ] || p=$(command -v "python$1" || true)
+  [ -n "$p" ] || die "no Python $1 found (pyenv install $1, or put python$1 on PATH)"
+  echo "$p"
+}
+
+# lock_diff VENV: the installed versions that differ from the lock's pins (for the log).
+lock_diff() {
+  "$1/bin/python" - "$LOCK" <<'PY'
+import re, sys
+from importlib import metadata
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+pins = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+    if m:
+        pins[norm(m[1])] = m[2]
+diff = []
+for d in metadata.distributions():
+    name = norm(d.metadata["Name"])
+    if name in pins and pins[name] != d.version:
+        diff.append(f"{name} {d.version} (lock {pins[name]})")
+print("newer or other than the lock: " + (", ".join(sorted(diff)) or "none"))
+PY
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# A fresh virtual environment with the NEWEST versions pyproject.toml's ranges allow (no lock), so an
+# upstream release that breaks driftline shows up here before a user meets it (make test-latest).
+#   scripts/venv-latest.sh [DIR]      DIR defaults to .venv-latest; PYTHON picks the interpreter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+PY=${PYTHON:-python3}
+DIR=${1:-.venv-latest}
+log "creating $DIR with $PY, newest versions (no lock)"
+new_venv "$PY" "$DIR" latest
+"$DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[all]'
+"$DIR/bin/python" -m pip check >&2
+lock_diff "$DIR" >&2
