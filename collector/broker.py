@@ -154,12 +154,13 @@ class BrokerBacklog:
 
         servers = bootstrap.split(",")
         self.topics = list(topics)
-        self._ends = KafkaConsumer(bootstrap_servers=servers, group_id=None, client_id="driftline-backlog",
-                                   enable_auto_commit=False, request_timeout_ms=request_timeout_ms + 1000)
+        common: dict[str, Any] = {"bootstrap_servers": servers, "client_id": "driftline-backlog",
+                                  "enable_auto_commit": False, "request_timeout_ms": request_timeout_ms + 1000}
+        if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:  # kafka-python 3.x; 2.x waits less anyway
+            common["bootstrap_timeout_ms"] = request_timeout_ms
+        self._ends = KafkaConsumer(group_id=None, **common)
         try:
-            self._group = KafkaConsumer(bootstrap_servers=servers, group_id=group_id,
-                                        client_id="driftline-backlog", enable_auto_commit=False,
-                                        request_timeout_ms=request_timeout_ms + 1000)
+            self._group = KafkaConsumer(group_id=group_id, **common)
         except BaseException:
             self._ends.close()
             raise
