@@ -11,6 +11,7 @@ import time
 from typing import Any, Sequence
 
 from driftline.sdk import BatchExporter, ExportResult, InMemoryExporter, Record, SchemaError
+from tests.conftest import wait_for
 
 
 def encode(item: Any) -> Record:
@@ -107,6 +108,65 @@ def test_flush_and_shutdown_honour_their_timeouts_and_count_shutdown_drops() -> 
     assert ex.stats().dropped["shutdown"] == stats.dropped["shutdown"] + 1
 
 
+class SlowExporter(BlockingExporter):
+    """Takes all the time it is given: each export waits for its whole timeout unless released,
+    and shutdown sleeps for its whole timeout (a transport with a slow close)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shutdown_timeouts: list[float] = []
+
+    def shutdown(self, timeout_s: float) -> None:
+        self.shutdown_timeouts.append(timeout_s)
+        time.sleep(timeout_s)
+
+
+def test_shutdown_shares_one_deadline_between_flush_transport_and_worker() -> None:
+    slow = SlowExporter()
+    ex = BatchExporter(lambda: slow, encode, max_batch_size=10, schedule_delay_s=0.01, export_timeout_s=30)
+    for i in range(100):
+        ex.submit(i)
+    start = time.monotonic()
+    assert ex.shutdown(0.5) is False
+    elapsed = time.monotonic() - start
+    # Each step with its own timeout took 0.5 (flush) + 0.5 (join) + 0.5 (transport) = 1.5 s.
+    assert elapsed < 0.5 + 0.4, f"shutdown(0.5) took {elapsed:.2f} s"
+    assert slow.shutdown_timeouts[0] < 0.1  # the flush used the whole budget: the transport got the rest
+    stats = ex.stats()
+    assert stats.queued == stats.pending_retry == 0
+    assert stats.exported == 0 and stats.dropped["shutdown"] == 100  # the batch inside export too
+    # That batch is delivered after all: it moves from `shutdown` to `exported`, never counted twice.
+    slow.release.set()
+    wait_for(lambda: ex.stats().exported == 10, timeout_s=10, interval_s=0.01)
+    assert ex.stats().dropped["shutdown"] == 90
+    assert [json.loads(r.value) for r in slow.records] == list(range(10))
+
+
+def test_invalid_items_in_the_batch_shutdown_abandoned_are_counted_once() -> None:
+    slow = SlowExporter()
+    taken, counted = threading.Event(), threading.Event()
+
+    def encode_slowly(item: Any) -> Record:
+        if item == "first":
+            taken.set()
+            counted.wait(5)  # shutdown() counts while this batch is still being encoded
+        return encode(item)
+
+    slow.release.set()  # the transport delivers at once; the batch is late only because of encoding
+    ex = BatchExporter(lambda: slow, encode_slowly, max_batch_size=10, schedule_delay_s=0.01)
+    ex.submit(0)
+    assert ex.flush(5)
+    for item in ("first", 1, "invalid", 2):
+        ex.submit(item)
+    assert taken.wait(5)
+    assert ex.shutdown(0) is False
+    assert ex.stats().dropped["shutdown"] == 4
+    counted.set()
+    wait_for(lambda: ex.stats().exported == 1 + 3, timeout_s=10, interval_s=0.01)
+    stats = ex.stats()
+    assert stats.dropped["invalid_event"] == 1 and stats.dropped["shutdown"] == 0, stats
+
+
 CHILD = r"""
 import json, os, sys
 from driftline.sdk import Monitor, InMemoryExporter
@@ -159,3 +219,30 @@ def test_events_are_flushed_at_interpreter_exit(kafka_bootstrap: str) -> None:
     seen = [json.loads(v) for m in consumer for v in unpack(m.value, m.headers)]
     consumer.close()
     assert sorted(e["features"]["i"] for e in seen if e["model"] == "atexit") == list(range(50))
+
+
+AT_EXIT_SHARED = r"""
+import atexit, json, sys, time
+marks = {}
+atexit.register(lambda: print(json.dumps({"exit_s": time.monotonic() - marks["start"],
+                                          "dropped": [m.stats().dropped["shutdown"] for m in monitors]}), flush=True))
+from driftline.sdk import Monitor, SdkSettings
+import driftline.sdk.exporter as exporter
+exporter._ATEXIT_TIMEOUT_S = 1.0
+monitors = [Monitor(model=f"m{i}", settings=SdkSettings(kafka_bootstrap=sys.argv[1])) for i in range(3)]
+for m in monitors:
+    m.log({"x": 1}, 1)
+atexit.register(lambda: marks.setdefault("start", time.monotonic()))  # runs first (LIFO)
+"""
+
+
+def test_exit_flushes_every_monitor_within_one_bound() -> None:
+    from driftline.collector.broker import free_port
+
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens: every flush at exit times out
+    out = subprocess.run([sys.executable, "-c", AT_EXIT_SHARED, nowhere], capture_output=True, text=True,
+                         timeout=60, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # One bound for all three; each with its own (plus the old 1 s worker join) took about 6 s.
+    assert result["exit_s"] < 1.0 + 0.8, result
+    assert result["dropped"] == [1, 1, 1]  # counted, not silently lost
