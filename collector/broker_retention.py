@@ -73,22 +73,56 @@ def _consumer(bootstrap: str, group_id: str | None) -> Any:
     from kafka import KafkaConsumer
 
     return KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group_id, client_id=CLIENT_ID,
-                         enable_auto_commit=False, request_timeout_ms=10_000)
+                         enable_auto_commit=False, request_timeout_ms=10_000, fetch_max_wait_ms=20,
+                         max_partition_fetch_bytes=64 * 1024, auto_offset_reset="latest")
 
 
-def committed_and_end(bootstrap: str, group_id: str, topics: Iterable[str]) -> dict[Any, tuple[int, int]]:
-    """Per partition: (the group's committed offset, 0 when none; one past the last record)."""
-    from driftline.collector.broker import true_end_offsets
+def end_offsets(consumer: Any, tps: list[Any], timeout_s: float = 5.0) -> dict[Any, int]:
+    """One past the last record of each partition, read from the records themselves, all at once.
 
-    consumer = _consumer(bootstrap, group_id)
+    Tansu answers ListOffsets with the base offset of the last record *batch* plus one (see
+    ``broker.true_end_offsets``): seek there on every partition and read to the end in one go.
+    """
+    reported = consumer.end_offsets(tps)
+    live = [tp for tp in tps if reported[tp] > 0]
+    out = {tp: reported[tp] for tp in tps}
+    if not live:
+        return out
+    consumer.assign(live)
+    for tp in live:
+        consumer.seek(tp, reported[tp] - 1)
+    waiting = set(live)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        polled = consumer.poll(timeout_ms=100)
+        for tp in list(waiting):
+            records = polled.get(tp)
+            if records:
+                out[tp] = max(out[tp], records[-1].offset + 1)
+            elif consumer.position(tp) >= out[tp]:
+                waiting.discard(tp)  # read up to the end and a fetch found nothing more
+    if waiting:
+        raise TimeoutError(f"could not read the end of {sorted(map(str, waiting))}")
+    return out
+
+
+def committed_and_end(bootstrap: str, group_id: str, topics: Iterable[str], *,
+                      consumer: Any = None) -> dict[Any, tuple[int, int]]:
+    """Per partition: (the group's committed offset, 0 when none; one past the last record).
+
+    ``consumer``: a KafkaConsumer made with ``group_id`` to reuse (one is made and closed otherwise).
+    """
+    own = consumer is None
+    consumer = _consumer(bootstrap, group_id) if own else consumer
     try:
         tps = _partitions(consumer, topics)
         # committed() asks the group coordinator (OffsetFetch): it does not join the group.
         committed = {tp: consumer.committed(tp) or 0 for tp in tps}
-        ends = true_end_offsets(consumer, tps)
+        ends = end_offsets(consumer, tps)
         return {tp: (committed[tp], ends.get(tp, 0)) for tp in tps}
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
 
 
 def backlog(bootstrap: str, group_id: str, topics: Iterable[str]) -> int:
@@ -424,39 +458,44 @@ def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate:
     ``rotated`` is False, with nothing deleted, when the group did not catch up in time.
     """
     topics = list(topics)
-    t0 = time.monotonic()
-    gate.hold_produce()
-    stopped = False
+    consumer = _consumer(bootstrap, group_id)  # made before producers are held: it takes a while
     try:
-        if not gate.wait_produce_answered(drain_timeout_s):
-            return RotationResult(False, reason="produce requests still unanswered")
-        deadline = time.monotonic() + drain_timeout_s
-        while True:
-            offsets = committed_and_end(bootstrap, group_id, topics)
-            behind = sum(max(0, end - c) for c, end in offsets.values())
-            if behind == 0:
-                break
-            if time.monotonic() > deadline:
-                return RotationResult(False, reason=f"the group is {behind} records behind")
-            time.sleep(0.1)
-        partitions: dict[str, int] = {}
-        for tp in offsets:
-            partitions[tp.topic] = max(partitions.get(tp.topic, 0), tp.partition + 1)
-        freed = sum(end for _c, end in offsets.values())
-        stopped = True
-        stop_consumers()
-        gate.hold_all()
-        # Nothing can have been produced since the check (produce requests are held); re-check
-        # anyway, a record must never be deleted unread.
-        again = committed_and_end(bootstrap, group_id, topics)
-        if any(end != offsets.get(tp, (0, -1))[1] for tp, (_c, end) in again.items()):
-            return RotationResult(False, reason="records arrived while producers were held")
-        _recreate_topics(bootstrap, topics, {t: partitions.get(t, 1) for t in topics})
-        return RotationResult(True, freed, time.monotonic() - t0)
+        _partitions(consumer, topics)
+        t0 = time.monotonic()
+        gate.hold_produce()
+        stopped = False
+        try:
+            if not gate.wait_produce_answered(drain_timeout_s):
+                return RotationResult(False, reason="produce requests still unanswered")
+            deadline = time.monotonic() + drain_timeout_s
+            while True:
+                offsets = committed_and_end(bootstrap, group_id, topics, consumer=consumer)
+                behind = sum(max(0, end - c) for c, end in offsets.values())
+                if behind == 0:
+                    break
+                if time.monotonic() > deadline:
+                    return RotationResult(False, reason=f"the group is {behind} records behind")
+                time.sleep(0.05)
+            partitions: dict[str, int] = {}
+            for tp in offsets:
+                partitions[tp.topic] = max(partitions.get(tp.topic, 0), tp.partition + 1)
+            freed = sum(end for _c, end in offsets.values())
+            stopped = True
+            stop_consumers()
+            gate.hold_all()
+            # Nothing can have been produced since the check (produce requests are held); re-check
+            # anyway, a record must never be deleted unread.
+            again = committed_and_end(bootstrap, group_id, topics, consumer=consumer)
+            if any(end != offsets.get(tp, (0, -1))[1] for tp, (_c, end) in again.items()):
+                return RotationResult(False, reason="records arrived while producers were held")
+            _recreate_topics(bootstrap, topics, {t: partitions.get(t, 1) for t in topics})
+            return RotationResult(True, freed, time.monotonic() - t0)
+        finally:
+            gate.release()
+            if stopped:
+                start_consumers()
     finally:
-        gate.release()
-        if stopped:
-            start_consumers()
+        consumer.close()
 
 
 class TopicRotator:

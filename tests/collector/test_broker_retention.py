@@ -134,6 +134,21 @@ def test_gate_relays_and_holds_produce_until_released(gated: tuple[Any, Any]) ->
     fire_and_forget = _producer(gate.address, acks=0)
     fire_and_forget.send(topic, b"acks0")
     fire_and_forget.flush()
+    # Our own clients (CLIENT_ID) pass a closed gate; this one reads what reached the broker.
+    reader = KafkaConsumer(bootstrap_servers=gate.address, client_id=CLIENT_ID)
+    tp = TopicPartition(topic, 0)
+    reader.assign([tp])
+    values: list[bytes] = []
+
+    def read_all() -> list[bytes]:
+        reader.seek(tp, 0)
+        values.clear()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(values) < 3:
+            values.extend(r.value for rs in reader.poll(timeout_ms=200).values() for r in rs)
+        return values
+
+    wait_for(lambda: read_all() == [b"first", b"acks0"], 20)
     wait_for(lambda: gate.produce_in_flight == 0, 10)  # acks=0 requests get no answer and are not counted
 
     gate.hold_produce()
@@ -142,16 +157,7 @@ def test_gate_relays_and_holds_produce_until_released(gated: tuple[Any, Any]) ->
         time.sleep(1.0)
         assert not future.is_done
         assert gate.held >= 1
-        # Our own clients pass a closed gate: they read that nothing new reached the broker.
-        reader = KafkaConsumer(bootstrap_servers=gate.address, client_id=CLIENT_ID)
-        tp = TopicPartition(topic, 0)
-        reader.assign([tp])
-        reader.seek(tp, 0)
-        values: list[bytes] = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and len(values) < 2:
-            values.extend(r.value for rs in reader.poll(timeout_ms=200).values() for r in rs)
-        assert values == [b"first", b"acks0"]
+        assert read_all() == [b"first", b"acks0"]  # the held record has not reached the broker
     finally:
         gate.release()
     assert future.get(10).offset == 2
