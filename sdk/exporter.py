@@ -196,10 +196,10 @@ class BatchExporter:
             # count goes up before the pops: an item stays inside the queue bound while in
             # flight, so the queue keeps the oldest events and drops the newest during an outage.
             batch = self._pending[: self.max_batch_size]
-            del self._pending[: len(batch)]
             queue = self._queue
             n = min(self.max_batch_size - len(batch), len(queue))
             self._in_flight_items = len(batch) + n
+            del self._pending[: len(batch)]
             items = [queue.popleft() for _ in range(n)]
             if self._accounted_at_shutdown:
                 # Appended by a submit() that raced shutdown(): too late to deliver, count it.
