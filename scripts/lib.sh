@@ -88,3 +88,67 @@ for d in metadata.distributions():
 print("newer or other than the lock: " + (", ".join(sorted(diff)) or "none"))
 PY
 }
+
+# project_requirements PYTHON EXTRA: the requirements of driftline[EXTRA] from pyproject.toml, one a
+# line, its self-references (all = driftline[server,dev]) expanded. PYTHON must be 3.11+ (tomllib).
+project_requirements() {
+  "$1" - "$2" <<'PY'
+import re, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+name, optional = project["name"], project.get("optional-dependencies", {})
+out, todo, done = list(project["dependencies"]), [sys.argv[1]], set()
+while todo:
+    extra = todo.pop()
+    if extra in done:
+        continue
+    done.add(extra)
+    for req in optional[extra]:
+        m = re.fullmatch(rf"\s*{re.escape(name)}\s*\[([^\]]*)\]\s*", req)
+        if m:
+            todo += [e.strip() for e in m[1].split(",")]
+        else:
+            out.append(req)
+print("\n".join(dict.fromkeys(out)))
+PY
+}
+
+# editable_install VENV: driftline itself, editable, without its dependencies (they come from the
+# lock or were installed before). Serialised by a lock file: setuptools writes driftline.egg-info
+# into the checkout, and CI builds several venvs from one checkout at once.
+editable_install() {
+  mkdir -p .cache
+  local cmd=("$1/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .)
+  if command -v flock >/dev/null 2>&1; then flock .cache/editable.lock "${cmd[@]}"; else "${cmd[@]}"; fi
+}
+
+# check_installed VENV EXTRA: every requirement of driftline[EXTRA] (and of what it needs) is
+# installed at a version its specifier allows, and pip check finds nothing broken.
+check_installed() {
+  "$1/bin/python" -m pip check >&2 || die "pip check failed in $1"
+  "$1/bin/python" - "$2" <<'PY' || die "$1 lacks requirements of driftline[$2]"
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+from pip._vendor.packaging.requirements import Requirement
+problems, seen = [], set()
+def walk(name, extras):
+    key = (name.lower(), frozenset(extras))
+    if key in seen:
+        return
+    seen.add(key)
+    for req in map(Requirement, distribution(name).requires or []):
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+            continue
+        try:
+            have = distribution(req.name).version
+        except PackageNotFoundError:
+            problems.append(f"{req} (not installed)")
+            continue
+        if not req.specifier.contains(have, prereleases=True):
+            problems.append(f"{req} (installed {have})")
+        elif req.extras:
+            walk(req.name, set(req.extras))
+walk("driftline", {sys.argv[1]})
+if problems:
+    sys.exit("missing or wrong: " + "; ".join(problems))
+PY
+}

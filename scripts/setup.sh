@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project environment: .venv in the checkout, made with $PYTHON (Debian's or Ubuntu's externally
 # managed python3, a pyenv or a conda Python), holding driftline with every extra at the versions
-# requirements.lock pins. Nothing is installed into $PYTHON itself. Quick when nothing changed: the
+# requirements.lock pins: pip install -r requirements.lock, then pip install --no-deps -e . (and a
+# check that the lock covered every requirement of driftline[all]). Nothing is installed into $PYTHON itself. Quick when nothing changed: the
 # stamp .venv/.driftline-setup is keyed on the interpreter, the lock, pyproject.toml and this script.
 #
 #   scripts/setup.sh                 .venv from the lock (make setup; make demo runs this)
@@ -63,8 +64,9 @@ else
   rm -f "$stamp"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade -c "$LOCK" pip setuptools wheel
 fi
-log "installing driftline[all] into $VENV from $LOCK"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$LOCK" -e '.[all]'
-"$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; die "broken dependencies in $VENV"; }
+log "installing $LOCK into $VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$LOCK"
+editable_install "$VENV"
+check_installed "$VENV" all
 echo "$key" >"$stamp"
 log "ready: $VENV/bin/driftline ($("$VENV/bin/python" -V 2>&1))"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The light SDK on every Python it supports: for each version, a fresh venv, a bare `pip install .`
-# (no extras, no lock: the newest versions its ranges allow, as a user's `pip install driftline`),
+# (no extras, no lock: the newest versions its ranges allow, as a user's `pip install driftline`;
+# the wheel is built once from the checkout and installed in each),
 # a check that no server dependency came with it, then every SDK test that needs only the SDK.
 #   scripts/test-sdk-pythons.sh [X.Y ...]     default: 3.10 3.11 3.12 3.13 (pyenv or pythonX.Y)
 #
@@ -109,7 +110,14 @@ for v in "${versions[@]}"; do
   dir=.venv-sdk-$v
   log "light SDK on Python $v ($py)"
   new_venv "$py" "$dir" latest
-  "$dir/bin/python" -m pip install -q --disable-pip-version-check .
+  if [ -z "$(ls "$plugin_dir"/wheel/*.whl 2>/dev/null)" ]; then
+    # One wheel of the checkout for every Python (py3-none-any), built as `pip install .` builds it
+    # (isolated build); serialised with other builds in this checkout (setuptools writes into it).
+    mkdir -p .cache
+    flock .cache/editable.lock "$dir/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps \
+      -w "$plugin_dir/wheel" .
+  fi
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check "$plugin_dir"/wheel/*.whl
   # What the bare install brought: none of the server's packages may be importable.
   "$dir/bin/python" - $SERVER_MODULES <<'PY'
 import importlib.util, sys

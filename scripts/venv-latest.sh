@@ -9,6 +9,8 @@ PY=${PYTHON:-python3}
 DIR=${1:-.venv-latest}
 log "creating $DIR with $PY, newest versions (no lock)"
 new_venv "$PY" "$DIR" latest
-"$DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[all]'
-"$DIR/bin/python" -m pip check >&2
+mapfile -t reqs < <(project_requirements "$DIR/bin/python" all)
+"$DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager "${reqs[@]}"
+editable_install "$DIR"
+check_installed "$DIR" all
 lock_diff "$DIR" >&2
