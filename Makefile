@@ -44,7 +44,7 @@ test-latest:  ## fresh .venv-latest with the newest versions the ranges allow (n
 	PATH="$(CURDIR)/.venv-latest/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/.venv-latest" \
 	  .venv-latest/bin/python -m pytest -q -p no:cacheprovider -m "not integration"
 
-test-py312 test-py313: test-py%:  ## the server from the lock on Python 3.12 (3.13), fresh venv, fast tests
+test-py312 test-py313: test-py3%:  ## the server from the lock on Python 3.12 (3.13), fresh venv, fast tests
 	@PYTHON=$$(. scripts/lib.sh && find_python 3.$*) VENV=.venv-py3.$* DRIFTLINE_FRESH=$(FRESH) bash scripts/setup.sh --test-tools
 	PATH="$(CURDIR)/.venv-py3.$*/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/.venv-py3.$*" \
 	  .venv-py3.$*/bin/python -m pytest -q -p no:cacheprovider -m "not integration"
