@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def rss_mib(pid: int) -> float:
@@ -106,6 +107,77 @@ def start_up(data_dir: Path, *, extra: tuple[str, ...] = ()) -> tuple[subprocess
     return proc, ports
 
 
+class GatedStack:
+    """The embedded pieces without `up`: Tansu behind a ProduceGate (in this process), the store,
+    and a restartable `driftline collector`, with a TopicRotator that rotates the topics once the
+    broker's resident memory reaches ``rotate_mib`` (measures the mechanism before `up` wires it in)."""
+
+    def __init__(self, data_dir: Path, rotate_mib: float, interval_s: float = 15.0, kill: bool = False) -> None:
+        from driftline.collector.broker import ensure_topics, free_port
+        from driftline.collector.broker_retention import TopicRotator, start_gated_broker
+        from driftline.collector.chstore import start_chstore
+        from driftline.collector.clickhouse import connect
+        from driftline.collector.tables import migrate
+
+        (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.kill = kill
+        self.broker, self.gate = start_gated_broker(log_path=data_dir / "logs" / "broker.log")
+        self.store = start_chstore(data_dir / "clickhouse")
+        migrate(connect(self.store.url, retry_for_s=30))
+        self.topics = ["driftline.predictions", "driftline.labels", "driftline.outcomes"]
+        ensure_topics(self.gate.address, [*self.topics, "driftline.deadletter"], partitions=4)
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")},
+                    "DRIFTLINE_KAFKA_BOOTSTRAP": self.gate.address, "DRIFTLINE_CLICKHOUSE_URL": self.store.url,
+                    "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_DATA_DIR": str(data_dir)}
+        self.collector: subprocess.Popen | None = None
+        self.collector_stops: list[float] = []
+        self.start_collector()
+        self.rotator = TopicRotator(self.gate.address, "driftline-collector", self.topics, gate=self.gate,
+                                    stop_consumers=self.stop_collector, start_consumers=self.start_collector,
+                                    interval_s=interval_s, min_records=2**62,
+                                    max_rss_bytes=int(rotate_mib * 2**20), broker_pid=lambda: self.broker.proc.pid)
+        self.rotator.start()
+
+    @property
+    def clickhouse_port(self) -> int:
+        return int(self.store.url.rsplit(":", 1)[1].split("/")[0])
+
+    def start_collector(self) -> None:
+        log = open(self.data_dir / "logs" / "collector.log", "ab")  # noqa: SIM115 - owned by the child
+        self.collector = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=self.env,
+                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+    def stop_collector(self) -> None:
+        assert self.collector is not None
+        t0 = time.perf_counter()
+        if self.kill:
+            self.collector.kill()  # safe in a rotation: the group has committed (so stored) every record
+        else:
+            self.collector.terminate()
+        self.collector.wait(60)
+        self.collector_stops.append(time.perf_counter() - t0)
+
+    def processes(self) -> dict[str, int]:
+        out = {"bench(SDK+gate)": os.getpid(), "broker": self.broker.proc.pid, "store": self.store.proc.pid}
+        if self.collector is not None:
+            out["collector"] = self.collector.pid
+        return out
+
+    def poll(self) -> int | None:
+        return None if self.broker.proc.poll() is None and self.store.proc.poll() is None else 1
+
+    def stop(self) -> None:
+        if self.gate._loop is None:
+            return  # stopped already
+        self.rotator.stop()
+        if self.collector is not None and self.collector.poll() is None:
+            self.stop_collector()
+        self.gate.stop()
+        self.broker.stop()
+        self.store.stop()
+
+
 def stored(client, model: str) -> int:
     return int(client.query("SELECT count() FROM driftline.predictions WHERE model = {m:String}",
                             parameters={"m": model}).result_rows[0][0])
@@ -124,14 +196,31 @@ def stop_up(proc: subprocess.Popen, timeout_s: float = 300) -> float:
     return time.perf_counter() - t0
 
 
-def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, keep: bool = False) -> dict[str, float]:
+def _log_setup() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("driftline.collector").setLevel(logging.DEBUG)
+
+
+def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, keep: bool = False,
+         rotate_mib: float = 0, kill: bool = False) -> dict[str, float]:
     import clickhouse_connect
 
     from driftline.sdk import Monitor, SdkSettings
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
-    up, ports = start_up(data_dir)
-    bootstrap = f"127.0.0.1:{ports['kafka']}"
+    gated: GatedStack | None = None
+    if rotate_mib:
+        gated = GatedStack(data_dir, rotate_mib, kill=kill)
+        up: Any = gated
+        ports = {"clickhouse": gated.clickhouse_port}
+        bootstrap = gated.gate.address
+        print(f"gated stack (no `up`): topic rotation once the broker's RSS reaches {rotate_mib:,.0f} MiB")
+    else:
+        up, ports = start_up(data_dir)
+        bootstrap = f"127.0.0.1:{ports['kafka']}"
     client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["clickhouse"])
     features = {f"f{i}": i * 0.37 for i in range(20)}
     samples: list[dict[str, float]] = []
@@ -154,7 +243,7 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
         sampler_client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["clickhouse"])
 
         def sample(t: float) -> None:
-            procs = processes(up.pid)
+            procs = gated.processes() if gated else processes(up.pid)
             mem = {name: rss_mib(pid) for name, pid in procs.items()}
             total = sum(v for v in mem.values() if v == v)
             n_stored = stored(sampler_client, "soak")
@@ -164,8 +253,9 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
             share = broker / total if total else float("nan")
             per_event = (broker - samples[0].get("broker", broker)) * 2**20 / logged if logged and samples else 0
             parts = "  ".join(f"{name} {v:7.1f}" for name, v in mem.items())
+            rot = (f" | rotations {gated.rotator.rotations} (skipped {gated.rotator.skipped})" if gated else "")
             print(f"[{t:6.0f} s] logged {logged:>9,} stored {n_stored:>9,} | RSS MiB: {parts} | total {total:7.1f}"
-                  f" | broker share {share:5.1%} | broker +{per_event:5.0f} B/event", flush=True)
+                  f" | broker share {share:5.1%} | broker +{per_event:5.0f} B/event{rot}", flush=True)
 
         def sampler(t0: float) -> None:
             next_t = 0.0
@@ -198,14 +288,26 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
         thread.join(report_s + 30)
         sample(total_s)
         final = stored(client, "soak")
-        stop_s = stop_up(up)
+        distinct = int(client.query("SELECT uniqExact(event_id) FROM driftline.predictions WHERE model = 'soak'")
+                       .result_rows[0][0])
+        if gated:
+            r = gated.rotator
+            print(f"rotations: {r.rotations} ({r.records_freed:,} records freed), skipped {r.skipped}; last: {r.last}; "
+                  f"collector stop times {[round(x, 1) for x in gated.collector_stops]} s")
+            t_stop = time.perf_counter()
+            gated.stop()
+            stop_s = time.perf_counter() - t_stop
+        else:
+            stop_s = stop_up(up)
     finally:
-        if up.poll() is None:
+        if gated:
+            gated.stop()
+        elif up.poll() is None:
             stop_up(up, 60)
     first, last = samples[0], samples[-1]
     print(f"\nsoak: {events:,} events logged at {events / log_s:,.0f}/s (target {rate:,.0f}/s) in {log_s:.0f} s; "
-          f"stored {final:,} ({'all' if final == events else 'MISSING ' + str(events - final)}; "
-          f"SDK dropped {dropped}) after {total_s:.0f} s; `up` stopped {stop_s:.1f} s after SIGTERM")
+          f"stored {final:,} rows, {distinct:,} distinct ({'all' if distinct == events else 'MISSING ' + str(events - distinct)}"
+          f"; SDK dropped {dropped}) after {total_s:.0f} s; stopped {stop_s:.1f} s after SIGTERM")
     print("resident memory, first sample -> last sample (MiB):")
     for name in [k for k in last if k not in ("t", "logged", "stored")]:
         a, b = first.get(name, float("nan")), last[name]
@@ -228,5 +330,11 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=12_000, help="events per second (steady)")
     parser.add_argument("--report-s", type=float, default=60, help="seconds between memory lines")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--rotate-mib", type=float, default=0,
+                        help="instead of `up`: the embedded pieces behind a ProduceGate with topic rotation once "
+                             "the broker's RSS reaches this many MiB (0: plain `driftline up`)")
+    parser.add_argument("--kill-collector", action="store_true",
+                        help="with --rotate-mib: stop the collector with SIGKILL in a rotation (default SIGTERM)")
     a = parser.parse_args()
-    main(a.events, a.rate, a.report_s, a.keep)
+    _log_setup()
+    main(a.events, a.rate, a.report_s, a.keep, a.rotate_mib, a.kill_collector)

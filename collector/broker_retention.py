@@ -414,10 +414,17 @@ class ProduceGate:
 
 @dataclass
 class RotationResult:
+    """What :func:`rotate_topics` did. Times: producers held in all (``held_s``), of which waiting for
+    the group to commit everything (``drain_s``), stopping the consumers (``stop_s``), deleting and
+    re-creating the topics (``recreate_s``)."""
+
     rotated: bool
     records_freed: int = 0
     held_s: float = 0.0
     reason: str = ""
+    drain_s: float = 0.0
+    stop_s: float = 0.0
+    recreate_s: float = 0.0
 
 
 def _recreate_topics(bootstrap: str, topics: list[str], partitions: dict[str, int], timeout_s: float = 20.0) -> None:
@@ -480,8 +487,10 @@ def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate:
             for tp in offsets:
                 partitions[tp.topic] = max(partitions.get(tp.topic, 0), tp.partition + 1)
             freed = sum(end for _c, end in offsets.values())
+            t_drained = time.monotonic()
             stopped = True
             stop_consumers()
+            t_stopped = time.monotonic()
             gate.hold_all()
             # Nothing can have been produced since the check (produce requests are held); re-check
             # anyway, a record must never be deleted unread.
@@ -489,7 +498,9 @@ def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate:
             if any(end != offsets.get(tp, (0, -1))[1] for tp, (_c, end) in again.items()):
                 return RotationResult(False, reason="records arrived while producers were held")
             _recreate_topics(bootstrap, topics, {t: partitions.get(t, 1) for t in topics})
-            return RotationResult(True, freed, time.monotonic() - t0)
+            t_end = time.monotonic()
+            return RotationResult(True, freed, t_end - t0, drain_s=t_drained - t0, stop_s=t_stopped - t_drained,
+                                  recreate_s=t_end - t_stopped)
         finally:
             gate.release()
             if stopped:
@@ -525,12 +536,13 @@ class TopicRotator:
         offsets = committed_and_end(self.bootstrap, self.group_id, self.topics)
         held = sum(end for _c, end in offsets.values())
         behind = sum(max(0, end - c) for c, end in offsets.values())
+        pid = self.broker_pid() if self.broker_pid else None
+        rss = rss_bytes(pid) if pid else 0
+        logger.debug("broker holds %d records of %s, %d not committed by %s; broker RSS %d", held, self.topics,
+                     behind, self.group_id, rss)
         if behind > self.max_backlog:
             return False  # the collector is busy; holding producers now would hold them too long
-        if held >= self.min_records:
-            return True
-        pid = self.broker_pid() if self.broker_pid else None
-        return bool(self.max_rss_bytes and pid and rss_bytes(pid) >= self.max_rss_bytes)
+        return held >= self.min_records or bool(self.max_rss_bytes and rss >= self.max_rss_bytes)
 
     def run_once(self) -> RotationResult | None:
         if not self.due():
@@ -542,8 +554,9 @@ class TopicRotator:
         if result.rotated:
             self.rotations += 1
             self.records_freed += result.records_freed
-            logger.info("broker topics rotated: %d stored records freed, producers held %.1f s",
-                        result.records_freed, result.held_s)
+            logger.info("broker topics rotated: %d stored records freed, producers held %.1f s (drain %.1f s, "
+                        "stopping the consumers %.1f s, re-creating the topics %.1f s)", result.records_freed,
+                        result.held_s, result.drain_s, result.stop_s, result.recreate_s)
         else:
             self.skipped += 1
             logger.info("broker topic rotation skipped: %s", result.reason)
