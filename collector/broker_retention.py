@@ -459,6 +459,12 @@ def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate:
     """Empty ``topics`` without losing a record: hold producers, wait until ``group_id`` has committed
     everything, stop its consumers, delete and re-create the topics, release, start the consumers.
 
+    Producers are held only after the group has shown, producers running, that it commits up to the
+    current end within ``drain_timeout_s``; then for at most about ``drain_timeout_s`` plus the time
+    ``stop_consumers`` and the re-creation take (SIGKILL of a collector is safe there: its group has
+    committed, so stored, every record). Keep that under the producers' request timeout (5 s in
+    the SDK; a request it gave up on in the gate was never relayed, and the SDK sends it again).
+
     ``bootstrap`` is the gate's address. The consumers are stopped only once the group has committed
     every record, and started again (from the new topics' first offset: the group's committed offsets
     went with the old topics) whether or not the re-creation succeeded. Returns what was done;
@@ -467,7 +473,16 @@ def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate:
     topics = list(topics)
     consumer = _consumer(bootstrap, group_id)  # made before producers are held: it takes a while
     try:
-        _partitions(consumer, topics)
+        tps = _partitions(consumer, topics)
+        # Hold producers only when the group has just shown that it reaches the end within the
+        # timeout: it must commit up to the ends seen now, producers running, in drain_timeout_s.
+        ends = end_offsets(consumer, tps)
+        deadline = time.monotonic() + drain_timeout_s
+        while any((consumer.committed(tp) or 0) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                return RotationResult(False, reason=f"the group did not catch up within {drain_timeout_s:.0f} s "
+                                                    "(producers were not held)")
+            time.sleep(0.05)
         t0 = time.monotonic()
         gate.hold_produce()
         stopped = False
@@ -519,12 +534,11 @@ class TopicRotator:
     def __init__(self, bootstrap: str, group_id: str, topics: Iterable[str], *, gate: ProduceGate,
                  stop_consumers: Callable[[], None], start_consumers: Callable[[], None],
                  interval_s: float = 60.0, min_records: int = 1_000_000, max_rss_bytes: int | None = None,
-                 broker_pid: Callable[[], int | None] | None = None, drain_timeout_s: float = 4.0,
-                 max_backlog: int = 50_000) -> None:
+                 broker_pid: Callable[[], int | None] | None = None, drain_timeout_s: float = 4.0) -> None:
         self.bootstrap, self.group_id, self.topics = bootstrap, group_id, list(topics)
         self.gate, self.stop_consumers, self.start_consumers = gate, stop_consumers, start_consumers
         self.interval_s, self.min_records, self.max_rss_bytes = interval_s, min_records, max_rss_bytes
-        self.broker_pid, self.drain_timeout_s, self.max_backlog = broker_pid, drain_timeout_s, max_backlog
+        self.broker_pid, self.drain_timeout_s = broker_pid, drain_timeout_s
         self.rotations = 0
         self.records_freed = 0
         self.skipped = 0
@@ -540,8 +554,6 @@ class TopicRotator:
         rss = rss_bytes(pid) if pid else 0
         logger.debug("broker holds %d records of %s, %d not committed by %s; broker RSS %d", held, self.topics,
                      behind, self.group_id, rss)
-        if behind > self.max_backlog:
-            return False  # the collector is busy; holding producers now would hold them too long
         return held >= self.min_records or bool(self.max_rss_bytes and rss >= self.max_rss_bytes)
 
     def run_once(self) -> RotationResult | None:
