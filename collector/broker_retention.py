@@ -608,37 +608,52 @@ def start_gated_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Any 
     """Tansu on a private port behind a :class:`ProduceGate` on ``port`` (the address clients use).
 
     The broker advertises the gate's address, so every client connection goes through the gate.
-    Returns (the broker process, the started gate); ``gate.address`` is the bootstrap to hand out.
+    Returns (the broker process, the started gate); the process's ``bootstrap`` is the gate's
+    address, the one to hand out. Stop the broker first, then the gate.
     """
-    import os
-    import subprocess
-
-    from driftline.collector.broker import BrokerProcess, broker_binary, free_port, port_open
+    from driftline.collector.broker import free_port, port_open
     from driftline.sdk.errors import ConfigError
 
     port = port or free_port(host)
     if port_open(host, port):
         raise ConfigError(f"port {port} is already in use; pick another with --kafka-port")
     gate = ProduceGate(host, 0, port, host=host).start()
+    try:
+        return start_broker_behind(gate, log_path=log_path, ready_timeout_s=ready_timeout_s), gate
+    except BaseException:
+        gate.stop()
+        raise
+
+
+def start_broker_behind(gate: ProduceGate, *, log_path: Any = None, ready_timeout_s: float = 20.0) -> Any:
+    """Start Tansu on a new private port, advertising ``gate``'s address, and point the gate at it.
+
+    Also what a supervisor calls to restart a crashed broker behind the same gate: connections to
+    the old broker are closed by the gate and clients reconnect through it.
+    """
+    import os
+    import subprocess
+
+    from driftline.collector.broker import BrokerProcess, broker_binary, free_port, port_open
+
+    host = gate.host
     private = free_port(host)
-    gate.upstream = (host, private)
     out: Any = subprocess.DEVNULL
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         [broker_binary(), "broker", "--listener-url", f"tcp://{host}:{private}",
-         "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"],
+         "--advertised-listener-url", f"tcp://{host}:{gate.port}", "--storage-engine", "memory://tansu/"],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}, start_new_session=True)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            gate.stop()
             raise RuntimeError(f"the embedded broker exited at start (code {proc.returncode}); see {log_path}")
         if port_open(host, private):
-            return BrokerProcess(proc, host, port, log_path), gate
+            gate.upstream = (host, private)
+            return BrokerProcess(proc, host, gate.port, log_path)
         time.sleep(0.05)
     proc.kill()
-    gate.stop()
     raise RuntimeError(f"the embedded broker did not listen on {host}:{private} within {ready_timeout_s}s")
