@@ -135,8 +135,7 @@ class GatedStack:
         self.start_collector()
         self.rotator = TopicRotator(self.gate.address, "driftline-collector", self.topics, gate=self.gate,
                                     stop_consumers=self.stop_collector, start_consumers=self.start_collector,
-                                    interval_s=interval_s, min_records=2**62,
-                                    max_rss_bytes=int(rotate_mib * 2**20), broker_pid=lambda: self.broker.proc.pid)
+                                    interval_s=interval_s, max_rss_bytes=int(rotate_mib * 2**20), broker_pid=lambda: self.broker.proc.pid)
         self.rotator.start()
 
     @property

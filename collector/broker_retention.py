@@ -334,7 +334,9 @@ class ProduceGate:
                 self._server.close()
             for w in list(self._writers):
                 w.close()
-            self._released and self._released.set()
+            self.mode = OPEN  # held requests go on (to closed connections) instead of waiting forever
+            if self._released is not None:
+                self._released.set()
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
@@ -525,16 +527,19 @@ def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate:
 
 
 class TopicRotator:
-    """Rotates the topics every ``interval_s`` once the broker holds ``min_records`` records or more
-    (or its resident memory reaches ``max_rss_bytes``, when ``broker_pid`` is given).
+    """Rotates the topics (:func:`rotate_topics`) when the broker's resident memory has reached
+    ``max_rss_bytes`` (``broker_pid`` gives the broker's current pid), or when its topics hold
+    ``min_records`` Kafka records or more; checked every ``interval_s``. A rotation that finds the
+    group behind is skipped and tried again at the next check.
 
-    ``start()`` / ``stop()``; :attr:`rotations` and :attr:`records_freed` count what was done.
+    ``start()`` / ``stop()``; :attr:`rotations`, :attr:`skipped`, :attr:`records_freed` and
+    :attr:`last` (a :class:`RotationResult`) tell what was done.
     """
 
     def __init__(self, bootstrap: str, group_id: str, topics: Iterable[str], *, gate: ProduceGate,
                  stop_consumers: Callable[[], None], start_consumers: Callable[[], None],
-                 interval_s: float = 60.0, min_records: int = 1_000_000, max_rss_bytes: int | None = None,
-                 broker_pid: Callable[[], int | None] | None = None, drain_timeout_s: float = 4.0) -> None:
+                 broker_pid: Callable[[], int | None] | None = None, max_rss_bytes: int | None = 256 * 2**20,
+                 min_records: int | None = None, interval_s: float = 60.0, drain_timeout_s: float = 4.0) -> None:
         self.bootstrap, self.group_id, self.topics = bootstrap, group_id, list(topics)
         self.gate, self.stop_consumers, self.start_consumers = gate, stop_consumers, start_consumers
         self.interval_s, self.min_records, self.max_rss_bytes = interval_s, min_records, max_rss_bytes
@@ -554,7 +559,8 @@ class TopicRotator:
         rss = rss_bytes(pid) if pid else 0
         logger.debug("broker holds %d records of %s, %d not committed by %s; broker RSS %d", held, self.topics,
                      behind, self.group_id, rss)
-        return held >= self.min_records or bool(self.max_rss_bytes and rss >= self.max_rss_bytes)
+        return bool(self.min_records is not None and held >= self.min_records) or \
+            bool(self.max_rss_bytes and rss >= self.max_rss_bytes)
 
     def run_once(self) -> RotationResult | None:
         if not self.due():

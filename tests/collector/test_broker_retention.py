@@ -324,3 +324,30 @@ def _try_send(producer: Any, topic: str) -> bool:
         return True
     except Exception:  # noqa: BLE001 - the old connection fails once, then the client reconnects
         return False
+
+
+def test_topic_rotator_rotates_when_due_and_counts(gated: tuple[Any, Any]) -> None:
+    from driftline.collector.broker_retention import TopicRotator
+
+    broker, gate = gated
+    topic, group = _topic(gate.address, 1), f"g-{uuid.uuid4().hex[:6]}"
+    reader = GroupReader(gate.address, group, topic, 1)
+    reader.start()
+    rotator = TopicRotator(gate.address, group, [topic], gate=gate, stop_consumers=reader.stop,
+                           start_consumers=reader.start, broker_pid=lambda: broker.proc.pid, max_rss_bytes=None,
+                           min_records=100)
+    producer = _producer(gate.address, acks="all")
+    for i in range(50):
+        producer.send(topic, str(i).encode())
+    producer.flush()
+    assert rotator.run_once() is None  # 50 records: not due
+    for i in range(50, 150):
+        producer.send(topic, str(i).encode())
+    producer.flush()
+    result = wait_for(lambda: (r := rotator.run_once()) is not None and r.rotated and r, 60)
+    assert result.records_freed == 150 and rotator.rotations == 1 and rotator.records_freed == 150
+    assert producer.send(topic, b"new").get(10).offset == 0  # the topic starts again
+    wait_for(lambda: b"new" in reader.seen, 30)
+    reader.stop()
+    assert sorted(reader.seen[:150], key=int) == [str(i).encode() for i in range(150)]
+    producer.close()
