@@ -2,6 +2,11 @@
 # every pip call goes to a virtual environment these helpers created.
 
 LOCK=${LOCK:-requirements.lock}
+# pip's own HTTP cache stores nothing when the index sends no caching headers (seen with some
+# mirrors and proxies), so every venv would download everything again. Wheels are kept here instead:
+# pip download fetches what is missing (through pip's configured index), pip install then reads only
+# this directory. Delete it at will.
+WHEELS=${DRIFTLINE_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/driftline/wheels}
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -52,6 +57,17 @@ new_venv() {
   # pip inside the venv is the one ensurepip bundled (23.0 on Debian 12): bring it to the locked one.
   if [ "$mode" = lock ]; then pins=(-c "$LOCK"); fi
   "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade "${pins[@]}" pip setuptools wheel
+}
+
+# wheelhouse_install VENV PIP-INSTALL-ARGS...: download into $WHEELS what is missing there (one
+# download at a time: venvs built side by side share the files), then install from $WHEELS alone.
+# --no-compile: Python compiles each module on its first import instead (saves a minute per venv).
+wheelhouse_install() {
+  local venv=$1 dl=(); shift
+  mkdir -p "$WHEELS"
+  dl=("$venv/bin/python" -m pip download -q --disable-pip-version-check -d "$WHEELS" "$@")
+  if command -v flock >/dev/null 2>&1; then flock "$WHEELS/.lock" "${dl[@]}"; else "${dl[@]}"; fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile --no-index --find-links "$WHEELS" "$@"
 }
 
 # stamp_key PYTHON: changes when the interpreter, the lock, pyproject.toml or these scripts change.

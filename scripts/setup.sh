@@ -65,7 +65,7 @@ else
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade -c "$LOCK" pip setuptools wheel
 fi
 log "installing $LOCK into $VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$LOCK"
+wheelhouse_install "$VENV" -r "$LOCK"
 editable_install "$VENV"
 check_installed "$VENV" all
 echo "$key" >"$stamp"

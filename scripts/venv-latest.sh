@@ -10,7 +10,8 @@ DIR=${1:-.venv-latest}
 log "creating $DIR with $PY, newest versions (no lock)"
 new_venv "$PY" "$DIR" latest
 mapfile -t reqs < <(project_requirements "$DIR/bin/python" all)
-"$DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager "${reqs[@]}"
+# pip download resolves against the index (the newest that fit); the install then takes those files.
+wheelhouse_install "$DIR" "${reqs[@]}"
 editable_install "$DIR"
 check_installed "$DIR" all
 lock_diff "$DIR" >&2

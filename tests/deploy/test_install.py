@@ -7,7 +7,8 @@ test there; elsewhere the unchanged site-packages below still catch it), reach a
 `.venv/bin/driftline --help`, leave the system interpreter unchanged, and do nothing the second time.
 
 The clone is of the repository's committed HEAD (CI runs in a fresh clone, so HEAD is what it
-tests). pip downloads what it needs (PIP_CACHE_DIR is passed through where it is set).
+tests). Downloads go through the caller's caches (HOME, PIP_CACHE_DIR, DRIFTLINE_WHEELS), so
+what CI's own setup fetched is not fetched again.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def _system_site_listing() -> dict[str, list[str]]:
 
 def _fresh_env(home: Path) -> dict[str, str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
-    # pip's own cache, where the caller has one, keeps the test from downloading twice.
-    env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    # The caller's download caches (pip's, and the wheels setup keeps) spare downloading twice.
+    for name in ("PIP_CACHE_DIR", "DRIFTLINE_WHEELS", "XDG_CACHE_HOME"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     return env
 
 
