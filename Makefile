@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 IN_VENV = PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)"
 PYTEST = $(IN_VENV) $(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
-.PHONY: setup setup-test demo test test-fast bench lock test-latest test-py312 test-py313 test-sdk-pythons ci clean-venvs
+.PHONY: setup setup-test demo test test-fast bench lock test-latest test-py312 test-py313 check-py313 test-sdk-pythons ci clean-venvs
 
 setup:  ## .venv from requirements.lock (quick when nothing changed)
 	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup.sh
@@ -48,6 +48,12 @@ test-py312 test-py313: test-py3%:  ## the server from the lock on Python 3.12 (3
 	@PYTHON=$$(. scripts/lib.sh && find_python 3.$*) VENV=.venv-py3.$* DRIFTLINE_FRESH=$(FRESH) bash scripts/setup.sh --test-tools
 	PATH="$(CURDIR)/.venv-py3.$*/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/.venv-py3.$*" \
 	  .venv-py3.$*/bin/python -m pytest -q -p no:cacheprovider -m "not integration"
+
+check-py313:  ## the server from the lock on Python 3.13 (Debian 13's python3): installs, imports, CLI runs
+	@PYTHON=$$(. scripts/lib.sh && find_python 3.13) VENV=.venv-py3.13 DRIFTLINE_FRESH=$(FRESH) bash scripts/setup.sh
+	.venv-py3.13/bin/driftline --help >/dev/null
+	PATH="$(CURDIR)/.venv-py3.13/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/.venv-py3.13" \
+	  .venv-py3.13/bin/python -m pytest -q -p no:cacheprovider tests/test_public_api.py
 
 test-sdk-pythons:  ## the light SDK (bare pip install .) and its tests on Python 3.10-3.13
 	bash scripts/test-sdk-pythons.sh
