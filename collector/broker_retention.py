@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import struct
 import threading
 import time
@@ -641,6 +642,7 @@ def start_broker_behind(gate: ProduceGate, *, log_path: Any = None, ready_timeou
     import subprocess
 
     from driftline.collector.broker import BrokerProcess, broker_binary, free_port, port_open
+    from driftline.collector.lifeline import die_with_parent
 
     host = gate.host
     private = free_port(host)
@@ -652,7 +654,8 @@ def start_broker_behind(gate: ProduceGate, *, log_path: Any = None, ready_timeou
         [broker_binary(), "broker", "--listener-url", f"tcp://{host}:{private}",
          "--advertised-listener-url", f"tcp://{host}:{gate.port}", "--storage-engine", "memory://tansu/"],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}, start_new_session=True)
+        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}, start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGKILL))  # memory storage: nothing to stop cleanly for
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
