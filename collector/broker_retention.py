@@ -560,6 +560,8 @@ class TopicRotator:
         rss = rss_bytes(pid) if pid else 0
         logger.debug("broker holds %d records of %s, %d not committed by %s; broker RSS %d", held, self.topics,
                      behind, self.group_id, rss)
+        if held == 0:
+            return False  # nothing to free: a rotation would only restart the consumers
         return bool(self.min_records is not None and held >= self.min_records) or \
             bool(self.max_rss_bytes and rss >= self.max_rss_bytes)
 

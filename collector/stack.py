@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from driftline.collector.broker import BrokerBacklog, ensure_topics, port_open, start_broker
+from driftline.collector.broker import BrokerBacklog, ensure_topics, port_open
 from driftline.collector.config import CollectorSettings
 from driftline.collector.lifeline import die_with_parent
 from driftline.collector.supervisor import Child, GiveUp, ServiceProcess, Supervisor
@@ -52,6 +52,9 @@ class StackOptions:
     alert_rules: Path | None = None
     drain_timeout_s: float = 120.0
     force: bool = False
+    broker_max_mib: int = 256  # 0: never empty the embedded broker's topics
+    broker_check_s: float = 30.0
+    broker_hold_s: float = 4.0  # longest hold of producers per rotation: under the SDK's 5 s request timeout
     print_fn: Callable[[str], None] = print
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -73,6 +76,8 @@ class Stack:
         self.stop_requests = 0
         self.backlog = BacklogWatch(self)
         self.dropped = 0
+        self.gate: Any = None  # the produce gate in front of the embedded broker
+        self.rotator: Any = None
 
     @property
     def topics(self) -> list[str]:
@@ -109,8 +114,7 @@ class Stack:
                                   stop_timeout_s=30))
             self.clickhouse_url = store.handle.url  # type: ignore[union-attr]
         if self.embedded_broker:
-            broker = sup.add(Child("broker", lambda: start_broker(o.kafka_port, log_path=self.logs / "broker.log"),
-                                   stop_timeout_s=5, log_path=self.logs / "broker.log",
+            broker = sup.add(Child("broker", self._launch_broker, stop_timeout_s=5, log_path=self.logs / "broker.log",
                                    on_restart=self._broker_restarted))
             self.kafka_bootstrap = broker.handle.bootstrap  # type: ignore[union-attr]
         t = self.settings.topics
@@ -132,6 +136,36 @@ class Stack:
             self._spawn("demo", ["demo", *o.demo_args], stop_timeout_s=15, restart="on_failure")
         if self.embedded_broker:
             self.backlog.start()
+            if o.broker_max_mib:
+                self._start_rotator()
+
+    def _launch_broker(self) -> Any:
+        """Tansu on a private port behind the produce gate, which owns the public Kafka port; a
+        restart puts a new Tansu behind the same gate."""
+        from driftline.collector.broker_retention import start_broker_behind, start_gated_broker
+
+        log = self.logs / "broker.log"
+        if self.gate is None:
+            broker, self.gate = start_gated_broker(self.options.kafka_port, log_path=log)
+            return broker
+        return start_broker_behind(self.gate, log_path=log)
+
+    def _start_rotator(self) -> None:
+        """Bounded broker memory: when Tansu's resident memory reaches --broker-max-mib, empty its
+        topics once the collector has committed everything (``broker_retention``)."""
+        from driftline.collector.broker_retention import TopicRotator
+
+        def broker_pid() -> int | None:
+            child = self.supervisor.get("broker")
+            return child.handle.proc.pid if child and child.handle else None
+
+        self.rotator = TopicRotator(
+            self.kafka_bootstrap, self.settings.group_id, self.topics, gate=self.gate,  # type: ignore[arg-type]
+            stop_consumers=lambda: self.supervisor.hold("collector"),
+            start_consumers=lambda: self.supervisor.release("collector"),
+            broker_pid=broker_pid, max_rss_bytes=self.options.broker_max_mib * 2**20,
+            interval_s=self.options.broker_check_s, drain_timeout_s=self.options.broker_hold_s)
+        self.rotator.start()
 
     def _write_collector_settings(self) -> Path:
         """The collector's settings, whole, with the engines this stack resolved."""
@@ -207,9 +241,15 @@ class Stack:
 
     def wait(self) -> int:
         """Supervise until a stop is requested. Returns 1 if a child kept crashing."""
+        rotations = 0
         try:
             while not self.stop_requests:
                 self.supervisor.tick()
+                if self.rotator is not None and self.rotator.rotations != rotations:
+                    rotations, last = self.rotator.rotations, self.rotator.last
+                    self.options.print_fn(
+                        f"driftline: emptied the embedded broker's topics ({last.records_freed} records, all stored "
+                        f"and committed; producers held {last.held_s:.1f} s; rotation {rotations})")
                 time.sleep(0.25)
         except GiveUp as exc:
             self.options.print_fn(f"driftline: {exc}")
@@ -219,11 +259,17 @@ class Stack:
     def stop(self) -> None:
         """Stop in order, draining the embedded broker first. Safe to call more than once."""
         sup = self.supervisor
+        if self.rotator is not None:
+            self.rotator.stop()  # a rotation under way finishes first
+            self.rotator = None
         sup.stop("demo")
         if self.embedded_broker and sup.running("broker") and sup.get("collector"):
             self._drain()
         self.backlog.stop()
         sup.stop_all(STOP_ORDER)
+        if self.gate is not None:
+            self.gate.stop()
+            self.gate = None
         if sup.restarts:
             self.options.print_fn("driftline: restarts: " + ", ".join(f"{n} {k}" for n, k in sup.restarts.items()))
 
@@ -337,6 +383,8 @@ def run_up(options: StackOptions) -> int:
     import signal
 
     stack = Stack(options)
+    # kafka-python warns on stdout-facing loggers when the rotation re-creates topics; that is expected.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
 
     def on_signal(signum: int, frame: Any) -> None:
         stack.request_stop()

@@ -63,6 +63,14 @@ def _up(args: argparse.Namespace) -> int:
         demo_args += ["--drift-after-s", str(args.demo_drift_after_s)]
     if args.drain_timeout_s is not None and not args.drain_timeout_s > 0:
         raise ConfigError("--drain-timeout-s must be > 0")
+    if args.broker_max_mib is not None or args.broker_check_s is not None:
+        if settings.kafka_bootstrap:
+            raise ConfigError("--broker-max-mib/--broker-check-s would be ignored: the broker is external (--kafka-bootstrap / "
+                              "DRIFTLINE_KAFKA_BOOTSTRAP)")
+        if args.broker_max_mib is not None and args.broker_max_mib < 0:
+            raise ConfigError("--broker-max-mib must be >= 0 (0: never empty the embedded broker)")
+        if args.broker_check_s is not None and not args.broker_check_s > 0:
+            raise ConfigError("--broker-check-s must be > 0")
     alert_rules = None
     if args.alert_rules:
         alert_rules = Path(args.alert_rules).resolve()
@@ -74,6 +82,8 @@ def _up(args: argparse.Namespace) -> int:
         dashboard_port=8501 if args.dashboard_port is None else args.dashboard_port,
         dashboard=not args.no_dashboard, demo=args.demo, demo_args=tuple(demo_args), alert_rules=alert_rules,
         drain_timeout_s=120.0 if args.drain_timeout_s is None else args.drain_timeout_s, force=args.force,
+        broker_max_mib=256 if args.broker_max_mib is None else args.broker_max_mib,
+        broker_check_s=30.0 if args.broker_check_s is None else args.broker_check_s,
     ))
 
 
@@ -125,6 +135,10 @@ def register(sub: Any) -> None:
     p.add_argument("--alert-rules", help="YAML alert rules; starts the alerting service (state in DATA_DIR/alerting)")
     p.add_argument("--drain-timeout-s", type=float, help="on stop, how long to wait for the collector to store "
                    "what the embedded broker holds before saying how much is left (default 120)")
+    p.add_argument("--broker-max-mib", type=int, help="when the embedded broker's memory reaches this, empty its "
+                   "topics once the collector has stored and committed every record (default 256; 0: never)")
+    p.add_argument("--broker-check-s", type=float, help="how often to compare the embedded broker's memory with "
+                   "--broker-max-mib (default 30)")
     p.add_argument("--force", action="store_true", help="after --drain-timeout-s, stop anyway and drop what the "
                    "embedded broker still holds (without it, `up` keeps waiting; a second Ctrl-C also forces)")
     p.set_defaults(handler=_up)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,8 @@ class Child:
     restart_at: float | None = None
     last_exit: str = ""
     finished: bool = field(default=False)
+    held: bool = False  # stopped on purpose (see Supervisor.hold): not a crash, not restarted
+    planned_start: bool = False
 
 
 def describe_exit(code: int) -> str:
@@ -99,6 +102,9 @@ class Supervisor:
         self.max_crashes_in_a_row = max_crashes_in_a_row
         self.children: dict[str, Child] = {}
         self.restarts: dict[str, int] = {}
+        # tick() runs on up's main thread; hold()/release() come from other threads (the topic
+        # rotator). Children are still started only by tick(), on the main thread (lifeline).
+        self._lock = threading.RLock()
 
     # -- start -------------------------------------------------------------------------------
     def add(self, child: Child) -> Child:
@@ -118,9 +124,36 @@ class Supervisor:
     # -- watch -------------------------------------------------------------------------------
     def tick(self) -> None:
         """Notice exits and start what is due. Raises ``GiveUp``."""
+        with self._lock:
+            self._tick()
+
+    def hold(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Stop a child on purpose (``sig``, then wait): no crash is counted, nothing restarts it
+        until ``release``. Callable from any thread."""
+        with self._lock:
+            child = self.children.get(name)
+            if child is None:
+                return
+            child.held = True
+            child.restart_at = None
+            if child.handle is not None:
+                child.handle.proc.send_signal(sig)
+                child.handle.proc.wait(30)
+                child.handle = None
+
+    def release(self, name: str) -> None:
+        """Let ``tick`` start a held child again (on the main thread, within a tick)."""
+        with self._lock:
+            child = self.children.get(name)
+            if child is not None and child.held:
+                child.held = False
+                child.planned_start = True
+                child.restart_at = self.clock()
+
+    def _tick(self) -> None:
         now = self.clock()
         for child in list(self.children.values()):
-            if child.finished:
+            if child.finished or child.held:
                 continue
             if child.handle is not None:
                 code = child.handle.proc.poll()
@@ -155,8 +188,10 @@ class Supervisor:
 
     def _restart(self, child: Child) -> None:
         child.restart_at = None
-        child.restarts += 1
-        self.restarts[child.name] = child.restarts
+        planned, child.planned_start = child.planned_start, False
+        if not planned:
+            child.restarts += 1
+            self.restarts[child.name] = child.restarts
         try:
             child.handle = child.launch()
         except Exception as exc:  # noqa: BLE001 - a failed start is one more crash, with backoff
@@ -171,6 +206,9 @@ class Supervisor:
             self.print_fn(f"driftline: {child.name} did not start ({exc}); trying again in {delay:g} s")
             return
         child.started_at = self.clock()
+        if planned:
+            logger.info("%s started again (pid %d)", child.name, child.handle.proc.pid)
+            return
         self.print_fn(f"driftline: {child.name} restarted (pid {child.handle.proc.pid}, restart {child.restarts})")
         if child.on_restart is not None:
             child.on_restart(child)
@@ -178,7 +216,8 @@ class Supervisor:
     # -- stop --------------------------------------------------------------------------------
     def stop(self, name: str) -> None:
         """Stop one child (no restart afterwards) and forget it."""
-        child = self.children.pop(name, None)
+        with self._lock:
+            child = self.children.pop(name, None)
         if child is None or child.handle is None:
             return
         try:
