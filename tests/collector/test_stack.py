@@ -261,3 +261,22 @@ def _settings_info(url: str) -> dict[str, str] | None:
         return None
     body = line[line.index("{") + 1:line.rindex("}")]
     return dict((k, v.strip('"')) for k, v in (item.split("=", 1) for item in body.split('",')))
+
+
+def test_the_broker_is_emptied_under_traffic_and_every_event_is_stored_once(tmp_path: Path) -> None:
+    """Bounded broker memory: with a 1 MiB limit, up empties Tansu's topics whenever they hold
+    records the collector has stored and committed, while the SDK keeps sending."""
+    up = Up(tmp_path / "data", "--broker-max-mib", "1", "--broker-check-s", "2").wait_up()
+    model = _model("rotate")
+    try:
+        for _ in range(3):
+            send(up.bootstrap, model, 10_000, rate_per_s=5_000)
+            wait_for(lambda: "emptied the embedded broker's topics (" in up.output, timeout_s=120)
+        wait_for(lambda: stored(up.clickhouse_url, model)[0] >= 30_000, timeout_s=180)
+        freed = [int(ln.split("topics (")[1].split()[0]) for ln in up.lines if "emptied the embedded" in ln]
+        assert freed and all(n > 0 for n in freed)
+        send(up.bootstrap, model, 5_000)  # and a stop right after, as in the first test
+        assert up.stop() == 0, up.output
+    finally:
+        up.kill_all()
+    assert stored_offline(tmp_path / "data", model) == (35_000, 35_000)
