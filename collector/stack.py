@@ -145,6 +145,10 @@ class Stack:
         from driftline.collector.broker_retention import start_broker_behind, start_gated_broker
 
         log = self.logs / "broker.log"
+        if not self.options.broker_max_mib:  # nothing to rotate: no gate in the way
+            from driftline.collector.broker import start_broker
+
+            return start_broker(self.options.kafka_port, log_path=log)
         if self.gate is None:
             broker, self.gate = start_gated_broker(self.options.kafka_port, log_path=log)
             return broker
