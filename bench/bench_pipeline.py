@@ -25,7 +25,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main(events: int = 200_000) -> dict[str, float]:
+def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
     from driftline.collector.broker import ensure_topics, free_port, start_broker
     from driftline.collector.chstore import start_chstore
     from driftline.collector.clickhouse import connect
@@ -37,7 +37,13 @@ def main(events: int = 200_000) -> dict[str, float]:
     from driftline.sdk.monitor import format_timestamp
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    broker = start_broker(log_path=tmp / "broker.log")
+    produce_gate = None
+    if gate:  # as `driftline up` runs it: Tansu behind the produce gate (collector/broker_retention.py)
+        from driftline.collector.broker_retention import start_gated_broker
+
+        broker, produce_gate = start_gated_broker(log_path=tmp / "broker.log")
+    else:
+        broker = start_broker(log_path=tmp / "broker.log")
     store = start_chstore(tmp / "ch")
     client = connect(store.url)
     migrate(client)
@@ -74,7 +80,7 @@ def main(events: int = 200_000) -> dict[str, float]:
         model = "bench"
         monitor = Monitor(model=model, version="1",
                           settings=SdkSettings(kafka_bootstrap=broker.bootstrap, queue_size=events + 10, batch_size=5000))
-        pids = {"SDK (this process)": os.getpid(), "broker": broker.proc.pid, "collector": collector.pid,
+        pids = {"SDK (this process)" + (" and gate" if gate else ""): os.getpid(), "broker": broker.proc.pid, "collector": collector.pid,
                 "store": store.proc.pid}
         cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
@@ -98,10 +104,12 @@ def main(events: int = 200_000) -> dict[str, float]:
         collector.terminate()
         collector.wait(30)
         broker.stop()
+        if produce_gate is not None:
+            produce_gate.stop()
         store.stop()
     e2e = events / total_s
     base = events / baseline_s
-    print(f"SDK -> Tansu -> collector -> ClickHouse, {events} events of 20 numeric features (2 cores)")
+    print(f"SDK -> {'gate -> ' if gate else ''}Tansu -> collector -> ClickHouse, {events} events of 20 numeric features (2 cores)")
     print(f"  log() loop             {events / logged_s:10,.0f} events/s")
     print(f"  delivered to Kafka     {events / produced_s:10,.0f} events/s")
     print(f"  stored in ClickHouse   {e2e:10,.0f} events/s end to end   (target >= 20,000)")
@@ -116,4 +124,12 @@ def main(events: int = 200_000) -> dict[str, float]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
-    main(parser.parse_args().events)
+    parser.add_argument("--gate", action="store_true", help="Tansu behind the produce gate, as `driftline up` runs it")
+    parser.add_argument("--compare-gate", action="store_true", help="run without, then with the gate; print the ratio")
+    a = parser.parse_args()
+    if a.compare_gate:
+        plain = main(a.events)["e2e_events_per_s"]
+        gated = main(a.events, gate=True)["e2e_events_per_s"]
+        print(f"end to end with the produce gate / without: {gated / plain:.2f}")
+    else:
+        main(a.events, a.gate)
