@@ -204,7 +204,7 @@ def _log_setup() -> None:
 
 
 def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, keep: bool = False,
-         rotate_mib: float = 0, kill: bool = False) -> dict[str, float]:
+         rotate_mib: float = 0, kill: bool = False, up_args: tuple[str, ...] = ()) -> dict[str, float]:
     import clickhouse_connect
 
     from driftline.sdk import Monitor, SdkSettings
@@ -218,8 +218,9 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
         bootstrap = gated.gate.address
         print(f"gated stack (no `up`): topic rotation once the broker's RSS reaches {rotate_mib:,.0f} MiB")
     else:
-        up, ports = start_up(data_dir)
+        up, ports = start_up(data_dir, extra=up_args)
         bootstrap = f"127.0.0.1:{ports['kafka']}"
+        print(f"`driftline up --no-dashboard {' '.join(up_args)}`".replace("  ", " "))
     client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["clickhouse"])
     features = {f"f{i}": i * 0.37 for i in range(20)}
     samples: list[dict[str, float]] = []
@@ -332,8 +333,10 @@ if __name__ == "__main__":
     parser.add_argument("--rotate-mib", type=float, default=0,
                         help="instead of `up`: the embedded pieces behind a ProduceGate with topic rotation once "
                              "the broker's RSS reaches this many MiB (0: plain `driftline up`)")
+    parser.add_argument("--up-arg", action="append", default=[], metavar="ARG",
+                        help="passed on to `driftline up`, e.g. --up-arg=--broker-max-mib=64 (repeatable)")
     parser.add_argument("--kill-collector", action="store_true",
                         help="with --rotate-mib: stop the collector with SIGKILL in a rotation (default SIGTERM)")
     a = parser.parse_args()
     _log_setup()
-    main(a.events, a.rate, a.report_s, a.keep, a.rotate_mib, a.kill_collector)
+    main(a.events, a.rate, a.report_s, a.keep, a.rotate_mib, a.kill_collector, tuple(a.up_arg))
