@@ -2,8 +2,9 @@
 # The project environment: .venv in the checkout, made with $PYTHON (Debian's or Ubuntu's externally
 # managed python3, a pyenv or a conda Python), holding driftline with every extra at the versions
 # requirements.lock pins: pip install -r requirements.lock, then pip install --no-deps -e . (and a
-# check that the lock covered every requirement of driftline[all]). Nothing is installed into $PYTHON itself. Quick when nothing changed: the
-# stamp .venv/.driftline-setup is keyed on the interpreter, the lock, pyproject.toml and this script.
+# check that the lock covered every requirement of driftline[all]). Nothing is installed into
+# $PYTHON itself. Quick when nothing changed: the stamp .venv/.driftline-setup is keyed on the
+# interpreter, the lock, pyproject.toml and these scripts.
 #
 #   scripts/setup.sh                 .venv from the lock (make setup; make demo runs this)
 #   scripts/setup.sh --test-tools    and Debian's chromium, chromium-driver, docker-compose (make test)
