@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterable
 
 from driftline.sdk.errors import ConfigError
 
@@ -166,15 +166,7 @@ class BrokerBacklog:
             raise
 
     def partitions(self, timeout_s: float = 5.0) -> list[Any]:
-        from kafka import TopicPartition
-
-        deadline = time.monotonic() + timeout_s
-        while True:
-            known = {t: self._ends.partitions_for_topic(t) for t in self.topics}
-            if all(known.values()) or time.monotonic() >= deadline:
-                return [TopicPartition(t, p) for t, ps in known.items() for p in sorted(ps or ())]
-            self._ends.topics()  # fetch metadata; partitions_for_topic only reads the cache
-            time.sleep(0.1)
+        return partitions_of(self._ends, self.topics, timeout_s)
 
     def behind(self) -> dict[Any, int]:
         """Records past the group's committed offset, per partition (0 when all are committed)."""
@@ -225,29 +217,46 @@ class BrokerBacklog:
         self.close()
 
 
-def true_end_offsets(consumer: Any, partitions: list[Any]) -> dict[Any, int]:
-    """One past the last record's offset, per partition, read from the records themselves.
+def partitions_of(consumer: Any, topics: Iterable[str], timeout_s: float = 10.0) -> list[Any]:
+    """Every partition of ``topics`` (waits for their metadata up to ``timeout_s``)."""
+    from kafka import TopicPartition
+
+    topics = list(topics)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        known = {t: consumer.partitions_for_topic(t) for t in topics}
+        if all(known.values()) or time.monotonic() >= deadline:
+            return [TopicPartition(t, p) for t, ps in known.items() for p in sorted(ps or ())]
+        consumer.topics()  # fetch metadata; partitions_for_topic only reads the cache
+        time.sleep(0.1)
+
+
+def true_end_offsets(consumer: Any, tps: list[Any], timeout_s: float = 5.0) -> dict[Any, int]:
+    """One past the last record of each partition, read from the records themselves, all at once.
 
     Tansu answers ListOffsets with the base offset of the last record *batch* plus one, not the
     last record's offset plus one (measured: ten records in one batch report an end offset of 1).
-    Reading the last batch gives the real end on Tansu and the same answer as ``end_offsets`` on
-    Apache Kafka.
+    Seeking there on every partition and reading to the end gives the real end on Tansu and the
+    same answer as ``end_offsets`` on Apache Kafka. Raises ``TimeoutError`` if it cannot.
     """
-    reported = consumer.end_offsets(partitions)
-    out: dict[Any, int] = {}
-    for tp, end in reported.items():
-        if end <= 0:
-            out[tp] = end
-            continue
-        consumer.assign([tp])
-        consumer.seek(tp, end - 1)
-        last = end - 1
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=200).get(tp, [])
-            if batch:
-                last = max(last, max(m.offset for m in batch))
-            elif last >= end - 1 and consumer.position(tp) >= last + 1:
-                break
-        out[tp] = last + 1
+    reported = consumer.end_offsets(tps)
+    live = [tp for tp in tps if reported[tp] > 0]
+    out = {tp: reported[tp] for tp in tps}
+    if not live:
+        return out
+    consumer.assign(live)
+    for tp in live:
+        consumer.seek(tp, reported[tp] - 1)
+    waiting = set(live)
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        polled = consumer.poll(timeout_ms=100)
+        for tp in list(waiting):
+            records = polled.get(tp)
+            if records:
+                out[tp] = max(out[tp], records[-1].offset + 1)
+            elif consumer.position(tp) >= out[tp]:
+                waiting.discard(tp)  # read up to the end and a fetch found nothing more
+    if waiting:
+        raise TimeoutError(f"could not read the end of {sorted(map(str, waiting))}")
     return out

@@ -42,6 +42,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from driftline.collector.broker import partitions_of, true_end_offsets
+
 logger = logging.getLogger("driftline.collector")
 
 CLIENT_ID = "driftline-retention"
@@ -57,54 +59,12 @@ class DeleteRecordsUnsupported(RuntimeError):
 
 # -- offsets ----------------------------------------------------------------------------------------
 
-def _partitions(consumer: Any, topics: Iterable[str], timeout_s: float = 10.0) -> list[Any]:
-    from kafka import TopicPartition
-
-    topics = list(topics)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        known = {t: consumer.partitions_for_topic(t) for t in topics}
-        if all(known.values()) or time.monotonic() > deadline:
-            return [TopicPartition(t, p) for t, ps in known.items() for p in sorted(ps or ())]
-        consumer.topics()  # refresh metadata; partitions_for_topic reads the cache
-        time.sleep(0.1)
-
-
 def _consumer(bootstrap: str, group_id: str | None) -> Any:
     from kafka import KafkaConsumer
 
     return KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group_id, client_id=CLIENT_ID,
                          enable_auto_commit=False, request_timeout_ms=10_000, fetch_max_wait_ms=20,
                          max_partition_fetch_bytes=64 * 1024, auto_offset_reset="latest")
-
-
-def end_offsets(consumer: Any, tps: list[Any], timeout_s: float = 5.0) -> dict[Any, int]:
-    """One past the last record of each partition, read from the records themselves, all at once.
-
-    Tansu answers ListOffsets with the base offset of the last record *batch* plus one (see
-    ``broker.true_end_offsets``): seek there on every partition and read to the end in one go.
-    """
-    reported = consumer.end_offsets(tps)
-    live = [tp for tp in tps if reported[tp] > 0]
-    out = {tp: reported[tp] for tp in tps}
-    if not live:
-        return out
-    consumer.assign(live)
-    for tp in live:
-        consumer.seek(tp, reported[tp] - 1)
-    waiting = set(live)
-    deadline = time.monotonic() + timeout_s
-    while waiting and time.monotonic() < deadline:
-        polled = consumer.poll(timeout_ms=100)
-        for tp in list(waiting):
-            records = polled.get(tp)
-            if records:
-                out[tp] = max(out[tp], records[-1].offset + 1)
-            elif consumer.position(tp) >= out[tp]:
-                waiting.discard(tp)  # read up to the end and a fetch found nothing more
-    if waiting:
-        raise TimeoutError(f"could not read the end of {sorted(map(str, waiting))}")
-    return out
 
 
 def committed_and_end(bootstrap: str, group_id: str, topics: Iterable[str], *,
@@ -116,19 +76,14 @@ def committed_and_end(bootstrap: str, group_id: str, topics: Iterable[str], *,
     own = consumer is None
     consumer = _consumer(bootstrap, group_id) if own else consumer
     try:
-        tps = _partitions(consumer, topics)
+        tps = partitions_of(consumer, topics)
         # committed() asks the group coordinator (OffsetFetch): it does not join the group.
         committed = {tp: consumer.committed(tp) or 0 for tp in tps}
-        ends = end_offsets(consumer, tps)
+        ends = true_end_offsets(consumer, tps)
         return {tp: (committed[tp], ends.get(tp, 0)) for tp in tps}
     finally:
         if own:
             consumer.close()
-
-
-def backlog(bootstrap: str, group_id: str, topics: Iterable[str]) -> int:
-    """Records of ``topics`` the group has not committed yet."""
-    return sum(max(0, end - c) for c, end in committed_and_end(bootstrap, group_id, topics).values())
 
 
 # -- DeleteRecords (brokers that implement it) ------------------------------------------------------
@@ -476,10 +431,10 @@ def rotate_topics(bootstrap: str, group_id: str, topics: Iterable[str], *, gate:
     topics = list(topics)
     consumer = _consumer(bootstrap, group_id)  # made before producers are held: it takes a while
     try:
-        tps = _partitions(consumer, topics)
+        tps = partitions_of(consumer, topics)
         # Hold producers only when the group has just shown that it reaches the end within the
         # timeout: it must commit up to the ends seen now, producers running, in drain_timeout_s.
-        ends = end_offsets(consumer, tps)
+        ends = true_end_offsets(consumer, tps)
         deadline = time.monotonic() + drain_timeout_s
         while any((consumer.committed(tp) or 0) < end for tp, end in ends.items()):
             if time.monotonic() > deadline:

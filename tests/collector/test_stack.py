@@ -17,6 +17,7 @@ import pytest
 
 from driftline.collector.broker import free_port, port_open
 from tests.collector.up_testkit import Up, send, stored, stored_offline
+from tests.collector.up_testkit import alive as _alive
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -24,14 +25,6 @@ pytestmark = pytest.mark.integration
 
 def _model(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:6]}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 RULES = """

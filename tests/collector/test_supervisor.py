@@ -11,6 +11,7 @@ import pytest
 
 from driftline.collector.lifeline import die_with_parent
 from driftline.collector.supervisor import Child, GiveUp, ServiceProcess, Supervisor
+from tests.collector.up_testkit import alive as _alive
 
 
 class Clock:
@@ -152,10 +153,3 @@ def test_a_child_dies_with_its_parent_even_when_the_parent_is_sigkilled() -> Non
     assert not _alive(child_pid)
     assert die_with_parent() is not None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False

@@ -148,3 +148,12 @@ def send(bootstrap: str, model: str, n: int, *, rate_per_s: float = 0.0,
     finally:
         monitor.close(timeout_s=10)
     return ids
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
