@@ -216,6 +216,11 @@ class Stack:
         ensure_topics(self.kafka_bootstrap, [t.predictions, t.labels, t.outcomes, t.deadletter],
                       partitions=self.settings.partitions)
         self.backlog.reset()
+        # The collector's consumer still holds positions in the old topics; a position past a new
+        # topic's end reads nothing and raises nothing on Tansu, so it would skip new records.
+        # Started again, it reads the new topics from their first offset.
+        self.supervisor.hold("collector")
+        self.supervisor.release("collector")
         self.dropped += held or 0
         what = "an unknown number of" if held is None else f"up to {held}"
         msg = (f"driftline: the embedded broker was restarted with its topics; it may have held {what} "
