@@ -221,7 +221,6 @@ class Stack:
         # Started again, it reads the new topics from their first offset.
         self.supervisor.hold("collector")
         self.supervisor.release("collector")
-        self.dropped += held or 0
         what = "an unknown number of" if held is None else f"up to {held}"
         msg = (f"driftline: the embedded broker was restarted with its topics; it may have held {what} "
                "records the collector had not stored yet, and those are lost (memory storage)")
@@ -392,8 +391,9 @@ def run_up(options: StackOptions) -> int:
     import signal
 
     stack = Stack(options)
-    # kafka-python warns on stdout-facing loggers when the rotation re-creates topics; that is expected.
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # up's own Kafka clients (drain, backlog sampling, rotation) log every lost connection of a broker
+    # restart or a topic re-creation as an error; up reports those events itself.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
     def on_signal(signum: int, frame: Any) -> None:
         stack.request_stop()
