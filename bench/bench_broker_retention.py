@@ -71,8 +71,8 @@ def run(name: str, records: int, tmp: Path) -> dict[str, Any]:
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
     from driftline.collector.broker import ensure_topics, start_broker
-    from driftline.collector.broker_retention import (DeleteRecordsUnsupported, rotate_topics, start_gated_broker,
-                                                      trim_once)
+    from driftline.collector.broker_retention import DeleteRecordsUnsupported, rotate_topics, trim_once
+    from driftline.collector.produce_gate import start_gated_broker
 
     gate = None
     if name == "rotation":

@@ -39,7 +39,7 @@ def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     produce_gate = None
     if gate:  # as `driftline up` runs it: Tansu behind the produce gate (collector/broker_retention.py)
-        from driftline.collector.broker_retention import start_gated_broker
+        from driftline.collector.produce_gate import start_gated_broker
 
         broker, produce_gate = start_gated_broker(log_path=tmp / "broker.log")
     else:

@@ -114,7 +114,8 @@ class GatedStack:
 
     def __init__(self, data_dir: Path, rotate_mib: float, interval_s: float = 15.0, kill: bool = False) -> None:
         from driftline.collector.broker import ensure_topics, free_port
-        from driftline.collector.broker_retention import TopicRotator, start_gated_broker
+        from driftline.collector.broker_retention import TopicRotator
+        from driftline.collector.produce_gate import start_gated_broker
         from driftline.collector.chstore import start_chstore
         from driftline.collector.clickhouse import connect
         from driftline.collector.tables import migrate

@@ -142,7 +142,7 @@ class Stack:
     def _launch_broker(self) -> Any:
         """Tansu on a private port behind the produce gate, which owns the public Kafka port; a
         restart puts a new Tansu behind the same gate."""
-        from driftline.collector.broker_retention import start_broker_behind, start_gated_broker
+        from driftline.collector.produce_gate import start_broker_behind, start_gated_broker
 
         log = self.logs / "broker.log"
         if not self.options.broker_max_mib:  # nothing to rotate: no gate in the way

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    from driftline.collector.broker_retention import start_gated_broker
+    from driftline.collector.produce_gate import start_gated_broker
 
     broker, gate = start_gated_broker(log_path=tmp_path_factory.mktemp("gated") / "broker.log")
     try:
@@ -125,7 +125,7 @@ def test_delete_records_is_unsupported_on_tansu_and_the_broker_lives_on(tmp_path
 def test_gate_relays_and_holds_produce_until_released(gated: tuple[Any, Any]) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
-    from driftline.collector.broker_retention import CLIENT_ID
+    from driftline.collector.produce_gate import CLIENT_ID
 
     _broker, gate = gated
     topic = _topic(gate.address, 1)
@@ -299,7 +299,7 @@ def test_the_collector_stores_every_event_once_across_a_rotation(gated: tuple[An
 
 def test_a_broker_restarted_behind_the_same_gate_serves_its_clients_again(tmp_path: Path) -> None:
     from driftline.collector.broker import ensure_topics
-    from driftline.collector.broker_retention import start_broker_behind, start_gated_broker
+    from driftline.collector.produce_gate import start_broker_behind, start_gated_broker
 
     broker, gate = start_gated_broker(log_path=tmp_path / "broker.log")
     try:
