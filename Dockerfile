@@ -5,16 +5,17 @@ FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY sdk ./sdk
 COPY collector ./collector
 COPY detectors ./detectors
 COPY alerting ./alerting
 COPY dashboard ./dashboard
 # A virtualenv copied whole into the runtime stage: no compilers or build caches in the final image.
+# The server's tested versions: requirements.lock constrains every package '.[server]' pulls in.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip install ".[server]"
+ && /opt/venv/bin/pip install -c requirements.lock --upgrade pip \
+ && /opt/venv/bin/pip install -c requirements.lock ".[server]"
 
 # The example model for docker-compose's sidecar demo, trained at build time (small, deterministic).
 COPY deploy/example_model.py /opt/driftline/example_model.py

@@ -22,7 +22,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 PAYLOAD = b"x" * 200
 PARTITIONS = 4

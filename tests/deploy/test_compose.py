@@ -386,7 +386,7 @@ def test_dockerfile_one_non_root_image_with_entrypoint_and_health_check() -> Non
     assert froms and all(f == "python:3.11-slim" for f in froms)
     assert re.search(r'^ENTRYPOINT \["driftline"\]', text, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK ", text, re.MULTILINE)
-    assert 'pip install ".[server]"' in text
+    assert 'pip install -c requirements.lock ".[server]"' in text  # the tested versions, not the newest
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     for line in re.findall(r"^(?:ENV|ARG)\b.*$", text, re.MULTILINE):
