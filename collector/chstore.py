@@ -173,11 +173,13 @@ def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", 
     # stderr goes to a file, not a pipe: nobody reads a pipe once the store runs, and a full pipe
     # would block the store. Its own session: a terminal's Ctrl-C must not stop it before the
     # collector has drained.
-    from driftline.collector.lifeline import die_with_parent
+    from driftline.collector.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
 
     err_file = tempfile.TemporaryFile(mode="w+")
-    # SIGTERM when the parent dies (even by SIGKILL): the store closes cleanly and frees its port.
+    # SIGTERM when the parent dies (even by SIGKILL): the store closes cleanly and frees its port,
+    # or is gone LIFELINE_GRACE_S later.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True, start_new_session=True,
+                            env={**os.environ, **lifeline_env(LIFELINE_GRACE_S)},
                             preexec_fn=die_with_parent(signal.SIGTERM))
     deadline = time.monotonic() + startup_timeout_s
     assert proc.stdout is not None
@@ -204,6 +206,9 @@ def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from driftline.collector.lifeline import keep_lifeline
+
+    keep_lifeline()  # under `driftline up`: gone soon after up is, even mid-way through a clean stop
     p = argparse.ArgumentParser(prog="python -m driftline.collector.chstore", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True, type=Path, help="chDB data directory (created if missing)")
     p.add_argument("--host", default="127.0.0.1")

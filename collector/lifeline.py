@@ -9,6 +9,14 @@ exec so that it covers the whole life of the child.
 The kernel sends that signal when the *thread* that forked the child exits, not the process: a
 supervisor must start its children from a thread that lives as long as it does (``up`` uses its
 main thread). On systems without ``prctl`` the children simply have no lifeline.
+
+A clean stop can take long (the store lets statements in flight finish, the collector commits), so
+the signal alone does not bound how long a child outlives ``up``. A child started with
+``lifeline_env(grace_s)`` in its environment calls ``keep_lifeline()`` first thing: a watcher
+thread notices the parent is gone (its parent pid changes) and ends the process ``grace_s`` later
+if the clean stop has not. Every driftline child is built to survive SIGKILL (the collector
+commits only what is stored, the store's parts are atomic), so cutting a stop short loses nothing
+that was acknowledged.
 """
 
 from __future__ import annotations
@@ -18,11 +26,15 @@ import ctypes.util
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Callable
 
 PR_SET_PDEATHSIG = 1
+LIFELINE_ENV = "DRIFTLINE_LIFELINE"  # "<parent pid> <grace seconds>", read once by the child
+LIFELINE_GRACE_S = 3.0  # a child of `up` is gone within this long (plus its poll) after up dies
 
-__all__ = ["die_with_parent"]
+__all__ = ["LIFELINE_ENV", "LIFELINE_GRACE_S", "die_with_parent", "keep_lifeline", "lifeline_env"]
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
@@ -44,3 +56,37 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def lifeline_env(grace_s: float) -> dict[str, str]:
+    """Environment entries that make a child calling ``keep_lifeline()`` end at most ``grace_s``
+    after this process dies."""
+    return {LIFELINE_ENV: f"{os.getpid()} {grace_s:g}"}
+
+
+def keep_lifeline(poll_s: float = 0.1) -> threading.Thread | None:
+    """In a child: honour the lifeline its parent gave it (``lifeline_env``), if any. The entry
+    is removed from the environment so that this process's own children do not inherit it.
+    Returns the watcher thread, or None without a lifeline. A malformed entry is ignored."""
+    raw = os.environ.pop(LIFELINE_ENV, None)
+    if not raw:
+        return None
+    try:
+        parent_s, grace_text = raw.split()
+        parent, grace_s = int(parent_s), float(grace_text)
+    except ValueError:
+        return None
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        time.sleep(grace_s)  # the clean stop the parent-death signal started has this long
+        try:
+            os.write(2, f"driftline: parent process {parent} is gone and the clean stop did not finish within "
+                        f"{grace_s:g} s; exiting now\n".encode())
+        finally:
+            os._exit(1)
+
+    thread = threading.Thread(target=watch, name="driftline-lifeline", daemon=True)
+    thread.start()
+    return thread

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from typing import Any, Callable
 
 from driftline.collector.broker import BrokerBacklog, ensure_topics, port_open
 from driftline.collector.config import CollectorSettings
-from driftline.collector.lifeline import die_with_parent
+from driftline.collector.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
 from driftline.collector.supervisor import Child, GiveUp, ServiceProcess, Supervisor
 from driftline.sdk.errors import ConfigError
 
@@ -202,10 +203,13 @@ class Stack:
                 # A session of its own: Ctrl-C in the terminal reaches `up` only, which then stops
                 # the services in order (a collector killed by the same SIGINT could not drain).
                 # SIGTERM if `up` dies, even by SIGKILL: nothing outlives it.
-                proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", *args], env=self.child_env(),
+                # The dashboard execs Streamlit, which keeps no lifeline thread and holds nothing: SIGKILL.
+                proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", *args],
+                                        env={**self.child_env(), **lifeline_env(LIFELINE_GRACE_S)},
                                         stdout=log if name != "demo" else None, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=die_with_parent())
+                                        preexec_fn=die_with_parent(signal.SIGKILL if name == "dashboard"
+                                                                   else signal.SIGTERM))
             return ServiceProcess(proc)
 
         self.supervisor.add(Child(name, launch, stop_timeout_s=stop_timeout_s, restart=restart, log_path=log_path))

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _keep_lifeline()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -68,6 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _keep_lifeline() -> None:
+    """A child of ``driftline up`` ends soon after ``up`` dies (collector/lifeline.py; a build
+    without the collector has no ``up``, hence no lifeline)."""
+    try:
+        from driftline.collector.lifeline import keep_lifeline
+    except ModuleNotFoundError:
+        return
+    keep_lifeline()
 
 
 if __name__ == "__main__":

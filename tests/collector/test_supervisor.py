@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -153,3 +154,44 @@ def test_a_child_dies_with_its_parent_even_when_the_parent_is_sigkilled() -> Non
     assert not _alive(child_pid)
     assert die_with_parent() is not None
 
+
+
+def test_a_child_whose_clean_stop_hangs_is_gone_within_the_lifeline_grace() -> None:
+    """The parent dies; the child's clean stop (here: SIGTERM ignored, a hung stop) never ends; the
+    lifeline watcher ends the child grace_s later. Its own child does not inherit the lifeline."""
+    child_code = (
+        "import os, signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "from driftline.collector.lifeline import LIFELINE_ENV, keep_lifeline\n"
+        "assert keep_lifeline() is not None\n"
+        "grand = subprocess.Popen([sys.executable, '-c', 'import os, time; time.sleep(60)'])\n"
+        "print(os.getpid(), grand.pid, LIFELINE_ENV in os.environ, flush=True)\n"
+        "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        "from driftline.collector.lifeline import die_with_parent, lifeline_env\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {child_code!r}], env={{**os.environ, **lifeline_env(1.0)}},\n"
+        "                     preexec_fn=die_with_parent())\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child, grandchild, inherited = parent.stdout.readline().split()
+    assert inherited == "False"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    t0 = time.monotonic()
+    time.sleep(0.5)
+    assert _alive(int(child)), "the child ignores SIGTERM: only the watcher, grace_s later, ends it"
+    while time.monotonic() - t0 < 5 and _alive(int(child)):
+        time.sleep(0.05)
+    assert not _alive(int(child))
+    assert _alive(int(grandchild)), "the lifeline is the child's, not its children's"
+    os.kill(int(grandchild), signal.SIGKILL)
+
+
+def test_a_missing_or_malformed_lifeline_is_no_lifeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from driftline.collector.lifeline import LIFELINE_ENV, keep_lifeline
+
+    monkeypatch.delenv(LIFELINE_ENV, raising=False)
+    assert keep_lifeline() is None
+    monkeypatch.setenv(LIFELINE_ENV, "not-a-pid")
+    assert keep_lifeline() is None
