@@ -16,7 +16,9 @@ Shape follows OpenTelemetry's ``BatchSpanProcessor`` and sentry-python's backgro
   equal exported plus dropped.
 * After ``fork()`` the child starts with an empty queue and a fresh worker and transport (the
   parent's thread does not exist in the child, and sockets must not be shared).
-* ``atexit`` shuts every exporter down within one shared bound.
+* At interpreter exit every exporter is shut down within one shared bound (before ``threading``
+  joins the remaining threads, so the transport may still start one; Python 3.12 forbids that in
+  ``atexit``).
 
 Drop reasons: ``queue_full``, ``shutdown``, ``serialize_error``, ``invalid_event``, ``broker_error``
 (a record the transport rejected as permanently undeliverable, e.g. too large).
@@ -344,7 +346,22 @@ def _register_instance(exporter: BatchExporter) -> None:
         _hooks_installed = True
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork)
-        atexit.register(_flush_all_at_exit)
+        _register_exit_flush(_flush_all_at_exit)
+
+
+def _register_exit_flush(hook: Callable[[], None]) -> None:
+    """Run ``hook`` at interpreter exit while threads may still be started. Python 3.12 refuses new
+    threads once ``atexit`` callbacks run, and the Kafka client starts one to send; the hooks
+    ``threading`` runs before it joins the remaining threads come earlier (what
+    ``concurrent.futures`` uses for the same reason). ``atexit`` where that hook is missing."""
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(hook)
+            return
+        except RuntimeError:  # registered while the interpreter is already shutting down
+            pass
+    atexit.register(hook)
 
 
 def _after_fork() -> None:
