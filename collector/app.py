@@ -54,6 +54,9 @@ def dead_letter_sender(bootstrap: str, topic: str) -> Any:
     return send
 
 
+STREAM_BUFFER_TAKES = 2  # records faust may hold per stream, in takes
+
+
 def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_s: float = 1.0) -> Any:
     import faust
 
@@ -75,9 +78,11 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_commit_every=settings.batch_size,
-        # Records, not events: an SDK record carries up to 128 KiB, so bound the buffer by the
-        # take size (a few takes ahead), not by batch_size.
-        stream_buffer_maxsize=max(4096, 4 * take_records),
+        # Records, not events: an SDK record carries up to 128 KiB, so the buffer is bounded by the
+        # take size (the take being stored and the next), not by faust's 4,096: that many SDK
+        # records is 512 MiB, and a collector that fell behind held it (its memory followed the
+        # backlog to 1.6 GB in the soak).
+        stream_buffer_maxsize=STREAM_BUFFER_TAKES * take_records,
         consumer_max_fetch_size=8 * 1024 * 1024,
         producer_max_request_size=8 * 1024 * 1024,
         # faust only uses its own partition assignor (which co-partitions topics with the same

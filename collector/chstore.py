@@ -61,12 +61,22 @@ class ChStoreSettings:
     ro_connections: int = 2
     max_query_bytes: int = 16 << 20
     shutdown_timeout_s: float = 30.0
+    # Each of ClickHouse's mark, index-mark and primary-index caches is 5 GiB by default: sized for
+    # a server, not a process beside a laptop's models. The store's data is small; so are they.
+    cache_mib: int = 64
+
+    def server_settings(self) -> dict[str, str]:
+        """Engine (server-level) settings this store starts chDB with."""
+        size = str(self.cache_mib * 2**20)
+        return {"mark_cache_size": size, "index_mark_cache_size": size, "primary_index_cache_size": size}
 
     def __post_init__(self) -> None:
         if self.rw_connections < 1 or self.ro_connections < 1:
             raise ConfigError("chstore: rw_connections and ro_connections must be >= 1")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"chstore: port {self.port} is out of range 0..65535")
+        if self.cache_mib < 1:
+            raise ConfigError(f"chstore: cache_mib must be >= 1 (got {self.cache_mib})")
 
 
 def _parse_user(spec: str) -> tuple[str, str | None]:
@@ -98,7 +108,8 @@ def serve(settings: ChStoreSettings, ready: IO[str] | None = None, stop: threadi
     from driftline.collector.chstore_http import ChHttpServer, HttpSettings
 
     lock = lock_data_dir(settings.data_dir)
-    pool = EnginePool(str(settings.data_dir.resolve()), settings.rw_connections, settings.ro_connections)
+    pool = EnginePool(str(settings.data_dir.resolve()), settings.rw_connections, settings.ro_connections,
+                      server_settings=settings.server_settings())
     http = ChHttpServer((settings.host, settings.port), pool, HttpSettings(
         readonly_user=settings.readonly_user, readonly_password=settings.readonly_password,
         default_password=settings.default_password, max_query_bytes=settings.max_query_bytes))
@@ -218,13 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                    "(without one, only loopback clients are accepted)")
     p.add_argument("--rw-connections", type=int, default=2)
     p.add_argument("--ro-connections", type=int, default=2)
+    p.add_argument("--cache-mib", type=int, default=ChStoreSettings.cache_mib,
+                   help="size of each of the engine's mark, index-mark and primary-index caches, MiB "
+                        f"(default {ChStoreSettings.cache_mib})")
     args = p.parse_args(argv)
     try:
         ro_name, ro_password = _parse_user(args.readonly_user)
         settings = ChStoreSettings(
             data_dir=args.data_dir, host=args.host, port=args.port, readonly_user=ro_name,
             readonly_password=ro_password, default_password=args.password,
-            rw_connections=args.rw_connections, ro_connections=args.ro_connections)
+            rw_connections=args.rw_connections, ro_connections=args.ro_connections, cache_mib=args.cache_mib)
         serve(settings, ready=sys.stdout)
     except DriftlineError as exc:
         print(f"driftline-chstore: {exc}", file=sys.stderr)

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO
+from urllib.parse import urlencode
 
 from chdb import _chdb  # the low-level API exposes result statistics and streaming inserts
 
@@ -103,11 +104,14 @@ def first_keyword(sql: str) -> str:
 class EngineConnection:
     """One chDB connection plus the state the store has put on it (database, settings)."""
 
-    def __init__(self, path: str, readonly: bool) -> None:
+    def __init__(self, path: str, readonly: bool, engine_args: dict[str, str] | None = None) -> None:
+        """``engine_args``: server settings for the engine, which the first connection to a path
+        starts (later connections share it)."""
         self.path = path
         self.readonly = readonly
         self.broken = False  # set when the connection could not be restored; the pool replaces it
-        self._conn = _chdb.connect(f"{path}?mode=ro" if readonly else path)
+        args = {**(engine_args or {}), **({"mode": "ro"} if readonly else {})}
+        self._conn = _chdb.connect(f"{path}?{urlencode(args)}" if args else path)
         self.baseline = self._changed_settings()
         self.known_settings = frozenset(self._query_text("SELECT name FROM system.settings").split())
         self.database = self._query_text("SELECT currentDatabase()").strip()
@@ -209,19 +213,37 @@ class EnginePool:
     directory for the next process.
     """
 
-    def __init__(self, path: str, rw_size: int = 2, ro_size: int = 2) -> None:
+    def __init__(self, path: str, rw_size: int = 2, ro_size: int = 2,
+                 server_settings: dict[str, str] | None = None) -> None:
+        """``server_settings`` (e.g. cache sizes) go to the first connection, which starts the engine."""
         self._pools: dict[bool, queue.Queue[EngineConnection]] = {False: queue.Queue(), True: queue.Queue()}
         self._sizes = {False: rw_size, True: ro_size}
         self._closed = threading.Event()
+        first = dict(server_settings or {})
         for readonly, size in self._sizes.items():
             for _ in range(size):
-                self._pools[readonly].put(EngineConnection(path, readonly))
+                self._pools[readonly].put(EngineConnection(path, readonly, first))
+                first = {}
+        self.server_settings = self._server_settings(sorted(server_settings or {}))
         probe = self._pools[False].get()
         try:
             row = probe.run("SELECT version(), timezone()", "TabSeparated", {}).body.decode().split("\t")
             self.version, self.timezone = row[0], row[1].strip()
         finally:
             self._pools[False].put(probe)
+
+    def _server_settings(self, names: list[str]) -> dict[str, str]:
+        """The engine's values of ``names`` (system.server_settings): what it really runs with."""
+        if not names:
+            return {}
+        conn = self._pools[False].get()
+        try:
+            listed = ", ".join(quote_literal(n) for n in names)
+            text = conn.run(f"SELECT name, value FROM system.server_settings WHERE name IN ({listed})",
+                            "TabSeparated", {}).body.decode()
+        finally:
+            self._pools[False].put(conn)
+        return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
 
     @contextmanager
     def acquire(self, readonly: bool, timeout_s: float = 300.0) -> Iterator[EngineConnection]:

@@ -371,3 +371,17 @@ def test_oversized_query_is_refused(store):
     status, body, headers = http(store, body=b"SELECT '" + b"x" * (17 << 20) + b"'")
     assert status == 400 and b"too large" in body
     assert http(store, "SELECT 1")[1] == b"1\n"
+
+
+def test_engine_caches_are_sized_for_a_laptop_not_a_server(store, client, tmp_path: Path):
+    """ClickHouse's mark, index-mark and primary-index caches default to 5 GiB each; the store
+    starts chDB with --cache-mib (64 by default), and the engine reports that value."""
+    sizes = dict(client.query("SELECT name, value FROM system.server_settings WHERE name IN "
+                              "('mark_cache_size', 'index_mark_cache_size', 'primary_index_cache_size')").result_rows)
+    assert sizes == {name: str(64 * 2**20) for name in
+                     ("mark_cache_size", "index_mark_cache_size", "primary_index_cache_size")}
+    with start_chstore(tmp_path, extra_args=("--cache-mib", "8")) as small:
+        c = clickhouse_connect.get_client(host=small.host, port=small.port)
+        assert str(c.command("SELECT value FROM system.server_settings WHERE name = 'mark_cache_size'")) == str(8 * 2**20)
+    with pytest.raises(ChStoreError, match="cache_mib must be >= 1"):
+        start_chstore(tmp_path, extra_args=("--cache-mib", "0"))
