@@ -7,7 +7,8 @@ Failure handling: ``export`` sends the batch, flushes within the timeout and rep
 whose delivery failed with a retriable error for retry by the batch exporter (which backs off and
 tries again until the broker is back). Records the broker refuses permanently (too large, invalid)
 are counted as ``broker_error`` drops. A record may be delivered twice when an ack is lost; the
-collector stores each ``event_id`` once.
+collector stores each ``event_id`` once. Events are framed into Kafka records by
+:func:`driftline.sdk.contract.wire.pack`, which the collector reads back with ``unpack``.
 
 Deadlines: ``export(records, timeout_s)`` and ``shutdown(timeout_s)`` return within their timeout
 whatever the broker does (down, refusing connections, or paused and silent). kafka-python's own
