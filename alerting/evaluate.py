@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.alerting.rules import Rule
+from driftline.sdk.contract import PREDICTION
 
 DB = "driftline"
 
@@ -182,14 +183,14 @@ class Evaluator:
                 seg_expr = quote(segment)
         version_expr = f"{p}model_version" if rule.per_version else "''"
         if rule.kind == "shadow_agreement":
-            source = (f"{DB}.predictions AS p INNER JOIN {DB}.predictions AS s\n"
+            source = (f"{DB}.{PREDICTION.table} AS p INNER JOIN {DB}.{PREDICTION.table} AS s\n"
                       "     ON s.model = p.model AND s.request_id = p.request_id")
             where += ["p.variant = 'primary'", "s.variant = 'shadow'"]
         elif rule.kind == "performance":
             source = f"{DB}.labeled_predictions"
             where.append("variant != 'shadow'")
         else:
-            source = f"{DB}.predictions"
+            source = f"{DB}.{PREDICTION.table}"
             where.append("variant != 'shadow'")
         return (
             f"SELECT {p}model AS m, {version_expr} AS v, {seg_expr} AS seg,\n"

@@ -44,7 +44,7 @@ def _events(model: str, n: int) -> list[tuple[str, bytes]]:
 
 def _records(events: list[tuple[str, bytes]], chunk: int) -> list[list[object]]:
     from driftline.collector.pipeline import RawRecord
-    from driftline.sdk.kafka_exporter import BATCH_HEADER
+    from driftline.sdk.contract import BATCH_HEADER
 
     batches, offsets = [], {"predictions": 0, "labels": 0}
     for i in range(0, len(events), chunk):

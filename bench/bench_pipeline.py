@@ -34,7 +34,7 @@ def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
     from driftline.sdk.codec import dumps
     from driftline.sdk import Monitor, SdkSettings
     from driftline.sdk.ids import uuid7
-    from driftline.sdk.monitor import format_timestamp
+    from driftline.sdk.contract import format_timestamp
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     produce_gate = None

@@ -22,6 +22,7 @@ from typing import Any
 from driftline.collector.config import CollectorSettings
 from driftline.collector.decode import DeadLetter
 from driftline.collector.pipeline import Pipeline, RawRecord
+from driftline.sdk.contract import EVENT_KINDS
 
 logger = logging.getLogger("driftline.collector")
 
@@ -128,9 +129,8 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
                     return
                 _update_lag(app, metrics, events)
 
-    make_agent(topics.predictions, "predictions")
-    make_agent(topics.labels, "labels")
-    make_agent(topics.outcomes, "outcomes")
+    for kind in EVENT_KINDS:
+        make_agent(topics.for_role(kind.role), kind.role)
 
     @app.timer(interval=tick_interval_s)
     async def tick() -> None:
@@ -189,7 +189,7 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
     client = connect(settings.clickhouse_url, retry_for_s=30)
     migrate(client)
     topics = settings.topics
-    ensure_topics(settings.kafka_bootstrap, [topics.predictions, topics.labels, topics.outcomes, topics.deadletter],
+    ensure_topics(settings.kafka_bootstrap, [*topics.event_topics(), topics.deadletter],
                   partitions=settings.partitions)
     stop = threading.Event()
     send_dead = dead_letter_sender(settings.kafka_bootstrap, topics.deadletter)

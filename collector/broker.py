@@ -185,7 +185,7 @@ class BrokerBacklog:
         """Events (not records: an SDK record carries many) past the group's committed offsets.
 
         Reads the uncommitted records once; for the report of what a forced stop drops."""
-        from driftline.sdk.kafka_exporter import unpack
+        from driftline.sdk.contract import unpack
 
         parts = self.partitions()
         ends = true_end_offsets(self._ends, parts)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from driftline.sdk.config import Topics
+from driftline.sdk.contract import Topics
 from driftline.sdk.errors import ConfigError
 
 ENV_VARS = {
@@ -130,7 +130,7 @@ class CollectorSettings:
                 values[name] = env[var]
         if env.get("DRIFTLINE_TOPIC_PREFIX"):
             prefix = env["DRIFTLINE_TOPIC_PREFIX"]
-            values["topics"] = Topics(*(f"{prefix}.{f.name}" for f in fields(Topics)))
+            values["topics"] = Topics.with_prefix(prefix)
         values.update({k: v for k, v in flags.items() if v is not None})
         unknown = set(values) - set(types)
         if unknown:

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.sdk.codec import loads
+from driftline.sdk.contract import BY_ROLE, validate_event
 from driftline.sdk.errors import SchemaError
-from driftline.sdk.schema import validate_event
 
 MAX_EVENT_BYTES = 1_048_576  # 1 MiB: larger events are refused (spaCy and ClickHouse rows stay sane)
 
-# Which event type each topic role accepts.
-ROLE_TYPES = {"predictions": "prediction", "labels": "label", "outcomes": "outcome"}
+
+def _expected_type(role: str) -> str | None:
+    """The event type a topic role accepts (None: an unknown role accepts any)."""
+    kind = BY_ROLE.get(role)
+    return None if kind is None else kind.type
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,9 @@ def decode_all(values: list[bytes], *, topic: str, role: str, partition: int = -
                offset: int = -1) -> list[dict[str, Any] | DeadLetter]:
     """``decode`` of each value (the events of one Kafka record), validated in one msgspec call
     when they are all good events of the topic's type; otherwise one by one, for the reasons."""
-    from driftline.sdk.fastcheck import fast_valid_all
+    from driftline.sdk.contract.fastcheck import fast_valid_all
 
-    expected = ROLE_TYPES.get(role)
+    expected = _expected_type(role)
     if expected is not None and all(len(v) <= MAX_EVENT_BYTES for v in values):
         try:
             events = [loads(v) for v in values]
@@ -72,7 +75,7 @@ def decode(value: bytes | None, *, topic: str, role: str, partition: int = -1, o
         validate_event(event)
     except SchemaError as exc:
         return dead("schema", str(exc))
-    expected = ROLE_TYPES.get(role)
+    expected = _expected_type(role)
     if expected is not None and event["type"] != expected:
         return dead("wrong_topic", f"type: a {event['type']} event on the {role} topic")
     return event

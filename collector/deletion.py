@@ -49,15 +49,17 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from driftline.collector.tables import DATABASE
+from driftline.sdk.contract import EVENT_KINDS, LABEL, OUTCOME, PREDICTION
+from driftline.sdk.contract.schema import UUID_PATTERN
 from driftline.sdk.errors import ConfigError, DriftlineError
 from driftline.sdk.ids import uuid7
 
 __all__ = ["DeletionError", "DeletionReport", "delete_rows", "redact_predicate"]
 
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_RE = re.compile(UUID_PATTERN)
 _STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.|'')*'")
 _CHUNK = 5_000  # ids per statement: keeps each query well under ClickHouse's max_query_size
-TABLES = ("predictions", "labels", "outcomes")
+TABLES = tuple(k.table for k in EVENT_KINDS)
 
 
 class DeletionError(DriftlineError):
@@ -147,8 +149,8 @@ def _count(db: _Db, table: str, ids: Sequence[str]) -> int:
 
 
 _INDEXES_OF = {
-    "predictions": ("rollup_prediction_index", "rollup_pair_index"),
-    "outcomes": ("rollup_outcome_index",),
+    PREDICTION.table: ("rollup_prediction_index", "rollup_pair_index"),
+    OUTCOME.table: ("rollup_outcome_index",),
 }
 
 
@@ -186,10 +188,10 @@ def delete_rows(
     skipped: list[str] = []
     if where is not None:
         cond = f"({where})"
-        rows = db.rows(f"SELECT DISTINCT toString(event_id), request_id FROM {DATABASE}.predictions "
+        rows = db.rows(f"SELECT DISTINCT toString(event_id), request_id FROM {DATABASE}.{PREDICTION.table} "
                        f"WHERE {cond}", "evaluate --where on predictions")
         pred_ids = sorted({r[0] for r in rows})
-        for table in ("labels", "outcomes"):
+        for table in (LABEL.table, OUTCOME.table):
             try:
                 targets[table].update(_ids(db, table, cond, f"evaluate --where on {table}"))
             except DeletionError:
@@ -199,17 +201,17 @@ def delete_rows(
         pred_ids = sorted({p.lower() for p in prediction_ids})
         rows = []
         for chunk in _chunks(pred_ids):
-            rows += db.rows(f"SELECT DISTINCT toString(event_id), request_id FROM {DATABASE}.predictions "
+            rows += db.rows(f"SELECT DISTINCT toString(event_id), request_id FROM {DATABASE}.{PREDICTION.table} "
                             f"WHERE {_in_list('event_id', chunk)}", "find predictions")
         predicate = _in_list("prediction_id", pred_ids) if len(pred_ids) <= 20 else \
             f"prediction_id IN ({len(pred_ids)} ids)"
     request_ids = sorted({r[1] for r in rows if r[1]})
-    targets["predictions"].update(r[0] for r in rows)
+    targets[PREDICTION.table].update(r[0] for r in rows)
     if pred_ids:
-        targets["labels"] |= _ids_by(db, "labels", "prediction_id", pred_ids)
-        targets["outcomes"] |= _ids_by(db, "outcomes", "prediction_id", pred_ids)
+        targets[LABEL.table] |= _ids_by(db, LABEL.table, "prediction_id", pred_ids)
+        targets[OUTCOME.table] |= _ids_by(db, OUTCOME.table, "prediction_id", pred_ids)
     if request_ids:
-        targets["outcomes"] |= _ids_by(db, "outcomes", "request_id", request_ids)
+        targets[OUTCOME.table] |= _ids_by(db, OUTCOME.table, "request_id", request_ids)
 
     # 2. Count, delete, verify.
     counts = {t: _count(db, t, sorted(ids)) for t, ids in targets.items()}

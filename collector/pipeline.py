@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 from driftline.collector.decode import DeadLetter, decode, decode_all
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.writer import ClickHouseWriter, WriteResult
-from driftline.sdk.kafka_exporter import unpack
+from driftline.sdk.contract import unpack
 
 logger = logging.getLogger("driftline.collector")
 
@@ -29,7 +29,7 @@ IN_FLIGHT = 2  # chunks being stored at once: ClickHouse inserts one while the n
 @dataclass(frozen=True)
 class RawRecord:
     topic: str
-    role: str  # predictions | labels | outcomes
+    role: str  # an EventKind.role of driftline.sdk.contract: predictions | labels | outcomes
     partition: int
     offset: int
     value: bytes | None

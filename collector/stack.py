@@ -82,8 +82,7 @@ class Stack:
 
     @property
     def topics(self) -> list[str]:
-        t = self.settings.topics
-        return [t.predictions, t.labels, t.outcomes]
+        return self.settings.topics.event_topics()
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,7 +118,7 @@ class Stack:
                                    on_restart=self._broker_restarted))
             self.kafka_bootstrap = broker.handle.bootstrap  # type: ignore[union-attr]
         t = self.settings.topics
-        ensure_topics(self.kafka_bootstrap, [t.predictions, t.labels, t.outcomes, t.deadletter],
+        ensure_topics(self.kafka_bootstrap, [*t.event_topics(), t.deadletter],
                       partitions=self.settings.partitions)
         from driftline.collector.clickhouse import connect
         from driftline.collector.tables import migrate
@@ -217,7 +216,7 @@ class Stack:
     def _broker_restarted(self, child: Child) -> None:
         held = self.backlog.last_total
         t = self.settings.topics
-        ensure_topics(self.kafka_bootstrap, [t.predictions, t.labels, t.outcomes, t.deadletter],
+        ensure_topics(self.kafka_bootstrap, [*t.event_topics(), t.deadletter],
                       partitions=self.settings.partitions)
         self.backlog.reset()
         # The collector's consumer still holds positions in the old topics; a position past a new

@@ -1,6 +1,7 @@
 """Write validated events to the ClickHouse prediction log in batches.
 
-Each event type maps to one table (``collector/tables.py``). A batch is written with one insert
+Each event kind is stored in its own table (``EventKind.table`` of :mod:`driftline.sdk.contract`;
+the DDL is ``collector/tables.py``). A batch is written with one insert
 per table through clickhouse-connect, exactly as against a ClickHouse server.
 
 Exactly-once to every query: the collector commits Kafka offsets only after a batch is stored, so
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 from driftline.sdk.codec import dumps
+from driftline.sdk.contract import BY_TYPE, LABEL, OUTCOME, PREDICTION, parse_timestamp
 
 logger = logging.getLogger("driftline.collector")
 
@@ -36,12 +37,7 @@ LABEL_COLUMNS = (
 )
 OUTCOME_COLUMNS = ("event_id", "timestamp", "model", "prediction_id", "request_id", "name", "value", "tags")
 
-TABLE_OF = {"prediction": "predictions", "label": "labels", "outcome": "outcomes"}
-COLUMNS_OF = {"predictions": PREDICTION_COLUMNS, "labels": LABEL_COLUMNS, "outcomes": OUTCOME_COLUMNS}
-
-
-def parse_ts(value: str) -> datetime:
-    return datetime.fromisoformat(value).astimezone(timezone.utc)
+COLUMNS_OF = {PREDICTION.table: PREDICTION_COLUMNS, LABEL.table: LABEL_COLUMNS, OUTCOME.table: OUTCOME_COLUMNS}
 
 
 def _json(value: Any) -> str:
@@ -128,7 +124,7 @@ def outcome_row(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-ROW_OF = {"predictions": prediction_row, "labels": label_row, "outcomes": outcome_row}
+ROW_OF = {PREDICTION.table: prediction_row, LABEL.table: label_row, OUTCOME.table: outcome_row}
 
 
 @dataclass(frozen=True)
@@ -178,7 +174,7 @@ class ClickHouseWriter:
         by_table: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in COLUMNS_OF}
         in_batch_dups = 0
         for e in events:
-            bucket = by_table[TABLE_OF[e["type"]]]
+            bucket = by_table[BY_TYPE[e["type"]].table]
             if e["event_id"] in bucket:
                 in_batch_dups += 1
                 continue
@@ -221,7 +217,7 @@ class ClickHouseWriter:
         more than the chunk itself. A range crowded with other rows (a late, long-buffered chunk)
         hits the limit and falls back to the lookup by id.
         """
-        lo, hi = parse_ts(rows.first_ts), parse_ts(rows.last_ts)
+        lo, hi = parse_timestamp(rows.first_ts), parse_timestamp(rows.last_ts)
         model_list = "','".join(m.replace("\\", "\\\\").replace("'", "\\'") for m in rows.models)
         where = (f"FROM {self.database}.{table} WHERE model IN ('{model_list}') "
                  f"AND timestamp BETWEEN toDateTime64('{lo:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC') "
@@ -252,7 +248,7 @@ def _bounds(stamps: list[str]) -> tuple[str, str]:
     width = len(stamps[0])
     if all(len(s) == width and s[-1] == "Z" for s in stamps):
         return min(stamps), max(stamps)
-    parsed = sorted(stamps, key=parse_ts)
+    parsed = sorted(stamps, key=parse_timestamp)
     return parsed[0], parsed[-1]
 
 
@@ -260,6 +256,6 @@ def rows_for(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     """Rows per table for ``events`` (used by tests and the benchmark)."""
     out: dict[str, list[dict[str, Any]]] = {t: [] for t in COLUMNS_OF}
     for e in events:
-        table = TABLE_OF[e["type"]]
+        table = BY_TYPE[e["type"]].table
         out[table].append(ROW_OF[table](e))
     return out

@@ -16,9 +16,10 @@ from typing import Any, Callable
 from driftline.dashboard import rollup_queries as rq
 from driftline.dashboard.data import Result, run
 from driftline.dashboard.view import View, ch_time
+from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 
 CACHE_TTL_S = 10
-P = "driftline.predictions"
+P = f"driftline.{PREDICTION.table}"
 NOT_SHADOW = "variant NOT LIKE 'shadow%'"
 CONF = "arrayMax(mapValues(prediction_scores))"
 T = "toStartOfInterval(timestamp, toIntervalSecond({bucket:UInt32}))"
@@ -308,7 +309,7 @@ def _labels_join(v: View, extra: str = "") -> tuple[str, dict[str, Any]]:
 FROM (SELECT {extra}event_id, timestamp, prediction_label, prediction_num FROM {P} WHERE {w}) AS pr
 LEFT JOIN (SELECT prediction_id, argMax(label_str, timestamp) AS label_str,
                   argMax(label_num, timestamp) AS label_num, max(timestamp) AS labelled_at
-           FROM driftline.labels
+           FROM driftline.{LABEL.table}
            WHERE model = {{model:String}} AND prediction_id IN (SELECT event_id FROM {P} WHERE {w})
            GROUP BY prediction_id) AS lb ON lb.prediction_id = pr.event_id"""
     return sql, p
@@ -414,7 +415,7 @@ def outcome_stats(v: View, raw: bool = False) -> Query:
     return _panel("ab.outcomes", v, raw, rq.outcome_stats, lambda w: f"""
 SELECT o.name AS outcome, pr.variant AS variant, count() AS n, avg(o.value) AS mean,
        varSamp(o.value) AS var
-FROM (SELECT prediction_id, name, value FROM driftline.outcomes
+FROM (SELECT prediction_id, name, value FROM driftline.{OUTCOME.table}
       WHERE model = {{model:String}} AND timestamp >= toDateTime64({{start:String}}, 6, 'UTC')
         AND prediction_id IS NOT NULL) AS o
 INNER JOIN (SELECT event_id, variant FROM {P} WHERE {w} AND {NOT_SHADOW}) AS pr

@@ -18,8 +18,9 @@ from typing import Any
 
 from driftline.collector import rollups as R
 from driftline.dashboard.view import View, ch_time
+from driftline.sdk.contract import PREDICTION
 
-P = "driftline.predictions"
+P = f"driftline.{PREDICTION.table}"
 TB = "toStartOfInterval(minute, toIntervalSecond({bucket:UInt32}))"
 _T64 = "toDateTime64({%s:String}, 6, 'UTC')"
 SERVED = "variant NOT LIKE 'shadow%'"

@@ -42,35 +42,13 @@ from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.journal import EngineMonitor
 from driftline.detectors.reference import Reference
 from driftline.detectors.windows import WindowClock
+from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
 
-__all__ = ["DetectorEngine", "parse_timestamp"]
+__all__ = ["DetectorEngine"]
 
 log = logging.getLogger(__name__)
 _STATE_VERSION = 1
 _MODEL_STATE_VERSION = 2
-
-
-_SECONDS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch seconds, for UTC stamps
-
-
-def parse_timestamp(ts: str) -> float:
-    """RFC 3339 (as validated by schema v1) to epoch seconds.
-
-    UTC stamps ("...Z", as the SDK and the sidecar write them) parse their whole seconds once
-    per second of traffic; the result is the same float ``datetime.timestamp()`` gives
-    (whole microseconds over 10**6, fractions past the microsecond dropped).
-    """
-    if len(ts) >= 20 and ts[-1] == "Z" and ts[19] in ".Z":
-        head = ts[:19]
-        secs = _SECONDS.get(head)
-        if secs is None:
-            if len(_SECONDS) > 4096:
-                _SECONDS.clear()
-            secs = _SECONDS[head] = int(_dt.datetime.fromisoformat(head + "+00:00").timestamp())
-        frac = ts[20:-1]
-        if frac.isdigit() or not frac:
-            return (secs * 1_000_000 + int((frac + "000000")[:6])) / 1_000_000
-    return _dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _utc(epoch: float) -> _dt.datetime:
@@ -141,7 +119,7 @@ class DetectorEngine:
         if mon is None:
             self.metrics.ignore("unconfigured_model")
             return None
-        ts = parse_timestamp(ev["timestamp"])
+        ts = timestamp_seconds(ev["timestamp"])
         model = mon.cfg.model
         if ts > self.watermarks.get(model, float("-inf")):
             self.watermarks[model] = ts
@@ -164,11 +142,12 @@ class DetectorEngine:
         self._deferred = []
         self._event_counts = {} if self.metrics.enabled else None
         try:
+            prediction, label = PREDICTION.type, LABEL.type
             for ev in events:
                 kind = ev.get("type")
-                if kind == "prediction":
+                if kind == prediction:
                     self.observe_prediction(ev)
-                elif kind == "label":
+                elif kind == label:
                     self.observe_label(ev)
                 else:
                     self.observe_outcome(ev)
@@ -200,7 +179,7 @@ class DetectorEngine:
     def observe_prediction(self, event: Mapping[str, Any]) -> None:
         """Feed one prediction event (primary, shadow or an A/B arm)."""
         try:
-            got = self._monitor(event, "prediction")
+            got = self._monitor(event, PREDICTION.type)
             if got is None:
                 return
             mon, ts = got
@@ -222,7 +201,7 @@ class DetectorEngine:
     def observe_label(self, event: Mapping[str, Any]) -> None:
         """Feed one label event; it is joined to its prediction within the label horizon."""
         try:
-            got = self._monitor(event, "label")
+            got = self._monitor(event, LABEL.type)
             if got is None:
                 return
             mon, ts = got
@@ -238,7 +217,7 @@ class DetectorEngine:
     def observe_outcome(self, event: Mapping[str, Any]) -> None:
         """Feed one outcome event (A/B metrics)."""
         try:
-            got = self._monitor(event, "outcome")
+            got = self._monitor(event, OUTCOME.type)
             if got is None:
                 return
             mon, _ = got

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from driftline.detectors.histogram import (
     FeatureProfile, category_key, profile_numeric, profile_values,
 )
+from driftline.sdk.contract import PREDICTION
 
 __all__ = [
     "REFERENCES_DDL", "Reference", "ReferenceStore", "ReferenceInfo", "prediction_features",
@@ -238,7 +239,7 @@ def from_prediction_log(client: Any, model: str, version: str, *, first_n: int |
         where.append("timestamp < parseDateTime64BestEffort({end:String}, 6)")
         params["end"] = end
     sql = ("SELECT features_num, features_str, features_bool, features_null, prediction "
-           f"FROM driftline.predictions WHERE {' AND '.join(where)} ORDER BY timestamp")
+           f"FROM driftline.{PREDICTION.table} WHERE {' AND '.join(where)} ORDER BY timestamp")
     if first_n:
         sql += f" LIMIT {int(first_n)}"
     rows = client.query(sql, parameters=params).result_rows

@@ -9,13 +9,13 @@ This package must stay light: no numpy, pandas or server-side dependencies are i
 
 from __future__ import annotations
 
-from driftline.sdk.config import SdkSettings, Topics
+from driftline.sdk.config import SdkSettings
+from driftline.sdk.contract import SCHEMA_VERSION, Topics, validate_event
 from driftline.sdk.errors import ConfigError, DriftlineError, ExporterError, SchemaError
 from driftline.sdk.exporter import BatchExporter, ExporterStats, ExportResult, Record
 from driftline.sdk.ids import uuid7
 from driftline.sdk.memory_exporter import InMemoryExporter
 from driftline.sdk.monitor import Monitor
-from driftline.sdk.schema import SCHEMA_VERSION, validate_event
 
 __all__ = [
     "SCHEMA_VERSION",

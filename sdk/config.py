@@ -7,23 +7,13 @@ Nothing here reads the environment at import time; :meth:`SdkSettings.from_env` 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from driftline.sdk.contract import Topics
 from driftline.sdk.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-@dataclass(frozen=True)
-class Topics:
-    predictions: str = "driftline.predictions"
-    labels: str = "driftline.labels"
-    outcomes: str = "driftline.outcomes"
-    deadletter: str = "driftline.deadletter"
-
-    def for_type(self, event_type: str) -> str:
-        return {"prediction": self.predictions, "label": self.labels, "outcome": self.outcomes}[event_type]
 
 
 @dataclass(frozen=True)
@@ -67,7 +57,7 @@ class SdkSettings:
             values["kafka_bootstrap"] = env["DRIFTLINE_KAFKA_BOOTSTRAP"]
         prefix = env.get("DRIFTLINE_TOPIC_PREFIX")
         if prefix:
-            values["topics"] = Topics(*(f"{prefix}.{f.name}" for f in fields(Topics)))
+            values["topics"] = Topics.with_prefix(prefix)
         for key, name, conv in (
             ("DRIFTLINE_QUEUE_SIZE", "queue_size", int),
             ("DRIFTLINE_BATCH_SIZE", "batch_size", int),

@@ -7,7 +7,8 @@ Failure handling: ``export`` sends the batch, flushes within the timeout and rep
 whose delivery failed with a retriable error for retry by the batch exporter (which backs off and
 tries again until the broker is back). Records the broker refuses permanently (too large, invalid)
 are counted as ``broker_error`` drops. A record may be delivered twice when an ack is lost; the
-collector stores each ``event_id`` once.
+collector stores each ``event_id`` once. Events are framed into Kafka records by
+:func:`driftline.sdk.contract.wire.pack`, which the collector reads back with ``unpack``.
 
 Deadlines: ``export(records, timeout_s)`` and ``shutdown(timeout_s)`` return within their timeout
 whatever the broker does (down, refusing connections, or paused and silent). kafka-python's own
@@ -25,54 +26,10 @@ import threading
 import time
 from typing import Any, Sequence
 
+from driftline.sdk.contract.wire import pack
 from driftline.sdk.exporter import ExportResult, Record
 
 logger = logging.getLogger("driftline.sdk")
-
-
-BATCH_HEADER = ("driftline-format", b"ndjson")
-
-
-def pack(records: Sequence[Record], max_bytes: int) -> list[tuple[str, bytes, list[int], bytes, list[tuple[str, bytes]]]]:
-    """Group records by (topic, key) into newline-delimited batches of at most ``max_bytes``.
-
-    One Kafka record then carries many events: kafka-python's per-record cost (tens of
-    microseconds) is paid once per batch, not once per event. The collector reads a record with
-    the ``driftline-format: ndjson`` header as one event per line; records without it hold one
-    JSON event, so any producer can still write single events. A lone event goes out as is.
-    """
-    groups: dict[tuple[str, bytes], list[int]] = {}
-    for i, r in enumerate(records):
-        groups.setdefault((r.topic, r.key), []).append(i)
-    chunks = []
-    for (topic, key), indexes in groups.items():
-        current: list[int] = []
-        size = 0
-        for i in indexes:
-            n = len(records[i].value) + 1
-            if current and size + n > max_bytes:
-                chunks.append(_chunk(records, topic, key, current))
-                current, size = [], 0
-            current.append(i)
-            size += n
-        if current:
-            chunks.append(_chunk(records, topic, key, current))
-    return chunks
-
-
-def unpack(value: bytes, headers: Any = ()) -> list[bytes]:
-    """The events in one Kafka record: one per line for a batch record, else the value itself."""
-    items = headers.items() if hasattr(headers, "items") else (headers or ())
-    for name, header_value in items:
-        if name == BATCH_HEADER[0] and bytes(header_value) == BATCH_HEADER[1]:
-            return value.split(b"\n")
-    return [value]
-
-
-def _chunk(records: Sequence[Record], topic: str, key: bytes, indexes: list[int]) -> tuple[str, bytes, list[int], bytes, list[tuple[str, bytes]]]:
-    if len(indexes) == 1:
-        return topic, key, indexes, records[indexes[0]].value, []
-    return topic, key, indexes, b"\n".join(records[i].value for i in indexes), [BATCH_HEADER]
 
 
 def _permanent_errors() -> tuple[type[BaseException], ...]:

@@ -26,9 +26,9 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from driftline.sdk import schema
 from driftline.sdk.codec import dumps
-from driftline.sdk.config import SdkSettings, Topics
+from driftline.sdk.config import SdkSettings
+from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, Topics, format_timestamp, schema
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.exporter import BatchExporter, Exporter, ExporterStats, Record
 from driftline.sdk.ids import uuid7
@@ -38,22 +38,6 @@ logger = logging.getLogger("driftline.sdk")
 _PRED, _LABEL, _OUTCOME = 0, 1, 2
 _uuid7 = uuid7
 _time_ns = time.time_ns
-
-
-# The last whole second formatted and its "YYYY-MM-DDTHH:MM:SS." prefix, swapped as one tuple so
-# threads (log_batch callers, the exporter) never pair one second with another's prefix.
-_ts_second: list[tuple[int, str]] = [(-1, "")]
-
-
-def format_timestamp(ts_ns: int) -> str:
-    """RFC 3339 UTC with microseconds: ``2026-11-24T03:22:12.123456Z``."""
-    secs, ns = divmod(ts_ns, 1_000_000_000)
-    last = _ts_second[0]
-    if secs != last[0]:  # events come thousands per second: format the date part once each
-        t = time.gmtime(secs)
-        last = _ts_second[0] = (secs, f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:"
-                                      f"{t.tm_min:02d}:{t.tm_sec:02d}.")
-    return f"{last[1]}{ns // 1000:06d}Z"
 
 
 def _plain(value: Any) -> Any:
@@ -356,18 +340,18 @@ class Monitor:
         if kind == _PRED:
             _, _, _, features, prediction, latency_ms, variant, request_id, status, error, tags = item
             features = _plain_features(features)
-            event = {**base, "type": "prediction", "model_version": self.version, "variant": variant,
+            event = {**base, "type": PREDICTION.type, "model_version": self.version, "variant": variant,
                      "request_id": request_id or item[1], "features": features,
                      "prediction": _plain(prediction),
                      "latency_ms": None if latency_ms is None else float(latency_ms),
                      "status": status, "error": error, "tags": {**self.tags, **tags} if tags else self.tags}
         elif kind == _LABEL:
             _, _, _, prediction_id, label, tags = item
-            event = {**base, "type": "label", "model_version": self.version, "prediction_id": prediction_id,
+            event = {**base, "type": LABEL.type, "model_version": self.version, "prediction_id": prediction_id,
                      "label": _plain(label), "tags": {**self.tags, **tags} if tags else self.tags}
         else:
             _, _, _, prediction_id, request_id, name, value, tags = item
-            event = {**base, "type": "outcome", "prediction_id": prediction_id, "request_id": request_id,
+            event = {**base, "type": OUTCOME.type, "prediction_id": prediction_id, "request_id": request_id,
                      "name": name, "value": _plain(value),
                      "tags": {**self.tags, **tags} if tags else self.tags}
         if self._mask is not None:

@@ -82,11 +82,10 @@ def ch_client(clickhouse_url: str) -> Any:
 
 
 def unique_topics(prefix: str = "t") -> Any:
-    from driftline.sdk.config import Topics
+    from driftline.sdk.contract import Topics
 
     tag = f"{prefix}{uuid.uuid4().hex[:8]}"
-    return Topics(predictions=f"{tag}.predictions", labels=f"{tag}.labels", outcomes=f"{tag}.outcomes",
-                  deadletter=f"{tag}.deadletter")
+    return Topics.with_prefix(tag)
 
 
 class CollectorProcess:

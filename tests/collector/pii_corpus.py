@@ -16,7 +16,7 @@ import random
 from typing import Any, NamedTuple
 
 from driftline.sdk.ids import uuid7
-from driftline.sdk.schema import validate_event
+from driftline.sdk.contract.schema import validate_event
 
 __all__ = ["PiiCorpus", "pii_corpus", "luhn_complete", "iban"]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from driftline.collector.broker import BrokerBacklog, ensure_topics
-from driftline.sdk.kafka_exporter import BATCH_HEADER
+from driftline.sdk.contract import BATCH_HEADER
 
 pytestmark = pytest.mark.integration
 

@@ -89,10 +89,10 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
     from driftline.collector.detect_stage import build_stage
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.pipeline import Pipeline, RawRecord
-    from driftline.collector.writer import TABLE_OF, ClickHouseWriter
+    from driftline.collector.writer import ClickHouseWriter
     from driftline.detectors.config import DetectorsConfig
     from driftline.sdk.codec import dumps
-    from driftline.sdk.kafka_exporter import BATCH_HEADER
+    from driftline.sdk.contract import BATCH_HEADER, BY_TYPE
 
     cfg = DetectorsConfig.from_mapping({"model": "*", "window": {"size": 200}, "min_samples": 50,
                                         "reference": {"source": "first_events", "first_events": 300}})
@@ -110,7 +110,7 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
             pending[role] = []
 
         for e in _stream(model, 2000, shift_at=1200, label_lag=30):
-            role = TABLE_OF[e["type"]]
+            role = BY_TYPE[e["type"]].role
             pending[role].append(dumps(e))
             if len(pending[role]) == 7:
                 emit(role)

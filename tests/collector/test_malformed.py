@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from driftline.sdk.ids import uuid7
-from driftline.sdk.monitor import format_timestamp
+from driftline.sdk.contract import format_timestamp
 from tests.conftest import unique_topics, wait_for
 
 pytestmark = pytest.mark.integration

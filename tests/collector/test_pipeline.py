@@ -13,7 +13,7 @@ from driftline.collector.pipeline import Pipeline, Position, RawRecord
 from driftline.collector.writer import WriteResult
 from driftline.sdk.codec import dumps
 from driftline.sdk.ids import uuid7
-from driftline.sdk.kafka_exporter import BATCH_HEADER
+from driftline.sdk.contract import BATCH_HEADER
 
 
 def _event(i: int) -> bytes:

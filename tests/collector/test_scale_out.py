@@ -32,7 +32,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from driftline.sdk.config import Topics
+from driftline.sdk.contract import Topics
 from tests.conftest import CollectorProcess, unique_topics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ def _events(models: list[str]) -> list[dict[str, Any]]:
     """The stream: per model, predictions in time order, a label after every LABEL_EVERY-th one,
     models interleaved. Half the models drift after 60% of their traffic."""
     from driftline.sdk.ids import uuid7
-    from driftline.sdk.schema import validate_event
+    from driftline.sdk.contract.schema import validate_event
 
     rng = random.Random(8)
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=1)

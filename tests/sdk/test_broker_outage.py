@@ -13,7 +13,7 @@ import pytest
 
 from driftline.collector.broker import ensure_topics, start_broker
 from driftline.sdk import Monitor, SdkSettings
-from driftline.sdk.kafka_exporter import unpack
+from driftline.sdk.contract import unpack
 from tests.conftest import unique_topics, wait_for
 
 pytestmark = pytest.mark.integration

@@ -213,13 +213,13 @@ for i in range(50):
 def test_events_are_flushed_at_interpreter_exit(kafka_bootstrap: str) -> None:
     from kafka import KafkaConsumer
 
-    from driftline.sdk.config import Topics
+    from driftline.sdk.contract import Topics
 
     subprocess.run([sys.executable, "-c", AT_EXIT, kafka_bootstrap], check=True, timeout=60,
                    env={**os.environ, "DRIFTLINE_TOPIC_PREFIX": ""})
     consumer = KafkaConsumer(Topics().predictions, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=5000, group_id=None)
-    from driftline.sdk.kafka_exporter import unpack
+    from driftline.sdk.contract import unpack
 
     seen = [json.loads(v) for m in consumer for v in unpack(m.value, m.headers)]
     consumer.close()

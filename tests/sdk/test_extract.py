@@ -8,7 +8,7 @@ import pytest
 
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.extract import ExtractSpec, extract, flatten, get_path
-from driftline.sdk.schema import check_features, check_prediction
+from driftline.sdk.contract.schema import check_features, check_prediction
 
 AUTO = ExtractSpec()
 

@@ -1,7 +1,7 @@
 """A fast accept-only check of schema v1, compiled by msgspec (C), in front of ``validate_event``.
 
 ``fast_valid(obj)`` returns True when msgspec accepts the event under a schema at least as strict
-as :func:`driftline.sdk.schema.validate_event`; callers then skip the Python validator. When it
+as :func:`driftline.sdk.contract.schema.validate_event`; callers then skip the Python validator. When it
 returns False (or msgspec is not installed), callers run the Python validator, which raises the
 error that names the field, or accepts the rare event msgspec is stricter about (integers beyond
 64 bits, for example). So the fast path can only ever save time, never let an invalid event in.
@@ -12,12 +12,12 @@ Measured: about half the cost of the Python validator for an event with 20 featu
 # creation, and the types they name are local to _build().
 from typing import Any
 
-from driftline.sdk.schema import MAX_FEATURES, MAX_NAME_LEN, MAX_STRING_LEN
+from driftline.sdk.contract.kinds import LABEL, OUTCOME, PREDICTION
+from driftline.sdk.contract.schema import MAX_FEATURES, MAX_NAME_LEN, MAX_STRING_LEN, UUID_PATTERN
+from driftline.sdk.contract.timestamps import TIMESTAMP_PATTERN
 
 _converter: Any = None
 _unavailable = False
-_PATTERN_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-_PATTERN_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 _MAX_FLOAT = 1.7976931348623157e308
 
 
@@ -34,8 +34,8 @@ def _build() -> Any:
     scalar_t = Union[None, bool, int, finite_t, text_t]
     prediction_t = Union[None, bool, int, finite_t, text_t, list[Union[None, bool, int, finite_t, text_t, list[scalar_t]]],
                        dict[name_t, finite_t]]
-    uuid_str_t = Annotated[str, Meta(pattern=_PATTERN_UUID)]
-    timestamp_t = Annotated[str, Meta(pattern=_PATTERN_TS)]
+    uuid_str_t = Annotated[str, Meta(pattern=UUID_PATTERN)]
+    timestamp_t = Annotated[str, Meta(pattern=TIMESTAMP_PATTERN)]
     tags_t = dict[name_t, Annotated[str, Meta(max_length=MAX_NAME_LEN * 4)]]
     features_t = Annotated[dict[name_t, scalar_t], Meta(max_length=MAX_FEATURES)]
     version_t = Annotated[str, Meta(max_length=MAX_NAME_LEN)]
@@ -46,7 +46,7 @@ def _build() -> Any:
         timestamp: timestamp_t
         model: name_t
 
-    class Prediction(Base, tag="prediction"):
+    class Prediction(Base, tag=PREDICTION.type):
         model_version: Optional[version_t] = None
         variant: Optional[name_t] = None
         request_id: Optional[name_t] = None
@@ -57,13 +57,13 @@ def _build() -> Any:
         error: Optional[Annotated[str, Meta(min_length=1, max_length=10_000)]] = None
         tags: Optional[tags_t] = None
 
-    class Label(Base, tag="label"):
+    class Label(Base, tag=LABEL.type):
         prediction_id: uuid_str_t
         label: prediction_t
         model_version: Optional[version_t] = None
         tags: Optional[tags_t] = None
 
-    class Outcome(Base, tag="outcome"):
+    class Outcome(Base, tag=OUTCOME.type):
         name: name_t
         value: Union[bool, finite_t]
         prediction_id: Optional[uuid_str_t] = None
@@ -75,14 +75,14 @@ def _build() -> Any:
     # typing.Union, in Python, on every call). A concrete tagged Struct does not require the tag
     # field, so dispatch only on a present, known type; anything else takes the Union path, which
     # refuses it.
-    by_type = {"prediction": Prediction, "label": Label, "outcome": Outcome}
+    by_type = {PREDICTION.type: Prediction, LABEL.type: Label, OUTCOME.type: Outcome}
     msgspec_convert = msgspec.convert
 
     def convert(obj: Any) -> Any:
         kind = obj.get("type")
         return msgspec_convert(obj, type=by_type.get(kind, event_t) if type(kind) is str else event_t)
 
-    lists = {"prediction": list[Prediction], "label": list[Label]}  # type: ignore[valid-type]
+    lists = {PREDICTION.type: list[Prediction], LABEL.type: list[Label]}  # type: ignore[valid-type]
 
     def convert_all(objs: list[Any], kind: str) -> Any:
         return msgspec_convert(objs, type=lists[kind])
@@ -94,7 +94,7 @@ def _build() -> Any:
 def fast_valid_all(objs: "list[Any]", kind: str) -> bool:
     """True if every one of ``objs`` is certainly a valid schema-v1 event of type ``kind``
     (``prediction`` or ``label``), checked in one msgspec call; False means "check each one"."""
-    if kind not in ("prediction", "label") or not fast_valid_ready():
+    if kind not in (PREDICTION.type, LABEL.type) or not fast_valid_ready():
         return False
     convert, error, _ = _converter
     for obj in objs:  # a concrete tagged Struct does not require its tag: check it here

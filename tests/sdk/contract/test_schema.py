@@ -74,7 +74,7 @@ def test_errors_name_the_field(path: str, value: Any, field: str) -> None:
 
 @pytest.mark.parametrize("case", range(19))
 def test_the_fast_path_never_accepts_what_the_validator_refuses(case: int) -> None:
-    from driftline.sdk.fastcheck import fast_valid
+    from driftline.sdk.contract.fastcheck import fast_valid
 
     params = test_errors_name_the_field.pytestmark[0].args[1]  # type: ignore[attr-defined]
     path, value, _ = params[case]
@@ -85,7 +85,7 @@ def test_the_fast_path_never_accepts_what_the_validator_refuses(case: int) -> No
 def test_the_fast_path_refuses_a_missing_odd_or_mismatched_type(kind: Any) -> None:
     # The fast path converts to the Struct the "type" names; a concrete tagged Struct does not
     # require its tag, so a missing, unhashable or other type must not reach it unchecked.
-    from driftline.sdk.fastcheck import fast_valid
+    from driftline.sdk.contract.fastcheck import fast_valid
 
     event = copy.deepcopy(PRED)
     if kind is None:
@@ -100,7 +100,7 @@ def test_the_fast_path_refuses_a_missing_odd_or_mismatched_type(kind: Any) -> No
 
 
 def test_the_fast_path_accepts_valid_events() -> None:
-    from driftline.sdk.fastcheck import fast_valid
+    from driftline.sdk.contract.fastcheck import fast_valid
 
     assert fast_valid(copy.deepcopy(PRED)) is True
     for prediction in (1, 0.5, "cat", True, None, [1, 2], [[0.1, 0.9]], {"a": 1}):

@@ -25,28 +25,31 @@ import math
 import re
 from typing import Any, Mapping
 
+from driftline.sdk.contract.kinds import EVENT_KINDS, LABEL, OUTCOME, PREDICTION
+from driftline.sdk.contract.timestamps import TIMESTAMP_PATTERN
 from driftline.sdk.errors import SchemaError
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = ("prediction", "label", "outcome")
+EVENT_TYPES = tuple(k.type for k in EVENT_KINDS)
 STATUSES = ("ok", "error")
 
 MAX_NAME_LEN = 256
 MAX_FEATURES = 10_000
 MAX_STRING_LEN = 1_000_000  # spaCy refuses longer texts; we refuse them at the door
 
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UUID_RE = re.compile(UUID_PATTERN)
+_TS_RE = re.compile(TIMESTAMP_PATTERN)
 
 _COMMON_REQUIRED = ("schema_version", "type", "event_id", "timestamp", "model")
 _ALLOWED = {
-    "prediction": frozenset(
+    PREDICTION.type: frozenset(
         _COMMON_REQUIRED
         + ("model_version", "variant", "request_id", "features", "prediction", "latency_ms",
            "status", "error", "tags")
     ),
-    "label": frozenset(_COMMON_REQUIRED + ("model_version", "prediction_id", "label", "tags")),
-    "outcome": frozenset(
+    LABEL.type: frozenset(_COMMON_REQUIRED + ("model_version", "prediction_id", "label", "tags")),
+    OUTCOME.type: frozenset(
         _COMMON_REQUIRED + ("prediction_id", "request_id", "name", "value", "tags")
     ),
 }
@@ -152,7 +155,7 @@ def _check_uuid(field: str, value: Any) -> None:
 
 def _fast_valid(event: Any) -> bool:
     global _fast_valid
-    from driftline.sdk.fastcheck import fast_valid  # msgspec, compiled on first use
+    from driftline.sdk.contract.fastcheck import fast_valid  # msgspec, compiled on first use
 
     _fast_valid = fast_valid
     return fast_valid(event)
@@ -192,7 +195,7 @@ def validate_event(event: Any) -> dict[str, Any]:
             _check_str(name, event[name], empty=name == "model_version")
     if "tags" in event and event["tags"] is not None:
         check_tags(event["tags"])
-    if etype == "prediction":
+    if etype == PREDICTION.type:
         check_features(event.get("features", {}))
         check_prediction(event.get("prediction"))
         latency = event.get("latency_ms")
@@ -207,7 +210,7 @@ def validate_event(event: Any) -> dict[str, Any]:
             raise SchemaError("status", f"expected 'ok' or 'error', got {status!r:.40}")
         if event.get("error") is not None:
             _check_str("error", event["error"], max_len=10_000)
-    elif etype == "label":
+    elif etype == LABEL.type:
         if "prediction_id" not in event:
             raise SchemaError("prediction_id", "missing")
         _check_uuid("prediction_id", event["prediction_id"])
