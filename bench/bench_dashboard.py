@@ -56,10 +56,10 @@ def panel_queries(v: Any, raw: bool = False) -> list[Any]:
 def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: bool = False) -> None:
     """Rows/s of collector-style inserts into a fresh store, without then with the rollup MVs
     (and, with ``per_view``, with each MV alone: its tables exist, the other MVs are dropped)."""
-    from driftline.collector import rollups
+    from driftline.collector.store import rollups
     from driftline.collector.chstore import start_chstore
-    from driftline.collector.clickhouse import connect
-    from driftline.collector.tables import migrate
+    from driftline.collector.store.client import connect
+    from driftline.collector.store.tables import migrate
     from driftline.dashboard.seed import SeedSpec, seed_labels_outcomes, seed_predictions
 
     end = dt.datetime.now(dt.timezone.utc)
@@ -104,11 +104,11 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
             cpu_us[k[0]] = (_cpu_s(store.pid) - c0) / rows * 1e6
             return rows / wall
 
-        rollups.drop(c)  # tables.migrate created them
+        rollups.drop(c)  # migrate created them
         tables = ("predictions", "labels", NO_SHADOWS)  # labels after their predictions, as usual
         for table in tables:
             results[("without MVs", table)] = (rate(table), cpu_us[k[0]])
-        rollups.migrate(c)
+        rollups.ensure(c)
         for table in tables:
             results[("with MVs", table)] = (rate(table), cpu_us[k[0]])
         print("insert cost of the rollup MVs (fresh store, JSONEachRow, "
@@ -202,7 +202,7 @@ def main() -> int:
     import streamlit  # noqa: F401  (import before timing)
 
     from driftline.collector.chstore import start_chstore
-    from driftline.collector.clickhouse import connect
+    from driftline.collector.store.client import connect
     from driftline.dashboard.data import run
     from driftline.dashboard.seed import SeedSpec, seed
     from driftline.dashboard.view import View
