@@ -1,4 +1,5 @@
-"""``driftline reference``: where it finds ClickHouse (a real chDB store with a password)."""
+"""``driftline reference`` (detectors/cli.py; not test_cli.py: tests/alerting has that basename and
+neither folder is a package): where it finds ClickHouse (a real chDB store with a password)."""
 
 from __future__ import annotations
 
