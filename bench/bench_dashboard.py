@@ -8,7 +8,7 @@ for the last 24 hours and for the whole 7 days. Baselines measured in the same r
 ``SELECT count()`` of the model's rows, and the same panels on a 1M-prediction model.
 Targets (issue 7): every page < 2 s, every panel query < 300 ms.
 
-Panels read the per-minute rollups that materialized views keep (``collector/rollups.py``);
+Panels read the per-minute rollups that materialized views keep (``collector/store/rollups.py``);
 ``--raw`` times the raw-table SQL of the same panels for comparison. The insert cost of those
 views is measured first on a separate fresh store: rows/s and the store process's CPU µs per row
 for 200k predictions (a third of them shadows), the same without shadows, and 100k labels of

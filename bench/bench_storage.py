@@ -3,7 +3,7 @@
 Stores N realistic prediction events (default 1,000,000: 8 numeric + 2 categorical + 1 boolean
 features, a class-score prediction, latency, two tags, UUIDv7 ids, one event every ~10 ms across 5
 models), a label for 20% of them, and one window of drift metrics per 5,000 predictions, in the
-embedded store (real ClickHouse engine, MergeTree with the production DDL of collector/tables.py),
+embedded store (real ClickHouse engine, MergeTree with the production DDL of collector/store/tables.py),
 merges the parts, and reads ``system.parts``.
 
 Baseline: the same events as the JSON the SDK puts on Kafka (what the raw topics hold), so the

@@ -1,5 +1,5 @@
-"""driftline.collector: the Kafka consumer, validation, PII scrubbing, the ClickHouse writer,
-the embedded broker and store, deletion on request.
+"""driftline.collector: the Kafka consumer, validation, PII scrubbing, the embedded broker and
+store; ``collector/store`` is the store's one home (client, tables, one migrate, writer, deletion).
 
 Public names are imported on first use, so importing one submodule stays cheap.
 """

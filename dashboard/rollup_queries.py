@@ -1,4 +1,4 @@
-"""Panel queries over the per-minute rollups (``collector/rollups.py``), same answers as raw SQL.
+"""Panel queries over the per-minute rollups (``collector/store/rollups.py``), same answers as raw SQL.
 
 A time range is split into whole minutes, read from a rollup, and the partial minutes at its two
 edges, aggregated from the raw table with the very SELECT the materialized view runs; the two
