@@ -89,6 +89,10 @@ def _redact(url: str) -> str:
 def _error(exc: Exception, url: str) -> DataError:
     text = str(exc).strip()
     code = getattr(exc, "code", None)
+    # Tolerated, not a bug to fix: the dashboard is read-only (readonly=2 refuses DDL), so it cannot
+    # run the store's migrate itself, and it may start before any writer (collector, alerting,
+    # `driftline up`) has migrated the store: docker-compose starts services together, and a
+    # user's own server may be empty. A missing table is then a state to explain, not an error.
     if "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text:
         return DataError("A table this panel reads does not exist yet.", code="UNKNOWN_TABLE",
                          hint="Start the collector (`driftline up`) so it creates the tables.")
