@@ -34,8 +34,9 @@ DRIFTLINE_SERVICES = ("collector", "sidecar", "alerting", "dashboard")
 SOURCES = {
     "collector": ["collector/config.py", "collector/scrub_config.py"],
     "sidecar": ["sdk/config.py", "sdk/sidecar_config.py", "sdk/sidecar_cli.py"],
-    "alerting": ["alerting/*.py"],
-    "dashboard": ["dashboard/*.py"],
+    # the ClickHouse URL (DRIFTLINE_CLICKHOUSE_URL) is read through the store's one client module
+    "alerting": ["alerting/*.py", "collector/store/client.py"],
+    "dashboard": ["dashboard/*.py", "collector/store/client.py"],
     "model": [],
 }
 
