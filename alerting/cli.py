@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
 from driftline.sdk.errors import ConfigError
-
-DEFAULT_CLICKHOUSE_URL = "http://127.0.0.1:8123"
 
 
 def _default_data_dir() -> str:
@@ -36,7 +35,7 @@ def register(subparsers: Any) -> None:
     def common(p: argparse.ArgumentParser, rules: bool, data_dir: bool) -> None:
         p.add_argument("--clickhouse-url", default=None,
                        help=f"ClickHouse HTTP URL (env DRIFTLINE_CLICKHOUSE_URL, "
-                            f"default {DEFAULT_CLICKHOUSE_URL})")
+                            f"default {DEFAULT_URL})")
         if rules:
             p.add_argument("--rules", required=True, help="rules YAML file")
         if data_dir:
@@ -64,10 +63,7 @@ def register(subparsers: Any) -> None:
 
 
 def _client(url: str | None) -> Any:
-    import clickhouse_connect
-
-    return clickhouse_connect.get_client(
-        dsn=url or os.environ.get("DRIFTLINE_CLICKHOUSE_URL", DEFAULT_CLICKHOUSE_URL))
+    return connect(resolve_url(url, os.environ))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ request (unless the model is inside that channel's cooldown). Delivery then drai
 
 Example::
 
-    svc = AlertService(load_rules("rules.yaml"), clickhouse_connect.get_client(dsn=url),
+    svc = AlertService(load_rules("rules.yaml"), driftline.collector.store.connect(url),
                        data_dir="/var/lib/driftline/alerting", registry=CollectorRegistry())
     svc.run()            # until svc.stop() is called (from a signal handler or another thread)
 """
@@ -35,6 +35,7 @@ from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Incident, Outbox
 from driftline.alerting.rules import RuleSet
 from driftline.alerting.ssrf import Resolver, system_resolver
+from driftline.collector.store import migrate
 
 log = logging.getLogger("driftline.alerting")
 HISTORY = "_history"
@@ -55,7 +56,9 @@ class AlertService:
         self._stop = threading.Event()
         self.metrics = AlertMetrics(registry if registry is not None else CollectorRegistry())
         if clickhouse is not None:  # None is enough for `alerts test`, which queries nothing
-            store.create(clickhouse)
+            # Every table, not only driftline.alerts: the rules read drift_metrics and the
+            # prediction log, and alerting may start before any collector on an empty store.
+            migrate(clickhouse)
         self.outbox = Outbox(Path(data_dir) / "alerting.sqlite3")
         self.evaluator = Evaluator(clickhouse, rules.history_windows, rules.lookback_s)
         self.deliverer = Deliverer(

@@ -2,7 +2,8 @@
 
 Rows are written through the outbox (kind ``history``), so a restart neither loses nor doubles
 them: the row's ``event_id`` is the outbox idempotency key and ReplacingMergeTree collapses a
-re-sent row; readers use ``FINAL``.
+re-sent row; readers use ``FINAL``. The table's DDL is in ``collector/store/tables.py``, created by
+:func:`driftline.collector.store.migrate`.
 """
 
 from __future__ import annotations
@@ -13,44 +14,9 @@ from typing import Any
 from driftline.alerting.incidents import Alert
 from driftline.alerting.webhook import _features, _windows
 
-ALERTS = """
-CREATE TABLE IF NOT EXISTS driftline.alerts
-(
-    event_id        String COMMENT 'idempotency key of this event',
-    event_time      DateTime64(3, 'UTC'),
-    event           LowCardinality(String) COMMENT 'firing, repeat or resolved',
-    incident        String COMMENT 'stable incident key (PagerDuty dedup_key)',
-    rule            LowCardinality(String),
-    kind            LowCardinality(String),
-    severity        LowCardinality(String),
-    model           LowCardinality(String),
-    model_version   LowCardinality(String),
-    segment         String,
-    statistic       LowCardinality(String),
-    condition       String,
-    since           DateTime64(3, 'UTC') COMMENT 'start of the first breaching window',
-    value           Nullable(Float64),
-    samples         UInt64,
-    features        String COMMENT 'JSON: drifted features with their statistics',
-    windows         String COMMENT 'JSON: recent windows and their verdicts',
-    evidence_sql    String COMMENT 'SQL that reproduces the evidence',
-    dashboard_link  String,
-    channels        Array(String)
-)
-ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(event_time)
-ORDER BY (model, incident, event_id)
-"""
-
 COLUMNS = ("event_id", "event_time", "event", "incident", "rule", "kind", "severity", "model",
            "model_version", "segment", "statistic", "condition", "since", "value", "samples",
            "features", "windows", "evidence_sql", "dashboard_link", "channels")
-
-
-def create(client: Any) -> None:
-    """Create ``driftline.alerts`` (and the database) if missing."""
-    client.command("CREATE DATABASE IF NOT EXISTS driftline")
-    client.command(ALERTS)
 
 
 def history_row(alert: Alert, event_id: str, channels: tuple[str, ...]) -> dict[str, Any]:
@@ -101,4 +67,4 @@ def list_alerts(client: Any, now: dt.datetime, recent_s: float = 86400.0,
     return opened, recent
 
 
-__all__ = ["ALERTS", "COLUMNS", "create", "history_row", "insert", "list_alerts"]
+__all__ = ["COLUMNS", "history_row", "insert", "list_alerts"]

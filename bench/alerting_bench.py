@@ -18,7 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "alerting"))
 
-import clickhouse_connect  # noqa: E402
 from fakes import FakeSlack  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
@@ -30,14 +29,14 @@ from driftline.alerting.outbox import Outbox  # noqa: E402
 from driftline.alerting.rules import Channel, Secret, parse_rules  # noqa: E402
 from driftline.alerting.ssrf import check_url  # noqa: E402
 from driftline.collector.chstore import start_chstore  # noqa: E402
-from driftline.collector.tables import migrate  # noqa: E402
+from driftline.collector.store import connect, migrate  # noqa: E402
 
 MODELS, WINDOWS, FEATURES, MESSAGES = 100, 48, 10, 300
 
 
 def main() -> None:
     server = start_chstore(tempfile.mkdtemp())
-    client = clickhouse_connect.get_client(dsn=server.url)
+    client = connect(server.url)  # as `driftline alerts run` does
     migrate(client)
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     rng = random.Random(0)

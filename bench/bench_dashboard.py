@@ -8,7 +8,7 @@ for the last 24 hours and for the whole 7 days. Baselines measured in the same r
 ``SELECT count()`` of the model's rows, and the same panels on a 1M-prediction model.
 Targets (issue 7): every page < 2 s, every panel query < 300 ms.
 
-Panels read the per-minute rollups that materialized views keep (``collector/rollups.py``);
+Panels read the per-minute rollups that materialized views keep (``collector/store/rollups.py``);
 ``--raw`` times the raw-table SQL of the same panels for comparison. The insert cost of those
 views is measured first on a separate fresh store: rows/s and the store process's CPU µs per row
 for 200k predictions (a third of them shadows), the same without shadows, and 100k labels of
@@ -56,10 +56,10 @@ def panel_queries(v: Any, raw: bool = False) -> list[Any]:
 def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: bool = False) -> None:
     """Rows/s of collector-style inserts into a fresh store, without then with the rollup MVs
     (and, with ``per_view``, with each MV alone: its tables exist, the other MVs are dropped)."""
-    from driftline.collector import rollups
+    from driftline.collector.store import rollups
     from driftline.collector.chstore import start_chstore
-    from driftline.collector.clickhouse import connect
-    from driftline.collector.tables import migrate
+    from driftline.collector.store.client import connect
+    from driftline.collector.store.tables import migrate
     from driftline.dashboard.seed import SeedSpec, seed_labels_outcomes, seed_predictions
 
     end = dt.datetime.now(dt.timezone.utc)
@@ -104,11 +104,11 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
             cpu_us[k[0]] = (_cpu_s(store.pid) - c0) / rows * 1e6
             return rows / wall
 
-        rollups.drop(c)  # tables.migrate created them
+        rollups.drop(c)  # migrate created them
         tables = ("predictions", "labels", NO_SHADOWS)  # labels after their predictions, as usual
         for table in tables:
             results[("without MVs", table)] = (rate(table), cpu_us[k[0]])
-        rollups.migrate(c)
+        rollups.ensure(c)
         for table in tables:
             results[("with MVs", table)] = (rate(table), cpu_us[k[0]])
         print("insert cost of the rollup MVs (fresh store, JSONEachRow, "
@@ -202,7 +202,7 @@ def main() -> int:
     import streamlit  # noqa: F401  (import before timing)
 
     from driftline.collector.chstore import start_chstore
-    from driftline.collector.clickhouse import connect
+    from driftline.collector.store.client import connect
     from driftline.dashboard.data import run
     from driftline.dashboard.seed import SeedSpec, seed
     from driftline.dashboard.view import View

@@ -63,12 +63,12 @@ def main(events: int = 100_000, chunk: int = 5000) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
     from driftline.collector.chstore import start_chstore
-    from driftline.collector.clickhouse import connect
+    from driftline.collector.store.client import connect
     from driftline.collector.detect_stage import build_stage
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.pipeline import Pipeline
-    from driftline.collector.tables import migrate
-    from driftline.collector.writer import ClickHouseWriter
+    from driftline.collector.store.tables import migrate
+    from driftline.collector.store.writer import ClickHouseWriter
     from driftline.detectors.config import DetectorsConfig
 
     store = start_chstore(Path(tempfile.mkdtemp(prefix="bench-stage-")) / "ch")

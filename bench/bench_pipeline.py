@@ -28,9 +28,9 @@ def _cpu_s(pid: int) -> float:
 def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
     from driftline.collector.broker import ensure_topics, free_port, start_broker
     from driftline.collector.chstore import start_chstore
-    from driftline.collector.clickhouse import connect
-    from driftline.collector.tables import migrate
-    from driftline.collector.writer import COLUMNS_OF, INSERT_SETTINGS, prediction_row
+    from driftline.collector.store.client import connect
+    from driftline.collector.store.tables import migrate
+    from driftline.collector.store.writer import COLUMNS_OF, INSERT_SETTINGS, prediction_row
     from driftline.sdk.codec import dumps
     from driftline.sdk import Monitor, SdkSettings
     from driftline.sdk.ids import uuid7

@@ -117,8 +117,8 @@ class GatedStack:
         from driftline.collector.broker_retention import TopicRotator
         from driftline.collector.produce_gate import start_gated_broker
         from driftline.collector.chstore import start_chstore
-        from driftline.collector.clickhouse import connect
-        from driftline.collector.tables import migrate
+        from driftline.collector.store.client import connect
+        from driftline.collector.store.tables import migrate
 
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir

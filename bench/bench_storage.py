@@ -3,7 +3,7 @@
 Stores N realistic prediction events (default 1,000,000: 8 numeric + 2 categorical + 1 boolean
 features, a class-score prediction, latency, two tags, UUIDv7 ids, one event every ~10 ms across 5
 models), a label for 20% of them, and one window of drift metrics per 5,000 predictions, in the
-embedded store (real ClickHouse engine, MergeTree with the production DDL of collector/tables.py),
+embedded store (real ClickHouse engine, MergeTree with the production DDL of collector/store/tables.py),
 merges the parts, and reads ``system.parts``.
 
 Baseline: the same events as the JSON the SDK puts on Kafka (what the raw topics hold), so the
@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from driftline.collector.chstore import start_chstore  # noqa: E402
-from driftline.collector.clickhouse import connect  # noqa: E402
-from driftline.collector.tables import migrate  # noqa: E402
-from driftline.collector.writer import COLUMNS_OF, label_row, prediction_row  # noqa: E402
+from driftline.collector.store.client import connect  # noqa: E402
+from driftline.collector.store.tables import migrate  # noqa: E402
+from driftline.collector.store.writer import COLUMNS_OF, label_row, prediction_row  # noqa: E402
 from driftline.sdk.ids import uuid7  # noqa: E402
 
 BATCH = 50_000

@@ -1,5 +1,5 @@
-"""driftline.collector: the Kafka consumer, validation, PII scrubbing, the ClickHouse writer,
-the embedded broker and store, deletion on request.
+"""driftline.collector: the Kafka consumer, validation, PII scrubbing, the embedded broker and
+store; ``collector/store`` is the store's one home (client, tables, one migrate, writer, deletion).
 
 Public names are imported on first use, so importing one submodule stays cheap.
 """
@@ -12,9 +12,9 @@ _EXPORTS = {
     "CollectorSettings": "driftline.collector.config",
     "run_collector": "driftline.collector.app",
     "Pipeline": "driftline.collector.pipeline",
-    "ClickHouseWriter": "driftline.collector.writer",
-    "migrate": "driftline.collector.tables",
-    "connect": "driftline.collector.clickhouse",
+    "ClickHouseWriter": "driftline.collector.store.writer",
+    "migrate": "driftline.collector.store.tables",
+    "connect": "driftline.collector.store.client",
     "start_broker": "driftline.collector.broker",
     "ensure_topics": "driftline.collector.broker",
     "start_chstore": "driftline.collector.chstore",
@@ -26,9 +26,9 @@ _EXPORTS = {
     "ScrubConfig": "driftline.collector.scrub_config",
     "ModelPolicy": "driftline.collector.scrub_config",
     "load_hash_key": "driftline.collector.scrub_config",
-    "delete_rows": "driftline.collector.deletion",
-    "DeletionReport": "driftline.collector.deletion",
-    "DeletionError": "driftline.collector.deletion",
+    "delete_rows": "driftline.collector.store.deletion",
+    "DeletionReport": "driftline.collector.store.deletion",
+    "DeletionError": "driftline.collector.store.deletion",
     "Stack": "driftline.collector.stack",
     "StackOptions": "driftline.collector.stack",
 }

@@ -174,10 +174,8 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
     from prometheus_client import CollectorRegistry, Info, start_http_server
 
     from driftline.collector.broker import ensure_topics
-    from driftline.collector.clickhouse import connect
     from driftline.collector.metrics import CollectorMetrics
-    from driftline.collector.tables import migrate
-    from driftline.collector.writer import ClickHouseWriter
+    from driftline.collector.store import ClickHouseWriter, connect, migrate
     from driftline.collector.wiring import build_observers, build_scrubber
 
     registry = registry or CollectorRegistry()

@@ -64,7 +64,7 @@ class CollectorSettings:
             raise ConfigError(f"kafka_bootstrap {self.kafka_bootstrap!r} must be host:port[,host:port] "
                               "(DRIFTLINE_KAFKA_BOOTSTRAP / --kafka-bootstrap)")
         if self.clickhouse_url:
-            from driftline.collector.clickhouse import parse_url
+            from driftline.collector.store.client import parse_url
 
             parse_url(self.clickhouse_url)
         for name in ("detectors_config", "pii_config", "pii_key_file"):
@@ -107,7 +107,7 @@ class CollectorSettings:
     def public(self) -> dict[str, str]:
         """The effective settings as strings, with the ClickHouse password hidden (for logs and
         the ``driftline_collector_settings_info`` metric)."""
-        from driftline.collector.clickhouse import redact_url
+        from driftline.collector.store.client import redact_url
 
         out = {}
         for f in fields(self):

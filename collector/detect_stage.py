@@ -41,7 +41,7 @@ TP = tuple[str, int]
 class DetectorStage:
     """Feeds stored events to a :class:`DetectorEngine`; writes its rows and per-model state.
 
-    ``client`` is a clickhouse-connect client with :func:`driftline.detectors.sink.migrate` done;
+    ``client`` is a clickhouse-connect client with :func:`driftline.collector.store.migrate` done;
     ``clock`` returns epoch seconds (time windows close on :meth:`tick`); ``retry_s`` bounds the
     retries of a failed write before the chunk's error is logged by the pipeline (the state
     stays dirty and is saved with the next chunk).
@@ -292,10 +292,10 @@ class _StageMetrics:
 
 def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
                 clock: Callable[[], float] = time.time) -> DetectorStage:
-    """Migrate the detector tables, load stored references and return the stage."""
+    """Load stored references and return the stage. The store is already migrated: the process's
+    entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start."""
     from driftline.detectors.reference import ReferenceStore
 
-    sink.migrate(client)
     engine = DetectorEngine(config, clock=clock, registry=registry)
     for ref in ReferenceStore(client).load_all():
         engine.set_reference(ref)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 
 from driftline.collector.decode import DeadLetter, decode, decode_all
 from driftline.collector.metrics import CollectorMetrics
-from driftline.collector.writer import ClickHouseWriter, WriteResult
+from driftline.collector.store.writer import ClickHouseWriter, WriteResult
 from driftline.sdk.contract import unpack
 
 logger = logging.getLogger("driftline.collector")

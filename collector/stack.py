@@ -120,8 +120,7 @@ class Stack:
         t = self.settings.topics
         ensure_topics(self.kafka_bootstrap, [*t.event_topics(), t.deadletter],
                       partitions=self.settings.partitions)
-        from driftline.collector.clickhouse import connect
-        from driftline.collector.tables import migrate
+        from driftline.collector.store import connect, migrate
 
         migrate(connect(self.clickhouse_url, retry_for_s=30))
         settings_file = self._write_collector_settings()

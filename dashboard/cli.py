@@ -42,14 +42,12 @@ def environment(clickhouse_url: str, base: Mapping[str, str] | None = None) -> d
 
 def _handler(args: argparse.Namespace) -> int:
     from driftline.dashboard.auth import load_token
-    from driftline.dashboard.data import DEFAULT_URL
+    from driftline.collector.store.client import parse_url, resolve_url
     from driftline.sdk.errors import ConfigError
 
     import streamlit  # noqa: F401 - fail here with the server-extra message if missing
 
-    url = args.clickhouse_url or os.environ.get("DRIFTLINE_CLICKHOUSE_URL") or DEFAULT_URL
-    from driftline.collector.clickhouse import parse_url
-
+    url = resolve_url(args.clickhouse_url, os.environ)
     parse_url(url)  # a malformed URL is a start-up error, not a page error
     token = load_token()
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -69,6 +67,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard (reads ClickHouse only)")
     p.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    from driftline.collector.store.client import DEFAULT_URL
+
     p.add_argument("--clickhouse-url", help="http://user:pass@host:8123 (env DRIFTLINE_CLICKHOUSE_URL, "
-                   "default http://127.0.0.1:8123)")
+                   f"default {DEFAULT_URL})")
     p.set_defaults(handler=_handler)

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from driftline.collector.store.client import DEFAULT_URL, resolve_url
 from driftline.sdk.errors import DriftlineError
 
-DEFAULT_URL = "http://127.0.0.1:8123"
 READONLY_LEVEL = 2
 
 
@@ -48,7 +48,7 @@ class DashboardSettings:
         """Build from ``DRIFTLINE_CLICKHOUSE_URL`` and ``DRIFTLINE_DASHBOARD_*`` (read at start)."""
         e = os.environ if env is None else env
         return cls(
-            clickhouse_url=e.get("DRIFTLINE_CLICKHOUSE_URL") or DEFAULT_URL,
+            clickhouse_url=resolve_url(None, e),
             sql_max_rows=int(e.get("DRIFTLINE_DASHBOARD_SQL_MAX_ROWS", "10000")),
             sql_max_execution_time_s=int(e.get("DRIFTLINE_DASHBOARD_SQL_MAX_TIME_S", "30")),
         )
@@ -64,7 +64,7 @@ def client(url: str) -> Any:
     with _clients_lock:
         c = _clients.get(url)
         if c is None:
-            from driftline.collector.clickhouse import connect
+            from driftline.collector.store import connect
 
             try:
                 c = connect(url, settings={"readonly": READONLY_LEVEL})
@@ -89,6 +89,10 @@ def _redact(url: str) -> str:
 def _error(exc: Exception, url: str) -> DataError:
     text = str(exc).strip()
     code = getattr(exc, "code", None)
+    # Tolerated, not a bug to fix: the dashboard is read-only (readonly=2 refuses DDL), so it cannot
+    # run the store's migrate itself, and it may start before any writer (collector, alerting,
+    # `driftline up`) has migrated the store: docker-compose starts services together, and a
+    # user's own server may be empty. A missing table is then a state to explain, not an error.
     if "UNKNOWN_TABLE" in text or "UNKNOWN_DATABASE" in text:
         return DataError("A table this panel reads does not exist yet.", code="UNKNOWN_TABLE",
                          hint="Start the collector (`driftline up`) so it creates the tables.")
@@ -142,4 +146,4 @@ def ping(url: str) -> str | None:
     return None
 
 
-__all__ = ["DEFAULT_URL", "DashboardSettings", "DataError", "Result", "client", "ping", "run"]
+__all__ = ["DashboardSettings", "DataError", "Result", "client", "ping", "run"]

@@ -1,4 +1,4 @@
-"""Panel queries over the per-minute rollups (``collector/rollups.py``), same answers as raw SQL.
+"""Panel queries over the per-minute rollups (``collector/store/rollups.py``), same answers as raw SQL.
 
 A time range is split into whole minutes, read from a rollup, and the partial minutes at its two
 edges, aggregated from the raw table with the very SELECT the materialized view runs; the two
@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from driftline.collector import rollups as R
+from driftline.collector.store import rollups as R
 from driftline.dashboard.view import View, ch_time
 from driftline.sdk.contract import PREDICTION
 

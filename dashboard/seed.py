@@ -193,16 +193,19 @@ def seed_reference(client: Any, spec: SeedSpec) -> None:
     rng = np.random.default_rng(spec.seed)
     df = pd.DataFrame({k: rng.normal(m, s, 5000) for k, (m, s) in FEATURES.items()})
     df["referrer"] = rng.choice(["search", "ads", "direct", "partner"], 5000)
+    from driftline.collector.store import migrate
+
+    migrate(client)
     store = ReferenceStore(client)
-    store.migrate()
     store.save(from_dataframe(df, spec.model, spec.version))
 
 
 def seed_alerts(client: Any, spec: SeedSpec, dashboard_url: str = "") -> None:
     from driftline.alerting.incidents import dashboard_link
-    from driftline.alerting.store import COLUMNS, create
+    from driftline.alerting.store import COLUMNS
+    from driftline.collector.store import migrate
 
-    create(client)
+    migrate(client)
     since = spec.drift_at
     rows = []
     for i, (rule, stat, sev, segment) in enumerate((
@@ -227,13 +230,9 @@ def seed_alerts(client: Any, spec: SeedSpec, dashboard_url: str = "") -> None:
 
 def seed(client: Any, spec: SeedSpec) -> SeedSpec:
     """Create the tables if needed and seed everything for ``spec.model``; returns ``spec``."""
-    from driftline.collector import rollups
-    from driftline.collector.tables import migrate
-    from driftline.detectors.sink import migrate as migrate_detectors
+    from driftline.collector.store import migrate
 
-    migrate(client)
-    rollups.migrate(client)  # the MVs fill the rollups as the INSERT … SELECTs below run
-    migrate_detectors(client)
+    migrate(client)  # every table; the rollups' MVs fill them as the INSERT … SELECTs below run
     salt = uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.model}/{spec.version}/{spec.seed}").hex[:8]
     seed_predictions(client, spec, salt)
     seed_labels_outcomes(client, spec, salt)

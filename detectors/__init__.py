@@ -24,7 +24,7 @@ _EXPORTS = {
     "write_rows": "driftline.detectors.sink",
     "save_state": "driftline.detectors.sink",
     "load_state": "driftline.detectors.sink",
-    "migrate": "driftline.detectors.sink",
+    "migrate": "driftline.collector.store.tables",  # the store's one migrate: every table
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,8 @@
 """``driftline reference ...``: set, list and delete references in ClickHouse.
 
 Wire into the main CLI with ``register(subparsers)``; each command takes ``--clickhouse-url``
-(default ``http://127.0.0.1:8123``)::
+(default: ``DRIFTLINE_CLICKHOUSE_URL``, else ``http://127.0.0.1:8123``; URL-escaped passwords are
+decoded)::
 
     driftline reference set --model churn --version v3 --file train.parquet [--prediction-column p]
     driftline reference set --model churn --version v3 --first-events 5000
@@ -13,20 +14,13 @@ Wire into the main CLI with ``register(subparsers)``; each command takes ``--cli
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any, TextIO
-from urllib.parse import urlparse
+from typing import Any, Mapping, TextIO
+
+from driftline.collector.store.client import DEFAULT_URL, URL_ENV
 
 __all__ = ["register", "run"]
-
-
-def _client(url: str) -> Any:
-    import clickhouse_connect
-
-    u = urlparse(url)
-    return clickhouse_connect.get_client(
-        host=u.hostname or "127.0.0.1", port=u.port or (8443 if u.scheme == "https" else 8123),
-        username=u.username or "default", password=u.password or "", secure=u.scheme == "https")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +29,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     sub = ref.add_subparsers(dest="reference_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--clickhouse-url", default="http://127.0.0.1:8123")
+        p.add_argument("--clickhouse-url", default=None,
+                       help=f"ClickHouse HTTP URL (env {URL_ENV}, default {DEFAULT_URL})")
 
     s = sub.add_parser("set", help="build a reference and store it (replaces an existing one)")
     common(s)
@@ -62,13 +57,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return ref
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Execute a parsed ``reference`` command; returns the exit code."""
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, str] | None = None) -> int:
+    """Execute a parsed ``reference`` command; returns the exit code. ``env`` (default: the
+    process environment) supplies ``DRIFTLINE_CLICKHOUSE_URL`` when no flag is given."""
+    from driftline.collector.store import connect, migrate, resolve_url
     from driftline.detectors import reference as R
     from driftline.sdk.errors import ConfigError
 
-    store = R.ReferenceStore(_client(args.clickhouse_url))
-    store.migrate()
+    client = connect(resolve_url(args.clickhouse_url, os.environ if env is None else env))
+    migrate(client)
+    store = R.ReferenceStore(client)
     cmd = args.reference_command
     try:
         if cmd == "set":
@@ -77,7 +75,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 ref = R.from_file(args.file, args.model, args.version, exclude=args.exclude,
                                   prediction_column=args.prediction_column, **kw)
             else:
-                ref = R.from_prediction_log(store._client, args.model, args.version,
+                ref = R.from_prediction_log(client, args.model, args.version,
                                             first_n=args.first_events, start=args.start, end=args.end, **kw)
             store.save(ref)
             print(f"reference {args.model} {args.version}: {ref.n_rows} rows, "

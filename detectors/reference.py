@@ -5,7 +5,8 @@ per input feature and per derived output feature (``prediction``, ``confidence``
 Build one from a DataFrame (:func:`from_dataframe`), a Parquet/CSV file (:func:`from_file`),
 prediction events (:func:`from_events`) or the stored prediction log
 (:func:`from_prediction_log`); keep them in ClickHouse with :class:`ReferenceStore`
-(table ``driftline.references``, one live row per model and version, replaceable).
+(table ``driftline.references``, one live row per model and version, replaceable; its DDL is in
+``collector/store/tables.py``, created by :func:`driftline.collector.store.migrate`).
 
 >>> import pandas as pd
 >>> ref = from_dataframe(pd.DataFrame({"age": [20, 30, 40, 50], "plan": ["a", "b", "a", "a"]}),
@@ -29,24 +30,9 @@ from driftline.detectors.histogram import (
 from driftline.sdk.contract import PREDICTION
 
 __all__ = [
-    "REFERENCES_DDL", "Reference", "ReferenceStore", "ReferenceInfo", "prediction_features",
+    "Reference", "ReferenceStore", "ReferenceInfo", "prediction_features",
     "from_dataframe", "from_file", "from_events", "from_prediction_log",
 ]
-
-REFERENCES_DDL = """
-CREATE TABLE IF NOT EXISTS driftline.references
-(
-    model          LowCardinality(String),
-    model_version  LowCardinality(String),
-    created_at     DateTime64(3, 'UTC'),
-    source         String,
-    n_rows         UInt64,
-    profile        String COMMENT 'JSON: bins and counts per feature',
-    is_deleted     UInt8 DEFAULT 0
-)
-ENGINE = ReplacingMergeTree(created_at, is_deleted)
-ORDER BY (model, model_version)
-"""
 
 
 def prediction_features(prediction: Any) -> dict[str, Any]:
@@ -274,14 +260,14 @@ class ReferenceInfo:
 
 
 class ReferenceStore:
-    """References in ClickHouse: ``save`` replaces, ``load``/``list``/``delete`` by model/version."""
+    """References in ClickHouse: ``save`` replaces, ``load``/``list``/``delete`` by model/version.
+
+    ``client`` is a clickhouse-connect client on a store that :func:`driftline.collector.store.migrate`
+    has prepared.
+    """
 
     def __init__(self, client: Any) -> None:
         self._client = client
-
-    def migrate(self) -> None:
-        self._client.command("CREATE DATABASE IF NOT EXISTS driftline")
-        self._client.command(REFERENCES_DDL)
 
     def save(self, ref: Reference) -> None:
         created = _dt.datetime.now(_dt.timezone.utc)

@@ -5,7 +5,8 @@
 * :func:`save_state` / :func:`load_state` keep the engine's state blob in
   ``driftline.detector_state`` (one live row per model and key: ReplacingMergeTree on
   ``saved_at``), so detectors survive a collector restart;
-* :func:`migrate` creates these tables and ``driftline.references``.
+* the tables' DDL lives with every other table's in ``collector/store/tables.py``, created by
+  :func:`driftline.collector.store.migrate`.
 
 Typical collector loop::
 
@@ -28,40 +29,9 @@ from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow
-from driftline.detectors.reference import REFERENCES_DDL
 
-__all__ = ["DETECTOR_STATE_DDL", "migrate", "write_rows", "save_state", "load_state", "StateRecord",
-           "save_records", "load_records", "latest_seqs", "merge_model_state"]
-
-DETECTOR_STATE_DDL = """
-CREATE TABLE IF NOT EXISTS driftline.detector_state
-(
-    model     LowCardinality(String) COMMENT '* for the whole engine',
-    key       String,
-    blob      String COMMENT 'base64 of the zlib-compressed JSON state',
-    saved_at  DateTime64(3, 'UTC')
-)
-ENGINE = ReplacingMergeTree(saved_at)
-ORDER BY (model, key)
-"""
-
-
-# Per-model records of the collector's detector stage (full snapshots and deltas, see
-# collector/detect_stage.py): what the record is, its sequence number and the Kafka positions
-# observed, readable without decoding the blob.
-STATE_META_COLUMN = ("ALTER TABLE driftline.detector_state ADD COLUMN IF NOT EXISTS meta String DEFAULT '' "
-                     "COMMENT 'JSON: seq, base, kind, positions (per-model records)'")
-
-
-def migrate(client: Any) -> None:
-    """Create ``drift_metrics`` (same DDL as the collector's), ``references`` and ``detector_state``."""
-    from driftline.collector.tables import DATABASE, DRIFT_METRICS
-
-    client.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-    client.command(DRIFT_METRICS)
-    client.command(REFERENCES_DDL)
-    client.command(DETECTOR_STATE_DDL)
-    client.command(STATE_META_COLUMN)
+__all__ = ["write_rows", "save_state", "load_state", "StateRecord", "save_records", "load_records",
+           "latest_seqs", "merge_model_state"]
 
 
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:

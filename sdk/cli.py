@@ -18,10 +18,10 @@ from driftline.sdk.errors import ConfigError, DriftlineError
 # (module, human name): modules that define ``register(subparsers)``.
 COMMAND_MODULES = (
     ("driftline.collector.stack_cli", "up, collector, store, demo"),
-    ("driftline.collector.sql_cli", "sql"),
+    ("driftline.collector.store.sql_cli", "sql"),
     ("driftline.sdk.sidecar_cli", "sidecar, serve"),
     ("driftline.detectors.cli", "reference"),
-    ("driftline.collector.deletion_cli", "delete"),
+    ("driftline.collector.store.deletion_cli", "delete"),
     ("driftline.alerting.cli", "alerts"),
     ("driftline.dashboard.cli", "dashboard"),
 )

@@ -73,8 +73,8 @@ def clickhouse_url(chstore: Any) -> str:
 
 @pytest.fixture(scope="session")
 def ch_client(clickhouse_url: str) -> Any:
-    from driftline.collector.clickhouse import connect
-    from driftline.collector.tables import migrate
+    from driftline.collector.store.client import connect
+    from driftline.collector.store.tables import migrate
 
     client = connect(clickhouse_url)
     migrate(client)

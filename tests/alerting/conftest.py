@@ -34,11 +34,9 @@ def alert_ch_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def alert_ch(alert_ch_url: str):  # type: ignore[no-untyped-def]
     """A clickhouse-connect client with the tables migrated."""
-    import clickhouse_connect
+    from driftline.collector.store import connect, migrate
 
-    from driftline.collector.tables import migrate
-
-    client = clickhouse_connect.get_client(dsn=alert_ch_url)
+    client = connect(alert_ch_url)
     migrate(client)
     return client
 

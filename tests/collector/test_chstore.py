@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from driftline.collector import tables
+from driftline.collector.store import tables
 from driftline.collector.chstore import ChStoreError, start_chstore
 
 pytestmark = pytest.mark.integration

@@ -89,7 +89,7 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
     from driftline.collector.detect_stage import build_stage
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.pipeline import Pipeline, RawRecord
-    from driftline.collector.writer import ClickHouseWriter
+    from driftline.collector.store.writer import ClickHouseWriter
     from driftline.detectors.config import DetectorsConfig
     from driftline.sdk.codec import dumps
     from driftline.sdk.contract import BATCH_HEADER, BY_TYPE

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.collector.metrics import CollectorMetrics
 from driftline.collector.pipeline import Pipeline, Position, RawRecord
-from driftline.collector.writer import WriteResult
+from driftline.collector.store.writer import WriteResult
 from driftline.sdk.codec import dumps
 from driftline.sdk.ids import uuid7
 from driftline.sdk.contract import BATCH_HEADER

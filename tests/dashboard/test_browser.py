@@ -59,7 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 return False
 
         wait_for(health, timeout_s=120, interval_s=0.5)
-        from driftline.collector.clickhouse import connect
+        from driftline.collector.store.client import connect
 
         client = connect(info["clickhouse"], retry_for_s=30)
         # Traffic, delayed labels and the injected drift (after 10 s) all need to be in the log.

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import pytest
 
-from driftline.collector import rollups
+from driftline.collector.store import rollups
 from driftline.dashboard import queries as q
 from driftline.dashboard.data import run
 from driftline.dashboard.seed import SeedSpec, seed
@@ -98,11 +98,11 @@ def assert_same(url: str, v: View) -> int:
 
 @pytest.fixture(scope="module")
 def seeded(ch_client: Any) -> SeedSpec:
-    rollups.migrate(ch_client)  # seed() calls it too; the second call must be a no-op
+    rollups.ensure(ch_client)  # seed() calls it too; the second call must be a no-op
     spec = SeedSpec(model=f"roll-{uuid.uuid4().hex[:8]}", n_predictions=20_000, span_s=6 * 3600,
                     window_s=900, alerts=False, detectors=False)
     seed(ch_client, spec)
-    assert rollups.migrate(ch_client) == ()
+    assert rollups.ensure(ch_client) == ()
     return spec
 
 
@@ -217,13 +217,13 @@ def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickho
                       "event_id FROM driftline.predictions")
     ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_shadow_1m_mv TO driftline.rollup_shadow_1m "
                       "AS SELECT * FROM driftline.rollup_shadow_1m WHERE 0")
-    assert rollups.migrate(ch_client) == ("rollup_pair_index",)
+    assert rollups.ensure(ch_client) == ("rollup_pair_index",)
     names = {r[0]: r[1] for r in ch_client.query("SELECT name, comment FROM system.tables "
                                                  "WHERE database = 'driftline'").result_rows}
     assert "rollup_request_index" not in names and "rollup_request_index_mv" not in names
     for mv, (target, select) in rollups.VIEWS.items():
         assert names[mv].startswith("def "), mv  # every view carries its definition's hash
-    assert rollups.migrate(ch_client) == ()
+    assert rollups.ensure(ch_client) == ()
     # the replaced shadow view pairs again (a new pair) and the backfilled index is complete
     t = seeded.start + dt.timedelta(hours=3, seconds=7)
     cols = ["event_id", "timestamp", "model", "model_version", "variant", "request_id",

@@ -94,8 +94,8 @@ def test_grants(loaded: dict[str, Any]) -> None:
 
 def test_the_guides_ttl_statements_run(tmp_path: Path) -> None:
     from driftline.collector.chstore import start_chstore
-    from driftline.collector.clickhouse import connect
-    from driftline.collector.tables import migrate
+    from driftline.collector.store.client import connect
+    from driftline.collector.store.tables import migrate
 
     guide = (ROOT / "docs/deployment.md").read_text()
     block = re.search(r"```sql\n(-- predictions, labels.*?)```", guide, re.S)

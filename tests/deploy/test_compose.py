@@ -34,8 +34,9 @@ DRIFTLINE_SERVICES = ("collector", "sidecar", "alerting", "dashboard")
 SOURCES = {
     "collector": ["collector/config.py", "collector/scrub_config.py"],
     "sidecar": ["sdk/config.py", "sdk/sidecar_config.py", "sdk/sidecar_cli.py"],
-    "alerting": ["alerting/*.py"],
-    "dashboard": ["dashboard/*.py"],
+    # the ClickHouse URL (DRIFTLINE_CLICKHOUSE_URL) is read through the store's one client module
+    "alerting": ["alerting/*.py", "collector/store/client.py"],
+    "dashboard": ["dashboard/*.py", "collector/store/client.py"],
     "model": [],
 }
 
@@ -235,7 +236,7 @@ def _args(compose: dict[str, Any], service: str) -> Any:
 
 
 def test_ports_match_the_cli_defaults(compose: dict[str, Any]) -> None:
-    from driftline.collector.clickhouse import parse_url
+    from driftline.collector.store.client import parse_url
     from driftline.collector.config import CollectorSettings
     from driftline.collector.stack import StackOptions
     from driftline.sdk.cli import build_parser
@@ -277,7 +278,7 @@ def test_ports_match_the_cli_defaults(compose: dict[str, Any]) -> None:
 
 
 def test_clickhouse_accounts_writer_and_read_only(compose: dict[str, Any]) -> None:
-    from driftline.collector.clickhouse import parse_url
+    from driftline.collector.store.client import parse_url
 
     users = ET.parse(DEPLOY / "clickhouse/users.d/driftline.xml").getroot()
     accounts = {parse_url(_env(compose["services"][n])["DRIFTLINE_CLICKHOUSE_URL"])["username"]: n
@@ -307,7 +308,7 @@ def test_clickhouse_accounts_writer_and_read_only(compose: dict[str, Any]) -> No
     # The limits the read-only clients ask for fit inside the bounds, or ClickHouse would refuse them.
     import inspect
 
-    from driftline.collector.sql_cli import run_query
+    from driftline.collector.store.sql_cli import run_query
 
     sql_defaults = inspect.signature(run_query).parameters
     assert sql_defaults["max_execution_time_s"].default <= limits["max_execution_time"]

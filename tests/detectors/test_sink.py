@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from detector_streams import base_features, features_stream
-from driftline.collector import tables
 from driftline.collector.chstore import start_chstore
+from driftline.collector.store import migrate
 from driftline.detectors import cli, sink
 from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
@@ -33,8 +33,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(store):
     c = clickhouse_connect.get_client(host=store.host, port=store.port)
-    tables.migrate(c)
-    sink.migrate(c)
+    migrate(c)
     return c
 
 
@@ -96,7 +95,6 @@ def test_state_survives_a_restart_through_clickhouse(client):
 
 def test_reference_store_save_replace_list_delete(client):
     refs = ReferenceStore(client)
-    refs.migrate()
     a = from_events(features_stream(300, 10**9, base_features, base_features), "shop", "v1")
     refs.save(a)
     b = from_events(features_stream(600, 10**9, base_features, base_features), "shop", "v1")

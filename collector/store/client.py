@@ -1,20 +1,43 @@
-"""clickhouse-connect clients from a URL, the same for the embedded store and a real server.
+"""The one way to open ClickHouse: clickhouse-connect clients from a URL, the same for the
+embedded store and a real server.
 
-``DRIFTLINE_CLICKHOUSE_URL`` looks like ``http://user:password@host:8123`` (``https://`` for TLS).
+``DRIFTLINE_CLICKHOUSE_URL`` looks like ``http://user:password@host:8123`` (``https://`` for TLS);
+special characters in the user or password are URL-escaped (``%40`` for ``@``) and decoded here.
 Read-only clients pass ClickHouse's own ``readonly=2`` setting with every query, so ClickHouse
 itself refuses writes (the SQL console and ``driftline sql`` never match strings).
+
+Every component (collector, ``driftline up``, detectors CLI, alerting, dashboard, ``driftline sql``
+and ``delete``) picks its URL with :func:`resolve_url` at its entry point and opens it with
+:func:`connect`.
+
+>>> resolve_url(None, {})
+'http://127.0.0.1:8123'
+>>> parse_url("http://ann:p%40ss@db:8123")["password"]
+'p@ss'
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import unquote, urlparse
 
 from driftline.sdk.errors import ConfigError
 
+#: where every component looks for ClickHouse when neither a flag nor the environment says
+DEFAULT_URL = "http://127.0.0.1:8123"
+#: the environment variable every component reads (at its entry point only)
+URL_ENV = "DRIFTLINE_CLICKHOUSE_URL"
+
+
+def resolve_url(flag: str | None, env: Mapping[str, str]) -> str:
+    """The URL to use: ``--clickhouse-url`` if given, else ``DRIFTLINE_CLICKHOUSE_URL``, else
+    :data:`DEFAULT_URL`. ``env`` is the process environment, passed in by the entry point."""
+    return flag or env.get(URL_ENV) or DEFAULT_URL
+
 
 def parse_url(url: str) -> dict[str, Any]:
+    """clickhouse-connect's connection arguments for ``url``; raises ConfigError if malformed."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(
@@ -63,3 +86,6 @@ def connect(url: str, *, readonly: bool = False, settings: dict[str, Any] | None
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
+
+
+__all__ = ["DEFAULT_URL", "URL_ENV", "connect", "parse_url", "redact_url", "resolve_url"]

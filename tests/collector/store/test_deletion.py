@@ -12,9 +12,9 @@ import pytest
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
 
 from driftline.collector.chstore import start_chstore  # noqa: E402
-from driftline.collector.deletion import DeletionError, delete_rows, redact_predicate  # noqa: E402
+from driftline.collector.store.deletion import DeletionError, delete_rows, redact_predicate  # noqa: E402
 from driftline.collector.scrub import hash_value  # noqa: E402
-from driftline.collector.tables import migrate  # noqa: E402
+from driftline.collector.store.tables import migrate  # noqa: E402
 from driftline.sdk.errors import ConfigError  # noqa: E402
 from driftline.sdk.ids import uuid7  # noqa: E402
 
@@ -154,7 +154,7 @@ def test_optimize_purges_rows_from_active_parts_on_disk(client, store):
 
 
 def test_cli_delete_json(client, store, monkeypatch, capsys):
-    from driftline.collector import deletion_cli
+    from driftline.collector.store import deletion_cli
 
     user = "erin-" + uuid7()[-6:]
     _insert(client, user, n=1)
@@ -170,7 +170,7 @@ def test_cli_delete_json(client, store, monkeypatch, capsys):
 
 
 def test_cli_help_lists_delete():
-    proc = subprocess.run([sys.executable, "-c", "import argparse\nfrom driftline.collector import deletion_cli\n"
+    proc = subprocess.run([sys.executable, "-c", "import argparse\nfrom driftline.collector.store import deletion_cli\n"
                            "p = argparse.ArgumentParser(); deletion_cli.register(p.add_subparsers())\n"
                            "p.parse_args(['delete', '--help'])"], capture_output=True, text=True)
     assert "--prediction-id" in proc.stdout and "--where" in proc.stdout

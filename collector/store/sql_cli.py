@@ -16,9 +16,8 @@ from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
 
+from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
 from driftline.sdk.errors import ConfigError, DriftlineError
-
-DEFAULT_URL = "http://127.0.0.1:8123"
 
 
 class QueryError(DriftlineError):
@@ -40,8 +39,6 @@ def _cell(value: Any) -> Any:
 
 
 def run_query(url: str, sql: str, *, max_rows: int = 10_000, max_execution_time_s: int = 60) -> tuple[list[str], list[tuple[Any, ...]]]:
-    from driftline.collector.clickhouse import connect
-
     try:
         client = connect(url, readonly=True)
     except Exception as exc:
@@ -71,7 +68,7 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_widt
 
 
 def _handler(args: argparse.Namespace) -> int:
-    url = args.clickhouse_url or os.environ.get("DRIFTLINE_CLICKHOUSE_URL") or DEFAULT_URL
+    url = resolve_url(args.clickhouse_url, os.environ)
     sql = args.query
     if sql == "-":
         sql = sys.stdin.read()

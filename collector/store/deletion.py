@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from driftline.collector.tables import DATABASE
+from driftline.collector.store.tables import DATABASE
 from driftline.sdk.contract import EVENT_KINDS, LABEL, OUTCOME, PREDICTION
 from driftline.sdk.contract.schema import UUID_PATTERN
 from driftline.sdk.errors import ConfigError, DriftlineError
@@ -228,7 +228,7 @@ def delete_rows(
                        "SETTINGS lightweight_deletes_sync = 2, mutations_sync = 2")
             db.command(sql, f"delete from {table}")
         for index in _INDEXES_OF.get(table, ()) if ids else ():
-            # The dashboard's per-event rollup indexes (collector/rollups.py) hold the same ids.
+            # The dashboard's per-event rollup indexes (collector/store/rollups.py) hold the same ids.
             if not db.rows(f"EXISTS TABLE {DATABASE}.{index}", f"check {index}")[0][0]:
                 continue
             for chunk in _chunks(sorted(ids)):

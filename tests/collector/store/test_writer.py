@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.writer import ClickHouseWriter
+from driftline.collector.store.writer import ClickHouseWriter
 from driftline.sdk.ids import uuid7
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """Write validated events to the ClickHouse prediction log in batches.
 
 Each event kind is stored in its own table (``EventKind.table`` of :mod:`driftline.sdk.contract`;
-the DDL is ``collector/tables.py``). A batch is written with one insert
+the DDL is ``collector/store/tables.py``). A batch is written with one insert
 per table through clickhouse-connect, exactly as against a ClickHouse server.
 
 Exactly-once to every query: the collector commits Kafka offsets only after a batch is stored, so

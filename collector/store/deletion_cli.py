@@ -4,7 +4,7 @@
     driftline delete --where "tags['user_id'] = 'u-42'" --optimize
     driftline delete --where "tags['user_id'] = 'u-42'" --dry-run
 
-Prints the rows deleted per table. See :mod:`driftline.collector.deletion` for what is matched
+Prints the rows deleted per table. See :mod:`driftline.collector.store.deletion` for what is matched
 and when the bytes leave the disk.
 """
 
@@ -16,15 +16,14 @@ import json
 import os
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8123"
+from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from driftline.collector.clickhouse import connect
-    from driftline.collector.deletion import delete_rows
+    from driftline.collector.store.deletion import delete_rows
     from driftline.collector.scrub_config import load_hash_key
 
-    url = args.clickhouse_url or os.environ.get("DRIFTLINE_CLICKHOUSE_URL") or DEFAULT_URL
+    url = resolve_url(args.clickhouse_url, os.environ)
     key = load_hash_key(os.environ, args.pii_key_file)
     try:
         user = args.requested_by or getpass.getuser()

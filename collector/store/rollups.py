@@ -1,5 +1,9 @@
 """Pre-aggregated rollups of the prediction log, kept current by materialized views.
 
+(Longer than the house's ~400 lines on purpose: the MVs' queries, the tables they fill and their
+backfills depend on one another's exact columns and order, and are checked together by
+``tests/dashboard/test_rollups.py``; split across modules they would be harder to keep in step.)
+
 The dashboard's panels read per-minute rollups instead of scanning millions of raw rows. Every
 rollup is filled by a materialized view (MV) as rows are inserted, so it stays correct as data
 arrives, including ``INSERT … SELECT`` (the seeder) and inserts through the HTTP interface.
@@ -45,7 +49,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-DB = "driftline"
+from driftline.collector.store.tables import DATABASE as DB
+from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
+
+_P, _L, _O = (f"{DB}.{kind.table}" for kind in (PREDICTION, LABEL, OUTCOME))
 CONF = "arrayMax(mapValues(prediction_scores))"
 MINUTE = "toDateTime(toStartOfMinute(timestamp), 'UTC')"
 SERVED = "variant NOT LIKE 'shadow%'"
@@ -87,7 +94,7 @@ FROM {{src}} ARRAY JOIN arrayConcat(
 WHERE {SERVED} AND {{where}}
 GROUP BY model, model_version, hour, feature, kind, bin, category"""
 
-#: tables and views of earlier releases, dropped by :func:`migrate`
+#: tables and views of earlier releases, dropped by :func:`ensure`
 RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv",
                  "rollup_shadow_index_mv", "rollup_primary_index_mv")
 RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m", "rollup_request_index",
@@ -204,19 +211,19 @@ SELECT {_contribution('c.1', 'p', 'c.2', 'c.3', 'c.4')}
 FROM (
   SELECT nw.model AS model, nw.prediction_id AS pid, nw.ts AS nts, nw.ls AS nls, nw.ln AS nln,
          old.found AS found, old.ts AS ots, old.ls AS ols, old.ln AS oln
-  FROM (SELECT model, prediction_id, {_LATEST} FROM {DB}.labels
+  FROM (SELECT model, prediction_id, {_LATEST} FROM {_L}
         WHERE event_id NOT IN (SELECT event_id FROM {DB}.rollup_labels_all
-                               WHERE (model, prediction_id) IN (SELECT model, prediction_id FROM {DB}.labels)
+                               WHERE (model, prediction_id) IN (SELECT model, prediction_id FROM {_L})
                                GROUP BY event_id HAVING count() > 1)
         GROUP BY model, prediction_id) AS nw
   LEFT JOIN (SELECT model, prediction_id, {_LATEST}, toUInt8(1) AS found FROM {DB}.rollup_labels_all
-             WHERE (model, prediction_id) IN (SELECT model, prediction_id FROM {DB}.labels)
-               AND event_id NOT IN (SELECT event_id FROM {DB}.labels)
+             WHERE (model, prediction_id) IN (SELECT model, prediction_id FROM {_L})
+               AND event_id NOT IN (SELECT event_id FROM {_L})
              GROUP BY model, prediction_id) AS old
     ON old.model = nw.model AND old.prediction_id = nw.prediction_id
   WHERE old.found = 0 OR nw.ts > old.ts) AS x
 INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index
-            WHERE (model, event_id) IN (SELECT model, prediction_id FROM {DB}.labels)
+            WHERE (model, event_id) IN (SELECT model, prediction_id FROM {_L})
             LIMIT 1 BY model, event_id) AS p ON p.model = x.model AND p.event_id = x.pid
 ARRAY JOIN arrayFilter(t -> t.1 != 0,
     [(toInt8(1), x.nts, x.nls, x.nln), (toInt8(-1 * x.found), x.ots, x.ols, x.oln)]) AS c"""
@@ -226,17 +233,17 @@ ARRAY JOIN arrayFilter(t -> t.1 != 0,
 _PREDICTIONS_LABELS = f"""
 SELECT {_contribution('1', 'p', 'l.ts', 'l.ls', 'l.ln')}
 FROM (SELECT {_index_cols()} FROM {{src}} WHERE {SERVED} AND {{where}}) AS p
-INNER JOIN (SELECT model, prediction_id, {_LATEST} FROM {DB}.labels
+INNER JOIN (SELECT model, prediction_id, {_LATEST} FROM {_L}
             WHERE (model, prediction_id) IN (SELECT model, event_id FROM {{src}}
                                              WHERE {SERVED} AND {{where}})
             GROUP BY model, prediction_id) AS l
   ON l.model = p.model AND l.prediction_id = p.event_id"""
-PREDICTIONS_LABELS_MV_SELECT = _PREDICTIONS_LABELS.replace("{src}", f"{DB}.predictions")
+PREDICTIONS_LABELS_MV_SELECT = _PREDICTIONS_LABELS.replace("{src}", _P)
 
 LABELS_BACKFILL = f"""
 SELECT {_contribution('1', 'p', 'l.ts', 'l.ls', 'l.ln')}
 FROM (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index FINAL) AS p
-INNER JOIN (SELECT model, prediction_id, {_LATEST} FROM {DB}.labels GROUP BY model, prediction_id) AS l
+INNER JOIN (SELECT model, prediction_id, {_LATEST} FROM {_L} GROUP BY model, prediction_id) AS l
   ON l.model = p.model AND l.prediction_id = p.event_id"""
 
 # -- outcomes (every outcome counts; keyed by its served prediction's minute and variant) -------
@@ -244,14 +251,14 @@ _OUTCOME = """p.model AS model, p.model_version AS model_version, p.variant AS v
        toDateTime(toStartOfMinute(p.timestamp), 'UTC') AS minute, o.name AS name, toInt64(1) AS n,
        o.value AS s, o.value * o.value AS s2"""
 _OUTCOME_INDEX = (f"SELECT model, assumeNotNull(prediction_id) AS prediction_id, event_id, name, value "
-                  f"FROM {DB}.outcomes WHERE prediction_id IS NOT NULL")
+                  f"FROM {_O} WHERE prediction_id IS NOT NULL")
 
 OUTCOMES_MV_SELECT = f"""
 SELECT {_OUTCOME}
-FROM (SELECT model, assumeNotNull(prediction_id) AS prediction_id, name, value FROM {DB}.outcomes
+FROM (SELECT model, assumeNotNull(prediction_id) AS prediction_id, name, value FROM {_O}
       WHERE prediction_id IS NOT NULL) AS o
 INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index
-            WHERE (model, event_id) IN (SELECT model, assumeNotNull(prediction_id) FROM {DB}.outcomes
+            WHERE (model, event_id) IN (SELECT model, assumeNotNull(prediction_id) FROM {_O}
                                         WHERE prediction_id IS NOT NULL)
             LIMIT 1 BY model, event_id) AS p ON p.model = o.model AND p.event_id = o.prediction_id"""
 
@@ -264,17 +271,17 @@ INNER JOIN (SELECT model, prediction_id, name, value FROM {DB}.rollup_outcome_in
                                              WHERE {SERVED} AND {{where}})
             LIMIT 1 BY model, prediction_id, event_id) AS o
   ON o.model = p.model AND o.prediction_id = p.event_id"""
-PREDICTIONS_OUTCOMES_MV_SELECT = _PREDICTIONS_OUTCOMES.replace("{src}", f"{DB}.predictions")
+PREDICTIONS_OUTCOMES_MV_SELECT = _PREDICTIONS_OUTCOMES.replace("{src}", _P)
 
 # Each MV's query costs milliseconds to analyse and plan on every insert, whatever the block size,
 # and labels or outcomes stored before their prediction are rare: one slim MV passes the block's
 # served predictions that have one to the Null table ``rollup_early``, and the two join MVs above
 # run on that table, i.e. only for inserts that have such predictions (a view on a Null table
 # does not run for an empty block).
-_BLOCK_IDS = f"(SELECT model, event_id FROM {DB}.predictions)"
+_BLOCK_IDS = f"(SELECT model, event_id FROM {_P})"
 EARLY_SELECT = f"""
-SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED} AND (
-  (model, event_id) IN (SELECT model, prediction_id FROM {DB}.labels WHERE (model, prediction_id) IN {_BLOCK_IDS})
+SELECT {_index_cols()} FROM {_P} WHERE {SERVED} AND (
+  (model, event_id) IN (SELECT model, prediction_id FROM {_L} WHERE (model, prediction_id) IN {_BLOCK_IDS})
   OR (model, event_id) IN (SELECT model, prediction_id FROM {DB}.rollup_outcome_index
                            WHERE (model, prediction_id) IN {_BLOCK_IDS}))"""
 
@@ -328,12 +335,12 @@ def _hours(src: str) -> str:
             f"(SELECT toDateTime(toStartOfHour(timestamp), 'UTC') AS h FROM {src}))")
 
 
-_OLD_SHADOW_RIDS = (f"SELECT model, rid FROM {DB}.rollup_pair_index WHERE role = 2 AND {_hours(f'{DB}.predictions')} "
-                    f"AND (model, rid) IN (SELECT {_RID} FROM {DB}.predictions WHERE {_PRIMARY} AND "
-                    f"({_RID}) NOT IN (SELECT {_RID} FROM {DB}.predictions WHERE {_SHADOW}))")
+_OLD_SHADOW_RIDS = (f"SELECT model, rid FROM {DB}.rollup_pair_index WHERE role = 2 AND {_hours(_P)} "
+                    f"AND (model, rid) IN (SELECT {_RID} FROM {_P} WHERE {_PRIMARY} AND "
+                    f"({_RID}) NOT IN (SELECT {_RID} FROM {_P} WHERE {_SHADOW}))")
 PAIR_CANDIDATES_SELECT = f"""
-SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {_SHADOW} OR ({_PRIMARY} AND ({_RID}) IN (
-    SELECT {_RID} FROM {DB}.predictions WHERE {_SHADOW} UNION ALL {_OLD_SHADOW_RIDS}))"""
+SELECT {_REQ_COLS} FROM {_P} WHERE {_SHADOW} OR ({_PRIMARY} AND ({_RID}) IN (
+    SELECT {_RID} FROM {_P} WHERE {_SHADOW} UNION ALL {_OLD_SHADOW_RIDS}))"""
 
 SHADOW_MV_SELECT = _pairs_select(
     f"""SELECT *, toUInt8(0) AS old FROM {_PAIR_BLOCK}
@@ -346,7 +353,7 @@ SHADOW_MV_SELECT = _pairs_select(
 
 # Pairs among raw rows matching {rows}, counted when the primary matches {primary}.
 SHADOW_RAW_SELECT = _pairs_select(
-    f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED} AND {{rows}}",
+    f"SELECT {_REQ_COLS} FROM {_P} WHERE {PAIRED} AND {{rows}}",
     "countIf(role = 1) > 0 AND countIf(role = 2) > 0 AND countIf(role = 1 AND {primary}) > 0")
 
 SHADOW_BACKFILL = _pairs_select(f"SELECT * FROM {DB}.rollup_pair_index FINAL",
@@ -355,12 +362,12 @@ SHADOW_BACKFILL = _pairs_select(f"SELECT * FROM {DB}.rollup_pair_index FINAL",
 # name -> (target table, SELECT for the MV); the MVs are created in this order.
 VIEWS: dict[str, tuple[str, str]] = {
     "rollup_predictions_1m_mv": ("rollup_predictions_1m",
-                                 PREDICTIONS_SELECT.format(src=f"{DB}.predictions", where="1")),
+                                 PREDICTIONS_SELECT.format(src=_P, where="1")),
     "rollup_predictions_1h_mv": ("rollup_predictions_1h", PREDICTIONS_1H_SELECT),
     "rollup_features_1h_mv": ("rollup_features_1h",
-                              FEATURES_SELECT.format(src=f"{DB}.predictions", where="1")),
+                              FEATURES_SELECT.format(src=_P, where="1")),
     "rollup_prediction_index_mv": ("rollup_prediction_index",
-                                   f"SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED}"),
+                                   f"SELECT {_index_cols()} FROM {_P} WHERE {SERVED}"),
     "rollup_early_mv": ("rollup_early", EARLY_SELECT),
     "rollup_labels_1m_from_predictions_mv": (
         "rollup_labels_1m", _PREDICTIONS_LABELS.replace("{src}", f"{DB}.rollup_early").format(where="1")),
@@ -369,21 +376,21 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_outcomes_1m_from_predictions_mv": (
         "rollup_outcomes_1m", _PREDICTIONS_OUTCOMES.replace("{src}", f"{DB}.rollup_early").format(where="1")),
     "rollup_outcomes_1m_from_outcomes_mv": ("rollup_outcomes_1m", OUTCOMES_MV_SELECT),
-    "rollup_pair_index_mv": ("rollup_pair_index", f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}"),
+    "rollup_pair_index_mv": ("rollup_pair_index", f"SELECT {_REQ_COLS} FROM {_P} WHERE {PAIRED}"),
     "rollup_pair_block_mv": ("rollup_pair_block", PAIR_CANDIDATES_SELECT),
     "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
 }
 
 # Backfill of a newly created table, in dependency order (indexes before the joins).
 BACKFILL: dict[str, str] = {
-    "rollup_predictions_1m": PREDICTIONS_SELECT.format(src=f"{DB}.predictions", where="1"),
+    "rollup_predictions_1m": PREDICTIONS_SELECT.format(src=_P, where="1"),
     "rollup_predictions_1h": PREDICTIONS_1H_SELECT,
-    "rollup_features_1h": FEATURES_SELECT.format(src=f"{DB}.predictions", where="1"),
-    "rollup_prediction_index": f"SELECT {_index_cols()} FROM {DB}.predictions WHERE {SERVED}",
+    "rollup_features_1h": FEATURES_SELECT.format(src=_P, where="1"),
+    "rollup_prediction_index": f"SELECT {_index_cols()} FROM {_P} WHERE {SERVED}",
     "rollup_labels_1m": LABELS_BACKFILL,
     "rollup_outcome_index": _OUTCOME_INDEX,
     "rollup_outcomes_1m": OUTCOMES_BACKFILL,
-    "rollup_pair_index": f"SELECT {_REQ_COLS} FROM {DB}.predictions WHERE {PAIRED}",
+    "rollup_pair_index": f"SELECT {_REQ_COLS} FROM {_P} WHERE {PAIRED}",
     "rollup_shadow_1m": SHADOW_BACKFILL,
 }
 
@@ -396,11 +403,12 @@ def _existing(client: Any) -> set[str]:
     return {r[0] for r in rows}
 
 
-def migrate(client: Any) -> tuple[str, ...]:
+def ensure(client: Any) -> tuple[str, ...]:
     """Create missing rollup tables and their MVs; backfill the tables created now.
 
-    Idempotent. Call it after ``collector.tables.migrate`` and before writers start (rows
-    inserted between an MV's creation and its table's backfill would be counted twice).
+    Idempotent. The last step of :func:`driftline.collector.store.migrate` (after the tables it
+    reads), which runs before writers start (rows inserted between an MV's creation and its
+    table's backfill would be counted twice).
     Returns the names of the tables created (and backfilled) by this call.
     """
     # An MV whose definition changed (its comment holds a hash of it) is replaced; its table stays.
@@ -421,7 +429,7 @@ def migrate(client: Any) -> tuple[str, ...]:
                 client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
             client.command(f"DROP TABLE {DB}.{table}")
     have = _existing(client)
-    client.command(f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {DB}.labels")
+    client.command(f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {_L}")
     created = tuple(t for t in TABLES if t not in have)
     for name, ddl in TABLES.items():
         client.command(f"CREATE TABLE IF NOT EXISTS {DB}.{name} {ddl}")
@@ -447,7 +455,7 @@ def rebuild(client: Any) -> None:
 
     Writers should be paused: rows inserted while a table is rebuilt may be counted twice.
     """
-    migrate(client)
+    ensure(client)
     for name in BACKFILL:
         client.command(f"TRUNCATE TABLE {DB}.{name}")
         _backfill(client, name)
@@ -466,4 +474,4 @@ def drop(client: Any) -> None:
 
 __all__ = ["BACKFILL", "FEATURES_SELECT", "FINE_BITS", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
-           "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "drop", "migrate", "rebuild"]
+           "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "drop", "ensure", "rebuild"]

@@ -1,8 +1,13 @@
-"""ClickHouse tables of the prediction log, created or migrated at start.
+"""Every ClickHouse table and view of driftline, and the one :func:`migrate` that creates them.
 
-Everything lives in database ``driftline``. The statements are idempotent (``IF NOT EXISTS``)
-and additive migrations are ``ADD COLUMN IF NOT EXISTS``, so every component may call
-:func:`migrate` at start against the embedded store or a real server alike.
+Everything lives in database ``driftline``: the prediction log (one table per event kind, named by
+``EventKind.table`` of :mod:`driftline.sdk.contract`), the label join view, detector output and
+state, references, alert history, the deletion audit, and the dashboard's rollups
+(``collector/store/rollups.py``). The statements are idempotent (``IF NOT EXISTS``) and additive
+migrations are ``ADD COLUMN IF NOT EXISTS``, so every component that writes (collector,
+``driftline up``, alerting, ``driftline reference``, the dashboard's seeder) calls :func:`migrate`
+at start against the embedded store or a real server alike, and works when started alone on an
+empty store. The dashboard cannot: it connects read-only.
 
 Deduplication: a replayed event (same ``event_id``, same timestamp) has the same sorting key,
 so ReplacingMergeTree collapses it on merge; the collector also filters replays before insert
@@ -13,10 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
+
 DATABASE = "driftline"
 
 PREDICTIONS = f"""
-CREATE TABLE IF NOT EXISTS {DATABASE}.predictions
+CREATE TABLE IF NOT EXISTS {DATABASE}.{PREDICTION.table}
 (
     event_id          UUID,
     timestamp         DateTime64(6, 'UTC'),
@@ -44,7 +51,7 @@ ORDER BY (model, model_version, timestamp, event_id)
 """
 
 LABELS = f"""
-CREATE TABLE IF NOT EXISTS {DATABASE}.labels
+CREATE TABLE IF NOT EXISTS {DATABASE}.{LABEL.table}
 (
     event_id       UUID,
     timestamp      DateTime64(6, 'UTC'),
@@ -63,7 +70,7 @@ ORDER BY (model, prediction_id, timestamp, event_id)
 """
 
 OUTCOMES = f"""
-CREATE TABLE IF NOT EXISTS {DATABASE}.outcomes
+CREATE TABLE IF NOT EXISTS {DATABASE}.{OUTCOME.table}
 (
     event_id       UUID,
     timestamp      DateTime64(6, 'UTC'),
@@ -89,7 +96,7 @@ SELECT
     l.label_num        AS label_num,
     l.label_str        AS label_str,
     l.label_timestamp  AS label_timestamp
-FROM {DATABASE}.predictions AS p
+FROM {DATABASE}.{PREDICTION.table} AS p
 INNER JOIN
 (
     SELECT
@@ -98,11 +105,12 @@ INNER JOIN
         argMax(label_num, timestamp) AS label_num,
         argMax(label_str, timestamp) AS label_str,
         max(timestamp)               AS label_timestamp
-    FROM {DATABASE}.labels
+    FROM {DATABASE}.{LABEL.table}
     GROUP BY prediction_id
 ) AS l ON l.prediction_id = p.event_id
 """
 
+# -- detectors (detectors/sink.py, detectors/reference.py) ---------------------------------------
 # Output of every detector (detectors/, issue 4). One row per (detector, feature, segment,
 # statistic, window). ``segment`` is '' for all traffic, else 'tag=value'.
 DRIFT_METRICS = f"""
@@ -130,6 +138,70 @@ PARTITION BY toYYYYMM(window_start)
 ORDER BY (model, model_version, detector, feature, segment, statistic, window_start)
 """
 
+DETECTOR_STATE = f"""
+CREATE TABLE IF NOT EXISTS {DATABASE}.detector_state
+(
+    model     LowCardinality(String) COMMENT '* for the whole engine',
+    key       String,
+    blob      String COMMENT 'base64 of the zlib-compressed JSON state',
+    saved_at  DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(saved_at)
+ORDER BY (model, key)
+"""
+
+# Per-model records of the collector's detector stage (full snapshots and deltas, see
+# collector/detect_stage.py): what the record is, its sequence number and the Kafka positions
+# observed, readable without decoding the blob.
+DETECTOR_STATE_META = (f"ALTER TABLE {DATABASE}.detector_state ADD COLUMN IF NOT EXISTS meta String DEFAULT '' "
+                       "COMMENT 'JSON: seq, base, kind, positions (per-model records)'")
+
+REFERENCES = f"""
+CREATE TABLE IF NOT EXISTS {DATABASE}.references
+(
+    model          LowCardinality(String),
+    model_version  LowCardinality(String),
+    created_at     DateTime64(3, 'UTC'),
+    source         String,
+    n_rows         UInt64,
+    profile        String COMMENT 'JSON: bins and counts per feature',
+    is_deleted     UInt8 DEFAULT 0
+)
+ENGINE = ReplacingMergeTree(created_at, is_deleted)
+ORDER BY (model, model_version)
+"""
+
+# -- alerting (alerting/store.py): one row per incident event ----------------------------------
+ALERTS = f"""
+CREATE TABLE IF NOT EXISTS {DATABASE}.alerts
+(
+    event_id        String COMMENT 'idempotency key of this event',
+    event_time      DateTime64(3, 'UTC'),
+    event           LowCardinality(String) COMMENT 'firing, repeat or resolved',
+    incident        String COMMENT 'stable incident key (PagerDuty dedup_key)',
+    rule            LowCardinality(String),
+    kind            LowCardinality(String),
+    severity        LowCardinality(String),
+    model           LowCardinality(String),
+    model_version   LowCardinality(String),
+    segment         String,
+    statistic       LowCardinality(String),
+    condition       String,
+    since           DateTime64(3, 'UTC') COMMENT 'start of the first breaching window',
+    value           Nullable(Float64),
+    samples         UInt64,
+    features        String COMMENT 'JSON: drifted features with their statistics',
+    windows         String COMMENT 'JSON: recent windows and their verdicts',
+    evidence_sql    String COMMENT 'SQL that reproduces the evidence',
+    dashboard_link  String,
+    channels        Array(String)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (model, incident, event_id)
+"""
+
+# -- deletion on request (collector/store/deletion.py): the audit trail -------------------------
 DELETIONS = f"""
 CREATE TABLE IF NOT EXISTS {DATABASE}.deletions
 (
@@ -144,6 +216,8 @@ ENGINE = MergeTree
 ORDER BY (requested_at, deletion_id)
 """
 
+# In dependency order: the database, the event tables, the view over them, the rest; the rollups
+# (which read the event tables) follow in :func:`migrate`.
 STATEMENTS: tuple[str, ...] = (
     f"CREATE DATABASE IF NOT EXISTS {DATABASE}",
     PREDICTIONS,
@@ -151,20 +225,27 @@ STATEMENTS: tuple[str, ...] = (
     OUTCOMES,
     LABELED_PREDICTIONS,
     DRIFT_METRICS,
+    DETECTOR_STATE,
+    DETECTOR_STATE_META,
+    REFERENCES,
+    ALERTS,
     DELETIONS,
 )
 
-TABLES = ("predictions", "labels", "outcomes", "drift_metrics", "deletions")
-
 
 def migrate(client: Any) -> None:
-    """Create the database and every table if missing. ``client`` is a clickhouse-connect client.
+    """Create the database and every table and view every component needs, if missing.
 
-    Also the dashboard's rollups (materialized views; ``collector/rollups.py``), which fill
-    themselves on every insert and are backfilled once when first created.
+    ``client`` is a read-write clickhouse-connect client. Idempotent: every component that writes
+    calls it at start. Then the dashboard's rollups (materialized views, ``rollups.py``), which
+    fill themselves on every insert and are backfilled once when first created.
     """
-    from driftline.collector import rollups
+    from driftline.collector.store import rollups
 
     for statement in STATEMENTS:
         client.command(statement)
-    rollups.migrate(client)
+    rollups.ensure(client)
+
+
+__all__ = ["ALERTS", "DATABASE", "DELETIONS", "DETECTOR_STATE", "DETECTOR_STATE_META", "DRIFT_METRICS",
+           "LABELED_PREDICTIONS", "LABELS", "OUTCOMES", "PREDICTIONS", "REFERENCES", "STATEMENTS", "migrate"]
