@@ -11,7 +11,7 @@ empty store. The dashboard cannot: it connects read-only.
 
 Deduplication: a replayed event (same ``event_id``, same timestamp) has the same sorting key,
 so ReplacingMergeTree collapses it on merge; the collector also filters replays before insert
-(see ``collector/writer.py``) so that plain queries without ``FINAL`` count each event once.
+(see ``collector/store/writer.py``) so that plain queries without ``FINAL`` count each event once.
 """
 
 from __future__ import annotations
