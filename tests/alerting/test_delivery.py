@@ -82,7 +82,8 @@ def test_permanent_errors_are_not_retried(tmp_path, slack, pd):
     chans = {
         "bad-path": slack_channel(slack.url + "x"),  # Slack: 404 no_service
         "s": slack_channel(slack.url),
-        "p": ChannelConfig(name="p", type="pagerduty", url=Secret(pd.url), routing_key=Secret("wrong")),
+        "p": ChannelConfig(name="p", type="pagerduty", url=Secret(pd.url),
+                           routing_key=Secret("wrong")),
     }
     d, outbox, clock, reg = setup(tmp_path, chans)
     outbox.enqueue("a", "bad-path", "slack", {"text": "x"}, clock())

@@ -29,6 +29,12 @@ GOLDEN = json.loads((HERE / "golden.json").read_text())
 WIRE = json.loads((HERE / "wire.json").read_text())
 
 
+def test_public_surface():
+    import driftline.alerting.channels as channels
+
+    assert channels.__all__ == ["CHANNELS", "Channel", "Transport", "channel_for"]
+
+
 def test_registry_covers_every_configurable_type():
     assert tuple(CHANNELS) == CHANNEL_TYPES
     assert all(c.type == t for t, c in CHANNELS.items())
