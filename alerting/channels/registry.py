@@ -19,8 +19,9 @@ from driftline.alerting.channels.pagerduty import PagerDutyChannel
 from driftline.alerting.channels.slack import SlackChannel
 from driftline.alerting.channels.webhook import WebhookChannel
 
-CHANNELS: Mapping[str, Channel] = MappingProxyType({
-    c.type: c for c in (SlackChannel(), PagerDutyChannel(), WebhookChannel(), EmailChannel())})
+_IMPLEMENTATIONS: tuple[Channel, ...] = (SlackChannel(), PagerDutyChannel(), WebhookChannel(),
+                                         EmailChannel())
+CHANNELS: Mapping[str, Channel] = MappingProxyType({c.type: c for c in _IMPLEMENTATIONS})
 
 
 def channel_for(channel_type: str) -> Channel:
