@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import email.utils
 import http.client
-import json
 import logging
 import random
 import socket
@@ -26,12 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from driftline.alerting import email as email_channel
-from driftline.alerting import pagerduty, store
+from driftline.alerting import store
+from driftline.alerting.channels import channel_for
+from driftline.alerting.channels.email import send_smtp
 from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Entry, Outbox
-from driftline.alerting.rules import Channel
-from driftline.alerting.signing import SIGNATURE_HEADER, sign
+from driftline.alerting.rules import ChannelConfig
 from driftline.alerting.ssrf import Resolver, Target, UnsafeURLError, check_url, system_resolver
 
 log = logging.getLogger("driftline.alerting")
@@ -155,12 +154,13 @@ class Deliverer:
     modes; integration tests use the real ones against local servers.
     """
 
-    def __init__(self, outbox: Outbox, channels: dict[str, Channel], metrics: AlertMetrics, *,
+    def __init__(self, outbox: Outbox, channels: dict[str, ChannelConfig], metrics: AlertMetrics,
+                 *,
                  clickhouse: Any = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None, policy: RetryPolicy = RetryPolicy(),
                  allow_local: bool = False, resolver: Resolver = system_resolver,
                  post: Callable[..., HttpResult] = http_post,
-                 smtp_send: Callable[[Channel, dict[str, Any], str], None] = email_channel.send,
+                 smtp_send: Callable[[ChannelConfig, dict[str, Any], str], None] = send_smtp,
                  ) -> None:
         self._outbox = outbox
         self._channels = channels
@@ -201,7 +201,7 @@ class Deliverer:
             return None
         return max(due, self.limiter.ready_at() or due) if due > self._clock() else due
 
-    def _attempt(self, entry: Entry, ch: Channel | None) -> bool:
+    def _attempt(self, entry: Entry, ch: ChannelConfig | None) -> bool:
         name = entry.channel
         started = time.perf_counter()
         try:
@@ -214,10 +214,8 @@ class Deliverer:
                     raise _Retry(f"history insert failed: {type(exc).__name__}") from None
             elif ch is None:
                 raise _Permanent(f"channel {name!r} is no longer configured")
-            elif ch.type == "email":
-                self._send_email(ch, entry)
             else:
-                self._send_http(ch, entry)
+                channel_for(ch.type).send(ch, entry.body, entry.key, _EntryTransport(self, entry))
         except _Retry as r:
             self._retry(entry, r)
             return False
@@ -254,11 +252,11 @@ class Deliverer:
         log.warning("alert %s to channel %s: %s; retry in %.1fs", entry.key, entry.channel, r, wait)
         self._outbox.retry_at(entry.key, now + wait, str(r))
 
-    def _send_email(self, ch: Channel, entry: Entry) -> None:
+    def _send_email(self, ch: ChannelConfig, body: dict[str, Any], key: str) -> None:
         import smtplib
 
         try:
-            self._smtp_send(ch, entry.body, entry.key)
+            self._smtp_send(ch, body, key)
         except smtplib.SMTPResponseException as exc:
             if 400 <= exc.smtp_code < 500:
                 raise _Retry(f"SMTP {exc.smtp_code}") from None
@@ -268,25 +266,14 @@ class Deliverer:
         except (smtplib.SMTPException, OSError) as exc:
             raise _Retry(f"SMTP error {type(exc).__name__}") from None
 
-    def _send_http(self, ch: Channel, entry: Entry) -> None:
+    def _send_http(self, ch: ChannelConfig, body: bytes, headers: dict[str, str],
+                   entry: Entry) -> None:
         assert ch.url is not None
         try:
             target = check_url(ch.url.reveal(), allow_local=self._allow_local,
                                resolver=self._resolver)
         except UnsafeURLError as exc:
             raise _Permanent(str(exc), refused=True) from None
-        body_obj = entry.body
-        headers = {"Content-Type": "application/json", "User-Agent": "driftline-alerting/1",
-                   "Idempotency-Key": entry.key}
-        if ch.type == "pagerduty":
-            assert ch.routing_key is not None
-            body_obj = pagerduty.with_routing_key(body_obj, ch.routing_key.reveal())
-        body = json.dumps(body_obj, sort_keys=True, separators=(",", ":")).encode()
-        if ch.type == "webhook":
-            headers["Content-Type"] = "application/cloudevents+json"
-            if ch.secret is not None:
-                # Signed at send time: the receiver's replay window counts from this attempt.
-                headers[SIGNATURE_HEADER] = sign(ch.secret.reveal(), body, self._clock())
         try:
             res = self._post(target, body, headers, ch.timeout_s)
         except (TimeoutError, socket.timeout):
@@ -309,6 +296,24 @@ class Deliverer:
         if status >= 500 or status == 408:
             raise _Retry(f"HTTP {status} {detail}")
         raise _Permanent(f"HTTP {status} {detail}")
+
+
+class _EntryTransport:
+    """The :class:`~driftline.alerting.channels.Transport` lent to a channel for one entry:
+    failures come back as ``_Retry``/``_Permanent``, which :meth:`Deliverer._attempt` sorts."""
+
+    def __init__(self, deliverer: Deliverer, entry: Entry) -> None:
+        self._deliverer = deliverer
+        self._entry = entry
+
+    def now(self) -> float:
+        return self._deliverer._clock()
+
+    def post(self, config: ChannelConfig, body: bytes, headers: dict[str, str]) -> None:
+        self._deliverer._send_http(config, body, headers, self._entry)
+
+    def send_mail(self, config: ChannelConfig, body: dict[str, Any], key: str) -> None:
+        self._deliverer._send_email(config, body, key)
 
 
 __all__ = ["Deliverer", "HttpResult", "RateLimiter", "RetryPolicy", "http_post",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from driftline.alerting.evaluate import FeatureStat, Series, Window
@@ -121,6 +122,20 @@ def dashboard_link(base: str, model: str, version: str, segment: str, start: dt.
     return f"{base.rstrip('/')}/?{urlencode(q)}"
 
 
+def feature_records(alert: Alert) -> list[dict[str, Any]]:
+    """``alert.features`` as JSON-safe dicts (webhook bodies and the history table)."""
+    return [{"feature": f.feature, "detector": f.detector, "statistic": f.statistic,
+             "value": f.value, "p_value": f.p_value, "threshold": f.threshold,
+             "current_size": f.current_size, "reference_size": f.reference_size}
+            for f in alert.features]
+
+
+def window_records(alert: Alert) -> list[dict[str, Any]]:
+    """``alert.windows`` as JSON-safe dicts (webhook bodies and the history table)."""
+    return [{"start": w.start.isoformat(), "end": w.end.isoformat(), "value": w.value,
+             "samples": w.samples, "breached": w.breached} for w in alert.windows]
+
+
 def build_alert(event: str, series: Series, since: dt.datetime, key: str, dashboard_url: str,
                 now: dt.datetime) -> Alert:
     """Describe ``series`` for an incident event, from its latest decided windows."""
@@ -147,5 +162,5 @@ def build_alert(event: str, series: Series, since: dt.datetime, key: str, dashbo
     )
 
 
-__all__ = ["Alert", "Verdict", "build_alert", "dashboard_link", "dedup_key", "hysteresis",
-           "series_key"]
+__all__ = ["Alert", "Verdict", "build_alert", "dashboard_link", "dedup_key", "feature_records",
+           "hysteresis", "series_key", "window_records"]

@@ -87,7 +87,7 @@ class Secret:
 
 
 @dataclass(frozen=True)
-class Channel:
+class ChannelConfig:
     """One notification destination. ``url`` is a :class:`Secret` for Slack (the URL is the key)."""
 
     name: str
@@ -145,7 +145,7 @@ class RuleSet:
     """Everything a rules file configures."""
 
     rules: tuple[Rule, ...]
-    channels: Mapping[str, Channel]
+    channels: Mapping[str, ChannelConfig]
     dashboard_url: str = ""
     interval_s: float = 60.0
     allow_local_development: bool = False
@@ -174,7 +174,7 @@ def parse_rules(doc: Any, env: Mapping[str, str], base_dir: Path = Path(".")) ->
                               "repeat_interval_s"})
     if top.get("version", 1) != 1:
         raise ConfigError("version: only version 1 is supported")
-    channels: dict[str, Channel] = {}
+    channels: dict[str, ChannelConfig] = {}
     for name, spec in _mapping(top.get("channels") or {}, "channels").items():
         channels[str(name)] = _channel(str(name), spec, env, base_dir)
     repeat = _num(top.get("repeat_interval_s", 4 * 3600), "repeat_interval_s", minimum=0)
@@ -200,7 +200,7 @@ def parse_rules(doc: Any, env: Mapping[str, str], base_dir: Path = Path(".")) ->
     )
 
 
-def _rule(i: int, spec: Any, channels: Mapping[str, Channel], repeat: float) -> Rule:
+def _rule(i: int, spec: Any, channels: Mapping[str, ChannelConfig], repeat: float) -> Rule:
     where = f"rules[{i}]"
     d = _mapping(spec, where)
     _only(d, where, {"name", "kind", "statistic", "op", "threshold", "model", "model_version",
@@ -277,7 +277,7 @@ _SECRET_KEYS = {"url", "routing_key", "secret", "password"}
 _DEFAULT_RATE = {"slack": 1.0, "pagerduty": 2.0, "webhook": 5.0, "email": 1.0}
 
 
-def _channel(name: str, spec: Any, env: Mapping[str, str], base_dir: Path) -> Channel:
+def _channel(name: str, spec: Any, env: Mapping[str, str], base_dir: Path) -> ChannelConfig:
     where = f"channels.{name}"
     if not _NAME_RE.match(name):
         raise ConfigError(f"{where}: use letters, digits, '.', '_' or '-' in channel names")
@@ -307,7 +307,7 @@ def _channel(name: str, spec: Any, env: Mapping[str, str], base_dir: Path) -> Ch
                   username=str(d.get("username", "")))
     if ctype == "webhook":
         kw["cooldown_s"] = _num(d.get("cooldown_s", 86400), f"{where}.cooldown_s", minimum=0)
-    return Channel(
+    return ChannelConfig(
         name=name, type=ctype, url=secrets.get("url"), routing_key=secrets.get("routing_key"),
         secret=secrets.get("secret"), password=secrets.get("password"),
         timeout_s=_num(d.get("timeout_s", 10), f"{where}.timeout_s", minimum=0.001),
@@ -377,4 +377,4 @@ def _bool(v: Any, where: str) -> bool:
     return v
 
 
-__all__ = ["Channel", "Rule", "RuleSet", "Secret", "load_rules", "parse_rules"]
+__all__ = ["ChannelConfig", "Rule", "RuleSet", "Secret", "load_rules", "parse_rules"]

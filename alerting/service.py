@@ -25,8 +25,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from driftline.alerting import email as email_channel
-from driftline.alerting import pagerduty, slack, store, webhook
+from driftline.alerting import store
+from driftline.alerting.channels import channel_for
+from driftline.alerting.channels.email import send_smtp
+from driftline.alerting.channels.webhook import render_retrain
 from driftline.alerting.delivery import Deliverer, RetryPolicy, http_post
 from driftline.alerting.evaluate import Evaluator, Series
 from driftline.alerting.incidents import (Alert, build_alert, dedup_key, hysteresis,
@@ -49,7 +51,7 @@ class AlertService:
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  retry: RetryPolicy = RetryPolicy(), resolver: Resolver = system_resolver,
                  post: Callable[..., Any] = http_post,
-                 smtp_send: Callable[..., None] = email_channel.send) -> None:
+                 smtp_send: Callable[..., None] = send_smtp) -> None:
         self.rules = rules
         self._ch = clickhouse
         self._clock = clock
@@ -131,16 +133,9 @@ class AlertService:
         for name in rule.channels:
             ch = self.rules.channels[name]
             key = f"{name}:{event_key}"
-            if ch.type == "slack":
-                body = slack.render(alert, ref=key)
-            elif ch.type == "pagerduty":
-                if alert.event == "repeat":
-                    continue  # PagerDuty keeps paging on its own; a re-trigger adds nothing
-                body = pagerduty.render(alert)
-            elif ch.type == "webhook":
-                body = webhook.render_alert(alert, key)
-            else:
-                body = email_channel.render(alert)
+            body = channel_for(ch.type).render(alert, key)
+            if body is None:  # the channel skips this event (PagerDuty: a repeat)
+                continue
             self.outbox.enqueue(key, name, ch.type, body, now_ts)
         key = f"{HISTORY}:{event_key}"
         self.outbox.enqueue(key, HISTORY, "history", store.history_row(alert, key, rule.channels),
@@ -155,7 +150,7 @@ class AlertService:
                      dt.datetime.fromtimestamp(last + ch.cooldown_s, dt.timezone.utc).isoformat())
             return
         key = f"{channel}:{alert.dedup_key}:retrain"
-        self.outbox.enqueue(key, channel, "webhook", webhook.render_retrain(alert, key), now_ts)
+        self.outbox.enqueue(key, channel, "webhook", render_retrain(alert, key), now_ts)
         self.outbox.start_cooldown(channel, alert.model, now_ts)
 
     # -- delivery and the loop -------------------------------------------------------------
@@ -177,15 +172,7 @@ class AlertService:
         now_ts = self._clock()
         key = f"{channel}:test:{int(now_ts * 1000)}"
         iso = dt.datetime.fromtimestamp(now_ts, dt.timezone.utc).isoformat()
-        if ch.type == "slack":
-            body = slack.render_test(channel)
-        elif ch.type == "pagerduty":
-            body = pagerduty.render_test(channel, key)
-        elif ch.type == "webhook":
-            body = webhook.render_test(channel, key, iso)
-        else:
-            body = {"subject": f"driftline test notification for {channel}",
-                    "text": f"driftline test notification for channel {channel}"}
+        body = channel_for(ch.type).render_test(channel, key, iso)
         self.outbox.enqueue(key, channel, ch.type, body, now_ts)
         self.deliver()
         for k, _c, status, _a, err in self.outbox.messages():

@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from driftline.alerting.incidents import Alert
-from driftline.alerting.webhook import _features, _windows
+from driftline.alerting.incidents import Alert, feature_records, window_records
 
 COLUMNS = ("event_id", "event_time", "event", "incident", "rule", "kind", "severity", "model",
            "model_version", "segment", "statistic", "condition", "since", "value", "samples",
@@ -29,7 +28,8 @@ def history_row(alert: Alert, event_id: str, channels: tuple[str, ...]) -> dict[
             "model_version": alert.model_version, "segment": alert.segment,
             "statistic": alert.statistic, "condition": alert.condition,
             "since": alert.since.isoformat(), "value": alert.value, "samples": alert.samples,
-            "features": json.dumps(_features(alert)), "windows": json.dumps(_windows(alert)),
+            "features": json.dumps(feature_records(alert)),
+            "windows": json.dumps(window_records(alert)),
             "evidence_sql": alert.sql, "dashboard_link": alert.dashboard_link,
             "channels": list(channels)}
 

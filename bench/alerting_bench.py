@@ -26,7 +26,7 @@ from driftline.alerting.evaluate import Evaluator  # noqa: E402
 from driftline.alerting.incidents import hysteresis  # noqa: E402
 from driftline.alerting.metrics import AlertMetrics  # noqa: E402
 from driftline.alerting.outbox import Outbox  # noqa: E402
-from driftline.alerting.rules import Channel, Secret, parse_rules  # noqa: E402
+from driftline.alerting.rules import ChannelConfig, Secret, parse_rules  # noqa: E402
 from driftline.alerting.ssrf import check_url  # noqa: E402
 from driftline.collector.chstore import start_chstore  # noqa: E402
 from driftline.collector.store import connect, migrate  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
     bare = time.perf_counter() - t
     tmp = Path(tempfile.mkdtemp())
     outbox = Outbox(tmp / "o.sqlite3")
-    d = Deliverer(outbox, {"s": Channel(name="s", type="slack", url=Secret(slack.url),
+    d = Deliverer(outbox, {"s": ChannelConfig(name="s", type="slack", url=Secret(slack.url),
                                         rate_per_s=0)},
                   AlertMetrics(CollectorRegistry()), allow_local=True)
     t = time.perf_counter()

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from driftline.alerting.delivery import Deliverer, RetryPolicy, parse_retry_after
 from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Outbox
-from driftline.alerting.rules import Channel, Secret
+from driftline.alerting.rules import ChannelConfig, Secret
 from fakes import FakeRedirect, FakeSlack
 
 KEY = "R0UT1NGKEY0123456789abcdef012345"
@@ -35,8 +35,8 @@ def setup(tmp_path, channels, **kw):
     return d, outbox, clock, registry
 
 
-def slack_channel(url: str, **kw) -> Channel:
-    return Channel(name="s", type="slack", url=Secret(url), **kw)
+def slack_channel(url: str, **kw) -> ChannelConfig:
+    return ChannelConfig(name="s", type="slack", url=Secret(url), **kw)
 
 
 def count(registry, channel, outcome):
@@ -58,7 +58,7 @@ def test_slack_429_retry_after_is_honoured(tmp_path, slack):
 
 def test_5xx_and_timeouts_retry_with_backoff_then_succeed(tmp_path, pd):
     pd.script.extend([("status", 500, {}, b""), ("status", 503, {}, b""), ("delay", 0.5)])
-    ch = Channel(name="p", type="pagerduty", url=Secret(pd.url), routing_key=Secret(KEY),
+    ch = ChannelConfig(name="p", type="pagerduty", url=Secret(pd.url), routing_key=Secret(KEY),
                  timeout_s=0.2, rate_per_s=0)
     d, outbox, clock, reg = setup(tmp_path, {"p": ch})
     ev = {"event_action": "trigger", "dedup_key": "dk1",
@@ -82,7 +82,8 @@ def test_permanent_errors_are_not_retried(tmp_path, slack, pd):
     chans = {
         "bad-path": slack_channel(slack.url + "x"),  # Slack: 404 no_service
         "s": slack_channel(slack.url),
-        "p": Channel(name="p", type="pagerduty", url=Secret(pd.url), routing_key=Secret("wrong")),
+        "p": ChannelConfig(name="p", type="pagerduty", url=Secret(pd.url),
+                           routing_key=Secret("wrong")),
     }
     d, outbox, clock, reg = setup(tmp_path, chans)
     outbox.enqueue("a", "bad-path", "slack", {"text": "x"}, clock())
@@ -126,7 +127,7 @@ def test_slack_rate_limit_one_message_per_second(tmp_path, slack):
 
 def test_fifo_per_channel_resolve_never_overtakes_trigger(tmp_path, pd):
     pd.script.append(("status", 500, {}, b""))
-    ch = Channel(name="p", type="pagerduty", url=Secret(pd.url), routing_key=Secret(KEY),
+    ch = ChannelConfig(name="p", type="pagerduty", url=Secret(pd.url), routing_key=Secret(KEY),
                  rate_per_s=0)
     d, outbox, clock, _ = setup(tmp_path, {"p": ch})
     trig = {"event_action": "trigger", "dedup_key": "dk",

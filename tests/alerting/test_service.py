@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry
 from driftline.alerting.delivery import RetryPolicy
 from driftline.alerting.rules import load_rules
 from driftline.alerting.service import AlertService
-from driftline.alerting.signing import verify_signature
 from driftline.alerting.store import list_alerts
 from helpers import T0, insert_window, rules_yaml, unique_model, window_end
 

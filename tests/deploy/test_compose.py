@@ -35,7 +35,7 @@ SOURCES = {
     "collector": ["collector/config.py", "collector/scrub_config.py"],
     "sidecar": ["sdk/config.py", "sdk/sidecar_config.py", "sdk/sidecar_cli.py"],
     # the ClickHouse URL (DRIFTLINE_CLICKHOUSE_URL) is read through the store's one client module
-    "alerting": ["alerting/*.py", "collector/store/client.py"],
+    "alerting": ["alerting/**/*.py", "collector/store/client.py"],
     "dashboard": ["dashboard/*.py", "collector/store/client.py"],
     "model": [],
 }

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftline.alerting.channels.base import Transport, json_body, json_headers
 from driftline.alerting.incidents import Alert
+from driftline.alerting.rules import ChannelConfig
 
-EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 _SEVERITY = {"critical": "critical", "error": "error", "warning": "warning", "info": "info"}
 
 
@@ -60,4 +61,26 @@ def with_routing_key(event: dict[str, Any], routing_key: str) -> dict[str, Any]:
     return {"routing_key": routing_key, **event}
 
 
-__all__ = ["EVENTS_URL", "render", "render_test", "with_routing_key"]
+class PagerDutyChannel:
+    """PagerDuty Events API v2; ``repeat`` events are skipped because PagerDuty keeps paging on
+    its own and a re-trigger adds nothing."""
+
+    type = "pagerduty"
+
+    def render(self, alert: Alert, key: str) -> dict[str, Any] | None:
+        """:func:`render`, or None for a ``repeat`` event."""
+        return None if alert.event == "repeat" else render(alert)
+
+    def render_test(self, channel: str, key: str, time_iso: str) -> dict[str, Any]:
+        """:func:`render_test`."""
+        return render_test(channel, key)
+
+    def send(self, config: ChannelConfig, body: dict[str, Any], key: str,
+             transport: Transport) -> None:
+        """POST the event with the routing key added."""
+        assert config.routing_key is not None
+        event = with_routing_key(body, config.routing_key.reveal())
+        transport.post(config, json_body(event), json_headers(key))
+
+
+__all__ = ["PagerDutyChannel", "render", "render_test", "with_routing_key"]

@@ -7,10 +7,11 @@ the dashboard. ``text`` is the plain fallback Slack shows in notifications.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from driftline.alerting.channels.base import Transport, json_body, json_headers
 from driftline.alerting.incidents import Alert
+from driftline.alerting.rules import ChannelConfig
 
 TOP_FEATURES = 5
 _ICON = {"critical": ":red_circle:", "error": ":large_orange_circle:",
@@ -70,9 +71,23 @@ def render_test(channel: str) -> dict[str, Any]:
                 "type": "mrkdwn", "text": f":wave: driftline test notification for `{channel}`"}}]}
 
 
-def encode(body: dict[str, Any]) -> bytes:
-    """Serialise a message body."""
-    return json.dumps(body, separators=(",", ":")).encode()
+class SlackChannel:
+    """A Slack incoming webhook (the URL is the secret)."""
+
+    type = "slack"
+
+    def render(self, alert: Alert, key: str) -> dict[str, Any]:
+        """:func:`render`, with the outbox key shown as the reference."""
+        return render(alert, ref=key)
+
+    def render_test(self, channel: str, key: str, time_iso: str) -> dict[str, Any]:
+        """:func:`render_test`."""
+        return render_test(channel)
+
+    def send(self, config: ChannelConfig, body: dict[str, Any], key: str,
+             transport: Transport) -> None:
+        """POST the Block Kit body."""
+        transport.post(config, json_body(body), json_headers(key))
 
 
-__all__ = ["encode", "render", "render_test"]
+__all__ = ["SlackChannel", "render", "render_test"]

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from driftline.alerting.incidents import Alert
+from driftline.alerting.channels.base import Transport, json_body, json_headers
+from driftline.alerting.incidents import Alert, feature_records, window_records
+from driftline.alerting.rules import ChannelConfig
+from driftline.alerting.signing import SIGNATURE_HEADER, sign
 
 SOURCE = "driftline/alerting"
 TYPES = {"firing": "io.driftline.alert.firing", "repeat": "io.driftline.alert.repeat",
@@ -34,26 +37,14 @@ def _subject(alert: Alert) -> str:
     return s + (f"/segments/{alert.segment}" if alert.segment else "")
 
 
-def _features(alert: Alert) -> list[dict[str, Any]]:
-    return [{"feature": f.feature, "detector": f.detector, "statistic": f.statistic,
-             "value": f.value, "p_value": f.p_value, "threshold": f.threshold,
-             "current_size": f.current_size, "reference_size": f.reference_size}
-            for f in alert.features]
-
-
-def _windows(alert: Alert) -> list[dict[str, Any]]:
-    return [{"start": w.start.isoformat(), "end": w.end.isoformat(), "value": w.value,
-             "samples": w.samples, "breached": w.breached} for w in alert.windows]
-
-
 def render_alert(alert: Alert, event_id: str) -> dict[str, Any]:
     """An alert event (firing, repeat or resolved) for a plain webhook channel."""
     data = {"incident": alert.dedup_key, "status": alert.event, "rule": alert.rule,
             "kind": alert.kind, "condition": alert.condition, "severity": alert.severity,
             "model": alert.model, "model_version": alert.model_version,
             "segment": alert.segment, "since": alert.since.isoformat(), "value": alert.value,
-            "samples": alert.samples, "features": _features(alert), "windows": _windows(alert),
-            "dashboard": alert.dashboard_link}
+            "samples": alert.samples, "features": feature_records(alert),
+            "windows": window_records(alert), "dashboard": alert.dashboard_link}
     return cloudevent(alert.event, event_id, alert.at.isoformat(), _subject(alert), data)
 
 
@@ -64,8 +55,8 @@ def render_retrain(alert: Alert, event_id: str) -> dict[str, Any]:
         "model": alert.model, "model_version": alert.model_version, "segment": alert.segment,
         "evidence": {
             "condition": alert.condition, "since": alert.since.isoformat(),
-            "until": alert.last_window_end.isoformat(), "windows": _windows(alert),
-            "drifted_features": _features(alert), "sql": alert.sql,
+            "until": alert.last_window_end.isoformat(), "windows": window_records(alert),
+            "drifted_features": feature_records(alert), "sql": alert.sql,
             "dashboard": alert.dashboard_link,
         },
     }
@@ -78,4 +69,31 @@ def render_test(channel: str, event_id: str, time_iso: str) -> dict[str, Any]:
                       {"message": f"driftline test notification for channel {channel}"})
 
 
-__all__ = ["SOURCE", "TYPES", "cloudevent", "render_alert", "render_retrain", "render_test"]
+class WebhookChannel:
+    """A generic JSON webhook; also the channel type that receives retraining requests
+    (:func:`render_retrain`, queued by the service for rules with ``retrain``)."""
+
+    type = "webhook"
+
+    def render(self, alert: Alert, key: str) -> dict[str, Any]:
+        """:func:`render_alert`, with the outbox key as the CloudEvent ``id``."""
+        return render_alert(alert, key)
+
+    def render_test(self, channel: str, key: str, time_iso: str) -> dict[str, Any]:
+        """:func:`render_test`."""
+        return render_test(channel, key, time_iso)
+
+    def send(self, config: ChannelConfig, body: dict[str, Any], key: str,
+             transport: Transport) -> None:
+        """POST the CloudEvent, signed when the channel has a secret."""
+        data = json_body(body)
+        headers = json_headers(key)
+        headers["Content-Type"] = "application/cloudevents+json"
+        if config.secret is not None:
+            # Signed at send time: the receiver's replay window counts from this attempt.
+            headers[SIGNATURE_HEADER] = sign(config.secret.reveal(), data, transport.now())
+        transport.post(config, data, headers)
+
+
+__all__ = ["SOURCE", "TYPES", "WebhookChannel", "cloudevent", "render_alert", "render_retrain",
+           "render_test"]

@@ -21,12 +21,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from prometheus_client import CollectorRegistry
 
-from driftline.alerting import email as email_channel
+from driftline.alerting.channels import email as email_channel
 from driftline.alerting.cli import main
 from driftline.alerting.delivery import Deliverer, RetryPolicy
 from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Outbox
-from driftline.alerting.rules import Channel, Secret, load_rules
+from driftline.alerting.rules import ChannelConfig, Secret, load_rules
 from driftline.alerting.service import AlertService
 from helpers import insert_window, unique_model, window_end
 
@@ -268,7 +268,7 @@ def test_starttls_required_but_not_offered_sends_nothing(tmp_path, smtp, capsys)
     assert smtp.messages == [] and smtp.logins == []
 
 
-def _deliverer(db: Path, channel: Channel, **policy: Any):
+def _deliverer(db: Path, channel: ChannelConfig, **policy: Any):
     clock, registry = Clock(), CollectorRegistry()
     outbox = Outbox(db)
     d = Deliverer(outbox, {channel.name: channel}, AlertMetrics(registry), clock=clock,
@@ -277,8 +277,8 @@ def _deliverer(db: Path, channel: Channel, **policy: Any):
     return d, outbox, clock, registry
 
 
-def _channel(port: int, to: tuple[str, ...]) -> Channel:
-    return Channel(name="mail", type="email", smtp_host="127.0.0.1", smtp_port=port,
+def _channel(port: int, to: tuple[str, ...]) -> ChannelConfig:
+    return ChannelConfig(name="mail", type="email", smtp_host="127.0.0.1", smtp_port=port,
                    starttls=False, sender="driftline@example.com", to=to, username=USER,
                    password=Secret(PASSWORD), timeout_s=5, rate_per_s=0)
 

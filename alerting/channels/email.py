@@ -18,8 +18,9 @@ import ssl
 from email.message import EmailMessage
 from typing import Any
 
+from driftline.alerting.channels.base import Transport
 from driftline.alerting.incidents import Alert
-from driftline.alerting.rules import Channel
+from driftline.alerting.rules import ChannelConfig
 
 TOP_FEATURES = 10
 _HEADLINE = {"firing": "Incident opened", "repeat": "Still firing", "resolved": "Resolved"}
@@ -84,8 +85,9 @@ def _message_id(key: str) -> str:
     return f"<{key.replace(':', '.')}@driftline>"
 
 
-def build_message(channel: Channel, body: dict[str, Any], idempotency_key: str) -> EmailMessage:
-    """The message :func:`send` sends (exposed for tests and previews)."""
+def build_message(channel: ChannelConfig, body: dict[str, Any],
+                  idempotency_key: str) -> EmailMessage:
+    """The message :func:`send_smtp` sends (exposed for tests and previews)."""
     msg = EmailMessage()
     msg["Subject"] = _one_line(str(body["subject"]))
     msg["From"] = channel.sender
@@ -113,8 +115,8 @@ def _refused(refused: dict[str, tuple[int, bytes]], accepted: int) -> Recipients
     return RecipientsRefused(code, f"recipients refused: {who}; accepted by {accepted}")
 
 
-def send(channel: Channel, body: dict[str, Any], idempotency_key: str,
-         context: ssl.SSLContext | None = None) -> None:
+def send_smtp(channel: ChannelConfig, body: dict[str, Any], idempotency_key: str,
+              context: ssl.SSLContext | None = None) -> None:
     """Send one message; raises ``smtplib.SMTPException``/``OSError`` on failure.
 
     With ``starttls`` the server's certificate is checked against ``smtp_host`` with
@@ -142,5 +144,30 @@ def send(channel: Channel, body: dict[str, Any], idempotency_key: str,
             raise _refused(refused, len(channel.to) - len(refused))
 
 
-__all__ = ["AuthNotOffered", "RecipientsRefused", "StartTLSNotOffered", "build_message",
-           "render", "send"]
+def render_test(channel: str) -> dict[str, Any]:
+    """A test message for ``driftline alerts test``."""
+    return {"subject": f"driftline test notification for {channel}",
+            "text": f"driftline test notification for channel {channel}"}
+
+
+class EmailChannel:
+    """E-mail over SMTP; the transport's ``send_mail`` is :func:`send_smtp` unless injected."""
+
+    type = "email"
+
+    def render(self, alert: Alert, key: str) -> dict[str, Any]:
+        """:func:`render`."""
+        return render(alert)
+
+    def render_test(self, channel: str, key: str, time_iso: str) -> dict[str, Any]:
+        """:func:`render_test`."""
+        return render_test(channel)
+
+    def send(self, config: ChannelConfig, body: dict[str, Any], key: str,
+             transport: Transport) -> None:
+        """Send the mail; ``key`` becomes its stable Message-ID."""
+        transport.send_mail(config, body, key)
+
+
+__all__ = ["AuthNotOffered", "EmailChannel", "RecipientsRefused", "StartTLSNotOffered",
+           "build_message", "render", "render_test", "send_smtp"]
