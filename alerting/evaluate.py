@@ -18,7 +18,6 @@ retraining requests so that a human or a pipeline can re-run it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,14 +265,6 @@ def _metric(rule: Rule) -> str:
     return ("avg(ifNull(if(p.prediction_label IS NOT NULL AND s.prediction_label IS NOT NULL, "
             "p.prediction_label = s.prediction_label, "
             f"abs(p.prediction_num - s.prediction_num) <= {float(rule.tolerance)!r}), 0))")
-
-
-def details_json(series: Series) -> str:
-    """A compact JSON view of a series' windows, for history rows and evidence bundles."""
-    return json.dumps([
-        {"start": w.start.isoformat(), "end": w.end.isoformat(), "value": w.value,
-         "samples": w.samples, "breached": w.breached} for w in series.windows
-    ])
 
 
 __all__ = ["Evaluator", "FeatureStat", "Series", "Window", "quote", "ts_literal", "utc"]

@@ -15,9 +15,7 @@
 True
 
 Per event the engine does O(features x segments) work on fixed-size histograms; nothing grows
-with the window length. ``state()`` is a compressed JSON blob of everything observed (windows,
-pending joins, river detectors, references); ``DetectorEngine.restore(config, blob)`` continues
-exactly where the saved engine stopped. The collector saves each model on its own instead:
+with the window length. The collector saves each model on its own:
 ``state_for(model)`` (full) or ``state_for(model, delta=True)`` (changes since ``checkpoint``),
 read back with ``load_model_state(model, full, deltas)``; ``ensure_model`` adds a model seen
 without configuration.
@@ -47,7 +45,6 @@ from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
 __all__ = ["DetectorEngine"]
 
 log = logging.getLogger(__name__)
-_STATE_VERSION = 1
 _MODEL_STATE_VERSION = 2
 
 
@@ -274,36 +271,6 @@ class DetectorEngine:
         return {**mon.counts, "labels_expired": mon.pending_labels.expired,
                 "predictions_unlabelled": mon.pending_preds.expired,
                 "pending_predictions": len(mon.pending_preds)}
-
-    # -- state ----------------------------------------------------------------------------------
-    def state(self) -> bytes:
-        """Everything observed, as a compressed JSON blob (rows not yet polled included)."""
-        doc = {
-            "version": _STATE_VERSION,
-            "models": {m: {"monitor": mon.get_state(), "window": self.windows[m].get_state(),
-                           "watermark": self.watermarks.get(m)} for m, mon in self.monitors.items()},
-            "ready": [_row_json(r) for r in self._ready],
-        }
-        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 6)
-
-    @classmethod
-    def restore(cls, config: DetectorsConfig, blob: bytes, *, clock: Callable[[], float] = time.time,
-                registry: Any = None) -> "DetectorEngine":
-        """A new engine continuing from :meth:`state`. Models no longer configured are dropped;
-        a model whose settings changed keeps its references and pending joins."""
-        doc = json.loads(zlib.decompress(blob))
-        if doc.get("version") != _STATE_VERSION:
-            raise ValueError(f"detector state version {doc.get('version')!r}; this build reads {_STATE_VERSION}")
-        eng = cls(config, clock=clock, registry=registry)
-        for model, st in doc["models"].items():
-            if model not in eng.monitors:
-                continue
-            eng.monitors[model].set_state(st["monitor"])
-            eng.windows[model].set_state(st["window"])
-            if st.get("watermark") is not None:
-                eng.watermarks[model] = st["watermark"]
-        eng._ready += [_row_of(r) for r in doc["ready"]]
-        return eng
 
     # -- per-model state: what the collector saves after every chunk ---------------------------
     def state_for(self, model: str, *, delta: bool = False) -> bytes:

@@ -2,21 +2,10 @@
 
 * :func:`write_rows` appends :class:`~driftline.detectors.base.MetricRow` s to
   ``driftline.drift_metrics``;
-* :func:`save_state` / :func:`load_state` keep the engine's state blob in
-  ``driftline.detector_state`` (one live row per model and key: ReplacingMergeTree on
-  ``saved_at``), so detectors survive a collector restart;
+* :class:`StateRecord` s (:func:`save_records` / :func:`load_records`) keep per-model detector
+  state in ``driftline.detector_state`` so detectors survive a collector restart;
 * the tables' DDL lives with every other table's in ``collector/store/tables.py``, created by
   :func:`driftline.collector.store.migrate`.
-
-Typical collector loop::
-
-    rows = engine.poll()
-    if rows:
-        write_rows(client, rows)
-    if time_to_checkpoint:
-        save_state(client, engine.state())
-    ...
-    engine = DetectorEngine.restore(config, load_state(client)) if load_state(client) else ...
 """
 
 from __future__ import annotations
@@ -30,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow
 
-__all__ = ["write_rows", "save_state", "load_state", "StateRecord", "save_records", "load_records",
+__all__ = ["write_rows", "StateRecord", "save_records", "load_records",
            "latest_seqs", "merge_model_state"]
 
 
@@ -40,23 +29,6 @@ def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
     if data:
         client.insert("driftline.drift_metrics", data, column_names=list(MetricRow.COLUMNS))
     return len(data)
-
-
-def save_state(client: Any, blob: bytes, *, model: str = "*", key: str = "engine",
-               now: _dt.datetime | None = None) -> None:
-    """Store the latest state blob (older ones collapse on merge and are ignored by reads)."""
-    saved = now or _dt.datetime.now(_dt.timezone.utc)
-    client.insert("driftline.detector_state", [[model, key, base64.b64encode(blob).decode(), saved]],
-                  column_names=["model", "key", "blob", "saved_at"])
-
-
-def load_state(client: Any, *, model: str = "*", key: str = "engine") -> bytes | None:
-    """The newest saved blob, or ``None`` if there is none."""
-    rows = client.query(
-        "SELECT argMax(blob, saved_at) FROM driftline.detector_state "
-        "WHERE model = {m:String} AND key = {k:String} HAVING count() > 0",
-        parameters={"m": model, "k": key}).result_rows
-    return base64.b64decode(rows[0][0]) if rows else None
 
 
 @dataclasses.dataclass(frozen=True)

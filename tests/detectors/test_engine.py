@@ -65,9 +65,10 @@ def test_restart_mid_stream_gives_identical_results():
     first = _engine()
     _feed(first, evs[:cut])
     early = first.poll()
-    blob = first.state()
+    blob = first.state_for("m")
     assert isinstance(blob, bytes)
-    second = DetectorEngine.restore(DetectorsConfig.from_mapping(CFG), blob, clock=lambda: 0.0)
+    second = DetectorEngine(DetectorsConfig.from_mapping(CFG), clock=lambda: 0.0)
+    second.load_model_state("m", blob)
     _feed(second, evs[cut:])
     got = early + second.flush()
     assert got == expected
