@@ -36,8 +36,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow, result_to_row
 from driftline.detectors.config import DetectorsConfig, ModelConfig
+from driftline.detectors.journal import merge_model_state
 from driftline.detectors.metrics import EngineMetrics
-from driftline.detectors.journal import EngineMonitor
+from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
 from driftline.detectors.windows import WindowClock
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
@@ -67,7 +68,7 @@ class DetectorEngine:
         self.config = config
         self.clock = clock
         self.metrics = EngineMetrics(registry)
-        self.monitors: dict[str, EngineMonitor] = {}
+        self.monitors: dict[str, ModelMonitor] = {}
         self.windows: dict[str, WindowClock] = {}
         self.watermarks: dict[str, float] = {}
         # References of models not (yet) configured: installed when ensure_model adds them.
@@ -87,7 +88,7 @@ class DetectorEngine:
         if cfg.model in self.monitors:
             return False
         refs = {v: r for (model, v), r in self._references.items() if model == cfg.model}
-        self.monitors[cfg.model] = EngineMonitor(cfg, refs)
+        self.monitors[cfg.model] = ModelMonitor(cfg, refs)
         self.windows[cfg.model] = WindowClock(cfg.window)
         return True
 
@@ -111,7 +112,7 @@ class DetectorEngine:
         return None if mon is None else mon.references.get(version)
 
     # -- events ---------------------------------------------------------------------------------
-    def _monitor(self, ev: Mapping[str, Any], kind: str) -> tuple[EngineMonitor, float] | None:
+    def _monitor(self, ev: Mapping[str, Any], kind: str) -> tuple[ModelMonitor, float] | None:
         mon = self.monitors.get(ev.get("model", ""))
         if mon is None:
             self.metrics.ignore("unconfigured_model")
@@ -237,7 +238,7 @@ class DetectorEngine:
         self._ready.extend(rows)
         self.dirty.add(model)
 
-    def _drain(self, mon: EngineMonitor) -> None:
+    def _drain(self, mon: ModelMonitor) -> None:
         model = mon.cfg.model
         rows = [result_to_row(r, model=model, model_version=v, segment=seg, window_start=_utc(start),
                               window_end=_utc(end)) for v, seg, r, start, end in mon.concept_closed]
@@ -278,7 +279,7 @@ class DetectorEngine:
 
         ``delta=True`` gives only what changed since :meth:`checkpoint` for the unbounded parts
         (pending joins, first-events buffers, references) plus the bounded rest; fold such blobs
-        into the full one before it with :func:`driftline.detectors.sink.merge_model_state`.
+        into the full one before it with :func:`driftline.detectors.journal.merge_model_state`.
         """
         mon = self.monitors[model]
         doc: dict[str, Any] = {
@@ -307,14 +308,12 @@ class DetectorEngine:
         current configuration. A stored reference that differs from the one in the state
         (replaced while the collector was down) replaces it, restarting that version's windows.
         """
-        from driftline.detectors.sink import merge_model_state
-
         doc = merge_model_state(json.loads(zlib.decompress(blob)),
                                 [json.loads(zlib.decompress(d)) for d in deltas])
         if doc.get("version") != _MODEL_STATE_VERSION or doc.get("model") != model:
             raise ValueError(f"not a version-{_MODEL_STATE_VERSION} state of model {model!r}")
         cfg = self.monitors[model].cfg
-        mon = self.monitors[model] = EngineMonitor(cfg, {})
+        mon = self.monitors[model] = ModelMonitor(cfg, {})
         mon.set_state(doc["monitor"])
         for (m, v), ref in self._references.items():
             cur = mon.references.get(v)

@@ -14,13 +14,11 @@ import base64
 import dataclasses
 import datetime as _dt
 import json
-from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow
 
-__all__ = ["write_rows", "StateRecord", "save_records", "load_records",
-           "latest_seqs", "merge_model_state"]
+__all__ = ["write_rows", "StateRecord", "save_records", "load_records", "latest_seqs"]
 
 
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
@@ -73,36 +71,3 @@ def latest_seqs(client: Any, models: Sequence[str]) -> dict[str, int]:
         "SELECT model, max(JSONExtractUInt(meta, 'seq')) FROM driftline.detector_state "
         "WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model", parameters={"m": list(models)}).result_rows
     return {m: int(s) for m, s in rows}
-
-
-def merge_model_state(full: dict[str, Any], deltas: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Fold delta docs (``state_for(model, delta=True)``, in save order) into the full doc before them."""
-    if not deltas:
-        return full
-    mon = full["monitor"]
-    stores = [OrderedDict((k, (ts, p)) for k, ts, p in st["items"]) for st in mon["pending"]]
-    for d in deltas:
-        j = d["journal"]
-        refs = mon["references"]
-        refs.update(j["references"])
-        for v in j["references_removed"]:
-            refs.pop(v, None)
-        boot = mon["bootstrap"]
-        for v, (mode, events) in j["bootstrap"].items():
-            boot[v] = boot.get(v, []) + events if mode == "append" else events
-        for v in j["bootstrap_removed"]:
-            boot.pop(v, None)
-        for items, st, pj in zip(stores, mon["pending"], j["pending"]):
-            for k in pj["removed"]:
-                items.pop(k, None)
-            for k, ts, p in pj["changed"]:
-                items[k] = (ts, p)  # in place: keeps its position
-            for k, ts, p in pj["new"]:
-                items.pop(k, None)
-                items[k] = (ts, p)
-            st["expired"], st["evicted"] = pj["expired"], pj["evicted"]
-        mon.update(d["core"])
-        full["window"], full["watermark"], full["ready"] = d["window"], d["watermark"], d["ready"]
-    for items, st in zip(stores, mon["pending"]):
-        st["items"] = [[k, ts, p] for k, (ts, p) in items.items()]
-    return full
