@@ -15,10 +15,11 @@
 True
 
 Per event the engine does O(features x segments) work on fixed-size histograms; nothing grows
-with the window length. The collector saves each model on its own:
-``state_for(model)`` (full) or ``state_for(model, delta=True)`` (changes since ``checkpoint``),
-read back with ``load_model_state(model, full, deltas)``; ``ensure_model`` adds a model seen
-without configuration.
+with the window length. State is saved per model: ``state_for(model)`` (full) or
+``state_for(model, delta=True)`` (changes since the last ``mark_saved(model)``), read back with
+``load_model_state(model, full, deltas)``; ``changed()`` names the models to save and
+``ensure_model`` adds a model seen without configuration.
+:class:`~driftline.detectors.state.ModelStates` keeps all of this durable in the store.
 
 With count windows, performance and error-stream rows cover every ``window.size`` joined labels
 (bounds: first and last prediction time among them), so they do not depend on how the label and
@@ -73,8 +74,7 @@ class DetectorEngine:
         self.watermarks: dict[str, float] = {}
         # References of models not (yet) configured: installed when ensure_model adds them.
         self._references: dict[tuple[str, str], Reference] = dict(references or {})
-        #: models whose state changed since the caller last cleared this set (saves only these)
-        self.dirty: set[str] = set()
+        self._changed: set[str] = set()  # models whose state changed since their last save
         for m in config.models:
             if m.model != "*":
                 self.ensure_model(m)
@@ -97,7 +97,7 @@ class DetectorEngine:
         self.monitors.pop(model, None)
         self.windows.pop(model, None)
         self.watermarks.pop(model, None)
-        self.dirty.discard(model)
+        self._changed.discard(model)
 
     # -- references -----------------------------------------------------------------------------
     def set_reference(self, ref: Reference) -> None:
@@ -127,7 +127,7 @@ class DetectorEngine:
         else:
             key = (model, kind)
             counts[key] = counts.get(key, 0) + 1
-        self.dirty.add(model)
+        self._changed.add(model)
         return mon, ts
 
     def observe_many(self, events: Sequence[Mapping[str, Any]]) -> None:
@@ -236,7 +236,7 @@ class DetectorEngine:
         win.close()
         self.metrics.window(model, rows)
         self._ready.extend(rows)
-        self.dirty.add(model)
+        self._changed.add(model)
 
     def _drain(self, mon: ModelMonitor) -> None:
         model = mon.cfg.model
@@ -277,7 +277,7 @@ class DetectorEngine:
     def state_for(self, model: str, *, delta: bool = False) -> bytes:
         """One model's state as a compressed JSON blob (its unpolled rows included).
 
-        ``delta=True`` gives only what changed since :meth:`checkpoint` for the unbounded parts
+        ``delta=True`` gives only what changed since :meth:`mark_saved` for the unbounded parts
         (pending joins, first-events buffers, references) plus the bounded rest; fold such blobs
         into the full one before it with :func:`driftline.detectors.journal.merge_model_state`.
         """
@@ -297,9 +297,14 @@ class DetectorEngine:
         head = json.dumps(doc, separators=(",", ":")).encode()
         return zlib.compress(head[:-1] + b',"journal":' + _json_finite(mon.journal()) + b"}", 1)
 
-    def checkpoint(self, model: str) -> None:
-        """The last :meth:`state_for` of ``model`` is saved: deltas start again from here."""
+    def changed(self) -> set[str]:
+        """Models whose state changed since their last :meth:`mark_saved` (a new set)."""
+        return set(self._changed)
+
+    def mark_saved(self, model: str) -> None:
+        """The last :meth:`state_for` of ``model`` is stored: deltas start again from here."""
         self.monitors[model].checkpoint()
+        self._changed.discard(model)
 
     def load_model_state(self, model: str, blob: bytes, deltas: Sequence[bytes] = ()) -> None:
         """Replace ``model``'s state with a saved one: a full blob and the deltas saved after it.

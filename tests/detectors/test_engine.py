@@ -77,6 +77,23 @@ def test_restart_mid_stream_gives_identical_results():
             "multivariate.domain_classifier"} <= detectors
 
 
+def test_changed_names_the_models_to_save_until_marked_saved():
+    eng = _engine()
+    assert eng.changed() == set()
+    _feed(eng, _events(20))
+    got = eng.changed()
+    assert got == {"m"}
+    got.clear()  # a copy: the engine's own record is not touched
+    assert eng.changed() == {"m"}
+    eng.state_for("m", delta=True)
+    eng.mark_saved("m")
+    assert eng.changed() == set()
+    _feed(eng, _events(1))
+    assert eng.changed() == {"m"}
+    eng.drop_model("m")
+    assert eng.changed() == set()
+
+
 def test_segments_are_bounded_and_every_detector_reports_per_segment():
     eng = _engine()
     _feed(eng, _events(1500))
