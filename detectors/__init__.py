@@ -22,8 +22,6 @@ _EXPORTS = {
     "from_events": "driftline.detectors.reference",
     "from_prediction_log": "driftline.detectors.reference",
     "write_rows": "driftline.detectors.sink",
-    "save_state": "driftline.detectors.sink",
-    "load_state": "driftline.detectors.sink",
     "migrate": "driftline.collector.store.tables",  # the store's one migrate: every table
 }
 

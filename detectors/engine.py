@@ -15,12 +15,11 @@
 True
 
 Per event the engine does O(features x segments) work on fixed-size histograms; nothing grows
-with the window length. ``state()`` is a compressed JSON blob of everything observed (windows,
-pending joins, river detectors, references); ``DetectorEngine.restore(config, blob)`` continues
-exactly where the saved engine stopped. The collector saves each model on its own instead:
-``state_for(model)`` (full) or ``state_for(model, delta=True)`` (changes since ``checkpoint``),
-read back with ``load_model_state(model, full, deltas)``; ``ensure_model`` adds a model seen
-without configuration.
+with the window length. State is saved per model: ``state_for(model)`` (full) or
+``state_for(model, delta=True)`` (changes since the last ``mark_saved(model)``), read back with
+``load_model_state(model, full, deltas)``; ``changed()`` names the models to save and
+``ensure_model`` adds a model seen without configuration.
+:class:`~driftline.detectors.state.ModelStates` keeps all of this durable in the store.
 
 With count windows, performance and error-stream rows cover every ``window.size`` joined labels
 (bounds: first and last prediction time among them), so they do not depend on how the label and
@@ -38,8 +37,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow, result_to_row
 from driftline.detectors.config import DetectorsConfig, ModelConfig
+from driftline.detectors.journal import merge_model_state
 from driftline.detectors.metrics import EngineMetrics
-from driftline.detectors.journal import EngineMonitor
+from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
 from driftline.detectors.windows import WindowClock
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
@@ -47,7 +47,6 @@ from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
 __all__ = ["DetectorEngine"]
 
 log = logging.getLogger(__name__)
-_STATE_VERSION = 1
 _MODEL_STATE_VERSION = 2
 
 
@@ -70,13 +69,12 @@ class DetectorEngine:
         self.config = config
         self.clock = clock
         self.metrics = EngineMetrics(registry)
-        self.monitors: dict[str, EngineMonitor] = {}
+        self.monitors: dict[str, ModelMonitor] = {}
         self.windows: dict[str, WindowClock] = {}
         self.watermarks: dict[str, float] = {}
         # References of models not (yet) configured: installed when ensure_model adds them.
         self._references: dict[tuple[str, str], Reference] = dict(references or {})
-        #: models whose state changed since the caller last cleared this set (saves only these)
-        self.dirty: set[str] = set()
+        self._changed: set[str] = set()  # models whose state changed since their last save
         for m in config.models:
             if m.model != "*":
                 self.ensure_model(m)
@@ -90,7 +88,7 @@ class DetectorEngine:
         if cfg.model in self.monitors:
             return False
         refs = {v: r for (model, v), r in self._references.items() if model == cfg.model}
-        self.monitors[cfg.model] = EngineMonitor(cfg, refs)
+        self.monitors[cfg.model] = ModelMonitor(cfg, refs)
         self.windows[cfg.model] = WindowClock(cfg.window)
         return True
 
@@ -99,7 +97,7 @@ class DetectorEngine:
         self.monitors.pop(model, None)
         self.windows.pop(model, None)
         self.watermarks.pop(model, None)
-        self.dirty.discard(model)
+        self._changed.discard(model)
 
     # -- references -----------------------------------------------------------------------------
     def set_reference(self, ref: Reference) -> None:
@@ -114,7 +112,7 @@ class DetectorEngine:
         return None if mon is None else mon.references.get(version)
 
     # -- events ---------------------------------------------------------------------------------
-    def _monitor(self, ev: Mapping[str, Any], kind: str) -> tuple[EngineMonitor, float] | None:
+    def _monitor(self, ev: Mapping[str, Any], kind: str) -> tuple[ModelMonitor, float] | None:
         mon = self.monitors.get(ev.get("model", ""))
         if mon is None:
             self.metrics.ignore("unconfigured_model")
@@ -129,7 +127,7 @@ class DetectorEngine:
         else:
             key = (model, kind)
             counts[key] = counts.get(key, 0) + 1
-        self.dirty.add(model)
+        self._changed.add(model)
         return mon, ts
 
     def observe_many(self, events: Sequence[Mapping[str, Any]]) -> None:
@@ -238,9 +236,9 @@ class DetectorEngine:
         win.close()
         self.metrics.window(model, rows)
         self._ready.extend(rows)
-        self.dirty.add(model)
+        self._changed.add(model)
 
-    def _drain(self, mon: EngineMonitor) -> None:
+    def _drain(self, mon: ModelMonitor) -> None:
         model = mon.cfg.model
         rows = [result_to_row(r, model=model, model_version=v, segment=seg, window_start=_utc(start),
                               window_end=_utc(end)) for v, seg, r, start, end in mon.concept_closed]
@@ -275,43 +273,13 @@ class DetectorEngine:
                 "predictions_unlabelled": mon.pending_preds.expired,
                 "pending_predictions": len(mon.pending_preds)}
 
-    # -- state ----------------------------------------------------------------------------------
-    def state(self) -> bytes:
-        """Everything observed, as a compressed JSON blob (rows not yet polled included)."""
-        doc = {
-            "version": _STATE_VERSION,
-            "models": {m: {"monitor": mon.get_state(), "window": self.windows[m].get_state(),
-                           "watermark": self.watermarks.get(m)} for m, mon in self.monitors.items()},
-            "ready": [_row_json(r) for r in self._ready],
-        }
-        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 6)
-
-    @classmethod
-    def restore(cls, config: DetectorsConfig, blob: bytes, *, clock: Callable[[], float] = time.time,
-                registry: Any = None) -> "DetectorEngine":
-        """A new engine continuing from :meth:`state`. Models no longer configured are dropped;
-        a model whose settings changed keeps its references and pending joins."""
-        doc = json.loads(zlib.decompress(blob))
-        if doc.get("version") != _STATE_VERSION:
-            raise ValueError(f"detector state version {doc.get('version')!r}; this build reads {_STATE_VERSION}")
-        eng = cls(config, clock=clock, registry=registry)
-        for model, st in doc["models"].items():
-            if model not in eng.monitors:
-                continue
-            eng.monitors[model].set_state(st["monitor"])
-            eng.windows[model].set_state(st["window"])
-            if st.get("watermark") is not None:
-                eng.watermarks[model] = st["watermark"]
-        eng._ready += [_row_of(r) for r in doc["ready"]]
-        return eng
-
     # -- per-model state: what the collector saves after every chunk ---------------------------
     def state_for(self, model: str, *, delta: bool = False) -> bytes:
         """One model's state as a compressed JSON blob (its unpolled rows included).
 
-        ``delta=True`` gives only what changed since :meth:`checkpoint` for the unbounded parts
+        ``delta=True`` gives only what changed since :meth:`mark_saved` for the unbounded parts
         (pending joins, first-events buffers, references) plus the bounded rest; fold such blobs
-        into the full one before it with :func:`driftline.detectors.sink.merge_model_state`.
+        into the full one before it with :func:`driftline.detectors.journal.merge_model_state`.
         """
         mon = self.monitors[model]
         doc: dict[str, Any] = {
@@ -329,9 +297,14 @@ class DetectorEngine:
         head = json.dumps(doc, separators=(",", ":")).encode()
         return zlib.compress(head[:-1] + b',"journal":' + _json_finite(mon.journal()) + b"}", 1)
 
-    def checkpoint(self, model: str) -> None:
-        """The last :meth:`state_for` of ``model`` is saved: deltas start again from here."""
+    def changed(self) -> set[str]:
+        """Models whose state changed since their last :meth:`mark_saved` (a new set)."""
+        return set(self._changed)
+
+    def mark_saved(self, model: str) -> None:
+        """The last :meth:`state_for` of ``model`` is stored: deltas start again from here."""
         self.monitors[model].checkpoint()
+        self._changed.discard(model)
 
     def load_model_state(self, model: str, blob: bytes, deltas: Sequence[bytes] = ()) -> None:
         """Replace ``model``'s state with a saved one: a full blob and the deltas saved after it.
@@ -340,14 +313,12 @@ class DetectorEngine:
         current configuration. A stored reference that differs from the one in the state
         (replaced while the collector was down) replaces it, restarting that version's windows.
         """
-        from driftline.detectors.sink import merge_model_state
-
         doc = merge_model_state(json.loads(zlib.decompress(blob)),
                                 [json.loads(zlib.decompress(d)) for d in deltas])
         if doc.get("version") != _MODEL_STATE_VERSION or doc.get("model") != model:
             raise ValueError(f"not a version-{_MODEL_STATE_VERSION} state of model {model!r}")
         cfg = self.monitors[model].cfg
-        mon = self.monitors[model] = EngineMonitor(cfg, {})
+        mon = self.monitors[model] = ModelMonitor(cfg, {})
         mon.set_state(doc["monitor"])
         for (m, v), ref in self._references.items():
             cur = mon.references.get(v)

@@ -2,163 +2,37 @@
 
 :class:`ModelMonitor` is what :class:`~driftline.detectors.engine.DetectorEngine` keeps per
 configured model. Detectors are created on first use from stable keys (version, segment, pair)
-so that a saved state can be rebuilt detector by detector.
+so that a saved state can be rebuilt detector by detector. Its pending joins are journaled
+(:class:`~driftline.detectors.journal.JournaledStore`), so the engine can save either its full
+state or only what changed since the last :meth:`ModelMonitor.checkpoint`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
-from driftline.detectors.base import Detector, DetectorResult
+from driftline.detectors.base import DetectorResult
 from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
 from driftline.detectors.config import ModelConfig
-from driftline.detectors.drift import DataDriftDetector, HistogramSet, PredictionDriftDetector
-from driftline.detectors.join import PendingStore
-from driftline.detectors.quality import QualityDetector
+from driftline.detectors.journal import JournaledStore
 from driftline.detectors.reference import Reference, from_events, prediction_features
 from driftline.detectors.shadow import ShadowDivergenceDetector
+from driftline.detectors.streams import SegmentTracker, VersionStream
 
-__all__ = ["ModelMonitor", "SegmentTracker", "VersionStream"]
-
-OTHER = "__other__"
-
-
-class SegmentTracker:
-    """Segments of an event: '' (all traffic) plus 'tag=value' for configured tags, bounded."""
-
-    def __init__(self, tags: tuple[str, ...], max_segments: int) -> None:
-        self.tags = tags
-        self.max_segments = max_segments
-        self.known: dict[str, set[str]] = {t: set() for t in tags}
-
-    def of(self, tags: Mapping[str, str] | None) -> list[str]:
-        segs = [""]
-        if not tags or not self.tags:
-            return segs
-        for t in self.tags:
-            v = tags.get(t)
-            if v is None:
-                continue
-            known = self.known[t]
-            if v not in known:
-                if len(known) >= self.max_segments:
-                    v = OTHER  # past the bound every new value shares one segment
-                else:
-                    known.add(v)
-            segs.append(f"{t}={v}")
-        return segs
-
-    def get_state(self) -> dict[str, Any]:
-        return {t: sorted(v) for t, v in self.known.items()}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        for t, vals in state.items():
-            if t in self.known:
-                self.known[t] = set(vals)
-
-
-class VersionStream:
-    """Reference-based detectors of one model version, per segment."""
-
-    def __init__(self, cfg: ModelConfig, reference: Reference) -> None:
-        self.cfg = cfg
-        self.reference = reference
-        self.segments: dict[str, list[Detector]] = {}
-        self.multivariate: Detector | None = None
-        mv = cfg.multivariate
-        if mv.enabled and reference.sample:
-            if mv.backend == "domain_classifier":
-                from driftline.detectors.multivariate import DomainClassifierDetector
-                self.multivariate = DomainClassifierDetector(reference.sample, mv, min_samples=cfg.min_samples)
-            else:
-                from driftline.detectors.alibi_backend import AlibiDriftDetector
-                self.multivariate = AlibiDriftDetector(reference.sample, mv, min_samples=cfg.min_samples)
-
-    def detectors(self, seg: str) -> list[Detector]:
-        dets = self.segments.get(seg)
-        if dets is None:
-            cfg, ref = self.cfg, self.reference
-            dets = []
-            dd = cfg.data_drift
-            profiles = {k: p for k, p in ref.features.items()
-                        if (not dd.include or k in dd.include) and k not in dd.exclude}
-            shared = HistogramSet(profiles)
-            # Quality first: it reads the window the drift detector clears on close.
-            if cfg.quality.enabled:
-                dets.append(QualityDetector(profiles, cfg.quality, min_samples=cfg.min_samples,
-                                            histograms=shared if dd.enabled else None))
-            if cfg.data_drift.enabled:
-                dets.append(DataDriftDetector(ref.features, cfg.data_drift, min_samples=cfg.min_samples,
-                                              histograms=shared))
-            if cfg.prediction_drift.enabled and ref.outputs:
-                dets.append(PredictionDriftDetector(ref.outputs, cfg.data_drift.model_copy(
-                    update={"include": (), "exclude": ()}), min_samples=cfg.min_samples))
-            self.segments[seg] = dets
-        return dets
-
-    def update(self, segs: list[str], features: Mapping[str, Any], prediction: Any) -> None:
-        outputs = None
-        for seg in segs:
-            for det in self.detectors(seg):
-                if isinstance(det, PredictionDriftDetector):
-                    if outputs is None:
-                        outputs = prediction_features(prediction)
-                    det.update(outputs)
-                else:
-                    det.update(features)
-        if self.multivariate is not None:
-            self.multivariate.update(features)
-
-    def update_many(self, rows: list[tuple[list[str], Mapping[str, Any], Any]]) -> None:
-        """``update(segs, features, prediction)`` for each row, in order, detector by detector."""
-        by_seg: dict[str, list[int]] = {}
-        for i, (segs, _, _) in enumerate(rows):
-            for seg in segs:
-                by_seg.setdefault(seg, []).append(i)
-        outputs: list[Any] = [None] * len(rows)
-        everyone = len(rows)
-        for seg, idx in by_seg.items():
-            whole = len(idx) == everyone
-            feats = [r[1] for r in rows] if whole else [rows[i][1] for i in idx]
-            for det in self.detectors(seg):
-                if isinstance(det, PredictionDriftDetector):
-                    outs = []
-                    for i in idx:
-                        o = outputs[i]
-                        if o is None:
-                            o = outputs[i] = prediction_features(rows[i][2])
-                        outs.append(o)
-                    det.update_many(outs)
-                else:
-                    det.update_many(feats)  # type: ignore[attr-defined]
-        if self.multivariate is not None:
-            for r in rows:
-                self.multivariate.update(r[1])
-
-    def close(self) -> list[tuple[str, DetectorResult]]:
-        out = []
-        for seg, dets in self.segments.items():
-            for det in dets:
-                out += [(seg, r) for r in det.close_window()]
-        if self.multivariate is not None:
-            out += [("", r) for r in self.multivariate.close_window()]
-        return out
-
-    def get_state(self) -> dict[str, Any]:
-        return {"segments": {s: [d.get_state() for d in dets] for s, dets in self.segments.items()},
-                "multivariate": None if self.multivariate is None else self.multivariate.get_state()}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        for seg, states in state["segments"].items():
-            for det, st in zip(self.detectors(seg), states):
-                det.set_state(st)
-        if self.multivariate is not None and state.get("multivariate") is not None:
-            self.multivariate.set_state(state["multivariate"])
+__all__ = ["ModelMonitor"]
 
 
 class ModelMonitor:
-    """Every detector of one model, fed by the engine; results come out per window."""
+    """Every detector of one model, fed by the engine; results come out per window.
+
+    With count windows, performance and error-stream results cover every ``window.size`` joined
+    labels (bounds: the first and last prediction time among them) instead of "the labels that
+    happened to arrive while a prediction window was open": the join order is the prediction
+    order, so the rows are the same however the label and prediction topics interleave (two
+    collectors, a replay after a crash). Time windows keep closing them with the prediction window.
+    """
 
     def __init__(self, cfg: ModelConfig, references: Mapping[str, Reference]) -> None:
         self.cfg = cfg
@@ -167,15 +41,24 @@ class ModelMonitor:
         self.bootstrap: dict[str, list[dict[str, Any]]] = {}  # version -> first events
         self.segments = SegmentTracker(cfg.segments.tags, cfg.segments.max_segments)
         c = cfg.concept
-        self.pending_preds = PendingStore(c.label_horizon_s, c.max_pending)
-        self.pending_labels = PendingStore(c.label_horizon_s, c.max_pending)
-        self.pending_shadow = PendingStore(cfg.shadow.pairing_timeout_s, cfg.shadow.max_pending)
-        self.pending_arms = PendingStore(cfg.ab.attribution_s, cfg.ab.max_pending)
+        self.pending_preds = JournaledStore(c.label_horizon_s, c.max_pending)
+        self.pending_labels = JournaledStore(c.label_horizon_s, c.max_pending)
+        self.pending_shadow = JournaledStore(cfg.shadow.pairing_timeout_s, cfg.shadow.max_pending)
+        self.pending_arms = JournaledStore(cfg.ab.attribution_s, cfg.ab.max_pending)
         self.performance: dict[str, PerformanceDetector] = {}  # "version|segment"
         self.errors: dict[str, list[ErrorStreamDetector]] = {}  # version
         self.shadows: dict[str, ShadowDivergenceDetector] = {}  # "pv->sv|segment"
         self.ab: dict[str, ABTestDetector] = {}  # segment
         self.counts = {"no_reference": 0, "labels_joined": 0, "labels_late": 0, "outcomes_unmatched": 0}
+        self.by_joins = cfg.window.kind == "count"
+        self.label_windows: dict[str, list[float]] = {}  # version -> [joins, first, last pred ts]
+        self.concept_closed: list[tuple[str, str, Any, float, float]] = []
+        self.shadow_seen = False
+        self.checkpoint()
+
+    @property
+    def stores(self) -> tuple[JournaledStore, ...]:
+        return (self.pending_preds, self.pending_labels, self.pending_shadow, self.pending_arms)
 
     # -- references ---------------------------------------------------------------------------
     def set_reference(self, ref: Reference) -> None:
@@ -196,7 +79,10 @@ class ModelMonitor:
             r = self.cfg.reference
             ref = from_events(buf, self.cfg.model, version, bins=r.bins, max_categories=r.max_categories,
                               categorical=r.categorical, source=f"first_events:{len(buf)}")
-            self.references[version] = ref
+            # A first-events reference lists features in set order, which differs between
+            # processes (string hashing): sort them so every collector writes the same rows.
+            self.references[version] = dataclasses.replace(
+                ref, features=dict(sorted(ref.features.items())), outputs=dict(sorted(ref.outputs.items())))
             del self.bootstrap[version]
             return None  # the events of the reference are not compared with themselves
         if ref is None:
@@ -278,6 +164,12 @@ class ModelMonitor:
 
     def _pair(self, request_id: Any, ts: float, side: str, version: str, segs: list[str],
               ev: Mapping[str, Any]) -> None:
+        # Most models have no shadow: keeping every primary for pairing_timeout_s would double
+        # the pending state. Primaries wait for a shadow once the model has sent one.
+        if side == "s":
+            self.shadow_seen = True
+        elif not self.shadow_seen:
+            return
         if not request_id:
             return
         mine = {"prediction": ev.get("prediction"), "latency_ms": ev.get("latency_ms"),
@@ -317,6 +209,12 @@ class ModelMonitor:
         if err is not None:
             for det in self.error_detectors(version, perf.task):
                 det.update(err)
+        if self.by_joins:
+            w = self.label_windows.setdefault(version, [0, pred_ts, pred_ts])
+            w[0] += 1
+            w[1], w[2] = min(w[1], pred_ts), max(w[2], pred_ts)
+            if w[0] >= self.cfg.window.size:
+                self.close_concept(version)
         return "joined"
 
     def on_outcome(self, ev: Mapping[str, Any]) -> bool:
@@ -337,21 +235,33 @@ class ModelMonitor:
 
     def expire(self, watermark: float) -> None:
         """Forget what waited too long (in event time)."""
-        for store in (self.pending_preds, self.pending_labels, self.pending_shadow, self.pending_arms):
+        for store in self.stores:
             store.expire(watermark)
 
     # -- windows --------------------------------------------------------------------------------
+    def close_concept(self, version: str) -> None:
+        """Close the label window of ``version`` (count windows) into :attr:`concept_closed`."""
+        w = self.label_windows.pop(version, None)
+        if w is None:
+            return
+        out = [(key.split("|", 1)[1], r) for key, det in self.performance.items()
+               if key.split("|", 1)[0] == version for r in det.close_window()]
+        out += [("", r) for det in self.errors.get(version, ()) for r in det.close_window()]
+        self.concept_closed += [(version, seg, r, w[1], w[2]) for seg, r in out]
+
     def close_window(self) -> list[tuple[str, str, DetectorResult]]:
-        """(model_version, segment, result) for every detector."""
+        """(model_version, segment, result) for every detector (with count windows, performance
+        and error streams close by joins instead: :meth:`close_concept`)."""
         out: list[tuple[str, str, DetectorResult]] = []
         for version, st in self.streams.items():
             out += [(version, seg, r) for seg, r in st.close()]
-        for key, det in self.performance.items():
-            version, seg = key.split("|", 1)
-            out += [(version, seg, r) for r in det.close_window()]
-        for version, dets in self.errors.items():
-            for det in dets:
-                out += [(version, "", r) for r in det.close_window()]
+        if not self.by_joins:
+            for key, det in self.performance.items():
+                version, seg = key.split("|", 1)
+                out += [(version, seg, r) for r in det.close_window()]
+            for version, dets in self.errors.items():
+                for det in dets:
+                    out += [(version, "", r) for r in det.close_window()]
         for key, det in self.shadows.items():
             pair, seg = key.split("|", 1)
             out += [(pair.split("->")[0], seg, r) for r in det.close_window()]
@@ -365,13 +275,14 @@ class ModelMonitor:
             "bootstrap": self.bootstrap,
             "segments": self.segments.get_state(),
             "streams": {v: st.get_state() for v, st in self.streams.items()},
-            "pending": [s.get_state() for s in (self.pending_preds, self.pending_labels,
-                                                 self.pending_shadow, self.pending_arms)],
+            "pending": [s.get_state() for s in self.stores],
             "performance": {k: d.get_state() for k, d in self.performance.items()},
             "errors": {v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()},
             "shadows": {k: d.get_state() for k, d in self.shadows.items()},
             "ab": {k: d.get_state() for k, d in self.ab.items()},
             "counts": self.counts,
+            "label_windows": self.label_windows,
+            "shadow_seen": self.shadow_seen,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -381,8 +292,7 @@ class ModelMonitor:
         for v, st in state["streams"].items():
             self.streams[v] = VersionStream(self.cfg, self.references.get(v) or self.references["*"])
             self.streams[v].set_state(st)
-        for store, st in zip((self.pending_preds, self.pending_labels, self.pending_shadow,
-                              self.pending_arms), state["pending"]):
+        for store, st in zip(self.stores, state["pending"]):
             store.set_state(st)
         for k, st in state["performance"].items():
             self.perf(k).set_state(st)
@@ -399,3 +309,37 @@ class ModelMonitor:
         for k, st in state["ab"].items():
             self.arm(k).set_state(st)
         self.counts.update(state["counts"])
+        self.label_windows = {v: list(w) for v, w in state.get("label_windows", {}).items()}
+        self.shadow_seen = bool(state.get("shadow_seen", True))
+        self.checkpoint()
+
+    # -- saving in pieces: the bounded core, and what changed since the last checkpoint ----------
+    def core_state(self) -> dict[str, Any]:
+        """Everything but references, bootstrap buffers and pending joins (bounded in size)."""
+        return {"segments": self.segments.get_state(),
+                "streams": {v: st.get_state() for v, st in self.streams.items()},
+                "performance": {k: d.get_state() for k, d in self.performance.items()},
+                "errors": {v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()},
+                "shadows": {k: d.get_state() for k, d in self.shadows.items()},
+                "ab": {k: d.get_state() for k, d in self.ab.items()},
+                "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen}
+
+    def journal(self) -> dict[str, Any]:
+        """References, bootstrap events and pending joins changed since :meth:`checkpoint`."""
+        boot = {}
+        for v, buf in self.bootstrap.items():
+            mark = self._boot_marks.get(v)
+            same = mark is not None and mark[0] is buf and len(buf) >= mark[1]
+            boot[v] = ["append", buf[mark[1]:]] if same else ["reset", buf]  # type: ignore[index]
+        return {"references": {v: r.to_json() for v, r in self.references.items()
+                               if self._ref_marks.get(v) is not r},
+                "references_removed": [v for v in self._ref_marks if v not in self.references],
+                "bootstrap": boot,
+                "bootstrap_removed": [v for v in self._boot_marks if v not in self.bootstrap],
+                "pending": [s.journal() for s in self.stores]}
+
+    def checkpoint(self) -> None:
+        for s in self.stores:
+            s.checkpoint()
+        self._ref_marks = dict(self.references)
+        self._boot_marks = {v: (buf, len(buf)) for v, buf in self.bootstrap.items()}

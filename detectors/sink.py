@@ -2,21 +2,10 @@
 
 * :func:`write_rows` appends :class:`~driftline.detectors.base.MetricRow` s to
   ``driftline.drift_metrics``;
-* :func:`save_state` / :func:`load_state` keep the engine's state blob in
-  ``driftline.detector_state`` (one live row per model and key: ReplacingMergeTree on
-  ``saved_at``), so detectors survive a collector restart;
+* :class:`StateRecord` s (:func:`save_records` / :func:`load_records`) keep per-model detector
+  state in ``driftline.detector_state`` so detectors survive a collector restart;
 * the tables' DDL lives with every other table's in ``collector/store/tables.py``, created by
   :func:`driftline.collector.store.migrate`.
-
-Typical collector loop::
-
-    rows = engine.poll()
-    if rows:
-        write_rows(client, rows)
-    if time_to_checkpoint:
-        save_state(client, engine.state())
-    ...
-    engine = DetectorEngine.restore(config, load_state(client)) if load_state(client) else ...
 """
 
 from __future__ import annotations
@@ -25,13 +14,11 @@ import base64
 import dataclasses
 import datetime as _dt
 import json
-from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow
 
-__all__ = ["write_rows", "save_state", "load_state", "StateRecord", "save_records", "load_records",
-           "latest_seqs", "merge_model_state"]
+__all__ = ["write_rows", "StateRecord", "save_records", "load_records", "latest_seqs"]
 
 
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
@@ -40,23 +27,6 @@ def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
     if data:
         client.insert("driftline.drift_metrics", data, column_names=list(MetricRow.COLUMNS))
     return len(data)
-
-
-def save_state(client: Any, blob: bytes, *, model: str = "*", key: str = "engine",
-               now: _dt.datetime | None = None) -> None:
-    """Store the latest state blob (older ones collapse on merge and are ignored by reads)."""
-    saved = now or _dt.datetime.now(_dt.timezone.utc)
-    client.insert("driftline.detector_state", [[model, key, base64.b64encode(blob).decode(), saved]],
-                  column_names=["model", "key", "blob", "saved_at"])
-
-
-def load_state(client: Any, *, model: str = "*", key: str = "engine") -> bytes | None:
-    """The newest saved blob, or ``None`` if there is none."""
-    rows = client.query(
-        "SELECT argMax(blob, saved_at) FROM driftline.detector_state "
-        "WHERE model = {m:String} AND key = {k:String} HAVING count() > 0",
-        parameters={"m": model, "k": key}).result_rows
-    return base64.b64decode(rows[0][0]) if rows else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,36 +71,3 @@ def latest_seqs(client: Any, models: Sequence[str]) -> dict[str, int]:
         "SELECT model, max(JSONExtractUInt(meta, 'seq')) FROM driftline.detector_state "
         "WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model", parameters={"m": list(models)}).result_rows
     return {m: int(s) for m, s in rows}
-
-
-def merge_model_state(full: dict[str, Any], deltas: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Fold delta docs (``state_for(model, delta=True)``, in save order) into the full doc before them."""
-    if not deltas:
-        return full
-    mon = full["monitor"]
-    stores = [OrderedDict((k, (ts, p)) for k, ts, p in st["items"]) for st in mon["pending"]]
-    for d in deltas:
-        j = d["journal"]
-        refs = mon["references"]
-        refs.update(j["references"])
-        for v in j["references_removed"]:
-            refs.pop(v, None)
-        boot = mon["bootstrap"]
-        for v, (mode, events) in j["bootstrap"].items():
-            boot[v] = boot.get(v, []) + events if mode == "append" else events
-        for v in j["bootstrap_removed"]:
-            boot.pop(v, None)
-        for items, st, pj in zip(stores, mon["pending"], j["pending"]):
-            for k in pj["removed"]:
-                items.pop(k, None)
-            for k, ts, p in pj["changed"]:
-                items[k] = (ts, p)  # in place: keeps its position
-            for k, ts, p in pj["new"]:
-                items.pop(k, None)
-                items[k] = (ts, p)
-            st["expired"], st["evicted"] = pj["expired"], pj["evicted"]
-        mon.update(d["core"])
-        full["window"], full["watermark"], full["ready"] = d["window"], d["watermark"], d["ready"]
-    for items, st in zip(stores, mon["pending"]):
-        st["items"] = [[k, ts, p] for k, (ts, p) in items.items()]
-    return full

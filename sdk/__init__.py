@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from driftline.sdk.config import SdkSettings
 from driftline.sdk.contract import SCHEMA_VERSION, Topics, validate_event
-from driftline.sdk.errors import ConfigError, DriftlineError, ExporterError, SchemaError
+from driftline.sdk.errors import ConfigError, DriftlineError, SchemaError
 from driftline.sdk.exporter import BatchExporter, ExporterStats, ExportResult, Record
 from driftline.sdk.ids import uuid7
 from driftline.sdk.memory_exporter import InMemoryExporter
@@ -23,7 +23,6 @@ __all__ = [
     "ConfigError",
     "DriftlineError",
     "ExportResult",
-    "ExporterError",
     "ExporterStats",
     "InMemoryExporter",
     "KafkaExporter",

@@ -3,8 +3,6 @@
 ``DriftlineError``
   ``ConfigError``   -- bad configuration; raised at start-up with what to change.
   ``SchemaError``   -- an event that breaks schema v1; names the field.
-  ``ExporterError`` -- raised only by explicit calls such as ``flush`` when asked to
-                       (the capture path itself never raises into the caller).
 """
 
 from __future__ import annotations
@@ -28,7 +26,3 @@ class SchemaError(DriftlineError, ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
-
-class ExporterError(DriftlineError):
-    """An exporter failed in a way the caller asked to hear about."""

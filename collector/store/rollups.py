@@ -99,8 +99,6 @@ RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_req
                  "rollup_shadow_index_mv", "rollup_primary_index_mv")
 RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m", "rollup_request_index",
                   "rollup_shadow_index", "rollup_primary_index")
-# table -> (a column its current layout has, the views that read or fill it)
-_REBUILT: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 _REQ_INDEX = """(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
     timestamp DateTime64(6, 'UTC'), model_version LowCardinality(String), label Nullable(String),
@@ -421,13 +419,6 @@ def ensure(client: Any) -> tuple[str, ...]:
         client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
     for name in RETIRED_TABLES:
         client.command(f"DROP TABLE IF EXISTS {DB}.{name}")
-    for table, (column, views) in _REBUILT.items():  # tables whose layout changed: recreate them
-        old = client.query(f"SELECT countIf(name = '{column}'), count() FROM system.columns "
-                           f"WHERE database = '{DB}' AND table = '{table}'").result_rows[0]
-        if old[1] and not old[0]:
-            for mv in views:
-                client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
-            client.command(f"DROP TABLE {DB}.{table}")
     have = _existing(client)
     client.command(f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {_L}")
     created = tuple(t for t in TABLES if t not in have)

@@ -110,7 +110,7 @@ INNER JOIN
 ) AS l ON l.prediction_id = p.event_id
 """
 
-# -- detectors (detectors/sink.py, detectors/reference.py) ---------------------------------------
+# -- detectors (detectors/sink.py, detectors/state.py, detectors/reference.py) ---------------------
 # Output of every detector (detectors/, issue 4). One row per (detector, feature, segment,
 # statistic, window). ``segment`` is '' for all traffic, else 'tag=value'.
 DRIFT_METRICS = f"""
@@ -150,8 +150,8 @@ ENGINE = ReplacingMergeTree(saved_at)
 ORDER BY (model, key)
 """
 
-# Per-model records of the collector's detector stage (full snapshots and deltas, see
-# collector/detect_stage.py): what the record is, its sequence number and the Kafka positions
+# Per-model records of detector state (full snapshots and deltas, see detectors/state.py;
+# written by the collector's detector stage): what the record is, its sequence number and the Kafka positions
 # observed, readable without decoding the blob.
 DETECTOR_STATE_META = (f"ALTER TABLE {DATABASE}.detector_state ADD COLUMN IF NOT EXISTS meta String DEFAULT '' "
                        "COMMENT 'JSON: seq, base, kind, positions (per-model records)'")

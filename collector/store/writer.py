@@ -250,12 +250,3 @@ def _bounds(stamps: list[str]) -> tuple[str, str]:
         return min(stamps), max(stamps)
     parsed = sorted(stamps, key=parse_timestamp)
     return parsed[0], parsed[-1]
-
-
-def rows_for(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Rows per table for ``events`` (used by tests and the benchmark)."""
-    out: dict[str, list[dict[str, Any]]] = {t: [] for t in COLUMNS_OF}
-    for e in events:
-        table = BY_TYPE[e["type"]].table
-        out[table].append(ROW_OF[table](e))
-    return out

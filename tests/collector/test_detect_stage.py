@@ -138,7 +138,7 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
         first.process(recs[i:i + 40])
     # The next batch: its chunks are stored, the state save of the third one never happens.
     saves = {"n": 0}
-    real_save = stage._save
+    real_save = stage.states.save
 
     def dying_save(models: list[str]) -> None:
         saves["n"] += 1
@@ -146,7 +146,7 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
             raise Crash()
         real_save(models)
 
-    stage._save = dying_save  # type: ignore[method-assign]
+    stage.states.save = dying_save  # type: ignore[method-assign]
     with pytest.raises(Crash):
         first.process(recs[200:240])
     # A new process: Kafka redelivers from an older commit (offsets lag the stored rows).

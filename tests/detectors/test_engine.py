@@ -65,15 +65,33 @@ def test_restart_mid_stream_gives_identical_results():
     first = _engine()
     _feed(first, evs[:cut])
     early = first.poll()
-    blob = first.state()
+    blob = first.state_for("m")
     assert isinstance(blob, bytes)
-    second = DetectorEngine.restore(DetectorsConfig.from_mapping(CFG), blob, clock=lambda: 0.0)
+    second = DetectorEngine(DetectorsConfig.from_mapping(CFG), clock=lambda: 0.0)
+    second.load_model_state("m", blob)
     _feed(second, evs[cut:])
     got = early + second.flush()
     assert got == expected
     detectors = {r.detector for r in expected}
     assert {"data_drift", "quality", "prediction_drift", "performance", "concept.adwin", "shadow", "ab",
             "multivariate.domain_classifier"} <= detectors
+
+
+def test_changed_names_the_models_to_save_until_marked_saved():
+    eng = _engine()
+    assert eng.changed() == set()
+    _feed(eng, _events(20))
+    got = eng.changed()
+    assert got == {"m"}
+    got.clear()  # a copy: the engine's own record is not touched
+    assert eng.changed() == {"m"}
+    eng.state_for("m", delta=True)
+    eng.mark_saved("m")
+    assert eng.changed() == set()
+    _feed(eng, _events(1))
+    assert eng.changed() == {"m"}
+    eng.drop_model("m")
+    assert eng.changed() == set()
 
 
 def test_segments_are_bounded_and_every_detector_reports_per_segment():

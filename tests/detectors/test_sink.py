@@ -1,4 +1,4 @@
-"""Detector output, state and references in the embedded ClickHouse store (real chDB engine)."""
+"""Detector output and references in the embedded ClickHouse store (real chDB engine)."""
 
 from __future__ import annotations
 
@@ -69,28 +69,6 @@ def test_rows_land_in_drift_metrics(client):
     nulls = client.query("SELECT count() FROM driftline.drift_metrics WHERE statistic = 'psi' "
                          "AND p_value IS NULL AND threshold = 0.2").result_rows[0][0]
     assert nulls > 0
-
-
-def test_state_survives_a_restart_through_clickhouse(client):
-    evs = features_stream(1500, 700, base_features, _shifted, seed=2)
-    straight = _engine()
-    for ev in evs:
-        straight.observe_prediction(ev)
-    expected = straight.poll()
-
-    first = _engine()
-    for ev in evs[:640]:
-        first.observe_prediction(ev)
-    early = first.poll()
-    sink.save_state(client, b"older", now=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
-    sink.save_state(client, first.state())
-    blob = sink.load_state(client)
-    assert blob is not None and blob != b"older"
-    second = DetectorEngine.restore(CFG, blob)
-    for ev in evs[640:]:
-        second.observe_prediction(ev)
-    assert early + second.poll() == expected
-    assert sink.load_state(client, key="nothing-here") is None
 
 
 def test_reference_store_save_replace_list_delete(client):

@@ -1,0 +1,241 @@
+"""A :class:`~driftline.detectors.engine.DetectorEngine`'s per-model state, kept durable in
+``driftline.detector_state`` so that each event changes the detectors exactly once.
+
+:class:`ModelStates` is the one interface between a stream that feeds the engine (the
+collector's detector stage) and the store:
+
+* :meth:`~ModelStates.refresh` adds models seen for the first time (their own settings, the
+  ``model: "*"`` document's, or the defaults) and loads their saved state, whichever process saved
+  it; models whose source jumped ahead are reloaded when another process saved them meanwhile;
+* :meth:`~ModelStates.position` / :meth:`~ModelStates.observed` hold, per model, the position of
+  the last event observed in each source (a Kafka topic and partition): it is saved with the
+  state, so a replay can tell what the state already holds;
+* :meth:`~ModelStates.publish` writes closed windows to ``driftline.drift_metrics``, *then* saves
+  every model changed since its last save (:meth:`DetectorEngine.changed`) in one insert.
+
+A model's state is a full snapshot (key ``full``) and the deltas saved after it (keys
+``delta:NN``, a ring of :data:`RING` slots), so a save costs a write proportional to what changed,
+not to the labels still awaited. A full snapshot is written again when the ring would wrap or the
+deltas outweigh it.
+
+>>> # states = ModelStates(DetectorEngine(cfg), client, registry=reg)
+>>> # states.refresh({"churn"}, set()); states.observed("churn", ("t", 0), (41, 3))
+>>> # states.publish(engine.poll(now_s), check_owner=True)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from typing import Any, Callable, Collection, Sequence
+
+from driftline.detectors import sink
+from driftline.detectors.base import MetricRow
+from driftline.detectors.engine import DetectorEngine
+
+__all__ = ["ModelStates", "RING", "Position", "Source"]
+
+logger = logging.getLogger(__name__)
+
+RING = 64  # delta slots per model
+_MS = _dt.timedelta(milliseconds=1)
+
+Source = tuple[str, int]  # (topic, partition)
+Position = tuple[int, int]  # (offset, index of the event inside the record)
+_NOWHERE: Position = (-1, -1)
+
+
+class ModelStates:
+    """Loads, tracks and saves the per-model state of ``engine`` through ``client``.
+
+    ``client`` is a clickhouse-connect client with :func:`driftline.collector.store.migrate` done;
+    ``retry_s`` bounds the retries of a failed read or write (then the error is raised and the
+    state stays unsaved: it is saved with the next :meth:`publish`).
+    """
+
+    def __init__(self, engine: DetectorEngine, client: Any, *, registry: Any = None, retry_s: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.engine = engine
+        self.client = client
+        self.retry_s = retry_s
+        self.sleep = sleep
+        self._loaded: set[str] = set()  # models whose saved state this process has read
+        self._positions: dict[str, dict[Source, Position]] = {}
+        self._moved: set[str] = set()  # models whose positions advanced since their last save
+        self._seq: dict[str, int] = {}  # last saved (or loaded) record number per model
+        self._full_seq: dict[str, int] = {}  # record number of the full snapshot deltas follow
+        self._full_bytes: dict[str, int] = {}
+        self._delta_bytes: dict[str, int] = {}  # written since the last full snapshot
+        self._last_saved_at = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+        self.metrics = _StateMetrics(registry)
+
+    # -- positions ------------------------------------------------------------------------------
+    def loaded(self, model: str) -> bool:
+        """True once this process has read ``model``'s saved state (and until it loses it)."""
+        return model in self._loaded
+
+    def position(self, model: str, source: Source) -> Position:
+        """The last position of ``source`` that ``model``'s state holds, ``(-1, -1)`` if none."""
+        return self._positions[model].get(source, _NOWHERE)
+
+    def observed(self, model: str, source: Source, where: Position) -> None:
+        """``model``'s state now holds the event at ``where`` of ``source`` (unsaved until published)."""
+        self._positions[model][source] = where
+        self._moved.add(model)
+
+    def unsaved(self) -> set[str]:
+        """Models with progress not saved yet (detector state or positions)."""
+        return self.engine.changed() | self._moved
+
+    # -- loading --------------------------------------------------------------------------------
+    def refresh(self, new: Collection[str], moved: Collection[str]) -> None:
+        """Add and load ``new`` models; reload ``moved`` ones (another process may have owned their
+        source meanwhile) if their saved state is not the one we hold. Unsaved progress of our own
+        is kept."""
+        stale = set(moved) - set(new) - self.unsaved()
+        if stale:
+            latest = self._retry(lambda: sink.latest_seqs(self.client, sorted(stale)), "detector state check")
+            stale = {m for m in stale if latest.get(m, -1) != self._seq.get(m, -1)}
+            for m in stale:
+                self._drop(m)
+        if new or stale:
+            self._load(set(new) | stale)
+
+    def _drop(self, model: str) -> None:
+        self.engine.drop_model(model)
+        self._moved.discard(model)
+
+    def _load(self, models: set[str]) -> None:
+        eng = self.engine
+        for m in models:
+            eng.ensure_model(eng.config.default_for(m))
+        records = self._retry(lambda: sink.load_records(self.client, sorted(models)), "detector state load")
+        for m in models:
+            self._loaded.add(m)
+            self._positions[m] = {}
+            for k in (self._seq, self._full_seq, self._full_bytes, self._delta_bytes):
+                k.pop(m, None)
+            recs = records.get(m)
+            if not recs:
+                continue
+            by_key = {r.key: r for r in recs}
+            full = by_key.get("full")
+            if full is None:
+                continue
+            f = full.meta["seq"]
+            chain = {r.meta["seq"]: r for r in recs if r.key != "full" and r.meta.get("base") == f
+                     and r.meta["seq"] > f}
+            deltas = []
+            while f + len(deltas) + 1 in chain:
+                deltas.append(chain[f + len(deltas) + 1])
+            last = deltas[-1] if deltas else full
+            try:
+                eng.load_model_state(m, full.blob, [d.blob for d in deltas])
+            except Exception:  # noqa: BLE001 - a state this build cannot read: start afresh, loudly
+                logger.exception("detector state of model %r not loaded; its detectors start afresh", m)
+                continue
+            self._positions[m] = {(t, int(p)): (o, i) for t, p, o, i in last.meta["positions"]}
+            self._seq[m], self._full_seq[m] = last.meta["seq"], f
+            self._full_bytes[m] = len(full.blob)
+            self._delta_bytes[m] = sum(len(d.blob) for d in deltas)
+            self._last_saved_at = max(self._last_saved_at, *(r.saved_at.replace(tzinfo=_dt.timezone.utc)
+                                                             if r.saved_at.tzinfo is None else r.saved_at
+                                                             for r in recs))
+            if self.metrics.enabled:
+                self.metrics.loads.inc()
+
+    # -- saving ---------------------------------------------------------------------------------
+    def publish(self, rows: list[MetricRow], *, check_owner: bool) -> None:
+        """Write ``rows``, then save every model with unsaved progress.
+
+        ``check_owner``: no event proves we still own these models (a tick, a shutdown): if
+        another process saved one since our last save, its source moved; forget it and its rows,
+        never overwrite. A crash between the write and the save re-emits the same windows after
+        the replay: ``drift_metrics`` is a ReplacingMergeTree ordered by window.
+        """
+        dirty = sorted(self.unsaved())
+        if check_owner and dirty:
+            latest = self._retry(lambda: sink.latest_seqs(self.client, dirty), "detector state check")
+            lost = {m for m in dirty if latest.get(m, -1) > self._seq.get(m, -1)}
+            if lost:
+                logger.info("detector state of %d model(s) now owned by another collector", len(lost))
+                for m in lost:
+                    self._drop(m)
+                    self._loaded.discard(m)
+                rows = [r for r in rows if r.model not in lost]
+                dirty = [m for m in dirty if m not in lost]
+        if rows:
+            self._retry(lambda: sink.write_rows(self.client, rows), "drift_metrics write")
+        if dirty:
+            self.save(dirty)
+
+    def save(self, models: Sequence[str]) -> None:
+        """Save the state of ``models`` in one insert (all of them are stored, or none)."""
+        start = time.perf_counter()
+        eng = self.engine
+        now = _dt.datetime.now(_dt.timezone.utc)
+        # Strictly increasing, also past what a previous owner wrote: the table keeps the newest.
+        saved_at = self._last_saved_at = max(now, self._last_saved_at + _MS)
+        records, plans = [], []
+        for m in models:
+            seq = self._seq.get(m, 0) + 1
+            base = self._full_seq.get(m)
+            full = (base is None or seq - base >= RING
+                    # loading reads at most ~5x a snapshot; a snapshot is written ~1/4 as often
+                    or self._delta_bytes.get(m, 0) > max(4 * self._full_bytes.get(m, 0), 256 * 1024))
+            blob = eng.state_for(m, delta=not full)
+            meta = {"seq": seq, "base": seq if full else base, "kind": "full" if full else "delta",
+                    "positions": [[t, p, o, i] for (t, p), (o, i) in self._positions.get(m, {}).items()]}
+            key = "full" if full else f"delta:{seq % RING:02d}"
+            records.append(sink.StateRecord(m, key, blob, meta, saved_at))
+            plans.append((m, seq, full, len(blob)))
+        self._retry(lambda: sink.save_records(self.client, records), "detector state save")
+        for m, seq, full, size in plans:
+            eng.mark_saved(m)
+            self._moved.discard(m)
+            self._seq[m] = seq
+            if full:
+                self._full_seq[m], self._full_bytes[m], self._delta_bytes[m] = seq, size, 0
+            else:
+                self._delta_bytes[m] = self._delta_bytes.get(m, 0) + size
+        self.metrics.saved(len(records), sum(p[3] for p in plans), time.perf_counter() - start)
+
+    def _retry(self, fn: Callable[[], Any], what: str) -> Any:
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - the store is briefly away: back off
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
+                self.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+
+class _StateMetrics:
+    """Prometheus metrics of state saves and loads (no-ops without a registry)."""
+
+    def __init__(self, registry: Any) -> None:
+        self.enabled = registry is not None
+        if registry is None:
+            return
+        from prometheus_client import Counter, Histogram
+
+        self.saves = Counter("driftline_detector_state_records_total", "Per-model state records saved",
+                             registry=registry)
+        self.bytes = Counter("driftline_detector_state_bytes_total", "Compressed state bytes saved",
+                             registry=registry)
+        self.seconds = Histogram("driftline_detector_state_save_seconds", "Time to build and save state",
+                                 buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                                 registry=registry)
+        self.loads = Counter("driftline_detector_state_loads_total", "Models whose saved state was loaded",
+                             registry=registry)
+
+    def saved(self, records: int, size: int, seconds: float) -> None:
+        if self.enabled:
+            self.saves.inc(records)
+            self.bytes.inc(size)
+            self.seconds.observe(seconds)

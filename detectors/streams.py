@@ -1,0 +1,153 @@
+"""What a model's reference-based detectors see: the segments of an event and, per model version,
+the data-drift, prediction-drift, quality and multivariate detectors of each segment.
+
+:class:`~driftline.detectors.monitor.ModelMonitor` keeps one :class:`SegmentTracker` and a
+:class:`VersionStream` per model version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from driftline.detectors.base import Detector, DetectorResult
+from driftline.detectors.config import ModelConfig
+from driftline.detectors.drift import DataDriftDetector, HistogramSet, PredictionDriftDetector
+from driftline.detectors.quality import QualityDetector
+from driftline.detectors.reference import Reference, prediction_features
+
+__all__ = ["SegmentTracker", "VersionStream"]
+
+OTHER = "__other__"
+
+
+class SegmentTracker:
+    """Segments of an event: '' (all traffic) plus 'tag=value' for configured tags, bounded."""
+
+    def __init__(self, tags: tuple[str, ...], max_segments: int) -> None:
+        self.tags = tags
+        self.max_segments = max_segments
+        self.known: dict[str, set[str]] = {t: set() for t in tags}
+
+    def of(self, tags: Mapping[str, str] | None) -> list[str]:
+        segs = [""]
+        if not tags or not self.tags:
+            return segs
+        for t in self.tags:
+            v = tags.get(t)
+            if v is None:
+                continue
+            known = self.known[t]
+            if v not in known:
+                if len(known) >= self.max_segments:
+                    v = OTHER  # past the bound every new value shares one segment
+                else:
+                    known.add(v)
+            segs.append(f"{t}={v}")
+        return segs
+
+    def get_state(self) -> dict[str, Any]:
+        return {t: sorted(v) for t, v in self.known.items()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for t, vals in state.items():
+            if t in self.known:
+                self.known[t] = set(vals)
+
+
+class VersionStream:
+    """Reference-based detectors of one model version, per segment."""
+
+    def __init__(self, cfg: ModelConfig, reference: Reference) -> None:
+        self.cfg = cfg
+        self.reference = reference
+        self.segments: dict[str, list[Detector]] = {}
+        self.multivariate: Detector | None = None
+        mv = cfg.multivariate
+        if mv.enabled and reference.sample:
+            if mv.backend == "domain_classifier":
+                from driftline.detectors.multivariate import DomainClassifierDetector
+                self.multivariate = DomainClassifierDetector(reference.sample, mv, min_samples=cfg.min_samples)
+            else:
+                from driftline.detectors.alibi_backend import AlibiDriftDetector
+                self.multivariate = AlibiDriftDetector(reference.sample, mv, min_samples=cfg.min_samples)
+
+    def detectors(self, seg: str) -> list[Detector]:
+        dets = self.segments.get(seg)
+        if dets is None:
+            cfg, ref = self.cfg, self.reference
+            dets = []
+            dd = cfg.data_drift
+            profiles = {k: p for k, p in ref.features.items()
+                        if (not dd.include or k in dd.include) and k not in dd.exclude}
+            shared = HistogramSet(profiles)
+            # Quality first: it reads the window the drift detector clears on close.
+            if cfg.quality.enabled:
+                dets.append(QualityDetector(profiles, cfg.quality, min_samples=cfg.min_samples,
+                                            histograms=shared if dd.enabled else None))
+            if cfg.data_drift.enabled:
+                dets.append(DataDriftDetector(ref.features, cfg.data_drift, min_samples=cfg.min_samples,
+                                              histograms=shared))
+            if cfg.prediction_drift.enabled and ref.outputs:
+                dets.append(PredictionDriftDetector(ref.outputs, cfg.data_drift.model_copy(
+                    update={"include": (), "exclude": ()}), min_samples=cfg.min_samples))
+            self.segments[seg] = dets
+        return dets
+
+    def update(self, segs: list[str], features: Mapping[str, Any], prediction: Any) -> None:
+        outputs = None
+        for seg in segs:
+            for det in self.detectors(seg):
+                if isinstance(det, PredictionDriftDetector):
+                    if outputs is None:
+                        outputs = prediction_features(prediction)
+                    det.update(outputs)
+                else:
+                    det.update(features)
+        if self.multivariate is not None:
+            self.multivariate.update(features)
+
+    def update_many(self, rows: list[tuple[list[str], Mapping[str, Any], Any]]) -> None:
+        """``update(segs, features, prediction)`` for each row, in order, detector by detector."""
+        by_seg: dict[str, list[int]] = {}
+        for i, (segs, _, _) in enumerate(rows):
+            for seg in segs:
+                by_seg.setdefault(seg, []).append(i)
+        outputs: list[Any] = [None] * len(rows)
+        everyone = len(rows)
+        for seg, idx in by_seg.items():
+            whole = len(idx) == everyone
+            feats = [r[1] for r in rows] if whole else [rows[i][1] for i in idx]
+            for det in self.detectors(seg):
+                if isinstance(det, PredictionDriftDetector):
+                    outs = []
+                    for i in idx:
+                        o = outputs[i]
+                        if o is None:
+                            o = outputs[i] = prediction_features(rows[i][2])
+                        outs.append(o)
+                    det.update_many(outs)
+                else:
+                    det.update_many(feats)  # type: ignore[attr-defined]
+        if self.multivariate is not None:
+            for r in rows:
+                self.multivariate.update(r[1])
+
+    def close(self) -> list[tuple[str, DetectorResult]]:
+        out = []
+        for seg, dets in self.segments.items():
+            for det in dets:
+                out += [(seg, r) for r in det.close_window()]
+        if self.multivariate is not None:
+            out += [("", r) for r in self.multivariate.close_window()]
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        return {"segments": {s: [d.get_state() for d in dets] for s, dets in self.segments.items()},
+                "multivariate": None if self.multivariate is None else self.multivariate.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for seg, states in state["segments"].items():
+            for det, st in zip(self.detectors(seg), states):
+                det.set_state(st)
+        if self.multivariate is not None and state.get("multivariate") is not None:
+            self.multivariate.set_state(state["multivariate"])

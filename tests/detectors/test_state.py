@@ -1,0 +1,94 @@
+"""``ModelStates``: per-model detector state saved in and loaded from the real embedded store."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import pytest
+
+from detector_streams import base_features, label, prediction, uid
+from driftline.detectors import sink
+from driftline.detectors.config import DetectorsConfig
+from driftline.detectors.engine import DetectorEngine
+from driftline.detectors.state import ModelStates
+
+pytestmark = pytest.mark.integration
+
+CFG = DetectorsConfig.from_mapping({"model": "*", "window": {"kind": "count", "size": 200}, "min_samples": 50,
+                                    "reference": {"source": "first_events", "first_events": 300}})
+SOURCE = ("predictions", 0)
+
+
+def _events(model: str, n: int) -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        f = base_features(rng)
+        if i > n // 2:
+            f["x"] += 1.0
+        out.append(prediction(i, f, int(rng.random() < 0.5), model=model))
+        if i >= 30:
+            out.append(label(i, uid(i - 30), int(rng.random() < 0.5), t=i, model=model))
+    return out
+
+
+def _run(states: ModelStates, model: str, events: list[dict[str, Any]], start: int, chunk: int) -> list[str]:
+    """Feed ``events`` chunk by chunk as the collector does; the rows published, comparable."""
+    rows: list[str] = []
+    for i in range(0, len(events), chunk):
+        part = events[i:i + chunk]
+        for j, _ in enumerate(part):
+            states.observed(model, SOURCE, (start + i + j, 0))
+        states.engine.observe_many(part)
+        out = states.engine.poll(float("-inf"))
+        rows += [repr(r.as_tuple()) for r in out]
+        states.publish(out, check_owner=False)
+    return rows
+
+
+def test_a_new_process_resumes_from_the_full_snapshot_and_its_deltas(ch_client: Any) -> None:
+    model = f"st-{uuid.uuid4().hex[:8]}"
+    evs = _events(model, 1500)
+    baseline = DetectorEngine(CFG)
+    baseline.ensure_model(CFG.default_for(model))
+    baseline.observe_many(evs)
+    expected = [repr(r.as_tuple()) for r in baseline.flush()]
+
+    cut = 1100
+    first = ModelStates(DetectorEngine(CFG), ch_client)
+    first.refresh({model}, set())
+    assert first.loaded(model) and first.position(model, SOURCE) == (-1, -1)
+    early = _run(first, model, evs[:cut], 0, 250)
+    assert first.unsaved() == set()
+    keys = {r[0] for r in ch_client.query("SELECT key FROM driftline.detector_state WHERE model = {m:String}",
+                                          parameters={"m": model}).result_rows}
+    assert "full" in keys and any(k.startswith("delta:") for k in keys)
+
+    second = ModelStates(DetectorEngine(CFG), ch_client)
+    second.refresh({model}, set())
+    assert second.position(model, SOURCE) == (cut - 1, 0)
+    late = _run(second, model, evs[cut:], cut, 250)
+    assert early + late + [repr(r.as_tuple()) for r in second.engine.flush()] == expected
+
+
+def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(ch_client: Any) -> None:
+    model = f"own-{uuid.uuid4().hex[:8]}"
+    evs = _events(model, 400)
+    mine, theirs = ModelStates(DetectorEngine(CFG), ch_client), ModelStates(DetectorEngine(CFG), ch_client)
+    mine.refresh({model}, set())
+    theirs.refresh({model}, set())
+    _run(theirs, model, evs[:200], 0, 200)
+    assert sink.latest_seqs(ch_client, [model]) == {model: 1}
+
+    mine.observed(model, SOURCE, (0, 0))
+    mine.engine.observe_many(evs[:10])
+    assert mine.unsaved() == {model}
+    mine.publish([], check_owner=True)
+    assert not mine.loaded(model) and mine.unsaved() == set() and model not in mine.engine.monitors
+    assert sink.latest_seqs(ch_client, [model]) == {model: 1}
+
+    # The partition came back to this process: the newer state is loaded, with its position.
+    mine.refresh({model}, set())
+    assert mine.loaded(model) and mine.position(model, SOURCE) == (199, 0)
