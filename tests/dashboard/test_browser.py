@@ -158,7 +158,12 @@ def test_page_renders_with_data(stack: dict[str, Any], browser: Any, page: str, 
     for text in expected:
         assert text in html, f"{page}: {text!r} missing"
     if page in ("model", "performance", "shadow", "overview"):
-        assert browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"), f"{page}: no chart drawn"
+        # Plotly draws after Streamlit's script has finished, later still on a loaded machine: wait
+        # for the chart (a page that never draws one still fails, after 30 s).
+        deadline = time.monotonic() + 30
+        while not (charts := browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert charts, f"{page}: no chart drawn"
 
 
 def test_sql_console_in_the_browser_runs_and_refuses_writes(stack: dict[str, Any], browser: Any) -> None:
