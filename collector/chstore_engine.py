@@ -224,26 +224,12 @@ class EnginePool:
             for _ in range(size):
                 self._pools[readonly].put(EngineConnection(path, readonly, first))
                 first = {}
-        self.server_settings = self._server_settings(sorted(server_settings or {}))
         probe = self._pools[False].get()
         try:
             row = probe.run("SELECT version(), timezone()", "TabSeparated", {}).body.decode().split("\t")
             self.version, self.timezone = row[0], row[1].strip()
         finally:
             self._pools[False].put(probe)
-
-    def _server_settings(self, names: list[str]) -> dict[str, str]:
-        """The engine's values of ``names`` (system.server_settings): what it really runs with."""
-        if not names:
-            return {}
-        conn = self._pools[False].get()
-        try:
-            listed = ", ".join(quote_literal(n) for n in names)
-            text = conn.run(f"SELECT name, value FROM system.server_settings WHERE name IN ({listed})",
-                            "TabSeparated", {}).body.decode()
-        finally:
-            self._pools[False].put(conn)
-        return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
 
     @contextmanager
     def acquire(self, readonly: bool, timeout_s: float = 300.0) -> Iterator[EngineConnection]:
