@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from driftline.sdk.errors import DriftlineError
+from driftline.sdk.errors import GiveUp
 
 logger = logging.getLogger("driftline.collector")
 
@@ -33,10 +33,6 @@ class Handle(Protocol):
     proc: subprocess.Popen[Any]
 
     def stop(self, timeout_s: float = ...) -> Any: ...
-
-
-class GiveUp(DriftlineError):
-    """A child keeps crashing right after it starts; restarting it again would not help."""
 
 
 @dataclass

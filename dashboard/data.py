@@ -19,19 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from driftline.collector.store.client import DEFAULT_URL, resolve_url
-from driftline.sdk.errors import DriftlineError
+from driftline.sdk.errors import DataError
 
 READONLY_LEVEL = 2
-
-
-class DataError(DriftlineError):
-    """ClickHouse is unreachable or refused a query; ``message`` is what the page shows."""
-
-    def __init__(self, message: str, *, code: str = "", hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.hint = hint
 
 
 @dataclass(frozen=True)
