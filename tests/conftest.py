@@ -133,7 +133,7 @@ def collector_factory(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
                "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
                "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0],
                "DRIFTLINE_GROUP_ID": group_id or f"g-{uuid.uuid4().hex[:8]}",
-               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
+               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.2",
                "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
                **(extra_env or {})}
         proc = CollectorProcess(env, tmp_path / f"collector-{len(started)}.log").start()

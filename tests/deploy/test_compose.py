@@ -188,6 +188,7 @@ def test_collector_settings_build_from_the_compose_environment(compose: dict[str
     assert settings.partitions == int(compose["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"])
     assert settings.partitions >= service["deploy"]["replicas"], "replicas beyond the partition count sit idle"
     assert settings.detectors_config is not None and settings.pii_key_file is not None
+    assert settings.batch_size == int(service["environment"]["DRIFTLINE_COLLECTOR_BATCH_SIZE"])
     from driftline.detectors.config import load_config
 
     assert load_config(settings.detectors_config).models
