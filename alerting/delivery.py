@@ -143,6 +143,7 @@ class _Retry(Exception):
         self.rate_limited = rate_limited
 
 
+# Not in the error tree: internal control flow, as _Retry above.
 class _Permanent(Exception):
     def __init__(self, reason: str, refused: bool = False):
         super().__init__(reason)

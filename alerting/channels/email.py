@@ -34,10 +34,12 @@ class StartTLSNotOffered(smtplib.SMTPNotSupportedError):
     (least of all the password) is sent in clear."""
 
 
+# Not in the error tree: an smtplib error on purpose, as above.
 class AuthNotOffered(smtplib.SMTPNotSupportedError):
     """The channel has a username but the server offers no AUTH (often: only after STARTTLS)."""
 
 
+# Not in the error tree: an smtplib error on purpose, as above.
 class RecipientsRefused(smtplib.SMTPResponseException):
     """The server refused some or all recipients; ``smtp_code`` is the most permanent code."""
 
