@@ -33,7 +33,7 @@ DRIFTLINE_SERVICES = ("collector", "sidecar", "alerting", "dashboard")
 # Source files whose DRIFTLINE_* reads apply to each service's command.
 SOURCES = {
     "collector": ["collector/config.py", "collector/scrub_config.py"],
-    "sidecar": ["sdk/config.py", "sdk/sidecar_config.py", "sdk/sidecar_cli.py"],
+    "sidecar": ["sdk/config.py", "sdk/sidecar/config.py", "sdk/sidecar/cli.py"],
     # the ClickHouse URL (DRIFTLINE_CLICKHOUSE_URL) is read through the store's one client module
     "alerting": ["alerting/**/*.py", "collector/store/client.py"],
     "dashboard": ["dashboard/*.py", "collector/store/client.py"],

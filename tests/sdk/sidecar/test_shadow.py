@@ -8,10 +8,10 @@ import json
 import aiohttp
 from aiohttp import web
 
-from driftline.sdk.routing import SplitConfig
-from driftline.sdk.sidecar_config import ShadowTarget
+from driftline.sdk.sidecar.routing import SplitConfig
+from driftline.sdk.sidecar.config import ShadowTarget
 
-from .sidecar_testkit import ModelServer, closed_port, serve_app, sidecar
+from .testkit import ModelServer, closed_port, serve_app, sidecar
 
 
 async def test_slow_shadow_does_not_delay_the_caller_and_is_logged_with_the_same_request_id() -> None:

@@ -25,15 +25,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.extract import Row, extract, get_path
-from driftline.sdk.hygiene import (REQ_ID, REQ_TOKEN, REQ_VARIANT, BodyTooLarge, Guard, RateLimiter, TokenAuth, error_response,
+from driftline.sdk.sidecar.extraction import Row, extract, get_path
+from driftline.sdk.sidecar.hygiene import (REQ_ID, REQ_TOKEN, REQ_VARIANT, BodyTooLarge, Guard, RateLimiter, TokenAuth, error_response,
                                    make_expect_handler, read_body_capped, too_large_response)
 from driftline.sdk.ids import uuid7
 from driftline.sdk.monitor import Monitor
-from driftline.sdk.routing import Router, SplitConfig, SplitFileWatcher, Variant
-from driftline.sdk.shadow import ShadowMirror
-from driftline.sdk.sidecar_config import ShadowTarget, SidecarSettings
-from driftline.sdk.sidecar_metrics import SidecarMetrics
+from driftline.sdk.sidecar.routing import Router, SplitConfig, SplitFileWatcher, Variant
+from driftline.sdk.sidecar.shadow import ShadowMirror
+from driftline.sdk.sidecar.config import ShadowTarget, SidecarSettings
+from driftline.sdk.sidecar.metrics import SidecarMetrics
 
 logger = logging.getLogger("driftline.sidecar")
 
@@ -55,7 +55,7 @@ class LocalReply:
 
 
 class LocalBackend(Protocol):
-    """An in-process model behind the ``local:`` upstream (see :mod:`driftline.sdk.serve`)."""
+    """An in-process model behind the ``local:`` upstream (see :mod:`driftline.sdk.sidecar.serve`)."""
 
     async def handle(self, request: web.Request, body: bytes) -> LocalReply: ...
 
