@@ -106,9 +106,9 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool) -> None:
 
     from driftline.sdk import Monitor, SdkSettings
     from driftline.sdk.exporter import ExportResult
-    from driftline.sdk.sidecar_app import build_app
-    from driftline.sdk.sidecar_config import SidecarSettings
-    from driftline.sdk.sidecar_metrics import SidecarMetrics
+    from driftline.sdk.sidecar.app import build_app
+    from driftline.sdk.sidecar.config import SidecarSettings
+    from driftline.sdk.sidecar.metrics import SidecarMetrics
 
     class NullExporter:
         def export(self, records: object, timeout_s: float) -> ExportResult:

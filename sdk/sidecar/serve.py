@@ -9,7 +9,7 @@ Endpoints: ``POST /predict`` (a flat object, a list of objects, or ``{"instances
 ``POST /v2/models/{name}/infer`` (Open Inference Protocol v2), ``GET /v2/models/{name}``
 (metadata with the input schema), ``GET /healthz``, ``GET /readyz`` (503 until the model is loaded).
 
-Inputs are validated against an :class:`~driftline.sdk.input_schema.InputSchema` (inferred from a
+Inputs are validated against an :class:`~driftline.sdk.sidecar.input_schema.InputSchema` (inferred from a
 sample, from sklearn's ``feature_names_in_`` / ``n_features_in_``, or given as JSON Schema); a bad
 input is answered 422 with the field named: ``instances[1].age: expected number, got string``.
 
@@ -30,10 +30,10 @@ from typing import Any
 from aiohttp import web
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.extract import Row
-from driftline.sdk.hygiene import REQ_ID, error_response
-from driftline.sdk.input_schema import InputSchema
-from driftline.sdk.sidecar_app import LocalReply
+from driftline.sdk.sidecar.app import LocalReply
+from driftline.sdk.sidecar.extraction import Row
+from driftline.sdk.sidecar.hygiene import REQ_ID, error_response
+from driftline.sdk.sidecar.input_schema import InputSchema
 
 logger = logging.getLogger("driftline.sidecar")
 
