@@ -140,8 +140,8 @@ class Monitor:
         self._key = model.encode()
         self._mask = mask if mask is not None else _default_mask(self.settings)
         self._invalid_logged = 0
-        # Who shuts the Client down on close(): "own" (a private Client around `exporter`),
-        # "default" (the shared default Client: the last Monitor open on it), "caller" (client=).
+        # Who shuts the Client down on close(): "own" (private, around `exporter`), "default"
+        # (the last Monitor open on it), "caller" (client=: whoever built it).
         if client is not None:
             self.client, self._owner = client, "caller"
         elif exporter is not None:
@@ -150,7 +150,7 @@ class Monitor:
             self.client, self._owner = acquire_default(self.settings), "default"
         self._closed = False
         self._close_lock = threading.Lock()
-        self._submit_item = self.client.submit  # bound once: log() is the hot path
+        self._submit_item = self.client._submit  # bound once: log() is the hot path
 
     # -- hot path -------------------------------------------------------------------------
     def log(
@@ -317,13 +317,12 @@ class Monitor:
         not be delivered in time is counted in ``stats().dropped["shutdown"]``, so events logged
         equal ``exported`` plus ``dropped``. Later ``log`` calls are counted as ``shutdown`` drops.
 
-        What "stop" means depends on who owns the Client. A Monitor built with ``exporter=`` owns
-        its private Client and shuts it down. On the shared default Client, the last open Monitor
-        shuts it down (so a program with one Monitor behaves as it always did); an earlier one
-        only flushes and detaches itself: closing one handle never stops the others, as an
-        OpenTelemetry ``Tracer`` has no shutdown and only the provider's owner ends the pipeline
-        (a library that closes its Monitor must not silence the application's). A Client passed
-        with ``client=`` belongs to the caller: ``close`` flushes it, ``Client.shutdown`` stops it.
+        "Stop" stops what this Monitor owns. With ``exporter=`` it owns a private Client and shuts
+        it down. On the default Client the last open Monitor shuts it down (a one-Monitor program
+        behaves as it always did); an earlier one flushes and detaches: as an OpenTelemetry
+        ``Tracer`` has no shutdown (only the provider's owner ends the pipeline), a library closing
+        its Monitor never silences the application's. A ``client=`` belongs to the caller:
+        ``close`` flushes it, ``Client.shutdown`` stops it.
 
         >>> from driftline.sdk import Monitor, InMemoryExporter
         >>> m = Monitor(model="m", exporter=InMemoryExporter())

@@ -95,7 +95,7 @@ class Client:
             schedule_delay_s=self.settings.flush_interval_s,
         )
         # The hot path: Monitor binds this once. BatchExporter.submit never blocks and never raises.
-        self.submit = self._batcher.submit
+        self._submit = self._batcher.submit
         self._handles = 0  # open Monitors on a default Client (see release())
 
     @property
