@@ -168,7 +168,8 @@ def build_app(settings: SidecarSettings, *, monitor_factory: Callable[[str], Mon
     router = router or Router(split)
     sc = Sidecar(settings, monitor_factory=monitor_factory, metrics=metrics, router=router, clock=clock,
                  local=local)
-    metrics.watch_exporters(lambda: [m.stats() for m in list(sc.monitors.values())])
+    # Once per Client: the versions' Monitors usually share one, whose counts cover them all.
+    metrics.watch_exporters(lambda: [c.stats() for c in {m.client: None for m in list(sc.monitors.values())}])
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SidecarKey] = sc
     app.on_startup.append(sc.start)
