@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from driftline.sdk.codec import dumps
+from driftline.sdk.codec import dumps, plain_features, to_plain
 from driftline.sdk.config import SdkSettings
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, Topics, format_timestamp, schema
 from driftline.sdk.errors import ConfigError
@@ -42,42 +42,6 @@ logger = logging.getLogger("driftline.sdk")
 _PRED, _LABEL, _OUTCOME = 0, 1, 2
 _uuid7 = uuid7
 _time_ns = time.time_ns
-
-
-def _plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays and other array-likes into JSON types without importing numpy."""
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return _plain(tolist())
-    item = getattr(value, "item", None)
-    if callable(item):
-        return _plain(item())
-    return value
-
-
-_JSON_SCALARS = frozenset((str, bool, int, float, type(None)))
-
-
-def _plain_features(features: dict[str, Any]) -> dict[str, Any]:
-    """``features`` itself (a private copy) when every value is a JSON scalar, else a plain copy."""
-    scalars = _JSON_SCALARS
-    for v in features.values():
-        if type(v) not in scalars:
-            break
-    else:
-        return features
-    out: dict[str, Any] = {}
-    for k, v in features.items():
-        if not (v is None or isinstance(v, (str, bool, int, float))):
-            v = _plain(v)
-        out[k] = v
-    return out
 
 
 class Monitor:
@@ -207,7 +171,7 @@ class Monitor:
         if hasattr(features, "to_dict") and not isinstance(features, Mapping):
             features = features.to_dict("records")  # pandas without importing pandas
         rows = list(features)
-        preds = _plain(predictions) if not isinstance(predictions, list) else predictions
+        preds = to_plain(predictions) if not isinstance(predictions, list) else predictions
         if len(rows) != len(preds):
             if self.strict:
                 raise ConfigError(f"log_batch: {len(rows)} feature rows but {len(preds)} predictions")
@@ -362,20 +326,20 @@ class Monitor:
                 "timestamp": format_timestamp(item[3]), "model": self.model}
         if kind == _PRED:
             _, _, _, _, features, prediction, latency_ms, variant, request_id, status, error, tags = item
-            features = _plain_features(features)
+            features = plain_features(features)
             event = {**base, "type": PREDICTION.type, "model_version": self.version, "variant": variant,
                      "request_id": request_id or item[2], "features": features,
-                     "prediction": _plain(prediction),
+                     "prediction": to_plain(prediction),
                      "latency_ms": None if latency_ms is None else float(latency_ms),
                      "status": status, "error": error, "tags": {**self.tags, **tags} if tags else self.tags}
         elif kind == _LABEL:
             _, _, _, _, prediction_id, label, tags = item
             event = {**base, "type": LABEL.type, "model_version": self.version, "prediction_id": prediction_id,
-                     "label": _plain(label), "tags": {**self.tags, **tags} if tags else self.tags}
+                     "label": to_plain(label), "tags": {**self.tags, **tags} if tags else self.tags}
         else:
             _, _, _, _, prediction_id, request_id, name, value, tags = item
             event = {**base, "type": OUTCOME.type, "prediction_id": prediction_id, "request_id": request_id,
-                     "name": name, "value": _plain(value),
+                     "name": name, "value": to_plain(value),
                      "tags": {**self.tags, **tags} if tags else self.tags}
         if self._mask is not None:
             event = self._mask(event)
