@@ -19,7 +19,7 @@ from driftline.sdk.errors import ConfigError, DriftlineError
 COMMAND_MODULES = (
     ("driftline.collector.stack_cli", "up, collector, store, demo"),
     ("driftline.collector.store.sql_cli", "sql"),
-    ("driftline.sdk.sidecar_cli", "sidecar, serve"),
+    ("driftline.sdk.sidecar.cli", "sidecar, serve"),
     ("driftline.detectors.cli", "reference"),
     ("driftline.collector.store.deletion_cli", "delete"),
     ("driftline.alerting.cli", "alerts"),

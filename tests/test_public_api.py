@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 PROMISED = {
-    "driftline.sdk": {"Monitor", "InMemoryExporter", "KafkaExporter", "SdkSettings", "SchemaError", "ConfigError",
+    "driftline.sdk": {"Monitor", "Client", "InMemoryExporter", "KafkaExporter", "SdkSettings", "SchemaError", "ConfigError",
                       "validate_event", "uuid7"},
     "driftline.collector": {"CollectorSettings", "run_collector", "start_chstore", "start_broker", "Scrubber",
                             "ScrubConfig", "delete_rows", "migrate", "connect"},
