@@ -1,6 +1,6 @@
 """Alerting benchmark: rule evaluation over drift_metrics, and outbox delivery throughput.
 
-Run: ``python bench/alerting_bench.py`` (starts its own embedded ClickHouse store, collector/chstore.py, and a
+Run: ``python bench/alerting_bench.py`` (starts its own embedded ClickHouse store, collector/embedded/chstore.py, and a
 local fake Slack; nothing leaves 127.0.0.1). Baselines are measured in the same run:
 * evaluation vs. a bare fetch of the same rows (the cost of grouping + hysteresis + SQL);
 * outbox delivery vs. bare HTTP POSTs of the same bodies (the cost of durability: SQLite WAL
@@ -28,7 +28,7 @@ from driftline.alerting.metrics import AlertMetrics  # noqa: E402
 from driftline.alerting.outbox import Outbox  # noqa: E402
 from driftline.alerting.rules import ChannelConfig, Secret, parse_rules  # noqa: E402
 from driftline.alerting.ssrf import check_url  # noqa: E402
-from driftline.collector.chstore import start_chstore  # noqa: E402
+from driftline.collector.embedded.chstore import start_chstore  # noqa: E402
 from driftline.collector.store import connect, migrate  # noqa: E402
 
 MODELS, WINDOWS, FEATURES, MESSAGES = 100, 48, 10, 300

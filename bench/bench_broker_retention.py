@@ -29,7 +29,7 @@ PARTITIONS = 4
 
 
 def _rss(pid: int) -> float:
-    from driftline.collector.broker_retention import rss_bytes
+    from driftline.collector.embedded.broker_retention import rss_bytes
 
     return rss_bytes(pid) / 2**20
 
@@ -70,9 +70,9 @@ def consume_commit(bootstrap: str, group: str, topic: str, n: int) -> float:
 def run(name: str, records: int, tmp: Path) -> dict[str, Any]:
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
-    from driftline.collector.broker import ensure_topics, start_broker
-    from driftline.collector.broker_retention import DeleteRecordsUnsupported, rotate_topics, trim_once
-    from driftline.collector.produce_gate import start_gated_broker
+    from driftline.collector.embedded.broker import ensure_topics, start_broker
+    from driftline.collector.embedded.broker_retention import DeleteRecordsUnsupported, rotate_topics, trim_once
+    from driftline.collector.embedded.produce_gate import start_gated_broker
 
     gate = None
     if name == "rotation":
@@ -142,7 +142,7 @@ def run(name: str, records: int, tmp: Path) -> dict[str, Any]:
 def main(records: int = 1_000_000, only: list[str] | None = None) -> list[dict[str, Any]]:
     import tempfile
 
-    from driftline.collector.broker import broker_binary
+    from driftline.collector.embedded.broker import broker_binary
 
     names = only or ["none", "retention", "delete-records", "delete-topic", "rotation", "restart"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-broker-retention-"))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import clickhouse_connect
 
-from driftline.collector.chstore import start_chstore
+from driftline.collector.embedded.chstore import start_chstore
 
 DDL = """CREATE TABLE IF NOT EXISTS {name} (
     event_id UUID, timestamp DateTime64(6, 'UTC'), model LowCardinality(String),

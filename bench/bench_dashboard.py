@@ -57,7 +57,7 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
     """Rows/s of collector-style inserts into a fresh store, without then with the rollup MVs
     (and, with ``per_view``, with each MV alone: its tables exist, the other MVs are dropped)."""
     from driftline.collector.store import rollups
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.collector.store.tables import migrate
     from driftline.dashboard.seed import SeedSpec, seed_labels_outcomes, seed_predictions
@@ -201,7 +201,7 @@ def main() -> int:
         insert_cost(batch=args.insert_batch, per_view=args.per_view)
     import streamlit  # noqa: F401  (import before timing)
 
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.dashboard.data import run
     from driftline.dashboard.seed import SeedSpec, seed

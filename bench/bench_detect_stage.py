@@ -62,7 +62,7 @@ def _records(events: list[tuple[str, bytes]], chunk: int) -> list[list[object]]:
 def main(events: int = 100_000, chunk: int = 5000) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.collector.detect_stage import build_stage
     from driftline.collector.metrics import CollectorMetrics

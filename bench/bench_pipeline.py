@@ -26,8 +26,8 @@ def _cpu_s(pid: int) -> float:
 
 
 def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
-    from driftline.collector.broker import ensure_topics, free_port, start_broker
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.broker import ensure_topics, free_port, start_broker
+    from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.collector.store.tables import migrate
     from driftline.collector.store.writer import COLUMNS_OF, INSERT_SETTINGS, prediction_row
@@ -38,8 +38,8 @@ def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     produce_gate = None
-    if gate:  # as `driftline up` runs it: Tansu behind the produce gate (collector/broker_retention.py)
-        from driftline.collector.produce_gate import start_gated_broker
+    if gate:  # as `driftline up` runs it: Tansu behind the produce gate (collector/embedded/broker_retention.py)
+        from driftline.collector.embedded.produce_gate import start_gated_broker
 
         broker, produce_gate = start_gated_broker(log_path=tmp / "broker.log")
     else:

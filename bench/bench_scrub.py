@@ -20,9 +20,9 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from driftline.collector.pii_offline import OfflineEmailRecognizer
-from driftline.collector.scrub import Scrubber
-from driftline.collector.scrub_config import ScrubConfig
+from driftline.collector.pii.offline import OfflineEmailRecognizer
+from driftline.collector.pii.scrub import Scrubber
+from driftline.collector.pii.config import ScrubConfig
 
 COUNTRIES = ["DE", "FR", "US", "GB", "ES", "IT", "NL", "BE", "PL", "SE", "NO", "DK", "FI", "IE", "PT",
              "AT", "CH", "CZ", "HU", "RO", "GR", "BG", "HR", "SK", "SI", "LT", "LV", "EE", "LU", "MT"]
@@ -74,7 +74,7 @@ def baseline_analyzer(config: ScrubConfig):
     registry.load_predefined_recognizers(nlp_engine=nlp_engine)
     registry.remove_recognizer("EmailRecognizer")  # same recognizer, minus the network fetch
     registry.add_recognizer(OfflineEmailRecognizer())
-    from driftline.collector.pii_offline import StreetAddressRecognizer
+    from driftline.collector.pii.offline import StreetAddressRecognizer
 
     registry.add_recognizer(StreetAddressRecognizer())
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine)

@@ -60,7 +60,7 @@ def role(pid: int) -> str:
     joined = " ".join(words)
     if words and "tansu" in Path(words[0]).name:
         return "broker"
-    if "driftline.collector.chstore" in joined:
+    if "driftline.collector.embedded.chstore" in joined:
         return "store"
     for name in ("collector", "dashboard", "alerts", "demo", "sidecar"):
         if name in words:
@@ -92,7 +92,7 @@ def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | No
 
 def start_up(data_dir: Path, *, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, dict[str, int]]:
     """`driftline up --no-dashboard` on free ports; returns the process and its ports."""
-    from driftline.collector.broker import free_port, port_open
+    from driftline.collector.embedded.broker import free_port, port_open
 
     ports = {"kafka": free_port(), "clickhouse": free_port(), "metrics": free_port()}
     cmd = [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(data_dir),
@@ -113,10 +113,10 @@ class GatedStack:
     broker's resident memory reaches ``rotate_mib`` (measures the mechanism before `up` wires it in)."""
 
     def __init__(self, data_dir: Path, rotate_mib: float, interval_s: float = 15.0, kill: bool = False) -> None:
-        from driftline.collector.broker import ensure_topics, free_port
-        from driftline.collector.broker_retention import TopicRotator
-        from driftline.collector.produce_gate import start_gated_broker
-        from driftline.collector.chstore import start_chstore
+        from driftline.collector.embedded.broker import ensure_topics, free_port
+        from driftline.collector.embedded.broker_retention import TopicRotator
+        from driftline.collector.embedded.produce_gate import start_gated_broker
+        from driftline.collector.embedded.chstore import start_chstore
         from driftline.collector.store.client import connect
         from driftline.collector.store.tables import migrate
 

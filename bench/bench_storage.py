@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from driftline.collector.chstore import start_chstore  # noqa: E402
+from driftline.collector.embedded.chstore import start_chstore  # noqa: E402
 from driftline.collector.store.client import connect  # noqa: E402
 from driftline.collector.store.tables import migrate  # noqa: E402
 from driftline.collector.store.writer import COLUMNS_OF, label_row, prediction_row  # noqa: E402

@@ -31,8 +31,8 @@ def build_scrubber(settings: CollectorSettings, registry: Any, env: Mapping[str,
 
     ``pii: {enabled: false}`` in the PII config turns it off (for data known to hold no PII).
     """
-    from driftline.collector.scrub import Scrubber
-    from driftline.collector.scrub_config import ScrubConfig, load_hash_key
+    from driftline.collector.pii.scrub import Scrubber
+    from driftline.collector.pii.config import ScrubConfig, load_hash_key
 
     raw: dict[str, Any] = {}
     if settings.pii_config is not None:

@@ -17,7 +17,8 @@ from driftline.sdk.errors import ConfigError, DriftlineError
 
 # (module, human name): modules that define ``register(subparsers)``.
 COMMAND_MODULES = (
-    ("driftline.collector.stack_cli", "up, collector, store, demo"),
+    ("driftline.collector.embedded.cli", "up, store, demo"),
+    ("driftline.collector.cli", "collector"),
     ("driftline.collector.store.sql_cli", "sql"),
     ("driftline.sdk.sidecar.cli", "sidecar, serve"),
     ("driftline.detectors.cli", "reference"),
@@ -72,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _keep_lifeline() -> None:
-    """A child of ``driftline up`` ends soon after ``up`` dies (collector/lifeline.py; a build
+    """A child of ``driftline up`` ends soon after ``up`` dies (collector/embedded/lifeline.py; a build
     without the collector has no ``up``, hence no lifeline)."""
     try:
-        from driftline.collector.lifeline import keep_lifeline
+        from driftline.collector.embedded.lifeline import keep_lifeline
     except ModuleNotFoundError:
         return
     keep_lifeline()

@@ -60,7 +60,7 @@ def reraise_swallowed_sdk_errors(request: pytest.FixtureRequest) -> Iterator[Swa
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from driftline.collector.broker import start_broker
+    from driftline.collector.embedded.broker import start_broker
 
     with start_broker(log_path=tmp_path_factory.mktemp("broker") / "broker.log") as b:
         yield b
@@ -73,7 +73,7 @@ def kafka_bootstrap(broker: Any) -> str:
 
 @pytest.fixture(scope="session")
 def chstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
 
     with start_chstore(tmp_path_factory.mktemp("chstore")) as store:
         yield store
@@ -140,7 +140,7 @@ def collector_factory(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
     started: list[CollectorProcess] = []
 
     def factory(topics: Any, *, group_id: str | None = None, extra_env: dict[str, str] | None = None) -> CollectorProcess:
-        from driftline.collector.broker import free_port
+        from driftline.collector.embedded.broker import free_port
 
         env = {**os.environ,
                "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,

@@ -11,7 +11,7 @@ from tests.alerting.fakes import FakePagerDuty, FakeReceiver, FakeSlack
 
 @pytest.fixture(scope="session")
 def alert_ch_url(request: pytest.FixtureRequest) -> str:
-    """URL of the embedded ClickHouse store (``collector/chstore.py``).
+    """URL of the embedded ClickHouse store (``collector/embedded/chstore.py``).
 
     The shared session fixture ``clickhouse_url`` (tests/conftest.py) is used when it exists;
     otherwise this module starts its own store process.
@@ -20,7 +20,7 @@ def alert_ch_url(request: pytest.FixtureRequest) -> str:
         return str(request.getfixturevalue("clickhouse_url"))
     except pytest.FixtureLookupError:
         pass
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
 
     store = start_chstore(tempfile.mkdtemp(prefix="alerting-ch-"))
     request.addfinalizer(store.stop)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.broker import free_port
+from driftline.collector.embedded.broker import free_port
 from tests.conftest import wait_for
 
 
@@ -142,7 +142,7 @@ def test_up_prints_endpoints_stores_demo_traffic_stops_cleanly_and_keeps_data(tm
 
 
 def count_rows(tmp_path: Path, ports: dict[str, int], where: str = "1") -> int:
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
 
     with start_chstore(tmp_path / "data" / "clickhouse") as store:
         import clickhouse_connect

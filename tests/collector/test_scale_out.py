@@ -166,7 +166,7 @@ class _Collector(CollectorProcess):
 
 
 def _start(name: str, env: dict[str, str], tmp: Path) -> tuple[CollectorProcess, int]:
-    from driftline.collector.broker import free_port
+    from driftline.collector.embedded.broker import free_port
 
     port = free_port()
     proc = _Collector({**env, "DRIFTLINE_METRICS_PORT": str(port)}, tmp / f"{name}.log", tmp).start()
@@ -178,7 +178,7 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     from kafka import KafkaProducer
 
-    from driftline.collector.broker import ensure_topics
+    from driftline.collector.embedded.broker import ensure_topics
 
     tmp = tmp_path_factory.mktemp("scale_out")
     tag = uuid.uuid4().hex[:6]

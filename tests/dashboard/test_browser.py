@@ -26,7 +26,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 def _free_ports(n: int) -> list[int]:
-    from driftline.collector.broker import free_port
+    from driftline.collector.embedded.broker import free_port
 
     ports: set[int] = set()
     while len(ports) < n:

@@ -194,7 +194,7 @@ def test_empty_states_guide_a_new_user(app_env: str, ch_client: Any) -> None:
 
 
 def test_unreachable_clickhouse_is_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    from driftline.collector.broker import free_port
+    from driftline.collector.embedded.broker import free_port
 
     monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_URL", f"http://127.0.0.1:{free_port()}")
     at = open_page("overview")

@@ -93,7 +93,7 @@ def test_grants(loaded: dict[str, Any]) -> None:
 
 
 def test_the_guides_ttl_statements_run(tmp_path: Path) -> None:
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.collector.store.tables import migrate
 

@@ -32,7 +32,7 @@ DRIFTLINE_SERVICES = ("collector", "sidecar", "alerting", "dashboard")
 
 # Source files whose DRIFTLINE_* reads apply to each service's command.
 SOURCES = {
-    "collector": ["collector/config.py", "collector/scrub_config.py"],
+    "collector": ["collector/config.py", "collector/pii/config.py"],
     "sidecar": ["sdk/config.py", "sdk/sidecar/config.py", "sdk/sidecar/cli.py"],
     # the ClickHouse URL (DRIFTLINE_CLICKHOUSE_URL) is read through the store's one client module
     "alerting": ["alerting/**/*.py", "collector/store/client.py"],
@@ -239,7 +239,7 @@ def _args(compose: dict[str, Any], service: str) -> Any:
 def test_ports_match_the_cli_defaults(compose: dict[str, Any]) -> None:
     from driftline.collector.store.client import parse_url
     from driftline.collector.config import CollectorSettings
-    from driftline.collector.stack import StackOptions
+    from driftline.collector.embedded.stack import StackOptions
     from driftline.sdk.cli import build_parser
     from driftline.sdk.config import DEFAULT_BOOTSTRAP
 

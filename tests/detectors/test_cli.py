@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pandas as pd
 import pytest
 
-from driftline.collector.chstore import start_chstore
+from driftline.collector.embedded.chstore import start_chstore
 from driftline.detectors import cli
 from driftline.detectors.reference import ReferenceStore
 from tests.detectors.detector_streams import base_features

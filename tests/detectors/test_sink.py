@@ -8,7 +8,7 @@ import json
 import clickhouse_connect
 import pytest
 
-from driftline.collector.chstore import start_chstore
+from driftline.collector.embedded.chstore import start_chstore
 from driftline.collector.store import migrate
 from driftline.detectors import sink
 from driftline.detectors.config import DetectorsConfig

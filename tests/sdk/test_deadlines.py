@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from driftline.collector.broker import BrokerProcess, free_port, start_broker
+from driftline.collector.embedded.broker import BrokerProcess, free_port, start_broker
 from driftline.sdk import Monitor, Record, SdkSettings
 from driftline.sdk.export.kafka import KafkaExporter
 from tests.conftest import unique_topics, wait_for

@@ -11,9 +11,9 @@ import pytest
 
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
 
-from driftline.collector.chstore import start_chstore  # noqa: E402
+from driftline.collector.embedded.chstore import start_chstore  # noqa: E402
 from driftline.collector.store.deletion import DeletionError, delete_rows, redact_predicate  # noqa: E402
-from driftline.collector.scrub import hash_value  # noqa: E402
+from driftline.collector.pii.scrub import hash_value  # noqa: E402
 from driftline.collector.store.tables import migrate  # noqa: E402
 from driftline.sdk.errors import ConfigError  # noqa: E402
 from driftline.sdk.ids import uuid7  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.collector.chstore import start_chstore
+from driftline.collector.embedded.chstore import start_chstore
 from driftline.collector.store import connect, migrate, rollups
 from driftline.collector.store.tables import DATABASE
 from driftline.sdk.contract import EVENT_KINDS

@@ -243,7 +243,7 @@ atexit.register(lambda: marks.setdefault("start", time.monotonic()))  # runs fir
 
 
 def test_exit_flushes_every_client_within_one_bound() -> None:
-    from driftline.collector.broker import free_port
+    from driftline.collector.embedded.broker import free_port
 
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens: every flush at exit times out
     out = subprocess.run([sys.executable, "-c", AT_EXIT_SHARED, nowhere], capture_output=True, text=True,

@@ -218,7 +218,7 @@ atexit.register(lambda: marks.setdefault("start", time.monotonic()))  # runs fir
 
 
 def test_monitors_on_the_default_client_are_flushed_at_exit_once() -> None:
-    from driftline.collector.broker import free_port
+    from driftline.collector.embedded.broker import free_port
 
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens: the flush at exit times out
     out = subprocess.run([sys.executable, "-c", AT_EXIT_DEFAULT, nowhere], capture_output=True, text=True,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.broker import ensure_topics, start_broker
+from driftline.collector.embedded.broker import ensure_topics, start_broker
 from driftline.sdk import Record
 from driftline.sdk.contract import BATCH_HEADER, unpack
 from driftline.sdk.export.kafka import KafkaExporter

@@ -12,9 +12,9 @@ pytest.importorskip("presidio_analyzer")
 from prometheus_client import CollectorRegistry  # noqa: E402
 from presidio_analyzer import EntityRecognizer  # noqa: E402
 
-from driftline.collector.pii_offline import build_engine, load_spacy_model  # noqa: E402
-from driftline.collector.scrub import Scrubber, hash_value  # noqa: E402
-from driftline.collector.scrub_config import DEFAULT_ENTITIES, ScrubConfig, load_hash_key  # noqa: E402
+from driftline.collector.pii.offline import build_engine, load_spacy_model  # noqa: E402
+from driftline.collector.pii.scrub import Scrubber, hash_value  # noqa: E402
+from driftline.collector.pii.config import DEFAULT_ENTITIES, ScrubConfig, load_hash_key  # noqa: E402
 from driftline.sdk.errors import ConfigError  # noqa: E402
 
 from .pii_corpus import pii_corpus  # noqa: E402

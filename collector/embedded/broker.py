@@ -91,7 +91,7 @@ def start_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Path | Non
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    from driftline.collector.lifeline import die_with_parent
+    from driftline.collector.embedded.lifeline import die_with_parent
 
     proc = subprocess.Popen(
         [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,

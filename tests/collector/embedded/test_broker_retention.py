@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    from driftline.collector.produce_gate import start_gated_broker
+    from driftline.collector.embedded.produce_gate import start_gated_broker
 
     broker, gate = start_gated_broker(log_path=tmp_path_factory.mktemp("gated") / "broker.log")
     try:
@@ -34,7 +34,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]
 
 
 def _topic(bootstrap: str, partitions: int = 2) -> str:
-    from driftline.collector.broker import ensure_topics
+    from driftline.collector.embedded.broker import ensure_topics
 
     name = f"r{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, [name], partitions=partitions)
@@ -93,8 +93,8 @@ class GroupReader:
 def test_delete_records_is_unsupported_on_tansu_and_the_broker_lives_on(tmp_path: Path) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
-    from driftline.collector.broker import start_broker
-    from driftline.collector.broker_retention import DeleteRecordsUnsupported, trim_once
+    from driftline.collector.embedded.broker import start_broker
+    from driftline.collector.embedded.broker_retention import DeleteRecordsUnsupported, trim_once
 
     with start_broker(log_path=tmp_path / "broker.log") as broker:
         topic = _topic(broker.bootstrap, 1)
@@ -125,7 +125,7 @@ def test_delete_records_is_unsupported_on_tansu_and_the_broker_lives_on(tmp_path
 def test_gate_relays_and_holds_produce_until_released(gated: tuple[Any, Any]) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
-    from driftline.collector.produce_gate import CLIENT_ID
+    from driftline.collector.embedded.produce_gate import CLIENT_ID
 
     _broker, gate = gated
     topic = _topic(gate.address, 1)
@@ -167,13 +167,13 @@ def test_gate_relays_and_holds_produce_until_released(gated: tuple[Any, Any]) ->
 
 
 def _broker_rss(broker: Any) -> int:
-    from driftline.collector.broker_retention import rss_bytes
+    from driftline.collector.embedded.broker_retention import rss_bytes
 
     return rss_bytes(broker.proc.pid)
 
 
 def test_rotation_frees_broker_memory_and_loses_no_acknowledged_record(gated: tuple[Any, Any]) -> None:
-    from driftline.collector.broker_retention import committed_and_end, rotate_topics
+    from driftline.collector.embedded.broker_retention import committed_and_end, rotate_topics
 
     broker, gate = gated
     topic, group = _topic(gate.address, 2), f"g-{uuid.uuid4().hex[:6]}"
@@ -225,7 +225,7 @@ def test_rotation_frees_broker_memory_and_loses_no_acknowledged_record(gated: tu
 
 
 def test_rotation_is_abandoned_while_the_group_lags(gated: tuple[Any, Any]) -> None:
-    from driftline.collector.broker_retention import committed_and_end, rotate_topics
+    from driftline.collector.embedded.broker_retention import committed_and_end, rotate_topics
 
     _broker, gate = gated
     topic, group = _topic(gate.address, 1), f"g-{uuid.uuid4().hex[:6]}"
@@ -246,8 +246,8 @@ def test_rotation_is_abandoned_while_the_group_lags(gated: tuple[Any, Any]) -> N
 
 def test_the_collector_stores_every_event_once_across_a_rotation(gated: tuple[Any, Any], clickhouse_url: str,
                                                                   ch_client: Any, tmp_path: Path) -> None:
-    from driftline.collector.broker import ensure_topics, free_port
-    from driftline.collector.broker_retention import rotate_topics
+    from driftline.collector.embedded.broker import ensure_topics, free_port
+    from driftline.collector.embedded.broker_retention import rotate_topics
     from driftline.sdk import Monitor, SdkSettings
 
     _broker, gate = gated
@@ -298,8 +298,8 @@ def test_the_collector_stores_every_event_once_across_a_rotation(gated: tuple[An
 
 
 def test_a_broker_restarted_behind_the_same_gate_serves_its_clients_again(tmp_path: Path) -> None:
-    from driftline.collector.broker import ensure_topics
-    from driftline.collector.produce_gate import start_broker_behind, start_gated_broker
+    from driftline.collector.embedded.broker import ensure_topics
+    from driftline.collector.embedded.produce_gate import start_broker_behind, start_gated_broker
 
     broker, gate = start_gated_broker(log_path=tmp_path / "broker.log")
     try:
@@ -327,7 +327,7 @@ def _try_send(producer: Any, topic: str) -> bool:
 
 
 def test_topic_rotator_rotates_when_due_and_counts(gated: tuple[Any, Any]) -> None:
-    from driftline.collector.broker_retention import TopicRotator
+    from driftline.collector.embedded.broker_retention import TopicRotator
 
     broker, gate = gated
     topic, group = _topic(gate.address, 1), f"g-{uuid.uuid4().hex[:6]}"

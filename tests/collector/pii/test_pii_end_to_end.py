@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.collector.pii_corpus import pii_corpus
+from tests.collector.pii.pii_corpus import pii_corpus
 from tests.conftest import unique_topics, wait_for
 
 pytestmark = pytest.mark.integration

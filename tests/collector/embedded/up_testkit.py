@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from driftline.collector.broker import free_port
+from driftline.collector.embedded.broker import free_port
 
 
 class Up:
@@ -74,7 +74,7 @@ class Up:
         found: dict[str, int] = {}
         for line in out.splitlines():
             pid, _, cmd = line.strip().partition(" ")
-            for name, needle in (("store", "driftline.collector.chstore"), ("broker", " broker --listener-url"),
+            for name, needle in (("store", "driftline.collector.embedded.chstore"), ("broker", " broker --listener-url"),
                                  ("collector", "cli collector"), ("dashboard", "-m streamlit run"),
                                  ("alerting", "cli alerts run"), ("demo", "cli demo")):
                 if needle in cmd:
@@ -115,7 +115,7 @@ def stored(url: str, model: str) -> tuple[int, int]:
 
 def stored_offline(data_dir: Path, model: str) -> tuple[int, int]:
     """The same, from a store opened on the data directory after the stack stopped."""
-    from driftline.collector.chstore import start_chstore
+    from driftline.collector.embedded.chstore import start_chstore
 
     with start_chstore(data_dir / "clickhouse") as store:
         return stored(store.url, model)

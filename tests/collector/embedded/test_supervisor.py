@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from driftline.collector.lifeline import die_with_parent
-from driftline.collector.supervisor import Child, GiveUp, ServiceProcess, Supervisor
-from tests.collector.up_testkit import alive as _alive
+from driftline.collector.embedded.lifeline import die_with_parent
+from driftline.collector.embedded.supervisor import Child, GiveUp, ServiceProcess, Supervisor
+from tests.collector.embedded.up_testkit import alive as _alive
 
 
 class Clock:
@@ -140,7 +140,7 @@ def test_a_child_dies_with_its_parent_even_when_the_parent_is_sigkilled() -> Non
     """The lifeline: a parent that starts a sleeping child with die_with_parent, then is SIGKILLed."""
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "from driftline.collector.lifeline import die_with_parent\n"
+        "from driftline.collector.embedded.lifeline import die_with_parent\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], preexec_fn=die_with_parent())\n"
         "print(p.pid, flush=True)\n"
         "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
@@ -162,14 +162,14 @@ def test_a_child_whose_clean_stop_hangs_is_gone_within_the_lifeline_grace() -> N
     child_code = (
         "import os, signal, subprocess, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "from driftline.collector.lifeline import LIFELINE_ENV, keep_lifeline\n"
+        "from driftline.collector.embedded.lifeline import LIFELINE_ENV, keep_lifeline\n"
         "assert keep_lifeline() is not None\n"
         "grand = subprocess.Popen([sys.executable, '-c', 'import os, time; time.sleep(60)'])\n"
         "print(os.getpid(), grand.pid, LIFELINE_ENV in os.environ, flush=True)\n"
         "time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", (
         "import os, subprocess, sys, time\n"
-        "from driftline.collector.lifeline import die_with_parent, lifeline_env\n"
+        "from driftline.collector.embedded.lifeline import die_with_parent, lifeline_env\n"
         f"p = subprocess.Popen([sys.executable, '-c', {child_code!r}], env={{**os.environ, **lifeline_env(1.0)}},\n"
         "                     preexec_fn=die_with_parent())\n"
         "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
@@ -189,7 +189,7 @@ def test_a_child_whose_clean_stop_hangs_is_gone_within_the_lifeline_grace() -> N
 
 
 def test_a_missing_or_malformed_lifeline_is_no_lifeline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from driftline.collector.lifeline import LIFELINE_ENV, keep_lifeline
+    from driftline.collector.embedded.lifeline import LIFELINE_ENV, keep_lifeline
 
     monkeypatch.delenv(LIFELINE_ENV, raising=False)
     assert keep_lifeline() is None

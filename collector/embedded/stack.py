@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from driftline.collector.broker import BrokerBacklog, ensure_topics, port_open
+from driftline.collector.embedded.broker import BrokerBacklog, ensure_topics, port_open
 from driftline.collector.config import CollectorSettings
-from driftline.collector.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
-from driftline.collector.supervisor import Child, GiveUp, ServiceProcess, Supervisor
+from driftline.collector.embedded.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
+from driftline.collector.embedded.supervisor import Child, GiveUp, ServiceProcess, Supervisor
 from driftline.sdk.errors import ConfigError
 
 logger = logging.getLogger("driftline.collector")
@@ -108,7 +108,7 @@ class Stack:
     def _start_children(self) -> None:
         o, sup = self.options, self.supervisor
         if self.embedded_store:
-            from driftline.collector.chstore import start_chstore
+            from driftline.collector.embedded.chstore import start_chstore
 
             store = sup.add(Child("store", lambda: start_chstore(self.data_dir / "clickhouse", port=o.clickhouse_port),
                                   stop_timeout_s=30))
@@ -141,11 +141,11 @@ class Stack:
     def _launch_broker(self) -> Any:
         """Tansu on a private port behind the produce gate, which owns the public Kafka port; a
         restart puts a new Tansu behind the same gate."""
-        from driftline.collector.produce_gate import start_broker_behind, start_gated_broker
+        from driftline.collector.embedded.produce_gate import start_broker_behind, start_gated_broker
 
         log = self.logs / "broker.log"
         if not self.options.broker_max_mib:  # nothing to rotate: no gate in the way
-            from driftline.collector.broker import start_broker
+            from driftline.collector.embedded.broker import start_broker
 
             return start_broker(self.options.kafka_port, log_path=log)
         if self.gate is None:
@@ -156,7 +156,7 @@ class Stack:
     def _start_rotator(self) -> None:
         """Bounded broker memory: when Tansu's resident memory reaches --broker-max-mib, empty its
         topics once the collector has committed everything (``broker_retention``)."""
-        from driftline.collector.broker_retention import TopicRotator
+        from driftline.collector.embedded.broker_retention import TopicRotator
 
         def broker_pid() -> int | None:
             child = self.supervisor.get("broker")

@@ -3,7 +3,7 @@
 The collector calls :meth:`Scrubber.scrub_batch` on validated schema-v1 events right before the
 write. Strings in ``features``, ``tags``, ``prediction`` and ``label`` (nested lists and the class
 names of a class->score mapping included) and ``error`` go through the field policy of their path
-(see :mod:`~driftline.collector.scrub_config`): ``scrub`` replaces each entity Presidio finds with
+(see :mod:`~driftline.collector.pii.config`): ``scrub`` replaces each entity Presidio finds with
 ``<ENTITY_TYPE>``, ``hash`` stores ``hmac:<32 hex>``, ``drop`` removes the value, ``keep`` stores it.
 Numbers and booleans are untouched unless their path is explicitly ``drop`` or ``hash``.
 Identifiers (event_id, model, request_id, outcome name) are not scrubbed.
@@ -11,12 +11,9 @@ Identifiers (event_id, model, request_id, outcome name) are not scrubbed.
 Speed, in the order it matters:
 
 1. **Cache.** A value already seen (same model profile and field) is a dict lookup keyed by its
-   HMAC (:class:`~driftline.collector.scrub_cache.KeyedCache`); a batch deduplicates its values.
-2. **Pattern fast path.** Cheap character statistics decide which recognizers can possibly match
-   (no ``@``: no email; fewer than 7 digits: no phone, card, SSN...), so most values run few or
-   no recognizers, and the costly phone matcher only runs on digit-rich text.
-3. **Batched, gated NER.** spaCy runs once per batch via ``nlp.pipe`` with only tok2vec + ner,
-   and (``ner_gate``) only over sentences holding a capitalised, non-trivial word.
+   HMAC (:class:`~driftline.collector.pii.cache.KeyedCache`); a batch deduplicates its values.
+2. **Pattern fast path** and 3. **batched, gated NER**, for the values left: see
+   :mod:`~driftline.collector.pii.analysis`, which runs the analysis of a batch.
 
 Fail closed: a value whose analysis raises or passes ``time_budget_ms`` is replaced by
 ``fail_closed_mask`` and counted; an unexpected error on a whole event masks all its strings.
@@ -41,36 +38,15 @@ from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from driftline.collector.pii_offline import BudgetExceeded, PiiEngine, build_engine
-from driftline.collector.scrub_cache import KeyedCache
-from driftline.collector.scrub_config import NER_ENTITIES, ScrubConfig
+from driftline.collector.pii.analysis import Analyzer, Job
+from driftline.collector.pii.cache import KeyedCache
+from driftline.collector.pii.config import ScrubConfig
+from driftline.collector.pii.offline import PiiEngine, build_engine
 
 __all__ = ["Scrubber", "hash_value"]
 
 _DROP = object()
-_NOT_DIGITS = str.maketrans("", "", "0123456789")
-_ALPHA = re.compile(r"[^\W\d_]{2,}")
-_SENTENCE = re.compile(r"[^.!?;\n]+[.!?;\n]*")
-_WORD = re.compile(r"[^\W\d_][^\W_]*")
 _NAME_SPLIT = re.compile(r"[^0-9A-Za-z]+|(?<=[a-z0-9])(?=[A-Z])")
-_GREETINGS = frozenset({"hi", "hello", "hey", "dear", "thanks", "thank", "please", "yes", "no", "ok",
-                        "okay", "sorry", "regards", "best", "cheers"})
-# Which character statistics make an entity possible at all: (digits, has '@', has '.' or ':').
-_TRIGGERS: dict[str, Callable[[int, bool, bool], bool]] = {
-    "EMAIL_ADDRESS": lambda d, at, dot: at,
-    "PHONE_NUMBER": lambda d, at, dot: d >= 7,
-    "CREDIT_CARD": lambda d, at, dot: d >= 12,
-    "IBAN_CODE": lambda d, at, dot: d >= 8,
-    "IP_ADDRESS": lambda d, at, dot: d >= 1 and dot,
-    "US_SSN": lambda d, at, dot: d >= 9,
-    "US_ITIN": lambda d, at, dot: d >= 9,
-    "US_BANK_NUMBER": lambda d, at, dot: d >= 8,
-    "US_PASSPORT": lambda d, at, dot: d >= 8,
-    "STREET_ADDRESS": lambda d, at, dot: d >= 1,
-    "URL": lambda d, at, dot: dot,
-    "CRYPTO": lambda d, at, dot: d >= 1,
-}
-_ALWAYS = lambda d, at, dot: True  # noqa: E731  unknown/custom entities always run
 
 
 def hash_value(key: bytes, value: str) -> str:
@@ -79,26 +55,6 @@ def hash_value(key: bytes, value: str) -> str:
     Use it to find rows of a known value, e.g. for ``driftline delete --where``.
     """
     return "hmac:" + hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()[:32]
-
-
-class _Job:
-    """One distinct value to analyse in this batch; doubles as its placeholder in events."""
-
-    __slots__ = ("value", "text", "truncated", "ctx", "entities", "threshold", "cache_key", "uses",
-                 "ner", "spans", "output", "found", "failed")
-
-    def __init__(self, value: str, ctx: list[str], entities: tuple[str, ...], threshold: float,
-                 cache_key: bytes, max_chars: int) -> None:
-        self.value, self.ctx, self.entities, self.threshold = value, ctx, entities, threshold
-        self.cache_key = cache_key
-        self.truncated = len(value) > max_chars
-        self.text = value[:max_chars] if self.truncated else value
-        self.uses = 0
-        self.ner = False
-        self.spans: list[tuple[int, int, str]] = []
-        self.output: str = ""
-        self.found: tuple[str, ...] = ()
-        self.failed: str | None = None
 
 
 class Scrubber:
@@ -124,17 +80,12 @@ class Scrubber:
         # random key is enough, as the cache never outlives the process.
         self._cache: KeyedCache[tuple[str, tuple[str, ...]]] = KeyedCache(
             config.hash_key or os.urandom(32), config.cache_size)
-        self._budget_s = config.time_budget_ms / 1000.0
+        self._analyzer = Analyzer(config, self.engine, self._clock)
         self._policies: dict[tuple[str, str], str] = {}
         # Numbers and bools pass through unless a drop/hash policy exists: skip their traversal.
         self._numbers_untouched = not config.touches_numbers()
         self._profiles: dict[str, tuple[str, tuple[str, ...], float]] = {}
         self._contexts: dict[str, tuple[str, list[str]]] = {}
-        self._common = frozenset(self.engine.nlp.Defaults.stop_words) | _GREETINGS
-        ner_conf = self.engine.nlp_engine.ner_model_configuration
-        self._ner_map = dict(ner_conf.model_to_presidio_entity_mapping)
-        self._ner_ignore = frozenset(ner_conf.labels_to_ignore)
-        self._ner_score = ner_conf.default_score
         registry = registry if registry is not None else CollectorRegistry()
         self._m_found = Counter("driftline_pii_values_scrubbed_total",
                                 "String values in which PII was found and masked, by entity type",
@@ -160,7 +111,7 @@ class Scrubber:
         """Return scrubbed copies of ``events`` (inputs are not modified). Never raises."""
         start = self._clock()
         try:
-            jobs: dict[bytes, _Job] = {}
+            jobs: dict[bytes, Job] = {}
             out: list[dict[str, Any]] = []
             pending: list[int] = []
             for i, event in enumerate(events):
@@ -185,7 +136,7 @@ class Scrubber:
             self._m_seconds.observe(max(0.0, self._clock() - start))
 
     # ----------------------------------------------------------------- traversal
-    def _first_pass(self, event: dict[str, Any], jobs: dict[bytes, _Job]) -> tuple[dict[str, Any], bool]:
+    def _first_pass(self, event: dict[str, Any], jobs: dict[bytes, Job]) -> tuple[dict[str, Any], bool]:
         model = event.get("model") or ""
         out = dict(event)
         self._has_jobs = False
@@ -241,7 +192,7 @@ class Scrubber:
         r = visit(root, value)
         return None if r is _DROP else r
 
-    def _visit(self, model: str, path: str, value: Any, jobs: dict[bytes, _Job]) -> Any:
+    def _visit(self, model: str, path: str, value: Any, jobs: dict[bytes, Job]) -> Any:
         if value is None or isinstance(value, bool):
             return value
         is_str = isinstance(value, str)
@@ -258,7 +209,7 @@ class Scrubber:
         assert key is not None  # ScrubConfig refuses a hash policy without a key
         return hash_value(key, value if is_str else repr(value))
 
-    def _scrub_value(self, model: str, path: str, value: str, jobs: dict[bytes, _Job]) -> Any:
+    def _scrub_value(self, model: str, path: str, value: str, jobs: dict[bytes, Job]) -> Any:
         if len(value) < 2:
             return value
         profile_id, entities, threshold = self._profile(model)
@@ -273,7 +224,7 @@ class Scrubber:
         self._m_misses.inc()
         job = jobs.get(ckey)
         if job is None:
-            job = jobs[ckey] = _Job(value, ctx, entities, threshold, ckey, self.config.max_text_chars)
+            job = jobs[ckey] = Job(value, ctx, entities, threshold, ckey, self.config.max_text_chars)
         job.uses += 1
         self._has_jobs = True
         return job
@@ -282,7 +233,7 @@ class Scrubber:
         failed: list[bool] = [False]
 
         def fill(obj: Any) -> Any:
-            if isinstance(obj, _Job):
+            if isinstance(obj, Job):
                 failed[0] = failed[0] or obj.failed is not None
                 return obj.output
             if isinstance(obj, list):
@@ -358,23 +309,11 @@ class Scrubber:
         return ctx
 
     # ----------------------------------------------------------------- analysis
-    def _resolve(self, jobs: list[_Job]) -> None:
+    def _resolve(self, jobs: list[Job]) -> None:
         """Analyse every distinct value of the batch; fill ``output`` (masked if it failed)."""
-        plans: dict[int, list[str]] = {}
-        for job in jobs:
-            text = job.text
-            digits = len(text) - len(text.translate(_NOT_DIGITS))
-            at, dot = "@" in text, ("." in text or ":" in text)
-            run = [e for e in job.entities if e not in NER_ENTITIES and _TRIGGERS.get(e, _ALWAYS)(digits, at, dot)]
-            if any(e in NER_ENTITIES for e in job.entities) and _ALPHA.search(text):
-                job.ner = True
-                run += [e for e in job.entities if e in NER_ENTITIES]
-            plans[id(job)] = run
-        self._run_ner([j for j in jobs if j.ner])
+        self._analyzer.analyse(jobs)
         mask = self.config.fail_closed_mask
         for job in jobs:
-            if job.failed is None:
-                self._analyse(job, plans[id(job)])
             if job.failed is not None:
                 self._m_fail.labels(job.failed).inc(job.uses)
                 job.output = mask
@@ -387,95 +326,9 @@ class Scrubber:
             for entity in job.found:
                 self._m_found.labels(entity).inc(job.uses)
 
-    def _cache_put(self, job: _Job) -> None:
+    def _cache_put(self, job: Job) -> None:
         if len(job.value) <= self.config.cache_max_value_chars:
             self._cache.put(job.cache_key, (job.output, job.found))
-
-    def _windows(self, text: str) -> list[tuple[int, int]]:
-        """Spans of ``text`` worth running NER on (merged runs of candidate sentences)."""
-        if not self.config.ner_gate:
-            return [(0, len(text))]
-        spans: list[tuple[int, int]] = []
-        for sent in _SENTENCE.finditer(text):
-            first = True
-            for word in _WORD.finditer(sent.group()):
-                w = word.group()
-                if w[0].isupper() and w != "I" and not (first and w.lower() in self._common):
-                    if spans and spans[-1][1] >= sent.start() - 1:
-                        spans[-1] = (spans[-1][0], sent.end())
-                    else:
-                        spans.append((sent.start(), sent.end()))
-                    break
-                first = False
-        return spans
-
-    def _run_ner(self, jobs: list[_Job]) -> None:
-        if not jobs:
-            return
-        texts: list[str] = []
-        owners: list[tuple[_Job, int]] = []
-        for job in jobs:
-            for start, end in self._windows(job.text):
-                texts.append(job.text[start:end])
-                owners.append((job, start))
-        if not texts:
-            return
-        started = self._clock()
-        try:
-            docs = self.engine.nlp.pipe(texts, batch_size=self.config.ner_batch_size)
-            for doc, (job, offset) in zip(docs, owners):
-                job.spans.extend((e.start_char + offset, e.end_char + offset, e.label_) for e in doc.ents)
-        except Exception:
-            for job in jobs:
-                job.failed = "error"
-            return
-        # nlp.pipe cannot be interrupted per value: a batch past its summed budget fails whole.
-        if self._clock() - started > self._budget_s * len(jobs):
-            for job in jobs:
-                job.failed = "budget"
-
-    def _artifacts(self, job: _Job) -> Any:
-        from presidio_analyzer.nlp_engine import NlpArtifacts
-
-        doc = self.engine.nlp.make_doc(job.text)
-        ents, scores = [], []
-        for start, end, label in job.spans:
-            label = self._ner_map.get(label, label)
-            if label in self._ner_ignore:
-                continue
-            span = doc.char_span(start, end, label=label, alignment_mode="expand")
-            if span is not None:
-                ents.append(span)
-                scores.append(self._ner_score)
-        # Lemmas only feed the context-word booster; the lower-cased form is close enough and
-        # spares the tagger + lemmatizer (a third of the pipeline's time).
-        return NlpArtifacts(entities=ents, tokens=doc, tokens_indices=[t.idx for t in doc],
-                            lemmas=[t.lower_ for t in doc], nlp_engine=self.engine.nlp_engine,
-                            language=self.config.language, scores=scores)
-
-    def _analyse(self, job: _Job, entities: list[str]) -> None:
-        if not entities:
-            job.output = job.text
-            return
-        engine = self.engine
-        engine.deadline = self._clock() + self._budget_s
-        try:
-            results = engine.analyzer.analyze(
-                text=job.text, language=self.config.language, entities=entities,
-                score_threshold=job.threshold, context=job.ctx or None, nlp_artifacts=self._artifacts(job))
-            engine.check_deadline()
-            if results:
-                job.output = engine.anonymizer.anonymize(text=job.text, analyzer_results=results).text
-                job.found = tuple(sorted({r.entity_type for r in results}))
-            else:
-                job.output = job.text
-            engine.check_deadline()
-        except BudgetExceeded:
-            job.failed = "budget"
-        except Exception:
-            job.failed = "error"
-        finally:
-            engine.deadline = float("inf")
 
 
 def _put_unique(mapping: dict[Any, Any], key: Any, value: Any) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from driftline.collector.broker import free_port, port_open
-from tests.collector.up_testkit import Up, send, stored, stored_offline
-from tests.collector.up_testkit import alive as _alive
+from driftline.collector.embedded.broker import free_port, port_open
+from tests.collector.embedded.up_testkit import Up, send, stored, stored_offline
+from tests.collector.embedded.up_testkit import alive as _alive
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from driftline.sdk.errors import ConfigError
-from driftline.collector.scrub_config import ScrubConfig
+from driftline.collector.pii.config import ScrubConfig
 
 __all__ = [
     "BudgetExceeded",

@@ -1,4 +1,4 @@
-"""CLI: ``driftline up``, ``driftline collector``, ``driftline store``, ``driftline demo``."""
+"""CLI: ``driftline up``, ``driftline store``, ``driftline demo`` (the embedded stack's commands)."""
 
 from __future__ import annotations
 
@@ -6,45 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-
-def _server_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kafka-bootstrap", help="host:port of Kafka (env DRIFTLINE_KAFKA_BOOTSTRAP); "
-                   "unset with `up` = embedded broker")
-    p.add_argument("--clickhouse-url", help="http://user:pass@host:8123 (env DRIFTLINE_CLICKHOUSE_URL); "
-                   "unset with `up` = embedded store")
-    p.add_argument("--data-dir", help="where embedded data and logs live (env DRIFTLINE_DATA_DIR, default .driftline)")
-    p.add_argument("--metrics-port", type=int, help="collector Prometheus port (default 9464)")
-    p.add_argument("--batch-size", type=int, help="collector: events per ClickHouse insert "
-                   "(env DRIFTLINE_COLLECTOR_BATCH_SIZE, default 25000; not the SDK's DRIFTLINE_BATCH_SIZE)")
-    p.add_argument("--batch-timeout-s", type=float, help="collector: longest wait for an insert batch to fill "
-                   "(env DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S, default 0.5)")
-    p.add_argument("--partitions", type=int, help="partitions of the topics driftline creates (default 4)")
-    p.add_argument("--group-id", help="Kafka consumer group of the collector")
-    p.add_argument("--detectors-config", help="YAML with per-model detector settings")
-    p.add_argument("--pii-config", help="YAML with PII scrubbing policies")
-    p.add_argument("--pii-key-file", help="file holding the HMAC key for hashed fields")
-
-
-_SERVER_FLAGS = ("kafka_bootstrap", "clickhouse_url", "data_dir", "metrics_port", "batch_size", "batch_timeout_s",
-                 "partitions", "group_id", "detectors_config", "pii_config", "pii_key_file")
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from driftline.collector.config import CollectorSettings
-
-    return CollectorSettings.build(
-        kafka_bootstrap=args.kafka_bootstrap, clickhouse_url=args.clickhouse_url, data_dir=args.data_dir,
-        metrics_port=args.metrics_port, batch_size=args.batch_size, batch_timeout_s=args.batch_timeout_s,
-        partitions=args.partitions, group_id=args.group_id, detectors_config=args.detectors_config,
-        pii_config=args.pii_config, pii_key_file=args.pii_key_file,
-    )
+from driftline.collector.cli import add_server_flags, settings_from_args
 
 
 def _up(args: argparse.Namespace) -> int:
-    from driftline.collector.stack import StackOptions, run_up
+    from driftline.collector.embedded.stack import StackOptions, run_up
     from driftline.sdk.errors import ConfigError
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     # A flag that would be ignored is an error, not a silence.
     ignored = [
         ("--kafka-port", args.kafka_port, settings.kafka_bootstrap, "the broker is external (--kafka-bootstrap / "
@@ -89,36 +58,14 @@ def _up(args: argparse.Namespace) -> int:
     ))
 
 
-def _collector(args: argparse.Namespace) -> int:
-    from driftline.collector.app import run_collector
-    from driftline.collector.config import CollectorSettings
-    from driftline.sdk.errors import ConfigError
-
-    if args.settings_file:
-        given = [f"--{k.replace('_', '-')}" for k in _SERVER_FLAGS if getattr(args, k) is not None]
-        if given:
-            raise ConfigError(f"--settings-file holds every collector setting; do not also give {', '.join(given)}")
-        try:
-            settings = CollectorSettings.from_json(Path(args.settings_file).read_text())
-        except OSError as exc:
-            raise ConfigError(f"--settings-file: {exc.strerror}: {args.settings_file}") from None
-    else:
-        settings = _settings(args)
-    if not settings.kafka_bootstrap or not settings.clickhouse_url:
-        raise ConfigError("the collector needs --kafka-bootstrap and --clickhouse-url "
-                          "(or DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_CLICKHOUSE_URL); `driftline up` sets both")
-    run_collector(settings)
-    return 0
-
-
 def _store(args: argparse.Namespace) -> int:
-    from driftline.collector.chstore import main as chstore_main
+    from driftline.collector.embedded.chstore import main as chstore_main
 
     return chstore_main(["--data-dir", args.data_dir, "--host", args.host, "--port", str(args.port)])
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from driftline.collector.demo import DemoOptions, run_demo
+    from driftline.collector.embedded.demo import DemoOptions, run_demo
 
     return run_demo(DemoOptions(rate_per_s=args.rate, drift_after_s=args.drift_after_s,
                                 duration_s=args.duration_s, label_delay_s=args.label_delay_s))
@@ -126,7 +73,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("up", help="start the embedded stack (broker, ClickHouse, collector, dashboard)")
-    _server_flags(p)
+    add_server_flags(p)
     p.add_argument("--demo", action="store_true", help="also run a demo model with live traffic and drift")
     p.add_argument("--demo-rate", type=float, help="demo predictions per second (default 50)")
     p.add_argument("--demo-drift-after-s", type=float, help="seconds before the demo injects drift (default 60)")
@@ -144,12 +91,6 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="after --drain-timeout-s, stop anyway and drop what the "
                    "embedded broker still holds (without it, `up` keeps waiting; a second Ctrl-C also forces)")
     p.set_defaults(handler=_up)
-
-    p = sub.add_parser("collector", help="run the collector (Kafka → ClickHouse, detectors)")
-    _server_flags(p)
-    p.add_argument("--settings-file", help="JSON with every collector setting (what `driftline up` hands its "
-                   "collector); no other setting flag or DRIFTLINE_* variable is read then")
-    p.set_defaults(handler=_collector)
 
     p = sub.add_parser("store", help="serve a chDB data directory over ClickHouse's HTTP interface")
     p.add_argument("--data-dir", default=".driftline/clickhouse")

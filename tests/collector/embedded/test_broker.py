@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.broker import BrokerBacklog, ensure_topics
+from driftline.collector.embedded.broker import BrokerBacklog, ensure_topics
 from driftline.sdk.contract import BATCH_HEADER
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def test_backlog_counts_uncommitted_records_and_the_events_inside_them(kafka_boo
 
 
 def test_backlog_raises_instead_of_reporting_nothing_when_the_broker_is_gone() -> None:
-    from driftline.collector.broker import free_port
+    from driftline.collector.embedded.broker import free_port
 
     with pytest.raises(Exception):  # noqa: B017 - any client error; what matters is that it is not 0
         with BrokerBacklog(f"127.0.0.1:{free_port()}", "g", ["t"], request_timeout_ms=1000) as backlog:

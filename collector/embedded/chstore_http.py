@@ -1,4 +1,4 @@
-"""ClickHouse's HTTP interface over an :class:`~driftline.collector.chstore_engine.EnginePool`.
+"""ClickHouse's HTTP interface over an :class:`~driftline.collector.embedded.chstore_engine.EnginePool`.
 
 Implements what clickhouse-connect, curl and Grafana's ClickHouse plugin rely on: ``/ping``,
 ``GET``/``POST`` with the query in ``?query=`` and/or the body, settings as URL parameters,
@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO
 from urllib.parse import parse_qsl, urlsplit
 
-from driftline.collector.chstore_engine import ChError, EnginePool, Outcome, SessionState, execute
+from driftline.collector.embedded.chstore_engine import ChError, EnginePool, Outcome, SessionState, execute
 
 # URL parameters that belong to the HTTP interface, not to ClickHouse settings.
 HTTP_ONLY_PARAMS = frozenset({

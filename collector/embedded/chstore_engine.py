@@ -1,7 +1,7 @@
 """chDB connections of the embedded store: pools, per-request settings, read-only enforcement.
 
 Findings (chDB 4.4 / ClickHouse 26.9, checked on this machine; the read-only ones are asserted
-for every write kind in ``tests/collector/test_chstore.py``):
+for every write kind in ``tests/collector/embedded/test_chstore.py``):
 
 * One process may open several chDB connections on the same data directory
   (``chdb._chdb.connect(path)``); they share one engine, so every connection sees the others'

@@ -19,7 +19,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from driftline.collector.store import tables
-from driftline.collector.chstore import ChStoreError, start_chstore
+from driftline.collector.embedded.chstore import ChStoreError, start_chstore
 
 pytestmark = pytest.mark.integration
 

@@ -5,11 +5,11 @@ A chDB data directory can be opened by one process only, hence one server proces
 else (collector, alerting, dashboard, ``driftline sql``, clickhouse-connect, curl, Grafana) is an
 HTTP client. Run it::
 
-    python -m driftline.collector.chstore --data-dir ./data/ch --port 8123
+    python -m driftline.collector.embedded.chstore --data-dir ./data/ch --port 8123
 
 or from Python::
 
-    >>> from driftline.collector.chstore import start_chstore
+    >>> from driftline.collector.embedded.chstore import start_chstore
     >>> with start_chstore("/tmp/ch") as store:                       # doctest: +SKIP
     ...     client = clickhouse_connect.get_client(host=store.host, port=store.port)
     ...     client.command("SELECT 1")
@@ -100,8 +100,8 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 
 def serve(settings: ChStoreSettings, ready: IO[str] | None = None, stop: threading.Event | None = None) -> None:
     """Open the data dir, serve HTTP until ``stop`` is set (or SIGTERM/SIGINT), then close cleanly."""
-    from driftline.collector.chstore_engine import EnginePool
-    from driftline.collector.chstore_http import ChHttpServer, HttpSettings
+    from driftline.collector.embedded.chstore_engine import EnginePool
+    from driftline.collector.embedded.chstore_http import ChHttpServer, HttpSettings
 
     lock = lock_data_dir(settings.data_dir)
     pool = EnginePool(str(settings.data_dir.resolve()), settings.rw_connections, settings.ro_connections,
@@ -175,12 +175,12 @@ class ChStoreProcess:
 def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", *,
                   startup_timeout_s: float = 60.0, extra_args: tuple[str, ...] = ()) -> ChStoreProcess:
     """Start the store as a subprocess and wait until it serves. Raises ChStoreError on failure."""
-    cmd = [sys.executable, "-m", "driftline.collector.chstore", "--data-dir", str(data_dir),
+    cmd = [sys.executable, "-m", "driftline.collector.embedded.chstore", "--data-dir", str(data_dir),
            "--host", host, "--port", str(port), *extra_args]
     # stderr goes to a file, not a pipe: nobody reads a pipe once the store runs, and a full pipe
     # would block the store. Its own session: a terminal's Ctrl-C must not stop it before the
     # collector has drained.
-    from driftline.collector.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
+    from driftline.collector.embedded.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
 
     err_file = tempfile.TemporaryFile(mode="w+")
     # SIGTERM when the parent dies (even by SIGKILL): the store closes cleanly and frees its port,
@@ -213,10 +213,10 @@ def start_chstore(data_dir: str | Path, port: int = 0, host: str = "127.0.0.1", 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from driftline.collector.lifeline import keep_lifeline
+    from driftline.collector.embedded.lifeline import keep_lifeline
 
     keep_lifeline()  # under `driftline up`: gone soon after up is, even mid-way through a clean stop
-    p = argparse.ArgumentParser(prog="python -m driftline.collector.chstore", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m driftline.collector.embedded.chstore", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True, type=Path, help="chDB data directory (created if missing)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8123, help="0 picks a free port")

@@ -271,7 +271,7 @@ def start_gated_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Any 
     Returns (the broker process, the started gate); the process's ``bootstrap`` is the gate's
     address, the one to hand out. Stop the broker first, then the gate.
     """
-    from driftline.collector.broker import free_port, port_open
+    from driftline.collector.embedded.broker import free_port, port_open
     from driftline.sdk.errors import ConfigError
 
     port = port or free_port(host)
@@ -294,8 +294,8 @@ def start_broker_behind(gate: ProduceGate, *, log_path: Any = None, ready_timeou
     import os
     import subprocess
 
-    from driftline.collector.broker import BrokerProcess, broker_binary, free_port, port_open
-    from driftline.collector.lifeline import die_with_parent
+    from driftline.collector.embedded.broker import BrokerProcess, broker_binary, free_port, port_open
+    from driftline.collector.embedded.lifeline import die_with_parent
 
     host = gate.host
     private = free_port(host)

@@ -1,0 +1,197 @@
+"""Analysis of the values a batch has not seen before: pattern fast path, gated NER, Presidio.
+
+:class:`~driftline.collector.pii.scrub.Scrubber` makes one :class:`Job` per distinct value that
+missed its cache and hands the batch to :meth:`Analyzer.analyse`, which fills each job's
+``output`` (the anonymized text) and ``found`` (entity types), or marks it ``failed``
+(``"error"`` or ``"budget"``); the scrubber then masks failed values, counts and caches.
+
+Speed, after the cache:
+
+1. **Pattern fast path.** Cheap character statistics decide which recognizers can possibly match
+   (no ``@``: no email; fewer than 7 digits: no phone, card, SSN...), so most values run few or
+   no recognizers, and the costly phone matcher only runs on digit-rich text.
+2. **Batched, gated NER.** spaCy runs once per batch via ``nlp.pipe`` with only tok2vec + ner,
+   and (``ner_gate``) only over sentences holding a capitalised, non-trivial word.
+
+Each value's analysis has ``time_budget_ms`` (the engine's deadline, checked by every recognizer);
+NER, which cannot be interrupted per value, has the batch's summed budget.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from driftline.collector.pii.config import NER_ENTITIES, ScrubConfig
+from driftline.collector.pii.offline import BudgetExceeded, PiiEngine
+
+__all__ = ["Analyzer", "Job"]
+
+_NOT_DIGITS = str.maketrans("", "", "0123456789")
+_ALPHA = re.compile(r"[^\W\d_]{2,}")
+_SENTENCE = re.compile(r"[^.!?;\n]+[.!?;\n]*")
+_WORD = re.compile(r"[^\W\d_][^\W_]*")
+_GREETINGS = frozenset({"hi", "hello", "hey", "dear", "thanks", "thank", "please", "yes", "no", "ok",
+                        "okay", "sorry", "regards", "best", "cheers"})
+# Which character statistics make an entity possible at all: (digits, has '@', has '.' or ':').
+_TRIGGERS: dict[str, Callable[[int, bool, bool], bool]] = {
+    "EMAIL_ADDRESS": lambda d, at, dot: at,
+    "PHONE_NUMBER": lambda d, at, dot: d >= 7,
+    "CREDIT_CARD": lambda d, at, dot: d >= 12,
+    "IBAN_CODE": lambda d, at, dot: d >= 8,
+    "IP_ADDRESS": lambda d, at, dot: d >= 1 and dot,
+    "US_SSN": lambda d, at, dot: d >= 9,
+    "US_ITIN": lambda d, at, dot: d >= 9,
+    "US_BANK_NUMBER": lambda d, at, dot: d >= 8,
+    "US_PASSPORT": lambda d, at, dot: d >= 8,
+    "STREET_ADDRESS": lambda d, at, dot: d >= 1,
+    "URL": lambda d, at, dot: dot,
+    "CRYPTO": lambda d, at, dot: d >= 1,
+}
+_ALWAYS = lambda d, at, dot: True  # noqa: E731  unknown/custom entities always run
+
+
+class Job:
+    """One distinct value to analyse in this batch; doubles as its placeholder in events."""
+
+    __slots__ = ("value", "text", "truncated", "ctx", "entities", "threshold", "cache_key", "uses",
+                 "ner", "spans", "output", "found", "failed")
+
+    def __init__(self, value: str, ctx: list[str], entities: tuple[str, ...], threshold: float,
+                 cache_key: bytes, max_chars: int) -> None:
+        self.value, self.ctx, self.entities, self.threshold = value, ctx, entities, threshold
+        self.cache_key = cache_key
+        self.truncated = len(value) > max_chars
+        self.text = value[:max_chars] if self.truncated else value
+        self.uses = 0
+        self.ner = False
+        self.spans: list[tuple[int, int, str]] = []
+        self.output: str = ""
+        self.found: tuple[str, ...] = ()
+        self.failed: str | None = None
+
+
+class Analyzer:
+    """Runs the recognizers a batch's jobs need, NER once for the batch. Not thread-safe.
+
+    Parameters
+    ----------
+    config: the validated :class:`ScrubConfig` (language, budget, NER gate and batch size).
+    engine: the :class:`PiiEngine` (spaCy pipeline, Presidio analyzer and anonymizer).
+    clock: monotonic seconds, for the time budget.
+    """
+
+    def __init__(self, config: ScrubConfig, engine: PiiEngine, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.engine = engine
+        self._clock = clock
+        self._budget_s = config.time_budget_ms / 1000.0
+        self._common = frozenset(engine.nlp.Defaults.stop_words) | _GREETINGS
+        ner_conf = engine.nlp_engine.ner_model_configuration
+        self._ner_map = dict(ner_conf.model_to_presidio_entity_mapping)
+        self._ner_ignore = frozenset(ner_conf.labels_to_ignore)
+        self._ner_score = ner_conf.default_score
+
+    def analyse(self, jobs: list[Job]) -> None:
+        """Analyse every job: fill ``output`` and ``found``, or set ``failed``. Never raises for a
+        recognizer's or NER's error: the job fails instead."""
+        plans: dict[int, list[str]] = {}
+        for job in jobs:
+            text = job.text
+            digits = len(text) - len(text.translate(_NOT_DIGITS))
+            at, dot = "@" in text, ("." in text or ":" in text)
+            run = [e for e in job.entities if e not in NER_ENTITIES and _TRIGGERS.get(e, _ALWAYS)(digits, at, dot)]
+            if any(e in NER_ENTITIES for e in job.entities) and _ALPHA.search(text):
+                job.ner = True
+                run += [e for e in job.entities if e in NER_ENTITIES]
+            plans[id(job)] = run
+        self._run_ner([j for j in jobs if j.ner])
+        for job in jobs:
+            if job.failed is None:
+                self._analyse(job, plans[id(job)])
+
+    def _windows(self, text: str) -> list[tuple[int, int]]:
+        """Spans of ``text`` worth running NER on (merged runs of candidate sentences)."""
+        if not self.config.ner_gate:
+            return [(0, len(text))]
+        spans: list[tuple[int, int]] = []
+        for sent in _SENTENCE.finditer(text):
+            first = True
+            for word in _WORD.finditer(sent.group()):
+                w = word.group()
+                if w[0].isupper() and w != "I" and not (first and w.lower() in self._common):
+                    if spans and spans[-1][1] >= sent.start() - 1:
+                        spans[-1] = (spans[-1][0], sent.end())
+                    else:
+                        spans.append((sent.start(), sent.end()))
+                    break
+                first = False
+        return spans
+
+    def _run_ner(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        texts: list[str] = []
+        owners: list[tuple[Job, int]] = []
+        for job in jobs:
+            for start, end in self._windows(job.text):
+                texts.append(job.text[start:end])
+                owners.append((job, start))
+        if not texts:
+            return
+        started = self._clock()
+        try:
+            docs = self.engine.nlp.pipe(texts, batch_size=self.config.ner_batch_size)
+            for doc, (job, offset) in zip(docs, owners):
+                job.spans.extend((e.start_char + offset, e.end_char + offset, e.label_) for e in doc.ents)
+        except Exception:
+            for job in jobs:
+                job.failed = "error"
+            return
+        # nlp.pipe cannot be interrupted per value: a batch past its summed budget fails whole.
+        if self._clock() - started > self._budget_s * len(jobs):
+            for job in jobs:
+                job.failed = "budget"
+
+    def _artifacts(self, job: Job) -> Any:
+        from presidio_analyzer.nlp_engine import NlpArtifacts
+
+        doc = self.engine.nlp.make_doc(job.text)
+        ents, scores = [], []
+        for start, end, label in job.spans:
+            label = self._ner_map.get(label, label)
+            if label in self._ner_ignore:
+                continue
+            span = doc.char_span(start, end, label=label, alignment_mode="expand")
+            if span is not None:
+                ents.append(span)
+                scores.append(self._ner_score)
+        # Lemmas only feed the context-word booster; the lower-cased form is close enough and
+        # spares the tagger + lemmatizer (a third of the pipeline's time).
+        return NlpArtifacts(entities=ents, tokens=doc, tokens_indices=[t.idx for t in doc],
+                            lemmas=[t.lower_ for t in doc], nlp_engine=self.engine.nlp_engine,
+                            language=self.config.language, scores=scores)
+
+    def _analyse(self, job: Job, entities: list[str]) -> None:
+        if not entities:
+            job.output = job.text
+            return
+        engine = self.engine
+        engine.deadline = self._clock() + self._budget_s
+        try:
+            results = engine.analyzer.analyze(
+                text=job.text, language=self.config.language, entities=entities,
+                score_threshold=job.threshold, context=job.ctx or None, nlp_artifacts=self._artifacts(job))
+            engine.check_deadline()
+            if results:
+                job.output = engine.anonymizer.anonymize(text=job.text, analyzer_results=results).text
+                job.found = tuple(sorted({r.entity_type for r in results}))
+            else:
+                job.output = job.text
+            engine.check_deadline()
+        except BudgetExceeded:
+            job.failed = "budget"
+        except Exception:
+            job.failed = "error"
+        finally:
+            engine.deadline = float("inf")
