@@ -20,9 +20,9 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from driftline.collector.pii.config import ScrubConfig
 from driftline.collector.pii.offline import OfflineEmailRecognizer
 from driftline.collector.pii.scrub import Scrubber
-from driftline.collector.pii.config import ScrubConfig
 
 COUNTRIES = ["DE", "FR", "US", "GB", "ES", "IT", "NL", "BE", "PL", "SE", "NO", "DK", "FI", "IE", "PT",
              "AT", "CH", "CZ", "HU", "RO", "GR", "BG", "HR", "SK", "SI", "LT", "LV", "EE", "LU", "MT"]

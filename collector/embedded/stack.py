@@ -14,7 +14,8 @@ The stop (SIGTERM, or SIGINT unless it was inherited ignored) loses nothing: the
 ``up`` waits until the collector has stored and committed every record the embedded broker holds,
 then stops the collector, alerting, the dashboard, the broker and the store, in that order. If the
 drain does not finish within ``--drain-timeout-s`` it says how many records are still only in the
-broker and keeps waiting; ``--force`` (or a second signal) stops anyway and says what was dropped.
+broker and keeps waiting; ``--force`` (or a second signal) stops anyway and says what was dropped
+(``drain``).
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from driftline.collector.embedded.broker import BrokerBacklog, ensure_topics, port_open
 from driftline.collector.config import CollectorSettings
+from driftline.collector.embedded.broker import ensure_topics, port_open
+from driftline.collector.embedded.drain import BacklogWatch, drain_broker
 from driftline.collector.embedded.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
 from driftline.collector.embedded.supervisor import Child, GiveUp, ServiceProcess, Supervisor
 from driftline.sdk.errors import ConfigError
@@ -284,100 +285,8 @@ class Stack:
             self.options.print_fn("driftline: restarts: " + ", ".join(f"{n} {k}" for n, k in sup.restarts.items()))
 
     def _drain(self) -> None:
-        """Keep supervising (a crashed collector or store is restarted) until the collector has
-        committed every record the broker holds, or the stop is forced."""
-        o, p = self.options, self.options.print_fn
-        force_at_requests = self.stop_requests + 1
-        deadline = time.monotonic() + o.drain_timeout_s
-        reported_at = time.monotonic()
-        backlog: BrokerBacklog | None = None
-        left: int | None = None
-        try:
-            while True:
-                try:
-                    self.supervisor.tick()
-                except GiveUp as exc:
-                    p(f"driftline: {exc}")
-                try:
-                    backlog = backlog or BrokerBacklog(self.kafka_bootstrap, self.settings.group_id, self.topics)
-                    left = backlog.total()
-                except Exception as exc:  # noqa: BLE001 - cannot count: assume records are left
-                    logger.warning("could not read the collector's progress: %s: %s", type(exc).__name__, exc)
-                    if backlog is not None:
-                        backlog.close()
-                    backlog, left = None, None
-                if left == 0:
-                    return
-                collector = self.supervisor.get("collector")
-                now = time.monotonic()
-                if (collector is None or collector.handle is None and collector.restart_at is None  # given up on
-                        or o.force and now >= deadline or self.stop_requests >= force_at_requests):
-                    break
-                if now >= deadline and now - reported_at >= 10:
-                    reported_at = now
-                    p(f"driftline: {_left(backlog, left)} still only in the embedded broker; waiting for the "
-                      "collector to store them (Ctrl-C or SIGTERM again to stop anyway and drop them)")
-                time.sleep(0.25)
-            what = _left(backlog, left)
-            self.dropped += max(1, left or 0)
-            p(f"driftline: stopping with {what} still only in the embedded broker; they are dropped")
-        finally:
-            if backlog is not None:
-                backlog.close()
-
-
-def _left(backlog: BrokerBacklog | None, records: int | None) -> str:
-    """"N events (M records)": an SDK record carries many events."""
-    if backlog is None or records is None:
-        return "an unknown number of records"
-    try:
-        return f"{backlog.events_behind()} events ({records} records)"
-    except Exception:  # noqa: BLE001 - a report; the record count is known
-        return f"{records} records"
-
-
-class BacklogWatch:
-    """Samples, every few seconds, how many records the collector has not committed yet, so that a
-    crash of the in-memory broker can be reported with what it may have held."""
-
-    def __init__(self, stack: Stack, interval_s: float = 5.0) -> None:
-        self.stack = stack
-        self.interval_s = interval_s
-        self.last_total: int | None = None
-        self._stop = threading.Event()
-        self._reset = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="driftline-backlog", daemon=True)
-        self._thread.start()
-
-    def reset(self) -> None:
-        self.last_total = None
-        self._reset.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        s = self.stack
-        backlog: BrokerBacklog | None = None
-        while not self._stop.wait(self.interval_s):
-            try:
-                if backlog is None or self._reset.is_set():
-                    self._reset.clear()
-                    if backlog is not None:
-                        backlog.close()
-                    backlog = BrokerBacklog(s.kafka_bootstrap, s.settings.group_id, s.topics)
-                self.last_total = backlog.total()
-            except Exception:  # noqa: BLE001 - the broker may be restarting; sample again later
-                if backlog is not None:
-                    backlog.close()
-                backlog = None
-        if backlog is not None:
-            backlog.close()
+        """Until the collector has committed everything the broker holds, or the stop is forced."""
+        drain_broker(self)
 
 
 def _has_dashboard() -> bool:
