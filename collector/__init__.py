@@ -1,5 +1,7 @@
-"""driftline.collector: the Kafka consumer, validation, PII scrubbing, the embedded broker and
-store; ``collector/store`` is the store's one home (client, tables, one migrate, writer, deletion).
+"""driftline.collector: the stream path — the Kafka consumer (``app``), decoding and validation,
+the pipeline, dead letters, metrics — and its subpackages: ``collector/pii`` (the PII scrub
+stage), ``collector/store`` (the store's one home: client, tables, one migrate, writer, deletion)
+and ``collector/embedded`` (the embedded broker and store, and ``driftline up``'s stack).
 
 Public names are imported on first use, so importing one submodule stays cheap.
 """

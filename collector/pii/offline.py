@@ -12,8 +12,8 @@ Three things in a stock Presidio set-up reach for the internet, and none may her
   wheel. No global state of tldextract is modified.
 * Nothing else (phonenumbers, the pattern recognizers) does I/O.
 
-The engine also carries the per-value *deadline* that the scrubber sets before analysing a value:
-every recognizer is wrapped so that it refuses to start past the deadline (see ``scrub.py``).
+The engine also carries the per-value *deadline* that the analysis sets before analysing a value:
+every recognizer is wrapped so that it refuses to start past the deadline (see ``analysis.py``).
 
 Example
 -------

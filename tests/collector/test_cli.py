@@ -1,20 +1,18 @@
-"""The command line a user touches: bad configuration, `driftline sql`, `driftline up`."""
+"""The command line a user touches: bad configuration of `driftline collector`, `driftline sql`
+(`driftline up`: tests/collector/embedded/test_cli.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from driftline.collector.embedded.broker import free_port
-from tests.conftest import wait_for
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -74,113 +72,3 @@ def test_sql_prints_tables_csv_json_and_refuses_writes(ch_client: Any, clickhous
     assert bad.returncode == 1 and "Syntax error" in bad.stderr and "Traceback" not in bad.stderr
     down = run("sql", "SELECT 1", env={"DRIFTLINE_CLICKHOUSE_URL": f"http://127.0.0.1:{free_port()}"})
     assert down.returncode == 1 and "cannot reach ClickHouse" in down.stderr
-
-
-def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
-    ports = {name: free_port() for name in ("kafka", "clickhouse", "metrics", "dashboard")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path / "data"),
-         "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
-         "--metrics-port", str(ports["metrics"]), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        # As from a terminal: SIGINT at its default even when this suite runs as a background job
-        # of a script (which inherits SIGINT ignored, and so would `up`).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        env={k: v for k, v in os.environ.items() if k not in ("DRIFTLINE_KAFKA_BOOTSTRAP", "DRIFTLINE_CLICKHOUSE_URL")})
-    return proc, ports
-
-
-def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float = 90) -> str:
-    assert proc.stdout is not None
-    seen = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    raise AssertionError(f"{marker!r} not printed; got:\n{''.join(seen)}")
-
-
-@pytest.mark.integration
-def test_up_prints_endpoints_stores_demo_traffic_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
-    import clickhouse_connect
-
-    proc, ports = start_up(tmp_path, "--demo", "--demo-rate", "100")
-    try:
-        banner = read_until(proc, "Press Ctrl-C")
-        assert f"127.0.0.1:{ports['kafka']}" in banner and f"http://127.0.0.1:{ports['clickhouse']}" in banner
-        assert f"http://127.0.0.1:{ports['metrics']}/metrics" in banner
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["clickhouse"])
-        count = lambda: client.query("SELECT count() FROM driftline.predictions").result_rows[0][0]  # noqa: E731
-        wait_for(lambda: count() >= 200, timeout_s=90)
-        wait_for(lambda: client.query("SELECT count() FROM driftline.labeled_predictions").result_rows[0][0] > 0, 60)
-        variants = {r[0] for r in client.query("SELECT DISTINCT variant FROM driftline.predictions").result_rows}
-        assert {"primary", "shadow", "challenger"} <= variants
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
-        out, _ = proc.communicate(timeout=90)
-    assert proc.returncode == 0, out
-    assert "driftline: stopped" in out
-    stored = count_rows(tmp_path, ports)
-    # The collector drained the in-memory broker before it stopped: every demo prediction is stored.
-    served = int(out.split("demo: stopped after ")[1].split()[0])
-    assert count_rows(tmp_path, ports, "variant != 'shadow'") == served
-    assert stored >= 200
-    # Restart on the same data directory: the prediction log is still there.
-    proc, ports2 = start_up(tmp_path)
-    try:
-        read_until(proc, "Press Ctrl-C")
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=ports2["clickhouse"])
-        assert client.query("SELECT count() FROM driftline.predictions").result_rows[0][0] == stored
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=90)
-    assert proc.returncode == 0
-
-
-def count_rows(tmp_path: Path, ports: dict[str, int], where: str = "1") -> int:
-    from driftline.collector.embedded.chstore import start_chstore
-
-    with start_chstore(tmp_path / "data" / "clickhouse") as store:
-        import clickhouse_connect
-
-        client = clickhouse_connect.get_client(host=store.host, port=store.port)
-        return int(client.query(f"SELECT count() FROM driftline.predictions WHERE {where}").result_rows[0][0])
-
-
-@pytest.mark.integration
-def test_up_with_external_engines_starts_no_embedded_engine(tmp_path: Path, kafka_bootstrap: str, clickhouse_url: str) -> None:
-    metrics = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path),
-         "--metrics-port", str(metrics)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url})
-    try:
-        banner = read_until(proc, "Press Ctrl-C")
-        assert f"Kafka bootstrap     {kafka_bootstrap}\n" in banner and "embedded" not in banner
-        assert not (tmp_path / "clickhouse").exists()
-        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-a"], capture_output=True, text=True).stdout
-        assert "tansu" not in children and "chstore" not in children and "collector" in children
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
-    assert proc.returncode == 0
-
-
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--kafka-bootstrap", "127.0.0.1:1", "--kafka-port", "9999"], "--kafka-port would be ignored"),
-    (["--clickhouse-url", "http://127.0.0.1:1", "--clickhouse-port", "9999"], "--clickhouse-port would be ignored"),
-    (["--no-dashboard", "--dashboard-port", "9999"], "--dashboard-port would be ignored"),
-    (["--demo-rate", "10"], "--demo-rate would be ignored"),
-    (["--alert-rules", "/nonexistent/rules.yaml"], "does not exist"),
-    (["--drain-timeout-s", "0"], "--drain-timeout-s must be > 0"),
-])
-def test_a_flag_up_would_ignore_is_an_error(tmp_path: Path, flags: list[str], message: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "driftline.sdk.cli", "up", "--data-dir", str(tmp_path), *flags],
-                         capture_output=True, text=True, timeout=60,
-                         env={k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")})
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
-    assert not (tmp_path / "logs").exists()  # nothing started
