@@ -69,7 +69,9 @@ class Up:
 
     def children(self) -> dict[str, int]:
         """pid of each child by name (store, broker, collector, dashboard, alerting, demo)."""
-        out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(self.proc.pid)], capture_output=True,
+        # -ww: without a terminal ps may cut each line at 80 columns, and a long venv path then
+        # cuts off the module name that tells the store (driftline.collector.embedded.chstore).
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(self.proc.pid)], capture_output=True,
                              text=True).stdout
         found: dict[str, int] = {}
         for line in out.splitlines():
