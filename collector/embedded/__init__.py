@@ -33,15 +33,10 @@ _EXPORTS = {
     "start_broker": "driftline.collector.embedded.broker",
     "BrokerProcess": "driftline.collector.embedded.broker",
     "ensure_topics": "driftline.collector.embedded.broker",
-    "start_gated_broker": "driftline.collector.embedded.produce_gate",
-    "ProduceGate": "driftline.collector.embedded.produce_gate",
-    "TopicRotator": "driftline.collector.embedded.broker_retention",
     "start_chstore": "driftline.collector.embedded.chstore",
     "ChStoreProcess": "driftline.collector.embedded.chstore",
     "ChStoreSettings": "driftline.collector.embedded.chstore",
     "ChStoreError": "driftline.collector.embedded.chstore",
-    "DemoOptions": "driftline.collector.embedded.demo",
-    "run_demo": "driftline.collector.embedded.demo",
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
