@@ -202,7 +202,7 @@ class Stack:
                 # the services in order (a collector killed by the same SIGINT could not drain).
                 # SIGTERM if `up` dies, even by SIGKILL: nothing outlives it.
                 # The dashboard execs Streamlit, which keeps no lifeline thread and holds nothing: SIGKILL.
-                proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", *args],
+                proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", *args],
                                         env={**self.child_env(), **lifeline_env(LIFELINE_GRACE_S)},
                                         stdout=log if name != "demo" else None, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True,

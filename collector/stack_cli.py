@@ -1,4 +1,6 @@
-"""CLI: ``driftline up``, ``driftline collector``, ``driftline store``, ``driftline demo``."""
+"""CLI: ``driftline up``, ``driftline store``, ``driftline demo``; the flags and settings of
+``driftline collector``, whose command is assembled in ``cli/collector.py`` (it plugs in the
+detector stage, from a package the collector does not import)."""
 
 from __future__ import annotations
 
@@ -87,8 +89,9 @@ def _up(args: argparse.Namespace) -> int:
     ))
 
 
-def _collector(args: argparse.Namespace) -> int:
-    from driftline.collector.app import run_collector
+def collector_settings(args: argparse.Namespace) -> Any:
+    """The ``CollectorSettings`` of ``driftline collector``: from ``--settings-file`` (what ``up``
+    hands its collector) or from flags > env > defaults; raises ``ConfigError`` saying what to change."""
     from driftline.collector.config import CollectorSettings
     from driftline.sdk.errors import ConfigError
 
@@ -105,8 +108,7 @@ def _collector(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap or not settings.clickhouse_url:
         raise ConfigError("the collector needs --kafka-bootstrap and --clickhouse-url "
                           "(or DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_CLICKHOUSE_URL); `driftline up` sets both")
-    run_collector(settings)
-    return 0
+    return settings
 
 
 def _store(args: argparse.Namespace) -> int:
@@ -120,6 +122,15 @@ def _demo(args: argparse.Namespace) -> int:
 
     return run_demo(DemoOptions(rate_per_s=args.rate, drift_after_s=args.drift_after_s,
                                 duration_s=args.duration_s, label_delay_s=args.label_delay_s))
+
+
+def add_collector_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``collector`` subcommand and its flags (read back with :func:`collector_settings`)."""
+    p = sub.add_parser("collector", help="run the collector (Kafka → ClickHouse, detectors)")
+    _server_flags(p)
+    p.add_argument("--settings-file", help="JSON with every collector setting (what `driftline up` hands its "
+                   "collector); no other setting flag or DRIFTLINE_* variable is read then")
+    return p  # type: ignore[no-any-return]
 
 
 def register(sub: Any) -> None:
@@ -142,12 +153,6 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="after --drain-timeout-s, stop anyway and drop what the "
                    "embedded broker still holds (without it, `up` keeps waiting; a second Ctrl-C also forces)")
     p.set_defaults(handler=_up)
-
-    p = sub.add_parser("collector", help="run the collector (Kafka → ClickHouse, detectors)")
-    _server_flags(p)
-    p.add_argument("--settings-file", help="JSON with every collector setting (what `driftline up` hands its "
-                   "collector); no other setting flag or DRIFTLINE_* variable is read then")
-    p.set_defaults(handler=_collector)
 
     p = sub.add_parser("store", help="serve a chDB data directory over ClickHouse's HTTP interface")
     p.add_argument("--data-dir", default=".driftline/clickhouse")
