@@ -33,7 +33,6 @@ Example
 
 from __future__ import annotations
 
-import hmac
 import os
 import re
 import time
@@ -44,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from driftline.collector.pii_offline import BudgetExceeded, PiiEngine, build_engine
 from driftline.collector.scrub_cache import KeyedCache
 from driftline.collector.scrub_config import NER_ENTITIES, ScrubConfig
+from driftline.collector.store.hashing import hash_value
 
 __all__ = ["Scrubber", "hash_value"]
 
@@ -71,14 +71,6 @@ _TRIGGERS: dict[str, Callable[[int, bool, bool], bool]] = {
     "CRYPTO": lambda d, at, dot: d >= 1,
 }
 _ALWAYS = lambda d, at, dot: True  # noqa: E731  unknown/custom entities always run
-
-
-def hash_value(key: bytes, value: str) -> str:
-    """The stored form of a ``hash``-policy value: ``hmac:`` + 128 bits of HMAC-SHA256, hex.
-
-    Use it to find rows of a known value, e.g. for ``driftline delete --where``.
-    """
-    return "hmac:" + hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()[:32]
 
 
 class _Job:

@@ -381,11 +381,11 @@ class BacklogWatch:
 
 
 def _has_dashboard() -> bool:
-    try:
-        import driftline.dashboard.cli  # noqa: F401
-    except ModuleNotFoundError:
-        return False
-    return True
+    """Whether this build has the dashboard, whose command ``up`` starts as a child process.
+    Looked up, not imported: the collector sits below the dashboard in the import graph."""
+    import importlib.util
+
+    return importlib.util.find_spec("driftline.dashboard") is not None
 
 
 def run_up(options: StackOptions) -> int:

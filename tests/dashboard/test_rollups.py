@@ -12,7 +12,7 @@ import pytest
 from driftline.collector.store import rollups
 from driftline.dashboard import queries as q
 from driftline.dashboard.data import run
-from driftline.dashboard.seed import SeedSpec, seed
+from tests.dashboard.seed import SeedSpec, seed
 from driftline.dashboard.view import View
 
 # t-digest estimates of the same data differ in the 4th digit between one digest and merged ones
