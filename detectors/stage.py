@@ -1,11 +1,11 @@
 """The detector stage of the collector: stored events in, drift rows and durable state out.
 
 :class:`DetectorStage` adapts the pipeline's :class:`~driftline.collector.pipeline.Observer`
-protocol (``collector/pipeline.py``, matched by shape, not imported: the collector and the
-detectors do not import each other; ``driftline collector``, in ``cli/collector.py``, plugs
-the stage in through :func:`build_observers`) to the detectors' durable state,
-:class:`~driftline.detectors.state.ModelStates`. It runs on the single storage thread, after
-each chunk is stored and before the Kafka batch is acknowledged:
+protocol to the detectors' durable state, :class:`~driftline.detectors.state.ModelStates`. The
+protocol is matched by shape, not imported: the collector and the detectors do not import each
+other, and ``driftline collector`` (``cli/collector.py``) plugs the stage in through
+:func:`build_observers`. It runs on the single storage thread, after each chunk is stored and
+before the Kafka batch is acknowledged:
 
 1. A model seen for the first time by this process is added and its saved state loaded,
    whichever collector saved it; so are the models of a partition that jumped ahead (another
