@@ -134,6 +134,8 @@ class RateLimiter:
         self._free_at[channel] = max(self._free_at.get(channel, 0.0), until)
 
 
+# _Retry and _Permanent are internal control flow, not in the error tree (sdk/errors.py): raised
+# by the senders below and caught in this module, which reschedules or fails the message.
 class _Retry(Exception):
     def __init__(self, reason: str, after_s: float | None = None, rate_limited: bool = False):
         super().__init__(reason)
@@ -141,6 +143,7 @@ class _Retry(Exception):
         self.rate_limited = rate_limited
 
 
+# Not in the error tree: internal control flow, as _Retry above.
 class _Permanent(Exception):
     def __init__(self, reason: str, refused: bool = False):
         super().__init__(reason)

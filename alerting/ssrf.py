@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from driftline.sdk.errors import DriftlineError
+from driftline.sdk.errors import UnsafeURLError
 
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata",
                             "instance-data", "instance-data.ec2.internal",
@@ -31,10 +31,6 @@ METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metada
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 Resolver = Callable[[str, int], list[str]]
-
-
-class UnsafeURLError(DriftlineError, ValueError):
-    """A URL that driftline refuses to send to; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +115,7 @@ def check_url(url: str, *, allow_local: bool = False,
     >>> check_url("http://2130706433/", allow_local=False)
     Traceback (most recent call last):
     ...
-    driftline.alerting.ssrf.UnsafeURLError: refused http://2130706433/: only https URLs are allowed
+    driftline.sdk.errors.UnsafeURLError: refused http://2130706433/: only https URLs are allowed
     """
     shown = _redact(url)
     try:

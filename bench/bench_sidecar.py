@@ -105,10 +105,10 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool) -> None:
     from prometheus_client import CollectorRegistry
 
     from driftline.sdk import Monitor, SdkSettings
-    from driftline.sdk.exporter import ExportResult
-    from driftline.sdk.sidecar_app import build_app
-    from driftline.sdk.sidecar_config import SidecarSettings
-    from driftline.sdk.sidecar_metrics import SidecarMetrics
+    from driftline.sdk.export import ExportResult
+    from driftline.sdk.sidecar.app import build_app
+    from driftline.sdk.sidecar.config import SidecarSettings
+    from driftline.sdk.sidecar.metrics import SidecarMetrics
 
     class NullExporter:
         def export(self, records: object, timeout_s: float) -> ExportResult:

@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     ("driftline.collector.stack_cli", "up, store, demo"),
     ("driftline.cli.collector", "collector"),
     ("driftline.collector.store.sql_cli", "sql"),
-    ("driftline.sdk.sidecar_cli", "sidecar, serve"),
+    ("driftline.sdk.sidecar.cli", "sidecar, serve"),
     ("driftline.detectors.cli", "reference"),
     ("driftline.collector.store.deletion_cli", "delete"),
     ("driftline.alerting.cli", "alerts"),

@@ -27,17 +27,23 @@ from driftline.sdk.contract import EVENT_KINDS
 logger = logging.getLogger("driftline.collector")
 
 DEAD_LETTER_MAX_BYTES = 256 * 1024
+DEAD_LETTER_TIMEOUT_S = 10.0
 
 
 def dead_letter_sender(bootstrap: str, topic: str) -> Any:
-    """A function that publishes dead letters (value truncated, reason in headers) and waits for acks."""
-    from kafka import KafkaProducer
+    """A function that publishes dead letters (value truncated, reason in headers) and waits for acks.
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", client_id="driftline-dlq",
-                             max_request_size=2 * DEAD_LETTER_MAX_BYTES, max_block_ms=5000)
+    It goes through the SDK's Kafka transport (``KafkaExporter.send``: the same producer
+    lifecycle, deadlines and fresh producer after a failure as every event the SDK exports); dead
+    letters are sent as they are, without the SDK's batch framing, and without a key.
+    """
+    from driftline.sdk.export.kafka import KafkaExporter
+
+    transport = KafkaExporter(bootstrap, client_id="driftline-dlq", compression_type=None,
+                              max_request_size=2 * DEAD_LETTER_MAX_BYTES)
 
     def send(letters: list[DeadLetter]) -> None:
-        futures = []
+        messages = []
         for d in letters:
             value = d.value[:DEAD_LETTER_MAX_BYTES]
             headers = [
@@ -46,12 +52,13 @@ def dead_letter_sender(bootstrap: str, topic: str) -> Any:
                 ("driftline-source", f"{d.topic}/{d.partition}/{d.offset}".encode()),
                 ("driftline-truncated", b"1" if len(d.value) > DEAD_LETTER_MAX_BYTES else b"0"),
             ]
-            futures.append(producer.send(topic, value=value, headers=headers))
-        producer.flush(timeout=10)
-        for f in futures:
-            f.get(timeout=1)  # raises if not delivered: the pipeline retries, the batch is not acked
+            messages.append((topic, None, value, headers))
+        result = transport.send(messages, DEAD_LETTER_TIMEOUT_S)
+        if result.retry or result.rejected:  # the pipeline retries, the batch is not acked
+            raise ConnectionError(f"{len(result.retry) + result.rejected} of {len(messages)} dead letters "
+                                  f"not acknowledged by Kafka")
 
-    send.close = producer.close  # type: ignore[attr-defined]
+    send.close = lambda: transport.shutdown(DEAD_LETTER_TIMEOUT_S)  # type: ignore[attr-defined]
     return send
 
 

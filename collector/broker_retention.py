@@ -40,13 +40,9 @@ from typing import Any, Callable, Iterable
 
 from driftline.collector.broker import partitions_of, true_end_offsets
 from driftline.collector.produce_gate import CLIENT_ID, ProduceGate
+from driftline.sdk.errors import DeleteRecordsUnsupported
 
 logger = logging.getLogger("driftline.collector")
-
-
-
-class DeleteRecordsUnsupported(RuntimeError):
-    """The broker does not implement DeleteRecords (Tansu's memory engine drops the connection)."""
 
 
 # -- offsets ----------------------------------------------------------------------------------------

@@ -37,14 +37,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from driftline.sdk.errors import ConfigError, DriftlineError
+from driftline.sdk.errors import ChStoreError, ConfigError, DriftlineError
 
 READY_PREFIX = "driftline-chstore ready "
 LOCK_NAME = ".driftline-chstore.lock"
-
-
-class ChStoreError(DriftlineError):
-    """The embedded store could not start or stopped unexpectedly."""
 
 
 @dataclass(frozen=True)

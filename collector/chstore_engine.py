@@ -49,6 +49,8 @@ _LEADING_NOISE_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|#[^\n]*(?:\n|$)|/\*.*?
 INSERT_CHUNK_BYTES = 1 << 20
 
 
+# Internal to the store process, not in the error tree (sdk/errors.py): chstore_http turns every
+# ChError into ClickHouse's own HTTP error response, which is all a client ever sees.
 class ChError(Exception):
     """An error with a ClickHouse error code, reported to HTTP clients as ClickHouse does."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -11,13 +12,17 @@ from typing import Any, Mapping
 from driftline.sdk.contract import Topics
 from driftline.sdk.errors import ConfigError
 
+logger = logging.getLogger("driftline.collector")
+
+# The collector's own names: DRIFTLINE_BATCH_SIZE is the SDK's (events per export batch, 1,000),
+# a different quantity from the collector's events per ClickHouse insert (25,000).
 ENV_VARS = {
     "DRIFTLINE_KAFKA_BOOTSTRAP": "kafka_bootstrap",
     "DRIFTLINE_CLICKHOUSE_URL": "clickhouse_url",
     "DRIFTLINE_DATA_DIR": "data_dir",
     "DRIFTLINE_GROUP_ID": "group_id",
-    "DRIFTLINE_BATCH_SIZE": "batch_size",
-    "DRIFTLINE_BATCH_TIMEOUT_S": "batch_timeout_s",
+    "DRIFTLINE_COLLECTOR_BATCH_SIZE": "batch_size",
+    "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "batch_timeout_s",
     "DRIFTLINE_METRICS_PORT": "metrics_port",
     "DRIFTLINE_METRICS_HOST": "metrics_host",
     "DRIFTLINE_DETECTORS_CONFIG": "detectors_config",
@@ -53,9 +58,9 @@ class CollectorSettings:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1 (DRIFTLINE_BATCH_SIZE / --batch-size)")
+            raise ConfigError("batch_size must be >= 1 (DRIFTLINE_COLLECTOR_BATCH_SIZE / --batch-size)")
         if not self.batch_timeout_s > 0:
-            raise ConfigError("batch_timeout_s must be > 0 (DRIFTLINE_BATCH_TIMEOUT_S / --batch-timeout-s)")
+            raise ConfigError("batch_timeout_s must be > 0 (DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S / --batch-timeout-s)")
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"metrics_port {self.metrics_port} is not a TCP port (DRIFTLINE_METRICS_PORT)")
         if self.partitions < 1:
@@ -128,6 +133,7 @@ class CollectorSettings:
         for var, name in ENV_VARS.items():
             if env.get(var):
                 values[name] = env[var]
+        _note_old_names(env, values)
         if env.get("DRIFTLINE_TOPIC_PREFIX"):
             prefix = env["DRIFTLINE_TOPIC_PREFIX"]
             values["topics"] = Topics.with_prefix(prefix)
@@ -147,3 +153,16 @@ class CollectorSettings:
             except ValueError:
                 raise ConfigError(f"{name}={value!r} is not a valid {kind}") from None
         return cls(**values)
+
+
+def _note_old_names(env: Mapping[str, str], values: dict[str, Any]) -> None:
+    """Say once, at start-up, when only the pre-rename variables are set."""
+    if env.get("DRIFTLINE_BATCH_SIZE") and not env.get("DRIFTLINE_COLLECTOR_BATCH_SIZE"):
+        # Not reinterpreted: in a shared environment it is meant for the SDK processes.
+        logger.warning("DRIFTLINE_BATCH_SIZE is the SDK's export batch size; the collector does not read it. "
+                       "Set DRIFTLINE_COLLECTOR_BATCH_SIZE (or --batch-size) for events per ClickHouse insert.")
+    if env.get("DRIFTLINE_BATCH_TIMEOUT_S") and not env.get("DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S"):
+        # Only the collector ever had this one, so it keeps working under its old name.
+        values.setdefault("batch_timeout_s", env["DRIFTLINE_BATCH_TIMEOUT_S"])
+        logger.warning("DRIFTLINE_BATCH_TIMEOUT_S is now DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S; "
+                       "the old name is read for now, rename it.")

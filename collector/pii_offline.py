@@ -47,6 +47,8 @@ __all__ = [
 _UNNEEDED_PIPES = ("parser", "tagger", "attribute_ruler", "lemmatizer", "morphologizer", "senter")
 
 
+# Internal control flow, not in the error tree (sdk/errors.py): the scrubber catches it and masks
+# the value (fail closed); it never leaves the scrub stage.
 class BudgetExceeded(Exception):
     """Raised inside the analysis of one value when it ran past its time budget."""
 

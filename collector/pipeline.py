@@ -1,4 +1,6 @@
-"""One batch through the collector: decode → dead-letter → scrub → store → detectors.
+"""One batch through the collector: unpack and decode (failures set aside as dead letters) →
+scrub → store → observers (the detector stage) per stored chunk; the dead letters are published
+last, once every chunk is stored.
 
 Synchronous and framework-free so it can be tested and benchmarked without Kafka; the faust app
 (``collector/app.py``) feeds it batches from a worker thread and acknowledges the batch's offsets

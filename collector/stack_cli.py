@@ -16,8 +16,10 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
                    "unset with `up` = embedded store")
     p.add_argument("--data-dir", help="where embedded data and logs live (env DRIFTLINE_DATA_DIR, default .driftline)")
     p.add_argument("--metrics-port", type=int, help="collector Prometheus port (default 9464)")
-    p.add_argument("--batch-size", type=int, help="events per ClickHouse insert (default 25000)")
-    p.add_argument("--batch-timeout-s", type=float, help="longest wait for a batch to fill (default 0.5)")
+    p.add_argument("--batch-size", type=int, help="collector: events per ClickHouse insert "
+                   "(env DRIFTLINE_COLLECTOR_BATCH_SIZE, default 25000; not the SDK's DRIFTLINE_BATCH_SIZE)")
+    p.add_argument("--batch-timeout-s", type=float, help="collector: longest wait for an insert batch to fill "
+                   "(env DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S, default 0.5)")
     p.add_argument("--partitions", type=int, help="partitions of the topics driftline creates (default 4)")
     p.add_argument("--group-id", help="Kafka consumer group of the collector")
     p.add_argument("--detectors-config", help="YAML with per-model detector settings")

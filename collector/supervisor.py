@@ -2,7 +2,7 @@
 
 Each child is started by a ``launch`` function that returns a handle with ``proc`` (a
 ``subprocess.Popen``) and ``stop(timeout_s)``. ``tick()`` (called by ``up``'s main thread every
-half second) notices a child that exited, logs it, counts it and starts it again after a backoff
+0.25 s) notices a child that exited, logs it, counts it and starts it again after a backoff
 that doubles with each crash in a row (0.5 s, 1 s, 2 s, ... 30 s). A child that keeps crashing soon
 after it starts (a port taken, a bad configuration) is given up on, like systemd's start limit:
 ``tick()`` raises ``GiveUp`` and ``up`` stops the stack with an error instead of looping forever.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from driftline.sdk.errors import DriftlineError
+from driftline.sdk.errors import GiveUp
 
 logger = logging.getLogger("driftline.collector")
 
@@ -33,10 +33,6 @@ class Handle(Protocol):
     proc: subprocess.Popen[Any]
 
     def stop(self, timeout_s: float = ...) -> Any: ...
-
-
-class GiveUp(DriftlineError):
-    """A child keeps crashing right after it starts; restarting it again would not help."""
 
 
 @dataclass

@@ -19,19 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from driftline.collector.store.client import DEFAULT_URL, resolve_url
-from driftline.sdk.errors import DriftlineError
+from driftline.sdk.errors import ConfigError, DataError
 
 READONLY_LEVEL = 2
-
-
-class DataError(DriftlineError):
-    """ClickHouse is unreachable or refused a query; ``message`` is what the page shows."""
-
-    def __init__(self, message: str, *, code: str = "", hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -49,9 +39,22 @@ class DashboardSettings:
         e = os.environ if env is None else env
         return cls(
             clickhouse_url=resolve_url(None, e),
-            sql_max_rows=int(e.get("DRIFTLINE_DASHBOARD_SQL_MAX_ROWS", "10000")),
-            sql_max_execution_time_s=int(e.get("DRIFTLINE_DASHBOARD_SQL_MAX_TIME_S", "30")),
+            sql_max_rows=_env_int(e, "DRIFTLINE_DASHBOARD_SQL_MAX_ROWS", 10_000),
+            sql_max_execution_time_s=_env_int(e, "DRIFTLINE_DASHBOARD_SQL_MAX_TIME_S", 30),
         )
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number (e.g. {name}={default})") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must be >= 0 (e.g. {name}={default})")
+    return value
 
 
 _clients: dict[str, Any] = {}

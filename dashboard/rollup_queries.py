@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from driftline.collector.store import rollups as R
+from driftline.collector.store import rollup_sql as R
 from driftline.dashboard.view import View, ch_time
 from driftline.sdk.contract import PREDICTION
 

@@ -2,10 +2,23 @@
 
 * :func:`write_rows` appends :class:`~driftline.detectors.base.MetricRow` s to
   ``driftline.drift_metrics``;
-* :class:`StateRecord` s (:func:`save_records` / :func:`load_records`) keep per-model detector
-  state in ``driftline.detector_state`` so detectors survive a collector restart;
+* :class:`StateRecord` s (:func:`save_records` / :func:`load_records`, :func:`latest_seqs`) keep
+  per-model detector state in ``driftline.detector_state`` so detectors survive a collector
+  restart;
 * the tables' DDL lives with every other table's in ``collector/store/tables.py``, created by
   :func:`driftline.collector.store.migrate`.
+
+The caller is :class:`driftline.detectors.state.ModelStates`: its ``publish`` writes the closed
+windows' rows first and saves the changed models' state after, so a crash in between re-emits
+the same windows (``drift_metrics`` keeps one row each under ``FINAL``) and loses nothing:
+
+>>> class Client:  # stands in for a clickhouse-connect client
+...     def insert(self, table, data, column_names): print(table, len(data), column_names[0])
+>>> write_rows(Client(), [])
+0
+>>> save_records(Client(), [StateRecord("churn", "engine", b"...", {"seq": 1},
+...                                     _dt.datetime(2026, 11, 24, tzinfo=_dt.timezone.utc))])
+driftline.detector_state 1 model
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 # a check that no server dependency came with it, then every SDK test that needs only the SDK.
 #   scripts/test-sdk-pythons.sh [X.Y ...]     default: 3.10 3.11 3.12 3.13 (pyenv or pythonX.Y)
 #
-# Which tests: tests/sdk files whose module-level imports (followed through tests/ and sdk/ modules)
+# Which tests: tests/sdk files, subfolders included, whose module-level imports (followed through tests/
+# and sdk/ modules and the packages' __init__.py files)
 # stay within the standard library, pytest and the SDK's own dependencies; within them, every test
 # not marked integration and not using a fixture of tests/conftest.py that starts the embedded
 # broker or store. The script prints what it left out and why; those tests run in `make test`.
@@ -20,7 +21,7 @@ versions=("$@")
 SERVER_MODULES="numpy pandas scipy faust aiokafka chdb clickhouse_connect presidio_analyzer spacy streamlit aiohttp prometheus_client"
 TEST_TOOLS=(pytest pytest-asyncio pytest-timeout)
 
-# select_tests PYTHON: "light <file>" or "numpy <file>" for each tests/sdk file it can run.
+# select_tests PYTHON: "light <file>" or "numpy <file>" for each file under tests/sdk (recursively) it can run.
 select_tests() {
   "$1" - <<'PY'
 import ast, pathlib, sys
@@ -67,6 +68,11 @@ def outside(path, seen):
             src = source(name)
             if src is not None:
                 found |= outside(src, seen)
+                # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+                for parent in (name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1)):
+                    init = source(parent)
+                    if init is not None and init.name == "__init__.py":
+                        found |= outside(init, seen)
             elif maybe_attr:
                 continue
             elif name.startswith("driftline.") and not name.startswith("driftline.sdk"):
@@ -75,7 +81,7 @@ def outside(path, seen):
                 found.add(name.split(".")[0])
     return found
 
-for f in sorted(pathlib.Path("tests/sdk").glob("test_*.py")):
+for f in sorted(pathlib.Path("tests/sdk").rglob("test_*.py")):
     extra = outside(f, set()) - allowed
     if not extra:
         print("light", f)

@@ -12,14 +12,14 @@ from __future__ import annotations
 from driftline.sdk.config import SdkSettings
 from driftline.sdk.contract import SCHEMA_VERSION, Topics, validate_event
 from driftline.sdk.errors import ConfigError, DriftlineError, SchemaError
-from driftline.sdk.exporter import BatchExporter, ExporterStats, ExportResult, Record
+from driftline.sdk.export import BatchExporter, Client, ExporterStats, ExportResult, InMemoryExporter, Record
 from driftline.sdk.ids import uuid7
-from driftline.sdk.memory_exporter import InMemoryExporter
 from driftline.sdk.monitor import Monitor
 
 __all__ = [
     "SCHEMA_VERSION",
     "BatchExporter",
+    "Client",
     "ConfigError",
     "DriftlineError",
     "ExportResult",
@@ -39,7 +39,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # KafkaExporter pulls in kafka-python; import it only when asked for.
     if name == "KafkaExporter":
-        from driftline.sdk.kafka_exporter import KafkaExporter
+        from driftline.sdk.export.kafka import KafkaExporter
 
         return KafkaExporter
     raise AttributeError(name)

@@ -1,7 +1,8 @@
 """SDK settings: typed, frozen, built once at the entry point (flags / ``DRIFTLINE_*`` env).
 
 Nothing here reads the environment at import time; :meth:`SdkSettings.from_env` is called by
-``Monitor`` when it is constructed without an explicit exporter, or by the CLI.
+``Monitor`` when it is constructed without ``settings`` (or a ``client`` to take them from), by
+``Client``, or by the CLI.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``Monitor``: the SDK's public entry point.
+"""``Monitor``: the SDK's public entry point, a cheap per-model handle on a :class:`Client`.
 
 >>> from driftline.sdk import Monitor, InMemoryExporter
 >>> sink = InMemoryExporter()
@@ -12,8 +12,10 @@ True
 ['prediction', 'label']
 
 The hot path (``log`` and friends) takes a timestamp and an id, copies the caller's mappings,
-appends a tuple to the exporter's bounded queue and returns. Validation, denylist masking and
-JSON encoding happen on the exporter's worker thread. Nothing here raises into the caller unless
+appends a tuple to its Client's bounded queue and returns. Validation, denylist masking and
+JSON encoding happen on the Client's one worker thread. A Monitor holds no thread and no
+connection of its own (``driftline.sdk.export.client`` says which Client it uses), so a server may
+make one per model and version. Nothing here raises into the caller unless
 ``strict=True`` (meant for tests and development), which validates inline and raises
 :class:`~driftline.sdk.errors.SchemaError`.
 """
@@ -23,14 +25,16 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from driftline.sdk.codec import dumps
+from driftline.sdk.codec import dumps, plain_features, to_plain
 from driftline.sdk.config import SdkSettings
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, Topics, format_timestamp, schema
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.exporter import BatchExporter, Exporter, ExporterStats, Record
+from driftline.sdk.export.batch import Exporter, ExporterStats, Record
+from driftline.sdk.export.client import Client, acquire_default, release_default
 from driftline.sdk.ids import uuid7
 
 logger = logging.getLogger("driftline.sdk")
@@ -40,42 +44,6 @@ _uuid7 = uuid7
 _time_ns = time.time_ns
 
 
-def _plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays and other array-likes into JSON types without importing numpy."""
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return _plain(tolist())
-    item = getattr(value, "item", None)
-    if callable(item):
-        return _plain(item())
-    return value
-
-
-_JSON_SCALARS = frozenset((str, bool, int, float, type(None)))
-
-
-def _plain_features(features: dict[str, Any]) -> dict[str, Any]:
-    """``features`` itself (a private copy) when every value is a JSON scalar, else a plain copy."""
-    scalars = _JSON_SCALARS
-    for v in features.values():
-        if type(v) not in scalars:
-            break
-    else:
-        return features
-    out: dict[str, Any] = {}
-    for k, v in features.items():
-        if not (v is None or isinstance(v, (str, bool, int, float))):
-            v = _plain(v)
-        out[k] = v
-    return out
-
-
 class Monitor:
     """Log predictions, labels and outcomes of one model to driftline.
 
@@ -83,11 +51,16 @@ class Monitor:
     ----------
     model, version:
         Model name and version; every event carries them.
+    client:
+        The :class:`Client` to log through (shared, owned by the caller). When omitted, the
+        process's default Client for ``settings`` (one Kafka producer and one worker thread for
+        every Monitor that does the same).
     exporter:
-        A transport such as :class:`InMemoryExporter` or :class:`KafkaExporter`. When omitted,
-        a Kafka exporter is built from ``settings`` (``DRIFTLINE_KAFKA_BOOTSTRAP``).
+        A transport such as :class:`InMemoryExporter` or :class:`KafkaExporter`, for this Monitor
+        alone: it gets a private Client around it. Not together with ``client``.
     settings:
-        :class:`SdkSettings`; defaults to ``SdkSettings.from_env()``.
+        :class:`SdkSettings`; defaults to the ``client``'s, else ``SdkSettings.from_env()``
+        (``DRIFTLINE_KAFKA_BOOTSTRAP``). Topics and the denylist are this Monitor's own.
     variant:
         Default variant of this process's predictions (``primary``, ``shadow`` or an A/B arm).
     tags:
@@ -104,6 +77,7 @@ class Monitor:
         model: str,
         version: str = "",
         *,
+        client: Client | None = None,
         exporter: Exporter | None = None,
         settings: SdkSettings | None = None,
         variant: str = "primary",
@@ -115,38 +89,32 @@ class Monitor:
             raise ConfigError("Monitor(model=...) needs a non-empty model name")
         if not isinstance(version, str):
             raise ConfigError("Monitor(version=...) must be a string, e.g. version='1.4.2'")
+        if client is not None and exporter is not None:
+            raise ConfigError("Monitor(client=..., exporter=...): pass one; give the exporter to the Client instead")
         schema.check_tags(dict(tags or {}), "Monitor(tags=...)")
         self.model = model
         self.version = version
         self.variant = variant
         self.tags = dict(tags or {})
         self.strict = strict
-        self.settings = settings if settings is not None else SdkSettings.from_env()
+        if settings is None:
+            settings = client.settings if client is not None else SdkSettings.from_env()
+        self.settings = settings
         self._topics: Topics = self.settings.topics
         self._key = model.encode()
         self._mask = mask if mask is not None else _default_mask(self.settings)
         self._invalid_logged = 0
-        if exporter is None:
-            from driftline.sdk.kafka_exporter import KafkaExporter
-
-            bootstrap, compression = self.settings.kafka_bootstrap, self.settings.compression
-
-            def factory() -> Exporter:
-                return KafkaExporter(bootstrap, compression_type=compression)
+        # Who shuts the Client down on close(): "own" (private, around `exporter`), "default"
+        # (the last Monitor open on it), "caller" (client=: whoever built it).
+        if client is not None:
+            self.client, self._owner = client, "caller"
+        elif exporter is not None:
+            self.client, self._owner = Client(self.settings, exporter=exporter), "own"
         else:
-
-            def factory() -> Exporter:
-                return exporter
-
-        self._batcher: BatchExporter = BatchExporter(
-            factory,
-            self._encode,
-            max_queue_size=self.settings.queue_size,
-            max_batch_size=self.settings.batch_size,
-            schedule_delay_s=self.settings.flush_interval_s,
-            on_invalid=self._report_invalid,
-        )
-        self._submit_item = self._batcher.submit  # bound once: log() is the hot path
+            self.client, self._owner = acquire_default(self.settings), "default"
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._submit_item = self.client._submit  # bound once: log() is the hot path
 
     # -- hot path -------------------------------------------------------------------------
     def log(
@@ -166,7 +134,7 @@ class Monitor:
         """Log one prediction; returns its id (a UUIDv7) for labels and outcomes to refer to."""
         pid = prediction_id or _uuid7()
         try:
-            item = (_PRED, pid, timestamp_ns or _time_ns(), dict(features), prediction,
+            item = (self, _PRED, pid, timestamp_ns or _time_ns(), dict(features), prediction,
                     latency_ms, variant or self.variant, request_id, status, error,
                     dict(tags) if tags else None)
             if self.strict:
@@ -182,7 +150,7 @@ class Monitor:
                   timestamp_ns: int | None = None) -> str:
         """Log delayed ground truth for ``prediction_id``."""
         eid = uuid7()
-        item = (_LABEL, eid, timestamp_ns or time.time_ns(), prediction_id, label, dict(tags) if tags else None)
+        item = (self, _LABEL, eid, timestamp_ns or time.time_ns(), prediction_id, label, dict(tags) if tags else None)
         self._submit(item)
         return eid
 
@@ -191,7 +159,7 @@ class Monitor:
                     timestamp_ns: int | None = None) -> str:
         """Log a business outcome (a click, a conversion value) for a prediction or a request."""
         eid = uuid7()
-        item = (_OUTCOME, eid, timestamp_ns or time.time_ns(), prediction_id, request_id, name, value,
+        item = (self, _OUTCOME, eid, timestamp_ns or time.time_ns(), prediction_id, request_id, name, value,
                 dict(tags) if tags else None)
         self._submit(item)
         return eid
@@ -203,7 +171,7 @@ class Monitor:
         if hasattr(features, "to_dict") and not isinstance(features, Mapping):
             features = features.to_dict("records")  # pandas without importing pandas
         rows = list(features)
-        preds = _plain(predictions) if not isinstance(predictions, list) else predictions
+        preds = to_plain(predictions) if not isinstance(predictions, list) else predictions
         if len(rows) != len(preds):
             if self.strict:
                 raise ConfigError(f"log_batch: {len(rows)} feature rows but {len(preds)} predictions")
@@ -218,7 +186,7 @@ class Monitor:
         try:
             if self.strict:
                 self._event(item)
-            self._batcher.submit(item)
+            self._submit_item(item)
         except Exception:
             if self.strict:
                 raise
@@ -303,14 +271,22 @@ class Monitor:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every event logged so far is delivered (True) or ``timeout_s`` passes
         (False; the events stay queued and are still delivered later). Returns within
-        ``timeout_s`` whatever the broker does."""
-        return self._batcher.flush(timeout_s)
+        ``timeout_s`` whatever the broker does. Flushes the whole Client: events other Monitors
+        on it queued before this call are waited for too."""
+        return self.client.flush(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Flush and stop, returning within ``timeout_s`` in all (one deadline for the flush and
         for closing the Kafka connection). Returns True if every event was delivered. What could
         not be delivered in time is counted in ``stats().dropped["shutdown"]``, so events logged
         equal ``exported`` plus ``dropped``. Later ``log`` calls are counted as ``shutdown`` drops.
+
+        "Stop" stops what this Monitor owns. With ``exporter=`` it owns a private Client and shuts
+        it down. On the default Client the last open Monitor shuts it down (a one-Monitor program
+        behaves as it always did); an earlier one flushes and detaches: as an OpenTelemetry
+        ``Tracer`` has no shutdown (only the provider's owner ends the pipeline), a library closing
+        its Monitor never silences the application's. A ``client=`` belongs to the caller:
+        ``close`` flushes it, ``Client.shutdown`` stops it.
 
         >>> from driftline.sdk import Monitor, InMemoryExporter
         >>> m = Monitor(model="m", exporter=InMemoryExporter())
@@ -320,11 +296,22 @@ class Monitor:
         >>> m.stats().exported, m.stats().dropped_total
         (1, 0)
         """
-        return self._batcher.shutdown(timeout_s)
+        with self._close_lock:
+            if self._closed:
+                return True
+            self._closed = True
+            # Later events of this handle are counted, not queued, even while the Client lives on.
+            self._submit_item = self.client._drop_closed
+        if self._owner == "own":
+            return self.client.shutdown(timeout_s)
+        if self._owner == "default":
+            return release_default(self.client, timeout_s)
+        return self.client.flush(timeout_s)
 
     def stats(self) -> ExporterStats:
-        """Queue depth, exported count and drops by reason."""
-        return self._batcher.stats()
+        """Queue depth, exported count and drops by reason of this Monitor's Client (shared by
+        every Monitor on it)."""
+        return self.client.stats()
 
     def __enter__(self) -> Monitor:
         return self
@@ -334,33 +321,38 @@ class Monitor:
 
     # -- worker side ----------------------------------------------------------------------
     def _event(self, item: tuple[Any, ...]) -> dict[str, Any]:
-        kind = item[0]
-        base = {"schema_version": schema.SCHEMA_VERSION, "event_id": item[1],
-                "timestamp": format_timestamp(item[2]), "model": self.model}
+        kind = item[1]
+        base = {"schema_version": schema.SCHEMA_VERSION, "event_id": item[2],
+                "timestamp": format_timestamp(item[3]), "model": self.model}
         if kind == _PRED:
-            _, _, _, features, prediction, latency_ms, variant, request_id, status, error, tags = item
-            features = _plain_features(features)
+            _, _, _, _, features, prediction, latency_ms, variant, request_id, status, error, tags = item
+            features = plain_features(features)
             event = {**base, "type": PREDICTION.type, "model_version": self.version, "variant": variant,
-                     "request_id": request_id or item[1], "features": features,
-                     "prediction": _plain(prediction),
+                     "request_id": request_id or item[2], "features": features,
+                     "prediction": to_plain(prediction),
                      "latency_ms": None if latency_ms is None else float(latency_ms),
                      "status": status, "error": error, "tags": {**self.tags, **tags} if tags else self.tags}
         elif kind == _LABEL:
-            _, _, _, prediction_id, label, tags = item
+            _, _, _, _, prediction_id, label, tags = item
             event = {**base, "type": LABEL.type, "model_version": self.version, "prediction_id": prediction_id,
-                     "label": _plain(label), "tags": {**self.tags, **tags} if tags else self.tags}
+                     "label": to_plain(label), "tags": {**self.tags, **tags} if tags else self.tags}
         else:
-            _, _, _, prediction_id, request_id, name, value, tags = item
+            _, _, _, _, prediction_id, request_id, name, value, tags = item
             event = {**base, "type": OUTCOME.type, "prediction_id": prediction_id, "request_id": request_id,
-                     "name": name, "value": _plain(value),
+                     "name": name, "value": to_plain(value),
                      "tags": {**self.tags, **tags} if tags else self.tags}
         if self._mask is not None:
             event = self._mask(event)
         return schema.validate_event(event)
 
     def _encode(self, item: tuple[Any, ...]) -> Record:
-        event = self._event(item)
-        value = dumps(event)
+        """Called by the Client's worker for each item this Monitor queued."""
+        try:
+            event = self._event(item)
+            value = dumps(event)
+        except Exception as exc:  # the batch exporter counts it by type; the report names this model
+            self._report_invalid(exc)
+            raise
         return Record(self._topics.for_type(event["type"]), self._key, value)
 
     def _report_invalid(self, exc: Exception) -> None:

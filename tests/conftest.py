@@ -19,30 +19,43 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _SwallowedErrors(logging.Handler):
-    """STYLE point 2: the SDK catches its own bugs and logs them; tests must still see them."""
+class SwallowedErrors(logging.Handler):
+    """STYLE point 2: the SDK catches its own bugs and logs them; tests must still see them.
+
+    Every record at ERROR or above from ``driftline.sdk`` counts, whether it carries a traceback
+    (``logger.exception``) or only a message (``logger.error("...: %s", exc)``): a swallowed error
+    is one the SDK logged as an error, however it chose to format it.
+    """
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self.records.append(record)
+        self.records.append(record)
+
+    def check(self) -> None:
+        """Raise ``AssertionError`` for the first swallowed error, chained to its exception if any."""
+        if not self.records:
+            return
+        record = self.records[0]
+        cause = record.exc_info[1] if record.exc_info else None
+        raise AssertionError(f"the SDK swallowed an error ({len(self.records)} in all): "
+                             f"{record.name}: {record.getMessage()}") from cause
 
 
 @pytest.fixture(autouse=True)
-def reraise_swallowed_sdk_errors() -> Iterator[None]:
-    handler = _SwallowedErrors()
+def reraise_swallowed_sdk_errors(request: pytest.FixtureRequest) -> Iterator[SwallowedErrors]:
+    """Fail the test if the SDK logged an error. A test that provokes one on purpose (a bad split
+    file, a model that fails to load) asserts on it and then clears ``records``."""
+    handler = SwallowedErrors()
     sdk_logger = logging.getLogger("driftline.sdk")
     sdk_logger.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         sdk_logger.removeHandler(handler)
-    if handler.records:
-        record = handler.records[0]
-        raise AssertionError(f"the SDK swallowed an exception: {record.getMessage()}") from record.exc_info[1]  # type: ignore[index]
+    handler.check()
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +146,7 @@ def collector_factory(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
                "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
                "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0],
                "DRIFTLINE_GROUP_ID": group_id or f"g-{uuid.uuid4().hex[:8]}",
-               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
+               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.2",
                "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
                **(extra_env or {})}
         proc = CollectorProcess(env, tmp_path / f"collector-{len(started)}.log").start()

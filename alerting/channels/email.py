@@ -26,15 +26,20 @@ TOP_FEATURES = 10
 _HEADLINE = {"firing": "Incident opened", "repeat": "Still firing", "resolved": "Resolved"}
 
 
+# Not in the error tree (sdk/errors.py): these three are smtplib errors on purpose, so the deliverer
+# classifies them with smtplib's own (SMTPNotSupportedError: permanent; a response code: 4xx retried,
+# 5xx failed). They end as a delivery's failure reason in the outbox and never reach users.
 class StartTLSNotOffered(smtplib.SMTPNotSupportedError):
     """The channel says ``starttls: true`` but the server does not offer STARTTLS; nothing
     (least of all the password) is sent in clear."""
 
 
+# Not in the error tree: an smtplib error on purpose, as above.
 class AuthNotOffered(smtplib.SMTPNotSupportedError):
     """The channel has a username but the server offers no AUTH (often: only after STARTTLS)."""
 
 
+# Not in the error tree: an smtplib error on purpose, as above.
 class RecipientsRefused(smtplib.SMTPResponseException):
     """The server refused some or all recipients; ``smtp_code`` is the most permanent code."""
 

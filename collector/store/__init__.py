@@ -6,7 +6,8 @@ Everything about driftline's ClickHouse lives here, whoever reads or writes it:
   read-only clients, redaction for logs) and the one :data:`DEFAULT_URL` (:func:`resolve_url`);
 * ``tables.py`` — every table's and view's DDL and the one :func:`migrate` that creates them,
   in dependency order, for every component (prediction log, detectors, references, alerts,
-  deletion audit), ending with ``rollups.py``, the dashboard's materialized views;
+  deletion audit), ending with ``rollups.py``, the dashboard's materialized views (their SQL in
+  ``rollup_sql.py``);
 * ``writer.py`` — the collector's batched, deduplicating insert of the prediction log;
 * ``deletion.py`` / ``deletion_cli.py`` — deletion on request (``driftline delete``);
 * ``hashing.py`` — the keyed hash of ``hash``-policy values as stored, and its key;

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from driftline.collector.store.tables import DATABASE
 from driftline.sdk.contract import EVENT_KINDS, LABEL, OUTCOME, PREDICTION
 from driftline.sdk.contract.schema import UUID_PATTERN
-from driftline.sdk.errors import ConfigError, DriftlineError
+from driftline.sdk.errors import ConfigError, DeletionError
 from driftline.sdk.ids import uuid7
 
 __all__ = ["DeletionError", "DeletionReport", "delete_rows", "redact_predicate"]
@@ -60,10 +60,6 @@ _UUID_RE = re.compile(UUID_PATTERN)
 _STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.|'')*'")
 _CHUNK = 5_000  # ids per statement: keeps each query well under ClickHouse's max_query_size
 TABLES = tuple(k.table for k in EVENT_KINDS)
-
-
-class DeletionError(DriftlineError):
-    """The deletion failed; the message says which step and ClickHouse's reason."""
 
 
 @dataclass(frozen=True)

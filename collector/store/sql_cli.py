@@ -17,11 +17,7 @@ from typing import Any, Sequence
 from uuid import UUID
 
 from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
-from driftline.sdk.errors import ConfigError, DriftlineError
-
-
-class QueryError(DriftlineError):
-    """ClickHouse refused or failed the query; the message is ClickHouse's."""
+from driftline.sdk.errors import ConfigError, QueryError
 
 
 def _cell(value: Any) -> Any:

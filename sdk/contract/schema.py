@@ -1,6 +1,7 @@
 """Event schema v1: the contract between producers (SDK, sidecar) and the collector.
 
-Three event types travel as JSON objects, one per Kafka record:
+Three event types travel as JSON objects, many per Kafka record (newline-delimited, framed by
+:mod:`driftline.sdk.contract.wire`; a record without the batch header holds one event):
 
 * ``prediction`` -- one model call: inputs, output, latency, status, variant.
 * ``label``      -- delayed ground truth for a prediction id.

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from fakes import FakePagerDuty, FakeReceiver, FakeSlack  # noqa: E402
+from tests.alerting.fakes import FakePagerDuty, FakeReceiver, FakeSlack
 
 
 @pytest.fixture(scope="session")

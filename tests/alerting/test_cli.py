@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from driftline.alerting.cli import main, register
-from helpers import insert_window, rules_yaml, unique_model
+from tests.alerting.helpers import insert_window, rules_yaml, unique_model
 
 
 def test_register_adds_alerts_commands():
@@ -37,7 +37,7 @@ def test_run_once_then_list(tmp_path, monkeypatch, alert_ch, alert_ch_url, slack
                             capsys):
     import datetime as dt
 
-    from helpers import WINDOW
+    from tests.alerting.helpers import WINDOW
     model = unique_model("cli")
     t0 = dt.datetime.now(dt.timezone.utc) - 4 * WINDOW
     for i in range(3):

@@ -12,7 +12,7 @@ from driftline.alerting.delivery import Deliverer, RetryPolicy, parse_retry_afte
 from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Outbox
 from driftline.alerting.rules import ChannelConfig, Secret
-from fakes import FakeRedirect, FakeSlack
+from tests.alerting.fakes import FakeRedirect, FakeSlack
 
 KEY = "R0UT1NGKEY0123456789abcdef012345"
 

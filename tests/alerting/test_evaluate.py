@@ -9,7 +9,7 @@ import uuid
 from driftline.alerting.evaluate import Evaluator
 from driftline.alerting.incidents import hysteresis
 from driftline.alerting.rules import parse_rules
-from helpers import unique_model
+from tests.alerting.helpers import unique_model
 
 PRED_COLS = ["event_id", "timestamp", "model", "model_version", "variant", "request_id",
              "features_num", "features_str", "features_bool", "features_null", "prediction",

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from helpers import WINDOW, insert_window, rules_yaml, unique_model
+from tests.alerting.helpers import WINDOW, insert_window, rules_yaml, unique_model
 
 DRIFTED = {"age": 0.5, "income": 0.3}
 

@@ -13,7 +13,7 @@ from driftline.alerting.delivery import RetryPolicy
 from driftline.alerting.rules import load_rules
 from driftline.alerting.service import AlertService
 from driftline.alerting.store import list_alerts
-from helpers import T0, insert_window, rules_yaml, unique_model, window_end
+from tests.alerting.helpers import T0, insert_window, rules_yaml, unique_model, window_end
 
 HEALTHY = {"age": 0.03, "income": 0.05, "country": 0.02}
 DRIFTED = {"age": 0.45, "income": 0.31, "country": 0.08}

@@ -257,7 +257,7 @@ def test_the_collector_stores_every_event_once_across_a_rotation(gated: tuple[An
     group = f"g-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": gate.address, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
            "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0], "DRIFTLINE_GROUP_ID": group,
-           "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
+           "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.2",
            "DRIFTLINE_DATA_DIR": str(tmp_path / "data"), "DRIFTLINE_PARTITIONS": "2"}
     collector = CollectorProcess(env, tmp_path / "collector.log").start()
     model = f"rot-{uuid.uuid4().hex[:6]}"

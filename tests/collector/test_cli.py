@@ -31,7 +31,7 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
         (["collector"], {"DRIFTLINE_KAFKA_BOOTSTRAP": "", "DRIFTLINE_CLICKHOUSE_URL": ""}, "needs --kafka-bootstrap"),
         (["collector", "--metrics-port", "99999"], {}, "DRIFTLINE_METRICS_PORT"),
         (["collector", "--detectors-config", "/nonexistent.yaml"], {}, "does not exist"),
-        (["collector"], {"DRIFTLINE_BATCH_TIMEOUT_S": "soon"}, "batch_timeout_s"),
+        (["collector"], {"DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "soon"}, "batch_timeout_s"),
     ],
 )
 def test_bad_configuration_fails_at_start_saying_what_to_change(args: list[str], env: dict[str, str], message: str) -> None:

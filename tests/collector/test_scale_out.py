@@ -211,7 +211,7 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
                 "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
                 "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0],
                 "DRIFTLINE_GROUP_ID": group, "DRIFTLINE_PARTITIONS": str(PARTITIONS),
-                "DRIFTLINE_BATCH_SIZE": "200", "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
+                "DRIFTLINE_COLLECTOR_BATCH_SIZE": "200", "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.2",
                 "DRIFTLINE_DETECTORS_CONFIG": str(detectors)}
 
     pair_env = env(sc.pair_topics, f"pair-{tag}")

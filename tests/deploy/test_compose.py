@@ -33,7 +33,7 @@ DRIFTLINE_SERVICES = ("collector", "sidecar", "alerting", "dashboard")
 # Source files whose DRIFTLINE_* reads apply to each service's command.
 SOURCES = {
     "collector": ["collector/config.py", "collector/scrub_config.py"],
-    "sidecar": ["sdk/config.py", "sdk/sidecar_config.py", "sdk/sidecar_cli.py"],
+    "sidecar": ["sdk/config.py", "sdk/sidecar/config.py", "sdk/sidecar/cli.py"],
     # the ClickHouse URL (DRIFTLINE_CLICKHOUSE_URL) is read through the store's one client module
     "alerting": ["alerting/**/*.py", "collector/store/client.py"],
     "dashboard": ["dashboard/*.py", "collector/store/client.py"],
@@ -170,8 +170,8 @@ def test_every_driftline_variable_is_one_the_code_reads(compose: dict[str, Any],
 def test_image_wide_variables_are_read_by_the_code() -> None:
     from driftline.collector.config import ENV_VARS
 
-    every = set(ENV_VARS) | _env_literals(["sdk/*.py", "collector/*.py", "alerting/*.py", "dashboard/*.py",
-                                          "detectors/*.py"])
+    every = set(ENV_VARS) | _env_literals(["sdk/**/*.py", "collector/**/*.py", "alerting/**/*.py",
+                                          "dashboard/**/*.py", "detectors/**/*.py"])
     dockerfile_vars = set(re.findall(r"\b(DRIFTLINE_[A-Z0-9_]+)=", (ROOT / "Dockerfile").read_text()))
     assert dockerfile_vars and dockerfile_vars <= every, dockerfile_vars - every
 
@@ -188,6 +188,7 @@ def test_collector_settings_build_from_the_compose_environment(compose: dict[str
     assert settings.partitions == int(compose["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"])
     assert settings.partitions >= service["deploy"]["replicas"], "replicas beyond the partition count sit idle"
     assert settings.detectors_config is not None and settings.pii_key_file is not None
+    assert settings.batch_size == int(service["environment"]["DRIFTLINE_COLLECTOR_BATCH_SIZE"])
     from driftline.detectors.config import load_config
 
     assert load_config(settings.detectors_config).models
@@ -343,7 +344,8 @@ def test_prometheus_scrapes_every_metrics_endpoint(compose: dict[str, Any]) -> N
 
 
 def test_grafana_dashboard_queries_metrics_the_code_exports() -> None:
-    source = "".join(p.read_text() for pattern in ("sdk/*.py", "collector/*.py", "detectors/*.py", "alerting/*.py")
+    source = "".join(p.read_text()
+                     for pattern in ("sdk/**/*.py", "collector/**/*.py", "detectors/**/*.py", "alerting/**/*.py")
                      for p in ROOT.glob(pattern))
     exported = set(re.findall(r'"(driftline_[a-z0-9_]+)"', source))
     dashboard = json.loads((DEPLOY / "grafana/dashboards/driftline-overview.json").read_text())

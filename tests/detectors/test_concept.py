@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from detector_streams import label, prediction, uid
 from driftline.detectors.concept import PerformanceDetector
 from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
+from tests.detectors.detector_streams import label, prediction, uid
 
 WINDOW = 1000
 CHANGE = 8000

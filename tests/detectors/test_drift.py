@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from detector_streams import base_features, features_stream
 from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.reference import from_events
+from tests.detectors.detector_streams import base_features, features_stream
 
 WINDOW = 1000
 CHANGE = 10_000
@@ -117,7 +117,7 @@ def test_prediction_drift_and_confidence_rows():
     rng = random.Random(0)
 
     def ev(i, p_yes):
-        from detector_streams import prediction
+        from tests.detectors.detector_streams import prediction
         s = min(0.99, max(0.01, rng.gauss(p_yes, 0.1)))
         return prediction(i, {"x": rng.gauss(0, 1)}, {"yes": s, "no": 1 - s})
 

@@ -203,8 +203,8 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
         topics = runs[name][0]
         env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url,
                "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0], "DRIFTLINE_GROUP_ID": f"g-{name}-{tag}",
-               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_BATCH_TIMEOUT_S": "0.2",
-               "DRIFTLINE_BATCH_SIZE": "100", "DRIFTLINE_PARTITIONS": "1",
+               "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.2",
+               "DRIFTLINE_COLLECTOR_BATCH_SIZE": "100", "DRIFTLINE_PARTITIONS": "1",
                "DRIFTLINE_DATA_DIR": str(tmp / f"data-{name}")}
         (tmp / f"data-{name}" / "faust").mkdir(parents=True, exist_ok=True)  # faust makes only the last level
         if name != "plain":

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from detector_streams import base_features, label, prediction, uid
 from driftline.detectors import sink
 from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.state import ModelStates
+from tests.detectors.detector_streams import base_features, label, prediction, uid
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import pytest
 
 from driftline.collector.broker import BrokerProcess, free_port, start_broker
 from driftline.sdk import Monitor, Record, SdkSettings
-from driftline.sdk.kafka_exporter import KafkaExporter
+from driftline.sdk.export.kafka import KafkaExporter
 from tests.conftest import unique_topics, wait_for
 
 pytestmark = pytest.mark.integration

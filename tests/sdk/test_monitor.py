@@ -134,7 +134,7 @@ def test_bad_constructor_arguments_fail_with_what_to_change() -> None:
 
 def test_public_surface_is_what_the_docs_promise() -> None:
     assert sorted(sdk.__all__) == sorted([
-        "SCHEMA_VERSION", "BatchExporter", "ConfigError", "DriftlineError", "ExportResult", "ExporterStats",
+        "SCHEMA_VERSION", "BatchExporter", "Client", "ConfigError", "DriftlineError", "ExportResult", "ExporterStats",
         "InMemoryExporter", "KafkaExporter", "Monitor", "Record", "SchemaError", "SdkSettings",
         "Topics", "uuid7", "validate_event",
     ])

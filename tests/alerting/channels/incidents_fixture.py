@@ -1,4 +1,4 @@
-"""Fixed incident events for the golden rendering test (``test_golden.py``)."""
+"""Fixed incident events for the golden rendering test (``test_registry.py``)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Outbox
 from driftline.alerting.rules import ChannelConfig, Secret, load_rules
 from driftline.alerting.service import AlertService
-from helpers import insert_window, unique_model, window_end
+from tests.alerting.helpers import insert_window, unique_model, window_end
 
 USER, PASSWORD = "driftline-bot", "s3cret-Pa55w0rd-xyz"
 HEALTHY = {"age": 0.03, "income": 0.05, "country": 0.02}

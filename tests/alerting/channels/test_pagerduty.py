@@ -6,8 +6,8 @@ import json
 
 from driftline.alerting.channels.pagerduty import PagerDutyChannel
 from driftline.alerting.rules import ChannelConfig, Secret
-from fake_transport import RecordingTransport
-from incidents_fixture import alerts
+from tests.alerting.channels.fake_transport import RecordingTransport
+from tests.alerting.channels.incidents_fixture import alerts
 
 
 def test_repeat_is_skipped():

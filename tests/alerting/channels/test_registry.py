@@ -5,7 +5,6 @@ functions (and the old ``Deliverer``) for the fixed incidents in ``incidents_fix
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ from driftline.alerting.delivery import Deliverer, HttpResult
 from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Outbox
 from driftline.alerting.rules import CHANNEL_TYPES, ChannelConfig, Secret
+from tests.alerting.channels.incidents_fixture import CHANNEL, TEST_ISO, TEST_KEY, alerts
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-from incidents_fixture import CHANNEL, TEST_ISO, TEST_KEY, alerts  # noqa: E402
 
 GOLDEN = json.loads((HERE / "golden.json").read_text())
 WIRE = json.loads((HERE / "wire.json").read_text())

@@ -7,8 +7,8 @@ import json
 from driftline.alerting.channels.webhook import WebhookChannel, render_retrain
 from driftline.alerting.rules import ChannelConfig, Secret
 from driftline.alerting.signing import SIGNATURE_HEADER, verify_signature
-from fake_transport import RecordingTransport
-from incidents_fixture import alerts
+from tests.alerting.channels.fake_transport import RecordingTransport
+from tests.alerting.channels.incidents_fixture import alerts
 
 
 def test_signed_with_the_secret_at_send_time():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.extract import ExtractSpec
+from driftline.sdk.sidecar.extraction import ExtractSpec
 
 DEFAULT_TOKENS_ENV = "DRIFTLINE_SIDECAR_TOKENS"
 DEFAULT_ADMIN_TOKENS_ENV = "DRIFTLINE_SIDECAR_ADMIN_TOKENS"

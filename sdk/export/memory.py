@@ -16,7 +16,7 @@ import json
 import threading
 from typing import Any, Sequence
 
-from driftline.sdk.exporter import ExportResult, Record
+from driftline.sdk.export.batch import ExportResult, Record
 
 
 class InMemoryExporter:

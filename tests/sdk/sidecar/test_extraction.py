@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from driftline.sdk.errors import ConfigError
-from driftline.sdk.extract import ExtractSpec, extract, flatten, get_path
 from driftline.sdk.contract.schema import check_features, check_prediction
+from driftline.sdk.errors import ConfigError
+from driftline.sdk.sidecar.extraction import ExtractSpec, extract, flatten, get_path
 
 AUTO = ExtractSpec()
 

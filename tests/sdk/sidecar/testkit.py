@@ -16,10 +16,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from driftline.sdk import InMemoryExporter, Monitor, SdkSettings
-from driftline.sdk.routing import SplitConfig
-from driftline.sdk.sidecar_app import Sidecar, SidecarKey, build_app
-from driftline.sdk.sidecar_config import SidecarSettings
-from driftline.sdk.sidecar_metrics import SidecarMetrics
+from driftline.sdk.sidecar.app import Sidecar, SidecarKey, build_app
+from driftline.sdk.sidecar.config import SidecarSettings
+from driftline.sdk.sidecar.metrics import SidecarMetrics
+from driftline.sdk.sidecar.routing import SplitConfig
 
 
 def closed_port() -> int:

@@ -8,7 +8,7 @@ import json
 
 import aiohttp
 
-from .sidecar_testkit import ModelServer, closed_port, serve_app, sidecar
+from .testkit import ModelServer, closed_port, serve_app, sidecar
 
 
 async def test_flat_request_passes_through_and_becomes_one_event() -> None:

@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry
 from sklearn.linear_model import LogisticRegression
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.input_schema import InputSchema
-from driftline.sdk.serve import ModelBackend, load_model
-from driftline.sdk.sidecar_app import build_app
-from driftline.sdk.sidecar_config import SidecarSettings
-from driftline.sdk.sidecar_metrics import SidecarMetrics
+from driftline.sdk.sidecar.app import build_app
+from driftline.sdk.sidecar.config import SidecarSettings
+from driftline.sdk.sidecar.input_schema import InputSchema
+from driftline.sdk.sidecar.metrics import SidecarMetrics
+from driftline.sdk.sidecar.serve import ModelBackend, load_model
 
-from .sidecar_testkit import Sink, closed_port, serve_app
+from .testkit import Sink, closed_port, serve_app
 
 
 class Doubler:

@@ -14,12 +14,12 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import aiohttp
 
-from driftline.sdk.sidecar_config import ShadowTarget
-from driftline.sdk.sidecar_metrics import SidecarMetrics
+from driftline.sdk.sidecar.config import ShadowTarget
+from driftline.sdk.sidecar.metrics import SidecarMetrics
 
 logger = logging.getLogger("driftline.sidecar")
 

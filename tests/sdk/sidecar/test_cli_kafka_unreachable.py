@@ -9,7 +9,7 @@ import sys
 
 import aiohttp
 
-from .sidecar_testkit import ModelServer, closed_port, serve_app
+from .testkit import ModelServer, closed_port, serve_app
 
 
 def _metric(text: str, name: str) -> float:

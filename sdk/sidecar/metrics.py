@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from driftline.sdk.exporter import DROP_REASONS, ExporterStats
+from driftline.sdk.export import DROP_REASONS, ExporterStats
 
 # Sub-millisecond buckets: the overhead target is 1 ms at p50 and 3 ms at p99.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025,

@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.hygiene import AccessLogger, TokenAuth, load_tokens
-from .sidecar_testkit import ModelServer, serve_app, sidecar
+from driftline.sdk.sidecar.hygiene import AccessLogger, TokenAuth, load_tokens
+
+from .testkit import ModelServer, serve_app, sidecar
 
 ALICE, BOB, OPS = "alice-" + "a" * 20, "bob-" + "b" * 20, "ops-" + "o" * 20
 
@@ -116,9 +117,10 @@ async def test_access_log_has_no_payload_query_or_secret(caplog) -> None:
     caplog.set_level(logging.INFO, logger="driftline.sidecar.access")
     async with serve_app(model.app()) as up, sidecar(up, tokens={"alice": ALICE}) as (url, sc, sink):
         app_runner_kw = {"access_log_class": AccessLogger, "access_log": logging.getLogger("driftline.sidecar.access")}
-        from driftline.sdk.sidecar_app import build_app  # a second app on the same settings, with the access log
         from prometheus_client import CollectorRegistry
-        from driftline.sdk.sidecar_metrics import SidecarMetrics
+
+        from driftline.sdk.sidecar.app import build_app  # a second app on the same settings, with the access log
+        from driftline.sdk.sidecar.metrics import SidecarMetrics
 
         app = build_app(sc.settings, monitor_factory=sink.factory("m"), metrics=SidecarMetrics(CollectorRegistry()))
         async with serve_app(app, **app_runner_kw) as url2:

@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from driftline.sdk import Monitor, SdkSettings
-from driftline.sdk.routing import SplitConfig
-from driftline.sdk.sidecar_app import build_app
-from driftline.sdk.sidecar_config import ShadowTarget, SidecarSettings
-from driftline.sdk.sidecar_metrics import SidecarMetrics
+from driftline.sdk.sidecar.app import build_app
+from driftline.sdk.sidecar.config import ShadowTarget, SidecarSettings
+from driftline.sdk.sidecar.metrics import SidecarMetrics
+from driftline.sdk.sidecar.routing import SplitConfig
 from tests.conftest import unique_topics, wait_for
 
-from .sidecar_testkit import ModelServer, serve_app
+from .testkit import ModelServer, serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ async def test_sidecar_events_reach_clickhouse_through_the_embedded_stack(
 
 
 def app_shadow_idle(app: Any) -> bool:
-    from driftline.sdk.sidecar_app import SidecarKey
+    from driftline.sdk.sidecar.app import SidecarKey
 
     sc = app[SidecarKey]
     return sc.shadow is None or sc.shadow.in_flight == 0

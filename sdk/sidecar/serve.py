@@ -9,7 +9,7 @@ Endpoints: ``POST /predict`` (a flat object, a list of objects, or ``{"instances
 ``POST /v2/models/{name}/infer`` (Open Inference Protocol v2), ``GET /v2/models/{name}``
 (metadata with the input schema), ``GET /healthz``, ``GET /readyz`` (503 until the model is loaded).
 
-Inputs are validated against an :class:`~driftline.sdk.input_schema.InputSchema` (inferred from a
+Inputs are validated against an :class:`~driftline.sdk.sidecar.input_schema.InputSchema` (inferred from a
 sample, from sklearn's ``feature_names_in_`` / ``n_features_in_``, or given as JSON Schema); a bad
 input is answered 422 with the field named: ``instances[1].age: expected number, got string``.
 
@@ -29,11 +29,12 @@ from typing import Any
 
 from aiohttp import web
 
+from driftline.sdk.codec import to_plain
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.extract import Row
-from driftline.sdk.hygiene import REQ_ID, error_response
-from driftline.sdk.input_schema import InputSchema
-from driftline.sdk.sidecar_app import LocalReply
+from driftline.sdk.sidecar.app import LocalReply
+from driftline.sdk.sidecar.extraction import Row
+from driftline.sdk.sidecar.hygiene import REQ_ID, error_response
+from driftline.sdk.sidecar.input_schema import InputSchema
 
 logger = logging.getLogger("driftline.sidecar")
 
@@ -88,11 +89,6 @@ def load_model(path: str | Path) -> Any:
     if not callable(getattr(model, "predict", None)):
         raise ConfigError(f"{p} holds a {type(model).__name__}, which has no predict() method")
     return model
-
-
-def _plain(value: Any) -> Any:
-    tolist = getattr(value, "tolist", None)
-    return tolist() if callable(tolist) else value
 
 
 class ModelBackend:
@@ -206,16 +202,16 @@ class ModelBackend:
     def _predict(self, rows: list[dict[str, Any]]) -> tuple[list[Any], list[dict[str, float]] | None, list[str]]:
         assert self.schema is not None
         X = self.schema.to_matrix(rows, self.model)
-        labels = [_plain(x) for x in _plain(self.model.predict(X))]
+        labels = [to_plain(x) for x in to_plain(self.model.predict(X))]
         probas = None
         classes: list[str] = []
         if callable(getattr(self.model, "predict_proba", None)):
-            raw = _plain(self.model.predict_proba(X))
+            raw = to_plain(self.model.predict_proba(X))
             if raw and isinstance(raw[0], dict):
                 probas = [{str(k): float(v) for k, v in r.items()} for r in raw]
                 classes = list(probas[0])
             else:
-                names = _plain(getattr(self.model, "classes_", None)) or list(range(len(raw[0])))
+                names = to_plain(getattr(self.model, "classes_", None)) or list(range(len(raw[0])))
                 classes = [str(c) for c in names]
                 probas = [dict(zip(classes, map(float, r))) for r in raw]
         return labels, probas, classes

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.routing import Router, SplitConfig, SplitFileWatcher, key_point
+from driftline.sdk.sidecar.routing import Router, SplitConfig, SplitFileWatcher, key_point
 
 
 def split(**weights: float) -> SplitConfig:

@@ -76,10 +76,10 @@ def register(subparsers: Any) -> None:
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str], *, upstream: str) -> Any:
     """Flags + env -> :class:`SidecarSettings` (every check happens here, at start-up)."""
-    from driftline.sdk.extract import ExtractSpec
-    from driftline.sdk.hygiene import load_tokens
-    from driftline.sdk.sidecar_config import (DEFAULT_ADMIN_TOKENS_ENV, DEFAULT_TOKENS_ENV, SidecarSettings,
+    from driftline.sdk.sidecar.config import (DEFAULT_ADMIN_TOKENS_ENV, DEFAULT_TOKENS_ENV, SidecarSettings,
                                               parse_shadow, parse_size, parse_tags)
+    from driftline.sdk.sidecar.extraction import ExtractSpec
+    from driftline.sdk.sidecar.hygiene import load_tokens
 
     tokens = load_tokens(env=env, env_var=DEFAULT_TOKENS_ENV, path=args.tokens_file)
     admin = None
@@ -123,18 +123,17 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from driftline.sdk.hygiene import AccessLogger
+    from driftline.sdk.export import Client
     from driftline.sdk.monitor import Monitor
-    from driftline.sdk.routing import SplitConfig
-    from driftline.sdk.sidecar_app import build_app
-    from driftline.sdk.sidecar_metrics import SidecarMetrics
+    from driftline.sdk.sidecar.app import build_app
+    from driftline.sdk.sidecar.hygiene import AccessLogger
+    from driftline.sdk.sidecar.metrics import SidecarMetrics
+    from driftline.sdk.sidecar.routing import SplitConfig
 
-    monitors: list[Monitor] = []
+    client = Client(sdk_settings)  # one queue, worker and producer for every model version
 
     def monitor_factory(version: str) -> Monitor:
-        m = Monitor(settings.model, version, settings=sdk_settings)
-        monitors.append(m)
-        return m
+        return Monitor(settings.model, version, settings=sdk_settings, client=client)
 
     split = SplitConfig.load(settings.split_file) if settings.split_file else SplitConfig.single(settings.upstream)
     app = build_app(settings, monitor_factory=monitor_factory, metrics=SidecarMetrics(CollectorRegistry()),
@@ -158,12 +157,10 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
         web.run_app(app, host=settings.host, port=settings.port, access_log=access if settings.access_log else None,
                     access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0)
     finally:
-        for m in monitors:
-            m.close(5.0)
-            dropped = m.stats().dropped_total
-            if dropped:
-                logger.warning("driftline: %d events of %s were dropped (%s)", dropped, m.version,
-                               m.stats().dropped)
+        client.shutdown(5.0)
+        stats = client.stats()
+        if stats.dropped_total:
+            logger.warning("driftline: %d events were dropped (%s)", stats.dropped_total, stats.dropped)
     return 0
 
 
@@ -174,8 +171,8 @@ def run_sidecar_command(args: argparse.Namespace) -> int:
 
 
 def run_serve_command(args: argparse.Namespace) -> int:
-    from driftline.sdk.input_schema import InputSchema
-    from driftline.sdk.serve import ModelBackend, load_model
+    from driftline.sdk.sidecar.input_schema import InputSchema
+    from driftline.sdk.sidecar.serve import ModelBackend, load_model
 
     env = os.environ
     settings = settings_from_args(args, env, upstream="local:")

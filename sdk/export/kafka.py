@@ -9,6 +9,8 @@ tries again until the broker is back). Records the broker refuses permanently (t
 are counted as ``broker_error`` drops. A record may be delivered twice when an ack is lost; the
 collector stores each ``event_id`` once. Events are framed into Kafka records by
 :func:`driftline.sdk.contract.wire.pack`, which the collector reads back with ``unpack``.
+:meth:`KafkaExporter.send` sends ready-made Kafka records (topic, key, value, headers) unframed
+through the same producer lifecycle: the collector's dead letters go out that way.
 
 Deadlines: ``export(records, timeout_s)`` and ``shutdown(timeout_s)`` return within their timeout
 whatever the broker does (down, refusing connections, or paused and silent). kafka-python's own
@@ -27,9 +29,14 @@ import time
 from typing import Any, Sequence
 
 from driftline.sdk.contract.wire import pack
-from driftline.sdk.exporter import ExportResult, Record
+from driftline.sdk.export.batch import ExportResult, Record
 
 logger = logging.getLogger("driftline.sdk")
+
+# What goes out as one Kafka record: topic, key, the indexes of the records it carries, value, headers.
+Chunk = tuple[str, bytes | None, list[int], bytes, list[tuple[str, bytes]]]
+Message = tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]
+"""A ready-made Kafka record for :meth:`KafkaExporter.send`: topic, key (or None), value, headers."""
 
 
 def _permanent_errors() -> tuple[type[BaseException], ...]:
@@ -169,22 +176,34 @@ class KafkaExporter:
         Records not acknowledged by then are returned for retry. After :meth:`shutdown` nothing
         is sent: every record is returned for retry (the batch exporter has counted them).
         """
+        return self._send(pack(records, self.max_record_bytes), len(records), timeout_s)
+
+    def send(self, messages: Sequence[Message], timeout_s: float) -> ExportResult:
+        """Send ready-made Kafka records ``(topic, key, value, headers)`` as they are (no framing)
+        and wait for their acks, returning within ``timeout_s``; indexes in the result refer to
+        ``messages``. Same producer, deadlines and fresh-producer-after-failure as :meth:`export`.
+        """
+        chunks = [(topic, key, [i], value, list(headers)) for i, (topic, key, value, headers) in enumerate(messages)]
+        return self._send(chunks, len(messages), timeout_s)
+
+    def _send(self, chunks: Sequence[Chunk], n_records: int, timeout_s: float) -> ExportResult:
+        """Send ``chunks`` (Kafka records holding the indexes of ``n_records`` records) within
+        ``timeout_s``; the indexes of what was not acknowledged come back for retry."""
         from kafka.errors import MessageSizeTooLargeError
 
         deadline = time.monotonic() + timeout_s
-        everything = ExportResult(retry=tuple(range(len(records))))
+        everything = ExportResult(retry=tuple(range(n_records)))
         if self._closed:
             return everything
         try:
             producer = self._get_producer(timeout_s)
         except Exception as exc:  # noqa: BLE001 - no broker yet: retry the whole batch
             logger.warning("driftline: Kafka unavailable (%s); %d events wait in the queue",
-                           type(exc).__name__, len(records))
+                           type(exc).__name__, n_records)
             return everything
         futures: list[tuple[list[int], Any]] = []
         retry: list[int] = []
         rejected = 0
-        chunks = pack(records, self.max_record_bytes)
         for n, (topic, key, indexes, value, headers) in enumerate(chunks):
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
@@ -224,7 +243,7 @@ class KafkaExporter:
                 retry.extend(indexes)
         if retry:
             logger.warning("driftline: %d of %d events not acknowledged by Kafka; retrying",
-                           len(retry), len(records))
+                           len(retry), n_records)
             # Start over with a fresh producer next time. A producer that saw failures may hold
             # metadata from a broker that was replaced: the embedded broker (memory storage) was
             # seen to acknowledge records sent with such metadata to a topic it had not created,

@@ -154,6 +154,8 @@ def retry_after_header(wait_s: float) -> dict[str, str]:
 
 
 # -- body limit --------------------------------------------------------------------------------
+# Internal control flow, not in the error tree (sdk/errors.py): raised by read_body_capped and
+# always caught by the handler that called it, which answers 413; it never reaches users.
 class BodyTooLarge(Exception):
     """The request body passed the configured limit (answered with 413)."""
 

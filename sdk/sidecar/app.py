@@ -1,0 +1,220 @@
+"""The sidecar's aiohttp application: reverse proxy + prediction events + shadows + A/B split.
+
+:class:`Sidecar` is the state the handlers share (settings, router, guard, the upstream session,
+the shadow mirror, a :class:`Monitor` per model version) and turns extracted rows into prediction
+events; :func:`build_app` wires it into an ``aiohttp.web.Application``. The request path itself
+(forwarding, streaming, then events) is :mod:`driftline.sdk.sidecar.proxy`.
+
+Routes owned by the sidecar: ``GET /metrics``, ``GET /healthz``, ``GET /readyz`` and
+``GET|PUT /admin/split``. Every other path and method is proxied unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from driftline.sdk.errors import ConfigError
+from driftline.sdk.sidecar.extraction import Row, extract
+from driftline.sdk.sidecar.hygiene import (REQ_TOKEN, BodyTooLarge, Guard, RateLimiter, TokenAuth, error_response,
+                                           make_expect_handler, read_body_capped, too_large_response)
+from driftline.sdk.monitor import Monitor
+from driftline.sdk.sidecar.proxy import proxy_request
+from driftline.sdk.sidecar.routing import Router, SplitConfig, SplitFileWatcher
+from driftline.sdk.sidecar.shadow import ShadowMirror
+from driftline.sdk.sidecar.config import ShadowTarget, SidecarSettings
+from driftline.sdk.sidecar.metrics import SidecarMetrics
+
+logger = logging.getLogger("driftline.sidecar")
+
+_SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    """What an in-process model (``driftline serve``) answered, with its rows already extracted."""
+
+    response: web.Response
+    rows: list[Row] | None
+    error: str | None
+    model_s: float
+
+
+class LocalBackend(Protocol):
+    """An in-process model behind the ``local:`` upstream (see :mod:`driftline.sdk.sidecar.serve`)."""
+
+    async def handle(self, request: web.Request, body: bytes) -> LocalReply: ...
+
+    def ready(self) -> bool: ...
+
+    def add_routes(self, app: web.Application) -> None: ...
+
+
+SidecarKey = web.AppKey("driftline_sidecar", object)
+
+
+class Sidecar:
+    """State shared by the handlers of one application."""
+
+    def __init__(self, settings: SidecarSettings, *, monitor_factory: Callable[[str], Monitor],
+                 metrics: SidecarMetrics, router: Router, clock: Callable[[], float] = time.monotonic,
+                 local: LocalBackend | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.router = router
+        self.local = local
+        self._monitor_factory = monitor_factory
+        self.monitors: dict[str, Monitor] = {}
+        limiter = (RateLimiter(settings.rate_limit_rps, settings.burst, clock=clock)
+                   if settings.rate_limit_rps else None)
+        self.guard = Guard(TokenAuth(settings.tokens), TokenAuth(settings.admin), limiter)
+        self.session: aiohttp.ClientSession | None = None
+        self.shadow: ShadowMirror | None = None
+        self.watcher: SplitFileWatcher | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.shutting_down = False
+        self.timeout_s = settings.timeout_s
+
+    def monitor(self, version: str | None) -> Monitor:
+        v = self.settings.version if version is None else version
+        m = self.monitors.get(v)
+        if m is None:
+            m = self.monitors[v] = self._monitor_factory(v)
+        return m
+
+    def should_log(self, method: str, path: str) -> bool:
+        s = self.settings
+        if method not in s.log_methods:
+            return False
+        return not s.log_paths or any(fnmatch.fnmatchcase(path, p) for p in s.log_paths)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, app: web.Application) -> None:
+        s = self.settings
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s, sock_read=s.timeout_s)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=s.upstream_connections, ttl_dns_cache=300),
+            timeout=timeout, auto_decompress=False, skip_auto_headers=_SKIP_AUTO)
+        if s.shadows:
+            self.shadow = ShadowMirror(s.shadows, self.session, metrics=self.metrics,
+                                       sample=s.shadow_sample,
+                                       max_concurrency=s.shadow_concurrency, timeout_s=s.shadow_timeout_s,
+                                       capture_bytes=s.capture_bytes)
+        if s.split_file:
+            self.watcher = SplitFileWatcher(s.split_file, self.router, interval_s=s.split_poll_s,
+                                            on_error=lambda _exc: self.metrics.split_reload_errors.inc())
+            self._watch_task = asyncio.get_running_loop().create_task(self.watcher.run())
+
+    async def stop(self, app: web.Application) -> None:
+        self.shutting_down = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        if self.shadow is not None:
+            await self.shadow.close(timeout_s=min(5.0, self.settings.shadow_timeout_s))
+        if self.session is not None:
+            await self.session.close()
+
+    # -- events ------------------------------------------------------------------------------
+    def log_rows(self, rows: list[Row], *, variant: str, version: str | None, request_id: str,
+                 latency_ms: float | None, status: str, error: str | None, http_status: int | None) -> None:
+        monitor = self.monitor(version)
+        tags = dict(self.settings.tags)
+        if http_status is not None and not 200 <= http_status < 300:
+            tags["http_status"] = str(http_status)
+        for features, prediction in rows:
+            monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
+                        status=status, error=error, tags=tags or None)
+
+    def mirror(self, request: web.Request, body: bytes, headers: Mapping[str, str], request_id: str,
+               log: bool) -> None:
+        shadow = self.shadow
+        if shadow is None:
+            return
+
+        def on_result(target: ShadowTarget, status: int | None, data: bytes | None, latency_s: float,
+                      error: str | None) -> None:
+            if not log:
+                return
+            ok = status is not None and status < 400
+            rows, xerr = extract(body, data if ok else None, self.settings.extract)
+            self.log_rows(rows, variant=target.name, version=None, request_id=request_id,
+                          latency_ms=latency_s * 1000.0, status="ok" if ok else "error",
+                          error=error or xerr, http_status=status)
+
+        shadow.mirror(request.method, request.path_qs, headers, body, on_result)
+
+
+def build_app(settings: SidecarSettings, *, monitor_factory: Callable[[str], Monitor],
+              metrics: SidecarMetrics, split: SplitConfig | None = None, local: LocalBackend | None = None,
+              clock: Callable[[], float] = time.monotonic, router: Router | None = None) -> web.Application:
+    """The sidecar as an ``aiohttp.web.Application`` (run it with ``web.run_app`` or an AppRunner).
+
+    ``monitor_factory(version)`` returns the :class:`Monitor` for a model version (called once per
+    version). ``split`` defaults to the split file, else all traffic to ``settings.upstream``.
+    """
+    if split is None:
+        split = SplitConfig.load(settings.split_file) if settings.split_file else SplitConfig.single(
+            settings.upstream)
+    if any(v.upstream == "local:" for v in split.variants) and local is None:
+        raise ConfigError("the 'local:' upstream needs an in-process model (driftline serve)")
+    router = router or Router(split)
+    sc = Sidecar(settings, monitor_factory=monitor_factory, metrics=metrics, router=router, clock=clock,
+                 local=local)
+    # Once per Client: the versions' Monitors usually share one, whose counts cover them all.
+    metrics.watch_exporters(lambda: [c.stats() for c in {m.client: None for m in list(sc.monitors.values())}])
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SidecarKey] = sc
+    app.on_startup.append(sc.start)
+    app.on_cleanup.append(sc.stop)
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.generate(), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready = not sc.shutting_down and (local is None or local.ready())
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def get_split(request: web.Request) -> web.Response:
+        denied = sc.guard.check(request, admin=True)
+        return denied or web.json_response({**sc.router.split.to_dict(), "generation": sc.router.generation})
+
+    async def put_split(request: web.Request) -> web.Response:
+        denied = sc.guard.check(request, admin=True)
+        if denied is not None:
+            return denied
+        try:
+            data = json.loads(await read_body_capped(request, 64 * 1024))
+            if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
+                raise ConfigError('expected {"weights": {"variant": number, ...}}')
+            new = sc.router.set_weights(data["weights"])
+        except BodyTooLarge:
+            return too_large_response(64 * 1024)
+        except (ValueError, ConfigError) as exc:
+            return error_response(400, "invalid_split", str(exc))
+        logger.info("driftline sidecar: weights set through the admin endpoint (token %s): %s",
+                    request.get(REQ_TOKEN, "-"), ", ".join(f"{v.name}={v.weight:g}" for v in new.variants))
+        return web.json_response({**new.to_dict(), "generation": sc.router.generation})
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        return await proxy_request(sc, request)
+
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/admin/split", get_split)
+    app.router.add_put("/admin/split", put_split)
+    if local is not None:
+        local.add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", proxy, expect_handler=make_expect_handler(settings.max_body_bytes))
+    return app

@@ -1,0 +1,45 @@
+"""collector/config.py: CollectorSettings from flags and environment; the collector's own names."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from driftline.collector.config import CollectorSettings
+
+
+def test_the_collector_reads_its_own_batch_variables() -> None:
+    s = CollectorSettings.build(env={"DRIFTLINE_COLLECTOR_BATCH_SIZE": "1234",
+                                     "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.7"})
+    assert (s.batch_size, s.batch_timeout_s) == (1234, 0.7)
+
+
+def test_flags_win_over_the_environment() -> None:
+    s = CollectorSettings.build(env={"DRIFTLINE_COLLECTOR_BATCH_SIZE": "1234"}, batch_size=99)
+    assert s.batch_size == 99
+
+
+def test_the_sdks_batch_size_is_not_reinterpreted_and_the_new_name_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="driftline.collector"):
+        s = CollectorSettings.build(env={"DRIFTLINE_BATCH_SIZE": "7"})
+    assert s.batch_size == CollectorSettings().batch_size
+    [record] = [r for r in caplog.records if "DRIFTLINE_BATCH_SIZE" in r.getMessage()]
+    assert "SDK" in record.getMessage() and "DRIFTLINE_COLLECTOR_BATCH_SIZE" in record.getMessage()
+
+
+def test_nothing_is_logged_when_both_batch_sizes_are_set(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="driftline.collector"):
+        s = CollectorSettings.build(env={"DRIFTLINE_BATCH_SIZE": "7", "DRIFTLINE_COLLECTOR_BATCH_SIZE": "300"})
+    assert s.batch_size == 300
+    assert not [r for r in caplog.records if "BATCH" in r.getMessage()]
+
+
+def test_the_old_batch_timeout_name_still_works_and_says_its_new_name(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="driftline.collector"):
+        s = CollectorSettings.build(env={"DRIFTLINE_BATCH_TIMEOUT_S": "0.3"})
+    assert s.batch_timeout_s == 0.3
+    assert any("DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S" in r.getMessage() for r in caplog.records)
+    new_wins = CollectorSettings.build(env={"DRIFTLINE_BATCH_TIMEOUT_S": "0.3",
+                                            "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.9"})
+    assert new_wins.batch_timeout_s == 0.9
