@@ -11,6 +11,7 @@ COPY collector ./collector
 COPY detectors ./detectors
 COPY alerting ./alerting
 COPY dashboard ./dashboard
+COPY cli ./cli
 # A virtualenv copied whole into the runtime stage: no compilers or build caches in the final image.
 # The server's tested versions: requirements.lock constrains every package '.[server]' pulls in.
 RUN python -m venv /opt/venv \

@@ -2,7 +2,7 @@
 
     python bench/bench_dashboard.py [--predictions 10000000]
 
-Seeds the embedded store inside ClickHouse (``dashboard/seed.py``), then times each page's
+Seeds the embedded store inside ClickHouse (``tests/dashboard/seed.py``), then times each page's
 full script run with Streamlit's AppTest (cold cache, then warm) and each panel query uncached,
 for the last 24 hours and for the whole 7 days. Baselines measured in the same run: a plain
 ``SELECT count()`` of the model's rows, and the same panels on a 1M-prediction model.
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the data seeding lives with the tests (tests/dashboard/seed.py)
 NO_SHADOWS = "predictions (no shadows)"
 PAGES = ("overview", "model", "performance", "shadow", "alerts", "sql")
 
@@ -60,7 +61,7 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
     from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.collector.store.tables import migrate
-    from driftline.dashboard.seed import SeedSpec, seed_labels_outcomes, seed_predictions
+    from tests.dashboard.seed import SeedSpec, seed_labels_outcomes, seed_predictions
 
     end = dt.datetime.now(dt.timezone.utc)
     with start_chstore(Path(tempfile.mkdtemp(prefix="bench-dash-ins-")), port=0) as store:
@@ -204,7 +205,7 @@ def main() -> int:
     from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.dashboard.data import run
-    from driftline.dashboard.seed import SeedSpec, seed
+    from tests.dashboard.seed import SeedSpec, seed
     from driftline.dashboard.view import View
 
     import logging

@@ -64,7 +64,7 @@ def main(events: int = 100_000, chunk: int = 5000) -> dict[str, float]:
 
     from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
-    from driftline.collector.detect_stage import build_stage
+    from driftline.detectors.stage import build_stage
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.pipeline import Pipeline
     from driftline.collector.store.tables import migrate

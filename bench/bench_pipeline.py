@@ -65,7 +65,7 @@ def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
     env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap, "DRIFTLINE_CLICKHOUSE_URL": store.url,
            "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}"}
     log = open(tmp / "collector.log", "wb")
-    collector = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=env, stdout=log, stderr=log)
+    collector = subprocess.Popen([sys.executable, "-m", "driftline.cli", "collector"], env=env, stdout=log, stderr=log)
     try:
         # Warm up: wait until the collector has joined its group and stores events.
         monitor = Monitor(model="warmup", settings=SdkSettings(kafka_bootstrap=broker.bootstrap))

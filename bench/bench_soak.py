@@ -95,7 +95,7 @@ def start_up(data_dir: Path, *, extra: tuple[str, ...] = ()) -> tuple[subprocess
     from driftline.collector.embedded.broker import free_port, port_open
 
     ports = {"kafka": free_port(), "clickhouse": free_port(), "metrics": free_port()}
-    cmd = [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(data_dir),
+    cmd = [sys.executable, "-m", "driftline.cli", "up", "--no-dashboard", "--data-dir", str(data_dir),
            "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
            "--metrics-port", str(ports["metrics"]), *extra]
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ class GatedStack:
 
     def start_collector(self) -> None:
         log = open(self.data_dir / "logs" / "collector.log", "ab")  # noqa: SIM115 - owned by the child
-        self.collector = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=self.env,
+        self.collector = subprocess.Popen([sys.executable, "-m", "driftline.cli", "collector"], env=self.env,
                                           stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
     def stop_collector(self) -> None:

@@ -17,11 +17,11 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from driftline.collector.config import CollectorSettings
 from driftline.collector.decode import DeadLetter
-from driftline.collector.pipeline import Pipeline, RawRecord
+from driftline.collector.pipeline import Observer, Pipeline, RawRecord
 from driftline.sdk.contract import EVENT_KINDS
 
 logger = logging.getLogger("driftline.collector")
@@ -175,15 +175,24 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
-    """Run the collector until SIGINT/SIGTERM (the process entry point of `driftline collector`)."""
+ObserverFactory = Callable[[Any, Any], Sequence[Observer]]
+"""Builds the pipeline's observers from the open ClickHouse client and the metrics registry."""
+
+
+def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, registry: Any = None) -> None:
+    """Run the collector until SIGINT/SIGTERM (the process entry point of `driftline collector`).
+
+    ``observers`` is called once the store is open and migrated; ``driftline collector``
+    (``cli/collector.py``) passes the detector stage (``detectors/stage.py``), so the collector
+    itself imports nothing from ``detectors/``.
+    """
     import faust
     from prometheus_client import CollectorRegistry, Info, start_http_server
 
     from driftline.collector.embedded.broker import ensure_topics
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.store import ClickHouseWriter, connect, migrate
-    from driftline.collector.wiring import build_observers, build_scrubber
+    from driftline.collector.wiring import build_scrubber
 
     registry = registry or CollectorRegistry()
     metrics = CollectorMetrics(registry)
@@ -203,7 +212,7 @@ def run_collector(settings: CollectorSettings, *, registry: Any = None) -> None:
         metrics,
         send_dead_letters=send_dead,
         scrubber=build_scrubber(settings, registry),
-        observers=build_observers(settings, client, registry),
+        observers=observers(client, registry),
         stop=stop,
         max_batch_events=settings.batch_size,
     )

@@ -1,4 +1,7 @@
-"""CLI: ``driftline collector``, and the setting flags it shares with ``driftline up``."""
+"""The flags and settings of ``driftline collector`` (shared in part with ``driftline up``).
+
+The command itself is assembled in ``cli/collector.py``: it plugs the detector stage, from a
+package the collector does not import, into :func:`~driftline.collector.app.run_collector`."""
 
 from __future__ import annotations
 
@@ -42,8 +45,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _collector(args: argparse.Namespace) -> int:
-    from driftline.collector.app import run_collector
+def collector_settings(args: argparse.Namespace) -> Any:
+    """The ``CollectorSettings`` of ``driftline collector``: from ``--settings-file`` (what ``up``
+    hands its collector) or from flags > env > defaults; raises ``ConfigError`` saying what to change."""
     from driftline.collector.config import CollectorSettings
     from driftline.sdk.errors import ConfigError
 
@@ -60,13 +64,13 @@ def _collector(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap or not settings.clickhouse_url:
         raise ConfigError("the collector needs --kafka-bootstrap and --clickhouse-url "
                           "(or DRIFTLINE_KAFKA_BOOTSTRAP and DRIFTLINE_CLICKHOUSE_URL); `driftline up` sets both")
-    run_collector(settings)
-    return 0
+    return settings
 
 
-def register(sub: Any) -> None:
+def add_collector_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``collector`` subcommand and its flags (read back with :func:`collector_settings`)."""
     p = sub.add_parser("collector", help="run the collector (Kafka → ClickHouse, detectors)")
     add_server_flags(p)
     p.add_argument("--settings-file", help="JSON with every collector setting (what `driftline up` hands its "
                    "collector); no other setting flag or DRIFTLINE_* variable is read then")
-    p.set_defaults(handler=_collector)
+    return p  # type: ignore[no-any-return]

@@ -1,7 +1,9 @@
-"""Build the optional stages of the pipeline (PII scrubber, detector engine) from settings.
+"""Build the pipeline's PII scrub stage from settings.
 
-Both are read from YAML files named in the settings and validated here, at start-up, so a bad
-configuration stops the collector with a message instead of failing on the first event.
+Its policies are read from the YAML file named in the settings and validated here, at start-up,
+so a bad configuration stops the collector with a message instead of failing on the first event.
+The detector stage is not built here: it comes from ``detectors/stage.py``, handed to
+:func:`~driftline.collector.app.run_collector` by ``driftline collector`` (``cli/collector.py``).
 """
 
 from __future__ import annotations
@@ -45,18 +47,3 @@ def build_scrubber(settings: CollectorSettings, registry: Any, env: Mapping[str,
         return None
     key = load_hash_key(os.environ if env is None else env, settings.pii_key_file)
     return Scrubber(ScrubConfig.from_mapping(raw, hash_key=key), registry=registry)
-
-
-def build_observers(settings: CollectorSettings, client: Any, registry: Any) -> list[Any]:
-    """The detector stage (``collector/detect_stage.py``), always on.
-
-    ``settings.detectors_config`` names a YAML file (one document per model, ``---`` between
-    them, ``model: "*"`` for the settings of every other model) or a directory of them; it is
-    validated here. Models it does not name are monitored with the defaults from their first
-    event on (see ``DetectorsConfig.default_for``).
-    """
-    from driftline.collector.detect_stage import build_stage
-    from driftline.detectors.config import DetectorsConfig, load_config
-
-    config = load_config(settings.detectors_config) if settings.detectors_config is not None else DetectorsConfig()
-    return [build_stage(config, client, registry=registry)]

@@ -10,8 +10,6 @@ from driftline.sdk.lazy import lazy_exports
 _EXPORTS = {
     "DashboardSettings": "driftline.dashboard.data",
     "DataError": "driftline.dashboard.data",
-    "SeedSpec": "driftline.dashboard.seed",
-    "seed": "driftline.dashboard.seed",
     "link": "driftline.dashboard.view",
     "parse_params": "driftline.dashboard.view",
 }

@@ -65,6 +65,7 @@ def _time_range(link: Any, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
 
 def _sidebar(settings: DashboardSettings, now: dt.datetime) -> tuple[str, Ctx]:
     from driftline.dashboard import queries
+    from driftline.dashboard.panel import CACHE_TTL_S
 
     link = parse_params(st.query_params)
     _init("page", link.page if link.page in PAGES else "overview")
@@ -114,7 +115,7 @@ def _sidebar(settings: DashboardSettings, now: dt.datetime) -> tuple[str, Ctx]:
                 start = first
     _sync_params(page, model, version, segment, start, end)
     st.sidebar.caption(f"ClickHouse: {settings.clickhouse_url.split('@')[-1]} · read-only · "
-                       f"times in UTC · data cached {queries.CACHE_TTL_S} s")
+                       f"times in UTC · data cached {CACHE_TTL_S} s")
     return page, Ctx(settings, View(model, start, end, version, segment, link.feature), now, models)
 
 

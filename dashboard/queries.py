@@ -1,125 +1,29 @@
-"""Every SQL statement the dashboard runs. Aggregation happens in ClickHouse; pages only plot.
+"""Every panel's query, page by page. Aggregation happens in ClickHouse; pages only plot.
 
-Each builder returns a :class:`Query` (name, SQL, parameters); :func:`fetch` runs it through the
-read-only client and caches the result briefly (``st.cache_data``), so reruns triggered by a
-widget do not hit ClickHouse again. The benchmark runs the same builders uncached.
-
-Time ranges are passed as strings and converted in SQL (``toDateTime64(…, 6, 'UTC')``), which
-behaves identically on the embedded store and on a ClickHouse server.
+Each builder returns a :class:`~driftline.dashboard.panel.Query`: the rollup SQL of
+``rollup_queries.py`` where the rollups can answer (the same answers), else SQL over the raw
+tables; ``raw=True`` forces the latter. ``panel.py`` runs them (cached) and holds the clauses
+they share. The benchmark runs the same builders uncached.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from driftline.dashboard import rollup_queries as rq
-from driftline.dashboard.data import Result, run
-from driftline.dashboard.view import View, ch_time
-from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
-
-CACHE_TTL_S = 10
-P = f"driftline.{PREDICTION.table}"
-NOT_SHADOW = "variant NOT LIKE 'shadow%'"
-CONF = "arrayMax(mapValues(prediction_scores))"
-T = "toStartOfInterval(timestamp, toIntervalSecond({bucket:UInt32}))"
-
-
-@dataclass(frozen=True)
-class Query:
-    """One panel's query: ``name`` labels it in the benchmark and in error messages."""
-
-    name: str
-    sql: str
-    params: tuple[tuple[str, Any], ...] = ()
-
-
-def fetch(url: str, q: Query) -> Result:
-    """Run ``q`` read-only, cached for :data:`CACHE_TTL_S` seconds per (url, sql, params)."""
-    return _cached(url, q.sql, q.params)
-
-
-def _run(url: str, sql: str, params: tuple[tuple[str, Any], ...]) -> Result:
-    return run(url, sql, dict(params))
-
-
-try:  # streamlit is a server extra; the module stays importable (bench, tests) without it
-    import streamlit as st
-
-    _cached = st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)(_run)
-except ModuleNotFoundError:  # pragma: no cover
-    _cached = _run
-
-
-_IN_RANGE = ("timestamp >= toDateTime64({start:String}, 6, 'UTC') "
-             "AND timestamp < toDateTime64({end:String}, 6, 'UTC')")
-
-
-def _range(start: Any, end: Any) -> dict[str, Any]:
-    return {"start": ch_time(start), "end": ch_time(end)}
-
-
-def _where(v: View, *, shadow: bool = True, ts: str = "timestamp") -> tuple[str, dict[str, Any]]:
-    parts = ["model = {model:String}",
-             f"{ts} >= toDateTime64({{start:String}}, 6, 'UTC')",
-             f"{ts} < toDateTime64({{end:String}}, 6, 'UTC')"]
-    params: dict[str, Any] = {"model": v.model, **_range(v.start, v.end), "bucket": v.bucket_s}
-    if v.version:
-        parts.append("model_version = {version:String}")
-        params["version"] = v.version
-    if v.segment_pair:
-        parts.append("tags[{seg_key:String}] = {seg_value:String}")
-        params["seg_key"], params["seg_value"] = v.segment_pair
-    if not shadow:
-        parts.append(NOT_SHADOW)
-    return " AND ".join(parts), params
-
-
-def _q(name: str, sql: str, params: dict[str, Any]) -> Query:
-    return Query(name, sql.strip(), tuple(sorted(params.items())))
-
-
-def _either(name: str, s: dict[str, Any] | None, rollup: Callable[[dict[str, Any]], str],
-            raw: Callable[[], tuple[str, dict[str, Any]]], **extra: Any) -> Query:
-    """The panel's rollup SQL when ``s`` (a rollup split of the range) is given, else its raw SQL."""
-    if s is not None:
-        return _q(name, rollup(s), {**s, **extra})
-    sql, p = raw()
-    return _q(name, sql, {**p, **extra})
-
-
-def _panel(name: str, v: View, raw: bool, rollup: Callable[[dict[str, Any]], str],
-           raw_sql: Callable[[str], str], source: Callable[[View], tuple[str, dict[str, Any]]] | None = None,
-           split: Callable[[View], dict[str, Any] | None] = rq.view_split, **extra: Any) -> Query:
-    """A model-page panel: ``rollup(split(v))`` over the rollups, or ``raw_sql(x)`` where ``x`` is
-    what ``source(v)`` returns (default: the slice's WHERE clause) when the rollups cannot answer."""
-    def slow() -> tuple[str, dict[str, Any]]:
-        x, p = (source or _where)(v)
-        return raw_sql(x), p
-    return _either(name, None if raw else split(v), rollup, slow, **extra)
-
-
-def _served(v: View) -> tuple[str, dict[str, Any]]:
-    return _where(v, shadow=False)
-
-
-def _metrics_where(v: View) -> tuple[str, dict[str, Any]]:
-    parts = ["model = {model:String}", "segment = {segment:String}",
-             "window_start >= toDateTime64({start:String}, 3, 'UTC')",
-             "window_start < toDateTime64({end:String}, 3, 'UTC')"]
-    params: dict[str, Any] = {"model": v.model, "segment": v.segment, **_range(v.start, v.end)}
-    if v.version:
-        parts.append("model_version = {version:String}")
-        params["version"] = v.version
-    return " AND ".join(parts), params
+from driftline.dashboard.panel import (
+    CONF, IN_RANGE, NOT_SHADOW, P, T, Query, either, in_range, metrics_where, panel, query, served_where, slice_where,
+)
+from driftline.dashboard.view import View
+from driftline.sdk.contract import LABEL, OUTCOME
 
 
 # -- catalogue and filters ---------------------------------------------------------------------
 def catalog(raw: bool = False) -> Query:
     """Every model and version ever logged, with volume and first/last event."""
     if not raw:
-        return _q("catalog", rq.catalog(), {})
-    return _q("catalog", f"""
+        return query("catalog", rq.catalog(), {})
+    return query("catalog", f"""
 SELECT model, model_version, count() AS predictions, min(timestamp) AS first_seen,
        max(timestamp) AS last_seen
 FROM {P} GROUP BY model, model_version ORDER BY model, model_version""", {})
@@ -127,8 +31,8 @@ FROM {P} GROUP BY model, model_version ORDER BY model, model_version""", {})
 
 def segments(v: View) -> Query:
     """Tag values seen in a bounded sample of the slice (a segment is ``tag=value``)."""
-    w, p = _where(v.with_(segment=""))
-    return _q("segments", f"""
+    w, p = slice_where(v.with_(segment=""))
+    return query("segments", f"""
 SELECT concat(k, '=', val) AS segment, count() AS n
 FROM (SELECT tags FROM {P} WHERE {w} LIMIT 200000)
 ARRAY JOIN mapKeys(tags) AS k, mapValues(tags) AS val
@@ -137,8 +41,8 @@ GROUP BY segment ORDER BY n DESC LIMIT 50""", p)
 
 def features(v: View) -> Query:
     """Input feature names and kinds, from a bounded sample of the slice."""
-    w, p = _where(v, shadow=False)
-    return _q("features", f"""
+    w, p = slice_where(v, shadow=False)
+    return query("features", f"""
 SELECT name, kind, count() AS n FROM (
   SELECT arrayJoin(arrayConcat(arrayMap(x -> (x, 'numeric'), mapKeys(features_num)),
                                arrayMap(x -> (x, 'categorical'), mapKeys(features_str)),
@@ -151,39 +55,39 @@ GROUP BY name, kind ORDER BY name""", p)
 # -- overview ----------------------------------------------------------------------------------
 def overview_models(start: Any, end: Any, raw: bool = False) -> Query:
     span = max(1.0, (end - start).total_seconds())
-    return _either("overview.models", None if raw else rq.split(start, end, 3600),  # whole hours: hourly tier
+    return either("overview.models", None if raw else rq.split(start, end, 3600),  # whole hours: hourly tier
                    rq.overview_models, lambda: (f"""
 SELECT model, uniqExact(model_version) AS versions, count() AS predictions,
        count() / {{span:Float64}} AS per_s,
        quantileTDigest(0.5)(latency_ms) AS p50_ms, quantileTDigest(0.95)(latency_ms) AS p95_ms,
        quantileTDigest(0.99)(latency_ms) AS p99_ms,
        countIf(status != 'ok') / count() AS error_rate, max(timestamp) AS last_seen
-FROM {P} WHERE {_IN_RANGE}
-GROUP BY model ORDER BY predictions DESC""", _range(start, end)), span=span)
+FROM {P} WHERE {IN_RANGE}
+GROUP BY model ORDER BY predictions DESC""", in_range(start, end)), span=span)
 
 
 def overview_traffic(start: Any, end: Any, bucket_s: int, raw: bool = False) -> Query:
-    return _either("overview.traffic", None if raw else rq.split(start, end, bucket_s),
+    return either("overview.traffic", None if raw else rq.split(start, end, bucket_s),
                    rq.overview_traffic, lambda: (f"""
-SELECT model, {T} AS t, count() AS n FROM {P} WHERE {_IN_RANGE}
-GROUP BY model, t ORDER BY model, t""", {**_range(start, end), "bucket": bucket_s}))
+SELECT model, {T} AS t, count() AS n FROM {P} WHERE {IN_RANGE}
+GROUP BY model, t ORDER BY model, t""", {**in_range(start, end), "bucket": bucket_s}))
 
 
 def overview_drift(start: Any, end: Any) -> Query:
     """Per model, the latest detector window in range (all traffic) and what drifted in it."""
-    return _q("overview.drift", """
+    return query("overview.drift", """
 SELECT model, window_start, countIf(drift) AS drifting, count() AS checks,
        arraySlice(arrayDistinct(groupArrayIf(concat(detector, ':', feature), drift)), 1, 8) AS what
 FROM driftline.drift_metrics
 WHERE segment = '' AND window_start >= toDateTime64({start:String}, 3, 'UTC')
   AND window_start < toDateTime64({end:String}, 3, 'UTC') AND feature != '*'
 GROUP BY model, window_start ORDER BY model, window_start DESC LIMIT 1 BY model""",
-              _range(start, end))
+              in_range(start, end))
 
 
 def open_alerts() -> Query:
     """Incidents whose latest event is not ``resolved``."""
-    return _q("alerts.open", """
+    return query("alerts.open", """
 SELECT incident, argMax(rule, event_time) AS rule, argMax(severity, event_time) AS severity,
        argMax(model, event_time) AS model, argMax(model_version, event_time) AS model_version,
        argMax(segment, event_time) AS segment, argMax(condition, event_time) AS condition,
@@ -194,50 +98,50 @@ ORDER BY since""", {})
 
 # -- model page --------------------------------------------------------------------------------
 def volume(v: View, raw: bool = False) -> Query:
-    return _panel("model.volume", v, raw, rq.volume, lambda w: f"""
+    return panel("model.volume", v, raw, rq.volume, lambda w: f"""
 SELECT {T} AS t, variant, count() AS n, countIf(status != 'ok') AS errors
 FROM {P} WHERE {w} GROUP BY t, variant ORDER BY t, variant""")
 
 
 def latency(v: View, raw: bool = False) -> Query:
-    return _panel("model.latency", v, raw, rq.latency, lambda w: f"""
+    return panel("model.latency", v, raw, rq.latency, lambda w: f"""
 SELECT {T} AS t, quantileTDigest(0.5)(latency_ms) AS p50, quantileTDigest(0.95)(latency_ms) AS p95,
        quantileTDigest(0.99)(latency_ms) AS p99
-FROM {P} WHERE {w} GROUP BY t ORDER BY t""", _served)
+FROM {P} WHERE {w} GROUP BY t ORDER BY t""", served_where)
 
 
 def prediction_labels(v: View, raw: bool = False) -> Query:
-    return _panel("model.prediction_labels", v, raw, rq.prediction_labels, lambda w: f"""
+    return panel("model.prediction_labels", v, raw, rq.prediction_labels, lambda w: f"""
 SELECT {T} AS t, ifNull(prediction_label, '(none)') AS label, count() AS n
 FROM {P} WHERE {w} AND prediction_label IS NOT NULL
-GROUP BY t, label ORDER BY t, label LIMIT 5000""", _served)
+GROUP BY t, label ORDER BY t, label LIMIT 5000""", served_where)
 
 
 def prediction_values(v: View, raw: bool = False) -> Query:
-    return _panel("model.prediction_values", v, raw, rq.prediction_values, lambda w: f"""
+    return panel("model.prediction_values", v, raw, rq.prediction_values, lambda w: f"""
 SELECT {T} AS t, quantileTDigest(0.1)(prediction_num) AS p10,
        quantileTDigest(0.5)(prediction_num) AS p50, quantileTDigest(0.9)(prediction_num) AS p90
 FROM {P} WHERE {w} AND prediction_num IS NOT NULL AND prediction_label IS NULL
-GROUP BY t ORDER BY t""", _served)
+GROUP BY t ORDER BY t""", served_where)
 
 
 def confidence(v: View, raw: bool = False) -> Query:
-    return _panel("model.confidence", v, raw, rq.confidence, lambda w: f"""
+    return panel("model.confidence", v, raw, rq.confidence, lambda w: f"""
 SELECT {T} AS t, avg({CONF}) AS mean, quantileTDigest(0.1)({CONF}) AS p10,
        quantileTDigest(0.5)({CONF}) AS p50
-FROM {P} WHERE {w} AND notEmpty(prediction_scores) GROUP BY t ORDER BY t""", _served)
+FROM {P} WHERE {w} AND notEmpty(prediction_scores) GROUP BY t ORDER BY t""", served_where)
 
 
 def drift_statistics(v: View) -> Query:
-    w, p = _metrics_where(v)
-    return _q("model.drift_statistics", f"""
+    w, p = metrics_where(v)
+    return query("model.drift_statistics", f"""
 SELECT detector, statistic, count() AS n, countIf(drift) AS drifting
 FROM driftline.drift_metrics WHERE {w} GROUP BY detector, statistic ORDER BY detector, statistic""", p)
 
 
 def drift_heatmap(v: View, detector: str, statistic: str) -> Query:
-    w, p = _metrics_where(v)
-    return _q("model.drift_heatmap", f"""
+    w, p = metrics_where(v)
+    return query("model.drift_heatmap", f"""
 SELECT feature, window_start AS t, max(value) AS value, max(drift) AS drift,
        any(threshold) AS threshold
 FROM driftline.drift_metrics
@@ -247,8 +151,8 @@ GROUP BY feature, t ORDER BY feature, t""", {**p, "detector": detector, "statist
 
 def feature_tests(v: View, feature: str) -> Query:
     """Latest value of every statistic any detector wrote for ``feature`` in the range."""
-    w, p = _metrics_where(v)
-    return _q("model.feature_tests", f"""
+    w, p = metrics_where(v)
+    return query("model.feature_tests", f"""
 SELECT detector, statistic, argMax(value, window_start) AS last_value,
        argMax(p_value, window_start) AS last_p_value, argMax(threshold, window_start) AS last_threshold,
        argMax(drift, window_start) AS last_drift, max(window_start) AS last_window,
@@ -260,7 +164,7 @@ GROUP BY detector, statistic ORDER BY detector, statistic""", {**p, "feature": f
 
 
 def reference_profile(model: str, version: str) -> Query:
-    return _q("model.reference", """
+    return query("model.reference", """
 SELECT model_version, created_at, source, n_rows, profile FROM driftline.references FINAL
 WHERE model = {model:String} AND (model_version = {version:String} OR {version:String} = '')
   AND is_deleted = 0
@@ -269,11 +173,11 @@ ORDER BY created_at DESC LIMIT 1""", {"model": model, "version": version})
 
 def numeric_edges(v: View, feature: str, raw: bool = False) -> Query:
     """Deciles of ``feature`` in ``v`` (bins for a reference taken from the log)."""
-    return _panel("model.feature_edges", v, raw, rq.numeric_edges, lambda w: f"""
+    return panel("model.feature_edges", v, raw, rq.numeric_edges, lambda w: f"""
 SELECT quantilesTDigest(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)(x) AS q, min(x) AS lo,
        max(x) AS hi
 FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
-      WHERE {w} AND mapContains(features_num, {{feature:String}}))""", _served, rq.feature_split,
+      WHERE {w} AND mapContains(features_num, {{feature:String}}))""", served_where, rq.feature_split,
                   feature=feature)
 
 
@@ -283,28 +187,28 @@ def numeric_hist(v: View, feature: str, edges: list[float], raw: bool = False) -
     From the hourly feature rollup the counts are exact except inside the fine bin (< 0.4 % of a
     value wide) that each edge cuts, which is split in proportion; ``raw=True`` counts exactly
     from the prediction log (it reads every row's feature map: seconds over millions of rows)."""
-    return _panel("model.feature_hist", v, raw, rq.numeric_hist, lambda w: f"""
+    return panel("model.feature_hist", v, raw, rq.numeric_hist, lambda w: f"""
 SELECT arraySum(arrayMap(e -> x >= e, {{edges:Array(Float64)}})) AS bin, count() AS n, sum(x) AS s
 FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
       WHERE {w} AND mapContains(features_num, {{feature:String}}))
-GROUP BY bin ORDER BY bin""", _served, rq.feature_split, feature=feature,
+GROUP BY bin ORDER BY bin""", served_where, rq.feature_split, feature=feature,
                   edges=[float(e) for e in edges])
 
 
 def categorical_hist(v: View, feature: str, raw: bool = False) -> Query:
-    return _panel("model.feature_categories", v, raw, rq.categorical_hist, lambda w: f"""
+    return panel("model.feature_categories", v, raw, rq.categorical_hist, lambda w: f"""
 SELECT if(mapContains(features_str, {{feature:String}}), features_str[{{feature:String}}],
           toString(features_bool[{{feature:String}}])) AS category, count() AS n
 FROM {P} WHERE {w} AND (mapContains(features_str, {{feature:String}})
                         OR mapContains(features_bool, {{feature:String}}))
-GROUP BY category ORDER BY n DESC LIMIT 30""", _served, rq.feature_split, feature=feature)
+GROUP BY category ORDER BY n DESC LIMIT 30""", served_where, rq.feature_split, feature=feature)
 
 
 # -- performance -------------------------------------------------------------------------------
 def _labels_join(v: View, extra: str = "") -> tuple[str, dict[str, Any]]:
     # Only labels of predictions in range, found through the labels table's primary key
     # (model, prediction_id); the latest label per prediction counts, whenever it was stamped.
-    w, p = _where(v, shadow=False)
+    w, p = slice_where(v, shadow=False)
     sql = f"""
 FROM (SELECT {extra}event_id, timestamp, prediction_label, prediction_num FROM {P} WHERE {w}) AS pr
 LEFT JOIN (SELECT prediction_id, argMax(label_str, timestamp) AS label_str,
@@ -323,7 +227,7 @@ LABELLED = "lb.prediction_id != toUUID('00000000-0000-0000-0000-000000000000')"
 
 
 def performance(v: View, raw: bool = False) -> Query:
-    return _panel("performance.over_time", v, raw, rq.performance, lambda j: f"""
+    return panel("performance.over_time", v, raw, rq.performance, lambda j: f"""
 SELECT toStartOfInterval(pr.timestamp, toIntervalSecond({{bucket:UInt32}})) AS t,
        count() AS predictions, countIf({LABELLED}) AS labelled,
        avgIf(pr.prediction_label = lb.label_str, {LABELLED} AND lb.label_str IS NOT NULL) AS accuracy,
@@ -336,7 +240,7 @@ SELECT toStartOfInterval(pr.timestamp, toIntervalSecond({{bucket:UInt32}})) AS t
 
 
 def confusion(v: View, raw: bool = False) -> Query:
-    return _panel("performance.confusion", v, raw, rq.confusion, lambda j: f"""
+    return panel("performance.confusion", v, raw, rq.confusion, lambda j: f"""
 SELECT lb.label_str AS actual, pr.prediction_label AS predicted, count() AS n
 {j} WHERE {LABELLED} AND lb.label_str IS NOT NULL AND pr.prediction_label IS NOT NULL
 GROUP BY actual, predicted ORDER BY actual, predicted LIMIT 400""", _labels_join)
@@ -344,11 +248,11 @@ GROUP BY actual, predicted ORDER BY actual, predicted LIMIT 400""", _labels_join
 
 def detector_series(v: View, detectors: tuple[str, ...], like: str = "") -> Query:
     """Detector output over time: performance metrics, concept-drift signals, output drift."""
-    w, p = _metrics_where(v)
+    w, p = metrics_where(v)
     cond = "detector IN {detectors:Array(String)}"
     if like:
         cond = f"({cond} OR detector LIKE {{like:String}})"
-    return _q("performance.detectors", f"""
+    return query("performance.detectors", f"""
 SELECT detector, feature, statistic, window_start AS t, max(value) AS value, max(drift) AS drift,
        any(threshold) AS threshold
 FROM driftline.drift_metrics WHERE {w} AND {cond}
@@ -359,7 +263,7 @@ GROUP BY detector, feature, statistic, t ORDER BY detector, feature, statistic, 
 # -- shadow and A/B ----------------------------------------------------------------------------
 def _pairs(v: View) -> tuple[str, dict[str, Any]]:
     # A shadow shares its primary's request id: group by it instead of a self-join.
-    w, p = _where(v)
+    w, p = slice_where(v)
     sql = f"""
 FROM (SELECT cityHash64(request_id) AS rid,
              minIf(timestamp, variant = 'primary') AS ts,
@@ -378,7 +282,7 @@ FROM (SELECT cityHash64(request_id) AS rid,
 
 
 def shadow_agreement(v: View, raw: bool = False) -> Query:
-    return _panel("shadow.agreement", v, raw, rq.shadow_agreement, lambda j: f"""
+    return panel("shadow.agreement", v, raw, rq.shadow_agreement, lambda j: f"""
 SELECT toStartOfInterval(ts, toIntervalSecond({{bucket:UInt32}})) AS t, count() AS pairs,
        avg(p_label = s_label) AS agreement, avg(abs(p_value - s_value)) AS mean_abs_diff,
        avg(s_ms - p_ms) AS latency_delta_ms,
@@ -387,14 +291,14 @@ SELECT toStartOfInterval(ts, toIntervalSecond({{bucket:UInt32}})) AS t, count() 
 
 
 def shadow_confusion(v: View, raw: bool = False) -> Query:
-    return _panel("shadow.divergence", v, raw, rq.shadow_confusion, lambda j: f"""
+    return panel("shadow.divergence", v, raw, rq.shadow_confusion, lambda j: f"""
 SELECT ifNull(p_label, '(none)') AS primary_label, ifNull(s_label, '(none)') AS shadow_label,
        count() AS n
 {j} GROUP BY primary_label, shadow_label ORDER BY n DESC LIMIT 400""", _pairs)
 
 
 def variant_metrics(v: View, raw: bool = False) -> Query:
-    return _panel("ab.variants", v, raw, rq.variant_metrics, lambda w: f"""
+    return panel("ab.variants", v, raw, rq.variant_metrics, lambda w: f"""
 SELECT variant, count() AS predictions, countIf(status != 'ok') / count() AS error_rate,
        quantileTDigest(0.5)(latency_ms) AS p50_ms, quantileTDigest(0.95)(latency_ms) AS p95_ms,
        avgIf({CONF}, notEmpty(prediction_scores)) AS mean_confidence,
@@ -404,7 +308,7 @@ FROM {P} WHERE {w} GROUP BY variant ORDER BY predictions DESC""")
 
 def variant_accuracy(v: View, raw: bool = False) -> Query:
     """Accuracy of each served arm on labelled predictions (labels name the served prediction)."""
-    return _panel("ab.accuracy", v, raw, rq.variant_accuracy, lambda j: f"""
+    return panel("ab.accuracy", v, raw, rq.variant_accuracy, lambda j: f"""
 SELECT pr.variant AS variant, countIf({LABELLED}) AS labelled,
        avgIf(pr.prediction_label = lb.label_str, {LABELLED} AND lb.label_str IS NOT NULL) AS accuracy
 {j} GROUP BY variant ORDER BY variant""", _variant_labels_join)
@@ -412,7 +316,7 @@ SELECT pr.variant AS variant, countIf({LABELLED}) AS labelled,
 
 def outcome_stats(v: View, raw: bool = False) -> Query:
     """Per outcome and variant: n, mean and variance (the test itself is computed from these)."""
-    return _panel("ab.outcomes", v, raw, rq.outcome_stats, lambda w: f"""
+    return panel("ab.outcomes", v, raw, rq.outcome_stats, lambda w: f"""
 SELECT o.name AS outcome, pr.variant AS variant, count() AS n, avg(o.value) AS mean,
        varSamp(o.value) AS var
 FROM (SELECT prediction_id, name, value FROM driftline.{OUTCOME.table}
@@ -425,14 +329,11 @@ GROUP BY outcome, variant ORDER BY outcome, variant""")
 
 # -- alerts ------------------------------------------------------------------------------------
 def alert_history(start: Any, end: Any, model: str = "") -> Query:
-    return _q("alerts.history", """
+    return query("alerts.history", """
 SELECT event_time, event, severity, rule, model, model_version, segment, condition, value,
        since, samples, incident, dashboard_link, evidence_sql, features
 FROM driftline.alerts FINAL
 WHERE event_time >= toDateTime64({start:String}, 3, 'UTC')
   AND event_time < toDateTime64({end:String}, 3, 'UTC')
   AND ({model:String} = '' OR model = {model:String})
-ORDER BY event_time DESC LIMIT 1000""", {**_range(start, end), "model": model})
-
-
-__all__ = ["CACHE_TTL_S", "Query", "fetch"]
+ORDER BY event_time DESC LIMIT 1000""", {**in_range(start, end), "model": model})

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from driftline.dashboard.data import DashboardSettings, DataError
-from driftline.dashboard.queries import Query, fetch
+from driftline.dashboard.panel import Query, fetch
 from driftline.dashboard.view import View, link
 
 COLORS = {"primary": "#1f77b4", "shadow": "#9467bd", "challenger": "#ff7f0e"}

@@ -111,7 +111,7 @@ class CollectorProcess:
 
     def start(self) -> CollectorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", "collector"], env=self.env,
                                      stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.log_path.parent)
         return self
 

@@ -16,7 +16,7 @@ PROMISED = {
     "driftline.detectors": {"DetectorEngine", "MetricRow", "DetectorsConfig", "load_config", "Reference",
                             "ReferenceStore", "from_dataframe", "from_file"},
     "driftline.alerting": {"verify_signature", "sign", "SIGNATURE_HEADER"},
-    "driftline.dashboard": {"DashboardSettings", "seed", "SeedSpec", "link"},
+    "driftline.dashboard": {"DashboardSettings", "link"},
 }
 
 

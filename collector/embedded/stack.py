@@ -203,7 +203,7 @@ class Stack:
                 # the services in order (a collector killed by the same SIGINT could not drain).
                 # SIGTERM if `up` dies, even by SIGKILL: nothing outlives it.
                 # The dashboard execs Streamlit, which keeps no lifeline thread and holds nothing: SIGKILL.
-                proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", *args],
+                proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", *args],
                                         env={**self.child_env(), **lifeline_env(LIFELINE_GRACE_S)},
                                         stdout=log if name != "demo" else None, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True,
@@ -290,11 +290,11 @@ class Stack:
 
 
 def _has_dashboard() -> bool:
-    try:
-        import driftline.dashboard.cli  # noqa: F401
-    except ModuleNotFoundError:
-        return False
-    return True
+    """Whether this build has the dashboard, whose command ``up`` starts as a child process.
+    Looked up, not imported: the collector sits below the dashboard in the import graph."""
+    import importlib.util
+
+    return importlib.util.find_spec("driftline.dashboard") is not None
 
 
 def run_up(options: StackOptions) -> int:

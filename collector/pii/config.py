@@ -21,7 +21,8 @@ Policies: ``scrub`` (Presidio analyzer + anonymizer), ``drop``, ``hash``, ``keep
 An unknown key, policy or path raises :class:`ConfigError` naming it.
 
 The HMAC key is a secret: it is never part of the YAML. Read it at the entry point with
-:func:`load_hash_key` (``DRIFTLINE_PII_HASH_KEY`` or ``--pii-key-file``) and pass it in.
+:func:`load_hash_key` (``DRIFTLINE_PII_HASH_KEY`` or ``--pii-key-file``; defined with the stored
+hash format in ``collector/store/hashing.py``) and pass it in.
 
 Example
 -------
@@ -34,9 +35,9 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Mapping
 
+from driftline.collector.store.hashing import HASH_KEY_ENV, MIN_KEY_BYTES, load_hash_key
 from driftline.sdk.errors import ConfigError
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "load_hash_key",
 ]
 
-HASH_KEY_ENV = "DRIFTLINE_PII_HASH_KEY"
 POLICIES = ("scrub", "drop", "hash", "keep")
 # Entities found by the spaCy NER model rather than by patterns.
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
@@ -59,7 +59,6 @@ DEFAULT_ENTITIES = (
     "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN",
     "US_ITIN", "US_PASSPORT", "US_BANK_NUMBER", "CRYPTO", "STREET_ADDRESS", "PERSON", "LOCATION",
 )
-MIN_KEY_BYTES = 16
 _FIELD_ROOTS = ("prediction", "label", "error")
 _FIELD_PREFIXES = ("features.", "tags.")
 
@@ -248,26 +247,3 @@ def _models(where: str, raw: Any) -> dict[str, ModelPolicy]:
             ),
         )
     return out
-
-
-def load_hash_key(env: Mapping[str, str], key_file: str | Path | None = None) -> bytes | None:
-    """Read the HMAC key from ``key_file`` (wins) or ``env[DRIFTLINE_PII_HASH_KEY]``.
-
-    Call at the process entry point with ``os.environ``. Returns None when neither is set.
-    Trailing newlines in the file are ignored. Raises :class:`ConfigError` if the file is
-    unreadable or the key shorter than 16 bytes.
-    """
-    if key_file is not None:
-        try:
-            key = Path(key_file).read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise ConfigError(f"--pii-key-file: cannot read {key_file}: {exc}") from exc
-        where = f"--pii-key-file {key_file}"
-    elif env.get(HASH_KEY_ENV):
-        key = env[HASH_KEY_ENV].encode("utf-8")
-        where = HASH_KEY_ENV
-    else:
-        return None
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"{where}: the PII hash key must be at least {MIN_KEY_BYTES} bytes")
-    return key

@@ -30,7 +30,6 @@ Example
 
 from __future__ import annotations
 
-import hmac
 import os
 import re
 import time
@@ -42,6 +41,7 @@ from driftline.collector.pii.analysis import Analyzer, Job
 from driftline.collector.pii.cache import KeyedCache
 from driftline.collector.pii.config import ScrubConfig
 from driftline.collector.pii.offline import PiiEngine, build_engine
+from driftline.collector.store.hashing import hash_value
 
 __all__ = ["Scrubber", "hash_value"]
 
@@ -49,12 +49,6 @@ _DROP = object()
 _NAME_SPLIT = re.compile(r"[^0-9A-Za-z]+|(?<=[a-z0-9])(?=[A-Z])")
 
 
-def hash_value(key: bytes, value: str) -> str:
-    """The stored form of a ``hash``-policy value: ``hmac:`` + 128 bits of HMAC-SHA256, hex.
-
-    Use it to find rows of a known value, e.g. for ``driftline delete --where``.
-    """
-    return "hmac:" + hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256").hex()[:32]
 
 
 class Scrubber:

@@ -10,6 +10,7 @@ Everything about driftline's ClickHouse lives here, whoever reads or writes it:
   ``rollup_sql.py``);
 * ``writer.py`` — the collector's batched, deduplicating insert of the prediction log;
 * ``deletion.py`` / ``deletion_cli.py`` — deletion on request (``driftline delete``);
+* ``hashing.py`` — the keyed hash of ``hash``-policy values as stored, and its key;
 * ``sql_cli.py`` — ``driftline sql``, read-only queries.
 
 >>> from driftline.collector.store import DEFAULT_URL

@@ -80,7 +80,7 @@ def _q(value: str) -> str:
 
 def redact_predicate(where: str, hash_key: bytes | None = None) -> str:
     """Replace each string literal of ``where`` by its HMAC (with a key) or ``'<redacted>'``."""
-    from driftline.collector.pii.scrub import hash_value
+    from driftline.collector.store.hashing import hash_value
 
     def sub(m: re.Match[str]) -> str:
         if hash_key is None:

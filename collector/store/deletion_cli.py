@@ -21,7 +21,7 @@ from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
 
 def _handler(args: argparse.Namespace) -> int:
     from driftline.collector.store.deletion import delete_rows
-    from driftline.collector.pii.config import load_hash_key
+    from driftline.collector.store.hashing import load_hash_key
 
     url = resolve_url(args.clickhouse_url, os.environ)
     key = load_hash_key(os.environ, args.pii_key_file)

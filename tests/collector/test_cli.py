@@ -16,7 +16,7 @@ from driftline.collector.embedded.broker import free_port
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "driftline.sdk.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "driftline.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -160,7 +160,7 @@ class _Collector(CollectorProcess):
 
     def start(self) -> _Collector:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "collector"], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", "collector"], env=self.env,
                                      cwd=self.cwd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         return self
 
@@ -356,7 +356,7 @@ def test_pair_computes_the_same_drift_results_as_a_single_collector(scenario: Sc
     # Without rows the comparison proves nothing: every model must have closed windows.
     assert {r[0] for r in solo} == set(scenario.models), (
         f"single collector wrote drift rows for {len({r[0] for r in solo})} of {len(scenario.models)} models "
-        "(is the detector engine wired into the collector? see collector/wiring.py)")
+        "(is the detector engine wired into the collector? see cli/collector.py)")
     assert any(r[11] for r in solo), "no drift flagged although half the models shift"
     only_pair = sorted(set(pair) - set(solo))[:5]
     only_solo = sorted(set(solo) - set(pair))[:5]

@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DRIFTLINE_KAFKA", "DRIFTLINE_CLICKHOUSE", "DRIFTLINE_DASHBOARD"))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.sdk.cli", "up", "--demo", "--kafka-port", str(kafka),
+        [sys.executable, "-m", "driftline.cli", "up", "--demo", "--kafka-port", str(kafka),
          "--clickhouse-port", str(ch), "--dashboard-port", str(dash), "--metrics-port", str(metrics),
          "--data-dir", str(data_dir), "--demo-drift-after-s", "10"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -68,7 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "WHERE model = 'breast-cancer'").result_rows[0][0]
             and client.query("SELECT count() > 100 FROM driftline.labels").result_rows[0][0],
             timeout_s=120, interval_s=1)
-        from driftline.dashboard.seed import SeedSpec, seed_alerts
+        from tests.dashboard.seed import SeedSpec, seed_alerts
 
         # `up` runs no alerting service without rules; record alert history as it would.
         seed_alerts(client, SeedSpec(model="breast-cancer", span_s=600, window_s=60),

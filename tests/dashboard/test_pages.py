@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from driftline.dashboard.seed import SeedSpec, seed
+from tests.dashboard.seed import SeedSpec, seed
 from driftline.dashboard.view import iso, link
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

@@ -12,8 +12,9 @@ import pytest
 from driftline.collector.store import rollups
 from driftline.dashboard import queries as q
 from driftline.dashboard.data import run
-from driftline.dashboard.seed import SeedSpec, seed
+from driftline.dashboard.panel import Query
 from driftline.dashboard.view import View
+from tests.dashboard.seed import SeedSpec, seed
 
 # t-digest estimates of the same data differ in the 4th digit between one digest and merged ones
 QUANTILE_COLS = {"p10", "p50", "p90", "p95", "p99", "p50_ms", "p95_ms", "p99_ms", "q"}
@@ -48,7 +49,7 @@ def _close(a: Any, b: Any, rel: float) -> bool:
     return bool(a == b)
 
 
-def _panels(v: View) -> list[tuple[str, Callable[[bool], q.Query]]]:
+def _panels(v: View) -> list[tuple[str, Callable[[bool], Query]]]:
     return [
         ("volume", lambda raw: q.volume(v, raw=raw)),
         ("latency", lambda raw: q.latency(v, raw=raw)),

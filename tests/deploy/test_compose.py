@@ -220,18 +220,18 @@ def test_alert_rules_and_detector_examples_load(compose: dict[str, Any], tmp_pat
 
 @pytest.mark.parametrize("service", DRIFTLINE_SERVICES)
 def test_commands_parse_with_the_driftline_cli(compose: dict[str, Any], service: str) -> None:
-    from driftline.sdk.cli import build_parser
+    from driftline.cli import build_parser
 
     command = compose["services"][service]["command"]
     parser = build_parser()
     choices = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert command[0] in choices, f"`driftline {command[0]}` is not registered in sdk/cli.py"
+    assert command[0] in choices, f"`driftline {command[0]}` is not registered in cli/main.py"
     args = parser.parse_args(command)
     assert getattr(args, "handler", None) or getattr(args, "func", None)
 
 
 def _args(compose: dict[str, Any], service: str) -> Any:
-    from driftline.sdk.cli import build_parser
+    from driftline.cli import build_parser
 
     return build_parser().parse_args(compose["services"][service]["command"])
 
@@ -240,7 +240,7 @@ def test_ports_match_the_cli_defaults(compose: dict[str, Any]) -> None:
     from driftline.collector.store.client import parse_url
     from driftline.collector.config import CollectorSettings
     from driftline.collector.embedded.stack import StackOptions
-    from driftline.sdk.cli import build_parser
+    from driftline.cli import build_parser
     from driftline.sdk.config import DEFAULT_BOOTSTRAP
 
     services = compose["services"]

@@ -19,7 +19,7 @@ from tests.conftest import wait_for
 def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     ports = {name: free_port() for name in ("kafka", "clickhouse", "metrics", "dashboard")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path / "data"),
+        [sys.executable, "-m", "driftline.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path / "data"),
          "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
          "--metrics-port", str(ports["metrics"]), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -95,7 +95,7 @@ def count_rows(tmp_path: Path, ports: dict[str, int], where: str = "1") -> int:
 def test_up_with_external_engines_starts_no_embedded_engine(tmp_path: Path, kafka_bootstrap: str, clickhouse_url: str) -> None:
     metrics = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.sdk.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "driftline.cli", "up", "--no-dashboard", "--data-dir", str(tmp_path),
          "--metrics-port", str(metrics)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": kafka_bootstrap, "DRIFTLINE_CLICKHOUSE_URL": clickhouse_url})
     try:
@@ -119,7 +119,7 @@ def test_up_with_external_engines_starts_no_embedded_engine(tmp_path: Path, kafk
     (["--drain-timeout-s", "0"], "--drain-timeout-s must be > 0"),
 ])
 def test_a_flag_up_would_ignore_is_an_error(tmp_path: Path, flags: list[str], message: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "driftline.sdk.cli", "up", "--data-dir", str(tmp_path), *flags],
+    out = subprocess.run([sys.executable, "-m", "driftline.cli", "up", "--data-dir", str(tmp_path), *flags],
                          capture_output=True, text=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")})
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

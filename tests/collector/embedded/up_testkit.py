@@ -21,7 +21,7 @@ class Up:
                  sigint: str = "default", env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.ports = ports or {name: free_port() for name in ("kafka", "clickhouse", "metrics", "dashboard")}
-        args = [sys.executable, "-m", "driftline.sdk.cli", "up", "--data-dir", str(data_dir),
+        args = [sys.executable, "-m", "driftline.cli", "up", "--data-dir", str(data_dir),
                 "--kafka-port", str(self.ports["kafka"]), "--clickhouse-port", str(self.ports["clickhouse"]),
                 "--metrics-port", str(self.ports["metrics"])]
         args += ["--dashboard-port", str(self.ports["dashboard"])] if dashboard else ["--no-dashboard"]

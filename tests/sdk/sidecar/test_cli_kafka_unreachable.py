@@ -25,7 +25,7 @@ async def test_sidecar_command_serves_with_kafka_unreachable_and_counts_drops() 
            "DRIFTLINE_BATCH_SIZE": "5"}
     async with serve_app(model.app()) as up:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "driftline.sdk.cli", "sidecar", "--upstream", up, "--model", "m",
+            sys.executable, "-m", "driftline.cli", "sidecar", "--upstream", up, "--model", "m",
             "--port", str(port), "--no-access-log", env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"

@@ -212,7 +212,7 @@ def test_onnx_model_when_onnxruntime_is_installed(tmp_path) -> None:
 def test_serve_command_runs_the_server(model_file: str, tmp_path) -> None:
     port = closed_port()
     env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}"}
-    proc = subprocess.Popen([sys.executable, "-m", "driftline.sdk.cli", "serve", model_file, "--model", "churn",
+    proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", "serve", model_file, "--model", "churn",
                              "--port", str(port), "--no-access-log"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

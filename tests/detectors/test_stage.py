@@ -86,7 +86,7 @@ def _count(ch_client: Any, table: str, model: str) -> int:
 def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any) -> None:
     from prometheus_client import CollectorRegistry
 
-    from driftline.collector.detect_stage import build_stage
+    from driftline.detectors.stage import build_stage
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.pipeline import Pipeline, RawRecord
     from driftline.collector.store.writer import ClickHouseWriter

@@ -1,12 +1,13 @@
 """Realistic data for one model, generated inside ClickHouse (``INSERT … SELECT FROM numbers()``).
 
-Used by the dashboard's tests and benchmark, and handy for a screenshot or a demo without Kafka:
+Test data, kept with the tests (it is the only reason the dashboard would import alerting): used
+by the dashboard's tests and benchmark, and handy for a screenshot or a demo without Kafka:
 predictions (primary, a shadow and an A/B arm ``challenger``) whose inputs drift at
 ``drift_at``, delayed labels for 60 % of served predictions, ``click`` outcomes, detector rows in
 ``drift_metrics``, a stored reference and a few alerts. Ten million predictions take seconds
 because no row passes through Python.
 
->>> from driftline.dashboard.seed import SeedSpec, seed   # doctest: +SKIP
+>>> from tests.dashboard.seed import SeedSpec, seed   # doctest: +SKIP
 >>> seed(client, SeedSpec(model="churn", n_predictions=100_000))
 """
 

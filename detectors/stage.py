@@ -1,9 +1,11 @@
 """The detector stage of the collector: stored events in, drift rows and durable state out.
 
 :class:`DetectorStage` adapts the pipeline's :class:`~driftline.collector.pipeline.Observer`
-protocol (``collector/pipeline.py``) to the detectors' durable state,
-:class:`~driftline.detectors.state.ModelStates`. It runs on the single storage thread, after
-each chunk is stored and before the Kafka batch is acknowledged:
+protocol to the detectors' durable state, :class:`~driftline.detectors.state.ModelStates`. The
+protocol is matched by shape, not imported: the collector and the detectors do not import each
+other, and ``driftline collector`` (``cli/collector.py``) plugs the stage in through
+:func:`build_observers`. It runs on the single storage thread, after each chunk is stored and
+before the Kafka batch is acknowledged:
 
 1. A model seen for the first time by this process is added and its saved state loaded,
    whichever collector saved it; so are the models of a partition that jumped ahead (another
@@ -16,9 +18,10 @@ each chunk is stored and before the Kafka batch is acknowledged:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
-from driftline.detectors.config import DetectorsConfig
+from driftline.detectors.config import DetectorsConfig, load_config
 from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.state import ModelStates, Source
 
@@ -138,3 +141,15 @@ def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None) -
     for ref in ReferenceStore(client).load_all():
         engine.set_reference(ref)
     return DetectorStage(ModelStates(engine, client, registry=registry), registry=registry)
+
+
+def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None) -> list[DetectorStage]:
+    """The collector's observers: the detector stage, always on.
+
+    ``detectors_config`` names a YAML file (one document per model, ``---`` between them,
+    ``model: "*"`` for the settings of every other model) or a directory of them; it is
+    validated here, at start-up. Models it does not name are monitored with the defaults from
+    their first event on (see ``DetectorsConfig.default_for``).
+    """
+    config = load_config(detectors_config) if detectors_config is not None else DetectorsConfig()
+    return [build_stage(config, client, registry=registry)]

@@ -1,8 +1,9 @@
-"""The ``driftline`` command line.
+"""The ``driftline`` command line: one parser assembled from each package's commands.
 
 Each command group lives next to the code it drives and adds itself through a ``register``
 function; this module only builds the parser, so ``driftline --help`` stays fast and a light
-SDK install (no server extra) still gets a clear message instead of a traceback.
+SDK install (no server extra) still gets a clear message instead of a traceback. It sits above
+every package in the import graph (tests/test_import_graph.py); no package imports it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from driftline.sdk.errors import ConfigError, DriftlineError
 # (module, human name): modules that define ``register(subparsers)``.
 COMMAND_MODULES = (
     ("driftline.collector.embedded.cli", "up, store, demo"),
-    ("driftline.collector.cli", "collector"),
+    ("driftline.cli.collector", "collector"),
     ("driftline.collector.store.sql_cli", "sql"),
     ("driftline.sdk.sidecar.cli", "sidecar, serve"),
     ("driftline.detectors.cli", "reference"),
@@ -80,7 +81,3 @@ def _keep_lifeline() -> None:
     except ModuleNotFoundError:
         return
     keep_lifeline()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,30 @@
+"""``driftline collector``: the stream path with the detector stage plugged in.
+
+The collector (``collector/``) runs whatever observers it is handed and imports nothing from
+``detectors/``; the detector stage (``detectors/stage.py``) knows nothing of the collector's
+process. This command is the one place that knows both, so it lives here, above them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from driftline.collector.cli import add_collector_parser, collector_settings
+
+
+def _collector(args: argparse.Namespace) -> int:
+    from driftline.collector.app import run_collector
+    from driftline.detectors.stage import build_observers
+
+    settings = collector_settings(args)
+
+    def observers(client: Any, registry: Any) -> list[Any]:
+        return build_observers(settings.detectors_config, client, registry=registry)
+
+    run_collector(settings, observers=observers)
+    return 0
+
+
+def register(sub: Any) -> None:
+    add_collector_parser(sub).set_defaults(handler=_collector)
