@@ -70,7 +70,8 @@ def consume_commit(bootstrap: str, group: str, topic: str, n: int) -> float:
 def run(name: str, records: int, tmp: Path) -> dict[str, Any]:
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 
-    from driftline.collector.embedded.broker import ensure_topics, start_broker
+    from driftline.collector.embedded.broker import start_broker
+    from driftline.collector.topics import ensure_topics
     from driftline.collector.embedded.broker_retention import DeleteRecordsUnsupported, rotate_topics, trim_once
     from driftline.collector.embedded.produce_gate import start_gated_broker
 

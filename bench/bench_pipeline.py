@@ -26,7 +26,8 @@ def _cpu_s(pid: int) -> float:
 
 
 def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
-    from driftline.collector.embedded.broker import ensure_topics, free_port, start_broker
+    from driftline.collector.embedded.broker import free_port, start_broker
+    from driftline.collector.topics import ensure_topics
     from driftline.collector.embedded.chstore import start_chstore
     from driftline.collector.store.client import connect
     from driftline.collector.store.tables import migrate

@@ -113,7 +113,8 @@ class GatedStack:
     broker's resident memory reaches ``rotate_mib`` (measures the mechanism before `up` wires it in)."""
 
     def __init__(self, data_dir: Path, rotate_mib: float, interval_s: float = 15.0, kill: bool = False) -> None:
-        from driftline.collector.embedded.broker import ensure_topics, free_port
+        from driftline.collector.embedded.broker import free_port
+        from driftline.collector.topics import ensure_topics
         from driftline.collector.embedded.broker_retention import TopicRotator
         from driftline.collector.embedded.produce_gate import start_gated_broker
         from driftline.collector.embedded.chstore import start_chstore

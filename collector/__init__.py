@@ -18,7 +18,7 @@ _EXPORTS = {
     "migrate": "driftline.collector.store.tables",
     "connect": "driftline.collector.store.client",
     "start_broker": "driftline.collector.embedded.broker",
-    "ensure_topics": "driftline.collector.embedded.broker",
+    "ensure_topics": "driftline.collector.topics",
     "start_chstore": "driftline.collector.embedded.chstore",
     "ChStoreProcess": "driftline.collector.embedded.chstore",
     "ChStoreSettings": "driftline.collector.embedded.chstore",

@@ -189,7 +189,7 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
     import faust
     from prometheus_client import CollectorRegistry, Info, start_http_server
 
-    from driftline.collector.embedded.broker import ensure_topics
+    from driftline.collector.topics import ensure_topics
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.store import ClickHouseWriter, connect, migrate
     from driftline.collector.wiring import build_scrubber

@@ -12,7 +12,7 @@ PROMISED = {
     "driftline.collector": {"CollectorSettings", "run_collector", "start_chstore", "start_broker", "Scrubber",
                             "ScrubConfig", "delete_rows", "migrate", "connect"},
     "driftline.collector.pii": {"Scrubber", "ScrubConfig", "ModelPolicy", "load_hash_key", "hash_value"},
-    "driftline.collector.embedded": {"Stack", "StackOptions", "start_broker", "ensure_topics", "start_chstore"},
+    "driftline.collector.embedded": {"Stack", "StackOptions", "start_broker", "start_chstore"},
     "driftline.detectors": {"DetectorEngine", "MetricRow", "DetectorsConfig", "load_config", "Reference",
                             "ReferenceStore", "from_dataframe", "from_file"},
     "driftline.alerting": {"verify_signature", "sign", "SIGNATURE_HEADER"},

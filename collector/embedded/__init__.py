@@ -5,7 +5,7 @@
   stop's drain into the collector and the backlog sampled for crash reports;
 * ``supervisor.py`` — every child watched, a crashed one restarted with backoff;
   ``lifeline.py`` — children that cannot outlive ``up``;
-* ``broker.py`` — the embedded Kafka broker (Tansu), :func:`ensure_topics`, the consumer backlog;
+* ``broker.py`` — the embedded Kafka broker (Tansu) (topics and backlogs: ``collector/topics.py``);
   ``produce_gate.py`` — a Kafka-aware relay in front of it that can hold producers;
   ``broker_retention.py`` — keeps the broker's memory bounded (topic rotation, DeleteRecords);
 * ``chstore.py`` — the embedded ClickHouse store, one process owning a chDB data directory;
@@ -32,7 +32,6 @@ _EXPORTS = {
     "GiveUp": "driftline.collector.embedded.supervisor",
     "start_broker": "driftline.collector.embedded.broker",
     "BrokerProcess": "driftline.collector.embedded.broker",
-    "ensure_topics": "driftline.collector.embedded.broker",
     "start_chstore": "driftline.collector.embedded.chstore",
     "ChStoreProcess": "driftline.collector.embedded.chstore",
     "ChStoreSettings": "driftline.collector.embedded.chstore",

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from driftline.collector.embedded.broker import partitions_of, true_end_offsets
+from driftline.collector.topics import partitions_of, true_end_offsets
 from driftline.collector.embedded.produce_gate import CLIENT_ID, ProduceGate
 from driftline.sdk.errors import DeleteRecordsUnsupported
 

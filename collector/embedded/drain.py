@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from driftline.collector.embedded.broker import BrokerBacklog
+from driftline.collector.topics import BrokerBacklog
 from driftline.collector.embedded.supervisor import GiveUp
 
 if TYPE_CHECKING:

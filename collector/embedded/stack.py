@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from driftline.collector.config import CollectorSettings
-from driftline.collector.embedded.broker import ensure_topics, port_open
+from driftline.collector.embedded.broker import port_open
+from driftline.collector.topics import ensure_topics
 from driftline.collector.embedded.drain import BacklogWatch, drain_broker
 from driftline.collector.embedded.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
 from driftline.collector.embedded.supervisor import Child, GiveUp, ServiceProcess, Supervisor

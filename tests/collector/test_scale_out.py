@@ -178,7 +178,7 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     from kafka import KafkaProducer
 
-    from driftline.collector.embedded.broker import ensure_topics
+    from driftline.collector.topics import ensure_topics
 
     tmp = tmp_path_factory.mktemp("scale_out")
     tag = uuid.uuid4().hex[:6]

@@ -181,7 +181,8 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     from kafka import KafkaProducer
 
-    from driftline.collector.embedded.broker import ensure_topics, free_port
+    from driftline.collector.embedded.broker import free_port
+    from driftline.collector.topics import ensure_topics
     from tests.conftest import CollectorProcess
 
     tmp = tmp_path_factory.mktemp("detect_stage")

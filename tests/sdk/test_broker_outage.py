@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.embedded.broker import ensure_topics, start_broker
+from driftline.collector.embedded.broker import start_broker
+from driftline.collector.topics import ensure_topics
 from driftline.sdk import Monitor, SdkSettings
 from driftline.sdk.contract import unpack
 from tests.conftest import unique_topics, wait_for

@@ -34,7 +34,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]
 
 
 def _topic(bootstrap: str, partitions: int = 2) -> str:
-    from driftline.collector.embedded.broker import ensure_topics
+    from driftline.collector.topics import ensure_topics
 
     name = f"r{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, [name], partitions=partitions)
@@ -246,7 +246,8 @@ def test_rotation_is_abandoned_while_the_group_lags(gated: tuple[Any, Any]) -> N
 
 def test_the_collector_stores_every_event_once_across_a_rotation(gated: tuple[Any, Any], clickhouse_url: str,
                                                                   ch_client: Any, tmp_path: Path) -> None:
-    from driftline.collector.embedded.broker import ensure_topics, free_port
+    from driftline.collector.embedded.broker import free_port
+    from driftline.collector.topics import ensure_topics
     from driftline.collector.embedded.broker_retention import rotate_topics
     from driftline.sdk import Monitor, SdkSettings
 
@@ -298,7 +299,7 @@ def test_the_collector_stores_every_event_once_across_a_rotation(gated: tuple[An
 
 
 def test_a_broker_restarted_behind_the_same_gate_serves_its_clients_again(tmp_path: Path) -> None:
-    from driftline.collector.embedded.broker import ensure_topics
+    from driftline.collector.topics import ensure_topics
     from driftline.collector.embedded.produce_gate import start_broker_behind, start_gated_broker
 
     broker, gate = start_gated_broker(log_path=tmp_path / "broker.log")

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.embedded.broker import ensure_topics, start_broker
+from driftline.collector.embedded.broker import start_broker
+from driftline.collector.topics import ensure_topics
 from driftline.sdk import Record
 from driftline.sdk.contract import BATCH_HEADER, unpack
 from driftline.sdk.export.kafka import KafkaExporter

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from driftline.collector.embedded.broker import BrokerBacklog, ensure_topics
+from driftline.collector.topics import BrokerBacklog, ensure_topics
 from driftline.sdk.contract import BATCH_HEADER
 
 pytestmark = pytest.mark.integration
