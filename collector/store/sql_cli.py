@@ -37,6 +37,8 @@ def _cell(value: Any) -> Any:
 def run_query(url: str, sql: str, *, max_rows: int = 10_000, max_execution_time_s: int = 60) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         client = connect(url, readonly=True)
+    except ModuleNotFoundError:
+        raise  # a light install: the command line says which extra is missing
     except Exception as exc:
         raise QueryError(f"cannot reach ClickHouse at {url}: {type(exc).__name__}. Is `driftline up` running, "
                          "or is DRIFTLINE_CLICKHOUSE_URL right?") from None

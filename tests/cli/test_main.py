@@ -69,6 +69,7 @@ def test_a_light_install_lists_every_command() -> None:
     ["sidecar", "--upstream", "http://127.0.0.1:1", "--model", "m"],
     ["alerts", "list"],
     ["dashboard"],
+    ["sql", "SELECT 1"],
 ])
 def test_a_light_install_says_which_extra_a_server_command_needs(args: list[str]) -> None:
     out = light(*args)
