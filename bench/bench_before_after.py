@@ -103,7 +103,7 @@ def main() -> int:
                     if m is None:
                         raise SystemExit(f"{name}: {figure!r} not found in the output of {script[0]}:\n{out}")
                     values.setdefault((figure, name), []).append(float(m.group(1).replace(",", "")))
-                print(f"round {r + 1} {name:4s} {script[0]} done", flush=True)
+                    print(f"round {r + 1} {name:4s} {figure}: {m.group(1)}", flush=True)
 
     print(f"\nbase {args.base} vs this tree, median of {args.rounds} alternating rounds")
     print(f"  {'figure':22s} {'base':>12s} {'head':>12s} {'head/base':>10s}  better is")
