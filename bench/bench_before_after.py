@@ -9,7 +9,8 @@ packages, plus an editable install of that worktree), and then runs, round after
 alternating order, each tree's own copy of:
 
 * ``bench_sdk.py``          ``Monitor.log()`` p50 / p99 (20 features, exporter thread running)
-* ``bench_detect_stage.py`` the detector engine's and the whole stage's cost per event
+* ``bench_detectors.py``   the detector engine alone per event, 20 and 200 features (best of 3)
+* ``bench_detect_stage.py`` the whole detector stage's cost per event in the collector's pipeline
 * ``bench_pipeline.py``     SDK -> Tansu -> collector -> ClickHouse, stored events/s
 
 It prints the median of each figure per tree and the ratio this tree / base. Each tree runs its
@@ -35,7 +36,11 @@ CACHE = ROOT / ".cache" / "bench-base"
 FIGURES = {
     "log() p50 us": (["bench_sdk.py"], r"Monitor\.log\(\)\s+p50\s+([\d.]+) us", True),
     "log() p99 us": (["bench_sdk.py"], r"Monitor\.log\(\)\s+p50\s+[\d.]+ us\s+p99\s+([\d.]+) us", True),
-    "engine us/event": (["bench_detect_stage.py"], r"engine alone ([\d.]+) us/event", True),
+    "engine 20 features us/event": (["bench_detectors.py", "--only-cost"],
+                                    r"\s20 features, window\s+1000: driftline\s+([\d.]+) us/event", True),
+    "engine 200 features us/event": (["bench_detectors.py", "--only-cost"],
+                                     r"\s200 features, window\s+1000: driftline\s+([\d.]+) us/event", True),
+    "engine in stage us/event": (["bench_detect_stage.py"], r"engine alone ([\d.]+) us/event", True),
     "stage us/event": (["bench_detect_stage.py"], r"stage cost\s+([\d.]+) us/event", True),
     "end-to-end events/s": (["bench_pipeline.py"], r"stored in ClickHouse\s+([\d,]+) events/s", False),
 }
@@ -82,7 +87,9 @@ def main() -> int:
     parser.add_argument("--base", required=True, help="the commit to compare with (e.g. the one before a refactor)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pipeline-events", type=int, default=200_000)
-    parser.add_argument("--skip-pipeline", action="store_true", help="the two fast scripts only")
+    parser.add_argument("--skip-pipeline", action="store_true", help="the fast scripts only")
+    parser.add_argument("--only", action="append", metavar="SCRIPT",
+                        help="run only this script (e.g. bench_detectors.py); may be repeated")
     args = parser.parse_args()
 
     base_tree, base_python = prepare_base(args.base)
@@ -90,6 +97,8 @@ def main() -> int:
     scripts = {tuple(s) for s, _, _ in FIGURES.values()}
     if args.skip_pipeline:
         scripts.discard(("bench_pipeline.py",))
+    if args.only:
+        scripts = {sc for sc in scripts if sc[0] in args.only}
     values: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         order = ["base", "head"] if r % 2 == 0 else ["head", "base"]
