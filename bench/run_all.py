@@ -28,6 +28,8 @@ BENCHES = [
     ("storage per million predictions", ["bench_storage.py"], True),
     ("detectors vs Evidently DataDriftPreset", ["bench_vs_evidently.py"], True),
     ("dashboard pages at 10M predictions", ["bench_dashboard.py"], True),
+    ("the redesign (issue 13): this tree vs the commit before it", ["bench_before_after.py", "--base", "6f8f29f"], True),
+    ("embedded store memory under the storage and detector path", ["bench_store_memory.py"], True),
 ]
 
 
