@@ -37,9 +37,18 @@ def format_timestamp(ts_ns: int) -> str:
 def parse_timestamp(ts: str) -> datetime:
     """An RFC 3339 stamp as an aware UTC datetime (fractions past the microsecond dropped).
 
-    ``Z`` is spelled ``+00:00`` for ``fromisoformat``, which reads ``Z`` only from Python 3.11.
+    Before Python 3.11 ``fromisoformat`` reads neither ``Z`` nor a fraction of other than 3 or 6
+    digits, while schema v1 allows 1 to 9: the stamp is put in the one shape every supported
+    Python reads (``+00:00``, six fraction digits) first.
     """
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(timezone.utc)
+    text = ts.replace("Z", "+00:00")
+    dot = text.find(".", 19)
+    if dot == 19:
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        text = f"{text[:20]}{(text[20:end] + '000000')[:6]}{text[end:]}"
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
 _SECONDS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch seconds, for UTC stamps

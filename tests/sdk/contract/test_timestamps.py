@@ -9,17 +9,20 @@ import pytest
 
 from driftline.sdk.contract.timestamps import TIMESTAMP_PATTERN, format_timestamp, parse_timestamp, timestamp_seconds
 
-STAMPS = [
-    "2026-11-24T03:22:12Z",
-    "2026-11-24T03:22:12.1Z",
-    "2026-11-24T03:22:12.123Z",
-    "2026-11-24T03:22:12.123456Z",
-    "2026-11-24T03:22:12.123456789Z",
-    "2026-11-24T03:22:12+02:00",
-    "2026-11-24T03:22:12.5-05:30",
-    "2026-11-24T03:22:12.1234567+00:00",
-    "1969-12-31T23:59:59.999999Z",
-]
+# Each stamp schema v1 accepts, and the instant it names (written out by hand: the oracle must not
+# be fromisoformat, which before Python 3.11 reads neither Z nor 1, 7 or 9 fraction digits).
+UTC = timezone.utc
+STAMPS = {
+    "2026-11-24T03:22:12Z": datetime(2026, 11, 24, 3, 22, 12, tzinfo=UTC),
+    "2026-11-24T03:22:12.1Z": datetime(2026, 11, 24, 3, 22, 12, 100000, tzinfo=UTC),
+    "2026-11-24T03:22:12.123Z": datetime(2026, 11, 24, 3, 22, 12, 123000, tzinfo=UTC),
+    "2026-11-24T03:22:12.123456Z": datetime(2026, 11, 24, 3, 22, 12, 123456, tzinfo=UTC),
+    "2026-11-24T03:22:12.123456789Z": datetime(2026, 11, 24, 3, 22, 12, 123456, tzinfo=UTC),
+    "2026-11-24T03:22:12+02:00": datetime(2026, 11, 24, 1, 22, 12, tzinfo=UTC),
+    "2026-11-24T03:22:12.5-05:30": datetime(2026, 11, 24, 8, 52, 12, 500000, tzinfo=UTC),
+    "2026-11-24T03:22:12.1234567+00:00": datetime(2026, 11, 24, 3, 22, 12, 123456, tzinfo=UTC),
+    "1969-12-31T23:59:59.999999Z": datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+}
 
 
 def test_format_is_utc_with_microseconds() -> None:
@@ -44,7 +47,7 @@ def test_parse_is_aware_utc_and_seconds_agree(text: str) -> None:
     assert re.match(TIMESTAMP_PATTERN, text)
     parsed = parse_timestamp(text)
     assert parsed.tzinfo is timezone.utc
-    assert parsed == datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert parsed == STAMPS[text]
     assert timestamp_seconds(text) == parsed.timestamp()
 
 

@@ -227,22 +227,3 @@ def test_monitors_on_the_default_client_are_flushed_at_exit_once() -> None:
     assert result["clients"] == 1
     assert result["exit_s"] < 1.0 + 0.8, result
     assert result["dropped"] == [3, 3, 3]  # one Client's counts: all three events, counted once
-
-
-def test_the_sidecar_counts_a_client_its_versions_share_once() -> None:
-    from prometheus_client import CollectorRegistry
-
-    from driftline.sdk.sidecar.app import SidecarKey, build_app
-    from driftline.sdk.sidecar.config import SidecarSettings
-    from driftline.sdk.sidecar.metrics import SidecarMetrics
-
-    client = Client(SdkSettings(), exporter=InMemoryExporter())
-    registry = CollectorRegistry()
-    app = build_app(SidecarSettings(upstream="http://127.0.0.1:9", model="churn"),
-                    monitor_factory=lambda v: Monitor("churn", v, client=client), metrics=SidecarMetrics(registry))
-    sc = app[SidecarKey]
-    for version in ("1", "2", "3"):
-        sc.monitor(version).log({"x": 1}, 1)
-    assert client.flush(5)
-    assert registry.get_sample_value("driftline_sidecar_exporter_exported_total") == 3
-    client.shutdown(1)

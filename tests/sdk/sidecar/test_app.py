@@ -69,3 +69,23 @@ async def test_split_file_is_watched_and_reloaded(tmp_path) -> None:
                 assert (await s.post(url + "/predict", json={})).headers["X-Served-By"] == "b"
                 text = await (await s.get(url + "/metrics")).text()
     assert "driftline_sidecar_split_reload_errors_total 1.0" in text
+
+
+def test_the_sidecar_counts_a_client_its_versions_share_once() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from driftline.sdk import Client, InMemoryExporter, Monitor, SdkSettings
+    from driftline.sdk.sidecar.app import SidecarKey, build_app
+    from driftline.sdk.sidecar.config import SidecarSettings
+    from driftline.sdk.sidecar.metrics import SidecarMetrics
+
+    client = Client(SdkSettings(), exporter=InMemoryExporter())
+    registry = CollectorRegistry()
+    app = build_app(SidecarSettings(upstream="http://127.0.0.1:9", model="churn"),
+                    monitor_factory=lambda v: Monitor("churn", v, client=client), metrics=SidecarMetrics(registry))
+    sc = app[SidecarKey]
+    for version in ("1", "2", "3"):
+        sc.monitor(version).log({"x": 1}, 1)
+    assert client.flush(5)
+    assert registry.get_sample_value("driftline_sidecar_exporter_exported_total") == 3
+    client.shutdown(1)
