@@ -106,7 +106,7 @@ class ABTestDetector(Detector):
                                                        ("control_mean", ctrl[1] / nc))))
         self._drift = any(r.drift for r in out)
         self.preds = {}
-        return tuple(out)
+        return self._judge(out)  # one verdict per outcome: any arm significantly off the control
 
     def get_state(self) -> dict[str, Any]:
         return {"outcomes": self.outcomes, "preds": self.preds, "drift": self._drift}
@@ -120,3 +120,4 @@ class ABTestDetector(Detector):
         self.outcomes = {}
         self.preds = {}
         self._drift = False
+        self._verdicts = {}
