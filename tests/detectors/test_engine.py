@@ -175,6 +175,12 @@ def test_prometheus_gauges_on_injected_registry():
     d = reg.get_sample_value("driftline_drift_detected", {"model": "m", "version": "v1", "detector": "data_drift",
                                                          "feature": "x", "segment": "", "statistic": "wasserstein"})
     assert d == 1.0
+    # The verdict on every statistic of the feature; the statistic's own crossing apart.
+    for stat in ("psi", "ks", "jensen_shannon"):
+        labels = {"model": "m", "version": "v1", "detector": "data_drift", "feature": "x", "segment": "",
+                  "statistic": stat}
+        assert reg.get_sample_value("driftline_drift_detected", labels) == 1.0
+        assert reg.get_sample_value("driftline_drift_exceeded", labels) in (0.0, 1.0)
     assert reg.get_sample_value("driftline_detector_events_total", {"model": "m", "type": "prediction"}) > 1000
     assert reg.get_sample_value("driftline_detector_windows_total", {"model": "m"}) == 2
 
