@@ -5,7 +5,10 @@ recent windows, oldest first, each breached (True), healthy (False) or without e
 (None). Hysteresis then only looks at the tail of a series (see ``incidents.py``); keeping the
 verdicts derivable from stored data means a restarted process reaches the same decisions.
 
-* ``drift`` rules read ``driftline.drift_metrics`` (windows are the detector's windows);
+* ``drift`` rules read ``driftline.drift_metrics`` (windows are the detector's windows): with a
+  ``threshold``, the named statistic's value against it; without, the detector's verdict on each
+  feature (``drift``, the same on every statistic row of a feature), or with ``flag: exceeded``
+  whether the named statistic crossed its own threshold;
 * ``performance`` reads ``driftline.labeled_predictions``; ``latency``, ``error_rate`` and
   ``volume`` read ``driftline.predictions``; ``shadow_agreement`` pairs primary and shadow
   predictions by request id. Their windows are ``window_s`` buckets aligned to the epoch; only
@@ -105,6 +108,7 @@ class Evaluator:
     def drift_sql(self, rule: Rule, now: dt.datetime, k: int, model: str, version: str,
                   segment: str) -> str:
         """SQL listing a drift rule's recent windows; ``'*'`` arguments mean no filter."""
+        flag = "exceeded" if rule.flag == "exceeded" else "drift"
         where = [f"statistic = {quote(rule.statistic)}", f"window_end <= {ts_literal(now)}",
                  f"window_start >= {ts_literal(now - dt.timedelta(seconds=self._lookback_s))}"]
         if model != "*":
@@ -121,7 +125,7 @@ class Evaluator:
             where.append(f"segment = {quote(segment)}")
         return (
             "SELECT model, model_version, segment, window_start, max(window_end) AS last_end,\n"
-            "       groupArray((feature, detector, value, p_value, threshold, drift,\n"
+            f"       groupArray((feature, detector, value, p_value, threshold, {flag},\n"
             "                   reference_size, current_size)) AS metrics\n"
             f"FROM {DB}.drift_metrics FINAL\n"
             f"WHERE {' AND '.join(where)}\n"
@@ -146,8 +150,9 @@ class Evaluator:
                       metrics: list[tuple[Any, ...]]) -> Window:
         stats = [FeatureStat(feature=f, detector=d, statistic=rule.statistic, value=float(v),
                              p_value=p, threshold=t, current_size=int(cur), reference_size=int(ref))
-                 for f, d, v, p, t, _drift, ref, cur in metrics if int(cur) >= rule.min_samples]
-        flags = {(f, d): bool(dr) for f, d, _v, _p, _t, dr, _r, _c in metrics}
+                 for f, d, v, p, t, _flag, ref, cur in metrics if int(cur) >= rule.min_samples]
+        # The verdict (``drift``) or, with ``flag: exceeded``, the statistic's own crossing.
+        flags = {(f, d): bool(fl) for f, d, _v, _p, _t, fl, _r, _c in metrics}
         if not stats:
             return Window(start, end, None, max((int(m[7]) for m in metrics), default=0), None)
         if rule.threshold is None:

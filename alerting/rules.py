@@ -19,7 +19,10 @@ A rules file looks like this (every key is checked; a misspelled key is a :class
         segment: ""                 # "" all traffic, "country=FR", "country=*" (each value), "*"
         statistic: psi
         op: ">"
-        threshold: 0.2              # omit for drift rules to use the detector's own drift flag
+        threshold: 0.2              # the statistic's value against it; omit for drift rules to
+                                    # read the detector's verdict on each feature instead
+        flag: verdict               # drift rules without threshold: verdict (default) or exceeded
+                                    # (the named statistic crossed its own threshold)
         fire_after: 3               # consecutive breaching windows before the incident opens
         resolve_after: 2            # consecutive healthy windows before it resolves
         min_samples: 500            # windows with fewer samples are ignored (neither breach nor ok)
@@ -46,6 +49,9 @@ import yaml
 
 from driftline.sdk.errors import ConfigError
 
+# What a drift rule without a threshold reads: the detector's verdict on the feature (``drift``),
+# or whether the named statistic crossed its own threshold (``exceeded``).
+FLAGS = ("verdict", "exceeded")
 KINDS = ("drift", "performance", "latency", "error_rate", "volume", "shadow_agreement")
 STATISTICS: dict[str, tuple[str, ...]] = {
     "performance": ("accuracy", "error_rate", "mae", "rmse"),
@@ -132,6 +138,7 @@ class Rule:
     per_version: bool = True
     tolerance: float = 0.0
     description: str = ""
+    flag: str = "verdict"
 
     def breaches(self, value: float) -> bool:
         """True when ``value`` violates this rule's condition."""
@@ -206,7 +213,7 @@ def _rule(i: int, spec: Any, channels: Mapping[str, ChannelConfig], repeat: floa
     _only(d, where, {"name", "kind", "statistic", "op", "threshold", "model", "model_version",
                      "segment", "detector", "features", "window_s", "fire_after", "resolve_after",
                      "min_samples", "severity", "channels", "retrain", "repeat_interval_s",
-                     "per_version", "tolerance", "description"})
+                     "per_version", "tolerance", "description", "flag"})
     name = str(d.get("name", ""))
     if not _NAME_RE.match(name):
         raise ConfigError(f"{where}.name: use 1-100 letters, digits, '.', '_' or '-' (got {name!r})")
@@ -227,6 +234,12 @@ def _rule(i: int, spec: Any, channels: Mapping[str, ChannelConfig], repeat: floa
         raise ConfigError(f"{where}.threshold: required for {kind} rules")
     if threshold is not None:
         threshold = _num(threshold, f"{where}.threshold")
+    flag = str(d.get("flag", "verdict"))
+    if flag not in FLAGS:
+        raise ConfigError(f"{where}.flag: one of {', '.join(FLAGS)} (got {flag!r})")
+    if "flag" in d and (kind != "drift" or threshold is not None):
+        raise ConfigError(f"{where}.flag: only for drift rules without a threshold (a threshold "
+                          "compares the statistic's value)")
     window_s = int(_num(d.get("window_s", 0), f"{where}.window_s", minimum=0))
     if kind != "drift" and window_s < 1:
         raise ConfigError(f"{where}.window_s: required for {kind} rules (seconds per window)")
@@ -260,7 +273,7 @@ def _rule(i: int, spec: Any, channels: Mapping[str, ChannelConfig], repeat: floa
                                minimum=0),
         per_version=_bool(d.get("per_version", kind != "volume"), f"{where}.per_version"),
         tolerance=_num(d.get("tolerance", 0.0), f"{where}.tolerance", minimum=0),
-        description=str(d.get("description", "")),
+        description=str(d.get("description", "")), flag=flag,
     )
 
 

@@ -109,7 +109,7 @@ def _heatmap(ctx: Ctx) -> tuple[str, ...]:
         z=pivot.values, x=list(pivot.columns), y=list(pivot.index),
         colorscale="RdYlGn" if is_p else "YlOrRd", reversescale=False,
         customdata=drifted.reindex_like(pivot).values,
-        hovertemplate="%{y}<br>%{x}<br>" + statistic + " %{z:.3f}<br>drift %{customdata}<extra></extra>"))
+        hovertemplate="%{y}<br>%{x}<br>" + statistic + " %{z:.3f}<br>verdict: drift %{customdata}<extra></extra>"))
     plot(fig_defaults(fig, f"{statistic} per feature and window (detector data_drift)",
                       height=max(220, 28 * len(pivot) + 80)))
     latest = hm[hm.t == hm.t.max()]

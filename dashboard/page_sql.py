@@ -27,7 +27,8 @@ GROUP BY hour, model ORDER BY hour DESC LIMIT 48""",
        avg(prediction_label = label_str) AS accuracy
 FROM driftline.labeled_predictions
 GROUP BY model, region ORDER BY model, region""",
-    "Latest drifting features": """SELECT model, model_version, detector, feature, segment, statistic, value, threshold, window_start
+    "Latest drifting features": """SELECT model, model_version, detector, feature, segment, statistic, value, threshold,
+       exceeded, window_start
 FROM driftline.drift_metrics
 WHERE drift AND window_start >= now() - INTERVAL 1 DAY
 ORDER BY window_start DESC LIMIT 100""",

@@ -74,9 +74,11 @@ GROUP BY model, t ORDER BY model, t""", {**in_range(start, end), "bucket": bucke
 
 
 def overview_drift(start: Any, end: Any) -> Query:
-    """Per model, the latest detector window in range (all traffic) and what drifted in it."""
+    """Per model, the latest detector window in range (all traffic) and what drifted in it:
+    verdicts per (detector, feature), which every statistic row of the feature carries."""
     return query("overview.drift", """
-SELECT model, window_start, countIf(drift) AS drifting, count() AS checks,
+SELECT model, window_start, uniqExactIf((detector, feature), drift) AS drifting,
+       uniqExact((detector, feature)) AS checks,
        arraySlice(arrayDistinct(groupArrayIf(concat(detector, ':', feature), drift)), 1, 8) AS what
 FROM driftline.drift_metrics
 WHERE segment = '' AND window_start >= toDateTime64({start:String}, 3, 'UTC')
@@ -135,7 +137,7 @@ FROM {P} WHERE {w} AND notEmpty(prediction_scores) GROUP BY t ORDER BY t""", ser
 def drift_statistics(v: View) -> Query:
     w, p = metrics_where(v)
     return query("model.drift_statistics", f"""
-SELECT detector, statistic, count() AS n, countIf(drift) AS drifting
+SELECT detector, statistic, count() AS n, countIf(drift) AS drifting, countIf(exceeded) AS exceeded
 FROM driftline.drift_metrics WHERE {w} GROUP BY detector, statistic ORDER BY detector, statistic""", p)
 
 
@@ -143,22 +145,24 @@ def drift_heatmap(v: View, detector: str, statistic: str) -> Query:
     w, p = metrics_where(v)
     return query("model.drift_heatmap", f"""
 SELECT feature, window_start AS t, max(value) AS value, max(drift) AS drift,
-       any(threshold) AS threshold
+       max(exceeded) AS exceeded, any(threshold) AS threshold
 FROM driftline.drift_metrics
 WHERE {w} AND detector = {{detector:String}} AND statistic = {{statistic:String}} AND feature != '*'
 GROUP BY feature, t ORDER BY feature, t""", {**p, "detector": detector, "statistic": statistic})
 
 
 def feature_tests(v: View, feature: str) -> Query:
-    """Latest value of every statistic any detector wrote for ``feature`` in the range."""
+    """Latest value of every statistic any detector wrote for ``feature`` in the range: ``drift``
+    the detector's verdict on the feature, ``exceeded`` the statistic's own crossing."""
     w, p = metrics_where(v)
     return query("model.feature_tests", f"""
 SELECT detector, statistic, argMax(value, window_start) AS last_value,
        argMax(p_value, window_start) AS last_p_value, argMax(threshold, window_start) AS last_threshold,
-       argMax(drift, window_start) AS last_drift, max(window_start) AS last_window,
+       argMax(drift, window_start) AS last_drift, argMax(exceeded, window_start) AS last_exceeded,
+       max(window_start) AS last_window,
        argMax(reference_size, window_start) AS last_reference_size,
        argMax(current_size, window_start) AS last_current_size, countIf(drift) AS drifted_windows,
-       count() AS windows
+       countIf(exceeded) AS exceeded_windows, count() AS windows
 FROM driftline.drift_metrics WHERE {w} AND feature = {{feature:String}}
 GROUP BY detector, statistic ORDER BY detector, statistic""", {**p, "feature": feature})
 
@@ -254,7 +258,7 @@ def detector_series(v: View, detectors: tuple[str, ...], like: str = "") -> Quer
         cond = f"({cond} OR detector LIKE {{like:String}})"
     return query("performance.detectors", f"""
 SELECT detector, feature, statistic, window_start AS t, max(value) AS value, max(drift) AS drift,
-       any(threshold) AS threshold
+       max(exceeded) AS exceeded, any(threshold) AS threshold
 FROM driftline.drift_metrics WHERE {w} AND {cond}
 GROUP BY detector, feature, statistic, t ORDER BY detector, feature, statistic, t""",
               {**p, "detectors": list(detectors), "like": like})

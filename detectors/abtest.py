@@ -4,15 +4,16 @@ Outcome events (a conversion, a basket value) are attributed to the variant that
 request. Outcome statistics accumulate over the whole experiment (sample sizes only grow), and
 every window close reports for each outcome and each arm: the mean and its sample size, and the
 difference to the control arm with a p-value — a two-proportion z-test when all values are
-0/1, Welch's t-test otherwise. ``drift`` on a ``lift.*`` row means "significant at alpha".
+0/1, Welch's t-test otherwise. ``exceeded`` on a ``lift.*`` row means "this arm is significant at
+alpha"; ``drift``, the verdict on every row of the outcome, that some arm is.
 
 >>> from driftline.detectors.config import ABSettings
 >>> ab = ABTestDetector(ABSettings(control="A"), min_samples=10)
 >>> for i in range(2000):
 ...     ab.update("A", "conversion", float(i % 10 == 0)); ab.update("B", "conversion", float(i % 5 == 0))
 >>> lift = [r for r in ab.close_window() if r.statistic == "lift.B"][0]
->>> round(lift.value, 2), lift.drift
-(0.1, True)
+>>> round(lift.value, 2), lift.exceeded, lift.drift
+(0.1, True, True)
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class ABTestDetector(Detector):
                                                        ("control_mean", ctrl[1] / nc))))
         self._drift = any(r.drift for r in out)
         self.preds = {}
-        return tuple(out)
+        return self._judge(out)  # one verdict per outcome: any arm significantly off the control
 
     def get_state(self) -> dict[str, Any]:
         return {"outcomes": self.outcomes, "preds": self.preds, "drift": self._drift}
@@ -120,3 +121,4 @@ class ABTestDetector(Detector):
         self.outcomes = {}
         self.preds = {}
         self._drift = False
+        self._verdicts = {}

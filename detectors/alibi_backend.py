@@ -97,7 +97,7 @@ class AlibiDriftDetector(Detector):
                                   self.settings.alibi_p_value, bool(data["is_drift"]), 0, self.n),)
             self._drift = bool(data["is_drift"])
         self._clear()
-        return out
+        return self._judge(out)
 
     def get_state(self) -> dict[str, Any]:
         return {"cd": base64.b64encode(pickle.dumps(self._cd)).decode(), "n": self.n,
@@ -114,3 +114,4 @@ class AlibiDriftDetector(Detector):
             self._cd.reset_state()
         self._clear()
         self._drift = False
+        self._verdicts = {}

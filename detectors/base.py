@@ -5,6 +5,9 @@ Every detector follows river's ``DriftDetector`` shape (house style point 4):
 * ``update(...)`` feeds one observation; cost is bounded and independent of the window length;
 * ``drift_detected`` is a read-only property: the verdict of the last closed window (window
   detectors) or of the last update (sequential detectors such as ADWIN);
+* ``verdicts`` is a read-only mapping, feature -> verdict, of the last window this object closed:
+  every result of a feature carries that verdict as ``drift``, whatever its own statistic did
+  (whether *that* statistic crossed *its* threshold is ``exceeded``);
 * ``close_window()`` ends the current window and returns its results as frozen dataclasses;
 * ``reset()`` forgets everything observed (the reference, if any, stays);
 * ``get_state()`` / ``set_state(state)`` save and restore the observed state as JSON-able data,
@@ -14,8 +17,8 @@ Example
 -------
 >>> from driftline.detectors.base import DetectorResult
 >>> r = DetectorResult("data_drift", "age", "psi", 0.31, None, 0.2, True, 5000, 1000)
->>> r.drift
-True
+>>> r.drift, r.exceeded
+(True, True)
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping, Sequence
 
 __all__ = ["Detector", "DetectorResult", "MetricRow", "result_to_row"]
 
@@ -36,6 +40,9 @@ Detail = tuple[str, Any]
 class DetectorResult:
     """One statistic of one detector for one feature over one window.
 
+    ``drift`` is the detector's verdict for the feature in this window (the same on every
+    statistic of the feature); ``exceeded`` whether this statistic crossed its own ``threshold``
+    (``None`` when built: the same as ``drift``, see :meth:`Detector._judge`).
     ``details`` is a tuple of ``(name, value)`` pairs with detector-specific evidence (for
     example the new categories seen); it is written as a JSON object to ClickHouse.
     """
@@ -50,11 +57,20 @@ class DetectorResult:
     reference_size: int
     current_size: int
     details: tuple[Detail, ...] = ()
+    exceeded: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.exceeded is None:
+            object.__setattr__(self, "exceeded", bool(self.drift))
 
 
 @dataclasses.dataclass(frozen=True)
 class MetricRow:
-    """One row of ``driftline.drift_metrics`` (columns in table order, ``computed_at`` excluded)."""
+    """One row of ``driftline.drift_metrics`` (columns in table order, ``computed_at`` excluded).
+
+    ``drift`` is the verdict of (detector, feature, segment, window); ``exceeded`` whether this
+    row's statistic crossed its own threshold.
+    """
 
     model: str
     model_version: str
@@ -71,11 +87,12 @@ class MetricRow:
     reference_size: int
     current_size: int
     details: str
+    exceeded: bool = False
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "model", "model_version", "detector", "feature", "segment", "window_start", "window_end",
         "statistic", "value", "p_value", "threshold", "drift", "reference_size", "current_size",
-        "details",
+        "details", "exceeded",
     )
 
     def as_tuple(self) -> tuple[Any, ...]:
@@ -107,6 +124,7 @@ def result_to_row(
         threshold=None if result.threshold is None else float(result.threshold),
         drift=bool(result.drift), reference_size=int(result.reference_size),
         current_size=int(result.current_size), details=details,
+        exceeded=bool(result.drift if result.exceeded is None else result.exceeded),
     )
 
 
@@ -118,11 +136,36 @@ class Detector(abc.ABC):
 
     def __init__(self) -> None:
         self._drift = False
+        self._verdicts: dict[str, bool] = {}
 
     @property
     def drift_detected(self) -> bool:
         """Verdict of the last closed window (or last update for sequential detectors)."""
         return self._drift
+
+    @property
+    def verdicts(self) -> Mapping[str, bool]:
+        """Feature -> verdict of the last window this object closed (empty after ``reset()``;
+        not part of the saved state: a restored detector has none until it closes a window)."""
+        return MappingProxyType(self._verdicts)
+
+    def _judge(self, results: Sequence[DetectorResult],
+               verdicts: Mapping[str, bool] | None = None) -> tuple[DetectorResult, ...]:
+        """Give every result its feature's verdict as ``drift``; keep its own crossing as ``exceeded``.
+
+        ``verdicts`` names each feature's verdict; a feature it does not name (or every feature,
+        without it) is judged drifting when any of its statistics crossed its threshold. Called
+        by each detector's ``close_window``; the verdicts become :attr:`verdicts`.
+        """
+        judged: dict[str, bool] = {}
+        for r in results:
+            judged[r.feature] = judged.get(r.feature, False) or bool(r.exceeded)
+        if verdicts:
+            judged.update((f, bool(v)) for f, v in verdicts.items() if f in judged)
+        self._verdicts = judged
+        return tuple(r if r.drift == judged[r.feature]
+                     else dataclasses.replace(r, drift=judged[r.feature], exceeded=r.exceeded)
+                     for r in results)
 
     @abc.abstractmethod
     def update(self, *args: Any, **kwargs: Any) -> None:

@@ -87,7 +87,7 @@ class ErrorStreamDetector(Detector):
                              (("mean_error", mean), ("positions", tuple(self.positions))))
         self._drift = self.detections > 0
         self._clear_window()
-        return (res,)
+        return self._judge((res,))
 
     def get_state(self) -> dict[str, Any]:
         # river detectors have no state API; they pickle cleanly on river 0.21-0.26.
@@ -108,6 +108,7 @@ class ErrorStreamDetector(Detector):
         self._clear_window()
         self.seen = 0
         self._drift = False
+        self._verdicts = {}
 
 
 def infer_task(prediction: Any, label: Any) -> str:
@@ -247,7 +248,7 @@ class PerformanceDetector(Detector):
                                       (("task", self.task), ("baseline", base))))
         self._drift = any(r.drift for r in out)
         self._clear_window()
-        return tuple(out)
+        return self._judge(out)  # one verdict for the model: any metric degraded
 
     def get_state(self) -> dict[str, Any]:
         return {"task": self.task, "baseline": self.baseline, "n": self.n, "correct": self.correct,
@@ -268,3 +269,4 @@ class PerformanceDetector(Detector):
         self.task = self._configured_task
         self.baseline = dict(self._configured_baseline)
         self._drift = False
+        self._verdicts = {}

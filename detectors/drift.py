@@ -3,7 +3,9 @@
 :class:`HistogramSet` is the per-window sketch of a set of features (one fixed-bin
 :class:`~driftline.detectors.histogram.Histogram` each). :class:`DataDriftDetector` tests every
 feature at window close, corrects the p-values for the number of features and gives each feature
-a verdict from one configured test per kind; :class:`PredictionDriftDetector` does the same over
+a verdict from one configured test per kind (and the corrected significance test): every
+statistic row of the feature carries that verdict as ``drift``, and whether the statistic crossed
+its own threshold as ``exceeded``; :class:`PredictionDriftDetector` does the same over
 the model's derived outputs (label or value, top-class confidence, entropy) and reports their
 means.
 
@@ -200,6 +202,7 @@ class DataDriftDetector(Detector):
         self.profiles = keep
         self.window = histograms if histograms is not None else HistogramSet(keep)
         self.drifted: tuple[str, ...] = ()
+        self._feature_verdicts: dict[str, bool] = {}
 
     def update(self, features: Mapping[str, Any]) -> None:  # type: ignore[override]
         self.window.update(features)
@@ -244,34 +247,40 @@ class DataDriftDetector(Detector):
             if p is not None:
                 details = (("raw_p_value", p), ("correction", s.correction))
                 p = sig[name]
-                drift = p < thr
+                exceeded = p < thr
             else:
-                drift = value > thr
+                exceeded = value > thr
             verdict = test == self._verdict_test(profile)
+            drift = exceeded
             if verdict and s.require_significance:
                 # Material AND significant: a distance over its threshold on a small window can
                 # be noise; the corrected test says whether the window could be the reference.
                 details += (("significant", sig[name] < alpha), ("adjusted_p_value", sig[name]))
                 drift = drift and sig[name] < alpha
             details += (("verdict", verdict), ("kind", profile.kind))
-            results.append(DetectorResult(self.name, name, test, value, p, thr, drift, profile.n, n, details))
+            # ``drift`` is provisional here: _judge gives every row its feature's verdict.
+            results.append(DetectorResult(self.name, name, test, value, p, thr, drift, profile.n, n,
+                                          details, exceeded=exceeded))
             tested.add(name)
             if verdict and drift:
                 drifted.append(name)
+        verdicts = dict.fromkeys(tested, False) | dict.fromkeys(drifted, True)
         if tested:
             share = len(drifted) / len(tested)
+            verdicts["*"] = share >= s.dataset_drift_share
             results.append(DetectorResult(
                 self.name, "*", "drifted_share", share, None, s.dataset_drift_share,
-                share >= s.dataset_drift_share, 0, self.window.events,
+                verdicts["*"], 0, self.window.events,
                 (("drifted", tuple(drifted)), ("tested", len(tested)))))
         self.drifted = tuple(drifted)
+        self._feature_verdicts = verdicts
         return results
 
     def close_window(self) -> tuple[DetectorResult, ...]:
-        results = self._evaluate()
+        results = self._judge(self._evaluate(), self._feature_verdicts)
         self._drift = bool(self.drifted)
         self.window.clear()
-        return tuple(results)
+        return results
 
     def get_state(self) -> dict[str, Any]:
         return {"window": self.window.get_state(), "drift": self._drift, "drifted": list(self.drifted)}
@@ -284,6 +293,7 @@ class DataDriftDetector(Detector):
     def reset(self) -> None:
         self.window.clear()
         self._drift = False
+        self._verdicts = {}
         self.drifted = ()
 
 
@@ -304,5 +314,5 @@ class PredictionDriftDetector(DataDriftDetector):
             # Mean confidence / entropy: the number a person reads first on a dashboard.
             results.append(DetectorResult(self.name, name, "mean", mean, None, None,
                                           name in self.drifted, profile.n, n,
-                                          (("reference_mean", profile.mean),)))
+                                          (("reference_mean", profile.mean),), exceeded=False))
         return results

@@ -348,4 +348,7 @@ def _row_json(r: MetricRow) -> list[Any]:
 
 
 def _row_of(r: list[Any]) -> MetricRow:
+    if len(r) == len(MetricRow.COLUMNS) - 1:
+        # Saved before ``exceeded`` existed, when ``drift`` was the statistic's own crossing.
+        r = [*r, r[MetricRow.COLUMNS.index("drift")]]
     return MetricRow(*r[:5], _utc(r[5]), _utc(r[6]), *r[7:])

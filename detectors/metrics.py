@@ -1,7 +1,9 @@
 """Prometheus metrics of the detector engine, on an injected registry (no global default).
 
 * ``driftline_drift_statistic{model,version,detector,feature,segment,statistic}`` -- last value
-* ``driftline_drift_detected{...same labels}`` -- 1 if the last window flagged drift, else 0
+* ``driftline_drift_detected{...same labels}`` -- the verdict: 1 if the detector judged the
+  feature drifting in the last window, else 0 (the same on every statistic of the feature)
+* ``driftline_drift_exceeded{...same labels}`` -- 1 if the statistic crossed its own threshold
 * ``driftline_detector_events_total{model,type}`` -- events the engine consumed
 * ``driftline_detector_labels_total{model,result}`` -- labels joined / late / unmatched
 * ``driftline_detector_windows_total{model}`` -- windows closed
@@ -34,7 +36,11 @@ class EngineMetrics:
 
         self.statistic = Gauge("driftline_drift_statistic", "Last value of a detector statistic",
                                _LABELS, registry=registry)
-        self.detected = Gauge("driftline_drift_detected", "1 if the last closed window flagged drift",
+        self.detected = Gauge("driftline_drift_detected",
+                              "Verdict: 1 if the detector judged the feature drifting in the last closed window",
+                              _LABELS, registry=registry)
+        self.exceeded = Gauge("driftline_drift_exceeded",
+                              "1 if the statistic crossed its own threshold in the last closed window",
                               _LABELS, registry=registry)
         self.events = Counter("driftline_detector_events_total", "Events consumed by the detectors",
                               ("model", "type"), registry=registry)
@@ -74,10 +80,11 @@ class EngineMetrics:
         self.rows(rows)
 
     def rows(self, rows: Iterable["MetricRow"]) -> None:
-        """Set the statistic and verdict gauges of each row."""
+        """Set the statistic, verdict and exceeded gauges of each row."""
         if not self.enabled:
             return
         for r in rows:
             key = (r.model, r.model_version, r.detector, r.feature, r.segment, r.statistic)
             self._child(self.statistic, *key).set(r.value)
             self._child(self.detected, *key).set(1.0 if r.drift else 0.0)
+            self._child(self.exceeded, *key).set(1.0 if r.exceeded else 0.0)

@@ -115,7 +115,7 @@ class DomainClassifierDetector(Detector):
                                   (("sample", n2), ("features", len(self.encoder.names)))),)
         self._drift = bool(out and out[0].drift)
         self._clear()
-        return out
+        return self._judge(out)
 
     def get_state(self) -> dict[str, Any]:
         st = self._rng.getstate()
@@ -132,3 +132,4 @@ class DomainClassifierDetector(Detector):
         self._clear()
         self._rng = random.Random(self.settings.seed)
         self._drift = False
+        self._verdicts = {}

@@ -102,6 +102,7 @@ class QualityDetector(Detector):
                 out.append(DetectorResult(self.name, name, "unexpected_feature", count / events, None,
                                           0.0, True, 0, events, (("events", count),)))
         self._drift = any(r.drift for r in out)
+        out = list(self._judge(out))  # one verdict per feature: any of its rates over its limit
         self.unexpected = {}
         if self._owner:
             self.window.clear()
@@ -122,5 +123,6 @@ class QualityDetector(Detector):
     def reset(self) -> None:
         self.unexpected = {}
         self._drift = False
+        self._verdicts = {}
         if self._owner:
             self.window.clear()

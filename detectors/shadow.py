@@ -129,7 +129,7 @@ class ShadowDivergenceDetector(Detector):
         self._drift = any(r.drift for r in out)
         self.unpaired = 0
         self._clear()
-        return tuple(out)
+        return self._judge(out)  # one verdict for the pair: any of its limits crossed
 
     _FIELDS = ("n", "agree", "diff_n", "diff_sum", "lat_n", "lat_sum", "err_p", "err_s",
                "dist_p", "dist_s", "unpaired")
@@ -146,3 +146,4 @@ class ShadowDivergenceDetector(Detector):
         self._clear()
         self.unpaired = 0
         self._drift = False
+        self._verdicts = {}

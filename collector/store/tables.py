@@ -127,10 +127,11 @@ CREATE TABLE IF NOT EXISTS {DATABASE}.drift_metrics
     value           Float64,
     p_value         Nullable(Float64),
     threshold       Nullable(Float64),
-    drift           Bool,
+    drift           Bool COMMENT 'the verdict of (detector, feature, segment, window), on each of its statistics',
     reference_size  UInt64,
     current_size    UInt64,
     details         String COMMENT 'JSON with detector-specific evidence',
+    exceeded        Bool DEFAULT drift COMMENT 'this statistic crossed its own threshold',
     computed_at     DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(computed_at)
@@ -149,6 +150,11 @@ CREATE TABLE IF NOT EXISTS {DATABASE}.detector_state
 ENGINE = ReplacingMergeTree(saved_at)
 ORDER BY (model, key)
 """
+
+# Stores made before ``drift`` meant the verdict: their rows' ``drift`` was the statistic's own
+# crossing, which is what ``exceeded`` now says, so old rows read ``exceeded = drift``.
+DRIFT_METRICS_EXCEEDED = (f"ALTER TABLE {DATABASE}.drift_metrics ADD COLUMN IF NOT EXISTS exceeded Bool "
+                          "DEFAULT drift COMMENT 'this statistic crossed its own threshold' AFTER details")
 
 # Per-model records of detector state (full snapshots and deltas, see detectors/state.py;
 # written by the collector's detector stage): what the record is, its sequence number and the Kafka positions
@@ -225,6 +231,7 @@ STATEMENTS: tuple[str, ...] = (
     OUTCOMES,
     LABELED_PREDICTIONS,
     DRIFT_METRICS,
+    DRIFT_METRICS_EXCEEDED,
     DETECTOR_STATE,
     DETECTOR_STATE_META,
     REFERENCES,
@@ -248,4 +255,5 @@ def migrate(client: Any) -> None:
 
 
 __all__ = ["ALERTS", "DATABASE", "DELETIONS", "DETECTOR_STATE", "DETECTOR_STATE_META", "DRIFT_METRICS",
-           "LABELED_PREDICTIONS", "LABELS", "OUTCOMES", "PREDICTIONS", "REFERENCES", "STATEMENTS", "migrate"]
+           "DRIFT_METRICS_EXCEEDED", "LABELED_PREDICTIONS", "LABELS", "OUTCOMES", "PREDICTIONS", "REFERENCES",
+           "STATEMENTS", "migrate"]

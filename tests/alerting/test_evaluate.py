@@ -1,5 +1,6 @@
 """Evaluation of prediction-log rules (performance, latency, error rate, volume, shadow
-agreement, segments) against the real chDB store."""
+agreement, segments) and of drift rules (verdict, exceeded, a statistic's value) against the real
+chDB store."""
 
 from __future__ import annotations
 
@@ -89,3 +90,32 @@ def test_shadow_agreement(alert_ch):
         rule(kind="shadow_agreement", threshold=0.95, window_s=3600, model=model),
         T0 + dt.timedelta(hours=1))
     assert s.windows[0].value == 0.9 and s.windows[0].breached and s.windows[0].samples == 200
+
+
+def test_drift_rules_read_the_verdict_unless_they_name_exceeded_or_a_threshold(alert_ch):
+    """One window, feature x drifting by its verdict; feature y's Jensen-Shannon crossed its own
+    0.1 but its verdict denies drift (a noisy statistic must not page a verdict rule)."""
+    model = unique_model("verdict")
+    start = T0 + dt.timedelta(days=2)
+    end = start + dt.timedelta(minutes=10)
+    cols = ["model", "model_version", "detector", "feature", "segment", "window_start", "window_end",
+            "statistic", "value", "p_value", "threshold", "drift", "reference_size", "current_size", "details",
+            "exceeded"]
+    rows = [[model, "v1", "data_drift", f, "", start, end, stat, value, None, thr, verdict, 1000, 1000, "{}",
+             value > thr]
+            for f, verdict, js, w in (("x", True, 0.3, 0.5), ("y", False, 0.12, 0.02))
+            for stat, value, thr in (("jensen_shannon", js, 0.1), ("wasserstein", w, 0.1))]
+    alert_ch.insert("driftline.drift_metrics", rows, column_names=cols)
+    ev = Evaluator(alert_ch)
+    now = end + dt.timedelta(minutes=1)
+
+    def drifted(**kw) -> tuple[str, ...]:
+        (series,) = ev.evaluate(rule(kind="drift", model=model, statistic="jensen_shannon", **kw), now)
+        (window,) = series.windows
+        return tuple(sorted(s.feature for s in window.features))
+
+    assert drifted() == ("x",)  # the verdict, on the named statistic's rows
+    assert drifted(flag="verdict") == ("x",)
+    assert drifted(flag="exceeded") == ("x", "y")  # the statistic's own crossing, if the rule says so
+    assert drifted(threshold=0.2) == ("x",)  # the statistic's value against the rule's threshold
+    assert drifted(threshold=0.1) == ("x", "y")

@@ -65,6 +65,9 @@ def test_bad_files_fail_with_a_clear_message():
     assert "statistic" in bad(lambda d: d["rules"][4].update(statistic="p42"))
     assert "segment" in bad(lambda d: d["rules"][1].update(segment="*"))
     assert "non-empty" in bad(lambda d: d.update(rules=[]))
+    assert "flag: one of verdict, exceeded" in bad(lambda d: d["rules"][0].update(threshold=None, flag="own"))
+    assert "without a threshold" in bad(lambda d: d["rules"][0].update(flag="exceeded"))
+    assert "without a threshold" in bad(lambda d: d["rules"][1].update(flag="verdict"))
 
 
 def test_unreadable_and_invalid_yaml(tmp_path):

@@ -143,7 +143,7 @@ def _metric_rows(spec: SeedSpec) -> list[tuple[Any, ...]]:
             p: float | None, thr: float | None, drift: bool, details: dict[str, Any]) -> None:
         rows.append((spec.model, spec.version, det, feat, seg, ws,
                      ws + dt.timedelta(seconds=spec.window_s), stat, float(value), p, thr, drift,
-                     5000, per_window, json.dumps(details)))
+                     5000, per_window, json.dumps(details), drift))  # exceeded: as the verdict here
 
     for w in range(n_windows):
         ws = spec.start + dt.timedelta(seconds=w * spec.window_s)

@@ -1,5 +1,5 @@
 """One contract, every detector (STYLE point 4): update(), read-only drift_detected, reset(),
-state save/restore, frozen-dataclass results."""
+state save/restore, frozen-dataclass results, one verdict per feature and window."""
 
 from __future__ import annotations
 
@@ -80,6 +80,20 @@ def _feed(det: Detector, inputs: Callable[[int], tuple], start: int, n: int) -> 
 N = 2000
 
 
+def _assert_one_verdict(det: Detector, results: tuple[DetectorResult, ...]) -> None:
+    """A row's ``drift`` is the verdict of its (detector, feature, window) -- the segment is the
+    detector instance's -- so no statistic row claims drift the verdict denies."""
+    verdicts = det.verdicts
+    with pytest.raises(TypeError):
+        verdicts["x"] = True  # type: ignore[index]
+    assert set(verdicts) == {r.feature for r in results}
+    for r in results:
+        assert r.drift is verdicts[r.feature], r
+        assert isinstance(r.exceeded, bool), r
+    if not det.drift_detected:
+        assert not any(r.drift for r in results), results
+
+
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_contract(name: str):
     make, inputs_for = FACTORIES[name]
@@ -101,6 +115,8 @@ def test_contract(name: str):
     results = det.close_window()
     assert results == twin.close_window()
     assert det.drift_detected is twin.drift_detected is True, results
+    _assert_one_verdict(det, results)
+    assert any(verdict for verdict in det.verdicts.values())
 
     assert results and all(isinstance(r, DetectorResult) for r in results)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -110,11 +126,14 @@ def test_contract(name: str):
     # reset(): back to a fresh detector's behaviour.
     det.reset()
     assert det.drift_detected is False
+    assert dict(det.verdicts) == {}
     fresh = make()
     again = inputs_for(random.Random(8))
     for i in range(300):
         args = again(i)
         det.update(*args)
         fresh.update(*args)
-    assert det.close_window() == fresh.close_window()
+    quiet = det.close_window()
+    assert quiet == fresh.close_window()
+    _assert_one_verdict(det, quiet)
     assert det.get_state() == fresh.get_state()

@@ -175,6 +175,12 @@ def test_prometheus_gauges_on_injected_registry():
     d = reg.get_sample_value("driftline_drift_detected", {"model": "m", "version": "v1", "detector": "data_drift",
                                                          "feature": "x", "segment": "", "statistic": "wasserstein"})
     assert d == 1.0
+    # The verdict on every statistic of the feature; the statistic's own crossing apart.
+    for stat in ("psi", "ks", "jensen_shannon"):
+        labels = {"model": "m", "version": "v1", "detector": "data_drift", "feature": "x", "segment": "",
+                  "statistic": stat}
+        assert reg.get_sample_value("driftline_drift_detected", labels) == 1.0
+        assert reg.get_sample_value("driftline_drift_exceeded", labels) in (0.0, 1.0)
     assert reg.get_sample_value("driftline_detector_events_total", {"model": "m", "type": "prediction"}) > 1000
     assert reg.get_sample_value("driftline_detector_windows_total", {"model": "m"}) == 2
 
@@ -301,3 +307,18 @@ def test_observe_many_equals_one_call_per_event(chunk: int) -> None:
     assert any(r.drift for r in rows_one if r.detector == "data_drift")
     assert rows_batched == rows_one  # every statistic equal to the last bit
     assert _state(batched) == _state(one)  # and so are the open windows' counts and sums
+
+
+def test_ready_rows_saved_before_exceeded_existed_restore_with_exceeded_as_their_drift():
+    import datetime as dt
+
+    from driftline.detectors.base import MetricRow
+    from driftline.detectors.engine import _row_json, _row_of
+
+    t = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+    row = MetricRow("m", "v1", "data_drift", "x", "", t, t, "jensen_shannon", 0.12, None, 0.1, False,
+                    1000, 1000, "{}", True)
+    assert _row_of(_row_json(row)) == row
+    old = _row_json(row)[:-1]  # state written by a collector that had no exceeded column
+    old[MetricRow.COLUMNS.index("drift")] = True
+    assert _row_of(old).exceeded is True and _row_of(old).drift is True

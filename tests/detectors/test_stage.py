@@ -159,6 +159,60 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
     assert stage2.metrics.enabled
 
 
+def test_drift_is_the_verdict_in_every_row_so_stationary_features_never_drift(ch_client: Any) -> None:
+    """Six features, two shifted after the reference: ``WHERE drift`` names those two only, although
+    the numeric Jensen-Shannon distance of the stationary ones crosses its own 0.1 in some windows
+    (their ``exceeded``); through the collector's pipeline and stage into the real store."""
+    from prometheus_client import CollectorRegistry
+
+    from driftline.collector.metrics import CollectorMetrics
+    from driftline.collector.pipeline import Pipeline, RawRecord
+    from driftline.collector.store.writer import ClickHouseWriter
+    from driftline.detectors.config import DetectorsConfig
+    from driftline.detectors.stage import build_stage
+    from driftline.sdk.codec import dumps
+    from driftline.sdk.contract import BATCH_HEADER
+    from driftline.sdk.ids import uuid7
+
+    model, tag = f"verdict-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:6]
+    rng = random.Random(3)
+    shifted, stationary = ("s0", "s1"), ("q0", "q1", "q2", "q3")
+    events = []
+    for i in range(13_000):
+        feats = {f: rng.gauss(1.0 if i >= 1000 else 0.0, 1.0) for f in shifted}
+        feats |= {f: rng.gauss(0.0, 1.0) for f in stationary}
+        events.append(dumps({"schema_version": 1, "type": "prediction", "event_id": uuid7(), "timestamp": _ts(i),
+                             "model": model, "model_version": "1", "request_id": f"r{i}", "features": feats,
+                             "prediction": "ok", "latency_ms": 3.0, "status": "ok"}))
+    records = [RawRecord(f"{tag}.predictions", "predictions", 0, k, b"\n".join(events[i:i + 50]), [BATCH_HEADER])
+               for k, i in enumerate(range(0, len(events), 50))]
+    reg = CollectorRegistry()
+    stage = build_stage(DetectorsConfig.from_mapping(
+        {"model": "*", "window": {"size": 1000}, "reference": {"source": "first_events", "first_events": 1000}}), ch_client, registry=reg)
+    dead: list[Any] = []
+    pipeline = Pipeline(ClickHouseWriter(ch_client), CollectorMetrics(reg), send_dead_letters=dead.extend,
+                        observers=[stage], max_batch_events=1000)
+    for i in range(0, len(records), 20):
+        pipeline.process(records[i:i + 20])
+
+    def query(sql: str) -> list[tuple[Any, ...]]:
+        return ch_client.query(sql, parameters={"m": model}).result_rows
+
+    noisy = query("SELECT feature, count() FROM driftline.drift_metrics FINAL WHERE model = %(m)s "
+                  "AND detector = 'data_drift' AND statistic = 'jensen_shannon' AND exceeded GROUP BY feature")
+    assert dead == []
+    assert {f for f, _ in noisy} & set(stationary), noisy  # the noise the verdict must not repeat
+    drifting = query("SELECT DISTINCT feature FROM driftline.drift_metrics WHERE model = %(m)s AND drift")
+    assert sorted(f for f, in drifting) == list(shifted)
+    # Every statistic row of a (detector, feature, segment, window) carries the same verdict.
+    split = query("SELECT detector, feature, segment, window_start FROM driftline.drift_metrics FINAL "
+                  "WHERE model = %(m)s GROUP BY ALL HAVING uniqExact(drift) > 1")
+    assert split == []
+    windows = query("SELECT count(DISTINCT window_start) FROM driftline.drift_metrics WHERE model = %(m)s "
+                    "AND detector = 'data_drift'")
+    assert windows == [(12,)]
+
+
 # -- end to end: collectors on the real broker ---------------------------------------------------
 @dataclass
 class Scenario:
