@@ -8,6 +8,9 @@ reference is built, and the result is kept in its profile (``FeatureProfile.look
 :func:`exclusions` turns profiles and settings into ``feature -> reason``; the data-drift
 detector reports each excluded feature once per window (statistic ``excluded``, never drift),
 the multivariate detectors leave it out, and quality keeps only its pipeline checks on it.
+The note is a ``drift_metrics`` row rather than a column on the references table because the
+rows are where dashboard and SQL users look for a feature's results (as a per-column drift
+report lists every column, tested or not); a missing feature there would look like a bug.
 
 What counts (on at least :data:`MIN_VALUES` present values):
 
