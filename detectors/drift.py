@@ -5,9 +5,8 @@
 feature at window close, corrects the p-values for the number of features and gives each feature
 a verdict from one configured test per kind (a feature it does not judge, see
 :mod:`~driftline.detectors.exclusions`, gets one ``excluded`` row per window saying why);
-:class:`PredictionDriftDetector` does the same over
-the model's derived outputs (label or value, top-class confidence, entropy) and reports their
-means.
+:class:`PredictionDriftDetector` does the same over the model's derived outputs (label or value,
+top-class confidence, entropy) and reports their means.
 
 >>> from driftline.detectors.config import DataDriftSettings
 >>> from driftline.detectors.histogram import profile_numeric
