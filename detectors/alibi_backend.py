@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import pickle
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from driftline.detectors.base import Detector, DetectorResult
 from driftline.detectors.config import MultivariateSettings
@@ -40,14 +40,15 @@ class AlibiDriftDetector(Detector):
     """Wraps an alibi-detect detector behind driftline's detector interface."""
 
     def __init__(self, reference_rows: Sequence[Mapping[str, Any]], settings: MultivariateSettings, *,
-                 min_samples: int = 100, ert: float = 1000.0, window_size: int = 50) -> None:
+                 min_samples: int = 100, ert: float = 1000.0, window_size: int = 50,
+                 exclude: Collection[str] = ()) -> None:
         super().__init__()
         import numpy as np
 
         cd = _import_cd()
         self.settings = settings
         self.min_samples = min_samples
-        self.encoder = RowEncoder(reference_rows)
+        self.encoder = RowEncoder(reference_rows, exclude)
         x_ref = np.nan_to_num(np.asarray([self.encoder.encode(r) for r in reference_rows], dtype="float32"))
         self.backend = settings.backend
         self.name = f"multivariate.{settings.backend}"  # type: ignore[misc]

@@ -91,8 +91,14 @@ class DataDriftSettings(Settings):
     # under alpha (fewer false alarms on small windows; no effect on large ones).
     require_significance: bool = True
     dataset_drift_share: float = Field(0.5, gt=0, le=1)
+    # Only these features are judged (empty: all); these never are. Either way a feature left
+    # out is reported once per window as statistic "excluded" with the reason, never as drift.
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # Features whose reference looks like an id or a timestamp are left out (they differ in
+    # every window by construction); ``keep`` (or ``include``) names features judged anyway.
+    auto_exclude: bool = True
+    keep: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _verdict_is_computed(self) -> "DataDriftSettings":
@@ -171,6 +177,10 @@ class QualitySettings(Settings):
     max_type_violation_rate: float = Field(0.01, ge=0, le=1)
     max_out_of_range_rate: float = Field(0.05, ge=0, le=1)
     max_new_category_rate: float = Field(0.05, ge=0, le=1)
+    # Out-of-range and new-category rates are judged on present values only, and only when the
+    # window and the reference each have at least this many: on ~50 values of a mostly-null
+    # feature a 5 % limit is 3 values, crossed in a third of stationary windows.
+    min_present: int = Field(100, ge=1)
 
 
 class SegmentSettings(Settings):

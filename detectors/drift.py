@@ -5,9 +5,10 @@
 feature at window close, corrects the p-values for the number of features and gives each feature
 a verdict from one configured test per kind (and the corrected significance test): every
 statistic row of the feature carries that verdict as ``drift``, and whether the statistic crossed
-its own threshold as ``exceeded``; :class:`PredictionDriftDetector` does the same over
-the model's derived outputs (label or value, top-class confidence, entropy) and reports their
-means.
+its own threshold as ``exceeded``; a feature it does not judge (see
+:mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row per window saying why.
+:class:`PredictionDriftDetector` does the same over the model's derived outputs (label or value,
+top-class confidence, entropy) and reports their means.
 
 >>> from driftline.detectors.config import DataDriftSettings
 >>> from driftline.detectors.histogram import profile_numeric
@@ -28,6 +29,7 @@ from typing import Any, Mapping, Sequence
 from driftline.detectors.base import Detector, DetectorResult
 from driftline.detectors.config import DataDriftSettings
 from driftline.detectors.correction import adjust_p_values
+from driftline.detectors.exclusions import exclusions
 from driftline.detectors.histogram import NUMERIC, FeatureProfile, Histogram
 from driftline.detectors.univariate import (
     chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
@@ -195,8 +197,10 @@ class DataDriftDetector(Detector):
                  min_samples: int = 100, histograms: HistogramSet | None = None) -> None:
         super().__init__()
         s = settings
-        keep = {k: p for k, p in profiles.items()
-                if (not s.include or k in s.include) and k not in s.exclude}
+        #: feature -> why it is not judged (config, or it looks like an id / a timestamp)
+        self.excluded = exclusions(profiles, s)
+        keep = {k: p for k, p in profiles.items() if k not in self.excluded}
+        self.reference_sizes = {k: p.n for k, p in profiles.items() if k in self.excluded}
         self.settings = s
         self.min_samples = min_samples
         self.profiles = keep
@@ -265,6 +269,12 @@ class DataDriftDetector(Detector):
             if verdict and drift:
                 drifted.append(name)
         verdicts = dict.fromkeys(tested, False) | dict.fromkeys(drifted, True)
+        if self.window.events:
+            # Visible, not silent: a feature missing from the results would look like a bug.
+            for name, reason in self.excluded.items():
+                results.append(DetectorResult(
+                    self.name, name, "excluded", 0.0, None, None, False, self.reference_sizes[name],
+                    self.window.events, (("reason", reason), ("verdict", False))))
         if tested:
             share = len(drifted) / len(tested)
             verdicts["*"] = share >= s.dataset_drift_share

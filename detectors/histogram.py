@@ -53,6 +53,8 @@ class FeatureProfile:
     [e(i-1), e(i)), bin k+1 is at or above ek (just above the reference max). ``sums`` holds
     the sum of values per bin (bin means make Wasserstein distances accurate).
     categorical: ``categories`` name the first bins; the last bin is "other/unseen".
+    ``looks_like`` is ``'id'`` or ``'timestamp'`` when the reference values looked like one
+    (:func:`driftline.detectors.exclusions.recognise`), else ``''``.
     """
 
     name: str
@@ -68,6 +70,7 @@ class FeatureProfile:
     std: float = 0.0
     minimum: float = 0.0
     maximum: float = 0.0
+    looks_like: str = ""
 
     @property
     def missing_rate(self) -> float:

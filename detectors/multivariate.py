@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from driftline.detectors.base import Detector, DetectorResult
 from driftline.detectors.config import MultivariateSettings
@@ -32,11 +32,12 @@ __all__ = ["RowEncoder", "DomainClassifierDetector"]
 class RowEncoder:
     """Feature dicts -> float vectors: numbers as is, categories as reference codes, NaN if missing."""
 
-    def __init__(self, reference_rows: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self, reference_rows: Sequence[Mapping[str, Any]], exclude: Collection[str] = ()) -> None:
         names: dict[str, None] = {}
         for row in reference_rows:
             names.update(dict.fromkeys(row))
-        self.names = tuple(sorted(names))
+        # An id column alone separates reference from window perfectly (AUC ~ 1 every window).
+        self.names = tuple(sorted(n for n in names if n not in exclude))
         self.codes: dict[str, dict[str, int]] = {}
         for name in self.names:
             vals = [r.get(name) for r in reference_rows]
@@ -66,11 +67,11 @@ class DomainClassifierDetector(Detector):
     name = "multivariate.domain_classifier"
 
     def __init__(self, reference_rows: Sequence[Mapping[str, Any]], settings: MultivariateSettings, *,
-                 min_samples: int = 100) -> None:
+                 min_samples: int = 100, exclude: Collection[str] = ()) -> None:
         super().__init__()
         self.settings = settings
         self.min_samples = min_samples
-        self.encoder = RowEncoder(reference_rows)
+        self.encoder = RowEncoder(reference_rows, exclude)
         self.reference = [self.encoder.encode(r) for r in reference_rows[: settings.sample_size]]
         self._rng = random.Random(settings.seed)
         self._clear()
@@ -123,7 +124,9 @@ class DomainClassifierDetector(Detector):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.n = int(state["n"])
-        self.sample = [list(r) for r in state["sample"]]
+        width = len(self.encoder.names)
+        # Rows encoded before the feature set changed (a new exclusion) cannot be mixed in.
+        self.sample = [list(r) for r in state["sample"] if len(r) == width]
         a, b, c = state["rng"]
         self._rng.setstate((a, tuple(b), c))
         self._drift = bool(state["drift"])

@@ -1,14 +1,17 @@
 """Data quality per feature per window: missing values, type violations, values outside the
 reference range, new categories, and features that appear or vanish.
 
+Rates over present values (out of range, new categories) need ``min_present`` present values in
+the window and in the reference; below that the row says ``enough_data: false`` and never drift.
+
 It reads the same fixed-bin window counts as the drift detector (out-of-range values fall in the
 overflow bins, new categories in the "other" bin), so when the engine runs both it passes one
 shared :class:`~driftline.detectors.drift.HistogramSet` and each event is counted once.
 
 >>> from driftline.detectors.config import QualitySettings
 >>> from driftline.detectors.histogram import profile_numeric
->>> q = QualityDetector({"x": profile_numeric("x", [1.0, 2.0, 3.0], bins=2)}, QualitySettings(),
-...                     min_samples=2)
+>>> q = QualityDetector({"x": profile_numeric("x", [1.0, 2.0, 3.0], bins=2)},
+...                     QualitySettings(min_present=1), min_samples=2)
 >>> for v in (1.0, None, "oops", 9.0): q.update({"x": v, "y": 1})
 >>> sorted({r.statistic for r in q.close_window() if r.drift})
 ['missing_rate', 'out_of_range_rate', 'type_violation_rate', 'unexpected_feature']
@@ -16,7 +19,7 @@ shared :class:`~driftline.detectors.drift.HistogramSet` and each event is counte
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from driftline.detectors.base import Detector, DetectorResult
 from driftline.detectors.config import QualitySettings
@@ -34,11 +37,17 @@ class QualityDetector(Detector):
     name = "quality"
 
     def __init__(self, profiles: Mapping[str, FeatureProfile], settings: QualitySettings, *,
-                 min_samples: int = 100, histograms: HistogramSet | None = None) -> None:
+                 min_samples: int = 100, histograms: HistogramSet | None = None,
+                 drift_excluded: Collection[str] = ()) -> None:
         super().__init__()
         self.settings = settings
         self.min_samples = min_samples
         self.profiles = dict(profiles)
+        # Features data drift leaves out (data_drift.exclude, ids, timestamps) keep the pipeline
+        # checks (missing, wrong type: an id that goes missing is a broken join) but not the
+        # comparisons with the reference's values, which an id or a timestamp fails by
+        # construction and which are drift by another name.
+        self.drift_excluded = frozenset(drift_excluded)
         self._owner = histograms is None
         self.window = histograms if histograms is not None else HistogramSet(self.profiles)
         self._names = frozenset(self.profiles)
@@ -87,17 +96,22 @@ class QualityDetector(Detector):
                 out.append(self._row(name, "type_violation_rate", h.type_errors / events,
                                      s.max_type_violation_rate, prof, events, judged,
                                      (("expected", prof.dtype),)))
-                if not present:
+                if not present or name in self.drift_excluded:
                     continue
+                # A rate over a handful of present values (a mostly-null feature) is noise, and
+                # so are the min/max of a handful of reference values: no verdict below the floor.
+                enough = present >= s.min_present and prof.n >= s.min_present
+                sizes = (("enough_data", enough), ("reference_present", prof.n), ("min_present", s.min_present))
                 if prof.kind == NUMERIC:
                     out.append(self._row(name, "out_of_range_rate", h.out_of_range() / present,
-                                         s.max_out_of_range_rate, prof, present, judged,
-                                         (("reference_min", prof.minimum), ("reference_max", prof.maximum))))
+                                         s.max_out_of_range_rate, prof, present, judged and enough,
+                                         (("reference_min", prof.minimum), ("reference_max", prof.maximum),
+                                          *sizes)))
                 else:
                     ref_other = prof.counts[-1] / prof.n if prof.n else 0.0
                     out.append(self._row(name, "new_category_rate", h.counts[-1] / present,
-                                         ref_other + s.max_new_category_rate, prof, present, judged,
-                                         (("new_categories", tuple(sorted(h.unseen))),)))
+                                         ref_other + s.max_new_category_rate, prof, present, judged and enough,
+                                         (("new_categories", tuple(sorted(h.unseen))), *sizes)))
             for name, count in sorted(self.unexpected.items()):
                 out.append(DetectorResult(self.name, name, "unexpected_feature", count / events, None,
                                           0.0, True, 0, events, (("events", count),)))

@@ -1,12 +1,14 @@
 """References: the baseline each model version is compared with, and where they are stored.
 
 A :class:`Reference` holds one bounded :class:`~driftline.detectors.histogram.FeatureProfile`
-per input feature and per derived output feature (``prediction``, ``confidence``, ``entropy``).
-Build one from a DataFrame (:func:`from_dataframe`), a Parquet/CSV file (:func:`from_file`),
-prediction events (:func:`from_events`) or the stored prediction log
-(:func:`from_prediction_log`); keep them in ClickHouse with :class:`ReferenceStore`
-(table ``driftline.references``, one live row per model and version, replaceable; its DDL is in
-``collector/store/tables.py``, created by :func:`driftline.collector.store.migrate`).
+per input feature and per derived output feature (``prediction``, ``confidence``, ``entropy``);
+an input feature's profile also says whether its values look like an id or a timestamp
+(:mod:`driftline.detectors.exclusions`), which data drift then leaves out. Build one from a
+DataFrame (:func:`from_dataframe`), a Parquet/CSV file (:func:`from_file`), prediction events
+(:func:`from_events`) or the stored prediction log (:func:`from_prediction_log`); keep them in
+ClickHouse with :class:`ReferenceStore` (table ``driftline.references``, one live row per model
+and version, replaceable; its DDL is in ``collector/store/tables.py``, created by
+:func:`driftline.collector.store.migrate`).
 
 >>> import pandas as pd
 >>> ref = from_dataframe(pd.DataFrame({"age": [20, 30, 40, 50], "plan": ["a", "b", "a", "a"]}),
@@ -24,6 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from driftline.detectors.exclusions import recognise
 from driftline.detectors.histogram import (
     FeatureProfile, category_key, profile_numeric, profile_values,
 )
@@ -33,6 +36,9 @@ __all__ = [
     "Reference", "ReferenceStore", "ReferenceInfo", "prediction_features",
     "from_dataframe", "from_file", "from_events", "from_prediction_log",
 ]
+
+# Id/timestamp recognition reads the first values of each feature, in order (counters).
+_RECOGNISE_VALUES = 200_000
 
 
 def prediction_features(prediction: Any) -> dict[str, Any]:
@@ -118,8 +124,10 @@ def _profile_series(name: str, s: Any, *, bins: int, max_categories: int, catego
     missing = int(s.isna().sum())
     present = s.dropna()
     is_bool = pd.api.types.is_bool_dtype(present)
+    looks = recognise(present.head(_RECOGNISE_VALUES).tolist())
     if not categorical and pd.api.types.is_numeric_dtype(present) and not is_bool:
-        return profile_numeric(name, present.to_numpy(dtype=float), bins=bins, missing=missing)
+        profile = profile_numeric(name, present.to_numpy(dtype=float), bins=bins, missing=missing)
+        return dataclasses.replace(profile, looks_like=looks)
     # value_counts keeps this O(rows) in C; only the distinct values reach Python.
     freq: dict[str, int] = {}
     kinds: set[type] = set()
@@ -133,7 +141,7 @@ def _profile_series(name: str, s: Any, *, bins: int, max_categories: int, catego
     n = sum(freq.values())
     other = n - sum(c for _, c in top)
     return FeatureProfile(name, "categorical", dtype, tuple(c for _, c in top) + (other,), n,
-                          missing, categories=tuple(k for k, _ in top))
+                          missing, categories=tuple(k for k, _ in top), looks_like=looks)
 
 
 def from_dataframe(df: Any, model: str, version: str, *, prediction_column: str | None = None,
@@ -206,8 +214,10 @@ def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *
             sample.append(dict(feats))
         elif (j := rng.randrange(n)) < sample_size:
             sample[j] = dict(feats)
-    feats_p = {k: profile_values(k, v, bins=bins, max_categories=max_categories,
-                                 categorical=k in categorical) for k, v in columns.items()}
+    feats_p = {k: dataclasses.replace(profile_values(k, v, bins=bins, max_categories=max_categories,
+                                                     categorical=k in categorical),
+                                      looks_like=recognise(v[:_RECOGNISE_VALUES]))
+               for k, v in columns.items()}
     outs_p = {k: profile_values(k, v, bins=bins, max_categories=max_categories)
               for k, v in outputs.items()}
     return Reference(model, version, feats_p, outs_p, n, source, _now(), tuple(sample))

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from driftline.detectors.base import Detector, DetectorResult
 from driftline.detectors.config import ModelConfig
 from driftline.detectors.drift import DataDriftDetector, HistogramSet, PredictionDriftDetector
+from driftline.detectors.exclusions import exclusions
 from driftline.detectors.quality import QualityDetector
 from driftline.detectors.reference import Reference, prediction_features
 
@@ -61,15 +62,19 @@ class VersionStream:
         self.cfg = cfg
         self.reference = reference
         self.segments: dict[str, list[Detector]] = {}
+        # One answer to "which features does drift judge" for every detector of this version.
+        self.excluded = exclusions(reference.features, cfg.data_drift)
         self.multivariate: Detector | None = None
         mv = cfg.multivariate
         if mv.enabled and reference.sample:
             if mv.backend == "domain_classifier":
                 from driftline.detectors.multivariate import DomainClassifierDetector
-                self.multivariate = DomainClassifierDetector(reference.sample, mv, min_samples=cfg.min_samples)
+                self.multivariate = DomainClassifierDetector(reference.sample, mv, min_samples=cfg.min_samples,
+                                                             exclude=tuple(self.excluded))
             else:
                 from driftline.detectors.alibi_backend import AlibiDriftDetector
-                self.multivariate = AlibiDriftDetector(reference.sample, mv, min_samples=cfg.min_samples)
+                self.multivariate = AlibiDriftDetector(reference.sample, mv, min_samples=cfg.min_samples,
+                                                       exclude=tuple(self.excluded))
 
     def detectors(self, seg: str) -> list[Detector]:
         dets = self.segments.get(seg)
@@ -77,19 +82,20 @@ class VersionStream:
             cfg, ref = self.cfg, self.reference
             dets = []
             dd = cfg.data_drift
-            profiles = {k: p for k, p in ref.features.items()
-                        if (not dd.include or k in dd.include) and k not in dd.exclude}
-            shared = HistogramSet(profiles)
+            # Every reference feature is counted: quality checks the ones drift leaves out too
+            # (and must not call them unexpected), drift reads the ones it judges.
+            shared = HistogramSet(ref.features)
             # Quality first: it reads the window the drift detector clears on close.
             if cfg.quality.enabled:
-                dets.append(QualityDetector(profiles, cfg.quality, min_samples=cfg.min_samples,
-                                            histograms=shared if dd.enabled else None))
+                dets.append(QualityDetector(ref.features, cfg.quality, min_samples=cfg.min_samples,
+                                            histograms=shared if dd.enabled else None,
+                                            drift_excluded=self.excluded))
             if cfg.data_drift.enabled:
                 dets.append(DataDriftDetector(ref.features, cfg.data_drift, min_samples=cfg.min_samples,
                                               histograms=shared))
             if cfg.prediction_drift.enabled and ref.outputs:
                 dets.append(PredictionDriftDetector(ref.outputs, cfg.data_drift.model_copy(
-                    update={"include": (), "exclude": ()}), min_samples=cfg.min_samples))
+                    update={"include": (), "exclude": (), "auto_exclude": False}), min_samples=cfg.min_samples))
             self.segments[seg] = dets
         return dets
 

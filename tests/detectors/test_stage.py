@@ -213,6 +213,60 @@ def test_drift_is_the_verdict_in_every_row_so_stationary_features_never_drift(ch
     assert windows == [(12,)]
 
 
+def test_ids_timestamps_excluded_and_sparse_features_through_the_stage(ch_client: Any) -> None:
+    """Issue 14, points 5 and 6, through Pipeline + DetectorStage into drift_metrics on chDB: a
+    counter, a Unix timestamp and a string id are excluded with a note in every window, an
+    excluded feature is neither unexpected nor drift, and a 95 %-null feature is not judged on
+    its ~50 present values."""
+    from prometheus_client import CollectorRegistry
+
+    from driftline.collector.metrics import CollectorMetrics
+    from driftline.collector.pipeline import Pipeline, RawRecord
+    from driftline.collector.store.writer import ClickHouseWriter
+    from driftline.detectors.config import DetectorsConfig
+    from driftline.detectors.stage import build_stage
+    from driftline.sdk.codec import dumps
+    from driftline.sdk.contract import BATCH_HEADER
+    from driftline.sdk.ids import uuid7
+
+    model = f"ex-{uuid.uuid4().hex[:6]}"
+    cfg = DetectorsConfig.from_mapping({"model": model, "window": {"size": 1000}, "min_samples": 100,
+                                        "reference": {"source": "first_events", "first_events": 1000},
+                                        "data_drift": {"exclude": ["user"]}})
+    rng = random.Random(5)
+    values = []
+    for i in range(5000):
+        feats = {"x": rng.gauss(0, 1), "seq": 10_000 + i, "ts": int(T0.timestamp()) + i,
+                 "rid": uuid7(), "user": f"u{rng.randrange(40)}",
+                 "sparse": rng.gauss(0, 1) if rng.random() < 0.05 else None}
+        values.append(dumps({"schema_version": 1, "type": "prediction", "event_id": uuid7(), "timestamp": _ts(i),
+                             "model": model, "model_version": "1", "features": feats, "prediction": 0.5}))
+    records = [RawRecord(f"{model}.predictions", "predictions", 0, k, b"\n".join(values[j:j + 50]), [BATCH_HEADER])
+               for k, j in enumerate(range(0, len(values), 50))]
+    reg = CollectorRegistry()
+    stage = build_stage(cfg, ch_client, registry=reg)
+    pipeline = Pipeline(ClickHouseWriter(ch_client), CollectorMetrics(reg), send_dead_letters=lambda d: None,
+                        observers=[stage], max_batch_events=500)
+    for j in range(0, len(records), 10):
+        pipeline.process(records[j:j + 10])
+
+    rows = ch_client.query(
+        "SELECT window_start, detector, feature, statistic, drift, details FROM driftline.drift_metrics FINAL "
+        "WHERE model = %(m)s AND segment = ''", parameters={"m": model}).result_rows
+    windows = sorted({r[0] for r in rows})
+    assert len(windows) == 4, windows
+    notes = {(r[0], r[2]): json.loads(r[5])["reason"] for r in rows if r[3] == "excluded"}
+    want = {"seq": "looks like an id", "rid": "looks like an id", "ts": "looks like a timestamp",
+            "user": "excluded in data_drift.exclude"}
+    assert notes == {(w, f): reason for w in windows for f, reason in want.items()}
+    assert [r for r in rows if r[2] in want and r[4]] == []
+    assert "unexpected_feature" not in {r[3] for r in rows}
+    sparse = [r for r in rows if r[2] == "sparse" and r[3] == "out_of_range_rate"]
+    assert len(sparse) == 4 and not any(r[4] for r in sparse)
+    assert all(json.loads(r[5])["enough_data"] is False for r in sparse)
+    assert {r[2] for r in rows if r[1] == "data_drift" and r[3] == "wasserstein"} == {"x"}
+
+
 # -- end to end: collectors on the real broker ---------------------------------------------------
 @dataclass
 class Scenario:
