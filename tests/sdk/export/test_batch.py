@@ -242,13 +242,19 @@ atexit.register(lambda: marks.setdefault("start", time.monotonic()))  # runs fir
 """
 
 
-def test_exit_flushes_every_client_within_one_bound() -> None:
+def exit_report(script: str) -> dict[str, Any]:
+    """Run ``script`` against a broker address nothing listens on (every flush at exit times out)
+    and return the JSON it prints last, from its exit hooks."""
     from driftline.collector.embedded.broker import free_port
 
-    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens: every flush at exit times out
-    out = subprocess.run([sys.executable, "-c", AT_EXIT_SHARED, nowhere], capture_output=True, text=True,
+    nowhere = f"127.0.0.1:{free_port()}"
+    out = subprocess.run([sys.executable, "-c", script, nowhere], capture_output=True, text=True,
                          timeout=60, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_exit_flushes_every_client_within_one_bound() -> None:
+    result = exit_report(AT_EXIT_SHARED)
     # One bound for all three; each with its own (plus the old 1 s worker join) took about 6 s.
     assert result["exit_s"] < 1.0 + 0.8, result
     assert result["dropped"] == [1, 1, 1]  # counted, not silently lost

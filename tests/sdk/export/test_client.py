@@ -17,6 +17,7 @@ import driftline.sdk.export.kafka as kafka_transport
 from driftline.sdk import Client, ConfigError, InMemoryExporter, Monitor, Record, SdkSettings
 from driftline.sdk.contract import Topics
 from driftline.sdk.export import ExportResult, default_client
+from tests.sdk.export.test_batch import exit_report
 
 
 class FakeKafka(InMemoryExporter):
@@ -218,12 +219,7 @@ atexit.register(lambda: marks.setdefault("start", time.monotonic()))  # runs fir
 
 
 def test_monitors_on_the_default_client_are_flushed_at_exit_once() -> None:
-    from driftline.collector.embedded.broker import free_port
-
-    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens: the flush at exit times out
-    out = subprocess.run([sys.executable, "-c", AT_EXIT_DEFAULT, nowhere], capture_output=True, text=True,
-                         timeout=60, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = exit_report(AT_EXIT_DEFAULT)
     assert result["clients"] == 1
     assert result["exit_s"] < 1.0 + 0.8, result
     assert result["dropped"] == [3, 3, 3]  # one Client's counts: all three events, counted once
