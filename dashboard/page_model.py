@@ -7,6 +7,7 @@ import streamlit as st
 from driftline.dashboard import queries
 from driftline.dashboard.drilldown import render_drilldown
 from driftline.dashboard.ui import COLORS, Ctx, data, empty, fig_defaults, plot, utc
+from driftline.detectors.base import SUMMARY_STATISTICS
 
 
 def render(ctx: Ctx) -> None:
@@ -95,7 +96,7 @@ def _heatmap(ctx: Ctx) -> tuple[str, ...]:
               f"data: `driftline reference set --model {v.model} --version V --file train.parquet`); "
               "the drill-down below compares against earlier traffic meanwhile.")
         return ()
-    options = [s for s in stats.statistic if s != "drifted_share"] or list(stats.statistic)
+    options = [s for s in stats.statistic if s not in SUMMARY_STATISTICS] or list(stats.statistic)
     default = options.index("psi") if "psi" in options else 0
     statistic = st.selectbox("Statistic", options, index=default, key="heat_stat")
     hm = data(ctx, queries.drift_heatmap(v, "data_drift", statistic))

@@ -31,9 +31,25 @@ import math
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
 
-__all__ = ["Detector", "DetectorResult", "MetricRow", "result_to_row"]
+__all__ = [
+    "Detector", "DetectorResult", "MetricRow", "result_to_row",
+    "STAT_EXCLUDED", "STAT_DRIFTED_SHARE", "STAT_IMPACT", "STAT_ALARM_BUDGET", "SUMMARY_STATISTICS",
+]
 
 Detail = tuple[str, Any]
+
+# Statistic names of rows that are not a test of a feature's distribution (the one home for
+# them; the dashboard and alerting import these).
+#: a feature data drift does not judge, with the reason in ``details``
+STAT_EXCLUDED = "excluded"
+#: feature ``*``: the share of judged features with a drift verdict (the dataset verdict)
+STAT_DRIFTED_SHARE = "drifted_share"
+#: a drifted feature's impact score: its importance to the model times its drift magnitude
+STAT_IMPACT = "impact"
+#: feature ``*``: the false-alarm budget of the window (value: the probability of a false
+#: verdict per model and window the thresholds were set for; details: the budget as stated)
+STAT_ALARM_BUDGET = "alarm_budget"
+SUMMARY_STATISTICS = frozenset((STAT_EXCLUDED, STAT_DRIFTED_SHARE, STAT_IMPACT, STAT_ALARM_BUDGET))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ import itertools
 import operator
 from typing import Any, Mapping, Sequence
 
-from driftline.detectors.base import Detector, DetectorResult
+from driftline.detectors.base import STAT_DRIFTED_SHARE, STAT_EXCLUDED, Detector, DetectorResult
 from driftline.detectors.config import DataDriftSettings
 from driftline.detectors.correction import adjust_p_values
 from driftline.detectors.exclusions import exclusions
@@ -273,13 +273,13 @@ class DataDriftDetector(Detector):
             # Visible, not silent: a feature missing from the results would look like a bug.
             for name, reason in self.excluded.items():
                 results.append(DetectorResult(
-                    self.name, name, "excluded", 0.0, None, None, False, self.reference_sizes[name],
+                    self.name, name, STAT_EXCLUDED, 0.0, None, None, False, self.reference_sizes[name],
                     self.window.events, (("reason", reason), ("verdict", False))))
         if tested:
             share = len(drifted) / len(tested)
             verdicts["*"] = share >= s.dataset_drift_share
             results.append(DetectorResult(
-                self.name, "*", "drifted_share", share, None, s.dataset_drift_share,
+                self.name, "*", STAT_DRIFTED_SHARE, share, None, s.dataset_drift_share,
                 verdicts["*"], 0, self.window.events,
                 (("drifted", tuple(drifted)), ("tested", len(tested)))))
         self.drifted = tuple(drifted)
