@@ -1,12 +1,14 @@
-"""Model: volume, latency, outputs and confidence over time; drift heatmap; feature drill-down."""
+"""Model: volume, latency, outputs and confidence over time; one verdict strip per detector (the
+statistics on demand); drift heatmap; feature drill-down."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from driftline.dashboard import queries
+from driftline.dashboard import health, queries
 from driftline.dashboard.drilldown import render_drilldown
 from driftline.dashboard.ui import COLORS, Ctx, data, empty, fig_defaults, plot, utc
+from driftline.dashboard.verdicts import render_verdicts
 from driftline.detectors.base import SUMMARY_STATISTICS
 
 
@@ -77,6 +79,12 @@ def render(ctx: Ctx) -> None:
         else:
             st.caption("Confidence needs class→score predictions; this model logs none.")
 
+    st.subheader("Detector verdicts per window")
+    verdicts = render_verdicts(ctx, (*health.DRIFT_DETECTORS, "quality"), health.DRIFT_PREFIXES,
+                               title="Drift verdict per detector and window (hover: which features)",
+                               key="model_verdicts", feature_links=True)
+    if verdicts is not None and not len(verdicts):
+        st.caption("No data-drift, prediction-drift or quality detector output for this slice yet.")
     render_drilldown(ctx, _heatmap(ctx))
 
 

@@ -1,11 +1,16 @@
-"""Overview: every model at a glance — traffic, latency, errors, drift status, open alerts."""
+"""Overview: is each model healthy? State (healthy / drifting / degraded) and since when, the top
+drifted features, the alarm budget and its use, open alerts, traffic and latency."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from driftline.dashboard import queries
+from driftline.dashboard import health, queries
 from driftline.dashboard.ui import Ctx, data, empty, fig_defaults, model_link, plot, utc
+
+
+_BADGE = {health.HEALTHY: "🟢 healthy", health.DRIFTING: "🟠 drifting", health.DEGRADED: "🔴 degraded",
+          health.NO_OUTPUT: "⚪ no detector output"}
 
 
 def render(ctx: Ctx) -> None:
@@ -20,37 +25,40 @@ def render(ctx: Ctx) -> None:
               "widen the time range in the sidebar, or log predictions with the SDK / sidecar "
               "(`driftline up --demo` shows live example traffic).")
         return
-    drift = data(ctx, queries.overview_drift(v.start, v.end), quiet_missing=True)
+    rows_h = data(ctx, queries.overview_health(v.start, v.end), quiet_missing=True)
     alerts = data(ctx, queries.open_alerts(), quiet_missing=True)
-    drift_by = {} if drift is None else {r.model: r for r in drift.itertuples()}
+    healths = {} if rows_h is None else health.model_health(rows_h, v.end)
     alerts_by = {} if alerts is None else alerts.groupby("model").size().to_dict()
     sev_by = {} if alerts is None else alerts.groupby("model")["severity"].agg(
         lambda s: "critical" if "critical" in set(s) else str(s.iloc[0])).to_dict()
 
-    n_alerts = sum(alerts_by.values())
-    n_drifting = sum(1 for r in drift_by.values() if r.drifting)
-    c = st.columns(4)
+    no_output = health.ModelHealth("", health.NO_OUTPUT, "no detector output in the time read",
+                                   None, False, None, (), None, 0, "")
+    lines = [healths.get(str(r.model), no_output) for r in models.itertuples()]
+    c = st.columns(5)
     c[0].metric("Models", len(models))
     c[1].metric("Predictions", f"{int(models.predictions.sum()):,}")
-    c[2].metric("Models drifting (latest window)", n_drifting)
-    c[3].metric("Open alerts", n_alerts)
+    for col, state in zip(c[2:], (health.HEALTHY, health.DRIFTING, health.DEGRADED)):
+        col.metric(state.capitalize(), sum(1 for h in lines if h.state == state))
 
     rows = []
-    for r in models.itertuples():
-        d = drift_by.get(r.model)
-        if d is None:
-            status = "no detector output"
-        elif d.drifting:
-            status = f"DRIFT: {', '.join(str(x) for x in d.what[:4])}"
-        else:
-            status = f"ok ({d.checks} checks)"
+    for r, h in zip(models.itertuples(), lines):
+        since = ""
+        if h.since is not None:
+            since = ("before " if h.since_open else "") + f"{h.since:%Y-%m-%d %H:%M}"
+        top = ", ".join(f.feature for f in h.top())
+        if top and h.ranked_by:
+            top += f" (by {h.ranked_by})"
+        # The deep link opens the model page from the start of the current state.
+        start = min(v.start, h.since) if h.since is not None and h.state != health.HEALTHY else None
         rows.append({
-            "model": r.model, "open": model_link(ctx, r.model), "versions": r.versions,
+            "model": r.model, "state": _BADGE.get(h.state, h.state), "since": since,
+            "top drifted features": top, "alarm budget · use": h.budget_use() if h.latest_window else "",
+            "open": model_link(ctx, r.model, start=start), "why": h.rule,
+            "open alerts": int(alerts_by.get(r.model, 0)), "worst severity": sev_by.get(r.model, ""),
             "predictions": int(r.predictions), "per second": round(float(r.per_s), 2),
-            "p50 ms": r.p50_ms, "p95 ms": r.p95_ms, "p99 ms": r.p99_ms,
-            "error rate": float(r.error_rate), "drift": status,
-            "open alerts": int(alerts_by.get(r.model, 0)),
-            "worst severity": sev_by.get(r.model, ""), "last seen": r.last_seen,
+            "p50 ms": r.p50_ms, "p95 ms": r.p95_ms, "p99 ms": r.p99_ms, "error rate": float(r.error_rate), "versions": r.versions,
+            "last seen": r.last_seen,
         })
     import pandas as pd
 
@@ -62,7 +70,16 @@ def render(ctx: Ctx) -> None:
         "p99 ms": st.column_config.NumberColumn(format="%.1f"),
         "error rate": st.column_config.NumberColumn(format="percent"),
     })
-    if drift is None:
+    st.caption(
+        "**degraded**: a performance or concept-drift verdict in its latest window; **drifting**: "
+        "otherwise a data or prediction drift verdict in its latest window; **since**: the first "
+        "window of the current unbroken run (all traffic). Top features rank by impact (importance "
+        "× drift magnitude) where the detector scored it, else by the crossed statistic furthest "
+        "past its threshold. The alarm budget is how many false verdicts the thresholds allow on "
+        "traffic that does not drift; drift windows during a real shift are expected use, not false "
+        "alarms, so a count above the budget means the model really changed (or the reference is "
+        "stale), not that the detector misfired.")
+    if rows_h is None:
         st.caption("No detector output table yet: the collector writes `driftline.drift_metrics` "
                    "once detectors run.")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from driftline.dashboard import queries
+from driftline.dashboard import health, queries
 from driftline.dashboard.ui import Ctx, data, empty, fig_defaults, pct, plot, utc
+from driftline.dashboard.verdicts import render_verdicts
 
 
 def render(ctx: Ctx) -> None:
@@ -74,24 +75,11 @@ def render(ctx: Ctx) -> None:
 
 
 def _signals(ctx: Ctx) -> None:
-    import plotly.express as px
-
     st.subheader("Detector signals: performance, concept drift, output drift")
-    det = data(ctx, queries.detector_series(ctx.view, ("performance", "prediction_drift"), "concept.%"),
-               quiet_missing=True)
+    det = render_verdicts(ctx, (*health.DEGRADE_DETECTORS, "prediction_drift"), health.DEGRADE_PREFIXES,
+                          title="Verdict per detector and window (hover: which signals)",
+                          key="perf_verdicts", feature_links=False)
     if det is None or not len(det):
         empty("No performance or concept-drift detector output for this slice.",
               "the collector's performance and concept detectors write `driftline.drift_metrics` "
               "once labels arrive for a model with detectors enabled.")
-        return
-    utc(det, "t")
-    det["series"] = det.detector + " · " + det.feature + " · " + det.statistic
-    fig = px.line(det, x="t", y="value", color="series", markers=True)
-    flagged = det[det.drift.astype(bool)]
-    if len(flagged):
-        fig.add_scatter(x=flagged.t, y=flagged.value, mode="markers", name="drift flagged",
-                        marker=dict(color="red", size=10, symbol="x"))
-    plot(fig_defaults(fig, "Detector statistics per window", height=380))
-    if len(flagged):
-        first = flagged.groupby("series").t.min().sort_values()
-        st.warning("Flagged since: " + "; ".join(f"{s} at {t:%Y-%m-%d %H:%M}" for s, t in first.items()))

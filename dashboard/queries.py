@@ -8,13 +8,16 @@ they share. The benchmark runs the same builders uncached.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from driftline.dashboard import health
 from driftline.dashboard import rollup_queries as rq
 from driftline.dashboard.panel import (
     CONF, IN_RANGE, NOT_SHADOW, P, T, Query, either, in_range, metrics_where, panel, query, served_where, slice_where,
 )
 from driftline.dashboard.view import View
+from driftline.detectors.base import STAT_ALARM_BUDGET, STAT_IMPACT, SUMMARY_STATISTICS
 from driftline.sdk.contract import LABEL, OUTCOME
 
 
@@ -73,18 +76,62 @@ SELECT model, {T} AS t, count() AS n FROM {P} WHERE {IN_RANGE}
 GROUP BY model, t ORDER BY model, t""", {**in_range(start, end), "bucket": bucket_s}))
 
 
-def overview_drift(start: Any, end: Any) -> Query:
-    """Per model, the latest detector window in range (all traffic) and what drifted in it:
-    verdicts per (detector, feature), which every statistic row of the feature carries."""
-    return query("overview.drift", """
-SELECT model, window_start, uniqExactIf((detector, feature), drift) AS drifting,
-       uniqExact((detector, feature)) AS checks,
-       arraySlice(arrayDistinct(groupArrayIf(concat(detector, ':', feature), drift)), 1, 8) AS what
-FROM driftline.drift_metrics
-WHERE segment = '' AND window_start >= toDateTime64({start:String}, 3, 'UTC')
-  AND window_start < toDateTime64({end:String}, 3, 'UTC') AND feature != '*'
-GROUP BY model, window_start ORDER BY model, window_start DESC LIMIT 1 BY model""",
-              in_range(start, end))
+def _families() -> tuple[str, dict[str, Any]]:
+    # The detector families of dashboard/health.py, as a SQL expression: 1 drift, 2 performance.
+    expr = ("multiIf(detector IN {drift_dets:Array(String)} OR "
+            "arrayExists(x -> startsWith(detector, x), {drift_prefixes:Array(String)}), 1, "
+            "detector IN {degrade_dets:Array(String)} OR "
+            "arrayExists(x -> startsWith(detector, x), {degrade_prefixes:Array(String)}), 2, 0)")
+    return expr, {"drift_dets": list(health.DRIFT_DETECTORS), "drift_prefixes": list(health.DRIFT_PREFIXES),
+                  "degrade_dets": list(health.DEGRADE_DETECTORS),
+                  "degrade_prefixes": list(health.DEGRADE_PREFIXES)}
+
+
+_SUMMARY = {"summary": sorted(SUMMARY_STATISTICS), "impact": STAT_IMPACT, "budget_stat": STAT_ALARM_BUDGET}
+NOT_SUMMARY = "statistic NOT IN {summary:Array(String)}"
+
+
+def overview_health(start: Any, end: Any) -> Query:
+    """Per model and detector window, from ``end`` back to ``start`` or :data:`health.LOOKBACK_S`,
+    whichever is earlier: the verdicts of the drift and of the performance families (all traffic,
+    and any segment for the budget's use), the drifted features with what ranks them (impact, else
+    the crossed statistic furthest past its threshold: value / threshold, or threshold / p for a
+    p-value test), the performance statistics that crossed, and the alarm budget row.
+    ``dashboard/health.py`` turns these rows into one state per model."""
+    fam, fp = _families()
+    lookback = min(start, end - dt.timedelta(seconds=health.LOOKBACK_S))
+    return query("overview.health", f"""
+SELECT model, w AS window_start,
+       maxIf(verdict, fam = 1 AND segment = '') AS drifting,
+       countIf(fam = 1 AND segment = '' AND judged) > 0 AS has_drift,
+       maxIf(verdict, fam = 2 AND segment = '') AS degraded,
+       countIf(fam = 2 AND segment = '' AND judged) > 0 AS has_perf,
+       maxIf(verdict, fam = 1) AS any_verdict,
+       countIf(fam = 1 AND judged) > 0 AS has_drift_any,
+       groupArrayIf((detector, feature, has_impact, impact, stat.1, stat.2),
+                    fam = 1 AND segment = '' AND verdict) AS drifted,
+       groupArrayIf((concat(detector, ' · ', feature), crossed), fam = 2 AND segment = '' AND verdict)
+           AS degraded_by,
+       anyIf(b_details, b_details != '') AS budget, maxIf(b_alpha, b_details != '') AS alpha
+FROM (
+  SELECT model, window_start AS w, segment, detector, feature, {fam} AS fam,
+         countIf({NOT_SUMMARY}) > 0 AS judged, maxIf(drift, {NOT_SUMMARY}) AS verdict,
+         countIf(statistic = {{impact:String}}) > 0 AS has_impact,
+         maxIf(value, statistic = {{impact:String}}) AS impact,
+         argMaxIf((statistic, value / assumeNotNull(threshold)), value / assumeNotNull(threshold),
+                  exceeded AND p_value IS NULL AND ifNull(threshold, 0) > 0 AND {NOT_SUMMARY}) AS vs,
+         argMinIf((statistic, ifNull(threshold, 0) / assumeNotNull(p_value)), assumeNotNull(p_value),
+                  exceeded AND ifNull(p_value, 0) > 0 AND {NOT_SUMMARY}) AS ps,
+         if(vs.1 != '', vs, ps) AS stat,
+         arraySlice(arraySort(groupUniqArrayIf(statistic, exceeded AND {NOT_SUMMARY})), 1, 3) AS crossed,
+         anyIf(details, statistic = {{budget_stat:String}}) AS b_details,
+         maxIf(value, statistic = {{budget_stat:String}}) AS b_alpha
+  FROM driftline.drift_metrics
+  WHERE window_start >= toDateTime64({{start:String}}, 3, 'UTC')
+    AND window_start < toDateTime64({{end:String}}, 3, 'UTC')
+    AND ({fam} != 0 OR statistic = {{budget_stat:String}})
+  GROUP BY model, w, segment, detector, feature)
+GROUP BY model, w ORDER BY model, w""", {**in_range(lookback, end), **fp, **_SUMMARY})
 
 
 def open_alerts() -> Query:
@@ -250,18 +297,47 @@ SELECT lb.label_str AS actual, pr.prediction_label AS predicted, count() AS n
 GROUP BY actual, predicted ORDER BY actual, predicted LIMIT 400""", _labels_join)
 
 
-def detector_series(v: View, detectors: tuple[str, ...], like: str = "") -> Query:
-    """Detector output over time: performance metrics, concept-drift signals, output drift."""
+def _detector_filter(detectors: tuple[str, ...], prefixes: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    return ("(detector IN {detectors:Array(String)} OR "
+            "arrayExists(x -> startsWith(detector, x), {prefixes:Array(String)}))",
+            {"detectors": list(detectors), "prefixes": list(prefixes)})
+
+
+def detector_verdicts(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> Query:
+    """One verdict per detector and window (drifting if any of its features has a verdict), with
+    the features that drifted (up to 12) and how many it judged. Summary rows do not count."""
     w, p = metrics_where(v)
-    cond = "detector IN {detectors:Array(String)}"
-    if like:
-        cond = f"({cond} OR detector LIKE {{like:String}})"
-    return query("performance.detectors", f"""
-SELECT detector, feature, statistic, window_start AS t, max(value) AS value, max(drift) AS drift,
-       max(exceeded) AS exceeded, any(threshold) AS threshold
-FROM driftline.drift_metrics WHERE {w} AND {cond}
-GROUP BY detector, feature, statistic, t ORDER BY detector, feature, statistic, t""",
-              {**p, "detectors": list(detectors), "like": like})
+    cond, cp = _detector_filter(detectors, prefixes)
+    return query("detectors.verdicts", f"""
+SELECT detector, t, max(verdict) AS drift, countIf(verdict) AS drifted, count() AS judged,
+       arraySlice(arraySort(groupArrayIf(feature, verdict)), 1, 12) AS features
+FROM (SELECT detector, feature, window_start AS t, max(drift) AS verdict
+      FROM driftline.drift_metrics WHERE {w} AND {cond} AND {NOT_SUMMARY}
+      GROUP BY detector, feature, t)
+GROUP BY detector, t ORDER BY detector, t""", {**p, **cp, **_SUMMARY})
+
+
+def detector_series_names(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> Query:
+    """The (detector, feature, statistic) series in the slice, those with verdicts first."""
+    w, p = metrics_where(v)
+    cond, cp = _detector_filter(detectors, prefixes)
+    return query("detectors.series_names", f"""
+SELECT detector, feature, statistic, countIf(drift) AS drifted, count() AS windows
+FROM driftline.drift_metrics WHERE {w} AND {cond} AND {NOT_SUMMARY}
+GROUP BY detector, feature, statistic ORDER BY drifted DESC, detector, feature, statistic LIMIT 2000""",
+                 {**p, **cp, **_SUMMARY})
+
+
+def detector_statistic(v: View, detector: str, feature: str, statistic: str) -> Query:
+    """One statistic of one detector and feature per window: value, threshold, verdict, crossing."""
+    w, p = metrics_where(v)
+    return query("detectors.statistic", f"""
+SELECT window_start AS t, max(value) AS value, any(threshold) AS threshold, any(p_value) AS p_value,
+       max(drift) AS drift, max(exceeded) AS exceeded
+FROM driftline.drift_metrics
+WHERE {w} AND detector = {{detector:String}} AND feature = {{feature:String}}
+  AND statistic = {{statistic:String}}
+GROUP BY t ORDER BY t""", {**p, "detector": detector, "feature": feature, "statistic": statistic})
 
 
 # -- shadow and A/B ----------------------------------------------------------------------------

@@ -71,8 +71,10 @@ def plot(fig: Any) -> None:
 
 
 def model_link(ctx: Ctx, model: str, page: str = "model", start: dt.datetime | None = None,
-               end: dt.datetime | None = None, version: str = "", segment: str = "") -> str:
-    return link(page, model, version, segment, start or ctx.view.start, end or ctx.view.end)
+               end: dt.datetime | None = None, version: str = "", segment: str = "",
+               feature: str = "") -> str:
+    return link(page, model, version, segment, start or ctx.view.start, end or ctx.view.end,
+                feature=feature)
 
 
 def pct(x: Any) -> str:

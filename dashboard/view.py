@@ -117,10 +117,12 @@ def parse_params(params: Mapping[str, Any]) -> LinkParams:
 
 
 def link(page: str, model: str = "", version: str = "", segment: str = "",
-         start: dt.datetime | None = None, end: dt.datetime | None = None, base: str = "") -> str:
-    """A deep link in the same shape the alerting service emits."""
+         start: dt.datetime | None = None, end: dt.datetime | None = None, base: str = "",
+         feature: str = "") -> str:
+    """A deep link in the same shape the alerting service emits (``feature`` opens the model
+    page's drill-down on that feature)."""
     q = {"page": page}
-    for k, v in (("model", model), ("version", version), ("segment", segment)):
+    for k, v in (("model", model), ("version", version), ("segment", segment), ("feature", feature)):
         if v:
             q[k] = v
     if start is not None:

@@ -25,6 +25,13 @@ FEATURES: dict[str, tuple[float, float]] = {  # name -> (mean, std) before drift
     "worst area": (880.0, 569.0), "mean smoothness": (0.096, 0.014), "mean symmetry": (0.18, 0.027),
 }
 DRIFTED = {"mean radius": 1.35, "mean texture": 1.4, "mean perimeter": 1.3}
+#: importance to the model (the impact rows: importance × PSI, the PSI of a shifted feature in
+#: [0.6, 1.1)): apart enough that the impact order is this order, which is neither the names' nor
+#: the PSI's, so a page that ranks by impact shows it
+IMPORTANCE = {"mean perimeter": 0.5, "mean texture": 0.25, "mean radius": 0.12, "worst area": 0.05,
+              "mean smoothness": 0.04, "mean symmetry": 0.04}
+#: the alarm budget the seeded detectors state: one false verdict per week
+BUDGET = {"false_verdicts": 1, "per": "week", "source": "observed traffic"}
 REGIONS = ("eu", "us", "apac")
 
 
@@ -45,6 +52,10 @@ class SeedSpec:
     alerts: bool = True
     detectors: bool = True  # drift_metrics rows and a stored reference
     seed: int = 7
+    #: features whose inputs shift at ``drift_at`` (scaled by DRIFTED[name], else by 1.25)
+    drifted: tuple[str, ...] = tuple(DRIFTED)
+    #: whether performance falls after the drift (accuracy, concept drift); False: drift only
+    degrade: bool = True
 
     @property
     def start(self) -> dt.datetime:
@@ -79,12 +90,12 @@ def seed_predictions(client: Any, spec: SeedSpec, salt: str) -> None:
     for i, (name, (mean, std)) in enumerate(FEATURES.items()):
         # Box-Muller from two row-derived uniforms: reproducible normal inputs.
         normal = f"sqrt(-2 * log(greatest({u(10 + i)}, 1e-9))) * cos(2 * pi() * {u(30 + i)})"
-        scale = DRIFTED.get(name, 1.0)
+        scale = DRIFTED.get(name, 1.25) if name in spec.drifted else 1.0
         feats.append(f"'{name}', round(({mean} + {std} * {normal}) * if({drifting}, {scale}, 1.0), 5)")
     # The shadow scores the same request as the primary it follows, so it keeps the row number.
     shadow = f"{h} % 1000 < {int(spec.shadow_share * 1000)}"
     truth_benign = f"({u(1)} < 0.6)"
-    err = f"if({drifting}, 0.3, 0.05)"
+    err = f"if({drifting}, 0.3, 0.05)" if spec.degrade else "0.05"
     sql = f"""
 INSERT INTO driftline.predictions (event_id, timestamp, model, model_version, variant, request_id,
     features_num, features_str, prediction, prediction_label, prediction_scores, latency_ms,
@@ -134,16 +145,21 @@ FROM numbers({n})""")
 
 
 def _metric_rows(spec: SeedSpec) -> list[tuple[Any, ...]]:
+    from driftline.detectors.base import STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_IMPACT
+
     rng = random.Random(spec.seed)
     rows: list[tuple[Any, ...]] = []
     n_windows = max(1, int(spec.span_s // spec.window_s))
     per_window = max(1, spec.n_predictions // n_windows)
+    windows_per_week = int(7 * 86400 // spec.window_s)
 
     def add(det: str, feat: str, seg: str, ws: dt.datetime, stat: str, value: float,
-            p: float | None, thr: float | None, drift: bool, details: dict[str, Any]) -> None:
+            p: float | None, thr: float | None, drift: bool, details: dict[str, Any],
+            exceeded: bool | None = None) -> None:
+        # drift: the verdict of (detector, feature, segment, window); exceeded: this statistic's own
         rows.append((spec.model, spec.version, det, feat, seg, ws,
                      ws + dt.timedelta(seconds=spec.window_s), stat, float(value), p, thr, drift,
-                     5000, per_window, json.dumps(details), drift))  # exceeded: as the verdict here
+                     5000, per_window, json.dumps(details), drift if exceeded is None else exceeded))
 
     for w in range(n_windows):
         ws = spec.start + dt.timedelta(seconds=w * spec.window_s)
@@ -151,23 +167,33 @@ def _metric_rows(spec: SeedSpec) -> list[tuple[Any, ...]]:
         for seg in ("", "region=eu"):
             drifted = []
             for name in FEATURES:
-                shift = late and name in DRIFTED
+                shift = late and name in spec.drifted
                 psi = (0.6 + rng.random() * 0.5) if shift else rng.random() * 0.05
-                add("data_drift", name, seg, ws, "psi", psi, None, 0.2, psi > 0.2, {"verdict": True})
                 ks_p = 1e-6 if shift else 0.2 + rng.random() * 0.8
-                add("data_drift", name, seg, ws, "ks", 0.3 if shift else 0.02, ks_p, 0.05,
-                    ks_p < 0.05, {"correction": "holm"})
-                if psi > 0.2:
+                add("data_drift", name, seg, ws, "psi", psi, None, 0.2, shift, {"verdict": True},
+                    exceeded=psi > 0.2)
+                add("data_drift", name, seg, ws, "ks", 0.3 if shift else 0.02, ks_p, 0.05, shift,
+                    {"correction": "holm"}, exceeded=ks_p < 0.05)
+                if shift:
                     drifted.append(name)
+                    imp = IMPORTANCE[name]
+                    add("data_drift", name, seg, ws, STAT_IMPACT, imp * psi, None, None, True,
+                        {"importance": imp, "magnitude": psi, "rank": 0})
             share = len(drifted) / len(FEATURES)
-            add("data_drift", "*", seg, ws, "drifted_share", share, None, 0.5, share >= 0.5,
+            add("data_drift", "*", seg, ws, STAT_DRIFTED_SHARE, share, None, 0.5, share >= 0.5,
                 {"drifted": drifted})
-        acc = (0.7 if late else 0.95) + rng.uniform(-0.02, 0.02)
+        alpha = BUDGET["false_verdicts"] / windows_per_week
+        add("data_drift", "*", "", ws, STAT_ALARM_BUDGET, alpha, None, None, False,
+            {**BUDGET, "windows_per_period": windows_per_week,
+             "per_test_alpha": alpha / (2 * len(FEATURES))})
+        bad = late and spec.degrade
+        acc = (0.7 if bad else 0.95) + rng.uniform(-0.02, 0.02)
         for stat, value in (("accuracy", acc), ("f1", acc - 0.02), ("roc_auc", acc + 0.02)):
-            add("performance", "model", "", ws, stat, value, None, 0.855, value < 0.855, {})
-        add("concept.adwin", "error", "", ws, "changes", 1.0 if late else 0.0, None, None, late, {})
-        conf = (0.78 if late else 0.9) + rng.uniform(-0.01, 0.01)
-        add("prediction_drift", "confidence", "", ws, "mean", conf, None, None, late, {})
+            add("performance", "model", "", ws, stat, value, None, 0.855, acc < 0.855, {},
+                exceeded=value < 0.855)
+        add("concept.adwin", "error", "", ws, "changes", 1.0 if bad else 0.0, None, None, bad, {})
+        conf = (0.78 if bad else 0.9) + rng.uniform(-0.01, 0.01)
+        add("prediction_drift", "confidence", "", ws, "mean", conf, None, None, bad, {})
         agree = (0.8 if late else 0.96) + rng.uniform(-0.01, 0.01)
         add("shadow", "prediction", "", ws, "agreement_rate", agree, None, 0.9, agree < 0.9, {})
         lift = 0.04 + rng.uniform(-0.01, 0.01)
@@ -245,5 +271,5 @@ def seed(client: Any, spec: SeedSpec) -> SeedSpec:
     return spec
 
 
-__all__ = ["FEATURES", "SeedSpec", "seed", "seed_alerts", "seed_metrics", "seed_predictions",
+__all__ = ["BUDGET", "DRIFTED", "FEATURES", "IMPORTANCE", "SeedSpec", "seed", "seed_alerts", "seed_metrics", "seed_predictions",
            "seed_reference"]
