@@ -79,13 +79,13 @@ def _flag_list(ctx: Ctx, flags: list[Flag], feature_links: bool) -> None:
         return
     lines = []
     for f in flags[:MAX_FLAGS]:
-        target = f"**{f.detector}** · {f.feature}"
+        line = (f"- **{f.detector}** · {f.feature} — since {f.since:%Y-%m-%d %H:%M} ({f.windows} "
+                f"window{'s' if f.windows != 1 else ''})")
         if feature_links and f.feature not in ("*", "model"):
             url = model_link(ctx, ctx.view.model, version=ctx.view.version, segment=ctx.view.segment,
                              feature=f.feature)
-            target += f" · [drill down]({url})"
-        lines.append(f"- {target} — since {f.since:%Y-%m-%d %H:%M} ({f.windows} window"
-                     f"{'s' if f.windows != 1 else ''})")
+            line += f" · [drill down]({url})"
+        lines.append(line)
     if len(flags) > MAX_FLAGS:
         lines.append(f"- … and {len(flags) - MAX_FLAGS} more")
     st.warning(f"Drift verdicts in the latest window ({len(flags)})")

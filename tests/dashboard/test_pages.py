@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.seed import SeedSpec, seed
+from tests.dashboard.seed import DRIFTED, SeedSpec, seed
 from driftline.dashboard.view import iso, link
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
@@ -71,6 +71,86 @@ def test_overview_lists_the_model_with_drift_and_alerts(app_env: str, seeded: Se
     assert len(at.get("plotly_chart")) >= 1
 
 
+def late_windows(spec: SeedSpec) -> list[dt.datetime]:
+    """The seeded detector windows that start at or after the drift."""
+    starts = [spec.start + dt.timedelta(seconds=k * spec.window_s) for k in range(int(spec.span_s // spec.window_s))]
+    return [t for t in starts if t >= spec.drift_at]
+
+
+def test_overview_says_which_models_are_healthy_drifting_or_degraded(app_env: str, seeded: SeedSpec,
+                                                                     ch_client: Any) -> None:
+    small = dict(n_predictions=3_000, span_s=seeded.span_s, window_s=seeded.window_s, end=seeded.end,
+                 alerts=False)
+    # Inputs drift in four features (one of little importance), accuracy holds: drifting.
+    drifty = seed(ch_client, SeedSpec(model=f"drifty-{uuid.uuid4().hex[:6]}", degrade=False,
+                                      drifted=(*DRIFTED, "worst area"), **small))  # type: ignore[arg-type]
+    quiet = seed(ch_client, SeedSpec(model=f"quiet-{uuid.uuid4().hex[:6]}", drift_at_fraction=1.0,
+                                     **small))  # type: ignore[arg-type]
+    at = open_page("overview", seeded)
+    assert_clean(at)
+    table = at.dataframe[0].value.set_index("model")
+    late = late_windows(drifty)
+    d = table.loc[drifty.model]
+    assert d["state"] == "🟠 drifting"
+    assert d["since"] == f"{late[0]:%Y-%m-%d %H:%M}"
+    # Top three by impact (importance × magnitude), not by name: worst area drifted but ranks fourth.
+    assert d["top drifted features"] == "mean perimeter, mean texture, mean radius (by impact)"
+    assert d["alarm budget · use"] == (f"budget 1 false alarm / week · {len(late)} drift windows in "
+                                       "the last 7 days")
+    assert "data/prediction drift verdict on 4 features" in d["why"]
+    assert f"model={drifty.model}" in d["open"] and "page=model" in d["open"]
+    q = table.loc[quiet.model]
+    assert q["state"] == "🟢 healthy" and q["since"].startswith("before ") and q["top drifted features"] == ""
+    assert q["alarm budget · use"] == "budget 1 false alarm / week · 0 drift windows in the last 7 days"
+    s = table.loc[seeded.model]
+    assert s["state"] == "🔴 degraded" and s["since"] == f"{late_windows(seeded)[0]:%Y-%m-%d %H:%M}"
+    assert "performance · model (accuracy, f1, roc_auc)" in s["why"]
+    states = table.state.value_counts()
+    assert int(metric(at, "Drifting")) == states.get("🟠 drifting", 0) >= 1
+    assert int(metric(at, "Healthy")) == states.get("🟢 healthy", 0) >= 1
+    assert int(metric(at, "Degraded")) == states.get("🔴 degraded", 0) >= 1
+    assert not any("DRIFT:" in str(x) for x in at.dataframe[0].value.astype(str).values.ravel())
+
+
+def plot_titles(at: AppTest) -> list[str]:
+    import json
+
+    return [json.loads(c.proto.spec).get("layout", {}).get("title", {}).get("text", "")
+            for c in at.get("plotly_chart")]
+
+
+def test_model_page_shows_one_verdict_strip_per_detector_and_one_statistic_on_demand(
+        app_env: str, seeded: SeedSpec) -> None:
+    at = open_page("model", seeded)
+    assert_clean(at)
+    strip = [json_spec(c) for c in at.get("plotly_chart")
+             if "Drift verdict per detector" in json_spec(c)["layout"]["title"]["text"]]
+    assert len(strip) == 1
+    traces = {t["name"]: t for t in strip[0]["data"]}
+    late = late_windows(seeded)
+    drifting = traces["drift verdict"]
+    # data_drift and prediction_drift drift in every late window; quality never does.
+    assert sorted(set(drifting["y"])) == ["data_drift", "prediction_drift"]
+    assert len(drifting["y"]) == 2 * len(late)
+    assert any("mean perimeter, mean radius, mean texture" in t for t in drifting["text"])
+    assert "quality" in set(traces["no drift"]["y"])
+    flags = "\n".join(m.value for m in at.markdown)
+    since = f"since {late[0]:%Y-%m-%d %H:%M} ({len(late)} windows)"
+    for feature in DRIFTED:
+        assert f"**data_drift** · {feature} — {since}" in flags
+    assert "worst area" not in flags
+    at.selectbox(key="model_verdicts_series").set_value("data_drift · mean radius").run()
+    at.selectbox(key="model_verdicts_stat").set_value("psi").run()
+    assert_clean(at)
+    assert "data_drift · mean radius · psi per window" in plot_titles(at)
+
+
+def json_spec(chart: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(chart.proto.spec)  # type: ignore[no-any-return]
+
+
 def test_model_page_counts_match_clickhouse(app_env: str, seeded: SeedSpec, ch_client: Any) -> None:
     at = open_page("model", seeded)
     assert_clean(at)
@@ -117,6 +197,15 @@ def test_performance_page_shows_accuracy_falling_after_drift(app_env: str, seede
     latest = float(metric(at, "Accuracy (latest buckets)").rstrip("%"))
     assert latest < overall - 5  # the seeded drift drops accuracy from ~95% to ~70%
     assert len(at.get("plotly_chart")) >= 4
+    # The detector signals: flags as a short list (one line per signal), since the drift.
+    flags = [m.value for m in at.markdown if "since" in m.value]
+    assert len(flags) == 1
+    late = late_windows(seeded)
+    lines = flags[0].splitlines()
+    assert lines == [f"- **{d}** · {f} — since {late[0]:%Y-%m-%d %H:%M} ({len(late)} windows)"
+                     for d, f in (("concept.adwin", "error"), ("performance", "model"),
+                                  ("prediction_drift", "confidence"))]
+    assert any(w.value == "Drift verdicts in the latest window (3)" for w in at.warning)
 
 
 def test_shadow_and_ab_page(app_env: str, seeded: SeedSpec) -> None:
