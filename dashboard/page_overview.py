@@ -9,8 +9,9 @@ from driftline.dashboard import health, queries
 from driftline.dashboard.ui import Ctx, data, empty, fig_defaults, model_link, plot, utc
 
 
-_BADGE = {health.HEALTHY: "🟢 healthy", health.DRIFTING: "🟠 drifting", health.DEGRADED: "🔴 degraded",
-          health.NO_OUTPUT: "⚪ no detector output"}
+# Cell colours of the state column (text, not emoji: headless and minimal systems lack the font).
+_STATE_STYLE = {health.HEALTHY: "background-color: #d8f0d8", health.DRIFTING: "background-color: #ffe0b3",
+                health.DEGRADED: "background-color: #f8c4c4", health.NO_OUTPUT: "color: #888888"}
 
 
 def render(ctx: Ctx) -> None:
@@ -27,6 +28,8 @@ def render(ctx: Ctx) -> None:
         return
     rows_h = data(ctx, queries.overview_health(v.start, v.end), quiet_missing=True)
     alerts = data(ctx, queries.open_alerts(), quiet_missing=True)
+    if alerts is not None and not len(alerts):
+        alerts = None  # an empty result carries no columns to group by
     healths = {} if rows_h is None else health.model_health(rows_h, v.end)
     alerts_by = {} if alerts is None else alerts.groupby("model").size().to_dict()
     sev_by = {} if alerts is None else alerts.groupby("model")["severity"].agg(
@@ -52,9 +55,9 @@ def render(ctx: Ctx) -> None:
         # The deep link opens the model page from the start of the current state.
         start = min(v.start, h.since) if h.since is not None and h.state != health.HEALTHY else None
         rows.append({
-            "model": r.model, "state": _BADGE.get(h.state, h.state), "since": since,
-            "top drifted features": top, "alarm budget · use": h.budget_use() if h.latest_window else "",
-            "open": model_link(ctx, r.model, start=start), "why": h.rule,
+            "model": r.model, "open": model_link(ctx, r.model, start=start), "state": h.state,
+            "since": since, "top drifted features": top,
+            "alarm budget · use": h.budget_use() if h.latest_window else "", "why": h.rule,
             "open alerts": int(alerts_by.get(r.model, 0)), "worst severity": sev_by.get(r.model, ""),
             "predictions": int(r.predictions), "per second": round(float(r.per_s), 2),
             "p50 ms": r.p50_ms, "p95 ms": r.p95_ms, "p99 ms": r.p99_ms, "error rate": float(r.error_rate), "versions": r.versions,
@@ -62,7 +65,7 @@ def render(ctx: Ctx) -> None:
         })
     import pandas as pd
 
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).style.map(lambda x: _STATE_STYLE.get(x, ""), subset=["state"])
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "open": st.column_config.LinkColumn("open", display_text="model page"),
         "p50 ms": st.column_config.NumberColumn(format="%.1f"),

@@ -192,3 +192,83 @@ def test_sql_console_in_the_browser_runs_and_refuses_writes(stack: dict[str, Any
     html = run("DROP TABLE driftline.predictions", "sql-refused")
     assert "ClickHouse refused the query" in html and "READONLY" in html
     assert stack["client"].query("EXISTS TABLE driftline.predictions").result_rows[0][0] == 1
+
+
+
+@pytest.fixture(scope="module")
+def health_dashboard(ch_client: Any, clickhouse_url: str,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A Streamlit server (``driftline dashboard``) on the session's chDB store, seeded with a
+    model whose inputs drift (accuracy holds) and a quiet one; no demo traffic needed."""
+    import datetime as dt
+
+    from tests.dashboard.seed import DRIFTED, SeedSpec, seed
+
+    end = dt.datetime.now(dt.timezone.utc)
+    small = dict(n_predictions=2_000, span_s=2 * 3600, window_s=600, end=end, alerts=False)
+    drifty = seed(ch_client, SeedSpec(model="drifty-browser", degrade=False,
+                                      drifted=(*DRIFTED, "worst area"), **small))  # type: ignore[arg-type]
+    quiet = seed(ch_client, SeedSpec(model="quiet-browser", drift_at_fraction=1.0, **small))  # type: ignore[arg-type]
+    (port,) = _free_ports(1)
+    log_path = tmp_path_factory.mktemp("dash") / "dashboard.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_DASHBOARD")}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftline.cli", "dashboard", "--port", str(port),
+             "--clickhouse-url", clickhouse_url], stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            def health() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"dashboard exited: {log_path.read_text(errors='replace')[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        return r.read() == b"ok"
+                except OSError:
+                    return False
+
+            wait_for(health, timeout_s=120, interval_s=0.5)
+            yield {"dashboard": url, "drifty": drifty, "quiet": quiet}
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def test_overview_in_the_browser_says_which_model_drifts_since_when_and_why(
+        health_dashboard: dict[str, Any], browser: Any) -> None:
+    import datetime as dt
+
+    drifty = health_dashboard["drifty"]
+    starts = (drifty.start + dt.timedelta(seconds=k * drifty.window_s)
+              for k in range(int(drifty.span_s // drifty.window_s)))
+    first_late = next(t for t in starts if t >= drifty.drift_at)
+    since, top = f"{first_late:%Y-%m-%d %H:%M}", "mean perimeter, mean texture, mean radius (by impact)"
+    open_page(browser, f"{health_dashboard['dashboard']}/?page=overview", "overview-health",
+              ("Overview", "drifty-browser", "quiet-browser", since, top))
+    rows = _grid_rows(browser)
+    drifty_row = next(r for r in rows if r and r[0] == "drifty-browser")
+    quiet_row = next(r for r in rows if r and r[0] == "quiet-browser")
+    header = next(r for r in rows if "state" in r)
+    cell = lambda row, col: row[header.index(col)]  # noqa: E731
+    assert (cell(drifty_row, "state"), cell(drifty_row, "since")) == ("drifting", since), rows
+    assert cell(drifty_row, "top drifted features") == top, rows
+    assert cell(quiet_row, "state") == "healthy" and cell(quiet_row, "since").startswith("before "), rows
+    assert cell(quiet_row, "top drifted features") == "", rows
+    assert "worst area" not in browser.page_source  # drifted, but fourth by impact
+
+
+def _grid_rows(driver: Any) -> list[list[str]]:
+    """The cell texts of Streamlit's data grid, from the accessible table it keeps beside the canvas."""
+    from selenium.webdriver.common.by import By
+
+    rows = []
+    for tr in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"] table tr'):
+        cells = tr.find_elements(By.CSS_SELECTOR, "th, td")
+        rows.append([(c.get_attribute("textContent") or "").strip() for c in cells])
+    assert rows, "no data grid rows in the page"
+    return rows
