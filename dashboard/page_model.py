@@ -125,9 +125,8 @@ def _heatmap(ctx: Ctx) -> tuple[str, ...]:
     worst = latest[latest.drift.astype(bool)].sort_values("value", ascending=is_p)
     now_drifting = sorted(worst.feature)
     if now_drifting:
+        # Since when each one drifts is in the verdict list above.
         st.warning(f"Drifting in the latest window: {', '.join(now_drifting)}")
-        first = hm[hm.drift.astype(bool)].groupby("feature").t.min().sort_values()
-        st.caption("Drifting since: " + "; ".join(f"{f} {t:%Y-%m-%d %H:%M}" for f, t in first.items()))
     else:
         st.success("No feature drifts in the latest window.")
     return tuple(worst.feature)

@@ -272,3 +272,21 @@ def _grid_rows(driver: Any) -> list[list[str]]:
         rows.append([(c.get_attribute("textContent") or "").strip() for c in cells])
     assert rows, "no data grid rows in the page"
     return rows
+
+
+@pytest.mark.parametrize("page,title,flag", [
+    ("model", "Drift verdict per detector", "data_drift · mean perimeter — since"),
+    ("performance", "Verdict per detector", "No detector gives a drift verdict in its latest window"),
+], ids=["model", "performance"])
+def test_verdict_strips_in_the_browser(health_dashboard: dict[str, Any], browser: Any, page: str,
+                                       title: str, flag: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    html = open_page(browser, f"{health_dashboard['dashboard']}/?page={page}&model=drifty-browser",
+                     f"{page}-verdicts", (title,))
+    deadline = time.monotonic() + 30
+    while not browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot") and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert title in html
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert flag in text  # the drifting model's accuracy holds: its performance signals are quiet
