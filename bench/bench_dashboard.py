@@ -43,6 +43,7 @@ def panel_queries(v: Any, raw: bool = False) -> list[Any]:
     r = {"raw": raw}
     return [q.catalog(**r), q.segments(v), q.features(v), q.overview_models(v.start, v.end, **r),
             q.overview_traffic(v.start, v.end, v.bucket_s, **r), q.overview_health(v.start, v.end),
+            q.overview_verdicts(v.start, v.end), q.overview_budget_use(v.end),
             q.open_alerts(), q.volume(v, **r), q.latency(v, **r), q.prediction_labels(v, **r),
             q.confidence(v, **r), q.drift_statistics(v), q.drift_heatmap(v, "data_drift", "psi"),
             q.feature_tests(v, feature), q.reference_profile(v.model, ""),

@@ -11,13 +11,13 @@ The rules, in the words the Overview shows them:
 * **no detector output**: neither kind wrote a row in the window read.
 
 Only all traffic counts for the state (segment ``''``); the alarm budget's use counts verdict windows
-of every segment, because the budget was corrected across segments. Each kind keeps its latest verdict
-until its next window (labels arrive later than inputs, so performance windows trail data
-windows), and "since" is the first window of the current unbroken run of the state.
+of every segment, because the budget was corrected across segments, over the budget's own period
+(the last hour, day or week before the range's end). Each kind keeps its latest verdict until its
+next window (labels arrive later than inputs, so performance windows trail data windows), and
+"since" is the first window of the current unbroken run of the state within the time range.
 
-Everything here is pure: :func:`model_health` takes the rows of
-:func:`driftline.dashboard.queries.overview_health` and returns frozen results, so it is tested
-without Streamlit or ClickHouse.
+Everything here is pure: :func:`model_health` takes the rows of the ``overview_*`` queries of
+``queries.py`` and returns frozen results, so it is tested without Streamlit or ClickHouse.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
     "DEGRADE_DETECTORS", "DEGRADE_PREFIXES", "DEGRADED", "DRIFTING", "DRIFT_DETECTORS", "DRIFT_PREFIXES",
-    "HEALTHY", "LOOKBACK_S", "NO_OUTPUT", "STATES", "Budget", "DriftedFeature", "ModelHealth",
-    "budget_from_details", "family", "model_health", "top_features",
+    "HEALTHY", "NO_OUTPUT", "STATES", "Budget", "DriftedFeature", "ModelHealth",
+    "budget_from_details", "family", "model_health", "top_features", "verdicts_since",
 ]
 
 #: data and prediction drift: what makes a model *drifting*
@@ -43,8 +43,6 @@ DEGRADE_PREFIXES = ("concept.",)
 
 HEALTHY, DRIFTING, DEGRADED, NO_OUTPUT = "healthy", "drifting", "degraded", "no detector output"
 STATES = (DEGRADED, DRIFTING, HEALTHY, NO_OUTPUT)  # worst first
-#: how far back the Overview reads verdicts (for "since" and the budget's use) before the range
-LOOKBACK_S = 7 * 86400
 #: a budget's ``per`` in seconds; any other ``per`` is counted in windows (``windows_per_period``)
 PERIOD_S: Mapping[str, int] = {"hour": 3600, "day": 86400, "week": 7 * 86400}
 TOP_FEATURES = 3
@@ -153,20 +151,42 @@ def top_features(entries: Iterable[Sequence[Any]]) -> tuple[DriftedFeature, ...]
     return tuple(sorted(out.values(), key=lambda f: (f.score, f.feature), reverse=True))
 
 
-def _window_rows(rows: Any) -> Iterable[Mapping[str, Any]]:
-    if hasattr(rows, "to_dict"):
-        return rows.to_dict("records")  # type: ignore[no-any-return]
-    return rows  # type: ignore[no-any-return]
+WINDOW_COLS = ("model", "ms", "drifting", "has_drift", "degraded", "has_perf", "any_verdict", "budget",
+               "alpha")
+VERDICT_COLS = ("model", "ms", "detector", "feature", "fam", "has_impact", "impact", "statistic_", "ratio",
+                "crossed")
 
 
-def _ts(x: Any) -> dt.datetime:
-    if hasattr(x, "to_pydatetime"):
-        x = x.to_pydatetime()
-    return x if x.tzinfo else x.replace(tzinfo=dt.timezone.utc)  # type: ignore[no-any-return]
+def _records(rows: Any, cols: Sequence[str]) -> Iterable[tuple[Any, ...]]:
+    # Column lists, not per-row pandas objects: thousands of windows stay a few milliseconds.
+    if rows is None:
+        return ()
+    if hasattr(rows, "columns"):
+        if not len(rows):
+            return ()
+        return zip(*(rows[c].tolist() for c in cols))
+    return (tuple(r[c] for c in cols) for r in rows)
 
 
-def _degraded_rule(detectors: Sequence[Any]) -> str:
-    names = sorted({f"{d}" + (f" ({', '.join(s)})" if s else "") for d, s in detectors})
+def _utc(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+def verdicts_since(windows: Any) -> dt.datetime | None:
+    """Where ``queries.overview_verdicts`` must start to hold the verdicts behind every drifting or
+    degraded model's state: the earliest of their latest drift / performance windows that gave a
+    verdict (``None`` when no model has one: nothing to read)."""
+    latest: dict[tuple[str, int], tuple[int, bool]] = {}
+    for model, ms, drifting, has_drift, degraded, has_perf, *_ in _records(windows, WINDOW_COLS):
+        for fam, has, verdict in ((1, has_drift, drifting), (2, has_perf, degraded)):
+            if has and ms >= latest.get((model, fam), (ms, False))[0]:
+                latest[(model, fam)] = (ms, bool(verdict))
+    flagged = [ms for ms, verdict in latest.values() if verdict]
+    return _utc(min(flagged)) if flagged else None
+
+
+def _degraded_rule(entries: Sequence[tuple[str, Sequence[str]]]) -> str:
+    names = sorted({name + (f" ({', '.join(crossed)})" if len(crossed) else "") for name, crossed in entries})
     return "degraded: performance/concept verdict in the latest window — " + "; ".join(names)
 
 
@@ -176,73 +196,72 @@ def _drifting_rule(features: Sequence[DriftedFeature], detectors: Sequence[str])
     return f"drifting: data/prediction drift verdict on {what} in the latest window ({', '.join(detectors)})"
 
 
-def _one_model(model: str, wins: list[Mapping[str, Any]], end: dt.datetime) -> ModelHealth:
-    wins.sort(key=lambda r: _ts(r["window_start"]))
+def _healthy_rule(drift_v: bool | None, perf_v: bool | None) -> str:
+    kinds = [k for k, v in (("data/prediction drift", drift_v), ("performance/concept", perf_v)) if v is not None]
+    missing = [k for k, v in (("data/prediction drift", drift_v), ("performance/concept (no labels?)", perf_v))
+               if v is None]
+    rule = f"healthy: no {' or '.join(kinds)} verdict in the latest window"
+    return rule + (f"; no {' or '.join(missing)} detector output to judge" if missing else "")
+
+
+def _one_model(model: str, wins: list[tuple[Any, ...]], verdicts: Mapping[tuple[int, int], list[tuple[Any, ...]]],
+               use: Mapping[str, int]) -> ModelHealth:
+    wins.sort(key=lambda r: r[1])
     drift_v: bool | None = None
     perf_v: bool | None = None
-    last_drift: Mapping[str, Any] | None = None
-    last_perf: Mapping[str, Any] | None = None
-    states: list[tuple[dt.datetime, str]] = []
-    budget: Budget | None = None
-    for r in wins:
-        if r["has_drift"]:
-            drift_v, last_drift = bool(r["drifting"]), r
-        if r["has_perf"]:
-            perf_v, last_perf = bool(r["degraded"]), r
-        if r.get("budget"):
-            budget = budget_from_details(str(r["budget"]), float(r.get("alpha") or 0.0)) or budget
-        if drift_v is None and perf_v is None:
-            continue
-        states.append((_ts(r["window_start"]), DEGRADED if perf_v else DRIFTING if drift_v else HEALTHY))
-    features = top_features(last_drift["drifted"]) if last_drift is not None and drift_v else ()
+    last_drift = last_perf = 0
+    states: list[tuple[int, str]] = []
+    b_rows: list[tuple[str, float]] = []
+    for _, ms, drifting, has_drift, degraded, has_perf, _, b_details, alpha in wins:
+        if has_drift:
+            drift_v, last_drift = bool(drifting), ms
+        if has_perf:
+            perf_v, last_perf = bool(degraded), ms
+        if b_details:
+            b_rows.append((str(b_details), float(alpha or 0.0)))
+        if drift_v is not None or perf_v is not None:
+            states.append((ms, DEGRADED if perf_v else DRIFTING if drift_v else HEALTHY))
+    # The latest readable budget (parsed only as far back as needed).
+    budget = next((b for b in (budget_from_details(d, a) for d, a in reversed(b_rows)) if b), None)
     if not states:
         return ModelHealth(model, NO_OUTPUT, "no data, prediction, performance or concept detector "
-                           "wrote a window in the time read", None, False, None, (), budget, 0, "")
+                           "wrote a window in the time range", None, False, None, (), budget, 0, "")
+    drifted = verdicts.get((last_drift, 1), []) if drift_v else []
+    features = top_features((d, f, hi, imp, st, r) for d, f, hi, imp, st, r, _ in drifted)
     state = states[-1][1]
     i = len(states) - 1
     while i > 0 and states[i - 1][1] == state:
         i -= 1
-    since, since_open = states[i][0], i == 0
     if state == DEGRADED:
-        assert last_perf is not None
-        rule = _degraded_rule(last_perf["degraded_by"])
+        rule = _degraded_rule([(f"{d} · {f}", c) for d, f, *_, c in verdicts.get((last_perf, 2), [])])
     elif state == DRIFTING:
-        assert last_drift is not None
-        rule = _drifting_rule(features, sorted({str(d) for d, *_ in last_drift["drifted"]}))
+        rule = _drifting_rule(features, sorted({str(d) for d, *_ in drifted}))
     else:
-        kinds = [k for k, v in (("data/prediction drift", drift_v), ("performance/concept", perf_v))
-                 if v is not None]
-        missing = [k for k, v in (("data/prediction drift", drift_v), ("performance/concept (no labels?)",
-                                                                        perf_v)) if v is None]
-        rule = f"healthy: no {' or '.join(kinds)} verdict in the latest window"
-        if missing:
-            rule += f"; no {' or '.join(missing)} detector output to judge"
-    # The budget's use: windows with any data/prediction verdict over the budget's own period.
-    starts = [(_ts(r["window_start"]), bool(r["any_verdict"])) for r in wins if r["has_drift_any"]]
-    latest = max((t for t, _ in starts), default=None)
+        rule = _healthy_rule(drift_v, perf_v)
     if budget is not None and budget.period_s is None and budget.windows_per_period > 0:
-        recent = starts[-budget.windows_per_period:]
-        counted = f"the last {len(recent):,} windows"
+        recent = [w for w in wins if w[3]][-budget.windows_per_period:]
+        used, counted = sum(1 for w in recent if w[6]), f"the last {len(recent):,} windows"
     else:
-        period = (budget.period_s if budget is not None and budget.period_s else 0) or LOOKBACK_S
-        period = min(period, LOOKBACK_S)
-        recent = [(t, v) for t, v in starts if t >= end - dt.timedelta(seconds=period)]
-        counted = _period_words(period)
-    return ModelHealth(model, state, rule, since, since_open, latest, features, budget,
-                       sum(1 for _, v in recent if v), counted)
+        per = budget.per if budget is not None and budget.period_s else "week"
+        used, counted = int(use.get(per, 0)), _PERIOD_WORDS[per]
+    return ModelHealth(model, state, rule, _utc(states[i][0]), i == 0, _utc(states[-1][0]), features,
+                       budget, used, counted)
 
 
-def _period_words(period_s: int) -> str:
-    for name, s in PERIOD_S.items():
-        if s == period_s:
-            return {"hour": "the last hour", "day": "the last 24 hours", "week": "the last 7 days"}[name]
-    return f"the last {period_s / 86400:g} days"
+_PERIOD_WORDS = {"hour": "the last hour", "day": "the last 24 hours", "week": "the last 7 days"}
 
 
-def model_health(rows: Any, end: dt.datetime) -> dict[str, ModelHealth]:
-    """``rows``: the per-(model, window) rows of ``queries.overview_health`` (a DataFrame or a list
-    of mappings); ``end``: the end of the time read (the budget's period ends there)."""
-    by_model: dict[str, list[Mapping[str, Any]]] = {}
-    for r in _window_rows(rows):
-        by_model.setdefault(str(r["model"]), []).append(r)
-    return {m: _one_model(m, wins, end) for m, wins in by_model.items()}
+def model_health(windows: Any, verdicts: Any = None, uses: Any = None) -> dict[str, ModelHealth]:
+    """One :class:`ModelHealth` per model from the rows of ``queries.overview_health``
+    (``windows``), ``queries.overview_verdicts`` and ``queries.overview_budget_use`` (DataFrames or
+    lists of mappings); "since" is bounded by the first window in ``windows``."""
+    by_model: dict[str, list[tuple[Any, ...]]] = {}
+    for r in _records(windows, WINDOW_COLS):
+        by_model.setdefault(str(r[0]), []).append(r)
+    by_window: dict[str, dict[tuple[int, int], list[tuple[Any, ...]]]] = {}
+    for model, ms, det, feat, fam, has_impact, impact, stat, ratio, crossed in _records(verdicts, VERDICT_COLS):
+        by_window.setdefault(str(model), {}).setdefault((ms, fam), []).append(
+            (det, feat, has_impact, impact, stat, ratio, tuple(crossed)))
+    use = {str(m): {"hour": h, "day": d, "week": w}
+           for m, h, d, w in _records(uses, ("model", "hour", "day", "week"))}
+    return {m: _one_model(m, wins, by_window.get(m, {}), use.get(m, {})) for m, wins in by_model.items()}

@@ -27,10 +27,16 @@ def render(ctx: Ctx) -> None:
               "(`driftline up --demo` shows live example traffic).")
         return
     rows_h = data(ctx, queries.overview_health(v.start, v.end), quiet_missing=True)
+    verdicts = uses = None
+    since = None if rows_h is None else health.verdicts_since(rows_h)
+    if since is not None:  # only when some model drifts or is degraded now
+        verdicts = data(ctx, queries.overview_verdicts(since, v.end))
+    if rows_h is not None and len(rows_h):
+        uses = data(ctx, queries.overview_budget_use(v.end))
     alerts = data(ctx, queries.open_alerts(), quiet_missing=True)
     if alerts is not None and not len(alerts):
         alerts = None  # an empty result carries no columns to group by
-    healths = {} if rows_h is None else health.model_health(rows_h, v.end)
+    healths = {} if rows_h is None else health.model_health(rows_h, verdicts, uses)
     alerts_by = {} if alerts is None else alerts.groupby("model").size().to_dict()
     sev_by = {} if alerts is None else alerts.groupby("model")["severity"].agg(
         lambda s: "critical" if "critical" in set(s) else str(s.iloc[0])).to_dict()

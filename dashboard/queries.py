@@ -8,7 +8,6 @@ they share. The benchmark runs the same builders uncached.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from driftline.dashboard import health
@@ -92,46 +91,65 @@ NOT_SUMMARY = "statistic NOT IN {summary:Array(String)}"
 
 
 def overview_health(start: Any, end: Any) -> Query:
-    """Per model and detector window, from ``end`` back to ``start`` or :data:`health.LOOKBACK_S`,
-    whichever is earlier: the verdicts of the drift and of the performance families (all traffic,
-    and any segment for the budget's use), the drifted features with what ranks them (impact, else
-    the crossed statistic furthest past its threshold: value / threshold, or threshold / p for a
-    p-value test), the performance statistics that crossed, and the alarm budget row.
-    ``dashboard/health.py`` turns these rows into one state per model."""
+    """Per model and detector window in range (``ms``: its start in Unix milliseconds): whether
+    the drift and the performance families judged and gave a verdict in all traffic, whether the
+    drift family gave one in any segment, and the window's alarm budget row (JSON, alpha).
+    One plain aggregation: the features behind a verdict are :func:`overview_verdicts`."""
     fam, fp = _families()
-    lookback = min(start, end - dt.timedelta(seconds=health.LOOKBACK_S))
     return query("overview.health", f"""
-SELECT model, w AS window_start,
-       maxIf(verdict, fam = 1 AND segment = '') AS drifting,
-       countIf(fam = 1 AND segment = '' AND judged) > 0 AS has_drift,
-       maxIf(verdict, fam = 2 AND segment = '') AS degraded,
-       countIf(fam = 2 AND segment = '' AND judged) > 0 AS has_perf,
-       maxIf(verdict, fam = 1) AS any_verdict,
-       countIf(fam = 1 AND judged) > 0 AS has_drift_any,
-       groupArrayIf((detector, feature, has_impact, impact, stat.1, stat.2),
-                    fam = 1 AND segment = '' AND verdict) AS drifted,
-       groupArrayIf((concat(detector, ' · ', feature), crossed), fam = 2 AND segment = '' AND verdict)
-           AS degraded_by,
-       anyIf(b_details, b_details != '') AS budget, maxIf(b_alpha, b_details != '') AS alpha
-FROM (
-  SELECT model, window_start AS w, segment, detector, feature, {fam} AS fam,
-         countIf({NOT_SUMMARY}) > 0 AS judged, maxIf(drift, {NOT_SUMMARY}) AS verdict,
-         countIf(statistic = {{impact:String}}) > 0 AS has_impact,
-         maxIf(value, statistic = {{impact:String}}) AS impact,
-         argMaxIf((statistic, value / assumeNotNull(threshold)), value / assumeNotNull(threshold),
-                  exceeded AND p_value IS NULL AND ifNull(threshold, 0) > 0 AND {NOT_SUMMARY}) AS vs,
-         argMinIf((statistic, ifNull(threshold, 0) / assumeNotNull(p_value)), assumeNotNull(p_value),
-                  exceeded AND ifNull(p_value, 0) > 0 AND {NOT_SUMMARY}) AS ps,
-         if(vs.1 != '', vs, ps) AS stat,
-         arraySlice(arraySort(groupUniqArrayIf(statistic, exceeded AND {NOT_SUMMARY})), 1, 3) AS crossed,
-         anyIf(details, statistic = {{budget_stat:String}}) AS b_details,
-         maxIf(value, statistic = {{budget_stat:String}}) AS b_alpha
-  FROM driftline.drift_metrics
-  WHERE window_start >= toDateTime64({{start:String}}, 3, 'UTC')
-    AND window_start < toDateTime64({{end:String}}, 3, 'UTC')
-    AND ({fam} != 0 OR statistic = {{budget_stat:String}})
-  GROUP BY model, w, segment, detector, feature)
-GROUP BY model, w ORDER BY model, w""", {**in_range(lookback, end), **fp, **_SUMMARY})
+SELECT model, toUnixTimestamp64Milli(window_start) AS ms,
+       maxIf(drift, fam = 1 AND segment = '' AND {NOT_SUMMARY}) AS drifting,
+       countIf(fam = 1 AND segment = '' AND {NOT_SUMMARY}) > 0 AS has_drift,
+       maxIf(drift, fam = 2 AND segment = '' AND {NOT_SUMMARY}) AS degraded,
+       countIf(fam = 2 AND segment = '' AND {NOT_SUMMARY}) > 0 AS has_perf,
+       maxIf(drift, fam = 1 AND {NOT_SUMMARY}) AS any_verdict,
+       anyIf(details, statistic = {{budget_stat:String}}) AS budget,
+       maxIf(value, statistic = {{budget_stat:String}}) AS alpha
+FROM (SELECT model, window_start, segment, statistic, drift, value, details, {fam} AS fam
+      FROM driftline.drift_metrics
+      WHERE window_start >= toDateTime64({{start:String}}, 3, 'UTC')
+        AND window_start < toDateTime64({{end:String}}, 3, 'UTC'))
+WHERE fam != 0 OR statistic = {{budget_stat:String}}
+GROUP BY model, ms ORDER BY model, ms""", {**in_range(start, end), **fp, **_SUMMARY})
+
+
+def overview_budget_use(end: Any) -> Query:
+    """Per model, how many windows had a data/prediction drift verdict (any segment) in the last
+    hour, day and week before ``end``: the use of an alarm budget stated per hour, day or week.
+    Only verdict rows are read past the first column (``PREWHERE drift``)."""
+    fam, fp = _families()
+    return query("overview.budget_use", f"""
+SELECT model,
+       uniqExactIf(window_start, window_start >= toDateTime64({{end:String}}, 3, 'UTC') - INTERVAL 1 HOUR) AS hour,
+       uniqExactIf(window_start, window_start >= toDateTime64({{end:String}}, 3, 'UTC') - INTERVAL 1 DAY) AS day,
+       uniqExact(window_start) AS week
+FROM driftline.drift_metrics PREWHERE drift
+WHERE window_start >= toDateTime64({{end:String}}, 3, 'UTC') - INTERVAL 7 DAY
+  AND window_start < toDateTime64({{end:String}}, 3, 'UTC') AND {fam} = 1 AND {NOT_SUMMARY}
+GROUP BY model""", {"end": in_range(end, end)["end"], **fp, **_SUMMARY})
+
+
+def overview_verdicts(start: Any, end: Any) -> Query:
+    """Every (model, window, detector, feature) with a verdict (all traffic) from ``start`` (the
+    earliest latest window among the models) to ``end``, and what ranks a drifted feature: its
+    impact row, else the crossed statistic furthest past its threshold (value / threshold, or
+    threshold / p for a p-value test), plus the statistics that crossed (up to 3)."""
+    fam, fp = _families()
+    return query("overview.verdicts", f"""
+SELECT model, toUnixTimestamp64Milli(window_start) AS ms, detector, feature, {fam} AS fam,
+       countIf(statistic = {{impact:String}}) > 0 AS has_impact,
+       maxIf(value, statistic = {{impact:String}}) AS impact,
+       argMaxIf((statistic, value / assumeNotNull(threshold)), value / assumeNotNull(threshold),
+                exceeded AND p_value IS NULL AND ifNull(threshold, 0) > 0 AND {NOT_SUMMARY}) AS vs,
+       argMinIf((statistic, ifNull(threshold, 0) / assumeNotNull(p_value)), assumeNotNull(p_value),
+                exceeded AND ifNull(p_value, 0) > 0 AND {NOT_SUMMARY}) AS ps,
+       if(vs.1 != '', vs.1, ps.1) AS statistic_, if(vs.1 != '', vs.2, ps.2) AS ratio,
+       arraySlice(arraySort(groupUniqArrayIf(statistic, exceeded AND {NOT_SUMMARY})), 1, 3) AS crossed
+FROM driftline.drift_metrics
+WHERE window_start >= toDateTime64({{start:String}}, 3, 'UTC')
+  AND window_start < toDateTime64({{end:String}}, 3, 'UTC') AND segment = '' AND {fam} != 0
+GROUP BY model, ms, detector, feature
+HAVING maxIf(drift, {NOT_SUMMARY})""", {**in_range(start, end), **fp, **_SUMMARY})
 
 
 def open_alerts() -> Query:
