@@ -126,7 +126,7 @@ def run_driftline(streams: dict, window: int, eval_start: int, args: argparse.Na
         r["flagged"] = [bool(f) for f in r["flagged"]]
         cases[name] = r
         print(f"driftline: {name} {sum(r['flagged'])}/{len(r['flagged'])} windows flagged, "
-              f"{r['us_per_event']:.1f} us/event in the engine", flush=True)
+              f"{r['us_per_event']:.1f} us/event in the engine, {r['cpu_s']:.0f} s CPU in all", flush=True)
     return {"cases": cases, "wall_s": time.monotonic() - t0}
 
 
