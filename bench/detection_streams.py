@@ -5,8 +5,9 @@ stationary), then evaluated windows of ``window`` values: all stationary for a s
 ``prefix`` stationary windows then ``post`` changed ones for a shifted case (the change starts
 at a window boundary). Numeric values are float64 with NaN for a missing value; categorical ones
 are int codes into ``levels`` with -1 for missing. Each case draws from its own
-``numpy.random.default_rng(seed)`` in one pass, so a stream does not depend on the other cases or
-on the sizes of later regions.
+``numpy.random.default_rng(seed)`` in one pass, so a stream depends only on its seed and the sizes
+asked for (not on the other cases); a different ``--events-per-shape`` gives another sample, its
+reference included.
 
 >>> c = CASES["gaussian"]
 >>> s = c.generate(ref_events=2000, window=1000, windows=3, prefix=0)
