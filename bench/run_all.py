@@ -1,8 +1,8 @@
 """Run every benchmark in turn and print its figures: `make bench` or `python bench/run_all.py`.
 
 Each script compares against a baseline measured in the same run and prints its own table; the
-latest figures are recorded in bench/README.md. `--quick` skips the two long ones (Evidently on
-1M x 50 rows, and seeding 10M predictions for the dashboard).
+latest figures are recorded in bench/README.md. `--quick` skips the long ones (Evidently on
+1M x 50 rows, the detection-quality comparison, seeding 10M predictions for the dashboard, ...).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ BENCHES = [
     ("make demo on a clean clone: dashboard and first drift row", ["bench_demo_start.py"], True),
     ("storage per million predictions", ["bench_storage.py"], True),
     ("detectors vs Evidently DataDriftPreset", ["bench_vs_evidently.py"], True),
+    ("detection quality vs Evidently, NannyML, alibi-detect", ["bench_detection.py"], True),
     ("dashboard pages at 10M predictions", ["bench_dashboard.py"], True),
     ("the redesign (issue 13): this tree vs the commit before it", ["bench_before_after.py", "--base", "6f8f29f"], True),
     ("embedded store memory under the storage and detector path", ["bench_store_memory.py"], True),
