@@ -67,7 +67,11 @@ class VersionStream:
         self.multivariate: Detector | None = None
         mv = cfg.multivariate
         if mv.enabled and reference.sample:
-            if mv.backend == "domain_classifier":
+            if mv.backend == "pca":
+                from driftline.detectors.pca import PCADriftDetector
+                self.multivariate = PCADriftDetector(reference.sample, mv, min_samples=cfg.min_samples,
+                                                     exclude=tuple(self.excluded))
+            elif mv.backend == "domain_classifier":
                 from driftline.detectors.multivariate import DomainClassifierDetector
                 self.multivariate = DomainClassifierDetector(reference.sample, mv, min_samples=cfg.min_samples,
                                                              exclude=tuple(self.excluded))
