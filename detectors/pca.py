@@ -26,9 +26,9 @@ How the reference is used, and why:
   two-sample normal approximation with the reference's per-row variance, ``var (1/m + 1/n)``,
   and a Cornish-Fisher skewness term. ``alpha`` is the probability of a false verdict per
   stationary window, over references (one reference's own rate varies around it).
-* **Cost.** ``update`` appends one list of the row's values (numbers as they come, categories as
-  a code) to a bounded reservoir (``sample_size`` rows); everything else happens once per window
-  at close (an ``m x p`` rank transform and projection: about a millisecond for 1,000 x 20).
+* **Cost.** ``update`` keeps a shallow copy of the row in a bounded reservoir (``sample_size``
+  rows); everything else happens once per window at close, column by column in numpy (an
+  ``m x p`` table lookup and a projection onto the residual directions).
 
 Only the direction "error grew" is tested: a correlation that strengthens keeps rows in the
 subspace; per-feature tests see marginal changes.
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import random
+from operator import itemgetter
 from typing import Any, Collection, Mapping, Sequence
 
 from driftline.detectors.base import Detector, DetectorResult
@@ -63,6 +64,7 @@ __all__ = ["PCADriftDetector", "PCAModel", "Calibration", "fit", "STATISTIC"]
 #: fewer reference rows than this: no model (the detector reports nothing)
 MIN_REFERENCE_ROWS = 50
 _NAN = math.nan
+_STR_OR_NONE = frozenset((str, type(None)))
 #: the statistic of the one result row: how many standard errors the window's mean (cube-root)
 #: reconstruction error lies above the reference's; its threshold is the one-sided quantile at alpha
 STATISTIC = "reconstruction_error_z"
@@ -82,20 +84,36 @@ class PCAModel:
     def __init__(self, x: Any, *, components: int | None = None, variance: float = 0.95,
                  max_components: int = 50) -> None:
         import numpy as np
+        from scipy.special import ndtri
 
         x = np.asarray(x, dtype=float)
-        self.sorted = []  # per column: present reference values, sorted (the empirical CDF)
-        g = np.empty_like(x)
+        # Per column: the distinct reference values and the normal score of each one's mid-rank,
+        # clipped to [0.5/n, 1 - 0.5/n]. A window's value is scored by interpolating this table
+        # (one np.interp per column at close; outside the reference's range it takes the end's).
+        self.table: list[tuple[Any, Any]] = []
         for j in range(x.shape[1]):
             col = x[:, j]
-            s = np.sort(col[~np.isnan(col)])
-            self.sorted.append(s)
-            g[:, j] = self._scores(col, s)
+            values, counts = np.unique(col[~np.isnan(col)], return_counts=True)
+            n = int(counts.sum())
+            if n == 0:
+                self.table.append((np.zeros(1), np.zeros(1)))
+                continue
+            u = np.clip((np.cumsum(counts) - counts / 2.0) / n, 0.5 / n, 1.0 - 0.5 / n)
+            self.table.append((values, ndtri(u)))
+        # Two-valued columns (every one-hot column, 0/1 numbers) are scored at once, in numpy.
+        two = [j for j, (v, _) in enumerate(self.table) if len(v) == 2]
+        self._two = np.asarray(two, dtype=int)
+        self._lo = np.array([self.table[j][0][0] for j in two])
+        self._width = np.array([self.table[j][0][1] - self.table[j][0][0] for j in two])
+        self._s0 = np.array([self.table[j][1][0] for j in two])
+        self._ds = np.array([self.table[j][1][1] - self.table[j][1][0] for j in two])
+        self._other = [j for j in range(len(self.table)) if len(self.table[j][0]) != 2]
+        g = self._scores(x)
         present = ~np.isnan(g)
         n_present = np.maximum(present.sum(axis=0), 1)
         self.loc = np.where(present, g, 0.0).sum(axis=0) / n_present
         sq = np.where(present, (g - self.loc) ** 2, 0.0).sum(axis=0) / n_present
-        # A column constant in these rows gets scale 1: any other value later is a large score.
+        # A column constant in these rows gets scale 1 (and stays constant: the table clamps).
         self.scale = np.where(sq > 1e-12, np.sqrt(sq), 1.0)
         z = self._standardise(g)
         self.center = z.mean(axis=0)
@@ -111,19 +129,17 @@ class PCAModel:
         self.components = max(0, min(int(components), p - 1))
         #: p x r basis of the residual subspace (the r = p - components smallest directions)
         self.residual = eigvec[:, : p - self.components]
-        self.residual_variance = float(np.clip(eigval[: p - self.components], 0.0, None).sum())
 
-    @staticmethod
-    def _scores(col: Any, s: Any) -> Any:
+    def _scores(self, x: Any) -> Any:
         import numpy as np
-        from scipy.special import ndtri
 
-        n = len(s)
-        if n == 0:
-            return np.full(col.shape, _NAN)
-        u = (np.searchsorted(s, col, "left") + np.searchsorted(s, col, "right")) / (2.0 * n)
-        u = np.clip(u, 0.5 / n, 1.0 - 0.5 / n)
-        return np.where(np.isnan(col), _NAN, ndtri(u))
+        g = np.empty(x.shape)
+        for j in self._other:
+            values, scores = self.table[j]
+            g[:, j] = np.interp(x[:, j], values, scores)  # NaN stays NaN
+        if len(self._two):
+            g[:, self._two] = self._s0 + self._ds * np.clip((x[:, self._two] - self._lo) / self._width, 0.0, 1.0)
+        return g
 
     def _standardise(self, g: Any) -> Any:
         import numpy as np
@@ -136,8 +152,7 @@ class PCAModel:
         import numpy as np
 
         x = np.asarray(x, dtype=float)
-        g = np.column_stack([self._scores(x[:, j], s) for j, s in enumerate(self.sorted)])
-        r = (self._standardise(g) - self.center) @ self.residual
+        r = (self._standardise(self._scores(x)) - self.center) @ self.residual
         return (r * r).sum(axis=1)
 
 
@@ -208,11 +223,10 @@ def fit(x: Any, *, variance: float = 0.95, max_components: int = 50, seed: int =
 
 
 class _Columns:
-    """Which reference features the model sees and how a row becomes a list of floats.
+    """Which reference features the model sees, and rows of them as a matrix.
 
-    Numbers go in as they come (converted at window close); a categorical feature goes in as the
-    code of its category among the top ones (``-1``: another or missing) and is expanded to
-    one-hot columns at close.
+    A window keeps a shallow copy of each row it samples (one C-level dict copy per event);
+    the columns are pulled out and converted at close, where numpy does it for all rows at once.
     """
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], exclude: Collection[str], top_categories: int) -> None:
@@ -221,8 +235,7 @@ class _Columns:
             names.update(dict.fromkeys(row))
         numeric, categorical = [], []
         for name in sorted(n for n in names if n not in exclude):
-            vals = [r.get(name) for r in rows]
-            present = [v for v in vals if v is not None]
+            present = [v for r in rows if (v := r.get(name)) is not None]
             if not present:
                 continue
             if any(_is_category(v) for v in present):
@@ -235,49 +248,67 @@ class _Columns:
                 # Never every level: their indicators would sum to one (a zero-variance direction).
                 top = sorted(counts, key=lambda k: (-counts[k], k))[: min(top_categories, len(counts) - 1)]
                 if top:
-                    categorical.append((name, {k: float(i) for i, k in enumerate(top)}))
+                    categorical.append((name, {k: i for i, k in enumerate(top)}))
             elif all(isinstance(v, (int, float)) for v in present):
                 numeric.append(name)
         self.numeric: tuple[str, ...] = tuple(numeric)
-        self.categorical: tuple[tuple[str, dict[str, float]], ...] = tuple(categorical)
+        self.categorical: tuple[tuple[str, dict[str, int]], ...] = tuple(categorical)
         self.names = self.numeric + tuple(n for n, _ in categorical)
-        self.width = len(self.names)  # of a stored row
         self.expanded = len(self.numeric) + sum(len(c) for _, c in categorical)
 
-    def row(self, features: Mapping[str, Any]) -> list[Any]:
-        get = features.get
-        out = [get(n) for n in self.numeric]
-        for name, codes in self.categorical:
-            v = get(name)
-            out.append(-1.0 if v is None else codes.get(v if type(v) is str else category_key(v), -1.0))
-        return out
+    def _code(self, codes: Mapping[str, int], v: Any) -> int:
+        return -1 if v is None else codes.get(v if type(v) is str else category_key(v), -1)
 
-    def matrix(self, rows: Sequence[Sequence[Any]]) -> Any:
-        """Stored rows -> ``len(rows) x expanded`` floats, NaN for a missing or non-numeric number."""
+    def matrix(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """``len(rows) x expanded`` floats: numbers (NaN missing or not a number), then one-hot
+        columns of each categorical feature's top categories (all zero: another or missing)."""
         import numpy as np
 
-        k = len(self.numeric)
-        try:
-            raw = np.asarray(rows, dtype=float).reshape(len(rows), self.width)
-        except (TypeError, ValueError):
-            raw = np.array([[_number(v) for v in r[:k]] + [float(c) for c in r[k:]] for r in rows],
-                           dtype=float).reshape(len(rows), self.width)
-        parts = [raw[:, :k]]
-        for j, (_, codes) in enumerate(self.categorical):
-            parts.append((raw[:, k + j, None] == np.arange(len(codes))).astype(float))
-        return np.hstack(parts) if parts else np.empty((len(rows), 0))
+        m = len(rows)
+        parts = [self._numbers(rows)] if self.numeric else []
+        for name, codes in self.categorical:
+            try:  # one C-level pass; a row without the feature takes the slow path
+                vals = list(map(itemgetter(name), rows))
+            except KeyError:
+                vals = [r.get(name) for r in rows]
+            if set(map(type, vals)) <= _STR_OR_NONE:  # keys as they are: look them up in C
+                idx = np.array(list(map(codes.get, vals)), dtype=float)  # None (other, missing) -> NaN
+            else:  # numbers or bools as categories: keyed as the histograms key them
+                idx = np.array([self._code(codes, v) for v in vals], dtype=float)
+            parts += [(idx == float(i)).astype(float) for i in range(len(codes))]
+        if not parts:
+            return np.empty((m, 0))
+        return np.column_stack(parts).astype(float, copy=False)
 
+    def _numbers(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        import numpy as np
 
-def _number(v: Any) -> float:
-    # As numpy's float conversion takes them (True is 1.0); anything else is missing.
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return _NAN
-    return _NAN
+        names = self.numeric
+        shape = (len(rows), len(names))
+        try:  # the common case: every row has every number (None is NaN here)
+            get = itemgetter(*names)
+            x = np.array([get(r) for r in rows] if len(names) > 1 else [[get(r)] for r in rows], dtype=float)
+            if x.shape == shape:
+                return x
+        except (KeyError, TypeError, ValueError):
+            pass
+        return np.array([[_number(r.get(n)) for n in names] for r in rows], dtype=float).reshape(shape)
+
+    def encode(self, row: Mapping[str, Any]) -> list[Any]:
+        """A kept row as JSON-able state: numbers as floats (None missing), categories as codes."""
+        out: list[Any] = []
+        for name in self.numeric:
+            f = _number(row.get(name))
+            out.append(None if f != f else f)
+        out += [self._code(codes, row.get(name)) for name, codes in self.categorical]
+        return out
+
+    def decode(self, values: Sequence[Any]) -> dict[str, Any]:
+        """The row :meth:`encode` stored, as features the matrix reads the same way."""
+        row: dict[str, Any] = dict(zip(self.numeric, values))
+        for (name, codes), code in zip(self.categorical, values[len(self.numeric):]):
+            row[name] = next((k for k, i in codes.items() if i == code), None)
+        return row
 
 
 class PCADriftDetector(Detector):
@@ -296,7 +327,7 @@ class PCADriftDetector(Detector):
         self.model: PCAModel | None = None
         self.calibration: Calibration | None = None
         if self.columns.expanded >= 2 and len(reference_rows) >= MIN_REFERENCE_ROWS:
-            x = self.columns.matrix([self.columns.row(r) for r in reference_rows])
+            x = self.columns.matrix(reference_rows)
             self.model, self.calibration = fit(x, variance=settings.pca_variance,
                                                max_components=settings.max_components, seed=settings.seed)
         self.reference_size = len(reference_rows)
@@ -305,17 +336,26 @@ class PCADriftDetector(Detector):
 
     def _clear(self) -> None:
         self.n = 0
-        self.rows: list[list[Any]] = []
+        self.rows: list[dict[str, Any]] = []
 
     def update(self, features: Mapping[str, Any]) -> None:  # type: ignore[override]
         self.n += 1
         k = self.settings.sample_size
         if len(self.rows) < k:
-            self.rows.append(self.columns.row(features))
+            self.rows.append(dict(features))  # a copy: the caller may reuse its dict
         else:
             j = self._rng.randrange(self.n)  # reservoir sampling (Algorithm R): bounded memory
             if j < k:
-                self.rows[j] = self.columns.row(features)
+                self.rows[j] = dict(features)
+
+    def update_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``update`` for each row, in order."""
+        room = max(0, min(len(rows), self.settings.sample_size - len(self.rows)))
+        if room:
+            self.rows += map(dict, rows[:room])
+            self.n += room
+        for r in rows[room:]:
+            self.update(r)
 
     def close_window(self) -> tuple[DetectorResult, ...]:
         out: tuple[DetectorResult, ...] = ()
@@ -337,17 +377,14 @@ class PCADriftDetector(Detector):
 
     def get_state(self) -> dict[str, Any]:
         st = self._rng.getstate()
-        k = len(self.columns.numeric)
-        # JSON has no NaN, and a number kept as it came may be anything: store floats or None.
-        rows = [[None if (f := _number(v)) != f else f for v in r[:k]] + list(r[k:]) for r in self.rows]
-        return {"n": self.n, "rows": rows, "width": self.columns.width,
+        return {"n": self.n, "rows": [self.columns.encode(r) for r in self.rows], "names": list(self.columns.names),
                 "rng": [st[0], list(st[1]), st[2]], "drift": self._drift}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.n = int(state["n"])
         # Rows stored before the feature set changed (a new exclusion) cannot be mixed in.
-        same = state.get("width") == self.columns.width
-        self.rows = [list(r) for r in state["rows"] if same and len(r) == self.columns.width]
+        same = list(state.get("names", ())) == list(self.columns.names)
+        self.rows = [self.columns.decode(r) for r in state["rows"]] if same else []
         a, b, c = state["rng"]
         self._rng.setstate((a, tuple(b), c))
         self._drift = bool(state["drift"])

@@ -139,8 +139,12 @@ class VersionStream:
                 else:
                     det.update_many(feats)  # type: ignore[attr-defined]
         if self.multivariate is not None:
-            for r in rows:
-                self.multivariate.update(r[1])
+            many = getattr(self.multivariate, "update_many", None)
+            if many is not None:
+                many([r[1] for r in rows])
+            else:
+                for r in rows:
+                    self.multivariate.update(r[1])
 
     def close(self) -> list[tuple[str, DetectorResult]]:
         out = []
