@@ -311,6 +311,18 @@ class _Columns:
         return row
 
 
+def _number(v: Any) -> float:
+    # As numpy's float conversion takes them (True is 1.0, "2.5" is 2.5); anything else is missing.
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return _NAN
+    return _NAN
+
+
 class PCADriftDetector(Detector):
     """Mean PCA reconstruction error of a window vs. the reference's; one verdict per window
     (feature ``*``, statistic :data:`STATISTIC`) at false-alarm probability ``alpha``."""
