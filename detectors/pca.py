@@ -113,21 +113,26 @@ class PCAModel:
         n_present = np.maximum(present.sum(axis=0), 1)
         self.loc = np.where(present, g, 0.0).sum(axis=0) / n_present
         sq = np.where(present, (g - self.loc) ** 2, 0.0).sum(axis=0) / n_present
-        # A column constant in these rows gets scale 1 (and stays constant: the table clamps).
-        self.scale = np.where(sq > 1e-12, np.sqrt(sq), 1.0)
+        # A column constant in these rows stays constant (the table clamps): it is left out, or
+        # its zero-variance direction would take the place of a residual direction.
+        varies = sq > 1e-12
+        self.scale = np.where(varies, np.sqrt(np.where(varies, sq, 1.0)), 1.0)
         z = self._standardise(g)
         self.center = z.mean(axis=0)
         z -= self.center
-        cov = z.T @ z / max(len(z), 1)
-        eigval, eigvec = np.linalg.eigh(cov)  # ascending
-        p = x.shape[1]
+        cov = z[:, varies].T @ z[:, varies] / max(len(z), 1)
+        eigval, vec = np.linalg.eigh(cov)  # ascending
+        eigvec = np.zeros((x.shape[1], vec.shape[1]))
+        eigvec[varies] = vec
+        p = self.varying = int(varies.sum())
         if components is None:
             desc = np.clip(eigval[::-1], 0.0, None)
             total = float(desc.sum()) or 1.0
             components = int(np.searchsorted(np.cumsum(desc) / total, variance - 1e-12) + 1)
             components = min(components, max_components)
         self.components = max(0, min(int(components), p - 1))
-        #: p x r basis of the residual subspace (the r = p - components smallest directions)
+        #: p x r basis of the residual subspace (the r = p - components smallest directions of
+        #: the p columns that vary)
         self.residual = eigvec[:, : p - self.components]
 
     def _scores(self, x: Any) -> Any:
@@ -334,7 +339,8 @@ class PCADriftDetector(Detector):
         super().__init__()
         self.settings = settings
         self.min_samples = min_samples
-        # An id or a timestamp is outside the reference's range in every window: always "drift".
+        # Ids and timestamps (``exclude``) are left out: outside the reference's range in every
+        # window by construction, they say nothing about how the other features move together.
         self.columns = _Columns(reference_rows, exclude, settings.top_categories)
         self.model: PCAModel | None = None
         self.calibration: Calibration | None = None
@@ -342,6 +348,8 @@ class PCADriftDetector(Detector):
             x = self.columns.matrix(reference_rows)
             self.model, self.calibration = fit(x, variance=settings.pca_variance,
                                                max_components=settings.max_components, seed=settings.seed)
+            if self.model.varying < 2:  # nothing multivariate to watch
+                self.model = self.calibration = None
         self.reference_size = len(reference_rows)
         self._rng = random.Random(settings.seed)
         self._clear()
