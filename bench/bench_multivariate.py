@@ -129,7 +129,7 @@ def main() -> int:
     upd, close = detector_cost()
     print(f"pca detector alone: update {upd * 1e6:.2f} us/event, close_window {close * 1e3:.2f} ms "
           f"per 1,000-row window ({close / 1000 * 1e6:.2f} us/event)")
-    refs, wins = (2, 10) if args.quick else (10, 50)
+    refs, wins = (2, 10) if args.quick else (5, 40)
     for shape in ("gaussian", "student_t2", "lognormal", "mixed"):
         false, total, delay = calibration(shape, refs, wins)
         print(f"{shape:>10}: {false} false verdicts in {total} stationary windows ({refs} references); "
