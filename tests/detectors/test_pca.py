@@ -4,7 +4,6 @@ marginal shape, blind spots of per-feature tests caught, ids left out, state kep
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 import numpy as np
