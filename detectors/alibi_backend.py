@@ -102,13 +102,19 @@ class AlibiDriftDetector(Detector):
 
     def get_state(self) -> dict[str, Any]:
         return {"cd": base64.b64encode(pickle.dumps(self._cd)).decode(), "n": self.n,
-                "detections": self.detections, "batch": self.batch, "drift": self._drift}
+                "detections": self.detections, "batch": self.batch, "drift": self._drift,
+                "names": list(self.encoder.names)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._cd = pickle.loads(base64.b64decode(state["cd"]))
         self.n, self.detections = int(state["n"]), int(state["detections"])
-        self.batch = [list(r) for r in state["batch"]]
         self._drift = bool(state["drift"])
+        # Saved before the feature set changed (a new exclusion, a new reference)? Its detector
+        # holds reference rows of another width and its rows other columns: keep the fresh ones.
+        if list(state.get("names", ())) != list(self.encoder.names):
+            self.batch = []
+            return
+        self._cd = pickle.loads(base64.b64decode(state["cd"]))
+        self.batch = [list(r) for r in state["batch"]]
 
     def reset(self) -> None:
         if self._online:

@@ -116,11 +116,25 @@ class PredictionDriftSettings(Settings):
 
 
 class MultivariateSettings(Settings):
-    """Multivariate drift: a domain classifier (core) or an alibi-detect backend (optional)."""
+    """Multivariate drift: PCA reconstruction error (the default), a domain classifier (on demand,
+    scikit-learn) or an alibi-detect backend (optional extra). Every backend leaves out the
+    features data drift does not judge (``data_drift.exclude`` / ``include``, ids, timestamps)."""
 
-    enabled: bool = False
-    backend: Literal["domain_classifier", "alibi_mmd", "alibi_lsdd", "alibi_classifier"] = "domain_classifier"
+    enabled: bool = True
+    backend: Literal["pca", "domain_classifier", "alibi_mmd", "alibi_lsdd", "alibi_classifier"] = "pca"
+    # Rows kept per window (a reservoir sample beyond it) for the pca, domain_classifier and
+    # alibi_classifier backends.
     sample_size: int = Field(1000, ge=50, le=100_000)
+    # pca: probability of a false verdict per stationary window (one-sided test of the window's
+    # mean reconstruction error against the reference's out-of-fold errors).
+    alpha: float = Field(1e-4, gt=0, lt=0.5)
+    # pca: the fewest components explaining this share of the reference's variance, at most
+    # max_components, always leaving one residual direction.
+    pca_variance: float = Field(0.95, gt=0, lt=1)
+    max_components: int = Field(50, ge=1, le=10_000)
+    # pca: one-hot columns for at most this many of a categorical feature's most frequent
+    # reference categories (0: categorical features are left out).
+    top_categories: int = Field(5, ge=0, le=100)
     auc_threshold: float = Field(0.6, gt=0.5, lt=1)
     folds: int = Field(3, ge=2, le=10)
     seed: int = 0

@@ -67,7 +67,11 @@ class VersionStream:
         self.multivariate: Detector | None = None
         mv = cfg.multivariate
         if mv.enabled and reference.sample:
-            if mv.backend == "domain_classifier":
+            if mv.backend == "pca":
+                from driftline.detectors.pca import PCADriftDetector
+                self.multivariate = PCADriftDetector(reference.sample, mv, min_samples=cfg.min_samples,
+                                                     exclude=tuple(self.excluded))
+            elif mv.backend == "domain_classifier":
                 from driftline.detectors.multivariate import DomainClassifierDetector
                 self.multivariate = DomainClassifierDetector(reference.sample, mv, min_samples=cfg.min_samples,
                                                              exclude=tuple(self.excluded))
@@ -135,8 +139,12 @@ class VersionStream:
                 else:
                     det.update_many(feats)  # type: ignore[attr-defined]
         if self.multivariate is not None:
-            for r in rows:
-                self.multivariate.update(r[1])
+            many = getattr(self.multivariate, "update_many", None)
+            if many is not None:
+                many([r[1] for r in rows])
+            else:
+                for r in rows:
+                    self.multivariate.update(r[1])
 
     def close(self) -> list[tuple[str, DetectorResult]]:
         out = []

@@ -19,6 +19,7 @@ from driftline.detectors.config import (
 from driftline.detectors.drift import DataDriftDetector, PredictionDriftDetector
 from driftline.detectors.histogram import profile_categorical, profile_numeric
 from driftline.detectors.multivariate import DomainClassifierDetector
+from driftline.detectors.pca import PCADriftDetector
 from driftline.detectors.quality import QualityDetector
 from driftline.detectors.shadow import ShadowDivergenceDetector
 
@@ -36,6 +37,13 @@ def _drift(): return DataDriftDetector(PROFILES, DataDriftSettings(), min_sample
 def _pred(): return PredictionDriftDetector(PROFILES, DataDriftSettings(), min_samples=20)
 def _quality(): return QualityDetector(PROFILES, QualitySettings(), min_samples=20)
 def _mv(): return DomainClassifierDetector(REF_ROWS, MultivariateSettings(enabled=True, sample_size=200), min_samples=50)
+# Reconstruction error sees a change in how features move together (not a marginal shift).
+def _pca_rows(rng: random.Random, sign: float) -> Callable[[int], tuple]:
+    return lambda i: ({"a": (x := rng.gauss(0, 1)), "c": sign * x + rng.gauss(0, 0.5), "b": rng.choice("xyz")},)
+
+
+PCA_REF = [_pca_rows(_rng, 1.0)(i)[0] for i in range(600)]
+def _pca(): return PCADriftDetector(PCA_REF, MultivariateSettings(sample_size=200), min_samples=50)
 def _perf(): return PerformanceDetector("classification", min_samples=20, baseline={"accuracy": 0.9})
 def _shadow(): return ShadowDivergenceDetector("v1->v2", ShadowSettings(), min_samples=20)
 def _ab(): return ABTestDetector(ABSettings(enabled=True, control="A"), min_samples=20)
@@ -50,6 +58,7 @@ FACTORIES: dict[str, tuple[Callable[[], Detector], Callable[[random.Random], Cal
     "prediction_drift": (_pred, _feature_inputs(2.0)),
     "quality": (_quality, _feature_inputs(2.0)),
     "domain_classifier": (_mv, _feature_inputs(2.0)),
+    "pca": (_pca, lambda rng: _pca_rows(rng, -1.0)),
     "performance": (_perf, lambda rng: lambda i: ({"1": (s := rng.random()), "0": 1 - s}, int(rng.random() < 0.5))),
     "shadow": (_shadow, lambda rng: lambda i: ({"prediction": "a", "latency_ms": 5.0},
                                                {"prediction": "a" if rng.random() < 0.7 else "b", "latency_ms": 7.0})),
@@ -59,13 +68,13 @@ FACTORIES: dict[str, tuple[Callable[[], Detector], Callable[[random.Random], Cal
        for m in ERROR_DETECTORS},
 }
 
-ALL_DETECTOR_CLASSES = {DataDriftDetector, PredictionDriftDetector, QualityDetector, DomainClassifierDetector,
+ALL_DETECTOR_CLASSES = {DataDriftDetector, PredictionDriftDetector, QualityDetector, DomainClassifierDetector, PCADriftDetector,
                         PerformanceDetector, ShadowDivergenceDetector, ABTestDetector, ErrorStreamDetector}
 
 
 def test_every_detector_class_is_covered():
-    from driftline.detectors import (abtest, concept, drift, multivariate, quality, shadow)
-    found = {obj for mod in (abtest, concept, drift, multivariate, quality, shadow)
+    from driftline.detectors import (abtest, concept, drift, multivariate, pca, quality, shadow)
+    found = {obj for mod in (abtest, concept, drift, multivariate, pca, quality, shadow)
              for obj in vars(mod).values()
              if isinstance(obj, type) and issubclass(obj, Detector) and obj is not Detector}
     covered = {type(f()) for f, _ in FACTORIES.values()}

@@ -79,7 +79,7 @@ def test_restart_mid_stream_gives_identical_results():
     assert got == expected
     detectors = {r.detector for r in expected}
     assert {"data_drift", "quality", "prediction_drift", "performance", "concept.adwin", "shadow", "ab",
-            "multivariate.domain_classifier"} <= detectors
+            "multivariate.pca"} <= detectors
 
 
 def test_changed_names_the_models_to_save_until_marked_saved():

@@ -97,7 +97,7 @@ def _features(i: int, rng: random.Random) -> dict[str, Any]:
 def _run(data_drift: dict[str, Any], *, windows: int = 6, multivariate: bool = False) -> list[Any]:
     doc = {"model": "m", "window": {"kind": "count", "size": N}, "min_samples": 100,
            "concept": {"enabled": False}, "data_drift": data_drift,
-           "multivariate": {"enabled": multivariate, "sample_size": 300}}
+           "multivariate": {"enabled": multivariate, "backend": "domain_classifier", "sample_size": 300}}
     eng = DetectorEngine(DetectorsConfig.from_mapping(doc))
     rng = random.Random(7)
     eng.set_reference(from_events([{"features": _features(i, rng), "prediction": 0} for i in range(2000)],

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -54,3 +55,50 @@ def test_alibi_backend_without_the_extra_says_how_to_install_it(monkeypatch: pyt
 
     with pytest.raises(ConfigError, match=r"driftline\[alibi\].*Business Source License"):
         AlibiDriftDetector([{"a": 1.0}], MultivariateSettings(enabled=True, backend="alibi_mmd"))
+
+
+class _FakeOnline:
+    """Stands in for alibi-detect's online detectors (the extra is not installed here): it keeps
+    the width of its reference and says so in every prediction."""
+
+    def __init__(self, x_ref, **kwargs) -> None:
+        self.width = x_ref.shape[1]
+        self.seen = 0
+
+    def predict(self, x, return_test_stat=False):
+        assert x.shape[-1] == self.width, "rows of another width reached the detector"
+        self.seen += 1
+        return {"data": {"is_drift": 0, "test_stat": float(self.seen), "threshold": 10.0}}
+
+    def reset_state(self) -> None:
+        self.seen = 0
+
+
+def test_alibi_state_of_another_feature_set_is_not_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    cd = types.ModuleType("alibi_detect.cd")
+    cd.MMDDriftOnline = cd.LSDDDriftOnline = _FakeOnline
+    pkg = types.ModuleType("alibi_detect")
+    pkg.cd = cd
+    monkeypatch.setitem(sys.modules, "alibi_detect", pkg)
+    monkeypatch.setitem(sys.modules, "alibi_detect.cd", cd)
+    from driftline.detectors.alibi_backend import AlibiDriftDetector
+
+    rng = random.Random(1)
+    ref = [{"a": rng.gauss(0, 1), "b": rng.gauss(0, 1), "id": i} for i in range(200)]
+    settings = MultivariateSettings(backend="alibi_mmd")
+    wide = AlibiDriftDetector(ref, settings)
+    for r in ref[:30]:
+        wide.update(r)
+    state = json.loads(json.dumps(wide.get_state()))
+    same = AlibiDriftDetector(ref, settings)
+    same.set_state(state)
+    assert same._cd.seen == 30 and same.n == 30
+    # The id is excluded now: the saved detector (three columns) is not brought back.
+    narrow = AlibiDriftDetector(ref, settings, exclude=("id",))
+    narrow.set_state(state)
+    assert narrow._cd.width == 2 and narrow._cd.seen == 0 and narrow.n == 30
+    narrow.update(ref[0])  # no row of the old width reaches it
+    (res,) = narrow.close_window()
+    assert res.value == 1.0 and res.current_size == 31
