@@ -179,7 +179,7 @@ class RollingBuilder:
             return None
         end = eligible[-1][3]
         items = [it for c in eligible for it in self._reservoir(c).items()
-                 if s.span_s is None or it[0] >= end - s.span_s]
+                 if s.span_s is None or it[0] > end - s.span_s]
         items.sort(key=lambda it: it[0])
         self.built, self.since = True, 0
         return _events(items[-s.events:])
