@@ -23,7 +23,6 @@ import sys
 from typing import Any, Mapping, TextIO
 
 from driftline.collector.store.client import DEFAULT_URL, URL_ENV
-from driftline.detectors.config import WindowSettings
 
 __all__ = ["register", "run"]
 
@@ -51,11 +50,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--categorical", action="append", default=[], help="numeric column to treat as categories")
     s.add_argument("--bins", type=int, default=20)
     s.add_argument("--max-categories", type=int, default=50)
-    window_size = WindowSettings().size
 
     def sized(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--window-size", type=int, default=window_size,
-                       help=f"events per window the reference is for (default {window_size})")
+        # No default here: the config module (pydantic) is imported only when a command runs.
+        p.add_argument("--window-size", type=int, default=None,
+                       help="events per window the reference is for (default: the default window's)")
 
     sized(s)
     lst = sub.add_parser("list", help="list stored references")
@@ -84,10 +83,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
     client = connect(resolve_url(args.clickhouse_url, os.environ if env is None else env))
     migrate(client)
     store = R.ReferenceStore(client)
+    from driftline.detectors.config import WindowSettings
+
     cmd = args.reference_command
-    if getattr(args, "window_size", 1) <= 0:
-        print(f"error: --window-size must be positive, got {args.window_size}", file=sys.stderr)
-        return 2
+    if cmd in ("set", "show"):
+        if args.window_size is None:
+            args.window_size = WindowSettings().size
+        elif args.window_size <= 0:
+            print(f"error: --window-size must be positive, got {args.window_size}", file=sys.stderr)
+            return 2
     try:
         if cmd == "set":
             kw = {"bins": args.bins, "max_categories": args.max_categories, "categorical": args.categorical}

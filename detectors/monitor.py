@@ -28,12 +28,12 @@ from driftline.detectors.journal import JournaledStore
 from driftline.detectors.reference import Reference, from_events, prediction_features
 from driftline.detectors.shadow import ShadowDivergenceDetector
 from driftline.detectors.streams import SegmentTracker, VersionStream
-from driftline.detectors.traffic import builder_for
+from driftline.detectors.traffic import SEP, builder_for
 
 __all__ = ["ModelMonitor"]
 
 log = logging.getLogger(__name__)
-_TRAFFIC_SOURCES = ("rolling:", "sampled:", "first_events:")
+_TRAFFIC_SOURCES = ("rolling:", "sampled:")
 
 
 class ModelMonitor:
@@ -330,15 +330,18 @@ class ModelMonitor:
         }
 
     def _traffic_state(self) -> dict[str, Any]:
-        return {v: b.get_state() for v, b in self.traffic.items()}
+        return {v: [b.kind, b.get_state()] for v, b in self.traffic.items()}
 
     def _set_traffic_state(self, state: dict[str, Any]) -> None:
         self.traffic = {}
-        for v, st in state.items():
+        for v, (kind, st) in state.items():
             b = builder_for(self.cfg.reference, v, self.bootstrap)
-            if b is not None:  # the configuration changed since the save: nothing to build
+            if b is not None and b.kind == kind:
                 b.set_state(st)
                 self.traffic[v] = b
+        # The source changed since the save: what the old builders kept is of no use.
+        for key in [k for k in self.bootstrap if SEP in k and k.split(SEP, 1)[0] not in self.traffic]:
+            del self.bootstrap[key]
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.references = {v: Reference.from_json(t) for v, t in state["references"].items()}

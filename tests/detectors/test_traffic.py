@@ -288,3 +288,17 @@ def test_time_windows_judge_the_size_by_the_events_of_the_window() -> None:
     notes = {json.loads(r.details).get("reference_note") for r in rows
              if r.detector == "data_drift" and r.statistic == STAT_DRIFTED_SHARE and r.current_size == 600}
     assert notes == {"reference of 2,000 events; 6,000 recommended for 600-event windows"}
+
+
+def test_a_state_saved_under_another_source_starts_the_builder_afresh() -> None:
+    events = _slow_drift(6, seed=4)
+    rolling = _engine({"source": "rolling", "events": 2000, "lag_windows": 1})
+    rolling.observe_many(events)
+    assert any("\x1f" in k for k in rolling.monitors["m"].bootstrap)
+    blob = rolling.state_for("m")
+    sampled = _engine({"source": "sampled", "events": 300, "span_events": 600})
+    sampled.load_model_state("m", blob)
+    mon = sampled.monitors["m"]
+    assert mon.traffic == {} and mon.bootstrap == {}
+    sampled.observe_many(_slow_drift(4, seed=6))
+    assert sampled.reference("m", "v1").source == "sampled:300"  # type: ignore[union-attr]
