@@ -82,12 +82,12 @@ class ReferenceSettings(Settings):
     """
 
     source: Literal["stored", "first_events", "rolling", "sampled"] = "stored"
-    first_events: int = Field(10_000, gt=0)
+    first_events: int = Field(DEFAULT_FIRST_EVENTS, gt=0)
     bins: int = Field(20, ge=2, le=1000)
     max_categories: int = Field(50, ge=1, le=10_000)
     categorical: tuple[str, ...] = ()
     # rolling and sampled
-    events: int = Field(10_000, gt=0, le=1_000_000)
+    events: int = Field(DEFAULT_FIRST_EVENTS, gt=0, le=1_000_000)
     rebuild_windows: int = Field(10, ge=1)
     # rolling
     lag_windows: int = Field(1, ge=0, le=1000)
@@ -274,8 +274,7 @@ class DetectorsConfig(Settings):
         template = self.for_model("*")
         if template is not None:
             return template.model_copy(update={"model": model})
-        return ModelConfig(model=model, reference=ReferenceSettings(source="first_events",
-                                                                    first_events=DEFAULT_FIRST_EVENTS))
+        return ModelConfig(model=model, reference=ReferenceSettings(source="first_events"))
 
     @classmethod
     def from_mapping(cls, *docs: Mapping[str, Any]) -> "DetectorsConfig":
