@@ -83,6 +83,10 @@ class ReferenceSettings(Settings):
 
     source: Literal["stored", "first_events", "rolling", "sampled"] = "stored"
     first_events: int = Field(DEFAULT_FIRST_EVENTS, gt=0)
+    # first_events: once this many events are in, a provisional reference built from them is
+    # used until the full one exists (0: none). Its windows are reported with "provisional":
+    # true and never drift: a reference that small would spend the false-alarm budget.
+    provisional_events: int = Field(0, ge=0)
     bins: int = Field(20, ge=2, le=1000)
     max_categories: int = Field(50, ge=1, le=10_000)
     categorical: tuple[str, ...] = ()
@@ -99,6 +103,9 @@ class ReferenceSettings(Settings):
 
     @model_validator(mode="after")
     def _span_fits(self) -> "ReferenceSettings":
+        if self.provisional_events and not (self.source == "first_events"
+                                            and self.provisional_events < self.first_events):
+            raise ValueError("provisional_events is a setting of source: first_events, below first_events")
         if self.span_s is not None and self.source != "rolling":
             raise ValueError("span_s is a setting of source: rolling")
         if self.source == "sampled" and self.of == "first" and self.span_events < self.events:

@@ -27,7 +27,7 @@ from driftline.detectors.config import ModelConfig
 from driftline.detectors.journal import JournaledStore
 from driftline.detectors.reference import Reference, from_events, prediction_features
 from driftline.detectors.shadow import ShadowDivergenceDetector
-from driftline.detectors.streams import SegmentTracker, VersionStream
+from driftline.detectors.streams import PROVISIONAL, SegmentTracker, VersionStream
 from driftline.detectors.traffic import SEP, builder_for
 
 __all__ = ["ModelMonitor"]
@@ -103,17 +103,23 @@ class ModelMonitor:
 
     def stream(self, version: str, event: Mapping[str, Any]) -> VersionStream | None:
         st = self.streams.get(version)
-        if st is not None:
+        if st is not None and not st.provisional:
             return st
+        r = self.cfg.reference
         ref = self.references.get(version) or self.references.get("*")
-        if ref is None and self.cfg.reference.source == "first_events":
+        if r.source == "first_events" and (ref is None or st is not None):
             buf = self.bootstrap.setdefault(version, [])
             buf.append({"features": event.get("features") or {}, "prediction": event.get("prediction")})
-            if len(buf) < self.cfg.reference.first_events:
+            if len(buf) >= r.first_events:
+                self._install(self._build(version, buf, f"first_events:{len(buf)}"))
+                del self.bootstrap[version]
+                return None  # the events of the reference are not compared with themselves
+            if st is not None:
+                return st
+            if not r.provisional_events or len(buf) < r.provisional_events:
                 return None
-            self.references[version] = self._build(version, buf, f"first_events:{len(buf)}")
-            del self.bootstrap[version]
-            return None  # the events of the reference are not compared with themselves
+            self._install(self._build(version, buf, f"{PROVISIONAL}{len(buf)}"))
+            return None
         if ref is None:
             self.counts["no_reference"] += 1
             return None
@@ -289,7 +295,7 @@ class ModelMonitor:
         out: list[tuple[str, str, DetectorResult]] = []
         for version, st in self.streams.items():
             out += [(version, seg, r) for seg, r in st.close()]
-            if st.size_note is not None and version not in self.size_warned:
+            if st.size_note is not None and not st.provisional and version not in self.size_warned:
                 self.size_warned.add(version)
                 log.warning("model %s version %s: %s (%s)", self.cfg.model, version, st.size_note,
                             st.reference.source or "reference")

@@ -17,9 +17,11 @@ from driftline.detectors.exclusions import exclusions
 from driftline.detectors.quality import QualityDetector
 from driftline.detectors.reference import Reference, prediction_features, reference_size_needed, size_note
 
-__all__ = ["SegmentTracker", "VersionStream"]
+__all__ = ["SegmentTracker", "VersionStream", "PROVISIONAL"]
 
 OTHER = "__other__"
+#: source prefix of a provisional first-events reference (``reference.provisional_events``)
+PROVISIONAL = "provisional:"
 
 
 class SegmentTracker:
@@ -65,6 +67,8 @@ class VersionStream:
         self.segments: dict[str, list[Detector]] = {}
         # One answer to "which features does drift judge" for every detector of this version.
         self.excluded = exclusions(reference.features, cfg.data_drift)
+        #: judged against a provisional reference: rows say so and never drift
+        self.provisional = reference.source.startswith(PROVISIONAL)
         #: "reference of 800 events; 10,000 recommended for 1,000-event windows", or None; known
         #: at once for count windows, after the first window closes for time windows
         self.size_note: str | None = None
@@ -151,7 +155,14 @@ class VersionStream:
                 out += [(seg, r) for r in det.close_window()]
         if self.multivariate is not None:
             out += [("", r) for r in self.multivariate.close_window()]
-        return self._note_size(out)
+        out = self._note_size(out)
+        if self.provisional:
+            # No verdict on a reference this small (its own error would spend the false-alarm
+            # budget); the values stay, and each statistic's own crossing stays in ``exceeded``.
+            out = [(seg, dataclasses.replace(r, drift=False, exceeded=r.exceeded,
+                                             details=r.details + (("provisional", True),)))
+                   for seg, r in out]
+        return out
 
     def _note_size(self, out: list[tuple[str, DetectorResult]]) -> list[tuple[str, DetectorResult]]:
         """A too-small reference is said on the data-drift summary row (feature ``*``) of every

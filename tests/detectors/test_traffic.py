@@ -302,3 +302,28 @@ def test_a_state_saved_under_another_source_starts_the_builder_afresh() -> None:
     assert mon.traffic == {} and mon.bootstrap == {}
     sampled.observe_many(_slow_drift(4, seed=6))
     assert sampled.reference("m", "v1").source == "sampled:300"  # type: ignore[union-attr]
+
+
+def test_windows_against_a_provisional_reference_are_marked_and_never_drift(caplog: Any) -> None:
+    rng = random.Random(8)
+    # x shifts by 1 SD at event 1000, while the provisional reference (first 500 events) is in use.
+    events = [prediction(i, {"x": rng.gauss(1.0 if i >= 1000 else 0.0, 1), "z": rng.gauss(0, 1)}, 1)
+              for i in range(3000)]
+    eng = _engine({"source": "first_events", "first_events": 2000, "provisional_events": 500})
+    with caplog.at_level(logging.WARNING, logger="driftline.detectors.monitor"):
+        eng.observe_many(events)
+        rows = eng.flush()
+    x = [r for r in rows if r.detector == "data_drift" and r.feature == "x" and r.statistic == "wasserstein"]
+    provisional = [r for r in x if json.loads(r.details).get("provisional")]
+    final = [r for r in x if not json.loads(r.details).get("provisional")]
+    assert len(provisional) >= 5 and {r.reference_size for r in provisional} == {500}
+    assert sum(r.exceeded for r in provisional) >= 3 and not any(r.drift for r in provisional)
+    assert not any(r.drift for r in rows if "provisional" in json.loads(r.details))
+    assert len(final) == 4 and {r.reference_size for r in final} == {2000}
+    assert eng.reference("m", "v1").source == "first_events:2000"  # type: ignore[union-attr]
+    # Only the full reference is logged as small (2,000 < 10 x 250); the provisional one says so on its rows.
+    assert [r.getMessage() for r in caplog.records if "recommended" in r.getMessage()] == [
+        "model m version v1: reference of 2,000 events; 2,500 recommended for 250-event windows (first_events:2000)"]
+    with pytest.raises(ConfigError, match="provisional_events"):
+        DetectorsConfig.from_mapping({"model": "m", "reference": {"source": "first_events", "first_events": 500,
+                                                                  "provisional_events": 500}})
