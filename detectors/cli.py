@@ -8,7 +8,11 @@ decoded)::
     driftline reference set --model churn --version v3 --first-events 5000
     driftline reference set --model churn --version v3 --from 2026-11-01T00:00:00Z --to 2026-11-08T00:00:00Z
     driftline reference list [--model churn]
+    driftline reference show --model churn --version v3 [--window-size 1000]
     driftline reference delete --model churn --version v3
+
+``set`` and ``show`` say when a reference is smaller than windows of ``--window-size`` events
+need (:func:`~driftline.detectors.reference.reference_size_needed`; default: the default window).
 """
 
 from __future__ import annotations
@@ -46,9 +50,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--categorical", action="append", default=[], help="numeric column to treat as categories")
     s.add_argument("--bins", type=int, default=20)
     s.add_argument("--max-categories", type=int, default=50)
+
+    def sized(p: argparse.ArgumentParser) -> None:
+        # No default here: the config module (pydantic) is imported only when a command runs.
+        p.add_argument("--window-size", type=int, default=None,
+                       help="events per window the reference is for (default: the default window's)")
+
+    sized(s)
     lst = sub.add_parser("list", help="list stored references")
     common(lst)
     lst.add_argument("--model")
+    sh = sub.add_parser("show", help="describe one stored reference and whether it is large enough")
+    common(sh)
+    sh.add_argument("--model", required=True)
+    sh.add_argument("--version", required=True)
+    sized(sh)
     d = sub.add_parser("delete", help="delete a reference")
     common(d)
     d.add_argument("--model", required=True)
@@ -67,7 +83,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
     client = connect(resolve_url(args.clickhouse_url, os.environ if env is None else env))
     migrate(client)
     store = R.ReferenceStore(client)
+    from driftline.detectors.config import WindowSettings
+
     cmd = args.reference_command
+    if cmd in ("set", "show"):
+        if args.window_size is None:
+            args.window_size = WindowSettings().size
+        elif args.window_size <= 0:
+            print(f"error: --window-size must be positive, got {args.window_size}", file=sys.stderr)
+            return 2
     try:
         if cmd == "set":
             kw = {"bins": args.bins, "max_categories": args.max_categories, "categorical": args.categorical}
@@ -80,6 +104,18 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
             store.save(ref)
             print(f"reference {args.model} {args.version}: {ref.n_rows} rows, "
                   f"{len(ref.features)} features ({ref.source})", file=out)
+            _print_size(ref.n_rows, args.window_size, out)
+        elif cmd == "show":
+            ref = store.load(args.model, args.version)
+            if ref is None:
+                print(f"no reference for {args.model} {args.version}", file=sys.stderr)
+                return 1
+            print(f"reference {ref.model} {ref.model_version}: {ref.n_rows} rows, {len(ref.features)} "
+                  f"features, {len(ref.outputs)} outputs ({ref.source}, created {ref.created_at})", file=out)
+            for p in ref.features.values():
+                note = f", looks like {p.looks_like}" if p.looks_like else ""
+                print(f"  {p.name}\t{p.kind}\t{p.n} present, {p.missing} missing{note}", file=out)
+            _print_size(ref.n_rows, args.window_size, out)
         elif cmd == "list":
             infos = store.list(args.model)
             print("model\tversion\trows\tfeatures\tcreated_at\tsource", file=out)
@@ -95,3 +131,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _print_size(n_rows: int, window_size: int, out: TextIO) -> None:
+    from driftline.detectors.reference import reference_size_needed, size_note
+
+    note = size_note(n_rows, window_size)
+    if note is None:
+        print(f"size: enough for {window_size:,}-event windows "
+              f"({reference_size_needed(window_size):,} recommended)", file=out)
+    else:
+        print(f"warning: {note}: smaller references make every window's verdict noisier "
+              "(see reference_size_needed)", file=out)

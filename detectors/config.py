@@ -35,8 +35,11 @@ __all__ = [
     "load_config", "DEFAULT_FIRST_EVENTS",
 ]
 
-#: Size of the first-events reference of a model no configuration names (see ``default_for``).
-DEFAULT_FIRST_EVENTS = 1000
+#: Size of the first-events reference of a model no configuration names (see ``default_for``):
+#: ten default windows, so that the reference's own sampling error adds at most 10 % to the
+#: variance of each window's comparison (see
+#: :func:`driftline.detectors.reference.reference_size_needed`).
+DEFAULT_FIRST_EVENTS = 10_000
 
 NumericTest = Literal["psi", "ks", "wasserstein", "jensen_shannon"]
 CategoricalTest = Literal["chi2", "jensen_shannon", "psi"]
@@ -59,13 +62,56 @@ class WindowSettings(Settings):
 
 
 class ReferenceSettings(Settings):
-    """Where the baseline comes from: the reference store, or the first N events seen."""
+    """Where the baseline comes from.
 
-    source: Literal["stored", "first_events"] = "stored"
-    first_events: int = Field(5000, gt=0)
+    * ``stored``: the reference store (``driftline reference set``);
+    * ``first_events``: the first ``first_events`` events of each version;
+    * ``rolling``: the traffic of a trailing span, the last ``events`` events (and, with
+      ``span_s``, only those of the last ``span_s`` seconds of event time), ending
+      ``lag_windows`` windows before the current one so that slow drift is not absorbed at
+      once; rebuilt every ``rebuild_windows`` windows;
+    * ``sampled``: a uniform reservoir sample (algorithm R, seeded by ``seed``) of ``events``
+      events, drawn from the first ``span_events`` events (``of: first``, then fixed) or from
+      each period of ``rebuild_windows`` windows, which becomes the reference of the next
+      period (``of: trailing``).
+
+    With ``rolling`` and ``sampled`` a stored reference, if there is one, is used until the
+    first one built from traffic replaces it. Every change of reference restarts the version's
+    windows. The traffic kept for them is bounded (at most ``events`` events plus
+    ``lag_windows + 1`` windows of at most ``events`` each) and saved with the model's state.
+    """
+
+    source: Literal["stored", "first_events", "rolling", "sampled"] = "stored"
+    first_events: int = Field(DEFAULT_FIRST_EVENTS, gt=0)
+    # first_events: once this many events are in, a provisional reference built from them is
+    # used until the full one exists (0: none). Its windows are reported with "provisional":
+    # true and never drift: a reference that small would spend the false-alarm budget.
+    provisional_events: int = Field(0, ge=0)
     bins: int = Field(20, ge=2, le=1000)
     max_categories: int = Field(50, ge=1, le=10_000)
     categorical: tuple[str, ...] = ()
+    # rolling and sampled
+    events: int = Field(DEFAULT_FIRST_EVENTS, gt=0, le=1_000_000)
+    rebuild_windows: int = Field(10, ge=1)
+    # rolling
+    lag_windows: int = Field(1, ge=0, le=1000)
+    span_s: float | None = Field(None, gt=0)
+    # sampled
+    of: Literal["first", "trailing"] = "first"
+    span_events: int = Field(100_000, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _span_fits(self) -> "ReferenceSettings":
+        if self.provisional_events and not (self.source == "first_events"
+                                            and self.provisional_events < self.first_events):
+            raise ValueError("provisional_events is a setting of source: first_events, below first_events")
+        if self.span_s is not None and self.source != "rolling":
+            raise ValueError("span_s is a setting of source: rolling")
+        if self.source == "sampled" and self.of == "first" and self.span_events < self.events:
+            raise ValueError(f"span_events ({self.span_events}) must be at least events ({self.events}): "
+                             "the sample is drawn from the first span_events events")
+        return self
 
 
 class Thresholds(Settings):
@@ -249,8 +295,7 @@ class DetectorsConfig(Settings):
         template = self.for_model("*")
         if template is not None:
             return template.model_copy(update={"model": model})
-        return ModelConfig(model=model, reference=ReferenceSettings(source="first_events",
-                                                                    first_events=DEFAULT_FIRST_EVENTS))
+        return ModelConfig(model=model, reference=ReferenceSettings(source="first_events"))
 
     @classmethod
     def from_mapping(cls, *docs: Mapping[str, Any]) -> "DetectorsConfig":

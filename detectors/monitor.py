@@ -5,11 +5,19 @@ configured model. Detectors are created on first use from stable keys (version, 
 so that a saved state can be rebuilt detector by detector. Its pending joins are journaled
 (:class:`~driftline.detectors.journal.JournaledStore`), so the engine can save either its full
 state or only what changed since the last :meth:`ModelMonitor.checkpoint`.
+
+References built from traffic (``reference.source``: ``first_events``, ``rolling``,
+``sampled``) keep their events in :attr:`ModelMonitor.bootstrap`, journaled the same way:
+a version's first events under the bare version, a rolling or sampled builder's reservoirs
+(:mod:`driftline.detectors.traffic`) under ``version + SEP + name``. A reference smaller than
+the windows need (:func:`~driftline.detectors.reference.reference_size_needed`) is logged once
+per version and noted on every data-drift summary row.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
@@ -19,9 +27,13 @@ from driftline.detectors.config import ModelConfig
 from driftline.detectors.journal import JournaledStore
 from driftline.detectors.reference import Reference, from_events, prediction_features
 from driftline.detectors.shadow import ShadowDivergenceDetector
-from driftline.detectors.streams import SegmentTracker, VersionStream
+from driftline.detectors.streams import PROVISIONAL, SegmentTracker, VersionStream
+from driftline.detectors.traffic import SEP, builder_for
 
 __all__ = ["ModelMonitor"]
+
+log = logging.getLogger(__name__)
+_TRAFFIC_SOURCES = ("rolling:", "sampled:")
 
 
 class ModelMonitor:
@@ -38,7 +50,9 @@ class ModelMonitor:
         self.cfg = cfg
         self.references: dict[str, Reference] = dict(references)
         self.streams: dict[str, VersionStream] = {}
-        self.bootstrap: dict[str, list[dict[str, Any]]] = {}  # version -> first events
+        self.bootstrap: dict[str, list[Any]] = {}  # version -> first events; builders' reservoirs
+        self.traffic: dict[str, Any] = {}  # version -> rolling / sampled reference builder
+        self.size_warned: set[str] = set()  # versions whose too-small reference was logged
         self.segments = SegmentTracker(cfg.segments.tags, cfg.segments.max_segments)
         c = cfg.concept
         self.pending_preds = JournaledStore(c.label_horizon_s, c.max_pending)
@@ -62,29 +76,50 @@ class ModelMonitor:
 
     # -- references ---------------------------------------------------------------------------
     def set_reference(self, ref: Reference) -> None:
-        """Use ``ref`` for its version from the next window on (restarts that version's stream)."""
+        """Use ``ref`` for its version from the next window on (restarts that version's stream).
+
+        With a rolling or sampled reference, a stored one older than the reference built from
+        traffic is ignored (a restart offers the stored references again); a newer one (set
+        while running) replaces it until the next rebuild.
+        """
+        cur = self.references.get(ref.model_version)
+        if (cur is not None and self.cfg.reference.source in ("rolling", "sampled")
+                and cur.source.startswith(_TRAFFIC_SOURCES) and ref.created_at <= cur.created_at):
+            return
+        self._install(ref)
+
+    def _install(self, ref: Reference) -> None:
         self.references[ref.model_version] = ref
         self.streams.pop(ref.model_version, None)
 
+    def _build(self, version: str, events: list[Any], source: str) -> Reference:
+        r = self.cfg.reference
+        ref = from_events(events, self.cfg.model, version, bins=r.bins, max_categories=r.max_categories,
+                          categorical=r.categorical, source=source)
+        # A reference from events lists features in set order, which differs between
+        # processes (string hashing): sort them so every collector writes the same rows.
+        return dataclasses.replace(ref, features=dict(sorted(ref.features.items())),
+                                   outputs=dict(sorted(ref.outputs.items())))
+
     def stream(self, version: str, event: Mapping[str, Any]) -> VersionStream | None:
         st = self.streams.get(version)
-        if st is not None:
+        if st is not None and not st.provisional:
             return st
+        r = self.cfg.reference
         ref = self.references.get(version) or self.references.get("*")
-        if ref is None and self.cfg.reference.source == "first_events":
+        if r.source == "first_events" and (ref is None or st is not None):
             buf = self.bootstrap.setdefault(version, [])
             buf.append({"features": event.get("features") or {}, "prediction": event.get("prediction")})
-            if len(buf) < self.cfg.reference.first_events:
+            if len(buf) >= r.first_events:
+                self._install(self._build(version, buf, f"first_events:{len(buf)}"))
+                del self.bootstrap[version]
+                return None  # the events of the reference are not compared with themselves
+            if st is not None:
+                return st
+            if not r.provisional_events or len(buf) < r.provisional_events:
                 return None
-            r = self.cfg.reference
-            ref = from_events(buf, self.cfg.model, version, bins=r.bins, max_categories=r.max_categories,
-                              categorical=r.categorical, source=f"first_events:{len(buf)}")
-            # A first-events reference lists features in set order, which differs between
-            # processes (string hashing): sort them so every collector writes the same rows.
-            self.references[version] = dataclasses.replace(
-                ref, features=dict(sorted(ref.features.items())), outputs=dict(sorted(ref.outputs.items())))
-            del self.bootstrap[version]
-            return None  # the events of the reference are not compared with themselves
+            self._install(self._build(version, buf, f"{PROVISIONAL}{len(buf)}"))
+            return None
         if ref is None:
             self.counts["no_reference"] += 1
             return None
@@ -142,6 +177,11 @@ class ModelMonitor:
             return
         if cfg.shadow.enabled and request_id:
             self._pair(request_id, ts, "p", version, segs, ev)
+        if cfg.reference.source in ("rolling", "sampled"):
+            b = self.traffic.get(version)
+            if b is None:
+                b = self.traffic[version] = builder_for(cfg.reference, version, self.bootstrap)
+            b.add(ts, ev.get("features") or {}, prediction)
         st = self.stream(version, ev)
         if st is not None:
             if deferred is None:
@@ -255,6 +295,15 @@ class ModelMonitor:
         out: list[tuple[str, str, DetectorResult]] = []
         for version, st in self.streams.items():
             out += [(version, seg, r) for seg, r in st.close()]
+            if st.size_note is not None and not st.provisional and version not in self.size_warned:
+                self.size_warned.add(version)
+                log.warning("model %s version %s: %s (%s)", self.cfg.model, version, st.size_note,
+                            st.reference.source or "reference")
+        # The window just closed was judged against the old reference; a new one starts now.
+        for version, b in self.traffic.items():
+            events = b.window_closed()
+            if events:
+                self._install(self._build(version, events, f"{b.kind}:{len(events)}"))
         if not self.by_joins:
             for key, det in self.performance.items():
                 version, seg = key.split("|", 1)
@@ -283,7 +332,22 @@ class ModelMonitor:
             "counts": self.counts,
             "label_windows": self.label_windows,
             "shadow_seen": self.shadow_seen,
+            "traffic": self._traffic_state(),
         }
+
+    def _traffic_state(self) -> dict[str, Any]:
+        return {v: [b.kind, b.get_state()] for v, b in self.traffic.items()}
+
+    def _set_traffic_state(self, state: dict[str, Any]) -> None:
+        self.traffic = {}
+        for v, (kind, st) in state.items():
+            b = builder_for(self.cfg.reference, v, self.bootstrap)
+            if b is not None and b.kind == kind:
+                b.set_state(st)
+                self.traffic[v] = b
+        # The source changed since the save: what the old builders kept is of no use.
+        for key in [k for k in self.bootstrap if SEP in k and k.split(SEP, 1)[0] not in self.traffic]:
+            del self.bootstrap[key]
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.references = {v: Reference.from_json(t) for v, t in state["references"].items()}
@@ -311,6 +375,7 @@ class ModelMonitor:
         self.counts.update(state["counts"])
         self.label_windows = {v: list(w) for v, w in state.get("label_windows", {}).items()}
         self.shadow_seen = bool(state.get("shadow_seen", True))
+        self._set_traffic_state(state.get("traffic", {}))
         self.checkpoint()
 
     # -- saving in pieces: the bounded core, and what changed since the last checkpoint ----------
@@ -322,7 +387,8 @@ class ModelMonitor:
                 "errors": {v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()},
                 "shadows": {k: d.get_state() for k, d in self.shadows.items()},
                 "ab": {k: d.get_state() for k, d in self.ab.items()},
-                "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen}
+                "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen,
+                "traffic": self._traffic_state()}
 
     def journal(self) -> dict[str, Any]:
         """References, bootstrap events and pending joins changed since :meth:`checkpoint`."""

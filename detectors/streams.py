@@ -7,18 +7,21 @@ the data-drift, prediction-drift, quality and multivariate detectors of each seg
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
-from driftline.detectors.base import Detector, DetectorResult
+from driftline.detectors.base import STAT_DRIFTED_SHARE, Detector, DetectorResult
 from driftline.detectors.config import ModelConfig
 from driftline.detectors.drift import DataDriftDetector, HistogramSet, PredictionDriftDetector
 from driftline.detectors.exclusions import exclusions
 from driftline.detectors.quality import QualityDetector
-from driftline.detectors.reference import Reference, prediction_features
+from driftline.detectors.reference import Reference, prediction_features, reference_size_needed, size_note
 
-__all__ = ["SegmentTracker", "VersionStream"]
+__all__ = ["SegmentTracker", "VersionStream", "PROVISIONAL"]
 
 OTHER = "__other__"
+#: source prefix of a provisional first-events reference (``reference.provisional_events``)
+PROVISIONAL = "provisional:"
 
 
 class SegmentTracker:
@@ -64,6 +67,13 @@ class VersionStream:
         self.segments: dict[str, list[Detector]] = {}
         # One answer to "which features does drift judge" for every detector of this version.
         self.excluded = exclusions(reference.features, cfg.data_drift)
+        #: judged against a provisional reference: rows say so and never drift
+        self.provisional = reference.source.startswith(PROVISIONAL)
+        #: "reference of 800 events; 10,000 recommended for 1,000-event windows", or None; known
+        #: at once for count windows, after the first window closes for time windows
+        self.size_note: str | None = None
+        if cfg.window.kind == "count":
+            self.size_note = size_note(reference.n_rows, cfg.window.size)
         self.multivariate: Detector | None = None
         mv = cfg.multivariate
         if mv.enabled and reference.sample:
@@ -153,6 +163,36 @@ class VersionStream:
                 out += [(seg, r) for r in det.close_window()]
         if self.multivariate is not None:
             out += [("", r) for r in self.multivariate.close_window()]
+        out = self._note_size(out)
+        if self.provisional:
+            # No verdict on a reference this small (its own error would spend the false-alarm
+            # budget); the values stay, and each statistic's own crossing stays in ``exceeded``.
+            out = [(seg, dataclasses.replace(r, drift=False, exceeded=r.exceeded,
+                                             details=r.details + (("provisional", True),)))
+                   for seg, r in out]
+        return out
+
+    def _note_size(self, out: list[tuple[str, DetectorResult]]) -> list[tuple[str, DetectorResult]]:
+        """A too-small reference is said on the data-drift summary row (feature ``*``) of every
+        segment: ``reference_note`` and ``reference_recommended`` in its details."""
+        shares = [i for i, (_, r) in enumerate(out)
+                  if r.detector == DataDriftDetector.name and r.statistic == STAT_DRIFTED_SHARE]
+        if not shares:
+            return out
+        if self.cfg.window.kind == "count":
+            window = self.cfg.window.size
+        else:  # time windows: the events of this window, all traffic
+            window = max((out[i][1].current_size for i in shares if out[i][0] == ""), default=0)
+            if window <= 0:
+                return out
+            self.size_note = size_note(self.reference.n_rows, window)
+        if self.size_note is None:
+            return out
+        extra = (("reference_note", self.size_note), ("reference_recommended", reference_size_needed(window)))
+        out = list(out)
+        for i in shares:
+            seg, r = out[i]
+            out[i] = (seg, dataclasses.replace(r, details=r.details + extra))
         return out
 
     def get_state(self) -> dict[str, Any]:

@@ -79,6 +79,18 @@ def test_set_from_parquet_and_csv_list_and_delete(chstore, ch_client, tmp_path):
     code, _ = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v2", "--file", str(tmp_path / "train.csv"),
                    "--exclude", "label")
     assert code == 0
+    # 2,000 rows: too few for the default 1,000-event windows, enough for 100-event ones.
+    assert "warning: reference of 2,000 events; 10,000 recommended for 1,000-event windows" in out
+    code, out = _cli(chstore, "reference", "show", "--model", "cli", "--version", "v1")
+    assert code == 0 and out.startswith("reference cli v1: 2000 rows, 5 features, 1 outputs (file:train.parquet")
+    assert "\n  plan\tcategorical\t2000 present, 0 missing\n" in out
+    assert out.rstrip().endswith("warning: reference of 2,000 events; 10,000 recommended for 1,000-event "
+                                 "windows: smaller references make every window's verdict noisier "
+                                 "(see reference_size_needed)")
+    code, out = _cli(chstore, "reference", "show", "--model", "cli", "--version", "v1", "--window-size", "100")
+    assert code == 0 and "size: enough for 100-event windows (1,000 recommended)" in out and "warning" not in out
+    assert _cli(chstore, "reference", "show", "--model", "cli", "--version", "v7")[0] == 1
+    assert _cli(chstore, "reference", "show", "--model", "cli", "--version", "v1", "--window-size", "0")[0] == 2
     code, out = _cli(chstore, "reference", "list", "--model", "cli")
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 3 and lines[1].startswith("cli\tv1\t2000\t5")
@@ -100,8 +112,10 @@ def test_set_from_first_events_and_time_range_of_the_prediction_log(chstore, ch_
     ch_client.insert("driftline.predictions", rows, column_names=[
         "event_id", "timestamp", "model", "model_version", "variant", "request_id", "features_num",
         "features_str", "features_bool", "features_null", "prediction", "status", "tags"])
-    code, out = _cli(chstore, "reference", "set", "--model", "logm", "--version", "v9", "--first-events", "150")
+    code, out = _cli(chstore, "reference", "set", "--model", "logm", "--version", "v9", "--first-events", "150",
+                     "--window-size", "20")
     assert code == 0 and "150 rows" in out
+    assert "warning: reference of 150 events; 200 recommended for 20-event windows" in out
     code, out = _cli(chstore, "reference", "set", "--model", "logm", "--version", "v9",
                      "--from", "2026-01-01T00:01:40Z", "--to", "2026-01-01T00:03:20Z")
     assert code == 0 and "100 rows" in out

@@ -31,6 +31,7 @@ from tests.conftest import unique_topics, wait_for
 pytestmark = pytest.mark.integration
 
 FEATURES = 20
+PLAIN_EVENTS, PLAIN_SHIFT = 13_000, 11_000  # the unconfigured model: 10,000 reference events, 3 windows
 T0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
 STAR_CONFIG = "model: '*'\nwindow: {kind: count, size: 250}\nmin_samples: 50\n" \
               "reference: {source: first_events, first_events: 500}\n"
@@ -43,9 +44,11 @@ def _ts(seconds: float) -> str:
     return (T0 + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _stream(model: str, n: int, *, shift_at: int, label_lag: int, seed: int = 1) -> list[dict[str, Any]]:
-    """n predictions (x shifts by 1.5 sd at ``shift_at``) and a label for every other one,
-    ``label_lag`` predictions later (delayed ground truth), in the order they are produced."""
+def _stream(model: str, n: int, *, shift_at: int, label_lag: int, seed: int = 1,
+            labelled: int | None = None) -> list[dict[str, Any]]:
+    """n predictions (x shifts by 1.5 sd at ``shift_at``) and a label for every other one of the
+    first ``labelled`` (default: all), ``label_lag`` predictions later (delayed ground truth), in
+    the order they are produced."""
     from driftline.sdk.ids import uuid7
 
     rng = random.Random(seed)
@@ -60,7 +63,7 @@ def _stream(model: str, n: int, *, shift_at: int, label_lag: int, seed: int = 1)
                       "prediction": {"1": p, "0": round(1 - p, 6)}, "latency_ms": 3.0, "status": "ok"})
         out.append(preds[-1])
         j = i - label_lag
-        if j >= 0 and j % 2 == 0:
+        if j >= 0 and j % 2 == 0 and (labelled is None or j < labelled):
             truth = int(rng.random() < 1 / (1 + 2.718281828 ** -preds[j]["features"]["x"]))
             out.append({"schema_version": 1, "type": "label", "event_id": uuid7(), "timestamp": _ts(i + 0.5),
                         "model": model, "model_version": "1", "prediction_id": preds[j]["event_id"], "label": truth})
@@ -295,7 +298,8 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
 
     tmp = tmp_path_factory.mktemp("detect_stage")
     tag = uuid.uuid4().hex[:6]
-    sc = Scenario(tag, _stream(f"plain-{tag}", 4000, shift_at=2000, label_lag=400),
+    # plain: the default reference is the first DEFAULT_FIRST_EVENTS (10,000) events.
+    sc = Scenario(tag, _stream(f"plain-{tag}", PLAIN_EVENTS, shift_at=PLAIN_SHIFT, label_lag=400, labelled=3600),
                   _stream("x", 3000, shift_at=1800, label_lag=40, seed=2))
     config = tmp / "detectors.yaml"
     config.write_text(STAR_CONFIG)
@@ -328,7 +332,6 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
     cut = int(len(sc.stream) * 0.55)
     try:
         live = {name: start(name) for name in runs}
-        _produce(producer, runs["plain"][0], streams["plain"])
         for name in ("control", "killed", "graceful"):
             _produce(producer, runs[name][0], streams[name][:cut])
         # Disrupt while the collectors are working through the first part.
@@ -343,6 +346,8 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
             _produce(producer, runs[name][0], streams[name][cut:])
         start("killed")
         start("graceful")
+        # Produced after the disruptions: its 13,000 events would slow the runs timed above.
+        _produce(producer, runs["plain"][0], streams["plain"])
         n_pred = sum(e["type"] == "prediction" for e in sc.stream)
         n_label = len(sc.stream) - n_pred
         stored = {}
@@ -353,7 +358,7 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
                                 _count(ch_client, "labels", sc.models[name]))
             stored["plain"] = (_count(ch_client, "predictions", sc.models["plain"]),)
             return (all(stored[n] == (n_pred, n_label) for n in ("control", "killed", "graceful"))
-                    and stored["plain"] == (4000,))
+                    and stored["plain"] == (PLAIN_EVENTS,))
 
         try:
             wait_for(all_done, timeout_s=150, interval_s=0.5)
@@ -376,11 +381,11 @@ def test_mean_shift_in_one_feature_of_an_unconfigured_model_is_flagged_after_not
         "FROM driftline.drift_metrics FINAL WHERE model = %(m)s AND detector = 'data_drift' "
         "AND statistic = 'wasserstein' ORDER BY window_start, feature",
         parameters={"m": scenario.models["plain"]}).result_rows
-    change = T0 + dt.timedelta(seconds=2000)
+    change = T0 + dt.timedelta(seconds=PLAIN_SHIFT)
     windows = sorted({r[0] for r in rows})
-    # Defaults: the first 1000 events are the reference, then windows of 1000 predictions.
+    # Defaults: the first 10,000 events are the reference, then windows of 1000 predictions.
     assert len(windows) == 3, windows
-    assert {r[4] for r in rows} == {1000} and {r[5] for r in rows} == {1000}
+    assert {r[4] for r in rows} == {10_000} and {r[5] for r in rows} == {1000}
     before = [r for r in rows if r[1].replace(tzinfo=dt.timezone.utc) < change]
     after = [r for r in rows if r[0].replace(tzinfo=dt.timezone.utc) >= change]
     assert before and after
@@ -396,7 +401,7 @@ def test_delayed_labels_produce_performance_rows(scenario: Scenario, ch_client: 
         "SELECT window_start, window_end, statistic, value, current_size FROM driftline.drift_metrics FINAL "
         "WHERE model = %(m)s AND detector = 'performance' AND segment = '' ORDER BY window_start, statistic",
         parameters={"m": scenario.models["plain"]}).result_rows
-    # 1800 labels (every other prediction, 400 predictions late): one window per 1000 joins.
+    # 1800 labels (every other one of the first 3600 predictions, 400 predictions late): one window per 1000 joins.
     assert [r[2] for r in rows] == ["accuracy", "f1", "roc_auc"], rows
     assert {r[4] for r in rows} == {1000}
     start, end = rows[0][0].replace(tzinfo=dt.timezone.utc), rows[0][1].replace(tzinfo=dt.timezone.utc)
