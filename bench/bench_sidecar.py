@@ -106,7 +106,7 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool) -> None:
 
     from driftline.sdk import Monitor, SdkSettings
     from driftline.sdk.export import ExportResult
-    from driftline.sdk.sidecar.app import build_app
+    from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
     from driftline.sdk.sidecar.config import SidecarSettings
     from driftline.sdk.sidecar.metrics import SidecarMetrics
 
@@ -121,7 +121,7 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool) -> None:
     app = build_app(settings, metrics=SidecarMetrics(CollectorRegistry()),
                     monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
     maybe_uvloop(uvloop_on)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **SERVER_OPTIONS)
 
 
 def role_loadgen(port: int, rate: float, seconds: float, conns: int) -> None:

@@ -17,17 +17,17 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import aiohttp
 from aiohttp import web
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.sidecar.extraction import Row, extract
+from driftline.sdk.sidecar.extraction import Row
 from driftline.sdk.sidecar.hygiene import (REQ_TOKEN, BodyTooLarge, Guard, RateLimiter, TokenAuth, error_response,
                                            make_expect_handler, read_body_capped, too_large_response)
 from driftline.sdk.monitor import Monitor
-from driftline.sdk.sidecar.proxy import proxy_request
+from driftline.sdk.sidecar.proxy import Readable, extract_rows, proxy_request, readable
 from driftline.sdk.sidecar.routing import Router, SplitConfig, SplitFileWatcher
 from driftline.sdk.sidecar.shadow import ShadowMirror
 from driftline.sdk.sidecar.config import ShadowTarget, SidecarSettings
@@ -36,6 +36,12 @@ from driftline.sdk.sidecar.metrics import SidecarMetrics
 logger = logging.getLogger("driftline.sidecar")
 
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+#: Options of the aiohttp server (``web.run_app`` / ``web.AppRunner``) that runs :func:`build_app`.
+#: ``auto_decompress`` off: the proxy must forward a compressed request body as the client sent it
+#: (aiohttp would otherwise inflate it and leave ``Content-Encoding: gzip`` on plain bytes);
+#: extraction decodes its own copy (:mod:`driftline.sdk.sidecar.encoding`).
+SERVER_OPTIONS: Mapping[str, Any] = {"auto_decompress": False}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class LocalReply:
 class LocalBackend(Protocol):
     """An in-process model behind the ``local:`` upstream (see :mod:`driftline.sdk.sidecar.serve`)."""
 
-    async def handle(self, request: web.Request, body: bytes) -> LocalReply: ...
+    async def handle(self, request: web.Request, body: Readable) -> LocalReply: ...
 
     def ready(self) -> bool: ...
 
@@ -124,11 +130,13 @@ class Sidecar:
 
     # -- events ------------------------------------------------------------------------------
     def log_rows(self, rows: list[Row], *, variant: str, version: str | None, request_id: str,
-                 latency_ms: float | None, status: str, error: str | None, http_status: int | None) -> None:
+                 latency_ms: float | None, error: str | None, http_status: int | None) -> None:
+        """One event per row. ``status`` follows ``error``: an event never says ok beside an error."""
         monitor = self.monitor(version)
         tags = dict(self.settings.tags)
         if http_status is not None and not 200 <= http_status < 300:
             tags["http_status"] = str(http_status)
+        status = "ok" if error is None else "error"
         for features, prediction in rows:
             monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
                         status=status, error=error, tags=tags or None)
@@ -138,16 +146,18 @@ class Sidecar:
         shadow = self.shadow
         if shadow is None:
             return
+        limit = self.settings.max_body_bytes
+        req = readable(body, request.headers, limit)
 
-        def on_result(target: ShadowTarget, status: int | None, data: bytes | None, latency_s: float,
-                      error: str | None) -> None:
+        def on_result(target: ShadowTarget, status: int | None, data: bytes | None,
+                      resp_headers: Mapping[str, str], latency_s: float, error: str | None) -> None:
             if not log:
                 return
             ok = status is not None and status < 400
-            rows, xerr = extract(body, data if ok else None, self.settings.extract)
+            answer = readable(data, resp_headers, max(limit, self.settings.capture_bytes)) if ok else None
+            rows, xerr = extract_rows(self.settings.extract, req, answer)
             self.log_rows(rows, variant=target.name, version=None, request_id=request_id,
-                          latency_ms=latency_s * 1000.0, status="ok" if ok else "error",
-                          error=error or xerr, http_status=status)
+                          latency_ms=latency_s * 1000.0, error=error or xerr, http_status=status)
 
         shadow.mirror(request.method, request.path_qs, headers, body, on_result)
 

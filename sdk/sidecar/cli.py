@@ -125,7 +125,7 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
 
     from driftline.sdk.export import Client
     from driftline.sdk.monitor import Monitor
-    from driftline.sdk.sidecar.app import build_app
+    from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
     from driftline.sdk.sidecar.hygiene import AccessLogger
     from driftline.sdk.sidecar.metrics import SidecarMetrics
     from driftline.sdk.sidecar.routing import SplitConfig
@@ -155,7 +155,8 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
         # lingering_time: an oversized body is answered 413 at once; reading its rest to let the
         # client see the answer is bounded to 2 s instead of aiohttp's 10 s.
         web.run_app(app, host=settings.host, port=settings.port, access_log=access if settings.access_log else None,
-                    access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0)
+                    access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0,
+                    **SERVER_OPTIONS)
     finally:
         client.shutdown(5.0)
         stats = client.stats()

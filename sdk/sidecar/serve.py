@@ -32,6 +32,7 @@ from aiohttp import web
 from driftline.sdk.codec import to_plain
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.app import LocalReply
+from driftline.sdk.sidecar.proxy import Readable
 from driftline.sdk.sidecar.extraction import Row
 from driftline.sdk.sidecar.hygiene import REQ_ID, error_response
 from driftline.sdk.sidecar.input_schema import InputSchema
@@ -151,7 +152,7 @@ class ModelBackend:
                                   "platform": "driftline", "inputs": schema})
 
     # -- requests ------------------------------------------------------------------------------
-    async def handle(self, request: web.Request, body: bytes) -> LocalReply:
+    async def handle(self, request: web.Request, readable: Readable) -> LocalReply:
         rid = request.get(REQ_ID)
         path = request.path
         v2 = path.startswith("/v2/models/") and path.endswith("/infer")
@@ -165,6 +166,10 @@ class ModelBackend:
             msg = f"model failed to load: {self.load_error}" if self.load_error else "model is loading"
             return LocalReply(error_response(503, "not_ready", msg, request_id=rid), None, None, 0.0)
         assert self.schema is not None
+        if readable.error is not None or readable.data is None:
+            reason = readable.error or "request body is empty"
+            return LocalReply(error_response(400, "invalid_body", reason, request_id=rid), [({}, None)], reason, 0.0)
+        body = readable.data
         try:
             doc = json.loads(body)
         except ValueError as exc:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from sklearn.linear_model import LogisticRegression
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.sidecar.app import build_app
+from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
 from driftline.sdk.sidecar.config import SidecarSettings
 from driftline.sdk.sidecar.input_schema import InputSchema
 from driftline.sdk.sidecar.metrics import SidecarMetrics
@@ -55,7 +55,7 @@ async def served(path: str, schema: InputSchema | None = None, model: Any = None
     app = build_app(settings, monitor_factory=sink.factory("churn"), metrics=SidecarMetrics(CollectorRegistry()),
                     local=backend)
     try:
-        async with serve_app(app) as url:
+        async with serve_app(app, **SERVER_OPTIONS) as url:
             async with aiohttp.ClientSession() as s:
                 for _ in range(200):  # the model loads in the background; /readyz says when
                     if (await s.get(url + "/readyz")).status == 200:
