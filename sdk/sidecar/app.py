@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Protocol
 import aiohttp
 from aiohttp import web
 
+from driftline.sdk.contract.variants import ROW_TAG
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.extraction import Row
 from driftline.sdk.sidecar.hygiene import (REQ_TOKEN, BodyTooLarge, Guard, RateLimiter, TokenAuth, error_response,
@@ -137,9 +138,15 @@ class Sidecar:
         if http_status is not None and not 200 <= http_status < 300:
             tags["http_status"] = str(http_status)
         status = "ok" if error is None else "error"
-        for features, prediction in rows:
+        if len(rows) == 1:
+            features, prediction = rows[0]
             monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
                         status=status, error=error, tags=tags or None)
+            return
+        # Several rows share the request id; the row index pairs each with its shadow's row.
+        for i, (features, prediction) in enumerate(rows):
+            monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
+                        status=status, error=error, tags={**tags, ROW_TAG: str(i)})
 
     def mirror(self, request: web.Request, body: bytes, headers: Mapping[str, str], request_id: str,
                log: bool) -> None:
@@ -156,7 +163,7 @@ class Sidecar:
             ok = status is not None and status < 400
             answer = readable(data, resp_headers, max(limit, self.settings.capture_bytes)) if ok else None
             rows, xerr = extract_rows(self.settings.extract, req, answer)
-            self.log_rows(rows, variant=target.name, version=None, request_id=request_id,
+            self.log_rows(rows, variant=target.variant, version=target.version, request_id=request_id,
                           latency_ms=latency_s * 1000.0, error=error or xerr, http_status=status)
 
         shadow.mirror(request.method, request.path_qs, headers, body, on_result)

@@ -26,8 +26,9 @@ def _common(p: argparse.ArgumentParser, *, port: int) -> None:
     p.add_argument("--version", default="", help="model version carried by every event")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
-    p.add_argument("--shadow", action="append", default=[], metavar="[NAME=]URL",
-                   help="mirror each request to this shadow upstream (repeatable)")
+    p.add_argument("--shadow", action="append", default=[], metavar="[NAME=]URL[@VERSION]",
+                   help="mirror each request to this shadow upstream (repeatable); its events carry "
+                   "variant shadow (or shadow:NAME) and model version VERSION (default: --version)")
     p.add_argument("--shadow-sample", type=float, default=1.0, help="fraction of requests mirrored (0-1)")
     p.add_argument("--shadow-concurrency", type=int, default=64, help="shadow calls in flight per shadow")
     p.add_argument("--shadow-timeout", type=float, default=10.0, help="seconds before a shadow call is abandoned")

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from driftline.sdk.contract.variants import SEPARATOR, SHADOW, variant_for
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.extraction import ExtractSpec
 
@@ -34,20 +35,40 @@ def parse_size(text: str | int) -> int:
 
 @dataclass(frozen=True)
 class ShadowTarget:
-    """A shadow upstream: its events carry ``variant=name``."""
+    """A shadow upstream. Its events carry ``variant`` ``shadow`` or ``shadow:NAME``
+    (:func:`driftline.sdk.contract.variants.variant_for`) and ``model_version=version``, or the
+    primary's version when ``version`` is None."""
 
     name: str
     url: str
+    version: str | None = None
+
+    @property
+    def variant(self) -> str:
+        return variant_for(SHADOW, self.name)
 
 
 def parse_shadow(spec: str, index: int) -> ShadowTarget:
-    """``URL`` or ``NAME=URL``; unnamed shadows are ``shadow``, ``shadow2``, ..."""
+    """``URL``, ``NAME=URL``, ``URL@VERSION`` or ``NAME=URL@VERSION``; unnamed shadows are
+    ``shadow``, ``shadow2``, ...
+
+    >>> parse_shadow("candidate=http://127.0.0.1:9001@v2", 0)
+    ShadowTarget(name='candidate', url='http://127.0.0.1:9001', version='v2')
+    """
     name, sep, url = spec.partition("=")
     if not sep or name.startswith("http"):
         name, url = ("shadow" if index == 0 else f"shadow{index + 1}"), spec
+    version = None
+    head, at, tail = url.rpartition("@")
+    # user:password@host has a ':' or '/' after its '@'; a version has neither
+    if at and "://" in head and tail and not any(c in tail for c in ":/"):
+        url, version = head, tail
     if not (url.startswith("http://") or url.startswith("https://")):
-        raise ConfigError(f"--shadow {spec!r}: expected URL or NAME=URL with an http(s):// URL")
-    return ShadowTarget(name.strip(), url.rstrip("/"))
+        raise ConfigError(f"--shadow {spec!r}: expected [NAME=]URL[@VERSION] with an http(s):// URL")
+    name = name.strip()
+    if not name or SEPARATOR in name or len(name) > 64:
+        raise ConfigError(f"--shadow {spec!r}: the name must be 1-64 characters without {SEPARATOR!r}")
+    return ShadowTarget(name, url.rstrip("/"), version)
 
 
 @dataclass(frozen=True)

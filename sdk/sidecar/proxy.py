@@ -200,7 +200,7 @@ async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse
         rows, xerr = extract_rows(sc.settings.extract, req, answer)
         if error is None and status >= 400:
             error = f"upstream answered HTTP {status}"
-        sc.log_rows(rows, variant=variant.name, version=variant.version, request_id=rid,
+        sc.log_rows(rows, variant=variant.event_variant, version=variant.version, request_id=rid,
                     latency_ms=upstream_s * 1000.0, error=error or xerr, http_status=status)
     sc.mirror(request, body, headers, rid, log)
     return out
@@ -251,7 +251,7 @@ async def _local(sc: Sidecar, request: web.Request, body: bytes, variant: Varian
     sc.metrics.observe_request(variant.name, out.status, model_s, max(0.0, overhead))
     if log and rows is not None:
         ok = out.status < 400 and error is None
-        sc.log_rows(rows, variant=variant.name, version=variant.version, request_id=rid,
+        sc.log_rows(rows, variant=variant.event_variant, version=variant.version, request_id=rid,
                     latency_ms=model_s * 1000.0, error=error or (None if ok else f"model answered HTTP {out.status}"),
                     http_status=out.status)
     sc.mirror(request, body, headers, rid, log)
