@@ -172,6 +172,8 @@ def _flat_data(data: Any) -> list[Any]:
     return data
 
 
+# Internal control flow, not in the error tree (sdk/errors.py): always caught in extract(), which
+# turns it into the event's error string; it never reaches users.
 class _Mismatch(ValueError):
     """The request or response does not add up (shape against data): logged as one error event."""
 

@@ -38,6 +38,8 @@ FIXED_SIZE: dict[str, tuple[str, int]] = {
 DATATYPES = (*FIXED_SIZE, "BYTES")
 
 
+# Internal, not in the error tree (sdk/errors.py): extraction catches it and logs its message as
+# the event's error; the request itself is forwarded untouched whatever its body holds.
 class BinaryTensorError(ValueError):
     """A binary body that does not follow the extension (internal: extraction reports its message)."""
 
