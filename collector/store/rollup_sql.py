@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
-from driftline.sdk.contract.variants import ROW_TAG, SHADOW
+from driftline.sdk.contract.variants import PRIMARY, ROW_TAG, SHADOW
 
 _P, _L, _O = (f"{DB}.{kind.table}" for kind in (PREDICTION, LABEL, OUTCOME))
 CONF = "arrayMax(mapValues(prediction_scores))"
@@ -25,8 +25,8 @@ MINUTE = "toDateTime(toStartOfMinute(timestamp), 'UTC')"
 # Roles by variant name (sdk/contract/variants.py): shadow, shadow:NAME and older shadow2... are shadows.
 _SHADOW = f"variant LIKE '{SHADOW}%'"
 SERVED = f"NOT {_SHADOW}"
-# Every served event (whatever its A/B arm) can have shadows: all predictions are pairing candidates.
-PAIRED = "1"
+_PRIMARY = f"variant = '{PRIMARY}'"
+PAIRED = f"({_PRIMARY} OR {_SHADOW})"
 DECILES = "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"
 _NUM_OK = "isNull(prediction_label) AND isNotNull(prediction_num)"
 
@@ -297,7 +297,6 @@ FROM ({rows}) GROUP BY model, rid HAVING {having}"""
 # first) are excluded by event id. (A scalar subquery over the block, e.g.
 # ``hour >= (SELECT min(...) FROM predictions)``, made chDB 26.9 skip every view of the table
 # without an error: keep to IN sets.)
-_PRIMARY = SERVED
 _PAIR_BLOCK = f"{DB}.rollup_pair_block"
 
 

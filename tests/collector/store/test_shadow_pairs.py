@@ -34,12 +34,12 @@ def test_named_shadows_pair_per_row_and_agree_on_numeric_class_ids(ch_client: An
     m = f"pairs-{uuid.uuid4().hex[:8]}"
     writer = ClickHouseWriter(ch_client)
     # A two-row request with integer class ids whose named shadow (its own version) agrees on row 0
-    # only; an unnamed shadow; an older shadow2 beside an A/B arm. One insert: a pair completed by a
+    # only; an unnamed shadow; an older shadow2. One insert: a pair completed by a
     # later insert depends on chDB running the pair views on that insert, which chDB 26.9 now and
     # then skips (seen before this change too; tests/dashboard/test_rollups.py covers that path).
     writer.write([event(m, "primary", "q", 1, row=0), event(m, "primary", "q", 2, row=1),
                   event(m, "primary", "one", "cat"), event(m, "shadow", "one", "cat", dt_s=0.1),
-                  event(m, "challenger", "ab", "dog"), event(m, "shadow2", "ab", "cat", dt_s=0.1),
+                  event(m, "primary", "ab", "dog"), event(m, "shadow2", "ab", "cat", dt_s=0.1),
                   event(m, "shadow:candidate", "q", 1, row=0, version="v2", dt_s=0.2),
                   event(m, "shadow:candidate", "q", 0, row=1, version="v2", dt_s=0.2),
                   event(m, "shadow:candidate", "lonely", 5, version="v2")])  # no served event: no pair
