@@ -5,8 +5,10 @@ the shadow mirror, a :class:`Monitor` per model version) and turns extracted row
 events; :func:`build_app` wires it into an ``aiohttp.web.Application``. The request path itself
 (forwarding, streaming, then events) is :mod:`driftline.sdk.sidecar.proxy`.
 
-Routes owned by the sidecar: ``GET /metrics``, ``GET /healthz``, ``GET /readyz`` and
-``GET|PUT /admin/split``. Every other path and method is proxied unchanged.
+Routes owned by the sidecar: its metrics (``GET /driftline/metrics`` by default, or on a port of
+their own: ``SidecarSettings.metrics_path`` / ``metrics_port``), ``GET /healthz``, ``GET /readyz``
+and ``GET|PUT /admin/split``. Every other path and method is proxied unchanged, the upstream's own
+``/metrics`` included.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -169,6 +171,27 @@ class Sidecar:
         shadow.mirror(request.method, request.path_qs, headers, body, on_result)
 
 
+def _serve_metrics(metrics_app: web.Application, host: str,
+                   port: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Serve ``metrics_app`` on its own port for as long as the main application runs."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        runner = web.AppRunner(metrics_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        app[MetricsSiteKey] = site
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+    return ctx
+
+
+MetricsSiteKey = web.AppKey("driftline_metrics_site", web.TCPSite)
+
+
 def build_app(settings: SidecarSettings, *, monitor_factory: Callable[[str], Monitor],
               metrics: SidecarMetrics, split: SplitConfig | None = None, local: LocalBackend | None = None,
               clock: Callable[[], float] = time.monotonic, router: Router | None = None) -> web.Application:
@@ -226,7 +249,12 @@ def build_app(settings: SidecarSettings, *, monitor_factory: Callable[[str], Mon
     async def proxy(request: web.Request) -> web.StreamResponse:
         return await proxy_request(sc, request)
 
-    app.router.add_get("/metrics", metrics_handler)
+    if settings.metrics_port is None:
+        app.router.add_get(settings.metrics_path, metrics_handler)
+    else:
+        metrics_app = web.Application()
+        metrics_app.router.add_get(settings.metrics_path, metrics_handler)
+        app.cleanup_ctx.append(_serve_metrics(metrics_app, settings.host, settings.metrics_port))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/admin/split", get_split)

@@ -47,13 +47,19 @@ def _common(p: argparse.ArgumentParser, *, port: int) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag added to every event")
     p.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers (default $DRIFTLINE_KAFKA_BOOTSTRAP)")
     p.add_argument("--no-access-log", action="store_true", help="turn the access log off")
+    from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH  # no aiohttp: --help stays light
+
+    p.add_argument("--metrics-path", default=DEFAULT_METRICS_PATH,
+                   help=f"path of the sidecar's own Prometheus metrics (default {DEFAULT_METRICS_PATH}; "
+                   "/metrics is the upstream's and is proxied)")
+    p.add_argument("--metrics-port", type=int, help="serve the sidecar's metrics on this port instead")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``sidecar`` and ``serve`` commands to the ``driftline`` CLI."""
     p = subparsers.add_parser("sidecar", help="reverse proxy that logs a model server's predictions",
                               description="Put any HTTP model server behind driftline: every request "
-                              "becomes a prediction event; shadows, A/B splits, auth, rate limits, /metrics.")
+                              "becomes a prediction event; shadows, A/B splits, auth, rate limits, its own metrics.")
     p.add_argument("--upstream", required=True, help="URL of the model server, e.g. http://127.0.0.1:9000")
     _common(p, port=8080)
     p.add_argument("--extract", default="auto", choices=("auto", "flat", "instances", "v2", "path"),
@@ -99,7 +105,8 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str], *, upst
         split_file=args.split_file, timeout_s=args.timeout, connect_timeout_s=args.connect_timeout,
         max_body_bytes=parse_size(args.max_body), tokens=tokens, admin_tokens=admin,
         rate_limit_rps=args.rate_limit, rate_limit_burst=args.rate_burst, extract=extract,
-        log_paths=tuple(args.log_path), access_log=not args.no_access_log, tags=parse_tags(args.tag))
+        log_paths=tuple(args.log_path), access_log=not args.no_access_log, tags=parse_tags(args.tag),
+        metrics_path=args.metrics_path, metrics_port=args.metrics_port)
 
 
 def _sdk_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Any:

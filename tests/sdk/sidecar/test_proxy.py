@@ -10,6 +10,9 @@ import zlib
 
 import aiohttp
 import pytest
+from aiohttp import web
+
+from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH
 
 from .testkit import ModelServer, closed_port, serve_app, sidecar
 
@@ -145,7 +148,7 @@ async def test_metrics_count_requests_by_variant_and_status() -> None:
                 await (await s.post(url + "/predict", json={"a": 1})).read()
             await (await s.post(url + "/status/503", data=b"{}")).read()
             await sink.events()
-            text = await (await s.get(url + "/metrics")).text()
+            text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert 'driftline_sidecar_requests_total{status="200",variant="primary"} 3.0' in text
     assert 'driftline_sidecar_requests_total{status="503",variant="primary"} 1.0' in text
     assert "driftline_sidecar_upstream_seconds_count{variant=\"primary\"} 4.0" in text
@@ -208,3 +211,27 @@ async def test_shape_and_data_that_disagree_give_one_error_event_not_invented_ro
     assert len(events) == 1
     assert events[0]["status"] == "error" and events[0]["features"] == {} and events[0]["prediction"] is None
     assert events[0]["error"] == "extract: request tensor 'x': shape [2, 4] holds 8 values, data has 4"
+
+
+def metrics_upstream() -> web.Application:
+    async def own_metrics(request: web.Request) -> web.Response:
+        return web.Response(text="kserve_model_requests_total 7\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", own_metrics)
+    return app
+
+
+async def test_the_upstreams_metrics_stay_reachable_beside_the_sidecars_own() -> None:
+    async with serve_app(metrics_upstream()) as up:
+        async with sidecar(up) as (url, sc, sink), aiohttp.ClientSession() as s:
+            assert await (await s.get(url + "/metrics")).text() == "kserve_model_requests_total 7\n"
+            own = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
+            assert "driftline_sidecar_requests_total" in own  # the GET /metrics above, counted
+        port = closed_port()
+        async with sidecar(up, metrics_path="/m", metrics_port=port) as (url, sc, sink), \
+                aiohttp.ClientSession() as s:
+            assert await (await s.get(url + "/metrics")).text() == "kserve_model_requests_total 7\n"
+            assert (await s.get(url + "/m")).status == 404  # proxied: the upstream has no /m
+            own = await (await s.get(f"http://127.0.0.1:{port}/m")).text()
+            assert 'driftline_sidecar_requests_total{status="404",variant="primary"} 1.0' in own

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from driftline.sdk.contract.variants import pair_key, role_of
-from driftline.sdk.sidecar.config import ShadowTarget, parse_shadow
+from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH, ShadowTarget, parse_shadow
 
 from .testkit import ModelServer, closed_port, serve_app, sidecar
 
@@ -64,7 +64,7 @@ async def test_failing_and_unreachable_shadows_change_nothing_for_the_caller() -
                     if sc.shadow.in_flight == 0:
                         break
                     await asyncio.sleep(0.02)
-                text = await (await s.get(url + "/metrics")).text()
+                text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
             events = await sink.events()
     assert 'driftline_sidecar_shadow_errors_total{reason="connect",shadow="gone"} 2.0' in text
     assert 'driftline_sidecar_shadow_errors_total{reason="http_5xx",shadow="broken"} 2.0' in text
@@ -87,7 +87,7 @@ async def test_shadow_sampling_and_concurrency_bound() -> None:
             await asyncio.sleep(0)
             assert sc.shadow.in_flight == 2  # three skipped, none queued
             shadow.release.set()
-            text = await (await s.get(url + "/metrics")).text()
+            text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert 'driftline_sidecar_shadow_requests_total{outcome="skipped_busy",shadow="shadow"} 3.0' in text
 
     async with serve_app(primary.app()) as up, serve_app(ModelServer("s2").app()) as sh, \
@@ -95,7 +95,7 @@ async def test_shadow_sampling_and_concurrency_bound() -> None:
         async with aiohttp.ClientSession() as s:
             assert (await s.post(url + "/predict", json={"a": 1})).status == 200
             assert sc.shadow.in_flight == 0
-            text = await (await s.get(url + "/metrics")).text()
+            text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert 'driftline_sidecar_shadow_requests_total{outcome="skipped_sample",shadow="shadow"} 1.0' in text
 
 
