@@ -156,11 +156,11 @@ class Sidecar:
         if shadow is None:
             return
         limit = self.settings.max_body_bytes
-        req = readable(body, request.headers, limit)
+        req = readable(body, request.headers, limit) if log else None
 
         def on_result(target: ShadowTarget, status: int | None, data: bytes | None,
                       resp_headers: Mapping[str, str], latency_s: float, error: str | None) -> None:
-            if not log:
+            if req is None:
                 return
             ok = status is not None and status < 400
             answer = readable(data, resp_headers, max(limit, self.settings.capture_bytes)) if ok else None
