@@ -20,6 +20,7 @@ BENCHES = [
     ("PII scrubbing", ["bench_scrub.py"], False),
     ("detector cost, delay, false alarms", ["bench_detectors.py"], False),
     ("sidecar latency vs direct and nginx", ["bench_sidecar.py"], False),
+    ("sidecar and serve against tritonclient, MLServer and KServe", ["bench_sidecar_peers.py"], True),
     ("alerting evaluation and delivery", ["alerting_bench.py"], False),
     ("driftline up: stop with 100,000 events in the broker", ["bench_stop.py"], False),
     ("embedded broker memory: what frees it", ["bench_broker_retention.py"], True),

@@ -43,6 +43,7 @@ from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
 from driftline.detectors.windows import WindowClock
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
+from driftline.sdk.contract.variants import is_shadow
 
 __all__ = ["DetectorEngine"]
 
@@ -188,7 +189,7 @@ class DetectorEngine:
                 win.before_event(ts)
             mon.on_prediction(event, ts, self._deferred)
             mon.expire(self.watermarks[model])
-            if event.get("variant") != "shadow" and win.after_event(ts):
+            if not is_shadow(event.get("variant")) and win.after_event(ts):
                 self._close(model)
             if mon.concept_closed:
                 self._drain(mon)

@@ -29,6 +29,7 @@ from driftline.detectors.reference import Reference, from_events, prediction_fea
 from driftline.detectors.shadow import ShadowDivergenceDetector
 from driftline.detectors.streams import PROVISIONAL, SegmentTracker, VersionStream
 from driftline.detectors.traffic import SEP, builder_for
+from driftline.sdk.contract.variants import is_shadow, pair_key
 
 __all__ = ["ModelMonitor"]
 
@@ -68,6 +69,7 @@ class ModelMonitor:
         self.label_windows: dict[str, list[float]] = {}  # version -> [joins, first, last pred ts]
         self.concept_closed: list[tuple[str, str, Any, float, float]] = []
         self.shadow_seen = False
+        self._shadow_variants: set[str] = set()  # rebuilt as shadows arrive (not saved)
         self.checkpoint()
 
     @property
@@ -171,12 +173,12 @@ class ModelMonitor:
         segs = self.segments.of(ev.get("tags"))
         prediction = ev.get("prediction")
         request_id = ev.get("request_id")
-        if variant == "shadow":
-            # A shadow sees the primary's inputs: it feeds divergence, not input drift.
-            self._pair(request_id, ts, "s", version, segs, ev)
+        if is_shadow(variant):
+            # A shadow (shadow, shadow:NAME) sees the primary's inputs: it feeds divergence, not input drift.
+            self._pair(request_id, ts, variant, version, segs, ev)
             return
         if cfg.shadow.enabled and request_id:
-            self._pair(request_id, ts, "p", version, segs, ev)
+            self._pair(request_id, ts, None, version, segs, ev)
         if cfg.reference.source in ("rolling", "sampled"):
             b = self.traffic.get(version)
             if b is None:
@@ -202,25 +204,46 @@ class ModelMonitor:
             if request_id:
                 self.pending_arms.put("r:" + request_id, ts, [variant, segs])
 
-    def _pair(self, request_id: Any, ts: float, side: str, version: str, segs: list[str],
+    def _pair(self, request_id: Any, ts: float, shadow: str | None, version: str, segs: list[str],
               ev: Mapping[str, Any]) -> None:
+        """Pair a served event (``shadow`` None) and its shadows by request id and row (pair_key).
+
+        The pending record of a request row holds the served half and the shadows waiting for it,
+        by variant. The served half stays for later shadows only once several shadow variants have
+        been seen; with one shadow a completed pair is dropped at once.
+        """
         # Most models have no shadow: keeping every primary for pairing_timeout_s would double
         # the pending state. Primaries wait for a shadow once the model has sent one.
-        if side == "s":
+        if shadow is not None:
             self.shadow_seen = True
+            self._shadow_variants.add(shadow)
         elif not self.shadow_seen:
             return
         if not request_id:
             return
+        key = pair_key(str(request_id), ev.get("tags"))
         mine = {"prediction": ev.get("prediction"), "latency_ms": ev.get("latency_ms"),
                 "status": ev.get("status", "ok"), "version": version, "segs": segs}
-        other = self.pending_shadow.get(request_id)
-        if other is None or other[1]["side"] == side:
-            self.pending_shadow.put(request_id, ts, {**mine, "side": side})
-            return
-        self.pending_shadow.pop(request_id)
-        o = other[1]
-        primary, shadow = (o, mine) if side == "s" else (mine, o)
+        hit = self.pending_shadow.get(key)
+        rec = hit[1] if hit is not None and isinstance(hit[1], dict) else {}
+        served, waiting = rec.get("p"), dict(rec.get("s") or {})
+        keep = len(self._shadow_variants) > 1
+        if shadow is None:
+            for other in waiting.values():
+                self._compare(mine, other)
+            if waiting and not keep:
+                self.pending_shadow.pop(key)
+            else:
+                self.pending_shadow.put(key, ts, {"p": mine, "s": {}})
+        elif served is not None:
+            self._compare(served, mine)
+            if not keep:
+                self.pending_shadow.pop(key)
+        else:
+            waiting[shadow] = mine
+            self.pending_shadow.put(key, ts, {"p": None, "s": waiting})
+
+    def _compare(self, primary: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         pair = f"{primary['version']}->{shadow['version']}"
         for seg in primary["segs"]:
             self.shadow(f"{pair}|{seg}").update(primary, shadow)

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
+from driftline.sdk.contract.variants import PRIMARY, ROW_TAG, SHADOW
 
 _P, _L, _O = (f"{DB}.{kind.table}" for kind in (PREDICTION, LABEL, OUTCOME))
 CONF = "arrayMax(mapValues(prediction_scores))"
 MINUTE = "toDateTime(toStartOfMinute(timestamp), 'UTC')"
-SERVED = "variant NOT LIKE 'shadow%'"
-PAIRED = "(variant = 'primary' OR variant LIKE 'shadow%')"
+# Roles by variant name (sdk/contract/variants.py): shadow, shadow:NAME and older shadow2... are shadows.
+_SHADOW = f"variant LIKE '{SHADOW}%'"
+SERVED = f"NOT {_SHADOW}"
+_PRIMARY = f"variant = '{PRIMARY}'"
+PAIRED = f"({_PRIMARY} OR {_SHADOW})"
 DECILES = "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9"
 _NUM_OK = "isNull(prediction_label) AND isNotNull(prediction_num)"
 
@@ -256,10 +260,15 @@ INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index FINAL) AS p
   ON p.model = o.model AND p.event_id = o.prediction_id"""
 
 # -- shadow pairs ------------------------------------------------------------------------------
-_REQ_COLS = (f"model, cityHash64(request_id) AS rid, event_id, "
-             f"toUInt8(if(variant = 'primary', 1, 2)) AS role, timestamp, model_version, "
-             f"prediction_label AS label, coalesce(prediction_num, {CONF}) AS value, "
-             f"latency_ms AS ms, status")
+# A pair is one row of one request: the row index tag is part of the hashed key (empty for a
+# one-row request). Numeric class ids (a JSON integer prediction) compare as labels, so that
+# agreement is counted for them too; float outputs compare by value only.
+_RID = f"model, cityHash64(request_id, tags['{ROW_TAG}'])"
+_REQ_COLS = (f"model, cityHash64(request_id, tags['{ROW_TAG}']) AS rid, event_id, "
+             f"toUInt8(if({_SHADOW}, 2, 1)) AS role, timestamp, model_version, "
+             f"coalesce(prediction_label, if(length(prediction) < 19 AND match(prediction, '^-?[0-9]+$'), prediction, "
+             f"NULL)) AS label, "
+             f"coalesce(prediction_num, {CONF}) AS value, latency_ms AS ms, status")
 
 
 def _pairs_select(rows: str, having: str) -> str:
@@ -288,9 +297,6 @@ FROM ({rows}) GROUP BY model, rid HAVING {having}"""
 # first) are excluded by event id. (A scalar subquery over the block, e.g.
 # ``hour >= (SELECT min(...) FROM predictions)``, made chDB 26.9 skip every view of the table
 # without an error: keep to IN sets.)
-_SHADOW = "variant LIKE 'shadow%'"
-_PRIMARY = "variant = 'primary'"
-_RID = "model, cityHash64(request_id)"
 _PAIR_BLOCK = f"{DB}.rollup_pair_block"
 
 

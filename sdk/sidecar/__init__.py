@@ -3,10 +3,13 @@
 >>> from driftline.sdk.sidecar import SidecarSettings, build_app   # doctest: +SKIP
 >>> app = build_app(SidecarSettings(upstream="http://127.0.0.1:9000", model="churn"),
 ...                 monitor_factory=lambda v: Monitor("churn", v), metrics=SidecarMetrics(registry))  # doctest: +SKIP
+>>> web.run_app(app, port=8080, **SERVER_OPTIONS)  # forwards request bodies as sent  # doctest: +SKIP
 
 Pieces: :mod:`~driftline.sdk.sidecar.app` (the application and its own routes),
 :mod:`~driftline.sdk.sidecar.proxy` (the proxy handler), :mod:`~driftline.sdk.sidecar.config`
 (settings), :mod:`~driftline.sdk.sidecar.extraction` (bodies -> features/predictions),
+:mod:`~driftline.sdk.sidecar.encoding` (content codings), :mod:`~driftline.sdk.sidecar.oip_binary`
+(OIP binary tensors), :mod:`~driftline.sdk.sidecar.oip_server` (OIP v2 metadata and checks of ``serve``),
 :mod:`~driftline.sdk.sidecar.routing` (A/B and canary), :mod:`~driftline.sdk.sidecar.shadow` (mirroring),
 :mod:`~driftline.sdk.sidecar.hygiene` (auth, rate limits, body limits, access log),
 :mod:`~driftline.sdk.sidecar.metrics` (Prometheus), :mod:`~driftline.sdk.sidecar.serve` (model files),
@@ -34,6 +37,7 @@ _EXPORTS = {
     "Sidecar": "driftline.sdk.sidecar.app",
     "SidecarKey": "driftline.sdk.sidecar.app",
     "build_app": "driftline.sdk.sidecar.app",
+    "SERVER_OPTIONS": "driftline.sdk.sidecar.app",
     "ShadowTarget": "driftline.sdk.sidecar.config",
     "SidecarSettings": "driftline.sdk.sidecar.config",
     "SidecarMetrics": "driftline.sdk.sidecar.metrics",

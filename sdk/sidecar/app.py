@@ -5,8 +5,10 @@ the shadow mirror, a :class:`Monitor` per model version) and turns extracted row
 events; :func:`build_app` wires it into an ``aiohttp.web.Application``. The request path itself
 (forwarding, streaming, then events) is :mod:`driftline.sdk.sidecar.proxy`.
 
-Routes owned by the sidecar: ``GET /metrics``, ``GET /healthz``, ``GET /readyz`` and
-``GET|PUT /admin/split``. Every other path and method is proxied unchanged.
+Routes owned by the sidecar: its metrics (``GET /driftline/metrics`` by default, or on a port of
+their own: ``SidecarSettings.metrics_path`` / ``metrics_port``), ``GET /healthz``, ``GET /readyz``
+and ``GET|PUT /admin/split``. Every other path and method is proxied unchanged, the upstream's own
+``/metrics`` included.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 import aiohttp
 from aiohttp import web
 
+from driftline.sdk.contract.variants import ROW_TAG
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.sidecar.extraction import Row, extract
+from driftline.sdk.sidecar.extraction import Row
 from driftline.sdk.sidecar.hygiene import (REQ_TOKEN, BodyTooLarge, Guard, RateLimiter, TokenAuth, error_response,
                                            make_expect_handler, read_body_capped, too_large_response)
 from driftline.sdk.monitor import Monitor
-from driftline.sdk.sidecar.proxy import proxy_request
+from driftline.sdk.sidecar.proxy import Readable, extract_rows, proxy_request, readable
 from driftline.sdk.sidecar.routing import Router, SplitConfig, SplitFileWatcher
 from driftline.sdk.sidecar.shadow import ShadowMirror
 from driftline.sdk.sidecar.config import ShadowTarget, SidecarSettings
@@ -36,6 +39,12 @@ from driftline.sdk.sidecar.metrics import SidecarMetrics
 logger = logging.getLogger("driftline.sidecar")
 
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+#: Options of the aiohttp server (``web.run_app`` / ``web.AppRunner``) that runs :func:`build_app`.
+#: ``auto_decompress`` off: the proxy must forward a compressed request body as the client sent it
+#: (aiohttp would otherwise inflate it and leave ``Content-Encoding: gzip`` on plain bytes);
+#: extraction decodes its own copy (:mod:`driftline.sdk.sidecar.encoding`).
+SERVER_OPTIONS: Mapping[str, Any] = {"auto_decompress": False}
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class LocalReply:
 class LocalBackend(Protocol):
     """An in-process model behind the ``local:`` upstream (see :mod:`driftline.sdk.sidecar.serve`)."""
 
-    async def handle(self, request: web.Request, body: bytes) -> LocalReply: ...
+    async def handle(self, request: web.Request, body: Readable) -> LocalReply: ...
 
     def ready(self) -> bool: ...
 
@@ -124,32 +133,63 @@ class Sidecar:
 
     # -- events ------------------------------------------------------------------------------
     def log_rows(self, rows: list[Row], *, variant: str, version: str | None, request_id: str,
-                 latency_ms: float | None, status: str, error: str | None, http_status: int | None) -> None:
+                 latency_ms: float | None, error: str | None, http_status: int | None) -> None:
+        """One event per row. ``status`` follows ``error``: an event never says ok beside an error."""
         monitor = self.monitor(version)
         tags = dict(self.settings.tags)
         if http_status is not None and not 200 <= http_status < 300:
             tags["http_status"] = str(http_status)
-        for features, prediction in rows:
+        status = "ok" if error is None else "error"
+        if len(rows) == 1:
+            features, prediction = rows[0]
             monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
                         status=status, error=error, tags=tags or None)
+            return
+        # Several rows share the request id; the row index pairs each with its shadow's row.
+        for i, (features, prediction) in enumerate(rows):
+            monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
+                        status=status, error=error, tags={**tags, ROW_TAG: str(i)})
 
     def mirror(self, request: web.Request, body: bytes, headers: Mapping[str, str], request_id: str,
                log: bool) -> None:
         shadow = self.shadow
         if shadow is None:
             return
+        limit = self.settings.max_body_bytes
+        req = readable(body, request.headers, limit) if log else None
 
-        def on_result(target: ShadowTarget, status: int | None, data: bytes | None, latency_s: float,
-                      error: str | None) -> None:
-            if not log:
+        def on_result(target: ShadowTarget, status: int | None, data: bytes | None,
+                      resp_headers: Mapping[str, str], latency_s: float, error: str | None) -> None:
+            if req is None:
                 return
             ok = status is not None and status < 400
-            rows, xerr = extract(body, data if ok else None, self.settings.extract)
-            self.log_rows(rows, variant=target.name, version=None, request_id=request_id,
-                          latency_ms=latency_s * 1000.0, status="ok" if ok else "error",
-                          error=error or xerr, http_status=status)
+            answer = readable(data, resp_headers, max(limit, self.settings.capture_bytes)) if ok else None
+            rows, xerr = extract_rows(self.settings.extract, req, answer)
+            self.log_rows(rows, variant=target.variant, version=target.version, request_id=request_id,
+                          latency_ms=latency_s * 1000.0, error=error or xerr, http_status=status)
 
         shadow.mirror(request.method, request.path_qs, headers, body, on_result)
+
+
+def _serve_metrics(metrics_app: web.Application, host: str,
+                   port: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Serve ``metrics_app`` on its own port for as long as the main application runs."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        runner = web.AppRunner(metrics_app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        app[MetricsSiteKey] = site
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+    return ctx
+
+
+MetricsSiteKey = web.AppKey("driftline_metrics_site", web.TCPSite)
 
 
 def build_app(settings: SidecarSettings, *, monitor_factory: Callable[[str], Monitor],
@@ -209,7 +249,12 @@ def build_app(settings: SidecarSettings, *, monitor_factory: Callable[[str], Mon
     async def proxy(request: web.Request) -> web.StreamResponse:
         return await proxy_request(sc, request)
 
-    app.router.add_get("/metrics", metrics_handler)
+    if settings.metrics_port is None:
+        app.router.add_get(settings.metrics_path, metrics_handler)
+    else:
+        metrics_app = web.Application()
+        metrics_app.router.add_get(settings.metrics_path, metrics_handler)
+        app.cleanup_ctx.append(_serve_metrics(metrics_app, settings.host, settings.metrics_port))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/admin/split", get_split)

@@ -26,8 +26,9 @@ def _common(p: argparse.ArgumentParser, *, port: int) -> None:
     p.add_argument("--version", default="", help="model version carried by every event")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
-    p.add_argument("--shadow", action="append", default=[], metavar="[NAME=]URL",
-                   help="mirror each request to this shadow upstream (repeatable)")
+    p.add_argument("--shadow", action="append", default=[], metavar="[NAME=]URL[@VERSION]",
+                   help="mirror each request to this shadow upstream (repeatable); its events carry "
+                   "variant shadow (or shadow:NAME) and model version VERSION (default: --version)")
     p.add_argument("--shadow-sample", type=float, default=1.0, help="fraction of requests mirrored (0-1)")
     p.add_argument("--shadow-concurrency", type=int, default=64, help="shadow calls in flight per shadow")
     p.add_argument("--shadow-timeout", type=float, default=10.0, help="seconds before a shadow call is abandoned")
@@ -46,13 +47,19 @@ def _common(p: argparse.ArgumentParser, *, port: int) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag added to every event")
     p.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers (default $DRIFTLINE_KAFKA_BOOTSTRAP)")
     p.add_argument("--no-access-log", action="store_true", help="turn the access log off")
+    from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH  # no aiohttp: --help stays light
+
+    p.add_argument("--metrics-path", default=DEFAULT_METRICS_PATH,
+                   help=f"path of the sidecar's own Prometheus metrics (default {DEFAULT_METRICS_PATH}; "
+                   "/metrics is the upstream's and is proxied)")
+    p.add_argument("--metrics-port", type=int, help="serve the sidecar's metrics on this port instead")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``sidecar`` and ``serve`` commands to the ``driftline`` CLI."""
     p = subparsers.add_parser("sidecar", help="reverse proxy that logs a model server's predictions",
                               description="Put any HTTP model server behind driftline: every request "
-                              "becomes a prediction event; shadows, A/B splits, auth, rate limits, /metrics.")
+                              "becomes a prediction event; shadows, A/B splits, auth, rate limits, its own metrics.")
     p.add_argument("--upstream", required=True, help="URL of the model server, e.g. http://127.0.0.1:9000")
     _common(p, port=8080)
     p.add_argument("--extract", default="auto", choices=("auto", "flat", "instances", "v2", "path"),
@@ -98,7 +105,8 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str], *, upst
         split_file=args.split_file, timeout_s=args.timeout, connect_timeout_s=args.connect_timeout,
         max_body_bytes=parse_size(args.max_body), tokens=tokens, admin_tokens=admin,
         rate_limit_rps=args.rate_limit, rate_limit_burst=args.rate_burst, extract=extract,
-        log_paths=tuple(args.log_path), access_log=not args.no_access_log, tags=parse_tags(args.tag))
+        log_paths=tuple(args.log_path), access_log=not args.no_access_log, tags=parse_tags(args.tag),
+        metrics_path=args.metrics_path, metrics_port=args.metrics_port)
 
 
 def _sdk_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
@@ -125,7 +133,7 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
 
     from driftline.sdk.export import Client
     from driftline.sdk.monitor import Monitor
-    from driftline.sdk.sidecar.app import build_app
+    from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
     from driftline.sdk.sidecar.hygiene import AccessLogger
     from driftline.sdk.sidecar.metrics import SidecarMetrics
     from driftline.sdk.sidecar.routing import SplitConfig
@@ -155,7 +163,8 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
         # lingering_time: an oversized body is answered 413 at once; reading its rest to let the
         # client see the answer is bounded to 2 s instead of aiohttp's 10 s.
         web.run_app(app, host=settings.host, port=settings.port, access_log=access if settings.access_log else None,
-                    access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0)
+                    access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0,
+                    **SERVER_OPTIONS)
     finally:
         client.shutdown(5.0)
         stats = client.stats()

@@ -12,10 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from driftline.sdk.contract.variants import SEPARATOR, SHADOW, variant_for
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.extraction import ExtractSpec
 
 DEFAULT_TOKENS_ENV = "DRIFTLINE_SIDECAR_TOKENS"
+#: where the sidecar serves its own Prometheus metrics: not ``/metrics``, which belongs to the
+#: upstream (KServe, MLServer and Triton serve theirs there) and is proxied like any other path
+DEFAULT_METRICS_PATH = "/driftline/metrics"
 DEFAULT_ADMIN_TOKENS_ENV = "DRIFTLINE_SIDECAR_ADMIN_TOKENS"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 
@@ -34,20 +38,40 @@ def parse_size(text: str | int) -> int:
 
 @dataclass(frozen=True)
 class ShadowTarget:
-    """A shadow upstream: its events carry ``variant=name``."""
+    """A shadow upstream. Its events carry ``variant`` ``shadow`` or ``shadow:NAME``
+    (:func:`driftline.sdk.contract.variants.variant_for`) and ``model_version=version``, or the
+    primary's version when ``version`` is None."""
 
     name: str
     url: str
+    version: str | None = None
+
+    @property
+    def variant(self) -> str:
+        return variant_for(SHADOW, self.name)
 
 
 def parse_shadow(spec: str, index: int) -> ShadowTarget:
-    """``URL`` or ``NAME=URL``; unnamed shadows are ``shadow``, ``shadow2``, ..."""
+    """``URL``, ``NAME=URL``, ``URL@VERSION`` or ``NAME=URL@VERSION``; unnamed shadows are
+    ``shadow``, ``shadow2``, ...
+
+    >>> parse_shadow("candidate=http://127.0.0.1:9001@v2", 0)
+    ShadowTarget(name='candidate', url='http://127.0.0.1:9001', version='v2')
+    """
     name, sep, url = spec.partition("=")
     if not sep or name.startswith("http"):
         name, url = ("shadow" if index == 0 else f"shadow{index + 1}"), spec
+    version = None
+    head, at, tail = url.rpartition("@")
+    # user:password@host has a ':' or '/' after its '@'; a version has neither
+    if at and "://" in head and tail and not any(c in tail for c in ":/"):
+        url, version = head, tail
     if not (url.startswith("http://") or url.startswith("https://")):
-        raise ConfigError(f"--shadow {spec!r}: expected URL or NAME=URL with an http(s):// URL")
-    return ShadowTarget(name.strip(), url.rstrip("/"))
+        raise ConfigError(f"--shadow {spec!r}: expected [NAME=]URL[@VERSION] with an http(s):// URL")
+    name = name.strip()
+    if not name or SEPARATOR in name or len(name) > 64:
+        raise ConfigError(f"--shadow {spec!r}: the name must be 1-64 characters without {SEPARATOR!r}")
+    return ShadowTarget(name, url.rstrip("/"), version)
 
 
 @dataclass(frozen=True)
@@ -57,7 +81,9 @@ class SidecarSettings:
     Times are seconds, sizes bytes. ``tokens`` / ``admin_tokens`` map a token's name (logged) to
     its secret (never logged); empty means auth is off. ``admin_tokens`` defaults to ``tokens``.
     ``log_paths`` are glob patterns of request paths whose requests become prediction events
-    (default: every POST).
+    (default: every POST). The sidecar's own metrics are at ``metrics_path`` (default
+    :data:`DEFAULT_METRICS_PATH`) on ``port``, or on a port of their own with ``metrics_port``;
+    every other path, ``/metrics`` included, reaches the upstream.
     """
 
     upstream: str
@@ -86,6 +112,8 @@ class SidecarSettings:
     access_log: bool = True
     upstream_connections: int = 256
     tags: Mapping[str, str] = field(default_factory=dict)
+    metrics_path: str = DEFAULT_METRICS_PATH
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.upstream.startswith("http://") or self.upstream.startswith("https://")
@@ -106,6 +134,10 @@ class SidecarSettings:
                             ("--shadow-timeout", self.shadow_timeout_s), ("split poll", self.split_poll_s)):
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0 seconds")
+        if not self.metrics_path.startswith("/") or len(self.metrics_path) < 2:
+            raise ConfigError(f"--metrics-path {self.metrics_path!r} must be a path such as {DEFAULT_METRICS_PATH}")
+        if self.metrics_port is not None and not (0 <= self.metrics_port <= 65535 and self.metrics_port != self.port):
+            raise ConfigError(f"--metrics-port {self.metrics_port} must be a TCP port other than --port")
         if self.max_body_bytes < 1:
             raise ConfigError("--max-body must be at least 1 byte")
         if self.rate_limit_rps is not None and not self.rate_limit_rps > 0:
@@ -129,7 +161,8 @@ class SidecarSettings:
                 "listen": f"{self.host}:{self.port}", "shadows": [s.name for s in self.shadows],
                 "split_file": self.split_file, "timeout_s": self.timeout_s,
                 "max_body_bytes": self.max_body_bytes, "auth_tokens": sorted(self.tokens),
-                "rate_limit_rps": self.rate_limit_rps}
+                "rate_limit_rps": self.rate_limit_rps,
+                "metrics": f"{self.metrics_port or self.port}{self.metrics_path}"}
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:

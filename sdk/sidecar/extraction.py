@@ -25,11 +25,13 @@ error string for the event (``extract: ...``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from driftline.sdk.errors import ConfigError
+from driftline.sdk.sidecar.oip_binary import BinaryTensorError, parse_binary_body
 
 MODES = ("auto", "flat", "instances", "v2", "path")
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -170,25 +172,48 @@ def _flat_data(data: Any) -> list[Any]:
     return data
 
 
+# Internal control flow, not in the error tree (sdk/errors.py): always caught in extract(), which
+# turns it into the event's error string; it never reaches users.
+class _Mismatch(ValueError):
+    """The request or response does not add up (shape against data): logged as one error event."""
+
+
 def _v2_rows(tensor: dict[str, Any]) -> list[Any]:
-    """Split one v2 tensor into rows along its first dimension."""
+    """Split one v2 tensor into rows along its first dimension; a row of one element is that element.
+
+    Raises :class:`_Mismatch` when the declared shape and the data disagree: rows are only ever
+    cut from what the tensor really holds.
+    """
     flat = _flat_data(tensor.get("data"))
-    shape = tensor.get("shape") or [len(flat)]
-    n = shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) and shape[0] > 0 else 1
-    if len(shape) == 1:
-        return list(flat) if len(flat) == n else [flat]
-    per = max(1, len(flat) // n)
+    name = str(tensor.get("name"))[:64]
+    shape = tensor.get("shape")
+    if shape is None:
+        shape = [len(flat)]
+    if not (isinstance(shape, list) and shape and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                      for d in shape)):
+        raise _Mismatch(f"tensor {name!r}: shape {shape!r:.64} is not a list of sizes")
+    total = math.prod(shape)
+    if total != len(flat):
+        raise _Mismatch(f"tensor {name!r}: shape {shape} holds {total} values, data has {len(flat)}")
+    n = shape[0]
+    per = total // n if n else 0
+    if per == 1:
+        return list(flat)  # [n] and [n, 1] alike: one scalar per row
     return [flat[i * per:(i + 1) * per] for i in range(n)]
 
 
 def _v2_features(inputs: list[dict[str, Any]], spec: ExtractSpec) -> list[dict[str, Any]]:
     columns = [(t["name"], _v2_rows(t)) for t in inputs]
-    n = max(len(rows) for _, rows in columns)
+    sizes = {len(rows) for _, rows in columns}
+    if len(sizes) > 1:
+        counts = ", ".join(f"{str(name)[:64]!r}: {len(rows)}" for name, rows in columns)
+        raise _Mismatch(f"input tensors disagree on the number of rows ({counts})")
+    n = sizes.pop()
     out: list[dict[str, Any]] = []
     for i in range(n):
         row: dict[str, Any] = {}
         for name, rows in columns:
-            value = rows[i] if i < len(rows) else None
+            value = rows[i]
             if isinstance(value, list) and len(columns) == 1 and spec.feature_names:
                 row.update(flatten(value, spec))
             elif isinstance(value, list) and len(value) == 1:
@@ -212,9 +237,15 @@ def _v2_predictions(body: Any, spec: ExtractSpec) -> list[Any] | None:
 
 
 # -- the entry point -----------------------------------------------------------------------------
-def _loads(body: bytes | str | None) -> tuple[Any, str | None]:
+def _loads(body: bytes | str | None, header_len: int | None = None,
+           tensors_key: str = "inputs") -> tuple[Any, str | None]:
     if body is None or body == b"" or body == "":
         return _MISSING, None
+    if header_len is not None and isinstance(body, bytes):
+        try:
+            return parse_binary_body(body, header_len, tensors_key), None
+        except BinaryTensorError as exc:
+            return _MISSING, f"not a valid binary tensor body: {exc}"
     try:
         return json.loads(body), None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -268,15 +299,20 @@ def _predictions(resp: Any, spec: ExtractSpec, batch: bool, n: int) -> tuple[lis
     return None, resp
 
 
-def extract(request_body: bytes | str | None, response_body: bytes | str | None,
-            spec: ExtractSpec) -> tuple[list[Row], str | None]:
+def extract(request_body: bytes | str | None, response_body: bytes | str | None, spec: ExtractSpec, *,
+            request_header_len: int | None = None,
+            response_header_len: int | None = None) -> tuple[list[Row], str | None]:
     """Rows of (features, prediction) and an error string (``None`` when all went well).
 
     ``response_body=None`` means there was no usable response (an upstream error): rows carry
-    ``prediction=None``.
+    ``prediction=None``. ``request_header_len`` / ``response_header_len`` are the
+    ``Inference-Header-Content-Length`` of an Open Inference Protocol binary body
+    (:mod:`~driftline.sdk.sidecar.oip_binary`). Rows come only from what the request holds: when
+    it does not add up (a tensor's shape against its data, inputs of different batch sizes) the
+    result is one row without features and the reason, never rows made up to fit.
     """
     try:
-        req, req_err = _loads(request_body)
+        req, req_err = _loads(request_body, request_header_len, "inputs")
         if req_err:
             return [({}, None)], f"extract: request body is {req_err}"
         if req is _MISSING:
@@ -284,20 +320,25 @@ def extract(request_body: bytes | str | None, response_body: bytes | str | None,
         feats, batch, err = _feature_rows(req, spec)
         if response_body is None:
             return [(f, None) for f in feats], err and f"extract: {err}"
-        resp, resp_err = _loads(response_body)
+        resp, resp_err = _loads(response_body, response_header_len, "outputs")
         if resp_err:
             return [(f, None) for f in feats], f"extract: response body is {resp_err}"
         if resp is _MISSING:
             return [(f, None) for f in feats], err and f"extract: {err}"
-        per_row, whole = _predictions(resp, spec, batch, len(feats))
+        try:
+            per_row, whole = _predictions(resp, spec, batch, len(feats))
+        except _Mismatch as exc:
+            return [(f, None) for f in feats], f"extract: response {exc}"
         if per_row is not None:
             if len(per_row) != len(feats):
                 err = err or f"response has {len(per_row)} predictions for {len(feats)} rows"
                 if len(feats) == 1:
                     return [(feats[0], _prediction_value(per_row))], f"extract: {err}"
-                per_row = (list(per_row) + [None] * len(feats))[:len(feats)]
+                return [(f, None) for f in feats], f"extract: {err}"
             return [(f, _prediction_value(p)) for f, p in zip(feats, per_row)], err and f"extract: {err}"
         value = _prediction_value(whole)
         return [(f, value) for f in feats], err and f"extract: {err}"
+    except _Mismatch as exc:
+        return [({}, None)], f"extract: request {exc}"
     except Exception as exc:  # noqa: BLE001 - extraction must never break the request path
         return [({}, None)], f"extract: failed ({type(exc).__name__})"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 import aiohttp
@@ -22,9 +22,11 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from driftline.sdk.ids import uuid7
-from driftline.sdk.sidecar.extraction import extract, get_path
+from driftline.sdk.sidecar.encoding import decode_body
+from driftline.sdk.sidecar.extraction import ExtractSpec, Row, extract, get_path
 from driftline.sdk.sidecar.hygiene import (REQ_ID, REQ_VARIANT, BodyTooLarge, error_response, read_body_capped,
                                            too_large_response)
+from driftline.sdk.sidecar.oip_binary import HEADER_LENGTH, BinaryTensorError, header_length, parse_binary_body
 from driftline.sdk.sidecar.routing import Variant
 
 if TYPE_CHECKING:  # app.py imports this module for its catch-all route
@@ -69,19 +71,49 @@ def _is_streamed(resp: aiohttp.ClientResponse) -> bool:
     return "Content-Length" not in resp.headers and resp.status not in (204, 304) and resp.method != "HEAD"
 
 
-def _decoded(data: bytes, encoding: str) -> bytes | None:
-    """Response bytes for extraction; compressed bodies pass to the caller untouched."""
-    enc = encoding.lower().strip()
-    if not enc or enc == "identity":
-        return data
+@dataclass(frozen=True)
+class Readable:
+    """A body as extraction reads it: decoded from its content coding, with the binary header length."""
+
+    data: bytes | None
+    header_len: int | None = None
+    error: str | None = None
+
+
+def readable(data: bytes | None, headers: Mapping[str, str], limit_bytes: int) -> Readable:
+    """The decoded copy of a request or response body for extraction (the original is never changed)."""
+    if not data:
+        return Readable(data)
+    decoded, error = decode_body(data, headers.get("Content-Encoding"), limit_bytes=limit_bytes)
     try:
-        if enc in ("gzip", "x-gzip"):
-            return zlib.decompress(data, 16 + zlib.MAX_WBITS)
-        if enc == "deflate":
-            return zlib.decompress(data)
-    except zlib.error:
+        header_len = header_length(headers.get(HEADER_LENGTH))
+    except BinaryTensorError as exc:
+        return Readable(None, None, str(exc))
+    return Readable(decoded, header_len, error)
+
+
+def extract_rows(spec: ExtractSpec, request: Readable, response: Readable | None) -> tuple[list[Row], str | None]:
+    """:func:`~driftline.sdk.sidecar.extraction.extract` over decoded copies (``response`` None: no answer)."""
+    if request.error is not None:
+        return [({}, None)], f"extract: request body: {request.error}"
+    if response is not None and response.error is not None:
+        rows, err = extract(request.data, None, spec, request_header_len=request.header_len)
+        return rows, err or f"extract: response body: {response.error}"
+    return extract(request.data, None if response is None else response.data, spec,
+                   request_header_len=request.header_len,
+                   response_header_len=None if response is None else response.header_len)
+
+
+def _sticky_value(body: Readable, field: str) -> str | None:
+    if body.data is None:
         return None
-    return None
+    try:
+        doc = (parse_binary_body(body.data, body.header_len, "inputs") if body.header_len is not None
+               else json.loads(body.data))
+    except ValueError:  # BinaryTensorError and JSONDecodeError alike
+        return None
+    found = get_path(doc, field)
+    return None if found is None else str(found)
 
 
 async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse:
@@ -102,12 +134,10 @@ async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse
         return too_large_response(sc.settings.max_body_bytes, rid)
     split = sc.router.split
     key = request.headers.get(split.sticky_header) if split.sticky_header else None
+    decoded: Readable | None = None
     if key is None and split.sticky_field and body:
-        try:
-            found = get_path(json.loads(body), split.sticky_field)
-            key = None if found is None else str(found)
-        except ValueError:
-            key = None
+        decoded = readable(body, request.headers, sc.settings.max_body_bytes)
+        key = _sticky_value(decoded, split.sticky_field)
     variant = sc.router.choose(key)
     request[REQ_VARIANT] = variant.name
     log = sc.should_log(request.method, request.path)
@@ -115,6 +145,8 @@ async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse
                               remote=request.remote)
     if variant.upstream == "local:" and sc.local is not None:
         return await _local(sc, request, body, variant, rid, log, headers, t0)
+    resp_headers: CIMultiDictProxy[str] | None = None
+    streamed = False
 
     upstream_s: float | None = None
     status: int
@@ -127,6 +159,7 @@ async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse
         async with asyncio.timeout(sc.timeout_s):
             resp = await sc.session.request(request.method, variant.upstream + request.path_qs, headers=headers,
                                             data=body if body else None, allow_redirects=False)
+            resp_headers = resp.headers
             streamed = _is_streamed(resp)
             if not streamed:
                 data = await resp.read()
@@ -156,16 +189,19 @@ async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse
     # -- the caller has its answer; from here on nothing delays it --------------------------------
     sc.metrics.observe_request(variant.name, status, upstream_s, time.perf_counter() - t0 - upstream_s)
     if log:
+        # Extraction reads decoded copies; the bytes forwarded and answered above were the originals.
+        req = decoded or readable(body, request.headers, sc.settings.max_body_bytes)
         ok = error is None and status < 400
-        payload = None
-        if ok and data is not None and resp is not None:
-            payload = _decoded(data, resp.headers.get("Content-Encoding", ""))
-        rows, xerr = extract(body, payload, sc.settings.extract)
+        answer = None
+        if ok and streamed:
+            answer = Readable(None)  # a stream (SSE, NDJSON) is no single answer to read: no prediction
+        elif ok and data is not None and resp_headers is not None:
+            answer = readable(data, resp_headers, max(sc.settings.capture_bytes, sc.settings.max_body_bytes))
+        rows, xerr = extract_rows(sc.settings.extract, req, answer)
         if error is None and status >= 400:
             error = f"upstream answered HTTP {status}"
-        sc.log_rows(rows, variant=variant.name, version=variant.version, request_id=rid,
-                    latency_ms=upstream_s * 1000.0, status="ok" if ok else "error", error=error or xerr,
-                    http_status=status)
+        sc.log_rows(rows, variant=variant.event_variant, version=variant.version, request_id=rid,
+                    latency_ms=upstream_s * 1000.0, error=error or xerr, http_status=status)
     sc.mirror(request, body, headers, rid, log)
     return out
 
@@ -203,7 +239,8 @@ async def _local(sc: Sidecar, request: web.Request, body: bytes, variant: Varian
     t_up = time.perf_counter()
     try:
         async with asyncio.timeout(sc.timeout_s):
-            reply = await sc.local.handle(request, body)
+            # The in-process model reads the decoded body, as a server with auto_decompress would.
+            reply = await sc.local.handle(request, readable(body, request.headers, sc.settings.max_body_bytes))
         out, rows, error, model_s = reply.response, reply.rows, reply.error, reply.model_s
     except TimeoutError:
         error = f"model did not answer within {sc.timeout_s:g} s"
@@ -214,8 +251,8 @@ async def _local(sc: Sidecar, request: web.Request, body: bytes, variant: Varian
     sc.metrics.observe_request(variant.name, out.status, model_s, max(0.0, overhead))
     if log and rows is not None:
         ok = out.status < 400 and error is None
-        sc.log_rows(rows, variant=variant.name, version=variant.version, request_id=rid,
-                    latency_ms=model_s * 1000.0, status="ok" if ok else "error", error=error,
+        sc.log_rows(rows, variant=variant.event_variant, version=variant.version, request_id=rid,
+                    latency_ms=model_s * 1000.0, error=error or (None if ok else f"model answered HTTP {out.status}"),
                     http_status=out.status)
     sc.mirror(request, body, headers, rid, log)
     return out

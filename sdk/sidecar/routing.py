@@ -6,7 +6,7 @@ A split file (YAML or JSON) names the variants::
     sticky_field: user.id           # optional: a dotted path into the JSON request body
     variants:
       - {name: primary, upstream: "http://127.0.0.1:9000", weight: 90}
-      - {name: canary,  upstream: "http://127.0.0.1:9001", weight: 10, version: "2"}
+      - {name: canary,  upstream: "http://127.0.0.1:9001", weight: 10, version: "2", role: canary}
 
 Sticky routing hashes the key (BLAKE2b) to a point in [0, 1) and walks the cumulative weights,
 so a key keeps its variant while the weights stay put, and after a weight change only the keys
@@ -31,13 +31,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from driftline.sdk.contract.variants import ARM, CANARY, PRIMARY, SEPARATOR, SHADOW, variant_for
 from driftline.sdk.errors import ConfigError
 
 logger = logging.getLogger("driftline.sidecar")
 
-_VARIANT_KEYS = {"name", "upstream", "weight", "version"}
+_VARIANT_KEYS = {"name", "upstream", "weight", "version", "role"}
 _SPLIT_KEYS = {"variants", "sticky_header", "sticky_field"}
-RESERVED_VARIANTS = ("shadow",)
+SPLIT_ROLES = (PRIMARY, ARM, CANARY)
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,22 @@ class Variant:
     """One arm of the split: a name (logged as the event's variant), an upstream URL and a weight.
 
     ``version`` overrides the model version logged for this arm (a canary is often a new version).
+    ``role`` is ``arm`` (A/B), ``canary`` or ``primary``; a canary's events carry ``canary:NAME``
+    (:mod:`driftline.sdk.contract.variants`). The default is ``primary`` for an arm named
+    ``primary`` and ``arm`` otherwise.
     """
 
     name: str
     upstream: str
     weight: float = 1.0
     version: str | None = None
+    role: str | None = None
+
+    @property
+    def event_variant(self) -> str:
+        """The ``variant`` its events carry."""
+        role = self.role or (PRIMARY if self.name == PRIMARY else ARM)
+        return variant_for(role, self.name)
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,11 @@ class SplitConfig:
         for v in self.variants:
             if not v.name or len(v.name) > 64:
                 raise ConfigError(f"variant name {v.name!r} must be 1-64 characters")
-            if v.name in RESERVED_VARIANTS:
-                raise ConfigError(f"variant name {v.name!r} is reserved for shadow traffic")
+            if v.name.startswith(SHADOW) or SEPARATOR in v.name:
+                raise ConfigError(f"variant name {v.name!r} is reserved: names starting with {SHADOW!r} are "
+                                  f"shadows' (use --shadow) and {SEPARATOR!r} separates a role from a name")
+            if v.role is not None and v.role not in SPLIT_ROLES:
+                raise ConfigError(f"variant {v.name!r}: role {v.role!r} must be one of {', '.join(SPLIT_ROLES)}")
             if not (v.upstream.startswith("http://") or v.upstream.startswith("https://")
                     or v.upstream == "local:"):
                 raise ConfigError(f"variant {v.name!r}: upstream {v.upstream!r} must be an http(s):// URL")
@@ -109,9 +123,9 @@ class SplitConfig:
             weight = item.get("weight", 1.0)
             if isinstance(weight, bool) or not isinstance(weight, (int, float)):
                 raise ConfigError(f"{source}: variants[{i}].weight must be a number")
-            version = item.get("version")
+            version, role = item.get("version"), item.get("role")
             variants.append(Variant(str(item["name"]), str(item["upstream"]).rstrip("/"), float(weight),
-                                    None if version is None else str(version)))
+                                    None if version is None else str(version), None if role is None else str(role)))
         return cls(tuple(variants), data.get("sticky_header"), data.get("sticky_field"))
 
     @classmethod

@@ -6,8 +6,10 @@ application as the ``local:`` upstream, so auth, rate limits, body limits, timeo
 splits, metrics and prediction events all work the same as in front of a remote server.
 
 Endpoints: ``POST /predict`` (a flat object, a list of objects, or ``{"instances": [...]}``),
-``POST /v2/models/{name}/infer`` (Open Inference Protocol v2), ``GET /v2/models/{name}``
-(metadata with the input schema), ``GET /healthz``, ``GET /readyz`` (503 until the model is loaded).
+the Open Inference Protocol v2 (:mod:`~driftline.sdk.sidecar.oip_server`: ``GET /v2``,
+``GET /v2/models/{name}[/versions/{v}][/ready]``, ``POST .../infer`` with JSON or binary tensors,
+errors as ``{"error": "<message naming the field>"}``), ``GET /healthz``, ``GET /readyz`` (503
+until the model is loaded).
 
 Inputs are validated against an :class:`~driftline.sdk.sidecar.input_schema.InputSchema` (inferred from a
 sample, from sklearn's ``feature_names_in_`` / ``n_features_in_``, or given as JSON Schema); a bad
@@ -22,6 +24,7 @@ import asyncio
 import json
 import logging
 import pickle
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,11 +35,16 @@ from aiohttp import web
 from driftline.sdk.codec import to_plain
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.app import LocalReply
+from driftline.sdk.sidecar.proxy import Readable
 from driftline.sdk.sidecar.extraction import Row
 from driftline.sdk.sidecar.hygiene import REQ_ID, error_response
+from driftline.sdk.sidecar import oip_server as oip
 from driftline.sdk.sidecar.input_schema import InputSchema
+from driftline.sdk.sidecar.oip_binary import BinaryTensorError, parse_binary_body
 
 logger = logging.getLogger("driftline.sidecar")
+
+_V2_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 
 
 class OnnxModel:
@@ -132,10 +140,15 @@ class ModelBackend:
     def add_routes(self, app: web.Application) -> None:
         app.on_startup.append(self.start)
         app.on_cleanup.append(self.stop)
+        app.router.add_get("/v2", self._server_metadata)
         app.router.add_get("/v2/health/live", self._live)
         app.router.add_get("/v2/health/ready", self._ready)
-        app.router.add_get("/v2/models/{name}", self._metadata)
-        app.router.add_get("/v2/models/{name}/ready", self._ready)
+        for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            app.router.add_get(base, self._metadata)
+            app.router.add_get(base + "/ready", self._model_ready)
+
+    async def _server_metadata(self, request: web.Request) -> web.Response:
+        return web.json_response(oip.server_metadata())
 
     async def _live(self, request: web.Request) -> web.Response:
         return web.json_response({"live": True})
@@ -143,40 +156,96 @@ class ModelBackend:
     async def _ready(self, request: web.Request) -> web.Response:
         return web.json_response({"ready": self.ready()}, status=200 if self.ready() else 503)
 
+    def _unknown_model(self, request: web.Request) -> web.Response | None:
+        name, version = request.match_info.get("name"), request.match_info.get("version")
+        if name != self.name:
+            return oip.error(404, f"unknown model {str(name)[:64]!r}: this server serves {self.name!r}")
+        if version is not None and version != self.version:
+            return oip.error(404, f"model {self.name!r} has no version {version[:64]!r} "
+                                  f"(it serves {self.version or 'no version'!r})")
+        return None
+
+    async def _model_ready(self, request: web.Request) -> web.Response:
+        unknown = self._unknown_model(request)
+        if unknown is not None:
+            return unknown
+        ready = self.ready()
+        return web.json_response({"name": self.name, "ready": ready}, status=200 if ready else 503)
+
     async def _metadata(self, request: web.Request) -> web.Response:
-        if request.match_info["name"] != self.name:
-            return error_response(404, "unknown_model", f"no model named {request.match_info['name']!r}")
-        schema = self.schema.to_json_schema() if self.schema else None
-        return web.json_response({"name": self.name, "versions": [self.version] if self.version else [],
-                                  "platform": "driftline", "inputs": schema})
+        unknown = self._unknown_model(request)
+        if unknown is not None:
+            return unknown
+        if not self.ready():
+            return oip.error(503, self._not_ready_reason())
+        return web.json_response(oip.model_metadata(self.name, self.version, self.schema, self.model))
+
+    def _not_ready_reason(self) -> str:
+        return f"model failed to load: {self.load_error}" if self.load_error else "model is loading"
 
     # -- requests ------------------------------------------------------------------------------
-    async def handle(self, request: web.Request, body: bytes) -> LocalReply:
+    async def handle(self, request: web.Request, readable: Readable) -> LocalReply:
         rid = request.get(REQ_ID)
         path = request.path
-        v2 = path.startswith("/v2/models/") and path.endswith("/infer")
-        if request.method != "POST" or not (path == "/predict" or v2):
+        match = _V2_INFER.match(path)
+        if request.method != "POST" or not (path == "/predict" or match):
             return LocalReply(error_response(404, "not_found", f"no route {request.method} {path}; "
                                              "use POST /predict or POST /v2/models/{name}/infer"), None, None, 0.0)
-        if v2 and path != f"/v2/models/{self.name}/infer":
-            return LocalReply(error_response(404, "unknown_model", f"this server serves model {self.name!r}",
-                                             request_id=rid), None, None, 0.0)
+        if match:
+            return await self._handle_v2(match, readable)
         if not self.ready():
-            msg = f"model failed to load: {self.load_error}" if self.load_error else "model is loading"
-            return LocalReply(error_response(503, "not_ready", msg, request_id=rid), None, None, 0.0)
+            return LocalReply(error_response(503, "not_ready", self._not_ready_reason(), request_id=rid),
+                              None, None, 0.0)
         assert self.schema is not None
+        if readable.error is not None or readable.data is None:
+            reason = readable.error or "request body is empty"
+            return LocalReply(error_response(400, "invalid_body", reason, request_id=rid), [({}, None)], reason, 0.0)
         try:
-            doc = json.loads(body)
+            doc = json.loads(readable.data)
         except ValueError as exc:
             return LocalReply(error_response(400, "invalid_json", f"request body is not valid JSON: {exc}",
                                              request_id=rid), [({}, None)], "request body is not valid JSON", 0.0)
-        rows, single, errors = (self.schema.rows_from_v2(doc) if v2 else self.schema.rows_from_predict(doc))
+        rows, single, errors = self.schema.rows_from_predict(doc)
         if errors:
             first_field, first_reason = errors[0]
             return LocalReply(error_response(422, "invalid_input", f"{first_field}: {first_reason}", request_id=rid,
                                              field=first_field, errors=[{"field": f, "reason": r}
                                                                         for f, r in errors[:50]]),
                               None, None, 0.0)
+        return await self._run(rows, doc, single=single, v2=False, rid=rid)
+
+    async def _handle_v2(self, match: re.Match[str], readable: Readable) -> LocalReply:
+        """``POST /v2/models/{name}[/versions/{v}]/infer``: OIP errors ``{"error": ...}`` naming the field."""
+        name, version = match.group("name"), match.group("version")
+        if name != self.name or (version is not None and version != self.version):
+            return LocalReply(oip.error(404, f"unknown model {name[:64]!r}"
+                                        + (f" version {version[:64]!r}" if version is not None else "")
+                                        + f": this server serves {self.name!r}"), None, None, 0.0)
+        if not self.ready():
+            return LocalReply(oip.error(503, self._not_ready_reason()), None, None, 0.0)
+        assert self.schema is not None
+        if readable.error is not None or readable.data is None:
+            reason = f"request body: {readable.error or 'empty'}"
+            return LocalReply(oip.error(400, reason), [({}, None)], reason, 0.0)
+        try:
+            doc = (parse_binary_body(readable.data, readable.header_len, "inputs") if readable.header_len is not None
+                   else json.loads(readable.data))
+        except BinaryTensorError as exc:
+            reason = f"binary tensor body: {exc}"
+            return LocalReply(oip.error(400, reason), [({}, None)], reason, 0.0)
+        except ValueError as exc:
+            reason = f"request body is not valid JSON: {exc}"
+            return LocalReply(oip.error(400, reason), [({}, None)], "request body is not valid JSON", 0.0)
+        problem = oip.check_tensors(doc)
+        if problem is not None:
+            return LocalReply(oip.error(400, problem), None, None, 0.0)
+        rows, _, errors = self.schema.rows_from_v2(doc)
+        if errors:
+            return LocalReply(oip.error(400, f"{errors[0][0]}: {errors[0][1]}"), None, None, 0.0)
+        return await self._run(rows, doc, single=False, v2=True, rid=None)
+
+    async def _run(self, rows: list[dict[str, Any]], doc: Any, *, single: bool, v2: bool,
+                   rid: str | None) -> LocalReply:
         start = time.perf_counter()
         try:
             labels, probas, classes = await asyncio.get_running_loop().run_in_executor(
@@ -184,8 +253,9 @@ class ModelBackend:
         except Exception as exc:  # noqa: BLE001 - a model bug is the caller's 500, not a crash
             model_s = time.perf_counter() - start
             msg = f"{type(exc).__name__}: {exc}"[:500]
-            return LocalReply(error_response(500, "model_error", msg, request_id=rid),
-                              [(r, None) for r in rows], f"model raised {msg}", model_s)
+            answer = oip.error(500, f"model raised {msg}") if v2 else error_response(500, "model_error", msg,
+                                                                                     request_id=rid)
+            return LocalReply(answer, [(r, None) for r in rows], f"model raised {msg}", model_s)
         model_s = time.perf_counter() - start
         events: list[Row] = []
         for i, row in enumerate(rows):

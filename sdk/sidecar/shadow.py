@@ -23,14 +23,14 @@ from driftline.sdk.sidecar.metrics import SidecarMetrics
 
 logger = logging.getLogger("driftline.sidecar")
 
-ShadowResult = Callable[[ShadowTarget, "int | None", "bytes | None", float, "str | None"], None]
+ShadowResult = Callable[[ShadowTarget, "int | None", "bytes | None", Mapping[str, str], float, "str | None"], None]
 
 
 class ShadowMirror:
     """Mirror requests to ``targets``.
 
-    ``mirror(..., on_result)`` calls ``on_result(target, status, body, latency_s, error)`` on the
-    event loop when a shadow answers or fails (``status`` None on a transport error); the sidecar
+    ``mirror(..., on_result)`` calls ``on_result(target, status, body, headers, latency_s, error)`` on
+    the event loop when a shadow answers or fails (``status`` None on a transport error); the sidecar
     logs it as an event with the shadow's variant and the primary's request id.
     """
 
@@ -86,12 +86,14 @@ class ShadowMirror:
         start = time.perf_counter()
         status: int | None = None
         data: bytes | None = None
+        resp_headers: Mapping[str, str] = {}
         error: str | None = None
         reason: str | None = None
         try:
             async with self.session.request(method, target.url + path_qs, headers=headers, data=body,
                                             timeout=self.timeout, allow_redirects=False) as resp:
                 status = resp.status
+                resp_headers = resp.headers
                 data = await resp.content.read(self.capture_bytes)
             if status >= 500:
                 reason, error = f"http_{status // 100}xx", f"shadow answered HTTP {status}"
@@ -119,7 +121,7 @@ class ShadowMirror:
         if on_result is None:
             return
         try:
-            on_result(target, status, data, latency_s, error)
+            on_result(target, status, data, resp_headers, latency_s, error)
         except Exception:  # noqa: BLE001
             logger.warning("driftline sidecar: logging a shadow result failed", exc_info=True)
 

@@ -336,7 +336,11 @@ def test_prometheus_scrapes_every_metrics_endpoint(compose: dict[str, Any]) -> N
         url = _healthcheck_url(services[name])
         if url.endswith("/metrics"):
             assert (name, _port(url)) in targets, f"Prometheus does not scrape {name}"
-    assert ("sidecar", _args(compose, "sidecar").port) in targets  # the sidecar serves /metrics next to /healthz
+    assert ("sidecar", _args(compose, "sidecar").port) in targets  # the sidecar's metrics beside /healthz
+    from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH  # /metrics is the model server's
+
+    sidecar_job = next(j for j in prom["scrape_configs"] if j["job_name"] == "driftline-sidecar")
+    assert sidecar_job.get("metrics_path") == DEFAULT_METRICS_PATH
     for host, _ in targets:
         assert host in services or host == "localhost", host
     prometheus_mounts = [source for source, _, named in _mounts(services["prometheus"]) if not named]

@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 
+from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH
 from driftline.sdk.sidecar.routing import SplitConfig
 
 from .testkit import ModelServer, serve_app, sidecar
@@ -67,7 +68,7 @@ async def test_split_file_is_watched_and_reloaded(tmp_path) -> None:
                         break
                     await asyncio.sleep(0.02)
                 assert (await s.post(url + "/predict", json={})).headers["X-Served-By"] == "b"
-                text = await (await s.get(url + "/metrics")).text()
+                text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert "driftline_sidecar_split_reload_errors_total 1.0" in text
 
 

@@ -9,6 +9,8 @@ import sys
 
 import aiohttp
 
+from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH
+
 from .testkit import ModelServer, closed_port, serve_app
 
 
@@ -44,7 +46,7 @@ async def test_sidecar_command_serves_with_kafka_unreachable_and_counts_drops() 
                     statuses.append(r.status)
                     assert await r.json() == {"prediction": float(i)}
                 assert statuses == [200] * 30
-                text = await (await s.get(url + "/metrics")).text()
+                text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
         finally:
             proc.terminate()
             out, _ = await asyncio.wait_for(proc.communicate(), 30)

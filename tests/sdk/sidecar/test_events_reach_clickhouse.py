@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from driftline.sdk import Monitor, SdkSettings
-from driftline.sdk.sidecar.app import build_app
+from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
 from driftline.sdk.sidecar.config import ShadowTarget, SidecarSettings
 from driftline.sdk.sidecar.metrics import SidecarMetrics
 from driftline.sdk.sidecar.routing import SplitConfig
@@ -44,7 +44,7 @@ async def test_sidecar_events_reach_clickhouse_through_the_embedded_stack(
                                    shadows=(ShadowTarget("shadow", us),))
         app = build_app(settings, monitor_factory=factory, metrics=SidecarMetrics(CollectorRegistry()), split=split)
         sent: dict[str, float] = {}
-        async with serve_app(app) as url, aiohttp.ClientSession() as s:
+        async with serve_app(app, **SERVER_OPTIONS) as url, aiohttp.ClientSession() as s:
             async def call(i: int) -> None:
                 rid = f"{model}-r{i}"
                 r = await s.post(url + "/predict", json={"a": i, "b": 0.5}, headers={"X-Request-Id": rid,

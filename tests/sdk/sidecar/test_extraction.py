@@ -72,7 +72,8 @@ def test_problems_are_reported_never_raised() -> None:
     rows, err = extract(j({"a": 1}), b"<html>oops</html>", AUTO)
     assert rows == [({"a": 1}, None)] and "response body is not valid JSON" in err
     rows, err = extract(j({"instances": [{"a": 1}, {"a": 2}]}), j({"predictions": [1]}), AUTO)
-    assert [p for _, p in rows] == [1, None] and "1 predictions for 2 rows" in err
+    # which row the one prediction belongs to is unknown: none is attached to a wrong row
+    assert rows == [({"a": 1}, None), ({"a": 2}, None)] and "1 predictions for 2 rows" in err
     rows, err = extract(j({"a": 1}), None, AUTO)  # upstream failed: features still logged
     assert rows == [({"a": 1}, None)] and err is None
 
@@ -89,3 +90,27 @@ def test_bad_specs_fail_at_start_up() -> None:
         ExtractSpec(mode="path")
     with pytest.raises(ConfigError, match="bad extraction path"):
         ExtractSpec(features_path="a..[x]")
+
+
+def test_rows_come_only_from_what_the_request_holds() -> None:
+    short = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    rows, err = extract(j(short), j({"outputs": [{"name": "y", "shape": [2], "datatype": "FP32",
+                                                  "data": [0.1, 0.2]}]}), AUTO)
+    assert rows == [({}, None)] and err == "extract: request tensor 'x': shape [2, 4] holds 8 values, data has 4"
+    ragged = {"inputs": [{"name": "a", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+                         {"name": "b", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]}]}
+    rows, err = extract(j(ragged), None, AUTO)
+    assert rows == [({}, None)] and err == "extract: request input tensors disagree on the number of rows ('a': 2, 'b': 3)"
+    ok = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    rows, err = extract(j(ok), j({"outputs": [{"name": "y", "shape": [2, 1], "datatype": "FP32", "data": [7]}]}), AUTO)
+    assert [p for _, p in rows] == [None, None]
+    assert err == "extract: response tensor 'y': shape [2, 1] holds 2 values, data has 1"
+
+
+def test_n_by_1_outputs_are_scalars_like_n_outputs() -> None:
+    req = j({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32", "data": [[1.5], [2.5]]}]})
+    kserve = j({"outputs": [{"name": "y", "shape": [2], "datatype": "INT64", "data": [0, 1]}]})
+    mlserver = j({"outputs": [{"name": "y", "shape": [2, 1], "datatype": "INT64", "data": [[0], [1]]}]})
+    for resp in (kserve, mlserver):
+        rows, err = extract(req, resp, AUTO)
+        assert err is None and rows == [({"x": 1.5}, 0), ({"x": 2.5}, 1)]

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from driftline.sdk.errors import ConfigError
+from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH
 from driftline.sdk.sidecar.hygiene import AccessLogger, TokenAuth, load_tokens
 
 from .testkit import ModelServer, serve_app, sidecar
@@ -74,7 +75,7 @@ async def test_rate_limit_per_token_answers_429_with_retry_after() -> None:
             now[0] += 2.0  # one token refilled
             assert (await s.post(url + "/predict", json={"a": 1}, headers=bearer(ALICE))).status == 200
             assert (await s.post(url + "/predict", json={"a": 1}, headers=bearer(ALICE))).status == 429
-            text = await (await s.get(url + "/metrics")).text()
+            text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert len(model.calls) == 4
     assert 'driftline_sidecar_requests_total{status="429",variant="none"} 2.0' in text
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import shutil
+import zlib
 
 import aiohttp
+import pytest
+from aiohttp import web
+
+from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH
 
 from .testkit import ModelServer, closed_port, serve_app, sidecar
 
@@ -142,7 +148,7 @@ async def test_metrics_count_requests_by_variant_and_status() -> None:
                 await (await s.post(url + "/predict", json={"a": 1})).read()
             await (await s.post(url + "/status/503", data=b"{}")).read()
             await sink.events()
-            text = await (await s.get(url + "/metrics")).text()
+            text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert 'driftline_sidecar_requests_total{status="200",variant="primary"} 3.0' in text
     assert 'driftline_sidecar_requests_total{status="503",variant="primary"} 1.0' in text
     assert "driftline_sidecar_upstream_seconds_count{variant=\"primary\"} 4.0" in text
@@ -150,3 +156,82 @@ async def test_metrics_count_requests_by_variant_and_status() -> None:
     assert "driftline_sidecar_exporter_queue_depth 0.0" in text
     assert 'driftline_sidecar_exporter_dropped_total{reason="queue_full"} 0.0' in text
     assert "driftline_sidecar_exporter_exported_total 4.0" in text
+
+
+async def test_compressed_request_bodies_reach_the_upstream_byte_for_byte() -> None:
+    # A recording upstream that does not inflate (it sees the wire bytes) and an ordinary one that
+    # does (as MLServer and KServe do): the first proves the bytes, the second that servers accept them.
+    recorder, model = ModelServer("raw"), ModelServer("model")
+    payload = json.dumps({"instances": [{"a": 1}, {"a": 2, "b": 3}]}).encode()
+    bodies = {"gzip": gzip.compress(payload), "deflate": zlib.compress(payload)}
+    async with serve_app(recorder.app(), auto_decompress=False) as raw, serve_app(model.app()) as up:
+        for upstream in (raw, up):
+            async with sidecar(upstream) as (url, sc, sink):
+                async with aiohttp.ClientSession() as s:
+                    for coding, body in bodies.items():
+                        r = await s.post(url + "/predict", data=body, headers={
+                            "Content-Encoding": coding, "Content-Type": "application/json"})
+                        if upstream == up:
+                            assert r.status == 200 and await r.json() == {"predictions": [1.0, 5.0]}
+                events = await sink.events()
+            assert [e["features"] for e in events] == [{"a": 1}, {"a": 2, "b": 3}] * 2
+            if upstream == up:
+                assert [e["prediction"] for e in events] == [1.0, 5.0] * 2
+                assert all(e["status"] == "ok" and e["error"] is None for e in events)
+    assert [c["body"] for c in recorder.calls] == list(bodies.values())
+    assert [c["headers"]["Content-Encoding"] for c in recorder.calls] == list(bodies)
+    assert [int(c["headers"]["Content-Length"]) for c in recorder.calls] == [len(b) for b in bodies.values()]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_with_a_gzip_body_and_compressed_answer() -> None:
+    model = ModelServer()
+    async with serve_app(model.app()) as up, sidecar(up) as (url, sc, sink):
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-sS", "--compressed", "-D", "-", "-H", "Content-Encoding: gzip",
+            "-H", "Content-Type: application/json", "--data-binary", "@-", url + "/gzip",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate(gzip.compress(b'{"a": 2, "b": 3}'))
+        events = await sink.events()
+    head, _, text = out.decode().partition("\r\n\r\n")
+    assert proc.returncode == 0 and head.startswith("HTTP/1.1 200")
+    assert "content-encoding: gzip" in head.lower()  # the upstream's compressed answer, untouched
+    assert json.loads(text) == {"prediction": 5.0}
+    assert [(e["features"], e["prediction"], e["status"]) for e in events] == [({"a": 2, "b": 3}, 5.0, "ok")]
+
+
+async def test_shape_and_data_that_disagree_give_one_error_event_not_invented_rows() -> None:
+    model = ModelServer()
+    body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    async with serve_app(model.app()) as up, sidecar(up) as (url, sc, sink):
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(url + "/v2/models/iris/infer", json=body)
+            assert r.status == 200  # a lenient server answers two rows; the request holds four values
+        events = await sink.events()
+    assert len(events) == 1
+    assert events[0]["status"] == "error" and events[0]["features"] == {} and events[0]["prediction"] is None
+    assert events[0]["error"] == "extract: request tensor 'x': shape [2, 4] holds 8 values, data has 4"
+
+
+def metrics_upstream() -> web.Application:
+    async def own_metrics(request: web.Request) -> web.Response:
+        return web.Response(text="kserve_model_requests_total 7\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", own_metrics)
+    return app
+
+
+async def test_the_upstreams_metrics_stay_reachable_beside_the_sidecars_own() -> None:
+    async with serve_app(metrics_upstream()) as up:
+        async with sidecar(up) as (url, sc, sink), aiohttp.ClientSession() as s:
+            assert await (await s.get(url + "/metrics")).text() == "kserve_model_requests_total 7\n"
+            own = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
+            assert "driftline_sidecar_requests_total" in own  # the GET /metrics above, counted
+        port = closed_port()
+        async with sidecar(up, metrics_path="/m", metrics_port=port) as (url, sc, sink), \
+                aiohttp.ClientSession() as s:
+            assert await (await s.get(url + "/metrics")).text() == "kserve_model_requests_total 7\n"
+            assert (await s.get(url + "/m")).status == 404  # proxied: the upstream has no /m
+            own = await (await s.get(f"http://127.0.0.1:{port}/m")).text()
+            assert 'driftline_sidecar_requests_total{status="404",variant="primary"} 1.0' in own

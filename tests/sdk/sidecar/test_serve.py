@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from sklearn.linear_model import LogisticRegression
 
 from driftline.sdk.errors import ConfigError
-from driftline.sdk.sidecar.app import build_app
+from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
 from driftline.sdk.sidecar.config import SidecarSettings
 from driftline.sdk.sidecar.input_schema import InputSchema
 from driftline.sdk.sidecar.metrics import SidecarMetrics
@@ -55,7 +56,7 @@ async def served(path: str, schema: InputSchema | None = None, model: Any = None
     app = build_app(settings, monitor_factory=sink.factory("churn"), metrics=SidecarMetrics(CollectorRegistry()),
                     local=backend)
     try:
-        async with serve_app(app) as url:
+        async with serve_app(app, **SERVER_OPTIONS) as url:
             async with aiohttp.ClientSession() as s:
                 for _ in range(200):  # the model loads in the background; /readyz says when
                     if (await s.get(url + "/readyz")).status == 200:
@@ -116,10 +117,16 @@ async def test_v2_infer_metadata_and_health(model_file: str) -> None:
             per_field = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [30]},
                                     {"name": "income", "shape": [1], "datatype": "FP64", "data": ["x"]}]}
             r = await s.post(url + "/v2/models/churn/infer", json=per_field)
-            assert r.status == 422 and (await r.json())["field"] == "inputs[row 0].income"
-            assert (await s.post(url + "/v2/models/other/infer", json=req)).status == 404
+            assert r.status == 400 and await r.json() == {"error": "inputs[1].data[0]: FP64 expects numbers, got 'x'"}
+            r = await s.post(url + "/v2/models/other/infer", json=req)
+            assert r.status == 404 and await r.json() == {"error": "unknown model 'other': this server serves 'churn'"}
             meta = await (await s.get(url + "/v2/models/churn")).json()
-            assert meta["inputs"]["properties"] == {"age": {"type": "number"}, "income": {"type": "number"}}
+            assert meta == {"name": "churn", "versions": ["3"], "platform": "driftline",
+                            "inputs": [{"name": "age", "datatype": "FP64", "shape": [-1, 1]},
+                                       {"name": "income", "datatype": "FP64", "shape": [-1, 1]}],
+                            "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]},
+                                        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]}]}
+            assert await (await s.get(url + "/v2/models/churn/versions/3")).json() == meta
             assert (await s.get(url + "/v2/health/ready")).status == 200
         events = await sink.events()
     assert [e["features"] for e in events] == [{"age": 20, "income": 0.5}, {"age": 79, "income": 9.5}]
@@ -235,3 +242,54 @@ def test_serve_command_runs_the_server(model_file: str, tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+async def test_v2_server_metadata_readiness_per_model_and_errors_that_name_the_field(model_file: str) -> None:
+    def tensor(name: str, shape: list[int], datatype: str, data: list[Any]) -> dict[str, Any]:
+        return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+
+    async with served(model_file) as (url, sink):
+        async with aiohttp.ClientSession() as s:
+            meta = await (await s.get(url + "/v2")).json()
+            assert meta["name"] == "driftline" and meta["extensions"] == ["binary_tensor_data"] and meta["version"]
+            r = await s.get(url + "/v2/models/churn/ready")
+            assert r.status == 200 and await r.json() == {"name": "churn", "ready": True}
+            assert (await s.get(url + "/v2/models/churn/versions/3/ready")).status == 200
+            r = await s.get(url + "/v2/models/other/ready")
+            assert r.status == 404 and "unknown model 'other'" in (await r.json())["error"]
+            r = await s.get(url + "/v2/models/churn/versions/9/ready")
+            assert r.status == 404 and await r.json() == {"error": "model 'churn' has no version '9' (it serves '3')"}
+            for body, message in [
+                (tensor("input-0", [2, 2], "FP64", [1.0, 2.0]), "inputs[0].data: shape [2, 2] holds 4 values, got 2"),
+                (tensor("age", [2], "INT64", [30, 2.5]), "inputs[0].data[1]: INT64 expects integers, got 2.5"),
+                (tensor("age", [1], "INT8", [300]), "inputs[0].data[0]: INT8 holds -128..127, got 300"),
+                (tensor("age", [1], "FP128", [1.0]), "inputs[0].datatype: 'FP128' is not one of BOOL"),
+                ({"inputs": [{"name": "age", "shape": [1], "data": [1]}]}, "inputs[0].datatype: missing"),
+                ({"inputs": []}, "inputs: expected a non-empty list of tensors"),
+            ]:
+                r = await s.post(url + "/v2/models/churn/infer", json=body)
+                got = await r.json()
+                assert r.status == 400 and list(got) == ["error"] and got["error"].startswith(message), got
+        events = await sink.events()
+    assert events == []  # refused requests are not predictions
+
+
+async def test_v2_binary_tensors_are_served(model_file: str) -> None:
+    head = json.dumps({"inputs": [
+        {"name": "age", "shape": [2, 1], "datatype": "FP64", "parameters": {"binary_data_size": 16}},
+        {"name": "income", "shape": [2, 1], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}).encode()
+    body = head + struct.pack("<2d", 20.0, 79.0) + struct.pack("<2f", 0.5, 9.5)
+    async with served(model_file) as (url, sink):
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(url + "/v2/models/churn/infer", data=body,
+                             headers={"Inference-Header-Content-Length": str(len(head))})
+            out = await r.json()
+            assert r.status == 200 and out["outputs"][0]["data"] == [0, 1]
+            r = await s.post(url + "/v2/models/churn/infer", data=body[:-4],
+                             headers={"Inference-Header-Content-Length": str(len(head))})
+            assert r.status == 400 and await r.json() == {
+                "error": "binary tensor body: tensor 'income': 8 bytes announced, 4 left in the body"}
+        events = await sink.events()
+    assert [(e["features"], e["status"]) for e in events[:2]] == [({"age": 20.0, "income": 0.5}, "ok"),
+                                                                  ({"age": 79.0, "income": 9.5}, "ok")]
+    assert events[2]["status"] == "error" and "8 bytes announced" in events[2]["error"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
 
-from driftline.sdk.sidecar.config import ShadowTarget
+from driftline.sdk.contract.variants import pair_key, role_of
+from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH, ShadowTarget, parse_shadow
 
 from .testkit import ModelServer, closed_port, serve_app, sidecar
 
@@ -62,13 +64,13 @@ async def test_failing_and_unreachable_shadows_change_nothing_for_the_caller() -
                     if sc.shadow.in_flight == 0:
                         break
                     await asyncio.sleep(0.02)
-                text = await (await s.get(url + "/metrics")).text()
+                text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
             events = await sink.events()
     assert 'driftline_sidecar_shadow_errors_total{reason="connect",shadow="gone"} 2.0' in text
     assert 'driftline_sidecar_shadow_errors_total{reason="http_5xx",shadow="broken"} 2.0' in text
-    shadow_events = [e for e in events if e["variant"] in ("broken", "gone")]
+    shadow_events = [e for e in events if e["variant"] in ("shadow:broken", "shadow:gone")]
     assert len(shadow_events) == 4 and all(e["status"] == "error" for e in shadow_events)
-    assert {e["error"] for e in shadow_events if e["variant"] == "broken"} == {"shadow answered HTTP 500"}
+    assert {e["error"] for e in shadow_events if e["variant"] == "shadow:broken"} == {"shadow answered HTTP 500"}
     primary_events = [e for e in events if e["variant"] == "primary"]
     assert [e["prediction"] for e in primary_events] == [5.0, 6.0]
     assert all(e["status"] == "ok" for e in primary_events)
@@ -85,7 +87,7 @@ async def test_shadow_sampling_and_concurrency_bound() -> None:
             await asyncio.sleep(0)
             assert sc.shadow.in_flight == 2  # three skipped, none queued
             shadow.release.set()
-            text = await (await s.get(url + "/metrics")).text()
+            text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert 'driftline_sidecar_shadow_requests_total{outcome="skipped_busy",shadow="shadow"} 3.0' in text
 
     async with serve_app(primary.app()) as up, serve_app(ModelServer("s2").app()) as sh, \
@@ -93,5 +95,31 @@ async def test_shadow_sampling_and_concurrency_bound() -> None:
         async with aiohttp.ClientSession() as s:
             assert (await s.post(url + "/predict", json={"a": 1})).status == 200
             assert sc.shadow.in_flight == 0
-            text = await (await s.get(url + "/metrics")).text()
+            text = await (await s.get(url + DEFAULT_METRICS_PATH)).text()
     assert 'driftline_sidecar_shadow_requests_total{outcome="skipped_sample",shadow="shadow"} 1.0' in text
+
+
+async def test_a_named_shadow_is_a_shadow_with_its_own_version_and_rows_paired_by_index() -> None:
+    primary, shadow = ModelServer("p"), ModelServer("s", offset=100.0)
+    target = parse_shadow("candidate=http://placeholder:1@v2", 0)
+    async with serve_app(primary.app()) as up, serve_app(shadow.app()) as sh, \
+            sidecar(up, shadows=(replace(target, url=sh),)) as (url, sc, sink):
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(url + "/predict", json={"instances": [{"a": 1}, {"a": 2}]}, headers={"X-Request-Id": "q"})
+            assert await r.json() == {"predictions": [1.0, 2.0]}
+            r = await s.post(url + "/predict", json={"a": 5}, headers={"X-Request-Id": "one"})
+            assert await r.json() == {"prediction": 5.0}
+            for _ in range(200):
+                if sc.shadow.in_flight == 0:
+                    break
+                await asyncio.sleep(0.02)
+        events = await sink.events()
+    assert sorted((role_of(e["variant"]), e["variant"], e["model_version"], pair_key(e["request_id"], e["tags"]),
+                   e["prediction"]) for e in events) == [
+        ("primary", "primary", "1", "one|", 5.0),
+        ("primary", "primary", "1", "q|0", 1.0),
+        ("primary", "primary", "1", "q|1", 2.0),
+        ("shadow", "shadow:candidate", "v2", "one|", 105.0),
+        ("shadow", "shadow:candidate", "v2", "q|0", 101.0),
+        ("shadow", "shadow:candidate", "v2", "q|1", 102.0),
+    ]

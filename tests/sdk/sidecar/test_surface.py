@@ -16,7 +16,7 @@ def test_all_names_resolve_to_what_the_modules_define() -> None:
 
     assert set(sidecar.__all__) == {"ExtractSpec", "LocalBackend", "LocalReply", "Router", "ShadowTarget", "Sidecar",
                                     "SidecarKey", "SidecarMetrics", "SidecarSettings", "SplitConfig",
-                                    "SplitFileWatcher", "Variant", "build_app", "extract"}
+                                    "SplitFileWatcher", "Variant", "SERVER_OPTIONS", "build_app", "extract"}
     for name in sidecar.__all__:
         assert getattr(sidecar, name) is not None, name
     # no submodule shadows a public name: `extract` stays the function once its module is imported

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from driftline.sdk import InMemoryExporter, Monitor, SdkSettings
-from driftline.sdk.sidecar.app import Sidecar, SidecarKey, build_app
+from driftline.sdk.sidecar.app import SERVER_OPTIONS, Sidecar, SidecarKey, build_app
 from driftline.sdk.sidecar.config import SidecarSettings
 from driftline.sdk.sidecar.metrics import SidecarMetrics
 from driftline.sdk.sidecar.routing import SplitConfig
@@ -158,7 +158,7 @@ async def sidecar(upstream: str, *, sink: Sink | None = None, split: SplitConfig
     kw: dict[str, Any] = {"clock": clock} if clock else {}
     app = build_app(settings, monitor_factory=sink.factory("m"), metrics=metrics, split=split, **kw)
     try:
-        async with serve_app(app) as url:
+        async with serve_app(app, **SERVER_OPTIONS) as url:
             yield url, app[SidecarKey], sink  # type: ignore[misc]
     finally:
         sink.close()
