@@ -31,6 +31,7 @@ from driftline.detectors.config import DataDriftSettings
 from driftline.detectors.correction import adjust_p_values
 from driftline.detectors.exclusions import exclusions
 from driftline.detectors.histogram import NUMERIC, FeatureProfile, Histogram
+from driftline.detectors.impact import impact_results
 from driftline.detectors.univariate import (
     chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
 )
@@ -192,6 +193,8 @@ class DataDriftDetector(Detector):
     """Per-feature drift of one stream (one model version and segment) against its reference."""
 
     name = "data_drift"
+    #: one impact row per drifted feature, dataset row's list by impact (detectors/impact.py)
+    rank_by_impact = True
 
     def __init__(self, profiles: Mapping[str, FeatureProfile], settings: DataDriftSettings, *,
                  min_samples: int = 100, histograms: HistogramSet | None = None) -> None:
@@ -288,6 +291,9 @@ class DataDriftDetector(Detector):
 
     def close_window(self) -> tuple[DetectorResult, ...]:
         results = self._judge(self._evaluate(), self._feature_verdicts)
+        if self.rank_by_impact:  # before clear(): the impact rows read the window's counts
+            results = impact_results(self.name, results, self.verdicts, self.profiles,
+                                     self.window.hists, self.settings)
         self._drift = bool(self.drifted)
         self.window.clear()
         return results
@@ -312,6 +318,7 @@ class PredictionDriftDetector(DataDriftDetector):
     (:func:`~driftline.detectors.reference.prediction_features`)."""
 
     name = "prediction_drift"
+    rank_by_impact = False  # the outputs are the model's own: importance to itself means nothing
 
     def _evaluate(self) -> list[DetectorResult]:
         results = super()._evaluate()
