@@ -262,5 +262,5 @@ def impact_results(detector: str, results: Sequence[DetectorResult], verdicts: M
         out.append(DetectorResult(
             detector, f, STAT_IMPACT, impact, None, None, True, profiles[f].n, sum(h.counts),
             (("importance", importance), ("importance_from", source), ("magnitude", mag),
-             ("rank", rank)), exceeded=False))
+             ("rank", rank), ("verdict", False)), exceeded=False))
     return tuple(out)
