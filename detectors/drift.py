@@ -6,7 +6,9 @@ feature at window close, corrects the p-values for the number of features and gi
 a verdict from one configured test per kind (and the corrected significance test): every
 statistic row of the feature carries that verdict as ``drift``, and whether the statistic crossed
 its own threshold as ``exceeded``; a feature it does not judge (see
-:mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row per window saying why.
+:mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row per window saying why; a
+feature with a drift verdict gets one ``impact`` row (importance x magnitude, see
+:mod:`~driftline.detectors.impact`), and the dataset row lists the drifted features by impact.
 :class:`PredictionDriftDetector` does the same over the model's derived outputs (label or value,
 top-class confidence, entropy) and reports their means.
 

@@ -75,10 +75,16 @@ def test_set_from_parquet_and_csv_list_and_delete(chstore, ch_client, tmp_path):
     df.to_csv(tmp_path / "train.csv", index=False)
     code, out = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v1", "--file",
                      str(tmp_path / "train.parquet"), "--exclude", "label", "--prediction-column", "score")
-    assert code == 0 and "2000 rows, 5 features" in out
-    code, _ = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v2", "--file", str(tmp_path / "train.csv"),
-                   "--exclude", "label")
-    assert code == 0
+    assert code == 0 and "2000 rows, 5 features" in out and "feature importance: from the prediction" in out
+    code, out = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v2", "--file", str(tmp_path / "train.csv"),
+                     "--exclude", "label")
+    assert code == 0 and "feature importance: unknown" in out
+    code, out = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v3", "--file", str(tmp_path / "train.csv"),
+                     "--label-column", "label", "--exclude", "score")
+    assert code == 0 and "2000 rows, 5 features" in out and "feature importance: from the label" in out
+    labelled = ReferenceStore(ch_client).load("cli", "v3")
+    assert {p.importance_from for p in labelled.features.values()} == {"label"}
+    assert _cli(chstore, "reference", "delete", "--model", "cli", "--version", "v3")[0] == 0
     code, out = _cli(chstore, "reference", "list", "--model", "cli")
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 3 and lines[1].startswith("cli\tv1\t2000\t5")
