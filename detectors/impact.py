@@ -77,19 +77,17 @@ def bin_codes(profile: FeatureProfile, values: Any) -> Any:
     import numpy as np
 
     nb = len(profile.counts)
-    dtype = getattr(values, "dtype", None)
-    if profile.kind == NUMERIC and dtype is not None and dtype.kind in "fiu":
-        arr = np.asarray(values, dtype=float)  # a numeric column: no per-value Python
-    else:
-        vals = list(values) if not hasattr(values, "tolist") else values.tolist()
-        arr = None
     if profile.kind == NUMERIC:
-        if arr is None:
-            arr = np.array([v if value_kind(v) == "number" else math.nan for v in vals], dtype=float)
+        if getattr(values, "dtype", None) is not None and values.dtype.kind in "fiu":
+            arr = np.asarray(values, dtype=float)  # a numeric column: no per-value Python
+        else:
+            arr = np.array([v if value_kind(v) == "number" else math.nan for v in _plain(values)],
+                           dtype=float)
         ok = np.isfinite(arr)
         codes = np.full(arr.size, nb, dtype=np.int64)
         codes[ok] = np.searchsorted(np.asarray(profile.edges, dtype=float), arr[ok], side="right")
         return codes
+    vals = _plain(values)
     index = {c: i for i, c in enumerate(profile.categories)}
     other = nb - 1
     return np.array([nb if value_kind(v) is None else index.get(category_key(v), other) for v in vals],
@@ -104,7 +102,7 @@ def target_codes(values: Any) -> Any | None:
     import numpy as np
     import pandas as pd
 
-    vals = values.tolist() if hasattr(values, "tolist") else list(values)
+    vals = _plain(values)
     # Distinct values only reach Python: a reference can have millions of rows, few labels.
     raw, uniques = pd.factorize(pd.Series(vals, dtype=object), use_na_sentinel=True)
     uniq = [u.item() if hasattr(u, "item") else u for u in uniques.tolist()]
@@ -131,6 +129,11 @@ def target_codes(values: Any) -> Any | None:
     index = {k: i for i, k in enumerate(top)}
     lookup = np.array([-1 if k is None else index.get(k, len(top)) for k in keys] + [-1], dtype=np.int64)
     return lookup[raw]
+
+
+def _plain(values: Any) -> list[Any]:
+    # Python values (numpy scalars become int/float/str), as Histogram.add sees them.
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 def _take(values: Any, rows: Any) -> Any:
