@@ -8,7 +8,10 @@ verdicts derivable from stored data means a restarted process reaches the same d
 * ``drift`` rules read ``driftline.drift_metrics`` (windows are the detector's windows): with a
   ``threshold``, the named statistic's value against it; without, the detector's verdict on each
   feature (``drift``, the same on every statistic row of a feature), or with ``flag: exceeded``
-  whether the named statistic crossed its own threshold;
+  whether the named statistic crossed its own threshold. A window's drifted features are listed
+  by their impact (the ``impact`` rows data drift writes for each drifted feature: its importance
+  to the model times its drift magnitude), highest first; features without an impact row (other
+  detectors, stores written before impact existed) follow, by the named statistic's value;
 * ``performance`` reads ``driftline.labeled_predictions``; ``latency``, ``error_rate`` and
   ``volume`` read ``driftline.predictions``; ``shadow_agreement`` pairs primary and shadow
   predictions by request id. Their windows are ``window_s`` buckets aligned to the epoch; only
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.alerting.rules import Rule
+from driftline.collector.store.tables import STAT_IMPACT
 from driftline.sdk.contract import PREDICTION
 
 DB = "driftline"
@@ -32,7 +36,8 @@ DB = "driftline"
 
 @dataclass(frozen=True)
 class FeatureStat:
-    """One drifted feature's statistic in one window."""
+    """One drifted feature's statistic in one window; ``impact`` is the feature's impact score in
+    that window (None when the detector wrote none)."""
 
     feature: str
     detector: str
@@ -42,6 +47,7 @@ class FeatureStat:
     threshold: float | None
     current_size: int
     reference_size: int
+    impact: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,9 @@ class Evaluator:
                   segment: str) -> str:
         """SQL listing a drift rule's recent windows; ``'*'`` arguments mean no filter."""
         flag = "exceeded" if rule.flag == "exceeded" else "drift"
-        where = [f"statistic = {quote(rule.statistic)}", f"window_end <= {ts_literal(now)}",
+        stat, impact = quote(rule.statistic), quote(STAT_IMPACT)
+        # The rule's statistic, and each feature's impact row of the same window to rank by.
+        where = [f"statistic IN ({stat}, {impact})", f"window_end <= {ts_literal(now)}",
                  f"window_start >= {ts_literal(now - dt.timedelta(seconds=self._lookback_s))}"]
         if model != "*":
             where.append(f"model = {quote(model)}")
@@ -125,11 +133,13 @@ class Evaluator:
             where.append(f"segment = {quote(segment)}")
         return (
             "SELECT model, model_version, segment, window_start, max(window_end) AS last_end,\n"
-            f"       groupArray((feature, detector, value, p_value, threshold, {flag},\n"
-            "                   reference_size, current_size)) AS metrics\n"
+            f"       groupArrayIf((feature, detector, value, p_value, threshold, {flag},\n"
+            f"                     reference_size, current_size), statistic = {stat}) AS metrics,\n"
+            f"       groupArrayIf((feature, detector, value), statistic = {impact}) AS impacts\n"
             f"FROM {DB}.drift_metrics FINAL\n"
             f"WHERE {' AND '.join(where)}\n"
             "GROUP BY model, model_version, segment, window_start\n"
+            "HAVING notEmpty(metrics)\n"
             "ORDER BY model, model_version, segment, window_start DESC\n"
             f"LIMIT {k} BY model, model_version, segment"
         )
@@ -137,9 +147,9 @@ class Evaluator:
     def _drift(self, rule: Rule, now: dt.datetime, k: int) -> list[Series]:
         sql = self.drift_sql(rule, now, k, rule.model, rule.model_version, rule.segment)
         grouped: dict[tuple[str, str, str], list[Window]] = {}
-        for model, version, segment, start, end, metrics in self._client.query(sql).result_rows:
+        for model, version, segment, start, end, metrics, impacts in self._client.query(sql).result_rows:
             grouped.setdefault((model, version, segment), []).append(
-                self._drift_window(rule, utc(start), utc(end), metrics))
+                self._drift_window(rule, utc(start), utc(end), metrics, impacts))
         return [
             Series(rule, m, v, s, tuple(reversed(ws)), self.drift_sql(rule, now, k, m, v, s))
             for (m, v, s), ws in sorted(grouped.items())
@@ -147,9 +157,11 @@ class Evaluator:
 
     @staticmethod
     def _drift_window(rule: Rule, start: dt.datetime, end: dt.datetime,
-                      metrics: list[tuple[Any, ...]]) -> Window:
+                      metrics: list[tuple[Any, ...]], impacts: list[tuple[Any, ...]] = ()) -> Window:
+        impact = {(f, d): float(v) for f, d, v in impacts}
         stats = [FeatureStat(feature=f, detector=d, statistic=rule.statistic, value=float(v),
-                             p_value=p, threshold=t, current_size=int(cur), reference_size=int(ref))
+                             p_value=p, threshold=t, current_size=int(cur), reference_size=int(ref),
+                             impact=impact.get((f, d)))
                  for f, d, v, p, t, _flag, ref, cur in metrics if int(cur) >= rule.min_samples]
         # The verdict (``drift``) or, with ``flag: exceeded``, the statistic's own crossing.
         flags = {(f, d): bool(fl) for f, d, _v, _p, _t, fl, _r, _c in metrics}
@@ -160,8 +172,10 @@ class Evaluator:
         else:
             drifted = [s for s in stats if rule.breaches(s.value)]
         worst = (max if rule.op.startswith(">") else min)(s.value for s in stats)
-        # Most-drifted first, so messages can show the top few.
+        # Most impact first, so messages can show the top few; without impact rows (old data,
+        # detectors that write none) most drifted first. Both sorts are stable.
         drifted.sort(key=lambda s: s.value, reverse=rule.op.startswith(">"))
+        drifted.sort(key=lambda s: -s.impact if s.impact is not None else float("inf"))
         return Window(start, end, worst, max(s.current_size for s in stats), bool(drifted),
                       tuple(drifted))
 

@@ -67,7 +67,8 @@ class Alert:
     """Everything a channel needs to describe one incident event.
 
     ``event`` is ``firing``, ``repeat`` or ``resolved``. ``features`` are the drifted features of
-    the latest breaching window, most drifted first. ``sql`` reproduces the evidence.
+    the latest breaching window, most impact first (most drifted first where no impact is known).
+    ``sql`` reproduces the evidence.
     """
 
     event: str
@@ -123,10 +124,12 @@ def dashboard_link(base: str, model: str, version: str, segment: str, start: dt.
 
 
 def feature_records(alert: Alert) -> list[dict[str, Any]]:
-    """``alert.features`` as JSON-safe dicts (webhook bodies and the history table)."""
+    """``alert.features`` as JSON-safe dicts (webhook bodies and the history table); ``impact``
+    only where it is known, so bodies of impact-less windows are as they always were."""
     return [{"feature": f.feature, "detector": f.detector, "statistic": f.statistic,
              "value": f.value, "p_value": f.p_value, "threshold": f.threshold,
-             "current_size": f.current_size, "reference_size": f.reference_size}
+             "current_size": f.current_size, "reference_size": f.reference_size,
+             **({} if f.impact is None else {"impact": f.impact})}
             for f in alert.features]
 
 

@@ -31,6 +31,10 @@ import math
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
 
+from driftline.collector.store.tables import (
+    STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT,
+)
+
 __all__ = [
     "Detector", "DetectorResult", "MetricRow", "result_to_row",
     "STAT_EXCLUDED", "STAT_DRIFTED_SHARE", "STAT_IMPACT", "STAT_ALARM_BUDGET", "SUMMARY_STATISTICS",
@@ -38,17 +42,9 @@ __all__ = [
 
 Detail = tuple[str, Any]
 
-# Statistic names of rows that are not a test of a feature's distribution (the one home for
-# them; the dashboard and alerting import these).
-#: a feature data drift does not judge, with the reason in ``details``
-STAT_EXCLUDED = "excluded"
-#: feature ``*``: the share of judged features with a drift verdict (the dataset verdict)
-STAT_DRIFTED_SHARE = "drifted_share"
-#: a drifted feature's impact score: its importance to the model times its drift magnitude
-STAT_IMPACT = "impact"
-#: feature ``*``: the false-alarm budget of the window (value: the probability of a false
-#: verdict per model and window the thresholds were set for; details: the budget as stated)
-STAT_ALARM_BUDGET = "alarm_budget"
+# Statistic names of rows that are not a test of a feature's distribution. Their one home is
+# the drift_metrics table's (collector/store/tables.py), so that alerting, which sits beside
+# the detectors and may not import them, reads the same names; the dashboard imports them here.
 SUMMARY_STATISTICS = frozenset((STAT_EXCLUDED, STAT_DRIFTED_SHARE, STAT_IMPACT, STAT_ALARM_BUDGET))
 
 

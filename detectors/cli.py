@@ -46,6 +46,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     src.add_argument("--from", dest="start", help="start of a logged time range (RFC 3339)")
     s.add_argument("--to", dest="end", help="end of the time range (with --from)")
     s.add_argument("--prediction-column", help="column holding the model output (--file)")
+    s.add_argument("--label-column", help="column holding the true label (--file): left out of the "
+                   "features; feature importance is estimated from it when there is no prediction column")
     s.add_argument("--exclude", action="append", default=[], help="column to leave out (repeatable)")
     s.add_argument("--categorical", action="append", default=[], help="numeric column to treat as categories")
     s.add_argument("--bins", type=int, default=20)
@@ -97,13 +99,18 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
             kw = {"bins": args.bins, "max_categories": args.max_categories, "categorical": args.categorical}
             if args.file:
                 ref = R.from_file(args.file, args.model, args.version, exclude=args.exclude,
-                                  prediction_column=args.prediction_column, **kw)
+                                  prediction_column=args.prediction_column,
+                                  label_column=args.label_column, **kw)
             else:
                 ref = R.from_prediction_log(client, args.model, args.version,
                                             first_n=args.first_events, start=args.start, end=args.end, **kw)
             store.save(ref)
             print(f"reference {args.model} {args.version}: {ref.n_rows} rows, "
                   f"{len(ref.features)} features ({ref.source})", file=out)
+            sources = {p.importance_from for p in ref.features.values() if p.importance is not None}
+            print(f"feature importance: from the {', '.join(sorted(sources))}" if sources else
+                  "feature importance: unknown (no predictions or labels), drifted features are "
+                  "ranked by drift magnitude alone", file=out)
             _print_size(ref.n_rows, args.window_size, out)
         elif cmd == "show":
             ref = store.load(args.model, args.version)

@@ -21,7 +21,7 @@ Example ``churn.yaml``::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -145,6 +145,9 @@ class DataDriftSettings(Settings):
     # every window by construction); ``keep`` (or ``include``) names features judged anyway.
     auto_exclude: bool = True
     keep: tuple[str, ...] = ()
+    # Feature -> importance to the model, used for impact (importance x drift magnitude) instead
+    # of the estimate from the reference (detectors/impact.py); a feature not named weighs 0.
+    importance: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
 
     @model_validator(mode="after")
     def _verdict_is_computed(self) -> "DataDriftSettings":

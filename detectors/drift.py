@@ -6,7 +6,9 @@ feature at window close, corrects the p-values for the number of features and gi
 a verdict from one configured test per kind (and the corrected significance test): every
 statistic row of the feature carries that verdict as ``drift``, and whether the statistic crossed
 its own threshold as ``exceeded``; a feature it does not judge (see
-:mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row per window saying why.
+:mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row per window saying why; a
+feature with a drift verdict gets one ``impact`` row (importance x magnitude, see
+:mod:`~driftline.detectors.impact`), and the dataset row lists the drifted features by impact.
 :class:`PredictionDriftDetector` does the same over the model's derived outputs (label or value,
 top-class confidence, entropy) and reports their means.
 
@@ -31,6 +33,7 @@ from driftline.detectors.config import DataDriftSettings
 from driftline.detectors.correction import adjust_p_values
 from driftline.detectors.exclusions import exclusions
 from driftline.detectors.histogram import NUMERIC, FeatureProfile, Histogram
+from driftline.detectors.impact import impact_results
 from driftline.detectors.univariate import (
     chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
 )
@@ -192,6 +195,8 @@ class DataDriftDetector(Detector):
     """Per-feature drift of one stream (one model version and segment) against its reference."""
 
     name = "data_drift"
+    #: one impact row per drifted feature, dataset row's list by impact (detectors/impact.py)
+    rank_by_impact = True
 
     def __init__(self, profiles: Mapping[str, FeatureProfile], settings: DataDriftSettings, *,
                  min_samples: int = 100, histograms: HistogramSet | None = None) -> None:
@@ -288,6 +293,9 @@ class DataDriftDetector(Detector):
 
     def close_window(self) -> tuple[DetectorResult, ...]:
         results = self._judge(self._evaluate(), self._feature_verdicts)
+        if self.rank_by_impact:  # before clear(): the impact rows read the window's counts
+            results = impact_results(self.name, results, self.verdicts, self.profiles,
+                                     self.window.hists, self.settings)
         self._drift = bool(self.drifted)
         self.window.clear()
         return results
@@ -312,6 +320,7 @@ class PredictionDriftDetector(DataDriftDetector):
     (:func:`~driftline.detectors.reference.prediction_features`)."""
 
     name = "prediction_drift"
+    rank_by_impact = False  # the outputs are the model's own: importance to itself means nothing
 
     def _evaluate(self) -> list[DetectorResult]:
         results = super()._evaluate()

@@ -55,6 +55,10 @@ class FeatureProfile:
     categorical: ``categories`` name the first bins; the last bin is "other/unseen".
     ``looks_like`` is ``'id'`` or ``'timestamp'`` when the reference values looked like one
     (:func:`driftline.detectors.exclusions.recognise`), else ``''``.
+    ``importance`` is how much the model's output depends on the feature, estimated on the
+    reference rows from ``importance_from`` (``'prediction'`` or ``'label'``); None when unknown
+    (a reference without predictions, or stored before importance existed). See
+    :mod:`driftline.detectors.impact`.
     """
 
     name: str
@@ -71,6 +75,8 @@ class FeatureProfile:
     minimum: float = 0.0
     maximum: float = 0.0
     looks_like: str = ""
+    importance: float | None = None
+    importance_from: str = ""
 
     @property
     def missing_rate(self) -> float:

@@ -4,6 +4,10 @@
 * ``driftline_drift_detected{...same labels}`` -- the verdict: 1 if the detector judged the
   feature drifting in the last window, else 0 (the same on every statistic of the feature)
 * ``driftline_drift_exceeded{...same labels}`` -- 1 if the statistic crossed its own threshold
+
+A feature's ``impact`` series exists only while the feature drifts: its rows are written for
+drifted features alone, so when a window of that detector and segment has none for it, its
+series are removed (a left-over 1 would keep a "drift detected" alert firing).
 * ``driftline_detector_events_total{model,type}`` -- events the engine consumed
 * ``driftline_detector_labels_total{model,result}`` -- labels joined / late / unmatched
 * ``driftline_detector_windows_total{model}`` -- windows closed
@@ -19,6 +23,8 @@ if TYPE_CHECKING:
 
     from driftline.detectors.base import MetricRow
 
+from driftline.detectors.base import STAT_IMPACT
+
 __all__ = ["EngineMetrics"]
 
 _LABELS = ("model", "version", "detector", "feature", "segment", "statistic")
@@ -30,6 +36,8 @@ class EngineMetrics:
     def __init__(self, registry: "CollectorRegistry | None") -> None:
         self.enabled = registry is not None
         self._children: dict[tuple[Any, ...], Any] = {}
+        # (model, version, detector, segment) -> features with impact series
+        self._impact: dict[tuple[str, str, str, str], set[str]] = {}
         if registry is None:
             return
         from prometheus_client import Counter, Gauge
@@ -83,8 +91,25 @@ class EngineMetrics:
         """Set the statistic, verdict and exceeded gauges of each row."""
         if not self.enabled:
             return
+        # group -> (its last window in these rows, the features with an impact row in it)
+        latest: dict[tuple[str, str, str, str], tuple[Any, set[str]]] = {}
         for r in rows:
             key = (r.model, r.model_version, r.detector, r.feature, r.segment, r.statistic)
             self._child(self.statistic, *key).set(r.value)
             self._child(self.detected, *key).set(1.0 if r.drift else 0.0)
             self._child(self.exceeded, *key).set(1.0 if r.exceeded else 0.0)
+            group = (r.model, r.model_version, r.detector, r.segment)
+            seen = latest.get(group)
+            if seen is None or r.window_start > seen[0]:
+                seen = latest[group] = (r.window_start, set())
+            if r.statistic == STAT_IMPACT and r.window_start == seen[0]:
+                seen[1].add(r.feature)
+        for group, (_, feats) in latest.items():
+            model, version, detector, segment = group
+            for feature in self._impact.pop(group, set()) - feats:
+                key = (model, version, detector, feature, segment, STAT_IMPACT)
+                for metric in (self.statistic, self.detected, self.exceeded):
+                    metric.remove(*key)
+                    self._children.pop((id(metric), *key), None)
+            if feats:
+                self._impact[group] = feats

@@ -3,7 +3,9 @@
 A :class:`Reference` holds one bounded :class:`~driftline.detectors.histogram.FeatureProfile`
 per input feature and per derived output feature (``prediction``, ``confidence``, ``entropy``);
 an input feature's profile also says whether its values look like an id or a timestamp
-(:mod:`driftline.detectors.exclusions`), which data drift then leaves out. Build one from a
+(:mod:`driftline.detectors.exclusions`), which data drift then leaves out, and how much the
+model's output depends on it (its importance, estimated from the reference's predictions, or its
+labels; unknown for a reference without either: :mod:`driftline.detectors.impact`). Build one from a
 DataFrame (:func:`from_dataframe`), a Parquet/CSV file (:func:`from_file`), prediction events
 (:func:`from_events`) or the stored prediction log (:func:`from_prediction_log`); keep them in
 ClickHouse with :class:`ReferenceStore` (table ``driftline.references``, one live row per model
@@ -30,6 +32,7 @@ from driftline.detectors.exclusions import recognise
 from driftline.detectors.histogram import (
     FeatureProfile, category_key, profile_numeric, profile_values,
 )
+from driftline.detectors.impact import FROM_LABEL, FROM_PREDICTION, with_importance
 from driftline.sdk.contract import PREDICTION
 
 __all__ = [
@@ -195,27 +198,37 @@ def _profile_series(name: str, s: Any, *, bins: int, max_categories: int, catego
 def from_dataframe(df: Any, model: str, version: str, *, prediction_column: str | None = None,
                    exclude: Sequence[str] = (), bins: int = 20, max_categories: int = 50,
                    categorical: Sequence[str] = (), source: str = "dataframe",
-                   sample_size: int = 1000) -> Reference:
+                   sample_size: int = 1000, label_column: str | None = None) -> Reference:
     """Build a reference from a pandas DataFrame of training (or any baseline) data.
 
-    Every column is an input feature except ``prediction_column`` (profiled as the output)
-    and ``exclude`` (for example the label column).
+    Every column is an input feature except ``prediction_column`` (profiled as the output),
+    ``label_column`` (the true label) and ``exclude``. Each feature's importance is estimated
+    against the predictions, else against the labels; with neither it is unknown.
     """
     feats: dict[str, FeatureProfile] = {}
     outs: dict[str, FeatureProfile] = {}
     for col in df.columns:
         name = str(col)
-        if name in exclude or name == prediction_column:
+        if name in exclude or name in (prediction_column, label_column):
             continue
         feats[name] = _profile_series(name, df[col], bins=bins, max_categories=max_categories,
                                       categorical=name in categorical)
+    target: Any = None
     if prediction_column is not None:
         derived: dict[str, list[Any]] = {}
+        target = []
         for value in df[prediction_column].tolist():
-            for k, v in prediction_features(value).items():
+            pf = prediction_features(value)
+            target.append(pf.get("prediction"))
+            for k, v in pf.items():
                 derived.setdefault(k, []).append(v)
         outs = {k: profile_values(k, v, bins=bins, max_categories=max_categories)
                 for k, v in derived.items()}
+    columns = {str(c): df[c] for c in df.columns if str(c) in feats}
+    if target is not None:
+        feats = with_importance(feats, columns, target, FROM_PREDICTION)
+    elif label_column is not None:
+        feats = with_importance(feats, columns, df[label_column], FROM_LABEL)
     cols = list(feats)
     sub = df[cols].sample(n=min(sample_size, len(df)), random_state=0) if len(df) else df[cols]
     sample = tuple({k: _plain(v) for k, v in row.items()} for row in sub.to_dict("records"))
@@ -248,6 +261,7 @@ def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *
     sample: list[Mapping[str, Any]] = []
     columns: dict[str, list[Any]] = {}
     outputs: dict[str, list[Any]] = {}
+    target: list[Any] = []  # row-aligned prediction, for importance
     n = 0
     for ev in events:
         feats = ev.get("features") or {}
@@ -255,7 +269,9 @@ def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *
             columns[name] = [None] * n  # a feature first seen late was missing before
         for name, vals in columns.items():
             vals.append(feats.get(name))
-        for k, v in prediction_features(ev.get("prediction")).items():
+        derived = prediction_features(ev.get("prediction"))
+        target.append(derived.get("prediction"))
+        for k, v in derived.items():
             outputs.setdefault(k, []).append(v)
         n += 1
         if len(sample) < sample_size:
@@ -268,6 +284,7 @@ def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *
                for k, v in columns.items()}
     outs_p = {k: _profile(k, v, bins=bins, max_categories=max_categories)
               for k, v in outputs.items()}
+    feats_p = with_importance(feats_p, columns, target, FROM_PREDICTION)
     return Reference(model, version, feats_p, outs_p, n, source, _now(), tuple(sample))
 
 

@@ -75,7 +75,8 @@ def render(alert: Alert) -> dict[str, Any]:
         lines += ["", "Top drifted features:"]
         for f in alert.features[:TOP_FEATURES]:
             extra = f", p={f.p_value:.3g}" if f.p_value is not None else ""
-            lines.append(f"  {f.feature}: {f.statistic}={f.value:.4g}{extra} "
+            imp = "" if f.impact is None else f"impact={f.impact:.3g}, "
+            lines.append(f"  {f.feature}: {imp}{f.statistic}={f.value:.4g}{extra} "
                          f"(n={f.current_size} vs ref {f.reference_size}, {f.detector})")
         if len(alert.features) > TOP_FEATURES:
             lines.append(f"  ...and {len(alert.features) - TOP_FEATURES} more")

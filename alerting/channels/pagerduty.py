@@ -26,7 +26,8 @@ def render(alert: Alert) -> dict[str, Any]:
         "since": alert.since.isoformat(), "value": alert.value, "samples": alert.samples,
         "top_features": [
             {"feature": f.feature, "statistic": f.statistic, "value": f.value,
-             "p_value": f.p_value, "detector": f.detector} for f in alert.features[:10]],
+             "p_value": f.p_value, "detector": f.detector,
+             **({} if f.impact is None else {"impact": f.impact})} for f in alert.features[:10]],
     }
     event: dict[str, Any] = {
         "event_action": "trigger",

@@ -1,8 +1,8 @@
 """Slack incoming-webhook messages in Block Kit.
 
 A message says what breached (rule and statistic), on which model, version and segment, since
-when (the first breaching window), the top drifted features with their statistics, and links to
-the dashboard. ``text`` is the plain fallback Slack shows in notifications.
+when (the first breaching window), the top drifted features with their impact (when known) and
+statistics, and links to the dashboard. ``text`` is the plain fallback Slack shows in notifications.
 """
 
 from __future__ import annotations
@@ -47,13 +47,16 @@ def render(alert: Alert, ref: str = "") -> dict[str, Any]:
         lines = []
         for f in alert.features[:TOP_FEATURES]:
             extra = f", p={f.p_value:.3g}" if f.p_value is not None else ""
-            lines.append(f"• `{f.feature}` {f.statistic} *{f.value:.4g}*{extra} "
+            stat = f"{f.statistic} *{f.value:.4g}*" if f.impact is None else \
+                f"impact *{f.impact:.3g}* · {f.statistic} {f.value:.4g}"
+            lines.append(f"• `{f.feature}` {stat}{extra} "
                          f"(n={f.current_size} vs ref {f.reference_size}, {f.detector})")
         more = len(alert.features) - TOP_FEATURES
         if more > 0:
             lines.append(f"…and {more} more")
         blocks.append({"type": "section", "text": {
-            "type": "mrkdwn", "text": "*Top drifted features*\n" + "\n".join(lines)}})
+            "type": "mrkdwn", "text": "*Top drifted features*"
+            + (" (by impact)" if alert.features[0].impact is not None else "") + "\n" + "\n".join(lines)}})
     if alert.dashboard_link:
         blocks.append({"type": "actions", "elements": [{
             "type": "button", "text": {"type": "plain_text", "text": "Open dashboard"},

@@ -139,6 +139,18 @@ PARTITION BY toYYYYMM(window_start)
 ORDER BY (model, model_version, detector, feature, segment, statistic, window_start)
 """
 
+# Values of drift_metrics.statistic for rows that are not a test of a feature's distribution
+# (the one home for them: detectors/base.py re-exports them, alerting and the dashboard read them).
+#: a feature data drift does not judge, with the reason in ``details``
+STAT_EXCLUDED = "excluded"
+#: feature ``*``: the share of judged features with a drift verdict (the dataset verdict)
+STAT_DRIFTED_SHARE = "drifted_share"
+#: a drifted feature's impact score: its importance to the model times its drift magnitude
+STAT_IMPACT = "impact"
+#: feature ``*``: the false-alarm budget of the window (value: the probability of a false
+#: verdict per model and window the thresholds were set for; details: the budget as stated)
+STAT_ALARM_BUDGET = "alarm_budget"
+
 DETECTOR_STATE = f"""
 CREATE TABLE IF NOT EXISTS {DATABASE}.detector_state
 (
@@ -256,4 +268,4 @@ def migrate(client: Any) -> None:
 
 __all__ = ["ALERTS", "DATABASE", "DELETIONS", "DETECTOR_STATE", "DETECTOR_STATE_META", "DRIFT_METRICS",
            "DRIFT_METRICS_EXCEEDED", "LABELED_PREDICTIONS", "LABELS", "OUTCOMES", "PREDICTIONS", "REFERENCES",
-           "STATEMENTS", "migrate"]
+           "STAT_ALARM_BUDGET", "STAT_DRIFTED_SHARE", "STAT_EXCLUDED", "STAT_IMPACT", "STATEMENTS", "migrate"]

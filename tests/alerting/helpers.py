@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,20 @@ def insert_window(client: Any, model: str, i: int, psi: dict[str, float], *, ver
     start = t0 + i * WINDOW
     rows = [[model, version, "psi", f, segment, start, start + WINDOW, "psi", v, None, 0.2,
              v > 0.2, 5000, size, "{}"] for f, v in psi.items()]
+    client.insert("driftline.drift_metrics", rows, column_names=DRIFT_COLUMNS)
+
+
+def insert_impacts(client: Any, model: str, i: int, impacts: dict[str, float], *,
+                   detector: str = "psi", version: str = "v1", segment: str = "", size: int = 1000,
+                   t0: dt.datetime = T0) -> None:
+    """The ``impact`` rows of window ``i``: one per drifted feature, as data drift writes them."""
+    from driftline.detectors.base import STAT_IMPACT
+
+    start = t0 + i * WINDOW
+    ranked = sorted(impacts, key=lambda f: -impacts[f])
+    rows = [[model, version, detector, f, segment, start, start + WINDOW, STAT_IMPACT, v, None, None,
+             True, 5000, size, json.dumps({"importance": v / 0.5, "magnitude": 0.5, "rank": ranked.index(f) + 1})]
+            for f, v in impacts.items()]
     client.insert("driftline.drift_metrics", rows, column_names=DRIFT_COLUMNS)
 
 

@@ -119,3 +119,43 @@ def test_drift_rules_read_the_verdict_unless_they_name_exceeded_or_a_threshold(a
     assert drifted(flag="exceeded") == ("x", "y")  # the statistic's own crossing, if the rule says so
     assert drifted(threshold=0.2) == ("x",)  # the statistic's value against the rule's threshold
     assert drifted(threshold=0.1) == ("x", "y")
+
+
+def test_drift_rules_list_drifted_features_by_impact_else_by_the_statistic(alert_ch):
+    """Window 0 has impact rows (c > b > a, the reverse of their statistic), window 1 none (a
+    store from before impact), window 2 one for b only: impact first, then the statistic."""
+    model = unique_model("impact")
+    start0 = T0 + dt.timedelta(days=3)
+    cols = ["model", "model_version", "detector", "feature", "segment", "window_start", "window_end",
+            "statistic", "value", "p_value", "threshold", "drift", "reference_size", "current_size", "details",
+            "exceeded"]
+    step = dt.timedelta(minutes=10)
+    stats = {"a": 0.5, "b": 0.3, "c": 0.2, "d": 0.01}  # d: no verdict, no impact row
+    impacts = ({"c": 0.09, "b": 0.05, "a": 0.02}, {}, {"b": 0.04})
+    rows = []
+    for i, imp in enumerate(impacts):
+        s, e = start0 + i * step, start0 + (i + 1) * step
+        rows += [[model, "v1", "data_drift", f, "", s, e, "jensen_shannon", v, None, 0.1, f != "d", 1000, 1000,
+                  "{}", v > 0.1] for f, v in stats.items()]
+        rows += [[model, "v1", "data_drift", f, "", s, e, "impact", v, None, None, True, 1000, 1000,
+                  '{"rank": 1}', False] for f, v in imp.items()]
+    alert_ch.insert("driftline.drift_metrics", rows, column_names=cols)
+    ev = Evaluator(alert_ch)
+    now = start0 + 4 * step
+
+    def listed(**kw) -> list[list[tuple[str, float | None]]]:
+        (series,) = ev.evaluate(rule(kind="drift", model=model, statistic="jensen_shannon", **kw), now)
+        return [[(s.feature, s.impact) for s in w.features] for w in series.windows]
+
+    assert listed() == [[("c", 0.09), ("b", 0.05), ("a", 0.02)],
+                        [("a", None), ("b", None), ("c", None)],
+                        [("b", 0.04), ("a", None), ("c", None)]]
+    # A threshold rule lists what breaches it, in the same order; a feature filter keeps to its features.
+    assert listed(threshold=0.25)[0] == [("b", 0.05), ("a", 0.02)]
+    assert listed(features=["a", "b"])[0] == [("b", 0.05), ("a", 0.02)]
+    # The window's value is still the named statistic's, never an impact.
+    (series,) = ev.evaluate(rule(kind="drift", model=model, statistic="jensen_shannon"), now)
+    assert [w.value for w in series.windows] == [0.5, 0.5, 0.5]
+    # The evidence SQL reproduces the impacts it ranked by.
+    first = alert_ch.query(series.sql).result_rows[-1]  # newest first: the last is window 0
+    assert sorted(first[6]) == [("a", "data_drift", 0.02), ("b", "data_drift", 0.05), ("c", "data_drift", 0.09)]

@@ -13,7 +13,9 @@ from driftline.alerting.delivery import RetryPolicy
 from driftline.alerting.rules import load_rules
 from driftline.alerting.service import AlertService
 from driftline.alerting.store import list_alerts
-from tests.alerting.helpers import T0, insert_window, rules_yaml, unique_model, window_end
+from tests.alerting.helpers import (
+    T0, insert_impacts, insert_window, rules_yaml, unique_model, window_end,
+)
 
 HEALTHY = {"age": 0.03, "income": 0.05, "country": 0.02}
 DRIFTED = {"age": 0.45, "income": 0.31, "country": 0.08}
@@ -129,6 +131,36 @@ def test_drift_to_one_alert_per_channel_then_resolve(tmp_path, alert_ch, slack, 
     logs = caplog.text
     assert "XXXXsecretTOKEN" not in logs and "R0UT1NGKEY" not in logs and "whsec" not in logs
     assert svc.outbox.pending() == 0
+    svc.close()
+
+
+def test_alerts_list_drifted_features_by_impact(tmp_path, alert_ch, slack, pd, receiver):
+    """age drifted most (psi 0.45 vs 0.31) but income matters more to the model: every channel
+    lists income first, with its impact; country has the highest impact but does not breach."""
+    model = unique_model("impact")
+    clock = Clock(window_end(0))
+    svc = make_service(tmp_path, alert_ch, slack, pd, receiver, model, clock)
+    fired = []
+    for i in range(3):
+        insert_window(alert_ch, model, i, DRIFTED)
+        insert_impacts(alert_ch, model, i, {"income": 0.2, "age": 0.05, "country": 0.3})
+        clock.t = window_end(i)
+        fired += [e.event for e in svc.tick()]
+    assert fired == ["firing"]
+
+    (msg,) = slack.messages
+    block = next(b for b in msg["blocks"] if "Top drifted features" in
+                 b.get("text", {}).get("text", ""))["text"]["text"]
+    lines = block.splitlines()
+    assert lines[0] == "*Top drifted features* (by impact)" and len(lines) == 3
+    assert lines[1].startswith("• `income` impact *0.2* · psi 0.31")
+    assert lines[2].startswith("• `age` impact *0.05* · psi 0.45")
+    (trigger,) = pd.events
+    top = trigger["payload"]["custom_details"]["top_features"]
+    assert [(f["feature"], f["impact"], f["value"]) for f in top] == [("income", 0.2, 0.31), ("age", 0.05, 0.45)]
+    (delivery,) = receiver.deliveries
+    feats = delivery["event"]["data"]["evidence"]["drifted_features"]
+    assert [(f["feature"], f["impact"]) for f in feats] == [("income", 0.2), ("age", 0.05)]
     svc.close()
 
 

@@ -75,12 +75,18 @@ def test_set_from_parquet_and_csv_list_and_delete(chstore, ch_client, tmp_path):
     df.to_csv(tmp_path / "train.csv", index=False)
     code, out = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v1", "--file",
                      str(tmp_path / "train.parquet"), "--exclude", "label", "--prediction-column", "score")
-    assert code == 0 and "2000 rows, 5 features" in out
-    code, _ = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v2", "--file", str(tmp_path / "train.csv"),
-                   "--exclude", "label")
-    assert code == 0
+    assert code == 0 and "2000 rows, 5 features" in out and "feature importance: from the prediction" in out
     # 2,000 rows: too few for the default 1,000-event windows, enough for 100-event ones.
     assert "warning: reference of 2,000 events; 10,000 recommended for 1,000-event windows" in out
+    code, out = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v2", "--file", str(tmp_path / "train.csv"),
+                     "--exclude", "label")
+    assert code == 0 and "feature importance: unknown" in out
+    code, out = _cli(chstore, "reference", "set", "--model", "cli", "--version", "v3", "--file", str(tmp_path / "train.csv"),
+                     "--label-column", "label", "--exclude", "score")
+    assert code == 0 and "2000 rows, 5 features" in out and "feature importance: from the label" in out
+    labelled = ReferenceStore(ch_client).load("cli", "v3")
+    assert {p.importance_from for p in labelled.features.values()} == {"label"}
+    assert _cli(chstore, "reference", "delete", "--model", "cli", "--version", "v3")[0] == 0
     code, out = _cli(chstore, "reference", "show", "--model", "cli", "--version", "v1")
     assert code == 0 and out.startswith("reference cli v1: 2000 rows, 5 features, 1 outputs (file:train.parquet")
     assert "\n  plan\tcategorical\t2000 present, 0 missing\n" in out
