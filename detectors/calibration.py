@@ -27,7 +27,7 @@ from driftline.detectors.config import BUDGET_PERIODS_S, AlarmBudgetSettings, Da
 from driftline.detectors.histogram import NUMERIC, FeatureProfile, Histogram
 from driftline.detectors.rank_tests import chi2_merged, ks_grouped, rank_tests_batch, rate_test
 
-__all__ = ["AlarmBudget", "PooledWindows", "calibrated_tests", "tests_per_feature",
+__all__ = ["AlarmBudget", "PooledWindows", "calibrated_tests", "feature_test_count",
            "STAT_MISSING", "OBSERVED", "CONFIGURED"]
 
 #: statistic of the missing-value rate test (window vs reference), on every feature
@@ -95,7 +95,7 @@ class AlarmBudget:
         self.observed = int(state.get("observed", 0))
 
 
-def tests_per_feature(profile: FeatureProfile, settings: DataDriftSettings) -> int:
+def feature_test_count(profile: FeatureProfile, settings: DataDriftSettings) -> int:
     """Calibrated tests of one feature in one window (every scale counts)."""
     kinds = len(settings.calibrated_numeric) if profile.kind == NUMERIC else 1
     return (kinds + 1) * len(settings.scales)

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 from driftline.detectors.base import (
     STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, Detector, DetectorResult,
 )
-from driftline.detectors.calibration import AlarmBudget, PooledWindows, calibrated_tests, tests_per_feature
+from driftline.detectors.calibration import AlarmBudget, PooledWindows, calibrated_tests, feature_test_count
 from driftline.detectors.config import DataDriftSettings, WindowSettings
 from driftline.detectors.correction import adjust_p_values
 from driftline.detectors.exclusions import exclusions
@@ -236,7 +236,7 @@ class DataDriftDetector(Detector):
         """Calibrated tests this detector runs per window (0 with ``calibration: fixed``)."""
         if self.settings.calibration != "budget":
             return 0
-        return sum(tests_per_feature(p, self.settings) for p in self.profiles.values())
+        return sum(feature_test_count(p, self.settings) for p in self.profiles.values())
 
     def _budget(self) -> tuple[float, float, tuple[tuple[str, Any], ...]]:
         if self.budget is not None:
