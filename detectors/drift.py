@@ -2,11 +2,19 @@
 
 :class:`HistogramSet` is the per-window sketch of a set of features (one fixed-bin
 :class:`~driftline.detectors.histogram.Histogram` each). :class:`DataDriftDetector` tests every
-feature at window close, corrects the p-values for the number of features and gives each feature
-a verdict from one configured test per kind (and the corrected significance test): every
-statistic row of the feature carries that verdict as ``drift``, and whether the statistic crossed
-its own threshold as ``exceeded``; a feature it does not judge (see
-:mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row per window saying why.
+feature at window close and gives it a verdict; every statistic row of the feature carries that
+verdict as ``drift``, and whether the statistic crossed its own threshold as ``exceeded``; a
+feature it does not judge (see :mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row
+per window saying why.
+
+``calibration: budget`` (default): the verdict is any calibrated test of the feature (Wilcoxon,
+Mood, KS or chi2, and the missing-value rate; :mod:`~driftline.detectors.rank_tests`) under the
+per-test level of the model's false-alarm budget, on the window or pooled with the previous
+windows (:mod:`~driftline.detectors.calibration`); PSI, Jensen–Shannon and Wasserstein rows are
+magnitudes against fixed thresholds. The owner sets :attr:`DataDriftDetector.budget` before
+closing (a standalone detector spends the configured budget on its own tests) and one detector
+per model writes the ``alarm_budget`` row. ``calibration: fixed``: the verdict test per kind over
+its threshold and the corrected KS / chi2 test significant.
 :class:`PredictionDriftDetector` does the same over the model's derived outputs (label or value,
 top-class confidence, entropy) and reports their means.
 
