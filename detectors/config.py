@@ -29,10 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from driftline.sdk.errors import ConfigError
 
 __all__ = [
-    "Settings", "WindowSettings", "ReferenceSettings", "Thresholds", "DataDriftSettings",
+    "Settings", "WindowSettings", "ReferenceSettings", "Thresholds", "AlarmBudgetSettings",
+    "DataDriftSettings",
     "PredictionDriftSettings", "MultivariateSettings", "ConceptSettings", "ShadowSettings",
     "ABSettings", "QualitySettings", "SegmentSettings", "ModelConfig", "DetectorsConfig",
-    "load_config", "DEFAULT_FIRST_EVENTS",
+    "load_config", "DEFAULT_FIRST_EVENTS", "BUDGET_PERIODS_S",
 ]
 
 #: Size of the first-events reference of a model no configuration names (see ``default_for``):
@@ -43,6 +44,10 @@ DEFAULT_FIRST_EVENTS = 10_000
 
 NumericTest = Literal["psi", "ks", "wasserstein", "jensen_shannon"]
 CategoricalTest = Literal["chi2", "jensen_shannon", "psi"]
+#: calibrated tests of numeric features (categorical: chi2; every feature: missing)
+CalibratedNumericTest = Literal["wilcoxon", "mood", "ks"]
+#: seconds of each ``alarm_budget.per``
+BUDGET_PERIODS_S = {"hour": 3600.0, "day": 86_400.0, "week": 604_800.0}
 
 
 class Settings(BaseModel):
@@ -123,10 +128,43 @@ class Thresholds(Settings):
     alpha: float = Field(0.05, gt=0, lt=1)
 
 
+class AlarmBudgetSettings(Settings):
+    """How many false drift verdicts a model may raise: ``false_verdicts`` per ``per`` at the
+    model's observed traffic, or per ``windows`` windows while the traffic is unknown (count
+    windows before ``min_observed_windows`` have closed with a time span).
+
+    The probability of a false verdict per model and window is ``false_verdicts`` divided by
+    the windows per period (at most ``max_window_alpha``), split evenly (Bonferroni) over every
+    calibrated test of the model: features x tests x scales x segments x drift detectors.
+
+    >>> AlarmBudgetSettings().false_verdicts, AlarmBudgetSettings().per
+    (1.0, 'week')
+    """
+
+    false_verdicts: float = Field(1.0, gt=0)
+    per: Literal["hour", "day", "week"] = "week"
+    windows: int = Field(1000, ge=1)
+    max_window_alpha: float = Field(0.01, gt=0, lt=1)
+    min_observed_windows: int = Field(3, ge=1)
+
+
 class DataDriftSettings(Settings):
-    """Per-feature drift tests, the verdict test per kind and the multiple-testing correction."""
+    """Per-feature drift tests and how a feature's verdict is reached.
+
+    ``calibration: budget`` (default): the verdict is any calibrated test of the feature
+    (``calibrated_numeric`` or chi2, plus the missing-value rate) under the per-test level that
+    keeps the model within ``alarm_budget``, on the window alone or pooled with the previous
+    windows (``scales``: pooled window counts; slow shifts add up). The ``numeric_tests`` /
+    ``categorical_tests`` distances (psi, jensen_shannon, wasserstein) are reported as
+    magnitudes against their fixed ``thresholds``. ``calibration: fixed``: the verdict test per
+    kind over its fixed threshold, and the corrected KS / chi2 p-value under ``thresholds.alpha``.
+    """
 
     enabled: bool = True
+    calibration: Literal["budget", "fixed"] = "budget"
+    alarm_budget: AlarmBudgetSettings = AlarmBudgetSettings()
+    calibrated_numeric: tuple[CalibratedNumericTest, ...] = ("wilcoxon", "mood", "ks")
+    scales: tuple[int, ...] = (1, 2, 4, 8)
     numeric_tests: tuple[NumericTest, ...] = ("psi", "ks", "wasserstein", "jensen_shannon")
     categorical_tests: tuple[CategoricalTest, ...] = ("chi2", "jensen_shannon", "psi")
     verdict_numeric: NumericTest = "wasserstein"
@@ -151,6 +189,10 @@ class DataDriftSettings(Settings):
 
     @model_validator(mode="after")
     def _verdict_is_computed(self) -> "DataDriftSettings":
+        if not self.scales or min(self.scales) < 1 or max(self.scales) > 64 or 1 not in self.scales:
+            raise ValueError("scales must include 1, each between 1 and 64 windows")
+        if len(set(self.scales)) != len(self.scales):
+            raise ValueError("scales must not repeat")
         if self.verdict_numeric not in self.numeric_tests:
             raise ValueError(f"verdict_numeric {self.verdict_numeric!r} is not in numeric_tests")
         if self.verdict_categorical not in self.categorical_tests:
@@ -175,7 +217,9 @@ class MultivariateSettings(Settings):
     # alibi_classifier backends.
     sample_size: int = Field(1000, ge=50, le=100_000)
     # pca: probability of a false verdict per stationary window (one-sided test of the window's
-    # mean reconstruction error against the reference's out-of-fold errors).
+    # mean reconstruction error against the reference's out-of-fold errors). With data drift's
+    # false-alarm budget on (calibration: budget), the test counts as one of the model's tests and
+    # runs at the smaller of this and the budget's per-test level.
     alpha: float = Field(1e-4, gt=0, lt=0.5)
     # pca: the fewest components explaining this share of the reference's variance, at most
     # max_components, always leaving one residual direction.

@@ -2,12 +2,20 @@
 
 :class:`HistogramSet` is the per-window sketch of a set of features (one fixed-bin
 :class:`~driftline.detectors.histogram.Histogram` each). :class:`DataDriftDetector` tests every
-feature at window close, corrects the p-values for the number of features and gives each feature
-a verdict from one configured test per kind (and the corrected significance test): every
-statistic row of the feature carries that verdict as ``drift``, and whether the statistic crossed
-its own threshold as ``exceeded``; a feature it does not judge (see
-:mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row per window saying why; a
-feature with a drift verdict gets one ``impact`` row (importance x magnitude, see
+feature at window close and gives it a verdict; every statistic row of the feature carries that
+verdict as ``drift``, and whether the statistic crossed its own threshold as ``exceeded``; a
+feature it does not judge (see :mod:`~driftline.detectors.exclusions`) gets one ``excluded`` row
+per window saying why.
+
+``calibration: budget`` (default): the verdict is any calibrated test of the feature (Wilcoxon,
+Mood, KS or chi2, and the missing-value rate; :mod:`~driftline.detectors.rank_tests`) under the
+per-test level of the model's false-alarm budget, on the window or pooled with the previous
+windows (:mod:`~driftline.detectors.calibration`); PSI, Jensen–Shannon and Wasserstein rows are
+magnitudes against fixed thresholds. The owner sets :attr:`DataDriftDetector.budget` before
+closing (a standalone detector spends the configured budget on its own tests) and one detector
+per model writes the ``alarm_budget`` row. ``calibration: fixed``: the verdict test per kind over
+its threshold and the corrected KS / chi2 test significant.
+A feature with a drift verdict gets one ``impact`` row (importance x magnitude, see
 :mod:`~driftline.detectors.impact`), and the dataset row lists the drifted features by impact.
 :class:`PredictionDriftDetector` does the same over the model's derived outputs (label or value,
 top-class confidence, entropy) and reports their means.
@@ -24,18 +32,22 @@ True
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import operator
 from typing import Any, Mapping, Sequence
 
-from driftline.detectors.base import STAT_DRIFTED_SHARE, STAT_EXCLUDED, Detector, DetectorResult
-from driftline.detectors.config import DataDriftSettings
+from driftline.detectors.base import (
+    STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, Detector, DetectorResult,
+)
+from driftline.detectors.calibration import AlarmBudget, PooledWindows, calibrated_tests, feature_test_count
+from driftline.detectors.config import DataDriftSettings, WindowSettings
 from driftline.detectors.correction import adjust_p_values
 from driftline.detectors.exclusions import exclusions
 from driftline.detectors.histogram import NUMERIC, FeatureProfile, Histogram
 from driftline.detectors.impact import impact_results
 from driftline.detectors.univariate import (
-    chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
+    P_VALUE_TESTS, chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
 )
 
 __all__ = ["HistogramSet", "DataDriftDetector", "PredictionDriftDetector"]
@@ -212,6 +224,12 @@ class DataDriftDetector(Detector):
         self.window = histograms if histograms is not None else HistogramSet(keep)
         self.drifted: tuple[str, ...] = ()
         self._feature_verdicts: dict[str, bool] = {}
+        self.pool = PooledWindows(max(s.scales) - 1 if s.calibration == "budget" else 0)
+        #: set by the owner before ``close_window``: (alpha_window, per-test alpha, budget
+        #: details) of the whole model; None: this detector's own tests, configured windows
+        self.budget: tuple[float, float, tuple[tuple[str, Any], ...]] | None = None
+        #: whether this detector writes the model's ``alarm_budget`` row
+        self.emit_budget = True
 
     def update(self, features: Mapping[str, Any]) -> None:  # type: ignore[override]
         self.window.update(features)
@@ -227,7 +245,95 @@ class DataDriftDetector(Detector):
     def _threshold(self, test: str) -> float:
         return float(getattr(self.settings.thresholds, "alpha" if test in ("ks", "chi2") else test))
 
+    def calibrated_test_count(self) -> int:
+        """Calibrated tests this detector runs per window (0 with ``calibration: fixed``)."""
+        if self.settings.calibration != "budget":
+            return 0
+        return sum(feature_test_count(p, self.settings) for p in self.profiles.values())
+
+    def _budget(self) -> tuple[float, float, tuple[tuple[str, Any], ...]]:
+        if self.budget is not None:
+            return self.budget
+        b = AlarmBudget(self.settings.alarm_budget, WindowSettings())
+        tests = self.calibrated_test_count()
+        return b.alpha_window, b.per_test_alpha(tests), b.details(tests)
+
     def _evaluate(self) -> list[DetectorResult]:
+        if self.settings.calibration == "fixed":
+            return self._evaluate_fixed()
+        return self._finish(*self._evaluate_budget())
+
+    def _evaluate_budget(self) -> tuple[list[DetectorResult], set[str], list[str]]:
+        """Calibrated rows (verdict) and descriptive distances of every judged feature."""
+        s = self.settings
+        _, alpha, _ = self._budget()
+        hists = self.window.hists
+        best: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
+        for name, stat, value, p, k in calibrated_tests(self.profiles, hists, self.pool, s, self.min_samples):
+            best.setdefault((name, stat), []).append((p, value, k))
+        for name in self.profiles:
+            h = hists[name]
+            self.pool.push(name, h.counts, h.missing)
+        rows: dict[str, list[DetectorResult]] = {}
+        deciders: dict[str, list[str]] = {}
+        for (name, stat), found in best.items():
+            profile = self.profiles[name]
+            p, value, k = min(found, key=lambda f: (f[0], f[2]))
+            exceeded = p < alpha
+            if exceeded:
+                deciders.setdefault(name, []).append(f"{stat} at {k} window{'s' if k > 1 else ''}")
+            details = (("scale", k), ("p_by_scale", tuple((kk, pp) for pp, _, kk in sorted(found, key=lambda f: f[2]))),
+                       ("calibration", "budget"), ("verdict", True), ("kind", profile.kind))
+            rows.setdefault(name, []).append(DetectorResult(
+                self.name, name, stat, value, p, alpha, exceeded, profile.n, sum(hists[name].counts),
+                details, exceeded=exceeded))
+        for name, profile in self.profiles.items():
+            h = hists[name]
+            n = sum(h.counts)
+            if n < self.min_samples or profile.n == 0:
+                continue
+            tests = s.numeric_tests if profile.kind == NUMERIC else s.categorical_tests
+            magnitudes = tuple(t for t in tests if t not in P_VALUE_TESTS)
+            for test, value, _ in _feature_tests(profile, h, magnitudes):
+                thr = self._threshold(test)
+                rows.setdefault(name, []).append(DetectorResult(
+                    self.name, name, test, value, None, thr, value > thr, profile.n, n,
+                    (("verdict", False), ("kind", profile.kind)), exceeded=value > thr))
+        results: list[DetectorResult] = []
+        drifted = [name for name in rows if name in deciders]
+        for name, rs in rows.items():
+            why = ", ".join(deciders.get(name, ()))
+            results += [dataclasses.replace(r, details=r.details + (("decided_by", why),)) if why else r
+                        for r in rs]
+        return results, set(rows), drifted
+
+    def _finish(self, results: list[DetectorResult], tested: set[str], drifted: list[str]) -> list[DetectorResult]:
+        """Excluded rows, the dataset verdict and the budget row; sets :attr:`drifted`."""
+        s = self.settings
+        verdicts = dict.fromkeys(tested, False) | dict.fromkeys(drifted, True)
+        if self.window.events:
+            # Visible, not silent: a feature missing from the results would look like a bug.
+            for name, reason in self.excluded.items():
+                results.append(DetectorResult(
+                    self.name, name, STAT_EXCLUDED, 0.0, None, None, False, self.reference_sizes[name],
+                    self.window.events, (("reason", reason), ("verdict", False))))
+        if tested:
+            share = len(drifted) / len(tested)
+            verdicts["*"] = share >= s.dataset_drift_share
+            results.append(DetectorResult(
+                self.name, "*", STAT_DRIFTED_SHARE, share, None, s.dataset_drift_share,
+                verdicts["*"], 0, self.window.events,
+                (("drifted", tuple(drifted)), ("tested", len(tested)))))
+        if s.calibration == "budget" and self.emit_budget:
+            alpha_window, _, details = self._budget()
+            results.append(DetectorResult(self.name, "*", STAT_ALARM_BUDGET, alpha_window, None, None,
+                                          verdicts.get("*", False), 0, self.window.events, details,
+                                          exceeded=False))
+        self.drifted = tuple(drifted)
+        self._feature_verdicts = verdicts
+        return results
+
+    def _evaluate_fixed(self) -> list[DetectorResult]:
         s = self.settings
         raw: list[tuple[str, FeatureProfile, int, str, float, float | None]] = []
         sig_raw: dict[str, float] = {}
@@ -273,23 +379,7 @@ class DataDriftDetector(Detector):
             tested.add(name)
             if verdict and drift:
                 drifted.append(name)
-        verdicts = dict.fromkeys(tested, False) | dict.fromkeys(drifted, True)
-        if self.window.events:
-            # Visible, not silent: a feature missing from the results would look like a bug.
-            for name, reason in self.excluded.items():
-                results.append(DetectorResult(
-                    self.name, name, STAT_EXCLUDED, 0.0, None, None, False, self.reference_sizes[name],
-                    self.window.events, (("reason", reason), ("verdict", False))))
-        if tested:
-            share = len(drifted) / len(tested)
-            verdicts["*"] = share >= s.dataset_drift_share
-            results.append(DetectorResult(
-                self.name, "*", STAT_DRIFTED_SHARE, share, None, s.dataset_drift_share,
-                verdicts["*"], 0, self.window.events,
-                (("drifted", tuple(drifted)), ("tested", len(tested)))))
-        self.drifted = tuple(drifted)
-        self._feature_verdicts = verdicts
-        return results
+        return self._finish(results, tested, drifted)
 
     def close_window(self) -> tuple[DetectorResult, ...]:
         results = self._judge(self._evaluate(), self._feature_verdicts)
@@ -301,15 +391,18 @@ class DataDriftDetector(Detector):
         return results
 
     def get_state(self) -> dict[str, Any]:
-        return {"window": self.window.get_state(), "drift": self._drift, "drifted": list(self.drifted)}
+        return {"window": self.window.get_state(), "drift": self._drift, "drifted": list(self.drifted),
+                "pool": self.pool.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.window.set_state(state["window"])
         self._drift = bool(state["drift"])
         self.drifted = tuple(state["drifted"])
+        self.pool.set_state(state.get("pool"))
 
     def reset(self) -> None:
         self.window.clear()
+        self.pool.clear()
         self._drift = False
         self._verdicts = {}
         self.drifted = ()

@@ -233,7 +233,7 @@ class DetectorEngine:
         start, end = win.bounds()
         ws, we = _utc(start), _utc(end)
         rows = [result_to_row(r, model=model, model_version=v, segment=seg, window_start=ws, window_end=we)
-                for v, seg, r in self.monitors[model].close_window()]
+                for v, seg, r in self.monitors[model].close_window(start, end)]
         win.close()
         self.metrics.window(model, rows)
         self._ready.extend(rows)

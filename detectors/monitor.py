@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
 from driftline.detectors.base import DetectorResult
+from driftline.detectors.calibration import AlarmBudget
 from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
 from driftline.detectors.config import ModelConfig
 from driftline.detectors.journal import JournaledStore
@@ -55,6 +56,7 @@ class ModelMonitor:
         self.traffic: dict[str, Any] = {}  # version -> rolling / sampled reference builder
         self.size_warned: set[str] = set()  # versions whose too-small reference was logged
         self.segments = SegmentTracker(cfg.segments.tags, cfg.segments.max_segments)
+        self.budget = AlarmBudget(cfg.data_drift.alarm_budget, cfg.window)
         c = cfg.concept
         self.pending_preds = JournaledStore(c.label_horizon_s, c.max_pending)
         self.pending_labels = JournaledStore(c.label_horizon_s, c.max_pending)
@@ -312,12 +314,20 @@ class ModelMonitor:
         out += [("", r) for det in self.errors.get(version, ()) for r in det.close_window()]
         self.concept_closed += [(version, seg, r, w[1], w[2]) for seg, r in out]
 
-    def close_window(self) -> list[tuple[str, str, DetectorResult]]:
+    def close_window(self, start: float | None = None, end: float | None = None,
+                     ) -> list[tuple[str, str, DetectorResult]]:
         """(model_version, segment, result) for every detector (with count windows, performance
-        and error streams close by joins instead: :meth:`close_concept`)."""
+        and error streams close by joins instead: :meth:`close_concept`). ``start`` / ``end``:
+        the window's event-time bounds (the traffic the alarm budget is spread over)."""
         out: list[tuple[str, str, DetectorResult]] = []
+        if start is not None and end is not None:
+            self.budget.observe_window(start, end)
+        # One budget per model: every calibrated test of every version, segment and detector.
+        tests = sum(st.calibrated_test_count() for st in self.streams.values())
+        b = self.budget
+        budget = (b.alpha_window, b.per_test_alpha(tests), b.details(tests))
         for version, st in self.streams.items():
-            out += [(version, seg, r) for seg, r in st.close()]
+            out += [(version, seg, r) for seg, r in st.close(budget)]
             if st.size_note is not None and not st.provisional and version not in self.size_warned:
                 self.size_warned.add(version)
                 log.warning("model %s version %s: %s (%s)", self.cfg.model, version, st.size_note,
@@ -356,6 +366,7 @@ class ModelMonitor:
             "label_windows": self.label_windows,
             "shadow_seen": self.shadow_seen,
             "traffic": self._traffic_state(),
+            "budget": self.budget.get_state(),
         }
 
     def _traffic_state(self) -> dict[str, Any]:
@@ -399,6 +410,7 @@ class ModelMonitor:
         self.label_windows = {v: list(w) for v, w in state.get("label_windows", {}).items()}
         self.shadow_seen = bool(state.get("shadow_seen", True))
         self._set_traffic_state(state.get("traffic", {}))
+        self.budget.set_state(state.get("budget"))
         self.checkpoint()
 
     # -- saving in pieces: the bounded core, and what changed since the last checkpoint ----------
@@ -411,7 +423,8 @@ class ModelMonitor:
                 "shadows": {k: d.get_state() for k, d in self.shadows.items()},
                 "ab": {k: d.get_state() for k, d in self.ab.items()},
                 "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen,
-                "traffic": self._traffic_state()}
+                "traffic": self._traffic_state(),
+                "budget": self.budget.get_state()}
 
     def journal(self) -> dict[str, Any]:
         """References, bootstrap events and pending joins changed since :meth:`checkpoint`."""

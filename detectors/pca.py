@@ -338,6 +338,8 @@ class PCADriftDetector(Detector):
                  min_samples: int = 100, exclude: Collection[str] = ()) -> None:
         super().__init__()
         self.settings = settings
+        #: the model budget's per-test level, set by the owner before a window closes (None: alpha)
+        self.budget_alpha: float | None = None
         self.min_samples = min_samples
         # Ids and timestamps (``exclude``) are left out: outside the reference's range in every
         # window by construction, they say nothing about how the other features move together.
@@ -384,6 +386,8 @@ class PCADriftDetector(Detector):
         if model is not None and cal is not None and self.n >= self.min_samples and m >= 2:
             errors = model.errors(self.columns.matrix(self.rows))
             alpha = self.settings.alpha
+            if self.budget_alpha is not None:
+                alpha = min(alpha, self.budget_alpha)
             z, p, thr = cal.test(errors, alpha)
             mean = float(errors.mean())
             out = (DetectorResult(

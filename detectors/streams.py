@@ -156,7 +156,29 @@ class VersionStream:
                 for r in rows:
                     self.multivariate.update(r[1])
 
-    def close(self) -> list[tuple[str, DetectorResult]]:
+    def drift_detectors(self) -> list[DataDriftDetector]:
+        """Data and prediction drift detectors of every segment seen (segments are never dropped,
+        so this only grows: the budget's per-test level never loosens as segments appear)."""
+        return [d for dets in self.segments.values() for d in dets if isinstance(d, DataDriftDetector)]
+
+    def calibrated_test_count(self) -> int:
+        """Calibrated tests per window over every segment and drift detector of this version
+        (and the multivariate test, when it takes its level from the budget)."""
+        tests = sum(d.calibrated_test_count() for d in self.drift_detectors())
+        return tests + (1 if tests and hasattr(self.multivariate, "budget_alpha") else 0)
+
+    def close(self, budget: tuple[float, float, tuple[tuple[str, Any], ...]] | None = None,
+              ) -> list[tuple[str, DetectorResult]]:
+        """Close every detector's window; ``budget`` (alpha_window, per-test alpha, details) is
+        the model's, and the first drift detector of the whole-traffic segment writes its row."""
+        if budget is not None:
+            first = True
+            for det in self.drift_detectors():
+                det.budget = budget
+                det.emit_budget = first and det in self.segments.get("", ())
+                first = first and not det.emit_budget
+            if hasattr(self.multivariate, "budget_alpha") and self.calibrated_test_count():
+                self.multivariate.budget_alpha = budget[1]  # type: ignore[union-attr]
         out = []
         for seg, dets in self.segments.items():
             for det in dets:
