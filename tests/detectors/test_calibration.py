@@ -106,9 +106,10 @@ def test_engine_writes_one_budget_row_per_window_and_levels_from_it():
     assert details[-1]["windows_per_period"] == pytest.approx(604_800 / 499)
     assert budget[-1].value == pytest.approx(499 / 604_800)
     # 2 features (numeric x: 4 tests, categorical c: 2) x 4 scales x 3 segments (all, eu, us) for
-    # data drift, and the prediction's output (a number: 4 tests) x 4 scales for prediction drift.
+    # data drift, and the prediction's output (a number: 4 tests) x 4 scales for prediction drift;
+    # and the multivariate (PCA) test of the version, on by default, at the same level.
     assert [p.kind for p in eng.reference("m", "v1").outputs.values()] == ["numeric"]
-    tests = 3 * ((4 + 2) * 4 + 4 * 4)
+    tests = 3 * ((4 + 2) * 4 + 4 * 4) + 1
     assert details[-1]["tests"] == tests
     assert details[-1]["per_test_alpha"] == pytest.approx(budget[-1].value / tests)
     last = budget[-1].window_start
