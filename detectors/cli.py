@@ -23,6 +23,7 @@ import sys
 from typing import Any, Mapping, TextIO
 
 from driftline.collector.store.client import DEFAULT_URL, URL_ENV
+from driftline.detectors.histogram import DEFAULT_MAX_CATEGORIES
 
 __all__ = ["register", "run"]
 
@@ -51,7 +52,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--exclude", action="append", default=[], help="column to leave out (repeatable)")
     s.add_argument("--categorical", action="append", default=[], help="numeric column to treat as categories")
     s.add_argument("--bins", type=int, default=20)
-    s.add_argument("--max-categories", type=int, default=50)
+    s.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES)
 
     def sized(p: argparse.ArgumentParser) -> None:
         # No default here: the config module (pydantic) is imported only when a command runs.

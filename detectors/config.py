@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, Mapping
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from driftline.detectors.histogram import DEFAULT_MAX_CATEGORIES
 from driftline.sdk.errors import ConfigError
 
 __all__ = [
@@ -93,7 +94,7 @@ class ReferenceSettings(Settings):
     # true and never drift: a reference that small would spend the false-alarm budget.
     provisional_events: int = Field(0, ge=0)
     bins: int = Field(20, ge=2, le=1000)
-    max_categories: int = Field(50, ge=1, le=10_000)
+    max_categories: int = Field(DEFAULT_MAX_CATEGORIES, ge=1, le=10_000)
     categorical: tuple[str, ...] = ()
     # rolling and sampled
     events: int = Field(DEFAULT_FIRST_EVENTS, gt=0, le=1_000_000)

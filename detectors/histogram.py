@@ -15,13 +15,17 @@ import math
 from typing import Any, Iterable, Sequence
 
 __all__ = [
-    "NUMERIC", "CATEGORICAL", "FeatureProfile", "Histogram", "value_kind", "category_key",
+    "NUMERIC", "CATEGORICAL", "DEFAULT_MAX_CATEGORIES", "FeatureProfile", "Histogram", "value_kind", "category_key",
     "profile_numeric", "profile_categorical", "profile_values",
 ]
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 _MAX_UNSEEN_SAMPLES = 10
+#: Categories a reference profile enumerates per feature (the rest share one bucket with values the
+#: reference never had). Large enough that a long-tailed feature's known levels are not lumped with
+#: new ones: a new category then lands in a bucket the reference left empty and is seen in one window.
+DEFAULT_MAX_CATEGORIES = 200
 _EDGE_SAMPLE = 200_000
 
 

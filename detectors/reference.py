@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from driftline.detectors.exclusions import recognise
 from driftline.detectors.histogram import (
+    DEFAULT_MAX_CATEGORIES,
     FeatureProfile, category_key, profile_numeric, profile_values,
 )
 from driftline.detectors.impact import FROM_LABEL, FROM_PREDICTION, with_importance
@@ -196,7 +197,7 @@ def _profile_series(name: str, s: Any, *, bins: int, max_categories: int, catego
 
 
 def from_dataframe(df: Any, model: str, version: str, *, prediction_column: str | None = None,
-                   exclude: Sequence[str] = (), bins: int = 20, max_categories: int = 50,
+                   exclude: Sequence[str] = (), bins: int = 20, max_categories: int = DEFAULT_MAX_CATEGORIES,
                    categorical: Sequence[str] = (), source: str = "dataframe",
                    sample_size: int = 1000, label_column: str | None = None) -> Reference:
     """Build a reference from a pandas DataFrame of training (or any baseline) data.
@@ -252,7 +253,7 @@ def from_file(path: str | Path, model: str, version: str, **kwargs: Any) -> Refe
 
 
 def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *, bins: int = 20,
-                max_categories: int = 50, categorical: Sequence[str] = (),
+                max_categories: int = DEFAULT_MAX_CATEGORIES, categorical: Sequence[str] = (),
                 source: str = "events", sample_size: int = 1000) -> Reference:
     """Build a reference from prediction events (schema v1 dicts)."""
     import random
