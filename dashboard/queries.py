@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftline.collector.store.rollup_sql import PAIR_KEY_SQL, PAIR_LABEL_SQL
 from driftline.dashboard import health
 from driftline.dashboard import rollup_queries as rq
 from driftline.dashboard.panel import (
@@ -360,13 +361,14 @@ GROUP BY t ORDER BY t""", {**p, "detector": detector, "feature": feature, "stati
 
 # -- shadow and A/B ----------------------------------------------------------------------------
 def _pairs(v: View) -> tuple[str, dict[str, Any]]:
-    # A shadow shares its primary's request id: group by it instead of a self-join.
+    # A shadow row shares its primary row's request id and row tag: group by them instead of a
+    # self-join (the same key and label as the rollups' pairs).
     w, p = slice_where(v)
     sql = f"""
-FROM (SELECT cityHash64(request_id) AS rid,
+FROM (SELECT {PAIR_KEY_SQL} AS rid,
              minIf(timestamp, variant = 'primary') AS ts,
-             anyIf(prediction_label, variant = 'primary') AS p_label,
-             anyIf(prediction_label, variant LIKE 'shadow%') AS s_label,
+             anyIf({PAIR_LABEL_SQL}, variant = 'primary') AS p_label,
+             anyIf({PAIR_LABEL_SQL}, variant LIKE 'shadow%') AS s_label,
              anyIf(coalesce(prediction_num, {CONF}), variant = 'primary') AS p_value,
              anyIf(coalesce(prediction_num, {CONF}), variant LIKE 'shadow%') AS s_value,
              anyIf(latency_ms, variant = 'primary') AS p_ms,

@@ -263,11 +263,15 @@ INNER JOIN (SELECT {_index_cols()} FROM {DB}.rollup_prediction_index FINAL) AS p
 # A pair is one row of one request: the row index tag is part of the hashed key (empty for a
 # one-row request). Numeric class ids (a JSON integer prediction) compare as labels, so that
 # agreement is counted for them too; float outputs compare by value only.
-_RID = f"model, cityHash64(request_id, tags['{ROW_TAG}'])"
-_REQ_COLS = (f"model, cityHash64(request_id, tags['{ROW_TAG}']) AS rid, event_id, "
+#: the key of a shadow pair (request and row), and the label a pair compares, over `predictions`
+#: (the dashboard's raw pair panels use the same two expressions)
+PAIR_KEY_SQL = f"cityHash64(request_id, tags['{ROW_TAG}'])"
+PAIR_LABEL_SQL = ("coalesce(prediction_label, if(length(prediction) < 19 AND match(prediction, '^-?[0-9]+$'), "
+                  "prediction, NULL))")
+_RID = f"model, {PAIR_KEY_SQL}"
+_REQ_COLS = (f"model, {PAIR_KEY_SQL} AS rid, event_id, "
              f"toUInt8(if({_SHADOW}, 2, 1)) AS role, timestamp, model_version, "
-             f"coalesce(prediction_label, if(length(prediction) < 19 AND match(prediction, '^-?[0-9]+$'), prediction, "
-             f"NULL)) AS label, "
+             f"{PAIR_LABEL_SQL} AS label, "
              f"coalesce(prediction_num, {CONF}) AS value, latency_ms AS ms, status")
 
 
@@ -370,6 +374,7 @@ LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT *
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FINE_BITS", "LABELS_ALL_VIEW", "PER_EVENT_TABLES",
+__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FINE_BITS", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
+           "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
            "RETIRED_TABLES", "RETIRED_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS"]
