@@ -34,6 +34,21 @@ def _free_ports(n: int) -> list[int]:
     return sorted(ports)
 
 
+
+def wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, what: str) -> None:
+    """Wait until the Streamlit server at ``url`` answers its health check; fail with the end of
+    its log if ``proc`` exits first."""
+    def health() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited: {log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                return r.read() == b"ok"
+        except OSError:
+            return False
+
+    wait_for(health, timeout_s=120, interval_s=0.5)
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     kafka, ch, dash, metrics = _free_ports(4)
@@ -49,16 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     info = {"dashboard": f"http://127.0.0.1:{dash}", "clickhouse": f"http://127.0.0.1:{ch}",
             "log": data_dir / "up.log", "logs": data_dir / "logs"}
     try:
-        def health() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"driftline up exited: {info['log'].read_text(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{info['dashboard']}/_stcore/health", timeout=2) as r:
-                    return r.read() == b"ok"
-            except OSError:
-                return False
-
-        wait_for(health, timeout_s=120, interval_s=0.5)
+        wait_healthy(proc, info["dashboard"], info["log"], "driftline up")
         from driftline.collector.store.client import connect
 
         client = connect(info["clickhouse"], retry_for_s=30)
@@ -219,16 +225,7 @@ def health_dashboard(ch_client: Any, clickhouse_url: str,
             start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
-            def health() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(f"dashboard exited: {log_path.read_text(errors='replace')[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                        return r.read() == b"ok"
-                except OSError:
-                    return False
-
-            wait_for(health, timeout_s=120, interval_s=0.5)
+            wait_healthy(proc, url, log_path, "dashboard")
             yield {"dashboard": url, "drifty": drifty, "quiet": quiet}
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
