@@ -17,9 +17,9 @@ scikit-learn: no store, no broker; the collector's detectors call them per windo
 Bands. The band of an estimate is the range the *realised* metric of the window falls in with
 probability ``level`` if the calibration (the loss model) holds: the labels of the window's rows
 are independent draws from the calibrated probabilities, so the realised accuracy is a
-Poisson-binomial mean (closed-form variance), and precision, recall, F1 and AUC get their spread
-from a vectorised parametric bootstrap of the labels (:data:`DRAWS` draws, fixed seed, so the
-same window always gets the same band). The band leaves out the error of the calibrator itself,
+Poisson-binomial mean (closed-form variance), and precision, recall, F1 and AUC get theirs from
+the delta method (:mod:`driftline.detectors.estimation_metrics`); the band is the normal interval
+``value +- z * sd`` clipped to [0, 1]. The band leaves out the error of the calibrator itself,
 which is small next to a window's sampling error when the reference is several times the window.
 What no estimator of this kind sees is a concept shift (P(y | x) changes): the estimate stays,
 the realised value moves, and the self-grading of the estimates (realised vs estimated per
@@ -37,6 +37,7 @@ window) is what reports it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping, Sequence
 
@@ -45,17 +46,15 @@ from scipy.stats import norm, rankdata
 
 from driftline.detectors.estimation_calib import Calibrator, fit_calibrator
 from driftline.detectors.estimation_dle import LossModel, fit_loss_model
+from driftline.detectors.estimation_metrics import METRICS, auc_from_ranks, expected_metrics, nanmean_rows, ratios
 
 __all__ = [
     "Estimate", "CBPE", "DLE", "EstimationError", "realised_classification", "realised_regression",
-    "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "DRAWS",
+    "CLASSIFICATION_METRICS", "REGRESSION_METRICS",
 ]
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+CLASSIFICATION_METRICS = METRICS
 REGRESSION_METRICS = ("mae", "rmse")
-#: label draws of the parametric bootstrap behind the precision / recall / F1 / AUC bands: the
-#: band's half-width is read as a standard deviation from them (relative error ~5 % at 200)
-DRAWS = 200
 _SUM_TOLERANCE = 0.01  # float32 scores and rounding in the log still sum to 1 within this
 _STATE_VERSION = 1
 
@@ -87,6 +86,13 @@ class Estimate:
 
 
 # -- input checks ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _z(level: float) -> float:
+    """The normal quantile of a two-sided band at ``level`` (cached: scipy's ppf costs more than
+    the rest of an estimate)."""
+    return float(norm.ppf(0.5 + level / 2))
+
+
 def _check_level(level: float) -> float:
     if not 0.0 < float(level) < 1.0:
         raise EstimationError(f"level must be in (0, 1), got {level}")
@@ -145,53 +151,6 @@ def _check_classes(classes: Sequence[str]) -> list[str]:
     return names
 
 
-# -- classification metrics from a confusion matrix --------------------------------------------------
-def _ratios(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall, F1 per class (last axis); NaN where undefined (no predicted / true rows)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = tp / (tp + fp)
-        recall = tp / (tp + fn)
-        f1 = 2 * tp / (2 * tp + fp + fn)
-    return precision, recall, f1
-
-
-def _summarise(x: np.ndarray, binary: bool) -> np.ndarray:
-    """The binary positive class's value, or the macro mean over classes (last axis)."""
-    if binary:
-        return x[..., 1]
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(x, axis=-1) if x.ndim == 1 else _nanmean_rows(x)
-
-
-def _nanmean_rows(x: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(x)
-    cnt = ok.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, np.where(ok, x, 0.0).sum(axis=-1) / cnt, np.nan)
-
-
-def _auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC of the rows marked ``positive`` (..., n) against the rest, given the
-    scores' (tied-averaged) ranks; NaN when one side is empty."""
-    pos = positive.sum(axis=-1).astype(float)
-    neg = positive.shape[-1] - pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (positive.astype(float) @ ranks - pos * (pos + 1) / 2) / (pos * neg)
-
-
-def _expected_auc(score: np.ndarray, q: np.ndarray) -> float:
-    """CBPE's ROC AUC: the expected true- and false-positive curve when row i is positive with
-    probability ``q[i]``, rows ranked by the model's ``score`` (ties share one step)."""
-    order = np.argsort(-score, kind="stable")
-    s, qs = score[order], q[order]
-    tp, fp = np.cumsum(qs), np.cumsum(1.0 - qs)
-    last = np.r_[s[1:] != s[:-1], True]  # one curve point per distinct score
-    tp, fp = np.r_[0.0, tp[last]], np.r_[0.0, fp[last]]
-    if tp[-1] <= 0 or fp[-1] <= 0:
-        return float("nan")
-    return float(np.trapezoid(tp / tp[-1], fp / fp[-1]))
-
-
 def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str]) -> dict[str, float]:
     """The realised accuracy, precision, recall, F1 and ROC AUC over the labelled rows (labels
     None / NaN are left out), with the same conventions as :meth:`CBPE.estimate`. A metric that
@@ -216,15 +175,15 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
     tp = (yt & yp).sum(0).astype(float)
     fp = (~yt & yp).sum(0).astype(float)
     fn = (yt & ~yp).sum(0).astype(float)
-    precision, recall, f1 = _ratios(tp, fp, fn)
+    precision, recall, f1 = ratios(tp, fp, fn)
     cols = [1] if binary else range(k)
-    auc = [_auc_from_ranks(rankdata(p[:, c]), yt[:, c]) for c in cols]
+    auc = [auc_from_ranks(rankdata(p[:, c]), yt[:, c]) for c in cols]
     return {
         "accuracy": float(np.mean(pred == y)),
-        "precision": float(_summarise(precision, binary)),
-        "recall": float(_summarise(recall, binary)),
-        "f1": float(_summarise(f1, binary)),
-        "roc_auc": float(auc[0] if binary else _nanmean_rows(np.asarray(auc))),
+        "precision": float(precision[1] if binary else nanmean_rows(precision)),
+        "recall": float(recall[1] if binary else nanmean_rows(recall)),
+        "f1": float(f1[1] if binary else nanmean_rows(f1)),
+        "roc_auc": float(auc[0] if binary else nanmean_rows(np.asarray(auc))),
     }
 
 
@@ -302,75 +261,20 @@ class CBPE:
     def confusion(self, scores: Any) -> np.ndarray:
         """The expected (k, k) confusion matrix, rows true class, columns predicted (sklearn's)."""
         p = _check_scores(scores, len(self.classes))
-        q = self._calibrate(p)
-        pred = p.argmax(axis=1)
-        k = len(self.classes)
-        return np.stack([np.bincount(pred, weights=q[:, t], minlength=k) for t in range(k)])
+        return expected_metrics(p, self._calibrate(p))[2]
 
     def estimate(self, scores: Any, *, level: float | None = None) -> dict[str, Estimate]:
         """Estimated accuracy, precision, recall, F1 and ROC AUC of a window, each with its band at
         ``level`` (default: the one fitted with). Milliseconds for 1,000 rows: no loop over rows."""
         lvl = self.level if level is None else _check_level(level)
         p = _check_scores(scores, len(self.classes))
-        q = self._calibrate(p)
-        n, k = p.shape
-        binary = k == 2
-        pred = p.argmax(axis=1)
-        z = float(norm.ppf(0.5 + lvl / 2))
-
-        conf = np.stack([np.bincount(pred, weights=q[:, t], minlength=k) for t in range(k)])
-        tp = np.diag(conf)
-        fp, fn = conf.sum(0) - tp, conf.sum(1) - tp
-        precision, recall, f1 = _ratios(tp, fp, fn)
-        cols = [1] if binary else list(range(k))
-        aucs = np.array([_expected_auc(p[:, c], q[:, c]) for c in cols])
-        values = {
-            "accuracy": float(tp.sum() / n),
-            "precision": float(_summarise(precision, binary)),
-            "recall": float(_summarise(recall, binary)),
-            "f1": float(_summarise(f1, binary)),
-            "roc_auc": float(aucs[0] if binary else _nanmean_rows(aucs)),
-        }
-        # accuracy: a Poisson-binomial mean, closed form
-        hit = q[np.arange(n), pred]
-        sds = {"accuracy": math.sqrt(float(np.sum(hit * (1 - hit)))) / n}
-        sds.update(self._bootstrap_sds(p, q, pred, cols))
+        values, sds, _ = expected_metrics(p, self._calibrate(p))
+        z = _z(lvl)
         out = {}
         for m in CLASSIFICATION_METRICS:
-            v, sd = values[m], sds.get(m, float("nan"))
-            lo, hi = (v - z * sd, v + z * sd) if math.isfinite(v) and math.isfinite(sd) else (float("nan"),) * 2
-            out[m] = Estimate(m, v, max(0.0, lo) if math.isfinite(lo) else lo,
-                              min(1.0, hi) if math.isfinite(hi) else hi, n, lvl)
-        return out
-
-    def _bootstrap_sds(self, p: np.ndarray, q: np.ndarray, pred: np.ndarray, cols: list[int]) -> dict[str, float]:
-        """Spread of the realised precision / recall / F1 / AUC when the labels are drawn from
-        ``q``: :data:`DRAWS` draws, vectorised; a fixed seed so a window's band is reproducible."""
-        n, k = q.shape
-        rng = np.random.default_rng(n)
-        u = rng.random((DRAWS, n))
-        if k == 2:
-            y = (u < q[:, 1]).astype(np.int64)
-        else:
-            y = (u[..., None] > np.cumsum(q, axis=1)[None, :, :-1]).sum(axis=2)
-        onehot_pred = np.eye(k, dtype=bool)[pred]          # (n, k)
-        yt = np.eye(k, dtype=bool)[y]                       # (B, n, k)
-        tp = (yt & onehot_pred).sum(1).astype(float)        # (B, k)
-        npred = onehot_pred.sum(0).astype(float)
-        ntrue = yt.sum(1).astype(float)
-        precision, recall, f1 = _ratios(tp, npred - tp, ntrue - tp)
-        binary = k == 2
-        aucs = np.stack([_auc_from_ranks(rankdata(p[:, c]), yt[:, :, c]) for c in cols], axis=-1)
-        draws = {
-            "precision": _summarise(precision, binary),
-            "recall": _summarise(recall, binary),
-            "f1": _summarise(f1, binary),
-            "roc_auc": aucs[:, 0] if binary else _nanmean_rows(aucs),
-        }
-        out = {}
-        for m, d in draws.items():
-            d = d[np.isfinite(d)]
-            out[m] = float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
+            v, sd = values[m], sds[m]
+            lo, hi = (max(0.0, v - z * sd), min(1.0, v + z * sd)) if math.isfinite(v) else (math.nan, math.nan)
+            out[m] = Estimate(m, v, lo, hi, len(p), lvl)
         return out
 
     # -- state
@@ -438,7 +342,7 @@ class DLE:
         if not np.isfinite(pred).all():
             raise EstimationError("predictions contain NaN or infinite values")
         x = _check_features(features, len(pred), self.model.n_features)
-        z = float(norm.ppf(0.5 + lvl / 2))
+        z = _z(lvl)
         n = len(pred)
         mae, mae_sd, mse, mse_sd = self.model.window(x, pred)
         rmse = math.sqrt(mse)

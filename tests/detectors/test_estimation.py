@@ -15,6 +15,7 @@ from driftline.detectors.estimation import (
     CBPE, DLE, CLASSIFICATION_METRICS, Estimate, EstimationError, realised_classification, realised_regression,
 )
 from driftline.detectors.estimation_calib import fit_calibrator
+from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics
 
 CLASSES = ["no", "yes"]
 LEVEL = 0.95
@@ -108,6 +109,19 @@ def test_expected_confusion_matrix_matches_the_estimates(cbpe):
     assert est["accuracy"].value == pytest.approx(np.trace(conf) / conf.sum())
     assert est["precision"].value == pytest.approx(conf[1, 1] / conf[:, 1].sum())
     assert est["recall"].value == pytest.approx(conf[1, 1] / conf[1].sum())
+
+
+@pytest.mark.parametrize("k, n", [(2, 300), (4, 300)])
+def test_closed_form_spread_matches_a_bootstrap_of_the_labels(k, n):
+    rng = np.random.default_rng(13)
+    logits = rng.normal(size=(n, k)) * 1.5
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    _, sds, _ = expected_metrics(p, p)
+    boot = bootstrap_sds(p, p, draws=2000)
+    for m, sd in sds.items():
+        # 2,000 draws estimate a standard deviation within ~1.6 % (1 sd); the delta method's
+        # first-order error at n = 300 is of the same size
+        assert sd == pytest.approx(boot[m], rel=0.08), (m, sd, boot[m])
 
 
 # -- bad input -------------------------------------------------------------------------------------
