@@ -19,8 +19,8 @@ probability ``level`` if the calibration (the loss model) holds: the labels of t
 are independent draws from the calibrated probabilities, so the realised accuracy is a
 Poisson-binomial mean (closed-form variance), and precision, recall, F1 and AUC get theirs from
 the delta method (:mod:`driftline.detectors.estimation_metrics`); the band is the normal interval
-``value +- z * sd`` clipped to [0, 1]. The band leaves out the error of the calibrator itself,
-which is small next to a window's sampling error when the reference is several times the window.
+``value +- z * sd`` clipped to [0, 1]. The calibrator's own error (bootstrapped on the reference
+when it is fitted) is added: it dominates when the reference is small and the window large.
 What no estimator of this kind sees is a concept shift (P(y | x) changes): the estimate stays,
 the realised value moves, and the self-grading of the estimates (realised vs estimated per
 window) is what reports it.
@@ -268,7 +268,11 @@ class CBPE:
         ``level`` (default: the one fitted with). Milliseconds for 1,000 rows: no loop over rows."""
         lvl = self.level if level is None else _check_level(level)
         p = _check_scores(scores, len(self.classes))
-        values, sds, _ = expected_metrics(p, self._calibrate(p))
+        if len(self.classes) == 2:
+            spreads = [None, self.calibrators[0].spread(p[:, 1])]
+        else:
+            spreads = [c.spread(p[:, i]) for i, c in enumerate(self.calibrators)]
+        values, sds, _ = expected_metrics(p, self._calibrate(p), spreads)
         z = _z(lvl)
         out = {}
         for m in CLASSIFICATION_METRICS:

@@ -14,6 +14,14 @@ score on held-out folds of the reference (5-fold cross-validation):
 Every calibrator is stored as a handful of numbers (Platt's two, isotonic's knots), so the state
 is JSON and small.
 
+A fitted map is itself uncertain (a few hundred labels per class); :func:`fit_calibrator` also
+refits the chosen kind on :data:`SPREAD_DRAWS` bootstrap resamples of the reference and keeps the
+standard deviation of the calibrated probability in :data:`SPREAD_BINS` score bins (quantiles of
+the reference's scores). CBPE adds that error to its bands, taken as shared by the rows of one
+bin and independent between bins (:func:`driftline.detectors.estimation_metrics.expected_metrics`):
+unlike the labels' sampling error it does not shrink as a window grows. The identity has nothing
+fitted and no spread.
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(1)
 >>> s = rng.uniform(size=3000); y = (rng.uniform(size=3000) < s ** 2).astype(float)
@@ -30,10 +38,12 @@ from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-__all__ = ["Calibrator", "fit_calibrator", "KINDS", "FOLDS"]
+__all__ = ["Calibrator", "fit_calibrator", "KINDS", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
 
 KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
 FOLDS = 5
+SPREAD_DRAWS = 20
+SPREAD_BINS = 10
 _EPS = 1e-6  # log-odds of scores 0 and 1 stay finite
 
 
@@ -48,6 +58,15 @@ class Calibrator:
         if kind == "isotonic":
             self._x = np.asarray(self.params["x"], dtype=float)
             self._y = np.asarray(self.params["y"], dtype=float)
+        self._edges = np.asarray(self.params.get("edges", []), dtype=float)
+        self._sigma = np.asarray(self.params.get("sigma", []), dtype=float)
+
+    def spread(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(bin, sd of the calibrated probability) of each score, or None without a spread."""
+        if not len(self._sigma):
+            return None
+        b = np.searchsorted(self._edges, np.asarray(scores, dtype=float))
+        return b, self._sigma[b]
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         s = np.asarray(scores, dtype=float)
@@ -104,4 +123,14 @@ def fit_calibrator(scores: np.ndarray, is_class: np.ndarray, *, folds: int = FOL
     y = np.asarray(is_class, dtype=float)
     briers = cross_validated_brier(s, y, folds=folds, seed=seed)
     best = min(KINDS, key=lambda k: (round(briers[k], 12), KINDS.index(k)))
-    return _fit_kind(best, s, y)
+    chosen = _fit_kind(best, s, y)
+    if chosen.kind == "identity":
+        return chosen
+    # the bins' inner edges and centres: quantiles of the reference's scores
+    edges = np.quantile(s, np.arange(1, SPREAD_BINS) / SPREAD_BINS)
+    centres = np.quantile(s, (np.arange(SPREAD_BINS) + 0.5) / SPREAD_BINS)
+    rng = np.random.default_rng(seed)
+    draws = np.array([_fit_kind(chosen.kind, s[i], y[i])(centres)
+                      for i in (rng.integers(0, len(s), len(s)) for _ in range(SPREAD_DRAWS))])
+    return Calibrator(chosen.kind, {**chosen.params, "edges": edges.tolist(),
+                                    "sigma": draws.std(axis=0, ddof=1).tolist()})
