@@ -44,7 +44,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from driftline.detectors.estimation_calib import Calibrator, fit_calibrator
+from driftline.detectors.estimation_calib import Calibrator, fit_calibrators
 from driftline.detectors.estimation_dle import LossModel, fit_loss_model
 from driftline.detectors.estimation_metrics import METRICS, auc_from_ranks, expected_metrics, nanmean_rows, ratios
 
@@ -239,9 +239,7 @@ class CBPE:
         p, y = p[keep], codes[keep]
         if len(np.unique(y)) < 2:
             raise EstimationError("reference labels hold a single class; CBPE needs at least two")
-        cols = [1] if len(names) == 2 else range(len(names))
-        calibrators = [fit_calibrator(p[:, c], (y == c).astype(float)) for c in cols]
-        return cls(names, calibrators, level=level, reference_rows=labelled)
+        return cls(names, fit_calibrators(p, y), level=level, reference_rows=labelled)
 
     # -- calibrated probabilities
     def calibrated(self, scores: Any) -> np.ndarray:

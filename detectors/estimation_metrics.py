@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "expected_auc", "expected_metrics", "bootstrap_sds",
+__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "ranks_and_auc", "expected_metrics", "bootstrap_sds",
            "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -65,17 +65,25 @@ def auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
         return (positive.astype(float) @ ranks - pos * (pos + 1) / 2) / (pos * neg)
 
 
-def expected_auc(score: np.ndarray, q: np.ndarray) -> float:
-    """CBPE's ROC AUC: the expected true- and false-positive curve when row i is positive with
-    probability ``q[i]``, rows ranked by the model's ``score`` (ties share one diagonal step)."""
-    order = np.argsort(-score, kind="stable")
+def ranks_and_auc(score: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, float]:
+    """One sort of ``score`` gives both its tie-averaged ranks (1..n) and CBPE's ROC AUC: the
+    expected true- and false-positive curve when row i is positive with probability ``q[i]``,
+    rows ranked by the model's score (ties share one diagonal step)."""
+    n = len(score)
+    order = np.argsort(score, kind="stable")
     s, qs = score[order], q[order]
-    tp, fp = np.cumsum(qs), np.cumsum(1.0 - qs)
-    last = np.r_[s[1:] != s[:-1], True]  # one curve point per distinct score
-    tp, fp = np.r_[0.0, tp[last]], np.r_[0.0, fp[last]]
+    first = np.r_[True, s[1:] != s[:-1]]  # ascending: the first row of each distinct score
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], n]
+    ranks = np.empty(n)
+    ranks[order] = ((starts + ends + 1) / 2)[group]
+    # the curve from the highest score down: one point per distinct score
+    tp = np.r_[0.0, np.cumsum(np.add.reduceat(qs, starts)[::-1])]
+    fp = np.r_[0.0, np.cumsum(np.add.reduceat(1.0 - qs, starts)[::-1])]
     if tp[-1] <= 0 or fp[-1] <= 0:
-        return float("nan")
-    return float(_trapezoid(tp / tp[-1], fp / fp[-1]))
+        return ranks, float("nan")
+    return ranks, float(_trapezoid(tp / tp[-1], fp / fp[-1]))
 
 
 def _weights(per_class: np.ndarray, binary: bool) -> np.ndarray:
@@ -124,8 +132,7 @@ def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: Spreads = ()) -> tup
     cols = [1] if binary else range(k)
     ranks, aucs = np.zeros((n, k)), np.full(k, np.nan)
     for c in cols:
-        ranks[:, c] = rankdata(p[:, c])
-        aucs[c] = expected_auc(p[:, c], q[:, c])
+        ranks[:, c], aucs[c] = ranks_and_auc(p[:, c], q[:, c])
     values = {"accuracy": float(tp.sum() / n), "precision": float(summarise(precision, binary)),
               "recall": float(summarise(recall, binary)), "f1": float(summarise(f1, binary)),
               "roc_auc": float(summarise(aucs, binary))}

@@ -15,7 +15,7 @@ from driftline.detectors.estimation import (
     CBPE, DLE, CLASSIFICATION_METRICS, Estimate, EstimationError, realised_classification, realised_regression,
 )
 from driftline.detectors.estimation_calib import fit_calibrator
-from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics
+from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics, ranks_and_auc
 
 CLASSES = ["no", "yes"]
 LEVEL = 0.95
@@ -122,6 +122,18 @@ def test_closed_form_spread_matches_a_bootstrap_of_the_labels(k, n):
         # 2,000 draws estimate a standard deviation within ~1.6 % (1 sd); the delta method's
         # first-order error at n = 300 is of the same size
         assert sd == pytest.approx(boot[m], rel=0.08), (m, sd, boot[m])
+
+
+def test_one_sort_gives_scipys_ranks_and_sklearns_auc_on_tied_scores():
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(14)
+    score = np.round(rng.random(500), 2)  # many ties
+    y = (rng.random(500) < score).astype(float)
+    ranks, auc = ranks_and_auc(score, y)  # labels known: the expected curve is the realised one
+    assert np.array_equal(ranks, rankdata(score))
+    assert auc == pytest.approx(roc_auc_score(y, score), abs=1e-12)
 
 
 # -- bad input -------------------------------------------------------------------------------------
