@@ -114,6 +114,24 @@ def test_overview_says_which_models_are_healthy_drifting_or_degraded(app_env: st
     assert int(metric(at, "Healthy")) == states.get("healthy", 0) >= 1
     assert int(metric(at, "Degraded")) == states.get("degraded", 0) >= 1
     assert not any("DRIFT:" in str(x) for x in at.dataframe[0].value.astype(str).values.ravel())
+    # Below the table: each drifting or degraded model, worst first, its top features by impact,
+    # each a link to its drill-down from the start of the state.
+    attention = next(m.value for m in at.markdown if f"**{drifty.model}**" in m.value).splitlines()
+    mine = [line for line in attention if any(f"**{m}**" in line for m in (drifty.model, quiet.model, seeded.model))]
+    assert [line.split(" · ")[:2] for line in mine] == [
+        [f"- **{seeded.model}**", f"degraded since {late_windows(seeded)[0]:%Y-%m-%d %H:%M}"],
+        [f"- **{drifty.model}**", f"drifting since {late[0]:%Y-%m-%d %H:%M}"]]
+    import re
+
+    linked = re.findall(r"\[([^\]]+)\]\((/\?page=model[^)]*feature=[^)]*)\) \(impact ([0-9.]+)\)", mine[1])
+    assert [name for name, _, _ in linked] == ["mean perimeter", "mean texture", "mean radius"]
+    impacts = [float(i) for _, _, i in linked]
+    assert impacts == sorted(impacts, reverse=True)
+    assert all(f"model={drifty.model}" in url and f"from={iso(late[0])}".replace(":", "%3A") in url
+               for _, url, _ in linked)
+    assert "signals: performance · model (accuracy, f1, roc_auc)" not in mine[0]  # it has drifted features
+    assert "[performance page](/?page=performance&" in mine[0] and "[model page](/?page=model&" in mine[1]
+    assert not any("DRIFT:" in m.value for m in at.markdown)
 
 
 def plot_titles(at: AppTest) -> list[str]:
