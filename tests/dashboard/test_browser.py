@@ -302,7 +302,7 @@ def _grid_rows(driver: Any) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("page,title,flag", [
-    ("model", "Drift verdict per detector", "data_drift · mean perimeter — since"),
+    ("model", "Drift verdict per detector", "mean perimeter · data_drift · since"),
     ("performance", "Verdict per detector", "No detector gives a drift verdict in its latest window"),
 ], ids=["model", "performance"])
 def test_verdict_strips_in_the_browser(health_dashboard: dict[str, Any], browser: Any, page: str,
