@@ -360,19 +360,17 @@ GROUP BY detector, feature HAVING maxIf(drift, {NOT_SUMMARY})
 ORDER BY detector, feature""", {**p, **cp, **_SUMMARY})
 
 
-def detector_series(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = (),
-                    features: tuple[str, ...] = ()) -> Query:
-    """Every (detector, feature, statistic) value per window in the slice (``features`` limits the
-    features; empty: all), with its threshold and verdict. Summary rows do not count."""
+def detector_series(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> Query:
+    """Every (detector, feature, statistic) value per window in the slice, with its threshold and
+    verdict. Summary rows do not count."""
     w, p = metrics_where(v)
     cond, cp = _detector_filter(detectors, prefixes)
     return query("detectors.series", f"""
 SELECT detector, feature, statistic, window_start AS t, max(value) AS value, any(threshold) AS threshold,
        max(drift) AS drift
-FROM driftline.drift_metrics
-WHERE {w} AND {cond} AND {NOT_SUMMARY} AND (empty({{features:Array(String)}}) OR has({{features:Array(String)}}, feature))
+FROM driftline.drift_metrics WHERE {w} AND {cond} AND {NOT_SUMMARY}
 GROUP BY detector, feature, statistic, t ORDER BY detector, feature, statistic, t LIMIT 20000""",
-                 {**p, **cp, **_SUMMARY, "features": list(features)})
+                 {**p, **cp, **_SUMMARY})
 
 
 def detector_series_names(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> Query:
