@@ -52,6 +52,8 @@ def panel_queries(v: Any, raw: bool = False) -> list[Any]:
             q.detector_verdicts(v, ("performance", "prediction_drift"), ("concept.",)),
             q.detector_series_names(v, ("performance", "prediction_drift"), ("concept.",)),
             q.detector_statistic(v, "performance", "model", "accuracy"),
+            q.latest_verdict_evidence(v, ("data_drift", "prediction_drift"), ("multivariate.",)),
+            q.detector_series(v, ("performance", "prediction_drift"), ("concept.",)),
             q.shadow_agreement(v, **r), q.shadow_confusion(v, **r), q.variant_metrics(v, **r),
             q.variant_accuracy(v, **r), q.outcome_stats(v, **r),
             q.alert_history(v.start, v.end, v.model)]

@@ -71,6 +71,14 @@ class DriftedFeature:
     def score(self) -> tuple[int, float]:
         return (1, self.impact) if self.impact is not None else (0, self.ratio)
 
+    def words(self) -> str:
+        """What ranks it, in words: ``impact 0.44``, or ``psi 3.1× past its threshold``."""
+        if self.impact is not None:
+            return f"impact {self.impact:.2f}"
+        if self.statistic and self.ratio > 0:
+            return f"{self.statistic} {self.ratio:.2g}× past its threshold"
+        return ""
+
 
 @dataclass(frozen=True)
 class Budget:

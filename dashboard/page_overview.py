@@ -88,6 +88,7 @@ def render(ctx: Ctx) -> None:
         "traffic that does not drift; drift windows during a real shift are expected use, not false "
         "alarms, so a count above the budget means the model really changed (or the reference is "
         "stale), not that the detector misfired.")
+    _attention(ctx, [(str(r.model), h) for r, h in zip(models.itertuples(), lines)])
     if rows_h is None:
         st.caption("No detector output table yet: the collector writes `driftline.drift_metrics` "
                    "once detectors run.")
@@ -104,3 +105,34 @@ def render(ctx: Ctx) -> None:
         st.subheader("Open alerts")
         st.dataframe(alerts[["severity", "rule", "model", "model_version", "segment", "condition",
                              "since", "last_event"]], hide_index=True, width="stretch")
+
+
+def attention_lines(ctx: Ctx, healths: list[tuple[str, health.ModelHealth]]) -> list[str]:
+    """One markdown line per drifting or degraded model, worst state first: its state since when and
+    its top drifted features by impact, each a link to the feature's drill-down from the start of
+    the state; a degraded model without drifted inputs says which signal degraded."""
+    order = {s: i for i, s in enumerate(health.STATES)}
+    lines = []
+    for model, h in sorted(healths, key=lambda mh: (order.get(mh[1].state, len(order)), mh[0])):
+        if h.state not in (health.DEGRADED, health.DRIFTING):
+            continue
+        since = "" if h.since is None else (
+            f" since {'before ' if h.since_open else ''}{h.since:%Y-%m-%d %H:%M}")
+        start = None if h.since is None or h.since_open else h.since
+        line = f"- **{model}** · {h.state}{since}"
+        feats = [f"[{f.feature}]({model_link(ctx, model, feature=f.feature, start=start)})"
+                 + (f" ({f.words()})" if f.words() else "") for f in h.top()]
+        if feats:
+            line += f" · top drifted features by {h.ranked_by or 'impact'}: " + ", ".join(feats)
+        else:
+            line += " · " + (f"signals: {h.rule.split(' — ', 1)[1]}" if " — " in h.rule else h.rule)
+        page = "performance" if h.state == health.DEGRADED else "model"
+        lines.append(line + f" · [{page} page]({model_link(ctx, model, page=page, start=start)})")
+    return lines
+
+
+def _attention(ctx: Ctx, healths: list[tuple[str, health.ModelHealth]]) -> None:
+    lines = attention_lines(ctx, healths)
+    if lines:
+        st.subheader("Drifting and degraded models")
+        st.markdown("\n".join(lines))

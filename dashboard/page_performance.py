@@ -1,6 +1,13 @@
-"""Performance: metrics once labels arrive, and the concept-drift signals."""
+"""Performance: metrics once labels arrive, and the concept-drift signals.
+
+One readable series per detector: the performance detector's metrics per window (accuracy, F1,
+ROC AUC, or MAE and RMSE) on one chart, one 0/1 verdict row per concept or output-drift detector on
+the strip below it, and every statistic of every detector only behind a toggle, one small chart
+per detector (never twenty series on one axis)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import streamlit as st
 
@@ -71,15 +78,73 @@ def render(ctx: Ctx) -> None:
                                  "f1": 2 * prec * rec / max(1e-12, prec + rec), "support": int(tp + fn)})
                 st.markdown("**Per class**")
                 st.dataframe(rows, hide_index=True, width="stretch")
+    render_estimation(ctx)
     _signals(ctx)
+
+
+def render_estimation(ctx: Ctx) -> None:
+    """Estimated against realised performance (dashboard/estimation_panel.py, issue 18)."""
+
+
+#: at most this many series on one small chart of the statistics toggle (the rest are listed)
+MAX_SERIES_PER_CHART = 8
+#: the performance detector's metrics, in the order they are drawn
+PERFORMANCE_METRICS = ("accuracy", "f1", "roc_auc", "mae", "rmse")
+SIGNAL_DETECTORS = (*health.DEGRADE_DETECTORS, "prediction_drift")
 
 
 def _signals(ctx: Ctx) -> None:
     st.subheader("Detector signals: performance, concept drift, output drift")
-    det = render_verdicts(ctx, (*health.DEGRADE_DETECTORS, "prediction_drift"), health.DEGRADE_PREFIXES,
+    series = data(ctx, queries.detector_series(ctx.view, SIGNAL_DETECTORS, health.DEGRADE_PREFIXES),
+                  quiet_missing=True)
+    if series is not None and len(series):
+        utc(series, "t")
+        _performance_chart(series)
+    det = render_verdicts(ctx, SIGNAL_DETECTORS, health.DEGRADE_PREFIXES,
                           title="Verdict per detector and window (hover: which signals)",
-                          key="perf_verdicts", feature_links=False)
+                          key="perf_verdicts", statistics=False)
     if det is None or not len(det):
         empty("No performance or concept-drift detector output for this slice.",
               "the collector's performance and concept detectors write `driftline.drift_metrics` "
               "once labels arrive for a model with detectors enabled.")
+        return
+    if series is not None and len(series) and st.toggle(
+            "Show every detector statistic", key="perf_statistics",
+            help="One small chart per detector with each statistic it wrote per window."):
+        _statistics_charts(series)
+
+
+def _performance_chart(series: Any) -> None:
+    import plotly.graph_objects as go
+
+    perf = series[(series.detector == "performance") & series.statistic.isin(PERFORMANCE_METRICS)]
+    if not len(perf):
+        return
+    fig = go.Figure()
+    thresholds: dict[float, list[str]] = {}
+    for stat in (s for s in PERFORMANCE_METRICS if s in set(perf.statistic)):
+        rows = perf[perf.statistic == stat]
+        fig.add_trace(go.Scatter(x=rows.t, y=rows.value, name=stat, mode="lines+markers"))
+        thr = rows.threshold.dropna()
+        if len(thr):
+            thresholds.setdefault(round(float(thr.iloc[-1]), 6), []).append(stat)
+    for y, stats in thresholds.items():  # a line, not a series: the legend keeps one entry per metric
+        fig.add_hline(y=y, line=dict(dash="dot", width=1, color="grey"),
+                      annotation_text=f"threshold ({', '.join(stats)})", annotation_position="bottom right")
+    plot(fig_defaults(fig, "Performance per window (detector performance)", height=280))
+
+
+def _statistics_charts(series: Any) -> None:
+    import plotly.graph_objects as go
+
+    for det, rows in series.groupby("detector", sort=True):
+        names = list(dict.fromkeys(zip(rows.feature, rows.statistic)))
+        fig = go.Figure()
+        for feat, stat in names[:MAX_SERIES_PER_CHART]:
+            one = rows[(rows.feature == feat) & (rows.statistic == stat)]
+            label = stat if feat in ("model", "error") else f"{feat} · {stat}"
+            fig.add_trace(go.Scatter(x=one.t, y=one.value, name=label, mode="lines"))
+        plot(fig_defaults(fig, f"Detector statistics: {det}", height=220))
+        if len(names) > MAX_SERIES_PER_CHART:
+            st.caption(f"{det}: {len(names) - MAX_SERIES_PER_CHART} more series not drawn "
+                       "(the Model page's statistic picker shows any one of them).")

@@ -336,6 +336,43 @@ FROM (SELECT detector, feature, window_start AS t, max(drift) AS verdict
 GROUP BY detector, t ORDER BY detector, t""", {**p, **cp, **_SUMMARY})
 
 
+def latest_verdict_evidence(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> Query:
+    """Per (detector, feature) with a verdict in its detector's latest window: what it measured.
+    ``impact`` and ``magnitude`` from the impact row where the detector wrote one; else the
+    statistic furthest from its threshold (either side; a test by threshold / p) with its value,
+    threshold and p-value. The short flag list ranks and labels its lines with these."""
+    w, p = metrics_where(v)
+    cond, cp = _detector_filter(detectors, prefixes)
+    far = ("multiIf(ifNull(p_value, 0) > 0, ifNull(threshold, 0) / assumeNotNull(p_value), "
+           "ifNull(threshold, 0) > 0 AND value > 0, greatest(value / assumeNotNull(threshold), "
+           "assumeNotNull(threshold) / value), 0)")
+    return query("detectors.latest_evidence", f"""
+SELECT detector, feature, countIf(statistic = {{impact:String}}) > 0 AS has_impact,
+       maxIf(value, statistic = {{impact:String}}) AS impact,
+       maxIf(JSONExtractFloat(details, 'magnitude'), statistic = {{impact:String}}) AS magnitude,
+       argMaxIf(tuple(statistic, value, ifNull(threshold, nan), ifNull(p_value, nan), {far}),
+                (exceeded, {far}), {NOT_SUMMARY}) AS ev,
+       ev.1 AS statistic_, ev.2 AS stat_value, ev.3 AS stat_threshold, ev.4 AS stat_p_value, ev.5 AS ratio
+FROM driftline.drift_metrics
+WHERE {w} AND {cond} AND (detector, window_start) IN (
+    SELECT detector, max(window_start) FROM driftline.drift_metrics WHERE {w} AND {cond} GROUP BY detector)
+GROUP BY detector, feature HAVING maxIf(drift, {NOT_SUMMARY})
+ORDER BY detector, feature""", {**p, **cp, **_SUMMARY})
+
+
+def detector_series(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> Query:
+    """Every (detector, feature, statistic) value per window in the slice, with its threshold and
+    verdict. Summary rows do not count."""
+    w, p = metrics_where(v)
+    cond, cp = _detector_filter(detectors, prefixes)
+    return query("detectors.series", f"""
+SELECT detector, feature, statistic, window_start AS t, max(value) AS value, any(threshold) AS threshold,
+       max(drift) AS drift
+FROM driftline.drift_metrics WHERE {w} AND {cond} AND {NOT_SUMMARY}
+GROUP BY detector, feature, statistic, t ORDER BY detector, feature, statistic, t LIMIT 20000""",
+                 {**p, **cp, **_SUMMARY})
+
+
 def detector_series_names(v: View, detectors: tuple[str, ...], prefixes: tuple[str, ...] = ()) -> Query:
     """The (detector, feature, statistic) series in the slice, those with verdicts first."""
     w, p = metrics_where(v)

@@ -14,12 +14,12 @@ from typing import Any
 
 import streamlit as st
 
-from driftline.dashboard import queries
+from driftline.dashboard import health, queries
 from driftline.dashboard.ui import Ctx, data, fig_defaults, model_link, plot, utc
 
-__all__ = ["Flag", "current_flags", "render_verdicts"]
+__all__ = ["MAX_FLAGS", "Flag", "current_flags", "evidence_link", "flag_lines", "measure", "render_verdicts"]
 
-MAX_FLAGS = 8
+MAX_FLAGS = 10
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,32 @@ class Flag:
     feature: str
     since: dt.datetime  # first window of the current unbroken run of verdicts
     windows: int  # windows in that run
+    measure: str = ""  # what the latest window measured, in words ("impact 0.44 (magnitude 0.88)")
+    score: tuple[int, float] = (0, 0.0)  # ranks flags: impact where scored, else distance to threshold
 
 
-def current_flags(verdicts: Any) -> list[Flag]:
+def measure(r: Any) -> tuple[str, tuple[int, float]]:
+    """The words and the rank of one :func:`queries.latest_verdict_evidence` row: the impact (and
+    JS magnitude) where the detector scored it, else the statistic furthest from its threshold."""
+    if r.has_impact:
+        return f"impact {r.impact:.2f} (magnitude {r.magnitude:.2f})", (1, float(r.impact))
+    stat, value, thr, p = str(r.statistic_), float(r.stat_value), float(r.stat_threshold), float(r.stat_p_value)
+    ratio = float(r.ratio) if r.ratio == r.ratio else 0.0
+    if p == p:  # a test: its p-value against the level
+        return f"{stat} p={p:.2g} (level {thr:.2g})", (0, ratio)
+    if thr == thr:
+        return f"{stat} {value:.3g} (threshold {thr:.3g})", (0, ratio)
+    return f"{stat} {value:.3g}", (0, ratio)
+
+
+def current_flags(verdicts: Any, evidence: Any = None) -> list[Flag]:
     """From :func:`queries.detector_verdicts` rows: each (detector, feature) drifting in its
-    detector's latest window, with since when (the run of windows naming it), longest first."""
+    detector's latest window, with since when (the run of windows naming it); with the rows of
+    :func:`queries.latest_verdict_evidence`, what it measured. Worst first (impact, then distance
+    to the threshold), then longest running."""
+    measured: dict[tuple[str, str], tuple[str, tuple[int, float]]] = {}
+    if evidence is not None and len(evidence):
+        measured = {(str(r.detector), str(r.feature)): measure(r) for r in evidence.itertuples()}
     flags: list[Flag] = []
     for det, rows in verdicts.sort_values("t").groupby("detector", sort=True):
         rows = list(rows.itertuples())
@@ -43,8 +64,9 @@ def current_flags(verdicts: Any) -> list[Flag]:
             i = len(rows) - 1
             while i > 0 and feat in rows[i - 1].features:
                 i -= 1
-            flags.append(Flag(str(det), str(feat), rows[i].t.to_pydatetime(), len(rows) - i))
-    return sorted(flags, key=lambda f: (f.since, f.detector, f.feature))
+            words, score = measured.get((str(det), str(feat)), ("", (0, 0.0)))
+            flags.append(Flag(str(det), str(feat), rows[i].t.to_pydatetime(), len(rows) - i, words, score))
+    return sorted(flags, key=lambda f: (-f.score[0], -f.score[1], f.since, f.detector, f.feature))
 
 
 def _hover(r: Any) -> str:
@@ -73,23 +95,42 @@ def _strip(det: Any, title: str) -> None:
     plot(fig)
 
 
+def evidence_link(ctx: Ctx, f: Flag) -> str:
+    """Where a flag's evidence is: an input feature's drill-down on the Model page from the start of
+    its run; a performance or concept signal on the Performance page, another on the Model page,
+    over a range that shows as much before the run as during it."""
+    v = ctx.view
+    if health.family(f.detector) == 1 and f.feature not in ("*", "model") and f.detector != "prediction_drift":
+        return model_link(ctx, v.model, version=v.version, segment=v.segment, feature=f.feature,
+                          start=f.since)
+    page = "performance" if health.family(f.detector) == 2 else "model"
+    return model_link(ctx, v.model, page=page, version=v.version, segment=v.segment,
+                      start=min(v.start, f.since - (v.end - f.since)))
+
+
+def flag_lines(ctx: Ctx, flags: list[Flag], links: bool = True) -> list[str]:
+    """The short list: one markdown line per flag (feature · detector · since · what it measured ·
+    evidence link), the worst :data:`MAX_FLAGS`, then how many more."""
+    lines = []
+    for f in flags[:MAX_FLAGS]:
+        runs = f"{f.windows} window{'s' if f.windows != 1 else ''}"
+        parts = [f"**{f.feature}**", f.detector, f"since {f.since:%Y-%m-%d %H:%M} ({runs})"]
+        if f.measure:
+            parts.append(f.measure)
+        if links:
+            parts.append(f"[evidence]({evidence_link(ctx, f)})")
+        lines.append("- " + " · ".join(parts))
+    if len(flags) > MAX_FLAGS:
+        lines.append(f"- … and {len(flags) - MAX_FLAGS} more")
+    return lines
+
+
 def _flag_list(ctx: Ctx, flags: list[Flag], feature_links: bool) -> None:
     if not flags:
         st.success("No detector gives a drift verdict in its latest window.")
         return
-    lines = []
-    for f in flags[:MAX_FLAGS]:
-        line = (f"- **{f.detector}** · {f.feature} — since {f.since:%Y-%m-%d %H:%M} ({f.windows} "
-                f"window{'s' if f.windows != 1 else ''})")
-        if feature_links and f.feature not in ("*", "model"):
-            url = model_link(ctx, ctx.view.model, version=ctx.view.version, segment=ctx.view.segment,
-                             feature=f.feature)
-            line += f" · [drill down]({url})"
-        lines.append(line)
-    if len(flags) > MAX_FLAGS:
-        lines.append(f"- … and {len(flags) - MAX_FLAGS} more")
     st.warning(f"Drift verdicts in the latest window ({len(flags)})")
-    st.markdown("\n".join(lines))
+    st.markdown("\n".join(flag_lines(ctx, flags, links=feature_links)))
 
 
 def _statistic(ctx: Ctx, detectors: tuple[str, ...], prefixes: tuple[str, ...], key: str) -> None:
@@ -123,14 +164,20 @@ def _statistic(ctx: Ctx, detectors: tuple[str, ...], prefixes: tuple[str, ...], 
 
 
 def render_verdicts(ctx: Ctx, detectors: tuple[str, ...], prefixes: tuple[str, ...] = (), *,
-                    title: str, key: str, feature_links: bool = False) -> Any:
-    """The strip chart, the flags in the latest window and the statistic picker; returns the
-    verdict rows (``None`` or empty when the detectors wrote nothing for the slice)."""
+                    title: str, key: str, feature_links: bool = True, statistics: bool = True) -> Any:
+    """The strip chart, the flags in the latest window (with links to their evidence unless
+    ``feature_links`` is off) and, with ``statistics``, the statistic picker; returns the verdict
+    rows (``None`` or empty when the detectors wrote nothing for the slice)."""
     det = data(ctx, queries.detector_verdicts(ctx.view, detectors, prefixes), quiet_missing=True)
     if det is None or not len(det):
         return det
     utc(det, "t")
     _strip(det, title)
-    _flag_list(ctx, current_flags(det), feature_links)
-    _statistic(ctx, detectors, prefixes, key)
+    flags = current_flags(det)
+    evidence = None
+    if flags:
+        evidence = data(ctx, queries.latest_verdict_evidence(ctx.view, detectors, prefixes), quiet_missing=True)
+    _flag_list(ctx, current_flags(det, evidence) if evidence is not None else flags, feature_links)
+    if statistics:
+        _statistic(ctx, detectors, prefixes, key)
     return det

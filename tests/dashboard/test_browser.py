@@ -259,6 +259,36 @@ def test_overview_in_the_browser_says_which_model_drifts_since_when_and_why(
     assert "worst area" not in browser.page_source  # drifted, but fourth by impact
 
 
+def test_overview_in_the_browser_shows_a_model_turn_from_healthy_to_drifting(
+        health_dashboard: dict[str, Any], browser: Any, ch_client: Any) -> None:
+    import datetime as dt
+
+    from tests.dashboard.seed import SeedSpec, seed, seed_metrics
+    from driftline.dashboard.view import iso
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    quiet = seed(ch_client, SeedSpec(model="flip-browser", n_predictions=1_000, span_s=3600, window_s=600,
+                                     end=now - dt.timedelta(minutes=30), drift_at_fraction=1.0, alerts=False))
+    base = f"{health_dashboard['dashboard']}/?page=overview&from={iso(quiet.start - dt.timedelta(minutes=1))}"
+
+    def state(to: dt.datetime, shot: str, expected: str) -> tuple[str, str]:
+        # A new `to` each time: the panels are cached per query for a few seconds.
+        open_page(browser, f"{base}&to={iso(to)}", shot, ("flip-browser", expected))
+        rows = _grid_rows(browser)
+        header = next(r for r in rows if "state" in r)
+        row = next(r for r in rows if r and r[0] == "flip-browser")
+        return row[header.index("state")], row[header.index("since")]
+
+    assert state(now + dt.timedelta(minutes=1), "overview-before", "healthy")[0] == "healthy"
+    # Three more windows, from where the quiet ones ended: inputs drift, accuracy holds.
+    drift = SeedSpec(model="flip-browser", span_s=1800, window_s=600, end=now, drift_at_fraction=0.0,
+                     degrade=False, alerts=False)
+    seed_metrics(ch_client, drift)
+    assert state(now + dt.timedelta(minutes=1, seconds=1), "overview-after", "drifting") == (
+        "drifting", f"{drift.start:%Y-%m-%d %H:%M}")
+    assert "mean perimeter" in browser.find_element("css selector", "body").text  # the linked top features
+
+
 def _grid_rows(driver: Any) -> list[list[str]]:
     """The cell texts of Streamlit's data grid, from the accessible table it keeps beside the canvas."""
     from selenium.webdriver.common.by import By
@@ -272,7 +302,7 @@ def _grid_rows(driver: Any) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("page,title,flag", [
-    ("model", "Drift verdict per detector", "data_drift · mean perimeter — since"),
+    ("model", "Drift verdict per detector", "mean perimeter · data_drift · since"),
     ("performance", "Verdict per detector", "No detector gives a drift verdict in its latest window"),
 ], ids=["model", "performance"])
 def test_verdict_strips_in_the_browser(health_dashboard: dict[str, Any], browser: Any, page: str,

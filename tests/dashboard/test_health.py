@@ -122,3 +122,10 @@ def test_an_unreadable_budget_is_left_out_not_raised() -> None:
     h = health_of(rows, [{"model": "m", "hour": 0, "day": 2, "week": 2}])
     assert h.budget is None and h.verdict_windows == 2
     assert h.budget_use() == "2 drift windows in the last 7 days"
+
+
+def test_a_drifted_feature_says_what_ranks_it() -> None:
+    scored, unscored = health.top_features([("data_drift", "age", 1, 0.123, "psi", 2.0),
+                                            ("data_drift", "zip", 0, 0.0, "ks", 40.0)])
+    assert (scored.words(), unscored.words()) == ("impact 0.12", "ks 40× past its threshold")
+    assert health.DriftedFeature("data_drift", "x", None).words() == ""

@@ -114,6 +114,24 @@ def test_overview_says_which_models_are_healthy_drifting_or_degraded(app_env: st
     assert int(metric(at, "Healthy")) == states.get("healthy", 0) >= 1
     assert int(metric(at, "Degraded")) == states.get("degraded", 0) >= 1
     assert not any("DRIFT:" in str(x) for x in at.dataframe[0].value.astype(str).values.ravel())
+    # Below the table: each drifting or degraded model, worst first, its top features by impact,
+    # each a link to its drill-down from the start of the state.
+    attention = next(m.value for m in at.markdown if f"**{drifty.model}**" in m.value).splitlines()
+    mine = [line for line in attention if any(f"**{m}**" in line for m in (drifty.model, quiet.model, seeded.model))]
+    assert [line.split(" · ")[:2] for line in mine] == [
+        [f"- **{seeded.model}**", f"degraded since {late_windows(seeded)[0]:%Y-%m-%d %H:%M}"],
+        [f"- **{drifty.model}**", f"drifting since {late[0]:%Y-%m-%d %H:%M}"]]
+    import re
+
+    linked = re.findall(r"\[([^\]]+)\]\((/\?page=model[^)]*feature=[^)]*)\) \(impact ([0-9.]+)\)", mine[1])
+    assert [name for name, _, _ in linked] == ["mean perimeter", "mean texture", "mean radius"]
+    impacts = [float(i) for _, _, i in linked]
+    assert impacts == sorted(impacts, reverse=True)
+    assert all(f"model={drifty.model}" in url and f"from={iso(late[0])}".replace(":", "%3A") in url
+               for _, url, _ in linked)
+    assert "signals: performance · model (accuracy, f1, roc_auc)" not in mine[0]  # it has drifted features
+    assert "[performance page](/?page=performance&" in mine[0] and "[model page](/?page=model&" in mine[1]
+    assert not any("DRIFT:" in m.value for m in at.markdown)
 
 
 def plot_titles(at: AppTest) -> list[str]:
@@ -138,11 +156,17 @@ def test_model_page_shows_one_verdict_strip_per_detector_and_one_statistic_on_de
     assert len(drifting["y"]) == 2 * len(late)
     assert any("mean perimeter, mean radius, mean texture" in t for t in drifting["text"])
     assert "quality" in set(traces["no drift"]["y"])
-    flags = "\n".join(m.value for m in at.markdown)
+    flags = next(m.value for m in at.markdown if "data_drift" in m.value).splitlines()
     since = f"since {late[0]:%Y-%m-%d %H:%M} ({len(late)} windows)"
-    for feature in DRIFTED:
-        assert f"**data_drift** · {feature} — {since}" in flags
-    assert "worst area" not in flags
+    # feature · detector · since · what it measured · evidence, worst impact first
+    assert [line.split(" · impact ")[0] for line in flags[:3]] == [
+        f"- **{f}** · data_drift · {since}" for f in ("mean perimeter", "mean texture", "mean radius")]
+    impacts = [float(line.split(" · impact ")[1].split()[0]) for line in flags[:3]]
+    assert impacts == sorted(impacts, reverse=True) and impacts[0] > 0.25
+    assert "feature=mean+perimeter" in flags[0] and "[evidence](/?page=model&" in flags[0]
+    assert flags[3].startswith(f"- **confidence** · prediction_drift · {since} · mean 0.7")
+    assert "[evidence](/?page=model&" in flags[3] and "feature=" not in flags[3]
+    assert len(flags) == 4 and "worst area" not in "\n".join(flags)
     at.selectbox(key="model_verdicts_series").set_value("data_drift · mean radius").run()
     at.selectbox(key="model_verdicts_stat").set_value("psi").run()
     assert_clean(at)
@@ -205,11 +229,40 @@ def test_performance_page_shows_accuracy_falling_after_drift(app_env: str, seede
     flags = [m.value for m in at.markdown if "since" in m.value]
     assert len(flags) == 1
     late = late_windows(seeded)
+    since = f"since {late[0]:%Y-%m-%d %H:%M} ({len(late)} windows)"
     lines = flags[0].splitlines()
-    assert lines == [f"- **{d}** · {f} — since {late[0]:%Y-%m-%d %H:%M} ({len(late)} windows)"
-                     for d, f in (("concept.adwin", "error"), ("performance", "model"),
-                                  ("prediction_drift", "confidence"))]
+    # Ranked by distance to the threshold: the performance metric that fell furthest comes first.
+    assert [line.split(" · [evidence]")[0].rsplit(" · ", 1)[0] for line in lines] == [
+        f"- **{f}** · {d} · {since}" for f, d in (("model", "performance"), ("error", "concept.adwin"),
+                                                   ("confidence", "prediction_drift"))]
+    assert lines[0].split(" · ")[3].startswith("f1 0.6") and "(threshold 0.855)" in lines[0]
+    assert lines[1].split(" · ")[3] == "changes 1"
+    assert "[evidence](/?page=performance&" in lines[0] and "[evidence](/?page=model&" in lines[2]
     assert any(w.value == "Drift verdicts in the latest window (3)" for w in at.warning)
+
+
+def series_per_chart(at: AppTest) -> dict[str, list[str]]:
+    return {json_spec(c)["layout"]["title"]["text"]: [t.get("name", "") for t in json_spec(c)["data"]]
+            for c in at.get("plotly_chart")}
+
+
+def test_performance_page_draws_one_series_per_metric_and_statistics_behind_a_toggle(
+        app_env: str, seeded: SeedSpec) -> None:
+    at = open_page("performance", seeded)
+    assert_clean(at)
+    charts = series_per_chart(at)
+    assert charts["Performance per window (detector performance)"] == ["accuracy", "f1", "roc_auc"]
+    strip = charts["Verdict per detector and window (hover: which signals)"]
+    assert strip == ["no drift", "drift verdict"]  # one row per detector, two colours
+    assert not [t for t in charts if t.startswith("Detector statistics")]
+    assert at.toggle(key="perf_statistics").value is False
+    at.toggle(key="perf_statistics").set_value(True).run()
+    assert_clean(at)
+    charts = series_per_chart(at)
+    stats = {t.split(": ", 1)[1]: names for t, names in charts.items() if t.startswith("Detector statistics")}
+    assert stats == {"concept.adwin": ["changes"], "performance": ["accuracy", "f1", "roc_auc"],
+                     "prediction_drift": ["confidence · mean"]}
+    assert charts["Performance per window (detector performance)"] == ["accuracy", "f1", "roc_auc"]
 
 
 def test_shadow_and_ab_page(app_env: str, seeded: SeedSpec) -> None:
