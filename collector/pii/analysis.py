@@ -58,6 +58,8 @@ _TRIGGERS: dict[str, Callable[[int, bool, bool], bool]] = {
     "ES_NIE": lambda d, at, dot: d >= 7,
     "UK_NINO": lambda d, at, dot: d >= 6,
 }
+_GLUE = frozenset("-_#/")
+_TOKEN = re.compile(r"\S+")
 _ALWAYS = lambda d, at, dot: True  # noqa: E731  unknown/custom entities always run
 
 
@@ -192,6 +194,9 @@ class Analyzer:
         doc = self.engine.nlp.make_doc(job.text)
         ents, scores = [], []
         for start, end, label in job.spans:
+            start, end = _trim_identifiers(job.text, start, end)
+            if start >= end:
+                continue
             label = self._ner_map.get(label, label)
             if label in self._ner_ignore:
                 continue
@@ -219,6 +224,9 @@ class Analyzer:
                 text=job.text, language=self.config.language, entities=entities,
                 score_threshold=job.threshold, context=job.ctx or None, nlp_artifacts=self._artifacts(job))
             engine.check_deadline()
+            if self._shapes:  # an identifier's fragment (ORD-70401955) is not a value of its own
+                results = [r for r in results if r.entity_type in NER_ENTITIES
+                           or not _glued(job.text, r.start, r.end)]
             if job.shapes:
                 job.output, job.found = _mask(job.text, [(s.start, s.end, s.entity) for s in job.shapes],
                                               [(r.start, r.end, r.entity_type) for r in results])
@@ -256,3 +264,24 @@ def _mask(text: str, first: Sequence[tuple[int, int, str]],
         pos = end
     out.append(text[pos:])
     return "".join(out), tuple(sorted({m[2] for m in merged}))
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """True if the span is part of a longer identifier: glued to a word by ``-_#/``."""
+    before = text[start - 1] if start > 0 else " "
+    after = text[end] if end < len(text) else " "
+    return before in _GLUE or before.isalnum() or after in _GLUE or after.isalnum()
+
+
+def _trim_identifiers(text: str, start: int, end: int) -> tuple[int, int]:
+    """An NER span without its leading and trailing tokens that hold a digit: names hold none,
+    and the small English model tags "Bestellung ORD-46237774" or "Ref <uuid>" as a person."""
+    span = text[start:end]
+    if not any(c.isdigit() for c in span):
+        return start, end
+    tokens = [(m.start() + start, m.end() + start) for m in _TOKEN.finditer(span)]
+    while tokens and any(c.isdigit() for c in text[tokens[-1][0]:tokens[-1][1]]):
+        tokens.pop()
+    while tokens and any(c.isdigit() for c in text[tokens[0][0]:tokens[0][1]]):
+        tokens.pop(0)
+    return (tokens[0][0], tokens[-1][1]) if tokens else (start, start)
