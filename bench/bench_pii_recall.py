@@ -157,7 +157,8 @@ def main() -> None:
     py = ensure_faker(args.venv_dir)
     if args.write_fixture:
         records = generate(py, args.messages_per_locale, args.seed, fields=False)
-        args.write_fixture.write_text(json.dumps(records, ensure_ascii=False, indent=0) + "\n")
+        lines = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+        args.write_fixture.write_text(f"[\n{lines}\n]\n")
         print(f"wrote {len(records)} messages to {args.write_fixture}")
         return
     records = generate(py, args.messages_per_locale, args.seed)

@@ -120,7 +120,7 @@ class Analyzer:
             text = job.text
             digits = len(text) - len(text.translate(_NOT_DIGITS))
             at, dot = "@" in text, ("." in text or ":" in text)
-            if digits or at:
+            if digits or at or self._shapes:  # shapes without digits: emails, name fields
                 try:
                     job.shapes = self._find_shapes(job)
                 except Exception:

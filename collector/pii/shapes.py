@@ -10,7 +10,7 @@ Each :class:`Shape` names the entity type it masks as (``<PHONE_NUMBER>``, ``<IB
 ``<DE_TAX_ID>``...). Shapes are tried in order and the first one to claim a span keeps it, so
 specific ids come before the generic "long digit run" phone and card shapes. *Weak* shapes (a bare
 9-digit number could be an SSN, a BSN, a NIF or an order number) only count next to one of their
-keywords: in the field's name (``features.ssn``) or in the 30 characters before the value
+keywords: in the field's name (``features.ssn``) or in the 40 characters before the value
 ("BSN: 123456782", "geboren am 01.02.1980").
 
 What stays unmasked on purpose (hard negatives, bench/bench_pii_recall.py): bare numbers of up to
@@ -91,7 +91,7 @@ _PHONE_KW = _kw(
     "telefon", "telefonnummer", "handy", "mobil", "anrufen", "téléphone", "portable", "appeler",
     "appelez", "teléfono", "telefono", "móvil", "movil", "llamar", "llame", "cellulare", "chiamare",
     "chiamami", "telefoon", "mobiel", "bellen", "bel", "telemóvel", "celular", "ligar", "ligue",
-    "number", "numero", "número", "nummer", "nr", "chiamatemi", "telefonare", "telefone", "llámeme",
+    "contatti", "contatto", "contato", "contacto", "kontakt", "chiamatemi", "telefonare", "telefone", "llámeme",
     "llamame", "rückruf", "ruf", "appelez-moi", "ligue", "liga", "reach",
 )
 # Field names that hold a person's name ("customer_name", "first_name", "nachname"), not any
@@ -164,7 +164,7 @@ SUPERSEDED: frozenset[str] = frozenset({
 })
 
 _NOT_DIGITS = str.maketrans("", "", "0123456789")
-_CONTEXT_CHARS = 30
+_CONTEXT_CHARS = 40
 
 
 def _digits(text: str) -> int:
