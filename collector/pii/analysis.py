@@ -193,17 +193,15 @@ class Analyzer:
 
         doc = self.engine.nlp.make_doc(job.text)
         ents, scores = [], []
-        for start, end, label in job.spans:
-            start, end = _trim_identifiers(job.text, start, end)
-            if start >= end:
-                continue
+        for ner_start, ner_end, label in job.spans:
             label = self._ner_map.get(label, label)
             if label in self._ner_ignore:
                 continue
-            span = doc.char_span(start, end, label=label, alignment_mode="expand")
-            if span is not None:
-                ents.append(span)
-                scores.append(self._ner_score)
+            for start, end in _without_identifiers(job.text, ner_start, ner_end):
+                span = doc.char_span(start, end, label=label, alignment_mode="expand")
+                if span is not None:
+                    ents.append(span)
+                    scores.append(self._ner_score)
         # Lemmas only feed the context-word booster; the lower-cased form is close enough and
         # spares the tagger + lemmatizer (a third of the pipeline's time).
         return NlpArtifacts(entities=ents, tokens=doc, tokens_indices=[t.idx for t in doc],
@@ -273,15 +271,22 @@ def _glued(text: str, start: int, end: int) -> bool:
     return before in _GLUE or before.isalnum() or after in _GLUE or after.isalnum()
 
 
-def _trim_identifiers(text: str, start: int, end: int) -> tuple[int, int]:
-    """An NER span without its leading and trailing tokens that hold a digit: names hold none,
-    and the small English model tags "Bestellung ORD-46237774" or "Ref <uuid>" as a person."""
+def _without_identifiers(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """An NER span split around its tokens that hold a digit: names hold none, and the small
+    English model tags "Bestellung ORD-46237774" or "ticket van 2026-04-05T01:02:43Z" as one entity."""
     span = text[start:end]
     if not any(c.isdigit() for c in span):
-        return start, end
-    tokens = [(m.start() + start, m.end() + start) for m in _TOKEN.finditer(span)]
-    while tokens and any(c.isdigit() for c in text[tokens[-1][0]:tokens[-1][1]]):
-        tokens.pop()
-    while tokens and any(c.isdigit() for c in text[tokens[0][0]:tokens[0][1]]):
-        tokens.pop(0)
-    return (tokens[0][0], tokens[-1][1]) if tokens else (start, start)
+        return [(start, end)]
+    out: list[tuple[int, int]] = []
+    run: tuple[int, int] | None = None
+    for m in _TOKEN.finditer(span):
+        a, b = m.start() + start, m.end() + start
+        if any(c.isdigit() for c in m.group()):
+            if run:
+                out.append(run)
+            run = None
+        else:
+            run = (run[0], b) if run else (a, b)
+    if run:
+        out.append(run)
+    return out

@@ -54,6 +54,13 @@ def test_weak_shapes_need_a_keyword_in_the_text_or_the_field_name() -> None:
     assert _found("Blender Pro", ("product", "name")) == []
 
 
+def test_a_name_after_a_phrase_that_introduces_one() -> None:
+    assert _found("My name is Dr Louis Parsons and my phone") == [("PERSON", "Dr Louis Parsons")]
+    assert _found("Thanks Jade Brown-Bentley, we reset it") == [("PERSON", "Jade Brown-Bentley")]
+    assert _found("ik ben Daan van der Hoeven, geboren") == [("PERSON", "Daan van der Hoeven")]
+    assert _found("this is urgent, Hello support, thanks a lot") == []
+
+
 def test_pattern_mode_is_validated_at_start() -> None:
     assert ScrubConfig.from_mapping({"pattern_mode": "validated"}).pattern_mode == "validated"
     with pytest.raises(ConfigError, match="pii.pattern_mode"):
@@ -79,7 +86,7 @@ def test_recall_corpus_every_pattern_value_masked_negatives_survive(engine) -> N
     assert "<PHONE_NUMBER>" in out[0] and "<CREDIT_CARD>" in out[0]
     english = [(r, o) for r, o in zip(corpus, out) if r["locale"].startswith("en")]
     names = [name_caught(v, o) for r, o in english for e, v in r["entities"] if e == "PERSON"]
-    assert sum(names) / len(names) >= 0.9
+    assert sum(names) / len(names) >= 0.95
 
 
 def test_validated_mode_keeps_what_fails_validation(engine) -> None:
