@@ -10,7 +10,7 @@ Each :class:`Shape` names the entity type it masks as (``<PHONE_NUMBER>``, ``<IB
 ``<DE_TAX_ID>``...). Shapes are tried in order and the first one to claim a span keeps it, so
 specific ids come before the generic "long digit run" phone and card shapes. *Weak* shapes (a bare
 9-digit number could be an SSN, a BSN, a NIF or an order number) only count next to one of their
-keywords: in the field's name (``features.ssn``) or in the 40 characters before the value
+keywords: in the field's name (``features.ssn``) or in the 60 characters before the value
 ("BSN: 123456782", "geboren am 01.02.1980").
 
 What stays unmasked on purpose (hard negatives, bench/bench_pii_recall.py): bare numbers of up to
@@ -181,7 +181,7 @@ SUPERSEDED: frozenset[str] = frozenset({
 })
 
 _NOT_DIGITS = str.maketrans("", "", "0123456789")
-_CONTEXT_CHARS = 40
+_CONTEXT_CHARS = 60
 _NO_DIGITS_OK = frozenset({"EMAIL_ADDRESS", "PERSON", "MAC_ADDRESS", "IP_ADDRESS"})
 
 
