@@ -21,8 +21,9 @@ that add up to 9+ digits are masked whatever they are (phone, card or IP shape):
 
 Example
 -------
->>> [(s.entity, "+1 439-524-5961"[s.start:s.end]) for s in find_shapes("call +1 439-524-5961", ())]
-[('PHONE_NUMBER', '+1 439-524-5961')]
+>>> text = "call +1 439-524-5961 or mail ann@example.org"
+>>> [(m.entity, text[m.start:m.end]) for m in find_shapes(text, ())]
+[('PHONE_NUMBER', '+1 439-524-5961'), ('EMAIL_ADDRESS', 'ann@example.org')]
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ _R = r"(?![\w\-]|[.,]\d)"
 _EXT = r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?"
 _DATE_NUM = r"\d{1,4}[./\-]\d{1,2}[./\-]\d{2,4}"
 _MONTH_WORD = r"[^\W\d_]{3,10}\.?"
-_DATE_TEXT = rf"\d{{1,2}}(?:\.|º|er)?\s+(?:de\s+)?{_MONTH_WORD}\s+(?:de\s+)?\d{{4}}|{_MONTH_WORD}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+_DATE_TEXT = (rf"\d{{1,2}}(?:\.|º|er)?\s+(?:de\s+)?{_MONTH_WORD}\s+(?:de\s+)?\d{{4}}"
+              rf"|{_MONTH_WORD}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}")
 
 _BIRTH = _kw(
     "born", "birth", "birthday", "birthdate", "dob", r"d\.o\.b", "geboren", r"geb", "geburtsdatum",
@@ -135,7 +137,8 @@ SHAPES: tuple[Shape, ...] = (
     Shape("UK_NINO", _c(r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-Z]\b")),
     Shape("ES_NIE", _c(r"\b[XYZ]-?\d{7}-?[A-Z]\b")),
     Shape("ES_NIF", _c(r"(?<![\w\-])\d{8}-?[A-Z]\b")),
-    Shape("FR_NIR", _c(rf"{_L}[12] ?\d{{2}} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{{2}}|2[AB]) ?\d{{3}} ?\d{{3}} ?\d{{2}}{_R}")),
+    Shape("FR_NIR", _c(rf"{_L}[12] ?\d{{2}} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{{2}}|2[AB]) ?\d{{3}} ?\d{{3}} ?\d{{2}}"
+                       rf"{_R}")),
     Shape("DE_TAX_ID", _c(rf"{_L}[1-9]\d ?\d{{3}} ?\d{{3}} ?\d{{3}}{_R}"), 11, 11,
           _kw("steuer", "steuer-id", "steueridentifikationsnummer", "steuerid", "idnr", "identifikationsnummer",
               "tin", "tax", "steuernummer")),
