@@ -18,6 +18,7 @@ BENCHES = [
     ("SDK -> Kafka -> collector -> ClickHouse throughput", ["bench_pipeline.py"], False),
     ("embedded ClickHouse store", ["bench_chstore.py"], False),
     ("PII scrubbing", ["bench_scrub.py"], False),
+    ("PII recall on a Faker corpus in 9 locales (Faker in its own venv)", ["bench_pii_recall.py"], True),
     ("detector cost, delay, false alarms", ["bench_detectors.py"], False),
     ("sidecar latency vs direct and nginx", ["bench_sidecar.py"], False),
     ("sidecar and serve against tritonclient, MLServer and KServe", ["bench_sidecar_peers.py"], True),

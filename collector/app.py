@@ -189,7 +189,7 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
     import faust
     from prometheus_client import CollectorRegistry, Info, start_http_server
 
-    from driftline.collector.topics import ensure_topics
+    from driftline.collector.topics import deadletter_configs, ensure_topics
     from driftline.collector.metrics import CollectorMetrics
     from driftline.collector.store import ClickHouseWriter, connect, migrate
     from driftline.collector.wiring import build_scrubber
@@ -204,7 +204,8 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
     migrate(client)
     topics = settings.topics
     ensure_topics(settings.kafka_bootstrap, [*topics.event_topics(), topics.deadletter],
-                  partitions=settings.partitions)
+                  partitions=settings.partitions,
+                  configs=deadletter_configs(topics, settings.deadletter_retention_h))
     stop = threading.Event()
     send_dead = dead_letter_sender(settings.kafka_bootstrap, topics.deadletter)
     pipeline = Pipeline(

@@ -30,6 +30,7 @@ ENV_VARS = {
     "DRIFTLINE_PII_KEY_FILE": "pii_key_file",
     "DRIFTLINE_PARTITIONS": "partitions",
     "DRIFTLINE_SESSION_TIMEOUT_S": "session_timeout_s",
+    "DRIFTLINE_DEADLETTER_RETENTION_H": "deadletter_retention_h",
 }
 
 
@@ -55,6 +56,9 @@ class CollectorSettings:
     detectors_config: Path | None = None
     pii_config: Path | None = None
     pii_key_file: Path | None = None
+    # Dead letters are stored raw (unscrubbed): they expire after this many hours (the dead-letter
+    # topic's retention.ms, topics.deadletter_configs). Event topics keep the broker's default.
+    deadletter_retention_h: float = 24.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -65,6 +69,9 @@ class CollectorSettings:
             raise ConfigError(f"metrics_port {self.metrics_port} is not a TCP port (DRIFTLINE_METRICS_PORT)")
         if self.partitions < 1:
             raise ConfigError("partitions must be >= 1 (DRIFTLINE_PARTITIONS)")
+        if not 0 < self.deadletter_retention_h <= 24 * 365:
+            raise ConfigError("deadletter_retention_h must be > 0 and at most a year "
+                              "(DRIFTLINE_DEADLETTER_RETENTION_H)")
         if self.kafka_bootstrap and any(":" not in h for h in self.kafka_bootstrap.split(",")):
             raise ConfigError(f"kafka_bootstrap {self.kafka_bootstrap!r} must be host:port[,host:port] "
                               "(DRIFTLINE_KAFKA_BOOTSTRAP / --kafka-bootstrap)")

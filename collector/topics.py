@@ -8,14 +8,39 @@ them, so they live beside the stream path, not in the embedded broker's module.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
+from driftline.sdk.contract import Topics
+
+logger = logging.getLogger("driftline.collector")
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4, timeout_s: float = 20.0) -> None:
-    """Create topics that do not exist yet (idempotent; works on Kafka and Tansu)."""
+def deadletter_configs(topics: Topics, retention_h: float) -> dict[str, dict[str, str]]:
+    """Topic configs of the dead-letter topic: ``retention.ms`` of ``retention_h`` hours.
+
+    Dead letters are the records the collector could not decode or validate, kept raw (never
+    scrubbed: they may not even be events) so an operator can see what went wrong. Raw means they
+    may hold personal data, so they expire after a short retention
+    (``CollectorSettings.deadletter_retention_h``, 24 h by default), unlike the event topics.
+    """
+    return {topics.deadletter: {"retention.ms": str(int(retention_h * 3_600_000))}}
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4, timeout_s: float = 20.0,
+                  configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """Create topics that do not exist yet (idempotent; works on Kafka and Tansu).
+
+    ``configs``: topic configs by topic name (e.g. :func:`deadletter_configs`), set when the topic
+    is created and set again on a topic that exists (a changed retention applies on restart).
+    The embedded Tansu broker accepts and ignores them (it keeps records in memory until the
+    topic is rotated or the broker restarts; see ``embedded/broker_retention.py``).
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
+
+    configs = configs or {}
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -32,11 +57,27 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4, timeou
         missing = [t for t in topics if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+                admin.create_topics([NewTopic(t, partitions, 1, topic_configs=dict(configs.get(t, {})))
+                                     for t in missing])
             except TopicAlreadyExistsError:
                 pass
+        _alter_existing(admin, {t: c for t, c in configs.items() if t in existing and c})
     finally:
         admin.close()
+
+
+def _alter_existing(admin: Any, configs: Mapping[str, Mapping[str, str]]) -> None:
+    if not configs:
+        return
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=dict(c))
+                             for t, c in configs.items()])
+    except Exception as exc:  # noqa: BLE001 - a broker that refuses keeps the topic's old settings
+        logger.warning("could not set %s on existing topic(s) %s (%s); set them with the broker's tools",
+                       ", ".join(sorted({k for c in configs.values() for k in c})), ", ".join(sorted(configs)),
+                       type(exc).__name__)
 
 
 class BrokerBacklog:

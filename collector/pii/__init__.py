@@ -4,6 +4,8 @@
   cache lookups, fail-closed masking; :func:`hash_value`, the stored form of a ``hash`` value;
 * ``analysis.py`` — what runs on the values the cache has not seen: the pattern fast path,
   gated and batched NER, Presidio analysis and anonymization within the time budget;
+* ``shapes.py`` — compiled regexes for every pattern entity (phone, card, IBAN, national ids,
+  email, IP, MAC, date of birth): the shape is enough, no validation (``pattern_mode: shape``);
 * ``config.py`` — :class:`ScrubConfig` / :class:`ModelPolicy`, the policies (YAML named by
   ``DRIFTLINE_PII_CONFIG``), validated at start-up; :func:`load_hash_key`;
 * ``cache.py`` — a bounded LRU of scrub results keyed by a keyed hash of the value;

@@ -7,6 +7,10 @@ missed its cache and hands the batch to :meth:`Analyzer.analyse`, which fills ea
 
 Speed, after the cache:
 
+0. **Shapes** (``pattern_mode: shape``, the default): compiled regexes find every value shaped
+   like a pattern entity, validated or not (:mod:`~driftline.collector.pii.shapes`); Presidio's
+   recognizers that the shapes supersede are not run. Shape spans win over overlapping Presidio
+   spans (the two are merged into one masked span).
 1. **Pattern fast path.** Cheap character statistics decide which recognizers can possibly match
    (no ``@``: no email; fewer than 7 digits: no phone, card, SSN...), so most values run few or
    no recognizers, and the costly phone matcher only runs on digit-rich text.
@@ -20,10 +24,11 @@ NER, which cannot be interrupted per value, has the batch's summed budget.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from driftline.collector.pii.config import NER_ENTITIES, ScrubConfig
 from driftline.collector.pii.offline import BudgetExceeded, PiiEngine
+from driftline.collector.pii.shapes import SUPERSEDED, ShapeMatch, find_shapes
 
 __all__ = ["Analyzer", "Job"]
 
@@ -47,7 +52,14 @@ _TRIGGERS: dict[str, Callable[[int, bool, bool], bool]] = {
     "STREET_ADDRESS": lambda d, at, dot: d >= 1,
     "URL": lambda d, at, dot: dot,
     "CRYPTO": lambda d, at, dot: d >= 1,
+    "DE_TAX_ID": lambda d, at, dot: d >= 11,
+    "DE_ID_CARD": lambda d, at, dot: d >= 1,
+    "ES_NIF": lambda d, at, dot: d >= 7,
+    "ES_NIE": lambda d, at, dot: d >= 7,
+    "UK_NINO": lambda d, at, dot: d >= 6,
 }
+_GLUE = frozenset("-_#/")
+_TOKEN = re.compile(r"\S+")
 _ALWAYS = lambda d, at, dot: True  # noqa: E731  unknown/custom entities always run
 
 
@@ -55,7 +67,7 @@ class Job:
     """One distinct value to analyse in this batch; doubles as its placeholder in events."""
 
     __slots__ = ("value", "text", "truncated", "ctx", "entities", "threshold", "cache_key", "uses",
-                 "ner", "spans", "output", "found", "failed")
+                 "ner", "spans", "shapes", "output", "found", "failed")
 
     def __init__(self, value: str, ctx: list[str], entities: tuple[str, ...], threshold: float,
                  cache_key: bytes, max_chars: int) -> None:
@@ -66,6 +78,7 @@ class Job:
         self.uses = 0
         self.ner = False
         self.spans: list[tuple[int, int, str]] = []
+        self.shapes: list[ShapeMatch] = []
         self.output: str = ""
         self.found: tuple[str, ...] = ()
         self.failed: str | None = None
@@ -91,24 +104,46 @@ class Analyzer:
         self._ner_map = dict(ner_conf.model_to_presidio_entity_mapping)
         self._ner_ignore = frozenset(ner_conf.labels_to_ignore)
         self._ner_score = ner_conf.default_score
+        self._shapes = config.pattern_mode == "shape"
+        # In shape mode the shapes replace these recognizers; entities no recognizer of Presidio
+        # supports (FR_NIR, NL_BSN, DATE_OF_BIRTH...) are shape-only in both modes.
+        skip = SUPERSEDED if self._shapes else frozenset()
+        presidio = engine.presidio_entities or engine.supported_entities
+        self._presidio = frozenset(e for e in engine.supported_entities if e in presidio and e not in skip)
 
     def analyse(self, jobs: list[Job]) -> None:
         """Analyse every job: fill ``output`` and ``found``, or set ``failed``. Never raises for a
         recognizer's or NER's error: the job fails instead."""
         plans: dict[int, list[str]] = {}
+        presidio = self._presidio
         for job in jobs:
             text = job.text
             digits = len(text) - len(text.translate(_NOT_DIGITS))
             at, dot = "@" in text, ("." in text or ":" in text)
-            run = [e for e in job.entities if e not in NER_ENTITIES and _TRIGGERS.get(e, _ALWAYS)(digits, at, dot)]
+            if digits or at or self._shapes:  # shapes without digits: emails, name fields
+                try:
+                    job.shapes = self._find_shapes(job)
+                except Exception:
+                    job.failed = "error"
+                    continue
+            run = [e for e in job.entities if e not in NER_ENTITIES and e in presidio
+                   and _TRIGGERS.get(e, _ALWAYS)(digits, at, dot)]
             if any(e in NER_ENTITIES for e in job.entities) and _ALPHA.search(text):
                 job.ner = True
                 run += [e for e in job.entities if e in NER_ENTITIES]
             plans[id(job)] = run
-        self._run_ner([j for j in jobs if j.ner])
+        self._run_ner([j for j in jobs if j.ner and j.failed is None])
         for job in jobs:
             if job.failed is None:
                 self._analyse(job, plans[id(job)])
+
+    def _find_shapes(self, job: Job) -> list[ShapeMatch]:
+        """Shape matches of the job's entities: all of them in ``shape`` mode; in ``validated``
+        mode only those of entities no Presidio recognizer validates."""
+        if self._shapes:
+            return find_shapes(job.text, job.ctx, job.entities)
+        shape_only = [e for e in job.entities if e not in self._presidio]
+        return find_shapes(job.text, job.ctx, shape_only) if shape_only else []
 
     def _windows(self, text: str) -> list[tuple[int, int]]:
         """Spans of ``text`` worth running NER on (merged runs of candidate sentences)."""
@@ -158,14 +193,15 @@ class Analyzer:
 
         doc = self.engine.nlp.make_doc(job.text)
         ents, scores = [], []
-        for start, end, label in job.spans:
+        for ner_start, ner_end, label in job.spans:
             label = self._ner_map.get(label, label)
             if label in self._ner_ignore:
                 continue
-            span = doc.char_span(start, end, label=label, alignment_mode="expand")
-            if span is not None:
-                ents.append(span)
-                scores.append(self._ner_score)
+            for start, end in _without_identifiers(job.text, ner_start, ner_end):
+                span = doc.char_span(start, end, label=label, alignment_mode="expand")
+                if span is not None:
+                    ents.append(span)
+                    scores.append(self._ner_score)
         # Lemmas only feed the context-word booster; the lower-cased form is close enough and
         # spares the tagger + lemmatizer (a third of the pipeline's time).
         return NlpArtifacts(entities=ents, tokens=doc, tokens_indices=[t.idx for t in doc],
@@ -174,7 +210,10 @@ class Analyzer:
 
     def _analyse(self, job: Job, entities: list[str]) -> None:
         if not entities:
-            job.output = job.text
+            if job.shapes:
+                job.output, job.found = _mask(job.text, [(s.start, s.end, s.entity) for s in job.shapes])
+            else:
+                job.output = job.text
             return
         engine = self.engine
         engine.deadline = self._clock() + self._budget_s
@@ -183,7 +222,13 @@ class Analyzer:
                 text=job.text, language=self.config.language, entities=entities,
                 score_threshold=job.threshold, context=job.ctx or None, nlp_artifacts=self._artifacts(job))
             engine.check_deadline()
-            if results:
+            if self._shapes:  # an identifier's fragment (ORD-70401955) is not a value of its own
+                results = [r for r in results if r.entity_type in NER_ENTITIES
+                           or not _glued(job.text, r.start, r.end)]
+            if job.shapes:
+                job.output, job.found = _mask(job.text, [(s.start, s.end, s.entity) for s in job.shapes],
+                                              [(r.start, r.end, r.entity_type) for r in results])
+            elif results:
                 job.output = engine.anonymizer.anonymize(text=job.text, analyzer_results=results).text
                 job.found = tuple(sorted({r.entity_type for r in results}))
             else:
@@ -195,3 +240,53 @@ class Analyzer:
             job.failed = "error"
         finally:
             engine.deadline = float("inf")
+
+
+def _mask(text: str, first: Sequence[tuple[int, int, str]],
+          others: Sequence[tuple[int, int, str]] = ()) -> tuple[str, tuple[str, ...]]:
+    """``text`` with each span replaced by ``<ENTITY>``; overlapping spans merge into one, named
+    after the first shape span in it (``first``), else its first span."""
+    spans = sorted([(s, e, t, 0) for s, e, t in first] + [(s, e, t, 1) for s, e, t in others if e > s])
+    merged: list[list[Any]] = []
+    for start, end, entity, rank in spans:
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            if rank < last[3]:
+                last[2], last[3] = entity, rank
+            last[1] = max(last[1], end)
+        else:
+            merged.append([start, end, entity, rank])
+    out, pos = [], 0
+    for start, end, entity, _ in merged:
+        out += [text[pos:start], f"<{entity}>"]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out), tuple(sorted({m[2] for m in merged}))
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """True if the span is part of a longer identifier: glued to a word by ``-_#/``."""
+    before = text[start - 1] if start > 0 else " "
+    after = text[end] if end < len(text) else " "
+    return before in _GLUE or before.isalnum() or after in _GLUE or after.isalnum()
+
+
+def _without_identifiers(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """An NER span split around its tokens that hold a digit: names hold none, and the small
+    English model tags "Bestellung ORD-46237774" or "ticket van 2026-04-05T01:02:43Z" as one entity."""
+    span = text[start:end]
+    if not any(c.isdigit() for c in span):
+        return [(start, end)]
+    out: list[tuple[int, int]] = []
+    run: tuple[int, int] | None = None
+    for m in _TOKEN.finditer(span):
+        a, b = m.start() + start, m.end() + start
+        if any(c.isdigit() for c in m.group()):
+            if run:
+                out.append(run)
+            run = None
+        else:
+            run = (run[0], b) if run else (a, b)
+    if run:
+        out.append(run)
+    return out

@@ -6,6 +6,7 @@ Loaded from the ``pii:`` mapping of the collector's YAML (or built in code)::
       entities: [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, PERSON]   # what to look for
       score_threshold: 0.35
       default_policy: scrub            # for every string not named below
+      pattern_mode: shape              # or validated: only what passes checksums/numbering plans
       fields:                          # all models; exact paths or globs
         tags.user_id: hash             # keyed HMAC: joins on the value still work
       models:
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_ENTITIES",
     "HASH_KEY_ENV",
     "NER_ENTITIES",
+    "PATTERN_MODES",
     "POLICIES",
     "ModelPolicy",
     "ScrubConfig",
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 POLICIES = ("scrub", "drop", "hash", "keep")
+#: ``shape``: a value shaped like a pattern entity is masked whether or not it validates
+#: (``shapes.py``); ``validated``: only what Presidio's recognizers validate (numbering plan,
+#: checksums) is masked, except entities that have no validating recognizer (their shape decides).
+PATTERN_MODES = ("shape", "validated")
 # Entities found by the spaCy NER model rather than by patterns.
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
 # DATE_TIME and ORGANIZATION are off by default: timestamps and company names are ordinary
@@ -58,6 +64,9 @@ NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATIO
 DEFAULT_ENTITIES = (
     "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN",
     "US_ITIN", "US_PASSPORT", "US_BANK_NUMBER", "CRYPTO", "STREET_ADDRESS", "PERSON", "LOCATION",
+    # National ids and other pattern entities (shapes.py; Presidio's recognizers where they exist).
+    "MAC_ADDRESS", "DATE_OF_BIRTH", "UK_NINO", "DE_TAX_ID", "DE_ID_CARD", "FR_NIR", "ES_NIF", "ES_NIE",
+    "IT_FISCAL_CODE", "NL_BSN", "PT_NIF", "BR_CPF", "BR_CNPJ",
 )
 _FIELD_ROOTS = ("prediction", "label", "error")
 _FIELD_PREFIXES = ("features.", "tags.")
@@ -131,6 +140,9 @@ class ScrubConfig:
     #: common word. spaCy's small model tags almost no lower-case names, so this costs little
     #: recall and saves most of the NER time on free text (measured in bench/bench_scrub.py).
     ner_gate: bool = True
+    #: ``shape`` (default): fail closed on anything shaped like a phone, card, IBAN, national id...
+    #: ``validated``: Presidio's validation decides (the behaviour before issue 15). PATTERN_MODES.
+    pattern_mode: str = "shape"
     time_budget_ms: float = 250.0
     max_text_chars: int = 10_000
     cache_size: int = 100_000
@@ -144,6 +156,9 @@ class ScrubConfig:
         _fields("pii.fields", self.fields)
         _entities("pii.entities", self.entities)
         _threshold("pii.score_threshold", self.score_threshold)
+        if self.pattern_mode not in PATTERN_MODES:
+            raise ConfigError(f"pii.pattern_mode: unknown mode {self.pattern_mode!r}; expected one of "
+                              f"{', '.join(PATTERN_MODES)}")
         for name, value in (("time_budget_ms", self.time_budget_ms), ("max_text_chars", self.max_text_chars),
                             ("cache_size", self.cache_size), ("ner_batch_size", self.ner_batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -186,7 +201,7 @@ class ScrubConfig:
                 value = _entities(where, value)
             elif key == "models":
                 value = _models(where, value)
-            elif key in ("spacy_model", "language", "fail_closed_mask", "default_policy"):
+            elif key in ("spacy_model", "language", "fail_closed_mask", "default_policy", "pattern_mode"):
                 if not isinstance(value, str) or not value:
                     raise ConfigError(f"{where}: expected a non-empty string")
             elif key == "ner_gate" and not isinstance(value, bool):

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from driftline.sdk.errors import ConfigError
 from driftline.collector.pii.config import ScrubConfig
+from driftline.collector.pii.shapes import SHAPE_ENTITIES
 
 __all__ = [
     "BudgetExceeded",
@@ -39,6 +40,7 @@ __all__ = [
     "StreetAddressRecognizer",
     "build_engine",
     "load_spacy_model",
+    "national_id_recognizers",
     "offline_tld_extractor",
 ]
 
@@ -154,6 +156,25 @@ def FastPhoneRecognizer(**kwargs: Any) -> Any:  # noqa: N802
     return _FastPhoneRecognizer(**kwargs)
 
 
+# Presidio's validating recognizers of the national ids shapes.py also matches. Presidio registers
+# them for their country's language only; we analyse in one language and register them for it.
+_NATIONAL_ID_RECOGNIZERS = ("DeTaxIdRecognizer", "DeIdCardRecognizer", "EsNifRecognizer", "EsNieRecognizer",
+                            "ItFiscalCodeRecognizer", "UkNinoRecognizer")
+
+
+def national_id_recognizers(language: str) -> list[Any]:
+    """Presidio's German, Spanish, Italian and UK id recognizers (checksums on), for ``language``;
+    those this Presidio release lacks are skipped (shapes.py still matches their shape)."""
+    from presidio_analyzer import predefined_recognizers
+
+    out = []
+    for name in _NATIONAL_ID_RECOGNIZERS:
+        cls = getattr(predefined_recognizers, name, None)
+        if cls is not None:
+            out.append(cls(supported_language=language))
+    return out
+
+
 @dataclass
 class PiiEngine:
     """A loaded analyzer, anonymizer and spaCy pipeline, plus the current value's deadline.
@@ -165,7 +186,10 @@ class PiiEngine:
     anonymizer: Any
     nlp: Any
     nlp_engine: Any
+    #: what :func:`build_engine` checks ``pii.entities`` against: Presidio's and the shapes'
     supported_entities: frozenset[str]
+    #: the entities some Presidio recognizer finds (the others are shape-only)
+    presidio_entities: frozenset[str] = frozenset()
     clock: Callable[[], float] = time.perf_counter
     deadline: float = field(default=float("inf"))
 
@@ -217,18 +241,22 @@ def build_engine(
     registry.remove_recognizer("PhoneRecognizer")
     registry.add_recognizer(FastPhoneRecognizer(supported_language=config.language))
     registry.add_recognizer(StreetAddressRecognizer())
+    for extra in national_id_recognizers(config.language):
+        registry.add_recognizer(extra)
     for extra in recognizers:
         registry.add_recognizer(extra)
     analyzer = AnalyzerEngine(
         registry=registry, nlp_engine=nlp_engine, supported_languages=[config.language]
     )
-    supported = frozenset(analyzer.get_supported_entities(config.language))
+    presidio = frozenset(analyzer.get_supported_entities(config.language))
+    supported = presidio | SHAPE_ENTITIES
     engine = PiiEngine(
         analyzer=analyzer,
         anonymizer=AnonymizerEngine(),
         nlp=nlp,
         nlp_engine=nlp_engine,
         supported_entities=supported,
+        presidio_entities=presidio,
         clock=clock,
     )
     for recognizer in registry.recognizers:
@@ -247,7 +275,7 @@ def _warm_up(engine: PiiEngine, language: str) -> None:
     budget, and under load a freshly started collector redacted its first values whole."""
     try:
         results = engine.analyzer.analyze(text=_WARM_UP_TEXT, language=language,
-                                          entities=sorted(engine.supported_entities))
+                                          entities=sorted(engine.presidio_entities))
         engine.anonymizer.anonymize(text=_WARM_UP_TEXT, analyzer_results=results)
     except Exception:  # noqa: BLE001 - an optimisation only; a failing recognizer fails closed later
         logging.getLogger(__name__).debug("PII engine warm-up failed", exc_info=True)

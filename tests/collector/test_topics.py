@@ -47,3 +47,49 @@ def test_backlog_raises_instead_of_reporting_nothing_when_the_broker_is_gone() -
     with pytest.raises(Exception):  # noqa: B017 - any client error; what matters is that it is not 0
         with BrokerBacklog(f"127.0.0.1:{free_port()}", "g", ["t"], request_timeout_ms=1000) as backlog:
             backlog.total()
+
+
+def test_dead_letter_topic_gets_the_short_retention_at_creation_and_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dead letters are raw (unscrubbed): their topic is created with, and re-set to, retention.ms
+    from deadletter_retention_h; the event topics get no config. A fake admin records the calls
+    (the embedded Tansu accepts topic configs and ignores them, so it cannot show them)."""
+    import kafka.admin
+
+    from driftline.collector.config import CollectorSettings
+    from driftline.collector.topics import deadletter_configs
+    from driftline.sdk.contract import Topics
+    from driftline.sdk.errors import ConfigError
+
+    calls: dict[str, Any] = {"created": [], "altered": []}
+    existing: set[str] = set()
+
+    class FakeAdmin:
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        def list_topics(self) -> list[str]:
+            return sorted(existing)
+
+        def create_topics(self, new: list[Any]) -> None:
+            calls["created"] += [(t.name, dict(t.topic_configs)) for t in new]
+            existing.update(t.name for t in new)
+
+        def alter_configs(self, resources: list[Any]) -> None:
+            calls["altered"] += [(r.name, dict(r.configs)) for r in resources]
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kafka.admin, "KafkaAdminClient", FakeAdmin)
+    topics = Topics.with_prefix("dl")
+    settings = CollectorSettings.build(env={"DRIFTLINE_DEADLETTER_RETENTION_H": "6"})
+    assert settings.deadletter_retention_h == 6.0 and CollectorSettings().deadletter_retention_h == 24.0
+    with pytest.raises(ConfigError, match="DRIFTLINE_DEADLETTER_RETENTION_H"):
+        CollectorSettings(deadletter_retention_h=0)
+    configs = deadletter_configs(topics, settings.deadletter_retention_h)
+    ensure_topics("127.0.0.1:1", [*topics.event_topics(), topics.deadletter], configs=configs)
+    assert dict(calls["created"]) == {**{t: {} for t in topics.event_topics()},
+                                      topics.deadletter: {"retention.ms": str(6 * 3_600_000)}}
+    assert calls["altered"] == []
+    ensure_topics("127.0.0.1:1", [*topics.event_topics(), topics.deadletter], configs=configs)  # exists now
+    assert calls["altered"] == [(topics.deadletter, {"retention.ms": "21600000"})]
