@@ -150,6 +150,9 @@ STAT_IMPACT = "impact"
 #: feature ``*``: the false-alarm budget of the window (value: the probability of a false
 #: verdict per model and window the thresholds were set for; details: the budget as stated)
 STAT_ALARM_BUDGET = "alarm_budget"
+#: detector ``reference``, feature ``*``: the model version has no usable reference, so its data
+#: and prediction drift are not checked (value: its predictions in the window; details: source)
+STAT_REFERENCE_MISSING = "reference_missing"
 
 DETECTOR_STATE = f"""
 CREATE TABLE IF NOT EXISTS {DATABASE}.detector_state
@@ -268,4 +271,5 @@ def migrate(client: Any) -> None:
 
 __all__ = ["ALERTS", "DATABASE", "DELETIONS", "DETECTOR_STATE", "DETECTOR_STATE_META", "DRIFT_METRICS",
            "DRIFT_METRICS_EXCEEDED", "LABELED_PREDICTIONS", "LABELS", "OUTCOMES", "PREDICTIONS", "REFERENCES",
-           "STAT_ALARM_BUDGET", "STAT_DRIFTED_SHARE", "STAT_EXCLUDED", "STAT_IMPACT", "STATEMENTS", "migrate"]
+           "STAT_ALARM_BUDGET", "STAT_DRIFTED_SHARE", "STAT_EXCLUDED", "STAT_IMPACT", "STAT_REFERENCE_MISSING",
+           "STATEMENTS", "migrate"]
