@@ -32,13 +32,14 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
 
 from driftline.collector.store.tables import (
-    STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT, STAT_REFERENCE_MISSING,
+    REFERENCE_NOTICE_DETECTOR, STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT,
+    STAT_REFERENCE_MISSING,
 )
 
 __all__ = [
     "Detector", "DetectorResult", "MetricRow", "result_to_row",
     "STAT_EXCLUDED", "STAT_DRIFTED_SHARE", "STAT_IMPACT", "STAT_ALARM_BUDGET", "SUMMARY_STATISTICS",
-    "STAT_REFERENCE_MISSING",
+    "STAT_REFERENCE_MISSING", "REFERENCE_NOTICE_DETECTOR",
 ]
 
 Detail = tuple[str, Any]

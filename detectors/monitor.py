@@ -21,7 +21,7 @@ import logging
 from typing import Any, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
-from driftline.detectors.base import STAT_REFERENCE_MISSING, DetectorResult
+from driftline.detectors.base import REFERENCE_NOTICE_DETECTOR, STAT_REFERENCE_MISSING, DetectorResult
 from driftline.detectors.calibration import AlarmBudget
 from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
 from driftline.detectors.config import ModelConfig
@@ -36,8 +36,6 @@ __all__ = ["ModelMonitor"]
 
 log = logging.getLogger(__name__)
 _TRAFFIC_SOURCES = ("rolling:", "sampled:")
-#: ``drift_metrics.detector`` of the rows that say a version has no usable reference
-REFERENCE_DETECTOR = "reference"
 
 
 class ModelMonitor:
@@ -374,7 +372,7 @@ class ModelMonitor:
             out += [("", seg, r) for r in det.close_window()]
         for version, n in self.unreferenced.items():
             out.append((version, "", DetectorResult(
-                REFERENCE_DETECTOR, "*", STAT_REFERENCE_MISSING, float(n), None, None, False, 0, n,
+                REFERENCE_NOTICE_DETECTOR, "*", STAT_REFERENCE_MISSING, float(n), None, None, False, 0, n,
                 (("source", self.cfg.reference.source),))))
         self.unreferenced = {}
         return out
