@@ -65,6 +65,51 @@ def dead_letter_sender(bootstrap: str, topic: str) -> Any:
 STREAM_BUFFER_TAKES = 2  # records faust may hold per stream, in takes
 
 
+class TickScheduler:
+    """Hands the pipeline's tick to the storage thread without making faust's timer wait for it.
+
+    The timer used to await the tick on the one storage thread, which is often busy for seconds
+    storing a batch (and the detector stage's poll and state save run there too): the timer's body
+    then outlasted its 1 s interval and faust logged "Timer tick is overlapping" 3-35 times a run.
+    Now the body only submits a tick when the previous one has finished, and counts the ticks it
+    skipped (``driftline_collector_ticks_skipped_total``): a skipped tick loses nothing, the next
+    one closes every window that is due by then.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> ran = []
+    >>> ticks = TickScheduler(ThreadPoolExecutor(1), ran.append, skipped=None)
+    >>> ticks.submit(1.0); ticks.wait(); ran
+    True
+    [1.0]
+    """
+
+    def __init__(self, executor: Any, tick: Callable[[float], None], skipped: Any) -> None:
+        self._executor = executor
+        self._tick = tick
+        self._skipped = skipped
+        self._pending: Any = None
+
+    def submit(self, now_s: float) -> bool:
+        """Queue a tick at ``now_s`` unless one is queued or running; True if queued."""
+        if self._pending is not None and not self._pending.done():
+            if self._skipped is not None:
+                self._skipped.inc()
+            return False
+        self._pending = self._executor.submit(self._run, now_s)
+        return True
+
+    def _run(self, now_s: float) -> None:
+        try:
+            self._tick(now_s)
+        except Exception:  # noqa: BLE001 - Pipeline.tick logs its own; anything else is logged here
+            logger.exception("collector tick failed")
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Wait for the tick in flight, if any (tests and shutdown)."""
+        if self._pending is not None:
+            self._pending.result(timeout_s)
+
+
 def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_s: float = 1.0) -> Any:
     import faust
 
@@ -139,10 +184,11 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
     for kind in EVENT_KINDS:
         make_agent(topics.for_role(kind.role), kind.role)
 
+    ticks = TickScheduler(executor, pipeline.tick, metrics.ticks_skipped)
+
     @app.timer(interval=tick_interval_s)
     async def tick() -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, pipeline.tick, time.time())
+        ticks.submit(time.time())  # never awaits the storage thread (see TickScheduler)
 
     return app
 

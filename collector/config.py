@@ -31,6 +31,7 @@ ENV_VARS = {
     "DRIFTLINE_PARTITIONS": "partitions",
     "DRIFTLINE_SESSION_TIMEOUT_S": "session_timeout_s",
     "DRIFTLINE_DEADLETTER_RETENTION_H": "deadletter_retention_h",
+    "DRIFTLINE_FEATURE_DETAIL_TOP": "feature_detail_top",
 }
 
 
@@ -59,6 +60,11 @@ class CollectorSettings:
     # Dead letters are stored raw (unscrubbed): they expire after this many hours (the dead-letter
     # topic's retention.ms, topics.deadletter_configs). Event topics keep the broker's default.
     deadletter_retention_h: float = 24.0
+    # Per-feature drift gauges on /metrics for this many (model, version, detector, feature,
+    # segment) groups, drifting ones first by impact (each group is ~3 series per statistic);
+    # per-model health series are always there and every value is in driftline.drift_metrics.
+    # 30 keeps 1,000 models under ~10k series; raise it to see every feature of a small fleet.
+    feature_detail_top: int = 30
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -67,6 +73,8 @@ class CollectorSettings:
             raise ConfigError("batch_timeout_s must be > 0 (DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S / --batch-timeout-s)")
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"metrics_port {self.metrics_port} is not a TCP port (DRIFTLINE_METRICS_PORT)")
+        if self.feature_detail_top < 0:
+            raise ConfigError("feature_detail_top must be >= 0 (DRIFTLINE_FEATURE_DETAIL_TOP)")
         if self.partitions < 1:
             raise ConfigError("partitions must be >= 1 (DRIFTLINE_PARTITIONS)")
         if not 0 < self.deadletter_retention_h <= 24 * 365:

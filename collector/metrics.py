@@ -26,6 +26,9 @@ class CollectorMetrics:
         self.batch_events = Histogram(
             "driftline_collector_batch_events", "Events per stored batch",
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000), registry=registry)
+        self.ticks_skipped = Counter("driftline_collector_ticks_skipped_total",
+                                     "Timer ticks not queued because the previous tick was still queued or running",
+                                     registry=registry)
         self.consumer_lag = Gauge("driftline_collector_consumer_lag_events",
                                   "Records behind the partition's high watermark",
                                   ["topic", "partition"], registry=registry)

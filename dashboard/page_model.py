@@ -7,6 +7,7 @@ import streamlit as st
 
 from driftline.dashboard import health, queries
 from driftline.dashboard.drilldown import render_drilldown
+from driftline.dashboard.notices import render_notices
 from driftline.dashboard.ui import COLORS, Ctx, data, empty, fig_defaults, plot, utc
 from driftline.dashboard.verdicts import render_verdicts
 from driftline.detectors.base import SUMMARY_STATISTICS
@@ -20,6 +21,7 @@ def render(ctx: Ctx) -> None:
     where = f"{v.model} {v.version or '(all versions)'}" + (f" · segment {v.segment}" if v.segment else "")
     st.title(f"Model: {where}")
     st.caption(f"{v.start:%Y-%m-%d %H:%M} – {v.end:%Y-%m-%d %H:%M} UTC · buckets of {v.bucket_s} s")
+    render_notices(ctx)
 
     vol = data(ctx, queries.volume(v))
     if vol is None:

@@ -32,12 +32,14 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
 
 from driftline.collector.store.tables import (
-    STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT,
+    REFERENCE_NOTICE_DETECTOR, STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT,
+    STAT_REFERENCE_MISSING,
 )
 
 __all__ = [
     "Detector", "DetectorResult", "MetricRow", "result_to_row",
     "STAT_EXCLUDED", "STAT_DRIFTED_SHARE", "STAT_IMPACT", "STAT_ALARM_BUDGET", "SUMMARY_STATISTICS",
+    "STAT_REFERENCE_MISSING", "REFERENCE_NOTICE_DETECTOR",
 ]
 
 Detail = tuple[str, Any]
@@ -45,7 +47,8 @@ Detail = tuple[str, Any]
 # Statistic names of rows that are not a test of a feature's distribution. Their one home is
 # the drift_metrics table's (collector/store/tables.py), so that alerting, which sits beside
 # the detectors and may not import them, reads the same names; the dashboard imports them here.
-SUMMARY_STATISTICS = frozenset((STAT_EXCLUDED, STAT_DRIFTED_SHARE, STAT_IMPACT, STAT_ALARM_BUDGET))
+SUMMARY_STATISTICS = frozenset((STAT_EXCLUDED, STAT_DRIFTED_SHARE, STAT_IMPACT, STAT_ALARM_BUDGET,
+                                STAT_REFERENCE_MISSING))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,16 +60,19 @@ class DetectorEngine:
 
     ``clock`` returns epoch seconds (used by :meth:`poll` when no ``now`` is given);
     ``registry`` receives the Prometheus metrics (none when ``None``); ``references`` maps
-    ``(model, version)`` to a :class:`Reference` (version ``"*"`` matches any version).
+    ``(model, version)`` to a :class:`Reference` (version ``"*"`` matches any version);
+    ``feature_detail_top`` bounds the per-feature Prometheus series (see
+    :class:`~driftline.detectors.metrics.EngineMetrics`; ``None``: every feature).
     The observe methods never raise: a bad event is logged and counted as ignored.
     """
 
     def __init__(self, config: DetectorsConfig, *, clock: Callable[[], float] = time.time,
                  registry: Any = None,
-                 references: Mapping[tuple[str, str], Reference] | None = None) -> None:
+                 references: Mapping[tuple[str, str], Reference] | None = None,
+                 feature_detail_top: int | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.metrics = EngineMetrics(registry)
+        self.metrics = EngineMetrics(registry, feature_detail_top=feature_detail_top)
         self.monitors: dict[str, ModelMonitor] = {}
         self.windows: dict[str, WindowClock] = {}
         self.watermarks: dict[str, float] = {}
@@ -99,6 +102,7 @@ class DetectorEngine:
         self.windows.pop(model, None)
         self.watermarks.pop(model, None)
         self._changed.discard(model)
+        self.metrics.drop(model)
 
     # -- references -----------------------------------------------------------------------------
     def set_reference(self, ref: Reference) -> None:
@@ -107,6 +111,7 @@ class DetectorEngine:
         mon = self.monitors.get(ref.model)
         if mon is not None:
             mon.set_reference(ref)
+            self.metrics.health(ref.model, reference_missing=mon.reference_missing)
 
     def reference(self, model: str, version: str) -> Reference | None:
         mon = self.monitors.get(model)
@@ -155,7 +160,7 @@ class DetectorEngine:
             self._deferred = None
             counts, self._event_counts = self._event_counts, None
             for (model, kind), n in (counts or {}).items():
-                self.metrics.events.labels(model, kind).inc(n)
+                self.metrics.event(model, kind, n)
 
     def _apply_deferred(self) -> None:
         deferred = self._deferred
@@ -188,6 +193,9 @@ class DetectorEngine:
                 self._close(model)
                 win.before_event(ts)
             mon.on_prediction(event, ts, self._deferred)
+            if mon.missing_warned and not mon.missing_reported:  # said once, at once (not at window close)
+                mon.missing_reported = True
+                self.metrics.health(model, reference_missing=True)
             mon.expire(self.watermarks[model])
             if not is_shadow(event.get("variant")) and win.after_event(ts):
                 self._close(model)
@@ -235,6 +243,8 @@ class DetectorEngine:
         rows = [result_to_row(r, model=model, model_version=v, segment=seg, window_start=ws, window_end=we)
                 for v, seg, r in self.monitors[model].close_window(start, end)]
         win.close()
+        mon = self.monitors[model]
+        self.metrics.health(model, pending=len(mon.pending_preds), reference_missing=mon.reference_missing)
         self.metrics.window(model, rows)
         self._ready.extend(rows)
         self._changed.add(model)

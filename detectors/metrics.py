@@ -1,5 +1,29 @@
 """Prometheus metrics of the detector engine, on an injected registry (no global default).
 
+Bounded by the fleet, not by its features (issue 17: a gauge per model x version x segment x
+feature x statistic gave 298,089 series at 1,000 models). Per model, a few health series:
+
+* ``driftline_detector_events_total{model,type}`` -- events the engine consumed
+* ``driftline_detector_windows_total{model}`` -- windows closed
+* ``driftline_model_drift_windows_total{model}`` -- windows closed with a drift verdict on some
+  feature (its rate against ``driftline_model_alarm_budget`` is the false-alarm budget's use)
+* ``driftline_model_alarm_budget{model}`` -- the budget: probability of a false verdict per window
+* ``driftline_model_drifting_verdicts{model}`` -- (version, detector, feature, segment) verdicts
+  drifting in their latest window
+* ``driftline_model_pending_predictions{model}`` -- predictions awaiting their labels (the label
+  join's memory), as of the last closed window
+* ``driftline_model_state{model,state}`` -- 1, on the model's state: ``warming_up`` (no window
+  closed yet), ``ok``, ``drifting`` or ``no_reference``
+* ``driftline_model_reference_missing{model}`` -- 1 while a version of the model has a stored
+  reference source and none stored (no series otherwise): its drift is not checked
+
+Fleet-wide: ``driftline_detector_labels_total{result}`` (joined / late / waiting) and
+``driftline_detector_ignored_total{reason}`` (no config, engine error, ...).
+
+Per feature, only for the ``feature_detail_top`` groups (model, version, detector, feature,
+segment) ranked first by drift verdict, then impact, then statistics over their threshold (all of
+them with ``None``); every value is in ``driftline.drift_metrics`` whatever is exported:
+
 * ``driftline_drift_statistic{model,version,detector,feature,segment,statistic}`` -- last value
 * ``driftline_drift_detected{...same labels}`` -- the verdict: 1 if the detector judged the
   feature drifting in the last window, else 0 (the same on every statistic of the feature)
@@ -8,96 +32,157 @@
 A feature's ``impact`` series exists only while the feature drifts: its rows are written for
 drifted features alone, so when a window of that detector and segment has none for it, its
 series are removed (a left-over 1 would keep a "drift detected" alert firing).
-* ``driftline_detector_events_total{model,type}`` -- events the engine consumed
-* ``driftline_detector_labels_total{model,result}`` -- labels joined / late / unmatched
-* ``driftline_detector_windows_total{model}`` -- windows closed
-* ``driftline_detector_ignored_total{reason}`` -- events not used (no config, no reference, ...)
+
+The series are built when scraped, from what the engine reported (one lock; the storage thread
+reports, the HTTP server's thread scrapes).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+import heapq
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from driftline.detectors.base import MetricRow
 
-from driftline.detectors.base import STAT_IMPACT
+from driftline.detectors.base import STAT_ALARM_BUDGET, STAT_IMPACT, SUMMARY_STATISTICS
 
-__all__ = ["EngineMetrics"]
+__all__ = ["EngineMetrics", "MODEL_STATES"]
 
 _LABELS = ("model", "version", "detector", "feature", "segment", "statistic")
+#: values of ``driftline_model_state``'s ``state`` label
+MODEL_STATES = ("warming_up", "ok", "drifting", "no_reference")
+
+
+@dataclass
+class _Group:
+    """The latest statistics of one (version, detector, feature, segment) of a model."""
+
+    stats: dict[str, tuple[float, bool, bool]] = field(default_factory=dict)  # value, drift, exceeded
+    drift: bool = False
+    impact: float = 0.0
+
+    def rank(self) -> tuple[bool, float, int]:
+        return self.drift, self.impact, sum(1 for _, _, e in self.stats.values() if e)
+
+
+@dataclass
+class _Model:
+    events: dict[str, float] = field(default_factory=dict)  # type -> count
+    windows: int = 0
+    drift_windows: int = 0
+    alpha: float | None = None
+    pending: int = 0
+    reference_missing: bool = False
+    drifting: int = 0
+    groups: dict[tuple[str, str, str, str], _Group] = field(default_factory=dict)
 
 
 class EngineMetrics:
-    """All engine metrics; every method is a no-op when built without a registry."""
+    """All engine metrics; every method is a no-op when built without a registry.
 
-    def __init__(self, registry: "CollectorRegistry | None") -> None:
+    ``feature_detail_top``: per-feature series for that many groups at most (``None``: all).
+    """
+
+    def __init__(self, registry: "CollectorRegistry | None", *, feature_detail_top: int | None = None) -> None:
         self.enabled = registry is not None
-        self._children: dict[tuple[Any, ...], Any] = {}
+        if feature_detail_top is not None and feature_detail_top < 0:
+            raise ValueError(f"feature_detail_top must be >= 0 or None, not {feature_detail_top}")
+        self.feature_detail_top = feature_detail_top
+        self._lock = threading.Lock()
+        self._models: dict[str, _Model] = {}
         # (model, version, detector, segment) -> features with impact series
         self._impact: dict[tuple[str, str, str, str], set[str]] = {}
         if registry is None:
             return
-        from prometheus_client import Counter, Gauge
+        from prometheus_client import Counter
 
-        self.statistic = Gauge("driftline_drift_statistic", "Last value of a detector statistic",
-                               _LABELS, registry=registry)
-        self.detected = Gauge("driftline_drift_detected",
-                              "Verdict: 1 if the detector judged the feature drifting in the last closed window",
-                              _LABELS, registry=registry)
-        self.exceeded = Gauge("driftline_drift_exceeded",
-                              "1 if the statistic crossed its own threshold in the last closed window",
-                              _LABELS, registry=registry)
-        self.events = Counter("driftline_detector_events_total", "Events consumed by the detectors",
-                              ("model", "type"), registry=registry)
         self.labels = Counter("driftline_detector_labels_total", "Label events by join result",
-                              ("model", "result"), registry=registry)
-        self.windows = Counter("driftline_detector_windows_total", "Windows closed",
-                               ("model",), registry=registry)
+                              ("result",), registry=registry)
         self.ignored = Counter("driftline_detector_ignored_total", "Events not used, by reason",
                                ("reason",), registry=registry)
+        self._label_children = {r: self.labels.labels(r) for r in ("joined", "late", "waiting")}
+        registry.register(_Collector(self))
 
-    def event(self, model: str, kind: str) -> None:
+    def _model(self, model: str) -> _Model:
+        m = self._models.get(model)
+        if m is None:
+            m = self._models[model] = _Model()
+        return m
+
+    # -- what the engine reports -----------------------------------------------------------------
+    def event(self, model: str, kind: str, n: int = 1) -> None:
         if self.enabled:
-            self._child(self.events, model, kind).inc()
+            with self._lock:
+                ev = self._model(model).events
+                ev[kind] = ev.get(kind, 0) + n
 
     def label(self, model: str, result: str) -> None:
         if self.enabled:
-            self._child(self.labels, model, result).inc()
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        # ``labels()`` validates and hashes on every call; events come by the thousand per
-        # second and rows by the hundred per window, so keep the children (label sets are
-        # bounded: models, types, and features x statistics x segments).
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+            child = self._label_children.get(result)
+            (child if child is not None else self.labels.labels(result)).inc()
 
     def ignore(self, reason: str) -> None:
         if self.enabled:
             self.ignored.labels(reason).inc()
 
+    def health(self, model: str, *, pending: int | None = None, reference_missing: bool | None = None) -> None:
+        """A model's pending predictions and whether it lacks a usable reference."""
+        if not self.enabled:
+            return
+        with self._lock:
+            m = self._model(model)
+            if pending is not None:
+                m.pending = pending
+            if reference_missing is not None:
+                m.reference_missing = reference_missing
+
+    def drop(self, model: str) -> None:
+        """Forget a model (another collector owns it now): its series go with it."""
+        with self._lock:
+            self._models.pop(model, None)
+            for key in [k for k in self._impact if k[0] == model]:
+                del self._impact[key]
+
     def window(self, model: str, rows: Iterable["MetricRow"]) -> None:
         if not self.enabled:
             return
-        self._child(self.windows, model).inc()
+        rows = list(rows)
+        with self._lock:
+            m = self._model(model)
+            m.windows += 1
+            if any(r.drift and r.statistic not in SUMMARY_STATISTICS for r in rows):
+                m.drift_windows += 1
         self.rows(rows)
 
     def rows(self, rows: Iterable["MetricRow"]) -> None:
-        """Set the statistic, verdict and exceeded gauges of each row."""
+        """Keep the statistic, verdict and exceeded values of each row (the latest per series)."""
         if not self.enabled:
             return
+        with self._lock:
+            self._rows(rows)
+
+    def _rows(self, rows: Iterable["MetricRow"]) -> None:
         # group -> (its last window in these rows, the features with an impact row in it)
         latest: dict[tuple[str, str, str, str], tuple[Any, set[str]]] = {}
+        touched: set[str] = set()
         for r in rows:
-            key = (r.model, r.model_version, r.detector, r.feature, r.segment, r.statistic)
-            self._child(self.statistic, *key).set(r.value)
-            self._child(self.detected, *key).set(1.0 if r.drift else 0.0)
-            self._child(self.exceeded, *key).set(1.0 if r.exceeded else 0.0)
+            m = self._model(r.model)
+            touched.add(r.model)
+            gkey = (r.model_version, r.detector, r.feature, r.segment)
+            g = m.groups.get(gkey)
+            if g is None:
+                g = m.groups[gkey] = _Group()
+            g.stats[r.statistic] = (r.value, bool(r.drift), bool(r.exceeded))
+            g.drift = bool(r.drift)
+            if r.statistic == STAT_IMPACT:
+                g.impact = r.value
+            elif r.statistic == STAT_ALARM_BUDGET:
+                m.alpha = r.value
             group = (r.model, r.model_version, r.detector, r.segment)
             seen = latest.get(group)
             if seen is None or r.window_start > seen[0]:
@@ -106,10 +191,94 @@ class EngineMetrics:
                 seen[1].add(r.feature)
         for group, (_, feats) in latest.items():
             model, version, detector, segment = group
+            groups = self._models[model].groups
             for feature in self._impact.pop(group, set()) - feats:
-                key = (model, version, detector, feature, segment, STAT_IMPACT)
-                for metric in (self.statistic, self.detected, self.exceeded):
-                    metric.remove(*key)
-                    self._children.pop((id(metric), *key), None)
+                g = groups.get((version, detector, feature, segment))
+                if g is not None:
+                    g.stats.pop(STAT_IMPACT, None)
+                    g.impact = 0.0
+                    if not g.stats:
+                        del groups[(version, detector, feature, segment)]
             if feats:
                 self._impact[group] = feats
+        for model in touched:
+            m = self._models[model]
+            m.drifting = sum(1 for (_, _, feature, _), g in m.groups.items() if g.drift and feature != "*")
+
+    # -- what a scrape sees ------------------------------------------------------------------------
+    def families(self) -> list[Any]:
+        """The metric families of a scrape (prometheus_client's custom-collector protocol)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        events = CounterMetricFamily("driftline_detector_events", "Events consumed by the detectors",
+                                     labels=("model", "type"))
+        windows = CounterMetricFamily("driftline_detector_windows", "Windows closed", labels=("model",))
+        drift_windows = CounterMetricFamily("driftline_model_drift_windows",
+                                            "Windows closed with a drift verdict on some feature", labels=("model",))
+        alpha = GaugeMetricFamily("driftline_model_alarm_budget",
+                                  "False-alarm budget: probability of a false verdict per window", labels=("model",))
+        drifting = GaugeMetricFamily("driftline_model_drifting_verdicts",
+                                     "Verdicts (version, detector, feature, segment) drifting in their latest window",
+                                     labels=("model",))
+        pending = GaugeMetricFamily("driftline_model_pending_predictions",
+                                    "Predictions awaiting their labels, as of the last closed window", labels=("model",))
+        state = GaugeMetricFamily("driftline_model_state", "1 on the model's state", labels=("model", "state"))
+        missing = GaugeMetricFamily("driftline_model_reference_missing",
+                                    "1 while a version of the model has no usable reference", labels=("model",))
+        stat = GaugeMetricFamily("driftline_drift_statistic", "Last value of a detector statistic", labels=_LABELS)
+        detected = GaugeMetricFamily(
+            "driftline_drift_detected", "Verdict: 1 if the detector judged the feature drifting in the last closed window",
+            labels=_LABELS)
+        exceeded = GaugeMetricFamily("driftline_drift_exceeded",
+                                     "1 if the statistic crossed its own threshold in the last closed window",
+                                     labels=_LABELS)
+        with self._lock:
+            for model, m in self._models.items():
+                for kind, n in m.events.items():
+                    events.add_metric((model, kind), n)
+                windows.add_metric((model,), m.windows)
+                drift_windows.add_metric((model,), m.drift_windows)
+                if m.alpha is not None:
+                    alpha.add_metric((model,), m.alpha)
+                drifting.add_metric((model,), m.drifting)
+                pending.add_metric((model,), m.pending)
+                state.add_metric((model, _state(m)), 1.0)
+                if m.reference_missing:
+                    missing.add_metric((model,), 1.0)
+            for model, (version, detector, feature, segment), g in self._top():
+                for statistic, (value, drift, over) in g.stats.items():
+                    labels = (model, version, detector, feature, segment, statistic)
+                    stat.add_metric(labels, value)
+                    detected.add_metric(labels, 1.0 if drift else 0.0)
+                    exceeded.add_metric(labels, 1.0 if over else 0.0)
+        return [events, windows, drift_windows, alpha, drifting, pending, state, missing, stat, detected, exceeded]
+
+    def _top(self) -> Iterable[tuple[str, tuple[str, str, str, str], _Group]]:
+        everything = ((model, key, g) for model, m in self._models.items() for key, g in m.groups.items())
+        if self.feature_detail_top is None:
+            return everything
+        return heapq.nlargest(self.feature_detail_top, everything, key=lambda t: t[2].rank())
+
+
+def _state(m: _Model) -> str:
+    if m.reference_missing:
+        return "no_reference"
+    if m.drifting:
+        return "drifting"
+    return "ok" if m.windows else "warming_up"
+
+
+class _Collector:
+    """Registers the engine's scrape-time families with a registry."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[Any]:
+        # Names only (no samples), so registering does not build a scrape.
+        for fam in self._metrics.families():
+            fam.samples = []
+            yield fam
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._metrics.families()

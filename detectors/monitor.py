@@ -21,7 +21,7 @@ import logging
 from typing import Any, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
-from driftline.detectors.base import DetectorResult
+from driftline.detectors.base import REFERENCE_NOTICE_DETECTOR, STAT_REFERENCE_MISSING, DetectorResult
 from driftline.detectors.calibration import AlarmBudget
 from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
 from driftline.detectors.config import ModelConfig
@@ -55,6 +55,11 @@ class ModelMonitor:
         self.bootstrap: dict[str, list[Any]] = {}  # version -> first events; builders' reservoirs
         self.traffic: dict[str, Any] = {}  # version -> rolling / sampled reference builder
         self.size_warned: set[str] = set()  # versions whose too-small reference was logged
+        # Versions with a stored reference source and none stored: predictions in the current
+        # window (a notice row at its close), logged once per version and process.
+        self.unreferenced: dict[str, int] = {}
+        self.missing_warned: set[str] = set()
+        self.missing_reported = False  # the engine has put missing_warned on its metrics
         self.segments = SegmentTracker(cfg.segments.tags, cfg.segments.max_segments)
         self.budget = AlarmBudget(cfg.data_drift.alarm_budget, cfg.window)
         c = cfg.concept
@@ -95,6 +100,15 @@ class ModelMonitor:
     def _install(self, ref: Reference) -> None:
         self.references[ref.model_version] = ref
         self.streams.pop(ref.model_version, None)
+        self.missing_warned.discard(ref.model_version)
+        if ref.model_version == "*":
+            self.missing_warned.clear()
+        self.missing_reported = False
+
+    @property
+    def reference_missing(self) -> bool:
+        """True while a version of this model has a ``stored`` reference source and none stored."""
+        return bool(self.missing_warned)
 
     def _build(self, version: str, events: list[Any], source: str) -> Reference:
         r = self.cfg.reference
@@ -126,6 +140,13 @@ class ModelMonitor:
             return None
         if ref is None:
             self.counts["no_reference"] += 1
+            if r.source == "stored":  # traffic sources build theirs; a stored one must be set
+                self.unreferenced[version] = self.unreferenced.get(version, 0) + 1
+                if version not in self.missing_warned:
+                    self.missing_warned.add(version)
+                    log.warning("model %s version %s has no usable reference (reference.source: stored, none "
+                                "stored): its data and prediction drift are not checked until one is set with "
+                                "`driftline reference set`", self.cfg.model, version or "(none)")
             return None
         st = self.streams[version] = VersionStream(self.cfg, ref)
         return st
@@ -349,6 +370,11 @@ class ModelMonitor:
             out += [(pair.split("->")[0], seg, r) for r in det.close_window()]
         for seg, det in self.ab.items():
             out += [("", seg, r) for r in det.close_window()]
+        for version, n in self.unreferenced.items():
+            out.append((version, "", DetectorResult(
+                REFERENCE_NOTICE_DETECTOR, "*", STAT_REFERENCE_MISSING, float(n), None, None, False, 0, n,
+                (("source", self.cfg.reference.source),))))
+        self.unreferenced = {}
         return out
 
     def get_state(self) -> dict[str, Any]:

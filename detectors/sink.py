@@ -27,11 +27,12 @@ import base64
 import dataclasses
 import datetime as _dt
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow
 
-__all__ = ["write_rows", "StateRecord", "save_records", "load_records", "latest_seqs"]
+__all__ = ["write_rows", "StateRecord", "save_records", "load_records", "latest_seqs", "model_batches",
+           "MODELS_PER_QUERY_CHARS"]
 
 
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
@@ -62,25 +63,53 @@ def save_records(client: Any, records: Sequence[StateRecord]) -> None:
                       column_names=["model", "key", "blob", "meta", "saved_at"])
 
 
+#: Characters of model names per state query. The queries that name models grow with the fleet;
+#: bounded batches keep each request's bind parameters small (clickhouse-connect moves those over
+#: ~4 KB urlencoded from the URL into a form body, and proxies refuse long URLs), whatever the
+#: number of models a chunk brings.
+MODELS_PER_QUERY_CHARS = 2_000
+
+
+def model_batches(models: Sequence[str], max_chars: int = MODELS_PER_QUERY_CHARS) -> Iterator[list[str]]:
+    """``models`` in order, in batches of at most ``max_chars`` characters of names (plus
+    quoting); a single longer name is a batch of its own.
+
+    >>> [len(b) for b in model_batches([f"m{i:03d}" for i in range(10)], max_chars=30)]
+    [3, 3, 3, 1]
+    """
+    batch: list[str] = []
+    size = 0
+    for m in models:
+        cost = len(m) + 4  # quotes and a comma, urlencoded
+        if batch and size + cost > max_chars:
+            yield batch
+            batch, size = [], 0
+        batch.append(m)
+        size += cost
+    if batch:
+        yield batch
+
+
 def load_records(client: Any, models: Sequence[str]) -> dict[str, list[StateRecord]]:
     """The newest record of every key of each model (per-model records only)."""
-    if not models:
-        return {}
-    rows = client.query(
-        "SELECT model, key, argMax(blob, saved_at), argMax(meta, saved_at), max(saved_at) "
-        "FROM driftline.detector_state WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model, key",
-        parameters={"m": list(models)}).result_rows
     out: dict[str, list[StateRecord]] = {}
-    for model, key, blob, meta, saved_at in rows:
-        out.setdefault(model, []).append(StateRecord(model, key, base64.b64decode(blob), json.loads(meta), saved_at))
+    for batch in model_batches(models):
+        rows = client.query(
+            "SELECT model, key, argMax(blob, saved_at), argMax(meta, saved_at), max(saved_at) "
+            "FROM driftline.detector_state WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model, key",
+            parameters={"m": batch}).result_rows
+        for model, key, blob, meta, saved_at in rows:
+            out.setdefault(model, []).append(StateRecord(model, key, base64.b64decode(blob), json.loads(meta),
+                                                         saved_at))
     return out
 
 
 def latest_seqs(client: Any, models: Sequence[str]) -> dict[str, int]:
     """The highest saved sequence number of each model that has per-model records."""
-    if not models:
-        return {}
-    rows = client.query(
-        "SELECT model, max(JSONExtractUInt(meta, 'seq')) FROM driftline.detector_state "
-        "WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model", parameters={"m": list(models)}).result_rows
-    return {m: int(s) for m, s in rows}
+    out: dict[str, int] = {}
+    for batch in model_batches(models):
+        rows = client.query(
+            "SELECT model, max(JSONExtractUInt(meta, 'seq')) FROM driftline.detector_state "
+            "WHERE model IN {m:Array(String)} AND meta != '' GROUP BY model", parameters={"m": batch}).result_rows
+        out.update({m: int(s) for m, s in rows})
+    return out

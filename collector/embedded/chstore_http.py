@@ -1,10 +1,11 @@
 """ClickHouse's HTTP interface over an :class:`~driftline.collector.embedded.chstore_engine.EnginePool`.
 
 Implements what clickhouse-connect, curl and Grafana's ClickHouse plugin rely on: ``/ping``,
-``GET``/``POST`` with the query in ``?query=`` and/or the body, settings as URL parameters,
-``param_*`` query parameters, ``X-ClickHouse-*`` request headers, HTTP Basic auth,
-``Content-Encoding`` of request bodies (lz4 frames, zstd, gzip, deflate) and response compression
-when ``enable_http_compression=1``, ``session_id`` settings, ClickHouse-style errors
+``GET``/``POST`` with the query in ``?query=`` and/or the body, settings and ``param_*`` query
+parameters in the URL or in the fields of a ``multipart/form-data`` body (clickhouse-connect
+sends bind parameters over ~4 KB that way; ``chstore_forms.py``), ``X-ClickHouse-*`` request
+headers, HTTP Basic auth, ``Content-Encoding`` of request bodies (lz4 frames, zstd, gzip,
+deflate) and response compression when ``enable_http_compression=1``, ``session_id`` settings, ClickHouse-style errors
 (``X-ClickHouse-Exception-Code`` and a ``Code: N. DB::Exception: ...`` body) and streaming
 ``INSERT ... FORMAT <fmt>`` bodies (clickhouse-connect's Native inserts, curl's CSV/TSV/JSONEachRow).
 
@@ -31,6 +32,7 @@ from typing import IO
 from urllib.parse import parse_qsl, urlsplit
 
 from driftline.collector.embedded.chstore_engine import ChError, EnginePool, Outcome, SessionState, execute
+from driftline.collector.embedded.chstore_forms import is_form, parse_form
 
 # URL parameters that belong to the HTTP interface, not to ClickHouse settings.
 HTTP_ONLY_PARAMS = frozenset({
@@ -276,7 +278,27 @@ class ChHandler(BaseHTTPRequestHandler):
             body.read()
             self._send_error(ChError(1001, f"Code: 1001. DB::Exception: {type(exc).__name__}: {exc}. (STD_EXCEPTION)"), query_id)
 
+    def _read_form(self, params: dict[str, str], body: _Body, readonly_method: bool) -> _Body:
+        """Merge the fields of a multipart body into ``params`` (as a real server reads the query,
+        ``param_*`` and settings from them); the body is then empty."""
+        if readonly_method or not is_form(self.headers.get("Content-Type", "")):
+            return body
+        limit = self.server.settings.max_query_bytes
+        raw = body.read(limit + 1)
+        if len(raw) > limit:
+            body.read()
+            raise ChError(62, f"Code: 62. DB::Exception: Form body is too large (max {limit} bytes). (SYNTAX_ERROR)")
+        params.update(parse_form(self.headers["Content-Type"], raw))
+        return _Body(iter(()))
+
     def _execute(self, params: dict[str, str], query_id: str, body: _Body, readonly_method: bool) -> None:
+        body = self._read_form(params, body, readonly_method)
+        for name in ("compress", "decompress"):
+            if params.get(name, "0") not in ("", "0"):
+                # ClickHouse's own block framing needs CityHash128; no client of ours sends it.
+                raise ChError(48, f"Code: 48. DB::Exception: {name}=1 (ClickHouse's native block compression) "
+                              "is not supported by the embedded store; use Content-Encoding / "
+                              "enable_http_compression=1. (NOT_IMPLEMENTED)")
         readonly = self._auth(params) or readonly_method or params.get("readonly", "0") not in ("", "0")
         database = self.headers.get("X-ClickHouse-Database") or params.get("database") or None
         fmt = self.headers.get("X-ClickHouse-Format") or params.get("default_format") or "TabSeparated"

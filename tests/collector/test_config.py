@@ -43,3 +43,12 @@ def test_the_old_batch_timeout_name_still_works_and_says_its_new_name(caplog: py
     new_wins = CollectorSettings.build(env={"DRIFTLINE_BATCH_TIMEOUT_S": "0.3",
                                             "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.9"})
     assert new_wins.batch_timeout_s == 0.9
+
+
+def test_feature_detail_top_is_read_from_the_environment_and_checked() -> None:
+    from driftline.sdk.errors import ConfigError
+
+    assert CollectorSettings.build(env={}).feature_detail_top == 30
+    assert CollectorSettings.build(env={"DRIFTLINE_FEATURE_DETAIL_TOP": "500"}).feature_detail_top == 500
+    with pytest.raises(ConfigError, match="DRIFTLINE_FEATURE_DETAIL_TOP"):
+        CollectorSettings.build(env={"DRIFTLINE_FEATURE_DETAIL_TOP": "-1"})

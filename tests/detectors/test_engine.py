@@ -322,3 +322,58 @@ def test_ready_rows_saved_before_exceeded_existed_restore_with_exceeded_as_their
     old = _row_json(row)[:-1]  # state written by a collector that had no exceeded column
     old[MetricRow.COLUMNS.index("drift")] = True
     assert _row_of(old).exceeded is True and _row_of(old).drift is True
+
+
+def test_a_model_without_a_usable_reference_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17: a model with its own settings (reference.source: stored, the default) and no stored
+    reference used to produce no drift rows and no log line. Now: one log line, a metric, a state,
+    and a notice row per window (what the dashboard shows), until a reference is set."""
+    import logging
+
+    from driftline.detectors.base import STAT_REFERENCE_MISSING
+
+    reg = CollectorRegistry()
+    eng = DetectorEngine(DetectorsConfig.from_mapping({"model": "nr", "window": {"size": 100}, "min_samples": 50}),
+                         registry=reg)
+    rng = random.Random(3)
+
+    def feed(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            eng.observe_prediction(prediction(i, base_features(rng), {"1": 0.3, "0": 0.7}, model="nr"))
+
+    with caplog.at_level(logging.WARNING, logger="driftline.detectors.monitor"):
+        feed(0, 30)
+        assert reg.get_sample_value("driftline_model_reference_missing", {"model": "nr"}) == 1.0  # at once
+        feed(30, 220)
+    said = [r.getMessage() for r in caplog.records if "no usable reference" in r.getMessage()]
+    assert len(said) == 1 and "nr" in said[0] and "driftline reference set" in said[0]
+    rows = eng.poll()
+    notices = [(r.model_version, r.detector, r.feature, r.value, r.drift) for r in rows
+               if r.statistic == STAT_REFERENCE_MISSING]
+    assert notices == [("v1", "reference", "*", 100.0, False)] * 2
+    assert not [r for r in rows if r.detector == "data_drift"]
+    assert reg.get_sample_value("driftline_model_state", {"model": "nr", "state": "no_reference"}) == 1.0
+
+    ref = [prediction(10**6 + i, base_features(rng), {"1": 0.3, "0": 0.7}, model="nr") for i in range(500)]
+    eng.set_reference(from_events(ref, "nr", "v1"))
+    assert reg.get_sample_value("driftline_model_reference_missing", {"model": "nr"}) is None
+    feed(250, 150)
+    rows = eng.poll()
+    # The window open when the reference came had 50 predictions without one; the next has none.
+    assert [r.value for r in rows if r.statistic == STAT_REFERENCE_MISSING] == [50.0]
+    assert [r for r in rows if r.detector == "data_drift"]
+    assert reg.get_sample_value("driftline_model_state", {"model": "nr", "state": "no_reference"}) is None
+
+
+def test_models_with_a_traffic_reference_are_not_missing_one() -> None:
+    from driftline.detectors.base import STAT_REFERENCE_MISSING
+
+    reg = CollectorRegistry()
+    cfg = DetectorsConfig.from_mapping({"model": "fe", "window": {"size": 100}, "min_samples": 50,
+                                        "reference": {"source": "first_events", "first_events": 300}})
+    eng = DetectorEngine(cfg, registry=reg)
+    rng = random.Random(4)
+    for i in range(250):
+        eng.observe_prediction(prediction(i, base_features(rng), {"1": 0.3, "0": 0.7}, model="fe"))
+    assert not [r for r in eng.poll() if r.statistic == STAT_REFERENCE_MISSING]
+    assert reg.get_sample_value("driftline_model_reference_missing", {"model": "fe"}) is None

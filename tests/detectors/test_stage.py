@@ -458,3 +458,52 @@ def test_config_loads_multi_document_files_and_directories(tmp_path: Path) -> No
     (tmp_path / "bad.yaml").write_text("model: c\n---\nmodel: d\nwindow: {sise: 3}\n")
     with pytest.raises(ConfigError, match="d.window.sise"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_a_chunk_of_1000_new_models_loads_them_all_with_bounded_queries(ch_client: Any) -> None:
+    """Issue 17: ~186 new model names in one chunk made the state load's bind parameters pass
+    clickhouse-connect's 4 KB URL budget and stalled the stage. Now the load names models in
+    batches, and every model of the chunk gets detectors and (in a second process) its state."""
+    from prometheus_client import CollectorRegistry
+
+    from driftline.collector.pipeline import Position
+    from driftline.detectors.config import DetectorsConfig
+    from driftline.detectors.engine import DetectorEngine
+    from driftline.detectors.sink import MODELS_PER_QUERY_CHARS
+    from driftline.detectors.stage import DetectorStage
+    from driftline.detectors.state import ModelStates
+    from driftline.sdk.ids import uuid7
+
+    class Recording:  # the real client; remembers the largest bind-parameter list it was given
+        def __init__(self, client: Any) -> None:
+            self.client, self.largest = client, 0
+
+        def query(self, sql: str, parameters: Any = None) -> Any:
+            for v in (parameters or {}).values():
+                if isinstance(v, list):
+                    self.largest = max(self.largest, sum(len(x) + 4 for x in v))
+            return self.client.query(sql, parameters=parameters)
+
+        def insert(self, *args: Any, **kwargs: Any) -> Any:
+            return self.client.insert(*args, **kwargs)
+
+    tag = uuid.uuid4().hex[:6]
+    models = [f"fleet-{tag}-model-{i:04d}" for i in range(1000)]
+    events = [{"schema_version": 1, "type": "prediction", "event_id": uuid7(), "timestamp": _ts(i), "model": m,
+               "model_version": "1", "features": {"x": float(i)}, "prediction": 1.0}
+              for i, m in enumerate(models)]
+    positions = [Position(f"{tag}.predictions", 0, i, 0) for i in range(len(events))]
+    cfg = DetectorsConfig()
+    loads = []
+    for _ in range(2):  # a first process, then a second one that reads what the first saved
+        reg = CollectorRegistry()
+        client = Recording(ch_client)
+        engine = DetectorEngine(cfg, registry=reg)
+        # retry_s=0: a failed load raises at once instead of retrying for 30 s (the old stall)
+        stage = DetectorStage(ModelStates(engine, client, registry=reg, retry_s=0), registry=reg)
+        stage.observe(events, positions, frozenset())
+        assert set(engine.monitors) == set(models)
+        assert all(stage.states.loaded(m) for m in models)
+        assert 0 < client.largest <= MODELS_PER_QUERY_CHARS
+        loads.append(reg.get_sample_value("driftline_detector_state_loads_total"))
+    assert loads == [0.0, 1000.0]
