@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow, result_to_row
 from driftline.detectors.config import DetectorsConfig, ModelConfig
+from driftline.detectors.estimate_stream import EstimateRow
 from driftline.detectors.journal import merge_model_state
 from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.monitor import ModelMonitor
@@ -80,6 +81,7 @@ class DetectorEngine:
             if m.model != "*":
                 self.ensure_model(m)
         self._ready: list[MetricRow] = []
+        self._estimates: list[EstimateRow] = []  # performance_estimates rows (poll_estimates)
         # Stream updates of observe_many, applied in batches (before any window closes).
         self._deferred: list[tuple[Any, ...]] | None = None
         self._event_counts: dict[tuple[str, str], int] | None = None  # observe_many's, for metrics
@@ -235,6 +237,7 @@ class DetectorEngine:
         rows = [result_to_row(r, model=model, model_version=v, segment=seg, window_start=ws, window_end=we)
                 for v, seg, r in self.monitors[model].close_window(start, end)]
         win.close()
+        self._estimates += self.monitors[model].estimation.drain()
         self.metrics.window(model, rows)
         self._ready.extend(rows)
         self._changed.add(model)
@@ -254,6 +257,11 @@ class DetectorEngine:
             if win.due(now):
                 self._close(model)
         rows, self._ready = self._ready, []
+        return rows
+
+    def poll_estimates(self) -> list[EstimateRow]:
+        """The ``performance_estimates`` rows of the windows closed (or graded) since the last call."""
+        rows, self._estimates = self._estimates, []
         return rows
 
     def flush(self) -> list[MetricRow]:
