@@ -269,10 +269,12 @@ class DetectorEngine:
         for model, win in self.windows.items():
             if win.is_open:
                 self._close(model)
-        for mon in self.monitors.values():
+        for model, mon in self.monitors.items():
             for version in list(mon.label_windows):
                 mon.close_concept(version)
             self._drain(mon)
+            mon.estimation.grade(mon.references, self.watermarks.get(model, 0.0))  # labels since the last close
+            self._estimates += mon.estimation.drain()
         return self.poll(float("-inf"))
 
     def counts(self, model: str) -> dict[str, int]:

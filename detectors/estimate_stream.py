@@ -319,7 +319,13 @@ class EstimationStreams:
             w.rows = []  # the sample is not needed once estimated
             w.dirty = True
             self.closed.setdefault(key, deque(maxlen=s.grade_windows)).append(w)
-        horizon = end - self.cfg.concept.label_horizon_s
+        return out + self.grade(refs, end)
+
+    def grade(self, refs: Mapping[str, Any], now: float) -> list[tuple[str, str, DetectorResult]]:
+        """Write the closed windows that got labels again (:attr:`rows`); the estimation error
+        rows. ``now``: event time; windows older than the label horizon drop their labelled rows."""
+        out: list[tuple[str, str, DetectorResult]] = []
+        horizon = now - self.cfg.concept.label_horizon_s
         for key, done in self.closed.items():
             version, seg = key.split("|", 1)
             est = self.estimator(version, refs.get(version) or refs.get("*"))
