@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from driftline.dashboard import health, queries
+from driftline.dashboard import estimation_panel, health, queries
 from driftline.dashboard.ui import Ctx, data, empty, fig_defaults, pct, plot, utc
 from driftline.dashboard.verdicts import render_verdicts
 
@@ -71,6 +71,7 @@ def render(ctx: Ctx) -> None:
                                  "f1": 2 * prec * rec / max(1e-12, prec + rec), "support": int(tp + fn)})
                 st.markdown("**Per class**")
                 st.dataframe(rows, hide_index=True, width="stretch")
+    estimation_panel.render(ctx)  # estimated vs realised performance (issue 18), before any label
     _signals(ctx)
 
 
