@@ -1,0 +1,228 @@
+"""Performance estimation without labels (detectors/estimation.py): CBPE and DLE on synthetic
+models whose true performance is known, their bands' coverage, the documented blind spot
+(concept shift), bad input, and state round trips."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from driftline.detectors.estimation import (
+    CBPE, DLE, CLASSIFICATION_METRICS, Estimate, EstimationError, realised_classification, realised_regression,
+)
+from driftline.detectors.estimation_calib import fit_calibrator
+from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics
+
+CLASSES = ["no", "yes"]
+LEVEL = 0.95
+WINDOWS = 200
+WINDOW = 500
+
+
+def coverage_bounds(windows: int, level: float = LEVEL, tail: float = 1e-3) -> tuple[float, float]:
+    """The share of ``windows`` independent windows a band at ``level`` covers lies in this range
+    with probability 1 - 2 * ``tail`` (binomial quantiles), when the band is exact."""
+    return binom.ppf(tail, windows, level) / windows, binom.isf(tail, windows, level) / windows
+
+
+def binary_stream(rng: np.random.Generator, n: int, mu: float = 0.0, sd: float = 1.5, flip: bool = False):
+    """A calibrated binary classifier: x ~ N(mu, sd), P(yes | x) = sigmoid(2x) is its score.
+    ``flip`` is a concept shift: the labels follow 1 - P(yes | x), the scores do not change."""
+    x = rng.normal(mu, sd, n)
+    p = 1 / (1 + np.exp(-2 * x))
+    truth = 1 - p if flip else p
+    y = np.where(rng.random(n) < truth, "yes", "no")
+    return np.c_[1 - p, p], y
+
+
+@pytest.fixture(scope="module")
+def cbpe() -> CBPE:
+    scores, y = binary_stream(np.random.default_rng(0), 5000)
+    return CBPE.fit(scores, y, CLASSES)
+
+
+def test_band_covers_realised_value_under_covariate_shift(cbpe):
+    rng = np.random.default_rng(1)
+    covered = {m: 0 for m in ("accuracy", "f1", "roc_auc")}
+    for i in range(WINDOWS):
+        mu = 1.5 * np.sin(i / 15)  # the inputs drift back and forth: the class balance moves
+        scores, y = binary_stream(rng, WINDOW, mu=mu)
+        est = cbpe.estimate(scores)
+        real = realised_classification(scores, y, CLASSES)
+        for m in covered:
+            covered[m] += est[m].lower <= real[m] <= est[m].upper
+    lo, hi = coverage_bounds(WINDOWS)
+    for m, c in covered.items():
+        assert lo <= c / WINDOWS <= hi, (m, c / WINDOWS, (lo, hi))
+
+
+def test_estimate_follows_realised_accuracy_down_into_the_uncertain_region(cbpe):
+    rng = np.random.default_rng(2)
+    base_scores, base_y = binary_stream(rng, 2000)
+    shifted_scores, shifted_y = binary_stream(rng, 2000, sd=0.3)  # mass near x = 0, P ~ 0.5
+    before, after = cbpe.estimate(base_scores)["accuracy"], cbpe.estimate(shifted_scores)["accuracy"]
+    real_before = realised_classification(base_scores, base_y, CLASSES)["accuracy"]
+    real_after = realised_classification(shifted_scores, shifted_y, CLASSES)["accuracy"]
+    assert real_before - real_after > 0.15  # the shift really costs accuracy
+    assert after.upper < before.lower  # and the estimate sees it, with bands apart
+    assert after.lower <= real_after <= after.upper and before.lower <= real_before <= before.upper
+
+
+def test_concept_shift_moves_the_realised_value_not_the_estimate(cbpe):
+    rng = np.random.default_rng(3)
+    scores, y = binary_stream(rng, 2000)
+    flipped_scores, flipped_y = binary_stream(rng, 2000, flip=True)
+    est, est_flipped = cbpe.estimate(scores)["accuracy"], cbpe.estimate(flipped_scores)["accuracy"]
+    real_flipped = realised_classification(flipped_scores, flipped_y, CLASSES)["accuracy"]
+    assert abs(est.value - est_flipped.value) < 0.02  # the scores' distribution did not move
+    assert real_flipped < est_flipped.lower - 0.3  # the labels did: only self-grading sees it
+
+
+def test_multiclass_estimates_track_realised_metrics():
+    rng = np.random.default_rng(4)
+    k, classes = 4, ["a", "b", "c", "d"]
+
+    def stream(n, scale):
+        logits = rng.normal(size=(n, k)) * scale
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        y = (rng.random(n)[:, None] > np.cumsum(p, 1)[:, :-1]).sum(1)
+        return p, np.asarray(classes)[y]
+
+    model = CBPE.fit(*stream(5000, 2.0), classes)
+    for scale in (2.0, 0.7):  # confident, then the uncertain region
+        p, y = stream(3000, scale)
+        est, real = model.estimate(p), realised_classification(p, y, classes)
+        for m in CLASSIFICATION_METRICS:
+            assert est[m].lower <= real[m] <= est[m].upper, (scale, m, est[m], real[m])
+    assert model.confusion(p).shape == (k, k)
+    assert model.confusion(p).sum() == pytest.approx(len(p))
+
+
+def test_expected_confusion_matrix_matches_the_estimates(cbpe):
+    scores, _ = binary_stream(np.random.default_rng(5), 1000)
+    conf = cbpe.confusion(scores)
+    est = cbpe.estimate(scores)
+    assert est["accuracy"].value == pytest.approx(np.trace(conf) / conf.sum())
+    assert est["precision"].value == pytest.approx(conf[1, 1] / conf[:, 1].sum())
+    assert est["recall"].value == pytest.approx(conf[1, 1] / conf[1].sum())
+
+
+@pytest.mark.parametrize("k, n", [(2, 300), (4, 300)])
+def test_closed_form_spread_matches_a_bootstrap_of_the_labels(k, n):
+    rng = np.random.default_rng(13)
+    logits = rng.normal(size=(n, k)) * 1.5
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    _, sds, _ = expected_metrics(p, p)
+    boot = bootstrap_sds(p, p, draws=2000)
+    for m, sd in sds.items():
+        # 2,000 draws estimate a standard deviation within ~1.6 % (1 sd); the delta method's
+        # first-order error at n = 300 is of the same size
+        assert sd == pytest.approx(boot[m], rel=0.08), (m, sd, boot[m])
+
+
+# -- bad input -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scores, message", [
+    (np.full((300, 2), 0.85), "rows sum to 1.7"),
+    (np.c_[np.full(300, np.nan), np.full(300, 0.5)], "NaN"),
+    (np.full((300, 3), 1 / 3), "3 columns but there are 2 classes"),
+    (np.c_[np.full(300, 1.5), np.full(300, -0.5)], "not probabilities"),
+])
+def test_bad_scores_are_reported(scores, message):
+    with pytest.raises(EstimationError, match=message):
+        CBPE.fit(scores, ["yes"] * 150 + ["no"] * 150, CLASSES)
+
+
+def test_too_few_labels_are_reported():
+    scores, y = binary_stream(np.random.default_rng(6), 300)
+    y = y.astype(object)
+    y[35:] = None  # labels not arrived
+    with pytest.raises(EstimationError, match="reference has 35 labelled rows; CBPE needs at least 200"):
+        CBPE.fit(scores, y, CLASSES)
+    with pytest.raises(EstimationError, match="not among the 2 classes"):
+        CBPE.fit(scores, ["maybe"] * 300, CLASSES)
+
+
+def test_estimate_rejects_a_window_of_another_shape(cbpe):
+    with pytest.raises(EstimationError, match="3 columns"):
+        cbpe.estimate(np.full((10, 3), 1 / 3))
+
+
+def test_dle_bad_input_is_reported():
+    rng = np.random.default_rng(7)
+    x, pred = rng.normal(size=(300, 2)), rng.normal(size=300)
+    y = pred.copy()
+    y[50:] = np.nan
+    with pytest.raises(EstimationError, match="reference has 50 labelled rows; DLE needs at least 200"):
+        DLE.fit(x, pred, y)
+    with pytest.raises(EstimationError, match="predictions contain NaN"):
+        DLE.fit(x, np.full(300, np.nan), pred)
+
+
+# -- DLE -------------------------------------------------------------------------------------------
+def regression_stream(rng: np.random.Generator, n: int, mu: float = 0.0, sd: float = 1.0):
+    """A regressor with heteroscedastic noise: the error's scale grows with |x2|; covariate shift
+    moves x2's mean, so the loss moves without any label. The reference is wider (``sd``) so the
+    shifted windows stay where the loss model has seen data (trees do not extrapolate)."""
+    x = rng.normal(size=(n, 3))
+    x[:, 2] = mu + sd * x[:, 2]
+    f = 2 * x[:, 0] + x[:, 1]
+    y = f + rng.normal(size=n) * (0.3 + np.abs(x[:, 2]))
+    return x, f, y
+
+
+@pytest.fixture(scope="module")
+def dle() -> DLE:
+    return DLE.fit(*regression_stream(np.random.default_rng(8), 6000, sd=1.5))
+
+
+def test_dle_tracks_realised_loss_and_its_band_covers_it(dle):
+    rng = np.random.default_rng(9)
+    windows, covered, estimated, realised = 100, {"mae": 0, "rmse": 0}, [], []
+    for i in range(windows):
+        x, pred, y = regression_stream(rng, WINDOW, mu=np.sin(i / 10))
+        est, real = dle.estimate(x, pred), realised_regression(pred, y)
+        for m in covered:
+            covered[m] += est[m].lower <= real[m] <= est[m].upper
+        estimated.append(est["mae"].value)
+        realised.append(real["mae"])
+    estimated, realised = np.array(estimated), np.array(realised)
+    # the shift moves the loss (MAE 0.8 .. 1.25) well beyond the estimate's error, and the
+    # estimate moves with it
+    assert np.std(realised) > 2 * np.std(estimated - realised)
+    assert np.corrcoef(estimated, realised)[0, 1] > 0.8
+    lo, _ = coverage_bounds(windows)
+    for m, c in covered.items():
+        # the band may be conservative (the loss model's error is in its spread ratio), not short
+        assert lo <= c / windows, (m, c / windows)
+
+
+# -- state -----------------------------------------------------------------------------------------
+def test_state_round_trip_gives_identical_estimates(cbpe, dle):
+    scores, _ = binary_stream(np.random.default_rng(10), 1000)
+    restored = CBPE.from_state(json.loads(json.dumps(cbpe.to_state())))
+    assert restored.estimate(scores) == cbpe.estimate(scores)
+    x, pred, _ = regression_stream(np.random.default_rng(11), 1000)
+    restored_dle = DLE.from_state(json.loads(json.dumps(dle.to_state())))
+    assert restored_dle.estimate(x, pred) == dle.estimate(x, pred)
+    with pytest.raises(EstimationError, match="not a CBPE state"):
+        CBPE.from_state(dle.to_state())
+
+
+def test_calibrator_fixes_an_overconfident_model():
+    rng = np.random.default_rng(12)
+    truth = rng.uniform(0.05, 0.95, 4000)
+    y = (rng.random(4000) < truth).astype(float)
+    overconfident = 1 / (1 + np.exp(-3 * np.log(truth / (1 - truth))))
+    cal = fit_calibrator(overconfident, y)
+    assert cal.kind in ("platt", "isotonic")
+    assert np.mean((cal(overconfident) - truth) ** 2) < 0.1 * np.mean((overconfident - truth) ** 2)
+
+
+def test_estimate_verdict_needs_the_whole_band_below():
+    e = Estimate("accuracy", 0.8, 0.75, 0.85, 1000)
+    assert e.below(0.9) and not e.below(0.8) and e.above(0.7) and not e.above(0.76)
+    assert math.isfinite(e.value)
