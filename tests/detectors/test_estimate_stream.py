@@ -6,6 +6,7 @@ fitted estimator, including one fitted on the stream's first labelled prediction
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 
@@ -156,3 +157,26 @@ def test_restart_keeps_the_estimator_fitted_on_the_stream():
     # Same estimates, bands, verdicts and grades as without the restart.
     assert expected and _final(got) == expected
     assert any(r.realised is not None for r in expected.values())
+
+
+def test_each_judged_metric_is_a_test_of_the_alarm_budget_and_bad_scores_are_told_once(reference, caplog):
+    def budget_tests(thresholds) -> list[int]:
+        cfg = DetectorsConfig.from_mapping({
+            "model": "m", "window": {"kind": "count", "size": WINDOW}, "min_samples": 100,
+            "prediction_drift": {"enabled": False}, "multivariate": {"enabled": False},
+            "concept": {"enabled": False}, "performance_estimation": {"thresholds": thresholds}})
+        eng = DetectorEngine(cfg, references={("m", "v1"): reference})
+        _run(eng, [e for e in _events(_rows(2 * WINDOW, seed=6)) if e[0] == "p"])
+        return [dict(json.loads(r.details))["tests"] for r in eng.poll() if r.statistic == "alarm_budget"]
+
+    plain, judged = budget_tests({}), budget_tests({"accuracy": 0.7, "f1": 0.6, "mae": 1.0})
+    # Two judged metrics (mae is not a classifier's) in one segment: two more tests per window.
+    assert len(plain) == 2 and [j - p for j, p in zip(judged, plain)] == [2, 2]
+
+    eng = DetectorEngine(_config(), references={("m", "v1"): reference})
+    bad = [("p", prediction(i, {"x": 0.0}, "1", t=float(i))) for i in range(2 * WINDOW)]  # labels, no scores
+    _run(eng, bad)
+    told = [r for r in eng.poll() if r.detector == "estimation" and r.statistic == "excluded"]
+    assert [json.loads(r.details)["reason"] for r in told] == ["the logged predictions are not class probabilities"]
+    assert sum("no performance estimate" in m for m in caplog.messages) == 1
+    assert eng.poll_estimates() == []
