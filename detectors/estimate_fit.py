@@ -16,8 +16,8 @@ logged predictions into their shape and back:
 >>> info = fit_estimator(preds, ["no", "yes", "yes", "yes"] * 60, min_labels=100)
 >>> info["method"], info["classes"], info["labelled"]
 ('cbpe', ['no', 'yes'], 240)
->>> Fitted(info).row({"no": 0.3, "yes": 0.7}, {})
-[0.3, 0.7]
+>>> Fitted(info).row({"no": 0.3, "yes": 0.7}, {})  # binary: P(classes[1]) alone
+[0.7]
 """
 
 from __future__ import annotations
@@ -55,21 +55,27 @@ def _label_key(label: Any) -> str | None:
 
 
 def scores_of(prediction: Any, classes: Sequence[str]) -> list[float] | None:
-    """The class probabilities of one logged prediction in ``classes`` order (None: not scores)."""
-    prediction = _parse(prediction)
+    """The class probabilities of one logged prediction in ``classes`` order (None: not scores).
+
+    Runs for every prediction: the common case (a dict of floats) takes no generic path.
+    """
     k = len(classes)
-    if isinstance(prediction, Mapping):
-        try:
-            row = [float(prediction.get(c, 0.0)) for c in classes]
-        except (TypeError, ValueError):
-            return None
-    elif isinstance(prediction, (list, tuple)) and len(prediction) == k and all(map(_is_number, prediction)):
-        row = [float(v) for v in prediction]
+    if type(prediction) is str:
+        prediction = _parse(prediction)
+    if type(prediction) is dict or isinstance(prediction, Mapping):  # the ABC check is slow
+        get = prediction.get
+        row = [get(c, 0.0) for c in classes]
+    elif isinstance(prediction, (list, tuple)) and len(prediction) == k:
+        row = list(prediction)
     elif k == 2 and _is_number(prediction) and 0.0 <= float(prediction) <= 1.0:
-        row = [1.0 - float(prediction), float(prediction)]
+        return [1.0 - float(prediction), float(prediction)]
     else:
         return None
-    if not all(math.isfinite(v) and -1e-9 <= v <= 1 + 1e-9 for v in row) or abs(sum(row) - 1.0) > _PROB_TOLERANCE:
+    for v in row:
+        t = type(v)
+        if (t is not float and t is not int) or not -1e-9 <= v <= 1 + 1e-9:  # NaN fails the range
+            return None
+    if abs(sum(row) - 1.0) > _PROB_TOLERANCE:
         return None
     return row
 
@@ -195,7 +201,9 @@ class Fitted:
     def row(self, prediction: Any, features: Mapping[str, Any]) -> list[float] | None:
         """What a window keeps of one prediction (None: it cannot be estimated)."""
         if self.method == "cbpe":
-            return scores_of(prediction, self.classes)
+            row = scores_of(prediction, self.classes)
+            # A binary row keeps P(classes[1]) alone: half the window's sample, in the saved state too.
+            return [row[1]] if row is not None and len(self.classes) == 2 else row
         if not _is_number(prediction):
             return None
         return [float(prediction), *_feature_row(features, self.features)]
@@ -210,12 +218,15 @@ class Fitted:
     def estimate(self, rows: Sequence[Sequence[float]], level: float) -> dict[str, Any]:
         """Metric -> :class:`~driftline.detectors.estimation.Estimate` of the window's rows."""
         if self.method == "cbpe":
-            return self.model.estimate(rows, level=level)
+            return self.model.estimate(self._scores(rows), level=level)
         return self.model.estimate([r[1:] for r in rows], [r[0] for r in rows], level=level)
+
+    def _scores(self, rows: Sequence[Sequence[float]]) -> Any:
+        return [r[0] for r in rows] if len(self.classes) == 2 else rows
 
     def realised(self, rows: Sequence[Sequence[float]], labels: Sequence[Any]) -> dict[str, float]:
         from driftline.detectors import estimation as E
 
         if self.method == "cbpe":
-            return E.realised_classification(rows, labels, self.classes)
+            return E.realised_classification(self._scores(rows), labels, self.classes)
         return E.realised_regression([r[0] for r in rows], labels)

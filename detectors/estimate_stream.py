@@ -200,22 +200,18 @@ class EstimationStreams:
                                    "COLUMN) and performance_estimation.reference_labels is 0")
             return
         row = est.row(event.get("prediction"), event.get("features") or {})
-        if row is not None:
-            row = self._compact(row)  # saved with the model's state: 6 decimals are plenty
         if row is None:
             self.note(version, "the logged predictions are not class probabilities" if est.method == "cbpe"
                       else "the logged predictions are not numbers")
             return
+        cap, salt, opened = s.sample, s.seed, self.open
         for seg in segs:
-            key = f"{version}|{seg}"
-            w = self.open.get(key)
+            key = version + "|" + seg
+            w = opened.get(key)
             if w is None:
-                w = self.open[key] = _Window()
-            w.add(row, s.sample, s.seed)
+                w = opened[key] = _Window()
+            w.add(row, cap, salt)
 
-    @staticmethod
-    def _compact(row: list[float]) -> list[float]:
-        return [round(v, 6) for v in row]
 
     def labelled(self, version: str, segs: list[str], prediction: Any, pred_ts: float, label: Any,
                  refs: Mapping[str, Any]) -> None:
