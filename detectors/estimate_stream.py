@@ -195,7 +195,9 @@ class EstimationStreams:
         ref = refs.get(version) or refs.get("*")
         est = self.estimator(version, ref)
         if est is None:
-            if ref is not None and not s.reference_labels and version not in self.noted:
+            # Said only to whoever asked for verdicts: a model without labels is the common case.
+            asked = s.thresholds or s.max_drop
+            if asked and ref is not None and not s.reference_labels and version not in self.noted:
                 self.note(version, "the reference has no labels (driftline reference set ... --labels "
                                    "COLUMN) and performance_estimation.reference_labels is 0")
             return
