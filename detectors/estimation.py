@@ -19,8 +19,8 @@ probability ``level`` if the calibration (the loss model) holds: the labels of t
 are independent draws from the calibrated probabilities, so the realised accuracy is a
 Poisson-binomial mean (closed-form variance), and precision, recall, F1 and AUC get theirs from
 the delta method (:mod:`driftline.detectors.estimation_metrics`); the band is the normal interval
-``value +- z * sd`` clipped to [0, 1]. The band leaves out the error of the calibrator itself,
-which is small next to a window's sampling error when the reference is several times the window.
+``value +- z * sd`` clipped to [0, 1]. The calibrator's own error (bootstrapped on the reference
+when it is fitted) is added: it dominates when the reference is small and the window large.
 What no estimator of this kind sees is a concept shift (P(y | x) changes): the estimate stays,
 the realised value moves, and the self-grading of the estimates (realised vs estimated per
 window) is what reports it.
@@ -44,7 +44,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from driftline.detectors.estimation_calib import Calibrator, fit_calibrator
+from driftline.detectors.estimation_calib import Calibrator, fit_calibrators
 from driftline.detectors.estimation_dle import LossModel, fit_loss_model
 from driftline.detectors.estimation_metrics import METRICS, auc_from_ranks, expected_metrics, nanmean_rows, ratios
 
@@ -239,9 +239,7 @@ class CBPE:
         p, y = p[keep], codes[keep]
         if len(np.unique(y)) < 2:
             raise EstimationError("reference labels hold a single class; CBPE needs at least two")
-        cols = [1] if len(names) == 2 else range(len(names))
-        calibrators = [fit_calibrator(p[:, c], (y == c).astype(float)) for c in cols]
-        return cls(names, calibrators, level=level, reference_rows=labelled)
+        return cls(names, fit_calibrators(p, y), level=level, reference_rows=labelled)
 
     # -- calibrated probabilities
     def calibrated(self, scores: Any) -> np.ndarray:
@@ -268,7 +266,11 @@ class CBPE:
         ``level`` (default: the one fitted with). Milliseconds for 1,000 rows: no loop over rows."""
         lvl = self.level if level is None else _check_level(level)
         p = _check_scores(scores, len(self.classes))
-        values, sds, _ = expected_metrics(p, self._calibrate(p))
+        if len(self.classes) == 2:
+            spreads = [None, self.calibrators[0].spread(p[:, 1])]
+        else:
+            spreads = [c.spread(p[:, i]) for i, c in enumerate(self.calibrators)]
+        values, sds, _ = expected_metrics(p, self._calibrate(p), spreads)
         z = _z(lvl)
         out = {}
         for m in CLASSIFICATION_METRICS:

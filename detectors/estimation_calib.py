@@ -4,7 +4,8 @@ NannyML always fits isotonic regression (one-vs-rest, renormalised). Isotonic is
 when the model's scores are badly calibrated and the reference is large, but on a small
 reference it overfits: a step function with hundreds of steps whose noise becomes the estimate's
 bias. So :func:`fit_calibrator` fits three candidates and keeps the one with the lowest Brier
-score on held-out folds of the reference (5-fold cross-validation):
+score on held-out folds of the reference (5-fold cross-validation; for a multiclass model one kind
+for all classes, by the multiclass Brier score of the renormalised rows, :func:`fit_calibrators`):
 
 * ``identity``: the model's score as it is (an already calibrated model loses nothing);
 * ``platt``: a logistic map of the score's log-odds, two numbers (a smooth fix of over- or
@@ -13,6 +14,14 @@ score on held-out folds of the reference (5-fold cross-validation):
 
 Every calibrator is stored as a handful of numbers (Platt's two, isotonic's knots), so the state
 is JSON and small.
+
+A fitted map is itself uncertain (a few hundred labels per class); :func:`fit_calibrator` also
+refits the chosen kind on :data:`SPREAD_DRAWS` bootstrap resamples of the reference and keeps the
+standard deviation of the calibrated probability in :data:`SPREAD_BINS` score bins (quantiles of
+the reference's scores). CBPE adds that error to its bands, taken as shared by the rows of one
+bin and independent between bins (:func:`driftline.detectors.estimation_metrics.expected_metrics`):
+unlike the labels' sampling error it does not shrink as a window grows. The identity has nothing
+fitted and no spread.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(1)
@@ -30,10 +39,12 @@ from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-__all__ = ["Calibrator", "fit_calibrator", "KINDS", "FOLDS"]
+__all__ = ["Calibrator", "fit_calibrator", "fit_calibrators", "multiclass_brier", "KINDS", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
 
 KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
 FOLDS = 5
+SPREAD_DRAWS = 20
+SPREAD_BINS = 10
 _EPS = 1e-6  # log-odds of scores 0 and 1 stay finite
 
 
@@ -48,6 +59,15 @@ class Calibrator:
         if kind == "isotonic":
             self._x = np.asarray(self.params["x"], dtype=float)
             self._y = np.asarray(self.params["y"], dtype=float)
+        self._edges = np.asarray(self.params.get("edges", []), dtype=float)
+        self._sigma = np.asarray(self.params.get("sigma", []), dtype=float)
+
+    def spread(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(bin, sd of the calibrated probability) of each score, or None without a spread."""
+        if not len(self._sigma):
+            return None
+        b = np.searchsorted(self._edges, np.asarray(scores, dtype=float))
+        return b, self._sigma[b]
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         s = np.asarray(scores, dtype=float)
@@ -94,14 +114,56 @@ def cross_validated_brier(s: np.ndarray, y: np.ndarray, *, folds: int = FOLDS, s
     return {k: v / len(s) for k, v in errors.items()}
 
 
-def fit_calibrator(scores: np.ndarray, is_class: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> Calibrator:
-    """The calibrator kind with the lowest held-out Brier score, refitted on all of the rows.
+def _best(briers: Mapping[str, float]) -> str:
+    return min(KINDS, key=lambda k: (round(briers[k], 12), KINDS.index(k)))
+
+
+def multiclass_brier(p: np.ndarray, codes: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> dict[str, float]:
+    """Held-out multiclass Brier score of each kind applied to every class one-vs-rest and the
+    rows renormalised, as CBPE uses them."""
+    n, k = p.shape
+    onehot = np.eye(k)[codes]
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    errors = {kind: 0.0 for kind in KINDS}
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        for kind in KINDS:
+            q = np.column_stack([_fit_kind(kind, p[train, c], onehot[train, c])(p[test, c]) for c in range(k)])
+            total = q.sum(axis=1, keepdims=True)
+            q = np.where(total > 0, q / np.where(total > 0, total, 1.0), p[test])
+            errors[kind] += float(np.sum((q - onehot[test]) ** 2))
+    return {kind: v / n for kind, v in errors.items()}
+
+
+def fit_calibrators(p: np.ndarray, codes: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> list[Calibrator]:
+    """CBPE's calibrators for scores ``p`` (n, k) and label codes: binary, one for column 1;
+    multiclass, one per class, all of the kind with the lowest held-out multiclass Brier score
+    (one kind for all classes: the renormalised rows are what is scored and used)."""
+    if p.shape[1] == 2:
+        return [fit_calibrator(p[:, 1], (codes == 1).astype(float), folds=folds, seed=seed)]
+    kind = _best(multiclass_brier(p, codes, folds=folds, seed=seed))
+    return [fit_calibrator(p[:, c], (codes == c).astype(float), kind=kind, seed=seed) for c in range(p.shape[1])]
+
+
+def fit_calibrator(scores: np.ndarray, is_class: np.ndarray, *, kind: str | None = None, folds: int = FOLDS,
+                   seed: int = 0) -> Calibrator:
+    """The calibrator ``kind``, by default the one with the lowest held-out Brier score, fitted on
+    all of the rows, with its spread (see the module docstring).
 
     ``scores`` are the model's probabilities of one class, ``is_class`` 1.0 where the label is
     that class. Ties (within 1e-12) go to the simpler kind.
     """
     s = np.asarray(scores, dtype=float)
     y = np.asarray(is_class, dtype=float)
-    briers = cross_validated_brier(s, y, folds=folds, seed=seed)
-    best = min(KINDS, key=lambda k: (round(briers[k], 12), KINDS.index(k)))
-    return _fit_kind(best, s, y)
+    best = kind or _best(cross_validated_brier(s, y, folds=folds, seed=seed))
+    chosen = _fit_kind(best, s, y)
+    if chosen.kind == "identity":
+        return chosen
+    # the bins' inner edges and centres: quantiles of the reference's scores
+    edges = np.quantile(s, np.arange(1, SPREAD_BINS) / SPREAD_BINS)
+    centres = np.quantile(s, (np.arange(SPREAD_BINS) + 0.5) / SPREAD_BINS)
+    rng = np.random.default_rng(seed)
+    draws = np.array([_fit_kind(chosen.kind, s[i], y[i])(centres)
+                      for i in (rng.integers(0, len(s), len(s)) for _ in range(SPREAD_DRAWS))])
+    return Calibrator(chosen.kind, {**chosen.params, "edges": edges.tolist(),
+                                    "sigma": draws.std(axis=0, ddof=1).tolist()})

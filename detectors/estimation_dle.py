@@ -1,9 +1,8 @@
 """DLE's loss models: gradient-boosted trees of |error| and error^2 from features + prediction.
 
-:func:`fit_loss_model` splits the labelled reference (70 % / 30 %, seeded), fits two
-scikit-learn ``HistGradientBoostingRegressor`` on the first part (features and the model's
-prediction -> absolute error, -> squared error) and measures on the held-out part how far a row's
-realised loss strays from its predicted loss. The trees are then copied into flat node tables and
+:func:`fit_loss_model` fits two scikit-learn ``HistGradientBoostingRegressor`` on the labelled
+reference (features and the model's prediction -> absolute error, -> squared error) and measures,
+by cross-fitting on two halves, how far a row's realised loss strays from its predicted loss. The trees are then copied into flat node tables and
 evaluated by :class:`LossModel` with numpy, for three reasons: the state is JSON (base64 of
 little-endian arrays, no pickle: loading a state cannot run code and does not depend on the
 sklearn version), a restored model gives bit-identical estimates, and one window costs a few
@@ -27,12 +26,12 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-__all__ = ["LossModel", "Trees", "fit_loss_model", "HOLDOUT_SHARE"]
+__all__ = ["LossModel", "Trees", "fit_loss_model", "FOLDS"]
 
-HOLDOUT_SHARE = 0.3
+FOLDS = 2  # cross-fitting folds of the spread ratios
 # Shallow trees: the loss surface is smooth and a window is evaluated level by level, so the
 # depth bounds the cost of an estimate.
-_TREE = dict(max_iter=100, max_depth=4, learning_rate=0.1, min_samples_leaf=20, early_stopping=False)
+_TREE = dict(max_iter=50, max_depth=3, learning_rate=0.15, min_samples_leaf=20, early_stopping=False)
 
 
 def _pack(a: np.ndarray, dtype: str) -> str:
@@ -44,51 +43,79 @@ def _unpack(s: str, dtype: str) -> np.ndarray:
 
 
 class Trees:
-    """An additive ensemble of binary trees as flat node tables (leaves point to themselves)."""
+    """An additive ensemble of binary trees as flat node tables, laid out so that a split's right
+    child is its left child + 1 and a leaf is its own left child with threshold +inf: one step
+    down every tree at once is ``idx = left[idx] + (not x <= threshold[idx])``."""
 
     _FIELDS = (("feature", "<i4"), ("threshold", "<f8"), ("missing_left", "u1"), ("left", "<i4"),
-               ("right", "<i4"), ("value", "<f8"), ("roots", "<i4"))
+               ("value", "<f8"), ("roots", "<i4"))
 
-    def __init__(self, feature, threshold, missing_left, left, right, value, roots, depth: int,
+    def __init__(self, feature, threshold, missing_left, left, value, roots, depth: int,
                  baseline: float) -> None:
         self.feature, self.threshold = np.asarray(feature), np.asarray(threshold)
         self.missing_left = np.asarray(missing_left).astype(bool)
-        self.left, self.right = np.asarray(left), np.asarray(right)
-        self.value, self.roots = np.asarray(value), np.asarray(roots)
+        self.left, self.value, self.roots = np.asarray(left), np.asarray(value), np.asarray(roots)
         self.depth, self.baseline = int(depth), float(baseline)
 
     @classmethod
     def from_sklearn(cls, model: HistGradientBoostingRegressor) -> "Trees":
-        parts, roots, offset, depth = [], [], 0, 0
+        cols: list[list] = [[] for _ in range(5)]
+        roots, depth = [], 0
         for (tree,) in model._predictors:  # one output: one tree per iteration
             nodes = tree.nodes
             if nodes["is_categorical"].any():
                 raise ValueError("categorical splits are not supported")
-            own = np.arange(len(nodes))
-            leaf = nodes["is_leaf"].astype(bool)
-            left = np.where(leaf, own, nodes["left"].astype(np.int64)) + offset
-            right = np.where(leaf, own, nodes["right"].astype(np.int64)) + offset
-            parts.append((nodes["feature_idx"], nodes["num_threshold"], nodes["missing_go_to_left"],
-                          left, right, nodes["value"]))
-            roots.append(offset)
-            offset += len(nodes)
+            order, pos = [0], 0  # breadth first, children side by side
+            while pos < len(order):
+                nd = nodes[order[pos]]
+                if not nd["is_leaf"]:
+                    order += [int(nd["left"]), int(nd["right"])]
+                pos += 1
+            new = {old: i for i, old in enumerate(order)}
+            base = sum(len(c) for c in cols[0]) if cols[0] else 0
+            nd = nodes[order]
+            leaf = nd["is_leaf"].astype(bool)
+            left = np.array([base + (new[o] if lf else new[int(l)]) for o, lf, l in zip(order, leaf, nd["left"])])
+            cols[0].append(np.where(leaf, 0, nd["feature_idx"]))
+            cols[1].append(np.where(leaf, np.inf, nd["num_threshold"]))
+            cols[2].append(np.where(leaf, 1, nd["missing_go_to_left"]))
+            cols[3].append(left)
+            cols[4].append(nd["value"])
+            roots.append(base)
             depth = max(depth, int(nodes["depth"].max()))
-        cols = [np.concatenate([p[i] for p in parts]) for i in range(6)]
-        return cls(*cols, np.asarray(roots), depth, float(np.ravel(model._baseline_prediction)[0]))
+        arrays = [np.concatenate(c) for c in cols]
+        return cls(*arrays, np.asarray(roots), depth, float(np.ravel(model._baseline_prediction)[0]))
+
+    @classmethod
+    def concat(cls, parts: "list[Trees]") -> "Trees":
+        """Many ensembles as one, to walk them all in one pass (the baseline is the first's)."""
+        offsets = np.cumsum([0] + [len(t.left) for t in parts[:-1]])
+        return cls(np.concatenate([t.feature for t in parts]), np.concatenate([t.threshold for t in parts]),
+                   np.concatenate([t.missing_left for t in parts]),
+                   np.concatenate([t.left + o for t, o in zip(parts, offsets)]),
+                   np.concatenate([t.value for t in parts]),
+                   np.concatenate([t.roots + o for t, o in zip(parts, offsets)]),
+                   max(t.depth for t in parts), parts[0].baseline)
+
+    def leaf_values(self, x: np.ndarray) -> np.ndarray:
+        """(trees, rows) leaf value of each tree for each row of ``x`` (sklearn's rule: NaN goes
+        the node's missing side, else ``x <= threshold`` goes left)."""
+        n = x.shape[0]
+        flat = np.ascontiguousarray(x.T).ravel()  # feature-major: feature f of row r at f * n + r
+        rows = np.arange(n)[None, :]
+        idx = np.repeat(self.roots[:, None], n, axis=1)
+        has_nan = bool(np.isnan(flat).any())
+        for _ in range(self.depth):
+            xv = flat[self.feature[idx] * n + rows]
+            if has_nan:
+                go_left = np.where(np.isnan(xv), self.missing_left[idx], xv <= self.threshold[idx])
+            else:
+                go_left = xv <= self.threshold[idx]
+            idx = self.left[idx] + ~go_left
+        return self.value[idx]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Sum of the trees' leaf values plus the baseline for each row of ``x`` (sklearn's rule:
-        NaN goes the node's missing side, else ``x <= threshold`` goes left)."""
-        n = x.shape[0]
-        idx = np.repeat(self.roots[:, None], n, axis=1)  # (trees, rows)
-        rows = np.arange(n)[None, :]
-        for _ in range(self.depth):
-            xv = x[rows, self.feature[idx]]
-            nan = np.isnan(xv)
-            with np.errstate(invalid="ignore"):
-                go_left = np.where(nan, self.missing_left[idx], xv <= self.threshold[idx])
-            idx = np.where(go_left, self.left[idx], self.right[idx])
-        return self.value[idx].sum(axis=0) + self.baseline
+        return self.leaf_values(x).sum(axis=0) + self.baseline
 
     def to_state(self) -> dict:
         state: dict[str, Any] = {name: _pack(getattr(self, name), dt) for name, dt in self._FIELDS}
@@ -108,11 +135,15 @@ class LossModel:
         self.abs_trees, self.sq_trees = abs_trees, sq_trees
         self.c_abs, self.c_sq = float(c_abs), float(c_sq)
         self.n_features = int(n_features)
+        self._both = Trees.concat([abs_trees, sq_trees])  # one walk for the two models
+        self._split = len(abs_trees.roots)
 
     def row_losses(self, x: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Expected absolute and squared error of each row."""
-        xp = np.column_stack([x, pred])
-        return (np.maximum(self.abs_trees.predict(xp), 0.0), np.maximum(self.sq_trees.predict(xp), 0.0))
+        leaves = self._both.leaf_values(np.column_stack([x, pred]))
+        m_abs = leaves[: self._split].sum(axis=0) + self.abs_trees.baseline
+        m_sq = leaves[self._split:].sum(axis=0) + self.sq_trees.baseline
+        return np.maximum(m_abs, 0.0), np.maximum(m_sq, 0.0)
 
     def window(self, x: np.ndarray, pred: np.ndarray) -> tuple[float, float, float, float]:
         """(MAE, sd of the realised MAE, MSE, sd of the realised MSE) of a window."""
@@ -136,23 +167,27 @@ def _spread_ratio(loss: np.ndarray, m: np.ndarray) -> float:
     return float(np.mean((loss - m) ** 2)) / denom if denom > 0 else 0.0
 
 
+def _fit_trees(xp: np.ndarray, target: np.ndarray, seed: int) -> Trees:
+    hgb = HistGradientBoostingRegressor(random_state=seed, **_TREE).fit(xp, target)
+    return Trees.from_sklearn(hgb)
+
+
 def fit_loss_model(x: np.ndarray, pred: np.ndarray, y: np.ndarray, *, seed: int = 0) -> LossModel:
-    """Fit the |error| and error^2 models on 70 % of the labelled rows, the band's spread ratios on
-    the other 30 %."""
+    """Fit the |error| and error^2 models on all the labelled rows; the band's spread ratios come
+    from cross-fitting (each half's losses predicted by models fitted on the other half), so
+    they hold the loss models' own error on rows they have not seen."""
     xp = np.column_stack([x, pred])
     err = pred - y
-    order = np.random.default_rng(seed).permutation(len(y))
-    cut = int(round(len(y) * (1 - HOLDOUT_SHARE)))
-    fit, held = order[:cut], order[cut:]
-    models = []
+    targets = (np.abs(err), err ** 2)
+    half = np.random.default_rng(seed).permutation(len(y)) % FOLDS
+    held = [np.empty(len(y)), np.empty(len(y))]
     # one thread: a fit runs beside the collector's other work, and OpenMP's busy-waiting threads
     # on a shared host made it 5x slower, not faster
     with threadpool_limits(limits=1):
-        for target in (np.abs(err), err ** 2):
-            hgb = HistGradientBoostingRegressor(random_state=seed, **_TREE).fit(xp[fit], target[fit])
-            models.append(Trees.from_sklearn(hgb))
-    abs_trees, sq_trees = models
-    m_abs = np.maximum(abs_trees.predict(xp[held]), 0.0)
-    m_sq = np.maximum(sq_trees.predict(xp[held]), 0.0)
-    return LossModel(abs_trees, sq_trees, _spread_ratio(np.abs(err[held]), m_abs),
-                     _spread_ratio(err[held] ** 2, m_sq), x.shape[1])
+        for f in range(FOLDS):
+            train, test = half != f, half == f
+            for t, target in enumerate(targets):
+                held[t][test] = np.maximum(_fit_trees(xp[train], target[train], seed).predict(xp[test]), 0.0)
+        abs_trees, sq_trees = (_fit_trees(xp, target, seed) for target in targets)
+    return LossModel(abs_trees, sq_trees, _spread_ratio(targets[0], held[0]), _spread_ratio(targets[1], held[1]),
+                     x.shape[1])

@@ -11,7 +11,9 @@ class, true count per class, the rank sum of a class's rows), so:
   per row, ``L_i(y_i)``, so its variance is ``sum_i Var_{y_i ~ q_i} L_i(y_i)``, exact for
   accuracy (a Poisson-binomial mean) and first-order for ratios and AUC. That is O(n k) with no
   random draws, where a parametric bootstrap of 200 label draws cost ~50x more;
-  :func:`bootstrap_sds` is that bootstrap, kept as the independent check of the closed form.
+  :func:`bootstrap_sds` is that bootstrap, kept as the independent check of the closed form;
+* the calibrators' own error (:mod:`driftline.detectors.estimation_calib`) adds a variance
+  through the same linear terms, which does not shrink with the window.
 
 Binary metrics are those of the positive class (column 1); multiclass ones macro-average the
 classes on which the metric is defined (a class nobody predicts has no precision).
@@ -19,13 +21,17 @@ classes on which the metric is defined (a class nobody predicts has no precision
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "expected_auc", "expected_metrics", "bootstrap_sds",
+__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "ranks_and_auc", "expected_metrics", "bootstrap_sds",
            "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+Spreads = Sequence["tuple[np.ndarray, np.ndarray] | None"]
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
 
 
 def ratios(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,17 +65,25 @@ def auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
         return (positive.astype(float) @ ranks - pos * (pos + 1) / 2) / (pos * neg)
 
 
-def expected_auc(score: np.ndarray, q: np.ndarray) -> float:
-    """CBPE's ROC AUC: the expected true- and false-positive curve when row i is positive with
-    probability ``q[i]``, rows ranked by the model's ``score`` (ties share one diagonal step)."""
-    order = np.argsort(-score, kind="stable")
+def ranks_and_auc(score: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, float]:
+    """One sort of ``score`` gives both its tie-averaged ranks (1..n) and CBPE's ROC AUC: the
+    expected true- and false-positive curve when row i is positive with probability ``q[i]``,
+    rows ranked by the model's score (ties share one diagonal step)."""
+    n = len(score)
+    order = np.argsort(score, kind="stable")
     s, qs = score[order], q[order]
-    tp, fp = np.cumsum(qs), np.cumsum(1.0 - qs)
-    last = np.r_[s[1:] != s[:-1], True]  # one curve point per distinct score
-    tp, fp = np.r_[0.0, tp[last]], np.r_[0.0, fp[last]]
+    first = np.r_[True, s[1:] != s[:-1]]  # ascending: the first row of each distinct score
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], n]
+    ranks = np.empty(n)
+    ranks[order] = ((starts + ends + 1) / 2)[group]
+    # the curve from the highest score down: one point per distinct score
+    tp = np.r_[0.0, np.cumsum(np.add.reduceat(qs, starts)[::-1])]
+    fp = np.r_[0.0, np.cumsum(np.add.reduceat(1.0 - qs, starts)[::-1])]
     if tp[-1] <= 0 or fp[-1] <= 0:
-        return float("nan")
-    return float(np.trapezoid(tp / tp[-1], fp / fp[-1]))
+        return ranks, float("nan")
+    return ranks, float(_trapezoid(tp / tp[-1], fp / fp[-1]))
 
 
 def _weights(per_class: np.ndarray, binary: bool) -> np.ndarray:
@@ -87,9 +101,26 @@ def _variance(q: np.ndarray, terms: np.ndarray) -> float:
     return float(np.sum(np.sum(q * terms ** 2, axis=1) - mean ** 2))
 
 
-def expected_metrics(p: np.ndarray, q: np.ndarray) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+def _calibration_variance(terms: np.ndarray, spreads: Spreads, binary: bool) -> float:
+    """Variance of the estimate from the calibrators' own error: the estimate moves by
+    ``sum_i dL_i * delta_i`` when row i's calibrated probability moves by ``delta_i``; the
+    deltas of one score bin move together (sd ``sigma``), those of different bins independently."""
+    total = 0.0
+    for c, spread in enumerate(spreads):
+        if spread is None:
+            continue
+        b, sigma = spread
+        # binary: one calibrator moves P(class 1) up and P(class 0) down by the same amount
+        d = terms[:, 1] - terms[:, 0] if binary else terms[:, c]
+        total += float(np.sum(np.bincount(b, weights=d * sigma) ** 2))
+    return total
+
+
+def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: Spreads = ()) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
     """(estimates, their standard deviations, expected confusion matrix) of one window, from the
-    model's scores ``p`` and the calibrated probabilities ``q``; see the module docstring."""
+    model's scores ``p`` and the calibrated probabilities ``q``; see the module docstring.
+    ``spreads`` (per class: the score bin and calibration sd of each row, or None) adds the
+    calibrators' error to the standard deviations."""
     n, k = p.shape
     binary = k == 2
     pred = p.argmax(axis=1)
@@ -101,8 +132,7 @@ def expected_metrics(p: np.ndarray, q: np.ndarray) -> tuple[dict[str, float], di
     cols = [1] if binary else range(k)
     ranks, aucs = np.zeros((n, k)), np.full(k, np.nan)
     for c in cols:
-        ranks[:, c] = rankdata(p[:, c])
-        aucs[c] = expected_auc(p[:, c], q[:, c])
+        ranks[:, c], aucs[c] = ranks_and_auc(p[:, c], q[:, c])
     values = {"accuracy": float(tp.sum() / n), "precision": float(summarise(precision, binary)),
               "recall": float(summarise(recall, binary)), "f1": float(summarise(f1, binary)),
               "roc_auc": float(summarise(aucs, binary))}
@@ -121,8 +151,8 @@ def expected_metrics(p: np.ndarray, q: np.ndarray) -> tuple[dict[str, float], di
         a = 1.0 / (pos * neg)
         b = (-(pos + 0.5) * pos * neg - (s - pos * (pos + 1) / 2) * (n - 2 * pos)) / (pos * neg) ** 2
         t_auc = np.nan_to_num(w * (a * ranks + b))
-    sds = {"accuracy": _variance(q, hot / n), "precision": _variance(q, t_prec), "recall": _variance(q, t_rec),
-           "f1": _variance(q, t_f1), "roc_auc": _variance(q, t_auc)}
+    terms = {"accuracy": hot / n, "precision": t_prec, "recall": t_rec, "f1": t_f1, "roc_auc": t_auc}
+    sds = {m: _variance(q, t) + _calibration_variance(t, spreads, binary) for m, t in terms.items()}
     sds = {m: float(np.sqrt(max(v, 0.0))) if np.isfinite(values[m]) else float("nan") for m, v in sds.items()}
     return values, sds, conf
 

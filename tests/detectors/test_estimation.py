@@ -15,7 +15,7 @@ from driftline.detectors.estimation import (
     CBPE, DLE, CLASSIFICATION_METRICS, Estimate, EstimationError, realised_classification, realised_regression,
 )
 from driftline.detectors.estimation_calib import fit_calibrator
-from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics
+from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics, ranks_and_auc
 
 CLASSES = ["no", "yes"]
 LEVEL = 0.95
@@ -124,6 +124,18 @@ def test_closed_form_spread_matches_a_bootstrap_of_the_labels(k, n):
         assert sd == pytest.approx(boot[m], rel=0.08), (m, sd, boot[m])
 
 
+def test_one_sort_gives_scipys_ranks_and_sklearns_auc_on_tied_scores():
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(14)
+    score = np.round(rng.random(500), 2)  # many ties
+    y = (rng.random(500) < score).astype(float)
+    ranks, auc = ranks_and_auc(score, y)  # labels known: the expected curve is the realised one
+    assert np.array_equal(ranks, rankdata(score))
+    assert auc == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+
+
 # -- bad input -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("scores, message", [
     (np.full((300, 2), 0.85), "rows sum to 1.7"),
@@ -220,6 +232,17 @@ def test_calibrator_fixes_an_overconfident_model():
     cal = fit_calibrator(overconfident, y)
     assert cal.kind in ("platt", "isotonic")
     assert np.mean((cal(overconfident) - truth) ** 2) < 0.1 * np.mean((overconfident - truth) ** 2)
+    # a fitted map carries its own uncertainty, which widens CBPE's bands, and survives a round trip
+    bins, sigma = cal.spread(overconfident)
+    assert (sigma > 0).all() and bins.min() >= 0
+    model = CBPE.fit(np.c_[1 - overconfident, overconfident], np.where(y > 0, "yes", "no"), CLASSES)
+    window = np.c_[1 - overconfident[:1000], overconfident[:1000]]
+    with_spread = model.estimate(window)["accuracy"]
+    sampling_only = CBPE(CLASSES, [type(cal)(model.calibrators[0].kind, {
+        k: v for k, v in model.calibrators[0].params.items() if k not in ("edges", "sigma")})]).estimate(window)["accuracy"]
+    assert with_spread.value == sampling_only.value
+    assert with_spread.upper - with_spread.lower > sampling_only.upper - sampling_only.lower
+    assert CBPE.from_state(json.loads(json.dumps(model.to_state()))).estimate(window)["accuracy"] == with_spread
 
 
 def test_estimate_verdict_needs_the_whole_band_below():
