@@ -12,6 +12,9 @@ verdicts derivable from stored data means a restarted process reaches the same d
   by their impact (the ``impact`` rows data drift writes for each drifted feature: its importance
   to the model times its drift magnitude), highest first; features without an impact row (other
   detectors, stores written before impact existed) follow, by the named statistic's value;
+* ``estimated_performance`` and ``realised_performance`` read ``driftline.performance_estimates``
+  (the detectors' windows): the estimate's band, or the realised value over the labelled rows,
+  against the threshold (see ``rules.py``); each window says it in words (:attr:`Window.summary`);
 * ``performance`` reads ``driftline.labeled_predictions``; ``latency``, ``error_rate`` and
   ``volume`` read ``driftline.predictions``; ``shadow_agreement`` pairs primary and shadow
   predictions by request id. Their windows are ``window_s`` buckets aligned to the epoch; only
@@ -27,8 +30,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from driftline.alerting.rules import Rule
-from driftline.collector.store.tables import STAT_IMPACT
+from driftline.alerting.rules import ESTIMATION_KINDS, Rule
+from driftline.collector.store.tables import PERFORMANCE_ESTIMATES_TABLE, STAT_IMPACT
 from driftline.sdk.contract import PREDICTION
 
 DB = "driftline"
@@ -60,6 +63,8 @@ class Window:
     samples: int
     breached: bool | None
     features: tuple[FeatureStat, ...] = ()
+    #: the window in words where a value alone says too little (estimates: band, label coverage)
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,41 @@ class Evaluator:
         k = max(self._history, rule.fire_after, rule.resolve_after)
         if rule.kind == "drift":
             return self._drift(rule, now, k)
+        if rule.kind in ESTIMATION_KINDS:
+            return self._estimates(rule, now, k)
         return self._bucketed(rule, now, k)
+
+    # -- performance_estimates -------------------------------------------------------------
+    def estimate_sql(self, rule: Rule, now: dt.datetime, k: int, model: str, version: str,
+                     segment: str) -> str:
+        """SQL listing an estimation rule's recent windows; ``'*'`` arguments mean no filter."""
+        where = [f"metric = {quote(rule.statistic)}", f"window_end <= {ts_literal(now)}",
+                 f"window_start >= {ts_literal(now - dt.timedelta(seconds=self._lookback_s))}"]
+        if model != "*":
+            where.append(f"model = {quote(model)}")
+        if version != "*":
+            where.append(f"model_version = {quote(version)}")
+        if segment.endswith("=*"):
+            where.append(f"startsWith(segment, {quote(segment[:-1])})")
+        elif segment != "*":
+            where.append(f"segment = {quote(segment)}")
+        return (
+            "SELECT model, model_version, segment, window_start, window_end, estimate, lower, upper,\n"
+            "       threshold, verdict, realised, labelled, labelled_share, n\n"
+            f"FROM {DB}.{PERFORMANCE_ESTIMATES_TABLE} FINAL\n"
+            f"WHERE {' AND '.join(where)}\n"
+            "ORDER BY model, model_version, segment, window_start DESC\n"
+            f"LIMIT {k} BY model, model_version, segment"
+        )
+
+    def _estimates(self, rule: Rule, now: dt.datetime, k: int) -> list[Series]:
+        sql = self.estimate_sql(rule, now, k, rule.model, rule.model_version, rule.segment)
+        grouped: dict[tuple[str, str, str], list[Window]] = {}
+        for model, version, segment, start, end, *row in self._client.query(sql).result_rows:
+            grouped.setdefault((model, version, segment), []).append(
+                estimate_window(rule, utc(start), utc(end), *row))
+        return [Series(rule, m, v, s, tuple(reversed(ws)), self.estimate_sql(rule, now, k, m, v, s))
+                for (m, v, s), ws in sorted(grouped.items())]
 
     # -- drift_metrics ---------------------------------------------------------------------
     def drift_sql(self, rule: Rule, now: dt.datetime, k: int, model: str, version: str,
@@ -260,6 +299,39 @@ class Evaluator:
         return [tuple(r) for r in self._client.query(sql).result_rows]  # type: ignore[misc]
 
 
+def estimate_window(rule: Rule, start: dt.datetime, end: dt.datetime, estimate: float | None,
+                    lower: float | None, upper: float | None, threshold: float | None, verdict: bool,
+                    realised: float | None, labelled: int, share: float, n: int) -> Window:
+    """One ``performance_estimates`` row as a rule's window, with its summary, e.g. "estimated
+    accuracy 0.81 [0.77, 0.85], below 0.90, over 1,000 predictions; 40 % labelled so far:
+    realised 0.83"."""
+    m = rule.statistic
+    above = rule.op.startswith(">")
+    thr = rule.threshold if rule.threshold is not None else threshold
+    side = "" if thr is None else f", {'above' if above else 'below'} {thr:.2f}"
+    band = "" if lower is None or upper is None else f" [{lower:.2f}, {upper:.2f}]"
+    est = "no estimate" if estimate is None else f"{estimate:.2f}{band}"
+    so_far = (f"{share * 100:.0f} % labelled so far: realised {realised:.2f}" if realised is not None
+              else "no labels yet")
+    if rule.kind == "estimated_performance":
+        samples = int(n)
+        if estimate is None or samples < rule.min_samples:
+            breached = None
+        elif rule.threshold is None:
+            breached = bool(verdict)
+        else:  # the whole band past the threshold
+            bound = lower if above else upper
+            breached = None if bound is None else rule.breaches(float(bound))
+        text = f"estimated {m} {est}{side}, over {samples:,} predictions; {so_far}"
+        return Window(start, end, estimate, samples, breached, summary=text)
+    samples = int(labelled)
+    breached = None if realised is None or samples < max(rule.min_samples, 1) else rule.breaches(float(realised))
+    real = "no labels yet" if realised is None else f"{realised:.2f}"
+    text = (f"realised {m} {real}{side}, over {samples:,} labelled predictions ({share * 100:.0f} % of "
+            f"{int(n):,}); estimated {est}")
+    return Window(start, end, realised, samples, breached, summary=text)
+
+
 def _metric(rule: Rule) -> str:
     s = rule.statistic
     if rule.kind == "performance":
@@ -286,4 +358,4 @@ def _metric(rule: Rule) -> str:
             f"abs(p.prediction_num - s.prediction_num) <= {float(rule.tolerance)!r}), 0))")
 
 
-__all__ = ["Evaluator", "FeatureStat", "Series", "Window", "quote", "ts_literal", "utc"]
+__all__ = ["Evaluator", "FeatureStat", "Series", "Window", "estimate_window", "quote", "ts_literal", "utc"]

@@ -92,13 +92,18 @@ class Alert:
     dashboard_link: str
     description: str
     at: dt.datetime
+    #: the latest decided window in words, for kinds that have more to say than a value (the
+    #: estimate's band and label coverage); "" for the rest
+    summary: str = ""
 
     @property
     def condition(self) -> str:
-        """The rule's condition in words, e.g. ``psi > 0.2``."""
+        """The rule's condition in words, e.g. ``psi > 0.2`` (then the window's summary, if any)."""
         if self.threshold is None:
-            return f"{self.statistic} flagged by the detector"
-        return f"{self.statistic} {self.op} {self.threshold:g}"
+            base = f"{self.statistic} flagged by the detector"
+        else:
+            base = f"{self.statistic} {self.op} {self.threshold:g}"
+        return f"{base}: {self.summary}" if self.summary else base
 
     @property
     def title(self) -> str:
@@ -162,6 +167,7 @@ def build_alert(event: str, series: Series, since: dt.datetime, key: str, dashbo
         dashboard_link=dashboard_link(dashboard_url, series.model, series.model_version,
                                       series.segment, since - margin, end),
         description=rule.description, at=now,
+        summary=(latest_bad.summary if latest_bad and event != "resolved" else (last.summary if last else "")),
     )
 
 

@@ -15,6 +15,7 @@ A rules file looks like this (every key is checked; a misspelled key is a :class
     rules:
       - name: feature-drift
         kind: drift                 # drift | performance | latency | error_rate | volume | shadow_agreement
+                                    # | estimated_performance | realised_performance
         model: fraud                # or "*" for every model, each separately
         segment: ""                 # "" all traffic, "country=FR", "country=*" (each value), "*"
         statistic: psi
@@ -29,6 +30,14 @@ A rules file looks like this (every key is checked; a misspelled key is a :class
         severity: critical
         channels: [oncall-slack, oncall-pd]
         retrain: retrain-ci         # optional: POST an evidence bundle to this webhook channel
+
+``estimated_performance`` and ``realised_performance`` rules read the detectors' windows of
+``driftline.performance_estimates`` (no ``window_s``): the first breaches when the estimate's
+whole band is past ``threshold`` (``op`` ``<``: its upper bound below it; ``>``, the default for
+mae and rmse: its lower bound above it), or without ``threshold`` on the detector's own verdict
+(the band at the false-alarm budget's level past ``performance_estimation``'s floor); the second
+when the realised value over the window's labelled rows is, with ``min_samples`` counting
+labelled rows. Their messages carry the band and the label coverage.
 
 Secrets (Slack URLs, routing keys, HMAC secrets, SMTP passwords) come from ``*_env`` (an
 environment variable) or ``*_file`` (a file, e.g. a mounted secret); they are held in
@@ -52,16 +61,22 @@ from driftline.sdk.errors import ConfigError
 # What a drift rule without a threshold reads: the detector's verdict on the feature (``drift``),
 # or whether the named statistic crossed its own threshold (``exceeded``).
 FLAGS = ("verdict", "exceeded")
-KINDS = ("drift", "performance", "latency", "error_rate", "volume", "shadow_agreement")
+#: rule kinds over ``performance_estimates`` (the detectors' windows, like drift)
+ESTIMATION_KINDS = ("estimated_performance", "realised_performance")
+KINDS = ("drift", "performance", "latency", "error_rate", "volume", "shadow_agreement", *ESTIMATION_KINDS)
+_ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse")
 STATISTICS: dict[str, tuple[str, ...]] = {
     "performance": ("accuracy", "error_rate", "mae", "rmse"),
     "latency": ("p50", "p90", "p95", "p99", "mean", "max"),
     "error_rate": ("error_rate",),
     "volume": ("count",),
     "shadow_agreement": ("agreement",),
+    "estimated_performance": _ESTIMATED,
+    "realised_performance": _ESTIMATED,
 }
 DEFAULT_OPS = {"drift": ">", "performance": "<", "latency": ">", "error_rate": ">",
-               "volume": "<", "shadow_agreement": "<"}
+               "volume": "<", "shadow_agreement": "<", "estimated_performance": "<",
+               "realised_performance": "<"}
 OPS = (">", ">=", "<", "<=")
 SEVERITIES = ("critical", "error", "warning", "info")
 CHANNEL_TYPES = ("slack", "pagerduty", "webhook", "email")
@@ -226,11 +241,12 @@ def _rule(i: int, spec: Any, channels: Mapping[str, ChannelConfig], repeat: floa
         raise ConfigError(f"{where}.statistic: name the drift statistic, e.g. psi")
     if kind != "drift" and statistic not in STATISTICS[kind]:
         raise ConfigError(f"{where}.statistic: for {kind} one of {', '.join(STATISTICS[kind])}")
-    op = str(d.get("op", DEFAULT_OPS[kind]))
+    lower_is_better = kind in ESTIMATION_KINDS and statistic in ("mae", "rmse")
+    op = str(d.get("op", ">" if lower_is_better else DEFAULT_OPS[kind]))
     if op not in OPS:
         raise ConfigError(f"{where}.op: one of {' '.join(OPS)} (got {op!r})")
     threshold = d.get("threshold")
-    if threshold is None and kind != "drift":
+    if threshold is None and kind not in ("drift", "estimated_performance"):
         raise ConfigError(f"{where}.threshold: required for {kind} rules")
     if threshold is not None:
         threshold = _num(threshold, f"{where}.threshold")
@@ -241,7 +257,7 @@ def _rule(i: int, spec: Any, channels: Mapping[str, ChannelConfig], repeat: floa
         raise ConfigError(f"{where}.flag: only for drift rules without a threshold (a threshold "
                           "compares the statistic's value)")
     window_s = int(_num(d.get("window_s", 0), f"{where}.window_s", minimum=0))
-    if kind != "drift" and window_s < 1:
+    if kind not in ("drift", *ESTIMATION_KINDS) and window_s < 1:
         raise ConfigError(f"{where}.window_s: required for {kind} rules (seconds per window)")
     severity = d.get("severity", "warning")
     if severity not in SEVERITIES:
@@ -390,4 +406,4 @@ def _bool(v: Any, where: str) -> bool:
     return v
 
 
-__all__ = ["ChannelConfig", "Rule", "RuleSet", "Secret", "load_rules", "parse_rules"]
+__all__ = ["ESTIMATION_KINDS", "ChannelConfig", "Rule", "RuleSet", "Secret", "load_rules", "parse_rules"]

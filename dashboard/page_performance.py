@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from driftline.dashboard import health, queries
+from driftline.dashboard import estimation_panel, health, queries
 from driftline.dashboard.ui import Ctx, data, empty, fig_defaults, pct, plot, utc
 from driftline.dashboard.verdicts import render_verdicts
 
@@ -84,6 +84,7 @@ def render(ctx: Ctx) -> None:
 
 def render_estimation(ctx: Ctx) -> None:
     """Estimated against realised performance (dashboard/estimation_panel.py, issue 18)."""
+    estimation_panel.render(ctx)
 
 
 #: at most this many series on one small chart of the statistics toggle (the rest are listed)

@@ -5,6 +5,7 @@ Wire into the main CLI with ``register(subparsers)``; each command takes ``--cli
 decoded)::
 
     driftline reference set --model churn --version v3 --file train.parquet [--prediction-column p]
+    driftline reference set --model churn --version v3 --file train.parquet --prediction-column p --labels y
     driftline reference set --model churn --version v3 --first-events 5000
     driftline reference set --model churn --version v3 --from 2026-11-01T00:00:00Z --to 2026-11-08T00:00:00Z
     driftline reference list [--model churn]
@@ -13,6 +14,10 @@ decoded)::
 
 ``set`` and ``show`` say when a reference is smaller than windows of ``--window-size`` events
 need (:func:`~driftline.detectors.reference.reference_size_needed`; default: the default window).
+``set --labels COLUMN`` also fits the performance estimator on the file's labelled rows (CBPE when
+the prediction column holds class probabilities, DLE for a regressor's numbers;
+:mod:`driftline.detectors.estimate_fit`) and stores it with the reference; ``show`` says whether
+a reference has labels and an estimator, and on how many labelled rows.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--prediction-column", help="column holding the model output (--file)")
     s.add_argument("--label-column", help="column holding the true label (--file): left out of the "
                    "features; feature importance is estimated from it when there is no prediction column")
+    s.add_argument("--labels", metavar="COLUMN", help="column holding the true label (--file, with "
+                   "--prediction-column): also fit the performance estimator (CBPE / DLE) on the "
+                   "labelled rows and store it with the reference")
+    s.add_argument("--min-labels", type=int, default=200,
+                   help="labelled rows the estimator needs at least (--labels; default 200)")
     s.add_argument("--exclude", action="append", default=[], help="column to leave out (repeatable)")
     s.add_argument("--categorical", action="append", default=[], help="numeric column to treat as categories")
     s.add_argument("--bins", type=int, default=20)
@@ -98,10 +108,18 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
     try:
         if cmd == "set":
             kw = {"bins": args.bins, "max_categories": args.max_categories, "categorical": args.categorical}
+            if args.labels and (not args.file or not args.prediction_column):
+                raise ConfigError("--labels needs --file and --prediction-column: the estimator is fitted "
+                                  "on the file's predictions and labels")
+            if args.labels and args.label_column and args.labels != args.label_column:
+                raise ConfigError(f"--labels {args.labels} and --label-column {args.label_column} differ; give one")
             if args.file:
                 ref = R.from_file(args.file, args.model, args.version, exclude=args.exclude,
                                   prediction_column=args.prediction_column,
-                                  label_column=args.label_column, **kw)
+                                  label_column=args.labels or args.label_column, **kw)
+                if args.labels:
+                    ref = _with_estimator(ref, args.file, args.prediction_column, args.labels, args.exclude,
+                                          args.min_labels)
             else:
                 ref = R.from_prediction_log(client, args.model, args.version,
                                             first_n=args.first_events, start=args.start, end=args.end, **kw)
@@ -112,6 +130,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
             print(f"feature importance: from the {', '.join(sorted(sources))}" if sources else
                   "feature importance: unknown (no predictions or labels), drifted features are "
                   "ranked by drift magnitude alone", file=out)
+            if ref.estimator is not None:
+                _print_estimator(ref.estimator, out)
             _print_size(ref.n_rows, args.window_size, out)
         elif cmd == "show":
             ref = store.load(args.model, args.version)
@@ -123,6 +143,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
             for p in ref.features.values():
                 note = f", looks like {p.looks_like}" if p.looks_like else ""
                 print(f"  {p.name}\t{p.kind}\t{p.n} present, {p.missing} missing{note}", file=out)
+            if ref.estimator is None:
+                print("labels: none (no performance estimator; set one with --labels COLUMN)", file=out)
+            else:
+                _print_estimator(ref.estimator, out)
             _print_size(ref.n_rows, args.window_size, out)
         elif cmd == "list":
             infos = store.list(args.model)
@@ -139,6 +163,40 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _with_estimator(ref: Any, path: str, prediction_column: str, label_column: str, exclude: list[str],
+                    min_labels: int) -> Any:
+    """``ref`` with the estimator fitted on the file's labelled rows (its input features: every
+    column but the prediction, the label and ``exclude``)."""
+    import dataclasses
+    from pathlib import Path
+
+    import pandas as pd
+
+    from driftline.detectors.estimate_fit import fit_estimator
+    from driftline.detectors.estimation import EstimationError
+    from driftline.sdk.errors import ConfigError
+
+    p = Path(path)
+    df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    for col in (prediction_column, label_column):
+        if col not in df.columns:
+            raise ConfigError(f"{p.name} has no column {col!r}")
+    labels = [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in df[label_column].tolist()]
+    feats = df[[c for c in ref.features if c not in exclude and c in df.columns]]
+    rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in feats.to_dict("records")]
+    try:
+        info = fit_estimator(df[prediction_column].tolist(), labels, rows, min_labels=min_labels)
+    except EstimationError as exc:
+        raise ConfigError(f"no performance estimator from {p.name}: {exc}") from None
+    return dataclasses.replace(ref, estimator={**info, "source": f"file:{p.name}:{label_column}"})
+
+
+def _print_estimator(info: Mapping[str, Any], out: TextIO) -> None:
+    ref = ", ".join(f"{k} {v:.3f}" for k, v in sorted(info.get("reference_metrics", {}).items()))
+    print(f"labels: {info.get('labelled', 0):,} labelled rows; performance estimator "
+          f"{str(info.get('method', '?')).upper()} ({info.get('source', '')}); on the reference: {ref}", file=out)
 
 
 def _print_size(n_rows: int, window_size: int, out: TextIO) -> None:

@@ -33,7 +33,8 @@ __all__ = [
     "Settings", "WindowSettings", "ReferenceSettings", "Thresholds", "AlarmBudgetSettings",
     "DataDriftSettings",
     "PredictionDriftSettings", "MultivariateSettings", "ConceptSettings", "ShadowSettings",
-    "ABSettings", "QualitySettings", "SegmentSettings", "ModelConfig", "DetectorsConfig",
+    "ABSettings", "QualitySettings", "SegmentSettings", "PerformanceEstimationSettings",
+    "ModelConfig", "DetectorsConfig",
     "load_config", "DEFAULT_FIRST_EVENTS", "BUDGET_PERIODS_S",
 ]
 
@@ -291,6 +292,49 @@ class QualitySettings(Settings):
     min_present: int = Field(100, ge=1)
 
 
+EstimatedMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse"]
+
+
+class PerformanceEstimationSettings(Settings):
+    """Performance estimated before the labels arrive (issue 18): CBPE for classifiers that log
+    class probabilities, DLE for regressors, per window and segment, with a band at ``level``.
+
+    The estimator comes with the version's reference (``driftline reference set ... --labels
+    COLUMN``) or, when the reference has none and ``reference_labels`` is set, is fitted on the
+    first ``reference_labels`` labelled predictions of the version in the stream. Each window
+    keeps a uniform sample of at most ``sample`` rows per segment (reservoir, seeded): the
+    estimate is computed on it at window close, while ``n`` counts every prediction.
+
+    Verdicts ("estimated accuracy below 0.9"): a metric named in ``thresholds`` (a floor; for
+    ``mae`` / ``rmse`` a ceiling), or in ``max_drop`` (a floor at the reference's own value minus
+    the drop; ceiling: plus), is judged only when the whole band is past it, the band taken at
+    the false-alarm budget's per-test level (``data_drift.alarm_budget``: each judged metric and
+    segment counts as one calibrated test of the model). ``grade_windows``: closed windows per
+    version and segment kept for grading as their labels arrive; labels of older windows are
+    not graded.
+
+    >>> PerformanceEstimationSettings(thresholds={"accuracy": 0.9}).level
+    0.95
+    """
+
+    enabled: bool = True
+    thresholds: dict[EstimatedMetric, Annotated[float, Field(allow_inf_nan=False)]] = {}
+    max_drop: dict[EstimatedMetric, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}
+    level: float = Field(0.95, gt=0.5, lt=1)
+    sample: int = Field(5000, ge=100, le=100_000)
+    min_labels: int = Field(200, ge=10)
+    reference_labels: int = Field(0, ge=0, le=1_000_000)
+    grade_windows: int = Field(48, ge=1, le=1000)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _labels_enough(self) -> "PerformanceEstimationSettings":
+        if self.reference_labels and self.reference_labels < self.min_labels:
+            raise ValueError(f"reference_labels ({self.reference_labels}) must be at least min_labels "
+                             f"({self.min_labels}): the estimator is fitted on them")
+        return self
+
+
 class SegmentSettings(Settings):
     """Tags whose values become segments; at most ``max_segments`` values per tag are tracked."""
 
@@ -313,6 +357,7 @@ class ModelConfig(Settings):
     ab: ABSettings = ABSettings()
     quality: QualitySettings = QualitySettings()
     segments: SegmentSettings = SegmentSettings()
+    performance_estimation: PerformanceEstimationSettings = PerformanceEstimationSettings()
 
 
 class DetectorsConfig(Settings):

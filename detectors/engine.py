@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow, result_to_row
 from driftline.detectors.config import DetectorsConfig, ModelConfig
+from driftline.detectors.estimate_stream import EstimateRow
 from driftline.detectors.journal import merge_model_state
 from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.monitor import ModelMonitor
@@ -83,6 +84,7 @@ class DetectorEngine:
             if m.model != "*":
                 self.ensure_model(m)
         self._ready: list[MetricRow] = []
+        self._estimates: list[EstimateRow] = []  # performance_estimates rows (poll_estimates)
         # Stream updates of observe_many, applied in batches (before any window closes).
         self._deferred: list[tuple[Any, ...]] | None = None
         self._event_counts: dict[tuple[str, str], int] | None = None  # observe_many's, for metrics
@@ -245,6 +247,7 @@ class DetectorEngine:
         win.close()
         mon = self.monitors[model]
         self.metrics.health(model, pending=len(mon.pending_preds), reference_missing=mon.reference_missing)
+        self._estimates += mon.estimation.drain()
         self.metrics.window(model, rows)
         self._ready.extend(rows)
         self._changed.add(model)
@@ -266,15 +269,22 @@ class DetectorEngine:
         rows, self._ready = self._ready, []
         return rows
 
+    def poll_estimates(self) -> list[EstimateRow]:
+        """The ``performance_estimates`` rows of the windows closed (or graded) since the last call."""
+        rows, self._estimates = self._estimates, []
+        return rows
+
     def flush(self) -> list[MetricRow]:
         """Close every open window now (for shutdown or a final report) and return all rows."""
         for model, win in self.windows.items():
             if win.is_open:
                 self._close(model)
-        for mon in self.monitors.values():
+        for model, mon in self.monitors.items():
             for version in list(mon.label_windows):
                 mon.close_concept(version)
             self._drain(mon)
+            mon.estimation.grade(mon.references, self.watermarks.get(model, 0.0))  # labels since the last close
+            self._estimates += mon.estimation.drain()
         return self.poll(float("-inf"))
 
     def counts(self, model: str) -> dict[str, int]:

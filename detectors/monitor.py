@@ -25,6 +25,7 @@ from driftline.detectors.base import REFERENCE_NOTICE_DETECTOR, STAT_REFERENCE_M
 from driftline.detectors.calibration import AlarmBudget
 from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
 from driftline.detectors.config import ModelConfig
+from driftline.detectors.estimate_stream import EstimationStreams
 from driftline.detectors.journal import JournaledStore
 from driftline.detectors.reference import Reference, from_events, prediction_features
 from driftline.detectors.shadow import ShadowDivergenceDetector
@@ -71,6 +72,7 @@ class ModelMonitor:
         self.errors: dict[str, list[ErrorStreamDetector]] = {}  # version
         self.shadows: dict[str, ShadowDivergenceDetector] = {}  # "pv->sv|segment"
         self.ab: dict[str, ABTestDetector] = {}  # segment
+        self.estimation = EstimationStreams(cfg)  # performance estimated per window (issue 18)
         self.counts = {"no_reference": 0, "labels_joined": 0, "labels_late": 0, "outcomes_unmatched": 0}
         self.by_joins = cfg.window.kind == "count"
         self.label_windows: dict[str, list[float]] = {}  # version -> [joins, first, last pred ts]
@@ -208,6 +210,7 @@ class ModelMonitor:
                 b = self.traffic[version] = builder_for(cfg.reference, version, self.bootstrap)
             b.add(ts, ev.get("features") or {}, prediction)
         st = self.stream(version, ev)
+        self.estimation.observe(version, segs, ev, self.references)
         if st is not None:
             if deferred is None:
                 st.update(segs, ev.get("features") or {}, prediction)
@@ -287,6 +290,7 @@ class ModelMonitor:
             self.counts["labels_late"] += 1
             return "late"
         self.counts["labels_joined"] += 1
+        self.estimation.labelled(version, segs, prediction, pred_ts, label, self.references)
         outputs = prediction_features(prediction)  # once for every segment and the error stream
         for seg in segs:
             self.perf(f"{version}|{seg}").update(prediction, label, outputs)
@@ -345,8 +349,12 @@ class ModelMonitor:
             self.budget.observe_window(start, end)
         # One budget per model: every calibrated test of every version, segment and detector.
         tests = sum(st.calibrated_test_count() for st in self.streams.values())
+        tests += self.estimation.test_count(self.references)
         b = self.budget
         budget = (b.alpha_window, b.per_test_alpha(tests), b.details(tests))
+        if start is not None and end is not None:
+            calibrated = self.cfg.data_drift.calibration == "budget"
+            out += self.estimation.close(start, end, self.references, budget[1] if calibrated else None)
         for version, st in self.streams.items():
             out += [(version, seg, r) for seg, r in st.close(budget)]
             if st.size_note is not None and not st.provisional and version not in self.size_warned:
@@ -393,6 +401,7 @@ class ModelMonitor:
             "shadow_seen": self.shadow_seen,
             "traffic": self._traffic_state(),
             "budget": self.budget.get_state(),
+            "estimation": self.estimation.get_state(),
         }
 
     def _traffic_state(self) -> dict[str, Any]:
@@ -437,6 +446,7 @@ class ModelMonitor:
         self.shadow_seen = bool(state.get("shadow_seen", True))
         self._set_traffic_state(state.get("traffic", {}))
         self.budget.set_state(state.get("budget"))
+        self.estimation.set_state(state.get("estimation"))
         self.checkpoint()
 
     # -- saving in pieces: the bounded core, and what changed since the last checkpoint ----------
@@ -450,7 +460,7 @@ class ModelMonitor:
                 "ab": {k: d.get_state() for k, d in self.ab.items()},
                 "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen,
                 "traffic": self._traffic_state(),
-                "budget": self.budget.get_state()}
+                "budget": self.budget.get_state(), "estimation": self.estimation.get_state()}
 
     def journal(self) -> dict[str, Any]:
         """References, bootstrap events and pending joins changed since :meth:`checkpoint`."""

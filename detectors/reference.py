@@ -147,15 +147,21 @@ class Reference:
     created_at: str = ""
     #: a bounded sample of raw reference rows, for the multivariate detectors
     sample: tuple[Mapping[str, Any], ...] = ()
+    #: the performance estimator fitted on the reference's labels (JSON-able, see
+    #: :mod:`driftline.detectors.estimate_fit`), or None for a reference without labels
+    estimator: Mapping[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps({
+        doc = {
             "model": self.model, "model_version": self.model_version, "n_rows": self.n_rows,
             "source": self.source, "created_at": self.created_at,
             "features": [p.to_json() for p in self.features.values()],
             "outputs": [p.to_json() for p in self.outputs.values()],
             "sample": list(self.sample),
-        })
+        }
+        if self.estimator is not None:
+            doc["estimator"] = self.estimator
+        return json.dumps(doc)
 
     @classmethod
     def from_json(cls, text: str) -> "Reference":
@@ -163,7 +169,8 @@ class Reference:
         feats = {p["name"]: FeatureProfile.from_json(p) for p in d["features"]}
         outs = {p["name"]: FeatureProfile.from_json(p) for p in d["outputs"]}
         return cls(d["model"], d["model_version"], feats, outs, int(d["n_rows"]),
-                   d.get("source", ""), d.get("created_at", ""), tuple(d.get("sample", ())))
+                   d.get("source", ""), d.get("created_at", ""), tuple(d.get("sample", ())),
+                   d.get("estimator"))
 
 
 def _now() -> str:

@@ -1,7 +1,8 @@
 """Detector output and state in ClickHouse (clickhouse-connect client, real or embedded store).
 
 * :func:`write_rows` appends :class:`~driftline.detectors.base.MetricRow` s to
-  ``driftline.drift_metrics``;
+  ``driftline.drift_metrics``, :func:`write_estimates` performance estimates to
+  ``driftline.performance_estimates``;
 * :class:`StateRecord` s (:func:`save_records` / :func:`load_records`, :func:`latest_seqs`) keep
   per-model detector state in ``driftline.detector_state`` so detectors survive a collector
   restart;
@@ -31,8 +32,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow
 
-__all__ = ["write_rows", "StateRecord", "save_records", "load_records", "latest_seqs", "model_batches",
-           "MODELS_PER_QUERY_CHARS"]
+__all__ = ["write_rows", "write_estimates", "StateRecord", "save_records", "load_records", "latest_seqs",
+           "model_batches", "MODELS_PER_QUERY_CHARS"]
 
 
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
@@ -41,6 +42,18 @@ def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
     if data:
         client.insert("driftline.drift_metrics", data, column_names=list(MetricRow.COLUMNS))
     return len(data)
+
+
+def write_estimates(client: Any, rows: Sequence[Any]) -> int:
+    """Insert :class:`~driftline.detectors.estimate_stream.EstimateRow` s into
+    ``driftline.performance_estimates`` (a later row of the same window and metric replaces an
+    earlier one); returns how many."""
+    from driftline.collector.store.tables import DATABASE, PERFORMANCE_ESTIMATES_TABLE
+
+    if rows:
+        client.insert(f"{DATABASE}.{PERFORMANCE_ESTIMATES_TABLE}", [r.as_tuple() for r in rows],
+                      column_names=list(rows[0].COLUMNS))
+    return len(rows)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,6 +155,7 @@ class ModelStates:
         the replay: ``drift_metrics`` is a ReplacingMergeTree ordered by window.
         """
         dirty = sorted(self.unsaved())
+        lost: set[str] = set()
         if check_owner and dirty:
             latest = self._retry(lambda: sink.latest_seqs(self.client, dirty), "detector state check")
             lost = {m for m in dirty if latest.get(m, -1) > self._seq.get(m, -1)}
@@ -167,6 +168,9 @@ class ModelStates:
                 dirty = [m for m in dirty if m not in lost]
         if rows:
             self._retry(lambda: sink.write_rows(self.client, rows), "drift_metrics write")
+        estimates = [r for r in self.engine.poll_estimates() if r.model not in lost]
+        if estimates:
+            self._retry(lambda: sink.write_estimates(self.client, estimates), "performance_estimates write")
         if dirty:
             self.save(dirty)
 

@@ -156,6 +156,42 @@ STAT_REFERENCE_MISSING = "reference_missing"
 #: ``drift_metrics.detector`` of the STAT_REFERENCE_MISSING rows (no detector judged anything)
 REFERENCE_NOTICE_DETECTOR = "reference"
 
+# Performance estimated without labels (detectors/estimate_stream.py, issue 18): one row per
+# (model, version, segment, metric, window), written at window close and rewritten as the
+# window's labels arrive (ReplacingMergeTree by updated_at: read with FINAL). ``realised`` is the
+# metric over the window's labelled rows (a sample of them beyond the estimator's row cap),
+# ``labelled_share`` their share of the window's ``n`` predictions.
+PERFORMANCE_ESTIMATES_TABLE = "performance_estimates"
+PERFORMANCE_ESTIMATES = f"""
+CREATE TABLE IF NOT EXISTS {DATABASE}.{PERFORMANCE_ESTIMATES_TABLE}
+(
+    model           LowCardinality(String),
+    model_version   LowCardinality(String),
+    segment         String,
+    window_start    DateTime64(3, 'UTC'),
+    window_end      DateTime64(3, 'UTC'),
+    metric          LowCardinality(String),
+    method          LowCardinality(String) COMMENT 'cbpe or dle',
+    estimate        Nullable(Float64),
+    lower           Nullable(Float64) COMMENT 'band at level',
+    upper           Nullable(Float64),
+    level           Float64,
+    threshold       Nullable(Float64) COMMENT 'the configured floor (mae, rmse: ceiling), if any',
+    verdict         Bool COMMENT 'the band at the false-alarm budget level is past the threshold',
+    realised        Nullable(Float64) COMMENT 'over the labelled rows so far',
+    labelled        UInt64,
+    labelled_share  Float64,
+    n               UInt64 COMMENT 'predictions in the window and segment',
+    updated_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(updated_at)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model, model_version, segment, metric, window_start)
+"""
+#: drift_metrics statistic of the per-model estimation error (feature: the metric; value: mean
+#: |estimate - realised| over the graded windows kept, current_size: how many)
+STAT_ESTIMATION_ERROR = "estimation_error"
+
 DETECTOR_STATE = f"""
 CREATE TABLE IF NOT EXISTS {DATABASE}.detector_state
 (
@@ -252,6 +288,7 @@ STATEMENTS: tuple[str, ...] = (
     DETECTOR_STATE,
     DETECTOR_STATE_META,
     REFERENCES,
+    PERFORMANCE_ESTIMATES,
     ALERTS,
     DELETIONS,
 )
@@ -273,5 +310,6 @@ def migrate(client: Any) -> None:
 
 __all__ = ["ALERTS", "DATABASE", "DELETIONS", "DETECTOR_STATE", "DETECTOR_STATE_META", "DRIFT_METRICS",
            "DRIFT_METRICS_EXCEEDED", "LABELED_PREDICTIONS", "LABELS", "OUTCOMES", "PREDICTIONS", "REFERENCES",
+           "PERFORMANCE_ESTIMATES", "PERFORMANCE_ESTIMATES_TABLE", "STAT_ESTIMATION_ERROR",
            "STAT_ALARM_BUDGET", "STAT_DRIFTED_SHARE", "STAT_EXCLUDED", "STAT_IMPACT", "STAT_REFERENCE_MISSING",
            "REFERENCE_NOTICE_DETECTOR", "STATEMENTS", "migrate"]

@@ -159,3 +159,49 @@ def test_drift_rules_list_drifted_features_by_impact_else_by_the_statistic(alert
     # The evidence SQL reproduces the impacts it ranked by.
     first = alert_ch.query(series.sql).result_rows[-1]  # newest first: the last is window 0
     assert sorted(first[6]) == [("a", "data_drift", 0.02), ("b", "data_drift", 0.05), ("c", "data_drift", 0.09)]
+
+
+EST_COLS = ["model", "model_version", "segment", "window_start", "window_end", "metric", "method",
+            "estimate", "lower", "upper", "level", "threshold", "verdict", "realised", "labelled",
+            "labelled_share", "n", "updated_at"]
+
+
+def test_estimated_and_realised_performance_read_the_band_and_the_labels(alert_ch):
+    from driftline.alerting.incidents import build_alert
+
+    model = unique_model("est")
+    w = dt.timedelta(minutes=10)
+
+    def row(i, est, lo, hi, verdict, realised, labelled, n=1000, at=1):
+        start = T0 + i * w
+        return [model, "v1", "", start, start + w, "accuracy", "cbpe", est, lo, hi, 0.95, 0.9, verdict,
+                realised, labelled, labelled / n, n, T0 + dt.timedelta(days=at)]
+
+    # Window 2 is written at close (no labels) and again once 40 % of its labels came: the later
+    # row is the one read. Window 1's estimate is under 0.9 but its band is not: no breach.
+    alert_ch.insert("driftline.performance_estimates", [row(2, 0.81, 0.77, 0.85, True, None, 0, at=1)],
+                    column_names=EST_COLS)
+    alert_ch.insert("driftline.performance_estimates", [
+        row(0, 0.95, 0.93, 0.97, False, 0.94, 1000), row(1, 0.88, 0.85, 0.91, False, None, 0),
+        row(2, 0.81, 0.77, 0.85, True, 0.83, 400, at=2), row(3, 0.5, 0.3, 0.7, False, None, 0, n=50)],
+        column_names=EST_COLS)
+    ev = Evaluator(alert_ch, history_windows=4)
+    now = T0 + dt.timedelta(hours=1)
+
+    (s,) = ev.evaluate(rule(kind="estimated_performance", statistic="accuracy", threshold=0.9,
+                            min_samples=100, model=model), now)
+    assert [x.breached for x in s.windows] == [False, False, True, None]
+    assert s.windows[2].value == 0.81 and s.windows[2].samples == 1000
+    alert = build_alert("firing", s, s.windows[2].start, "k", "", now)
+    assert alert.condition == ("accuracy < 0.9: estimated accuracy 0.81 [0.77, 0.85], below 0.90, over "
+                               "1,000 predictions; 40 % labelled so far: realised 0.83")
+    assert len(alert_ch.query(s.sql).result_rows) == 4  # the evidence SQL reads the same windows
+    # Without a threshold: the detector's own verdict (the band at the budget's level).
+    (s,) = ev.evaluate(rule(kind="estimated_performance", statistic="accuracy", model=model), now)
+    assert [x.breached for x in s.windows] == [False, False, True, False]
+    # Realised: only windows with enough labelled rows are judged.
+    (s,) = ev.evaluate(rule(kind="realised_performance", statistic="accuracy", threshold=0.9,
+                            min_samples=100, model=model), now)
+    assert [x.breached for x in s.windows] == [False, None, True, None]
+    assert s.windows[2].summary.startswith("realised accuracy 0.83, below 0.90, over 400 labelled "
+                                           "predictions (40 % of 1,000); estimated 0.81 [0.77, 0.85]")

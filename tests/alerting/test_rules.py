@@ -76,3 +76,18 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     (tmp_path / "x.yaml").write_text("rules: [")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_rules(tmp_path / "x.yaml", env={})
+
+
+def test_estimation_rule_kinds():
+    from driftline.alerting.rules import parse_rules
+
+    def one(**kw):
+        return parse_rules({"rules": [{"name": "r", **kw}]}, env={}).rules[0]
+
+    r = one(kind="estimated_performance", statistic="f1")
+    assert (r.op, r.threshold, r.window_s) == ("<", None, 0)  # the detector's verdict, its windows
+    assert one(kind="estimated_performance", statistic="mae", threshold=3).op == ">"
+    with pytest.raises(ConfigError, match="threshold: required for realised_performance"):
+        one(kind="realised_performance", statistic="accuracy")
+    with pytest.raises(ConfigError, match="statistic: for estimated_performance one of accuracy"):
+        one(kind="estimated_performance", statistic="psi")

@@ -1,0 +1,232 @@
+"""A performance estimator fitted on labelled rows, kept as JSON with the reference it came with.
+
+The estimators themselves (CBPE, DLE) are :mod:`driftline.detectors.estimation`; this module puts
+logged predictions into their shape and back:
+
+* a classifier that logs class probabilities (``{"yes": 0.8, "no": 0.2}``, a list summing to 1,
+  or a binary ``P(positive)`` float with 0/1-like labels) gets CBPE; its score vector follows the
+  estimator's ``classes`` (a binary float is the probability of the last of the sorted classes);
+* a regressor (numeric predictions and labels) gets DLE, on the reference's numeric (and boolean)
+  input features, in the order saved with it; a feature missing from an event is NaN.
+
+:func:`fit_estimator` returns the JSON-able :class:`~driftline.detectors.reference.Reference`
+``estimator`` field; :class:`Fitted` loads one back for the windows.
+
+>>> preds = [{"no": 1 - p, "yes": p} for p in (0.1, 0.9, 0.2, 0.8) * 60]
+>>> info = fit_estimator(preds, ["no", "yes", "yes", "yes"] * 60, min_labels=100)
+>>> info["method"], info["classes"], info["labelled"]
+('cbpe', ['no', 'yes'], 240)
+>>> Fitted(info).row({"no": 0.3, "yes": 0.7}, {})  # binary: P(classes[1]) alone
+[0.7]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping, Sequence
+
+__all__ = ["fit_estimator", "Fitted", "estimator_method", "scores_of"]
+
+_PROB_TOLERANCE = 0.01
+_BINARY_LABELS = frozenset(("0", "1", "True", "False", "true", "false"))
+
+
+def _parse(value: Any) -> Any:
+    # A CSV reference holds a dict or list prediction as its JSON text.
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _label_key(label: Any) -> str | None:
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return None
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
+
+
+def scores_of(prediction: Any, classes: Sequence[str]) -> list[float] | None:
+    """The class probabilities of one logged prediction in ``classes`` order (None: not scores).
+
+    Runs for every prediction: the common case (a dict of floats) takes no generic path.
+    """
+    k = len(classes)
+    if type(prediction) is str:
+        prediction = _parse(prediction)
+    if type(prediction) is dict or isinstance(prediction, Mapping):  # the ABC check is slow
+        get = prediction.get
+        row = [get(c, 0.0) for c in classes]
+    elif isinstance(prediction, (list, tuple)) and len(prediction) == k:
+        row = list(prediction)
+    elif k == 2 and _is_number(prediction) and 0.0 <= float(prediction) <= 1.0:
+        return [1.0 - float(prediction), float(prediction)]
+    else:
+        return None
+    for v in row:
+        t = type(v)
+        if (t is not float and t is not int) or not -1e-9 <= v <= 1 + 1e-9:  # NaN fails the range
+            return None
+    if abs(sum(row) - 1.0) > _PROB_TOLERANCE:
+        return None
+    return row
+
+
+def estimator_method(predictions: Sequence[Any], labels: Sequence[Any]) -> str:
+    """'cbpe' when the predictions are class probabilities, 'dle' for numeric predictions and
+    labels; :class:`~driftline.detectors.estimation.EstimationError` saying why otherwise."""
+    from driftline.detectors.estimation import EstimationError
+
+    preds = [_parse(p) for p in predictions if p is not None]
+    if not preds:
+        raise EstimationError("no predictions to fit a performance estimator on")
+    if all(isinstance(p, (Mapping, list, tuple)) for p in preds):
+        return "cbpe"
+    if all(_is_number(p) for p in preds):
+        keys = {_label_key(y) for y in labels} - {None}
+        if keys <= _BINARY_LABELS and all(0.0 <= float(p) <= 1.0 for p in preds):
+            return "cbpe"
+        if all(_is_number(y) for y in labels if _label_key(y) is not None):
+            return "dle"
+    raise EstimationError("the predictions are neither class probabilities (a dict or list of "
+                          "probabilities per class, or P(positive) with 0/1 labels) nor numbers "
+                          "with numeric labels: no performance estimator for them")
+
+
+def _classes(predictions: Sequence[Any], labels: Sequence[Any]) -> list[str]:
+    names: set[str] = {k for k in map(_label_key, labels) if k is not None}
+    k = 0
+    for p in map(_parse, predictions):
+        if isinstance(p, Mapping):
+            names.update(map(str, p))
+        elif isinstance(p, (list, tuple)):
+            k = max(k, len(p))
+    if k:  # list scores: the classes are the positions (prediction_features names them so too)
+        names = {str(i) for i in range(k)} | names
+    if len(names) == 1 and names <= _BINARY_LABELS:
+        names |= {"0", "1"} if names <= {"0", "1"} else {"False", "True"}
+    return sorted(names)
+
+
+def _numeric_features(features: Sequence[Mapping[str, Any]]) -> list[str]:
+    names: dict[str, bool] = {}
+    for f in features:
+        for k, v in f.items():
+            ok = v is None or isinstance(v, bool) or _is_number(v)
+            names[k] = names.get(k, True) and ok
+    return sorted(k for k, ok in names.items() if ok)
+
+
+def _feature_row(feats: Mapping[str, Any], names: Sequence[str]) -> list[float]:
+    out = []
+    for k in names:
+        v = feats.get(k)
+        out.append(float(v) if isinstance(v, bool) or _is_number(v) else float("nan"))
+    return out
+
+
+def fit_estimator(predictions: Sequence[Any], labels: Sequence[Any],
+                  features: Sequence[Mapping[str, Any]] | None = None, *, level: float = 0.95,
+                  min_labels: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Fit CBPE or DLE (see :func:`estimator_method`) on labelled rows; the JSON to store.
+
+    ``labels`` may hold None for unlabelled rows (they are left out). Raises
+    :class:`~driftline.detectors.estimation.EstimationError` with the reason when no estimator
+    can be fitted (too few labels, scores that are not probabilities, ...).
+    """
+    from driftline.detectors import estimation as E
+
+    method = estimator_method(predictions, labels)
+    if method == "cbpe":
+        classes = _classes(predictions, labels)
+        rows, ys = [], []
+        for p, y in zip(predictions, labels):
+            row = scores_of(p, classes)
+            if row is None:
+                raise E.EstimationError("a prediction is not a probability per class (they must sum to 1)")
+            rows.append(row)
+            ys.append(_label_key(y))
+        est: Any = E.CBPE.fit(rows, ys, classes, level=level, min_labels=min_labels)
+        keep = [i for i, y in enumerate(ys) if y is not None]
+        ref = E.realised_classification([rows[i] for i in keep], [ys[i] for i in keep], classes)
+        return {"method": method, "state": est.to_state(), "classes": classes, "features": [],
+                "labelled": est.reference_rows, "reference_metrics": _finite(ref)}
+    if features is None:
+        raise E.EstimationError("DLE needs the reference's input features")
+    names = _numeric_features(features)
+    if not names:
+        raise E.EstimationError("DLE needs numeric input features; the reference has none")
+    x = [_feature_row(f, names) for f in features]
+    y = [float(v) if _is_number(v) else float("nan") for v in labels]
+    pred = [float(p) for p in predictions]
+    est = E.DLE.fit(x, pred, y, level=level, min_labels=min_labels, seed=seed)
+    keep = [i for i, v in enumerate(y) if math.isfinite(v)]
+    ref = E.realised_regression([pred[i] for i in keep], [y[i] for i in keep])
+    return {"method": method, "state": est.to_state(), "classes": [], "features": names,
+            "labelled": est.reference_rows, "reference_metrics": _finite(ref)}
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+
+
+class Fitted:
+    """A stored estimator, loaded: turns events into rows and windows of rows into estimates."""
+
+    def __init__(self, info: Mapping[str, Any]) -> None:
+        from driftline.detectors import estimation as E
+
+        self.info = info
+        self.method: str = info["method"]
+        self.classes: list[str] = list(info.get("classes") or ())
+        self.features: list[str] = list(info.get("features") or ())
+        self.labelled = int(info.get("labelled", 0))
+        self.reference_metrics: dict[str, float] = dict(info.get("reference_metrics") or {})
+        self.model: Any = (E.CBPE if self.method == "cbpe" else E.DLE).from_state(info["state"])
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        from driftline.detectors import estimation as E
+
+        return E.CLASSIFICATION_METRICS if self.method == "cbpe" else E.REGRESSION_METRICS
+
+    def row(self, prediction: Any, features: Mapping[str, Any]) -> list[float] | None:
+        """What a window keeps of one prediction (None: it cannot be estimated)."""
+        if self.method == "cbpe":
+            row = scores_of(prediction, self.classes)
+            # A binary row keeps P(classes[1]) alone: half the window's sample, in the saved state too.
+            return [row[1]] if row is not None and len(self.classes) == 2 else row
+        if not _is_number(prediction):
+            return None
+        return [float(prediction), *_feature_row(features, self.features)]
+
+    def label(self, label: Any) -> Any:
+        """A label as the realised metrics take it (None: not usable)."""
+        if self.method == "cbpe":
+            key = _label_key(label)
+            return key if key in self.classes else None
+        return float(label) if _is_number(label) else None
+
+    def estimate(self, rows: Sequence[Sequence[float]], level: float) -> dict[str, Any]:
+        """Metric -> :class:`~driftline.detectors.estimation.Estimate` of the window's rows."""
+        if self.method == "cbpe":
+            return self.model.estimate(self._scores(rows), level=level)
+        return self.model.estimate([r[1:] for r in rows], [r[0] for r in rows], level=level)
+
+    def _scores(self, rows: Sequence[Sequence[float]]) -> Any:
+        return [r[0] for r in rows] if len(self.classes) == 2 else rows
+
+    def realised(self, rows: Sequence[Sequence[float]], labels: Sequence[Any]) -> dict[str, float]:
+        from driftline.detectors import estimation as E
+
+        if self.method == "cbpe":
+            return E.realised_classification(self._scores(rows), labels, self.classes)
+        return E.realised_regression([r[0] for r in rows], labels)

@@ -1,0 +1,417 @@
+"""Performance estimated per window and segment, graded by the labels as they arrive (issue 18).
+
+:class:`EstimationStreams` is one model's part of
+:class:`~driftline.detectors.monitor.ModelMonitor` for ``performance_estimation``
+(:class:`~driftline.detectors.config.PerformanceEstimationSettings`):
+
+* every primary prediction of a version with an estimator (its reference's, or one fitted on the
+  version's first ``reference_labels`` labelled predictions of the stream) adds one row to its
+  window, per segment: class probabilities for CBPE, prediction and numeric features for DLE.
+  A window keeps a uniform sample of at most ``sample`` rows per segment (reservoir sampling,
+  deterministic: the slot of the i-th row is a hash of i and the seed), and counts every row;
+* at window close each metric is estimated on the sample with its band at ``level``, and judged
+  when a floor (ceiling) is configured: the verdict holds only when the band at the false-alarm
+  budget's per-test level is entirely past it (one calibrated test per judged metric, version and
+  segment, counted in the model's :class:`~driftline.detectors.calibration.AlarmBudget`);
+* each joined label goes to the window its prediction was in (by prediction time: the open
+  window, or one of the last ``grade_windows`` closed ones); at the next close, every window that
+  got labels is written again with the realised metric over its labelled rows (a sample of at
+  most ``sample``) and the labelled share. A ``drift_metrics`` row per metric (statistic
+  ``estimation_error``, segment '') keeps the mean |estimate - realised| over the graded windows
+  kept (those with at least ``min_samples`` labelled rows).
+
+Rows for the ``performance_estimates`` table come out as :class:`EstimateRow` (:meth:`drain`).
+Why a version gets no estimate (scores that are not probabilities, too few labels) is logged
+once per version and written once, as a ``drift_metrics`` row (statistic ``excluded``,
+feature ``*``, the reason in ``details``).
+
+>>> from driftline.detectors.config import ModelConfig
+>>> streams = EstimationStreams(ModelConfig(model="m"))
+>>> streams.test_count({})
+0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import math
+from collections import deque
+from typing import Any, ClassVar, Mapping
+
+from driftline.collector.store.tables import STAT_ESTIMATION_ERROR, STAT_EXCLUDED
+from driftline.detectors.base import DetectorResult
+from driftline.detectors.config import ModelConfig
+from driftline.detectors.estimate_fit import Fitted, fit_estimator
+
+__all__ = ["EstimateRow", "EstimationStreams", "DETECTOR", "LOWER_IS_BETTER"]
+
+log = logging.getLogger(__name__)
+
+#: ``drift_metrics.detector`` of the estimation's rows (estimation error, not-available reasons)
+DETECTOR = "estimation"
+#: metrics whose verdict is "above" a ceiling; the rest are floors
+LOWER_IS_BETTER = frozenset(("mae", "rmse"))
+_MASK = (1 << 64) - 1
+
+
+def _slot(i: int, salt: int) -> int:
+    """A uniform draw in [0, i) from i alone (splitmix64): the reservoir needs no saved RNG."""
+    z = (i * 0x9E3779B97F4A7C15 + salt) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (z ^ (z >> 31)) % i
+
+
+def _utc(epoch: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc)
+
+
+def _num(v: float) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimateRow:
+    """One row of ``driftline.performance_estimates`` (``updated_at`` is set by the store)."""
+
+    model: str
+    model_version: str
+    segment: str
+    window_start: _dt.datetime
+    window_end: _dt.datetime
+    metric: str
+    method: str
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    level: float
+    threshold: float | None
+    verdict: bool
+    realised: float | None
+    labelled: int
+    labelled_share: float
+    n: int
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "model", "model_version", "segment", "window_start", "window_end", "metric", "method",
+        "estimate", "lower", "upper", "level", "threshold", "verdict", "realised", "labelled",
+        "labelled_share", "n")
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, c) for c in self.COLUMNS)
+
+
+class _Window:
+    """One window of one version and segment: its sample, and later its labelled rows."""
+
+    __slots__ = ("n", "rows", "start", "end", "labelled", "lab_rows", "labels", "est", "real", "dirty")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.rows: list[list[float]] = []
+        self.start = self.end = 0.0
+        self.labelled = 0
+        self.lab_rows: list[list[float]] = []
+        self.labels: list[Any] = []
+        self.est: dict[str, list[Any]] = {}  # metric -> [value, lower, upper, threshold, verdict]
+        self.real: dict[str, float | None] = {}  # metric -> realised over the labelled rows
+        self.dirty = False
+
+    def add(self, row: list[float], cap: int, salt: int) -> None:
+        self.n += 1
+        if len(self.rows) < cap:
+            self.rows.append(row)
+        elif (j := _slot(self.n, salt)) < cap:
+            self.rows[j] = row
+
+    def add_label(self, row: list[float], label: Any, cap: int, salt: int) -> None:
+        self.labelled += 1
+        self.dirty = True
+        if len(self.lab_rows) < cap:
+            self.lab_rows.append(row)
+            self.labels.append(label)
+        elif (j := _slot(self.labelled, salt)) < cap:
+            self.lab_rows[j], self.labels[j] = row, label
+
+    def get_state(self) -> list[Any]:
+        return [self.n, self.rows, self.start, self.end, self.labelled, self.lab_rows, self.labels,
+                self.est, self.real, self.dirty]
+
+    @classmethod
+    def of(cls, s: list[Any]) -> "_Window":
+        w = cls()
+        (w.n, w.rows, w.start, w.end, w.labelled, w.lab_rows, w.labels, w.est, w.real, w.dirty) = s
+        return w
+
+
+class EstimationStreams:
+    """Estimates of one model's windows per version and segment, graded as labels arrive."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+        self.settings = cfg.performance_estimation
+        self.fitted: dict[str, dict[str, Any]] = {}  # version -> estimator fitted on the stream
+        self.collect: dict[str, list[list[Any]]] = {}  # version -> [prediction, label] to fit on
+        self.open: dict[str, _Window] = {}  # "version|segment"
+        self.closed: dict[str, deque[_Window]] = {}
+        self.noted: dict[str, str] = {}  # version -> why it has no estimate (told once)
+        self.unwritten: list[tuple[str, str]] = []  # (version, reason) not yet written as a row
+        self.rows: list[EstimateRow] = []
+        self._cache: dict[str, tuple[int, Fitted | None]] = {}
+
+    # -- the estimator of a version -------------------------------------------------------------
+    def estimator(self, version: str, ref: Any) -> Fitted | None:
+        """The version's estimator: its reference's, else the one fitted on the stream."""
+        info = getattr(ref, "estimator", None) or self.fitted.get(version)
+        if not info or "state" not in info:
+            return None
+        hit = self._cache.get(version)
+        if hit is not None and hit[0] == id(info):
+            return hit[1]
+        try:
+            fitted: Fitted | None = Fitted(info)
+        except (ValueError, KeyError) as exc:
+            self.note(version, f"the stored estimator cannot be loaded ({exc})")
+            fitted = None
+        self._cache[version] = (id(info), fitted)
+        return fitted
+
+    def note(self, version: str, reason: str) -> None:
+        """Tell once per version why it gets no estimate (a log line now, a row at next close)."""
+        if self.noted.get(version) == reason:
+            return
+        self.noted[version] = reason
+        self.unwritten.append((version, reason))
+        log.warning("model %s version %s: no performance estimate: %s", self.cfg.model, version, reason)
+
+    # -- events ---------------------------------------------------------------------------------
+    def observe(self, version: str, segs: list[str], event: Mapping[str, Any], refs: Mapping[str, Any]) -> None:
+        """One primary prediction of ``version`` (``refs``: the model's references by version)."""
+        s = self.settings
+        if not s.enabled:
+            return
+        ref = refs.get(version) or refs.get("*")
+        est = self.estimator(version, ref)
+        if est is None:
+            # Said only to whoever asked for verdicts: a model without labels is the common case.
+            asked = s.thresholds or s.max_drop
+            if asked and ref is not None and not s.reference_labels and version not in self.noted:
+                self.note(version, "the reference has no labels (driftline reference set ... --labels "
+                                   "COLUMN) and performance_estimation.reference_labels is 0")
+            return
+        row = est.row(event.get("prediction"), event.get("features") or {})
+        if row is None:
+            self.note(version, "the logged predictions are not class probabilities" if est.method == "cbpe"
+                      else "the logged predictions are not numbers")
+            return
+        cap, salt, opened = s.sample, s.seed, self.open
+        for seg in segs:
+            key = version + "|" + seg
+            w = opened.get(key)
+            if w is None:
+                w = opened[key] = _Window()
+            w.add(row, cap, salt)
+
+
+    def labelled(self, version: str, segs: list[str], prediction: Any, pred_ts: float, label: Any,
+                 refs: Mapping[str, Any]) -> None:
+        """A label joined to its prediction (made at ``pred_ts``)."""
+        s = self.settings
+        if not s.enabled:
+            return
+        est = self.estimator(version, refs.get(version) or refs.get("*"))
+        if est is None:
+            self._collect(version, prediction, label)
+            return
+        y = est.label(label)
+        row = est.row(prediction, {})
+        if y is None or row is None:
+            return
+        for seg in segs:
+            key = f"{version}|{seg}"
+            w = self._window_of(key, pred_ts)
+            if w is not None:
+                w.add_label(row, y, s.sample, s.seed)
+
+    def _window_of(self, key: str, pred_ts: float) -> _Window | None:
+        done = self.closed.get(key)
+        if done and pred_ts <= done[-1].end:
+            for w in reversed(done):
+                if w.start <= pred_ts <= w.end:
+                    return w
+            return None  # older than every window kept: not graded
+        w = self.open.get(key)
+        if w is None:
+            w = self.open[key] = _Window()
+        return w
+
+    def _collect(self, version: str, prediction: Any, label: Any) -> None:
+        s = self.settings
+        if not s.reference_labels or version in self.fitted:
+            return
+        buf = self.collect.setdefault(version, [])
+        buf.append([prediction, label])
+        if len(buf) < s.reference_labels:
+            return
+        del self.collect[version]
+        from driftline.detectors.estimation import EstimationError
+
+        try:
+            info = fit_estimator([p for p, _ in buf], [y for _, y in buf], None, level=s.level,
+                                 min_labels=s.min_labels, seed=s.seed)
+        except EstimationError as exc:
+            self.fitted[version] = {"error": str(exc)}  # tried once; a new reference retries
+            self.note(version, f"no estimator from the first {len(buf):,} labelled predictions: {exc}")
+            return
+        self.fitted[version] = {**info, "source": f"stream:first_labelled={len(buf)}"}
+        log.info("model %s version %s: %s fitted on the first %d labelled predictions",
+                 self.cfg.model, version, info["method"].upper(), len(buf))
+
+    # -- windows --------------------------------------------------------------------------------
+    def _judged(self, est: Fitted) -> dict[str, float]:
+        """Metric -> floor (ceiling for mae / rmse) of the metrics with a verdict."""
+        s = self.settings
+        out = {m: t for m, t in s.thresholds.items() if m in est.metrics}
+        for m, drop in s.max_drop.items():
+            base = est.reference_metrics.get(m)
+            if m in est.metrics and m not in out and base is not None:
+                out[m] = base + drop if m in LOWER_IS_BETTER else base - drop
+        return out
+
+    def test_count(self, refs: Mapping[str, Any]) -> int:
+        """Calibrated tests of the window about to close: judged metrics x segments estimated."""
+        n = 0
+        for key, w in self.open.items():
+            version = key.split("|", 1)[0]
+            est = self.estimator(version, refs.get(version) or refs.get("*"))
+            if est is not None and w.n >= self.cfg.min_samples:
+                n += len(self._judged(est))
+        return n
+
+    def close(self, start: float, end: float, refs: Mapping[str, Any],
+              per_test_alpha: float | None) -> list[tuple[str, str, DetectorResult]]:
+        """Close the open windows (estimates and verdicts) and re-grade the closed ones that got
+        labels; rows go to :attr:`rows`. ``per_test_alpha``: the budget's level for a verdict
+        (None: the band at ``level`` decides). Returns the rows for ``drift_metrics``."""
+        from scipy.stats import norm
+
+        s = self.settings
+        out: list[tuple[str, str, DetectorResult]] = []
+        for version, reason in self.unwritten:
+            out.append((version, "", DetectorResult(DETECTOR, "*", STAT_EXCLUDED, 0.0, None, None, False, 0, 0,
+                                                    (("reason", reason),))))
+        self.unwritten = []
+        z_band = float(norm.ppf(0.5 + s.level / 2))
+        z_test = None if per_test_alpha is None else float(norm.ppf(1 - per_test_alpha))
+        opened, self.open = self.open, {}
+        for key, w in opened.items():
+            version = key.split("|", 1)[0]
+            est = self.estimator(version, refs.get(version) or refs.get("*"))
+            if est is None:
+                continue
+            w.start, w.end = start, end
+            if w.n >= self.cfg.min_samples and w.rows:
+                self._estimate(version, w, est, z_band, z_test)
+            w.rows = []  # the sample is not needed once estimated
+            w.dirty = True
+            self.closed.setdefault(key, deque(maxlen=s.grade_windows)).append(w)
+        return out + self.grade(refs, end)
+
+    def grade(self, refs: Mapping[str, Any], now: float) -> list[tuple[str, str, DetectorResult]]:
+        """Write the closed windows that got labels again (:attr:`rows`); the estimation error
+        rows. ``now``: event time; windows older than the label horizon drop their labelled rows."""
+        out: list[tuple[str, str, DetectorResult]] = []
+        horizon = now - self.cfg.concept.label_horizon_s
+        for key, done in self.closed.items():
+            version, seg = key.split("|", 1)
+            est = self.estimator(version, refs.get(version) or refs.get("*"))
+            for w in done:
+                if w.dirty and est is not None:
+                    self._emit(version, seg, w, est)
+                    w.dirty = False
+                if w.end < horizon and w.lab_rows:
+                    w.lab_rows, w.labels = [], []  # no label can join it any more: graded for good
+            if seg == "" and est is not None:
+                out += [(version, "", r) for r in self._errors(done, est)]
+        return out
+
+    def _estimate(self, version: str, w: _Window, est: Fitted, z_band: float, z_test: float | None) -> None:
+        from driftline.detectors.estimation import EstimationError
+
+        try:
+            got = est.estimate(w.rows, self.settings.level)
+        except EstimationError as exc:
+            self.note(version, str(exc))
+            return
+        judged = self._judged(est)
+        for m, e in got.items():
+            thr = judged.get(m)
+            verdict = False
+            if thr is not None and math.isfinite(e.value):
+                # The band's standard deviation, from its unclipped side; then the one-sided bound
+                # at the budget's per-test level (or the band itself without a budget).
+                sd = max(e.upper - e.value, e.value - e.lower) / z_band if math.isfinite(e.upper) else math.nan
+                if z_test is None:
+                    lo, hi = e.lower, e.upper
+                else:
+                    lo, hi = e.value - z_test * sd, e.value + z_test * sd
+                verdict = bool(lo > thr) if m in LOWER_IS_BETTER else bool(hi < thr)
+            w.est[m] = [_num(e.value), _num(e.lower), _num(e.upper), thr, verdict]
+
+    def _emit(self, version: str, seg: str, w: _Window, est: Fitted) -> None:
+        from driftline.detectors.estimation import EstimationError
+
+        realised: dict[str, float] = {}
+        if w.lab_rows:
+            try:
+                realised = est.realised(w.lab_rows, w.labels)
+            except EstimationError:
+                realised = {}
+        share = min(1.0, w.labelled / w.n) if w.n else 0.0
+        for m in est.metrics:
+            value, lower, upper, thr, verdict = w.est.get(m, [None, None, None, None, False])
+            r = realised.get(m)
+            if value is None and r is None:
+                continue
+            self.rows.append(EstimateRow(self.cfg.model, version, seg, _utc(w.start), _utc(w.end), m,
+                                         est.method, value, lower, upper, self.settings.level, thr, verdict,
+                                         _num(r) if r is not None else None, w.labelled, share, w.n))
+        w.real = {m: _num(v) for m, v in realised.items()}
+
+    def _errors(self, done: deque[_Window], est: Fitted) -> list[DetectorResult]:
+        """Mean |estimate - realised| per metric over the graded windows kept."""
+        out = []
+        for m in est.metrics:
+            errs = []
+            for w in done:
+                got, real = w.est.get(m), w.real.get(m)
+                if got and got[0] is not None and real is not None and w.labelled >= self.cfg.min_samples:
+                    errs.append(abs(got[0] - real))
+            if errs:
+                out.append(DetectorResult(DETECTOR, m, STAT_ESTIMATION_ERROR, sum(errs) / len(errs), None, None,
+                                          False, est.labelled, len(errs), (("method", est.method),)))
+        return out
+
+    def drain(self) -> list[EstimateRow]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        return {"fitted": self.fitted, "collect": self.collect, "noted": self.noted,
+                "unwritten": self.unwritten,
+                "open": {k: w.get_state() for k, w in self.open.items()},
+                "closed": {k: [w.get_state() for w in d] for k, d in self.closed.items()}}
+
+    def set_state(self, state: Mapping[str, Any] | None) -> None:
+        state = state or {}
+        self.fitted = dict(state.get("fitted", {}))
+        self.collect = {k: list(v) for k, v in state.get("collect", {}).items()}
+        self.noted = dict(state.get("noted", {}))
+        self.unwritten = [tuple(x) for x in state.get("unwritten", [])]  # type: ignore[misc]
+        self.open = {k: _Window.of(s) for k, s in state.get("open", {}).items()}
+        self.closed = {k: deque((_Window.of(s) for s in v), maxlen=self.settings.grade_windows)
+                       for k, v in state.get("closed", {}).items()}
+        self._cache = {}
