@@ -59,6 +59,8 @@ _SUM_TOLERANCE = 0.01  # float32 scores and rounding in the log still sum to 1 w
 _STATE_VERSION = 1
 
 
+# Not in the error tree: the CLI turns it into ConfigError and the stream logs it as a reason, so it
+# never reaches users as itself.
 class EstimationError(ValueError):
     """Input an estimator cannot use: scores that are not probabilities, too few labels, NaN,
     a class count that does not match. The message says what was wrong (never the values)."""
