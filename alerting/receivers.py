@@ -252,18 +252,20 @@ def start_receivers(slack_url: str, pagerduty_url: str, webhook_url: str, *, rou
     given URLs (what ``driftline alerts receive`` serves for ``driftline up --demo``)."""
     from driftline.sdk.errors import ConfigError
 
-    port, path = _port_and_path(slack_url, "--slack-url")
+    slack_port, path = _port_and_path(slack_url, "--slack-url")
     prefix = "/services/T0001/B0001/"
     if not path.startswith(prefix) or len(path) == len(prefix):
         raise ConfigError(f"--slack-url: the local Slack webhook's path is {prefix}TOKEN (got {path!r})")
-    servers: list[LocalServer] = [LocalSlack(path[len(prefix):], port=port, on_message=on_message)]
-    try:
-        port, path = _port_and_path(pagerduty_url, "--pagerduty-url")
-        if path != LocalPagerDuty.path:
-            raise ConfigError(f"--pagerduty-url: the local PagerDuty's path is {LocalPagerDuty.path} (got {path!r})")
-        servers.append(LocalPagerDuty(routing_key, port=port, on_message=on_message))
-        port, _ = _port_and_path(webhook_url, "--webhook-url")
-        servers.append(LocalWebhook(secret, port=port, on_message=on_message))
+    token = path[len(prefix):]
+    pd_port, pd_path = _port_and_path(pagerduty_url, "--pagerduty-url")
+    if pd_path != LocalPagerDuty.path:
+        raise ConfigError(f"--pagerduty-url: the local PagerDuty's path is {LocalPagerDuty.path} (got {pd_path!r})")
+    hook_port, _ = _port_and_path(webhook_url, "--webhook-url")
+    servers: list[LocalServer] = []
+    try:  # every address is checked before any is bound
+        servers.append(LocalSlack(token, port=slack_port, on_message=on_message))
+        servers.append(LocalPagerDuty(routing_key, port=pd_port, on_message=on_message))
+        servers.append(LocalWebhook(secret, port=hook_port, on_message=on_message))
     except BaseException:
         for s in servers:
             s.close()

@@ -82,10 +82,15 @@ class Guide:
 
     # -- the demo's loop calls these ---------------------------------------------------------
     def start(self) -> None:
+        import yaml
+
+        from driftline.collector.embedded.demo import DETECTORS_CONFIG
+
+        first = int(yaml.safe_load(DETECTORS_CONFIG.read_text(encoding="utf-8"))["reference"]["first_events"])
         where = f"open {self.dashboard}/ (Overview)" if self.dashboard else "run `driftline sql` against the store"
-        self.print(f"demo guide: {where}. The model {MODEL} needs its reference first (the first 2,500 "
-                   f"events, ~{2500 / self.options.rate_per_s:.0f} s here); `driftline reference show {MODEL}` "
-                   "says how far it is.")
+        self.print(f"demo guide: {where}. The model {MODEL} needs its reference first (its first {first:,} "
+                   f"events, ~{first / self.options.rate_per_s:.0f} s here; `driftline reference show {MODEL}`); "
+                   "the drift waits for the first verdicts.")
         self._thread = threading.Thread(target=self._run, name="demo-guide", daemon=True)
         self._thread.start()
 
@@ -99,6 +104,10 @@ class Guide:
             self.drift_stopped = self.clock()
             self.print("demo guide [stopped]: the alert resolves after two healthy accuracy windows; "
                        "the receiver prints the Slack 'resolved' message and the PagerDuty resolve.")
+
+    def ready(self) -> bool:
+        """Whether the first drift verdicts are stored (the drift may begin)."""
+        return "verdicts" in self.done
 
     def stop(self) -> None:
         self._stop.set()
@@ -117,7 +126,7 @@ class Guide:
         """One look at the store; prints every stage that has become true."""
         if "verdicts" not in self.done and self._verdicts():
             self._stage("verdicts", "the reference is complete and the first drift verdicts are in: every region "
-                        f"healthy. Open {self._link('overview')} — the Overview lists {MODEL} as healthy.")
+                        f"healthy. Open {self._link('overview')}: the Overview lists {MODEL} as healthy.")
         if self.drift_started is None:
             return
         if "detected" not in self.done:

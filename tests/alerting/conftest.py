@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from driftline.alerting.receivers import LocalPagerDuty, LocalWebhook, LocalSlack
+from driftline.alerting.receivers import LocalPagerDuty, LocalSlack, LocalWebhook
 
 
 @pytest.fixture(scope="session")
