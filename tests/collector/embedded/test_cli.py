@@ -115,6 +115,7 @@ def test_up_with_external_engines_starts_no_embedded_engine(tmp_path: Path, kafk
     (["--clickhouse-url", "http://127.0.0.1:1", "--clickhouse-port", "9999"], "--clickhouse-port would be ignored"),
     (["--no-dashboard", "--dashboard-port", "9999"], "--dashboard-port would be ignored"),
     (["--demo-rate", "10"], "--demo-rate would be ignored"),
+    (["--demo-drift-for-s", "10"], "--demo-drift-for-s would be ignored"),
     (["--alert-rules", "/nonexistent/rules.yaml"], "does not exist"),
     (["--drain-timeout-s", "0"], "--drain-timeout-s must be > 0"),
 ])
