@@ -18,7 +18,9 @@ import yaml
 from driftline.collector.embedded.broker import free_port
 
 RULES = Path(__file__).with_name("demo_rules.yaml")
-SLACK_URL, PAGERDUTY_URL, PAGERDUTY_KEY = "DRIFTLINE_DEMO_SLACK_URL", "DRIFTLINE_DEMO_PAGERDUTY_URL", "DRIFTLINE_DEMO_PAGERDUTY_KEY"
+# The variables demo_rules.yaml names (url_env, routing_key_env, secret_env).
+SLACK_URL, PAGERDUTY_URL = "DRIFTLINE_DEMO_SLACK_URL", "DRIFTLINE_DEMO_PAGERDUTY_URL"
+PAGERDUTY_KEY = "DRIFTLINE_DEMO_PAGERDUTY_KEY"
 RETRAIN_URL, RETRAIN_SECRET = "DRIFTLINE_DEMO_RETRAIN_URL", "DRIFTLINE_DEMO_RETRAIN_SECRET"
 
 

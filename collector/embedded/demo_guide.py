@@ -194,10 +194,10 @@ class Guide:
             parameters={"m": MODEL}).result_rows
         for event, incident, rule, segment, condition, link in rows:
             if event == "firing" and "incident" not in self.done:
-                self.incident = incident
                 self._stage("incident", f"incident opened: rule {rule} ({condition}) on {MODEL} [{segment}]. Open "
-                            f"the model page at the incident: {link or self._link('model')}\n  The receiver above "
-                            "printed one Slack message, one PagerDuty trigger and one signed retraining request.")
+                            f"the model page at the incident: {link or self._link('model')}\n  The receiver "
+                            "prints one Slack message, one PagerDuty trigger and one signed retraining request.")
+                self.incident = incident  # after the stage is printed: the demo may stop the drift now
             elif event == "resolved" and incident == self.incident and "resolved" not in self.done:
                 self._stage("resolved", f"incident {incident} resolved: realised accuracy in {DRIFT_REGION} is back "
                             "above the floor; the Overview shows the model healthy again.")

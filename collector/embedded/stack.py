@@ -2,8 +2,10 @@
 
 Starts what is not configured externally — the embedded ClickHouse store (chDB behind ClickHouse's
 HTTP interface) and the embedded Kafka broker (Tansu, memory storage) — then the collector, the
-dashboard, the alerting service when rules are given, and the demo when asked. With both
-``DRIFTLINE_KAFKA_BOOTSTRAP`` and ``DRIFTLINE_CLICKHOUSE_URL`` set, no embedded engine starts.
+dashboard, the alerting service when rules are given, and the demo when asked (with no rules, the
+demo brings its own, delivered to a local receiver that prints each message: ``demo_alerting``).
+With both ``DRIFTLINE_KAFKA_BOOTSTRAP`` and ``DRIFTLINE_CLICKHOUSE_URL`` set, no embedded engine
+starts.
 
 Every child is supervised (``supervisor``): one that crashes is restarted with backoff, logged and
 counted; none can outlive ``up`` (``lifeline``). Everything the stack owns lives under
