@@ -29,7 +29,7 @@ def _default_data_dir() -> str:
 def register(subparsers: Any) -> None:
     """Add ``alerts run``, ``alerts test`` and ``alerts list`` to a subparsers object."""
     alerts = subparsers.add_parser("alerts", help="alert rules, notifications, retraining triggers")
-    sub = alerts.add_subparsers(dest="alerts_command", metavar="{run,test,list}")
+    sub = alerts.add_subparsers(dest="alerts_command", metavar="{run,test,list,receive}")
     sub.required = True
 
     def common(p: argparse.ArgumentParser, rules: bool, data_dir: bool) -> None:
@@ -60,6 +60,15 @@ def register(subparsers: Any) -> None:
     lst.add_argument("--recent-hours", type=float, default=24.0)
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lst.set_defaults(func=cmd_list)
+
+    rcv = sub.add_parser("receive", help="local Slack, PagerDuty and retraining-webhook receivers that print "
+                         "each message (what `driftline up --demo` delivers to)")
+    rcv.add_argument("--slack-url", required=True, help="http://127.0.0.1:PORT/services/T0001/B0001/TOKEN")
+    rcv.add_argument("--pagerduty-url", required=True, help="http://127.0.0.1:PORT/v2/enqueue")
+    rcv.add_argument("--webhook-url", required=True, help="http://127.0.0.1:PORT/hooks/retrain")
+    rcv.add_argument("--routing-key-env", required=True, help="environment variable holding the PagerDuty routing key")
+    rcv.add_argument("--secret-env", required=True, help="environment variable holding the webhook HMAC secret")
+    rcv.set_defaults(func=cmd_receive)
 
 
 def _client(url: str | None) -> Any:
@@ -137,6 +146,36 @@ def cmd_list(args: argparse.Namespace) -> int:
         seg = f" [{r['segment']}]" if r["segment"] else ""
         print(f"  {r['event_time']:%Y-%m-%d %H:%M:%S}  {r['event']:<8} {r['rule']:<24} "
               f"{r['model']} {r['model_version']}{seg}  {r['condition']}")
+    return 0
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    """``driftline alerts receive``: serve until SIGTERM / SIGINT, print each message."""
+    import threading
+
+    from driftline.alerting.receivers import start_receivers
+
+    secrets = {}
+    for flag, var in (("--routing-key-env", args.routing_key_env), ("--secret-env", args.secret_env)):
+        if not os.environ.get(var):
+            raise ConfigError(f"{flag}: environment variable {var} is not set")
+        secrets[flag] = os.environ[var]
+
+    def show(kind: str, text: str) -> None:
+        print(f"receiver: {kind:<9} {text}", flush=True)
+
+    servers = start_receivers(args.slack_url, args.pagerduty_url, args.webhook_url,
+                              routing_key=secrets["--routing-key-env"], secret=secrets["--secret-env"],
+                              on_message=show)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for s in servers:
+            s.close()
     return 0
 
 

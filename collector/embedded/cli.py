@@ -23,6 +23,7 @@ def _up(args: argparse.Namespace) -> int:
         ("--dashboard-port", args.dashboard_port, args.no_dashboard, "--no-dashboard is given"),
         ("--demo-rate", args.demo_rate, not args.demo, "--demo is not given"),
         ("--demo-drift-after-s", args.demo_drift_after_s, not args.demo, "--demo is not given"),
+        ("--demo-drift-for-s", args.demo_drift_for_s, not args.demo, "--demo is not given"),
     ]
     for flag, value, condition, why in ignored:
         if value is not None and condition:
@@ -32,6 +33,15 @@ def _up(args: argparse.Namespace) -> int:
         demo_args += ["--rate", str(args.demo_rate)]
     if args.demo_drift_after_s is not None:
         demo_args += ["--drift-after-s", str(args.demo_drift_after_s)]
+    if args.demo_drift_for_s is not None:
+        demo_args += ["--drift-for-s", str(args.demo_drift_for_s)]
+    if args.demo and settings.detectors_config is None:
+        # The demo model's own windows and reference, sized for its traffic (demo_detectors.yaml).
+        from dataclasses import replace
+
+        from driftline.collector.embedded.demo import DETECTORS_CONFIG
+
+        settings = replace(settings, detectors_config=DETECTORS_CONFIG)
     if args.drain_timeout_s is not None and not args.drain_timeout_s > 0:
         raise ConfigError("--drain-timeout-s must be > 0")
     if args.broker_max_mib is not None or args.broker_check_s is not None:
@@ -65,18 +75,33 @@ def _store(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from driftline.collector.embedded.demo import DemoOptions, run_demo
+    import os
 
-    return run_demo(DemoOptions(rate_per_s=args.rate, drift_after_s=args.drift_after_s,
-                                duration_s=args.duration_s, label_delay_s=args.label_delay_s))
+    from driftline.collector.embedded.demo import DemoOptions, run_demo
+    from driftline.sdk.errors import ConfigError
+
+    if not args.rate > 0:
+        raise ConfigError("--rate must be > 0")
+    for flag, value in (("--drift-after-s", args.drift_after_s), ("--drift-for-s", args.drift_for_s),
+                        ("--duration-s", args.duration_s), ("--label-delay-s", args.label_delay_s)):
+        if not value >= 0:
+            raise ConfigError(f"{flag} must be >= 0")
+    # The guide reads the store the demo's SDK events end up in (`driftline up` sets the URL).
+    url = os.environ.get("DRIFTLINE_CLICKHOUSE_URL", "") if args.guide else ""
+    return run_demo(DemoOptions(rate_per_s=args.rate, drift_after_s=args.drift_after_s, drift_for_s=args.drift_for_s,
+                                duration_s=args.duration_s, label_delay_s=args.label_delay_s,
+                                clickhouse_url=url, dashboard_url=args.dashboard_url))
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("up", help="start the embedded stack (broker, ClickHouse, collector, dashboard)")
     add_server_flags(p)
-    p.add_argument("--demo", action="store_true", help="also run a demo model with live traffic and drift")
+    p.add_argument("--demo", action="store_true", help="also run a demo model with live traffic and drift, and "
+                   "(without --alert-rules) alerting with the demo rules delivered to a local receiver")
     p.add_argument("--demo-rate", type=float, help="demo predictions per second (default 50)")
-    p.add_argument("--demo-drift-after-s", type=float, help="seconds before the demo injects drift (default 60)")
+    p.add_argument("--demo-drift-after-s", type=float, help="seconds before the demo injects drift (default 90)")
+    p.add_argument("--demo-drift-for-s", type=float, help="seconds the demo's drift lasts before it stops "
+                   "(default 180; 0: never stops)")
     p.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
     p.add_argument("--clickhouse-port", type=int, help="embedded ClickHouse HTTP port (default 8123)")
     p.add_argument("--dashboard-port", type=int, help="dashboard port (default 8501)")
@@ -100,7 +125,11 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="a scikit-learn model wrapped with the SDK, with live traffic and drift")
     p.add_argument("--rate", type=float, default=50.0, help="predictions per second")
-    p.add_argument("--drift-after-s", type=float, default=60.0, help="seconds before a distribution shift")
+    p.add_argument("--drift-after-s", type=float, default=90.0, help="seconds before a distribution shift")
+    p.add_argument("--drift-for-s", type=float, default=180.0, help="seconds the shift lasts (0: never stops)")
+    p.add_argument("--dashboard-url", default="", help="the dashboard the guide links to")
+    p.add_argument("--no-guide", dest="guide", action="store_false",
+                   help="do not follow the run in the store (DRIFTLINE_CLICKHOUSE_URL) and print its stages")
     p.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
     p.add_argument("--label-delay-s", type=float, default=5.0, help="delay of the ground-truth labels")
     p.set_defaults(handler=_demo)

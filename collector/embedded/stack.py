@@ -2,8 +2,10 @@
 
 Starts what is not configured externally — the embedded ClickHouse store (chDB behind ClickHouse's
 HTTP interface) and the embedded Kafka broker (Tansu, memory storage) — then the collector, the
-dashboard, the alerting service when rules are given, and the demo when asked. With both
-``DRIFTLINE_KAFKA_BOOTSTRAP`` and ``DRIFTLINE_CLICKHOUSE_URL`` set, no embedded engine starts.
+dashboard, the alerting service when rules are given, and the demo when asked (with no rules, the
+demo brings its own, delivered to a local receiver that prints each message: ``demo_alerting``).
+With both ``DRIFTLINE_KAFKA_BOOTSTRAP`` and ``DRIFTLINE_CLICKHOUSE_URL`` set, no embedded engine
+starts.
 
 Every child is supervised (``supervisor``): one that crashes is restarted with backoff, logged and
 counted; none can outlive ``up`` (``lifeline``). Everything the stack owns lives under
@@ -40,7 +42,7 @@ from driftline.sdk.errors import ConfigError
 
 logger = logging.getLogger("driftline.collector")
 
-STOP_ORDER = ["demo", "collector", "alerting", "dashboard", "broker", "store"]
+STOP_ORDER = ["demo", "collector", "alerting", "receiver", "dashboard", "broker", "store"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Stack:
         self.dropped = 0
         self.gate: Any = None  # the produce gate in front of the embedded broker
         self.rotator: Any = None
+        self.demo_env: dict[str, str] = {}  # the demo's alerting: receiver addresses and secrets
 
     @property
     def topics(self) -> list[str]:
@@ -130,11 +133,21 @@ class Stack:
         if o.dashboard and _has_dashboard():
             self._spawn("dashboard", ["dashboard", "--port", str(o.dashboard_port),
                                       "--clickhouse-url", self.clickhouse_url])
-        if o.alert_rules is not None:
-            self._spawn("alerting", ["alerts", "run", "--rules", str(o.alert_rules), "--clickhouse-url",
+        dashboard_url = f"http://127.0.0.1:{o.dashboard_port}" if sup.get("dashboard") else ""
+        rules = o.alert_rules
+        if o.demo and rules is None:  # the demo's own rules, delivered to a local receiver that prints
+            from driftline.collector.embedded.demo_alerting import prepare
+
+            demo_alerting = prepare(self.run_dir, dashboard_url)
+            self.demo_env = demo_alerting.env
+            rules = demo_alerting.rules_path
+            self._spawn("receiver", demo_alerting.receiver_args, stop_timeout_s=5)
+        if rules is not None:
+            self._spawn("alerting", ["alerts", "run", "--rules", str(rules), "--clickhouse-url",
                                      self.clickhouse_url, "--data-dir", str(self.data_dir / "alerting")])
         if o.demo:
-            self._spawn("demo", ["demo", *o.demo_args], stop_timeout_s=15, restart="on_failure")
+            guide = ["--dashboard-url", dashboard_url] if dashboard_url else []
+            self._spawn("demo", ["demo", *o.demo_args, *guide], stop_timeout_s=15, restart="on_failure")
         if self.embedded_broker:
             self.backlog.start()
             if o.broker_max_mib:
@@ -188,7 +201,7 @@ class Stack:
         """What a child inherits: this environment, the engines' addresses (for the demo, which
         uses the SDK like any model process) and no Streamlit telemetry."""
         topics = self.settings.topics
-        env = {**os.environ, **self.options.extra_env,
+        env = {**os.environ, **self.options.extra_env, **self.demo_env,
                "DRIFTLINE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
                "DRIFTLINE_CLICKHOUSE_URL": self.clickhouse_url,
                "DRIFTLINE_TOPIC_PREFIX": topics.predictions.rsplit(".", 1)[0],
@@ -206,7 +219,7 @@ class Stack:
                 # The dashboard execs Streamlit, which keeps no lifeline thread and holds nothing: SIGKILL.
                 proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", *args],
                                         env={**self.child_env(), **lifeline_env(LIFELINE_GRACE_S)},
-                                        stdout=log if name != "demo" else None, stderr=log,
+                                        stdout=None if name in ("demo", "receiver") else log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True,
                                         preexec_fn=die_with_parent(signal.SIGKILL if name == "dashboard"
                                                                    else signal.SIGTERM))
@@ -242,6 +255,9 @@ class Stack:
             p(f"  dashboard           http://127.0.0.1:{self.options.dashboard_port}")
         if sup.get("alerting"):
             p(f"  alerting state      {self.data_dir / 'alerting'}")
+        if sup.get("receiver"):
+            p(f"  alert receiver      Slack, PagerDuty and retraining webhook on 127.0.0.1, printed below "
+              "as 'receiver:' lines (demo rules: accuracy per region < 0.85)")
         p(f"  logs                {self.logs}")
         p("  SQL                 driftline sql \"SELECT model, count() FROM driftline.predictions GROUP BY model\"")
         p("Press Ctrl-C to stop.")

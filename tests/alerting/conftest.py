@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from tests.alerting.fakes import FakePagerDuty, FakeReceiver, FakeSlack
+from driftline.alerting.receivers import LocalPagerDuty, LocalSlack, LocalWebhook
 
 
 @pytest.fixture(scope="session")
@@ -39,20 +39,20 @@ def alert_ch(alert_ch_url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def slack():  # type: ignore[no-untyped-def]
-    s = FakeSlack()
+    s = LocalSlack()
     yield s
     s.close()
 
 
 @pytest.fixture
 def pd():  # type: ignore[no-untyped-def]
-    s = FakePagerDuty()
+    s = LocalPagerDuty()
     yield s
     s.close()
 
 
 @pytest.fixture
 def receiver():  # type: ignore[no-untyped-def]
-    s = FakeReceiver()
+    s = LocalWebhook()
     yield s
     s.close()

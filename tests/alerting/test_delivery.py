@@ -12,7 +12,7 @@ from driftline.alerting.delivery import Deliverer, RetryPolicy, parse_retry_afte
 from driftline.alerting.metrics import AlertMetrics
 from driftline.alerting.outbox import Outbox
 from driftline.alerting.rules import ChannelConfig, Secret
-from tests.alerting.fakes import FakeRedirect, FakeSlack
+from driftline.alerting.receivers import LocalRedirect, LocalSlack
 
 KEY = "R0UT1NGKEY0123456789abcdef012345"
 
@@ -143,8 +143,8 @@ def test_fifo_per_channel_resolve_never_overtakes_trigger(tmp_path, pd):
 
 
 def test_redirect_to_internal_address_is_not_followed(tmp_path):
-    internal = FakeSlack()
-    redirect = FakeRedirect(internal.url)
+    internal = LocalSlack()
+    redirect = LocalRedirect(internal.url)
     try:
         d, outbox, clock, reg = setup(tmp_path, {"s": slack_channel(redirect.url)})
         outbox.enqueue("k", "s", "slack", {"text": "x"}, clock())

@@ -55,8 +55,10 @@ def test_up_prints_endpoints_stores_demo_traffic_stops_cleanly_and_keeps_data(tm
         assert f"http://127.0.0.1:{ports['metrics']}/metrics" in banner
         client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["clickhouse"])
         count = lambda: client.query("SELECT count() FROM driftline.predictions").result_rows[0][0]  # noqa: E731
-        wait_for(lambda: count() >= 200, timeout_s=90)
-        wait_for(lambda: client.query("SELECT count() FROM driftline.labeled_predictions").result_rows[0][0] > 0, 60)
+        # `up --demo` starts seven processes (with the demo's alerting and receiver): on a busy machine
+        # their imports alone can take a minute before the first prediction is stored.
+        wait_for(lambda: count() >= 200, timeout_s=240)
+        wait_for(lambda: client.query("SELECT count() FROM driftline.labeled_predictions").result_rows[0][0] > 0, 120)
         variants = {r[0] for r in client.query("SELECT DISTINCT variant FROM driftline.predictions").result_rows}
         assert {"primary", "shadow", "challenger"} <= variants
     finally:
@@ -115,6 +117,7 @@ def test_up_with_external_engines_starts_no_embedded_engine(tmp_path: Path, kafk
     (["--clickhouse-url", "http://127.0.0.1:1", "--clickhouse-port", "9999"], "--clickhouse-port would be ignored"),
     (["--no-dashboard", "--dashboard-port", "9999"], "--dashboard-port would be ignored"),
     (["--demo-rate", "10"], "--demo-rate would be ignored"),
+    (["--demo-drift-for-s", "10"], "--demo-drift-for-s would be ignored"),
     (["--alert-rules", "/nonexistent/rules.yaml"], "does not exist"),
     (["--drain-timeout-s", "0"], "--drain-timeout-s must be > 0"),
 ])

@@ -14,6 +14,20 @@ from typing import Any, Callable
 from driftline.collector.embedded.broker import free_port
 
 
+#: `driftline up --demo` on a compressed schedule (a test's few minutes instead of the demo's ~7):
+#: twice the traffic, so the 2,500-event reference fills in ~25 s; the drift begins once the first
+#: verdicts are in and lasts until the incident opens (see collector/embedded/demo.py).
+DEMO_FAST = ("--demo", "--demo-rate", "100", "--demo-drift-after-s", "20", "--demo-drift-for-s", "30")
+
+
+def demo_up(data_dir: Path, *, dashboard: bool = True) -> Up:
+    """The demo stack (broker, store, collector, dashboard, alerting with the demo rules, the local
+    receiver, the demo and its guide) on the compressed schedule, up. For the dashboard's browser
+    checks of the demo's state change: ``up.ports["dashboard"]``, and ``up.wait_printed("demo guide
+    [incident]")`` / ``("demo guide [resolved]")`` mark the stages."""
+    return Up(data_dir, *DEMO_FAST, dashboard=dashboard).wait_up()
+
+
 class Up:
     """One ``driftline up`` process. ``stdout`` is read by a thread into ``lines``."""
 

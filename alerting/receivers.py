@@ -1,5 +1,10 @@
 """Local HTTP servers that behave as Slack incoming webhooks, PagerDuty Events API v2 and a
-retraining endpoint, as their documentation describes. Each binds 127.0.0.1 on port 0.
+retraining endpoint, as their documentation describes. Each binds 127.0.0.1 (port 0: any free one).
+
+They are what ``driftline up --demo`` delivers its alerts to (``driftline alerts receive``, which
+prints every message), and what tests of alerting — driftline's and users' — send to, as
+``InMemorySpanExporter`` is for OpenTelemetry: ``on_message(kind, text)`` is called with a
+one-line summary of each accepted message.
 
 Behaviour by default:
 * Slack: 200 ``ok`` for a JSON body with ``text`` or ``blocks``; 400 ``invalid_payload``
@@ -25,17 +30,19 @@ import time
 import uuid
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 from driftline.alerting.signing import SIGNATURE_HEADER, verify_signature
 
 
-class FakeServer:
+class LocalServer:
     """Base: records every request and applies the fault script."""
 
     path = "/"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, on_message: Callable[[str, str], None] | None = None) -> None:
+        self.on_message = on_message
         self.requests: list[dict[str, Any]] = []
         self.script: deque[tuple[Any, ...]] = deque()
         self.held = threading.Event()
@@ -81,7 +88,7 @@ class FakeServer:
                 except OSError:  # the client went away (killed, or timed out)
                     pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
@@ -93,19 +100,23 @@ class FakeServer:
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
         raise NotImplementedError
 
+    def _told(self, kind: str, text: str) -> None:
+        if self.on_message is not None:
+            self.on_message(kind, text)
+
     def close(self) -> None:
         self.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
 
-class FakeSlack(FakeServer):
+class LocalSlack(LocalServer):
     """A Slack incoming webhook at ``/services/T0/B0/<token>``."""
 
-    def __init__(self, token: str = "XXXXsecretTOKEN") -> None:
+    def __init__(self, token: str = "XXXXsecretTOKEN", **kw: Any) -> None:
         self.path = f"/services/T0001/B0001/{token}"
         self.messages: list[dict[str, Any]] = []
-        super().__init__()
+        super().__init__(**kw)
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
         text = {"Content-Type": "text/html"}
@@ -120,20 +131,21 @@ class FakeSlack(FakeServer):
         if len(msg.get("blocks", [])) > 50:
             return 400, text, b"invalid_blocks"
         self.messages.append(msg)
+        self._told("slack", str(msg.get("text") or "(blocks only)"))
         return 200, text, b"ok"
 
 
-class FakePagerDuty(FakeServer):
+class LocalPagerDuty(LocalServer):
     """PagerDuty Events API v2 at ``/v2/enqueue`` for one routing key."""
 
     path = "/v2/enqueue"
 
-    def __init__(self, routing_key: str = "R0UT1NGKEY0123456789abcdef012345") -> None:
+    def __init__(self, routing_key: str = "R0UT1NGKEY0123456789abcdef012345", **kw: Any) -> None:
         self.routing_key = routing_key
         self.events: list[dict[str, Any]] = []
         self.incidents: dict[str, str] = {}  # dedup_key -> triggered | resolved
         self.incidents_opened = 0
-        super().__init__()
+        super().__init__(**kw)
 
     def _bad(self, *errors: str) -> tuple[int, dict, bytes]:
         return 400, {"Content-Type": "application/json"}, json.dumps(
@@ -166,44 +178,99 @@ class FakePagerDuty(FakeServer):
         elif action == "resolve" and key in self.incidents:
             self.incidents[key] = "resolved"
         self.events.append(ev)
+        summary = (ev.get("payload") or {}).get("summary", "")
+        self._told("pagerduty", f"{action} {key}" + (f": {summary}" if summary else ""))
         return 202, {"Content-Type": "application/json"}, json.dumps(
             {"status": "success", "message": "Event processed", "dedup_key": key}).encode()
 
 
-class FakeReceiver(FakeServer):
+class LocalWebhook(LocalServer):
     """A retraining / generic webhook endpoint that verifies signatures and idempotency keys."""
 
     path = "/hooks/retrain"
 
-    def __init__(self, secret: str = "whsec-test", tolerance_s: float = 300.0) -> None:
+    def __init__(self, secret: str = "whsec-test", tolerance_s: float = 300.0, **kw: Any) -> None:
         self.secret = secret
         self.tolerance_s = tolerance_s
         self.deliveries: list[dict[str, Any]] = []
         self.seen_keys: set[str] = set()
         self.rejected = 0
         self.clock: Any = time.time  # tests driving an injected clock set it here too
-        super().__init__()
+        super().__init__(**kw)
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
         if not verify_signature(self.secret, body, headers.get(SIGNATURE_HEADER.lower()),
                                 tolerance_s=self.tolerance_s, now=self.clock()):
             self.rejected += 1
+            self._told("webhook", "REJECTED: bad or missing signature")
             return 401, {}, b"bad signature"
         key = headers.get("idempotency-key", "")
         if key in self.seen_keys:
             return 200, {}, b"duplicate ignored"
         self.seen_keys.add(key)
-        self.deliveries.append({"headers": headers, "event": json.loads(body)})
+        event = json.loads(body)
+        self.deliveries.append({"headers": headers, "event": event})
+        self._told("webhook", "signature valid; " + _cloudevent_summary(event))
         return 202, {}, b"accepted"
 
 
-class FakeRedirect(FakeServer):
+class LocalRedirect(LocalServer):
     """Answers every POST with a redirect to ``location``."""
 
-    def __init__(self, location: str, status: int = 302) -> None:
+    def __init__(self, location: str, status: int = 302, **kw: Any) -> None:
         self.location = location
         self.status = status
-        super().__init__()
+        super().__init__(**kw)
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
         return self.status, {"Location": self.location}, b""
+
+
+def _cloudevent_summary(event: Any) -> str:
+    """The type and a few fields of a CloudEvent (a retraining request), for the console."""
+    if not isinstance(event, dict):
+        return "request"
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    parts = [f"{k}={data[k]}" for k in ("model", "model_version", "segment", "rule") if data.get(k)]
+    return str(event.get("type") or "request") + (": " + ", ".join(parts) if parts else "")
+
+
+def _port_and_path(url: str, what: str) -> tuple[int, str]:
+    from urllib.parse import urlsplit
+
+    from driftline.sdk.errors import ConfigError
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
+        raise ConfigError(f"{what}: a local receiver listens on http://127.0.0.1:PORT/... (got {url!r})")
+    return parts.port, parts.path
+
+
+def start_receivers(slack_url: str, pagerduty_url: str, webhook_url: str, *, routing_key: str, secret: str,
+                    on_message: Callable[[str, str], None]) -> list[LocalServer]:
+    """A local Slack webhook, PagerDuty Events v2 endpoint and signed-webhook receiver at the
+    given URLs (what ``driftline alerts receive`` serves for ``driftline up --demo``)."""
+    from driftline.sdk.errors import ConfigError
+
+    slack_port, path = _port_and_path(slack_url, "--slack-url")
+    prefix = "/services/T0001/B0001/"
+    if not path.startswith(prefix) or len(path) == len(prefix):
+        raise ConfigError(f"--slack-url: the local Slack webhook's path is {prefix}TOKEN (got {path!r})")
+    token = path[len(prefix):]
+    pd_port, pd_path = _port_and_path(pagerduty_url, "--pagerduty-url")
+    if pd_path != LocalPagerDuty.path:
+        raise ConfigError(f"--pagerduty-url: the local PagerDuty's path is {LocalPagerDuty.path} (got {pd_path!r})")
+    hook_port, _ = _port_and_path(webhook_url, "--webhook-url")
+    servers: list[LocalServer] = []
+    try:  # every address is checked before any is bound
+        servers.append(LocalSlack(token, port=slack_port, on_message=on_message))
+        servers.append(LocalPagerDuty(routing_key, port=pd_port, on_message=on_message))
+        servers.append(LocalWebhook(secret, port=hook_port, on_message=on_message))
+    except BaseException:
+        for s in servers:
+            s.close()
+        raise
+    return servers
+
+
+__all__ = ["LocalPagerDuty", "LocalRedirect", "LocalServer", "LocalSlack", "LocalWebhook", "start_receivers"]

@@ -1,0 +1,98 @@
+"""``make demo`` tells a true story (issue 19): drift that hurts one region's realised accuracy,
+one incident that opens and resolves, one message per channel at the local receiver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from driftline.collector.embedded.demo import DRIFT_REGION, REGIONS, DemoOptions, _drift_ends, train
+from driftline.collector.embedded.demo_guide import ACCURACY_FLOOR
+from tests.collector.embedded.up_testkit import client, demo_up
+
+
+def test_the_drift_pushes_benign_cases_across_the_decision_boundary() -> None:
+    import numpy as np
+
+    m = train()
+    drifted = np.array([m.drift(x, int(y)) for x, y in zip(m.x_test, m.y_test)])
+    assert (m.primary.predict(m.x_test) == m.y_test).mean() > 0.93
+    assert (m.primary.predict(drifted) == m.y_test).mean() < 0.8
+    malignant = m.y_test == 0
+    assert (drifted[malignant] == m.x_test[malignant]).all()  # only benign cases move
+    assert (drifted[~malignant] != m.x_test[~malignant]).any(axis=1).all()
+
+
+@pytest.mark.parametrize("drifted_s, incident, ends", [
+    (10, "inc", False),   # before drift_for_s
+    (30, "", False),      # the guide has not seen the incident yet
+    (30, "inc", True),
+    (90, "", True),       # at most 3 x drift_for_s
+])
+def test_the_drift_lasts_drift_for_s_and_until_the_incident_opened(drifted_s: float, incident: str,
+                                                                    ends: bool) -> None:
+    opts = DemoOptions(drift_for_s=30)
+    assert _drift_ends(opts, drifted_s, SimpleNamespace(incident=incident)) is ends
+    assert _drift_ends(opts, drifted_s, None) is (drifted_s >= 30)
+    assert _drift_ends(DemoOptions(drift_for_s=0), 10_000, None) is False
+
+
+def test_the_demo_rules_load_with_the_environment_the_stack_gives_them(tmp_path: Path) -> None:
+    from driftline.alerting.rules import load_rules
+    from driftline.collector.embedded.demo_alerting import prepare
+
+    demo = prepare(tmp_path, "http://127.0.0.1:8501")
+    rules = load_rules(demo.rules_path, env=demo.env)  # a *_env name the stack does not set raises
+    (rule,) = rules.rules
+    assert (rule.kind, rule.statistic, rule.op, rule.threshold) == ("performance", "accuracy", "<", ACCURACY_FLOOR)
+    assert rule.segment == "region=*" and rule.retrain == "demo-retrain"
+    assert {c.type for c in rules.channels.values()} == {"slack", "pagerduty", "webhook"}
+    assert rules.dashboard_url == "http://127.0.0.1:8501"
+    assert not any(v in " ".join(demo.receiver_args) for k, v in demo.env.items() if "URL" not in k)  # no secret on argv
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)  # ~3.5 min on an idle machine; the stages wait for each other on a busy one
+def test_the_demo_drift_hurts_one_region_opens_one_incident_and_resolves_it(tmp_path: Path) -> None:
+    up = demo_up(tmp_path)
+    try:
+        up.wait_printed("demo guide [resolved]", timeout_s=720)
+        ch = client(up.clickhouse_url)
+        # Realised accuracy per region in the alert rule's 20-second windows, as a user would query it.
+        rows = ch.query(
+            "SELECT tags['region'] AS region, intDiv(toUnixTimestamp(timestamp), 20) AS w, count() AS n, "
+            "avg(label_str = prediction_label) AS acc FROM driftline.labeled_predictions "
+            "WHERE model = 'breast-cancer' AND variant != 'shadow' GROUP BY region, w HAVING n >= 40").result_rows
+        worst = {r: min(a for reg, _w, _n, a in rows if reg == r) for r in REGIONS}
+        assert worst[DRIFT_REGION] < ACCURACY_FLOOR, worst
+        assert all(worst[r] >= 0.88 for r in REGIONS if r != DRIFT_REGION), worst
+        drifted = ch.query("SELECT DISTINCT feature FROM driftline.drift_metrics FINAL WHERE model = 'breast-cancer' "
+                           f"AND detector = 'data_drift' AND segment = 'region={DRIFT_REGION}' AND drift").result_rows
+        assert {"worst perimeter", "worst radius"} & {r[0] for r in drifted}
+        events = ch.query("SELECT incident, event, segment FROM driftline.alerts FINAL WHERE model = 'breast-cancer' "
+                          "ORDER BY event_time").result_rows
+        assert [(e, s) for _i, e, s in events] == [("firing", "region=eu"), ("resolved", "region=eu")]
+        assert len({i for i, _e, _s in events}) == 1
+    finally:
+        code = up.stop()
+        (tmp_path / "up.out").write_text(up.output)  # the story as a visitor saw it, for a failure's reader
+    out = up.output
+    assert code == 0, out[-3000:]
+    received = [line for line in out.splitlines() if line.startswith("receiver: ")]
+    # One message per channel and event: Slack firing + resolved, PagerDuty trigger + resolve, one
+    # retraining request whose signature the receiver verified (a bad one prints REJECTED).
+    expected = ["receiver: slack     [CRITICAL] accuracy-by-region", "receiver: slack     [RESOLVED] accuracy-by-region",
+                "receiver: pagerduty trigger driftline-", "receiver: pagerduty resolve driftline-",
+                "receiver: webhook   signature valid; io.driftline.retrain"]
+    assert len(received) == len(expected) and all(sum(line.startswith(e) for line in received) == 1
+                                                  for e in expected), received
+    # The guide's stages, in the story's order, with the model page's deep link at the incident.
+    stages = ["demo guide [verdicts]", "demo: injecting drift now", "demo guide [detected]",
+              "demo guide [realised]", "demo guide [incident]", "demo: drift stopped", "demo guide [resolved]"]
+    at = [out.index(s) for s in stages]
+    assert at == sorted(at), dict(zip(stages, at))
+    incident = out[at[4]:].split("\n", 2)[:2]
+    link = f"http://127.0.0.1:{up.ports['dashboard']}/?page=model&model=breast-cancer&version=v1&segment=region%3Deu&from="
+    assert link in " ".join(incident), incident
