@@ -278,9 +278,11 @@ class DetectorEngine:
     def state_for(self, model: str, *, delta: bool = False) -> bytes:
         """One model's state as a compressed JSON blob (its unpolled rows included).
 
-        ``delta=True`` gives only what changed since :meth:`mark_saved` for the unbounded parts
-        (pending joins, first-events buffers, references) plus the bounded rest; fold such blobs
-        into the full one before it with :func:`driftline.detectors.journal.merge_model_state`.
+        ``delta=True`` gives only what changed since :meth:`mark_saved`: pending joins,
+        first-events buffers and references as journals, the bounded rest (histograms, windows)
+        as a patch of the segments events fell in; fold such blobs into the full one before it
+        with :func:`driftline.detectors.journal.merge_model_state`. Between this call and
+        :meth:`mark_saved` the engine must not observe anything (the collector's one thread).
         """
         mon = self.monitors[model]
         doc: dict[str, Any] = {
@@ -291,7 +293,7 @@ class DetectorEngine:
             doc["monitor"] = mon.get_state()
             # Level 1: several times faster than 6 and nearly as small on this JSON.
             return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
-        doc["core"] = mon.core_state()
+        doc["core_patch"] = mon.core_delta()  # the bins and windows that changed, not every one
         # The journal (pending joins, first events) is most of a delta and holds only validated
         # event values and parsed timestamps, all finite: orjson writes it ~7x faster. The rest
         # goes through json, which keeps a NaN statistic as NaN where orjson would write null.
