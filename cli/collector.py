@@ -20,7 +20,8 @@ def _collector(args: argparse.Namespace) -> int:
     settings = collector_settings(args)
 
     def observers(client: Any, registry: Any) -> list[Any]:
-        return build_observers(settings.detectors_config, client, registry=registry)
+        return build_observers(settings.detectors_config, client, registry=registry,
+                               memory_budget_mb=settings.detector_memory_budget_mb)
 
     run_collector(settings, observers=observers)
     return 0

@@ -30,6 +30,7 @@ ENV_VARS = {
     "DRIFTLINE_PII_KEY_FILE": "pii_key_file",
     "DRIFTLINE_PARTITIONS": "partitions",
     "DRIFTLINE_SESSION_TIMEOUT_S": "session_timeout_s",
+    "DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB": "detector_memory_budget_mb",
 }
 
 
@@ -55,8 +56,13 @@ class CollectorSettings:
     detectors_config: Path | None = None
     pii_config: Path | None = None
     pii_key_file: Path | None = None
+    # The detectors' pending joins (labels, shadows, outcomes awaited), all models together; ~900
+    # bytes each (detectors/budget.py). Oldest first from the models holding most, counted.
+    detector_memory_budget_mb: float = 512.0
 
     def __post_init__(self) -> None:
+        if not self.detector_memory_budget_mb > 0:
+            raise ConfigError("detector_memory_budget_mb must be > 0 (DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB)")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1 (DRIFTLINE_COLLECTOR_BATCH_SIZE / --batch-size)")
         if not self.batch_timeout_s > 0:

@@ -36,6 +36,7 @@ import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow, result_to_row
+from driftline.detectors.budget import MemoryBudget
 from driftline.detectors.config import DetectorsConfig, ModelConfig
 from driftline.detectors.journal import merge_model_state
 from driftline.detectors.metrics import EngineMetrics
@@ -60,16 +61,20 @@ class DetectorEngine:
 
     ``clock`` returns epoch seconds (used by :meth:`poll` when no ``now`` is given);
     ``registry`` receives the Prometheus metrics (none when ``None``); ``references`` maps
-    ``(model, version)`` to a :class:`Reference` (version ``"*"`` matches any version).
+    ``(model, version)`` to a :class:`Reference` (version ``"*"`` matches any version);
+    ``memory_budget_mb`` holds the pending joins of all models under one budget after each
+    :meth:`observe_many` (:class:`~driftline.detectors.budget.MemoryBudget`; None: per-model caps only).
     The observe methods never raise: a bad event is logged and counted as ignored.
     """
 
     def __init__(self, config: DetectorsConfig, *, clock: Callable[[], float] = time.time,
                  registry: Any = None,
-                 references: Mapping[tuple[str, str], Reference] | None = None) -> None:
+                 references: Mapping[tuple[str, str], Reference] | None = None,
+                 memory_budget_mb: float | None = None) -> None:
         self.config = config
         self.clock = clock
         self.metrics = EngineMetrics(registry)
+        self.budget = None if memory_budget_mb is None else MemoryBudget(memory_budget_mb, registry=registry)
         self.monitors: dict[str, ModelMonitor] = {}
         self.windows: dict[str, WindowClock] = {}
         self.watermarks: dict[str, float] = {}
@@ -156,6 +161,12 @@ class DetectorEngine:
             counts, self._event_counts = self._event_counts, None
             for (model, kind), n in (counts or {}).items():
                 self.metrics.events.labels(model, kind).inc(n)
+            if self.budget is not None:
+                try:
+                    self.budget.enforce(self.monitors, {m for m, _ in counts} if counts else self._changed)
+                except Exception:  # the hot path never raises (STYLE 2)
+                    log.exception("detector memory budget failed on a batch")
+                    self.metrics.ignore("engine_error")
 
     def _apply_deferred(self) -> None:
         deferred = self._deferred
@@ -272,6 +283,7 @@ class DetectorEngine:
         mon = self.monitors[model]
         return {**mon.counts, "labels_expired": mon.pending_labels.expired,
                 "predictions_unlabelled": mon.pending_preds.expired,
+                "joins_evicted": sum(s.evicted for s in mon.stores),
                 "pending_predictions": len(mon.pending_preds)}
 
     # -- per-model state: what the collector saves after every chunk ---------------------------
@@ -334,6 +346,8 @@ class DetectorEngine:
         if doc.get("watermark") is not None:
             self.watermarks[model] = doc["watermark"]
         self._ready = [r for r in self._ready if r.model != model] + [_row_of(r) for r in doc["ready"]]
+        if self.budget is not None:
+            self.budget.reset_count(model, sum(s.evicted for s in mon.stores))
 
 
 def _json_finite(value: Any) -> bytes:

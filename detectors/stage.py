@@ -132,18 +132,21 @@ class _StageMetrics:
             self.replays.inc(n)
 
 
-def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None) -> DetectorStage:
+def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
+                memory_budget_mb: float | None = None) -> DetectorStage:
     """Load stored references and return the stage. The store is already migrated: the process's
-    entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start."""
+    entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start.
+    ``memory_budget_mb``: the pending joins of all models together (``detector_memory_budget_mb``)."""
     from driftline.detectors.reference import ReferenceStore
 
-    engine = DetectorEngine(config, registry=registry)
+    engine = DetectorEngine(config, registry=registry, memory_budget_mb=memory_budget_mb)
     for ref in ReferenceStore(client).load_all():
         engine.set_reference(ref)
     return DetectorStage(ModelStates(engine, client, registry=registry), registry=registry)
 
 
-def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None) -> list[DetectorStage]:
+def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None,
+                    memory_budget_mb: float | None = None) -> list[DetectorStage]:
     """The collector's observers: the detector stage, always on.
 
     ``detectors_config`` names a YAML file (one document per model, ``---`` between them,
@@ -152,4 +155,4 @@ def build_observers(detectors_config: Path | None, client: Any, *, registry: Any
     their first event on (see ``DetectorsConfig.default_for``).
     """
     config = load_config(detectors_config) if detectors_config is not None else DetectorsConfig()
-    return [build_stage(config, client, registry=registry)]
+    return [build_stage(config, client, registry=registry, memory_budget_mb=memory_budget_mb)]

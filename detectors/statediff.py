@@ -39,7 +39,8 @@ class _Same:
 
 #: the placeholder for a part known to be unchanged
 SAME: Any = _Same()
-_NUM = (int, float)
+_NUMBERS = frozenset((int, float))  # by exact type: bool is not a number here
+_SCALARS = frozenset((int, float, str, bool, type(None)))
 
 
 def _eq(a: Any, b: Any) -> bool:
@@ -54,7 +55,7 @@ def copy_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if all(v is None or isinstance(v, (str, int, float)) for v in value):
+        if _SCALARS.issuperset(map(type, value)):  # C-speed check: most lists are bins
             return list(value)
         return [copy_json(v) for v in value]
     return value
@@ -84,8 +85,8 @@ def diff(old: Any, new: Any) -> dict[str, Any] | None:
             out["r"] = removed
         return out
     if isinstance(new, (list, tuple)) and isinstance(old, list):
-        if len(new) == len(old) and all(isinstance(v, _NUM) and not isinstance(v, bool) for v in new):
-            if list(new) == old and all(type(a) is type(b) for a, b in zip(old, new)):
+        if len(new) == len(old) and _NUMBERS.issuperset(map(type, new)) and _NUMBERS.issuperset(map(type, old)):
+            if old == new if isinstance(new, list) else old == list(new):
                 return None
             idx = [[i, b] for i, (a, b) in enumerate(zip(old, new)) if not _eq(a, b)]
             if not idx:
