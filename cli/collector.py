@@ -21,7 +21,8 @@ def _collector(args: argparse.Namespace) -> int:
 
     def observers(client: Any, registry: Any) -> list[Any]:
         return build_observers(settings.detectors_config, client, registry=registry,
-                               feature_detail_top=settings.feature_detail_top)
+                               feature_detail_top=settings.feature_detail_top,
+                               memory_budget_mb=settings.detector_memory_budget_mb)
 
     run_collector(settings, observers=observers)
     return 0

@@ -32,6 +32,7 @@ ENV_VARS = {
     "DRIFTLINE_SESSION_TIMEOUT_S": "session_timeout_s",
     "DRIFTLINE_DEADLETTER_RETENTION_H": "deadletter_retention_h",
     "DRIFTLINE_FEATURE_DETAIL_TOP": "feature_detail_top",
+    "DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB": "detector_memory_budget_mb",
 }
 
 
@@ -65,8 +66,13 @@ class CollectorSettings:
     # per-model health series are always there and every value is in driftline.drift_metrics.
     # 30 keeps 1,000 models under ~10k series; raise it to see every feature of a small fleet.
     feature_detail_top: int = 30
+    # The detectors' pending joins (labels, shadows, outcomes awaited), all models together; ~900
+    # bytes each (detectors/budget.py). Oldest first from the models holding most, counted.
+    detector_memory_budget_mb: float = 512.0
 
     def __post_init__(self) -> None:
+        if not self.detector_memory_budget_mb > 0:
+            raise ConfigError("detector_memory_budget_mb must be > 0 (DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB)")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1 (DRIFTLINE_COLLECTOR_BATCH_SIZE / --batch-size)")
         if not self.batch_timeout_s > 0:

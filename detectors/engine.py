@@ -36,6 +36,7 @@ import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow, result_to_row
+from driftline.detectors.budget import MemoryBudget
 from driftline.detectors.config import DetectorsConfig, ModelConfig
 from driftline.detectors.estimate_stream import EstimateRow
 from driftline.detectors.journal import merge_model_state
@@ -64,16 +65,19 @@ class DetectorEngine:
     ``(model, version)`` to a :class:`Reference` (version ``"*"`` matches any version);
     ``feature_detail_top`` bounds the per-feature Prometheus series (see
     :class:`~driftline.detectors.metrics.EngineMetrics`; ``None``: every feature).
+    ``memory_budget_mb`` holds the pending joins of all models under one budget after each
+    :meth:`observe_many` (:class:`~driftline.detectors.budget.MemoryBudget`; None: per-model caps only).
     The observe methods never raise: a bad event is logged and counted as ignored.
     """
 
     def __init__(self, config: DetectorsConfig, *, clock: Callable[[], float] = time.time,
                  registry: Any = None,
                  references: Mapping[tuple[str, str], Reference] | None = None,
-                 feature_detail_top: int | None = None) -> None:
+                 feature_detail_top: int | None = None, memory_budget_mb: float | None = None) -> None:
         self.config = config
         self.clock = clock
         self.metrics = EngineMetrics(registry, feature_detail_top=feature_detail_top)
+        self.budget = None if memory_budget_mb is None else MemoryBudget(memory_budget_mb, registry=registry)
         self.monitors: dict[str, ModelMonitor] = {}
         self.windows: dict[str, WindowClock] = {}
         self.watermarks: dict[str, float] = {}
@@ -163,6 +167,12 @@ class DetectorEngine:
             counts, self._event_counts = self._event_counts, None
             for (model, kind), n in (counts or {}).items():
                 self.metrics.event(model, kind, n)
+            if self.budget is not None:
+                try:
+                    self.budget.enforce(self.monitors, {m for m, _ in counts} if counts else self._changed)
+                except Exception:  # the hot path never raises (STYLE 2)
+                    log.exception("detector memory budget failed on a batch")
+                    self.metrics.ignore("engine_error")
 
     def _apply_deferred(self) -> None:
         deferred = self._deferred
@@ -292,15 +302,18 @@ class DetectorEngine:
         mon = self.monitors[model]
         return {**mon.counts, "labels_expired": mon.pending_labels.expired,
                 "predictions_unlabelled": mon.pending_preds.expired,
+                "joins_evicted": sum(s.evicted for s in mon.stores),
                 "pending_predictions": len(mon.pending_preds)}
 
     # -- per-model state: what the collector saves after every chunk ---------------------------
     def state_for(self, model: str, *, delta: bool = False) -> bytes:
         """One model's state as a compressed JSON blob (its unpolled rows included).
 
-        ``delta=True`` gives only what changed since :meth:`mark_saved` for the unbounded parts
-        (pending joins, first-events buffers, references) plus the bounded rest; fold such blobs
-        into the full one before it with :func:`driftline.detectors.journal.merge_model_state`.
+        ``delta=True`` gives only what changed since :meth:`mark_saved`: pending joins,
+        first-events buffers and references as journals, the bounded rest (histograms, windows)
+        as a patch of the segments events fell in; fold such blobs into the full one before it
+        with :func:`driftline.detectors.journal.merge_model_state`. Between this call and
+        :meth:`mark_saved` the engine must not observe anything (the collector's one thread).
         """
         mon = self.monitors[model]
         doc: dict[str, Any] = {
@@ -311,7 +324,7 @@ class DetectorEngine:
             doc["monitor"] = mon.get_state()
             # Level 1: several times faster than 6 and nearly as small on this JSON.
             return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
-        doc["core"] = mon.core_state()
+        doc["core_patch"] = mon.core_delta()  # the bins and windows that changed, not every one
         # The journal (pending joins, first events) is most of a delta and holds only validated
         # event values and parsed timestamps, all finite: orjson writes it ~7x faster. The rest
         # goes through json, which keeps a NaN statistic as NaN where orjson would write null.
@@ -352,6 +365,8 @@ class DetectorEngine:
         if doc.get("watermark") is not None:
             self.watermarks[model] = doc["watermark"]
         self._ready = [r for r in self._ready if r.model != model] + [_row_of(r) for r in doc["ready"]]
+        if self.budget is not None:
+            self.budget.reset_count(model, sum(s.evicted for s in mon.stores))
 
 
 def _json_finite(value: Any) -> bytes:

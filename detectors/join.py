@@ -46,6 +46,20 @@ class PendingStore:
     def get(self, key: str) -> tuple[float, Any] | None:
         return self._items.get(key)
 
+    def oldest_ts(self) -> float | None:
+        """Event time of the oldest entry (arrival order), None when empty."""
+        items = self._items
+        return items[next(iter(items))][0] if items else None
+
+    def evict_oldest(self) -> None:
+        """Drop the oldest entry to make room (a memory budget's eviction); counted as evicted."""
+        key, _ = self._items.popitem(last=False)
+        self.evicted += 1
+        self._gone(key)
+
+    def _gone(self, key: str) -> None:
+        """``key`` left the store (journaled stores note it)."""
+
     def expire(self, watermark: float) -> int:
         """Drop entries older than ``watermark - ttl_s``; return how many went."""
         limit = watermark - self.ttl_s

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 from driftline.detectors.join import PendingStore
+from driftline.detectors.statediff import apply
 
 __all__ = ["JournaledStore", "merge_model_state"]
 
@@ -105,7 +106,10 @@ def merge_model_state(full: dict[str, Any], deltas: Sequence[Mapping[str, Any]])
                 items.pop(k, None)
                 items[k] = (ts, p)
             st["expired"], st["evicted"] = pj["expired"], pj["evicted"]
-        mon.update(d["core"])
+        if "core_patch" in d:
+            apply(mon, d["core_patch"])
+        else:  # saved before core patches: the whole core
+            mon.update(d["core"])
         full["window"], full["watermark"], full["ready"] = d["window"], d["watermark"], d["ready"]
     for items, st in zip(stores, mon["pending"]):
         st["items"] = [[k, ts, p] for k, (ts, p) in items.items()]

@@ -29,6 +29,7 @@ from driftline.detectors.estimate_stream import EstimationStreams
 from driftline.detectors.journal import JournaledStore
 from driftline.detectors.reference import Reference, from_events, prediction_features
 from driftline.detectors.shadow import ShadowDivergenceDetector
+from driftline.detectors.statediff import SAME, apply, copy_json, diff
 from driftline.detectors.streams import PROVISIONAL, SegmentTracker, VersionStream
 from driftline.detectors.traffic import SEP, builder_for
 from driftline.sdk.contract.variants import is_shadow, pair_key
@@ -37,6 +38,7 @@ __all__ = ["ModelMonitor"]
 
 log = logging.getLogger(__name__)
 _TRAFFIC_SOURCES = ("rolling:", "sampled:")
+_NO_PATCH = object()  # checkpoint() without a core_delta() before it
 
 
 class ModelMonitor:
@@ -79,6 +81,8 @@ class ModelMonitor:
         self.concept_closed: list[tuple[str, str, Any, float, float]] = []
         self.shadow_seen = False
         self._shadow_variants: set[str] = set()  # rebuilt as shadows arrive (not saved)
+        self._concept_dirty = True  # performance / error streams changed since the checkpoint
+        self._core_patch: Any = _NO_PATCH  # the last core_delta(), applied to the mark on checkpoint
         self.checkpoint()
 
     @property
@@ -289,6 +293,7 @@ class ModelMonitor:
         if abs(label_ts - pred_ts) > self.cfg.concept.label_horizon_s:
             self.counts["labels_late"] += 1
             return "late"
+        self._concept_dirty = True
         self.counts["labels_joined"] += 1
         self.estimation.labelled(version, segs, prediction, pred_ts, label, self.references)
         outputs = prediction_features(prediction)  # once for every segment and the error stream
@@ -334,6 +339,7 @@ class ModelMonitor:
         w = self.label_windows.pop(version, None)
         if w is None:
             return
+        self._concept_dirty = True
         out = [(key.split("|", 1)[1], r) for key, det in self.performance.items()
                if key.split("|", 1)[0] == version for r in det.close_window()]
         out += [("", r) for det in self.errors.get(version, ()) for r in det.close_window()]
@@ -345,6 +351,7 @@ class ModelMonitor:
         and error streams close by joins instead: :meth:`close_concept`). ``start`` / ``end``:
         the window's event-time bounds (the traffic the alarm budget is spread over)."""
         out: list[tuple[str, str, DetectorResult]] = []
+        self._concept_dirty = True
         if start is not None and end is not None:
             self.budget.observe_window(start, end)
         # One budget per model: every calibrated test of every version, segment and detector.
@@ -386,6 +393,7 @@ class ModelMonitor:
         return out
 
     def get_state(self) -> dict[str, Any]:
+        self._core_patch = _NO_PATCH  # a full save: the next checkpoint copies the core afresh
         return {
             "references": {v: r.to_json() for v, r in self.references.items()},
             "bootstrap": self.bootstrap,
@@ -447,20 +455,34 @@ class ModelMonitor:
         self._set_traffic_state(state.get("traffic", {}))
         self.budget.set_state(state.get("budget"))
         self.estimation.set_state(state.get("estimation"))
+        self._core_patch = _NO_PATCH
         self.checkpoint()
 
     # -- saving in pieces: the bounded core, and what changed since the last checkpoint ----------
-    def core_state(self) -> dict[str, Any]:
-        """Everything but references, bootstrap buffers and pending joins (bounded in size)."""
+    def core_state(self, *, changed_only: bool = False) -> dict[str, Any]:
+        """Everything but references, bootstrap buffers and pending joins (bounded in size).
+
+        ``changed_only``: parts not changed since :meth:`checkpoint` (segments no event fell in,
+        concept detectors no label reached) are :data:`~driftline.detectors.statediff.SAME`."""
+        concept = not changed_only or self._concept_dirty
         return {"segments": self.segments.get_state(),
-                "streams": {v: st.get_state() for v, st in self.streams.items()},
-                "performance": {k: d.get_state() for k, d in self.performance.items()},
-                "errors": {v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()},
+                "streams": {v: st.get_state(changed_only=changed_only) for v, st in self.streams.items()},
+                "performance": {k: d.get_state() for k, d in self.performance.items()} if concept else SAME,
+                "errors": ({v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()}
+                           if concept else SAME),
                 "shadows": {k: d.get_state() for k, d in self.shadows.items()},
                 "ab": {k: d.get_state() for k, d in self.ab.items()},
                 "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen,
                 "traffic": self._traffic_state(),
                 "budget": self.budget.get_state(), "estimation": self.estimation.get_state()}
+
+    def core_delta(self) -> dict[str, Any] | None:
+        """The patch (:func:`~driftline.detectors.statediff.diff`) from the core as of the last
+        :meth:`checkpoint` to the core now; None if nothing changed. Its size follows what changed
+        (the bins events fell in), not the size of the core; :meth:`checkpoint` takes it as saved."""
+        patch = diff(self._core_mark, self.core_state(changed_only=True))
+        self._core_patch = patch
+        return patch
 
     def journal(self) -> dict[str, Any]:
         """References, bootstrap events and pending joins changed since :meth:`checkpoint`."""
@@ -477,7 +499,17 @@ class ModelMonitor:
                 "pending": [s.journal() for s in self.stores]}
 
     def checkpoint(self) -> None:
+        """What the last save held is stored: deltas start again from here (nothing may have
+        changed since that save's :meth:`core_delta` / :meth:`journal`)."""
         for s in self.stores:
             s.checkpoint()
+        if self._core_patch is _NO_PATCH:  # a full save, a load, a new model: copy the core once
+            self._core_mark = copy_json(self.core_state())
+        else:
+            self._core_mark = apply(self._core_mark, self._core_patch)
+        self._core_patch = _NO_PATCH
+        for st in self.streams.values():
+            st.checkpoint()
+        self._concept_dirty = False
         self._ref_marks = dict(self.references)
         self._boot_marks = {v: (buf, len(buf)) for v, buf in self.bootstrap.items()}

@@ -359,22 +359,28 @@ class PCADriftDetector(Detector):
     def _clear(self) -> None:
         self.n = 0
         self.rows: list[dict[str, Any]] = []
+        # rows as get_state writes them, encoded once (None: not yet): a save then costs the rows
+        # that changed, not the whole sample
+        self._encoded: list[list[Any] | None] = []
 
     def update(self, features: Mapping[str, Any]) -> None:  # type: ignore[override]
         self.n += 1
         k = self.settings.sample_size
         if len(self.rows) < k:
             self.rows.append(dict(features))  # a copy: the caller may reuse its dict
+            self._encoded.append(None)
         else:
             j = self._rng.randrange(self.n)  # reservoir sampling (Algorithm R): bounded memory
             if j < k:
                 self.rows[j] = dict(features)
+                self._encoded[j] = None
 
     def update_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """``update`` for each row, in order."""
         room = max(0, min(len(rows), self.settings.sample_size - len(self.rows)))
         if room:
             self.rows += map(dict, rows[:room])
+            self._encoded += [None] * room
             self.n += room
         for r in rows[room:]:
             self.update(r)
@@ -401,7 +407,11 @@ class PCADriftDetector(Detector):
 
     def get_state(self) -> dict[str, Any]:
         st = self._rng.getstate()
-        return {"n": self.n, "rows": [self.columns.encode(r) for r in self.rows], "names": list(self.columns.names),
+        enc, encode = self._encoded, self.columns.encode
+        for i, e in enumerate(enc):
+            if e is None:
+                enc[i] = encode(self.rows[i])
+        return {"n": self.n, "rows": list(enc), "names": list(self.columns.names),
                 "rng": [st[0], list(st[1]), st[2]], "drift": self._drift}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -409,6 +419,7 @@ class PCADriftDetector(Detector):
         # Rows stored before the feature set changed (a new exclusion) cannot be mixed in.
         same = list(state.get("names", ())) == list(self.columns.names)
         self.rows = [self.columns.decode(r) for r in state["rows"]] if same else []
+        self._encoded = [None] * len(self.rows)
         a, b, c = state["rng"]
         self._rng.setstate((a, tuple(b), c))
         self._drift = bool(state["drift"])

@@ -133,20 +133,23 @@ class _StageMetrics:
 
 
 def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
-                feature_detail_top: int | None = None) -> DetectorStage:
+                feature_detail_top: int | None = None, memory_budget_mb: float | None = None) -> DetectorStage:
     """Load stored references and return the stage. The store is already migrated: the process's
     entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start.
-    ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`."""
+    ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`;
+    ``memory_budget_mb``: the pending joins of all models together (``detector_memory_budget_mb``)."""
     from driftline.detectors.reference import ReferenceStore
 
-    engine = DetectorEngine(config, registry=registry, feature_detail_top=feature_detail_top)
+    engine = DetectorEngine(config, registry=registry, feature_detail_top=feature_detail_top,
+                            memory_budget_mb=memory_budget_mb)
     for ref in ReferenceStore(client).load_all():
         engine.set_reference(ref)
     return DetectorStage(ModelStates(engine, client, registry=registry), registry=registry)
 
 
 def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None,
-                    feature_detail_top: int | None = None) -> list[DetectorStage]:
+                    feature_detail_top: int | None = None,
+                    memory_budget_mb: float | None = None) -> list[DetectorStage]:
     """The collector's observers: the detector stage, always on.
 
     ``detectors_config`` names a YAML file (one document per model, ``---`` between them,
@@ -155,4 +158,5 @@ def build_observers(detectors_config: Path | None, client: Any, *, registry: Any
     their first event on (see ``DetectorsConfig.default_for``).
     """
     config = load_config(detectors_config) if detectors_config is not None else DetectorsConfig()
-    return [build_stage(config, client, registry=registry, feature_detail_top=feature_detail_top)]
+    return [build_stage(config, client, registry=registry, feature_detail_top=feature_detail_top,
+                        memory_budget_mb=memory_budget_mb)]

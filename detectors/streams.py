@@ -16,6 +16,7 @@ from driftline.detectors.drift import DataDriftDetector, HistogramSet, Predictio
 from driftline.detectors.exclusions import exclusions
 from driftline.detectors.quality import QualityDetector
 from driftline.detectors.reference import Reference, prediction_features, reference_size_needed, size_note
+from driftline.detectors.statediff import SAME
 
 __all__ = ["SegmentTracker", "VersionStream", "PROVISIONAL"]
 
@@ -65,6 +66,9 @@ class VersionStream:
         self.cfg = cfg
         self.reference = reference
         self.segments: dict[str, list[Detector]] = {}
+        #: segments updated since the last save (``True``: everything may have changed), so a
+        #: delta save reads only those (:meth:`get_state` with ``changed_only``)
+        self.dirty: set[str] | bool = True
         # One answer to "which features does drift judge" for every detector of this version.
         self.excluded = exclusions(reference.features, cfg.data_drift)
         #: judged against a provisional reference: rows say so and never drift
@@ -114,6 +118,8 @@ class VersionStream:
         return dets
 
     def update(self, segs: list[str], features: Mapping[str, Any], prediction: Any) -> None:
+        if self.dirty is not True:
+            self.dirty.update(segs)
         outputs = None
         for seg in segs:
             for det in self.detectors(seg):
@@ -132,6 +138,8 @@ class VersionStream:
         for i, (segs, _, _) in enumerate(rows):
             for seg in segs:
                 by_seg.setdefault(seg, []).append(i)
+        if self.dirty is not True:
+            self.dirty.update(by_seg)
         outputs: list[Any] = [None] * len(rows)
         everyone = len(rows)
         for seg, idx in by_seg.items():
@@ -171,6 +179,7 @@ class VersionStream:
               ) -> list[tuple[str, DetectorResult]]:
         """Close every detector's window; ``budget`` (alpha_window, per-test alpha, details) is
         the model's, and the first drift detector of the whole-traffic segment writes its row."""
+        self.dirty = True
         if budget is not None:
             first = True
             for det in self.drift_detectors():
@@ -217,11 +226,25 @@ class VersionStream:
             out[i] = (seg, dataclasses.replace(r, details=r.details + extra))
         return out
 
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self, *, changed_only: bool = False) -> Any:
+        """The state; with ``changed_only``, :data:`~driftline.detectors.statediff.SAME` for the
+        segments not updated since :meth:`checkpoint` (the whole stream when none was)."""
+        dirty = self.dirty
+        if changed_only and dirty is not True:
+            if not dirty:
+                return SAME
+            return {"segments": {s: [d.get_state() for d in dets] if s in dirty else SAME
+                                 for s, dets in self.segments.items()},
+                    "multivariate": None if self.multivariate is None else self.multivariate.get_state()}
         return {"segments": {s: [d.get_state() for d in dets] for s, dets in self.segments.items()},
                 "multivariate": None if self.multivariate is None else self.multivariate.get_state()}
 
+    def checkpoint(self) -> None:
+        """The state is saved: :meth:`get_state` with ``changed_only`` starts again from here."""
+        self.dirty = set()
+
     def set_state(self, state: dict[str, Any]) -> None:
+        self.dirty = True
         for seg, states in state["segments"].items():
             for det, st in zip(self.detectors(seg), states):
                 det.set_state(st)

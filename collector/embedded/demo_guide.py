@@ -6,8 +6,8 @@ Stages, each printed once when the store shows it (a thread polls every ``poll_s
 1. ``verdicts``  — the reference is complete and the first drift verdicts are in (model healthy);
 2. ``drift``     — printed by the demo when it injects the drift;
 3. ``detected``  — data drift verdicts in the drifted region, with the top features;
-4. ``estimated`` — estimated accuracy falling (issue 18's performance estimation): a hook,
-   :meth:`Guide.estimated_accuracy` returns None until the estimation table exists;
+4. ``estimated`` — estimated accuracy (CBPE, issue 18) in the drifted region with its whole band
+   below the demo's floor, before most labels arrive (``driftline.performance_estimates``);
 5. ``realised``  — realised accuracy in the drifted region below :data:`ACCURACY_FLOOR` on
    labelled traffic since the drift began, next to the healthy regions, with the SQL;
 6. ``incident``  — the alerting service opened an incident: its dashboard deep link;
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from driftline.collector.embedded.demo import DRIFT_REGION, MODEL, REGIONS, DemoOptions
+from driftline.collector.store.tables import PERFORMANCE_ESTIMATES_TABLE
 
 log = logging.getLogger("driftline.demo")
 
@@ -68,6 +69,7 @@ class Guide:
         self.drift_stopped: dt.datetime | None = None
         self.incident = ""
         self.done: set[str] = set()
+        self.estimate_band: tuple[float, float] = (float("nan"), float("nan"))
 
     @property
     def dashboard(self) -> str:
@@ -138,8 +140,10 @@ class Guide:
         if "estimated" not in self.done:
             est = self.estimated_accuracy()
             if est is not None:
-                self._stage("estimated", f"estimated accuracy in region={DRIFT_REGION} is falling ({est:.3f}) "
-                            "before the labels arrive.")
+                lo, hi = self.estimate_band
+                self._stage("estimated", f"estimated accuracy in region={DRIFT_REGION} is falling: {est:.3f} "
+                            f"[{lo:.3f}, {hi:.3f}], from the model's own scores before the labels arrive. The "
+                            "Performance page draws it beside the realised accuracy as labels come in.")
         if "realised" not in self.done:
             acc = self.accuracy(since=self.drift_started)
             eu = acc.get(DRIFT_REGION)
@@ -178,9 +182,18 @@ class Guide:
         return [r[0] for r in rows]
 
     def estimated_accuracy(self) -> float | None:
-        """Hook for performance estimation (issue 18): the latest estimated accuracy of the drifted
-        region since the drift began, once the collector writes one; None until then."""
-        return None
+        """The latest estimated accuracy (CBPE, issue 18) of the drifted region since the drift
+        began, when its whole band is below the demo's floor (a verdict); None until then."""
+        assert self.drift_started is not None
+        rows = self.client().query(
+            f"SELECT estimate, lower, upper FROM driftline.{PERFORMANCE_ESTIMATES_TABLE} FINAL "
+            "WHERE model = {m:String} AND segment = {s:String} AND metric = 'accuracy' AND verdict "
+            f"AND window_start >= {self._since(self.drift_started)} ORDER BY window_start DESC LIMIT 1",
+            parameters={"m": MODEL, "s": f"region={DRIFT_REGION}"}).result_rows
+        if not rows or rows[0][0] is None:
+            return None
+        self.estimate_band = (float(rows[0][1]), float(rows[0][2]))
+        return float(rows[0][0])
 
     def accuracy(self, since: dt.datetime | None = None) -> dict[str, tuple[int, float]]:
         """{region: (labelled predictions, realised accuracy)} since ``since``."""

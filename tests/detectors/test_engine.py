@@ -377,3 +377,74 @@ def test_models_with_a_traffic_reference_are_not_missing_one() -> None:
         eng.observe_prediction(prediction(i, base_features(rng), {"1": 0.3, "0": 0.7}, model="fe"))
     assert not [r for r in eng.poll() if r.statistic == STAT_REFERENCE_MISSING]
     assert reg.get_sample_value("driftline_model_reference_missing", {"model": "fe"}) is None
+
+
+def _full_doc(eng, model="m"):
+    doc = json.loads(zlib.decompress(eng.state_for(model)))
+    return json.dumps(doc, sort_keys=True)
+
+
+def test_a_full_snapshot_and_the_deltas_after_it_load_to_the_state_in_memory():
+    from driftline.detectors.journal import merge_model_state
+
+    evs = _events(1300)  # windows close, joins, shadows and arms all change
+    eng = _engine()
+    _feed(eng, evs[:300])
+    full = eng.state_for("m")
+    eng.mark_saved("m")
+    deltas = []
+    for i in range(300, len(evs), 411):  # chunks that straddle window closes
+        _feed(eng, evs[i:i + 411])
+        deltas.append(eng.state_for("m", delta=True))
+        eng.mark_saved("m")
+    assert all(b'"core_patch"' in zlib.decompress(d) for d in deltas)
+    loaded = DetectorEngine(DetectorsConfig.from_mapping(CFG), clock=lambda: 0.0)
+    loaded.load_model_state("m", full, deltas)
+    assert _full_doc(loaded) == _full_doc(eng)
+    merged = merge_model_state(json.loads(zlib.decompress(full)), [json.loads(zlib.decompress(d)) for d in deltas])
+    assert json.dumps(merged["monitor"]["streams"], sort_keys=True) == json.dumps(
+        json.loads(zlib.decompress(eng.state_for("m")))["monitor"]["streams"], sort_keys=True)
+    more = _events(1600)[1300:]
+    _feed(loaded, more)
+    _feed(eng, more)
+    assert loaded.flush() == eng.flush()
+
+
+def _fleet_engine(models: int, segments: int) -> DetectorEngine:
+    cfg = {"model": "*", "window": {"kind": "count", "size": 10_000}, "min_samples": 100,
+           "segments": {"tags": ["shop"], "max_segments": 100}}
+    eng = DetectorEngine(DetectorsConfig.from_mapping(cfg), clock=lambda: 0.0)
+    rng = random.Random(9)
+    names = [f"m{k}" for k in range(models)]
+    for name in names:
+        ref = [prediction(10**6 + i, base_features(rng), int(rng.random() < 0.5), model=name) for i in range(500)]
+        eng.set_reference(from_events(ref, name, "*"))
+        eng.ensure_model(eng.config.default_for(name))
+        # every segment has state: the model's history
+        eng.observe_many([prediction(i, base_features(rng), 1, model=name, tags={"shop": f"s{i % segments}"})
+                          for i in range(3 * segments)])
+        eng.state_for(name)
+        eng.mark_saved(name)
+    return eng
+
+
+def _chunk_delta_bytes(eng: DetectorEngine, model: str, start: int) -> int:
+    rng = random.Random(start)
+    eng.observe_many([prediction(start + i, base_features(rng), 1, model=model, tags={"shop": "s0"})
+                      for i in range(5)])
+    assert eng.changed() == {model}  # untouched models are not saved at all
+    size = len(eng.state_for(model, delta=True))
+    eng.mark_saved(model)
+    return size
+
+
+def test_a_delta_holds_what_the_chunk_changed_not_the_models_or_segments_it_did_not_touch():
+    small = _fleet_engine(1, 1)
+    big = _fleet_engine(20, 50)  # 20 models x 50 segments of history
+    full_big = len(big.state_for("m7"))
+    big.mark_saved("m7")
+    one = [_chunk_delta_bytes(small, "m0", 10_000 + 10 * k) for k in range(3)]
+    many = [_chunk_delta_bytes(big, "m7", 10_000 + 10 * k) for k in range(3)]
+    # the same 5 events in one segment: about the same bytes, whatever else the collector holds
+    assert max(many) <= 1.5 * max(one), (one, many)
+    assert max(many) * 10 < full_big, (many, full_big)  # a whole state record was every save

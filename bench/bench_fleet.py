@@ -1,0 +1,173 @@
+"""A fleet, not a model: many models, many features, many segments through `driftline up`.
+
+Run: python bench/bench_fleet.py [--grid full|reduced] [--events 40000] [--budget-mb 256]
+Each run starts a fresh `driftline up --no-dashboard` (temporary data dir, free ports), sends
+events straight to Kafka with the SDK (one Client, one Monitor per model), and measures:
+
+* a warm-up: every model's first-events reference (``--ref-events`` each, all models in the first
+  chunks: with 1,000 models, 1,000 new model names arrive in one chunk) — its wall time is the
+  "no stall" check, and the collector log is searched for "detector failed on a batch";
+* then ``--events`` predictions round-robin over the models (fewer for 1,000 features, the same
+  feature values): stored events/s, CPU per event of the collector and of the store
+  (/proc/PID/stat), state bytes written per event (``driftline_detector_state_bytes_total``),
+  ``/metrics`` series, resident memory (VmRSS) of each process at the end;
+
+all as ratios to the single-model 20-feature run of the same invocation. The detectors run with
+``window.size`` 500, a first-events reference of ``--ref-events``, segments from the tag ``shop``,
+and ``DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB`` = ``--budget-mb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import _cpu_s  # noqa: E402
+from bench_soak import processes, rss_mib, stop_up, wait_for  # noqa: E402
+
+FULL = [(1, 20, 1), (100, 20, 1), (1000, 20, 1), (1, 1000, 1), (1, 20, 50)]
+REDUCED = [(1, 20, 1), (100, 20, 1), (1000, 20, 1)]  # a busy machine: the model axis only
+
+
+def _config(path: Path, ref_events: int, segments: int) -> Path:
+    doc = {"model": "*", "window": {"kind": "count", "size": 500}, "min_samples": 50,
+           "reference": {"source": "first_events", "first_events": ref_events}}
+    if segments > 1:
+        doc["segments"] = {"tags": ["shop"], "max_segments": segments}
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+def _start(data_dir: Path, config: Path, budget_mb: float) -> tuple[subprocess.Popen, dict[str, int]]:
+    from driftline.collector.embedded.broker import free_port, port_open
+
+    ports = {"kafka": free_port(), "clickhouse": free_port(), "metrics": free_port()}
+    cmd = [sys.executable, "-m", "driftline.cli", "up", "--no-dashboard", "--data-dir", str(data_dir),
+           "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
+           "--metrics-port", str(ports["metrics"]), "--detectors-config", str(config)]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    out = open(data_dir / "up.out", "ab")  # noqa: SIM115 - owned by the child
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env["DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB"] = str(budget_mb)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    wait_for(lambda: port_open("127.0.0.1", ports["kafka"]) and port_open("127.0.0.1", ports["clickhouse"])
+             and port_open("127.0.0.1", ports["metrics"]), 180, "the stack's ports", proc)
+    return proc, ports
+
+
+def _metrics(port: int) -> tuple[int, dict[str, float]]:
+    """(series count, {sample name: summed value}) of the collector's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    series, sums = 0, {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series += 1
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        try:
+            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        except ValueError:
+            pass
+    return series, sums
+
+
+def _stored(client: Any) -> int:
+    return int(client.query("SELECT count() FROM driftline.predictions").result_rows[0][0])
+
+
+def run(models: int, features: int, segments: int, *, events: int, ref_events: int, budget_mb: float) -> dict[str, Any]:
+    from driftline.collector.store.client import connect
+    from driftline.sdk import Client, Monitor, SdkSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    proc, ports = _start(tmp / "data", _config(tmp / "detectors.yaml", ref_events, segments), budget_mb)
+    rng = random.Random(0)
+    pool = [{f"f{k}": rng.gauss(0, 1) for k in range(features)} for _ in range(64)]
+    client = None
+    try:
+        ch = connect(f"http://127.0.0.1:{ports['clickhouse']}")
+        wait_for(lambda: _stored(ch) >= 0, 60, "the store")
+        client = Client(SdkSettings(kafka_bootstrap=f"127.0.0.1:{ports['kafka']}", queue_size=500_000,
+                                    batch_size=2000))
+        mons = [Monitor(f"fleet-{m:04d}", "1", client=client) for m in range(models)]
+
+        def send(n: int, start: int) -> None:
+            for i in range(start, start + n):
+                tags = {"shop": f"s{i % segments}"} if segments > 1 else None
+                s = pool[i % 64]
+                mons[i % models].log(s, s["f0"] > 0, latency_ms=1.0, tags=tags)
+
+        t0 = time.perf_counter()
+        warm = models * (ref_events + 20)
+        send(warm, 0)
+        client.flush(300)
+        wait_for(lambda: _stored(ch) >= warm, 900, "the warm-up events", proc)
+        warm_s = time.perf_counter() - t0
+        time.sleep(3)  # the detector stage of the last chunk
+        pids = processes(proc.pid)
+        cpu0 = {r: _cpu_s(pids[r]) for r in ("collector", "store")}
+        _, m0 = _metrics(ports["metrics"])
+        t0 = time.perf_counter()
+        send(events, warm)
+        client.flush(300)
+        wait_for(lambda: _stored(ch) >= warm + events, 900, "the measured events", proc)
+        took = time.perf_counter() - t0
+        time.sleep(2)
+        cpu = {r: _cpu_s(pids[r]) - cpu0[r] for r in cpu0}
+        series, m1 = _metrics(ports["metrics"])
+        state = m1.get("driftline_detector_state_bytes_total", 0.0) - m0.get("driftline_detector_state_bytes_total", 0.0)
+        rss = {r: rss_mib(p) for r, p in pids.items()}
+        log = "".join(p.read_text(errors="replace") for p in (tmp / "data").rglob("*.log")) if (tmp / "data").exists() else ""
+        return {"models": models, "features": features, "segments": segments, "events": events,
+                "warmup_s": warm_s, "events_per_s": events / took,
+                "collector_us": 1e6 * cpu["collector"] / events, "store_us": 1e6 * cpu["store"] / events,
+                "state_bytes": state / events, "series": series, "rss": rss,
+                "evicted": m1.get("driftline_label_join_evicted_total", 0.0),
+                "stalls": log.count("detector failed on a batch")}
+    finally:
+        if client is not None:
+            client.shutdown(10)
+        stop_up(proc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", choices=("full", "reduced"), default="full")
+    ap.add_argument("--events", type=int, default=40_000)
+    ap.add_argument("--ref-events", type=int, default=100)
+    ap.add_argument("--budget-mb", type=float, default=256.0)
+    ap.add_argument("--only", help="runs as models:features:segments,... (the first is the baseline)")
+    args = ap.parse_args()
+    grid = FULL if args.grid == "full" else REDUCED
+    if args.only:
+        grid = [tuple(int(x) for x in r.split(":")) for r in args.only.split(",")]  # type: ignore[misc]
+    rows = []
+    for models, features, segments in grid:
+        n = max(2000, args.events * 20 // features)  # the same feature values per run
+        r = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    base = rows[0]
+    print("\n| models | features | segments | events/s (ratio) | collector µs/event (ratio) | store µs/event (ratio) "
+          "| state B/event (ratio) | /metrics series | collector RSS MiB | store RSS MiB | warm-up s | stalls |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        def ratio(k: str) -> str:
+            return f"{r[k]:,.1f} ({r[k] / base[k]:.2f}×)" if base[k] else f"{r[k]:,.1f}"
+        print(f"| {r['models']:,} | {r['features']:,} | {r['segments']} | {ratio('events_per_s')} | {ratio('collector_us')} "
+              f"| {ratio('store_us')} | {ratio('state_bytes')} | {r['series']:,} | {r['rss'].get('collector', 0):.0f} "
+              f"| {r['rss'].get('store', 0):.0f} | {r['warmup_s']:.0f} | {r['stalls']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""detectors/budget.py: one memory budget for the pending joins of every model — evicts oldest
+first from the models holding most, counts per model, and saves stay deltas once it is hit."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import random
+import zlib
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from driftline.detectors.budget import ENTRY_BYTES, MemoryBudget
+from driftline.detectors.config import DetectorsConfig
+from driftline.detectors.engine import DetectorEngine
+from driftline.detectors.reference import from_events
+from driftline.detectors.state import ModelStates
+from tests.detectors.detector_streams import T0, base_features, prediction
+
+CFG = DetectorsConfig.from_mapping({"model": "*", "window": {"kind": "count", "size": 100_000},
+                                    "min_samples": 50})
+ROOM = 300  # pending entries the budget allows, all models
+BUDGET_MB = ROOM * ENTRY_BYTES / 2**20
+
+
+def _engine(models: list[str], registry: Any = None) -> DetectorEngine:
+    eng = DetectorEngine(CFG, registry=registry, memory_budget_mb=BUDGET_MB, clock=lambda: 0.0)
+    rng = random.Random(1)
+    ref = from_events([prediction(10**6 + i, base_features(rng), 1) for i in range(200)], "m", "*")
+    for m in models:
+        eng.set_reference(dataclasses.replace(ref, model=m))
+        eng.ensure_model(CFG.default_for(m))
+    return eng
+
+
+def _chunk(models: dict[str, int], start: int) -> list[dict[str, Any]]:
+    """``n`` unlabelled predictions per model (each waits for its label)."""
+    rng = random.Random(start)
+    out, i = [], start
+    for m, n in models.items():
+        for _ in range(n):
+            out.append(prediction(i, base_features(rng), 1, model=m, t=i))
+            i += 1
+    return out
+
+
+def test_the_budget_evicts_the_oldest_of_the_models_holding_most_and_counts_them(caplog: Any) -> None:
+    reg = CollectorRegistry()
+    eng = _engine(["noisy", "quiet"], reg)
+    t = [0.0]
+    eng.budget.clock = lambda: t[0]
+    eng.observe_many(_chunk({"noisy": 200, "quiet": 20}, 0))
+    assert eng.budget.pending == 220  # under the budget: nothing evicted
+    with caplog.at_level(logging.WARNING, logger="driftline.detectors.budget"):
+        eng.observe_many(_chunk({"noisy": 400}, 1000))
+        t[0] = 61.0
+        eng.observe_many(_chunk({"noisy": 10}, 5000))
+    pend = {m: len(eng.monitors[m].pending_preds) for m in ("noisy", "quiet")}
+    assert pend == {"noisy": ROOM - 20, "quiet": 20}  # the quiet model keeps all of its own
+    assert eng.budget.pending == ROOM
+    # the oldest went: the noisy model holds its newest predictions
+    kept = [ts for ts, _ in eng.monitors["noisy"].pending_preds._items.values()]
+    assert min(kept) - T0.timestamp() == 1400 - (ROOM - 20 - 10)  # all 10 of the last chunk, then 1399 down
+    evicted = 200 + 400 + 10 - (ROOM - 20)
+    assert reg.get_sample_value("driftline_label_join_evicted_total", {"model": "noisy"}) == evicted
+    assert reg.get_sample_value("driftline_label_join_evicted_total", {"model": "quiet"}) is None
+    assert reg.get_sample_value("driftline_detector_pending_joins") == ROOM
+    assert eng.counts("noisy")["joins_evicted"] == evicted
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and f"evicted {evicted} pending entries" in lines[0], lines
+
+
+def test_a_models_own_cap_counts_in_the_same_metric() -> None:
+    reg = CollectorRegistry()
+    cfg = DetectorsConfig.from_mapping({"model": "*", "concept": {"max_pending": 50}})
+    eng = DetectorEngine(cfg, registry=reg, memory_budget_mb=100.0)
+    eng.set_reference(from_events([prediction(10**6 + i, base_features(random.Random(i)), 1) for i in range(200)],
+                                  "m", "*"))
+    eng.ensure_model(cfg.default_for("m"))
+    eng.observe_many(_chunk({"m": 80}, 0))
+    assert reg.get_sample_value("driftline_label_join_evicted_total", {"model": "m"}) == 30
+
+
+class _Client:
+    """Keeps what ModelStates inserts (the insert is the store's business, not this test's)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[Any]] = []
+
+    def insert(self, table: str, data: list[list[Any]], column_names: list[str]) -> None:
+        self.rows += [dict(zip(column_names, r)) for r in data]
+
+
+def test_once_the_budget_is_hit_saves_stay_deltas_and_load_back_to_the_state() -> None:
+    models = ["a", "b"]
+    eng = _engine(models)
+    client = _Client()
+    states = ModelStates(eng, client)
+    for m in models:
+        states._loaded.add(m)
+        states._positions[m] = {}
+    sizes = []
+    for c in range(40):  # 40 chunks of 100 per model: the budget (300) is hit in the second
+        eng.observe_many(_chunk({"a": 100, "b": 100}, 1000 * c))
+        before = len(client.rows)
+        states.publish(eng.poll(float("-inf")), check_owner=False)
+        sizes.append([len(r["blob"]) for r in client.rows[before:]])
+    assert eng.budget.pending == ROOM
+    kinds = [r["key"] for r in client.rows]
+    assert kinds.count("full") == len(models), kinds[:6]  # each model's first save only
+    assert max(max(s) for s in sizes[5:]) < 2 * max(sizes[2]), sizes  # bounded by the chunk, not growing
+    for m in models:  # the full snapshot and its deltas load to the state in memory
+        recs = [r for r in client.rows if r["model"] == m]
+        loaded = DetectorEngine(CFG, clock=lambda: 0.0)
+        loaded.ensure_model(CFG.default_for(m))
+        blobs = [base64.b64decode(r["blob"]) for r in recs]
+        loaded.load_model_state(m, blobs[0], blobs[1:])
+        got, want = (json.loads(zlib.decompress(e.state_for(m)))["monitor"] for e in (loaded, eng))
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+        assert len(loaded.monitors[m].pending_preds) == ROOM // 2
+
+
+def test_a_budget_must_hold_something() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="> 0 MB"):
+        MemoryBudget(0)
