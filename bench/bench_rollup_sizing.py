@@ -7,7 +7,8 @@ numeric features per event for one model, and as 20 features for 1,000 models, t
 :class:`~driftline.collector.store.writer.ClickHouseWriter` (the collector's insert, every rollup
 MV running) into a fresh embedded store per run, and reports per feature value:
 
-* the insert's wall time (µs), the store's share of it measured as the time inside ``store()``;
+* the insert's wall time (µs), the time inside ``store()``, and the store process's CPU time
+  (user + system, from ``/proc``: the figure that holds on a shared, busy machine);
 * the feature rollup's rows and bytes (after ``OPTIMIZE … FINAL``, i.e. what merges leave), and
   the prediction log's bytes, for scale;
 * every figure as a ratio to the 20-feature single-model run of the same invocation.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import sys
 import tempfile
@@ -65,6 +67,7 @@ def run(values: int, chunk_values: int, features: int, models: int) -> dict[str,
         migrate(client)
         writer = ClickHouseWriter(client)
         t_store = 0.0
+        cpu0 = _cpu_s(store.pid)
         t0 = time.perf_counter()
         for i in range(0, n, per_chunk):
             chunk = writer.prepare(events[i:i + per_chunk])
@@ -72,6 +75,7 @@ def run(values: int, chunk_values: int, features: int, models: int) -> dict[str,
             writer.store(chunk)
             t_store += time.perf_counter() - s0
         wall = time.perf_counter() - t0
+        cpu = _cpu_s(store.pid) - cpu0
         sizes = {}
         for table in ("predictions", *_feature_tables(client)):
             client.command(f"OPTIMIZE TABLE driftline.{table} FINAL")
@@ -82,9 +86,14 @@ def run(values: int, chunk_values: int, features: int, models: int) -> dict[str,
     rollup_rows = sum(r for t, (r, _) in sizes.items() if t != "predictions")
     rollup_bytes = sum(b for t, (_, b) in sizes.items() if t != "predictions")
     return {"features": features, "models": models, "values": fv, "events": n,
-            "us_wall": wall / fv * 1e6, "us_store": t_store / fv * 1e6,
+            "us_wall": wall / fv * 1e6, "us_store": t_store / fv * 1e6, "us_cpu": cpu / fv * 1e6,
             "rollup_rows": rollup_rows, "rows_per_value": rollup_rows / fv,
             "rollup_b_per_value": rollup_bytes / fv, "log_b_per_value": sizes["predictions"][1] / fv}
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _feature_tables(client) -> list[str]:
@@ -102,15 +111,16 @@ def main() -> int:
     results = [run(args.values, args.chunk_values, f, m) for f, m in RUNS]
     base = results[0]
     print(f"{args.values:,} feature values per run, {args.chunk_values:,} per insert, one hour of traffic")
-    print(f"{'features':>8} {'models':>6} {'events':>7} {'µs/value':>9} {'store µs':>9} {'rollup rows':>12} "
-          f"{'rows/value':>10} {'rollup B/v':>10} {'log B/v':>8}   ratios to 20 features, 1 model: "
-          f"µs  store  rows  bytes")
+    print(f"{'features':>8} {'models':>6} {'events':>7} {'µs/value':>9} {'store µs':>9} {'CPU µs':>7} "
+          f"{'rollup rows':>12} {'rows/value':>10} {'rollup B/v':>10} {'log B/v':>8}   "
+          f"ratios to 20 features, 1 model: CPU µs, rows/value, rollup B/v")
     for r in results:
         print(f"{r['features']:>8} {r['models']:>6} {r['events']:>7,} {r['us_wall']:>9.2f} {r['us_store']:>9.2f} "
-              f"{int(r['rollup_rows']):>12,} {r['rows_per_value']:>10.4f} {r['rollup_b_per_value']:>10.3f} "
-              f"{r['log_b_per_value']:>8.2f}   {r['us_wall'] / base['us_wall']:>26.2f} "
-              f"{r['us_store'] / base['us_store']:>6.2f} {r['rows_per_value'] / base['rows_per_value']:>5.1f} "
+              f"{r['us_cpu']:>7.2f} {int(r['rollup_rows']):>12,} {r['rows_per_value']:>10.4f} "
+              f"{r['rollup_b_per_value']:>10.3f} {r['log_b_per_value']:>8.2f}   "
+              f"{r['us_cpu'] / base['us_cpu']:>6.2f} {r['rows_per_value'] / base['rows_per_value']:>6.1f} "
               f"{r['rollup_b_per_value'] / base['rollup_b_per_value']:>6.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (wall times are shared with it; CPU µs less so)")
     return 0
 
 

@@ -200,7 +200,7 @@ def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_
         assert total > 1000 and set(a) == set(b)
         assert abs(sum(n for n, _ in a.values()) - total) < 1e-6 * total  # nothing lost or added
         for k, (n, s) in b.items():
-            # only the fine bin an edge cuts (< 0.4 % of a value wide) is split by proportion
+            # only the bin an edge cuts (< 6.25 % of a value wide) is split, by a linear density
             assert abs(a[k][0] - n) <= 0.01 * n + 2, (k, a[k], n)
             assert abs(a[k][1] - s) <= 0.01 * abs(s) + 50, (k, a[k], s)
 
