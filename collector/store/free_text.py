@@ -66,20 +66,22 @@ TEXT_RULE = TextRule()
 
 # Length bucket: four equal-width buckets per doubling of the length (1-7 exact, 8-15 by 2, ...),
 # so at most ~4 × log2(max_text_chars) rows per feature and hour.
-_LEN = "lengthUTF8(t.2)"
+_LEN = "lengthUTF8(txt)"
 _W = f"bitShiftLeft(toUInt32(1), toUInt8(greatest(0, toInt32(floor(log2(greatest({_LEN}, 1)))) - 2)))"
-_ES = f"extractAll(t.2, '{PLACEHOLDER_RE}')"
+_ES = f"extractAll(txt, '{PLACEHOLDER_RE}')"
+# (mapFilter, not arrayFilter over arrayZip: with the latter chDB 26.9 silently skipped other views
+# of the table on some inserts)
+_TEXT_MAP = f"mapFilter((k, v) -> {TEXT_RULE.sql('v')}, features_str)"
 
 #: per hour and text feature of the served predictions in ``{src}`` matching ``{where}``
 TEXT_SELECT = f"""
-SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, t.1 AS feature,
+SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, feature,
        toUInt32(intDiv({_LEN}, {_W}) * {_W}) AS len_bin, count() AS n, sum(toUInt64({_LEN})) AS chars,
        min(toUInt32({_LEN})) AS len_lo, max(toUInt32({_LEN})) AS len_hi,
        countIf(notEmpty({_ES})) AS flagged,
        sumMap(mapFromArrays(arrayDistinct({_ES}),
                             arrayMap(e -> toUInt64(countEqual({_ES}, e)), arrayDistinct({_ES})))) AS entities
-FROM {{src}} ARRAY JOIN arrayFilter(x -> {TEXT_RULE.sql('x.2')},
-                                    arrayZip(mapKeys(features_str), mapValues(features_str))) AS t
+FROM {{src}} ARRAY JOIN mapKeys({_TEXT_MAP}) AS feature, mapValues({_TEXT_MAP}) AS txt
 WHERE variant NOT LIKE 'shadow%' AND {{where}}
 GROUP BY model, model_version, hour, feature, len_bin"""
 

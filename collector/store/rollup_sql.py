@@ -56,6 +56,9 @@ GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 # (~8 x 2^bits for a feature within 3 sigma of a mean a few sigma from 0), not by the values.
 FEATURE_BIN_MANTISSA_BITS = 4
 FINE_BITS = 64 - 1 - 11 - FEATURE_BIN_MANTISSA_BITS  # low bits dropped from the float's 64
+# (mapFilter: an arrayFilter over arrayZip here made chDB 26.9 silently skip other views of the
+# table on inserts that follow a label insert)
+_CATEGORIES = f"mapFilter((k, c) -> NOT {TEXT_RULE.sql('c')}, features_str)"
 FEATURES_SELECT = f"""
 SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
        f.2 AS kind, f.3 AS bin, f.4 AS category, count() AS n, sum(f.5) AS s, min(f.5) AS lo,
@@ -63,8 +66,7 @@ SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour
 FROM {{src}} ARRAY JOIN arrayConcat(
     arrayMap((k, x) -> (k, toUInt8(0), bitShiftRight(reinterpretAsUInt64(x), {FINE_BITS}), '', x),
              mapKeys(features_num), mapValues(features_num)),
-    arrayMap(kc -> (kc.1, toUInt8(1), toUInt64(0), kc.2, 0.),
-             arrayFilter(kc -> NOT {TEXT_RULE.sql('kc.2')}, arrayZip(mapKeys(features_str), mapValues(features_str)))),
+    arrayMap((k, c) -> (k, toUInt8(1), toUInt64(0), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
     arrayMap((k, b) -> (k, toUInt8(1), toUInt64(0), toString(b), 0.),
              mapKeys(features_bool), mapValues(features_bool))) AS f
 WHERE {SERVED} AND {{where}}
