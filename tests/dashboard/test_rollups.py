@@ -11,6 +11,7 @@ import pytest
 
 from driftline.collector.store import rollups
 from driftline.dashboard import queries as q
+from driftline.dashboard import text_panel
 from driftline.dashboard.data import run
 from driftline.dashboard.panel import Query
 from driftline.dashboard.view import View
@@ -205,6 +206,30 @@ def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_
             assert abs(a[k][1] - s) <= 0.01 * abs(s) + 50, (k, a[k], s)
 
 
+def test_free_text_panels_match_raw(seeded: SeedSpec, ch_client: Any, clickhouse_url: str) -> None:
+    # free-text notes inside whole hours and in the partial hours at the views' edges
+    m, ver = seeded.model, seeded.version
+    at = [seeded.start + dt.timedelta(seconds=s) for s in (120, 3 * 3600 + 5, 4 * 3600 + 11)]
+    at.append(seeded.end - dt.timedelta(seconds=60))
+    cols = ["event_id", "timestamp", "model", "model_version", "variant", "request_id", "features_str",
+            "prediction", "prediction_label", "status", "error"]
+    notes = ["Hi, this is <PERSON>, call me at <PHONE_NUMBER> about order 77", "a b c d e",
+             "<PERSON> <PERSON> wrote " + "x" * 80, "fine"]
+    ch_client.insert("driftline.predictions", [
+        [uuid.uuid4(), t, m, ver, "primary", f"t-{i}", {"note": notes[i % 4]}, '"benign"', "benign", "ok", ""]
+        for i, t in enumerate(at * 3)], column_names=cols)
+    for v in _views(seeded):
+        for build in (text_panel.text_lengths, text_panel.text_entities):
+            fast, slow = build(v, "note"), build(v, "note", raw=True)
+            assert "rollup_text_1h" in fast.sql and "rollup_" not in slow.sql
+            a, b = run(clickhouse_url, fast.sql, dict(fast.params)), run(clickhouse_url, slow.sql, dict(slow.params))
+            assert a.rows == b.rows and len(a.rows) > 0, (build.__name__, a.rows, b.rows)
+    whole = text_panel.text_entities(_views(seeded)[2], "note")
+    assert dict(run(clickhouse_url, whole.sql, dict(whole.params)).rows) == {"PERSON": 9, "PHONE_NUMBER": 3}
+    cats = q.categorical_hist(_views(seeded)[2], "note")
+    assert run(clickhouse_url, cats.sql, dict(cats.params)).rows == [("fine", 3)]  # no note text
+
+
 def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickhouse_url: str) -> None:
     # an earlier release: one request index of every primary and shadow (now split in a shadow
     # index sorted by role first) read by a shadow MV of another definition (no definition hash)
@@ -218,7 +243,13 @@ def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickho
                       "event_id FROM driftline.predictions")
     ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_shadow_1m_mv TO driftline.rollup_shadow_1m "
                       "AS SELECT * FROM driftline.rollup_shadow_1m WHERE 0")
-    assert rollups.ensure(ch_client) == ("rollup_pair_index",)
+    # and an older feature rollup (256 bins per doubling, no definition hash) with a stale row
+    ch_client.command("DROP VIEW driftline.rollup_features_1h_mv")
+    ch_client.command("DROP TABLE driftline.rollup_features_1h")
+    ch_client.command(f"CREATE TABLE driftline.rollup_features_1h {rollups.TABLES['rollup_features_1h']}")
+    ch_client.command("INSERT INTO driftline.rollup_features_1h (model, feature, n) VALUES ('stale', 'f', 1)")
+    assert rollups.ensure(ch_client) == ("rollup_features_1h", "rollup_pair_index")
+    assert ch_client.query("SELECT count() FROM driftline.rollup_features_1h WHERE model = 'stale'").result_rows[0][0] == 0
     names = {r[0]: r[1] for r in ch_client.query("SELECT name, comment FROM system.tables "
                                                  "WHERE database = 'driftline'").result_rows}
     assert "rollup_request_index" not in names and "rollup_request_index_mv" not in names
