@@ -78,7 +78,7 @@ def run(values: int, chunk_values: int, features: int, models: int) -> dict[str,
         cpu = _cpu_s(store.pid) - cpu0
         sizes = {}
         for table in ("predictions", *_feature_tables(client)):
-            client.command(f"OPTIMIZE TABLE driftline.{table} FINAL")
+            _merge(client, table)
             sizes[table] = client.query(
                 "SELECT sum(rows), sum(bytes_on_disk) FROM system.parts WHERE database = 'driftline' "
                 f"AND table = '{table}' AND active").result_rows[0]
@@ -89,6 +89,19 @@ def run(values: int, chunk_values: int, features: int, models: int) -> dict[str,
             "us_wall": wall / fv * 1e6, "us_store": t_store / fv * 1e6, "us_cpu": cpu / fv * 1e6,
             "rollup_rows": rollup_rows, "rows_per_value": rollup_rows / fv,
             "rollup_b_per_value": rollup_bytes / fv, "log_b_per_value": sizes["predictions"][1] / fv}
+
+
+def _merge(client, table: str) -> None:
+    # OPTIMIZE … FINAL may do nothing while another merge holds the parts: repeat until one part
+    # per partition is left, so rows and bytes are what merges leave
+    for _ in range(20):
+        client.command(f"OPTIMIZE TABLE driftline.{table} FINAL")
+        parts, partitions = client.query(
+            "SELECT count(), uniqExact(partition) FROM system.parts WHERE database = 'driftline' "
+            f"AND table = '{table}' AND active").result_rows[0]
+        if parts <= partitions:
+            return
+        time.sleep(0.5)
 
 
 def _cpu_s(pid: int) -> float:
