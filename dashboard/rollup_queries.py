@@ -17,7 +17,6 @@ import datetime as dt
 from typing import Any
 
 from driftline.collector.store import rollup_sql as R
-from driftline.collector.store.free_text import TEXT_SELECT, TEXT_TABLE
 from driftline.dashboard.view import View, ch_time
 from driftline.sdk.contract import PREDICTION
 
@@ -121,16 +120,6 @@ def features_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
              f"(timestamp >= {_T64 % 'fb'} AND timestamp < {_T64 % 'end'}))")
     raw = R.FEATURES_SELECT.format(src=P, where=f"{f} AND {edges}")
     return (f"(SELECT {cols} FROM driftline.rollup_features_1h WHERE {f} AND hour >= {_T64 % 'fa'} "
-            f"AND hour < {_T64 % 'fb'} AND {where} UNION ALL SELECT {cols} FROM ({raw}) WHERE {where})")
-
-
-def text_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
-    """Rows of ``rollup_text_1h`` for a :func:`feature_split`, edges aggregated from raw."""
-    f = _filters(p)
-    edges = (f"((timestamp >= {_T64 % 'start'} AND timestamp < {_T64 % 'fa'}) OR "
-             f"(timestamp >= {_T64 % 'fb'} AND timestamp < {_T64 % 'end'}))")
-    raw = TEXT_SELECT.format(src=P, where=f"{f} AND {edges}")
-    return (f"(SELECT {cols} FROM driftline.{TEXT_TABLE} WHERE {f} AND hour >= {_T64 % 'fa'} "
             f"AND hour < {_T64 % 'fb'} AND {where} UNION ALL SELECT {cols} FROM ({raw}) WHERE {where})")
 
 
@@ -333,4 +322,4 @@ SELECT if(p_has = 1, p_label, '(none)') AS primary_label, if(s_has = 1, s_label,
 FROM {src} GROUP BY primary_label, shadow_label HAVING n > 0 ORDER BY n DESC LIMIT 400"""
 
 
-__all__ = ["feature_split", "split", "text_src", "view_split"]
+__all__ = ["feature_split", "split", "view_split"]

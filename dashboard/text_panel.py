@@ -1,12 +1,11 @@
 """Free-text features in the drill-down: length distribution and PII entity counts, not categories.
 
 A string value that is free text by the store's rule (``collector/store/free_text.py``: long, many
-words, or a scrubber placeholder inside other text) is kept out of the categorical rollup; the
-hourly ``rollup_text_1h`` keeps its length and the placeholders the scrubber left (``<PERSON>``,
-``<PHONE_NUMBER>``, ...) instead. This panel shows those for one feature: how many text values,
-their length by bucket, and how often each entity type was masked. Like every panel it reads the
-rollup for whole hours and the raw log for the partial hours at the edges (same answers as
-``raw=True``, which reads only the log).
+words, or a scrubber placeholder inside other text) is kept out of the categorical rollup. This
+panel shows instead, for one feature, how many text values there were, their length by bucket and
+how often each entity type was masked (the placeholders the scrubber left: ``<PERSON>``,
+``<PHONE_NUMBER>``, ...). It reads the raw log (``free_text.TEXT_SELECT``): there is no text
+rollup yet (see ``free_text.py``), so over long ranges of millions of rows it takes seconds.
 
 The feature drill-down calls :func:`render_text_feature` for a string feature; it returns ``True``
 when the feature had only free text in the slice, so the drill-down skips its category chart.
@@ -17,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from driftline.collector.store.free_text import TEXT_SELECT
-from driftline.dashboard import rollup_queries as rq
-from driftline.dashboard.panel import P, Query, panel, served_where
+from driftline.dashboard.panel import P, Query, query, served_where
 from driftline.dashboard.view import View
 
 _FEATURE = "feature = {feature:String}"
@@ -28,26 +26,25 @@ def _raw(w: str) -> str:
     return f"(SELECT * FROM ({TEXT_SELECT.format(src=P, where=w)}) WHERE {_FEATURE})"
 
 
-def text_lengths(v: View, feature: str, raw: bool = False) -> Query:
+def _panel(name: str, v: View, feature: str, sql: str) -> Query:
+    w, p = served_where(v)
+    return query(name, sql.format(src=_raw(w)), {**p, "feature": feature})
+
+
+def text_lengths(v: View, feature: str) -> Query:
     """Per length bucket (``len_bin``: its smallest length): text values, their total, shortest
     and longest length, and how many held at least one masked entity."""
-    cols = "len_bin, n, chars, len_lo, len_hi, flagged"
-    sql = """
+    return _panel("model.text_lengths", v, feature, """
 SELECT len_bin, sum(n) AS n, sum(chars) AS chars, min(len_lo) AS len_lo, max(len_hi) AS len_hi,
        sum(flagged) AS flagged
-FROM {src} GROUP BY len_bin ORDER BY len_bin"""
-    return panel("model.text_lengths", v, raw, lambda p: sql.format(src=rq.text_src(p, cols, _FEATURE)),
-                 lambda w: sql.format(src=_raw(w)), served_where, rq.feature_split, feature=feature)
+FROM {src} GROUP BY len_bin ORDER BY len_bin""")
 
 
-def text_entities(v: View, feature: str, raw: bool = False) -> Query:
+def text_entities(v: View, feature: str) -> Query:
     """Masked entities in the feature's text values, by type (placeholders counted)."""
-    sql = """
+    return _panel("model.text_entities", v, feature, """
 SELECT entity, sum(k) AS n FROM {src} ARRAY JOIN mapKeys(entities) AS entity, mapValues(entities) AS k
-GROUP BY entity ORDER BY n DESC, entity"""
-    return panel("model.text_entities", v, raw,
-                 lambda p: sql.format(src=rq.text_src(p, "entities", _FEATURE)),
-                 lambda w: sql.format(src=_raw(w)), served_where, rq.feature_split, feature=feature)
+GROUP BY entity ORDER BY n DESC, entity""")
 
 
 def summary(lengths: Any) -> dict[str, float]:

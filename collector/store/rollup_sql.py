@@ -15,7 +15,7 @@ of a pair.
 
 from __future__ import annotations
 
-from driftline.collector.store.free_text import TEXT_DDL, TEXT_MV_SELECT, TEXT_RULE, TEXT_TABLE
+from driftline.collector.store.free_text import TEXT_RULE
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 from driftline.sdk.contract.variants import PRIMARY, ROW_TAG, SHADOW
@@ -49,7 +49,7 @@ GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 
 # Input features, per hour: one row per (feature, bin) for numeric values and per (feature,
 # category) for strings and bools (free text excluded: free_text.py keeps its lengths and entity
-# counts instead). A bin is a float's sign, exponent and top FEATURE_BIN_MANTISSA_BITS mantissa
+# counts from the raw log instead). A bin is a float's sign, exponent and top FEATURE_BIN_MANTISSA_BITS mantissa
 # bits (a value's bin spans under 2^-bits of its magnitude), with the count, sum, min and max of
 # the values in it: histograms over any edges and deciles come from these rows. Rows per (model,
 # feature, hour) are bounded by the bins the values occupy, 2^bits per doubling of the magnitude
@@ -104,7 +104,6 @@ ORDER BY (model, minute, model_version, variant, has_label, prediction_label)"""
     lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64))
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
 ORDER BY (model, feature, hour, model_version, kind, bin, category)""",
-    TEXT_TABLE: TEXT_DDL,
     "rollup_prediction_index": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
     model_version LowCardinality(String), variant LowCardinality(String),
     prediction_label Nullable(String), prediction_num Nullable(Float64))
@@ -349,7 +348,6 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_predictions_1h_mv": ("rollup_predictions_1h", PREDICTIONS_1H_SELECT),
     "rollup_features_1h_mv": ("rollup_features_1h",
                               FEATURES_SELECT.format(src=_P, where="1")),
-    f"{TEXT_TABLE}_mv": (TEXT_TABLE, TEXT_MV_SELECT),
     "rollup_prediction_index_mv": ("rollup_prediction_index",
                                    f"SELECT {_index_cols()} FROM {_P} WHERE {SERVED}"),
     "rollup_early_mv": ("rollup_early", EARLY_SELECT),
@@ -370,7 +368,6 @@ BACKFILL: dict[str, str] = {
     "rollup_predictions_1m": PREDICTIONS_SELECT.format(src=_P, where="1"),
     "rollup_predictions_1h": PREDICTIONS_1H_SELECT,
     "rollup_features_1h": FEATURES_SELECT.format(src=_P, where="1"),
-    TEXT_TABLE: TEXT_MV_SELECT,
     "rollup_prediction_index": f"SELECT {_index_cols()} FROM {_P} WHERE {SERVED}",
     "rollup_labels_1m": LABELS_BACKFILL,
     "rollup_outcome_index": _OUTCOME_INDEX,
@@ -383,7 +380,7 @@ LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT *
 
 #: tables rebuilt from the raw rows when their definition (DDL or SELECT) changes: their comment
 #: holds a hash of it (``rollups.ensure``); the others keep rows of older definitions
-REBUILT_ON_CHANGE = ("rollup_features_1h", TEXT_TABLE)
+REBUILT_ON_CHANGE = ("rollup_features_1h",)
 
 #: tables holding one row per event (a deletion of events must delete from these too)
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")

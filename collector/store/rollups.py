@@ -14,8 +14,6 @@ Tables (database ``driftline``; all names start with ``rollup_``):
   bool features; free text excluded). Shadow rows excluded. Histograms over a reference's edges
   are re-binned from it. Its rows grow with models × features × bins occupied (at most 16 per
   doubling of a feature's magnitude) per hour, not with the values.
-* ``rollup_text_1h`` — free-text string values (``free_text.py``): per hour, feature and length
-  bucket, count, total/min/max length and the scrubber's placeholders counted by entity type.
 * ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed
   counts: a label adds its prediction's contribution; a later label for the same prediction
   (a correction) subtracts the previous latest label's contribution and adds its own, so the sum

@@ -1,4 +1,5 @@
-"""Free text stays out of the categorical rollup; the feature rollup's rows are bounded by bins."""
+"""Free text stays out of the categorical rollup (its lengths and entities summarised instead);
+the feature rollup's rows are bounded by bins."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from driftline.collector.store import rollups
-from driftline.collector.store.free_text import TEXT_RULE, TextRule
+from driftline.collector.store.free_text import TEXT_RULE, TEXT_SELECT, TextRule
 from driftline.collector.store.rollup_sql import FEATURE_BIN_MANTISSA_BITS
 from driftline.collector.store.writer import ClickHouseWriter
 
@@ -50,15 +51,13 @@ def test_free_text_feature_never_in_categories(ch_client: Any) -> None:
                            parameters={"m": m}).result_rows
     # 'ok' is a category of note; no message, no fragment of one is
     assert cats == [("note", "ok", 1), ("plan", "free", 16), ("plan", "pro", 16)]
-    text = ch_client.query("SELECT sum(n), sum(chars), sum(flagged), sumMap(entities), min(len_lo), max(len_hi) "
-                           "FROM driftline.rollup_text_1h WHERE model = {m:String} AND feature = 'note'",
-                           parameters={"m": m}).result_rows[0]
+    text = ch_client.query(f"SELECT sum(n), sum(chars), sum(flagged), sumMap(entities), min(len_lo), max(len_hi) "
+                           f"FROM ({TEXT_SELECT.format(src='driftline.predictions', where='model = {m:String}')}) "
+                           "WHERE feature = 'note'", parameters={"m": m}).result_rows[0]
     lengths = [len(n) for n in notes[:31]]
     assert text[:3] == (31, sum(lengths), 31)
     assert dict(text[3]) == {"PERSON": 31, "PHONE_NUMBER": 60}
     assert (text[4], text[5]) == (min(lengths), max(lengths))
-    assert not ch_client.query("SELECT count() FROM driftline.rollup_text_1h WHERE model = {m:String} "
-                               "AND feature = 'plan'", parameters={"m": m}).result_rows[0][0]
 
 
 def test_feature_rollup_rows_bounded_by_bins(ch_client: Any) -> None:
