@@ -9,8 +9,8 @@ MV running) into a fresh embedded store per run, and reports per feature value:
 
 * the insert's wall time (µs), the time inside ``store()``, and the store process's CPU time
   (user + system, from ``/proc``: the figure that holds on a shared, busy machine);
-* the feature rollup's rows and bytes (after ``OPTIMIZE … FINAL``, i.e. what merges leave), and
-  the prediction log's bytes, for scale;
+* the feature rollup's rows (distinct keys: what merges leave) and bytes on disk (after
+  ``OPTIMIZE … FINAL``), and the prediction log's bytes, for scale;
 * every figure as a ratio to the 20-feature single-model run of the same invocation.
 
 Inserts carry ``--chunk-values`` feature values each (default 250,000: 12,500 events of 20
@@ -82,6 +82,10 @@ def run(values: int, chunk_values: int, features: int, models: int) -> dict[str,
             sizes[table] = client.query(
                 "SELECT sum(rows), sum(bytes_on_disk) FROM system.parts WHERE database = 'driftline' "
                 f"AND table = '{table}' AND active").result_rows[0]
+            if table != "predictions":  # rows once every merge is done: one per distinct key
+                sizes[table] = (client.query(
+                    f"SELECT count() FROM (SELECT 1 FROM driftline.{table} GROUP BY model, model_version, "
+                    "hour, feature, kind, bin, category)").result_rows[0][0], sizes[table][1])
     fv = float(n * features)
     rollup_rows = sum(r for t, (r, _) in sizes.items() if t != "predictions")
     rollup_bytes = sum(b for t, (_, b) in sizes.items() if t != "predictions")
