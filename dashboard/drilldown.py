@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from driftline.dashboard import queries
+from driftline.dashboard import queries, text_panel
 from driftline.dashboard.ui import Ctx, data, fig_defaults, plot, utc
 
 
@@ -76,7 +76,7 @@ def _baseline(ctx: Ctx) -> tuple[Any, Any, str]:
 
 def histograms(ctx: Ctx, feature: str, kind: str, exact: bool = False) -> Histograms | None:
     """Reference and current histograms of ``feature``; numeric counts come from the hourly
-    feature rollup (approximate inside the fine bin each edge cuts) unless ``exact``."""
+    feature rollup (approximate inside the bin each edge cuts) unless ``exact``."""
     stored, source = _stored_profile(ctx, feature)
     prev, v, base_source = (ctx.view, ctx.view, "") if stored else _baseline(ctx)
     if kind == "numeric":
@@ -153,10 +153,12 @@ def render_drilldown(ctx: Ctx, suggested: tuple[str, ...] = ()) -> None:
     index = names.index(pick)
     feature = st.selectbox("Feature", names, index=index, key="feature")
     kind = str(feats[feats.name == feature].kind.iloc[0])
+    if kind != "numeric" and text_panel.render_text_feature(ctx, feature):  # free text: no category chart
+        return
     exact = kind == "numeric" and st.checkbox(
         "Exact bin counts", key="exact_hist",
-        help="Counts come from an hourly rollup of each feature in fine bins (< 0.4 % of a value "
-             "wide); a fine bin that a reference edge cuts is split in proportion. Tick to count "
+        help="Counts come from an hourly rollup of each feature in bins (< 6.25 % of a value "
+             "wide); a bin that a reference edge cuts is split by a linear density with the bin's mean. Tick to count "
              "exactly from the prediction log instead (reads every row: seconds over millions).")
     h = histograms(ctx, feature, kind, exact)
     if h is None or not sum(h.current):
@@ -173,7 +175,7 @@ def render_drilldown(ctx: Ctx, suggested: tuple[str, ...] = ()) -> None:
     with left:
         plot(fig_defaults(fig, f"{feature}: reference vs current (share per bin)", y_title="share"))
         approx = ("" if exact or kind != "numeric" else
-                  " · current counts approximate at bin edges (hourly rollup, ±0.4 % of a value)")
+                  " · current counts approximate at bin edges (hourly rollup, bins < 6.25 % of a value)")
         st.caption(f"Reference: {h.source or 'stored reference'} · reference n={round(sum(h.reference)):,} "
                    f"· current n={round(sum(h.current)):,}{approx}")
     with right:

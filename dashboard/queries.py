@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftline.collector.store.free_text import TEXT_RULE
 from driftline.collector.store.rollup_sql import PAIR_KEY_SQL, PAIR_LABEL_SQL
 from driftline.dashboard import health
 from driftline.dashboard import rollup_queries as rq
@@ -266,11 +267,13 @@ GROUP BY bin ORDER BY bin""", served_where, rq.feature_split, feature=feature,
 
 
 def categorical_hist(v: View, feature: str, raw: bool = False) -> Query:
+    """Top categories of ``feature`` (free-text values left out: see ``dashboard/text_panel.py``)."""
     return panel("model.feature_categories", v, raw, rq.categorical_hist, lambda w: f"""
 SELECT if(mapContains(features_str, {{feature:String}}), features_str[{{feature:String}}],
           toString(features_bool[{{feature:String}}])) AS category, count() AS n
 FROM {P} WHERE {w} AND (mapContains(features_str, {{feature:String}})
                         OR mapContains(features_bool, {{feature:String}}))
+  AND NOT (mapContains(features_str, {{feature:String}}) AND {TEXT_RULE.sql("features_str[{feature:String}]")})
 GROUP BY category ORDER BY n DESC LIMIT 30""", served_where, rq.feature_split, feature=feature)
 
 

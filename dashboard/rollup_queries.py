@@ -8,7 +8,7 @@ of the raw rows; quantiles are t-digest estimates (as the raw panels' ``quantile
 A view can use the rollups when it has no segment filter (tags are not rolled up) and its chart
 buckets are whole minutes; :func:`split` says so, and ``queries`` falls back to raw SQL otherwise.
 Input features are rolled up per hour (:func:`feature_split`); a histogram over a reference's
-edges is re-binned from fine bins and is approximate only inside the fine bin each edge cuts.
+edges is re-binned from the rollup's bins and is approximate only inside the bin each edge cuts.
 """
 
 from __future__ import annotations
@@ -219,23 +219,32 @@ def _fine_bins(p: dict[str, Any]) -> str:
 
 
 def numeric_edges(p: dict[str, Any]) -> str:
-    # Deciles of the fine bins, each at the mean of its values: within 0.2 % of the exact ones.
+    # Deciles interpolated inside the bin that holds each (bins in value order, by their min; a
+    # bin's values taken as spread evenly over its [min, max]): within a small part of a bin's width.
     return f"""
-SELECT quantilesExactWeighted({R.DECILES})(s / n, n) AS q, min(lo) AS lo, max(hi) AS hi
-FROM {_fine_bins(p)}"""
+WITH arraySort(x -> x.1, g) AS b, arrayCumSum(arrayMap(x -> x.3, b)) AS c,
+     arrayMap(r -> arrayFirstIndex(x -> x >= r * c[-1], c), [{R.DECILES}]) AS at,
+     arrayMap((r, i) -> (r * c[-1] - (c[i] - b[i].3)) / b[i].3, [{R.DECILES}], at) AS part
+SELECT if(empty(g), [], arrayMap((i, f) -> b[i].1 + (b[i].2 - b[i].1) * f, at, part)) AS q,
+       min_lo AS lo, max_hi AS hi
+FROM (SELECT groupArray((lo, hi, n)) AS g, min(lo) AS min_lo, max(hi) AS max_hi FROM {_fine_bins(p)})"""
 
 
 def numeric_hist(p: dict[str, Any]) -> str:
-    """Counts and sums per reference bin, re-binned from the fine bins: a fine bin that an edge cuts
-    (one per edge, < 0.4 % of a value wide) is split in proportion to the part of its [min, max]
-    on each side; every other count is exact, and so is the total."""
+    """Counts and sums per reference bin, re-binned from the rollup's bins: a bin that an edge cuts
+    (one per edge, < 6.25 % of a value wide) is split by a linear density over its [min, max] with
+    the bin's own mean (slope ``k``, clamped so the density stays >= 0; ``G`` its CDF); every other
+    count is exact, and so is the total. Sums are split in proportion to the counts."""
+    g = "(({u}) + k * (pow({u}, 2) - ({u})) / 2)"
+    u_lo = "(greatest(lo, if(bin = 0, lo, e[bin])) - lo) / (hi - lo)"
+    u_hi = "(least(hi, if(bin = length(e), hi, e[bin + 1])) - lo) / (hi - lo)"
     return f"""
 WITH {{edges:Array(Float64)}} AS e
 SELECT bin, sum(n * w) AS n, sum(s * w) AS s FROM (
   SELECT n, s, lo, hi, arraySum(arrayMap(x -> lo >= x, e)) AS b0, arraySum(arrayMap(x -> hi >= x, e)) AS b1,
          arrayJoin(range(b0, b1 + 1)) AS bin,
-         if(b0 = b1, 1., (least(hi, if(bin = length(e), hi, e[bin + 1]))
-                          - greatest(lo, if(bin = 0, lo, e[bin]))) / (hi - lo)) AS w
+         if(hi > lo, greatest(-2., least(2., 12 * ((s / n - lo) / (hi - lo) - 0.5))), 0.) AS k,
+         if(b0 = b1, 1., {g.format(u=u_hi)} - {g.format(u=u_lo)}) AS w
   FROM {_fine_bins(p)})
 GROUP BY bin HAVING n > 0 ORDER BY bin"""
 

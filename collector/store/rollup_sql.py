@@ -15,6 +15,7 @@ of a pair.
 
 from __future__ import annotations
 
+from driftline.collector.store.free_text import TEXT_RULE
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 from driftline.sdk.contract.variants import PRIMARY, ROW_TAG, SHADOW
@@ -46,11 +47,18 @@ SELECT model, model_version, variant, {MINUTE} AS minute,
 FROM {{src}} WHERE {{where}}
 GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 
-# Input features, per hour: one row per (feature, fine bin) for numeric values and per (feature,
-# category) for strings and bools. A fine bin is a float's sign, exponent and top 8 mantissa bits
-# (a value's bin spans under 0.4 % of its magnitude), with the count, sum, min and max of the values
-# in it: histograms over any edges and deciles come from these few thousand rows per hour.
-FINE_BITS = 44  # 64 - 1 sign - 11 exponent - 8 mantissa bits kept
+# Input features, per hour: one row per (feature, bin) for numeric values and per (feature,
+# category) for strings and bools (free text excluded: free_text.py keeps its lengths and entity
+# counts from the raw log instead). A bin is a float's sign, exponent and top FEATURE_BIN_MANTISSA_BITS mantissa
+# bits (a value's bin spans under 2^-bits of its magnitude), with the count, sum, min and max of
+# the values in it: histograms over any edges and deciles come from these rows. Rows per (model,
+# feature, hour) are bounded by the bins the values occupy, 2^bits per doubling of the magnitude
+# (~8 x 2^bits for a feature within 3 sigma of a mean a few sigma from 0), not by the values.
+FEATURE_BIN_MANTISSA_BITS = 4
+FINE_BITS = 64 - 1 - 11 - FEATURE_BIN_MANTISSA_BITS  # low bits dropped from the float's 64
+# (mapFilter: an arrayFilter over arrayZip here made chDB 26.9 silently skip other views of the
+# table on inserts that follow a label insert)
+_CATEGORIES = f"mapFilter((k, c) -> NOT {TEXT_RULE.sql('c')}, features_str)"
 FEATURES_SELECT = f"""
 SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
        f.2 AS kind, f.3 AS bin, f.4 AS category, count() AS n, sum(f.5) AS s, min(f.5) AS lo,
@@ -58,7 +66,7 @@ SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour
 FROM {{src}} ARRAY JOIN arrayConcat(
     arrayMap((k, x) -> (k, toUInt8(0), bitShiftRight(reinterpretAsUInt64(x), {FINE_BITS}), '', x),
              mapKeys(features_num), mapValues(features_num)),
-    arrayMap((k, c) -> (k, toUInt8(1), toUInt64(0), c, 0.), mapKeys(features_str), mapValues(features_str)),
+    arrayMap((k, c) -> (k, toUInt8(1), toUInt64(0), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
     arrayMap((k, b) -> (k, toUInt8(1), toUInt64(0), toString(b), 0.),
              mapKeys(features_bool), mapValues(features_bool))) AS f
 WHERE {SERVED} AND {{where}}
@@ -370,11 +378,15 @@ BACKFILL: dict[str, str] = {
 
 LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {_L}"
 
+#: tables rebuilt from the raw rows when their definition (DDL or SELECT) changes: their comment
+#: holds a hash of it (``rollups.ensure``); the others keep rows of older definitions
+REBUILT_ON_CHANGE = ("rollup_features_1h",)
+
 #: tables holding one row per event (a deletion of events must delete from these too)
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FINE_BITS", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
+__all__ = ["BACKFILL", "DB", "FEATURE_BIN_MANTISSA_BITS", "FEATURES_SELECT", "FINE_BITS", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
            "PER_EVENT_TABLES",
-           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
+           "PREDICTIONS_LABELS_MV_SELECT", "REBUILT_ON_CHANGE", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
            "RETIRED_TABLES", "RETIRED_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS"]

@@ -9,9 +9,11 @@ Tables (database ``driftline``; all names start with ``rollup_``):
 * ``rollup_predictions_1m`` — per (model, minute, version, variant, predicted label): volume,
   errors, first/last timestamp, latency/confidence/value t-digest states, sums for means.
 * ``rollup_predictions_1h`` — the same per hour, fed from the minute table (cascading MV).
-* ``rollup_features_1h`` — per hour and feature: count, sum, min and max per fine bin of the
-  numeric values (< 0.4 % of a value wide), count per category (string and bool features).
-  Shadow rows excluded. Histograms over a reference's edges are re-binned from it.
+* ``rollup_features_1h`` — per hour and feature: count, sum, min and max per bin of the numeric
+  values (< 6.25 % of a value wide, ``FEATURE_BIN_MANTISSA_BITS``), count per category (string and
+  bool features; free text excluded). Shadow rows excluded. Histograms over a reference's edges
+  are re-binned from it. Its rows grow with models × features × bins occupied (at most 16 per
+  doubling of a feature's magnitude) per hour, not with the values.
 * ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed
   counts: a label adds its prediction's contribution; a later label for the same prediction
   (a correction) subtracts the previous latest label's contribution and adds its own, so the sum
@@ -49,6 +51,7 @@ from driftline.collector.store.rollup_sql import (
     DB,
     LABELS_ALL_VIEW,
     PER_EVENT_TABLES,
+    REBUILT_ON_CHANGE,
     RETIRED_TABLES,
     RETIRED_VIEWS,
     TABLES,
@@ -72,9 +75,17 @@ def ensure(client: Any) -> tuple[str, ...]:
     # An MV whose definition changed (its comment holds a hash of it) is replaced; its table stays.
     comments = dict(client.query(f"SELECT name, comment FROM system.tables WHERE database = '{DB}' "
                                  f"AND engine = 'MaterializedView'").result_rows)
+    # A table of REBUILT_ON_CHANGE whose definition changed (its comment holds a hash of its DDL
+    # and backfill; a table of an earlier release has none) is dropped with its views, then
+    # created and backfilled from the raw rows below: its old rows would not mean the same.
+    tables = dict(client.query(f"SELECT name, comment FROM system.tables WHERE database = '{DB}' "
+                               f"AND engine != 'MaterializedView'").result_rows)
+    outdated = {t for t in REBUILT_ON_CHANGE if t in tables and tables[t] != _table_digest(t)}
     for mv, (target, select) in VIEWS.items():
-        if mv in comments and comments[mv] != _digest(target, select):
+        if mv in comments and (comments[mv] != _digest(target, select) or target in outdated):
             client.command(f"DROP VIEW {DB}.{mv}")
+    for name in outdated:
+        client.command(f"DROP TABLE {DB}.{name}")
     for mv in RETIRED_VIEWS:
         client.command(f"DROP VIEW IF EXISTS {DB}.{mv}")
     for name in RETIRED_TABLES:
@@ -83,7 +94,8 @@ def ensure(client: Any) -> tuple[str, ...]:
     client.command(LABELS_ALL_VIEW)
     created = tuple(t for t in TABLES if t not in have)
     for name, ddl in TABLES.items():
-        client.command(f"CREATE TABLE IF NOT EXISTS {DB}.{name} {ddl}")
+        comment = f" COMMENT '{_table_digest(name)}'" if name in REBUILT_ON_CHANGE else ""
+        client.command(f"CREATE TABLE IF NOT EXISTS {DB}.{name} {ddl}{comment}")
     for mv, (target, select) in VIEWS.items():
         client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DB}.{mv} TO {DB}.{target} AS {select} "
                        f"COMMENT '{_digest(target, select)}'")
@@ -95,6 +107,10 @@ def ensure(client: Any) -> tuple[str, ...]:
 
 def _digest(target: str, select: str) -> str:
     return "def " + hashlib.sha256(f"{target}\n{select}".encode()).hexdigest()[:16]
+
+
+def _table_digest(name: str) -> str:
+    return _digest(TABLES[name], BACKFILL.get(name, ""))
 
 
 def _backfill(client: Any, name: str) -> None:

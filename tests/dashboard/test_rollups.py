@@ -11,6 +11,7 @@ import pytest
 
 from driftline.collector.store import rollups
 from driftline.dashboard import queries as q
+from driftline.dashboard import text_panel
 from driftline.dashboard.data import run
 from driftline.dashboard.panel import Query
 from driftline.dashboard.view import View
@@ -200,9 +201,31 @@ def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_
         assert total > 1000 and set(a) == set(b)
         assert abs(sum(n for n, _ in a.values()) - total) < 1e-6 * total  # nothing lost or added
         for k, (n, s) in b.items():
-            # only the fine bin an edge cuts (< 0.4 % of a value wide) is split by proportion
+            # only the bin an edge cuts (< 6.25 % of a value wide) is split, by a linear density
             assert abs(a[k][0] - n) <= 0.01 * n + 2, (k, a[k], n)
             assert abs(a[k][1] - s) <= 0.01 * abs(s) + 50, (k, a[k], s)
+
+
+def test_free_text_shows_lengths_and_entities_not_categories(seeded: SeedSpec, ch_client: Any,
+                                                             clickhouse_url: str) -> None:
+    m, ver = seeded.model, seeded.version
+    at = [seeded.start + dt.timedelta(seconds=s) for s in (120, 3 * 3600 + 5, 4 * 3600 + 11)]
+    cols = ["event_id", "timestamp", "model", "model_version", "variant", "request_id", "features_str",
+            "prediction", "prediction_label", "status", "error"]
+    notes = ["Hi, this is <PERSON>, call me at <PHONE_NUMBER> about order 77", "a b c d e",
+             "<PERSON> <PERSON> wrote " + "x" * 80, "fine"]
+    ch_client.insert("driftline.predictions", [
+        [uuid.uuid4(), at[i % 3], m, ver, "primary", f"t-{i}", {"note": notes[i % 4]}, '"benign"', "benign", "ok", ""]
+        for i in range(12)], column_names=cols)
+    v = _views(seeded)[2]
+    ents = text_panel.text_entities(v, "note")
+    assert dict(run(clickhouse_url, ents.sql, dict(ents.params)).rows) == {"PERSON": 9, "PHONE_NUMBER": 3}
+    lens = run(clickhouse_url, *(lambda x: (x.sql, dict(x.params)))(text_panel.text_lengths(v, "note")))
+    assert sum(r[1] for r in lens.rows) == 9 and sum(r[5] for r in lens.rows) == 6
+    assert sum(r[2] for r in lens.rows) == 3 * sum(len(n) for n in notes[:3])
+    for raw in (False, True):  # the categorical panel, from the rollup and raw, shows no text
+        cats = q.categorical_hist(v, "note", raw=raw)
+        assert run(clickhouse_url, cats.sql, dict(cats.params)).rows == [("fine", 3)]
 
 
 def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickhouse_url: str) -> None:
@@ -218,7 +241,13 @@ def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickho
                       "event_id FROM driftline.predictions")
     ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_shadow_1m_mv TO driftline.rollup_shadow_1m "
                       "AS SELECT * FROM driftline.rollup_shadow_1m WHERE 0")
-    assert rollups.ensure(ch_client) == ("rollup_pair_index",)
+    # and an older feature rollup (256 bins per doubling, no definition hash) with a stale row
+    ch_client.command("DROP VIEW driftline.rollup_features_1h_mv")
+    ch_client.command("DROP TABLE driftline.rollup_features_1h")
+    ch_client.command(f"CREATE TABLE driftline.rollup_features_1h {rollups.TABLES['rollup_features_1h']}")
+    ch_client.command("INSERT INTO driftline.rollup_features_1h (model, feature, n) VALUES ('stale', 'f', 1)")
+    assert rollups.ensure(ch_client) == ("rollup_features_1h", "rollup_pair_index")
+    assert ch_client.query("SELECT count() FROM driftline.rollup_features_1h WHERE model = 'stale'").result_rows[0][0] == 0
     names = {r[0]: r[1] for r in ch_client.query("SELECT name, comment FROM system.tables "
                                                  "WHERE database = 'driftline'").result_rows}
     assert "rollup_request_index" not in names and "rollup_request_index_mv" not in names

@@ -1,0 +1,83 @@
+"""Free text stays out of the categorical rollup (its lengths and entities summarised instead);
+the feature rollup's rows are bounded by bins."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+
+from driftline.collector.store import rollups
+from driftline.collector.store.free_text import TEXT_RULE, TEXT_SELECT, TextRule
+from driftline.collector.store.rollup_sql import FEATURE_BIN_MANTISSA_BITS
+from driftline.collector.store.writer import ClickHouseWriter
+
+HOUR = dt.datetime(2026, 11, 3, 9, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize("value,text", [
+    ("pro", False), ("New York", False), ("<EMAIL_ADDRESS>", False), ("x" * 64, False),
+    ("x" * 65, True), ("é" * 64, False),  # characters, not bytes
+    ("my card was charged twice", True), ("call <PERSON>", True), ("hi <PHONE_NUMBER>!", True),
+])
+def test_text_rule_per_value(ch_client: Any, value: str, text: bool) -> None:
+    assert ch_client.query(f"SELECT {TEXT_RULE.sql('{v:String}')}", parameters={"v": value}).result_rows[0][0] == text
+
+
+def test_text_rule_thresholds_are_checked() -> None:
+    with pytest.raises(ValueError, match="min_words"):
+        TextRule(min_words=1)
+
+
+def _event(model: str, i: int, features: dict[str, Any], variant: str = "primary") -> dict[str, Any]:
+    ts = HOUR + dt.timedelta(seconds=i)
+    return {"type": "prediction", "event_id": str(uuid.uuid4()), "model": model, "model_version": "v1",
+            "variant": variant, "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "features": features,
+            "prediction": 0.5, "status": "ok"}
+
+
+def test_free_text_feature_never_in_categories(ch_client: Any) -> None:
+    rollups.ensure(ch_client)
+    m = f"text-{uuid.uuid4().hex[:8]}"
+    notes = [f"Hi, this is <PERSON>. Order {i} was charged twice, call me at <PHONE_NUMBER> or <PHONE_NUMBER>."
+             for i in range(30)] + ["short but <PERSON> here", "ok"]
+    events = [_event(m, i, {"note": note, "plan": ["pro", "free"][i % 2]}) for i, note in enumerate(notes)]
+    events.append(_event(m, 99, {"note": notes[0], "plan": "pro"}, variant="shadow"))  # shadows excluded
+    ClickHouseWriter(ch_client).write(events)
+    cats = ch_client.query("SELECT feature, category, sum(n) FROM driftline.rollup_features_1h "
+                           "WHERE model = {m:String} AND kind = 1 GROUP BY feature, category ORDER BY feature, category",
+                           parameters={"m": m}).result_rows
+    # 'ok' is a category of note; no message, no fragment of one is
+    assert cats == [("note", "ok", 1), ("plan", "free", 16), ("plan", "pro", 16)]
+    text = ch_client.query(f"SELECT sum(n), sum(chars), sum(flagged), sumMap(entities), min(len_lo), max(len_hi) "
+                           f"FROM ({TEXT_SELECT.format(src='driftline.predictions', where='model = {m:String}')}) "
+                           "WHERE feature = 'note'", parameters={"m": m}).result_rows[0]
+    lengths = [len(n) for n in notes[:31]]
+    assert text[:3] == (31, sum(lengths), 31)
+    assert dict(text[3]) == {"PERSON": 31, "PHONE_NUMBER": 60}
+    assert (text[4], text[5]) == (min(lengths), max(lengths))
+
+
+def test_feature_rollup_rows_bounded_by_bins(ch_client: Any) -> None:
+    """N models x F features x V values per hour: rows are at most N x F x the bins the values can
+    occupy (2^bits per doubling: values in [100, 400) span two doublings), whatever V."""
+    rollups.ensure(ch_client)
+    tag = uuid.uuid4().hex[:8]
+    n_models, n_features, per = 3, 4, 3000
+    feats = ", ".join(f"'f{j}', 100 + 300 * ((cityHash64(number, {j}) % 100000) / 100000.0)" for j in range(n_features))
+    ch_client.command(f"""
+INSERT INTO driftline.predictions (event_id, timestamp, model, model_version, variant, request_id,
+    features_num, prediction, status, error)
+SELECT generateUUIDv4(number), toDateTime64('2026-11-03 10:00:00', 6, 'UTC') + number * 0.001,
+       concat('bins-{tag}-', toString(number % {n_models})), 'v1', 'primary', toString(number),
+       map({feats}), '0', 'ok', ''
+FROM numbers({n_models * per})""")
+    rows, values = ch_client.query(
+        "SELECT count(), sum(n) FROM (SELECT model, feature, bin, sum(n) AS n FROM driftline.rollup_features_1h "
+        "WHERE startsWith(model, {p:String}) GROUP BY model, feature, hour, model_version, kind, bin, category)",
+        parameters={"p": f"bins-{tag}-"}).result_rows[0]
+    bound = n_models * n_features * 2 * 2 ** FEATURE_BIN_MANTISSA_BITS
+    assert values == n_models * n_features * per  # every value counted once
+    assert bound // 2 < rows <= bound  # the bins are filled, never more rows than bins
