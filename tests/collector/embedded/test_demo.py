@@ -3,14 +3,18 @@ one incident that opens and resolves, one message per channel at the local recei
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from driftline.collector.embedded.demo import DRIFT_REGION, REGIONS, DemoOptions, _drift_ends, train
 from driftline.collector.embedded.demo_guide import ACCURACY_FLOOR
+from driftline.collector.store.tables import PERFORMANCE_ESTIMATES_TABLE
 from tests.collector.embedded.up_testkit import client, demo_up
+from tests.dashboard.test_browser import _grid_rows, browser, open_page  # noqa: F401 (browser: a fixture)
 
 
 def test_the_drift_pushes_benign_cases_across_the_decision_boundary() -> None:
@@ -55,9 +59,38 @@ def test_the_demo_rules_load_with_the_environment_the_stack_gives_them(tmp_path:
 
 @pytest.mark.integration
 @pytest.mark.timeout(900)  # ~3.5 min on an idle machine; the stages wait for each other on a busy one
-def test_the_demo_drift_hurts_one_region_opens_one_incident_and_resolves_it(tmp_path: Path) -> None:
+def _overview_state(driver: Any, url: str, shot: str, states: tuple[str, ...], until: Any = None) -> str:
+    """The Overview's state of the demo model in headless Chromium over the hour up to ``until``
+    (None: now); reloaded (a new ``to`` each time, past the panels' cache) until it is one of
+    ``states`` or three looks have passed."""
+    from driftline.dashboard.view import iso
+
+    got = ""
+    for attempt in range(3):
+        to = (until or dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)) + dt.timedelta(seconds=attempt)
+        open_page(driver, f"{url}&from={iso(to - dt.timedelta(hours=1))}&to={iso(to)}", f"{shot}-{attempt}",
+                  ("breast-cancer",))
+        rows = _grid_rows(driver)
+        header = next(r for r in rows if "state" in r)
+        got = next(r for r in rows if r and r[0] == "breast-cancer")[header.index("state")]
+        if got in states:
+            break
+    return got
+
+
+def test_the_demo_drift_hurts_one_region_opens_one_incident_and_resolves_it(tmp_path: Path, browser: Any) -> None:
     up = demo_up(tmp_path)
     try:
+        # The visitor's view: the Overview shows the model healthy, then drifting once the eu verdicts are in.
+        overview = f"http://127.0.0.1:{up.ports['dashboard']}/?page=overview"
+        up.wait_printed("demo guide [verdicts]", timeout_s=600)
+        # The drift starts as soon as the first verdicts are in (the compressed schedule): the
+        # healthy Overview is the one whose time range ends there, as a deep link would set it.
+        verdicts_at = dt.datetime.now(dt.timezone.utc)
+        assert _overview_state(browser, overview, "demo-overview-before", ("healthy",), verdicts_at) == "healthy"
+        up.wait_printed("demo guide [detected]", timeout_s=600)
+        drifting = ("drifting", "degraded")
+        assert _overview_state(browser, overview, "demo-overview-drift", drifting) in drifting
         up.wait_printed("demo guide [resolved]", timeout_s=720)
         ch = client(up.clickhouse_url)
         # Realised accuracy per region in the alert rule's 20-second windows, as a user would query it.
@@ -71,6 +104,14 @@ def test_the_demo_drift_hurts_one_region_opens_one_incident_and_resolves_it(tmp_
         drifted = ch.query("SELECT DISTINCT feature FROM driftline.drift_metrics FINAL WHERE model = 'breast-cancer' "
                            f"AND detector = 'data_drift' AND segment = 'region={DRIFT_REGION}' AND drift").result_rows
         assert {"worst perimeter", "worst radius"} & {r[0] for r in drifted}
+        # Performance estimated before the labels (issue 18): the drifted region's estimate falls
+        # below the others', and its windows were graded with the realised accuracy as labels came.
+        est = ch.query("SELECT segment, min(estimate), countIf(realised IS NOT NULL), max(labelled_share) "
+                       f"FROM driftline.{PERFORMANCE_ESTIMATES_TABLE} FINAL WHERE model = 'breast-cancer' "
+                       "AND metric = 'accuracy' GROUP BY segment").result_rows
+        est = {seg: (lowest, graded, share) for seg, lowest, graded, share in est}
+        assert est[f"region={DRIFT_REGION}"][0] < min(est[f"region={r}"][0] for r in REGIONS if r != DRIFT_REGION) - 0.02, est
+        assert all(graded > 0 and 0 < share <= 1 for _low, graded, share in est.values()), est
         events = ch.query("SELECT incident, event, segment FROM driftline.alerts FINAL WHERE model = 'breast-cancer' "
                           "ORDER BY event_time").result_rows
         assert [(e, s) for _i, e, s in events] == [("firing", "region=eu"), ("resolved", "region=eu")]
