@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.collector.cli import add_server_flags, settings_from_args
+from driftline.collector.embedded.demo import DemoOptions
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -124,12 +125,13 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_store)
 
     p = sub.add_parser("demo", help="a scikit-learn model wrapped with the SDK, with live traffic and drift")
-    p.add_argument("--rate", type=float, default=50.0, help="predictions per second")
-    p.add_argument("--drift-after-s", type=float, default=90.0, help="seconds before a distribution shift")
-    p.add_argument("--drift-for-s", type=float, default=180.0, help="seconds the shift lasts (0: never stops)")
+    d = DemoOptions()  # the defaults' one home
+    p.add_argument("--rate", type=float, default=d.rate_per_s, help="predictions per second")
+    p.add_argument("--drift-after-s", type=float, default=d.drift_after_s, help="seconds before a distribution shift")
+    p.add_argument("--drift-for-s", type=float, default=d.drift_for_s, help="seconds the shift lasts (0: never stops)")
     p.add_argument("--dashboard-url", default="", help="the dashboard the guide links to")
     p.add_argument("--no-guide", dest="guide", action="store_false",
                    help="do not follow the run in the store (DRIFTLINE_CLICKHOUSE_URL) and print its stages")
-    p.add_argument("--duration-s", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
-    p.add_argument("--label-delay-s", type=float, default=5.0, help="delay of the ground-truth labels")
+    p.add_argument("--duration-s", type=float, default=d.duration_s, help="stop after this long (0 = until Ctrl-C)")
+    p.add_argument("--label-delay-s", type=float, default=d.label_delay_s, help="delay of the ground-truth labels")
     p.set_defaults(handler=_demo)

@@ -12,7 +12,7 @@
   Then the drift stops and the incident resolves. With the guide (a store to read), the drift waits
   for the first drift verdicts and lasts until the incident has opened (at most 3 x ``drift_for_s``),
   so the story holds on a slow machine too.
-* Labels: ground truth for 60% of predictions arrives ``label_delay_s`` later.
+* Labels: ground truth for 60% of predictions arrives ``label_delay_s`` (20 s) later.
 * Detectors: the demo's own configuration (``demo_detectors.yaml``): 250-event windows, a
   first-events reference of 2,500 (``reference_size_needed(250)``), segments by region. At the
   default 50 requests/s the reference is complete after ~50 s, well before the drift at 90 s.
@@ -41,6 +41,8 @@ DRIFT_STRENGTH = 0.8
 CLASSES = ("malignant", "benign")
 #: seconds between the demo's batches of requests
 BATCH_S = 0.1
+#: seconds the model stays healthy after the first verdicts before the drift may start
+HEALTHY_FIRST_S = 15.0
 #: the demo model's detector settings (``driftline up --demo`` passes them to the collector)
 DETECTORS_CONFIG = Path(__file__).with_name("demo_detectors.yaml")
 
@@ -54,7 +56,9 @@ class DemoOptions:
     drift_after_s: float = 90.0
     drift_for_s: float = 180.0
     duration_s: float = 0.0
-    label_delay_s: float = 5.0
+    # Labels come 20 s after the prediction: long enough that the estimated accuracy (from the
+    # model's own scores, at each window's close) is seen falling before the labels confirm it.
+    label_delay_s: float = 20.0
     label_share: float = 0.6
     seed: int = 7
     clickhouse_url: str = ""
@@ -165,6 +169,7 @@ def run_demo(options: DemoOptions, *, stop: threading.Event | None = None, monit
     next_report = started + 10
     sent = labels = 0
     drifting = waiting = False
+    ready_at: float | None = None  # when the guide first saw verdicts and estimates
     drift_started: float | None = None
     print_fn(f"demo: serving {MODEL} v1 (shadow v2-candidate, A/B arm 'challenger') at {options.rate_per_s:g} req/s; "
              f"drift in region {DRIFT_REGION} from {options.drift_after_s:g}s"
@@ -178,10 +183,14 @@ def run_demo(options: DemoOptions, *, stop: threading.Event | None = None, monit
         elapsed = now - started
         if options.duration_s and elapsed >= options.duration_s:
             break
+        if guide is not None and ready_at is None and guide.ready():
+            ready_at = elapsed
         if not drifting and drift_started is None and elapsed >= options.drift_after_s:
             # The story needs verdicts before the drift: with the guide, the drift waits until the
-            # reference is complete and the first verdicts are stored (on a busy machine, later).
-            if guide is None or guide.ready():
+            # reference is complete and the first verdicts are stored (on a busy machine, later),
+            # and the model stays healthy for HEALTHY_FIRST_S after them, so a visitor (and the
+            # whole-story test) sees it healthy on the Overview before it drifts.
+            if guide is None or (ready_at is not None and elapsed - ready_at >= HEALTHY_FIRST_S):
                 drift_started, drifting = elapsed, True
                 print_fn(f"demo: injecting drift now: in region {DRIFT_REGION}, benign cases' {', '.join(DRIFTED)} "
                          "move toward malignant values; the model will call them malignant and realised accuracy "
@@ -190,8 +199,8 @@ def run_demo(options: DemoOptions, *, stop: threading.Event | None = None, monit
                     guide.drift_changed(True)
             elif not waiting:
                 waiting = True
-                print_fn("demo: waiting for the first drift verdicts (the reference is not complete yet) "
-                         "before injecting drift")
+                print_fn("demo: waiting for the first drift verdicts and performance estimates (and "
+                         f"{HEALTHY_FIRST_S:g} s of a healthy model after them) before injecting drift")
         elif drifting and _drift_ends(options, elapsed - drift_started, guide):  # type: ignore[operator]
             drifting = False
             print_fn(f"demo: drift stopped: region {DRIFT_REGION} is back to normal traffic; the incident "

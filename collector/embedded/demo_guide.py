@@ -3,7 +3,8 @@ what to look for.
 
 Stages, each printed once when the store shows it (a thread polls every ``poll_s``):
 
-1. ``verdicts``  — the reference is complete and the first drift verdicts are in (model healthy);
+1. ``verdicts``  — the reference is complete and the first drift verdicts and performance
+   estimates are in (model healthy);
 2. ``drift``     — printed by the demo when it injects the drift;
 3. ``detected``  — data drift verdicts in the drifted region, with the top features;
 4. ``estimated`` — estimated accuracy (CBPE, issue 18) in the drifted region falling below the
@@ -110,7 +111,7 @@ class Guide:
                        "the receiver prints the Slack 'resolved' message and the PagerDuty resolve.")
 
     def ready(self) -> bool:
-        """Whether the first drift verdicts are stored (the drift may begin)."""
+        """Whether the first drift verdicts and performance estimates are stored (the drift may begin)."""
         return "verdicts" in self.done
 
     def stop(self) -> None:
@@ -128,8 +129,9 @@ class Guide:
 
     def check(self) -> None:
         """One look at the store; prints every stage that has become true."""
-        if "verdicts" not in self.done and self._verdicts():
-            self._stage("verdicts", "the reference is complete and the first drift verdicts are in: every region "
+        if "verdicts" not in self.done and self._verdicts() and self._estimating():
+            self._stage("verdicts", "the reference is complete, the first drift verdicts and performance "
+                        "estimates are in (the estimator is fitted on the first labels): every region "
                         f"healthy. Open {self._link('overview')}: the Overview lists {MODEL} as healthy.")
         if self.drift_started is None:
             return
@@ -174,6 +176,15 @@ class Guide:
         rows = self.client().query(
             "SELECT count() FROM driftline.drift_metrics WHERE model = {m:String} AND detector = 'data_drift' "
             f"AND window_end >= {self._since(self.started_at)}", parameters={"m": MODEL}).result_rows
+        return bool(rows and rows[0][0])
+
+    def _estimating(self) -> bool:
+        """Whether performance estimates are stored (the estimator is fitted on clean labels
+        before the drift begins)."""
+        rows = self.client().query(
+            f"SELECT count() FROM driftline.{PERFORMANCE_ESTIMATES_TABLE} WHERE model = {{m:String}} "
+            f"AND estimate IS NOT NULL AND window_end >= {self._since(self.started_at)}",
+            parameters={"m": MODEL}).result_rows
         return bool(rows and rows[0][0])
 
     def _drifted_features(self) -> list[str]:
