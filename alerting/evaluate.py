@@ -37,6 +37,20 @@ from driftline.sdk.contract import PREDICTION
 DB = "driftline"
 
 
+def _slice_filters(model: str, version: str, segment: str) -> list[str]:
+    """WHERE conditions of a rule's slice; ``'*'`` means no filter, ``'tag=*'`` every value of a tag."""
+    where = []
+    if model != "*":
+        where.append(f"model = {quote(model)}")
+    if version != "*":
+        where.append(f"model_version = {quote(version)}")
+    if segment.endswith("=*"):
+        where.append(f"startsWith(segment, {quote(segment[:-1])})")
+    elif segment != "*":
+        where.append(f"segment = {quote(segment)}")
+    return where
+
+
 @dataclass(frozen=True)
 class FeatureStat:
     """One drifted feature's statistic in one window; ``impact`` is the feature's impact score in
@@ -123,14 +137,7 @@ class Evaluator:
         """SQL listing an estimation rule's recent windows; ``'*'`` arguments mean no filter."""
         where = [f"metric = {quote(rule.statistic)}", f"window_end <= {ts_literal(now)}",
                  f"window_start >= {ts_literal(now - dt.timedelta(seconds=self._lookback_s))}"]
-        if model != "*":
-            where.append(f"model = {quote(model)}")
-        if version != "*":
-            where.append(f"model_version = {quote(version)}")
-        if segment.endswith("=*"):
-            where.append(f"startsWith(segment, {quote(segment[:-1])})")
-        elif segment != "*":
-            where.append(f"segment = {quote(segment)}")
+        where += _slice_filters(model, version, segment)
         return (
             "SELECT model, model_version, segment, window_start, window_end, estimate, lower, upper,\n"
             "       threshold, verdict, realised, labelled, labelled_share, n\n"
@@ -158,18 +165,11 @@ class Evaluator:
         # The rule's statistic, and each feature's impact row of the same window to rank by.
         where = [f"statistic IN ({stat}, {impact})", f"window_end <= {ts_literal(now)}",
                  f"window_start >= {ts_literal(now - dt.timedelta(seconds=self._lookback_s))}"]
-        if model != "*":
-            where.append(f"model = {quote(model)}")
-        if version != "*":
-            where.append(f"model_version = {quote(version)}")
+        where += _slice_filters(model, version, segment)
         if rule.detector:
             where.append(f"detector = {quote(rule.detector)}")
         if rule.features:
             where.append(f"feature IN ({', '.join(quote(f) for f in rule.features)})")
-        if segment.endswith("=*"):
-            where.append(f"startsWith(segment, {quote(segment[:-1])})")
-        elif segment != "*":
-            where.append(f"segment = {quote(segment)}")
         return (
             "SELECT model, model_version, segment, window_start, max(window_end) AS last_end,\n"
             f"       groupArrayIf((feature, detector, value, p_value, threshold, {flag},\n"

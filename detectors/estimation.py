@@ -153,6 +153,16 @@ def _check_classes(classes: Sequence[str]) -> list[str]:
     return names
 
 
+def _scores_and_codes(scores: Any, labels: Sequence, classes: Sequence[str]) -> tuple[list[str], Any, Any]:
+    """Checked class names, score rows and label codes (-1: unlabelled), as many labels as rows."""
+    names = _check_classes(classes)
+    p = _check_scores(scores, len(names))
+    codes = _label_codes(labels, names)
+    if len(codes) != len(p):
+        raise EstimationError(f"{len(p)} score rows but {len(codes)} labels")
+    return names, p, codes
+
+
 def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str]) -> dict[str, float]:
     """The realised accuracy, precision, recall, F1 and ROC AUC over the labelled rows (labels
     None / NaN are left out), with the same conventions as :meth:`CBPE.estimate`. A metric that
@@ -161,11 +171,7 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
     >>> realised_classification([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], ["a", "b", "b"], ["a", "b"])["accuracy"]
     0.6666666666666666
     """
-    names = _check_classes(classes)
-    p = _check_scores(scores, len(names))
-    codes = _label_codes(labels, names)
-    if len(codes) != len(p):
-        raise EstimationError(f"{len(p)} score rows but {len(codes)} labels")
+    names, p, codes = _scores_and_codes(scores, labels, classes)
     keep = codes >= 0
     if not keep.any():
         raise EstimationError("no labelled rows")
@@ -229,11 +235,7 @@ class CBPE:
             min_labels: int = 200) -> "CBPE":
         """Calibrate on the labelled reference: ``scores`` (n, k) class probabilities in
         ``classes`` order, ``labels`` the class names (None / NaN for an unlabelled row)."""
-        names = _check_classes(classes)
-        p = _check_scores(scores, len(names))
-        codes = _label_codes(labels, names)
-        if len(codes) != len(p):
-            raise EstimationError(f"{len(p)} score rows but {len(codes)} labels")
+        names, p, codes = _scores_and_codes(scores, labels, classes)
         keep = codes >= 0
         labelled = int(keep.sum())
         if labelled < min_labels:
