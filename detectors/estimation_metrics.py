@@ -104,15 +104,16 @@ def _variance(q: np.ndarray, terms: np.ndarray) -> float:
 def _calibration_variance(terms: np.ndarray, spreads: Spreads, binary: bool) -> float:
     """Variance of the estimate from the calibrators' own error: the estimate moves by
     ``sum_i dL_i * delta_i`` when row i's calibrated probability moves by ``delta_i``; the
-    deltas of one score bin move together (sd ``sigma``), those of different bins independently."""
+    deltas of one score bin move together, and the bins jointly as the bootstrap draws ``dev``
+    (draws, bins) of the map did. Calibrators of different classes are taken as independent."""
     total = 0.0
     for c, spread in enumerate(spreads):
         if spread is None:
             continue
-        b, sigma = spread
+        b, dev = spread
         # binary: one calibrator moves P(class 1) up and P(class 0) down by the same amount
         d = terms[:, 1] - terms[:, 0] if binary else terms[:, c]
-        total += float(np.sum(np.bincount(b, weights=d * sigma) ** 2))
+        total += float(np.sum((dev @ np.bincount(b, weights=d, minlength=dev.shape[1])) ** 2))
     return total
 
 

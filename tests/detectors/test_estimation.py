@@ -233,13 +233,13 @@ def test_calibrator_fixes_an_overconfident_model():
     assert cal.kind in ("platt", "isotonic")
     assert np.mean((cal(overconfident) - truth) ** 2) < 0.1 * np.mean((overconfident - truth) ** 2)
     # a fitted map carries its own uncertainty, which widens CBPE's bands, and survives a round trip
-    bins, sigma = cal.spread(overconfident)
-    assert (sigma > 0).all() and bins.min() >= 0
+    bins, dev = cal.spread(overconfident)
+    assert (np.sqrt(np.sum(dev ** 2, axis=0)) > 0).all() and bins.min() >= 0
     model = CBPE.fit(np.c_[1 - overconfident, overconfident], np.where(y > 0, "yes", "no"), CLASSES)
     window = np.c_[1 - overconfident[:1000], overconfident[:1000]]
     with_spread = model.estimate(window)["accuracy"]
     sampling_only = CBPE(CLASSES, [type(cal)(model.calibrators[0].kind, {
-        k: v for k, v in model.calibrators[0].params.items() if k not in ("edges", "sigma")})]).estimate(window)["accuracy"]
+        k: v for k, v in model.calibrators[0].params.items() if k not in ("edges", "dev")})]).estimate(window)["accuracy"]
     assert with_spread.value == sampling_only.value
     assert with_spread.upper - with_spread.lower > sampling_only.upper - sampling_only.lower
     assert CBPE.from_state(json.loads(json.dumps(model.to_state()))).estimate(window)["accuracy"] == with_spread
