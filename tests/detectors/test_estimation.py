@@ -249,3 +249,22 @@ def test_estimate_verdict_needs_the_whole_band_below():
     e = Estimate("accuracy", 0.8, 0.75, 0.85, 1000)
     assert e.below(0.9) and not e.below(0.8) and e.above(0.7) and not e.above(0.76)
     assert math.isfinite(e.value)
+
+
+def test_dle_band_widens_with_the_share_of_rows_outside_the_reference(dle):
+    """Trees predict flat beyond the reference's range: the band says so (the extrapolation term),
+    in proportion to the rows outside, and a state keeps the range."""
+    rng = np.random.default_rng(15)
+    x, pred, _ = regression_stream(rng, WINDOW)
+    inside = dle.estimate(x, pred)["mae"]
+    x_out = x.copy()
+    x_out[: WINDOW // 4, 2] = 50.0  # a quarter of the rows far beyond anything in the reference
+    x_more = x.copy()
+    x_more[: WINDOW // 2, 2] = 50.0
+    quarter, half = dle.estimate(x_out, pred)["mae"], dle.estimate(x_more, pred)["mae"]
+    width = lambda e: e.upper - e.lower  # noqa: E731
+    assert dle.model.outside_share(x_out, pred) == 0.25
+    assert width(inside) < width(quarter) < width(half)
+    assert width(half) - width(inside) > 2 * 1.96 * 0.4 * dle.model.s_abs  # ~ share * s on each side
+    restored = DLE.from_state(json.loads(json.dumps(dle.to_state(), allow_nan=False)))
+    assert restored.estimate(x_out, pred) == dle.estimate(x_out, pred)
