@@ -36,6 +36,9 @@ class Case:
     features: np.ndarray     # the windows' rows, window after window
     out: np.ndarray
     y: np.ndarray
+    # further labelled references from the same population (synthetic cases, ``references=``):
+    # (features, outputs, targets) each, drawn after everything above so the case is unchanged
+    more_references: list = dataclasses.field(default_factory=list)
 
     @property
     def windows(self) -> int:
@@ -67,7 +70,8 @@ def _schedule(windows: int, stable: int) -> np.ndarray:
     return np.clip((np.arange(windows) - stable + 1) / max(1, windows - stable), 0, 1)
 
 
-def _synthetic(name: str, k: int, seed: int, windows: int, window: int, ref_rows: int, stable: int) -> Case:
+def _synthetic(name: str, k: int, seed: int, windows: int, window: int, ref_rows: int, stable: int,
+               references: int = 1) -> Case:
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
     rng = np.random.default_rng(seed)
@@ -92,8 +96,12 @@ def _synthetic(name: str, k: int, seed: int, windows: int, window: int, ref_rows
     x_ref = _shifted_x(rng, ref_rows, 0.0)
     xs = np.concatenate([_shifted_x(rng, window, t) for t in _schedule(windows, stable)])
     classes = [] if k == 1 else [f"c{c}" for c in range(k)]
-    return Case(name, "regression" if k == 1 else "classification", window, classes,
+    case = Case(name, "regression" if k == 1 else "classification", window, classes,
                 x_ref, out(x_ref), sample(x_ref), xs, out(xs), sample(xs))
+    for _ in range(references - 1):
+        x_more = _shifted_x(rng, ref_rows, 0.0)
+        case.more_references.append((x_more, out(x_more), sample(x_more)))
+    return case
 
 
 def _real(name: str, loader: str, seed: int, windows: int, window: int) -> Case:
@@ -131,13 +139,14 @@ def _real(name: str, loader: str, seed: int, windows: int, window: int) -> Case:
 CASES = ("binary", "multiclass", "regression", "breast_cancer", "digits", "diabetes")
 
 
-def build(names: tuple[str, ...] = CASES, *, quick: bool = False) -> list[Case]:
-    """The named cases; ``quick`` halves the synthetic streams' windows."""
+def build(names: tuple[str, ...] = CASES, *, quick: bool = False, references: int = 1) -> list[Case]:
+    """The named cases; ``quick`` halves the synthetic streams' windows; ``references`` > 1 adds
+    that many - 1 further labelled references to the synthetic cases (``Case.more_references``)."""
     w = 30 if quick else 60
     make = {
-        "binary": lambda: _synthetic("binary", 2, 1, w, 1000, 5000, w // 4),
-        "multiclass": lambda: _synthetic("multiclass", 3, 2, w, 1000, 5000, w // 4),
-        "regression": lambda: _synthetic("regression", 1, 3, w, 1000, 5000, w // 4),
+        "binary": lambda: _synthetic("binary", 2, 1, w, 1000, 5000, w // 4, references),
+        "multiclass": lambda: _synthetic("multiclass", 3, 2, w, 1000, 5000, w // 4, references),
+        "regression": lambda: _synthetic("regression", 1, 3, w, 1000, 5000, w // 4, references),
         "breast_cancer": lambda: _real("breast_cancer", "load_breast_cancer", 4, 40, 200),
         "digits": lambda: _real("digits", "load_digits", 5, 40, 300),
         "diabetes": lambda: _real("diabetes", "load_diabetes", 6, 40, 100),
