@@ -268,3 +268,27 @@ def test_dle_band_widens_with_the_share_of_rows_outside_the_reference(dle):
     assert width(half) - width(inside) > 2 * 1.96 * 0.4 * dle.model.s_abs  # ~ share * s on each side
     restored = DLE.from_state(json.loads(json.dumps(dle.to_state(), allow_nan=False)))
     assert restored.estimate(x_out, pred) == dle.estimate(x_out, pred)
+
+
+def test_calibration_error_moves_the_score_bins_jointly():
+    """A map that flattens (low scores up, high scores down) moves accuracy more than bins
+    moving independently would, and a shift of the whole map moves it least; a state saved with
+    per-bin sds only still loads, as independent bins."""
+    from driftline.detectors.estimation_calib import Calibrator
+
+    p1 = np.r_[np.full(300, 0.2), np.full(700, 0.8)]
+    p = np.c_[1 - p1, p1]
+    sd = 0.02
+
+    def accuracy_sd(params):
+        cal = Calibrator("platt", {"a": 1.0, "b": 0.0, "edges": [0.5], **params})
+        return expected_metrics(p, p, [None, cal.spread(p1)])[1]["accuracy"]
+
+    flatten = accuracy_sd({"dev": [sd, -sd]})  # one draw: bin 0 up, bin 1 down
+    independent = accuracy_sd({"sigma": [sd, sd]})
+    shift = accuracy_sd({"dev": [sd, sd]})
+    sampling = expected_metrics(p, p)[1]["accuracy"]
+    assert sampling < shift < independent < flatten
+    # the calibration term alone: |0.3 - 0.7| * sd, sqrt(0.3^2 + 0.7^2) * sd, (0.3 + 0.7) * sd
+    for got, term in ((shift, 0.4 * sd), (independent, np.hypot(0.3, 0.7) * sd), (flatten, sd)):
+        assert got ** 2 - sampling ** 2 == pytest.approx(term ** 2)
