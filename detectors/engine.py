@@ -296,6 +296,7 @@ class DetectorEngine:
             self._drain(mon)
             mon.estimation.grade(mon.references, self.watermarks.get(model, 0.0))  # labels since the last close
             self._estimates += mon.estimation.drain()
+            self.metrics.health(model, grading_evicted=mon.estimation.grading.evicted)
         return self.poll(float("-inf"))
 
     def counts(self, model: str) -> dict[str, int]:

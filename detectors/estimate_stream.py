@@ -197,29 +197,28 @@ class EstimationStreams:
             return
         if est.method == "dle":
             row = row[:1]  # the realised MAE / RMSE need the prediction alone, not the features
-        emit = self._emitter(refs)
+        settle = self._settler(refs)
         for seg in segs:
             key = f"{version}|{seg}"
             newest = self.grading.newest_end(key)
             if newest is not None and pred_ts <= newest:
                 w = self.grading.find(key, pred_ts)  # None: older than every window kept, not graded
                 if w is not None:
-                    self.grading.add_label(w, row, y, cap=s.sample, salt=s.seed, emit=emit)
+                    self.grading.add_label(w, row, y, cap=s.sample, salt=s.seed, settle=settle)
                 continue
             w = self.open.get(key)
             if w is None:
                 w = self.open[key] = Window()
             w.add_label(row, y, s.sample, s.seed)
 
-    def _emitter(self, refs: Mapping[str, Any]) -> Any:
-        """Grades a closed window once more, before it stops awaiting labels (the grading cap)."""
-        def emit(key: str, w: Window) -> None:
-            version, seg = key.split("|", 1)
-            est = self.estimator(version, refs.get(version) or refs.get("*"))
+    def _settler(self, refs: Mapping[str, Any]) -> Any:
+        """Grades a window over its labelled rows before they are freed (the grading cap); it is
+        written at the next close, with the windows the engine drains then (a restart keeps it)."""
+        def settle(key: str, w: Window) -> None:
+            est = self.estimator(key.split("|", 1)[0], refs.get(key.split("|", 1)[0]) or refs.get("*"))
             if est is not None:
-                self._emit(version, seg, w, est)
-            w.dirty = False
-        return emit
+                w.real = self._realised(w, est)
+        return settle
 
     def _collect(self, version: str, prediction: Any, label: Any, features: Mapping[str, Any] | None) -> None:
         s = self.settings
@@ -293,7 +292,7 @@ class EstimationStreams:
                 self._estimate(version, w, est, z_band, z_test)
             w.rows = []  # the sample is not needed once estimated
             w.dirty = True
-            self.grading.close(key, w, self._emitter(refs))
+            self.grading.close(key, w, self._settler(refs))
         if self.grading.evicted > self._told_evicted:
             log.warning("model %s: %d closed window(s) stopped awaiting labels, graded with the labels they had "
                         "(performance_estimation.grade_max_rows=%d labelled rows kept for grading)",
@@ -342,15 +341,21 @@ class EstimationStreams:
                 verdict = bool(lo > thr) if m in LOWER_IS_BETTER else bool(hi < thr)
             w.est[m] = [_num(e.value), _num(e.lower), _num(e.upper), thr, verdict]
 
-    def _emit(self, version: str, seg: str, w: Window, est: Fitted) -> None:
+    def _realised(self, w: Window, est: Fitted) -> dict[str, float | None]:
+        """The realised metrics over the window's labelled rows; once they are freed (the window
+        stopped awaiting labels), the values of its last labels."""
         from driftline.detectors.estimation import EstimationError
 
-        realised: dict[str, float] = {}
-        if w.lab_rows:
-            try:
-                realised = est.realised(w.lab_rows, w.labels)
-            except EstimationError:
-                realised = {}
+        if not w.lab_rows:
+            return w.real
+        try:
+            realised = est.realised(w.lab_rows, w.labels)
+        except EstimationError:
+            realised = {}
+        return {m: _num(v) for m, v in realised.items()}
+
+    def _emit(self, version: str, seg: str, w: Window, est: Fitted) -> None:
+        w.real = realised = self._realised(w, est)
         share = min(1.0, w.labelled / w.n) if w.n else 0.0
         for m in est.metrics:
             value, lower, upper, thr, verdict = w.est.get(m, [None, None, None, None, False])
@@ -359,8 +364,7 @@ class EstimationStreams:
                 continue
             self.rows.append(EstimateRow(self.cfg.model, version, seg, _utc(w.start), _utc(w.end), m,
                                          est.method, value, lower, upper, self.settings.level, thr, verdict,
-                                         _num(r) if r is not None else None, w.labelled, share, w.n))
-        w.real = {m: _num(v) for m, v in realised.items()}
+                                         r, w.labelled, share, w.n))
 
     def _errors(self, done: Iterable[Window], est: Fitted) -> list[DetectorResult]:
         """Mean |estimate - realised| per metric over the graded windows kept."""

@@ -10,8 +10,9 @@ three ways: at most ``grade_windows`` windows per version and segment (the newes
 rows dropped once no label can join a window any more (``concept.label_horizon_s`` after its
 end), and at most ``grade_max_rows`` labelled rows in all of one model's windows together
 (:class:`~driftline.detectors.config.PerformanceEstimationSettings`). Past that cap the window
-that closed first stops awaiting labels: it is graded one last time with the labels it has, its
-rows are freed, and it is counted in :attr:`GradingWindows.evicted`
+that closed first stops awaiting labels: its realised values are computed over the labels it has
+(``settle``; the window is written with them at the next close), its rows are freed, and it is
+counted in :attr:`GradingWindows.evicted`
 (``driftline_estimation_grading_evicted_total{model}``). A window that stopped awaiting labels
 keeps its estimates and realised values (a few numbers per metric) for the estimation error.
 
@@ -19,7 +20,7 @@ keeps its estimates and realised values (a few numbers per metric) for the estim
 >>> for end in (10.0, 20.0):
 ...     w = Window(); w.start, w.end = end - 10.0, end; g.close("v|", w)
 >>> for ts in (5.0, 6.0, 15.0, 16.0):
-...     g.add_label(g.find("v|", ts), [0.7], "1", cap=100, salt=0, emit=lambda key, w: None)
+...     g.add_label(g.find("v|", ts), [0.7], "1", cap=100, salt=0, settle=lambda key, w: None)
 >>> g.rows, g.evicted, [len(w.lab_rows) for w in g.by_key["v|"]]
 (2, 1, [0, 2])
 """
@@ -99,8 +100,8 @@ class Window:
         return w
 
 
-#: grades a window with the labels it has before it stops awaiting more: (key, window)
-Emit = Callable[[str, Window], None]
+#: computes a window's realised values from its labelled rows before they are freed: (key, window)
+Settle = Callable[[str, Window], None]
 
 
 class GradingWindows:
@@ -115,7 +116,7 @@ class GradingWindows:
     def items(self) -> Iterator[tuple[str, deque[Window]]]:
         return iter(self.by_key.items())
 
-    def close(self, key: str, w: Window, emit: Emit | None = None) -> None:
+    def close(self, key: str, w: Window, settle: Settle | None = None) -> None:
         """Keep a window that has just closed (with the labels it got while open)."""
         done = self.by_key.get(key)
         if done is None:
@@ -124,8 +125,8 @@ class GradingWindows:
             self.rows -= len(done[0].lab_rows)  # the oldest goes out of the deque
         done.append(w)
         self.rows += len(w.lab_rows)
-        if emit is not None:
-            self._shrink(emit)
+        if settle is not None:
+            self._shrink(settle)
 
     def find(self, key: str, pred_ts: float) -> Window | None:
         """The closed window of ``key`` that holds ``pred_ts``; None: none kept holds it."""
@@ -140,17 +141,17 @@ class GradingWindows:
         done = self.by_key.get(key)
         return done[-1].end if done else None
 
-    def add_label(self, w: Window, row: list[float], label: Any, *, cap: int, salt: int, emit: Emit) -> None:
+    def add_label(self, w: Window, row: list[float], label: Any, *, cap: int, salt: int, settle: Settle) -> None:
         """A label for closed window ``w``; over ``max_rows``, the oldest windows stop awaiting."""
         self.rows += w.add_label(row, label, cap, salt)
         if self.rows > self.max_rows:
-            self._shrink(emit)
+            self._shrink(settle)
 
     def finish(self, w: Window) -> None:
         """``w`` gets no more labels (its label horizon has passed)."""
         self.rows -= w.finish()
 
-    def _shrink(self, emit: Emit) -> None:
+    def _shrink(self, settle: Settle) -> None:
         while self.rows > self.max_rows:
             oldest: tuple[float, str, Window] | None = None
             for key, done in self.by_key.items():
@@ -163,7 +164,7 @@ class GradingWindows:
                 return
             _, key, w = oldest
             if w.dirty:
-                emit(key, w)
+                settle(key, w)
             self.rows -= w.finish()
             self.evicted += 1
 
@@ -173,7 +174,7 @@ class GradingWindows:
 
     def set_state(self, windows: dict[str, Any], evicted: int = 0) -> None:
         # Over a cap lowered since the save, the oldest stop awaiting at the next label or close
-        # (graded then, with the emit of that moment).
+        # (settled then, with the estimators of that moment).
         self.by_key = {k: deque((Window.of(s) for s in v), maxlen=self.per_key) for k, v in windows.items()}
         self.evicted = int(evicted)
         self.rows = sum(len(w.lab_rows) for d in self.by_key.values() for w in d)

@@ -248,3 +248,49 @@ def test_dle_on_the_stream_with_unusable_or_too_few_labels_is_told_once(caplog):
     _run(eng, evs)
     told = [json.loads(r.details)["reason"] for r in eng.flush() if r.statistic == "excluded"]
     assert len(told) == 1 and "DLE needs at least 250" in told[0], told
+
+
+# -- the grading state is bounded -----------------------------------------------------------------
+def test_windows_awaiting_labels_hold_at_most_grade_max_rows_and_evictions_are_counted(reference, caplog):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    evs = _events(_rows(5 * WINDOW, seed=10))
+    free = DetectorEngine(_config(), references={("m", "v1"): reference})
+    _run(free, evs)
+    free.flush()
+    want = _accuracy(free.poll_estimates())
+
+    cfg = _config(grade_max_rows=300)
+    eng = DetectorEngine(cfg, references={("m", "v1"): reference})
+    grading = eng.monitors["m"].estimation.grading
+    most, rows = 0, []
+    for i, (kind, ev) in enumerate(evs):
+        _run(eng, [(kind, ev)])
+        most = max(most, grading.rows)
+        if i == len(evs) // 2:  # a restart keeps the windows, what they hold and the count
+            rows += eng.poll_estimates()
+            before = eng.counts("m")["grading_evicted"]
+            blob = eng.state_for("m")
+            reg = CollectorRegistry()
+            eng = DetectorEngine(cfg, references={("m", "v1"): reference}, registry=reg)
+            eng.load_model_state("m", blob)
+            grading = eng.monitors["m"].estimation.grading
+            assert eng.counts("m")["grading_evicted"] == before >= 1
+    eng.flush()
+    got = _accuracy(rows + eng.poll_estimates())
+
+    # ~400 labels per window, 1.5 windows late: past 300 a window stops awaiting. The state never
+    # holds more than the cap.
+    assert most == 300
+    evicted = eng.counts("m")["grading_evicted"]
+    assert evicted == 5 and len(got) == len(want) == 5
+    assert sum("stopped awaiting labels" in m for m in caplog.messages) >= 2
+    # The estimates are those of an unbounded run; an evicted window was graded with the labels it
+    # had (fewer, still a realised value), and no later label changed it.
+    assert [(r.estimate, r.lower, r.upper) for r in got] == [(r.estimate, r.lower, r.upper) for r in want]
+    assert all(g.labelled == 301 < w.labelled and g.realised is not None for g, w in zip(got, want))
+    # Exported like the label join's evictions: a counter per model, its total across the restart.
+    series = {(s.name, s.labels.get("model")): s.value
+              for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    assert series[("driftline_estimation_grading_evicted_total", "m")] == evicted
