@@ -161,10 +161,10 @@ def fit_estimator(predictions: Sequence[Any], labels: Sequence[Any],
         return {"method": method, "state": est.to_state(), "classes": classes, "features": [],
                 "labelled": est.reference_rows, "reference_metrics": _finite(ref)}
     if features is None:
-        raise E.EstimationError("DLE needs the reference's input features")
+        raise E.EstimationError("DLE needs the input features of the labelled rows")
     names = _numeric_features(features)
     if not names:
-        raise E.EstimationError("DLE needs numeric input features; the reference has none")
+        raise E.EstimationError("DLE needs numeric input features; the labelled rows have none")
     x = [_feature_row(f, names) for f in features]
     y = [float(v) if is_number(v) else float("nan") for v in labels]
     pred = [float(p) for p in predictions]
