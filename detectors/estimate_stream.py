@@ -170,7 +170,6 @@ class EstimationStreams:
                 w = opened[key] = Window()
             w.add(row, cap, salt)
 
-
     def wants_features(self, version: str, prediction: Any, refs: Mapping[str, Any]) -> bool:
         """Whether the label join should keep this prediction's features: a numeric prediction of
         a version whose estimator is still to be fitted on the stream (DLE is fitted on features
@@ -215,7 +214,8 @@ class EstimationStreams:
         """Grades a window over its labelled rows before they are freed (the grading cap); it is
         written at the next close, with the windows the engine drains then (a restart keeps it)."""
         def settle(key: str, w: Window) -> None:
-            est = self.estimator(key.split("|", 1)[0], refs.get(key.split("|", 1)[0]) or refs.get("*"))
+            version = key.split("|", 1)[0]
+            est = self.estimator(version, refs.get(version) or refs.get("*"))
             if est is not None:
                 w.real = self._realised(w, est)
         return settle
