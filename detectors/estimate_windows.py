@@ -23,6 +23,8 @@ keeps its estimates and realised values (a few numbers per metric) for the estim
 ...     g.add_label(g.find("v|", ts), [0.7], "1", cap=100, salt=0, settle=lambda key, w: None)
 >>> g.rows, g.evicted, [len(w.lab_rows) for w in g.by_key["v|"]]
 (2, 1, [0, 2])
+>>> first = g.find("v|", 5.0); first.add_label([0.6], "0", 100, 0), first.labelled  # done: not counted
+(0, 2)
 """
 
 from __future__ import annotations
