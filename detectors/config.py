@@ -311,7 +311,11 @@ class PerformanceEstimationSettings(Settings):
     the false-alarm budget's per-test level (``data_drift.alarm_budget``: each judged metric and
     segment counts as one calibrated test of the model). ``grade_windows``: closed windows per
     version and segment kept for grading as their labels arrive; labels of older windows are
-    not graded.
+    not graded. ``grade_max_rows``: labelled rows (a sample of at most ``sample`` per window)
+    kept in all of the model's closed windows still awaiting labels; past it the oldest window
+    stops awaiting, graded with the labels it has (counted in
+    ``driftline_estimation_grading_evicted_total{model}``). A window also stops awaiting once
+    ``concept.label_horizon_s`` has passed since its end.
 
     >>> PerformanceEstimationSettings(thresholds={"accuracy": 0.9}).level
     0.95
@@ -325,6 +329,7 @@ class PerformanceEstimationSettings(Settings):
     min_labels: int = Field(200, ge=10)
     reference_labels: int = Field(0, ge=0, le=1_000_000)
     grade_windows: int = Field(48, ge=1, le=1000)
+    grade_max_rows: int = Field(100_000, ge=100, le=10_000_000)
     seed: int = 0
 
     @model_validator(mode="after")

@@ -256,7 +256,8 @@ class DetectorEngine:
                 for v, seg, r in self.monitors[model].close_window(start, end)]
         win.close()
         mon = self.monitors[model]
-        self.metrics.health(model, pending=len(mon.pending_preds), reference_missing=mon.reference_missing)
+        self.metrics.health(model, pending=len(mon.pending_preds), reference_missing=mon.reference_missing,
+                            grading_evicted=mon.estimation.grading.evicted)
         self._estimates += mon.estimation.drain()
         self.metrics.window(model, rows)
         self._ready.extend(rows)
@@ -295,6 +296,7 @@ class DetectorEngine:
             self._drain(mon)
             mon.estimation.grade(mon.references, self.watermarks.get(model, 0.0))  # labels since the last close
             self._estimates += mon.estimation.drain()
+            self.metrics.health(model, grading_evicted=mon.estimation.grading.evicted)
         return self.poll(float("-inf"))
 
     def counts(self, model: str) -> dict[str, int]:
@@ -303,6 +305,7 @@ class DetectorEngine:
         return {**mon.counts, "labels_expired": mon.pending_labels.expired,
                 "predictions_unlabelled": mon.pending_preds.expired,
                 "joins_evicted": sum(s.evicted for s in mon.stores),
+                "grading_evicted": mon.estimation.grading.evicted,
                 "pending_predictions": len(mon.pending_preds)}
 
     # -- per-model state: what the collector saves after every chunk ---------------------------

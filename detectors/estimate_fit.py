@@ -26,7 +26,7 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
-__all__ = ["fit_estimator", "Fitted", "estimator_method", "scores_of"]
+__all__ = ["fit_estimator", "Fitted", "estimator_method", "scores_of", "is_number"]
 
 _PROB_TOLERANCE = 0.01
 _BINARY_LABELS = frozenset(("0", "1", "True", "False", "true", "false"))
@@ -42,7 +42,8 @@ def _parse(value: Any) -> Any:
     return value
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float, not a bool: what a regressor's prediction and label must be."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
@@ -67,7 +68,7 @@ def scores_of(prediction: Any, classes: Sequence[str]) -> list[float] | None:
         row = [get(c, 0.0) for c in classes]
     elif isinstance(prediction, (list, tuple)) and len(prediction) == k:
         row = list(prediction)
-    elif k == 2 and _is_number(prediction) and 0.0 <= float(prediction) <= 1.0:
+    elif k == 2 and is_number(prediction) and 0.0 <= float(prediction) <= 1.0:
         return [1.0 - float(prediction), float(prediction)]
     else:
         return None
@@ -90,11 +91,11 @@ def estimator_method(predictions: Sequence[Any], labels: Sequence[Any]) -> str:
         raise EstimationError("no predictions to fit a performance estimator on")
     if all(isinstance(p, (Mapping, list, tuple)) for p in preds):
         return "cbpe"
-    if all(_is_number(p) for p in preds):
+    if all(is_number(p) for p in preds):
         keys = {_label_key(y) for y in labels} - {None}
         if keys <= _BINARY_LABELS and all(0.0 <= float(p) <= 1.0 for p in preds):
             return "cbpe"
-        if all(_is_number(y) for y in labels if _label_key(y) is not None):
+        if all(is_number(y) for y in labels if _label_key(y) is not None):
             return "dle"
     raise EstimationError("the predictions are neither class probabilities (a dict or list of "
                           "probabilities per class, or P(positive) with 0/1 labels) nor numbers "
@@ -120,7 +121,7 @@ def _numeric_features(features: Sequence[Mapping[str, Any]]) -> list[str]:
     names: dict[str, bool] = {}
     for f in features:
         for k, v in f.items():
-            ok = v is None or isinstance(v, bool) or _is_number(v)
+            ok = v is None or isinstance(v, bool) or is_number(v)
             names[k] = names.get(k, True) and ok
     return sorted(k for k, ok in names.items() if ok)
 
@@ -129,7 +130,7 @@ def _feature_row(feats: Mapping[str, Any], names: Sequence[str]) -> list[float]:
     out = []
     for k in names:
         v = feats.get(k)
-        out.append(float(v) if isinstance(v, bool) or _is_number(v) else float("nan"))
+        out.append(float(v) if isinstance(v, bool) or is_number(v) else float("nan"))
     return out
 
 
@@ -160,12 +161,12 @@ def fit_estimator(predictions: Sequence[Any], labels: Sequence[Any],
         return {"method": method, "state": est.to_state(), "classes": classes, "features": [],
                 "labelled": est.reference_rows, "reference_metrics": _finite(ref)}
     if features is None:
-        raise E.EstimationError("DLE needs the reference's input features")
+        raise E.EstimationError("DLE needs the input features of the labelled rows")
     names = _numeric_features(features)
     if not names:
-        raise E.EstimationError("DLE needs numeric input features; the reference has none")
+        raise E.EstimationError("DLE needs numeric input features; the labelled rows have none")
     x = [_feature_row(f, names) for f in features]
-    y = [float(v) if _is_number(v) else float("nan") for v in labels]
+    y = [float(v) if is_number(v) else float("nan") for v in labels]
     pred = [float(p) for p in predictions]
     est = E.DLE.fit(x, pred, y, level=level, min_labels=min_labels, seed=seed)
     keep = [i for i, v in enumerate(y) if math.isfinite(v)]
@@ -204,7 +205,7 @@ class Fitted:
             row = scores_of(prediction, self.classes)
             # A binary row keeps P(classes[1]) alone: half the window's sample, in the saved state too.
             return [row[1]] if row is not None and len(self.classes) == 2 else row
-        if not _is_number(prediction):
+        if not is_number(prediction):
             return None
         return [float(prediction), *_feature_row(features, self.features)]
 
@@ -213,7 +214,7 @@ class Fitted:
         if self.method == "cbpe":
             key = _label_key(label)
             return key if key in self.classes else None
-        return float(label) if _is_number(label) else None
+        return float(label) if is_number(label) else None
 
     def estimate(self, rows: Sequence[Sequence[float]], level: float) -> dict[str, Any]:
         """Metric -> :class:`~driftline.detectors.estimation.Estimate` of the window's rows."""

@@ -5,10 +5,13 @@
 (:class:`~driftline.detectors.config.PerformanceEstimationSettings`):
 
 * every primary prediction of a version with an estimator (its reference's, or one fitted on the
-  version's first ``reference_labels`` labelled predictions of the stream) adds one row to its
-  window, per segment: class probabilities for CBPE, prediction and numeric features for DLE.
-  A window keeps a uniform sample of at most ``sample`` rows per segment (reservoir sampling,
-  deterministic: the slot of the i-th row is a hash of i and the seed), and counts every row;
+  version's first ``reference_labels`` labelled predictions of the stream: CBPE on their class
+  probabilities, DLE on their numeric features + prediction, which the label join keeps for
+  numeric predictions until then) adds one row to its window, per segment: class probabilities
+  for CBPE, prediction and numeric features for DLE. A window keeps a uniform sample of at most
+  ``sample`` rows per segment (:class:`~driftline.detectors.estimate_windows.Window`), and
+  counts every row. The estimator fitted on the stream is kept in the model's detector state
+  (saved with it in ClickHouse, reloaded on restart), beside the reference it completes;
 * at window close each metric is estimated on the sample with its band at ``level``, and judged
   when a floor (ceiling) is configured: the verdict holds only when the band at the false-alarm
   budget's per-test level is entirely past it (one calibrated test per judged metric, version and
@@ -18,7 +21,10 @@
   got labels is written again with the realised metric over its labelled rows (a sample of at
   most ``sample``) and the labelled share. A ``drift_metrics`` row per metric (statistic
   ``estimation_error``, segment '') keeps the mean |estimate - realised| over the graded windows
-  kept (those with at least ``min_samples`` labelled rows).
+  kept (those with at least ``min_samples`` labelled rows). The closed windows awaiting labels
+  are bounded (:class:`~driftline.detectors.estimate_windows.GradingWindows`): by the label
+  horizon, and by ``grade_max_rows`` labelled rows per model, past which the oldest stop awaiting
+  (counted in ``driftline_estimation_grading_evicted_total{model}``).
 
 Rows for the ``performance_estimates`` table come out as :class:`EstimateRow` (:meth:`drain`).
 Why a version gets no estimate (scores that are not probabilities, too few labels) is logged
@@ -37,13 +43,13 @@ import dataclasses
 import datetime as _dt
 import logging
 import math
-from collections import deque
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from driftline.collector.store.tables import STAT_ESTIMATION_ERROR, STAT_EXCLUDED
 from driftline.detectors.base import DetectorResult
 from driftline.detectors.config import ModelConfig
-from driftline.detectors.estimate_fit import Fitted, fit_estimator
+from driftline.detectors.estimate_fit import Fitted, fit_estimator, is_number
+from driftline.detectors.estimate_windows import GradingWindows, Window
 
 __all__ = ["EstimateRow", "EstimationStreams", "DETECTOR", "LOWER_IS_BETTER"]
 
@@ -53,15 +59,6 @@ log = logging.getLogger(__name__)
 DETECTOR = "estimation"
 #: metrics whose verdict is "above" a ceiling; the rest are floors
 LOWER_IS_BETTER = frozenset(("mae", "rmse"))
-_MASK = (1 << 64) - 1
-
-
-def _slot(i: int, salt: int) -> int:
-    """A uniform draw in [0, i) from i alone (splitmix64): the reservoir needs no saved RNG."""
-    z = (i * 0x9E3779B97F4A7C15 + salt) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return (z ^ (z >> 31)) % i
 
 
 def _utc(epoch: float) -> _dt.datetime:
@@ -103,49 +100,6 @@ class EstimateRow:
         return tuple(getattr(self, c) for c in self.COLUMNS)
 
 
-class _Window:
-    """One window of one version and segment: its sample, and later its labelled rows."""
-
-    __slots__ = ("n", "rows", "start", "end", "labelled", "lab_rows", "labels", "est", "real", "dirty")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.rows: list[list[float]] = []
-        self.start = self.end = 0.0
-        self.labelled = 0
-        self.lab_rows: list[list[float]] = []
-        self.labels: list[Any] = []
-        self.est: dict[str, list[Any]] = {}  # metric -> [value, lower, upper, threshold, verdict]
-        self.real: dict[str, float | None] = {}  # metric -> realised over the labelled rows
-        self.dirty = False
-
-    def add(self, row: list[float], cap: int, salt: int) -> None:
-        self.n += 1
-        if len(self.rows) < cap:
-            self.rows.append(row)
-        elif (j := _slot(self.n, salt)) < cap:
-            self.rows[j] = row
-
-    def add_label(self, row: list[float], label: Any, cap: int, salt: int) -> None:
-        self.labelled += 1
-        self.dirty = True
-        if len(self.lab_rows) < cap:
-            self.lab_rows.append(row)
-            self.labels.append(label)
-        elif (j := _slot(self.labelled, salt)) < cap:
-            self.lab_rows[j], self.labels[j] = row, label
-
-    def get_state(self) -> list[Any]:
-        return [self.n, self.rows, self.start, self.end, self.labelled, self.lab_rows, self.labels,
-                self.est, self.real, self.dirty]
-
-    @classmethod
-    def of(cls, s: list[Any]) -> "_Window":
-        w = cls()
-        (w.n, w.rows, w.start, w.end, w.labelled, w.lab_rows, w.labels, w.est, w.real, w.dirty) = s
-        return w
-
-
 class EstimationStreams:
     """Estimates of one model's windows per version and segment, graded as labels arrive."""
 
@@ -153,9 +107,11 @@ class EstimationStreams:
         self.cfg = cfg
         self.settings = cfg.performance_estimation
         self.fitted: dict[str, dict[str, Any]] = {}  # version -> estimator fitted on the stream
-        self.collect: dict[str, list[list[Any]]] = {}  # version -> [prediction, label] to fit on
-        self.open: dict[str, _Window] = {}  # "version|segment"
-        self.closed: dict[str, deque[_Window]] = {}
+        # version -> [prediction, label, features (None: not kept)] to fit on
+        self.collect: dict[str, list[list[Any]]] = {}
+        self.open: dict[str, Window] = {}  # "version|segment"
+        self.grading = GradingWindows(self.settings.grade_windows, self.settings.grade_max_rows)
+        self._told_evicted = 0  # grading evictions already in a log line
         self.noted: dict[str, str] = {}  # version -> why it has no estimate (told once)
         self.unwritten: list[tuple[str, str]] = []  # (version, reason) not yet written as a row
         self.rows: list[EstimateRow] = []
@@ -211,55 +167,75 @@ class EstimationStreams:
             key = version + "|" + seg
             w = opened.get(key)
             if w is None:
-                w = opened[key] = _Window()
+                w = opened[key] = Window()
             w.add(row, cap, salt)
 
+    def wants_features(self, version: str, prediction: Any, refs: Mapping[str, Any]) -> bool:
+        """Whether the label join should keep this prediction's features: a numeric prediction of
+        a version whose estimator is still to be fitted on the stream (DLE is fitted on features
+        + prediction; a classifier's class probabilities need none)."""
+        s = self.settings
+        if not (s.enabled and s.reference_labels) or version in self.fitted or not is_number(prediction):
+            return False
+        return self.estimator(version, refs.get(version) or refs.get("*")) is None
 
     def labelled(self, version: str, segs: list[str], prediction: Any, pred_ts: float, label: Any,
-                 refs: Mapping[str, Any]) -> None:
-        """A label joined to its prediction (made at ``pred_ts``)."""
+                 refs: Mapping[str, Any], features: Mapping[str, Any] | None = None) -> None:
+        """A label joined to its prediction (made at ``pred_ts``; ``features``: its inputs, when
+        the join kept them for the stream fit, see :meth:`wants_features`)."""
         s = self.settings
         if not s.enabled:
             return
         est = self.estimator(version, refs.get(version) or refs.get("*"))
         if est is None:
-            self._collect(version, prediction, label)
+            self._collect(version, prediction, label, features)
             return
         y = est.label(label)
         row = est.row(prediction, {})
         if y is None or row is None:
             return
+        if est.method == "dle":
+            row = row[:1]  # the realised MAE / RMSE need the prediction alone, not the features
+        settle = self._settler(refs)
         for seg in segs:
             key = f"{version}|{seg}"
-            w = self._window_of(key, pred_ts)
-            if w is not None:
-                w.add_label(row, y, s.sample, s.seed)
+            newest = self.grading.newest_end(key)
+            if newest is not None and pred_ts <= newest:
+                w = self.grading.find(key, pred_ts)  # None: older than every window kept, not graded
+                if w is not None:
+                    self.grading.add_label(w, row, y, cap=s.sample, salt=s.seed, settle=settle)
+                continue
+            w = self.open.get(key)
+            if w is None:
+                w = self.open[key] = Window()
+            w.add_label(row, y, s.sample, s.seed)
 
-    def _window_of(self, key: str, pred_ts: float) -> _Window | None:
-        done = self.closed.get(key)
-        if done and pred_ts <= done[-1].end:
-            for w in reversed(done):
-                if w.start <= pred_ts <= w.end:
-                    return w
-            return None  # older than every window kept: not graded
-        w = self.open.get(key)
-        if w is None:
-            w = self.open[key] = _Window()
-        return w
+    def _settler(self, refs: Mapping[str, Any]) -> Any:
+        """Grades a window over its labelled rows before they are freed (the grading cap); it is
+        written at the next close, with the windows the engine drains then (a restart keeps it)."""
+        def settle(key: str, w: Window) -> None:
+            version = key.split("|", 1)[0]
+            est = self.estimator(version, refs.get(version) or refs.get("*"))
+            if est is not None:
+                w.real = self._realised(w, est)
+        return settle
 
-    def _collect(self, version: str, prediction: Any, label: Any) -> None:
+    def _collect(self, version: str, prediction: Any, label: Any, features: Mapping[str, Any] | None) -> None:
         s = self.settings
         if not s.reference_labels or version in self.fitted:
             return
         buf = self.collect.setdefault(version, [])
-        buf.append([prediction, label])
+        buf.append([prediction, label, features if is_number(prediction) else None])
         if len(buf) < s.reference_labels:
             return
         del self.collect[version]
         from driftline.detectors.estimation import EstimationError
 
+        # Rows saved before features were kept are [prediction, label]: no DLE from those.
+        feats = [e[2] if len(e) > 2 else None for e in buf]
         try:
-            info = fit_estimator([p for p, _ in buf], [y for _, y in buf], None, level=s.level,
+            info = fit_estimator([e[0] for e in buf], [e[1] for e in buf],
+                                 None if any(f is None for f in feats) else feats, level=s.level,
                                  min_labels=s.min_labels, seed=s.seed)
         except EstimationError as exc:
             self.fitted[version] = {"error": str(exc)}  # tried once; a new reference retries
@@ -316,7 +292,12 @@ class EstimationStreams:
                 self._estimate(version, w, est, z_band, z_test)
             w.rows = []  # the sample is not needed once estimated
             w.dirty = True
-            self.closed.setdefault(key, deque(maxlen=s.grade_windows)).append(w)
+            self.grading.close(key, w, self._settler(refs))
+        if self.grading.evicted > self._told_evicted:
+            log.warning("model %s: %d closed window(s) stopped awaiting labels, graded with the labels they had "
+                        "(performance_estimation.grade_max_rows=%d labelled rows kept for grading)",
+                        self.cfg.model, self.grading.evicted - self._told_evicted, s.grade_max_rows)
+            self._told_evicted = self.grading.evicted
         return out + self.grade(refs, end)
 
     def grade(self, refs: Mapping[str, Any], now: float) -> list[tuple[str, str, DetectorResult]]:
@@ -324,20 +305,20 @@ class EstimationStreams:
         rows. ``now``: event time; windows older than the label horizon drop their labelled rows."""
         out: list[tuple[str, str, DetectorResult]] = []
         horizon = now - self.cfg.concept.label_horizon_s
-        for key, done in self.closed.items():
+        for key, done in self.grading.items():
             version, seg = key.split("|", 1)
             est = self.estimator(version, refs.get(version) or refs.get("*"))
             for w in done:
                 if w.dirty and est is not None:
                     self._emit(version, seg, w, est)
                     w.dirty = False
-                if w.end < horizon and w.lab_rows:
-                    w.lab_rows, w.labels = [], []  # no label can join it any more: graded for good
+                if w.end < horizon and not w.done:
+                    self.grading.finish(w)  # no label can join it any more: graded for good
             if seg == "" and est is not None:
                 out += [(version, "", r) for r in self._errors(done, est)]
         return out
 
-    def _estimate(self, version: str, w: _Window, est: Fitted, z_band: float, z_test: float | None) -> None:
+    def _estimate(self, version: str, w: Window, est: Fitted, z_band: float, z_test: float | None) -> None:
         from driftline.detectors.estimation import EstimationError
 
         try:
@@ -360,15 +341,21 @@ class EstimationStreams:
                 verdict = bool(lo > thr) if m in LOWER_IS_BETTER else bool(hi < thr)
             w.est[m] = [_num(e.value), _num(e.lower), _num(e.upper), thr, verdict]
 
-    def _emit(self, version: str, seg: str, w: _Window, est: Fitted) -> None:
+    def _realised(self, w: Window, est: Fitted) -> dict[str, float | None]:
+        """The realised metrics over the window's labelled rows; once they are freed (the window
+        stopped awaiting labels), the values of its last labels."""
         from driftline.detectors.estimation import EstimationError
 
-        realised: dict[str, float] = {}
-        if w.lab_rows:
-            try:
-                realised = est.realised(w.lab_rows, w.labels)
-            except EstimationError:
-                realised = {}
+        if not w.lab_rows:
+            return w.real
+        try:
+            realised = est.realised(w.lab_rows, w.labels)
+        except EstimationError:
+            realised = {}
+        return {m: _num(v) for m, v in realised.items()}
+
+    def _emit(self, version: str, seg: str, w: Window, est: Fitted) -> None:
+        w.real = realised = self._realised(w, est)
         share = min(1.0, w.labelled / w.n) if w.n else 0.0
         for m in est.metrics:
             value, lower, upper, thr, verdict = w.est.get(m, [None, None, None, None, False])
@@ -377,10 +364,9 @@ class EstimationStreams:
                 continue
             self.rows.append(EstimateRow(self.cfg.model, version, seg, _utc(w.start), _utc(w.end), m,
                                          est.method, value, lower, upper, self.settings.level, thr, verdict,
-                                         _num(r) if r is not None else None, w.labelled, share, w.n))
-        w.real = {m: _num(v) for m, v in realised.items()}
+                                         r, w.labelled, share, w.n))
 
-    def _errors(self, done: deque[_Window], est: Fitted) -> list[DetectorResult]:
+    def _errors(self, done: Iterable[Window], est: Fitted) -> list[DetectorResult]:
         """Mean |estimate - realised| per metric over the graded windows kept."""
         out = []
         for m in est.metrics:
@@ -403,7 +389,7 @@ class EstimationStreams:
         return {"fitted": self.fitted, "collect": self.collect, "noted": self.noted,
                 "unwritten": self.unwritten,
                 "open": {k: w.get_state() for k, w in self.open.items()},
-                "closed": {k: [w.get_state() for w in d] for k, d in self.closed.items()}}
+                "closed": self.grading.get_state(), "grading_evicted": self.grading.evicted}
 
     def set_state(self, state: Mapping[str, Any] | None) -> None:
         state = state or {}
@@ -411,7 +397,7 @@ class EstimationStreams:
         self.collect = {k: list(v) for k, v in state.get("collect", {}).items()}
         self.noted = dict(state.get("noted", {}))
         self.unwritten = [tuple(x) for x in state.get("unwritten", [])]  # type: ignore[misc]
-        self.open = {k: _Window.of(s) for k, s in state.get("open", {}).items()}
-        self.closed = {k: deque((_Window.of(s) for s in v), maxlen=self.settings.grade_windows)
-                       for k, v in state.get("closed", {}).items()}
+        self.open = {k: Window.of(s) for k, s in state.get("open", {}).items()}
+        self.grading.set_state(state.get("closed", {}), state.get("grading_evicted", 0))
+        self._told_evicted = self.grading.evicted
         self._cache = {}

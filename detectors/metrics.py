@@ -16,6 +16,9 @@ feature x statistic gave 298,089 series at 1,000 models). Per model, a few healt
   closed yet), ``ok``, ``drifting`` or ``no_reference``
 * ``driftline_model_reference_missing{model}`` -- 1 while a version of the model has a stored
   reference source and none stored (no series otherwise): its drift is not checked
+* ``driftline_estimation_grading_evicted_total{model}`` -- closed windows of performance
+  estimation that stopped awaiting labels to stay under ``performance_estimation.grade_max_rows``
+  (as of the last closed window; no series before the model's first)
 
 Fleet-wide: ``driftline_detector_labels_total{result}`` (joined / late / waiting) and
 ``driftline_detector_ignored_total{reason}`` (no config, engine error, ...).
@@ -77,6 +80,7 @@ class _Model:
     drift_windows: int = 0
     alpha: float | None = None
     pending: int = 0
+    grading_evicted: int = 0
     reference_missing: bool = False
     drifting: int = 0
     groups: dict[tuple[str, str, str, str], _Group] = field(default_factory=dict)
@@ -130,8 +134,10 @@ class EngineMetrics:
         if self.enabled:
             self.ignored.labels(reason).inc()
 
-    def health(self, model: str, *, pending: int | None = None, reference_missing: bool | None = None) -> None:
-        """A model's pending predictions and whether it lacks a usable reference."""
+    def health(self, model: str, *, pending: int | None = None, reference_missing: bool | None = None,
+               grading_evicted: int | None = None) -> None:
+        """A model's pending predictions, whether it lacks a usable reference, and the windows its
+        performance estimation stopped grading for room (a running total)."""
         if not self.enabled:
             return
         with self._lock:
@@ -140,6 +146,8 @@ class EngineMetrics:
                 m.pending = pending
             if reference_missing is not None:
                 m.reference_missing = reference_missing
+            if grading_evicted is not None:
+                m.grading_evicted = grading_evicted
 
     def drop(self, model: str) -> None:
         """Forget a model (another collector owns it now): its series go with it."""
@@ -222,6 +230,9 @@ class EngineMetrics:
                                      labels=("model",))
         pending = GaugeMetricFamily("driftline_model_pending_predictions",
                                     "Predictions awaiting their labels, as of the last closed window", labels=("model",))
+        grading = CounterMetricFamily("driftline_estimation_grading_evicted",
+                                      "Closed estimation windows that stopped awaiting labels for room "
+                                      "(performance_estimation.grade_max_rows)", labels=("model",))
         state = GaugeMetricFamily("driftline_model_state", "1 on the model's state", labels=("model", "state"))
         missing = GaugeMetricFamily("driftline_model_reference_missing",
                                     "1 while a version of the model has no usable reference", labels=("model",))
@@ -242,6 +253,8 @@ class EngineMetrics:
                     alpha.add_metric((model,), m.alpha)
                 drifting.add_metric((model,), m.drifting)
                 pending.add_metric((model,), m.pending)
+                if m.grading_evicted:  # most models never evict: no series for them
+                    grading.add_metric((model,), m.grading_evicted)
                 state.add_metric((model, _state(m)), 1.0)
                 if m.reference_missing:
                     missing.add_metric((model,), 1.0)
@@ -251,7 +264,7 @@ class EngineMetrics:
                     stat.add_metric(labels, value)
                     detected.add_metric(labels, 1.0 if drift else 0.0)
                     exceeded.add_metric(labels, 1.0 if over else 0.0)
-        return [events, windows, drift_windows, alpha, drifting, pending, state, missing, stat, detected, exceeded]
+        return [events, windows, drift_windows, alpha, drifting, pending, grading, state, missing, stat, detected, exceeded]
 
     def _top(self) -> Iterable[tuple[str, tuple[str, str, str, str], _Group]]:
         everything = ((model, key, g) for model, m in self._models.items() for key, g in m.groups.items())

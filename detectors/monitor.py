@@ -224,7 +224,10 @@ class ModelMonitor:
             eid = ev["event_id"]
             early = self.pending_labels.pop(eid)
             if early is not None:
-                self._join(version, segs, prediction, ts, early[0], early[1])
+                self._join(version, segs, prediction, ts, early[0], early[1], ev.get("features"))
+            elif self.estimation.wants_features(version, prediction, self.references):
+                # A regressor's estimator still to fit on the stream: DLE needs its inputs.
+                self.pending_preds.put(eid, ts, [version, segs, prediction, ev.get("features") or {}])
             else:
                 self.pending_preds.put(eid, ts, [version, segs, prediction])
         if cfg.ab.enabled:
@@ -285,17 +288,17 @@ class ModelMonitor:
         if hit is None:
             self.pending_labels.put(pid, ts, ev.get("label"))
             return "waiting"
-        pred_ts, (version, segs, prediction) = hit
-        return self._join(version, segs, prediction, pred_ts, ts, ev.get("label"))
+        pred_ts, (version, segs, prediction, *features) = hit
+        return self._join(version, segs, prediction, pred_ts, ts, ev.get("label"), *features)
 
     def _join(self, version: str, segs: list[str], prediction: Any, pred_ts: float, label_ts: float,
-              label: Any) -> str:
+              label: Any, features: Mapping[str, Any] | None = None) -> str:
         if abs(label_ts - pred_ts) > self.cfg.concept.label_horizon_s:
             self.counts["labels_late"] += 1
             return "late"
         self._concept_dirty = True
         self.counts["labels_joined"] += 1
-        self.estimation.labelled(version, segs, prediction, pred_ts, label, self.references)
+        self.estimation.labelled(version, segs, prediction, pred_ts, label, self.references, features)
         outputs = prediction_features(prediction)  # once for every segment and the error stream
         for seg in segs:
             self.perf(f"{version}|{seg}").update(prediction, label, outputs)

@@ -180,3 +180,117 @@ def test_each_judged_metric_is_a_test_of_the_alarm_budget_and_bad_scores_are_tol
     assert [json.loads(r.details)["reason"] for r in told] == ["the logged predictions are not class probabilities"]
     assert sum("no performance estimate" in m for m in caplog.messages) == 1
     assert eng.poll_estimates() == []
+
+
+# -- DLE fitted on the stream: a regressor's first labelled predictions, features joined ----------
+def _regression(n: int, seed: int, *, start: int = 0, bad_labels: bool = False) -> list[tuple[str, dict]]:
+    """A regressor whose error grows with |x| (what DLE's loss model learns from the features),
+    labelled like :func:`_events` (40 %, 1.5 windows late); ``bad_labels``: text labels."""
+    rng = random.Random(seed)
+    evs = []
+    for i in range(start, start + n):
+        x, z = rng.gauss(0.0, 1.0), rng.gauss(0.0, 1.0)
+        pred = 2.0 * x + z
+        y = pred + rng.gauss(0.0, 0.5 + abs(x))
+        evs.append((float(i), "p", prediction(i, {"x": x, "z": z, "plan": "a"}, pred, t=float(i))))
+        if rng.random() < SHARE:
+            evs.append((i + DELAY_S, "l", label(i, uid(i), "high" if bad_labels else y, t=i + DELAY_S)))
+    evs.sort(key=lambda e: e[0])
+    return [(k, ev) for _, k, ev in evs]
+
+
+def test_dle_fitted_on_the_stream_estimates_mae_and_rmse_and_survives_a_restart():
+    cfg = _config(reference_labels=300, min_labels=200, thresholds={"mae": 5.0})
+    evs = _regression(5 * WINDOW, seed=8)
+    whole = DetectorEngine(cfg, references={})
+    _run(whole, evs)
+    whole.flush()
+    expected = _final(whole.poll_estimates())
+
+    first = DetectorEngine(cfg, references={})
+    half = len(evs) // 2
+    _run(first, evs[:half])
+    fitted = first.monitors["m"].estimation.fitted["v1"]
+    # Fitted on the joined features (the numeric ones) + prediction; the join keeps features
+    # only until then: the predictions made since wait for their labels without them.
+    assert fitted["method"] == "dle" and fitted["features"] == ["x", "z"] and fitted["labelled"] == 300
+    assert fitted["source"] == "stream:first_labelled=300"
+    pending = sorted(first.monitors["m"].pending_preds.get_state()["items"], key=lambda e: e[1])
+    assert len(pending[0][2]) == 4 and len(pending[-1][2]) == 3
+    got = first.poll_estimates()
+    second = DetectorEngine(cfg, references={})
+    second.load_model_state("m", first.state_for("m"))
+    assert second.monitors["m"].estimation.fitted["v1"] == fitted
+    _run(second, evs[half:])
+    second.flush()
+    got += second.poll_estimates()
+    assert expected and _final(got) == expected
+    rows = list(expected.values())
+    assert {r.metric for r in rows} == {"mae", "rmse"} and {r.method for r in rows} == {"dle"}
+    graded = [r for r in rows if r.realised is not None and r.estimate is not None]
+    assert len(graded) >= 4
+    # MAE ~1.04 and RMSE ~1.4 on this noise; a loss model from 300 rows gets within 0.15 of it
+    assert all(abs(r.estimate - r.realised) < 0.15 for r in graded), graded
+
+
+def test_dle_on_the_stream_with_unusable_or_too_few_labels_is_told_once(caplog):
+    eng = DetectorEngine(_config(reference_labels=300, min_labels=200), references={})
+    _run(eng, _regression(3 * WINDOW, seed=9, bad_labels=True))
+    told = [json.loads(r.details)["reason"] for r in eng.flush() if r.statistic == "excluded"]
+    assert len(told) == 1 and told[0].startswith("no estimator from the first 300 labelled predictions: "
+                                                 "the predictions are neither class probabilities"), told
+    assert eng.poll_estimates() == []
+
+    # Numeric labels but a third of them missing (null): fewer labelled rows than min_labels.
+    evs = [(k, {**ev, "label": None} if k == "l" and int(ev["event_id"][-12:], 16) % 3 == 0 else ev)
+           for k, ev in _regression(3 * WINDOW, seed=9)]
+    eng = DetectorEngine(_config(reference_labels=300, min_labels=250), references={})
+    _run(eng, evs)
+    told = [json.loads(r.details)["reason"] for r in eng.flush() if r.statistic == "excluded"]
+    assert len(told) == 1 and "DLE needs at least 250" in told[0], told
+
+
+# -- the grading state is bounded -----------------------------------------------------------------
+def test_windows_awaiting_labels_hold_at_most_grade_max_rows_and_evictions_are_counted(reference, caplog):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    evs = _events(_rows(5 * WINDOW, seed=10))
+    free = DetectorEngine(_config(), references={("m", "v1"): reference})
+    _run(free, evs)
+    free.flush()
+    want = _accuracy(free.poll_estimates())
+
+    cfg = _config(grade_max_rows=300)
+    eng = DetectorEngine(cfg, references={("m", "v1"): reference})
+    grading = eng.monitors["m"].estimation.grading
+    most, rows = 0, []
+    for i, (kind, ev) in enumerate(evs):
+        _run(eng, [(kind, ev)])
+        most = max(most, grading.rows)
+        if i == len(evs) // 2:  # a restart keeps the windows, what they hold and the count
+            rows += eng.poll_estimates()
+            before = eng.counts("m")["grading_evicted"]
+            blob = eng.state_for("m")
+            reg = CollectorRegistry()
+            eng = DetectorEngine(cfg, references={("m", "v1"): reference}, registry=reg)
+            eng.load_model_state("m", blob)
+            grading = eng.monitors["m"].estimation.grading
+            assert eng.counts("m")["grading_evicted"] == before >= 1
+    eng.flush()
+    got = _accuracy(rows + eng.poll_estimates())
+
+    # ~400 labels per window, 1.5 windows late: past 300 a window stops awaiting. The state never
+    # holds more than the cap.
+    assert most == 300
+    evicted = eng.counts("m")["grading_evicted"]
+    assert evicted == 5 and len(got) == len(want) == 5
+    assert sum("stopped awaiting labels" in m for m in caplog.messages) >= 2
+    # The estimates are those of an unbounded run; an evicted window was graded with the labels it
+    # had (fewer, still a realised value), and no later label changed it.
+    assert [(r.estimate, r.lower, r.upper) for r in got] == [(r.estimate, r.lower, r.upper) for r in want]
+    assert all(g.labelled == 301 < w.labelled and g.realised is not None for g, w in zip(got, want))
+    # Exported like the label join's evictions: a counter per model, its total across the restart.
+    series = {(s.name, s.labels.get("model")): s.value
+              for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    assert series[("driftline_estimation_grading_evicted_total", "m")] == evicted
