@@ -51,8 +51,8 @@ def _add(a: ExporterStats, b: ExporterStats) -> ExporterStats:
     return ExporterStats(a.queued + b.queued, a.pending_retry + b.pending_retry, a.exported + b.exported, dropped)
 
 
-def _handoff_drops(metrics: SidecarMetrics) -> dict[str, float]:
-    return {s.labels["reason"]: s.value for m in metrics.handoff_dropped.collect() for s in m.samples
+def _handoff_drops(metrics: SidecarMetrics) -> dict[str, int]:
+    return {s.labels["reason"]: int(s.value) for m in metrics.handoff_dropped.collect() for s in m.samples
             if s.name.endswith("_total") and s.value}
 
 
@@ -126,6 +126,12 @@ class EventWorker:
         self._handed += len(batch)
 
     # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (None before start or while it is being restarted)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
     async def start(self) -> None:
         await self._spawn()
         self._watch = asyncio.get_running_loop().create_task(self._supervise())
@@ -223,11 +229,11 @@ class EventWorker:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-        total = self._past
-        lost = sum(int(v) for v in _handoff_drops(self.metrics).values())
-        if total.dropped_total or lost:
-            logger.warning("driftline: %d events were dropped (%s); %d requests' events were never handed to the "
-                           "event worker (%s)", total.dropped_total, total.dropped, lost, _handoff_drops(self.metrics))
+        dropped = {reason: n for reason, n in self._past.dropped.items() if n}
+        handoff = _handoff_drops(self.metrics)
+        if dropped or handoff:
+            logger.warning("driftline: %d events were dropped (%s); %d requests' events were never handed to "
+                           "the event worker (%s)", sum(dropped.values()), dropped, sum(handoff.values()), handoff)
 
     def exporter_stats(self) -> Iterable[ExporterStats]:
         """The exporter counts of every child so far (for the sidecar's metrics)."""
