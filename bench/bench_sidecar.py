@@ -8,10 +8,12 @@ One command, one run, same upstream for everyone:
   possible, so the numbers are about the proxies, on a 2-core machine);
 * nginx (Debian package, /usr/sbin/nginx): generated config in a temp dir, one worker, upstream
   keep-alive, access log off, run with ``daemon off`` on a free port;
-* sidecar: ``build_app`` with a Monitor whose exporter discards records (events are still built,
-  validated, masked and JSON-encoded on the exporter thread), access log off, uvloop when installed;
-  once more with events off (``log_methods=()``: the proxy alone, to show what events cost) and
-  once on the default asyncio loop (to show what uvloop buys);
+* sidecar: ``build_app`` with the event worker process as ``driftline sidecar`` runs it (events
+  built, validated, masked, JSON-encoded and exported to an in-memory exporter in the child), access
+  log off, uvloop when installed; once more with events off (``log_methods=()``: the proxy alone,
+  to show what events cost), once with events built inline (on the loop, exporter thread in the same
+  interpreter, discarding exporter: the way before the event worker) and once on the default
+  asyncio loop (to show what uvloop buys);
 * latency: an open-loop generator at each fixed rate (default 200 and 500 req/s) over keep-alive
   connections, latency measured from each request's *scheduled* send time (no coordinated omission);
 * max throughput: ``wrk`` (apt-get install wrk) for a few seconds with 32 connections.
@@ -101,14 +103,18 @@ def role_upstream(port: int) -> None:
     asyncio.run(main())
 
 
-def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: bool = True) -> None:
+def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str = "worker") -> None:
+    """``events``: ``worker`` (the CLI's way: a child process builds and exports them), ``inline`` (on
+    the event loop, exporter thread in the same interpreter: the way before the event worker) or ``off``."""
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from driftline.sdk import Monitor, SdkSettings
+    from driftline.sdk import InMemoryExporter, Monitor, SdkSettings
     from driftline.sdk.export import ExportResult
     from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
     from driftline.sdk.sidecar.config import SidecarSettings
+    from driftline.sdk.sidecar.event_process import WorkerConfig
+    from driftline.sdk.sidecar.event_worker import EventWorker
     from driftline.sdk.sidecar.metrics import SidecarMetrics
 
     class NullExporter:
@@ -119,9 +125,25 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: bool = True)
             return None
 
     settings = SidecarSettings(upstream=upstream, model="bench", version="1", port=port, access_log=False,
-                               log_methods=("POST",) if events else ())
-    app = build_app(settings, metrics=SidecarMetrics(CollectorRegistry()),
-                    monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
+                               log_methods=("POST",) if events != "off" else ())
+    metrics = SidecarMetrics(CollectorRegistry())
+    if events == "worker":
+        # The child's exporter keeps records in memory (discarding needs a class the child can import).
+        worker = EventWorker(WorkerConfig.from_settings(settings, SdkSettings(), exporter_factory=InMemoryExporter),
+                             metrics)
+        app = build_app(settings, metrics=metrics, events=worker)
+
+        async def start(app: web.Application) -> None:
+            await worker.start()
+
+        async def stop(app: web.Application) -> None:
+            await worker.stop()
+
+        app.on_startup.append(start)
+        app.on_cleanup.append(stop)
+    else:
+        app = build_app(settings, metrics=metrics,
+                        monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
     maybe_uvloop(uvloop_on)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **SERVER_OPTIONS)
 
@@ -237,7 +259,8 @@ def main() -> None:
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--rate", type=float, default=500.0, help="loadgen role: requests per second")
     ap.add_argument("--rates", default="200,500", help="comma-separated fixed rates, req/s")
-    ap.add_argument("--no-events", action="store_true", help="sidecar role: log no events")
+    ap.add_argument("--events", choices=("worker", "inline", "off"), default="worker",
+                    help="sidecar role: events built in the event worker process, inline on the loop, or none")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--throughput-seconds", type=float, default=5.0)
@@ -247,7 +270,7 @@ def main() -> None:
     if args.role == "upstream":
         return role_upstream(args.port)
     if args.role == "sidecar":
-        return role_sidecar(args.port, args.upstream, not args.no_uvloop, not args.no_events)
+        return role_sidecar(args.port, args.upstream, not args.no_uvloop, args.events)
     if args.role == "loadgen":
         return role_loadgen(args.port, args.rate, args.seconds, args.conns)
 
@@ -269,8 +292,12 @@ def main() -> None:
             targets["sidecar"] = sc
             sc_off = free_port()
             procs.append(spawn("--role", "sidecar", "--port", str(sc_off), "--upstream", f"http://127.0.0.1:{up}",
-                               "--no-events"))
+                               "--events", "off"))
             targets["sidecar (events off)"] = sc_off
+            sc_in = free_port()
+            procs.append(spawn("--role", "sidecar", "--port", str(sc_in), "--upstream", f"http://127.0.0.1:{up}",
+                               "--events", "inline"))
+            targets["sidecar (events inline)"] = sc_in
             try:
                 import uvloop  # noqa: F401
 
@@ -332,6 +359,10 @@ def report(rate: float, results: dict[str, dict[str, float]]) -> None:
     cost = (own_on - own_off) / own_off if own_off > 0 else float("inf")
     print(f"  events on add {100 * cost:+.0f} % to the sidecar's own p99 (target <= 20 %: "
           f"{'met' if cost <= 0.20 else 'MISSED'})")
+    if "sidecar (events inline)" in results:
+        own_in = results["sidecar (events inline)"]["p99_ms"] - d["p99_ms"]
+        cost_in = (own_in - own_off) / own_off if own_off > 0 else float("inf")
+        print(f"  (events inline on the loop, the way before the event worker: {100 * cost_in:+.0f} %)")
     ok50, ok99 = s["p50_ms"] - d["p50_ms"] <= 1.0, own_on <= 3.0
     print(f"  targets: added p50 <= 1 ms {'met' if ok50 else 'MISSED'}; added p99 <= 3 ms {'met' if ok99 else 'MISSED'}")
 

@@ -63,7 +63,7 @@ class EventWorker:
     (``driftline sidecar`` registers both with the application).
     """
 
-    def __init__(self, config: WorkerConfig, metrics: SidecarMetrics, *, max_buffer_bytes: int = 16 * 1024 * 1024,
+    def __init__(self, config: WorkerConfig, metrics: SidecarMetrics, *, max_buffer_bytes: int = 64 * 1024 * 1024,
                  handoff_delay_s: float = 0.005, stop_timeout_s: float = 10.0, restart_backoff_s: float = 0.5,
                  python: str = sys.executable) -> None:
         self.config = config
@@ -176,9 +176,16 @@ class EventWorker:
                 backoff_s = min(30.0, backoff_s * 2)
             else:
                 backoff_s = self.restart_backoff_s
+            while not self._stopping:
+                try:
+                    await self._spawn()
+                    break
+                except OSError as exc:  # e.g. out of processes: keep serving, keep counting, retry
+                    logger.error("driftline sidecar: cannot start the event worker (%s); retrying", exc)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(30.0, backoff_s * 2)
             if self._stopping:
                 return
-            await self._spawn()
 
     def _retire(self, *, final: bool) -> None:
         """Fold the exited child's counts into the totals, counting what it never confirmed."""
