@@ -102,7 +102,8 @@ async def test_sigterm_right_after_the_last_request_still_exports_every_event_on
     assert len(expected) == 72 and set(seen) == set(expected)
     assert all(n == 1 for n in seen.values()), [k for k, n in seen.items() if n > 1]
     assert all(e["prediction"] == expected[(e["request_id"], e["tags"].get(ROW_TAG))] for e in events)
-    assert {(e["model"], e["model_version"], e["variant"], e["status"]) for e in events} == {("m", "1", "primary", "ok")}
+    assert {(e["model"], e["model_version"], e["variant"], e["status"]) for e in events} == {
+        ("m", "1", "primary", "ok")}
 
 
 def _exchange(i: int, body_bytes: int = 0) -> Exchange:
@@ -142,7 +143,7 @@ async def test_a_dead_event_worker_is_counted_and_restarted_and_nothing_is_lost_
         os.kill(first, signal.SIGSTOP)
         for i in range(5, 8):
             worker.submit(_exchange(i))
-        await asyncio.sleep(0.1)  # handed over (the hand-off delay is 5 ms)
+        await asyncio.sleep(0.3)  # handed over (the hand-off delay is 50 ms)
         os.kill(first, signal.SIGKILL)
         await _until(lambda: worker.pid not in (None, first))
         assert registry.get_sample_value("driftline_sidecar_event_worker_restarts_total") == 1
