@@ -132,15 +132,6 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str = "worke
         worker = EventWorker(WorkerConfig.from_settings(settings, SdkSettings(), exporter_factory=InMemoryExporter),
                              metrics)
         app = build_app(settings, metrics=metrics, events=worker)
-
-        async def start(app: web.Application) -> None:
-            await worker.start()
-
-        async def stop(app: web.Application) -> None:
-            await worker.stop()
-
-        app.on_startup.append(start)
-        app.on_cleanup.append(stop)
     else:
         app = build_app(settings, metrics=metrics,
                         monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))

@@ -2,8 +2,9 @@
 
 :class:`Sidecar` is the state the handlers share (settings, router, guard, the upstream session,
 the shadow mirror, the events sink that turns exchanges into prediction events:
-:mod:`driftline.sdk.sidecar.events`); :func:`build_app` wires it into an ``aiohttp.web.Application``. The request path itself
-(forwarding, streaming, then events) is :mod:`driftline.sdk.sidecar.proxy`.
+:mod:`driftline.sdk.sidecar.events`); :func:`build_app` wires it into an ``aiohttp.web.Application``.
+The request path itself (forwarding, streaming, then the hand-off of events) is
+:mod:`driftline.sdk.sidecar.proxy`.
 
 Routes owned by the sidecar: its metrics (``GET /driftline/metrics`` by default, or on a port of
 their own: ``SidecarSettings.metrics_path`` / ``metrics_port``), ``GET /healthz``, ``GET /readyz``
@@ -199,6 +200,15 @@ def build_app(settings: SidecarSettings, *, metrics: SidecarMetrics,
     app[SidecarKey] = sc
     app.on_startup.append(sc.start)
     app.on_cleanup.append(sc.stop)
+
+    async def start_events(app: web.Application) -> None:
+        await events.start()
+
+    async def stop_events(app: web.Application) -> None:
+        await events.stop()  # after sc.stop: the shadows' last answers are handed over first
+
+    app.on_startup.append(start_events)
+    app.on_cleanup.append(stop_events)
 
     async def metrics_handler(request: web.Request) -> web.Response:
         return web.Response(body=metrics.generate(), headers={"Content-Type": "text/plain; version=0.0.4"})

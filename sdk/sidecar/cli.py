@@ -144,15 +144,6 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
 
     split = SplitConfig.load(settings.split_file) if settings.split_file else SplitConfig.single(settings.upstream)
     app = build_app(settings, events=worker, metrics=metrics, split=split, local=local)
-
-    async def start_worker(app: web.Application) -> None:
-        await worker.start()
-
-    async def stop_worker(app: web.Application) -> None:
-        await worker.stop()  # after the application's own cleanup: shadows answered, last events in
-
-    app.on_startup.append(start_worker)
-    app.on_cleanup.append(stop_worker)
     access = logging.getLogger("driftline.sidecar.access")
     if settings.access_log and not access.handlers:
         handler = logging.StreamHandler()
@@ -168,7 +159,7 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
         sdk_settings.kafka_bootstrap)
     # lingering_time: an oversized body is answered 413 at once; reading its rest to let the
     # client see the answer is bounded to 2 s instead of aiohttp's 10 s. SIGINT/SIGTERM end
-    # run_app, whose cleanup drains the event worker (stop_worker).
+    # run_app, whose cleanup drains the event worker (EventWorker.stop).
     web.run_app(app, host=settings.host, port=settings.port, access_log=access if settings.access_log else None,
                 access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0,
                 **SERVER_OPTIONS)

@@ -70,11 +70,19 @@ class Exchange(NamedTuple):
 
 
 class EventSink(Protocol):
-    """Where the proxy hands exchanges. ``submit`` never blocks and never raises."""
+    """Where the proxy hands exchanges. ``submit`` never blocks and never raises.
+
+    :func:`~driftline.sdk.sidecar.app.build_app` awaits ``start()`` when the application starts and
+    ``stop()`` when it stops, after the proxy's own cleanup (so shadow answers still get in).
+    """
 
     def submit(self, exchange: Exchange) -> None: ...
 
     def exporter_stats(self) -> Iterable[ExporterStats]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class EventBuilder:
@@ -156,3 +164,9 @@ class InlineEvents:
 
     def exporter_stats(self) -> Iterable[ExporterStats]:
         return [c.stats() for c in self.builder.clients()]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None  # the Monitors belong to whoever passed the monitor_factory: they close them
