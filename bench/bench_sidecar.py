@@ -19,7 +19,9 @@ One command, one run, same upstream for everyone:
 * max throughput: ``wrk`` (apt-get install wrk) for a few seconds with 32 connections.
 
 Prints p50/p99 per target and rate, the added latency (target minus direct), the ratio of the
-sidecar's added latency to nginx's, and what events add to the sidecar's own p99 (target: <= 20 %).
+sidecar's added latency to nginx's, what events add to the sidecar's own p99 (target: <= 20 %),
+and the sidecars' CPU time per request on the event-loop thread and elsewhere (exporter thread,
+event worker process) -- a figure that, unlike p99, hardly moves with the machine's other load.
 """
 
 from __future__ import annotations
@@ -226,6 +228,20 @@ def fixed_rate(port: int, rate: float, seconds: float) -> dict[str, float]:
     return json.loads(out.stdout)
 
 
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """CPU ticks (user + system) of a sidecar: its event-loop thread, and everything else it runs (other
+    threads, such as an exporter thread, and child processes, such as the event worker). CPU time, unlike
+    latency, hardly depends on what else the machine runs."""
+
+    def ticks(path: str) -> int:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    loop = ticks(f"/proc/{pid}/task/{pid}/stat")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return loop, ticks(f"/proc/{pid}/stat") - loop + sum(ticks(f"/proc/{c}/stat") for c in children)
+
+
 def max_throughput(port: int, tmp: Path, seconds: float) -> float | None:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -281,14 +297,17 @@ def main() -> None:
             sc = free_port()
             procs.append(spawn("--role", "sidecar", "--port", str(sc), "--upstream", f"http://127.0.0.1:{up}"))
             targets["sidecar"] = sc
+            pids: dict[str, int] = {"sidecar": procs[-1].pid}
             sc_off = free_port()
             procs.append(spawn("--role", "sidecar", "--port", str(sc_off), "--upstream", f"http://127.0.0.1:{up}",
                                "--events", "off"))
             targets["sidecar (events off)"] = sc_off
+            pids["sidecar (events off)"] = procs[-1].pid
             sc_in = free_port()
             procs.append(spawn("--role", "sidecar", "--port", str(sc_in), "--upstream", f"http://127.0.0.1:{up}",
                                "--events", "inline"))
             targets["sidecar (events inline)"] = sc_in
+            pids["sidecar (events inline)"] = procs[-1].pid
             try:
                 import uvloop  # noqa: F401
 
@@ -304,11 +323,20 @@ def main() -> None:
             # them alike; each figure is the median over the rounds.
             rates = [float(r) for r in args.rates.split(",")]
             by_rate: dict[float, dict[str, dict[str, float]]] = {}
+            cpu: dict[float, dict[str, list[float]]] = {}
             for rate in rates:
                 rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                cpu[rate] = {name: [0.0, 0.0, 0.0] for name in pids}  # loop ticks, other ticks, requests
                 for i in range(args.rounds):
                     for name, port in targets.items():
+                        before = cpu_ticks(pids[name]) if name in pids else None
                         r = fixed_rate(port, rate, args.seconds)
+                        if before is not None:
+                            after = cpu_ticks(pids[name])
+                            acc = cpu[rate][name]
+                            acc[0] += after[0] - before[0]
+                            acc[1] += after[1] - before[1]
+                            acc[2] += rate * (1.0 + args.seconds)  # the 1 s warm-up included
                         rounds[name].append(r)
                         print(f"  {rate:.0f} req/s round {i + 1} {name:24s} p50 {r['p50_ms']:.3f} ms  "
                               f"p99 {r['p99_ms']:.3f} ms", flush=True)
@@ -324,8 +352,12 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     for rate, results in by_rate.items():
         report(rate, results)
+        print("  CPU per request (all rounds): " + "; ".join(
+            f"{name} loop thread {loop * tick_us / n:.0f} us + other threads/processes {other * tick_us / n:.0f} us"
+            for name, (loop, other, n) in cpu[rate].items()))
     print("\nmax throughput: " + ", ".join(f"{name} {v:.0f} req/s" for name, v in max_rps.items()))
 
 

@@ -152,9 +152,27 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
     return 0
 
 
+def _batch_scheduling() -> None:
+    """Ask Linux to treat this process as batch work (SCHED_BATCH): it then never preempts the proxy.
+
+    A pipe write wakes the reader with a *sync* wake-up, which places it on the writer's CPU, where a
+    normal task would preempt the writer -- the proxy's event loop, with requests in flight -- and
+    run its batch first (profiled: the hand-off's pipe write showed ~0.5 ms per call on a busy
+    machine). A SCHED_BATCH task gets the same CPU share but no wake-up preemption.
+    """
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None:
+        return
+    try:
+        setter(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:  # not allowed in some sandboxes: correct either way, only less smooth
+        logger.info("driftline event worker: SCHED_BATCH refused (%s)", exc)
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _batch_scheduling()
     # Reports travel on the original stdout; anything else printed goes to stderr.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
