@@ -8,16 +8,20 @@ One command, one run, same upstream for everyone:
   possible, so the numbers are about the proxies, on a 2-core machine);
 * nginx (Debian package, /usr/sbin/nginx): generated config in a temp dir, one worker, upstream
   keep-alive, access log off, run with ``daemon off`` on a free port;
-* sidecar: ``build_app`` with a Monitor whose exporter discards records (events are still built,
-  validated, masked and JSON-encoded on the exporter thread), access log off, uvloop when installed;
-  once more with events off (``log_methods=()``: the proxy alone, to show what events cost) and
-  once on the default asyncio loop (to show what uvloop buys);
+* sidecar: ``build_app`` with the event worker process as ``driftline sidecar`` runs it (events
+  built, validated, masked, JSON-encoded and exported to an in-memory exporter in the child), access
+  log off, uvloop when installed; once more with events off (``log_methods=()``: the proxy alone,
+  to show what events cost), once with events built inline (on the loop, exporter thread in the same
+  interpreter, discarding exporter: the way before the event worker) and once on the default
+  asyncio loop (to show what uvloop buys);
 * latency: an open-loop generator at each fixed rate (default 200 and 500 req/s) over keep-alive
   connections, latency measured from each request's *scheduled* send time (no coordinated omission);
 * max throughput: ``wrk`` (apt-get install wrk) for a few seconds with 32 connections.
 
 Prints p50/p99 per target and rate, the added latency (target minus direct), the ratio of the
-sidecar's added latency to nginx's, and what events add to the sidecar's own p99 (target: <= 20 %).
+sidecar's added latency to nginx's, what events add to the sidecar's own p99 (target: <= 20 %),
+and the sidecars' CPU time per request on the event-loop thread and elsewhere (exporter thread,
+event worker process) -- a figure that, unlike p99, hardly moves with the machine's other load.
 """
 
 from __future__ import annotations
@@ -101,14 +105,18 @@ def role_upstream(port: int) -> None:
     asyncio.run(main())
 
 
-def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: bool = True) -> None:
+def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str = "worker") -> None:
+    """``events``: ``worker`` (the CLI's way: a child process builds and exports them), ``inline`` (on
+    the event loop, exporter thread in the same interpreter: the way before the event worker) or ``off``."""
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from driftline.sdk import Monitor, SdkSettings
+    from driftline.sdk import InMemoryExporter, Monitor, SdkSettings
     from driftline.sdk.export import ExportResult
     from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
     from driftline.sdk.sidecar.config import SidecarSettings
+    from driftline.sdk.sidecar.event_process import WorkerConfig
+    from driftline.sdk.sidecar.event_worker import EventWorker
     from driftline.sdk.sidecar.metrics import SidecarMetrics
 
     class NullExporter:
@@ -119,9 +127,16 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: bool = True)
             return None
 
     settings = SidecarSettings(upstream=upstream, model="bench", version="1", port=port, access_log=False,
-                               log_methods=("POST",) if events else ())
-    app = build_app(settings, metrics=SidecarMetrics(CollectorRegistry()),
-                    monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
+                               log_methods=("POST",) if events != "off" else ())
+    metrics = SidecarMetrics(CollectorRegistry())
+    if events == "worker":
+        # The child's exporter keeps records in memory (discarding needs a class the child can import).
+        worker = EventWorker(WorkerConfig.from_settings(settings, SdkSettings(), exporter_factory=InMemoryExporter),
+                             metrics)
+        app = build_app(settings, metrics=metrics, events=worker)
+    else:
+        app = build_app(settings, metrics=metrics,
+                        monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
     maybe_uvloop(uvloop_on)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **SERVER_OPTIONS)
 
@@ -213,6 +228,20 @@ def fixed_rate(port: int, rate: float, seconds: float) -> dict[str, float]:
     return json.loads(out.stdout)
 
 
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """CPU ticks (user + system) of a sidecar: its event-loop thread, and everything else it runs (other
+    threads, such as an exporter thread, and child processes, such as the event worker). CPU time, unlike
+    latency, hardly depends on what else the machine runs."""
+
+    def ticks(path: str) -> int:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    loop = ticks(f"/proc/{pid}/task/{pid}/stat")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return loop, ticks(f"/proc/{pid}/stat") - loop + sum(ticks(f"/proc/{c}/stat") for c in children)
+
+
 def max_throughput(port: int, tmp: Path, seconds: float) -> float | None:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -237,7 +266,8 @@ def main() -> None:
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--rate", type=float, default=500.0, help="loadgen role: requests per second")
     ap.add_argument("--rates", default="200,500", help="comma-separated fixed rates, req/s")
-    ap.add_argument("--no-events", action="store_true", help="sidecar role: log no events")
+    ap.add_argument("--events", choices=("worker", "inline", "off"), default="worker",
+                    help="sidecar role: events built in the event worker process, inline on the loop, or none")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--throughput-seconds", type=float, default=5.0)
@@ -247,7 +277,7 @@ def main() -> None:
     if args.role == "upstream":
         return role_upstream(args.port)
     if args.role == "sidecar":
-        return role_sidecar(args.port, args.upstream, not args.no_uvloop, not args.no_events)
+        return role_sidecar(args.port, args.upstream, not args.no_uvloop, args.events)
     if args.role == "loadgen":
         return role_loadgen(args.port, args.rate, args.seconds, args.conns)
 
@@ -267,10 +297,17 @@ def main() -> None:
             sc = free_port()
             procs.append(spawn("--role", "sidecar", "--port", str(sc), "--upstream", f"http://127.0.0.1:{up}"))
             targets["sidecar"] = sc
+            pids: dict[str, int] = {"sidecar": procs[-1].pid}
             sc_off = free_port()
             procs.append(spawn("--role", "sidecar", "--port", str(sc_off), "--upstream", f"http://127.0.0.1:{up}",
-                               "--no-events"))
+                               "--events", "off"))
             targets["sidecar (events off)"] = sc_off
+            pids["sidecar (events off)"] = procs[-1].pid
+            sc_in = free_port()
+            procs.append(spawn("--role", "sidecar", "--port", str(sc_in), "--upstream", f"http://127.0.0.1:{up}",
+                               "--events", "inline"))
+            targets["sidecar (events inline)"] = sc_in
+            pids["sidecar (events inline)"] = procs[-1].pid
             try:
                 import uvloop  # noqa: F401
 
@@ -286,11 +323,20 @@ def main() -> None:
             # them alike; each figure is the median over the rounds.
             rates = [float(r) for r in args.rates.split(",")]
             by_rate: dict[float, dict[str, dict[str, float]]] = {}
+            cpu: dict[float, dict[str, list[float]]] = {}
             for rate in rates:
                 rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                cpu[rate] = {name: [0.0, 0.0, 0.0] for name in pids}  # loop ticks, other ticks, requests
                 for i in range(args.rounds):
                     for name, port in targets.items():
+                        before = cpu_ticks(pids[name]) if name in pids else None
                         r = fixed_rate(port, rate, args.seconds)
+                        if before is not None:
+                            after = cpu_ticks(pids[name])
+                            acc = cpu[rate][name]
+                            acc[0] += after[0] - before[0]
+                            acc[1] += after[1] - before[1]
+                            acc[2] += rate * (1.0 + args.seconds)  # the 1 s warm-up included
                         rounds[name].append(r)
                         print(f"  {rate:.0f} req/s round {i + 1} {name:24s} p50 {r['p50_ms']:.3f} ms  "
                               f"p99 {r['p99_ms']:.3f} ms", flush=True)
@@ -306,8 +352,12 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     for rate, results in by_rate.items():
         report(rate, results)
+        print("  CPU per request (all rounds): " + "; ".join(
+            f"{name} loop thread {loop * tick_us / n:.0f} us + other threads/processes {other * tick_us / n:.0f} us"
+            for name, (loop, other, n) in cpu[rate].items()))
     print("\nmax throughput: " + ", ".join(f"{name} {v:.0f} req/s" for name, v in max_rps.items()))
 
 
@@ -332,6 +382,10 @@ def report(rate: float, results: dict[str, dict[str, float]]) -> None:
     cost = (own_on - own_off) / own_off if own_off > 0 else float("inf")
     print(f"  events on add {100 * cost:+.0f} % to the sidecar's own p99 (target <= 20 %: "
           f"{'met' if cost <= 0.20 else 'MISSED'})")
+    if "sidecar (events inline)" in results:
+        own_in = results["sidecar (events inline)"]["p99_ms"] - d["p99_ms"]
+        cost_in = (own_in - own_off) / own_off if own_off > 0 else float("inf")
+        print(f"  (events inline on the loop, the way before the event worker: {100 * cost_in:+.0f} %)")
     ok50, ok99 = s["p50_ms"] - d["p50_ms"] <= 1.0, own_on <= 3.0
     print(f"  targets: added p50 <= 1 ms {'met' if ok50 else 'MISSED'}; added p99 <= 3 ms {'met' if ok99 else 'MISSED'}")
 

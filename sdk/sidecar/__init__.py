@@ -13,6 +13,10 @@ Pieces: :mod:`~driftline.sdk.sidecar.app` (the application and its own routes),
 :mod:`~driftline.sdk.sidecar.routing` (A/B and canary), :mod:`~driftline.sdk.sidecar.shadow` (mirroring),
 :mod:`~driftline.sdk.sidecar.hygiene` (auth, rate limits, body limits, access log),
 :mod:`~driftline.sdk.sidecar.metrics` (Prometheus), :mod:`~driftline.sdk.sidecar.serve` (model files),
+:mod:`~driftline.sdk.sidecar.events` (an exchange -> events: what the proxy hands over, who builds),
+:mod:`~driftline.sdk.sidecar.event_worker` / :mod:`~driftline.sdk.sidecar.event_process` (the events
+built and exported in a child process, as the commands run it), :mod:`~driftline.sdk.sidecar.bodies`
+(the decoded copies extraction reads),
 :mod:`~driftline.sdk.sidecar.input_schema` (inputs of a served model), :mod:`~driftline.sdk.sidecar.cli`
 (the ``sidecar`` and ``serve`` commands).
 

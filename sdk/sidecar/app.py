@@ -1,9 +1,10 @@
 """The sidecar's aiohttp application: reverse proxy + prediction events + shadows + A/B split.
 
 :class:`Sidecar` is the state the handlers share (settings, router, guard, the upstream session,
-the shadow mirror, a :class:`Monitor` per model version) and turns extracted rows into prediction
-events; :func:`build_app` wires it into an ``aiohttp.web.Application``. The request path itself
-(forwarding, streaming, then events) is :mod:`driftline.sdk.sidecar.proxy`.
+the shadow mirror, the events sink that turns exchanges into prediction events:
+:mod:`driftline.sdk.sidecar.events`); :func:`build_app` wires it into an ``aiohttp.web.Application``.
+The request path itself (forwarding, streaming, then the hand-off of events) is
+:mod:`driftline.sdk.sidecar.proxy`.
 
 Routes owned by the sidecar: its metrics (``GET /driftline/metrics`` by default, or on a port of
 their own: ``SidecarSettings.metrics_path`` / ``metrics_port``), ``GET /healthz``, ``GET /readyz``
@@ -24,13 +25,15 @@ from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 import aiohttp
 from aiohttp import web
 
-from driftline.sdk.contract.variants import ROW_TAG
 from driftline.sdk.errors import ConfigError
+from driftline.sdk.sidecar.bodies import Readable
+from driftline.sdk.sidecar.events import EventBuilder, EventSink, Exchange, InlineEvents
 from driftline.sdk.sidecar.extraction import Row
 from driftline.sdk.sidecar.hygiene import (REQ_TOKEN, BodyTooLarge, Guard, RateLimiter, TokenAuth, error_response,
                                            make_expect_handler, read_body_capped, too_large_response)
 from driftline.sdk.monitor import Monitor
-from driftline.sdk.sidecar.proxy import Readable, extract_rows, proxy_request, readable
+from driftline.sdk.sidecar.oip_binary import HEADER_LENGTH
+from driftline.sdk.sidecar.proxy import proxy_request
 from driftline.sdk.sidecar.routing import Router, SplitConfig, SplitFileWatcher
 from driftline.sdk.sidecar.shadow import ShadowMirror
 from driftline.sdk.sidecar.config import ShadowTarget, SidecarSettings
@@ -73,15 +76,13 @@ SidecarKey = web.AppKey("driftline_sidecar", object)
 class Sidecar:
     """State shared by the handlers of one application."""
 
-    def __init__(self, settings: SidecarSettings, *, monitor_factory: Callable[[str], Monitor],
-                 metrics: SidecarMetrics, router: Router, clock: Callable[[], float] = time.monotonic,
-                 local: LocalBackend | None = None) -> None:
+    def __init__(self, settings: SidecarSettings, *, events: EventSink, metrics: SidecarMetrics, router: Router,
+                 clock: Callable[[], float] = time.monotonic, local: LocalBackend | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.router = router
         self.local = local
-        self._monitor_factory = monitor_factory
-        self.monitors: dict[str, Monitor] = {}
+        self.events = events
         limiter = (RateLimiter(settings.rate_limit_rps, settings.burst, clock=clock)
                    if settings.rate_limit_rps else None)
         self.guard = Guard(TokenAuth(settings.tokens), TokenAuth(settings.admin), limiter)
@@ -91,13 +92,6 @@ class Sidecar:
         self._watch_task: asyncio.Task[None] | None = None
         self.shutting_down = False
         self.timeout_s = settings.timeout_s
-
-    def monitor(self, version: str | None) -> Monitor:
-        v = self.settings.version if version is None else version
-        m = self.monitors.get(v)
-        if m is None:
-            m = self.monitors[v] = self._monitor_factory(v)
-        return m
 
     def should_log(self, method: str, path: str) -> bool:
         s = self.settings
@@ -132,41 +126,23 @@ class Sidecar:
             await self.session.close()
 
     # -- events ------------------------------------------------------------------------------
-    def log_rows(self, rows: list[Row], *, variant: str, version: str | None, request_id: str,
-                 latency_ms: float | None, error: str | None, http_status: int | None) -> None:
-        """One event per row. ``status`` follows ``error``: an event never says ok beside an error."""
-        monitor = self.monitor(version)
-        tags = dict(self.settings.tags)
-        if http_status is not None and not 200 <= http_status < 300:
-            tags["http_status"] = str(http_status)
-        status = "ok" if error is None else "error"
-        if len(rows) == 1:
-            features, prediction = rows[0]
-            monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
-                        status=status, error=error, tags=tags or None)
-            return
-        # Several rows share the request id; the row index pairs each with its shadow's row.
-        for i, (features, prediction) in enumerate(rows):
-            monitor.log(features, prediction, latency_ms=latency_ms, variant=variant, request_id=request_id,
-                        status=status, error=error, tags={**tags, ROW_TAG: str(i)})
-
     def mirror(self, request: web.Request, body: bytes, headers: Mapping[str, str], request_id: str,
                log: bool) -> None:
         shadow = self.shadow
         if shadow is None:
             return
-        limit = self.settings.max_body_bytes
-        req = readable(body, request.headers, limit) if log else None
+        t_ns = time.time_ns()
+        encoding, header_len = request.headers.get("Content-Encoding"), request.headers.get(HEADER_LENGTH)
 
         def on_result(target: ShadowTarget, status: int | None, data: bytes | None,
                       resp_headers: Mapping[str, str], latency_s: float, error: str | None) -> None:
-            if req is None:
+            if not log:
                 return
             ok = status is not None and status < 400
-            answer = readable(data, resp_headers, max(limit, self.settings.capture_bytes)) if ok else None
-            rows, xerr = extract_rows(self.settings.extract, req, answer)
-            self.log_rows(rows, variant=target.variant, version=target.version, request_id=request_id,
-                          latency_ms=latency_s * 1000.0, error=error or xerr, http_status=status)
+            self.events.submit(Exchange(
+                target.variant, target.version, request_id, t_ns, latency_s * 1000.0, error, status, body,
+                encoding, header_len, data if ok else None, resp_headers.get("Content-Encoding") if ok else None,
+                resp_headers.get(HEADER_LENGTH) if ok else None))
 
         shadow.mirror(request.method, request.path_qs, headers, body, on_result)
 
@@ -192,28 +168,47 @@ def _serve_metrics(metrics_app: web.Application, host: str,
 MetricsSiteKey = web.AppKey("driftline_metrics_site", web.TCPSite)
 
 
-def build_app(settings: SidecarSettings, *, monitor_factory: Callable[[str], Monitor],
-              metrics: SidecarMetrics, split: SplitConfig | None = None, local: LocalBackend | None = None,
+def build_app(settings: SidecarSettings, *, metrics: SidecarMetrics,
+              monitor_factory: Callable[[str], Monitor] | None = None, events: EventSink | None = None,
+              split: SplitConfig | None = None, local: LocalBackend | None = None,
               clock: Callable[[], float] = time.monotonic, router: Router | None = None) -> web.Application:
     """The sidecar as an ``aiohttp.web.Application`` (run it with ``web.run_app`` or an AppRunner).
 
-    ``monitor_factory(version)`` returns the :class:`Monitor` for a model version (called once per
-    version). ``split`` defaults to the split file, else all traffic to ``settings.upstream``.
+    Events go to ``events`` (``driftline sidecar`` passes an
+    :class:`~driftline.sdk.sidecar.event_worker.EventWorker`: a child process builds and exports
+    them), or are built on the event loop into the Monitors ``monitor_factory(version)`` returns
+    (called once per version; :class:`~driftline.sdk.sidecar.events.InlineEvents`). Pass one of the
+    two. ``split`` defaults to the split file, else all traffic to ``settings.upstream``.
     """
+    if (monitor_factory is None) == (events is None):
+        raise ConfigError("build_app needs either monitor_factory= or events=, not both")
+    if events is None:
+        assert monitor_factory is not None
+        events = InlineEvents(EventBuilder(settings.model, settings.extract, monitor_factory, tags=settings.tags,
+                                           default_version=settings.version,
+                                           max_body_bytes=settings.max_body_bytes,
+                                           capture_bytes=settings.capture_bytes))
     if split is None:
         split = SplitConfig.load(settings.split_file) if settings.split_file else SplitConfig.single(
             settings.upstream)
     if any(v.upstream == "local:" for v in split.variants) and local is None:
         raise ConfigError("the 'local:' upstream needs an in-process model (driftline serve)")
     router = router or Router(split)
-    sc = Sidecar(settings, monitor_factory=monitor_factory, metrics=metrics, router=router, clock=clock,
-                 local=local)
-    # Once per Client: the versions' Monitors usually share one, whose counts cover them all.
-    metrics.watch_exporters(lambda: [c.stats() for c in {m.client: None for m in list(sc.monitors.values())}])
+    sc = Sidecar(settings, events=events, metrics=metrics, router=router, clock=clock, local=local)
+    metrics.watch_exporters(events.exporter_stats)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SidecarKey] = sc
     app.on_startup.append(sc.start)
     app.on_cleanup.append(sc.stop)
+
+    async def start_events(app: web.Application) -> None:
+        await events.start()
+
+    async def stop_events(app: web.Application) -> None:
+        await events.stop()  # after sc.stop: the shadows' last answers are handed over first
+
+    app.on_startup.append(start_events)
+    app.on_cleanup.append(stop_events)
 
     async def metrics_handler(request: web.Request) -> web.Response:
         return web.Response(body=metrics.generate(), headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -131,21 +131,19 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from driftline.sdk.export import Client
-    from driftline.sdk.monitor import Monitor
     from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
+    from driftline.sdk.sidecar.event_process import WorkerConfig
+    from driftline.sdk.sidecar.event_worker import EventWorker
     from driftline.sdk.sidecar.hygiene import AccessLogger
     from driftline.sdk.sidecar.metrics import SidecarMetrics
     from driftline.sdk.sidecar.routing import SplitConfig
 
-    client = Client(sdk_settings)  # one queue, worker and producer for every model version
-
-    def monitor_factory(version: str) -> Monitor:
-        return Monitor(settings.model, version, settings=sdk_settings, client=client)
+    metrics = SidecarMetrics(CollectorRegistry())
+    # Events are built and exported by a child process: nothing of it runs beside the event loop.
+    worker = EventWorker(WorkerConfig.from_settings(settings, sdk_settings), metrics)
 
     split = SplitConfig.load(settings.split_file) if settings.split_file else SplitConfig.single(settings.upstream)
-    app = build_app(settings, monitor_factory=monitor_factory, metrics=SidecarMetrics(CollectorRegistry()),
-                    split=split, local=local)
+    app = build_app(settings, events=worker, metrics=metrics, split=split, local=local)
     access = logging.getLogger("driftline.sidecar.access")
     if settings.access_log and not access.handlers:
         handler = logging.StreamHandler()
@@ -159,17 +157,12 @@ def run(settings: Any, sdk_settings: Any, *, local: Any = None) -> int:
         "serve" if local is not None else "sidecar", settings.host, settings.port,
         ", ".join(f"{k}={v}" for k, v in settings.public_dict().items() if k != "listen"), uv,
         sdk_settings.kafka_bootstrap)
-    try:
-        # lingering_time: an oversized body is answered 413 at once; reading its rest to let the
-        # client see the answer is bounded to 2 s instead of aiohttp's 10 s.
-        web.run_app(app, host=settings.host, port=settings.port, access_log=access if settings.access_log else None,
-                    access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0,
-                    **SERVER_OPTIONS)
-    finally:
-        client.shutdown(5.0)
-        stats = client.stats()
-        if stats.dropped_total:
-            logger.warning("driftline: %d events were dropped (%s)", stats.dropped_total, stats.dropped)
+    # lingering_time: an oversized body is answered 413 at once; reading its rest to let the
+    # client see the answer is bounded to 2 s instead of aiohttp's 10 s. SIGINT/SIGTERM end
+    # run_app, whose cleanup drains the event worker (EventWorker.stop).
+    web.run_app(app, host=settings.host, port=settings.port, access_log=access if settings.access_log else None,
+                access_log_class=AccessLogger, print=None, lingering_time=2.0, shutdown_timeout=10.0,
+                **SERVER_OPTIONS)
     return 0
 
 

@@ -9,6 +9,10 @@
 ``driftline_sidecar_exporter_dropped_total{reason}``      events dropped by the exporter, by reason
 ``driftline_sidecar_exporter_exported_total``             events delivered
 ``driftline_sidecar_split_reload_errors_total``           split files that failed to load
+``driftline_sidecar_handoff_dropped_total{reason}``       requests whose events were lost before the
+                                                          event worker took them (buffer_full,
+                                                          worker_down, worker_died, shutdown)
+``driftline_sidecar_event_worker_restarts_total``         event worker processes that died and were restarted
 """
 
 from __future__ import annotations
@@ -76,6 +80,11 @@ class SidecarMetrics:
         self.split_reload_errors = Counter("driftline_sidecar_split_reload_errors",
                                            "Split files that failed to load (the last good split stays)",
                                            registry=registry)
+        self.handoff_dropped = Counter("driftline_sidecar_handoff_dropped",
+                                       "Requests whose events were lost before the event worker took them",
+                                       ["reason"], registry=registry)
+        self.worker_restarts = Counter("driftline_sidecar_event_worker_restarts",
+                                       "Event worker processes that died and were restarted", registry=registry)
         # Label children cached: .labels() costs a lock and a dict lookup on every call.
         self._req_children: dict[tuple[str, int], Any] = {}
         self._up_children: dict[str, Any] = {}

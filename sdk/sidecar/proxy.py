@@ -2,19 +2,18 @@
 model of ``driftline serve``) and the answer written back, *then* turned into prediction events.
 
 Request path, in order: request id -> auth -> rate limit -> body read (capped) -> variant choice ->
-upstream call (timeout) -> response written to the caller -> *then* extraction, events and shadow
-mirroring (:meth:`Sidecar.log_rows <driftline.sdk.sidecar.app.Sidecar.log_rows>`,
-:meth:`Sidecar.mirror <driftline.sdk.sidecar.app.Sidecar.mirror>`). Everything after the response is
-written costs the caller nothing, and nothing in it can fail the request: the SDK's ``Monitor.log``
+upstream call (timeout) -> response written to the caller -> *then* the exchange handed to the
+events sink (:class:`~driftline.sdk.sidecar.events.Exchange`: raw bodies and metadata; extraction
+and events are built elsewhere, by default in a worker process) and shadow mirroring
+(:meth:`Sidecar.mirror <driftline.sdk.sidecar.app.Sidecar.mirror>`). Everything after the response
+is written costs the caller nothing, and nothing in it can fail the request: a sink's ``submit``
 never blocks or raises. Streamed (chunked / SSE) answers pass through chunk by chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 import aiohttp
@@ -22,11 +21,11 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from driftline.sdk.ids import uuid7
-from driftline.sdk.sidecar.encoding import decode_body
-from driftline.sdk.sidecar.extraction import ExtractSpec, Row, extract, get_path
+from driftline.sdk.sidecar.bodies import Readable, readable, sticky_value
+from driftline.sdk.sidecar.events import Exchange
 from driftline.sdk.sidecar.hygiene import (REQ_ID, REQ_VARIANT, BodyTooLarge, error_response, read_body_capped,
                                            too_large_response)
-from driftline.sdk.sidecar.oip_binary import HEADER_LENGTH, BinaryTensorError, header_length, parse_binary_body
+from driftline.sdk.sidecar.oip_binary import HEADER_LENGTH
 from driftline.sdk.sidecar.routing import Variant
 
 if TYPE_CHECKING:  # app.py imports this module for its catch-all route
@@ -55,6 +54,9 @@ def forward_headers(headers: CIMultiDictProxy[str], *, strip_auth: bool, request
     return out
 
 
+_NO_HEADERS: Mapping[str, str] = {}
+
+
 def _response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     for k, v in headers.items():
@@ -71,54 +73,10 @@ def _is_streamed(resp: aiohttp.ClientResponse) -> bool:
     return "Content-Length" not in resp.headers and resp.status not in (204, 304) and resp.method != "HEAD"
 
 
-@dataclass(frozen=True)
-class Readable:
-    """A body as extraction reads it: decoded from its content coding, with the binary header length."""
-
-    data: bytes | None
-    header_len: int | None = None
-    error: str | None = None
-
-
-def readable(data: bytes | None, headers: Mapping[str, str], limit_bytes: int) -> Readable:
-    """The decoded copy of a request or response body for extraction (the original is never changed)."""
-    if not data:
-        return Readable(data)
-    decoded, error = decode_body(data, headers.get("Content-Encoding"), limit_bytes=limit_bytes)
-    try:
-        header_len = header_length(headers.get(HEADER_LENGTH))
-    except BinaryTensorError as exc:
-        return Readable(None, None, str(exc))
-    return Readable(decoded, header_len, error)
-
-
-def extract_rows(spec: ExtractSpec, request: Readable, response: Readable | None) -> tuple[list[Row], str | None]:
-    """:func:`~driftline.sdk.sidecar.extraction.extract` over decoded copies (``response`` None: no answer)."""
-    if request.error is not None:
-        return [({}, None)], f"extract: request body: {request.error}"
-    if response is not None and response.error is not None:
-        rows, err = extract(request.data, None, spec, request_header_len=request.header_len)
-        return rows, err or f"extract: response body: {response.error}"
-    return extract(request.data, None if response is None else response.data, spec,
-                   request_header_len=request.header_len,
-                   response_header_len=None if response is None else response.header_len)
-
-
-def _sticky_value(body: Readable, field: str) -> str | None:
-    if body.data is None:
-        return None
-    try:
-        doc = (parse_binary_body(body.data, body.header_len, "inputs") if body.header_len is not None
-               else json.loads(body.data))
-    except ValueError:  # BinaryTensorError and JSONDecodeError alike
-        return None
-    found = get_path(doc, field)
-    return None if found is None else str(found)
-
-
 async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse:
     """Answer one proxied request (every path the sidecar does not own itself)."""
     t0 = time.perf_counter()
+    t_ns = time.time_ns()  # the events' timestamp: when the request arrived
     rid = request.headers.get("X-Request-Id") or uuid7()
     if len(rid) > 256:
         rid = rid[:256]
@@ -137,14 +95,14 @@ async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse
     decoded: Readable | None = None
     if key is None and split.sticky_field and body:
         decoded = readable(body, request.headers, sc.settings.max_body_bytes)
-        key = _sticky_value(decoded, split.sticky_field)
+        key = sticky_value(decoded, split.sticky_field)
     variant = sc.router.choose(key)
     request[REQ_VARIANT] = variant.name
     log = sc.should_log(request.method, request.path)
     headers = forward_headers(request.headers, strip_auth=sc.guard.auth.enabled, request_id=rid,
                               remote=request.remote)
     if variant.upstream == "local:" and sc.local is not None:
-        return await _local(sc, request, body, variant, rid, log, headers, t0)
+        return await _local(sc, request, body, variant, rid, log, headers, t0, t_ns)
     resp_headers: CIMultiDictProxy[str] | None = None
     streamed = False
 
@@ -189,19 +147,16 @@ async def proxy_request(sc: Sidecar, request: web.Request) -> web.StreamResponse
     # -- the caller has its answer; from here on nothing delays it --------------------------------
     sc.metrics.observe_request(variant.name, status, upstream_s, time.perf_counter() - t0 - upstream_s)
     if log:
-        # Extraction reads decoded copies; the bytes forwarded and answered above were the originals.
-        req = decoded or readable(body, request.headers, sc.settings.max_body_bytes)
+        # Handed over as they were forwarded and answered; extraction decodes its own copies later.
         ok = error is None and status < 400
-        answer = None
-        if ok and streamed:
-            answer = Readable(None)  # a stream (SSE, NDJSON) is no single answer to read: no prediction
-        elif ok and data is not None and resp_headers is not None:
-            answer = readable(data, resp_headers, max(sc.settings.capture_bytes, sc.settings.max_body_bytes))
-        rows, xerr = extract_rows(sc.settings.extract, req, answer)
         if error is None and status >= 400:
             error = f"upstream answered HTTP {status}"
-        sc.log_rows(rows, variant=variant.event_variant, version=variant.version, request_id=rid,
-                    latency_ms=upstream_s * 1000.0, error=error or xerr, http_status=status)
+        rh = resp_headers if ok and resp_headers is not None else _NO_HEADERS
+        sc.events.submit(Exchange(
+            variant.event_variant, variant.version, rid, t_ns, upstream_s * 1000.0, error, status, body,
+            request.headers.get("Content-Encoding"), request.headers.get(HEADER_LENGTH),
+            data if ok and not streamed else None, rh.get("Content-Encoding"), rh.get(HEADER_LENGTH),
+            ok and streamed))
     sc.mirror(request, body, headers, rid, log)
     return out
 
@@ -234,7 +189,7 @@ async def _stream(sc: Sidecar, request: web.Request,
 
 
 async def _local(sc: Sidecar, request: web.Request, body: bytes, variant: Variant, rid: str, log: bool,
-                 headers: Mapping[str, str], t0: float) -> web.StreamResponse:
+                 headers: Mapping[str, str], t0: float, t_ns: int) -> web.StreamResponse:
     assert sc.local is not None
     t_up = time.perf_counter()
     try:
@@ -251,8 +206,9 @@ async def _local(sc: Sidecar, request: web.Request, body: bytes, variant: Varian
     sc.metrics.observe_request(variant.name, out.status, model_s, max(0.0, overhead))
     if log and rows is not None:
         ok = out.status < 400 and error is None
-        sc.log_rows(rows, variant=variant.event_variant, version=variant.version, request_id=rid,
-                    latency_ms=model_s * 1000.0, error=error or (None if ok else f"model answered HTTP {out.status}"),
-                    http_status=out.status)
+        sc.events.submit(Exchange(
+            variant.event_variant, variant.version, rid, t_ns, model_s * 1000.0,
+            error or (None if ok else f"model answered HTTP {out.status}"), out.status,
+            None, None, None, None, None, None, rows=rows))
     sc.mirror(request, body, headers, rid, log)
     return out

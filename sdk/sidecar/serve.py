@@ -35,7 +35,7 @@ from aiohttp import web
 from driftline.sdk.codec import to_plain
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.app import LocalReply
-from driftline.sdk.sidecar.proxy import Readable
+from driftline.sdk.sidecar.bodies import Readable
 from driftline.sdk.sidecar.extraction import Row
 from driftline.sdk.sidecar.hygiene import REQ_ID, error_response
 from driftline.sdk.sidecar import oip_server as oip

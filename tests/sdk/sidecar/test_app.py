@@ -86,7 +86,7 @@ def test_the_sidecar_counts_a_client_its_versions_share_once() -> None:
                     monitor_factory=lambda v: Monitor("churn", v, client=client), metrics=SidecarMetrics(registry))
     sc = app[SidecarKey]
     for version in ("1", "2", "3"):
-        sc.monitor(version).log({"x": 1}, 1)
+        sc.events.builder.monitor(version).log({"x": 1}, 1)
     assert client.flush(5)
     assert registry.get_sample_value("driftline_sidecar_exporter_exported_total") == 3
     client.shutdown(1)

@@ -1,0 +1,159 @@
+"""The sidecar's event worker process: every event of a real `driftline sidecar` reaches the real broker
+exactly once across a SIGTERM, and a worker that dies is counted, restarted, and its losses counted."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import sys
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from driftline.collector.topics import ensure_topics
+from driftline.sdk import InMemoryExporter, SdkSettings
+from driftline.sdk.contract import Topics, unpack
+from driftline.sdk.contract.variants import ROW_TAG
+from driftline.sdk.sidecar.event_process import WorkerConfig
+from driftline.sdk.sidecar.event_worker import EventWorker
+from driftline.sdk.sidecar.events import Exchange
+from driftline.sdk.sidecar.metrics import SidecarMetrics
+
+from .testkit import ModelServer, closed_port, serve_app
+
+
+def _read_events(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+                             consumer_timeout_ms=3000)
+    events: list[dict[str, Any]] = []
+    try:
+        for _ in range(10):
+            for msg in consumer:
+                events += [json.loads(v) for v in unpack(msg.value, msg.headers)]
+            if len(events) >= expected:
+                break
+        events += [json.loads(v) for msg in consumer for v in unpack(msg.value, msg.headers)]  # nothing more
+    finally:
+        consumer.close()
+    return events
+
+
+@pytest.mark.integration
+async def test_sigterm_right_after_the_last_request_still_exports_every_event_once(kafka_bootstrap: str) -> None:
+    prefix = f"ew{uuid.uuid4().hex[:8]}"
+    topic = Topics.with_prefix(prefix).predictions
+    ensure_topics(kafka_bootstrap, [topic])
+    port = closed_port()
+    env = {**os.environ, "DRIFTLINE_TOPIC_PREFIX": prefix, "DRIFTLINE_FLUSH_INTERVAL_S": "1.0"}
+    expected: dict[tuple[str, str | None], float] = {}
+    async with serve_app(ModelServer().app()) as up:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "driftline.cli", "sidecar", "--upstream", up, "--model", "m", "--version", "1",
+            "--port", str(port), "--no-access-log", "--kafka-bootstrap", kafka_bootstrap, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as s:
+                for _ in range(400):
+                    try:
+                        if (await s.get(url + "/readyz")).status == 200:
+                            break
+                    except aiohttp.ClientConnectionError:
+                        assert proc.returncode is None
+                        await asyncio.sleep(0.05)
+
+                async def call(i: int) -> None:
+                    rid = f"r{i}"
+                    if i % 5 == 0:  # two rows: two events, paired by the row index
+                        body: Any = {"instances": [{"a": i, "b": 1}, {"a": i, "b": 2}]}
+                        expected[(rid, "0")], expected[(rid, "1")] = i + 1.0, i + 2.0
+                    else:
+                        body = {"a": i}
+                        expected[(rid, None)] = float(i)
+                    r = await s.post(url + "/predict", json=body, headers={"X-Request-Id": rid})
+                    assert r.status == 200
+                    await r.read()
+
+                for start in range(0, 60, 10):
+                    await asyncio.gather(*(call(i) for i in range(start, start + 10)))
+            children = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+            assert len(children) == 1  # the event worker
+            # At once: the events are still in the hand-off batch, the pipe or the worker's queue
+            # (its flush interval is 1 s), so they are stored only if the drain works.
+            proc.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert not os.path.exists(f"/proc/{children[0]}")  # drained and reaped, not left behind
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, out.decode()[-2000:]
+    assert b"dropped" not in out, out.decode()[-2000:]
+    events = await asyncio.to_thread(_read_events, kafka_bootstrap, topic, len(expected))
+    seen = collections.Counter((e["request_id"], e["tags"].get(ROW_TAG)) for e in events)
+    assert len(expected) == 72 and set(seen) == set(expected)
+    assert all(n == 1 for n in seen.values()), [k for k, n in seen.items() if n > 1]
+    assert all(e["prediction"] == expected[(e["request_id"], e["tags"].get(ROW_TAG))] for e in events)
+    assert {(e["model"], e["model_version"], e["variant"], e["status"]) for e in events} == {
+        ("m", "1", "primary", "ok")}
+
+
+def _exchange(i: int, body_bytes: int = 0) -> Exchange:
+    body = json.dumps({"a": i, "pad": "x" * body_bytes}).encode()
+    return Exchange("primary", "1", f"r{i}", 0, 1.0, None, 200, body, None, None, b'{"prediction": 1}', None, None)
+
+
+async def _until(predicate: Any, timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def test_a_dead_event_worker_is_counted_and_restarted_and_nothing_is_lost_silently() -> None:
+    registry = CollectorRegistry()
+    metrics = SidecarMetrics(registry)
+    config = WorkerConfig(model="m", sdk=SdkSettings(flush_interval_s=0.01), exporter_factory=InMemoryExporter)
+    worker = EventWorker(config, metrics, max_buffer_bytes=2000, restart_backoff_s=0.05)
+    metrics.watch_exporters(worker.exporter_stats)  # as build_app does
+
+    def exported() -> int:
+        return sum(s.exported for s in worker.exporter_stats())
+
+    def handoff(reason: str) -> float:
+        return registry.get_sample_value("driftline_sidecar_handoff_dropped_total", {"reason": reason}) or 0.0
+
+    await worker.start()
+    try:
+        for i in range(5):
+            worker.submit(_exchange(i))
+        await _until(lambda: exported() == 5)
+        first = worker.pid
+        assert first is not None
+        # The worker stops answering, takes 3 more exchanges into its pipe, and is killed.
+        os.kill(first, signal.SIGSTOP)
+        for i in range(5, 8):
+            worker.submit(_exchange(i))
+        await asyncio.sleep(0.3)  # handed over (the hand-off delay is 50 ms)
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: worker.pid not in (None, first))
+        assert registry.get_sample_value("driftline_sidecar_event_worker_restarts_total") == 1
+        assert handoff("worker_died") == 3  # handed to the dead worker, never confirmed
+        # The new worker takes over; what does not fit the hand-off bound is counted, not queued.
+        worker.submit(_exchange(8, body_bytes=1200))
+        worker.submit(_exchange(9, body_bytes=1200))
+        assert handoff("buffer_full") == 1
+        await _until(lambda: exported() == 6)
+    finally:
+        await worker.stop(10.0)
+    assert exported() == 6 and handoff("shutdown") == 0
+    assert registry.get_sample_value("driftline_sidecar_exporter_exported_total") == 6
