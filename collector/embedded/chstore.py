@@ -72,9 +72,6 @@ class ChStoreSettings:
     # runs they go at once; these bound how long they wait.
     cleanup_delay_s: int = 5
     max_cleanup_delay_s: int = 30
-    # chDB's engine runs on glibc malloc (no jemalloc in _chdb.abi3.so), which keeps freed memory in
-    # its arenas; malloc_trim(0) every this many seconds hands it back to the system (0: never).
-    trim_interval_s: float = 60.0
 
     @property
     def config_path(self) -> Path:
@@ -166,29 +163,15 @@ def serve(settings: ChStoreSettings, ready: IO[str] | None = None, stop: threadi
     if ready is not None:
         ready.write(f"{READY_PREFIX}{url}\n")
         ready.flush()
-    trim = _malloc_trim()
-    next_trim = time.monotonic() + settings.trim_interval_s
     try:
         while not stop.wait(0.5):
-            if trim is not None and settings.trim_interval_s and time.monotonic() >= next_trim:
-                trim(0)
-                next_trim = time.monotonic() + settings.trim_interval_s
+            pass
     finally:
         http.shutdown()  # stop accepting; requests already running keep their connection
         # Closing the pool waits until every in-flight statement returned its connection.
         pool.close(settings.shutdown_timeout_s)
         http.server_close()
         lock.close()
-
-
-def _malloc_trim():  # noqa: ANN202 - a ctypes function or None
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
-    import ctypes
-
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except AttributeError:
-        return None
 
 
 def _check_engine_config(pool: EnginePool, settings: ChStoreSettings) -> None:
