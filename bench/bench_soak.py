@@ -209,6 +209,8 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
          rotate_mib: float = 0, kill: bool = False, up_args: tuple[str, ...] = ()) -> dict[str, float]:
     import clickhouse_connect
 
+    import soak_store  # bench/, next to this script
+
     from driftline.sdk import Monitor, SdkSettings
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
@@ -258,6 +260,11 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
             rot = (f" | rotations {gated.rotator.rotations} (skipped {gated.rotator.skipped})" if gated else "")
             print(f"[{t:6.0f} s] logged {logged:>9,} stored {n_stored:>9,} | RSS MiB: {parts} | total {total:7.1f}"
                   f" | broker share {share:5.1%} | broker +{per_event:5.0f} B/event{rot}", flush=True)
+            text, detail = soak_store.line(procs.get("store"), sampler_client, data_dir)
+            row.update({f"store.{k}": v for k, v in detail.items()})
+            print(f"           {text}", flush=True)
+            if len(samples) % 10 == 0:
+                print(soak_store.report_disk(sampler_client, data_dir), flush=True)
 
         def sampler(t0: float) -> None:
             next_t = 0.0
@@ -290,6 +297,7 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
         thread.join(report_s + 30)
         sample(total_s)
         final = stored(client, "soak")
+        print(soak_store.report_disk(client, data_dir))
         distinct = int(client.query("SELECT uniqExact(event_id) FROM driftline.predictions WHERE model = 'soak'")
                        .result_rows[0][0])
         if gated:
@@ -310,10 +318,10 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
     print(f"\nsoak: {events:,} events logged at {events / log_s:,.0f}/s (target {rate:,.0f}/s) in {log_s:.0f} s; "
           f"stored {final:,} rows, {distinct:,} distinct ({'all' if distinct == events else 'MISSING ' + str(events - distinct)}"
           f"; SDK dropped {dropped}) after {total_s:.0f} s; stopped {stop_s:.1f} s after SIGTERM")
-    print("resident memory, first sample -> last sample (MiB):")
+    print("resident memory, first sample -> last sample (MiB; store.* from the store's own accounting):")
     for name in [k for k in last if k not in ("t", "logged", "stored")]:
         a, b = first.get(name, float("nan")), last[name]
-        print(f"  {name:12s} {a:8.1f} -> {b:8.1f}  ({b - a:+8.1f})")
+        print(f"  {name:22s} {a:8.1f} -> {b:8.1f}  ({b - a:+8.1f})")
     if "broker" in last and "broker" in first:
         grow = (last["broker"] - first["broker"]) * 2**20 / max(1, events)
         print(f"  broker growth per event: {grow:.0f} B; broker share of the total at the end: "

@@ -35,12 +35,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from driftline.sdk.errors import ChStoreError, ConfigError, DriftlineError
 
+if TYPE_CHECKING:
+    from driftline.collector.embedded.chstore_engine import EnginePool
+
 READY_PREFIX = "driftline-chstore ready "
 LOCK_NAME = ".driftline-chstore.lock"
+CONFIG_NAME = ".driftline-chstore.xml"  # written at every start from ChStoreSettings, never edited
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,36 @@ class ChStoreSettings:
     # Each of ClickHouse's mark, index-mark and primary-index caches is 5 GiB by default: sized for
     # a server, not a process beside a laptop's models. The store's data is small; so are they.
     cache_mib: int = 64
+    # Every merge and every insert into a ReplacingMergeTree leaves source parts "outdated": on disk,
+    # and as part objects in memory, until MergeTree's cleanup task removes them. That task backs
+    # off up to max_cleanup_delay_period (300 s by default): in a 1,000 events/s soak it removed
+    # them every ~4 minutes, in between 1,000-2,000 outdated parts and up to 467 MiB on disk for
+    # ~90 MiB of data (bench/README.md, soak). chDB keeps old_parts_lifetime at 0, so once the task
+    # runs they go at once; these bound how long they wait.
+    cleanup_delay_s: int = 5
+    max_cleanup_delay_s: int = 30
+
+    @property
+    def config_path(self) -> Path:
+        """The engine's config file, written at start-up from these settings (its one home)."""
+        return self.data_dir / CONFIG_NAME
+
+    def merge_tree_settings(self) -> dict[str, str]:
+        """MergeTree defaults for every table of this store (the config file's ``merge_tree``)."""
+        return {"cleanup_delay_period": str(self.cleanup_delay_s),
+                "max_cleanup_delay_period": str(self.max_cleanup_delay_s)}
+
+    def config_xml(self) -> str:
+        rows = "".join(f"    <{k}>{v}</{k}>\n" for k, v in self.merge_tree_settings().items())
+        return f"<clickhouse>\n  <merge_tree>\n{rows}  </merge_tree>\n</clickhouse>\n"
 
     def server_settings(self) -> dict[str, str]:
-        """Engine (server-level) settings this store starts chDB with."""
+        """Engine (server-level) settings this store starts chDB with (``config-file``: the file
+        :meth:`config_xml` is written to; nested sections such as ``merge_tree`` only take effect
+        from a file)."""
         size = str(self.cache_mib * 2**20)
-        return {"mark_cache_size": size, "index_mark_cache_size": size, "primary_index_cache_size": size}
+        return {"mark_cache_size": size, "index_mark_cache_size": size, "primary_index_cache_size": size,
+                "config-file": str(self.config_path.resolve())}
 
     def __post_init__(self) -> None:
         if self.rw_connections < 1 or self.ro_connections < 1:
@@ -73,6 +102,9 @@ class ChStoreSettings:
             raise ConfigError(f"chstore: port {self.port} is out of range 0..65535")
         if self.cache_mib < 1:
             raise ConfigError(f"chstore: cache_mib must be >= 1 (got {self.cache_mib})")
+        if not 1 <= self.cleanup_delay_s < self.max_cleanup_delay_s:
+            raise ConfigError("chstore: need 1 <= cleanup_delay_s < max_cleanup_delay_s "
+                              f"(got {self.cleanup_delay_s} and {self.max_cleanup_delay_s})")
 
 
 def _parse_user(spec: str) -> tuple[str, str | None]:
@@ -104,8 +136,14 @@ def serve(settings: ChStoreSettings, ready: IO[str] | None = None, stop: threadi
     from driftline.collector.embedded.chstore_http import ChHttpServer, HttpSettings
 
     lock = lock_data_dir(settings.data_dir)
+    settings.config_path.write_text(settings.config_xml())
     pool = EnginePool(str(settings.data_dir.resolve()), settings.rw_connections, settings.ro_connections,
                       server_settings=settings.server_settings())
+    try:
+        _check_engine_config(pool, settings)
+    except ChStoreError:
+        pool.close()
+        raise
     http = ChHttpServer((settings.host, settings.port), pool, HttpSettings(
         readonly_user=settings.readonly_user, readonly_password=settings.readonly_password,
         default_password=settings.default_password, max_query_bytes=settings.max_query_bytes))
@@ -134,6 +172,20 @@ def serve(settings: ChStoreSettings, ready: IO[str] | None = None, stop: threadi
         pool.close(settings.shutdown_timeout_s)
         http.server_close()
         lock.close()
+
+
+def _check_engine_config(pool: EnginePool, settings: ChStoreSettings) -> None:
+    """chDB ignores a config file it cannot read or a path it cannot parse, silently: check that
+    the engine runs with the file's values, else refuse to start."""
+    wanted = settings.merge_tree_settings()
+    names = ", ".join(f"'{name}'" for name in wanted)
+    with pool.acquire(readonly=False) as conn:
+        body = conn.run(f"SELECT name, value FROM system.merge_tree_settings WHERE name IN ({names})",
+                        "TabSeparated", {}).body.decode()
+    actual = dict(line.split("\t", 1) for line in body.splitlines())
+    if actual != wanted:
+        raise ChStoreError(f"the engine did not take its config {settings.config_path} (merge_tree settings "
+                           f"{actual}, expected {wanted}): a data dir path with '?', '&' or '=' cannot be passed to chDB")
 
 
 class ChStoreProcess:

@@ -103,6 +103,10 @@ def first_keyword(sql: str) -> str:
     return m.group(0).upper() if m else ""
 
 
+def _verbatim(value: str, safe: str = "", encoding: str | None = None, errors: str | None = None) -> str:
+    return value
+
+
 class EngineConnection:
     """One chDB connection plus the state the store has put on it (database, settings)."""
 
@@ -113,7 +117,8 @@ class EngineConnection:
         self.readonly = readonly
         self.broken = False  # set when the connection could not be restored; the pool replaces it
         args = {**(engine_args or {}), **({"mode": "ro"} if readonly else {})}
-        self._conn = _chdb.connect(f"{path}?{urlencode(args)}" if args else path)
+        # chDB reads the query string verbatim (a %2F stays %2F), as it does the path before it.
+        self._conn = _chdb.connect(f"{path}?{urlencode(args, safe='/', quote_via=_verbatim)}" if args else path)
         self.baseline = self._changed_settings()
         self.known_settings = frozenset(self._query_text("SELECT name FROM system.settings").split())
         self.database = self._query_text("SELECT currentDatabase()").strip()

@@ -19,7 +19,8 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from driftline.collector.store import tables
-from driftline.collector.embedded.chstore import ChStoreError, start_chstore
+from driftline.collector.embedded.chstore import ChStoreError, ChStoreSettings, start_chstore
+from driftline.sdk.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -385,3 +386,18 @@ def test_engine_caches_are_sized_for_a_laptop_not_a_server(store, client, tmp_pa
         assert str(c.command("SELECT value FROM system.server_settings WHERE name = 'mark_cache_size'")) == str(8 * 2**20)
     with pytest.raises(ChStoreError, match="cache_mib must be >= 1"):
         start_chstore(tmp_path, extra_args=("--cache-mib", "0"))
+
+
+def test_outdated_parts_wait_seconds_not_minutes_for_removal(store, client, tmp_path: Path):
+    """Every merge leaves outdated parts on disk until MergeTree's cleanup task runs, which backs
+    off to 300 s by default (minutes of merged-away parts in a soak); the store's config file bounds
+    it, and the engine reports the values for every table."""
+    wanted = ChStoreSettings(data_dir=tmp_path).merge_tree_settings()
+    assert wanted == {"cleanup_delay_period": "5", "max_cleanup_delay_period": "30"}
+    actual = dict(client.query("SELECT name, value FROM system.merge_tree_settings WHERE changed").result_rows)
+    assert {k: actual.get(k) for k in wanted} == wanted
+    with pytest.raises(ConfigError, match="cleanup_delay_s < max_cleanup_delay_s"):
+        ChStoreSettings(data_dir=tmp_path, cleanup_delay_s=30, max_cleanup_delay_s=30)
+    # chDB silently ignores a config-file path it cannot parse; the store refuses to start instead.
+    with pytest.raises(ChStoreError, match="did not take its config"):
+        start_chstore(tmp_path / "a&b")
