@@ -138,14 +138,25 @@ def test_the_demo_drift_hurts_one_region_opens_one_incident_and_resolves_it(demo
     assert len({i for i, _e, _s in events}) == 1
 
 
-#: Each page of the dashboard, with what it must show of the demo: the real alert of the story
-#: (accuracy-by-region) on the Alerts page, the shadow model on the Shadow page.
+@pytest.fixture(scope="module")
+def pages_stack(told: Up) -> Up:
+    """The told demo, plus alert history with incidents still open (as the alerting service records
+    them: tests/dashboard/seed.py), beside the story's own resolved incident."""
+    from tests.dashboard.seed import SeedSpec, seed_alerts
+
+    seed_alerts(client(told.clickhouse_url), SeedSpec(model="breast-cancer", span_s=600, window_s=60),
+                dashboard_url=f"http://127.0.0.1:{told.ports['dashboard']}")
+    return told
+
+
+#: Each page of the dashboard, with what it must show of the demo: on the Alerts page the story's
+#: real alert (accuracy-by-region) and a seeded one still open (input-drift).
 PAGES = [
     ("overview", "", ("Predictions", "breast-cancer")),
     ("model", "&model=breast-cancer", ("Volume by variant", "Feature drill-down", "reference vs current")),
     ("performance", "&model=breast-cancer", ("Labelled predictions", "Confusion matrix")),
     ("shadow", "&model=breast-cancer", ("Paired requests", "Outcome tests", "challenger")),
-    ("alerts", "", ("Alert events", "accuracy-by-region")),
+    ("alerts", "", ("Alert events", "input-drift", "accuracy-by-region")),
     ("sql", "", ("Example queries", "driftline.predictions")),
 ]
 
@@ -153,9 +164,9 @@ PAGES = [
 @pytest.mark.integration
 @pytest.mark.timeout(900)  # the first page waits for the story when it runs alone
 @pytest.mark.parametrize("page,query,expected", PAGES, ids=[p[0] for p in PAGES])
-def test_every_dashboard_page_renders_the_demo_in_the_browser(told: Up, browser: Any, page: str, query: str,
+def test_every_dashboard_page_renders_the_demo_in_the_browser(pages_stack: Up, browser: Any, page: str, query: str,
                                                               expected: tuple[str, ...]) -> None:
-    check_page(browser, f"http://127.0.0.1:{told.ports['dashboard']}", page, query, expected)
+    check_page(browser, f"http://127.0.0.1:{pages_stack.ports['dashboard']}", page, query, expected)
 
 
 @pytest.mark.integration
