@@ -18,6 +18,16 @@ pytestmark = pytest.mark.integration
 N = 30_000
 
 
+def create_topics(bootstrap: str, topics: Any) -> None:
+    """The topics as ``driftline up`` creates them before anything produces (the collector's
+    partition count). A topic the broker auto-creates for the first producer has its own count,
+    and a collector then took ~60 s longer to get its first records."""
+    from driftline.collector.config import CollectorSettings
+    from driftline.collector.topics import ensure_topics
+
+    ensure_topics(bootstrap, [*topics.event_topics(), topics.deadletter], partitions=CollectorSettings().partitions)
+
+
 def produce(bootstrap: str, topic: str, model: str, n: int) -> None:
     from kafka import KafkaProducer
 
@@ -40,6 +50,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_event_once(kafka_bootstrap
                                                                  collector_factory: Any) -> None:
     topics = unique_topics()
     model = f"crash-{uuid.uuid4().hex[:6]}"
+    create_topics(kafka_bootstrap, topics)
     produce(kafka_bootstrap, topics.predictions, model, N)
     group = f"g-crash-{uuid.uuid4().hex[:6]}"
     # 200 single-event records per take (batch_size // 10): mid-stream at the kill, and a restart that

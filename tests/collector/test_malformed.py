@@ -12,6 +12,7 @@ import pytest
 from driftline.sdk.ids import uuid7
 from driftline.sdk.contract import format_timestamp
 from tests.conftest import unique_topics, wait_for
+from tests.collector.test_crash import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,7 @@ def test_bad_records_are_dead_lettered_with_reasons(kafka_bootstrap: str, ch_cli
     from kafka import KafkaConsumer, KafkaProducer
 
     topics = unique_topics()
+    create_topics(kafka_bootstrap, topics)
     model = f"bad-{uuid.uuid4().hex[:6]}"
     base = json.loads(good(model, 0))
     bad: dict[str, bytes] = {

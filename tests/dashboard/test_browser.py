@@ -1,4 +1,7 @@
-"""End to end: ``driftline up --demo``, then every dashboard page in headless Chromium.
+"""The dashboard in headless Chromium: the Overview's health, the verdict strips and the SQL
+console on a ``driftline dashboard`` over the session's chDB store, seeded; and the browser
+helpers that tests/collector/embedded/test_demo.py uses to render every page of
+``driftline up --demo`` once its story is told (one demo stack serves the story and the pages).
 
 Debian's ``chromium`` and ``chromium-driver`` drive a real browser through Selenium. Each page
 must render a title and its data, without Streamlit's exception element or a traceback.
@@ -48,48 +51,6 @@ def wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, what: str) ->
             return False
 
     wait_for(health, timeout_s=120, interval_s=0.5)
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    kafka, ch, dash, metrics = _free_ports(4)
-    data_dir = tmp_path_factory.mktemp("up")
-    log = open(data_dir / "up.log", "wb")  # noqa: SIM115
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DRIFTLINE_KAFKA", "DRIFTLINE_CLICKHOUSE", "DRIFTLINE_DASHBOARD"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.cli", "up", "--demo", "--kafka-port", str(kafka),
-         "--clickhouse-port", str(ch), "--dashboard-port", str(dash), "--metrics-port", str(metrics),
-         "--data-dir", str(data_dir), "--demo-drift-after-s", "10"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    info = {"dashboard": f"http://127.0.0.1:{dash}", "clickhouse": f"http://127.0.0.1:{ch}",
-            "log": data_dir / "up.log", "logs": data_dir / "logs"}
-    try:
-        wait_healthy(proc, info["dashboard"], info["log"], "driftline up")
-        from driftline.collector.store.client import connect
-
-        client = connect(info["clickhouse"], retry_for_s=30)
-        # Traffic, delayed labels and the injected drift (after 10 s) all need to be in the log.
-        wait_for(lambda: client.query(
-            "SELECT countIf(variant = 'shadow') > 100 AND count() > 900 FROM driftline.predictions "
-            "WHERE model = 'breast-cancer'").result_rows[0][0]
-            and client.query("SELECT count() > 100 FROM driftline.labels").result_rows[0][0],
-            timeout_s=120, interval_s=1)
-        from tests.dashboard.seed import SeedSpec, seed_alerts
-
-        # `up` runs no alerting service without rules; record alert history as it would.
-        seed_alerts(client, SeedSpec(model="breast-cancer", span_s=600, window_s=60),
-                    dashboard_url=info["dashboard"])
-        info["client"] = client
-        yield info
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -145,60 +106,21 @@ def open_page(driver: Any, url: str, name: str, expected: tuple[str, ...] = ()) 
     return html
 
 
-PAGES = [
-    ("overview", "", ("Predictions", "breast-cancer")),
-    ("model", "&model=breast-cancer", ("Volume by variant", "Feature drill-down", "reference vs current")),
-    ("performance", "&model=breast-cancer", ("Labelled predictions", "Confusion matrix")),
-    ("shadow", "&model=breast-cancer", ("Paired requests", "Outcome tests", "challenger")),
-    ("alerts", "", ("Alert events", "input-drift")),
-    ("sql", "", ("Example queries", "driftline.predictions")),
-]
-
-
-@pytest.mark.parametrize("page,query,expected", PAGES, ids=[p[0] for p in PAGES])
-def test_page_renders_with_data(stack: dict[str, Any], browser: Any, page: str, query: str,
-                                expected: tuple[str, ...]) -> None:
+def check_page(driver: Any, dashboard: str, page: str, query: str, expected: tuple[str, ...]) -> None:
+    """Open ``page`` of the dashboard at ``dashboard``: it renders every ``expected`` text, and the
+    pages with charts draw one."""
     from selenium.webdriver.common.by import By
 
-    html = open_page(browser, f"{stack['dashboard']}/?page={page}{query}", page, expected)
+    html = open_page(driver, f"{dashboard}/?page={page}{query}", page, expected)
     for text in expected:
         assert text in html, f"{page}: {text!r} missing"
     if page in ("model", "performance", "shadow", "overview"):
         # Plotly draws after Streamlit's script has finished, later still on a loaded machine: wait
         # for the chart (a page that never draws one still fails, after 30 s).
         deadline = time.monotonic() + 30
-        while not (charts := browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) and time.monotonic() < deadline:
+        while not (charts := driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) and time.monotonic() < deadline:
             time.sleep(0.25)
         assert charts, f"{page}: no chart drawn"
-
-
-def test_sql_console_in_the_browser_runs_and_refuses_writes(stack: dict[str, Any], browser: Any) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
-    open_page(browser, f"{stack['dashboard']}/?page=sql", "sql", ("Example queries",))
-
-    def run(sql: str, shot: str) -> str:
-        area = browser.find_element(By.CSS_SELECTOR, "textarea")
-        area.send_keys(Keys.CONTROL, "a")
-        area.send_keys(Keys.DELETE)
-        area.send_keys(sql)
-        area.send_keys(Keys.CONTROL, Keys.ENTER)  # commits the text area
-        time.sleep(0.5)
-        [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Run"][0].click()
-        time.sleep(1)
-        wait_for(lambda: _settled(browser, ("rows in", ) if "SELECT" in sql else ("refused",)),
-                 timeout_s=60, interval_s=0.5)
-        browser.save_screenshot(str(SHOTS / f"{shot}.png"))
-        return browser.page_source
-
-    html = run("SELECT model, count() AS n FROM driftline.predictions GROUP BY model", "sql-result")
-    assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
-    assert "Download CSV" in html
-    html = run("DROP TABLE driftline.predictions", "sql-refused")
-    assert "ClickHouse refused the query" in html and "READONLY" in html
-    assert stack["client"].query("EXISTS TABLE driftline.predictions").result_rows[0][0] == 1
-
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +239,32 @@ def test_verdict_strips_in_the_browser(health_dashboard: dict[str, Any], browser
     assert title in html
     text = browser.find_element(By.TAG_NAME, "body").text
     assert flag in text  # the drifting model's accuracy holds: its performance signals are quiet
+
+
+def test_sql_console_in_the_browser_runs_and_refuses_writes(health_dashboard: dict[str, Any], browser: Any,
+                                                           ch_client: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, f"{health_dashboard['dashboard']}/?page=sql", "sql", ("Example queries",))
+
+    def run(sql: str, shot: str) -> str:
+        area = browser.find_element(By.CSS_SELECTOR, "textarea")
+        area.send_keys(Keys.CONTROL, "a")
+        area.send_keys(Keys.DELETE)
+        area.send_keys(sql)
+        area.send_keys(Keys.CONTROL, Keys.ENTER)  # commits the text area
+        time.sleep(0.5)
+        [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Run"][0].click()
+        time.sleep(1)
+        wait_for(lambda: _settled(browser, ("rows in", ) if "SELECT" in sql else ("refused",)),
+                 timeout_s=60, interval_s=0.5)
+        browser.save_screenshot(str(SHOTS / f"{shot}.png"))
+        return browser.page_source
+
+    html = run("SELECT model, count() AS n FROM driftline.predictions GROUP BY model", "sql-result")
+    assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+    assert "Download CSV" in html
+    html = run("DROP TABLE driftline.predictions", "sql-refused")
+    assert "ClickHouse refused the query" in html and "READONLY" in html
+    assert ch_client.query("EXISTS TABLE driftline.predictions").result_rows[0][0] == 1

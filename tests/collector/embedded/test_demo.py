@@ -1,20 +1,22 @@
 """``make demo`` tells a true story (issue 19): drift that hurts one region's realised accuracy,
-one incident that opens and resolves, one message per channel at the local receiver."""
+one incident that opens and resolves, one message per channel at the local receiver. Then every
+dashboard page renders the demo's data in headless Chromium (the end-to-end browser check of
+``driftline up --demo``: one demo stack serves both), and the stack stops cleanly."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
 from driftline.collector.embedded.demo import DRIFT_REGION, REGIONS, DemoOptions, _drift_ends, train
 from driftline.collector.embedded.demo_guide import ACCURACY_FLOOR
 from driftline.collector.store.tables import PERFORMANCE_ESTIMATES_TABLE
-from tests.collector.embedded.up_testkit import client, demo_up
-from tests.dashboard.test_browser import _grid_rows, browser, open_page  # noqa: F401 (browser: a fixture)
+from tests.collector.embedded.up_testkit import Up, client, demo_up
+from tests.dashboard.test_browser import _grid_rows, browser, check_page, open_page  # noqa: F401 (browser: a fixture)
 
 
 def test_the_drift_pushes_benign_cases_across_the_decision_boundary() -> None:
@@ -76,49 +78,102 @@ def _overview_state(driver: Any, url: str, shot: str, states: tuple[str, ...], u
     return got
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """The demo stack on the compressed schedule, for the story, the pages and the stop below."""
+    data_dir = tmp_path_factory.mktemp("demo")
+    up = demo_up(data_dir)
+    try:
+        yield up
+    finally:
+        up.kill_all()  # stopped by the last test unless a failure came first
+        (data_dir / "up.out").write_text(up.output)  # the story as a visitor saw it, for a failure's reader
+
+
+@pytest.fixture(scope="module")
+def told(demo: Up) -> Up:
+    """The demo stack once its story is told (the incident resolved): every page has its data."""
+    demo.wait_printed("demo guide [resolved]", timeout_s=1320)
+    return demo
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(900)  # ~3.5 min on an idle machine; the stages wait for each other on a busy one
-def test_the_demo_drift_hurts_one_region_opens_one_incident_and_resolves_it(tmp_path: Path, browser: Any) -> None:
-    up = demo_up(tmp_path)
-    try:
-        # The visitor's view: the Overview shows the model healthy, then drifting once the eu verdicts are in.
-        overview = f"http://127.0.0.1:{up.ports['dashboard']}/?page=overview"
-        up.wait_printed("demo guide [verdicts]", timeout_s=600)
-        # The drift starts HEALTHY_FIRST_S after the first verdicts: the Overview over the hour up
-        # to the verdicts (as a deep link sets it) shows windows that closed before any drifted row.
-        verdicts_at = dt.datetime.now(dt.timezone.utc)
-        assert _overview_state(browser, overview, "demo-overview-before", ("healthy",), verdicts_at) == "healthy"
-        up.wait_printed("demo guide [detected]", timeout_s=600)
-        drifting = ("drifting", "degraded")
-        assert _overview_state(browser, overview, "demo-overview-drift", drifting) in drifting
-        up.wait_printed("demo guide [resolved]", timeout_s=720)
-        ch = client(up.clickhouse_url)
-        # Realised accuracy per region in the alert rule's 20-second windows, as a user would query it.
-        rows = ch.query(
-            "SELECT tags['region'] AS region, intDiv(toUnixTimestamp(timestamp), 20) AS w, count() AS n, "
-            "avg(label_str = prediction_label) AS acc FROM driftline.labeled_predictions "
-            "WHERE model = 'breast-cancer' AND variant != 'shadow' GROUP BY region, w HAVING n >= 40").result_rows
-        worst = {r: min(a for reg, _w, _n, a in rows if reg == r) for r in REGIONS}
-        assert worst[DRIFT_REGION] < ACCURACY_FLOOR, worst
-        assert all(worst[r] >= 0.88 for r in REGIONS if r != DRIFT_REGION), worst
-        drifted = ch.query("SELECT DISTINCT feature FROM driftline.drift_metrics FINAL WHERE model = 'breast-cancer' "
-                           f"AND detector = 'data_drift' AND segment = 'region={DRIFT_REGION}' AND drift").result_rows
-        assert {"worst perimeter", "worst radius"} & {r[0] for r in drifted}
-        # Performance estimated before the labels (issue 18): the drifted region's estimate falls
-        # below the others', and its windows were graded with the realised accuracy as labels came.
-        est = ch.query("SELECT segment, min(estimate), countIf(realised IS NOT NULL), max(labelled_share) "
-                       f"FROM driftline.{PERFORMANCE_ESTIMATES_TABLE} FINAL WHERE model = 'breast-cancer' "
-                       "AND metric = 'accuracy' AND estimate IS NOT NULL GROUP BY segment").result_rows
-        est = {seg: (lowest, graded, share) for seg, lowest, graded, share in est}
-        assert est[f"region={DRIFT_REGION}"][0] < min(est[f"region={r}"][0] for r in REGIONS if r != DRIFT_REGION) - 0.02, est
-        assert all(graded > 0 and 0 < share <= 1 for _low, graded, share in est.values()), est
-        events = ch.query("SELECT incident, event, segment FROM driftline.alerts FINAL WHERE model = 'breast-cancer' "
-                          "ORDER BY event_time").result_rows
-        assert [(e, s) for _i, e, s in events] == [("firing", "region=eu"), ("resolved", "region=eu")]
-        assert len({i for i, _e, _s in events}) == 1
-    finally:
-        code = up.stop()
-        (tmp_path / "up.out").write_text(up.output)  # the story as a visitor saw it, for a failure's reader
+def test_the_demo_drift_hurts_one_region_opens_one_incident_and_resolves_it(demo: Up, browser: Any) -> None:
+    up = demo
+    # The visitor's view: the Overview shows the model healthy, then drifting once the eu verdicts are in.
+    overview = f"http://127.0.0.1:{up.ports['dashboard']}/?page=overview"
+    up.wait_printed("demo guide [verdicts]", timeout_s=600)
+    # The drift starts HEALTHY_FIRST_S after the first verdicts: the Overview over the hour up
+    # to the verdicts (as a deep link sets it) shows windows that closed before any drifted row.
+    verdicts_at = dt.datetime.now(dt.timezone.utc)
+    assert _overview_state(browser, overview, "demo-overview-before", ("healthy",), verdicts_at) == "healthy"
+    up.wait_printed("demo guide [detected]", timeout_s=600)
+    drifting = ("drifting", "degraded")
+    assert _overview_state(browser, overview, "demo-overview-drift", drifting) in drifting
+    up.wait_printed("demo guide [resolved]", timeout_s=720)
+    ch = client(up.clickhouse_url)
+    # Realised accuracy per region in the alert rule's 20-second windows, as a user would query it.
+    rows = ch.query(
+        "SELECT tags['region'] AS region, intDiv(toUnixTimestamp(timestamp), 20) AS w, count() AS n, "
+        "avg(label_str = prediction_label) AS acc FROM driftline.labeled_predictions "
+        "WHERE model = 'breast-cancer' AND variant != 'shadow' GROUP BY region, w HAVING n >= 40").result_rows
+    worst = {r: min(a for reg, _w, _n, a in rows if reg == r) for r in REGIONS}
+    assert worst[DRIFT_REGION] < ACCURACY_FLOOR, worst
+    assert all(worst[r] >= 0.88 for r in REGIONS if r != DRIFT_REGION), worst
+    drifted = ch.query("SELECT DISTINCT feature FROM driftline.drift_metrics FINAL WHERE model = 'breast-cancer' "
+                       f"AND detector = 'data_drift' AND segment = 'region={DRIFT_REGION}' AND drift").result_rows
+    assert {"worst perimeter", "worst radius"} & {r[0] for r in drifted}
+    # Performance estimated before the labels (issue 18): the drifted region's estimate falls
+    # below the others', and its windows were graded with the realised accuracy as labels came.
+    est = ch.query("SELECT segment, min(estimate), countIf(realised IS NOT NULL), max(labelled_share) "
+                   f"FROM driftline.{PERFORMANCE_ESTIMATES_TABLE} FINAL WHERE model = 'breast-cancer' "
+                   "AND metric = 'accuracy' AND estimate IS NOT NULL GROUP BY segment").result_rows
+    est = {seg: (lowest, graded, share) for seg, lowest, graded, share in est}
+    assert est[f"region={DRIFT_REGION}"][0] < min(est[f"region={r}"][0] for r in REGIONS if r != DRIFT_REGION) - 0.02, est
+    assert all(graded > 0 and 0 < share <= 1 for _low, graded, share in est.values()), est
+    events = ch.query("SELECT incident, event, segment FROM driftline.alerts FINAL WHERE model = 'breast-cancer' "
+                      "ORDER BY event_time").result_rows
+    assert [(e, s) for _i, e, s in events] == [("firing", "region=eu"), ("resolved", "region=eu")]
+    assert len({i for i, _e, _s in events}) == 1
+
+
+@pytest.fixture(scope="module")
+def pages_stack(told: Up) -> Up:
+    """The told demo, plus alert history with incidents still open (as the alerting service records
+    them: tests/dashboard/seed.py), beside the story's own resolved incident."""
+    from tests.dashboard.seed import SeedSpec, seed_alerts
+
+    seed_alerts(client(told.clickhouse_url), SeedSpec(model="breast-cancer", span_s=600, window_s=60),
+                dashboard_url=f"http://127.0.0.1:{told.ports['dashboard']}")
+    return told
+
+
+#: Each page of the dashboard, with what it must show of the demo: on the Alerts page the story's
+#: real alert (accuracy-by-region) and a seeded one still open (input-drift).
+PAGES = [
+    ("overview", "", ("Predictions", "breast-cancer")),
+    ("model", "&model=breast-cancer", ("Volume by variant", "Feature drill-down", "reference vs current")),
+    ("performance", "&model=breast-cancer", ("Labelled predictions", "Confusion matrix")),
+    ("shadow", "&model=breast-cancer", ("Paired requests", "Outcome tests", "challenger")),
+    ("alerts", "", ("Alert events", "input-drift", "accuracy-by-region")),
+    ("sql", "", ("Example queries", "driftline.predictions")),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)  # the first page waits for the story when it runs alone
+@pytest.mark.parametrize("page,query,expected", PAGES, ids=[p[0] for p in PAGES])
+def test_every_dashboard_page_renders_the_demo_in_the_browser(pages_stack: Up, browser: Any, page: str, query: str,
+                                                              expected: tuple[str, ...]) -> None:
+    check_page(browser, f"http://127.0.0.1:{pages_stack.ports['dashboard']}", page, query, expected)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_the_demo_stops_cleanly_having_told_the_story_in_order(told: Up) -> None:
+    up = told
+    code = up.stop()
     out = up.output
     assert code == 0, out[-3000:]
     received = [line for line in out.splitlines() if line.startswith("receiver: ")]
