@@ -136,8 +136,24 @@ def run(url: str, sql: str, parameters: Mapping[str, Any] | None = None,
         r = c.query(sql, parameters=dict(parameters or {}), settings=dict(settings or {}))
     except Exception as exc:
         raise _error(exc, url) from None
-    return Result(tuple(r.column_names), [tuple(row) for row in r.result_rows],
-                  time.perf_counter() - t0)
+    columns = tuple(r.column_names)
+    if not columns and not r.result_rows and _is_select(sql):
+        # An empty result over HTTP carries no column names (ClickHouse's Native format sends no
+        # block: ClickHouse/ClickHouse#55939, clickhouse-connect#257), so a page indexing a column
+        # of an empty frame would fail. DESCRIBE gives the names without running the query.
+        try:
+            described = c.query(f"DESCRIBE TABLE ({sql})", parameters=dict(parameters or {}),
+                                settings=dict(settings or {}))
+            columns = tuple(row[0] for row in described.result_rows)
+        except Exception:  # noqa: BLE001 - a query DESCRIBE cannot take (FORMAT, SETTINGS): no names
+            columns = ()
+    return Result(columns, [tuple(row) for row in r.result_rows], time.perf_counter() - t0)
+
+
+def _is_select(sql: str) -> bool:
+    """A query DESCRIBE can name the columns of (SELECT ... or WITH ... SELECT)."""
+    head = sql.lstrip().lstrip("(").lstrip()[:4].upper()
+    return head in ("SELE", "WITH")
 
 
 def ping(url: str) -> str | None:
