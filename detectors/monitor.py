@@ -1,10 +1,10 @@
-"""One model's detectors: per version and segment streams, joins, shadow pairs, A/B arms.
+"""One model's detectors: events in (predictions, labels, outcomes), results out per window.
 
 :class:`ModelMonitor` is what :class:`~driftline.detectors.engine.DetectorEngine` keeps per
-configured model. Detectors are created on first use from stable keys (version, segment, pair)
-so that a saved state can be rebuilt detector by detector. Its pending joins are journaled
-(:class:`~driftline.detectors.journal.JournaledStore`), so the engine can save either its full
-state or only what changed since the last :meth:`ModelMonitor.checkpoint`.
+configured model: it routes each event to the version and segment streams, joins labels and
+outcomes to predictions, pairs shadows with the served prediction, and closes the windows. What
+it holds, its detectors by key and how that is saved (full, or as a delta since the last
+checkpoint) are its base, :class:`~driftline.detectors.monitor_state.MonitorState`.
 
 References built from traffic (``reference.source``: ``first_events``, ``rolling``,
 ``sampled``) keep their events in :attr:`ModelMonitor.bootstrap`, journaled the same way:
@@ -20,28 +20,20 @@ import dataclasses
 import logging
 from typing import Any, Mapping
 
-from driftline.detectors.abtest import ABTestDetector
 from driftline.detectors.base import REFERENCE_NOTICE_DETECTOR, STAT_REFERENCE_MISSING, DetectorResult
-from driftline.detectors.calibration import AlarmBudget
-from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
-from driftline.detectors.config import ModelConfig
-from driftline.detectors.estimate_stream import EstimationStreams
-from driftline.detectors.journal import JournaledStore
+from driftline.detectors.monitor_state import MonitorState
 from driftline.detectors.reference import Reference, from_events, prediction_features
-from driftline.detectors.shadow import ShadowDivergenceDetector
-from driftline.detectors.statediff import SAME, apply, copy_json, diff
-from driftline.detectors.streams import PROVISIONAL, SegmentTracker, VersionStream
-from driftline.detectors.traffic import SEP, builder_for
+from driftline.detectors.streams import PROVISIONAL, VersionStream
+from driftline.detectors.traffic import builder_for
 from driftline.sdk.contract.variants import is_shadow, pair_key
 
 __all__ = ["ModelMonitor"]
 
 log = logging.getLogger(__name__)
 _TRAFFIC_SOURCES = ("rolling:", "sampled:")
-_NO_PATCH = object()  # checkpoint() without a core_delta() before it
 
 
-class ModelMonitor:
+class ModelMonitor(MonitorState):
     """Every detector of one model, fed by the engine; results come out per window.
 
     With count windows, performance and error-stream results cover every ``window.size`` joined
@@ -50,44 +42,6 @@ class ModelMonitor:
     order, so the rows are the same however the label and prediction topics interleave (two
     collectors, a replay after a crash). Time windows keep closing them with the prediction window.
     """
-
-    def __init__(self, cfg: ModelConfig, references: Mapping[str, Reference]) -> None:
-        self.cfg = cfg
-        self.references: dict[str, Reference] = dict(references)
-        self.streams: dict[str, VersionStream] = {}
-        self.bootstrap: dict[str, list[Any]] = {}  # version -> first events; builders' reservoirs
-        self.traffic: dict[str, Any] = {}  # version -> rolling / sampled reference builder
-        self.size_warned: set[str] = set()  # versions whose too-small reference was logged
-        # Versions with a stored reference source and none stored: predictions in the current
-        # window (a notice row at its close), logged once per version and process.
-        self.unreferenced: dict[str, int] = {}
-        self.missing_warned: set[str] = set()
-        self.missing_reported = False  # the engine has put missing_warned on its metrics
-        self.segments = SegmentTracker(cfg.segments.tags, cfg.segments.max_segments)
-        self.budget = AlarmBudget(cfg.data_drift.alarm_budget, cfg.window)
-        c = cfg.concept
-        self.pending_preds = JournaledStore(c.label_horizon_s, c.max_pending)
-        self.pending_labels = JournaledStore(c.label_horizon_s, c.max_pending)
-        self.pending_shadow = JournaledStore(cfg.shadow.pairing_timeout_s, cfg.shadow.max_pending)
-        self.pending_arms = JournaledStore(cfg.ab.attribution_s, cfg.ab.max_pending)
-        self.performance: dict[str, PerformanceDetector] = {}  # "version|segment"
-        self.errors: dict[str, list[ErrorStreamDetector]] = {}  # version
-        self.shadows: dict[str, ShadowDivergenceDetector] = {}  # "pv->sv|segment"
-        self.ab: dict[str, ABTestDetector] = {}  # segment
-        self.estimation = EstimationStreams(cfg)  # performance estimated per window (issue 18)
-        self.counts = {"no_reference": 0, "labels_joined": 0, "labels_late": 0, "outcomes_unmatched": 0}
-        self.by_joins = cfg.window.kind == "count"
-        self.label_windows: dict[str, list[float]] = {}  # version -> [joins, first, last pred ts]
-        self.concept_closed: list[tuple[str, str, Any, float, float]] = []
-        self.shadow_seen = False
-        self._shadow_variants: set[str] = set()  # rebuilt as shadows arrive (not saved)
-        self._concept_dirty = True  # performance / error streams changed since the checkpoint
-        self._core_patch: Any = _NO_PATCH  # the last core_delta(), applied to the mark on checkpoint
-        self.checkpoint()
-
-    @property
-    def stores(self) -> tuple[JournaledStore, ...]:
-        return (self.pending_preds, self.pending_labels, self.pending_shadow, self.pending_arms)
 
     # -- references ---------------------------------------------------------------------------
     def set_reference(self, ref: Reference) -> None:
@@ -156,40 +110,6 @@ class ModelMonitor:
             return None
         st = self.streams[version] = VersionStream(self.cfg, ref)
         return st
-
-    # -- detectors by key -----------------------------------------------------------------------
-    def perf(self, key: str) -> PerformanceDetector:
-        det = self.performance.get(key)
-        if det is None:
-            c = self.cfg.concept
-            det = self.performance[key] = PerformanceDetector(
-                c.task, positive_label=c.positive_label, min_samples=self.cfg.min_samples,
-                degradation=c.degradation, baseline=dict(c.expected_metrics))
-        return det
-
-    def error_detectors(self, version: str, task: str) -> list[ErrorStreamDetector]:
-        dets = self.errors.get(version)
-        if dets is None:
-            c = self.cfg.concept
-            # DDM models a Bernoulli error rate: it only fits 0/1 errors (classifiers).
-            methods = [m for m in c.detectors if not (m == "ddm" and task == "regression")]
-            dets = self.errors[version] = [ErrorStreamDetector(m, adwin_delta=c.adwin_delta, seed=c.seed,
-                                                               ddm_warm_start=c.ddm_warm_start)
-                                           for m in methods]
-        return dets
-
-    def shadow(self, key: str) -> ShadowDivergenceDetector:
-        det = self.shadows.get(key)
-        if det is None:
-            det = self.shadows[key] = ShadowDivergenceDetector(key.split("|")[0], self.cfg.shadow,
-                                                                min_samples=self.cfg.min_samples)
-        return det
-
-    def arm(self, seg: str) -> ABTestDetector:
-        det = self.ab.get(seg)
-        if det is None:
-            det = self.ab[seg] = ABTestDetector(self.cfg.ab, min_samples=self.cfg.min_samples)
-        return det
 
     # -- events ---------------------------------------------------------------------------------
     def on_prediction(self, ev: Mapping[str, Any], ts: float,
@@ -394,125 +314,3 @@ class ModelMonitor:
                 (("source", self.cfg.reference.source),))))
         self.unreferenced = {}
         return out
-
-    def get_state(self) -> dict[str, Any]:
-        self._core_patch = _NO_PATCH  # a full save: the next checkpoint copies the core afresh
-        return {
-            "references": {v: r.to_json() for v, r in self.references.items()},
-            "bootstrap": self.bootstrap,
-            "segments": self.segments.get_state(),
-            "streams": {v: st.get_state() for v, st in self.streams.items()},
-            "pending": [s.get_state() for s in self.stores],
-            "performance": {k: d.get_state() for k, d in self.performance.items()},
-            "errors": {v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()},
-            "shadows": {k: d.get_state() for k, d in self.shadows.items()},
-            "ab": {k: d.get_state() for k, d in self.ab.items()},
-            "counts": self.counts,
-            "label_windows": self.label_windows,
-            "shadow_seen": self.shadow_seen,
-            "traffic": self._traffic_state(),
-            "budget": self.budget.get_state(),
-            "estimation": self.estimation.get_state(),
-        }
-
-    def _traffic_state(self) -> dict[str, Any]:
-        return {v: [b.kind, b.get_state()] for v, b in self.traffic.items()}
-
-    def _set_traffic_state(self, state: dict[str, Any]) -> None:
-        self.traffic = {}
-        for v, (kind, st) in state.items():
-            b = builder_for(self.cfg.reference, v, self.bootstrap)
-            if b is not None and b.kind == kind:
-                b.set_state(st)
-                self.traffic[v] = b
-        # The source changed since the save: what the old builders kept is of no use.
-        for key in [k for k in self.bootstrap if SEP in k and k.split(SEP, 1)[0] not in self.traffic]:
-            del self.bootstrap[key]
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.references = {v: Reference.from_json(t) for v, t in state["references"].items()}
-        self.bootstrap = {v: list(b) for v, b in state["bootstrap"].items()}
-        self.segments.set_state(state["segments"])
-        for v, st in state["streams"].items():
-            self.streams[v] = VersionStream(self.cfg, self.references.get(v) or self.references["*"])
-            self.streams[v].set_state(st)
-        for store, st in zip(self.stores, state["pending"]):
-            store.set_state(st)
-        for k, st in state["performance"].items():
-            self.perf(k).set_state(st)
-        c = self.cfg.concept
-        for v, dets in state["errors"].items():
-            self.errors[v] = []
-            for method, st in dets:
-                det = ErrorStreamDetector(method, adwin_delta=c.adwin_delta, seed=c.seed,
-                                          ddm_warm_start=c.ddm_warm_start)
-                det.set_state(st)
-                self.errors[v].append(det)
-        for k, st in state["shadows"].items():
-            self.shadow(k).set_state(st)
-        for k, st in state["ab"].items():
-            self.arm(k).set_state(st)
-        self.counts.update(state["counts"])
-        self.label_windows = {v: list(w) for v, w in state.get("label_windows", {}).items()}
-        self.shadow_seen = bool(state.get("shadow_seen", True))
-        self._set_traffic_state(state.get("traffic", {}))
-        self.budget.set_state(state.get("budget"))
-        self.estimation.set_state(state.get("estimation"))
-        self._core_patch = _NO_PATCH
-        self.checkpoint()
-
-    # -- saving in pieces: the bounded core, and what changed since the last checkpoint ----------
-    def core_state(self, *, changed_only: bool = False) -> dict[str, Any]:
-        """Everything but references, bootstrap buffers and pending joins (bounded in size).
-
-        ``changed_only``: parts not changed since :meth:`checkpoint` (segments no event fell in,
-        concept detectors no label reached) are :data:`~driftline.detectors.statediff.SAME`."""
-        concept = not changed_only or self._concept_dirty
-        return {"segments": self.segments.get_state(),
-                "streams": {v: st.get_state(changed_only=changed_only) for v, st in self.streams.items()},
-                "performance": {k: d.get_state() for k, d in self.performance.items()} if concept else SAME,
-                "errors": ({v: [[d.method, d.get_state()] for d in ds] for v, ds in self.errors.items()}
-                           if concept else SAME),
-                "shadows": {k: d.get_state() for k, d in self.shadows.items()},
-                "ab": {k: d.get_state() for k, d in self.ab.items()},
-                "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen,
-                "traffic": self._traffic_state(),
-                "budget": self.budget.get_state(), "estimation": self.estimation.get_state()}
-
-    def core_delta(self) -> dict[str, Any] | None:
-        """The patch (:func:`~driftline.detectors.statediff.diff`) from the core as of the last
-        :meth:`checkpoint` to the core now; None if nothing changed. Its size follows what changed
-        (the bins events fell in), not the size of the core; :meth:`checkpoint` takes it as saved."""
-        patch = diff(self._core_mark, self.core_state(changed_only=True))
-        self._core_patch = patch
-        return patch
-
-    def journal(self) -> dict[str, Any]:
-        """References, bootstrap events and pending joins changed since :meth:`checkpoint`."""
-        boot = {}
-        for v, buf in self.bootstrap.items():
-            mark = self._boot_marks.get(v)
-            same = mark is not None and mark[0] is buf and len(buf) >= mark[1]
-            boot[v] = ["append", buf[mark[1]:]] if same else ["reset", buf]  # type: ignore[index]
-        return {"references": {v: r.to_json() for v, r in self.references.items()
-                               if self._ref_marks.get(v) is not r},
-                "references_removed": [v for v in self._ref_marks if v not in self.references],
-                "bootstrap": boot,
-                "bootstrap_removed": [v for v in self._boot_marks if v not in self.bootstrap],
-                "pending": [s.journal() for s in self.stores]}
-
-    def checkpoint(self) -> None:
-        """What the last save held is stored: deltas start again from here (nothing may have
-        changed since that save's :meth:`core_delta` / :meth:`journal`)."""
-        for s in self.stores:
-            s.checkpoint()
-        if self._core_patch is _NO_PATCH:  # a full save, a load, a new model: copy the core once
-            self._core_mark = copy_json(self.core_state())
-        else:
-            self._core_mark = apply(self._core_mark, self._core_patch)
-        self._core_patch = _NO_PATCH
-        for st in self.streams.values():
-            st.checkpoint()
-        self._concept_dirty = False
-        self._ref_marks = dict(self.references)
-        self._boot_marks = {v: (buf, len(buf)) for v, buf in self.bootstrap.items()}
