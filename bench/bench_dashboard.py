@@ -36,24 +36,25 @@ PAGES = ("overview", "model", "performance", "shadow", "alerts", "sql")
 
 
 def panel_queries(v: Any, raw: bool = False) -> list[Any]:
+    from driftline.dashboard import detector_queries as dq
     from driftline.dashboard import queries as q
 
     feature = "mean radius"
     edges = [8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 25.0]
     r = {"raw": raw}
     return [q.catalog(**r), q.segments(v), q.features(v), q.overview_models(v.start, v.end, **r),
-            q.overview_traffic(v.start, v.end, v.bucket_s, **r), q.overview_health(v.start, v.end),
-            q.overview_verdicts(v.start, v.end), q.overview_budget_use(v.end),
+            q.overview_traffic(v.start, v.end, v.bucket_s, **r), dq.overview_health(v.start, v.end),
+            dq.overview_verdicts(v.start, v.end), dq.overview_budget_use(v.end),
             q.open_alerts(), q.volume(v, **r), q.latency(v, **r), q.prediction_labels(v, **r),
-            q.confidence(v, **r), q.drift_statistics(v), q.drift_heatmap(v, "data_drift", "psi"),
-            q.feature_tests(v, feature), q.reference_profile(v.model, ""),
+            q.confidence(v, **r), dq.drift_statistics(v), dq.drift_heatmap(v, "data_drift", "psi"),
+            dq.feature_tests(v, feature), q.reference_profile(v.model, ""),
             q.numeric_edges(v, feature, **r), q.numeric_hist(v, feature, edges, **r),
             q.categorical_hist(v, "referrer", **r), q.performance(v, **r), q.confusion(v, **r),
-            q.detector_verdicts(v, ("performance", "prediction_drift"), ("concept.",)),
-            q.detector_series_names(v, ("performance", "prediction_drift"), ("concept.",)),
-            q.detector_statistic(v, "performance", "model", "accuracy"),
-            q.latest_verdict_evidence(v, ("data_drift", "prediction_drift"), ("multivariate.",)),
-            q.detector_series(v, ("performance", "prediction_drift"), ("concept.",)),
+            dq.detector_verdicts(v, ("performance", "prediction_drift"), ("concept.",)),
+            dq.detector_series_names(v, ("performance", "prediction_drift"), ("concept.",)),
+            dq.detector_statistic(v, "performance", "model", "accuracy"),
+            dq.latest_verdict_evidence(v, ("data_drift", "prediction_drift"), ("multivariate.",)),
+            dq.detector_series(v, ("performance", "prediction_drift"), ("concept.",)),
             q.shadow_agreement(v, **r), q.shadow_confusion(v, **r), q.variant_metrics(v, **r),
             q.variant_accuracy(v, **r), q.outcome_stats(v, **r),
             q.alert_history(v.start, v.end, v.model)]

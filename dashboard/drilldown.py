@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from driftline.dashboard import queries, text_panel
+from driftline.dashboard import detector_queries, queries, text_panel
 from driftline.dashboard.ui import Ctx, data, fig_defaults, plot, utc
 
 
@@ -183,7 +183,7 @@ def render_drilldown(ctx: Ctx, suggested: tuple[str, ...] = ()) -> None:
         st.dataframe(pd.DataFrame(tests(h, kind)), hide_index=True, width="stretch",
                      column_config={"value": st.column_config.NumberColumn(format="%.4f"),
                                     "p_value": st.column_config.NumberColumn(format="%.2e")})
-        det = data(ctx, queries.feature_tests(v, feature), quiet_missing=True)
+        det = data(ctx, detector_queries.feature_tests(v, feature), quiet_missing=True)
         if det is not None and len(det):
             st.markdown("**Detector output (latest window in range)**")
             utc(det, "last_window")

@@ -17,7 +17,7 @@ next window (labels arrive later than inputs, so performance windows trail data 
 "since" is the first window of the current unbroken run of the state within the time range.
 
 Everything here is pure: :func:`model_health` takes the rows of the ``overview_*`` queries of
-``queries.py`` and returns frozen results, so it is tested without Streamlit or ClickHouse.
+``detector_queries.py`` and returns frozen results, so it is tested without Streamlit or ClickHouse.
 """
 
 from __future__ import annotations
@@ -181,9 +181,9 @@ def _utc(ms: int) -> dt.datetime:
 
 
 def verdicts_since(windows: Any) -> dt.datetime | None:
-    """Where ``queries.overview_verdicts`` must start to hold the verdicts behind every drifting or
-    degraded model's state: the earliest of their latest drift / performance windows that gave a
-    verdict (``None`` when no model has one: nothing to read)."""
+    """Where ``detector_queries.overview_verdicts`` must start to hold the verdicts behind every
+    drifting or degraded model's state: the earliest of their latest drift / performance windows
+    that gave a verdict (``None`` when no model has one: nothing to read)."""
     latest: dict[tuple[str, int], tuple[int, bool]] = {}
     for model, ms, drifting, has_drift, degraded, has_perf, *_ in _records(windows, WINDOW_COLS):
         for fam, has, verdict in ((1, has_drift, drifting), (2, has_perf, degraded)):
@@ -260,9 +260,10 @@ _PERIOD_WORDS = {"hour": "the last hour", "day": "the last 24 hours", "week": "t
 
 
 def model_health(windows: Any, verdicts: Any = None, uses: Any = None) -> dict[str, ModelHealth]:
-    """One :class:`ModelHealth` per model from the rows of ``queries.overview_health``
-    (``windows``), ``queries.overview_verdicts`` and ``queries.overview_budget_use`` (DataFrames or
-    lists of mappings); "since" is bounded by the first window in ``windows``."""
+    """One :class:`ModelHealth` per model from the rows of ``detector_queries.overview_health``
+    (``windows``), ``detector_queries.overview_verdicts`` and
+    ``detector_queries.overview_budget_use`` (DataFrames or lists of mappings); "since" is bounded
+    by the first window in ``windows``."""
     by_model: dict[str, list[tuple[Any, ...]]] = {}
     for r in _records(windows, WINDOW_COLS):
         by_model.setdefault(str(r[0]), []).append(r)

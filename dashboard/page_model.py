@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from driftline.dashboard import health, queries
+from driftline.dashboard import detector_queries, health, queries
 from driftline.dashboard.drilldown import render_drilldown
 from driftline.dashboard.notices import render_notices
 from driftline.dashboard.ui import COLORS, Ctx, data, empty, fig_defaults, plot, utc
@@ -96,7 +96,7 @@ def _heatmap(ctx: Ctx) -> tuple[str, ...]:
 
     v = ctx.view
     st.subheader("Feature drift over time")
-    stats = data(ctx, queries.drift_statistics(v), quiet_missing=True)
+    stats = data(ctx, detector_queries.drift_statistics(v), quiet_missing=True)
     if stats is not None and len(stats):  # an empty result carries no columns
         stats = stats[stats.detector == "data_drift"]
     if stats is None or not len(stats):
@@ -109,7 +109,7 @@ def _heatmap(ctx: Ctx) -> tuple[str, ...]:
     options = [s for s in stats.statistic if s not in SUMMARY_STATISTICS] or list(stats.statistic)
     default = options.index("psi") if "psi" in options else 0
     statistic = st.selectbox("Statistic", options, index=default, key="heat_stat")
-    hm = data(ctx, queries.drift_heatmap(v, "data_drift", statistic))
+    hm = data(ctx, detector_queries.drift_heatmap(v, "data_drift", statistic))
     if hm is None or not len(hm):
         return ()
     utc(hm, "t")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from driftline.dashboard import health, queries
+from driftline.dashboard import detector_queries, health, queries
 from driftline.dashboard.ui import Ctx, data, empty, fig_defaults, model_link, plot, utc
 
 
@@ -26,13 +26,13 @@ def render(ctx: Ctx) -> None:
               "widen the time range in the sidebar, or log predictions with the SDK / sidecar "
               "(`driftline up --demo` shows live example traffic).")
         return
-    rows_h = data(ctx, queries.overview_health(v.start, v.end), quiet_missing=True)
+    rows_h = data(ctx, detector_queries.overview_health(v.start, v.end), quiet_missing=True)
     verdicts = uses = None
     since = None if rows_h is None else health.verdicts_since(rows_h)
     if since is not None:  # only when some model drifts or is degraded now
-        verdicts = data(ctx, queries.overview_verdicts(since, v.end))
+        verdicts = data(ctx, detector_queries.overview_verdicts(since, v.end))
     if rows_h is not None and len(rows_h):
-        uses = data(ctx, queries.overview_budget_use(v.end))
+        uses = data(ctx, detector_queries.overview_budget_use(v.end))
     alerts = data(ctx, queries.open_alerts(), quiet_missing=True)
     if alerts is not None and not len(alerts):
         alerts = None  # an empty result carries no columns to group by

@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from driftline.dashboard import estimation_panel, health, queries
+from driftline.dashboard import detector_queries, estimation_panel, health, queries
 from driftline.dashboard.ui import Ctx, data, empty, fig_defaults, pct, plot, utc
 from driftline.dashboard.verdicts import render_verdicts
 
@@ -96,7 +96,7 @@ SIGNAL_DETECTORS = (*health.DEGRADE_DETECTORS, "prediction_drift")
 
 def _signals(ctx: Ctx) -> None:
     st.subheader("Detector signals: performance, concept drift, output drift")
-    series = data(ctx, queries.detector_series(ctx.view, SIGNAL_DETECTORS, health.DEGRADE_PREFIXES),
+    series = data(ctx, detector_queries.detector_series(ctx.view, SIGNAL_DETECTORS, health.DEGRADE_PREFIXES),
                   quiet_missing=True)
     if series is not None and len(series):
         utc(series, "t")

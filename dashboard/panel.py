@@ -5,7 +5,8 @@ read-only client and caches the result briefly (``st.cache_data``), so reruns tr
 widget do not hit ClickHouse again. :func:`slice_where` and :func:`metrics_where` turn a
 :class:`~driftline.dashboard.view.View` (model, version, segment, time range) into a WHERE
 clause; :func:`panel` picks a panel's rollup SQL when the rollups can answer, else its raw SQL.
-The panels themselves are in ``queries.py`` (raw tables) and ``rollup_queries.py`` (rollups).
+The panels themselves are in ``queries.py`` (prediction log: raw tables) and ``rollup_queries.py``
+(rollups), and ``detector_queries.py`` (what the detectors wrote).
 
 Time ranges are passed as strings and converted in SQL (``toDateTime64(…, 6, 'UTC')``), which
 behaves identically on the embedded store and on a ClickHouse server.

@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from driftline.dashboard import health, queries
+from driftline.dashboard import detector_queries, health
 from driftline.dashboard.ui import Ctx, data, fig_defaults, model_link, plot, utc
 
 __all__ = ["MAX_FLAGS", "Flag", "current_flags", "evidence_link", "flag_lines", "measure", "render_verdicts"]
@@ -35,8 +35,9 @@ class Flag:
 
 
 def measure(r: Any) -> tuple[str, tuple[int, float]]:
-    """The words and the rank of one :func:`queries.latest_verdict_evidence` row: the impact (and
-    JS magnitude) where the detector scored it, else the statistic furthest from its threshold."""
+    """The words and the rank of one :func:`detector_queries.latest_verdict_evidence` row: the
+    impact (and JS magnitude) where the detector scored it, else the statistic furthest from its
+    threshold."""
     if r.has_impact:
         return f"impact {r.impact:.2f} (magnitude {r.magnitude:.2f})", (1, float(r.impact))
     stat, value, thr, p = str(r.statistic_), float(r.stat_value), float(r.stat_threshold), float(r.stat_p_value)
@@ -49,10 +50,10 @@ def measure(r: Any) -> tuple[str, tuple[int, float]]:
 
 
 def current_flags(verdicts: Any, evidence: Any = None) -> list[Flag]:
-    """From :func:`queries.detector_verdicts` rows: each (detector, feature) drifting in its
+    """From :func:`detector_queries.detector_verdicts` rows: each (detector, feature) drifting in its
     detector's latest window, with since when (the run of windows naming it); with the rows of
-    :func:`queries.latest_verdict_evidence`, what it measured. Worst first (impact, then distance
-    to the threshold), then longest running."""
+    :func:`detector_queries.latest_verdict_evidence`, what it measured. Worst first (impact, then
+    distance to the threshold), then longest running."""
     measured: dict[tuple[str, str], tuple[str, tuple[int, float]]] = {}
     if evidence is not None and len(evidence):
         measured = {(str(r.detector), str(r.feature)): measure(r) for r in evidence.itertuples()}
@@ -136,7 +137,7 @@ def _flag_list(ctx: Ctx, flags: list[Flag], feature_links: bool) -> None:
 def _statistic(ctx: Ctx, detectors: tuple[str, ...], prefixes: tuple[str, ...], key: str) -> None:
     import plotly.graph_objects as go
 
-    names = data(ctx, queries.detector_series_names(ctx.view, detectors, prefixes), quiet_missing=True)
+    names = data(ctx, detector_queries.detector_series_names(ctx.view, detectors, prefixes), quiet_missing=True)
     if names is None or not len(names):
         return
     with st.expander("Statistics behind the verdicts (one series at a time)"):
@@ -145,7 +146,7 @@ def _statistic(ctx: Ctx, detectors: tuple[str, ...], prefixes: tuple[str, ...], 
         det, feat = pair.split(" · ", 1)
         stats = [str(s) for s in names[(names.detector == det) & (names.feature == feat)].statistic]
         stat = st.selectbox("Statistic", stats, key=f"{key}_stat")
-        s = data(ctx, queries.detector_statistic(ctx.view, det, feat, stat))
+        s = data(ctx, detector_queries.detector_statistic(ctx.view, det, feat, stat))
         if s is None or not len(s):
             return
         utc(s, "t")
@@ -168,7 +169,7 @@ def render_verdicts(ctx: Ctx, detectors: tuple[str, ...], prefixes: tuple[str, .
     """The strip chart, the flags in the latest window (with links to their evidence unless
     ``feature_links`` is off) and, with ``statistics``, the statistic picker; returns the verdict
     rows (``None`` or empty when the detectors wrote nothing for the slice)."""
-    det = data(ctx, queries.detector_verdicts(ctx.view, detectors, prefixes), quiet_missing=True)
+    det = data(ctx, detector_queries.detector_verdicts(ctx.view, detectors, prefixes), quiet_missing=True)
     if det is None or not len(det):
         return det
     utc(det, "t")
@@ -176,7 +177,8 @@ def render_verdicts(ctx: Ctx, detectors: tuple[str, ...], prefixes: tuple[str, .
     flags = current_flags(det)
     evidence = None
     if flags:
-        evidence = data(ctx, queries.latest_verdict_evidence(ctx.view, detectors, prefixes), quiet_missing=True)
+        evidence = data(ctx, detector_queries.latest_verdict_evidence(ctx.view, detectors, prefixes),
+                        quiet_missing=True)
     _flag_list(ctx, current_flags(det, evidence) if evidence is not None else flags, feature_links)
     if statistics:
         _statistic(ctx, detectors, prefixes, key)

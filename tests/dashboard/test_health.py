@@ -19,7 +19,7 @@ def ms(i: int, minutes: int = 30) -> int:
 
 def win(i: int, *, drift: bool | None = False, perf: bool | None = None, model: str = "m",
         segment_verdict: bool = False, budget: str = "") -> dict[str, Any]:
-    """One row of queries.overview_health: 30-minute window ``i``; ``None``: no rows of that
+    """One row of detector_queries.overview_health: 30-minute window ``i``; ``None``: no rows of that
     family in the window."""
     return {"model": model, "ms": ms(i), "drifting": bool(drift), "has_drift": drift is not None,
             "degraded": bool(perf), "has_perf": perf is not None,
@@ -28,7 +28,7 @@ def win(i: int, *, drift: bool | None = False, perf: bool | None = None, model: 
 
 def verdicts(rows: list[dict[str, Any]], drifted: tuple[tuple[Any, ...], ...] = (
         ("data_drift", "age", 1, 0.3, "psi", 2.0),)) -> list[dict[str, Any]]:
-    """The rows of queries.overview_verdicts for ``rows``' windows with a verdict."""
+    """The rows of detector_queries.overview_verdicts for ``rows``' windows with a verdict."""
     out = []
     for r in rows:
         if r["drifting"]:
