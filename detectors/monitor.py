@@ -7,8 +7,9 @@ it holds, its detectors by key and how that is saved (full, or as a delta since 
 checkpoint) are its base, :class:`~driftline.detectors.monitor_state.MonitorState`.
 
 References built from traffic (``reference.source``: ``first_events``, ``rolling``,
-``sampled``) keep their events in :attr:`ModelMonitor.bootstrap`, journaled the same way:
-a version's first events under the bare version, a rolling or sampled builder's reservoirs
+``sampled``) keep their events in :attr:`ModelMonitor.bootstrap`, journaled with the pending
+joins (:meth:`~driftline.detectors.monitor_state.MonitorState.journal`): a version's first
+events under the bare version, a rolling or sampled builder's reservoirs
 (:mod:`driftline.detectors.traffic`) under ``version + SEP + name``. A reference smaller than
 the windows need (:func:`~driftline.detectors.reference.reference_size_needed`) is logged once
 per version and noted on every data-drift summary row.
