@@ -84,6 +84,9 @@ class DetectorEngine:
         # References of models not (yet) configured: installed when ensure_model adds them.
         self._references: dict[tuple[str, str], Reference] = dict(references or {})
         self._changed: set[str] = set()  # models whose state changed since their last save
+        # Models changed since their last mark_saved by more than their events: a window closed,
+        # the memory budget evicted (see replayable).
+        self._settled: set[str] = set()
         for m in config.models:
             if m.model != "*":
                 self.ensure_model(m)
@@ -108,6 +111,7 @@ class DetectorEngine:
         self.windows.pop(model, None)
         self.watermarks.pop(model, None)
         self._changed.discard(model)
+        self._settled.discard(model)
         self.metrics.drop(model)
 
     # -- references -----------------------------------------------------------------------------
@@ -169,7 +173,8 @@ class DetectorEngine:
                 self.metrics.event(model, kind, n)
             if self.budget is not None:
                 try:
-                    self.budget.enforce(self.monitors, {m for m, _ in counts} if counts else self._changed)
+                    evicted = self.budget.enforce(self.monitors, {m for m, _ in counts} if counts else self._changed)
+                    self._settled.update(m for m, n in evicted.items() if n)
                 except Exception:  # the hot path never raises (STYLE 2)
                     log.exception("detector memory budget failed on a batch")
                     self.metrics.ignore("engine_error")
@@ -262,12 +267,14 @@ class DetectorEngine:
         self.metrics.window(model, rows)
         self._ready.extend(rows)
         self._changed.add(model)
+        self._settled.add(model)
 
     def _drain(self, mon: ModelMonitor) -> None:
         model = mon.cfg.model
         rows = [result_to_row(r, model=model, model_version=v, segment=seg, window_start=_utc(start),
                               window_end=_utc(end)) for v, seg, r, start, end in mon.concept_closed]
         mon.concept_closed.clear()
+        self._settled.add(model)
         self.metrics.rows(rows)  # gauges only: windows_total counts prediction windows
         self._ready.extend(rows)
 
@@ -342,6 +349,29 @@ class DetectorEngine:
         """The last :meth:`state_for` of ``model`` is stored: deltas start again from here."""
         self.monitors[model].checkpoint()
         self._changed.discard(model)
+        self._settled.discard(model)
+
+    def replayable(self, model: str) -> bool:
+        """True if what changed in ``model`` since its last :meth:`mark_saved` follows from its
+        events alone: no window closed (its rows are written), the memory budget evicted nothing
+        and no reference was installed. Then saving those events (:meth:`mark_journaled`) is
+        enough: :meth:`replay` after loading brings the state back."""
+        return model not in self._settled and not self.monitors[model].references_changed()
+
+    def mark_journaled(self, model: str) -> None:
+        """``model``'s events since the last save are stored as events (deltas still start from
+        the last :meth:`mark_saved`)."""
+        self._changed.discard(model)
+
+    def replay(self, model: str, events: Sequence[Mapping[str, Any]]) -> None:
+        """Observe ``model``'s journaled events again after :meth:`load_model_state` (their
+        metrics were counted by the process that saw them first; nothing new to save)."""
+        metrics, self.metrics = self.metrics, EngineMetrics(None)
+        try:
+            self.observe_many(events)
+        finally:
+            self.metrics = metrics
+        self._changed.discard(model)
 
     def load_model_state(self, model: str, blob: bytes, deltas: Sequence[bytes] = ()) -> None:
         """Replace ``model``'s state with a saved one: a full blob and the deltas saved after it.
@@ -368,6 +398,7 @@ class DetectorEngine:
         if doc.get("watermark") is not None:
             self.watermarks[model] = doc["watermark"]
         self._ready = [r for r in self._ready if r.model != model] + [_row_of(r) for r in doc["ready"]]
+        self._settled.discard(model)
         if self.budget is not None:
             self.budget.reset_count(model, sum(s.evicted for s in mon.stores))
 

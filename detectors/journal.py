@@ -4,17 +4,31 @@
 changed since its last checkpoint, so a save writes a few entries per event instead of every
 prediction still waiting for its label. :func:`merge_model_state` folds the delta documents of
 :meth:`~driftline.detectors.engine.DetectorEngine.state_for` into the full one before them.
+
+A model that had only a few events since its last save is saved as those events instead
+(:func:`events_blob`, read back with :func:`events_of` and observed again after loading): their
+cost follows the events, where a state delta costs a comparison of every touched histogram
+whatever the number of events (issue 17: 1,000 models with 5 events each per chunk).
+
+>>> events_of(events_blob("m", [{"model": "m", "features": {"x": 0.1}}]))
+[{'model': 'm', 'features': {'x': 0.1}}]
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
 from typing import Any, Mapping, Sequence
+
+import orjson
 
 from driftline.detectors.join import PendingStore
 from driftline.detectors.statediff import apply
 
-__all__ = ["JournaledStore", "merge_model_state"]
+__all__ = ["JournaledStore", "merge_model_state", "events_blob", "events_of", "EVENTS_VERSION"]
+
+#: version of the events records (:func:`events_blob`)
+EVENTS_VERSION = 1
 
 
 class JournaledStore(PendingStore):
@@ -114,3 +128,18 @@ def merge_model_state(full: dict[str, Any], deltas: Sequence[Mapping[str, Any]])
     for items, st in zip(stores, mon["pending"]):
         st["items"] = [[k, ts, p] for k, (ts, p) in items.items()]
     return full
+
+
+def events_blob(model: str, events: Sequence[Mapping[str, Any]]) -> bytes:
+    """``model``'s events, as observed, in a compressed record. The events are validated JSON
+    (finite numbers only, see the SDK contract), so orjson writes them exactly as they were read."""
+    doc = {"version": EVENTS_VERSION, "model": model, "kind": "events", "events": events}
+    return zlib.compress(orjson.dumps(doc), 1)
+
+
+def events_of(blob: bytes) -> list[dict[str, Any]]:
+    """The events of an :func:`events_blob` record, in the order they were observed."""
+    doc = orjson.loads(zlib.decompress(blob))
+    if doc.get("version") != EVENTS_VERSION or doc.get("kind") != "events":
+        raise ValueError(f"not a version-{EVENTS_VERSION} events record")
+    return doc["events"]

@@ -77,7 +77,7 @@ class DetectorStage:
             elif catching_up:
                 catching_up.discard(tp)
             todo.append(ev)
-            states.observed(model, tp, where)
+            states.observed(model, tp, where, ev)
         self.engine.observe_many(todo)
         if skipped:
             self.metrics.skipped(skipped)

@@ -13,13 +13,18 @@ collector's detector stage) and the store:
 * :meth:`~ModelStates.publish` writes closed windows to ``driftline.drift_metrics``, *then* saves
   every model changed since its last save (:meth:`DetectorEngine.changed`) in one insert.
 
-A model's state is a full snapshot (key ``full``) and the deltas saved after it (keys
+A model's state is a full snapshot (key ``full``) and the records saved after it (keys
 ``delta:NN``, a ring of :data:`RING` slots), so a save costs a write proportional to what changed,
 not to the labels still awaited. A full snapshot is written again when the ring would wrap or the
-deltas outweigh it.
+deltas outweigh it. A record is a state delta (what changed since the last full or state delta),
+or, while the model's changes since that record follow from its events alone and are fewer than
+:data:`EVENTS_PER_STATE` events, those events (``kind: events``): loading folds the state deltas
+into the full snapshot, then observes the events recorded after the last of them again. So a
+model with a few events per chunk costs a few events' bytes per save, not a comparison of its
+histograms (issue 17: with 1,000 models a chunk brings ~5 events to each).
 
 >>> # states = ModelStates(DetectorEngine(cfg), client, registry=reg)
->>> # states.refresh({"churn"}, set()); states.observed("churn", ("t", 0), (41, 3))
+>>> # states.refresh({"churn"}, set()); states.observed("churn", ("t", 0), (41, 3), event)
 >>> # states.publish(engine.poll(now_s), check_owner=True)
 """
 
@@ -33,12 +38,16 @@ from typing import Any, Callable, Collection, Sequence
 from driftline.detectors import sink
 from driftline.detectors.base import MetricRow
 from driftline.detectors.engine import DetectorEngine
+from driftline.detectors.journal import events_blob, events_of
 
-__all__ = ["ModelStates", "RING", "Position", "Source"]
+__all__ = ["ModelStates", "RING", "EVENTS_PER_STATE", "Position", "Source"]
 
 logger = logging.getLogger(__name__)
 
 RING = 64  # delta slots per model
+#: a state delta is saved (instead of events) once this many events are recorded since the last
+#: one: bounds what a load observes again
+EVENTS_PER_STATE = 500
 _MS = _dt.timedelta(milliseconds=1)
 
 Source = tuple[str, int]  # (topic, partition)
@@ -67,6 +76,8 @@ class ModelStates:
         self._full_seq: dict[str, int] = {}  # record number of the full snapshot deltas follow
         self._full_bytes: dict[str, int] = {}
         self._delta_bytes: dict[str, int] = {}  # written since the last full snapshot
+        self._events: dict[str, list[Any]] = {}  # observed since the last save, per model
+        self._journaled: dict[str, int] = {}  # events saved as events since the last state record
         self._last_saved_at = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
         self.metrics = _StateMetrics(registry)
 
@@ -79,10 +90,17 @@ class ModelStates:
         """The last position of ``source`` that ``model``'s state holds, ``(-1, -1)`` if none."""
         return self._positions[model].get(source, _NOWHERE)
 
-    def observed(self, model: str, source: Source, where: Position) -> None:
-        """``model``'s state now holds the event at ``where`` of ``source`` (unsaved until published)."""
+    def observed(self, model: str, source: Source, where: Position, event: Any) -> None:
+        """``model``'s state now holds ``event``, at ``where`` of ``source`` (unsaved until published;
+        the events are kept until then: a save may record them instead of a state delta). Every
+        event the engine observes for ``model`` must be told here, in the engine's order."""
         self._positions[model][source] = where
         self._moved.add(model)
+        events = self._events.get(model)
+        if events is None:
+            self._events[model] = [event]
+        else:
+            events.append(event)
 
     def unsaved(self) -> set[str]:
         """Models with progress not saved yet (detector state or positions)."""
@@ -105,6 +123,7 @@ class ModelStates:
     def _drop(self, model: str) -> None:
         self.engine.drop_model(model)
         self._moved.discard(model)
+        self._events.pop(model, None)
 
     def _load(self, models: set[str]) -> None:
         eng = self.engine
@@ -114,7 +133,8 @@ class ModelStates:
         for m in models:
             self._loaded.add(m)
             self._positions[m] = {}
-            for k in (self._seq, self._full_seq, self._full_bytes, self._delta_bytes):
+            for k in (self._seq, self._full_seq, self._full_bytes, self._delta_bytes, self._events,
+                      self._journaled):
                 k.pop(m, None)
             recs = records.get(m)
             if not recs:
@@ -130,8 +150,15 @@ class ModelStates:
             while f + len(deltas) + 1 in chain:
                 deltas.append(chain[f + len(deltas) + 1])
             last = deltas[-1] if deltas else full
+            states = [d for d in deltas if d.meta.get("kind") != "events"]
+            # A state delta holds every change since the state record before it, the effects of
+            # the events recorded in between included: only the events after the last one count.
+            after = deltas[deltas.index(states[-1]) + 1:] if states else deltas
             try:
-                eng.load_model_state(m, full.blob, [d.blob for d in deltas])
+                eng.load_model_state(m, full.blob, [d.blob for d in states])
+                replay = [ev for d in after for ev in events_of(d.blob)]
+                if replay:
+                    eng.replay(m, replay)
             except Exception:  # noqa: BLE001 - a state this build cannot read: start afresh, loudly
                 logger.exception("detector state of model %r not loaded; its detectors start afresh", m)
                 continue
@@ -139,6 +166,7 @@ class ModelStates:
             self._seq[m], self._full_seq[m] = last.meta["seq"], f
             self._full_bytes[m] = len(full.blob)
             self._delta_bytes[m] = sum(len(d.blob) for d in deltas)
+            self._journaled[m] = len(replay)
             self._last_saved_at = max(self._last_saved_at, *(r.saved_at.replace(tzinfo=_dt.timezone.utc)
                                                              if r.saved_at.tzinfo is None else r.saved_at
                                                              for r in recs))
@@ -188,22 +216,36 @@ class ModelStates:
             full = (base is None or seq - base >= RING
                     # loading reads at most ~5x a snapshot; a snapshot is written ~1/4 as often
                     or self._delta_bytes.get(m, 0) > max(4 * self._full_bytes.get(m, 0), 256 * 1024))
-            blob = eng.state_for(m, delta=not full)
-            meta = {"seq": seq, "base": seq if full else base, "kind": "full" if full else "delta",
+            events = self._events.get(m, ())
+            kind = "full" if full else "delta"
+            if (not full and self._journaled.get(m, 0) + len(events) < EVENTS_PER_STATE
+                    and eng.replayable(m)):
+                kind = "events"
+                blob = events_blob(m, events)
+            else:
+                blob = eng.state_for(m, delta=not full)
+            meta = {"seq": seq, "base": seq if full else base, "kind": kind,
                     "positions": [[t, p, o, i] for (t, p), (o, i) in self._positions.get(m, {}).items()]}
             key = "full" if full else f"delta:{seq % RING:02d}"
             records.append(sink.StateRecord(m, key, blob, meta, saved_at))
-            plans.append((m, seq, full, len(blob)))
+            plans.append((m, seq, kind, len(blob), len(events)))
         self._retry(lambda: sink.save_records(self.client, records), "detector state save")
-        for m, seq, full, size in plans:
-            eng.mark_saved(m)
+        for m, seq, kind, size, n_events in plans:
+            if kind == "events":
+                eng.mark_journaled(m)
+                self._journaled[m] = self._journaled.get(m, 0) + n_events
+            else:
+                eng.mark_saved(m)
+                self._journaled.pop(m, None)
+            self._events.pop(m, None)
             self._moved.discard(m)
             self._seq[m] = seq
-            if full:
+            if kind == "full":
                 self._full_seq[m], self._full_bytes[m], self._delta_bytes[m] = seq, size, 0
             else:
                 self._delta_bytes[m] = self._delta_bytes.get(m, 0) + size
-        self.metrics.saved(len(records), sum(p[3] for p in plans), time.perf_counter() - start)
+        self.metrics.saved(len(records), sum(p[3] for p in plans), time.perf_counter() - start,
+                           sum(1 for p in plans if p[2] == "events"))
 
     def _retry(self, fn: Callable[[], Any], what: str) -> Any:
         deadline = time.monotonic() + self.retry_s
@@ -235,11 +277,15 @@ class _StateMetrics:
         self.seconds = Histogram("driftline_detector_state_save_seconds", "Time to build and save state",
                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                                  registry=registry)
+        self.event_records = Counter("driftline_detector_state_event_records_total",
+                                     "Per-model records saved as the model's events (few events, no window closed)",
+                                     registry=registry)
         self.loads = Counter("driftline_detector_state_loads_total", "Models whose saved state was loaded",
                              registry=registry)
 
-    def saved(self, records: int, size: int, seconds: float) -> None:
+    def saved(self, records: int, size: int, seconds: float, event_records: int) -> None:
         if self.enabled:
             self.saves.inc(records)
             self.bytes.inc(size)
             self.seconds.observe(seconds)
+            self.event_records.inc(event_records)

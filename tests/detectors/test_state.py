@@ -39,8 +39,8 @@ def _run(states: ModelStates, model: str, events: list[dict[str, Any]], start: i
     rows: list[str] = []
     for i in range(0, len(events), chunk):
         part = events[i:i + chunk]
-        for j, _ in enumerate(part):
-            states.observed(model, SOURCE, (start + i + j, 0))
+        for j, ev in enumerate(part):
+            states.observed(model, SOURCE, (start + i + j, 0), ev)
         states.engine.observe_many(part)
         out = states.engine.poll(float("-inf"))
         rows += [repr(r.as_tuple()) for r in out]
@@ -73,6 +73,34 @@ def test_a_new_process_resumes_from_the_full_snapshot_and_its_deltas(ch_client: 
     assert early + late + [repr(r.as_tuple()) for r in second.engine.flush()] == expected
 
 
+def test_small_chunks_are_saved_as_events_and_a_new_process_replays_them(ch_client: Any) -> None:
+    """Chunks of a few events each (a fleet: many models share a chunk) are saved as the events
+    themselves while no window closes; a restart folds the state deltas, then observes the
+    events recorded after the last of them again, and goes on exactly as without a restart."""
+    model = f"ev-{uuid.uuid4().hex[:8]}"
+    evs = _events(model, 1500)
+    baseline = DetectorEngine(CFG)
+    baseline.ensure_model(CFG.default_for(model))
+    baseline.observe_many(evs)
+    expected = [repr(r.as_tuple()) for r in baseline.flush()]
+
+    cut = 1130
+    first = ModelStates(DetectorEngine(CFG), ch_client)
+    first.refresh({model}, set())
+    early = _run(first, model, evs[:cut], 0, 37)
+    kinds = [r[0] for r in ch_client.query(
+        "SELECT JSONExtractString(meta, 'kind') FROM driftline.detector_state FINAL WHERE model = {m:String} "
+        "ORDER BY JSONExtractUInt(meta, 'seq')", parameters={"m": model}).result_rows]
+    assert {"full", "delta", "events"} <= set(kinds)
+    assert kinds[-1] == "events" and "delta" in kinds[kinds.index("full"):]  # events after a state delta
+
+    second = ModelStates(DetectorEngine(CFG), ch_client)
+    second.refresh({model}, set())
+    assert second.position(model, SOURCE) == (cut - 1, 0) and second.unsaved() == set()
+    late = _run(second, model, evs[cut:], cut, 37)
+    assert early + late + [repr(r.as_tuple()) for r in second.engine.flush()] == expected
+
+
 def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(ch_client: Any) -> None:
     model = f"own-{uuid.uuid4().hex[:8]}"
     evs = _events(model, 400)
@@ -82,7 +110,8 @@ def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(c
     _run(theirs, model, evs[:200], 0, 200)
     assert sink.latest_seqs(ch_client, [model]) == {model: 1}
 
-    mine.observed(model, SOURCE, (0, 0))
+    for j, ev in enumerate(evs[:10]):
+        mine.observed(model, SOURCE, (j, 0), ev)
     mine.engine.observe_many(evs[:10])
     assert mine.unsaved() == {model}
     mine.publish([], check_owner=True)
