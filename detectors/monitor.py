@@ -66,11 +66,6 @@ class ModelMonitor(MonitorState):
             self.missing_warned.clear()
         self.missing_reported = False
 
-    def references_changed(self) -> bool:
-        """True if a reference was installed or removed since :meth:`checkpoint`."""
-        marks = self._ref_marks
-        return len(marks) != len(self.references) or any(marks.get(v) is not r for v, r in self.references.items())
-
     @property
     def reference_missing(self) -> bool:
         """True while a version of this model has a ``stored`` reference source and none stored."""

@@ -213,6 +213,11 @@ class MonitorState:
                 "bootstrap_removed": [v for v in self._boot_marks if v not in self.bootstrap],
                 "pending": [s.journal() for s in self.stores]}
 
+    def references_changed(self) -> bool:
+        """True if a reference was installed or removed since :meth:`checkpoint`."""
+        marks = self._ref_marks
+        return len(marks) != len(self.references) or any(marks.get(v) is not r for v, r in self.references.items())
+
     def checkpoint(self) -> None:
         """What the last save held is stored: deltas start again from here (nothing may have
         changed since that save's :meth:`core_delta` / :meth:`journal`)."""
