@@ -152,6 +152,10 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
     return 0
 
 
+#: the worker's niceness: when it and the proxy want the same CPU, the proxy gets ~90 % of it
+WORKER_NICENESS = 10
+
+
 def _batch_scheduling() -> None:
     """Ask Linux to treat this process as batch work (SCHED_BATCH): it then never preempts the proxy.
 
@@ -167,6 +171,10 @@ def _batch_scheduling() -> None:
         setter(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError as exc:  # not allowed in some sandboxes: correct either way, only less smooth
         logger.info("driftline event worker: SCHED_BATCH refused (%s)", exc)
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError as exc:
+        logger.info("driftline event worker: nice refused (%s)", exc)
 
 
 def main() -> int:
