@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.detectors.stage_kit import stage_pipeline
+
 pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2026, 2, 2, tzinfo=dt.timezone.utc)
@@ -73,22 +75,13 @@ def _estimates(ch_client: Any, model: str) -> list[tuple[Any, ...]]:
 
 
 def test_dle_fitted_on_the_stream_is_reloaded_after_a_restart(ch_client: Any) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from driftline.collector.metrics import CollectorMetrics
-    from driftline.collector.pipeline import Pipeline
-    from driftline.collector.store.writer import ClickHouseWriter
     from driftline.detectors.config import DetectorsConfig
-    from driftline.detectors.stage import build_stage
 
     cfg = DetectorsConfig.from_mapping(CONFIG)
     tag = uuid.uuid4().hex[:6]
 
-    def pipeline() -> tuple[Pipeline, Any]:
-        reg = CollectorRegistry()
-        stage = build_stage(cfg, ch_client, registry=reg)
-        return Pipeline(ClickHouseWriter(ch_client), CollectorMetrics(reg), send_dead_letters=lambda d: None,
-                        observers=[stage], max_batch_events=200), stage
+    def pipeline() -> tuple[Any, Any]:
+        return stage_pipeline(cfg, ch_client, max_batch_events=200)
 
     straight, _ = pipeline()
     recs = _records(f"st-{tag}", f"st{tag}")

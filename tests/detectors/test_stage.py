@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import unique_topics, wait_for
+from tests.detectors.stage_kit import stage_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -87,12 +88,7 @@ def _count(ch_client: Any, table: str, model: str) -> int:
 
 # -- stage level: the worst crash point, deterministic -------------------------------------------
 def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from driftline.detectors.stage import build_stage
-    from driftline.collector.metrics import CollectorMetrics
-    from driftline.collector.pipeline import Pipeline, RawRecord
-    from driftline.collector.store.writer import ClickHouseWriter
+    from driftline.collector.pipeline import RawRecord
     from driftline.detectors.config import DetectorsConfig
     from driftline.sdk.codec import dumps
     from driftline.sdk.contract import BATCH_HEADER, BY_TYPE
@@ -122,11 +118,8 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
                 emit(role)
         return out
 
-    def pipeline() -> tuple[Pipeline, Any]:
-        reg = CollectorRegistry()
-        stage = build_stage(cfg, ch_client, registry=reg)
-        return Pipeline(ClickHouseWriter(ch_client), CollectorMetrics(reg), send_dead_letters=lambda d: None,
-                        observers=[stage], max_batch_events=100), stage
+    def pipeline() -> tuple[Any, Any]:
+        return stage_pipeline(cfg, ch_client, max_batch_events=100)
 
     straight, _ = pipeline()
     for i in range(0, len(recs := records(f"st-{tag}")), 40):

@@ -48,13 +48,18 @@ def _run(states: ModelStates, model: str, events: list[dict[str, Any]], start: i
     return rows
 
 
-def test_a_new_process_resumes_from_the_full_snapshot_and_its_deltas(ch_client: Any) -> None:
-    model = f"st-{uuid.uuid4().hex[:8]}"
-    evs = _events(model, 1500)
+def _uninterrupted(model: str, evs: list[Any]) -> list[str]:
+    """The rows one engine gives for ``evs`` with no restart: what a resumed run must reproduce."""
     baseline = DetectorEngine(CFG)
     baseline.ensure_model(CFG.default_for(model))
     baseline.observe_many(evs)
-    expected = [repr(r.as_tuple()) for r in baseline.flush()]
+    return [repr(r.as_tuple()) for r in baseline.flush()]
+
+
+def test_a_new_process_resumes_from_the_full_snapshot_and_its_deltas(ch_client: Any) -> None:
+    model = f"st-{uuid.uuid4().hex[:8]}"
+    evs = _events(model, 1500)
+    expected = _uninterrupted(model, evs)
 
     cut = 1100
     first = ModelStates(DetectorEngine(CFG), ch_client)
@@ -79,10 +84,7 @@ def test_small_chunks_are_saved_as_events_and_a_new_process_replays_them(ch_clie
     events recorded after the last of them again, and goes on exactly as without a restart."""
     model = f"ev-{uuid.uuid4().hex[:8]}"
     evs = _events(model, 1500)
-    baseline = DetectorEngine(CFG)
-    baseline.ensure_model(CFG.default_for(model))
-    baseline.observe_many(evs)
-    expected = [repr(r.as_tuple()) for r in baseline.flush()]
+    expected = _uninterrupted(model, evs)
 
     cut = 1130
     first = ModelStates(DetectorEngine(CFG), ch_client)

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sys
 
 import aiohttp
 
 from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH
 
-from .testkit import ModelServer, closed_port, serve_app
+from .testkit import ModelServer, closed_port, serve_app, start_sidecar_command, wait_ready
 
 
 def _metric(text: str, name: str) -> float:
@@ -29,20 +28,11 @@ async def test_sidecar_command_serves_with_kafka_unreachable_and_counts_drops() 
     env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed_port()}", "DRIFTLINE_QUEUE_SIZE": "5",
            "DRIFTLINE_BATCH_SIZE": "5"}
     async with serve_app(model.app()) as up:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "driftline.cli", "sidecar", "--upstream", up, "--model", "m",
-            "--port", str(port), "--no-access-log", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        proc = await start_sidecar_command(up, port, "--model", "m", env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as s:
-                for _ in range(300):
-                    try:
-                        if (await s.get(url + "/readyz")).status == 200:
-                            break
-                    except aiohttp.ClientConnectionError:
-                        assert proc.returncode is None
-                        await asyncio.sleep(0.05)
+                await wait_ready(s, url, proc)
                 statuses = []
                 for i in range(30):
                     r = await s.post(url + "/predict", json={"a": i})

@@ -8,7 +8,6 @@ import collections
 import json
 import os
 import signal
-import sys
 import uuid
 from typing import Any
 
@@ -25,7 +24,7 @@ from driftline.sdk.sidecar.event_worker import EventWorker
 from driftline.sdk.sidecar.events import Exchange
 from driftline.sdk.sidecar.metrics import SidecarMetrics
 
-from .testkit import ModelServer, closed_port, serve_app
+from .testkit import ModelServer, closed_port, serve_app, start_sidecar_command, wait_ready
 
 
 def _read_events(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:
@@ -55,20 +54,12 @@ async def test_sigterm_right_after_the_last_request_still_exports_every_event_on
     env = {**os.environ, "DRIFTLINE_TOPIC_PREFIX": prefix, "DRIFTLINE_FLUSH_INTERVAL_S": "1.0"}
     expected: dict[tuple[str, str | None], float] = {}
     async with serve_app(ModelServer().app()) as up:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "driftline.cli", "sidecar", "--upstream", up, "--model", "m", "--version", "1",
-            "--port", str(port), "--no-access-log", "--kafka-bootstrap", kafka_bootstrap, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        proc = await start_sidecar_command(up, port, "--model", "m", "--version", "1",
+                                           "--kafka-bootstrap", kafka_bootstrap, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as s:
-                for _ in range(400):
-                    try:
-                        if (await s.get(url + "/readyz")).status == 200:
-                            break
-                    except aiohttp.ClientConnectionError:
-                        assert proc.returncode is None
-                        await asyncio.sleep(0.05)
+                await wait_ready(s, url, proc, tries=400)
 
                 async def call(i: int) -> None:
                     rid = f"r{i}"

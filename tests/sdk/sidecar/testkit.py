@@ -43,6 +43,29 @@ async def serve_app(app: web.Application, **runner_kw: Any) -> AsyncIterator[str
         await runner.cleanup()
 
 
+async def start_sidecar_command(upstream: str, port: int, *args: str,
+                                env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``driftline sidecar`` as a user runs it (its own process, access log off), output piped."""
+    import sys
+
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "driftline.cli", "sidecar", "--upstream", upstream, "--port", str(port),
+        "--no-access-log", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+
+async def wait_ready(session: Any, url: str, proc: asyncio.subprocess.Process, tries: int = 300) -> None:
+    """Poll ``url``/readyz until it answers 200; the process must stay alive meanwhile."""
+    import aiohttp
+
+    for _ in range(tries):
+        try:
+            if (await session.get(url + "/readyz")).status == 200:
+                return
+        except aiohttp.ClientConnectionError:
+            assert proc.returncode is None
+            await asyncio.sleep(0.05)
+
+
 def _score(row: Any) -> float:
     if isinstance(row, dict):
         return float(sum(v for v in row.values() if isinstance(v, (int, float)) and not isinstance(v, bool)))

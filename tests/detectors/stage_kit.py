@@ -1,0 +1,20 @@
+"""The collector's Pipeline with a DetectorStage on the real store, as the stage tests drive it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def stage_pipeline(cfg: Any, ch_client: Any, *, max_batch_events: int) -> tuple[Any, Any]:
+    """(Pipeline, DetectorStage) writing through ``ch_client``, own metrics registry, no dead letters."""
+    from prometheus_client import CollectorRegistry
+
+    from driftline.collector.metrics import CollectorMetrics
+    from driftline.collector.pipeline import Pipeline
+    from driftline.collector.store.writer import ClickHouseWriter
+    from driftline.detectors.stage import build_stage
+
+    reg = CollectorRegistry()
+    stage = build_stage(cfg, ch_client, registry=reg)
+    return Pipeline(ClickHouseWriter(ch_client), CollectorMetrics(reg), send_dead_letters=lambda d: None,
+                    observers=[stage], max_batch_events=max_batch_events), stage
