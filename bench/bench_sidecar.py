@@ -2,7 +2,7 @@
 
 One command, one run, same upstream for everyone:
 
-    python bench/bench_sidecar.py [--rates 200,500] [--seconds 8] [--no-nginx]
+    python bench/bench_sidecar.py [--rates 200,500] [--rounds 7] [--seconds 8] [--no-nginx] [--no-extras]
 
 * upstream: a minimal raw-asyncio HTTP/1.1 server answering a fixed JSON prediction (as light as
   possible, so the numbers are about the proxies, on a 2-core machine);
@@ -11,26 +11,31 @@ One command, one run, same upstream for everyone:
 * sidecar: ``build_app`` with the event worker process as ``driftline sidecar`` runs it (events
   built, validated, masked, JSON-encoded and exported to an in-memory exporter in the child), access
   log off, uvloop when installed; once more with events off (``log_methods=()``: the proxy alone,
-  to show what events cost), once with events built inline (on the loop, exporter thread in the same
-  interpreter, discarding exporter: the way before the event worker) and once on the default
-  asyncio loop (to show what uvloop buys);
+  to show what events cost); unless ``--no-extras``, once with events built inline (on the loop,
+  exporter thread in the same interpreter: the way before the event worker) and once on the default
+  asyncio loop (to show what uvloop buys). ``--extra-sidecar NAME="--handoff-ms 10"`` adds an event
+  worker sidecar started with other role flags (``bench/sidecar_roles.py``), for A/B runs;
 * latency: an open-loop generator at each fixed rate (default 200 and 500 req/s) over keep-alive
   connections, latency measured from each request's *scheduled* send time (no coordinated omission);
 * max throughput: ``wrk`` (apt-get install wrk) for a few seconds with 32 connections.
 
-Prints p50/p99 per target and rate, the added latency (target minus direct), the ratio of the
-sidecar's added latency to nginx's, what events add to the sidecar's own p99 (target: <= 20 %),
-and the sidecars' CPU time per request on the event-loop thread and elsewhere (exporter thread,
-event worker process) -- a figure that, unlike p99, hardly moves with the machine's other load.
+The verdict on "events on add <= 20 % to the sidecar's own p99" is per round, not one run's ratio:
+every round measures direct, then the sidecar with events on and off back to back (their order
+alternating between rounds, so both see the same load), and its ratio is
+(on p99 - direct p99) / (off p99 - direct p99) - 1. Printed: each round's figures, the median ratio
+over the rounds with its spread, and the same ratio from the p99 of all rounds' requests pooled.
+Also per sidecar: CPU time per request on the event-loop thread and elsewhere (exporter thread, event
+worker process), event-loop lag and garbage-collection pauses -- figures that, unlike p99, hardly
+move with the machine's other load.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -38,11 +43,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
-BODY = b'{"age": 41, "income": 2.5, "plan": "pro", "tenure_months": 17}'
-RESPONSE = b'{"prediction":0.5}'
 HERE = Path(__file__).resolve()
+ROLES = HERE.with_name("sidecar_roles.py")
+BODY = b'{"age": 41, "income": 2.5, "plan": "pro", "tenure_months": 17}'
+ON, OFF = "sidecar", "sidecar (events off)"
+TARGET_RATIO = 0.20
 
 
 def free_port() -> int:
@@ -62,131 +71,20 @@ def wait_port(port: int, timeout_s: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def maybe_uvloop(enabled: bool = True) -> bool:
-    if not enabled:
-        return False
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+@dataclass
+class Target:
+    name: str
+    port: int
+    pid: int | None = None  # sidecars: for CPU time from /proc
+    stats_port: int | None = None  # sidecars: loop lag and GC pauses
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    lats: list[float] = field(default_factory=list)  # every round's latencies, ms
+    loop_stats: list[dict[str, float]] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loop ticks, other ticks, requests
 
 
-# -- roles (each runs in its own process) ----------------------------------------------------------
-def role_upstream(port: int) -> None:
-    maybe_uvloop()
-    resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(RESPONSE)
-            + RESPONSE)
-    cl_re = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
-
-    class Handler(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.t = transport
-            self.buf = b""
-
-        def data_received(self, data: bytes) -> None:
-            self.buf += data
-            while True:
-                end = self.buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                m = cl_re.search(self.buf, 0, end + 2)
-                need = end + 4 + (int(m.group(1)) if m else 0)
-                if len(self.buf) < need:
-                    return
-                self.buf = self.buf[need:]
-                self.t.write(resp)  # type: ignore[attr-defined]
-
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(Handler, "127.0.0.1", port, backlog=1024)
-        await server.serve_forever()
-
-    asyncio.run(main())
-
-
-def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str = "worker") -> None:
-    """``events``: ``worker`` (the CLI's way: a child process builds and exports them), ``inline`` (on
-    the event loop, exporter thread in the same interpreter: the way before the event worker) or ``off``."""
-    from aiohttp import web
-    from prometheus_client import CollectorRegistry
-
-    from driftline.sdk import InMemoryExporter, Monitor, SdkSettings
-    from driftline.sdk.export import ExportResult
-    from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
-    from driftline.sdk.sidecar.config import SidecarSettings
-    from driftline.sdk.sidecar.event_process import WorkerConfig
-    from driftline.sdk.sidecar.event_worker import EventWorker
-    from driftline.sdk.sidecar.metrics import SidecarMetrics
-
-    class NullExporter:
-        def export(self, records: object, timeout_s: float) -> ExportResult:
-            return ExportResult()
-
-        def shutdown(self, timeout_s: float) -> None:
-            return None
-
-    settings = SidecarSettings(upstream=upstream, model="bench", version="1", port=port, access_log=False,
-                               log_methods=("POST",) if events != "off" else ())
-    metrics = SidecarMetrics(CollectorRegistry())
-    if events == "worker":
-        # The child's exporter keeps records in memory (discarding needs a class the child can import).
-        worker = EventWorker(WorkerConfig.from_settings(settings, SdkSettings(), exporter_factory=InMemoryExporter),
-                             metrics)
-        app = build_app(settings, metrics=metrics, events=worker)
-    else:
-        app = build_app(settings, metrics=metrics,
-                        monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
-    maybe_uvloop(uvloop_on)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **SERVER_OPTIONS)
-
-
-def role_loadgen(port: int, rate: float, seconds: float, conns: int) -> None:
-    maybe_uvloop()
-    request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(BODY)) + BODY
-    cl_re = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
-
-    async def main() -> dict[str, float]:
-        pool: asyncio.Queue = asyncio.Queue()
-        for _ in range(conns):
-            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-        lat: list[float] = []
-        errors = 0
-
-        async def one(scheduled: float) -> None:
-            nonlocal errors
-            reader, writer = await pool.get()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            m = cl_re.search(head)
-            await reader.readexactly(int(m.group(1)) if m else 0)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            lat.append(time.perf_counter() - scheduled)
-            pool.put_nowait((reader, writer))
-
-        n = int(rate * seconds)
-        tasks = []
-        t0 = time.perf_counter() + 0.05
-        for i in range(n):
-            scheduled = t0 + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled)))
-        await asyncio.gather(*tasks)
-        lat.sort()
-        return {"n": len(lat), "errors": errors, "p50_ms": lat[len(lat) // 2] * 1000,
-                "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "max_ms": lat[-1] * 1000,
-                "achieved_rps": len(lat) / (time.perf_counter() - t0)}
-
-    print(json.dumps(asyncio.run(main())))
-
-
-# -- orchestration --------------------------------------------------------------------------------
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def spawn_role(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(ROLES), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def start_nginx(tmp: Path, port: int, upstream_port: int) -> subprocess.Popen[bytes] | None:
@@ -219,13 +117,12 @@ http {{
                             stderr=subprocess.PIPE)
 
 
-def fixed_rate(port: int, rate: float, seconds: float) -> dict[str, float]:
-    warm = subprocess.run([sys.executable, str(HERE), "--role", "loadgen", "--port", str(port), "--rate", str(rate),
-                           "--seconds", "1"], capture_output=True, check=True)
-    del warm
-    out = subprocess.run([sys.executable, str(HERE), "--role", "loadgen", "--port", str(port), "--rate", str(rate),
-                          "--seconds", str(seconds)], capture_output=True, check=True)
-    return json.loads(out.stdout)
+def fixed_rate(port: int, rate: float, seconds: float) -> tuple[dict[str, float], list[float]]:
+    base = [sys.executable, str(ROLES), "--role", "loadgen", "--port", str(port), "--rate", str(rate)]
+    subprocess.run([*base, "--seconds", "1"], capture_output=True, check=True)  # warm-up
+    out = json.loads(subprocess.run([*base, "--seconds", str(seconds), "--latencies"], capture_output=True,
+                                    check=True).stdout)
+    return out["summary"], out["latencies_ms"]
 
 
 def cpu_ticks(pid: int) -> tuple[int, int]:
@@ -240,6 +137,11 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     loop = ticks(f"/proc/{pid}/task/{pid}/stat")
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return loop, ticks(f"/proc/{pid}/stat") - loop + sum(ticks(f"/proc/{c}/stat") for c in children)
+
+
+def loop_stats(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+        return json.loads(r.read())
 
 
 def max_throughput(port: int, tmp: Path, seconds: float) -> float | None:
@@ -258,92 +160,178 @@ def max_throughput(port: int, tmp: Path, seconds: float) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def round_order(targets: list[Target], i: int) -> list[Target]:
+    """direct first, then events on and off back to back (swapped every other round), then the rest."""
+    by = {t.name: t for t in targets}
+    pair = [by[ON], by[OFF]] if i % 2 == 0 else [by[OFF], by[ON]]
+    rest = [t for t in targets if t.name not in ("direct", ON, OFF)]
+    return [by["direct"], *pair, *rest]
+
+
+def measure(targets: list[Target], rate: float, rounds: int, seconds: float) -> list[float]:
+    """Run ``rounds`` rounds at ``rate``; returns the load average seen at each target's start."""
+    loads: list[float] = []
+    for i in range(rounds):
+        for t in round_order(targets, i):
+            loads.append(load_average())
+            if t.stats_port is not None:
+                loop_stats(t.stats_port)  # reset: only this target's measurement counts
+            before = cpu_ticks(t.pid) if t.pid is not None else None
+            summary, lats = fixed_rate(t.port, rate, seconds)
+            if before is not None and t.pid is not None:
+                after = cpu_ticks(t.pid)
+                t.cpu[0] += after[0] - before[0]
+                t.cpu[1] += after[1] - before[1]
+                t.cpu[2] += rate * (1.0 + seconds)  # the 1 s warm-up included
+            if t.stats_port is not None:
+                t.loop_stats.append(loop_stats(t.stats_port))
+            t.rounds.append(summary)
+            t.lats.extend(lats)
+            print(f"  {rate:.0f} req/s round {i + 1} {t.name:28s} p50 {summary['p50_ms']:.3f} ms  "
+                  f"p99 {summary['p99_ms']:.3f} ms", flush=True)
+    return loads
+
+
+def p99(lats: list[float]) -> float:
+    s = sorted(lats)
+    return s[int(len(s) * 0.99)]
+
+
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def events_cost(on: float, off: float, direct: float) -> float:
+    """What events on add to the sidecar's own p99: added p99 with events / added p99 without - 1.
+
+    NaN when the sidecar without events added nothing (direct's p99 was as high: a spike of the
+    machine in that round); such rounds carry no verdict and are left out of the median."""
+    added_off = off - direct
+    return (on - direct) / added_off - 1.0 if added_off > 0 else float("nan")
+
+
+def report(rate: float, targets: list[Target], tick_us: float, loads: list[float]) -> None:
+    by = {t.name: t for t in targets}
+    d = by["direct"]
+    print(f"\n== {rate:.0f} req/s: {len(d.rounds)} rounds; load average {min(loads):.2f}-{max(loads):.2f} "
+          f"(mean {statistics.mean(loads):.2f}); achieved {by[ON].rounds[0]['achieved_rps']:.0f} req/s")
+    print("per round, p99 ms (direct / events on / events off) -> added p99 on vs off, events' cost:")
+    costs = []
+    for i, (rd, ron, roff) in enumerate(zip(d.rounds, by[ON].rounds, by[OFF].rounds)):
+        c = events_cost(ron["p99_ms"], roff["p99_ms"], rd["p99_ms"])
+        costs.append(c)
+        print(f"  round {i + 1}: {rd['p99_ms']:.3f} / {ron['p99_ms']:.3f} / {roff['p99_ms']:.3f} -> "
+              f"+{ron['p99_ms'] - rd['p99_ms']:.3f} vs +{roff['p99_ms'] - rd['p99_ms']:.3f} ms: {100 * c:+.0f} %")
+    print("target          p50 ms  p99 ms  added p50  added p99  (medians over rounds)  pooled p99, added")
+    med = {t.name: {k: statistics.median(r[k] for r in t.rounds) for k in ("p50_ms", "p99_ms")} for t in targets}
+    pooled = {t.name: p99(t.lats) for t in targets}
+    for t in targets:
+        m = med[t.name]
+        added = "" if t is d else (f"{m['p50_ms'] - med['direct']['p50_ms']:+9.3f}  "
+                                   f"{m['p99_ms'] - med['direct']['p99_ms']:+9.3f}")
+        print(f"  {t.name:28s} {m['p50_ms']:7.3f} {m['p99_ms']:7.3f} {added:21s}  {pooled[t.name]:7.3f}"
+              + ("" if t is d else f" {pooled[t.name] - pooled['direct']:+7.3f}"))
+    skipped = sum(c != c for c in costs)
+    costs = [c for c in costs if c == c] or [float("nan")]
+    q1, q2, q3 = quartiles(costs)
+    met = sum(c <= TARGET_RATIO for c in costs)
+    pooled_cost = events_cost(pooled[ON], pooled[OFF], pooled["direct"])
+    print(f"events on add {100 * q2:+.0f} % to the sidecar's own p99, median of {len(costs)} rounds "
+          f"(quartiles {100 * q1:+.0f} / {100 * q3:+.0f} %, range {100 * min(costs):+.0f} .. {100 * max(costs):+.0f} %; "
+          f"<= 20 % in {met} of {len(costs)} rounds; {skipped} rounds without a verdict); pooled over all rounds' requests {100 * pooled_cost:+.0f} % "
+          f"-- target <= 20 %: {'met' if q2 <= TARGET_RATIO else 'MISSED'}")
+    for t in targets:
+        if t.pid is not None and t.name not in (ON, OFF):
+            per = [c for r, roff, rd in zip(t.rounds, by[OFF].rounds, d.rounds)
+                   if (c := events_cost(r["p99_ms"], roff["p99_ms"], rd["p99_ms"])) == c] or [float("nan")]
+            print(f"  ({t.name} vs events off: median {100 * statistics.median(per):+.0f} % over rounds, pooled "
+                  f"{100 * events_cost(pooled[t.name], pooled[OFF], pooled['direct']):+.0f} %)")
+    s, n = med[ON], med.get("nginx")
+    if n is not None:
+        for q in ("p50_ms", "p99_ms"):
+            added_n, added_s = n[q] - med["direct"][q], s[q] - med["direct"][q]
+            print(f"  sidecar/nginx added latency {q[:3]}: "
+                  f"{added_s / added_n if added_n > 0 else float('inf'):.1f}x")
+    ok50, ok99 = s["p50_ms"] - med["direct"]["p50_ms"] <= 1.0, s["p99_ms"] - med["direct"]["p99_ms"] <= 3.0
+    print(f"  targets: added p50 <= 1 ms {'met' if ok50 else 'MISSED'}; added p99 <= 3 ms {'met' if ok99 else 'MISSED'}")
+    for t in targets:
+        if t.pid is None:
+            continue
+        loop, other, nreq = t.cpu
+        line = f"  {t.name:28s} CPU/request: loop thread {loop * tick_us / nreq:.0f} us, elsewhere {other * tick_us / nreq:.0f} us"
+        if t.loop_stats:
+            ls = t.loop_stats
+            line += (f"; loop lag p99 {statistics.median(x['lag_p99_ms'] for x in ls):.2f} ms (median of rounds), "
+                     f"max {max(x['lag_max_ms'] for x in ls):.1f} ms; GC per round: "
+                     + ", ".join(f"gen{g} {statistics.median(x[f'gc{g}_n'] for x in ls):.0f}x "
+                                 f"{statistics.median(x[f'gc{g}_ms'] for x in ls):.1f} ms" for g in range(3))
+                     + f", longest pause {max(x['gc_max_ms'] for x in ls):.1f} ms")
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--role", choices=("upstream", "sidecar", "loadgen"))
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--upstream")
-    ap.add_argument("--no-uvloop", action="store_true")
-    ap.add_argument("--rate", type=float, default=500.0, help="loadgen role: requests per second")
     ap.add_argument("--rates", default="200,500", help="comma-separated fixed rates, req/s")
-    ap.add_argument("--events", choices=("worker", "inline", "off"), default="worker",
-                    help="sidecar role: events built in the event worker process, inline on the loop, or none")
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=7, help="rounds per rate (the verdict is their median)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds per target per round")
     ap.add_argument("--throughput-seconds", type=float, default=5.0)
     ap.add_argument("--no-nginx", action="store_true")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-extras", action="store_true",
+                    help="skip the inline-events and asyncio-loop sidecars (shorter runs, more rounds)")
+    ap.add_argument("--extra-sidecar", action="append", default=[], metavar='NAME="FLAGS"',
+                    help='another event-worker sidecar with these role flags, e.g. h10="--handoff-ms 10"')
     args = ap.parse_args()
-    if args.role == "upstream":
-        return role_upstream(args.port)
-    if args.role == "sidecar":
-        return role_sidecar(args.port, args.upstream, not args.no_uvloop, args.events)
-    if args.role == "loadgen":
-        return role_loadgen(args.port, args.rate, args.seconds, args.conns)
 
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         try:
             up = free_port()
-            procs.append(spawn("--role", "upstream", "--port", str(up)))
-            targets = {"direct": up}
+            procs.append(spawn_role("--role", "upstream", "--port", str(up)))
+            targets = [Target("direct", up)]
             if not args.no_nginx:
                 ng = free_port()
                 p = start_nginx(tmp, ng, up)
                 if p is not None:
                     procs.append(p)
-                    targets["nginx"] = ng
-            sc = free_port()
-            procs.append(spawn("--role", "sidecar", "--port", str(sc), "--upstream", f"http://127.0.0.1:{up}"))
-            targets["sidecar"] = sc
-            pids: dict[str, int] = {"sidecar": procs[-1].pid}
-            sc_off = free_port()
-            procs.append(spawn("--role", "sidecar", "--port", str(sc_off), "--upstream", f"http://127.0.0.1:{up}",
-                               "--events", "off"))
-            targets["sidecar (events off)"] = sc_off
-            pids["sidecar (events off)"] = procs[-1].pid
-            sc_in = free_port()
-            procs.append(spawn("--role", "sidecar", "--port", str(sc_in), "--upstream", f"http://127.0.0.1:{up}",
-                               "--events", "inline"))
-            targets["sidecar (events inline)"] = sc_in
-            pids["sidecar (events inline)"] = procs[-1].pid
-            try:
-                import uvloop  # noqa: F401
+                    targets.append(Target("nginx", ng))
+            sidecars = [(ON, []), (OFF, ["--events", "off"])]
+            if not args.no_extras:
+                sidecars.append(("sidecar (events inline)", ["--events", "inline"]))
+                try:
+                    import uvloop  # noqa: F401
 
-                sc2 = free_port()
-                procs.append(spawn("--role", "sidecar", "--port", str(sc2), "--upstream", f"http://127.0.0.1:{up}",
-                                   "--no-uvloop"))
-                targets["sidecar (asyncio loop)"] = sc2
-            except ImportError:
-                pass
-            for port in targets.values():
-                wait_port(port)
-            # Rounds interleave the targets, so load from anything else on the machine hits all of
-            # them alike; each figure is the median over the rounds.
+                    sidecars.append(("sidecar (asyncio loop)", ["--no-uvloop"]))
+                except ImportError:
+                    pass
+            for spec in args.extra_sidecar:
+                name, _, flags = spec.partition("=")
+                sidecars.append((f"sidecar ({name})", shlex.split(flags)))
+            for name, flags in sidecars:
+                port, stats = free_port(), free_port()
+                procs.append(spawn_role("--role", "sidecar", "--port", str(port), "--upstream",
+                                        f"http://127.0.0.1:{up}", "--stats-port", str(stats), *flags))
+                targets.append(Target(name, port, procs[-1].pid, stats))
+            for t in targets:
+                wait_port(t.port)
+                if t.stats_port is not None:
+                    wait_port(t.stats_port)
             rates = [float(r) for r in args.rates.split(",")]
-            by_rate: dict[float, dict[str, dict[str, float]]] = {}
-            cpu: dict[float, dict[str, list[float]]] = {}
+            loads = {}
             for rate in rates:
-                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-                cpu[rate] = {name: [0.0, 0.0, 0.0] for name in pids}  # loop ticks, other ticks, requests
-                for i in range(args.rounds):
-                    for name, port in targets.items():
-                        before = cpu_ticks(pids[name]) if name in pids else None
-                        r = fixed_rate(port, rate, args.seconds)
-                        if before is not None:
-                            after = cpu_ticks(pids[name])
-                            acc = cpu[rate][name]
-                            acc[0] += after[0] - before[0]
-                            acc[1] += after[1] - before[1]
-                            acc[2] += rate * (1.0 + args.seconds)  # the 1 s warm-up included
-                        rounds[name].append(r)
-                        print(f"  {rate:.0f} req/s round {i + 1} {name:24s} p50 {r['p50_ms']:.3f} ms  "
-                              f"p99 {r['p99_ms']:.3f} ms", flush=True)
-                by_rate[rate] = {name: {k: statistics.median(x[k] for x in rounds[name]) for k in rounds[name][0]}
-                                 for name in targets}
-            max_rps = {name: max_throughput(port, tmp, args.throughput_seconds) or float("nan")
-                       for name, port in targets.items()}
+                for t in targets:
+                    t.rounds, t.lats, t.loop_stats, t.cpu = [], [], [], [0.0, 0.0, 0.0]
+                loads[rate] = measure(targets, rate, args.rounds, args.seconds)
+                report(rate, targets, 1e6 / os.sysconf("SC_CLK_TCK"), loads[rate])
+            max_rps = {t.name: max_throughput(t.port, tmp, args.throughput_seconds) or float("nan")
+                       for t in targets}
         finally:
             for p in procs:
                 p.terminate()
@@ -352,42 +340,8 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-    for rate, results in by_rate.items():
-        report(rate, results)
-        print("  CPU per request (all rounds): " + "; ".join(
-            f"{name} loop thread {loop * tick_us / n:.0f} us + other threads/processes {other * tick_us / n:.0f} us"
-            for name, (loop, other, n) in cpu[rate].items()))
     print("\nmax throughput: " + ", ".join(f"{name} {v:.0f} req/s" for name, v in max_rps.items()))
 
-
-def report(rate: float, results: dict[str, dict[str, float]]) -> None:
-    """Added latency at one rate: each target minus direct, the sidecar beside nginx, what events cost."""
-    d = results["direct"]
-    print(f"\nadded latency at {rate:.0f} req/s (target minus direct; achieved "
-          f"{results['sidecar']['achieved_rps']:.0f} req/s):")
-    for name, r in results.items():
-        if name != "direct":
-            print(f"  {name:24s} p50 +{r['p50_ms'] - d['p50_ms']:.3f} ms  p99 +{r['p99_ms'] - d['p99_ms']:.3f} ms  "
-                  f"({int(r['errors'])} errors)")
-    s = results["sidecar"]
-    if "nginx" in results:
-        n = results["nginx"]
-        for q in ("p50_ms", "p99_ms"):
-            added_n, added_s = n[q] - d[q], s[q] - d[q]
-            ratio = added_s / added_n if added_n > 0 else float("inf")
-            print(f"  sidecar/nginx added latency {q[:3]}: {ratio:.1f}x")
-    off = results["sidecar (events off)"]
-    own_on, own_off = s["p99_ms"] - d["p99_ms"], off["p99_ms"] - d["p99_ms"]
-    cost = (own_on - own_off) / own_off if own_off > 0 else float("inf")
-    print(f"  events on add {100 * cost:+.0f} % to the sidecar's own p99 (target <= 20 %: "
-          f"{'met' if cost <= 0.20 else 'MISSED'})")
-    if "sidecar (events inline)" in results:
-        own_in = results["sidecar (events inline)"]["p99_ms"] - d["p99_ms"]
-        cost_in = (own_in - own_off) / own_off if own_off > 0 else float("inf")
-        print(f"  (events inline on the loop, the way before the event worker: {100 * cost_in:+.0f} %)")
-    ok50, ok99 = s["p50_ms"] - d["p50_ms"] <= 1.0, own_on <= 3.0
-    print(f"  targets: added p50 <= 1 ms {'met' if ok50 else 'MISSED'}; added p99 <= 3 ms {'met' if ok99 else 'MISSED'}")
 
 if __name__ == "__main__":
     main()

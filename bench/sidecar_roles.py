@@ -1,0 +1,240 @@
+"""The processes ``bench_sidecar.py`` starts: upstream, sidecar and load generator, one role each.
+
+Run as ``python bench/sidecar_roles.py --role upstream|sidecar|loadgen ...`` by ``bench_sidecar.py``.
+A sidecar given ``--stats-port`` also answers ``GET /`` on that port with what happened on its event
+loop since the previous call -- garbage collections (count and pause per generation, the longest
+pause) and the loop's lag (a 5 ms timer's lateness: p50, p99, max) -- so the bench can tell, round
+by round, what events on change in the proxy process itself, apart from the machine's other load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import re
+import time
+from typing import Any
+
+BODY = b'{"age": 41, "income": 2.5, "plan": "pro", "tenure_months": 17}'
+RESPONSE = b'{"prediction":0.5}'
+LAG_TICK_S = 0.005
+
+
+def maybe_uvloop(enabled: bool = True) -> bool:
+    if not enabled:
+        return False
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def role_upstream(port: int) -> None:
+    maybe_uvloop()
+    resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(RESPONSE)
+            + RESPONSE)
+    cl_re = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+
+    class Handler(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while True:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                m = cl_re.search(self.buf, 0, end + 2)
+                need = end + 4 + (int(m.group(1)) if m else 0)
+                if len(self.buf) < need:
+                    return
+                self.buf = self.buf[need:]
+                self.t.write(resp)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Handler, "127.0.0.1", port, backlog=1024)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+class LoopStats:
+    """GC pauses and event-loop lag of this process, read and reset by the stats port."""
+
+    def __init__(self) -> None:
+        self._gc_t0 = 0.0
+        self.reset()
+        gc.callbacks.append(self._on_gc)
+
+    def reset(self) -> None:
+        self.gc_n = [0, 0, 0]
+        self.gc_s = [0.0, 0.0, 0.0]
+        self.gc_max_s = 0.0
+        self.lags: list[float] = []
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+            return
+        d = time.perf_counter() - self._gc_t0
+        g = info["generation"]
+        self.gc_n[g] += 1
+        self.gc_s[g] += d
+        self.gc_max_s = max(self.gc_max_s, d)
+
+    async def tick(self) -> None:
+        # perf_counter, not loop.time(): uvloop's clock has 1 ms steps. Its timers do too, so a lag
+        # below ~1 ms is the timer's rounding; what exceeds it is the loop busy or not scheduled.
+        due = time.perf_counter() + LAG_TICK_S
+        while True:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            now = time.perf_counter()
+            self.lags.append(now - due)
+            due = max(due + LAG_TICK_S, now)
+
+    def snapshot(self) -> dict[str, float]:
+        lags = sorted(self.lags) or [0.0]
+        out = {"lag_p50_ms": lags[len(lags) // 2] * 1e3, "lag_p99_ms": lags[int(len(lags) * 0.99)] * 1e3,
+               "lag_max_ms": lags[-1] * 1e3, "gc_max_ms": self.gc_max_s * 1e3}
+        for g in range(3):
+            out[f"gc{g}_n"], out[f"gc{g}_ms"] = self.gc_n[g], self.gc_s[g] * 1e3
+        self.reset()
+        return out
+
+
+async def serve_stats(stats: LoopStats, port: int) -> asyncio.AbstractServer:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = json.dumps(stats.snapshot()).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", port)
+
+
+def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str, stats_port: int | None,
+                 handoff_ms: float | None) -> None:
+    """``events``: ``worker`` (the CLI's way: a child process builds and exports them), ``inline`` (on
+    the event loop, exporter thread in the same interpreter: the way before the event worker) or ``off``."""
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from driftline.sdk import InMemoryExporter, Monitor, SdkSettings
+    from driftline.sdk.export import ExportResult
+    from driftline.sdk.sidecar.app import SERVER_OPTIONS, build_app
+    from driftline.sdk.sidecar.config import SidecarSettings
+    from driftline.sdk.sidecar.event_process import WorkerConfig
+    from driftline.sdk.sidecar.event_worker import EventWorker
+    from driftline.sdk.sidecar.metrics import SidecarMetrics
+
+    class NullExporter:
+        def export(self, records: object, timeout_s: float) -> ExportResult:
+            return ExportResult()
+
+        def shutdown(self, timeout_s: float) -> None:
+            return None
+
+    settings = SidecarSettings(upstream=upstream, model="bench", version="1", port=port, access_log=False,
+                               log_methods=("POST",) if events != "off" else ())
+    metrics = SidecarMetrics(CollectorRegistry())
+    if events == "worker":
+        # The child's exporter keeps records in memory (discarding needs a class the child can import).
+        extra = {} if handoff_ms is None else {"handoff_delay_s": handoff_ms / 1000.0}
+        worker = EventWorker(WorkerConfig.from_settings(settings, SdkSettings(), exporter_factory=InMemoryExporter),
+                             metrics, **extra)
+        app = build_app(settings, metrics=metrics, events=worker)
+    else:
+        app = build_app(settings, metrics=metrics,
+                        monitor_factory=lambda v: Monitor("bench", v, exporter=NullExporter(), settings=SdkSettings()))
+    if stats_port is not None:
+        stats = LoopStats()
+
+        async def start_stats(app: web.Application) -> Any:
+            server = await serve_stats(stats, stats_port)
+            task = asyncio.get_running_loop().create_task(stats.tick())
+            yield
+            task.cancel()
+            server.close()
+
+        app.cleanup_ctx.append(start_stats)
+    maybe_uvloop(uvloop_on)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **SERVER_OPTIONS)
+
+
+def role_loadgen(port: int, rate: float, seconds: float, conns: int, latencies: bool = False) -> None:
+    maybe_uvloop()
+    request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(BODY)) + BODY
+    cl_re = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+
+    async def main() -> dict[str, Any]:
+        pool: asyncio.Queue = asyncio.Queue()
+        for _ in range(conns):
+            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        lat: list[float] = []
+        errors = 0
+
+        async def one(scheduled: float) -> None:
+            nonlocal errors
+            reader, writer = await pool.get()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            m = cl_re.search(head)
+            await reader.readexactly(int(m.group(1)) if m else 0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            lat.append(time.perf_counter() - scheduled)
+            pool.put_nowait((reader, writer))
+
+        n = int(rate * seconds)
+        tasks = []
+        t0 = time.perf_counter() + 0.05
+        for i in range(n):
+            scheduled = t0 + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        await asyncio.gather(*tasks)
+        raw = [round(x * 1000, 4) for x in lat] if latencies else None
+        lat.sort()
+        summary = {"n": len(lat), "errors": errors, "p50_ms": lat[len(lat) // 2] * 1000,
+                   "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "max_ms": lat[-1] * 1000,
+                   "achieved_rps": len(lat) / (time.perf_counter() - t0)}
+        return {"summary": summary, "latencies_ms": raw} if latencies else summary
+
+    print(json.dumps(asyncio.run(main())))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--role", choices=("upstream", "sidecar", "loadgen"), required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--upstream")
+    ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--events", choices=("worker", "inline", "off"), default="worker")
+    ap.add_argument("--stats-port", type=int)
+    ap.add_argument("--handoff-ms", type=float, help="sidecar role: the event worker's hand-off delay")
+    ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--latencies", action="store_true", help="loadgen role: also print every latency")
+    args = ap.parse_args()
+    if args.role == "upstream":
+        role_upstream(args.port)
+    elif args.role == "sidecar":
+        role_sidecar(args.port, args.upstream, not args.no_uvloop, args.events, args.stats_port, args.handoff_ms)
+    else:
+        role_loadgen(args.port, args.rate, args.seconds, args.conns, args.latencies)
+
+
+if __name__ == "__main__":
+    main()
