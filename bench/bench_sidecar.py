@@ -80,7 +80,7 @@ class Target:
     rounds: list[dict[str, float]] = field(default_factory=list)
     lats: list[float] = field(default_factory=list)  # every round's latencies, ms
     loop_stats: list[dict[str, float]] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loop ticks, other ticks, requests
+    cpu: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loop, other, run-queue wait; requests
 
 
 def spawn_role(*args: str) -> subprocess.Popen[bytes]:
@@ -125,18 +125,23 @@ def fixed_rate(port: int, rate: float, seconds: float) -> tuple[dict[str, float]
     return out["summary"], out["latencies_ms"]
 
 
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    """CPU ticks (user + system) of a sidecar: its event-loop thread, and everything else it runs (other
-    threads, such as an exporter thread, and child processes, such as the event worker). CPU time, unlike
-    latency, hardly depends on what else the machine runs."""
+def cpu_us(pid: int) -> tuple[float, float, float]:
+    """A sidecar's CPU time, µs: its event-loop thread, everything else it runs (other threads, such as
+    an exporter thread, and child processes, such as the event worker), and the time its loop thread
+    waited on a run queue, ready but not running (``/proc/.../schedstat``: what a co-scheduled process,
+    the event worker included, costs the loop in delay). CPU time, unlike latency, hardly depends on
+    what else the machine runs."""
 
     def ticks(path: str) -> int:
         fields = Path(path).read_text().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])
 
-    loop = ticks(f"/proc/{pid}/task/{pid}/stat")
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    loop_ns, wait_ns, _ = (int(x) for x in Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split())
+    loop_ticks = ticks(f"/proc/{pid}/task/{pid}/stat")
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return loop, ticks(f"/proc/{pid}/stat") - loop + sum(ticks(f"/proc/{c}/stat") for c in children)
+    other = ticks(f"/proc/{pid}/stat") - loop_ticks + sum(ticks(f"/proc/{c}/stat") for c in children)
+    return loop_ns / 1e3, other * tick_us, wait_ns / 1e3
 
 
 def loop_stats(port: int) -> dict[str, float]:
@@ -180,13 +185,13 @@ def measure(targets: list[Target], rate: float, rounds: int, seconds: float) -> 
             loads.append(load_average())
             if t.stats_port is not None:
                 loop_stats(t.stats_port)  # reset: only this target's measurement counts
-            before = cpu_ticks(t.pid) if t.pid is not None else None
+            before = cpu_us(t.pid) if t.pid is not None else None
             summary, lats = fixed_rate(t.port, rate, seconds)
             if before is not None and t.pid is not None:
-                after = cpu_ticks(t.pid)
-                t.cpu[0] += after[0] - before[0]
-                t.cpu[1] += after[1] - before[1]
-                t.cpu[2] += rate * (1.0 + seconds)  # the 1 s warm-up included
+                after = cpu_us(t.pid)
+                for k in range(3):
+                    t.cpu[k] += after[k] - before[k]
+                t.cpu[3] += rate * (1.0 + seconds)  # the 1 s warm-up included
             if t.stats_port is not None:
                 t.loop_stats.append(loop_stats(t.stats_port))
             t.rounds.append(summary)
@@ -217,7 +222,7 @@ def events_cost(on: float, off: float, direct: float) -> float:
     return (on - direct) / added_off - 1.0 if added_off > 0 else float("nan")
 
 
-def report(rate: float, targets: list[Target], tick_us: float, loads: list[float]) -> None:
+def report(rate: float, targets: list[Target], loads: list[float]) -> None:
     by = {t.name: t for t in targets}
     d = by["direct"]
     print(f"\n== {rate:.0f} req/s: {len(d.rounds)} rounds; load average {min(loads):.2f}-{max(loads):.2f} "
@@ -264,8 +269,9 @@ def report(rate: float, targets: list[Target], tick_us: float, loads: list[float
     for t in targets:
         if t.pid is None:
             continue
-        loop, other, nreq = t.cpu
-        line = f"  {t.name:28s} CPU/request: loop thread {loop * tick_us / nreq:.0f} us, elsewhere {other * tick_us / nreq:.0f} us"
+        loop, other, wait, nreq = t.cpu
+        line = (f"  {t.name:28s} per request: loop thread CPU {loop / nreq:.0f} us, CPU elsewhere {other / nreq:.0f} us, "
+                f"loop run-queue wait {wait / nreq:.0f} us")
         if t.loop_stats:
             ls = t.loop_stats
             line += (f"; loop lag p99 {statistics.median(x['lag_p99_ms'] for x in ls):.2f} ms (median of rounds), "
@@ -327,9 +333,9 @@ def main() -> None:
             loads = {}
             for rate in rates:
                 for t in targets:
-                    t.rounds, t.lats, t.loop_stats, t.cpu = [], [], [], [0.0, 0.0, 0.0]
+                    t.rounds, t.lats, t.loop_stats, t.cpu = [], [], [], [0.0, 0.0, 0.0, 0.0]
                 loads[rate] = measure(targets, rate, args.rounds, args.seconds)
-                report(rate, targets, 1e6 / os.sysconf("SC_CLK_TCK"), loads[rate])
+                report(rate, targets, loads[rate])
             max_rps = {t.name: max_throughput(t.port, tmp, args.throughput_seconds) or float("nan")
                        for t in targets}
         finally:

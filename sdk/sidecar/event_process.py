@@ -25,7 +25,7 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Mapping
+from typing import IO, Any, Callable, Literal, Mapping
 
 from driftline.sdk.config import SdkSettings
 from driftline.sdk.export.batch import Exporter, ExporterStats
@@ -38,6 +38,7 @@ from driftline.sdk.sidecar.extraction import ExtractSpec
 logger = logging.getLogger("driftline.sidecar")
 
 _LEN = struct.Struct(">I")
+WorkerScheduling = Literal["batch", "idle"]
 MAX_FRAME_BYTES = 1 << 30
 
 
@@ -47,6 +48,7 @@ class WorkerConfig:
 
     ``exporter_factory`` (a module-level callable, pickled by reference) replaces the Kafka transport,
     e.g. :class:`~driftline.sdk.export.InMemoryExporter` in ``bench/bench_sidecar.py``.
+    ``scheduling``: how the worker yields the CPU to the proxy (:func:`_batch_scheduling`).
     """
 
     model: str
@@ -60,6 +62,7 @@ class WorkerConfig:
     report_interval_s: float = 0.25
     exporter_factory: Callable[[], Exporter] | None = None
     log_level: int = logging.WARNING
+    scheduling: WorkerScheduling = "batch"
 
     @classmethod
     def from_settings(cls, settings: SidecarSettings, sdk: SdkSettings, **overrides: Any) -> WorkerConfig:
@@ -156,17 +159,28 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
 WORKER_NICENESS = 10
 
 
-def _batch_scheduling() -> None:
-    """Ask Linux to treat this process as batch work (SCHED_BATCH): it then never preempts the proxy.
+def _batch_scheduling(policy: WorkerScheduling = "batch") -> None:
+    """Ask Linux to treat this process as background work, so that it never delays the proxy.
 
-    A pipe write wakes the reader with a *sync* wake-up, which places it on the writer's CPU, where a
-    normal task would preempt the writer -- the proxy's event loop, with requests in flight -- and
-    run its batch first (profiled: the hand-off's pipe write showed ~0.5 ms per call on a busy
-    machine). A SCHED_BATCH task gets the same CPU share but no wake-up preemption.
+    ``batch`` (the default): SCHED_BATCH at niceness +10 (:data:`WORKER_NICENESS`). A pipe write
+    wakes the reader with a *sync* wake-up, which places it on the writer's CPU, where a normal task
+    would preempt the writer -- the proxy's event loop, with requests in flight -- and run its batch
+    first (profiled: the hand-off's pipe write showed ~0.5 ms per call on a busy machine). A
+    SCHED_BATCH task gets no wake-up preemption; the niceness gives the proxy ~90 % of a CPU they
+    both want. ``idle``: SCHED_IDLE, which any normal task preempts at once, whatever the
+    processes' niceness (``nice +10`` is capped at 19, so it separates nothing when the sidecar
+    already runs at nice 10 or more); what the worker cannot take in time is counted
+    ``buffer_full``. ``bench/bench_sidecar.py --extra-sidecar idle="--worker-sched idle"`` compares them.
     """
     setter = getattr(os, "sched_setscheduler", None)
     if setter is None:
         return
+    if policy == "idle":
+        try:
+            setter(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError as exc:  # fall back to batch below
+            logger.info("driftline event worker: SCHED_IDLE refused (%s)", exc)
     try:
         setter(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError as exc:  # not allowed in some sandboxes: correct either way, only less smooth
@@ -180,7 +194,6 @@ def _batch_scheduling() -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _batch_scheduling()
     # Reports travel on the original stdout; anything else printed goes to stderr.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
@@ -191,6 +204,7 @@ def main() -> int:
     if not isinstance(config, WorkerConfig):
         logger.error("driftline event worker: expected a WorkerConfig first, got %s", type(config).__name__)
         return 2
+    _batch_scheduling(config.scheduling)
     return run(config, inp, out)
 
 

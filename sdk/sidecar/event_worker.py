@@ -4,11 +4,17 @@ Why a process: an exporter thread in the proxy's interpreter shares its GIL, so 
 whenever the thread encodes a batch -- and waits for a whole scheduler slice when the thread holding
 the GIL is descheduled on a busy machine. ``bench/bench_sidecar.py`` measured events on adding 223 %
 to the sidecar's own p99 that way. Here the proxy only keeps each exchange's raw bytes and metadata
-and, once per ``handoff_delay_s`` (or ``handoff_bytes``), pickles the batch into one pipe write
-(a write wakes the child: measured at ~8 % of the loop's time with a write every 5 ms at 1.5 k
-req/s on a loaded machine, hence the 50 ms default; events wait up to 200 ms for their Kafka batch
-anyway), and the child (:mod:`driftline.sdk.sidecar.event_process`) does extraction, validation,
-PII masking, encoding and the Kafka produce.
+and, once per ``handoff_delay_s`` (or ``handoff_bytes``), pickles the batch into one pipe write,
+and the child (:mod:`driftline.sdk.sidecar.event_process`) does extraction, validation, PII
+masking, encoding and the Kafka produce.
+
+Why 10 ms and 64 KiB (``bench/sidecar.md``): the child then works in short bursts. It spends
+40-90 µs of CPU per exchange, so a 50 ms batch at 500 req/s was a ~1.8 ms burst that a request
+arriving meanwhile could wait behind when the CPUs are shared (a p99 matter); at 10 ms it is
+~0.5 ms. What the proxy pays: a hand-off costs its loop ~25 µs for the write and the child's
+wake-up plus ~1 µs per exchange for the pickle, a few µs per request at 500 req/s. The pipe is
+non-blocking: a write the pipe cannot take stays in the transport's buffer (counted against
+``max_buffer_bytes``), never stalling the loop. Events wait up to 200 ms for their Kafka batch anyway.
 
 Never blocks, never silent:
 
@@ -66,7 +72,7 @@ class EventWorker:
     """
 
     def __init__(self, config: WorkerConfig, metrics: SidecarMetrics, *, max_buffer_bytes: int = 64 * 1024 * 1024,
-                 handoff_delay_s: float = 0.05, handoff_bytes: int = 1024 * 1024, stop_timeout_s: float = 10.0,
+                 handoff_delay_s: float = 0.01, handoff_bytes: int = 64 * 1024, stop_timeout_s: float = 10.0,
                  restart_backoff_s: float = 0.5, python: str = sys.executable) -> None:
         self.config = config
         self.metrics = metrics

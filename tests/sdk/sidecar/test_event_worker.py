@@ -19,7 +19,7 @@ from driftline.collector.topics import ensure_topics
 from driftline.sdk import InMemoryExporter, SdkSettings
 from driftline.sdk.contract import Topics, unpack
 from driftline.sdk.contract.variants import ROW_TAG
-from driftline.sdk.sidecar.event_process import WorkerConfig
+from driftline.sdk.sidecar.event_process import WORKER_NICENESS, WorkerConfig
 from driftline.sdk.sidecar.event_worker import EventWorker
 from driftline.sdk.sidecar.events import Exchange
 from driftline.sdk.sidecar.metrics import SidecarMetrics
@@ -134,7 +134,7 @@ async def test_a_dead_event_worker_is_counted_and_restarted_and_nothing_is_lost_
         os.kill(first, signal.SIGSTOP)
         for i in range(5, 8):
             worker.submit(_exchange(i))
-        await asyncio.sleep(0.3)  # handed over (the hand-off delay is 50 ms)
+        await asyncio.sleep(0.3)  # handed over (the hand-off delay is 10 ms)
         os.kill(first, signal.SIGKILL)
         await _until(lambda: worker.pid not in (None, first))
         assert registry.get_sample_value("driftline_sidecar_event_worker_restarts_total") == 1
@@ -148,3 +148,20 @@ async def test_a_dead_event_worker_is_counted_and_restarted_and_nothing_is_lost_
         await worker.stop(10.0)
     assert exported() == 6 and handoff("shutdown") == 0
     assert registry.get_sample_value("driftline_sidecar_exporter_exported_total") == 6
+
+
+@pytest.mark.parametrize("scheduling", ["batch", "idle"])
+async def test_the_event_worker_runs_as_background_work_under_the_policy_asked(scheduling: str) -> None:
+    config = WorkerConfig(model="m", sdk=SdkSettings(), exporter_factory=InMemoryExporter,
+                          scheduling=scheduling)  # type: ignore[arg-type]
+    worker = EventWorker(config, SidecarMetrics(CollectorRegistry()))
+    policy = os.SCHED_BATCH if scheduling == "batch" else os.SCHED_IDLE
+    await worker.start()
+    try:
+        pid = worker.pid
+        assert pid is not None
+        await _until(lambda: os.sched_getscheduler(pid) == policy, timeout_s=10.0)
+        if scheduling == "batch":  # and niceness +10 (capped at 19) beside the proxy
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
+    finally:
+        await worker.stop(10.0)
