@@ -8,11 +8,12 @@ and, once per ``handoff_delay_s`` (or ``handoff_bytes``), pickles the batch into
 and the child (:mod:`driftline.sdk.sidecar.event_process`) does extraction, validation, PII
 masking, encoding and the Kafka produce.
 
-Why 10 ms and 64 KiB (``bench/sidecar.md``): the child then works in short bursts. It spends
-40-90 µs of CPU per exchange, so a 50 ms batch at 500 req/s was a ~1.8 ms burst that a request
-arriving meanwhile could wait behind when the CPUs are shared (a p99 matter); at 10 ms it is
-~0.5 ms. What the proxy pays: a hand-off costs its loop ~25 µs for the write and the child's
-wake-up plus ~1 µs per exchange for the pickle, a few µs per request at 500 req/s. The pipe is
+Why 50 ms (``bench/sidecar.md``, ``bench/bench_sidecar_handoff.py``): a hand-off costs the loop
+~25 µs for the write and the child's wake-up plus ~1 µs per exchange for the pickle, and the child a
+wake-up and a read per batch. Shorter hand-offs make the child's CPU bursts shorter (at 500 req/s
+1.7 ms per 50 ms batch, 0.5 ms per 10 ms one) but cost more CPU in both processes: at 10 ms, +9 µs
+per request on the loop and +16 µs in the child at 500 req/s, twice the child's CPU per request at
+200 req/s; with that, events-on p99 was worse on a loaded machine, not better. The pipe is
 non-blocking: a write the pipe cannot take stays in the transport's buffer (counted against
 ``max_buffer_bytes``), never stalling the loop. Events wait up to 200 ms for their Kafka batch anyway.
 
@@ -72,7 +73,7 @@ class EventWorker:
     """
 
     def __init__(self, config: WorkerConfig, metrics: SidecarMetrics, *, max_buffer_bytes: int = 64 * 1024 * 1024,
-                 handoff_delay_s: float = 0.01, handoff_bytes: int = 64 * 1024, stop_timeout_s: float = 10.0,
+                 handoff_delay_s: float = 0.05, handoff_bytes: int = 1024 * 1024, stop_timeout_s: float = 10.0,
                  restart_backoff_s: float = 0.5, python: str = sys.executable) -> None:
         self.config = config
         self.metrics = metrics

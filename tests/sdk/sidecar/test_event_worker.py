@@ -134,7 +134,7 @@ async def test_a_dead_event_worker_is_counted_and_restarted_and_nothing_is_lost_
         os.kill(first, signal.SIGSTOP)
         for i in range(5, 8):
             worker.submit(_exchange(i))
-        await asyncio.sleep(0.3)  # handed over (the hand-off delay is 10 ms)
+        await asyncio.sleep(0.3)  # handed over (the hand-off delay is 50 ms)
         os.kill(first, signal.SIGKILL)
         await _until(lambda: worker.pid not in (None, first))
         assert registry.get_sample_value("driftline_sidecar_event_worker_restarts_total") == 1
