@@ -13,9 +13,12 @@ Why 50 ms (``bench/sidecar.md``, ``bench/bench_sidecar_handoff.py``): a hand-off
 wake-up and a read per batch. Shorter hand-offs make the child's CPU bursts shorter (at 500 req/s
 1.7 ms per 50 ms batch, 0.5 ms per 10 ms one) but cost more CPU in both processes: at 10 ms, +9 µs
 per request on the loop and +16 µs in the child at 500 req/s, twice the child's CPU per request at
-200 req/s; with that, events-on p99 was worse on a loaded machine, not better. The pipe is
-non-blocking: a write the pipe cannot take stays in the transport's buffer (counted against
-``max_buffer_bytes``), never stalling the loop. Events wait up to 200 ms for their Kafka batch anyway.
+200 req/s; with that, events-on p99 was worse on a loaded machine, not better. Why 256 KiB: with
+large bodies a hand-off is pickled bodies; its frame header and pickle are written apart (joined,
+the copy of a 1 MiB frame stalled the loop ~1.3 ms; apart 0.34 ms), and 256 KiB hand-offs cut the
+longest stall to ~0.2 ms at 0.86x the CPU per MiB. The pipe is non-blocking: a write the pipe
+cannot take stays in the transport's buffer (counted against ``max_buffer_bytes``), never stalling
+the loop. Events wait up to 200 ms for their Kafka batch anyway.
 
 Never blocks, never silent:
 
@@ -44,7 +47,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from driftline.sdk.export.batch import ExporterStats
-from driftline.sdk.sidecar.event_process import WorkerConfig, WorkerReport, encode_frame
+from driftline.sdk.sidecar.event_process import WorkerConfig, WorkerReport, encode_frame, frame_parts
 from driftline.sdk.sidecar.events import Exchange
 from driftline.sdk.sidecar.metrics import SidecarMetrics
 
@@ -73,7 +76,7 @@ class EventWorker:
     """
 
     def __init__(self, config: WorkerConfig, metrics: SidecarMetrics, *, max_buffer_bytes: int = 64 * 1024 * 1024,
-                 handoff_delay_s: float = 0.05, handoff_bytes: int = 1024 * 1024, stop_timeout_s: float = 10.0,
+                 handoff_delay_s: float = 0.05, handoff_bytes: int = 256 * 1024, stop_timeout_s: float = 10.0,
                  restart_backoff_s: float = 0.5, python: str = sys.executable) -> None:
         self.config = config
         self.metrics = metrics
@@ -132,7 +135,9 @@ class EventWorker:
             self._drop("worker_down", len(batch))
             return
         try:
-            proc.stdin.write(encode_frame(batch))  # buffered by the transport; never blocks
+            head, data = frame_parts(batch)
+            proc.stdin.write(head)  # buffered by the transport; never blocks
+            proc.stdin.write(data)
         except Exception:  # noqa: BLE001 - unpicklable exchange (a bug) or a pipe closing under us
             logger.warning("driftline sidecar: could not hand %d exchanges over", len(batch), exc_info=True)
             self._drop("worker_down", len(batch))

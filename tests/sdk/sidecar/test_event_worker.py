@@ -165,3 +165,16 @@ async def test_the_event_worker_runs_as_background_work_under_the_policy_asked(s
             assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
     finally:
         await worker.stop(10.0)
+
+
+async def test_large_bodies_are_handed_over_as_they_come_and_every_event_arrives() -> None:
+    # The child's exporter keeps the events; what it exported comes back in its counts.
+    config = WorkerConfig(model="m", sdk=SdkSettings(flush_interval_s=0.01), exporter_factory=InMemoryExporter)
+    worker = EventWorker(config, SidecarMetrics(CollectorRegistry()), handoff_delay_s=60.0)  # only size hands over
+    await worker.start()
+    try:
+        for i in range(3):  # each body alone passes handoff_bytes (256 KiB): one hand-off per request
+            worker.submit(_exchange(i, body_bytes=300 * 1024))
+        await _until(lambda: sum(s.exported for s in worker.exporter_stats()) == 3)
+    finally:
+        await worker.stop(10.0)
