@@ -85,8 +85,8 @@ class WorkerReport:
 def frame_parts(obj: Any) -> tuple[bytes, bytes]:
     """A frame as its length header and its pickle, to be written one after the other.
 
-    Not joined: joining copies the pickle into a new object, which for a 1 MiB hand-off cost the
-    proxy's event loop ~0.4 ms (``bench/bench_sidecar_handoff.py``)."""
+    Not joined: joining copies the pickle into a new object; for 1 MiB hand-offs that took the
+    proxy's event loop 1.4 ms per MiB instead of 0.43 (``bench/bench_sidecar_handoff.py``)."""
     data = pickle.dumps(obj, protocol=5)
     return _LEN.pack(len(data)), data
 
