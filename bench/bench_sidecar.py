@@ -233,7 +233,8 @@ def report(rate: float, targets: list[Target], loads: list[float]) -> None:
         c = events_cost(ron["p99_ms"], roff["p99_ms"], rd["p99_ms"])
         costs.append(c)
         print(f"  round {i + 1}: {rd['p99_ms']:.3f} / {ron['p99_ms']:.3f} / {roff['p99_ms']:.3f} -> "
-              f"+{ron['p99_ms'] - rd['p99_ms']:.3f} vs +{roff['p99_ms'] - rd['p99_ms']:.3f} ms: {100 * c:+.0f} %")
+              f"{ron['p99_ms'] - rd['p99_ms']:+.3f} vs {roff['p99_ms'] - rd['p99_ms']:+.3f} ms: "
+              + (f"{100 * c:+.0f} %" if c == c else "no verdict (events off added nothing)"))
     print("target          p50 ms  p99 ms  added p50  added p99  (medians over rounds)  pooled p99, added")
     med = {t.name: {k: statistics.median(r[k] for r in t.rounds) for k in ("p50_ms", "p99_ms")} for t in targets}
     pooled = {t.name: p99(t.lats) for t in targets}
