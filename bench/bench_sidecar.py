@@ -222,6 +222,10 @@ def events_cost(on: float, off: float, direct: float) -> float:
     return (on - direct) / added_off - 1.0 if added_off > 0 else float("nan")
 
 
+def pct(c: float) -> str:
+    return f"{100 * c:+.0f} %" if c == c else "n/a"
+
+
 def report(rate: float, targets: list[Target], loads: list[float]) -> None:
     by = {t.name: t for t in targets}
     d = by["direct"]
@@ -234,7 +238,7 @@ def report(rate: float, targets: list[Target], loads: list[float]) -> None:
         costs.append(c)
         print(f"  round {i + 1}: {rd['p99_ms']:.3f} / {ron['p99_ms']:.3f} / {roff['p99_ms']:.3f} -> "
               f"{ron['p99_ms'] - rd['p99_ms']:+.3f} vs {roff['p99_ms'] - rd['p99_ms']:+.3f} ms: "
-              + (f"{100 * c:+.0f} %" if c == c else "no verdict (events off added nothing)"))
+              + (pct(c) if c == c else "no verdict (events off added nothing)"))
     print("target          p50 ms  p99 ms  added p50  added p99  (medians over rounds)  pooled p99, added")
     med = {t.name: {k: statistics.median(r[k] for r in t.rounds) for k in ("p50_ms", "p99_ms")} for t in targets}
     pooled = {t.name: p99(t.lats) for t in targets}
@@ -251,14 +255,14 @@ def report(rate: float, targets: list[Target], loads: list[float]) -> None:
     pooled_cost = events_cost(pooled[ON], pooled[OFF], pooled["direct"])
     print(f"events on add {100 * q2:+.0f} % to the sidecar's own p99, median of {len(costs)} rounds "
           f"(quartiles {100 * q1:+.0f} / {100 * q3:+.0f} %, range {100 * min(costs):+.0f} .. {100 * max(costs):+.0f} %; "
-          f"<= 20 % in {met} of {len(costs)} rounds; {skipped} rounds without a verdict); pooled over all rounds' requests {100 * pooled_cost:+.0f} % "
+          f"<= 20 % in {met} of {len(costs)} rounds; {skipped} rounds without a verdict); pooled over all rounds' requests {pct(pooled_cost)} "
           f"-- target <= 20 %: {'met' if q2 <= TARGET_RATIO else 'MISSED'}")
     for t in targets:
         if t.pid is not None and t.name not in (ON, OFF):
             per = [c for r, roff, rd in zip(t.rounds, by[OFF].rounds, d.rounds)
                    if (c := events_cost(r["p99_ms"], roff["p99_ms"], rd["p99_ms"])) == c] or [float("nan")]
-            print(f"  ({t.name} vs events off: median {100 * statistics.median(per):+.0f} % over rounds, pooled "
-                  f"{100 * events_cost(pooled[t.name], pooled[OFF], pooled['direct']):+.0f} %)")
+            print(f"  ({t.name} vs events off: median {pct(statistics.median(per))} over rounds, pooled "
+                  f"{pct(events_cost(pooled[t.name], pooled[OFF], pooled['direct']))})")
     s, n = med[ON], med.get("nginx")
     if n is not None:
         for q in ("p50_ms", "p99_ms"):
