@@ -8,17 +8,18 @@ and, once per ``handoff_delay_s`` (or ``handoff_bytes``), pickles the batch into
 and the child (:mod:`driftline.sdk.sidecar.event_process`) does extraction, validation, PII
 masking, encoding and the Kafka produce.
 
-Why 50 ms (``bench/sidecar.md``, ``bench/bench_sidecar_handoff.py``): a hand-off costs the loop
-~25 µs for the write and the child's wake-up plus ~1 µs per exchange for the pickle, and the child a
+Why 50 ms (``bench/sidecar.md``, ``bench/bench_sidecar_handoff.py``): a hand-off costs the loop ~25
+µs for the write and the child's wake-up plus ~1 µs per exchange for the pickle, and the child a
 wake-up and a read per batch. Shorter hand-offs make the child's CPU bursts shorter (at 500 req/s
 1.7 ms per 50 ms batch, 0.5 ms per 10 ms one) but cost more CPU in both processes: at 10 ms, +9 µs
 per request on the loop and +16 µs in the child at 500 req/s, twice the child's CPU per request at
-200 req/s; with that, events-on p99 was worse on a loaded machine, not better. Why 256 KiB: with
-large bodies a hand-off is pickled bodies; its frame header and pickle are written apart (joined,
-the copy of a 1 MiB frame stalled the loop ~1.3 ms; apart 0.34 ms), and 256 KiB hand-offs cut the
-longest stall to ~0.2 ms at 0.86x the CPU per MiB. The pipe is non-blocking: a write the pipe
-cannot take stays in the transport's buffer (counted against ``max_buffer_bytes``), never stalling
-the loop. Events wait up to 200 ms for their Kafka batch anyway.
+200 req/s, and p99 on a loaded machine did not make up for it (worse in one run, better at 500 req/s
+in another). Why 256 KiB: with large bodies a hand-off is pickled bodies; its frame header and
+pickle are written apart (joined, the copy of a 1 MiB frame stalled the loop ~1.3 ms; apart 0.34
+ms), and 256 KiB hand-offs cut the longest stall to ~0.2 ms at 0.86x the CPU per MiB. The pipe is
+non-blocking: a write the pipe cannot take stays in the transport's buffer (counted against
+``max_buffer_bytes``), never stalling the loop. Events wait up to 200 ms for their Kafka batch
+anyway.
 
 Never blocks, never silent:
 
