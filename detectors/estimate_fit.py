@@ -16,8 +16,8 @@ logged predictions into their shape and back:
 >>> info = fit_estimator(preds, ["no", "yes", "yes", "yes"] * 60, min_labels=100)
 >>> info["method"], info["classes"], info["labelled"]
 ('cbpe', ['no', 'yes'], 240)
->>> Fitted(info).row({"no": 0.3, "yes": 0.7}, {})  # binary: P(classes[1]) alone
-[0.7]
+>>> Fitted(info).row({"no": 0.3, "yes": 0.7}, {})  # binary: P(classes[1]) alone, a float
+0.7
 """
 
 from __future__ import annotations

@@ -15,6 +15,14 @@ for all classes, by the multiclass Brier score of the renormalised rows, :func:`
 Every calibrator is stored as a handful of numbers (Platt's two, isotonic's knots), so the state
 is JSON and small.
 
+Other rules (:func:`choose`, ``rule=``) and kinds are here for the benchmark that compared them
+(``bench/estimation_references.py``, bench/README.md): ``se`` keeps the identity unless a fitted
+map lowers the held-out Brier score by more than one standard error (NannyML's "don't calibrate a
+calibrated model" in spirit; blind to a real miscalibration on a few hundred rows), ``stack`` /
+``shrink`` blend the kinds with weights from the held-out Brier score (kind ``blend``, stored as
+knots), ``bagged`` averages isotonic fits on bootstrap resamples. None beat the default on every
+case: ``stack`` wins on the synthetic streams and loses on breast_cancer and digits.
+
 A fitted map is itself uncertain (a few hundred labels per class); :func:`fit_calibrator` also
 refits the chosen kind on :data:`SPREAD_DRAWS` bootstrap resamples of the reference and keeps how
 each draw's calibrated probability deviates from the draws' mean in :data:`SPREAD_BINS` score bins
