@@ -16,8 +16,8 @@ logged predictions into their shape and back:
 >>> info = fit_estimator(preds, ["no", "yes", "yes", "yes"] * 60, min_labels=100)
 >>> info["method"], info["classes"], info["labelled"]
 ('cbpe', ['no', 'yes'], 240)
->>> Fitted(info).row({"no": 0.3, "yes": 0.7}, {})  # binary: P(classes[1]) alone
-[0.7]
+>>> Fitted(info).row({"no": 0.3, "yes": 0.7}, {})  # binary: P(classes[1]) alone, a float
+0.7
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
-__all__ = ["fit_estimator", "Fitted", "estimator_method", "scores_of", "is_number"]
+__all__ = ["fit_estimator", "Fitted", "estimator_method", "scores_of", "positive_score", "is_number"]
 
 _PROB_TOLERANCE = 0.01
 _BINARY_LABELS = frozenset(("0", "1", "True", "False", "true", "false"))
@@ -79,6 +79,21 @@ def scores_of(prediction: Any, classes: Sequence[str]) -> list[float] | None:
     if abs(sum(row) - 1.0) > _PROB_TOLERANCE:
         return None
     return row
+
+
+def positive_score(prediction: Any, classes: Sequence[str]) -> float | None:
+    """P(``classes[1]``) of a binary model's logged prediction, with :func:`scores_of`'s checks
+    (None: not scores). Runs for every prediction and label of a binary model: a dict of two
+    floats, the common case, builds no list."""
+    if type(prediction) is dict:
+        a, b = prediction.get(classes[0], 0.0), prediction.get(classes[1], 0.0)
+        ta, tb = type(a), type(b)
+        if ((ta is float or ta is int) and (tb is float or tb is int) and -1e-9 <= a <= 1 + 1e-9
+                and -1e-9 <= b <= 1 + 1e-9 and abs(a + b - 1.0) <= _PROB_TOLERANCE):
+            return float(b)
+        return None
+    row = scores_of(prediction, classes)
+    return None if row is None else float(row[1])
 
 
 def estimator_method(predictions: Sequence[Any], labels: Sequence[Any]) -> str:
@@ -199,12 +214,14 @@ class Fitted:
 
         return E.CLASSIFICATION_METRICS if self.method == "cbpe" else E.REGRESSION_METRICS
 
-    def row(self, prediction: Any, features: Mapping[str, Any]) -> list[float] | None:
+    def row(self, prediction: Any, features: Mapping[str, Any]) -> list[float] | float | None:
         """What a window keeps of one prediction (None: it cannot be estimated)."""
         if self.method == "cbpe":
-            row = scores_of(prediction, self.classes)
-            # A binary row keeps P(classes[1]) alone: half the window's sample, in the saved state too.
-            return [row[1]] if row is not None and len(self.classes) == 2 else row
+            # A binary row is P(classes[1]) alone, a float: half the window's sample, in the saved
+            # state too, and no list per prediction for the garbage collector to walk.
+            if len(self.classes) == 2:
+                return positive_score(prediction, self.classes)
+            return scores_of(prediction, self.classes)
         if not is_number(prediction):
             return None
         return [float(prediction), *_feature_row(features, self.features)]
@@ -223,7 +240,16 @@ class Fitted:
         return self.model.estimate([r[1:] for r in rows], [r[0] for r in rows], level=level)
 
     def _scores(self, rows: Sequence[Sequence[float]]) -> Any:
-        return [r[0] for r in rows] if len(self.classes) == 2 else rows
+        import numpy as np
+
+        if len(self.classes) != 2:
+            return rows
+        # binary: floats; a state saved before them holds [P(classes[1])] rows (first column)
+        try:
+            p = np.asarray(rows, dtype=float)
+        except ValueError:  # both kinds in one window (a restart mid-window)
+            return [r if type(r) is float else r[0] for r in rows]
+        return p[:, 0] if p.ndim == 2 else p
 
     def realised(self, rows: Sequence[Sequence[float]], labels: Sequence[Any]) -> dict[str, float]:
         from driftline.detectors import estimation as E

@@ -357,12 +357,13 @@ class EstimationStreams:
     def _emit(self, version: str, seg: str, w: Window, est: Fitted) -> None:
         w.real = realised = self._realised(w, est)
         share = min(1.0, w.labelled / w.n) if w.n else 0.0
+        start, end = _utc(w.start), _utc(w.end)
         for m in est.metrics:
             value, lower, upper, thr, verdict = w.est.get(m, [None, None, None, None, False])
             r = realised.get(m)
             if value is None and r is None:
                 continue
-            self.rows.append(EstimateRow(self.cfg.model, version, seg, _utc(w.start), _utc(w.end), m,
+            self.rows.append(EstimateRow(self.cfg.model, version, seg, start, end, m,
                                          est.method, value, lower, upper, self.settings.level, thr, verdict,
                                          r, w.labelled, share, w.n))
 

@@ -52,24 +52,24 @@ class Window:
 
     def __init__(self) -> None:
         self.n = 0
-        self.rows: list[list[float]] = []
+        self.rows: list[Any] = []  # a row: [scores] or [prediction, features], a binary model's P(positive)
         self.start = self.end = 0.0
         self.labelled = 0
-        self.lab_rows: list[list[float]] = []
+        self.lab_rows: list[Any] = []
         self.labels: list[Any] = []
         self.est: dict[str, list[Any]] = {}  # metric -> [value, lower, upper, threshold, verdict]
         self.real: dict[str, float | None] = {}  # metric -> realised over the labelled rows
         self.dirty = False
         self.done = False  # graded for good: takes no more labels (label horizon passed, or evicted)
 
-    def add(self, row: list[float], cap: int, salt: int) -> None:
+    def add(self, row: Any, cap: int, salt: int) -> None:
         self.n += 1
         if len(self.rows) < cap:
             self.rows.append(row)
         elif (j := _slot(self.n, salt)) < cap:
             self.rows[j] = row
 
-    def add_label(self, row: list[float], label: Any, cap: int, salt: int) -> int:
+    def add_label(self, row: Any, label: Any, cap: int, salt: int) -> int:
         """Count a label and sample its row; returns the labelled rows added (0 or 1)."""
         if self.done:
             return 0
@@ -143,7 +143,7 @@ class GradingWindows:
         done = self.by_key.get(key)
         return done[-1].end if done else None
 
-    def add_label(self, w: Window, row: list[float], label: Any, *, cap: int, salt: int, settle: Settle) -> None:
+    def add_label(self, w: Window, row: Any, label: Any, *, cap: int, salt: int, settle: Settle) -> None:
         """A label for closed window ``w``; over ``max_rows``, the oldest windows stop awaiting."""
         self.rows += w.add_label(row, label, cap, salt)
         if self.rows > self.max_rows:

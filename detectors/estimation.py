@@ -125,6 +125,13 @@ def _check_scores(scores: Any, k: int) -> np.ndarray:
 def _label_codes(labels: Sequence, classes: Sequence[str]) -> np.ndarray:
     """Class index of each label, -1 for a missing one (None / NaN); unknown labels are an error."""
     index = {str(c): i for i, c in enumerate(classes)}
+    names = np.asarray(labels)
+    if names.dtype.kind == "U" and names.ndim == 1:  # all text (the stream's class names): no loop
+        codes = np.full(len(names), -2, dtype=np.int64)
+        for c, i in index.items():
+            codes[names == c] = i
+        if not (codes == -2).any():
+            return codes  # else: a number's text ("1.0") or an unknown label, as below
     codes = np.empty(len(labels), dtype=np.int64)
     unknown = 0
     for i, y in enumerate(labels):  # once per reference, not per window

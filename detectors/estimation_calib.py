@@ -15,6 +15,14 @@ for all classes, by the multiclass Brier score of the renormalised rows, :func:`
 Every calibrator is stored as a handful of numbers (Platt's two, isotonic's knots), so the state
 is JSON and small.
 
+Other rules (:func:`choose`, ``rule=``) and kinds are here for the benchmark that compared them
+(``bench/estimation_references.py``, bench/README.md): ``se`` keeps the identity unless a fitted
+map lowers the held-out Brier score by more than one standard error (NannyML's "don't calibrate a
+calibrated model" in spirit; blind to a real miscalibration on a few hundred rows), ``stack`` /
+``shrink`` blend the kinds with weights from the held-out Brier score (kind ``blend``, stored as
+knots), ``bagged`` averages isotonic fits on bootstrap resamples. None beat the default on every
+case: ``stack`` wins on the synthetic streams and loses on breast_cancer and digits.
+
 A fitted map is itself uncertain (a few hundred labels per class); :func:`fit_calibrator` also
 refits the chosen kind on :data:`SPREAD_DRAWS` bootstrap resamples of the reference and keeps how
 each draw's calibrated probability deviates from the draws' mean in :data:`SPREAD_BINS` score bins
@@ -40,11 +48,19 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
+from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
-__all__ = ["Calibrator", "fit_calibrator", "fit_calibrators", "multiclass_brier", "KINDS", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
+__all__ = ["Calibrator", "fit_calibrator", "fit_calibrators", "choose", "held_out", "row_losses", "stack_weights",
+           "KINDS", "BASE_KINDS", "RULES", "RULE", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
 
-KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
+BASE_KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
+KINDS = (*BASE_KINDS, "bagged", "blend")  # bagged isotonic; a stacked blend of the base kinds
+RULES = ("brier", "se", "stack", "shrink")
+RULE = "brier"
+SE_MARGIN = 1.0  # rule "se": standard errors of the held-out Brier gain a fitted map must beat
+GRID = 200  # quantile knots of a map stored as points (bagged, blend)
+BAG = 40  # isotonic fits averaged by "bagged"
 FOLDS = 5
 SPREAD_DRAWS = 40  # covariance of 10 bins: enough draws for a stable rank
 SPREAD_BINS = 10
@@ -59,7 +75,7 @@ class Calibrator:
             raise ValueError(f"unknown calibrator kind {kind!r}; one of {KINDS}")
         self.kind = kind
         self.params = dict(params or {})
-        if kind == "isotonic":
+        if kind in ("isotonic", "bagged", "blend"):
             self._x = np.asarray(self.params["x"], dtype=float)
             self._y = np.asarray(self.params["y"], dtype=float)
         self._edges = np.asarray(self.params.get("edges", []), dtype=float)
@@ -96,7 +112,19 @@ class Calibrator:
         return f"Calibrator({self.kind!r})"
 
 
-def _fit_kind(kind: str, s: np.ndarray, y: np.ndarray) -> Calibrator:
+def _grid(s: np.ndarray) -> np.ndarray:
+    """The knots of a map stored as points: 0, 1 and GRID quantiles of the reference's scores."""
+    return np.unique(np.r_[0.0, np.quantile(s, np.linspace(0.0, 1.0, GRID)), 1.0])
+
+
+def _boots(n: int, seed: int, draws: int = SPREAD_DRAWS) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(draws)]
+
+
+def _fit_kind(kind: str, s: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
+    """One class's map of ``kind`` fitted on ``(s, y)``; ``blend`` needs its ``weights`` over
+    :data:`BASE_KINDS`."""
     if kind == "identity":
         return Calibrator("identity")
     if kind == "platt":
@@ -105,72 +133,132 @@ def _fit_kind(kind: str, s: np.ndarray, y: np.ndarray) -> Calibrator:
             return Calibrator("identity")
         lr = LogisticRegression(C=1e6).fit(x, y)
         return Calibrator("platt", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, y)
-    return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+    if kind == "isotonic":
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, y)
+        return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+    grid = _grid(s)
+    if kind == "bagged":
+        members = [_fit_kind("isotonic", s[i], y[i])(grid) for i in _boots(len(s), 0, BAG)]
+        return Calibrator("bagged", {"x": grid.tolist(), "y": np.mean(members, axis=0).tolist()})
+    w = np.asarray(weights, dtype=float)
+    parts = [_fit_kind(k, s, y) for k, wk in zip(BASE_KINDS, w) if wk > 0]
+    y_grid = sum(wk * c(grid) for wk, c in zip(w[w > 0], parts))
+    return Calibrator("blend", {"x": grid.tolist(), "y": np.clip(y_grid, 0.0, 1.0).tolist(), "w": w.tolist()})
 
 
-def cross_validated_brier(s: np.ndarray, y: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> dict[str, float]:
-    """Held-out Brier score of each calibrator kind on ``folds`` random folds of ``(s, y)``."""
-    fold = np.random.default_rng(seed).permutation(len(s)) % folds
-    errors = {k: 0.0 for k in KINDS}
-    for f in range(folds):
-        train, test = fold != f, fold == f
-        for kind in KINDS:
-            c = _fit_kind(kind, s[train], y[train])
-            errors[kind] += float(np.sum((c(s[test]) - y[test]) ** 2))
-    return {k: v / len(s) for k, v in errors.items()}
+def _renormalised(q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    total = q.sum(axis=1, keepdims=True)
+    return np.where(total > 0, q / np.where(total > 0, total, 1.0), p)
 
 
-def _best(briers: Mapping[str, float]) -> str:
-    return min(KINDS, key=lambda k: (round(briers[k], 12), KINDS.index(k)))
+def _apply(cals: list[Calibrator], p: np.ndarray) -> np.ndarray:
+    """The (n, k) probabilities CBPE uses: binary, one map of column 1; else renormalised rows."""
+    if p.shape[1] == 2:
+        q1 = cals[0](p[:, 1])
+        return np.c_[1.0 - q1, q1]
+    return _renormalised(np.column_stack([c(p[:, j]) for j, c in enumerate(cals)]), p)
 
 
-def multiclass_brier(p: np.ndarray, codes: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> dict[str, float]:
-    """Held-out multiclass Brier score of each kind applied to every class one-vs-rest and the
-    rows renormalised, as CBPE uses them."""
+def _columns(p: np.ndarray) -> list[int]:
+    return [1] if p.shape[1] == 2 else list(range(p.shape[1]))
+
+
+def held_out(p: np.ndarray, codes: np.ndarray, kinds: tuple[str, ...] = BASE_KINDS, *, folds: int = FOLDS,
+             seed: int = 0) -> dict[str, np.ndarray]:
+    """Each kind's out-of-fold probabilities (n, k) of the reference, ``folds`` random folds:
+    every row calibrated by a map fitted without it, as CBPE would use it."""
     n, k = p.shape
     onehot = np.eye(k)[codes]
     fold = np.random.default_rng(seed).permutation(n) % folds
-    errors = {kind: 0.0 for kind in KINDS}
+    out = {kind: np.zeros((n, k)) for kind in kinds}
     for f in range(folds):
         train, test = fold != f, fold == f
-        for kind in KINDS:
-            q = np.column_stack([_fit_kind(kind, p[train, c], onehot[train, c])(p[test, c]) for c in range(k)])
-            total = q.sum(axis=1, keepdims=True)
-            q = np.where(total > 0, q / np.where(total > 0, total, 1.0), p[test])
-            errors[kind] += float(np.sum((q - onehot[test]) ** 2))
-    return {kind: v / n for kind, v in errors.items()}
+        for kind in kinds:
+            cals = [_fit_kind(kind, p[train, c], onehot[train, c]) for c in _columns(p)]
+            out[kind][test] = _apply(cals, p[test])
+    return out
 
 
-def fit_calibrators(p: np.ndarray, codes: np.ndarray, *, folds: int = FOLDS, seed: int = 0) -> list[Calibrator]:
-    """CBPE's calibrators for scores ``p`` (n, k) and label codes: binary, one for column 1;
-    multiclass, one per class, all of the kind with the lowest held-out multiclass Brier score
-    (one kind for all classes: the renormalised rows are what is scored and used)."""
-    if p.shape[1] == 2:
-        return [fit_calibrator(p[:, 1], (codes == 1).astype(float), folds=folds, seed=seed)]
-    kind = _best(multiclass_brier(p, codes, folds=folds, seed=seed))
-    return [fit_calibrator(p[:, c], (codes == c).astype(float), kind=kind, seed=seed) for c in range(p.shape[1])]
+def row_losses(q: Mapping[str, np.ndarray], codes: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row (multiclass) Brier loss of each kind's probabilities."""
+    return {kind: np.sum((v - np.eye(v.shape[1])[codes]) ** 2, axis=1) for kind, v in q.items()}
 
 
-def fit_calibrator(scores: np.ndarray, is_class: np.ndarray, *, kind: str | None = None, folds: int = FOLDS,
-                   seed: int = 0) -> Calibrator:
-    """The calibrator ``kind``, by default the one with the lowest held-out Brier score, fitted on
-    all of the rows, with its spread (see the module docstring).
+def stack_weights(q: Mapping[str, np.ndarray], codes: np.ndarray,
+                  support: tuple[str, ...] = BASE_KINDS) -> np.ndarray:
+    """Convex weights over :data:`BASE_KINDS` (non-zero only on ``support``) whose mix of the
+    held-out probabilities has the lowest Brier score (stacking)."""
+    target = np.eye(q[BASE_KINDS[0]].shape[1])[codes].ravel()
+    a = np.column_stack([q[k].ravel() for k in support])
+    g, c = a.T @ a, a.T @ target
+    m = len(support)
+    res = minimize(lambda w: w @ g @ w - 2 * c @ w, np.full(m, 1.0 / m), jac=lambda w: 2 * (g @ w - c),
+                   bounds=[(0.0, 1.0)] * m, constraints={"type": "eq", "fun": lambda w: w.sum() - 1.0},
+                   method="SLSQP")
+    w = np.zeros(len(BASE_KINDS))
+    w[[BASE_KINDS.index(k) for k in support]] = np.clip(res.x, 0.0, None)
+    w[w < 1e-3] = 0.0
+    return w / w.sum()
 
-    ``scores`` are the model's probabilities of one class, ``is_class`` 1.0 where the label is
-    that class. Ties (within 1e-12) go to the simpler kind.
+
+def choose(p: np.ndarray, codes: np.ndarray, rule: str = RULE, *, folds: int = FOLDS,
+           seed: int = 0) -> tuple[str, np.ndarray | None]:
+    """The kind (and a blend's weights) that ``rule`` picks on the labelled reference:
+
+    * ``brier``: the lowest held-out Brier score of identity, Platt and isotonic;
+    * ``se``: the identity unless the best of Platt and isotonic lowers the held-out Brier score
+      by more than the standard error of that difference (paired over the rows);
+    * ``stack``: a convex blend of the three with weights from the held-out Brier score.
     """
+    if rule not in RULES:
+        raise ValueError(f"unknown calibrator rule {rule!r}; one of {RULES}")
+    q = held_out(p, codes, folds=folds, seed=seed)
+    if rule == "stack":
+        return "blend", stack_weights(q, codes)
+    loss = row_losses(q, codes)
+    if rule == "brier":
+        return min(BASE_KINDS, key=lambda k: (round(float(loss[k].mean()), 12), BASE_KINDS.index(k))), None
+    best = min(BASE_KINDS[1:], key=lambda k: float(loss[k].mean()))
+    if rule == "shrink":
+        return "blend", stack_weights(q, codes, ("identity", best))
+    d = loss["identity"] - loss[best]
+    gain, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    return (best if gain > SE_MARGIN * se else "identity"), None
+
+
+def fit_calibrators(p: np.ndarray, codes: np.ndarray, *, rule: str = RULE, kind: str | None = None,
+                    folds: int = FOLDS, seed: int = 0) -> list[Calibrator]:
+    """CBPE's calibrators for scores ``p`` (n, k) and label codes: binary, one for column 1;
+    multiclass, one per class, all of one kind (the renormalised rows are what is scored and
+    used), by default the one ``rule`` picks (:func:`choose`), with its spread."""
+    weights = None
+    if kind is None:
+        kind, weights = choose(p, codes, rule, folds=folds, seed=seed)
+    elif kind == "blend":
+        weights = stack_weights(held_out(p, codes, folds=folds, seed=seed), codes)
+    return [_fitted_with_spread(kind, p[:, c], (codes == c).astype(float), weights, seed) for c in _columns(p)]
+
+
+def fit_calibrator(scores: np.ndarray, is_class: np.ndarray, *, kind: str | None = None, rule: str = RULE,
+                   folds: int = FOLDS, seed: int = 0) -> Calibrator:
+    """One class's calibrator: ``scores`` the model's probabilities of the class, ``is_class``
+    1.0 where the label is that class; ``kind`` forced, or chosen by ``rule``."""
     s = np.asarray(scores, dtype=float)
-    y = np.asarray(is_class, dtype=float)
-    best = kind or _best(cross_validated_brier(s, y, folds=folds, seed=seed))
-    chosen = _fit_kind(best, s, y)
+    return fit_calibrators(np.c_[1.0 - s, s], (np.asarray(is_class) > 0).astype(int), rule=rule, kind=kind,
+                           folds=folds, seed=seed)[0]
+
+
+def _fitted_with_spread(kind: str, s: np.ndarray, y: np.ndarray, weights: np.ndarray | None,
+                        seed: int) -> Calibrator:
+    """The map fitted on all of the rows, with its bootstrap draws (see the module docstring)."""
+    chosen = _fit_kind(kind, s, y, weights)
     if chosen.kind == "identity":
         return chosen
     # the bins' inner edges and centres: quantiles of the reference's scores
     edges = np.quantile(s, np.arange(1, SPREAD_BINS) / SPREAD_BINS)
     centres = np.quantile(s, (np.arange(SPREAD_BINS) + 0.5) / SPREAD_BINS)
-    rng = np.random.default_rng(seed)
-    draws = np.array([_fit_kind(chosen.kind, s[i], y[i])(centres)
-                      for i in (rng.integers(0, len(s), len(s)) for _ in range(SPREAD_DRAWS))])
-    dev = (draws - draws.mean(axis=0)) / np.sqrt(SPREAD_DRAWS - 1)
+    # a bag's members are bootstrap fits already: their spread is one isotonic map's (conservative)
+    draws = np.array([_fit_kind("isotonic" if kind == "bagged" else chosen.kind, s[i], y[i], weights)(centres)
+                      for i in _boots(len(s), seed if kind != "bagged" else 0, BAG if kind == "bagged" else SPREAD_DRAWS)])
+    dev = (draws - draws.mean(axis=0)) / np.sqrt(len(draws) - 1)
     return Calibrator(chosen.kind, {**chosen.params, "edges": edges.tolist(), "dev": dev.ravel().tolist()})

@@ -14,7 +14,7 @@ from scipy.stats import binom
 from driftline.detectors.estimation import (
     CBPE, DLE, CLASSIFICATION_METRICS, Estimate, EstimationError, realised_classification, realised_regression,
 )
-from driftline.detectors.estimation_calib import fit_calibrator
+from driftline.detectors.estimation_calib import fit_calibrator, fit_calibrators
 from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics, ranks_and_auc
 
 CLASSES = ["no", "yes"]
@@ -243,6 +243,37 @@ def test_calibrator_fixes_an_overconfident_model():
     assert with_spread.value == sampling_only.value
     assert with_spread.upper - with_spread.lower > sampling_only.upper - sampling_only.lower
     assert CBPE.from_state(json.loads(json.dumps(model.to_state()))).estimate(window)["accuracy"] == with_spread
+
+
+def test_the_calibrator_keeps_a_calibrated_model_and_fixes_a_miscalibrated_one():
+    """Scores whose true calibration is known, on 3 references of 1,000 labelled rows: the
+    estimated accuracy of a 2,000-row window against the truth (the mean true probability of the
+    predicted class). A calibrated model is mostly left as it is (a fitted map adds the
+    reference's noise: isotonic always, NannyML's calibrator, is off by twice as much or more); an
+    overconfident one (log-odds x 3) is mapped back to within a point."""
+    def rows(rng, n, sharpen):
+        truth = rng.uniform(0.05, 0.95, n)
+        score = 1 / (1 + np.exp(-sharpen * np.log(truth / (1 - truth))))
+        return truth, np.c_[1 - score, score], np.where(rng.random(n) < truth, "yes", "no")
+
+    def error(model, truth, scores):
+        exact = np.mean(np.where(scores[:, 1] > 0.5, truth, 1 - truth))
+        return abs(model.estimate(scores)["accuracy"].value - exact)
+
+    for sharpen in (1.0, 3.0):
+        chosen, isotonic, identity = [], [], []
+        for seed in range(3):
+            rng = np.random.default_rng(40 + seed)
+            _, ref, y = rows(rng, 1000, sharpen)
+            truth, window, _ = rows(rng, 2000, sharpen)
+            chosen.append(error(CBPE.fit(ref, y, CLASSES), truth, window))
+            codes = (y == "yes").astype(int)
+            isotonic.append(error(CBPE(CLASSES, fit_calibrators(ref, codes, kind="isotonic")), truth, window))
+            identity.append(error(CBPE(CLASSES, fit_calibrators(ref, codes, kind="identity")), truth, window))
+        if sharpen == 1.0:
+            assert np.mean(chosen) < 0.004 and np.mean(chosen) < 0.5 * np.mean(isotonic), (chosen, isotonic)
+        else:
+            assert max(chosen) < 0.01 and np.mean(identity) > 0.1, (chosen, identity)
 
 
 def test_estimate_verdict_needs_the_whole_band_below():
