@@ -40,7 +40,7 @@ def soak_records(start: int, n: int, t0: float, rate: float) -> list:
         ev = {"schema_version": 1, "type": "prediction", "event_id": uuid7(),
               "timestamp": format_timestamp(int((t0 + i / rate) * 1e9)), "model": "soak", "model_version": "1",
               "features": features, "prediction": 0.5, "latency_ms": 1.0}
-        out.append(RawRecord("driftline.predictions", "predictions", i % 4, i, dumps(ev)))
+        out.append(RawRecord("driftline.predictions", "predictions", i % 4, i // 4, dumps(ev)))
     return out
 
 
@@ -93,16 +93,25 @@ def main(events: int, chunk: int, rate: float, every: int, marks: tuple[int, int
     from driftline.detectors.stage import build_observers
 
     tmp = Path(tempfile.mkdtemp(prefix="soak-mem-"))
-    store = start_chstore(tmp / "ch")
+    store = None if no_store else start_chstore(tmp / "ch")
     snaps: dict[int, tuple[Path, Counter]] = {}  # on disk: a snapshot held here would count in gc
+    config = None
+    if max_pending:  # the defaults of an unconfigured model, with a smaller label-join cap
+        config = tmp / "detectors.yaml"
+        config.write_text(f'model: "*"\nreference: {{source: first_events}}\nconcept: {{max_pending: {max_pending}}}\n')
     try:
-        client = connect(store.url, retry_for_s=30)
-        migrate(client)
         reg = CollectorRegistry()
-        stage = build_observers(None, client, registry=reg)
-        pipe = Pipeline(ClickHouseWriter(client), CollectorMetrics(reg), send_dead_letters=lambda d: None,
-                        scrubber=build_scrubber(CollectorSettings(), reg, env={}), observers=stage,
-                        max_batch_events=25_000)
+        scrubber = build_scrubber(CollectorSettings(), reg, env={})
+        pipe: Any
+        if store is None:
+            stage = build_observers(config, NullClient(), registry=reg)
+            pipe = Direct(scrubber, stage[0])
+        else:
+            client = connect(store.url, retry_for_s=30)
+            migrate(client)
+            stage = build_observers(config, client, registry=reg)
+            pipe = Pipeline(ClickHouseWriter(client), CollectorMetrics(reg), send_dead_letters=lambda d: None,
+                            scrubber=scrubber, observers=stage, max_batch_events=25_000)
         t0 = time.time() - events / rate  # event time ends about now
         t_start = time.perf_counter()
         pipe.process(soak_records(0, chunk, t0, rate))  # warm-up: the model is added, spaCy runs once
