@@ -90,8 +90,12 @@ def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | No
         time.sleep(0.2)
 
 
-def start_up(data_dir: Path, *, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, dict[str, int]]:
-    """`driftline up --no-dashboard` on free ports; returns the process and its ports."""
+def start_up(data_dir: Path, *, extra: tuple[str, ...] = (),
+             env_extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, dict[str, int]]:
+    """`driftline up --no-dashboard` on free ports; returns the process and its ports.
+
+    ``env_extra``: ``NAME=VALUE`` set in `up`'s environment (so its children's) after every
+    inherited ``DRIFTLINE_*`` variable was dropped, e.g. the collector's memory probe."""
     from driftline.collector.embedded.broker import free_port, port_open
 
     ports = {"kafka": free_port(), "clickhouse": free_port(), "metrics": free_port()}
@@ -101,6 +105,7 @@ def start_up(data_dir: Path, *, extra: tuple[str, ...] = ()) -> tuple[subprocess
     data_dir.mkdir(parents=True, exist_ok=True)
     out = open(data_dir / "up.out", "ab")  # noqa: SIM115 - owned by the child
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(kv.split("=", 1) for kv in env_extra)
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     wait_for(lambda: port_open("127.0.0.1", ports["kafka"]) and port_open("127.0.0.1", ports["clickhouse"])
              and port_open("127.0.0.1", ports["metrics"]), 180, "the stack's ports", proc)
@@ -206,7 +211,8 @@ def _log_setup() -> None:
 
 
 def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, keep: bool = False,
-         rotate_mib: float = 0, kill: bool = False, up_args: tuple[str, ...] = ()) -> dict[str, float]:
+         rotate_mib: float = 0, kill: bool = False, up_args: tuple[str, ...] = (),
+         up_env: tuple[str, ...] = ()) -> dict[str, float]:
     import clickhouse_connect
 
     import soak_store  # bench/, next to this script
@@ -222,9 +228,9 @@ def main(events: int = 5_000_000, rate: float = 12_000, report_s: float = 60, ke
         bootstrap = gated.gate.address
         print(f"gated stack (no `up`): topic rotation once the broker's RSS reaches {rotate_mib:,.0f} MiB")
     else:
-        up, ports = start_up(data_dir, extra=up_args)
+        up, ports = start_up(data_dir, extra=up_args, env_extra=up_env)
         bootstrap = f"127.0.0.1:{ports['kafka']}"
-        print(f"`driftline up --no-dashboard {' '.join(up_args)}`".replace("  ", " "))
+        print(f"{' '.join(up_env)} `driftline up --no-dashboard {' '.join(up_args)}`".replace("  ", " ").strip())
     client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["clickhouse"])
     features = {f"f{i}": i * 0.37 for i in range(20)}
     samples: list[dict[str, float]] = []
@@ -345,8 +351,11 @@ if __name__ == "__main__":
                              "the broker's RSS reaches this many MiB (0: plain `driftline up`)")
     parser.add_argument("--up-arg", action="append", default=[], metavar="ARG",
                         help="passed on to `driftline up`, e.g. --up-arg=--broker-max-mib=64 (repeatable)")
+    parser.add_argument("--up-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in `up`'s environment (after DRIFTLINE_* are dropped), e.g. "
+                             "--up-env=DRIFTLINE_MEMORY_PROBE_DIR=/tmp/probe or MALLOC_ARENA_MAX=2 (repeatable)")
     parser.add_argument("--kill-collector", action="store_true",
                         help="with --rotate-mib: stop the collector with SIGKILL in a rotation (default SIGTERM)")
     a = parser.parse_args()
     _log_setup()
-    main(a.events, a.rate, a.report_s, a.keep, a.rotate_mib, a.kill_collector, tuple(a.up_arg))
+    main(a.events, a.rate, a.report_s, a.keep, a.rotate_mib, a.kill_collector, tuple(a.up_arg), tuple(a.up_env))

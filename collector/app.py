@@ -246,6 +246,12 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
     Info("driftline_collector_settings", "Effective collector settings (ClickHouse password hidden)",
          registry=registry).info(settings.public())
     logger.info("collector settings: %s", settings.public())
+    probe = None
+    if settings.memory_probe_dir is not None:
+        from driftline.collector.memprobe import MemoryProbe
+
+        probe = MemoryProbe(settings.memory_probe_dir, interval_s=settings.memory_probe_interval_s,
+                            tracemalloc_frames=settings.memory_probe_tracemalloc_frames)
     client = connect(settings.clickhouse_url, retry_for_s=30)
     migrate(client)
     topics = settings.topics
@@ -268,6 +274,8 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = build_app(settings, pipeline)
     tune_gc()
+    if probe is not None:
+        probe.start()  # after start-up: tracemalloc then traces only what the running collector allocates
 
     class _Worker(faust.Worker):  # type: ignore[misc]
         # Tell the storage thread first, so a batch stuck retrying gives up (unacknowledged)
@@ -290,3 +298,5 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
             if close is not None:
                 close()
         send_dead.close()
+        if probe is not None:
+            probe.stop()

@@ -33,6 +33,9 @@ ENV_VARS = {
     "DRIFTLINE_DEADLETTER_RETENTION_H": "deadletter_retention_h",
     "DRIFTLINE_FEATURE_DETAIL_TOP": "feature_detail_top",
     "DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB": "detector_memory_budget_mb",
+    "DRIFTLINE_MEMORY_PROBE_DIR": "memory_probe_dir",
+    "DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "memory_probe_interval_s",
+    "DRIFTLINE_MEMORY_PROBE_TRACEMALLOC_FRAMES": "memory_probe_tracemalloc_frames",
 }
 
 
@@ -69,10 +72,21 @@ class CollectorSettings:
     # The detectors' pending joins (labels, shadows, outcomes awaited), all models together; ~900
     # bytes each (detectors/budget.py). Oldest first from the models holding most, counted.
     detector_memory_budget_mb: float = 512.0
+    # Diagnostics, off by default (collector/memprobe.py): a directory turns on a memory sample
+    # (RSS, malloc's arenas, gc objects by type) every interval; frames > 0 adds tracemalloc
+    # snapshots there too (slower, and tracemalloc's own traces add to RSS).
+    memory_probe_dir: Path | None = None
+    memory_probe_interval_s: float = 300.0
+    memory_probe_tracemalloc_frames: int = 0
 
     def __post_init__(self) -> None:
         if not self.detector_memory_budget_mb > 0:
             raise ConfigError("detector_memory_budget_mb must be > 0 (DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB)")
+        if not self.memory_probe_interval_s > 0:
+            raise ConfigError("memory_probe_interval_s must be > 0 (DRIFTLINE_MEMORY_PROBE_INTERVAL_S)")
+        if self.memory_probe_tracemalloc_frames < 0:
+            raise ConfigError("memory_probe_tracemalloc_frames must be >= 0 "
+                              "(DRIFTLINE_MEMORY_PROBE_TRACEMALLOC_FRAMES)")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1 (DRIFTLINE_COLLECTOR_BATCH_SIZE / --batch-size)")
         if not self.batch_timeout_s > 0:

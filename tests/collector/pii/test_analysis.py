@@ -71,3 +71,34 @@ def test_field_name_is_context_for_weak_patterns(engine):
     scrubber, _ = make(engine)
     out = scrubber.scrub_batch([ev({"ssn": "536228714", "order_no": "536228714"})])[0]
     assert out["features"] == {"ssn": "<US_SSN>", "order_no": "536228714"}
+
+
+def _word(i: int) -> str:
+    """A distinct made-up word per i, letters only (so the NER gate runs on it)."""
+    out = ""
+    for _ in range(6):
+        i, r = divmod(i, 26)
+        out += "abcdefghijklmnopqrstuvwxyz"[r]
+    return "Q" + out
+
+
+def test_new_words_leave_the_spacy_vocabulary_after_each_batch(engine):
+    # Free text brings new words without end; spaCy used to keep each one for the life of the
+    # process (the collector's memory grew with every unique value).
+    scrubber, _ = make(engine)
+    strings = engine.nlp.vocab.strings
+    scrubber.scrub_batch([ev({"note": "Warm up with Anna, mail ann@example.org"})])
+    before = len(strings)
+    n = 0
+    for _ in range(10):
+        batch = []
+        for _ in range(50):
+            words = [_word(n + k) for k in range(5)]
+            n += 5
+            batch.append(ev({"note": f"{words[0]} {words[1]} asked {words[2]} about {words[3]} in {words[4]}, "
+                                     f"mail {words[0].lower()}@example.org"}))
+        out = scrubber.scrub_batch(batch)
+        assert all("@example.org" not in o["features"]["note"] for o in out)  # analysed, masked
+    assert n == 2500
+    assert len(strings) <= before, f"{len(strings) - before} strings kept of {n} new words"
+    assert _word(0) not in strings and _word(0) not in engine.nlp.vocab

@@ -1,0 +1,57 @@
+"""collector/memprobe.py: the opt-in memory probe writes what it promises; settings turn it on."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from driftline.collector.config import CollectorSettings
+from driftline.collector.memprobe import MemoryProbe
+
+
+def test_samples_are_json_lines_with_rss_malloc_and_gc_counts(tmp_path: Path) -> None:
+    now = [100.0]
+    probe = MemoryProbe(tmp_path, interval_s=60, clock=lambda: now[0])
+    keep = [[i] for i in range(5000)]  # noqa: F841 - 5,000 more lists between the samples
+    probe.sample()
+    more = [[i] for i in range(5000)]  # noqa: F841
+    now[0] = 160.0
+    probe.sample()
+    rows = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
+    assert [r["t_s"] for r in rows] == [0.0, 60.0]
+    assert rows[0]["rss"] > 0 and rows[0]["malloc"]["in_use"] > 0  # Linux, glibc
+    assert rows[1]["gc_top"]["list"] - rows[0]["gc_top"]["list"] >= 5000
+    assert "traced" not in rows[0] and not list(tmp_path.glob("*.tracemalloc"))
+
+
+def test_tracemalloc_frames_add_snapshots_that_load(tmp_path: Path) -> None:
+    if tracemalloc.is_tracing():
+        pytest.fail("tracemalloc already on: this test turns it on and off itself")
+    probe = MemoryProbe(tmp_path, interval_s=3600, tracemalloc_frames=2)
+    probe.start()
+    try:
+        keep = [bytearray(1000) for _ in range(1000)]  # noqa: F841 - ~1 MB traced
+        probe.stop()  # the last sample
+    finally:
+        tracemalloc.stop()
+    (row,) = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
+    assert row["traced"]["current"] >= 1_000_000
+    snapshot = tracemalloc.Snapshot.load(str(tmp_path / row["snapshot"]))
+    assert sum(s.size for s in snapshot.statistics("filename")) >= 1_000_000
+
+
+def test_settings_turn_the_probe_on_and_check_it(tmp_path: Path) -> None:
+    from driftline.sdk.errors import ConfigError
+
+    off = CollectorSettings.build(env={})
+    assert (off.memory_probe_dir, off.memory_probe_tracemalloc_frames) == (None, 0)
+    on = CollectorSettings.build(env={"DRIFTLINE_MEMORY_PROBE_DIR": str(tmp_path),
+                                      "DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "30",
+                                      "DRIFTLINE_MEMORY_PROBE_TRACEMALLOC_FRAMES": "8"})
+    assert (on.memory_probe_dir, on.memory_probe_interval_s, on.memory_probe_tracemalloc_frames) == (tmp_path, 30.0, 8)
+    assert CollectorSettings.from_json(on.to_json()) == on  # what `up` hands its collector
+    with pytest.raises(ConfigError, match="DRIFTLINE_MEMORY_PROBE_INTERVAL_S"):
+        CollectorSettings.build(env={"DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "0"})
