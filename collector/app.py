@@ -1,9 +1,10 @@
 """The collector: a faust-streaming app over the prediction, label and outcome topics.
 
-Offsets: each agent takes batches with ``Stream.take_events``, which disables faust's per-event
-acks and acknowledges the batch's events only when the agent asks for the next batch, i.e. after
-``Pipeline.process`` returned (rows stored, dead letters published). The agent never raises out of
-its loop (faust issue 315: an agent that raised skips offsets); storage failures are retried
+Offsets: each agent takes batches with ``take.take_bounded`` (faust's ``Stream.take_events`` with a
+bound in bytes), which disables faust's per-event acks and acknowledges the batch's events only
+when the agent asks for the next batch, i.e. after ``Pipeline.process`` returned (rows stored,
+dead letters published). The agent never raises out of its loop (faust issue 315: an agent that
+raised skips offsets); storage failures are retried
 inside ``process`` until they succeed or the worker stops, and a batch that was not stored is not
 acknowledged, so it is consumed again after a restart. A crash test (SIGKILL mid-stream) proves
 it (tests/collector/test_crash.py).
@@ -22,6 +23,7 @@ from typing import Any, Callable, Sequence
 from driftline.collector.config import CollectorSettings
 from driftline.collector.decode import DeadLetter
 from driftline.collector.pipeline import Observer, Pipeline, RawRecord
+from driftline.collector.take import take_bounded
 from driftline.sdk.contract import EVENT_KINDS
 
 logger = logging.getLogger("driftline.collector")
@@ -62,7 +64,10 @@ def dead_letter_sender(bootstrap: str, topic: str) -> Any:
     return send
 
 
-STREAM_BUFFER_TAKES = 2  # records faust may hold per stream, in takes
+# Records faust may hold per stream before the take's buffer (1,000: up to 128 MiB of SDK records).
+STREAM_BUFFER_RECORDS = 1_000
+# Bytes of record values per take (see take.py): 500 of the SDK's largest records, as before.
+TAKE_MAX_BYTES = 64 * 1024 * 1024
 
 
 class TickScheduler:
@@ -114,11 +119,10 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
     import faust
 
     topics = settings.topics
-    # Records per take: SDK records hold up to 128 KiB of events (about 200), single-event
-    # producers one each; batch_size // 10 (at most 500) keeps both in the thousands of events per
-    # take, several inserts for SDK records (pipelined in Pipeline.process), and bounds a take to
-    # ~64 MiB, while every insert stays at most batch_size events.
-    take_records = max(50, min(500, settings.batch_size // 10))
+    # A take holds at most batch_size records and TAKE_MAX_BYTES of their values (take.py): an SDK
+    # record carries one model's events (1 to ~200), so a bound in records alone gave takes of
+    # ~1,000 events at a thousand models, one small insert each; Pipeline.process cuts a take into
+    # inserts of at most batch_size events.
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
@@ -131,11 +135,10 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_commit_every=settings.batch_size,
-        # Records, not events: an SDK record carries up to 128 KiB, so the buffer is bounded by the
-        # take size (the take being stored and the next), not by faust's 4,096: that many SDK
-        # records is 512 MiB, and a collector that fell behind held it (its memory followed the
-        # backlog to 1.6 GB in the soak).
-        stream_buffer_maxsize=STREAM_BUFFER_TAKES * take_records,
+        # Records, not events: an SDK record carries up to 128 KiB, so the buffer is bounded here,
+        # not by faust's 4,096: that many SDK records is 512 MiB, and a collector that fell behind
+        # held it (its memory followed the backlog to 1.6 GB in the soak).
+        stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
         # Per partition and fetch. aiokafka holds what it fetched, decompressed, until faust takes
         # it: with 8 MiB that was ~190 MiB of records in a collector that was behind (tracemalloc);
         # 1 MiB stores as fast (bench_soak at 12,000 events/s).
@@ -165,9 +168,8 @@ def build_app(settings: CollectorSettings, pipeline: Pipeline, *, tick_interval_
         @app.agent(topic, name=f"driftline-{role}")
         async def consume(stream: Any) -> None:
             loop = asyncio.get_running_loop()
-            # take_events counts Kafka records; an SDK record carries up to ~1000 events, so take
-            # fewer records than batch_size events (the pipeline writes in batch_size chunks).
-            async for events in stream.take_events(take_records, within=settings.batch_timeout_s):
+            async for events in take_bounded(stream, settings.batch_size, TAKE_MAX_BYTES,
+                                             within=settings.batch_timeout_s):
                 records = [
                     RawRecord(topic_name, role, e.message.partition, e.message.offset, e.message.value,
                               e.message.headers or ())

@@ -53,8 +53,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_event_once(kafka_bootstrap
     create_topics(kafka_bootstrap, topics)
     produce(kafka_bootstrap, topics.predictions, model, N)
     group = f"g-crash-{uuid.uuid4().hex[:6]}"
-    # 200 single-event records per take (batch_size // 10): mid-stream at the kill, and a restart that
-    # stores the rest in about a minute (500 took three: each take pays the views' cost per insert).
+    # Takes of at most 2,000 single-event records (batch_size): the kill lands mid-stream (15 takes).
     env = {"DRIFTLINE_COLLECTOR_BATCH_SIZE": "2000"}
     first = collector_factory(topics, group_id=group, extra_env=env)
     wait_for(lambda: counts(ch_client, model)[0] >= 3_000, timeout_s=120, interval_s=0.05)
