@@ -139,6 +139,18 @@ class GradingWindows:
                     return w
         return None
 
+    def holder(self, key: str, pred_ts: float) -> Window | None | bool:
+        """Where a label of ``key`` made at ``pred_ts`` goes: False, the open window (no closed
+        window is that recent); else the closed window that holds it (None: none kept does).
+        :meth:`newest_end` and :meth:`find` in one look-up (it runs for every label)."""
+        done = self.by_key.get(key)
+        if not done or pred_ts > done[-1].end:
+            return False
+        for w in reversed(done):
+            if w.start <= pred_ts <= w.end:
+                return w
+        return None
+
     def newest_end(self, key: str) -> float | None:
         done = self.by_key.get(key)
         return done[-1].end if done else None
