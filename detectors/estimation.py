@@ -42,11 +42,12 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 
 from driftline.detectors.estimation_calib import Calibrator, fit_calibrators
 from driftline.detectors.estimation_dle import LossModel, fit_loss_model
-from driftline.detectors.estimation_metrics import METRICS, auc_from_ranks, expected_metrics, nanmean_rows, ratios
+from driftline.detectors.estimation_metrics import (METRICS, auc_from_ranks, binary_columns, expected_metrics,
+                                                  nanmean_rows, ratios, tie_ranks)
 
 __all__ = [
     "Estimate", "CBPE", "DLE", "EstimationError", "realised_classification", "realised_regression",
@@ -104,7 +105,7 @@ def _check_level(level: float) -> float:
 def _check_scores(scores: Any, k: int) -> np.ndarray:
     p = np.asarray(scores, dtype=float)
     if p.ndim == 1 and k == 2:
-        p = np.c_[1.0 - p, p]  # binary scores given as P(classes[1])
+        p = binary_columns(p)  # binary scores given as P(classes[1])
     if p.ndim != 2:
         raise EstimationError(f"scores must be an (n, {k}) array of class probabilities, got shape {p.shape}")
     if p.shape[1] != k:
@@ -192,7 +193,7 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
     fn = (yt & ~yp).sum(0).astype(float)
     precision, recall, f1 = ratios(tp, fp, fn)
     cols = [1] if binary else range(k)
-    auc = [auc_from_ranks(rankdata(p[:, c]), yt[:, c]) for c in cols]
+    auc = [auc_from_ranks(tie_ranks(p[:, c]), yt[:, c]) for c in cols]
     return {
         "accuracy": float(np.mean(pred == y)),
         "precision": float(precision[1] if binary else nanmean_rows(precision)),
@@ -261,7 +262,7 @@ class CBPE:
     def _calibrate(self, p: np.ndarray) -> np.ndarray:
         if len(self.classes) == 2:
             q = self.calibrators[0](p[:, 1])
-            return np.c_[1.0 - q, q]
+            return binary_columns(q)
         q = np.column_stack([c(p[:, i]) for i, c in enumerate(self.calibrators)])
         total = q.sum(axis=1, keepdims=True)
         # a row every calibrator maps to 0 keeps the model's own scores
