@@ -211,14 +211,12 @@ class EstimationStreams:
         grading, cap, salt = self.grading, s.sample, s.seed
         for seg in segs:
             key = version + "|" + seg
-            w = grading.holder(key, pred_ts)
-            if w is False:  # newer than every closed window: the open one
+            # a closed window's (older than every window kept: not graded), else the open one's
+            if not grading.label(key, pred_ts, row, y, cap, salt, self._settle):
                 w = self.open.get(key)
                 if w is None:
                     w = self.open[key] = Window()
                 w.add_label(row, y, cap, salt)
-            elif w is not None:  # None: older than every window kept, not graded
-                grading.add_label(w, row, y, cap=cap, salt=salt, settle=self._settle)
 
     def _settle(self, key: str, w: Window) -> None:
         """Grades a window over its labelled rows before they are freed (the grading cap); it is

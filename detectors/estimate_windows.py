@@ -139,17 +139,20 @@ class GradingWindows:
                     return w
         return None
 
-    def holder(self, key: str, pred_ts: float) -> Window | None | bool:
-        """Where a label of ``key`` made at ``pred_ts`` goes: False, the open window (no closed
-        window is that recent); else the closed window that holds it (None: none kept does).
-        :meth:`newest_end` and :meth:`find` in one look-up (it runs for every label)."""
+    def label(self, key: str, pred_ts: float, row: Any, label: Any, cap: int, salt: int, settle: Settle) -> bool:
+        """A label of ``key`` made at ``pred_ts``, to the closed window that holds it (none kept
+        does: not graded); False when no closed window is that recent (the open window's).
+        :meth:`newest_end`, :meth:`find` and :meth:`add_label` in one call (it runs per label)."""
         done = self.by_key.get(key)
         if not done or pred_ts > done[-1].end:
             return False
         for w in reversed(done):
             if w.start <= pred_ts <= w.end:
-                return w
-        return None
+                self.rows += w.add_label(row, label, cap, salt)
+                if self.rows > self.max_rows:
+                    self._shrink(settle)
+                break
+        return True
 
     def newest_end(self, key: str) -> float | None:
         done = self.by_key.get(key)

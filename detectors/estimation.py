@@ -185,6 +185,8 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
         raise EstimationError("no labelled rows")
     p, y = p[keep], codes[keep]
     k, binary = len(names), len(names) == 2
+    if binary:
+        return _realised_binary(p, y)
     pred = p.argmax(axis=1)
     onehot = np.eye(k, dtype=bool)
     yt, yp = onehot[y], onehot[pred]
@@ -200,6 +202,22 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
         "recall": float(recall[1] if binary else nanmean_rows(recall)),
         "f1": float(f1[1] if binary else nanmean_rows(f1)),
         "roc_auc": float(auc[0] if binary else nanmean_rows(np.asarray(auc))),
+    }
+
+
+def _realised_binary(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """:func:`realised_classification` of a binary model (the same numbers: every metric is a
+    ratio of counts, the AUC's rank sum a sum of halves), with the positive class's counts
+    alone: it grades every window as its labels arrive."""
+    pred = p[:, 1] > p[:, 0]  # argmax: the first column on a tie
+    yes = y == 1
+    tp = np.count_nonzero(pred & yes)
+    counts = np.array([[tp], [np.count_nonzero(pred) - tp], [np.count_nonzero(yes) - tp]], dtype=float)
+    precision, recall, f1 = ratios(*counts)
+    return {
+        "accuracy": float(np.count_nonzero(pred == yes) / len(y)),
+        "precision": float(precision[0]), "recall": float(recall[0]), "f1": float(f1[0]),
+        "roc_auc": float(auc_from_ranks(tie_ranks(p[:, 1]), yes)),
     }
 
 
