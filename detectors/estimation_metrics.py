@@ -129,10 +129,12 @@ def _weights(per_class: np.ndarray, binary: bool) -> np.ndarray:
     return ok / max(1, int(ok.sum()))
 
 
-def _variance(q: np.ndarray, terms: np.ndarray) -> float:
-    """Var of sum_i L_i(y_i) with y_i ~ q_i independent; ``terms[i, t] = L_i(t)``."""
-    mean = np.sum(q * terms, axis=1)
-    return float(np.sum(np.sum(q * terms ** 2, axis=1) - mean ** 2))
+def _variances(q: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """Var of sum_i L_i(y_i) with y_i ~ q_i independent, per metric m: ``terms[m, i, t] = L_i(t)``
+    (all metrics in one pass: each sum runs over the same axis as one metric's alone did, so the
+    numbers are those of one metric at a time)."""
+    mean = np.sum(q * terms, axis=2)
+    return np.sum(np.sum(q * terms ** 2, axis=2) - mean ** 2, axis=1)
 
 
 def _calibration_variance(terms: np.ndarray, spreads: Spreads, binary: bool) -> float:
@@ -187,7 +189,8 @@ def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: Spreads = ()) -> tup
         b = (-(pos + 0.5) * pos * neg - (s - pos * (pos + 1) / 2) * (n - 2 * pos)) / (pos * neg) ** 2
         t_auc = np.nan_to_num(w * (a * ranks + b))
     terms = {"accuracy": hot / n, "precision": t_prec, "recall": t_rec, "f1": t_f1, "roc_auc": t_auc}
-    sds = {m: _variance(q, t) + _calibration_variance(t, spreads, binary) for m, t in terms.items()}
+    var = _variances(q, np.stack(list(terms.values())))
+    sds = {m: float(v) + _calibration_variance(t, spreads, binary) for v, (m, t) in zip(var, terms.items())}
     sds = {m: float(np.sqrt(max(v, 0.0))) if np.isfinite(values[m]) else float("nan") for m, v in sds.items()}
     return values, sds, conf
 

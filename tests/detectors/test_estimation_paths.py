@@ -1,6 +1,7 @@
 """The estimation's faster paths give the numbers of the paths they replaced, exactly: the
 realised metrics of a binary model (counts of the positive class alone) against the general
-one-hot computation with scipy's ranks, and the tie-averaged ranks against scipy's."""
+one-hot computation with scipy's ranks, the tie-averaged ranks against scipy's, and the band
+variances of all metrics at once against one metric at a time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from scipy.stats import rankdata
 
 from driftline.detectors.estimation import realised_classification
-from driftline.detectors.estimation_metrics import auc_from_ranks, ratios, tie_ranks
+from driftline.detectors.estimation_metrics import _variances, auc_from_ranks, ratios, tie_ranks
 
 
 def _general(p1: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -41,3 +42,12 @@ def test_tie_ranks_equal_scipy_rankdata() -> None:
     for n in (1, 2, 5, 1000):
         for x in (rng.random(n), rng.integers(0, 4, n).astype(float)):
             assert np.array_equal(tie_ranks(x), rankdata(x))
+
+
+@pytest.mark.parametrize("n,k", [(1, 2), (1000, 2), (777, 3), (5000, 9)])
+def test_the_variances_of_all_metrics_at_once_equal_one_metric_at_a_time(n: int, k: int) -> None:
+    rng = np.random.default_rng(n + k)
+    q = rng.dirichlet(np.ones(k), n)
+    terms = rng.normal(size=(5, n, k)) / n
+    one_at_a_time = [float(np.sum(np.sum(q * t ** 2, axis=1) - np.sum(q * t, axis=1) ** 2)) for t in terms]
+    assert [float(v) for v in _variances(q, terms)] == one_at_a_time
