@@ -133,8 +133,12 @@ def _variances(q: np.ndarray, terms: np.ndarray) -> np.ndarray:
     """Var of sum_i L_i(y_i) with y_i ~ q_i independent, per metric m: ``terms[m, i, t] = L_i(t)``
     (all metrics in one pass: each sum runs over the same axis as one metric's alone did, so the
     numbers are those of one metric at a time)."""
-    mean = np.sum(q * terms, axis=2)
-    return np.sum(np.sum(q * terms ** 2, axis=2) - mean ** 2, axis=1)
+    x, y = q * terms, q * terms ** 2
+    if q.shape[1] == 2:  # binary: the sum over the two labels as one addition (numpy's reduction
+        mean, second = x[..., 0] + x[..., 1], y[..., 0] + y[..., 1]  # over so short an axis is slow)
+    else:
+        mean, second = np.sum(x, axis=2), np.sum(y, axis=2)
+    return np.sum(second - mean ** 2, axis=1)
 
 
 def _calibration_variance(terms: np.ndarray, spreads: Spreads, binary: bool) -> float:
