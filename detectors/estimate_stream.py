@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import logging
 import math
 from typing import Any, ClassVar, Iterable, Mapping
@@ -51,6 +50,7 @@ from driftline.detectors.base import DetectorResult
 from driftline.detectors.config import ModelConfig
 from driftline.detectors.estimate_fit import Fitted, fit_estimator, is_number
 from driftline.detectors.estimate_windows import GradingWindows, Window
+from driftline.detectors.estimation_metrics import normal_quantile
 
 __all__ = ["EstimateRow", "EstimationStreams", "DETECTOR", "LOWER_IS_BETTER"]
 
@@ -64,14 +64,6 @@ LOWER_IS_BETTER = frozenset(("mae", "rmse"))
 
 def _utc(epoch: float) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc)
-
-
-@functools.lru_cache(maxsize=64)
-def _quantile(p: float) -> float:
-    """The standard normal quantile (scipy's ppf costs more than a window's estimate: cached)."""
-    from scipy.stats import norm
-
-    return float(norm.ppf(p))
 
 
 def _num(v: float) -> float | None:
@@ -219,9 +211,9 @@ class EstimationStreams:
                 w.add_label(row, y, cap, salt)
 
     def _settle(self, key: str, w: Window) -> None:
-        """Grades a window over its labelled rows before they are freed (the grading cap); it is
-        written at the next close, with the windows the engine drains then (a restart keeps it).
-        The references are those of the label or close in progress."""
+        """Grades a window over its labelled rows before they are freed (the grading cap), with the
+        references of the label or close in progress; it is written at the next close, with the
+        windows the engine drains then (a restart keeps it)."""
         est = self.estimator(key.split("|", 1)[0], self._refs)
         if est is not None:
             w.real = self._realised(w, est)
@@ -283,8 +275,8 @@ class EstimationStreams:
             out.append((version, "", DetectorResult(DETECTOR, "*", STAT_EXCLUDED, 0.0, None, None, False, 0, 0,
                                                     (("reason", reason),))))
         self.unwritten = []
-        z_band = _quantile(0.5 + s.level / 2)
-        z_test = None if per_test_alpha is None else _quantile(1 - per_test_alpha)
+        z_band = normal_quantile(0.5 + s.level / 2)
+        z_test = None if per_test_alpha is None else normal_quantile(1 - per_test_alpha)
         opened, self.open = self.open, {}
         for key, w in opened.items():
             version = key.split("|", 1)[0]

@@ -37,17 +37,15 @@ window) is what reports it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import norm
 
 from driftline.detectors.estimation_calib import Calibrator, fit_calibrators
 from driftline.detectors.estimation_dle import LossModel, fit_loss_model
 from driftline.detectors.estimation_metrics import (METRICS, auc_from_ranks, binary_columns, expected_metrics,
-                                                  nanmean_rows, ratios, tie_ranks)
+                                                  nanmean_rows, normal_quantile, ratios, tie_ranks)
 
 __all__ = [
     "Estimate", "CBPE", "DLE", "EstimationError", "realised_classification", "realised_regression",
@@ -89,11 +87,9 @@ class Estimate:
 
 
 # -- input checks ---------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=64)
 def _z(level: float) -> float:
-    """The normal quantile of a two-sided band at ``level`` (cached: scipy's ppf costs more than
-    the rest of an estimate)."""
-    return float(norm.ppf(0.5 + level / 2))
+    """The normal quantile of a two-sided band at ``level``."""
+    return normal_quantile(0.5 + level / 2)
 
 
 def _check_level(level: float) -> float:

@@ -21,17 +21,24 @@ classes on which the metric is defined (a class nobody predicts has no precision
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
 __all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "expected_metrics",
-           "bootstrap_sds", "binary_columns", "METRICS"]
+           "bootstrap_sds", "binary_columns", "normal_quantile", "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 Spreads = Sequence["tuple[np.ndarray, np.ndarray] | None"]
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+
+
+@functools.lru_cache(maxsize=64)
+def normal_quantile(p: float) -> float:
+    """The standard normal quantile, cached: scipy's ``ppf`` costs more than a window's estimate."""
+    return float(norm.ppf(p))
 
 
 def ratios(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
