@@ -84,16 +84,23 @@ def scores_of(prediction: Any, classes: Sequence[str]) -> list[float] | None:
 def positive_score(prediction: Any, classes: Sequence[str]) -> float | None:
     """P(``classes[1]``) of a binary model's logged prediction, with :func:`scores_of`'s checks
     (None: not scores). Runs for every prediction and label of a binary model: a dict of two
-    floats, the common case, builds no list."""
-    if type(prediction) is dict:
-        a, b = prediction.get(classes[0], 0.0), prediction.get(classes[1], 0.0)
-        ta, tb = type(a), type(b)
-        if ((ta is float or ta is int) and (tb is float or tb is int) and -1e-9 <= a <= 1 + 1e-9
-                and -1e-9 <= b <= 1 + 1e-9 and abs(a + b - 1.0) <= _PROB_TOLERANCE):
-            return float(b)
-        return None
-    row = scores_of(prediction, classes)
-    return None if row is None else float(row[1])
+    floats, the common case, builds no list (:class:`Fitted` keeps it as ``score``)."""
+    return _positive_score_of(classes[0], classes[1])(prediction)
+
+
+def _positive_score_of(neg: str, pos: str) -> Any:
+    """:func:`positive_score` for the classes ``[neg, pos]``, as one call per event."""
+    def score(prediction: Any) -> float | None:
+        if type(prediction) is dict:
+            a, b = prediction.get(neg, 0.0), prediction.get(pos, 0.0)
+            ta, tb = type(a), type(b)
+            if ((ta is float or ta is int) and (tb is float or tb is int) and -1e-9 <= a <= 1 + 1e-9
+                    and -1e-9 <= b <= 1 + 1e-9 and abs(a + b - 1.0) <= _PROB_TOLERANCE):
+                return float(b)
+            return None
+        row = scores_of(prediction, (neg, pos))
+        return None if row is None else float(row[1])
+    return score
 
 
 def estimator_method(predictions: Sequence[Any], labels: Sequence[Any]) -> str:
@@ -207,6 +214,12 @@ class Fitted:
         self.labelled = int(info.get("labelled", 0))
         self.reference_metrics: dict[str, float] = dict(info.get("reference_metrics") or {})
         self.model: Any = (E.CBPE if self.method == "cbpe" else E.DLE).from_state(info["state"])
+        self._names = frozenset(self.classes)
+        #: what a window keeps of a prediction when no features are needed (CBPE; DLE's grading
+        #: keeps the prediction alone): :meth:`row` without the method dispatch, per event
+        self.score: Any = (_positive_score_of(*self.classes) if len(self.classes) == 2
+                           else (lambda p: scores_of(p, self.classes)) if self.method == "cbpe"
+                           else (lambda p: [float(p)] if is_number(p) else None))
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -219,9 +232,7 @@ class Fitted:
         if self.method == "cbpe":
             # A binary row is P(classes[1]) alone, a float: half the window's sample, in the saved
             # state too, and no list per prediction for the garbage collector to walk.
-            if len(self.classes) == 2:
-                return positive_score(prediction, self.classes)
-            return scores_of(prediction, self.classes)
+            return self.score(prediction)
         if not is_number(prediction):
             return None
         return [float(prediction), *_feature_row(features, self.features)]
@@ -229,6 +240,12 @@ class Fitted:
     def label(self, label: Any) -> Any:
         """A label as the realised metrics take it (None: not usable)."""
         if self.method == "cbpe":
+            t = type(label)
+            if t is str:  # the common cases first: what _label_key gives for them
+                return label if label in self._names else None
+            if t is int:
+                key = str(label)
+                return key if key in self._names else None
             key = _label_key(label)
             return key if key in self.classes else None
         return float(label) if is_number(label) else None

@@ -50,6 +50,7 @@ from driftline.detectors.base import DetectorResult
 from driftline.detectors.config import ModelConfig
 from driftline.detectors.estimate_fit import Fitted, fit_estimator, is_number
 from driftline.detectors.estimate_windows import GradingWindows, Window
+from driftline.detectors.estimation_metrics import normal_quantile
 
 __all__ = ["EstimateRow", "EstimationStreams", "DETECTOR", "LOWER_IS_BETTER"]
 
@@ -115,23 +116,26 @@ class EstimationStreams:
         self.noted: dict[str, str] = {}  # version -> why it has no estimate (told once)
         self.unwritten: list[tuple[str, str]] = []  # (version, reason) not yet written as a row
         self.rows: list[EstimateRow] = []
-        self._cache: dict[str, tuple[int, Fitted | None]] = {}
+        self._cache: dict[str, tuple[Any, Fitted | None]] = {}  # version -> (its estimator info, loaded)
+        self._refs: Mapping[str, Any] = {}  # the references of the label or close in progress (_settle)
 
     # -- the estimator of a version -------------------------------------------------------------
-    def estimator(self, version: str, ref: Any) -> Fitted | None:
-        """The version's estimator: its reference's, else the one fitted on the stream."""
+    def estimator(self, version: str, refs: Mapping[str, Any]) -> Fitted | None:
+        """The version's estimator (``refs``: the model's references by version): its
+        reference's, else the one fitted on the stream. Loaded once per estimator."""
+        ref = refs.get(version) or refs.get("*")
         info = getattr(ref, "estimator", None) or self.fitted.get(version)
+        hit = self._cache.get(version)
+        if hit is not None and hit[0] is info:
+            return hit[1]
         if not info or "state" not in info:
             return None
-        hit = self._cache.get(version)
-        if hit is not None and hit[0] == id(info):
-            return hit[1]
         try:
             fitted: Fitted | None = Fitted(info)
         except (ValueError, KeyError) as exc:
             self.note(version, f"the stored estimator cannot be loaded ({exc})")
             fitted = None
-        self._cache[version] = (id(info), fitted)
+        self._cache[version] = (info, fitted)
         return fitted
 
     def note(self, version: str, reason: str) -> None:
@@ -148,16 +152,17 @@ class EstimationStreams:
         s = self.settings
         if not s.enabled:
             return
-        ref = refs.get(version) or refs.get("*")
-        est = self.estimator(version, ref)
+        est = self.estimator(version, refs)
         if est is None:
             # Said only to whoever asked for verdicts: a model without labels is the common case.
             asked = s.thresholds or s.max_drop
+            ref = refs.get(version) or refs.get("*")
             if asked and ref is not None and not s.reference_labels and version not in self.noted:
                 self.note(version, "the reference has no labels (driftline reference set ... --labels "
                                    "COLUMN) and performance_estimation.reference_labels is 0")
             return
-        row = est.row(event.get("prediction"), event.get("features") or {})
+        row = (est.score(event.get("prediction")) if est.method == "cbpe"
+               else est.row(event.get("prediction"), event.get("features") or {}))
         if row is None:
             self.note(version, "the logged predictions are not class probabilities" if est.method == "cbpe"
                       else "the logged predictions are not numbers")
@@ -177,7 +182,7 @@ class EstimationStreams:
         s = self.settings
         if not (s.enabled and s.reference_labels) or version in self.fitted or not is_number(prediction):
             return False
-        return self.estimator(version, refs.get(version) or refs.get("*")) is None
+        return self.estimator(version, refs) is None
 
     def labelled(self, version: str, segs: list[str], prediction: Any, pred_ts: float, label: Any,
                  refs: Mapping[str, Any], features: Mapping[str, Any] | None = None) -> None:
@@ -186,39 +191,32 @@ class EstimationStreams:
         s = self.settings
         if not s.enabled:
             return
-        est = self.estimator(version, refs.get(version) or refs.get("*"))
+        est = self.estimator(version, refs)
         if est is None:
             self._collect(version, prediction, label, features)
             return
         y = est.label(label)
-        row = est.row(prediction, {})
+        row = est.score(prediction)  # DLE: the realised MAE / RMSE need the prediction alone
         if y is None or row is None:
             return
-        if est.method == "dle":
-            row = row[:1]  # the realised MAE / RMSE need the prediction alone, not the features
-        settle = self._settler(refs)
+        self._refs = refs
+        grading, cap, salt = self.grading, s.sample, s.seed
         for seg in segs:
-            key = f"{version}|{seg}"
-            newest = self.grading.newest_end(key)
-            if newest is not None and pred_ts <= newest:
-                w = self.grading.find(key, pred_ts)  # None: older than every window kept, not graded
-                if w is not None:
-                    self.grading.add_label(w, row, y, cap=s.sample, salt=s.seed, settle=settle)
-                continue
-            w = self.open.get(key)
-            if w is None:
-                w = self.open[key] = Window()
-            w.add_label(row, y, s.sample, s.seed)
+            key = version + "|" + seg
+            # a closed window's (older than every window kept: not graded), else the open one's
+            if not grading.label(key, pred_ts, row, y, cap, salt, self._settle):
+                w = self.open.get(key)
+                if w is None:
+                    w = self.open[key] = Window()
+                w.add_label(row, y, cap, salt)
 
-    def _settler(self, refs: Mapping[str, Any]) -> Any:
-        """Grades a window over its labelled rows before they are freed (the grading cap); it is
-        written at the next close, with the windows the engine drains then (a restart keeps it)."""
-        def settle(key: str, w: Window) -> None:
-            version = key.split("|", 1)[0]
-            est = self.estimator(version, refs.get(version) or refs.get("*"))
-            if est is not None:
-                w.real = self._realised(w, est)
-        return settle
+    def _settle(self, key: str, w: Window) -> None:
+        """Grades a window over its labelled rows before they are freed (the grading cap), with the
+        references of the label or close in progress; it is written at the next close, with the
+        windows the engine drains then (a restart keeps it)."""
+        est = self.estimator(key.split("|", 1)[0], self._refs)
+        if est is not None:
+            w.real = self._realised(w, est)
 
     def _collect(self, version: str, prediction: Any, label: Any, features: Mapping[str, Any] | None) -> None:
         s = self.settings
@@ -261,7 +259,7 @@ class EstimationStreams:
         n = 0
         for key, w in self.open.items():
             version = key.split("|", 1)[0]
-            est = self.estimator(version, refs.get(version) or refs.get("*"))
+            est = self.estimator(version, refs)
             if est is not None and w.n >= self.cfg.min_samples:
                 n += len(self._judged(est))
         return n
@@ -271,20 +269,18 @@ class EstimationStreams:
         """Close the open windows (estimates and verdicts) and re-grade the closed ones that got
         labels; rows go to :attr:`rows`. ``per_test_alpha``: the budget's level for a verdict
         (None: the band at ``level`` decides). Returns the rows for ``drift_metrics``."""
-        from scipy.stats import norm
-
         s = self.settings
         out: list[tuple[str, str, DetectorResult]] = []
         for version, reason in self.unwritten:
             out.append((version, "", DetectorResult(DETECTOR, "*", STAT_EXCLUDED, 0.0, None, None, False, 0, 0,
                                                     (("reason", reason),))))
         self.unwritten = []
-        z_band = float(norm.ppf(0.5 + s.level / 2))
-        z_test = None if per_test_alpha is None else float(norm.ppf(1 - per_test_alpha))
+        z_band = normal_quantile(0.5 + s.level / 2)
+        z_test = None if per_test_alpha is None else normal_quantile(1 - per_test_alpha)
         opened, self.open = self.open, {}
         for key, w in opened.items():
             version = key.split("|", 1)[0]
-            est = self.estimator(version, refs.get(version) or refs.get("*"))
+            est = self.estimator(version, refs)
             if est is None:
                 continue
             w.start, w.end = start, end
@@ -292,7 +288,8 @@ class EstimationStreams:
                 self._estimate(version, w, est, z_band, z_test)
             w.rows = []  # the sample is not needed once estimated
             w.dirty = True
-            self.grading.close(key, w, self._settler(refs))
+            self._refs = refs
+            self.grading.close(key, w, self._settle)
         if self.grading.evicted > self._told_evicted:
             log.warning("model %s: %d closed window(s) stopped awaiting labels, graded with the labels they had "
                         "(performance_estimation.grade_max_rows=%d labelled rows kept for grading)",
@@ -307,7 +304,7 @@ class EstimationStreams:
         horizon = now - self.cfg.concept.label_horizon_s
         for key, done in self.grading.items():
             version, seg = key.split("|", 1)
-            est = self.estimator(version, refs.get(version) or refs.get("*"))
+            est = self.estimator(version, refs)
             for w in done:
                 if w.dirty and est is not None:
                     self._emit(version, seg, w, est)
@@ -370,11 +367,12 @@ class EstimationStreams:
     def _errors(self, done: Iterable[Window], est: Fitted) -> list[DetectorResult]:
         """Mean |estimate - realised| per metric over the graded windows kept."""
         out = []
+        graded = [w for w in done if w.real and w.labelled >= self.cfg.min_samples]
         for m in est.metrics:
             errs = []
-            for w in done:
+            for w in graded:
                 got, real = w.est.get(m), w.real.get(m)
-                if got and got[0] is not None and real is not None and w.labelled >= self.cfg.min_samples:
+                if got and got[0] is not None and real is not None:
                     errs.append(abs(got[0] - real))
             if errs:
                 out.append(DetectorResult(DETECTOR, m, STAT_ESTIMATION_ERROR, sum(errs) / len(errs), None, None,

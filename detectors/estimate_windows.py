@@ -139,6 +139,21 @@ class GradingWindows:
                     return w
         return None
 
+    def label(self, key: str, pred_ts: float, row: Any, label: Any, cap: int, salt: int, settle: Settle) -> bool:
+        """A label of ``key`` made at ``pred_ts``, to the closed window that holds it (none kept
+        does: not graded); False when no closed window is that recent (the open window's).
+        :meth:`newest_end`, :meth:`find` and :meth:`add_label` in one call (it runs per label)."""
+        done = self.by_key.get(key)
+        if not done or pred_ts > done[-1].end:
+            return False
+        for w in reversed(done):
+            if w.start <= pred_ts <= w.end:
+                self.rows += w.add_label(row, label, cap, salt)
+                if self.rows > self.max_rows:
+                    self._shrink(settle)
+                break
+        return True
+
     def newest_end(self, key: str) -> float | None:
         done = self.by_key.get(key)
         return done[-1].end if done else None

@@ -37,16 +37,15 @@ window) is what reports it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import norm, rankdata
 
 from driftline.detectors.estimation_calib import Calibrator, fit_calibrators
 from driftline.detectors.estimation_dle import LossModel, fit_loss_model
-from driftline.detectors.estimation_metrics import METRICS, auc_from_ranks, expected_metrics, nanmean_rows, ratios
+from driftline.detectors.estimation_metrics import (METRICS, auc_from_ranks, binary_columns, expected_metrics,
+                                                  nanmean_rows, normal_quantile, ratios, tie_ranks)
 
 __all__ = [
     "Estimate", "CBPE", "DLE", "EstimationError", "realised_classification", "realised_regression",
@@ -88,11 +87,9 @@ class Estimate:
 
 
 # -- input checks ---------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=64)
 def _z(level: float) -> float:
-    """The normal quantile of a two-sided band at ``level`` (cached: scipy's ppf costs more than
-    the rest of an estimate)."""
-    return float(norm.ppf(0.5 + level / 2))
+    """The normal quantile of a two-sided band at ``level``."""
+    return normal_quantile(0.5 + level / 2)
 
 
 def _check_level(level: float) -> float:
@@ -104,7 +101,7 @@ def _check_level(level: float) -> float:
 def _check_scores(scores: Any, k: int) -> np.ndarray:
     p = np.asarray(scores, dtype=float)
     if p.ndim == 1 and k == 2:
-        p = np.c_[1.0 - p, p]  # binary scores given as P(classes[1])
+        p = binary_columns(p)  # binary scores given as P(classes[1])
     if p.ndim != 2:
         raise EstimationError(f"scores must be an (n, {k}) array of class probabilities, got shape {p.shape}")
     if p.shape[1] != k:
@@ -184,6 +181,8 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
         raise EstimationError("no labelled rows")
     p, y = p[keep], codes[keep]
     k, binary = len(names), len(names) == 2
+    if binary:
+        return _realised_binary(p, y)
     pred = p.argmax(axis=1)
     onehot = np.eye(k, dtype=bool)
     yt, yp = onehot[y], onehot[pred]
@@ -192,13 +191,29 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
     fn = (yt & ~yp).sum(0).astype(float)
     precision, recall, f1 = ratios(tp, fp, fn)
     cols = [1] if binary else range(k)
-    auc = [auc_from_ranks(rankdata(p[:, c]), yt[:, c]) for c in cols]
+    auc = [auc_from_ranks(tie_ranks(p[:, c]), yt[:, c]) for c in cols]
     return {
         "accuracy": float(np.mean(pred == y)),
         "precision": float(precision[1] if binary else nanmean_rows(precision)),
         "recall": float(recall[1] if binary else nanmean_rows(recall)),
         "f1": float(f1[1] if binary else nanmean_rows(f1)),
         "roc_auc": float(auc[0] if binary else nanmean_rows(np.asarray(auc))),
+    }
+
+
+def _realised_binary(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """:func:`realised_classification` of a binary model (the same numbers: every metric is a
+    ratio of counts, the AUC's rank sum a sum of halves), with the positive class's counts
+    alone: it grades every window as its labels arrive."""
+    pred = p[:, 1] > p[:, 0]  # argmax: the first column on a tie
+    yes = y == 1
+    tp = np.count_nonzero(pred & yes)
+    counts = np.array([[tp], [np.count_nonzero(pred) - tp], [np.count_nonzero(yes) - tp]], dtype=float)
+    precision, recall, f1 = ratios(*counts)
+    return {
+        "accuracy": float(np.count_nonzero(pred == yes) / len(y)),
+        "precision": float(precision[0]), "recall": float(recall[0]), "f1": float(f1[0]),
+        "roc_auc": float(auc_from_ranks(tie_ranks(p[:, 1]), yes)),
     }
 
 
@@ -261,7 +276,7 @@ class CBPE:
     def _calibrate(self, p: np.ndarray) -> np.ndarray:
         if len(self.classes) == 2:
             q = self.calibrators[0](p[:, 1])
-            return np.c_[1.0 - q, q]
+            return binary_columns(q)
         q = np.column_stack([c(p[:, i]) for i, c in enumerate(self.calibrators)])
         total = q.sum(axis=1, keepdims=True)
         # a row every calibrator maps to 0 keeps the model's own scores

@@ -21,17 +21,24 @@ classes on which the metric is defined (a class nobody predicts has no precision
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
-__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "ranks_and_auc", "expected_metrics", "bootstrap_sds",
-           "METRICS"]
+__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "expected_metrics",
+           "bootstrap_sds", "binary_columns", "normal_quantile", "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 Spreads = Sequence["tuple[np.ndarray, np.ndarray] | None"]
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+
+
+@functools.lru_cache(maxsize=64)
+def normal_quantile(p: float) -> float:
+    """The standard normal quantile, cached: scipy's ``ppf`` costs more than a window's estimate."""
+    return float(norm.ppf(p))
 
 
 def ratios(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,22 +72,56 @@ def auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> np.ndarray:
         return (positive.astype(float) @ ranks - pos * (pos + 1) / 2) / (pos * neg)
 
 
+def binary_columns(p1: np.ndarray) -> np.ndarray:
+    """The (n, 2) rows ``[1 - p1, p1]`` of a binary model's P(classes[1]) (``np.c_`` without its
+    index machinery, which costs more than the arithmetic on a window)."""
+    out = np.empty((len(p1), 2))
+    np.subtract(1.0, p1, out=out[:, 0])
+    out[:, 1] = p1
+    return out
+
+
+def _sorted_ties(score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the stable ascending order of ``score``, the first sorted position of each distinct
+    score, the tie-averaged ranks 1..n of the rows)."""
+    n = len(score)
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    first = np.empty(n, dtype=bool)  # ascending: the first row of each distinct score
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.empty_like(starts)
+    ends[:-1], ends[-1:] = starts[1:], n
+    ranks = np.empty(n)
+    ranks[order] = ((starts + ends + 1) / 2)[group]
+    return order, starts, ranks
+
+
+def tie_ranks(score: np.ndarray) -> np.ndarray:
+    """The tie-averaged ranks 1..n of ``score`` (scipy's ``rankdata``, without its overhead on a
+    window: the realised AUC of every window graded)."""
+    return _sorted_ties(score)[2]
+
+
+def _curve(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """0, then the running sums of ``v`` per distinct score from the highest down."""
+    c = np.empty(len(starts) + 1)
+    c[0] = 0.0
+    np.cumsum(np.add.reduceat(v, starts)[::-1], out=c[1:])
+    return c
+
+
 def ranks_and_auc(score: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, float]:
     """One sort of ``score`` gives both its tie-averaged ranks (1..n) and CBPE's ROC AUC: the
     expected true- and false-positive curve when row i is positive with probability ``q[i]``,
     rows ranked by the model's score (ties share one diagonal step)."""
-    n = len(score)
-    order = np.argsort(score, kind="stable")
-    s, qs = score[order], q[order]
-    first = np.r_[True, s[1:] != s[:-1]]  # ascending: the first row of each distinct score
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], n]
-    ranks = np.empty(n)
-    ranks[order] = ((starts + ends + 1) / 2)[group]
+    order, starts, ranks = _sorted_ties(score)
+    qs = q[order]
     # the curve from the highest score down: one point per distinct score
-    tp = np.r_[0.0, np.cumsum(np.add.reduceat(qs, starts)[::-1])]
-    fp = np.r_[0.0, np.cumsum(np.add.reduceat(1.0 - qs, starts)[::-1])]
+    tp = _curve(qs, starts)
+    fp = _curve(1.0 - qs, starts)
     if tp[-1] <= 0 or fp[-1] <= 0:
         return ranks, float("nan")
     return ranks, float(_trapezoid(tp / tp[-1], fp / fp[-1]))
@@ -95,10 +136,16 @@ def _weights(per_class: np.ndarray, binary: bool) -> np.ndarray:
     return ok / max(1, int(ok.sum()))
 
 
-def _variance(q: np.ndarray, terms: np.ndarray) -> float:
-    """Var of sum_i L_i(y_i) with y_i ~ q_i independent; ``terms[i, t] = L_i(t)``."""
-    mean = np.sum(q * terms, axis=1)
-    return float(np.sum(np.sum(q * terms ** 2, axis=1) - mean ** 2))
+def _variances(q: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """Var of sum_i L_i(y_i) with y_i ~ q_i independent, per metric m: ``terms[m, i, t] = L_i(t)``
+    (all metrics in one pass: each sum runs over the same axis as one metric's alone did, so the
+    numbers are those of one metric at a time)."""
+    x, y = q * terms, q * terms ** 2
+    if q.shape[1] == 2:  # binary: the sum over the two labels as one addition (numpy's reduction
+        mean, second = x[..., 0] + x[..., 1], y[..., 0] + y[..., 1]  # over so short an axis is slow)
+    else:
+        mean, second = np.sum(x, axis=2), np.sum(y, axis=2)
+    return np.sum(second - mean ** 2, axis=1)
 
 
 def _calibration_variance(terms: np.ndarray, spreads: Spreads, binary: bool) -> float:
@@ -153,7 +200,8 @@ def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: Spreads = ()) -> tup
         b = (-(pos + 0.5) * pos * neg - (s - pos * (pos + 1) / 2) * (n - 2 * pos)) / (pos * neg) ** 2
         t_auc = np.nan_to_num(w * (a * ranks + b))
     terms = {"accuracy": hot / n, "precision": t_prec, "recall": t_rec, "f1": t_f1, "roc_auc": t_auc}
-    sds = {m: _variance(q, t) + _calibration_variance(t, spreads, binary) for m, t in terms.items()}
+    var = _variances(q, np.stack(list(terms.values())))
+    sds = {m: float(v) + _calibration_variance(t, spreads, binary) for v, (m, t) in zip(var, terms.items())}
     sds = {m: float(np.sqrt(max(v, 0.0))) if np.isfinite(values[m]) else float("nan") for m, v in sds.items()}
     return values, sds, conf
 

@@ -1,0 +1,53 @@
+"""The estimation's faster paths give the numbers of the paths they replaced, exactly: the
+realised metrics of a binary model (counts of the positive class alone) against the general
+one-hot computation with scipy's ranks, the tie-averaged ranks against scipy's, and the band
+variances of all metrics at once against one metric at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import rankdata
+
+from driftline.detectors.estimation import realised_classification
+from driftline.detectors.estimation_metrics import _variances, auc_from_ranks, ratios, tie_ranks
+
+
+def _general(p1: np.ndarray, labels: list[str]) -> dict[str, float]:
+    """The general path (any number of classes) as it was, for two classes."""
+    p = np.clip(np.c_[1.0 - p1, p1], 0.0, 1.0)
+    y = np.array([{"0": 0, "1": 1}[v] for v in labels])
+    pred = p.argmax(axis=1)
+    yt, yp = np.eye(2, dtype=bool)[y], np.eye(2, dtype=bool)[pred]
+    precision, recall, f1 = ratios((yt & yp).sum(0).astype(float), (~yt & yp).sum(0).astype(float),
+                                   (yt & ~yp).sum(0).astype(float))
+    return {"accuracy": float(np.mean(pred == y)), "precision": float(precision[1]), "recall": float(recall[1]),
+            "f1": float(f1[1]), "roc_auc": float(auc_from_ranks(rankdata(p[:, 1]), yt[:, 1]))}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_binary_realised_metrics_equal_the_general_path(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    # ties (scores on a grid, 0.5 among them), one class only, no positive prediction: all in some seed
+    p1 = rng.integers(0, 11, n) / 10 if seed % 2 else rng.random(n) * (0.4 if seed == 4 else 1.0)
+    labels = [str(int(v)) for v in (rng.random(n) < (0.0 if seed == 2 else 0.5))]
+    got = realised_classification(p1, labels, ["0", "1"])
+    want = _general(p1, labels)
+    assert [repr(got[m]) for m in want] == [repr(want[m]) for m in want]  # NaN included
+
+
+def test_tie_ranks_equal_scipy_rankdata() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 1000):
+        for x in (rng.random(n), rng.integers(0, 4, n).astype(float)):
+            assert np.array_equal(tie_ranks(x), rankdata(x))
+
+
+@pytest.mark.parametrize("n,k", [(1, 2), (1000, 2), (777, 3), (5000, 9)])
+def test_the_variances_of_all_metrics_at_once_equal_one_metric_at_a_time(n: int, k: int) -> None:
+    rng = np.random.default_rng(n + k)
+    q = rng.dirichlet(np.ones(k), n)
+    terms = rng.normal(size=(5, n, k)) / n
+    one_at_a_time = [float(np.sum(np.sum(q * t ** 2, axis=1) - np.sum(q * t, axis=1) ** 2)) for t in terms]
+    assert [float(v) for v in _variances(q, terms)] == one_at_a_time
