@@ -147,9 +147,13 @@ def test_set_with_labels_stores_the_estimator_and_show_says_so(chstore, ch_clien
     assert "labels: 1,500 labelled rows; performance estimator CBPE (file:labelled.csv:y)" in out
     ref = ReferenceStore(ch_client).load("est-cli", "v1")
     assert "y" not in ref.features and ref.estimator["classes"] == ["0", "1"]
-    # Reloaded from the store, it estimates: calibrated scores around 0.75 accuracy.
-    est = Fitted(ref.estimator).estimate([[1 - p, p] for p in (r["score"] for r in rows[:1000])], 0.95)
+    # Reloaded from the store, it estimates: calibrated scores around 0.75 accuracy. A binary row is
+    # P(classes[1]); rows scored above 0.5 are all predicted positive, so recall is ~1 (it would be 0
+    # if the estimator read the score as P(classes[0])).
+    est = Fitted(ref.estimator).estimate([r["score"] for r in rows[:1000]], 0.95)
     assert 0.7 < est["accuracy"].value < 0.8 and est["accuracy"].lower < est["accuracy"].value
+    high = Fitted(ref.estimator).estimate([r["score"] for r in rows[:1000] if r["score"] > 0.5], 0.95)
+    assert high["recall"].value > 0.95 and 0.65 < high["precision"].value < 0.85
     code, out = _cli(chstore, "reference", "show", "--model", "est-cli", "--version", "v1")
     assert code == 0 and "labels: 1,500 labelled rows; performance estimator CBPE" in out
     # A reference without labels says it has none; --labels without predictions is refused.
