@@ -64,8 +64,14 @@ def test_a_backlog_of_small_records_is_stored_in_large_inserts(kafka_bootstrap: 
     wait_for(lambda: stored()[0] >= N, timeout_s=180)
     assert stored() == (N, N)
     port = proc.env["DRIFTLINE_METRICS_PORT"]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    total, inserts = histogram(text, "driftline_collector_batch_events")
+
+    def batches() -> tuple[float, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        return histogram(text, "driftline_collector_batch_events")
+
+    # The histogram is observed after the insert returns, so the rows can be visible a moment first.
+    wait_for(lambda: batches()[0] >= N, timeout_s=30)
+    total, inserts = batches()
     assert total == N
     # A take bounded by records alone (500 records: 500 events here) needed 24 inserts; bounded by
     # batch_size records and 64 MiB, the backlog goes in inserts of up to 6,000 events.
