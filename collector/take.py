@@ -40,7 +40,7 @@ async def take_bounded(stream: Any, max_records: int, max_bytes: int, within: fl
     if max_records < 1 or max_bytes < 1:
         raise ValueError("a take needs max_records >= 1 and max_bytes >= 1")
     events: list[Any] = []
-    size = [0]
+    size = 0
     buffer_full = asyncio.Event()
     buffer_consumed = asyncio.Event()
     buffer_consuming: asyncio.Future[Any] | None = None
@@ -48,7 +48,7 @@ async def take_bounded(stream: Any, max_records: int, max_bytes: int, within: fl
     channel_it = stream.channel.__aiter__()
 
     async def add_to_buffer(value: Any) -> Any:
-        nonlocal buffer_consuming
+        nonlocal buffer_consuming, size
         try:
             if buffer_consuming is not None:  # the caller is reading the buffer: wait
                 try:
@@ -59,8 +59,8 @@ async def take_bounded(stream: Any, max_records: int, max_bytes: int, within: fl
             if event is None:
                 raise RuntimeError("take buffer found current_event is None")
             events.append(event)
-            size[0] += weigh(value)
-            if len(events) >= max_records or size[0] >= max_bytes:
+            size += weigh(value)
+            if len(events) >= max_records or size >= max_bytes:
                 buffer_full.set()
                 buffer_consumed.clear()
                 await stream.wait(buffer_consumed)  # no record beyond the bound joins this take
@@ -82,11 +82,10 @@ async def take_bounded(stream: Any, max_records: int, max_bytes: int, within: fl
                 try:
                     yield list(events)
                 finally:
-                    taken = list(events)
-                    events.clear()
-                    size[0] = 0
-                    for event in taken:
+                    for event in events:  # add_to_buffer waits on buffer_consuming meanwhile
                         await stream.ack(event)
+                    events.clear()
+                    size = 0
                     notify(buffer_consuming)
                     buffer_full.clear()
                     buffer_consumed.set()
