@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import os
 import select
 import signal
@@ -87,13 +88,13 @@ class ChStoreSettings:
         rows = "".join(f"    <{k}>{v}</{k}>\n" for k, v in self.merge_tree_settings().items())
         return f"<clickhouse>\n  <merge_tree>\n{rows}  </merge_tree>\n</clickhouse>\n"
 
-    def server_settings(self) -> dict[str, str]:
+    def server_settings(self, engine_dir: Path) -> dict[str, str]:
         """Engine (server-level) settings this store starts chDB with (``config-file``: the file
-        :meth:`config_xml` is written to; nested sections such as ``merge_tree`` only take effect
-        from a file)."""
+        :meth:`config_xml` is written to, as seen through ``engine_dir``, see :func:`engine_dir`;
+        nested sections such as ``merge_tree`` only take effect from a file)."""
         size = str(self.cache_mib * 2**20)
         return {"mark_cache_size": size, "index_mark_cache_size": size, "primary_index_cache_size": size,
-                "config-file": str(self.config_path.resolve())}
+                "config-file": str(engine_dir / CONFIG_NAME)}
 
     def __post_init__(self) -> None:
         if self.rw_connections < 1 or self.ro_connections < 1:
@@ -112,6 +113,33 @@ def _parse_user(spec: str) -> tuple[str, str | None]:
     if not name:
         raise ConfigError(f"--readonly-user {spec!r}: expected NAME or NAME:PASSWORD")
     return name, (password if sep else None)
+
+
+_URL_CHARS = frozenset("?&=")
+
+
+def engine_dir(data_dir: Path) -> Path:
+    """The path chDB is given for ``data_dir``: its resolved path, or, when that path holds ``?``,
+    ``&`` or ``=`` (chDB parses its argument as ``path?setting=value&...`` and would cut the path
+    there), a symlink to it without them in the temp directory, named by a hash of the path.
+    Call with the data dir's lock held (two stores never share a data dir, so never a link)."""
+    real = data_dir.resolve()
+    if not _URL_CHARS & set(str(real)):
+        return real
+    alias = Path(tempfile.gettempdir()).resolve() / f"driftline-chstore-{hashlib.sha256(str(real).encode()).hexdigest()[:16]}"
+    if _URL_CHARS & set(str(alias)):
+        raise ChStoreError(f"data dir {data_dir}: its path holds '?', '&' or '=', which chDB cannot open, and "
+                           f"the temp directory {alias.parent} (for a link without them) does too; set TMPDIR")
+    if alias.is_symlink() and os.readlink(alias) == str(real):
+        return alias
+    try:
+        if alias.is_symlink():
+            alias.unlink()
+        alias.symlink_to(real, target_is_directory=True)
+    except OSError as exc:
+        raise ChStoreError(f"data dir {data_dir}: its path holds '?', '&' or '=', which chDB cannot open, and a "
+                           f"link without them could not be made at {alias}: {exc}") from None
+    return alias
 
 
 def lock_data_dir(data_dir: Path) -> IO[str]:
@@ -137,8 +165,9 @@ def serve(settings: ChStoreSettings, ready: IO[str] | None = None, stop: threadi
 
     lock = lock_data_dir(settings.data_dir)
     settings.config_path.write_text(settings.config_xml())
-    pool = EnginePool(str(settings.data_dir.resolve()), settings.rw_connections, settings.ro_connections,
-                      server_settings=settings.server_settings())
+    path = engine_dir(settings.data_dir)
+    pool = EnginePool(str(path), settings.rw_connections, settings.ro_connections,
+                      server_settings=settings.server_settings(path))
     try:
         _check_engine_config(pool, settings)
     except ChStoreError:
@@ -185,7 +214,7 @@ def _check_engine_config(pool: EnginePool, settings: ChStoreSettings) -> None:
     actual = dict(line.split("\t", 1) for line in body.splitlines())
     if actual != wanted:
         raise ChStoreError(f"the engine did not take its config {settings.config_path} (merge_tree settings "
-                           f"{actual}, expected {wanted}): a data dir path with '?', '&' or '=' cannot be passed to chDB")
+                           f"{actual}, expected {wanted})")
 
 
 class ChStoreProcess:

@@ -398,6 +398,21 @@ def test_outdated_parts_wait_seconds_not_minutes_for_removal(store, client, tmp_
     assert {k: actual.get(k) for k in wanted} == wanted
     with pytest.raises(ConfigError, match="cleanup_delay_s < max_cleanup_delay_s"):
         ChStoreSettings(data_dir=tmp_path, cleanup_delay_s=30, max_cleanup_delay_s=30)
-    # chDB silently ignores a config-file path it cannot parse; the store refuses to start instead.
-    with pytest.raises(ChStoreError, match="did not take its config"):
-        start_chstore(tmp_path / "a&b")
+
+
+def test_a_data_dir_whose_path_has_url_characters_works(tmp_path: Path):
+    """chDB parses its path as ``path?setting=value&...``: a data dir named ``a&b=c?d`` is opened
+    through a link without those characters; its data, config and lock live in the directory itself."""
+    data_dir = tmp_path / "runs?x=1&y" / "a&b=c?d"
+    wanted = ChStoreSettings(data_dir=data_dir).merge_tree_settings()
+    for rows in (1000, 2000):
+        with start_chstore(data_dir) as s:
+            c = clickhouse_connect.get_client(host=s.host, port=s.port)
+            actual = dict(c.query("SELECT name, value FROM system.merge_tree_settings WHERE changed").result_rows)
+            assert {k: actual.get(k) for k in wanted} == wanted
+            c.command("CREATE TABLE IF NOT EXISTS keep (a UInt64) ENGINE = MergeTree ORDER BY a")
+            c.insert("keep", [[i] for i in range(1000)], column_names=["a"])
+            assert c.command("SELECT count() FROM keep") == rows
+        assert s.proc.returncode == 0
+    assert (data_dir / "metadata").is_dir() and (data_dir / "store").is_dir()
+    assert not (tmp_path / "runs").exists()
