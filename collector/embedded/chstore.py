@@ -126,7 +126,8 @@ def engine_dir(data_dir: Path) -> Path:
     real = data_dir.resolve()
     if not _URL_CHARS & set(str(real)):
         return real
-    alias = Path(tempfile.gettempdir()).resolve() / f"driftline-chstore-{hashlib.sha256(str(real).encode()).hexdigest()[:16]}"
+    digest = hashlib.sha256(str(real).encode()).hexdigest()[:16]
+    alias = Path(tempfile.gettempdir()).resolve() / f"driftline-chstore-{digest}"
     if _URL_CHARS & set(str(alias)):
         raise ChStoreError(f"data dir {data_dir}: its path holds '?', '&' or '=', which chDB cannot open, and "
                            f"the temp directory {alias.parent} (for a link without them) does too; set TMPDIR")
