@@ -51,12 +51,14 @@ from sklearn.isotonic import IsotonicRegression
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
+from driftline.detectors.estimation_select import pick_by_metrics
+
 __all__ = ["Calibrator", "fit_calibrator", "fit_calibrators", "choose", "held_out", "row_losses", "stack_weights",
            "KINDS", "BASE_KINDS", "RULES", "RULE", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
 
 BASE_KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
 KINDS = (*BASE_KINDS, "bagged", "blend")  # bagged isotonic; a stacked blend of the base kinds
-RULES = ("brier", "se", "stack", "shrink")
+RULES = ("brier", "se", "stack", "shrink", "metric")
 RULE = "brier"
 SE_MARGIN = 1.0  # rule "se": standard errors of the held-out Brier gain a fitted map must beat
 GRID = 200  # quantile knots of a map stored as points (bagged, blend)
@@ -215,6 +217,8 @@ def choose(p: np.ndarray, codes: np.ndarray, rule: str = RULE, *, folds: int = F
     q = held_out(p, codes, folds=folds, seed=seed)
     if rule == "stack":
         return "blend", stack_weights(q, codes)
+    if rule == "metric":
+        return pick_by_metrics(p, codes, q, BASE_KINDS, seed=seed), None
     loss = row_losses(q, codes)
     if rule == "brier":
         return min(BASE_KINDS, key=lambda k: (round(float(loss[k].mean()), 12), BASE_KINDS.index(k))), None
