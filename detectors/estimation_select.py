@@ -24,7 +24,9 @@ scores; fitted on 200,000 reference rows, identity, Platt and isotonic all have 
 real miscalibration (1.4 standard errors on 284 rows), so neither rule is the default.
 
 Every kind sees the same resamples and labels, so the labels' own noise is common to all of them
-and the comparison is paired. Cost: ``RESAMPLES`` estimates per kind at fit time (tens of ms).
+and the comparison is paired. Cost at fit time: ``RESAMPLES`` estimates per kind and direction,
+0.5 s CPU on a binary reference of 5,000 rows, 2 s on a 3-class one, 5 s on digits' 898 rows and
+10 classes (11 directions): about what the default rule's fit costs again.
 """
 
 from __future__ import annotations
