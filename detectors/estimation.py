@@ -48,7 +48,8 @@ from driftline.detectors.estimation_metrics import (METRICS, auc_from_ranks, bin
                                                   nanmean_rows, normal_quantile, ratios, tie_ranks)
 
 __all__ = [
-    "Estimate", "CBPE", "DLE", "EstimationError", "realised_classification", "realised_regression",
+    "Estimate", "CBPE", "DLE", "EstimationError", "realised_classification", "realised_from_codes",
+    "realised_regression",
     "CLASSIFICATION_METRICS", "REGRESSION_METRICS",
 ]
 
@@ -179,8 +180,13 @@ def realised_classification(scores: Any, labels: Sequence, classes: Sequence[str
     keep = codes >= 0
     if not keep.any():
         raise EstimationError("no labelled rows")
-    p, y = p[keep], codes[keep]
-    k, binary = len(names), len(names) == 2
+    return realised_from_codes(p[keep], codes[keep])
+
+
+def realised_from_codes(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """:func:`realised_classification` of checked score rows ``p`` (n, k) and label codes ``y``
+    (0..k-1, every row labelled)."""
+    k, binary = p.shape[1], p.shape[1] == 2
     if binary:
         return _realised_binary(p, y)
     pred = p.argmax(axis=1)

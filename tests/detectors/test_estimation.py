@@ -14,7 +14,7 @@ from scipy.stats import binom
 from driftline.detectors.estimation import (
     CBPE, DLE, CLASSIFICATION_METRICS, Estimate, EstimationError, realised_classification, realised_regression,
 )
-from driftline.detectors.estimation_calib import fit_calibrator, fit_calibrators
+from driftline.detectors.estimation_calib import Calibrator, fit_calibrator, fit_calibrators
 from driftline.detectors.estimation_metrics import bootstrap_sds, expected_metrics, ranks_and_auc
 
 CLASSES = ["no", "yes"]
@@ -323,3 +323,45 @@ def test_calibration_error_moves_the_score_bins_jointly():
     # the calibration term alone: |0.3 - 0.7| * sd, sqrt(0.3^2 + 0.7^2) * sd, (0.3 + 0.7) * sd
     for got, term in ((shift, 0.4 * sd), (independent, np.hypot(0.3, 0.7) * sd), (flatten, sd)):
         assert got ** 2 - sampling ** 2 == pytest.approx(term ** 2)
+
+
+def test_roc_auc_estimate_is_nannymls_given_the_same_calibrated_probabilities():
+    """NannyML 0.13's ``estimate_roc_auc`` (rows sorted by the model's own score, descending; the
+    expected true positives the running sum of the calibrated probabilities, false positives the
+    rows so far minus them), written out here: on untied scores driftline's estimate is the same
+    number, so a gap between the two in the benchmark is the calibrator's, not the estimator's."""
+    rng = np.random.default_rng(21)
+    score = rng.beta(2, 3, 1000)
+    q = 1 / (1 + np.exp(-(0.8 * np.log(score / (1 - score)) + 0.1)))  # a flatter, shifted map
+
+    order = np.argsort(score)[::-1]
+    tps = np.r_[0.0, np.cumsum(q[order])]
+    fps = np.r_[0.0, 1 + np.arange(len(q)) - tps[1:]]
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+    nannyml = trapezoid(tps / tps[-1], fps / fps[-1])
+    assert ranks_and_auc(score, q)[1] == pytest.approx(nannyml, abs=1e-12)
+    assert CBPE(CLASSES, [Calibrator("platt", {"a": 0.8, "b": 0.1})]).estimate(
+        np.c_[1 - score, score])["roc_auc"].value == pytest.approx(nannyml, abs=1e-12)
+    assert ranks_and_auc(score, score)[1] != pytest.approx(nannyml, abs=1e-3)  # the map matters
+
+
+@pytest.mark.parametrize("rule", ["metric", "metric_se"])
+def test_metric_rules_fix_an_overconfident_model(rule):
+    """The rules that score each calibrator by its estimated accuracy / F1 / AUC on resamples of
+    the reference: an overconfident model (log-odds x 3) gets a fitted map on 600 labelled rows,
+    and the map's estimated accuracy on a fresh window is within a point and a half of the truth;
+    ``metric_se`` leaves the scores of a calibrated model as they are (``metric``, the lowest
+    error, follows the reference's noise to a fitted map there: bench/README.md)."""
+    rng = np.random.default_rng(33)
+    truth = rng.uniform(0.05, 0.95, 2600)
+    y = (rng.random(2600) < truth).astype(int)
+    for sharpen in (3.0, 1.0):
+        score = 1 / (1 + np.exp(-sharpen * np.log(truth / (1 - truth))))
+        cals = fit_calibrators(np.c_[1 - score[:600], score[:600]], y[:600], rule=rule)
+        if sharpen == 1.0:
+            assert rule == "metric" or cals[0].kind == "identity"
+            continue
+        assert cals[0].kind in ("platt", "isotonic")
+        window = np.c_[1 - score[600:], score[600:]]
+        exact = np.mean(np.where(score[600:] > 0.5, truth[600:], 1 - truth[600:]))
+        assert abs(CBPE(CLASSES, cals).estimate(window)["accuracy"].value - exact) < 0.015
