@@ -266,10 +266,6 @@ class DetectorEngine:
                 for v, seg, r in self.monitors[model].close_window(start, end)]
         win.close()
         mon = self.monitors[model]
-        retired = retire_idle(mon, self.watermarks.get(model))  # versions idle past retire_version_after_s
-        if retired:
-            self.metrics.retired(model, retired)
-            self._drain(mon)
         self.metrics.health(model, pending=len(mon.pending_preds), reference_missing=mon.reference_missing,
                             grading_evicted=mon.estimation.grading.evicted)
         self._estimates += mon.estimation.drain()
@@ -277,6 +273,10 @@ class DetectorEngine:
         self._ready.extend(rows)
         self._changed.add(model)
         self._settled.add(model)
+        retired = retire_idle(mon, self.watermarks.get(model))  # versions idle past retire_version_after_s
+        if retired:
+            self.metrics.retired(model, retired)
+            self._drain(mon)  # a count window's last label window, closed on retirement
 
     def _drain(self, mon: ModelMonitor) -> None:
         model = mon.cfg.model
