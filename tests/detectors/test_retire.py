@@ -180,3 +180,22 @@ def test_the_setting_defaults_to_a_week_and_zero_or_null_means_never() -> None:
         assert not cfg.models[0].retire_version_after_s
     with pytest.raises(ConfigError, match="retire_version_after_s"):
         DetectorsConfig.from_mapping({"model": "m", "retire_version_after_s": -1})
+
+
+def test_with_count_windows_a_retired_versions_last_label_window_is_written_not_lost() -> None:
+    cfg = DetectorsConfig.from_mapping({
+        "model": "m", "window": {"kind": "count", "size": 50}, "min_samples": 10,
+        "reference": {"source": "first_events", "first_events": 20}, "concept": {"label_horizon_s": 3600},
+        "retire_version_after_s": 7200})
+    rng = random.Random(3)
+    evs = []
+    for i in range(40):  # 40 joins: under the 50 a label window closes on
+        evs += [prediction(i, {"x": rng.gauss(0, 1)}, i % 2, t=i, version="old"), label(i, uid(i), 1, t=i + 1)]
+    for i in range(40, 300):
+        t = 100 + 60 * i
+        evs += [prediction(i, {"x": rng.gauss(0, 1)}, i % 2, t=t, version="live"), label(i, uid(i), 1, t=t + 1)]
+    eng = DetectorEngine(cfg)
+    rows = _run(eng, [evs])
+    assert _held(eng) == {"live"}
+    old = [r for r in rows if r.model_version == "old" and r.detector == "performance"]
+    assert old and {r.current_size for r in old if r.segment == ""} == {40}
