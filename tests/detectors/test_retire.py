@@ -199,3 +199,18 @@ def test_with_count_windows_a_retired_versions_last_label_window_is_written_not_
     assert _held(eng) == {"live"}
     old = [r for r in rows if r.model_version == "old" and r.detector == "performance"]
     assert old and {r.current_size for r in old if r.segment == ""} == {40}
+
+
+def test_a_state_saved_before_retirement_existed_loads_with_deltas_saved_after() -> None:
+    eng = DetectorEngine(_cfg(3))
+    _run(eng, FLEET[:2])
+    doc = _doc(eng.state_for("m"))
+    del doc["monitor"]["versions"]  # as an older build saved it
+    old_full = zlib.compress(json.dumps(doc).encode())
+    eng.mark_saved("m")
+    _run(eng, FLEET[2:6])
+    delta = eng.state_for("m", delta=True)
+    loaded = DetectorEngine(_cfg(3))
+    loaded.load_model_state("m", old_full, [delta])
+    assert loaded.monitors["m"].versions.last_seen == eng.monitors["m"].versions.last_seen
+    assert _held(loaded) == _held(eng) == {"live", "v02", "v03", "v04", "v05"}
