@@ -115,7 +115,7 @@ class MonitorState:
 
     # -- retiring a version (detectors/retire.py) -----------------------------------------------
     def held_versions(self) -> set[str]:
-        """Every version this monitor holds anything of (``"*"``, every version's reference, aside)."""
+        """Every version this monitor holds anything of (not ``"*"``: that reference is every version's)."""
         held = {*self.streams, *self.traffic, *self.errors, *self.label_windows, *self.missing_warned,
                 *(v for v in self.references if v != "*"), *(k.split(SEP, 1)[0] for k in self.bootstrap),
                 *(k.split("|", 1)[0] for k in self.performance), *self.estimation.versions()}
