@@ -35,7 +35,7 @@ __all__ = [
     "PredictionDriftSettings", "MultivariateSettings", "ConceptSettings", "ShadowSettings",
     "ABSettings", "QualitySettings", "SegmentSettings", "PerformanceEstimationSettings",
     "ModelConfig", "DetectorsConfig",
-    "load_config", "DEFAULT_FIRST_EVENTS", "BUDGET_PERIODS_S",
+    "load_config", "DEFAULT_FIRST_EVENTS", "BUDGET_PERIODS_S", "RETIRE_VERSION_AFTER_S",
 ]
 
 #: Size of the first-events reference of a model no configuration names (see ``default_for``):
@@ -48,6 +48,8 @@ NumericTest = Literal["psi", "ks", "wasserstein", "jensen_shannon"]
 CategoricalTest = Literal["chi2", "jensen_shannon", "psi"]
 #: calibrated tests of numeric features (categorical: chi2; every feature: missing)
 CalibratedNumericTest = Literal["wilcoxon", "mood", "ks"]
+#: Default ``retire_version_after_s``: a version idle for a week of event time is retired.
+RETIRE_VERSION_AFTER_S = 7 * 86_400.0
 #: seconds of each ``alarm_budget.per``
 BUDGET_PERIODS_S = {"hour": 3600.0, "day": 86_400.0, "week": 604_800.0}
 
@@ -363,6 +365,11 @@ class ModelConfig(Settings):
     quality: QualitySettings = QualitySettings()
     segments: SegmentSettings = SegmentSettings()
     performance_estimation: PerformanceEstimationSettings = PerformanceEstimationSettings()
+    # A version with no prediction for this long (event time, against the model's watermark) is
+    # retired: its detectors and saved state are dropped, and it starts afresh if it gets events
+    # again (detectors/retire.py). Never before concept.label_horizon_s: its labels can join
+    # until then. 0 or null: never.
+    retire_version_after_s: float | None = Field(RETIRE_VERSION_AFTER_S, ge=0)
 
 
 class DetectorsConfig(Settings):

@@ -43,6 +43,7 @@ from driftline.detectors.journal import merge_model_state
 from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
+from driftline.detectors.retire import retire_idle
 from driftline.detectors.windows import WindowClock
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
 from driftline.sdk.contract.variants import is_shadow
@@ -101,7 +102,7 @@ class DetectorEngine:
         if cfg.model in self.monitors:
             return False
         refs = {v: r for (model, v), r in self._references.items() if model == cfg.model}
-        self.monitors[cfg.model] = ModelMonitor(cfg, refs)
+        self.monitors[cfg.model] = ModelMonitor(cfg, refs, stored=self._stored_reference(cfg.model))
         self.windows[cfg.model] = WindowClock(cfg.window)
         return True
 
@@ -122,6 +123,10 @@ class DetectorEngine:
         if mon is not None:
             mon.set_reference(ref)
             self.metrics.health(ref.model, reference_missing=mon.reference_missing)
+
+    def _stored_reference(self, model: str) -> Callable[[str], Reference | None]:
+        """``model``'s stored reference of a version, for a retired version that gets events again."""
+        return lambda version: self._references.get((model, version))
 
     def reference(self, model: str, version: str) -> Reference | None:
         mon = self.monitors.get(model)
@@ -268,6 +273,10 @@ class DetectorEngine:
         self._ready.extend(rows)
         self._changed.add(model)
         self._settled.add(model)
+        retired = retire_idle(mon, self.watermarks.get(model))  # versions idle past retire_version_after_s
+        if retired:
+            self.metrics.retired(model, retired)
+            self._drain(mon)  # a count window's last label window, closed on retirement
 
     def _drain(self, mon: ModelMonitor) -> None:
         model = mon.cfg.model
@@ -385,7 +394,7 @@ class DetectorEngine:
         if doc.get("version") != _MODEL_STATE_VERSION or doc.get("model") != model:
             raise ValueError(f"not a version-{_MODEL_STATE_VERSION} state of model {model!r}")
         cfg = self.monitors[model].cfg
-        mon = self.monitors[model] = ModelMonitor(cfg, {})
+        mon = self.monitors[model] = ModelMonitor(cfg, {}, stored=self._stored_reference(model))
         mon.set_state(doc["monitor"])
         for (m, v), ref in self._references.items():
             cur = mon.references.get(v)

@@ -383,6 +383,22 @@ class EstimationStreams:
         rows, self.rows = self.rows, []
         return rows
 
+    # -- retirement (detectors/retire.py) ----------------------------------------------------------
+    def versions(self) -> set[str]:
+        """The versions this holds anything of."""
+        keys = (*self.open, *(k for k, _ in self.grading.items()))
+        return {*self.fitted, *self.collect, *self.noted, *(k.split("|", 1)[0] for k in keys)}
+
+    def retire(self, version: str) -> None:
+        """Forget everything of ``version`` (idle past the label horizon: no label can grade it)."""
+        for d in (self.fitted, self.collect, self.noted, self._cache):
+            d.pop(version, None)  # type: ignore[attr-defined]
+        self.unwritten = [u for u in self.unwritten if u[0] != version]
+        prefix = version + "|"
+        for key in [k for k in self.open if k.startswith(prefix)]:
+            del self.open[key]
+        self.grading.drop(prefix)
+
     # -- state ----------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         return {"fitted": self.fitted, "collect": self.collect, "noted": self.noted,

@@ -185,6 +185,11 @@ class GradingWindows:
             self.rows -= w.finish()
             self.evicted += 1
 
+    def drop(self, prefix: str) -> None:
+        """Forget the windows of every key starting with ``prefix`` (a retired version's)."""
+        for key in [k for k in self.by_key if k.startswith(prefix)]:
+            self.rows -= sum(len(w.lab_rows) for w in self.by_key.pop(key))
+
     def get_state(self) -> dict[str, Any]:
         """The windows by key (:attr:`evicted` is the caller's to save beside them)."""
         return {k: [w.get_state() for w in d] for k, d in self.by_key.items()}

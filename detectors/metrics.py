@@ -19,6 +19,9 @@ feature x statistic gave 298,089 series at 1,000 models). Per model, a few healt
 * ``driftline_estimation_grading_evicted_total{model}`` -- closed windows of performance
   estimation that stopped awaiting labels to stay under ``performance_estimation.grade_max_rows``
   (as of the last closed window; no series before the model's first)
+* ``driftline_versions_retired_total{model}`` -- versions retired, idle past
+  ``retire_version_after_s`` (:mod:`~driftline.detectors.retire`; no series before the first):
+  their per-feature series go with them
 
 Fleet-wide: ``driftline_detector_labels_total{result}`` (joined / late / waiting) and
 ``driftline_detector_ignored_total{reason}`` (no config, engine error, ...).
@@ -81,6 +84,7 @@ class _Model:
     alpha: float | None = None
     pending: int = 0
     grading_evicted: int = 0
+    versions_retired: int = 0
     reference_missing: bool = False
     drifting: int = 0
     groups: dict[tuple[str, str, str, str], _Group] = field(default_factory=dict)
@@ -155,6 +159,20 @@ class EngineMetrics:
             self._models.pop(model, None)
             for key in [k for k in self._impact if k[0] == model]:
                 del self._impact[key]
+
+    def retired(self, model: str, versions: Iterable[str]) -> None:
+        """``model``'s ``versions`` were retired: counted; their per-feature series go."""
+        if not self.enabled:
+            return
+        gone = set(versions)
+        with self._lock:
+            m = self._model(model)
+            m.versions_retired += len(gone)
+            for key in [k for k in m.groups if k[0] in gone]:
+                del m.groups[key]
+            for key in [k for k in self._impact if k[0] == model and k[1] in gone]:
+                del self._impact[key]
+            m.drifting = sum(1 for (_, _, feature, _), g in m.groups.items() if g.drift and feature != "*")
 
     def window(self, model: str, rows: Iterable["MetricRow"]) -> None:
         if not self.enabled:
@@ -233,6 +251,8 @@ class EngineMetrics:
         grading = CounterMetricFamily("driftline_estimation_grading_evicted",
                                       "Closed estimation windows that stopped awaiting labels for room "
                                       "(performance_estimation.grade_max_rows)", labels=("model",))
+        retired = CounterMetricFamily("driftline_versions_retired",
+                                      "Model versions retired, idle past retire_version_after_s", labels=("model",))
         state = GaugeMetricFamily("driftline_model_state", "1 on the model's state", labels=("model", "state"))
         missing = GaugeMetricFamily("driftline_model_reference_missing",
                                     "1 while a version of the model has no usable reference", labels=("model",))
@@ -255,6 +275,8 @@ class EngineMetrics:
                 pending.add_metric((model,), m.pending)
                 if m.grading_evicted:  # most models never evict: no series for them
                     grading.add_metric((model,), m.grading_evicted)
+                if m.versions_retired:
+                    retired.add_metric((model,), m.versions_retired)
                 state.add_metric((model, _state(m)), 1.0)
                 if m.reference_missing:
                     missing.add_metric((model,), 1.0)
@@ -264,7 +286,8 @@ class EngineMetrics:
                     stat.add_metric(labels, value)
                     detected.add_metric(labels, 1.0 if drift else 0.0)
                     exceeded.add_metric(labels, 1.0 if over else 0.0)
-        return [events, windows, drift_windows, alpha, drifting, pending, grading, state, missing, stat, detected, exceeded]
+        return [events, windows, drift_windows, alpha, drifting, pending, grading, retired, state, missing, stat,
+                detected, exceeded]
 
     def _top(self) -> Iterable[tuple[str, tuple[str, str, str, str], _Group]]:
         everything = ((model, key, g) for model, m in self._models.items() for key, g in m.groups.items())

@@ -52,6 +52,8 @@ class ModelMonitor(MonitorState):
         traffic is ignored (a restart offers the stored references again); a newer one (set
         while running) replaces it until the next rebuild.
         """
+        if ref.model_version in self.versions.retired:
+            return  # it stays stored: installed if the version gets events again (retire.py)
         cur = self.references.get(ref.model_version)
         if (cur is not None and self.cfg.reference.source in ("rolling", "sampled")
                 and cur.source.startswith(_TRAFFIC_SOURCES) and ref.created_at <= cur.created_at):
@@ -119,6 +121,8 @@ class ModelMonitor(MonitorState):
         there as ``(stream, segs, features, prediction)`` for a batched ``update_many`` instead."""
         cfg = self.cfg
         version = ev.get("model_version") or ""
+        if self.versions.seen(version, ts) is not None:
+            self._revive(version)
         variant = ev.get("variant") or "primary"
         segs = self.segments.of(ev.get("tags"))
         prediction = ev.get("prediction")
@@ -157,6 +161,14 @@ class ModelMonitor(MonitorState):
             self.pending_arms.put(ev["event_id"], ts, [variant, segs])
             if request_id:
                 self.pending_arms.put("r:" + request_id, ts, [variant, segs])
+
+    def _revive(self, version: str) -> None:
+        """A retired version gets events again: it starts afresh, with its stored reference."""
+        log.info("model %s version %s gets events again after it was retired: its detectors start afresh",
+                 self.cfg.model, version or "(none)")
+        ref = self.stored_reference(version)
+        if ref is not None and version not in self.references:
+            self._install(ref)
 
     def _pair(self, request_id: Any, ts: float, shadow: str | None, version: str, segs: list[str],
               ev: Mapping[str, Any]) -> None:

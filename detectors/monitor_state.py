@@ -12,7 +12,7 @@ joins (:meth:`MonitorState.journal`).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
 from driftline.detectors.calibration import AlarmBudget
@@ -21,6 +21,7 @@ from driftline.detectors.config import ModelConfig
 from driftline.detectors.estimate_stream import EstimationStreams
 from driftline.detectors.journal import JournaledStore
 from driftline.detectors.reference import Reference
+from driftline.detectors.retire import VersionActivity
 from driftline.detectors.shadow import ShadowDivergenceDetector
 from driftline.detectors.statediff import SAME, apply, copy_json, diff
 from driftline.detectors.streams import SegmentTracker, VersionStream
@@ -32,11 +33,17 @@ _NO_PATCH = object()  # checkpoint() without a core_delta() before it
 
 
 class MonitorState:
-    """The detectors, pending joins, references and counters of one model, saved and restored."""
+    """The detectors, pending joins, references and counters of one model, saved and restored.
 
-    def __init__(self, cfg: ModelConfig, references: Mapping[str, Reference]) -> None:
+    ``stored``: the stored reference of a version (None: none), to install again when a retired
+    version gets events (:mod:`~driftline.detectors.retire`)."""
+
+    def __init__(self, cfg: ModelConfig, references: Mapping[str, Reference], *,
+                 stored: Callable[[str], Reference | None] | None = None) -> None:
         self.cfg = cfg
         self.references: dict[str, Reference] = dict(references)
+        self.stored_reference = stored or (lambda version: None)
+        self.versions = VersionActivity()  # last prediction per version; the retired ones
         self.streams: dict[str, VersionStream] = {}
         self.bootstrap: dict[str, list[Any]] = {}  # version -> first events; builders' reservoirs
         self.traffic: dict[str, Any] = {}  # version -> rolling / sampled reference builder
@@ -106,6 +113,37 @@ class MonitorState:
             det = self.ab[seg] = ABTestDetector(self.cfg.ab, min_samples=self.cfg.min_samples)
         return det
 
+    # -- retiring a version (detectors/retire.py) -----------------------------------------------
+    def held_versions(self) -> set[str]:
+        """Every version this monitor holds anything of (not ``"*"``: that reference is every version's)."""
+        held = {*self.streams, *self.traffic, *self.errors, *self.label_windows, *self.missing_warned,
+                *(v for v in self.references if v != "*"), *(k.split(SEP, 1)[0] for k in self.bootstrap),
+                *(k.split("|", 1)[0] for k in self.performance), *self.estimation.versions()}
+        for key in self.shadows:
+            held.update(key.split("|", 1)[0].split("->", 1))
+        return held
+
+    def drop_version(self, version: str) -> None:
+        """Forget everything of ``version`` but its pending joins (they expire under the label
+        horizon); the next save, full or delta, no longer holds it."""
+        self.streams.pop(version, None)
+        if version != "*":
+            self.references.pop(version, None)
+        self.traffic.pop(version, None)
+        self.errors.pop(version, None)
+        self.label_windows.pop(version, None)
+        self.unreferenced.pop(version, None)
+        self.missing_warned.discard(version)
+        self.size_warned.discard(version)
+        for key in [k for k in self.bootstrap if k.split(SEP, 1)[0] == version]:
+            del self.bootstrap[key]
+        for key in [k for k in self.performance if k.split("|", 1)[0] == version]:
+            del self.performance[key]
+        for key in [k for k in self.shadows if version in k.split("|", 1)[0].split("->", 1)]:
+            del self.shadows[key]
+        self.estimation.retire(version)
+        self._concept_dirty = True  # the core patch must carry the removed performance / error keys
+
     # -- saving and restoring: the full state ------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         self._core_patch = _NO_PATCH  # a full save: the next checkpoint copies the core afresh
@@ -125,6 +163,7 @@ class MonitorState:
             "traffic": self._traffic_state(),
             "budget": self.budget.get_state(),
             "estimation": self.estimation.get_state(),
+            "versions": self.versions.get_state(),
         }
 
     def _traffic_state(self) -> dict[str, Any]:
@@ -170,6 +209,7 @@ class MonitorState:
         self._set_traffic_state(state.get("traffic", {}))
         self.budget.set_state(state.get("budget"))
         self.estimation.set_state(state.get("estimation"))
+        self.versions.set_state(state.get("versions"))
         self._core_patch = _NO_PATCH
         self.checkpoint()
 
@@ -189,7 +229,8 @@ class MonitorState:
                 "ab": {k: d.get_state() for k, d in self.ab.items()},
                 "counts": self.counts, "label_windows": self.label_windows, "shadow_seen": self.shadow_seen,
                 "traffic": self._traffic_state(),
-                "budget": self.budget.get_state(), "estimation": self.estimation.get_state()}
+                "budget": self.budget.get_state(), "estimation": self.estimation.get_state(),
+                "versions": self.versions.get_state()}
 
     def core_delta(self) -> dict[str, Any] | None:
         """The patch (:func:`~driftline.detectors.statediff.diff`) from the core as of the last

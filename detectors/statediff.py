@@ -116,6 +116,8 @@ def apply(doc: Any, patch: dict[str, Any] | None) -> Any:
     copies what it takes from the new document, JSON loading makes fresh objects)."""
     if patch is None:
         return doc
+    if doc is None and "d" in patch:  # a part the saved document predates (an older build): empty then
+        doc = {}
     if "v" in patch:
         return patch["v"]
     if "i" in patch:
