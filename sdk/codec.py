@@ -7,7 +7,8 @@ Both produce compact UTF-8 and refuse NaN and infinities (validation rejects the
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping  # typing.Mapping makes isinstance ~2.5x slower
+from typing import Any
 
 try:
     import orjson as _orjson
