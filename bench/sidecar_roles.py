@@ -121,7 +121,7 @@ async def serve_stats(stats: LoopStats, port: int) -> asyncio.AbstractServer:
 
 
 def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str, stats_port: int | None,
-                 handoff_ms: float | None, worker_sched: str | None = None, worker_yield: int | None = None) -> None:
+                 handoff_ms: float | None, worker_sched: str | None = None) -> None:
     """``events``: ``worker`` (the CLI's way: a child process builds and exports them), ``inline`` (on
     the event loop, exporter thread in the same interpreter: the way before the event worker) or ``off``."""
     from aiohttp import web
@@ -148,9 +148,7 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str, stats_p
     if events == "worker":
         # The child's exporter keeps records in memory (discarding needs a class the child can import).
         extra = {} if handoff_ms is None else {"handoff_delay_s": handoff_ms / 1000.0}
-        sched: dict[str, Any] = {} if worker_sched is None else {"scheduling": worker_sched}
-        if worker_yield is not None:
-            sched["yield_every"] = worker_yield
+        sched = {} if worker_sched is None else {"scheduling": worker_sched}
         worker = EventWorker(WorkerConfig.from_settings(settings, SdkSettings(), exporter_factory=InMemoryExporter,
                                                         **sched), metrics, **extra)
         app = build_app(settings, metrics=metrics, events=worker)
@@ -227,7 +225,6 @@ def main() -> None:
     ap.add_argument("--stats-port", type=int)
     ap.add_argument("--handoff-ms", type=float, help="sidecar role: the event worker's hand-off delay")
     ap.add_argument("--worker-sched", choices=("batch", "idle"), help="sidecar role: the event worker's policy")
-    ap.add_argument("--worker-yield", type=int, help="sidecar role: the event worker yields every N exchanges")
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--conns", type=int, default=16)
@@ -237,7 +234,7 @@ def main() -> None:
         role_upstream(args.port)
     elif args.role == "sidecar":
         role_sidecar(args.port, args.upstream, not args.no_uvloop, args.events, args.stats_port, args.handoff_ms,
-                     args.worker_sched, args.worker_yield)
+                     args.worker_sched)
     else:
         role_loadgen(args.port, args.rate, args.seconds, args.conns, args.latencies)
 

@@ -51,9 +51,6 @@ class WorkerConfig:
     ``exporter_factory`` (a module-level callable, pickled by reference) replaces the Kafka transport,
     e.g. :class:`~driftline.sdk.export.InMemoryExporter` in ``bench/bench_sidecar.py``.
     ``scheduling``: how the worker yields the CPU to the proxy (:func:`_batch_scheduling`).
-    ``yield_every``: call ``sched_yield`` after every so many exchanges, so that a proxy thread
-    waiting for this CPU runs between them instead of after the whole batch (0: never, the default;
-    ``bench/bench_sidecar.py --extra-sidecar "yield=--worker-yield 5"`` compares).
     """
 
     model: str
@@ -68,7 +65,6 @@ class WorkerConfig:
     exporter_factory: Callable[[], Exporter] | None = None
     log_level: int = logging.WARNING
     scheduling: WorkerScheduling = "batch"
-    yield_every: int = 0
 
     @classmethod
     def from_settings(cls, settings: SidecarSettings, sdk: SdkSettings, **overrides: Any) -> WorkerConfig:
@@ -167,7 +163,6 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
                            tags=config.tags, default_version=config.version, max_body_bytes=config.max_body_bytes,
                            capture_bytes=config.capture_bytes)
     reporter = _Reporter(out, client, config.report_interval_s)
-    yield_every = config.yield_every if hasattr(os, "sched_yield") else 0
     stop = threading.Event()
     ticker = threading.Thread(target=reporter.every, args=(stop,),
                               name="driftline-worker-report", daemon=True)
@@ -180,8 +175,6 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
                 except Exception:  # noqa: BLE001 - one bad exchange must not stop the others
                     logger.warning("driftline event worker: could not log an exchange", exc_info=True)
                 reporter.done += 1
-                if yield_every and reporter.done % yield_every == 0:
-                    os.sched_yield()
             reporter.due()
     finally:
         stop.set()
