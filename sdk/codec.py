@@ -14,10 +14,7 @@ try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is a dependency; the fallback keeps odd installs working
     _orjson = None
-try:
-    from msgspec.json import decode as _msgspec_decode
-except ImportError:  # pragma: no cover - msgspec is a dependency too
-    _msgspec_decode = None
+_msgspec_decode: Any = None  # msgspec.json.decode, imported on first use: importing the SDK stays cheap
 
 
 def dumps(obj: Any) -> bytes:
@@ -45,7 +42,13 @@ def loads_as_stdlib(data: bytes | str) -> Any:
     >>> loads_as_stdlib(b'{"n": 123456789012345678901234567890, "x": NaN}')
     {'n': 123456789012345678901234567890, 'x': nan}
     """
-    if _msgspec_decode is not None:
+    global _msgspec_decode
+    if _msgspec_decode is None:
+        try:
+            from msgspec.json import decode as _msgspec_decode
+        except ImportError:  # pragma: no cover - msgspec is a dependency; the stdlib does it all then
+            _msgspec_decode = False
+    if _msgspec_decode:
         try:
             return _msgspec_decode(data)
         except Exception:  # noqa: BLE001 - msgspec's DecodeError or ValidationError: ask the stdlib
