@@ -23,7 +23,9 @@ The verdict on "events on add <= 20 % to the sidecar's own p99" is per round, no
 every round measures direct, then the sidecar with events on and off back to back (their order
 alternating between rounds, so both see the same load), and its ratio is
 (on p99 - direct p99) / (off p99 - direct p99) - 1. Printed: each round's figures, the median ratio
-over the rounds with its spread, and the same ratio from the p99 of all rounds' requests pooled.
+over the rounds with its spread, and the same ratio from the p99 of all rounds' requests pooled. The
+verdict is the median's exact sign-test interval (``bench/sidecar_verdict.py``, 95 %): met when it
+lies wholly at or below 20 %, not met when wholly above, else "undecided at this N".
 Also per sidecar: CPU time per request on the event-loop thread and elsewhere (exporter thread, event
 worker process), event-loop lag and garbage-collection pauses -- figures that, unlike p99, hardly
 move with the machine's other load.
@@ -47,11 +49,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar_verdict import median_interval, rounds_for_decision, verdict  # bench/ is the script's directory
+
 HERE = Path(__file__).resolve()
 ROLES = HERE.with_name("sidecar_roles.py")
 BODY = b'{"age": 41, "income": 2.5, "plan": "pro", "tenure_months": 17}'
 ON, OFF = "sidecar", "sidecar (events off)"
 TARGET_RATIO = 0.20
+CONFIDENCE = 0.95  # of the interval for the median ratio (bench/sidecar_verdict.py)
 
 
 def free_port() -> int:
@@ -253,10 +258,13 @@ def report(rate: float, targets: list[Target], loads: list[float]) -> None:
     q1, q2, q3 = quartiles(costs)
     met = sum(c <= TARGET_RATIO for c in costs)
     pooled_cost = events_cost(pooled[ON], pooled[OFF], pooled["direct"])
+    lo, hi, cover = median_interval(costs, CONFIDENCE)
     print(f"events on add {100 * q2:+.0f} % to the sidecar's own p99, median of {len(costs)} rounds "
           f"(quartiles {100 * q1:+.0f} / {100 * q3:+.0f} %, range {100 * min(costs):+.0f} .. {100 * max(costs):+.0f} %; "
-          f"<= 20 % in {met} of {len(costs)} rounds; {skipped} rounds without a verdict); pooled over all rounds' requests {pct(pooled_cost)} "
-          f"-- target <= 20 %: {'met' if q2 <= TARGET_RATIO else 'MISSED'}")
+          f"<= 20 % in {met} of {len(costs)} rounds; {skipped} rounds without a verdict); pooled over all rounds' requests {pct(pooled_cost)}")
+    print(f"  the median's sign-test interval: {pct(lo)} .. {pct(hi)} (covers the true median with probability "
+          f"{100 * cover:.1f} %) -- target <= 20 %: {verdict(costs, TARGET_RATIO, CONFIDENCE).upper()}"
+          + ("" if cover >= CONFIDENCE else f" (no verdict below {rounds_for_decision(CONFIDENCE)} rounds with one)"))
     for t in targets:
         if t.pid is not None and t.name not in (ON, OFF):
             per = [c for r, roff, rd in zip(t.rounds, by[OFF].rounds, d.rounds)

@@ -7,12 +7,14 @@ Both produce compact UTF-8 and refuse NaN and infinities (validation rejects the
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping  # typing.Mapping makes isinstance ~2.5x slower
+from typing import Any
 
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is a dependency; the fallback keeps odd installs working
     _orjson = None
+_msgspec_decode: Any = None  # msgspec.json.decode, imported on first use: importing the SDK stays cheap
 
 
 def dumps(obj: Any) -> bytes:
@@ -25,6 +27,32 @@ def loads(data: bytes | str) -> Any:
     """Parse JSON. Raises ValueError (with ``pos`` where known) on bad input."""
     if _orjson is not None:
         return _orjson.loads(data)
+    return json.loads(data)
+
+
+def loads_as_stdlib(data: bytes | str) -> Any:
+    """Parse JSON to the very values ``json.loads`` gives, raising what it raises; ~8x faster.
+
+    For bodies other programs wrote (the sidecar's extraction), where ``loads`` will not do:
+    orjson turns integers beyond 64 bits into floats. msgspec's decoder keeps them exact and rounds
+    floats correctly; what it refuses -- ``NaN`` and ``Infinity``, floats beyond the double range,
+    lone surrogates, a byte-order mark, UTF-16/32, invalid JSON -- goes to the stdlib, which reads
+    it as before or raises its own error. (``tests/sdk/test_codec.py`` compares the two.)
+
+    >>> loads_as_stdlib(b'{"n": 123456789012345678901234567890, "x": NaN}')
+    {'n': 123456789012345678901234567890, 'x': nan}
+    """
+    global _msgspec_decode
+    if _msgspec_decode is None:
+        try:
+            from msgspec.json import decode as _msgspec_decode
+        except ImportError:  # pragma: no cover - msgspec is a dependency; the stdlib does it all then
+            _msgspec_decode = False
+    if _msgspec_decode:
+        try:
+            return _msgspec_decode(data)
+        except Exception:  # noqa: BLE001 - msgspec's DecodeError or ValidationError: ask the stdlib
+            pass
     return json.loads(data)
 
 

@@ -132,7 +132,7 @@ class Denylist:
         out = event
         for root in ("features", "tags"):
             mapping = event.get(root)
-            if isinstance(mapping, Mapping) and mapping:
+            if (type(mapping) is dict or isinstance(mapping, Mapping)) and mapping:  # typing's isinstance: ~1 µs
                 masked, n = self.mask_mapping(mapping)
                 if n:
                     if out is event:

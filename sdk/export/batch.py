@@ -212,17 +212,21 @@ class BatchExporter:
             try:
                 batch.append(self._encode(item))
             except Exception as exc:  # noqa: BLE001 - counted and reported, never raised
-                from driftline.sdk.errors import SchemaError
-
-                reason = "invalid_event" if isinstance(exc, SchemaError) else "serialize_error"
                 with self._lock:
                     self._in_flight_items -= 1
                     if self._accounted_at_shutdown:  # shutdown() counted it as lost; reclassify
                         self._drops["shutdown"] -= 1
-                    self._drops[reason] += 1
+                    self._drops[_unencodable_reason(exc)] += 1
                 if self._on_invalid is not None:
                     self._on_invalid(exc)
         return batch
+
+    def count_unencodable(self, exc: Exception) -> None:
+        """Count an item its producer failed to encode before submitting it, as ``_take_batch``
+        counts one that fails here: ``invalid_event`` or ``serialize_error``."""
+        self._count_drop(_unencodable_reason(exc))
+        if self._on_invalid is not None:
+            self._on_invalid(exc)
 
     def _drain_once(self, *, force_all: bool) -> bool | None:
         """Export one batch. True: progress; False: transport failed; None: nothing to do."""
@@ -331,6 +335,12 @@ class BatchExporter:
                 exported=self._exported,
                 dropped=dict(self._drops),
             )
+
+
+def _unencodable_reason(exc: Exception) -> str:
+    from driftline.sdk.errors import SchemaError
+
+    return "invalid_event" if isinstance(exc, SchemaError) else "serialize_error"
 
 
 # -- process-wide hooks (fork and exit), holding exporters weakly ------------------------------

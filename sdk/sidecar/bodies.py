@@ -10,10 +10,10 @@ Readable(data=b'{"a": 1}', header_len=None, error=None)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Mapping
 
+from driftline.sdk.codec import loads_as_stdlib
 from driftline.sdk.sidecar.encoding import decode_body
 from driftline.sdk.sidecar.extraction import ExtractSpec, Row, extract, get_path
 from driftline.sdk.sidecar.oip_binary import HEADER_LENGTH, BinaryTensorError, header_length, parse_binary_body
@@ -31,7 +31,7 @@ class Readable:
 def readable_parts(data: bytes | None, encoding: str | None, header_len_value: str | None,
                    limit_bytes: int) -> Readable:
     """The decoded copy of a body, from its ``Content-Encoding`` and ``Inference-Header-Content-Length``."""
-    if not data:
+    if not data or (encoding is None and header_len_value is None):
         return Readable(data)
     decoded, error = decode_body(data, encoding, limit_bytes=limit_bytes)
     try:
@@ -64,7 +64,7 @@ def sticky_value(body: Readable, field: str) -> str | None:
         return None
     try:
         doc = (parse_binary_body(body.data, body.header_len, "inputs") if body.header_len is not None
-               else json.loads(body.data))
+               else loads_as_stdlib(body.data))
     except ValueError:  # BinaryTensorError and JSONDecodeError alike
         return None
     found = get_path(doc, field)

@@ -5,7 +5,8 @@ Run as ``python -m driftline.sdk.sidecar.event_process`` by
 4-byte big-endian length and a pickle (both ends are this package, over a private pipe):
 
 * parent -> child: one :class:`WorkerConfig`, then lists of
-  :class:`~driftline.sdk.sidecar.events.Exchange`. End of input means "drain and exit".
+  :class:`~driftline.sdk.sidecar.events.Exchange` s as plain tuples (:func:`exchanges_frame`). End
+  of input means "drain and exit".
 * child -> parent: :class:`WorkerReport` every ``report_interval_s`` and a final one at exit: how many
   exchanges were turned into events, and the exporter's counts (exported, queued, dropped by reason).
 
@@ -24,6 +25,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Literal, Mapping
 
@@ -32,7 +34,7 @@ from driftline.sdk.export.batch import Exporter, ExporterStats
 from driftline.sdk.export.client import Client
 from driftline.sdk.monitor import Monitor
 from driftline.sdk.sidecar.config import SidecarSettings
-from driftline.sdk.sidecar.events import EventBuilder
+from driftline.sdk.sidecar.events import EventBuilder, Exchange
 from driftline.sdk.sidecar.extraction import ExtractSpec
 
 logger = logging.getLogger("driftline.sidecar")
@@ -91,6 +93,15 @@ def frame_parts(obj: Any) -> tuple[bytes, bytes]:
     return _LEN.pack(len(data)), data
 
 
+def exchanges_frame(batch: list[Exchange]) -> tuple[bytes, bytes]:
+    """A hand-off's frame (header, pickle): the exchanges as plain tuples, rebuilt by the child.
+
+    Pickling a NamedTuple calls back into Python for every item (its ``__getnewargs__`` here, its
+    ``__new__`` in the child); plain tuples stay in C: for 25 exchanges 5.7x less CPU on the
+    proxy's loop and 2.5x less in the child (``bench/sidecar.md``)."""
+    return frame_parts([tuple(x) for x in batch])
+
+
 def encode_frame(obj: Any) -> bytes:
     head, data = frame_parts(obj)
     return head + data
@@ -113,46 +124,58 @@ def read_frame(stream: IO[bytes]) -> Any:
 class _Reporter:
     """Writes reports to the parent; the main loop and the periodic thread share one pipe."""
 
-    def __init__(self, out: IO[bytes], client: Client) -> None:
+    def __init__(self, out: IO[bytes], client: Client, interval_s: float) -> None:
         self._out = out
         self._client = client
         self._lock = threading.Lock()
+        self.interval_s = interval_s
         self.done = 0
+        self._sent_s = time.monotonic()
 
     def send(self, final: bool = False) -> None:
         frame = encode_frame(WorkerReport(self.done, self._client.stats(), final))
         with self._lock:
+            self._sent_s = time.monotonic()
             try:
                 self._out.write(frame)
                 self._out.flush()
             except (BrokenPipeError, ValueError):  # the parent is gone; the counts go to the log
                 pass
 
-    def every(self, interval_s: float, stop: threading.Event) -> None:
-        while not stop.wait(interval_s):
+    def due(self) -> None:
+        """Send a report if one is due: the main loop calls this after each batch, with warm caches
+        (a report from the sleeping thread cost ~0.2 ms of CPU at 500 req/s, measured)."""
+        if time.monotonic() - self._sent_s >= self.interval_s:
             self.send()
+
+    def every(self, stop: threading.Event) -> None:
+        """Reports while no batch comes in (the main loop then sleeps in its read)."""
+        while not stop.wait(self.interval_s):
+            self.due()
 
 
 def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
     """Turn every exchange read from ``inp`` into events until end of input; then flush and report."""
     exporter = config.exporter_factory() if config.exporter_factory is not None else None
-    client = Client(config.sdk, exporter=exporter)
+    # Events are encoded on this thread, each batch in one pass; the exporter's thread only exports.
+    client = Client(config.sdk, exporter=exporter, encode_on_submit=True)
     builder = EventBuilder(config.model, config.extract, lambda v: Monitor(config.model, v, client=client),
                            tags=config.tags, default_version=config.version, max_body_bytes=config.max_body_bytes,
                            capture_bytes=config.capture_bytes)
-    reporter = _Reporter(out, client)
+    reporter = _Reporter(out, client, config.report_interval_s)
     stop = threading.Event()
-    ticker = threading.Thread(target=reporter.every, args=(config.report_interval_s, stop),
+    ticker = threading.Thread(target=reporter.every, args=(stop,),
                               name="driftline-worker-report", daemon=True)
     ticker.start()
     try:
         while (batch := read_frame(inp)) is not None:
-            for exchange in batch:
+            for fields in batch:
                 try:
-                    builder.handle(exchange)
+                    builder.handle(Exchange._make(fields))
                 except Exception:  # noqa: BLE001 - one bad exchange must not stop the others
                     logger.warning("driftline event worker: could not log an exchange", exc_info=True)
                 reporter.done += 1
+            reporter.due()
     finally:
         stop.set()
         client.shutdown(config.shutdown_timeout_s)

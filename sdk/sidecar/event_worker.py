@@ -48,7 +48,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from driftline.sdk.export.batch import ExporterStats
-from driftline.sdk.sidecar.event_process import WorkerConfig, WorkerReport, encode_frame, frame_parts
+from driftline.sdk.sidecar.event_process import WorkerConfig, WorkerReport, encode_frame, exchanges_frame
 from driftline.sdk.sidecar.events import Exchange
 from driftline.sdk.sidecar.metrics import SidecarMetrics
 
@@ -136,7 +136,7 @@ class EventWorker:
             self._drop("worker_down", len(batch))
             return
         try:
-            head, data = frame_parts(batch)
+            head, data = exchanges_frame(batch)
             proc.stdin.write(head)  # buffered by the transport; never blocks
             proc.stdin.write(data)
         except Exception:  # noqa: BLE001 - unpicklable exchange (a bug) or a pipe closing under us

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from driftline.sdk.codec import loads_as_stdlib
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.oip_binary import BinaryTensorError, parse_binary_body
 
@@ -39,6 +40,7 @@ _PREDICTION_KEYS = ("predictions", "prediction", "outputs", "output", "result", 
                     "score", "probabilities", "label", "labels", "class", "y")
 
 Row = tuple[dict[str, Any], Any]
+_SCALAR_TYPES = frozenset((str, bool, int, float, type(None)))
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,16 @@ def get_path(obj: Any, path: str) -> Any:
 
 def flatten(value: Any, spec: ExtractSpec, prefix: str = "") -> dict[str, Any]:
     """One row to a flat ``name -> scalar`` mapping (the schema's shape for features)."""
-    out: dict[str, Any] = {}
     limit = spec.max_features
+    if not prefix and type(value) is dict and len(value) <= limit:
+        # The common row, already flat (named scalars): a copy, as walk() below would make it.
+        scalars = _SCALAR_TYPES
+        for k, v in value.items():
+            if type(v) not in scalars or type(k) is not str or not k:
+                break
+        else:
+            return dict(value)
+    out: dict[str, Any] = {}
 
     def walk(v: Any, name: str) -> None:
         if len(out) >= limit:
@@ -247,7 +257,7 @@ def _loads(body: bytes | str | None, header_len: int | None = None,
         except BinaryTensorError as exc:
             return _MISSING, f"not a valid binary tensor body: {exc}"
     try:
-        return json.loads(body), None
+        return loads_as_stdlib(body), None
     except (ValueError, UnicodeDecodeError) as exc:
         return _MISSING, f"not valid JSON ({type(exc).__name__})"
 

@@ -135,6 +135,30 @@ def test_a_monitor_with_an_exporter_owns_a_private_client() -> None:
     b.close(5)
 
 
+def test_encode_on_submit_encodes_on_the_logging_thread_and_counts_drops_as_the_worker_does() -> None:
+    sink = InMemoryExporter()
+    client = Client(SdkSettings(), exporter=sink, encode_on_submit=True)
+    m = Monitor("churn", "1", client=client)
+    logged_on = threading.get_ident()
+    encoded_on: list[int] = []
+    encode = m._encode
+
+    def spy(item: Any) -> Record:
+        encoded_on.append(threading.get_ident())
+        return encode(item)
+
+    m._encode = spy  # type: ignore[method-assign]
+    m.log({"age": 41, "password": "hunter2"}, 0.5)
+    m.log({"age": float("nan")}, 0.5)  # invalid: counted, never raised
+    m.log({"x": object()}, 0.5)  # not a JSON value: invalid too (validation comes before encoding)
+    assert encoded_on == [logged_on] * 3
+    assert client.shutdown(5) is True
+    (event,) = sink.events()
+    assert event["features"] == {"age": 41, "password": "[REDACTED]"} and event["model_version"] == "1"
+    stats = client.stats()
+    assert stats.exported == 1 and stats.dropped["invalid_event"] == 2 and stats.dropped_total == 2
+
+
 def test_client_and_exporter_together_fail_with_what_to_change() -> None:
     with pytest.raises(ConfigError, match="pass one"):
         Monitor("m", client=Client(SdkSettings(), exporter=InMemoryExporter()), exporter=InMemoryExporter())
