@@ -31,6 +31,7 @@ BENCHES = [
     ("feature rollup size and cost per feature value", ["bench_rollup_sizing.py"], True),
     ("sidecar latency vs direct and nginx (rounds of events on/off)", ["bench_sidecar.py"], True),
     ("sidecar event hand-off CPU", ["bench_sidecar_handoff.py"], False),
+    ("sidecar child CPU per exchange, this tree vs main", ["bench_event_cpu.py"], False),
     ("sidecar and serve against tritonclient, MLServer and KServe", ["bench_sidecar_peers.py"], True),
     ("alerting evaluation and delivery", ["alerting_bench.py"], False),
     ("driftline up: stop with 100,000 events in the broker", ["bench_stop.py"], False),
