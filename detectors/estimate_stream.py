@@ -202,8 +202,10 @@ class EstimationStreams:
             self._collect(version, prediction, label, features)
             return
         y = est.label(label)
+        if y is None:
+            return
         row = est.score(prediction)  # DLE: the realised MAE / RMSE need the prediction alone
-        if y is None or row is None:
+        if row is None:
             return
         self._refs = refs
         grading, cap, salt = self.grading, s.sample, s.seed
@@ -375,11 +377,8 @@ class EstimationStreams:
         out = []
         graded = [w for w in done if w.real and w.labelled >= self.cfg.min_samples]
         for m in est.metrics:
-            errs = []
-            for w in graded:
-                got, real = w.est.get(m), w.real.get(m)
-                if got and got[0] is not None and real is not None:
-                    errs.append(abs(got[0] - real))
+            errs = [abs(got[0] - real) for w in graded
+                    if (got := w.est.get(m)) and got[0] is not None and (real := w.real.get(m)) is not None]
             if errs:
                 out.append(DetectorResult(DETECTOR, m, STAT_ESTIMATION_ERROR, sum(errs) / len(errs), None, None,
                                           False, est.labelled, len(errs), (("method", est.method),)))
