@@ -107,6 +107,8 @@ class EstimationStreams:
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
         self.settings = cfg.performance_estimation
+        #: whether an estimator may be fitted on the stream (the label join asks per prediction)
+        self.collecting = bool(self.settings.enabled and self.settings.reference_labels)
         self.fitted: dict[str, dict[str, Any]] = {}  # version -> estimator fitted on the stream
         # version -> [prediction, label, features (None: not kept)] to fit on
         self.collect: dict[str, list[list[Any]]] = {}
@@ -167,20 +169,24 @@ class EstimationStreams:
             self.note(version, "the logged predictions are not class probabilities" if est.method == "cbpe"
                       else "the logged predictions are not numbers")
             return
-        cap, salt, opened = s.sample, s.seed, self.open
+        cap, opened = s.sample, self.open
         for seg in segs:
-            key = version + "|" + seg
-            w = opened.get(key)
+            w = opened.get(version + "|" + seg)
             if w is None:
-                w = opened[key] = Window()
-            w.add(row, cap, salt)
+                w = opened[version + "|" + seg] = Window()
+            # Window.add inlined (it runs per prediction and segment): below the cap, append
+            rows = w.rows
+            if len(rows) < cap:
+                w.n += 1
+                rows.append(row)
+            else:
+                w.add(row, cap, s.seed)
 
     def wants_features(self, version: str, prediction: Any, refs: Mapping[str, Any]) -> bool:
         """Whether the label join should keep this prediction's features: a numeric prediction of
         a version whose estimator is still to be fitted on the stream (DLE is fitted on features
         + prediction; a classifier's class probabilities need none)."""
-        s = self.settings
-        if not (s.enabled and s.reference_labels) or version in self.fitted or not is_number(prediction):
+        if not self.collecting or version in self.fitted or not is_number(prediction):
             return False
         return self.estimator(version, refs) is None
 
@@ -196,8 +202,10 @@ class EstimationStreams:
             self._collect(version, prediction, label, features)
             return
         y = est.label(label)
+        if y is None:
+            return
         row = est.score(prediction)  # DLE: the realised MAE / RMSE need the prediction alone
-        if y is None or row is None:
+        if row is None:
             return
         self._refs = refs
         grading, cap, salt = self.grading, s.sample, s.seed
@@ -369,11 +377,8 @@ class EstimationStreams:
         out = []
         graded = [w for w in done if w.real and w.labelled >= self.cfg.min_samples]
         for m in est.metrics:
-            errs = []
-            for w in graded:
-                got, real = w.est.get(m), w.real.get(m)
-                if got and got[0] is not None and real is not None:
-                    errs.append(abs(got[0] - real))
+            errs = [abs(got[0] - real) for w in graded
+                    if (got := w.est.get(m)) and got[0] is not None and (real := w.real.get(m)) is not None]
             if errs:
                 out.append(DetectorResult(DETECTOR, m, STAT_ESTIMATION_ERROR, sum(errs) / len(errs), None, None,
                                           False, est.labelled, len(errs), (("method", est.method),)))

@@ -102,6 +102,10 @@ def _check_level(level: float) -> float:
 def _check_scores(scores: Any, k: int) -> np.ndarray:
     p = np.asarray(scores, dtype=float)
     if p.ndim == 1 and k == 2:
+        if len(p) and 0.0 <= p.min() and p.max() <= 1.0:
+            # P(classes[1]) in [0, 1] (NaN fails): [1 - p, p] is in [0, 1] and sums to 1 within
+            # the tolerance, so the checks below pass and the clip changes nothing (the stream's case)
+            return binary_columns(p)
         p = binary_columns(p)  # binary scores given as P(classes[1])
     if p.ndim != 2:
         raise EstimationError(f"scores must be an (n, {k}) array of class probabilities, got shape {p.shape}")

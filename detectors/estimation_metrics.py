@@ -136,6 +136,12 @@ def _weights(per_class: np.ndarray, binary: bool) -> np.ndarray:
     return ok / max(1, int(ok.sum()))
 
 
+def _finite(x: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(x)``; ``x`` itself when it is all finite (the usual case: nan_to_num's own
+    checks cost more than the arithmetic on a window)."""
+    return x if np.isfinite(x).all() else np.nan_to_num(x)
+
+
 def _variances(q: np.ndarray, terms: np.ndarray) -> np.ndarray:
     """Var of sum_i L_i(y_i) with y_i ~ q_i independent, per metric m: ``terms[m, i, t] = L_i(t)``
     (all metrics in one pass: each sum runs over the same axis as one metric's alone did, so the
@@ -190,15 +196,15 @@ def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: Spreads = ()) -> tup
         w = _weights(precision, binary)
         t_prec = hot * np.where(npred > 0, w / npred, 0.0)
         w = _weights(recall, binary)
-        t_rec = np.nan_to_num(w * (hot / ntrue - tp / ntrue ** 2))
+        t_rec = _finite(w * (hot / ntrue - tp / ntrue ** 2))
         w, d = _weights(f1, binary), npred + ntrue
-        t_f1 = np.nan_to_num(w * (2 * hot / d - 2 * tp / d ** 2))
+        t_f1 = _finite(w * (2 * hot / d - 2 * tp / d ** 2))
         w = _weights(aucs, binary)
         s, pos = np.sum(q * ranks, axis=0), ntrue
         neg = n - pos
         a = 1.0 / (pos * neg)
         b = (-(pos + 0.5) * pos * neg - (s - pos * (pos + 1) / 2) * (n - 2 * pos)) / (pos * neg) ** 2
-        t_auc = np.nan_to_num(w * (a * ranks + b))
+        t_auc = _finite(w * (a * ranks + b))
     terms = {"accuracy": hot / n, "precision": t_prec, "recall": t_rec, "f1": t_f1, "roc_auc": t_auc}
     var = _variances(q, np.stack(list(terms.values())))
     sds = {m: float(v) + _calibration_variance(t, spreads, binary) for v, (m, t) in zip(var, terms.items())}

@@ -150,7 +150,7 @@ class ModelMonitor(MonitorState):
             early = self.pending_labels.pop(eid)
             if early is not None:
                 self._join(version, segs, prediction, ts, early[0], early[1], ev.get("features"))
-            elif self.estimation.wants_features(version, prediction, self.references):
+            elif self.estimation.collecting and self.estimation.wants_features(version, prediction, self.references):
                 # A regressor's estimator still to fit on the stream: DLE needs its inputs.
                 self.pending_preds.put(eid, ts, [version, segs, prediction, ev.get("features") or {}])
             else:

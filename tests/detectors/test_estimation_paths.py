@@ -1,7 +1,8 @@
 """The estimation's faster paths give the numbers of the paths they replaced, exactly: the
 realised metrics of a binary model (counts of the positive class alone) against the general
-one-hot computation with scipy's ranks, the tie-averaged ranks against scipy's, and the band
-variances of all metrics at once against one metric at a time."""
+one-hot computation with scipy's ranks, the tie-averaged ranks against scipy's, the band
+variances of all metrics at once against one metric at a time, the band terms without
+``nan_to_num`` when finite, and a binary window's scores in [0, 1] without the checks they pass."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from driftline.detectors.estimation import realised_classification
-from driftline.detectors.estimation_metrics import _variances, auc_from_ranks, ratios, tie_ranks
+from driftline.detectors import estimation_metrics
+from driftline.detectors.estimation import EstimationError, _check_scores, realised_classification
+from driftline.detectors.estimation_metrics import (_finite, _variances, auc_from_ranks, binary_columns,
+                                                    expected_metrics, ratios, tie_ranks)
 
 
 def _general(p1: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -51,3 +54,44 @@ def test_the_variances_of_all_metrics_at_once_equal_one_metric_at_a_time(n: int,
     terms = rng.normal(size=(5, n, k)) / n
     one_at_a_time = [float(np.sum(np.sum(q * t ** 2, axis=1) - np.sum(q * t, axis=1) ** 2)) for t in terms]
     assert [float(v) for v in _variances(q, terms)] == one_at_a_time
+
+
+def test_a_band_term_kept_as_is_when_finite_equals_nan_to_num() -> None:
+    rng = np.random.default_rng(3)
+    finite = rng.normal(size=(50, 2))
+    odd = finite.copy()
+    odd[[1, 5, 9], [0, 1, 0]] = [np.nan, np.inf, -np.inf]
+    for x in (finite, odd):
+        assert np.array_equal(_finite(x), np.nan_to_num(x))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_band_terms_without_nan_to_num_give_the_same_estimates(seed: int, monkeypatch) -> None:
+    """expected_metrics with nan_to_num on every term (as it was) and with it only where a term
+    is not finite: the same estimates and standard deviations, a class never predicted or never
+    likely (non-finite terms) included."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    p1 = rng.random(n) if seed < 2 else np.full(n, 0.2 + 0.1 * seed)  # seed 2, 3: one class predicted
+    p = binary_columns(p1)
+    # seed 3: class 0 never likely (its recall terms divide by zero, the positive class's stay finite)
+    q = binary_columns(np.clip(p1 + rng.normal(0, 0.05, n), 0, 1) if seed != 3 else np.ones(n))
+    now = expected_metrics(p, q)
+    monkeypatch.setattr(estimation_metrics, "_finite", np.nan_to_num)
+    before = expected_metrics(p, q)
+    assert repr(now[:2]) == repr(before[:2])  # NaN included
+
+
+@pytest.mark.parametrize("p1", [np.array([0.0, 1.0, 0.5, 0.5, 0.25]), np.random.default_rng(1).random(1000),
+                                np.array([1.0 + 5e-10, 0.3, -5e-10]), np.array([0.2, np.nan]), np.array([1.5])])
+def test_binary_scores_in_range_skip_checks_that_pass_and_the_rest_are_checked_as_before(p1: np.ndarray) -> None:
+    def old(x: np.ndarray) -> np.ndarray:
+        return _check_scores(binary_columns(x), 2)  # the (n, 2) path, every check and the clip
+
+    try:
+        want = old(p1)
+    except EstimationError as exc:
+        with pytest.raises(EstimationError, match=str(exc)[:20]):
+            _check_scores(p1, 2)
+        return
+    assert np.array_equal(_check_scores(p1, 2), want)
