@@ -82,10 +82,12 @@ def run(values: int, chunk_values: int, features: int, models: int) -> dict[str,
             sizes[table] = client.query(
                 "SELECT sum(rows), sum(bytes_on_disk) FROM system.parts WHERE database = 'driftline' "
                 f"AND table = '{table}' AND active").result_rows[0]
-            if table != "predictions":  # rows once every merge is done: one per distinct key
+            if table != "predictions":  # rows once every merge is done: one per distinct sorting key
+                key = client.query("SELECT sorting_key FROM system.tables WHERE database = 'driftline' "
+                                   f"AND name = '{table}'").result_rows[0][0]
                 sizes[table] = (client.query(
-                    f"SELECT count() FROM (SELECT 1 FROM driftline.{table} GROUP BY model, model_version, "
-                    "hour, feature, kind, bin, category)").result_rows[0][0], sizes[table][1])
+                    f"SELECT count() FROM (SELECT 1 FROM driftline.{table} GROUP BY {key})").result_rows[0][0],
+                    sizes[table][1])
     fv = float(n * features)
     rollup_rows = sum(r for t, (r, _) in sizes.items() if t != "predictions")
     rollup_bytes = sum(b for t, (_, b) in sizes.items() if t != "predictions")

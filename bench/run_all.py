@@ -29,6 +29,7 @@ BENCHES = [
     ("performance estimation's grading state, capped vs uncapped", ["bench_estimation_grading.py"], True),
     ("fleet: 1 to 1,000 models, 1,000 features, 50 segments through driftline up", ["bench_fleet.py"], True),
     ("feature rollup size and cost per feature value", ["bench_rollup_sizing.py"], True),
+    ("store CPU per event by rollup view, 1 and 1,000 models", ["bench_store_views.py"], False),
     ("sidecar latency vs direct and nginx (rounds of events on/off)", ["bench_sidecar.py"], True),
     ("sidecar event hand-off CPU", ["bench_sidecar_handoff.py"], False),
     ("sidecar child CPU per exchange, this tree vs main", ["bench_event_cpu.py"], False),

@@ -24,7 +24,13 @@ logger = logging.getLogger("driftline.collector")
 
 # Rows travel as JSONEachRow: encoded by orjson here and parsed by ClickHouse in C++, several times
 # faster than building Native columns in Python. Timestamps stay RFC 3339 strings (best_effort).
-INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 0}
+# optimize_on_insert = 0: ClickHouse would otherwise merge each written block by its table's key
+# (the raw tables' and every rollup view's) at insert time, which the views' own GROUP BY already
+# did and the in-chunk dedup above makes moot for the raw tables: 46 instead of 52-55 µs of store
+# CPU per event at 1,000 models, unchanged at one (bench/bench_store_views.py, bench/fleet.md).
+# Every read of a rollup aggregates, and parts are merged in the background as before.
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 0,
+                   "optimize_on_insert": 0}
 
 PREDICTION_COLUMNS = (
     "event_id", "timestamp", "model", "model_version", "variant", "request_id",
