@@ -171,9 +171,10 @@ class EstimationStreams:
             return
         cap, opened = s.sample, self.open
         for seg in segs:
-            w = opened.get(version + "|" + seg)
+            key = version + "|" + seg
+            w = opened.get(key)
             if w is None:
-                w = opened[version + "|" + seg] = Window()
+                w = opened[key] = Window()
             # Window.add inlined (it runs per prediction and segment): below the cap, append
             rows = w.rows
             if len(rows) < cap:

@@ -151,15 +151,12 @@ class GradingWindows:
                 rows = w.lab_rows
                 if w.done or len(rows) >= cap:
                     self.rows += w.add_label(row, label, cap, salt)
-                    if self.rows > self.max_rows:
-                        self._shrink(settle)
-                    break
-                # Window.add_label below the cap, inlined (it runs per label)
-                w.labelled += 1
-                w.dirty = True
-                rows.append(row)
-                w.labels.append(label)
-                self.rows += 1
+                else:  # Window.add_label below the cap, inlined (it runs per label)
+                    w.labelled += 1
+                    w.dirty = True
+                    rows.append(row)
+                    w.labels.append(label)
+                    self.rows += 1
                 if self.rows > self.max_rows:
                     self._shrink(settle)
                 break

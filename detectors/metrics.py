@@ -89,6 +89,10 @@ class _Model:
     drifting: int = 0
     groups: dict[tuple[str, str, str, str], _Group] = field(default_factory=dict)
 
+    def recount_drifting(self) -> None:
+        """``drifting``: the per-feature verdicts (not the ``*`` summaries) drifting in their latest window."""
+        self.drifting = sum(1 for (_, _, feature, _), g in self.groups.items() if g.drift and feature != "*")
+
 
 class EngineMetrics:
     """All engine metrics; every method is a no-op when built without a registry.
@@ -172,7 +176,7 @@ class EngineMetrics:
                 del m.groups[key]
             for key in [k for k in self._impact if k[0] == model and k[1] in gone]:
                 del self._impact[key]
-            m.drifting = sum(1 for (_, _, feature, _), g in m.groups.items() if g.drift and feature != "*")
+            m.recount_drifting()
 
     def window(self, model: str, rows: Iterable["MetricRow"]) -> None:
         if not self.enabled:
@@ -229,7 +233,7 @@ class EngineMetrics:
                 self._impact[group] = feats
         for model in touched:
             m = self._models[model]
-            m.drifting = sum(1 for (_, _, feature, _), g in m.groups.items() if g.drift and feature != "*")
+            m.recount_drifting()
 
     # -- what a scrape sees ------------------------------------------------------------------------
     def families(self) -> list[Any]:

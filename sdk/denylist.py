@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Mapping  # typing.Mapping makes isinstance ~2.5x slower
+from typing import Any, Iterable
 
 from driftline.sdk.errors import ConfigError
 
@@ -132,7 +133,7 @@ class Denylist:
         out = event
         for root in ("features", "tags"):
             mapping = event.get(root)
-            if (type(mapping) is dict or isinstance(mapping, Mapping)) and mapping:  # typing's isinstance: ~1 µs
+            if isinstance(mapping, Mapping) and mapping:
                 masked, n = self.mask_mapping(mapping)
                 if n:
                     if out is event:
