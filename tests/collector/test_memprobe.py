@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import tracemalloc
 from pathlib import Path
@@ -16,10 +17,17 @@ def test_samples_are_json_lines_with_rss_malloc_and_gc_counts(tmp_path: Path) ->
     now = [100.0]
     probe = MemoryProbe(tmp_path, interval_s=60, clock=lambda: now[0])
     keep = [[i] for i in range(5000)]  # noqa: F841 - 5,000 more lists between the samples
-    probe.sample()
-    more = [[i] for i in range(5000)]  # noqa: F841
-    now[0] = 160.0
-    probe.sample()
+    # Garbage left by earlier tests would be freed by an automatic collection between the two
+    # samples and cancel some of the 5,000 (CI saw 4,847): collect it first, none in between.
+    gc.collect()
+    gc.disable()
+    try:
+        probe.sample()
+        more = [[i] for i in range(5000)]  # noqa: F841
+        now[0] = 160.0
+        probe.sample()
+    finally:
+        gc.enable()
     rows = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
     assert [r["t_s"] for r in rows] == [0.0, 60.0]
     assert rows[0]["rss"] > 0 and rows[0]["malloc"]["in_use"] > 0  # Linux, glibc
