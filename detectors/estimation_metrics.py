@@ -28,7 +28,7 @@ import numpy as np
 from scipy.stats import norm, rankdata
 
 __all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "expected_metrics",
-           "bootstrap_sds", "binary_columns", "normal_quantile", "METRICS"]
+           "expected_binary", "bootstrap_sds", "binary_columns", "normal_quantile", "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 Spreads = Sequence["tuple[np.ndarray, np.ndarray] | None"]
@@ -210,6 +210,64 @@ def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: Spreads = ()) -> tup
     sds = {m: float(v) + _calibration_variance(t, spreads, binary) for v, (m, t) in zip(var, terms.items())}
     sds = {m: float(np.sqrt(max(v, 0.0))) if np.isfinite(values[m]) else float("nan") for m, v in sds.items()}
     return values, sds, conf
+
+
+def expected_binary(p: np.ndarray, q1: np.ndarray,
+                    spread: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`expected_metrics`' estimates and standard deviations of a binary model (scores ``p``
+    (n, 2), calibrated P(classes[1]) ``q1``, its calibrator's ``spread``) on the positive column
+    alone: the negative column's terms of precision, recall, F1 and AUC are zero (their weight
+    is), so about half the numpy calls. The same arithmetic per row; the sums over the rows run
+    in another order (dot products and 1-D sums for the (n, 2) matrix product and column sums),
+    so a value can differ in its last digits (``tests/detectors/test_estimation_paths.py``:
+    within 1e-12 relative)."""
+    n = len(q1)
+    pos = p[:, 1] > p[:, 0]  # argmax: the first column on a tie
+    hot1 = pos.astype(float)
+    q0 = 1.0 - q1
+    # numpy scalars: a division by zero gives inf / NaN as in the general path, not an exception
+    n1 = np.float64(np.count_nonzero(pos))
+    tp = np.array([q0 @ (1.0 - hot1), q1 @ hot1])  # the confusion matrix's diagonal
+    ntrue1, tp1 = q1.sum(), tp[1]
+    precision, recall, f1 = ratios(tp[1:], n1 - tp[1:], ntrue1 - tp[1:])
+    ranks, auc = ranks_and_auc(p[:, 1], q1)
+    values = {"accuracy": float(tp.sum() / n), "precision": float(precision[0]), "recall": float(recall[0]),
+              "f1": float(f1[0]), "roc_auc": auc}
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # each metric's linear term for row i labelled positive (a negative label's is zero, but
+        # for accuracy: 1/n for the predicted class)
+        inv_n = 1.0 / n
+        t_prec = hot1 * (1.0 / n1 if n1 > 0 else 0.0)
+        t_rec = _finite(hot1 / ntrue1 - tp1 / ntrue1 ** 2)
+        d = n1 + ntrue1
+        t_f1 = _finite(2 * hot1 / d - 2 * tp1 / d ** 2)
+        s, neg = np.dot(q1, ranks), n - ntrue1
+        a = 1.0 / (ntrue1 * neg)
+        b = (-(ntrue1 + 0.5) * ntrue1 * neg - (s - ntrue1 * (ntrue1 + 1) / 2) * (n - 2 * ntrue1)) / (ntrue1 * neg) ** 2
+        t_auc = _finite(a * ranks + b)
+    # Var of the sum of the terms: per row q L^2 - (q L)^2, L the term of the label with
+    # probability q (accuracy: the predicted class's probability, every other term zero)
+    qs = np.empty((5, n))
+    np.copyto(qs[0], np.where(pos, q1, q0))
+    qs[1:] = q1
+    terms = np.empty((5, n))
+    terms[0] = inv_n
+    terms[1], terms[2], terms[3], terms[4] = t_prec, t_rec, t_f1, t_auc
+    x = qs * terms
+    var = np.sum(qs * terms ** 2 - x ** 2, axis=1)
+    sds = {}
+    for i, m in enumerate(METRICS):
+        v = float(var[i])
+        if spread is not None:
+            # the calibrator moves P(classes[1]) up and P(classes[0]) down: d = L(1) - L(0)
+            d_row = np.where(pos, inv_n, -inv_n) if i == 0 else terms[i]
+            bins, dev = spread
+            v += 0.0 + float(np.sum((dev @ np.bincount(bins, weights=d_row, minlength=dev.shape[1])) ** 2))
+        else:
+            v += 0.0
+        sds[m] = float(np.sqrt(max(v, 0.0))) if np.isfinite(values[m]) else float("nan")
+    return values, sds
 
 
 def bootstrap_sds(p: np.ndarray, q: np.ndarray, draws: int = 200, seed: int = 0) -> dict[str, float]:

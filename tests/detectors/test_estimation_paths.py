@@ -2,7 +2,9 @@
 realised metrics of a binary model (counts of the positive class alone) against the general
 one-hot computation with scipy's ranks, the tie-averaged ranks against scipy's, the band
 variances of all metrics at once against one metric at a time, the band terms without
-``nan_to_num`` when finite, and a binary window's scores in [0, 1] without the checks they pass."""
+``nan_to_num`` when finite, and a binary window's scores in [0, 1] without the checks they pass.
+One replacement sums in another order and is checked to 1e-12 relative instead: a binary
+window's estimates and bands on the positive column alone (:func:`expected_binary`)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import pytest
 from scipy.stats import rankdata
 
 from driftline.detectors import estimation_metrics
-from driftline.detectors.estimation import EstimationError, _check_scores, realised_classification
+from driftline.detectors.estimation import CBPE, EstimationError, _check_scores, realised_classification
 from driftline.detectors.estimation_metrics import (_finite, _variances, auc_from_ranks, binary_columns,
-                                                    expected_metrics, ratios, tie_ranks)
+                                                    expected_binary, expected_metrics, ratios, tie_ranks)
 
 
 def _general(p1: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -95,3 +97,48 @@ def test_binary_scores_in_range_skip_checks_that_pass_and_the_rest_are_checked_a
             _check_scores(p1, 2)
         return
     assert np.array_equal(_check_scores(p1, 2), want)
+
+
+def _close(got: dict[str, float], want: dict[str, float]) -> None:
+    for m, w in want.items():
+        g = got[m]
+        assert np.isnan(g) == np.isnan(w), (m, g, w)
+        assert np.isnan(w) or abs(g - w) <= 1e-12 * abs(w) + 1e-300, (m, g, w)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_binary_estimates_and_bands_on_the_positive_column_equal_the_general_path(seed: int) -> None:
+    """400 random windows per seed: sizes 1-1,500, ties on a score grid, one class predicted,
+    calibrated probabilities all 0 or all 1 (undefined metrics), with and without a calibrator's
+    spread; estimates and standard deviations within 1e-12 relative, NaN where the general path's."""
+    rng = np.random.default_rng(seed)
+    for it in range(400):
+        n = int(rng.integers(1, 1500))
+        p1 = rng.random(n) if it % 3 else rng.integers(0, 11, n) / 10
+        if it % 11 == 0:
+            p1 = p1 * 0.4  # no positive prediction
+        q1 = (np.clip(p1 + rng.normal(0, 0.1, n), 0, 1) if it % 5
+              else np.ones(n) if it % 2 else np.zeros(n))
+        bins = rng.integers(0, 8, n)
+        spread = (bins, rng.normal(size=(30, 8)) * 0.01) if it % 2 else None
+        p = binary_columns(p1)
+        values, sds, _ = expected_metrics(p, binary_columns(q1), [None, spread])
+        got_values, got_sds = expected_binary(p, q1, spread)
+        _close(got_values, values)
+        _close(got_sds, sds)
+
+
+def test_cbpe_binary_estimate_equals_the_general_path() -> None:
+    rng = np.random.default_rng(5)
+    p1 = rng.random(3000)
+    y = np.where(rng.random(3000) < np.clip(p1 * 1.2 - 0.1, 0, 1), "yes", "no")
+    cbpe = CBPE.fit(binary_columns(p1), y, ["no", "yes"])
+    assert cbpe.calibrators[0].kind != "identity"  # a fitted map, with its spread
+    window = rng.random(1000) ** 1.5
+    got = cbpe.estimate(window)
+    p = binary_columns(window)
+    cal = cbpe.calibrators[0]
+    values, sds, _ = expected_metrics(p, cbpe._calibrate(p), [None, cal.spread(window)])
+    _close({m: e.value for m, e in got.items()}, values)
+    z = estimation_metrics.normal_quantile(0.975)
+    _close({m: e.upper for m, e in got.items()}, {m: min(1.0, values[m] + z * sds[m]) for m in values})
