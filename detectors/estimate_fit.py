@@ -272,5 +272,17 @@ class Fitted:
         from driftline.detectors import estimation as E
 
         if self.method == "cbpe":
-            return E.realised_classification(self._scores(rows), labels, self.classes)
+            p = self._scores(rows)
+            if len(self.classes) == 2 and type(p) is not list and len(p) == len(labels) and len(p):
+                import numpy as np
+
+                # The stream's case: P(classes[1]) in [0, 1] (NaN fails) and labels that are the
+                # class names (what label() keeps): realised_classification's numbers, without
+                # its checks and label codes. Anything else takes the general path, as before.
+                neg, pos = self.classes
+                yes = np.fromiter([y == pos for y in labels], bool, len(labels))
+                if (0.0 <= p.min() and p.max() <= 1.0
+                        and labels.count(neg) + int(np.count_nonzero(yes)) == len(labels)):
+                    return E.realised_positive(p, yes)
+            return E.realised_classification(p, labels, self.classes)
         return E.realised_regression([r[0] for r in rows], labels)

@@ -119,6 +119,10 @@ class EstimationStreams:
         self.unwritten: list[tuple[str, str]] = []  # (version, reason) not yet written as a row
         self.rows: list[EstimateRow] = []
         self._cache: dict[str, tuple[Any, Fitted | None]] = {}  # version -> (its estimator info, loaded)
+        # version -> (the reference it was found with, its estimator): the per-event look-up. A
+        # reference is frozen, so the same object has the same estimator; one fitted on the
+        # stream changes only here (_collect, retire, set_state), which forget the entry.
+        self._hot: dict[str, tuple[Any, Fitted]] = {}
         self._refs: Mapping[str, Any] = {}  # the references of the label or close in progress (_settle)
 
     # -- the estimator of a version -------------------------------------------------------------
@@ -140,6 +144,14 @@ class EstimationStreams:
         self._cache[version] = (info, fitted)
         return fitted
 
+    def _lookup(self, version: str, ref: Any, refs: Mapping[str, Any]) -> Fitted | None:
+        """:meth:`estimator`, remembered for the next event of ``version`` while its reference
+        is ``ref`` (the version's, else the model's "*")."""
+        est = self.estimator(version, refs)
+        if est is not None:
+            self._hot[version] = (ref, est)
+        return est
+
     def note(self, version: str, reason: str) -> None:
         """Tell once per version why it gets no estimate (a log line now, a row at next close)."""
         if self.noted.get(version) == reason:
@@ -154,11 +166,15 @@ class EstimationStreams:
         s = self.settings
         if not s.enabled:
             return
-        est = self.estimator(version, refs)
+        ref = refs.get(version) or refs.get("*")
+        hot = self._hot.get(version)
+        if hot is not None and hot[0] is ref:
+            est: Fitted | None = hot[1]
+        else:
+            est = self._lookup(version, ref, refs)
         if est is None:
             # Said only to whoever asked for verdicts: a model without labels is the common case.
             asked = s.thresholds or s.max_drop
-            ref = refs.get(version) or refs.get("*")
             if asked and ref is not None and not s.reference_labels and version not in self.noted:
                 self.note(version, "the reference has no labels (driftline reference set ... --labels "
                                    "COLUMN) and performance_estimation.reference_labels is 0")
@@ -198,7 +214,12 @@ class EstimationStreams:
         s = self.settings
         if not s.enabled:
             return
-        est = self.estimator(version, refs)
+        ref = refs.get(version) or refs.get("*")
+        hot = self._hot.get(version)
+        if hot is not None and hot[0] is ref:
+            est: Fitted | None = hot[1]
+        else:
+            est = self._lookup(version, ref, refs)
         if est is None:
             self._collect(version, prediction, label, features)
             return
@@ -236,6 +257,7 @@ class EstimationStreams:
         if len(buf) < s.reference_labels:
             return
         del self.collect[version]
+        self._hot.pop(version, None)  # the version's estimator is about to change
         from driftline.detectors.estimation import EstimationError
 
         # Rows saved before features were kept are [prediction, label]: no DLE from those.
@@ -397,7 +419,7 @@ class EstimationStreams:
 
     def retire(self, version: str) -> None:
         """Forget everything of ``version`` (idle past the label horizon: no label can grade it)."""
-        for d in (self.fitted, self.collect, self.noted, self._cache):
+        for d in (self.fitted, self.collect, self.noted, self._cache, self._hot):
             d.pop(version, None)  # type: ignore[attr-defined]
         self.unwritten = [u for u in self.unwritten if u[0] != version]
         prefix = version + "|"
@@ -421,4 +443,4 @@ class EstimationStreams:
         self.open = {k: Window.of(s) for k, s in state.get("open", {}).items()}
         self.grading.set_state(state.get("closed", {}), state.get("grading_evicted", 0))
         self._told_evicted = self.grading.evicted
-        self._cache = {}
+        self._cache, self._hot = {}, {}

@@ -50,7 +50,7 @@ from driftline.detectors.estimation_metrics import (METRICS, auc_from_ranks, bin
 
 __all__ = [
     "Estimate", "CBPE", "DLE", "EstimationError", "realised_classification", "realised_from_codes",
-    "realised_regression",
+    "realised_positive", "realised_regression",
     "CLASSIFICATION_METRICS", "REGRESSION_METRICS",
 ]
 
@@ -216,15 +216,24 @@ def _realised_binary(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """:func:`realised_classification` of a binary model (the same numbers: every metric is a
     ratio of counts, the AUC's rank sum a sum of halves), with the positive class's counts
     alone: it grades every window as its labels arrive."""
-    pred = p[:, 1] > p[:, 0]  # argmax: the first column on a tie
-    yes = y == 1
+    return _realised_counts(p[:, 1] > p[:, 0], p[:, 1], y == 1)  # argmax: the first column on a tie
+
+
+def realised_positive(p1: np.ndarray, yes: np.ndarray) -> dict[str, float]:
+    """:func:`realised_classification` of a binary model from P(classes[1]) ``p1`` (1-D, in
+    [0, 1]) and whether each row's label is classes[1] (``yes``): the same numbers without the
+    checks, the label codes and the (n, 2) rows (the stream re-grades a window at every close)."""
+    return _realised_counts(p1 > 1.0 - p1, p1, yes)  # the (n, 2) rows' argmax, as above
+
+
+def _realised_counts(pred: np.ndarray, p1: np.ndarray, yes: np.ndarray) -> dict[str, float]:
     tp = np.count_nonzero(pred & yes)
     counts = np.array([[tp], [np.count_nonzero(pred) - tp], [np.count_nonzero(yes) - tp]], dtype=float)
     precision, recall, f1 = ratios(*counts)
     return {
-        "accuracy": float(np.count_nonzero(pred == yes) / len(y)),
+        "accuracy": float(np.count_nonzero(pred == yes) / len(yes)),
         "precision": float(precision[0]), "recall": float(recall[0]), "f1": float(f1[0]),
-        "roc_auc": float(auc_from_ranks(tie_ranks(p[:, 1]), yes)),
+        "roc_auc": float(auc_from_ranks(tie_ranks(p1), yes)),
     }
 
 

@@ -142,3 +142,28 @@ def test_cbpe_binary_estimate_equals_the_general_path() -> None:
     _close({m: e.value for m, e in got.items()}, values)
     z = estimation_metrics.normal_quantile(0.975)
     _close({m: e.upper for m, e in got.items()}, {m: min(1.0, values[m] + z * sds[m]) for m in values})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_binary_windows_realised_metrics_from_its_rows_equal_the_checked_path(seed: int) -> None:
+    """Fitted.realised of a binary window's rows (P(positive) floats) and class-name labels, the
+    stream's re-grade, gives realised_classification's numbers repr for repr; rows or labels it
+    does not take (NaN, a label outside the classes, old [p] rows) go the checked way, as before."""
+    from driftline.detectors.estimate_fit import Fitted, fit_estimator
+
+    rng = np.random.default_rng(seed)
+    p = rng.random(400)
+    fitted = Fitted(fit_estimator([{"no": 1 - float(x), "yes": float(x)} for x in p],
+                                  ["yes" if rng.random() < x else "no" for x in p]))
+    n = int(rng.integers(1, 500))
+    rows = list(rng.integers(0, 11, n) / 10 if seed % 2 else rng.random(n) * (0.4 if seed == 4 else 1.0))
+    labels = ["yes" if v else "no" for v in rng.random(n) < (0.0 if seed == 2 else 0.5)]
+    if seed == 5:
+        rows = [[r] for r in rows]  # a state saved before the float rows
+    want = realised_classification(np.asarray(rows, dtype=float).reshape(n, -1)[:, 0], labels, ["no", "yes"])
+    got = fitted.realised(rows, labels)
+    assert [repr(got[m]) for m in want] == [repr(want[m]) for m in want]
+    with pytest.raises(EstimationError):
+        fitted.realised(rows, labels[:-1] + ["maybe"])
+    with pytest.raises(EstimationError):
+        fitted.realised([float("nan")] + rows[1:] if seed != 5 else rows, labels + ["no"] * (seed == 5))
