@@ -1,6 +1,6 @@
 """A fleet, not a model: many models, many features, many segments through `driftline up`.
 
-Run: python bench/bench_fleet.py [--grid full|reduced] [--events 40000] [--budget-mb 256]
+Run: python bench/bench_fleet.py [--grid full|reduced] [--events 40000] [--budget-mb 256] [--repeats N]
 Each run starts a fresh `driftline up --no-dashboard` (temporary data dir, free ports), sends
 events straight to Kafka with the SDK (one Client, one Monitor per model), and measures:
 
@@ -147,26 +147,56 @@ def main() -> None:
     ap.add_argument("--ref-events", type=int, default=100)
     ap.add_argument("--budget-mb", type=float, default=256.0)
     ap.add_argument("--only", help="runs as models:features:segments,... (the first is the baseline)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds of the grid, its order reversed every other round; figures are medians "
+                         "over the rounds and a ratio is the median of each round's ratio to its baseline")
     args = ap.parse_args()
     grid = FULL if args.grid == "full" else REDUCED
     if args.only:
         grid = [tuple(int(x) for x in r.split(":")) for r in args.only.split(",")]  # type: ignore[misc]
-    rows = []
-    for models, features, segments in grid:
-        n = max(2000, args.events * 20 // features)  # the same feature values per run
-        r = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb)
-        rows.append(r)
-        print(json.dumps(r), flush=True)
-    base = rows[0]
-    print("\n| models | features | segments | events/s (ratio) | collector µs/event (ratio) | store µs/event (ratio) "
-          "| state B/event (ratio) | /metrics series | collector RSS MiB | store RSS MiB | warm-up s | stalls |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        def ratio(k: str) -> str:
-            return f"{r[k]:,.1f} ({r[k] / base[k]:.2f}×)" if base[k] else f"{r[k]:,.1f}"
-        print(f"| {r['models']:,} | {r['features']:,} | {r['segments']} | {ratio('events_per_s')} | {ratio('collector_us')} "
-              f"| {ratio('store_us')} | {ratio('state_bytes')} | {r['series']:,} | {r['rss'].get('collector', 0):.0f} "
-              f"| {r['rss'].get('store', 0):.0f} | {r['warmup_s']:.0f} | {r['stalls']} |")
+    rounds: list[list[dict[str, Any]]] = []
+    for k in range(max(1, args.repeats)):
+        rows: list[dict[str, Any] | None] = [None] * len(grid)
+        for i in (range(len(grid)) if k % 2 == 0 else reversed(range(len(grid)))):
+            models, features, segments = grid[i]
+            n = max(2000, args.events * 20 // features)  # the same feature values per run
+            rows[i] = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb)
+            print(json.dumps({"round": k, **rows[i]}), flush=True)
+        rounds.append(rows)  # type: ignore[arg-type]
+    print(table(rounds))
+
+
+FIGURES = ("events_per_s", "collector_us", "store_us", "state_bytes")
+
+
+def table(rounds: list[list[dict[str, Any]]]) -> str:
+    """The markdown table: per grid row, the median of each figure over the rounds, and its ratio to
+    the baseline (the first row) as the median of the rounds' ratios (with their range when > 1)."""
+    import statistics
+
+    out = ["| models | features | segments | events/s (ratio) | collector µs/event (ratio) | store µs/event (ratio) "
+           "| state B/event (ratio) | /metrics series | collector RSS MiB | store RSS MiB | warm-up s | stalls |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rounds[0]):
+        runs = [rows[i] for rows in rounds]
+
+        def cell(k: str) -> str:
+            value = statistics.median(x[k] for x in runs)
+            ratios = [x[k] / rows[0][k] for x, rows in zip(runs, rounds) if rows[0][k]]
+            if not ratios:
+                return f"{value:,.1f}"
+            spread = f", {min(ratios):.2f}–{max(ratios):.2f}" if len(ratios) > 1 else ""
+            return f"{value:,.1f} ({statistics.median(ratios):.2f}×{spread})"
+
+        def med(get: Any) -> float:
+            return statistics.median(get(x) for x in runs)
+
+        out.append(f"| {r['models']:,} | {r['features']:,} | {r['segments']} | {cell('events_per_s')} "
+                   f"| {cell('collector_us')} | {cell('store_us')} | {cell('state_bytes')} "
+                   f"| {med(lambda x: x['series']):,.0f} | {med(lambda x: x['rss'].get('collector', 0)):.0f} "
+                   f"| {med(lambda x: x['rss'].get('store', 0)):.0f} | {med(lambda x: x['warmup_s']):.0f} "
+                   f"| {sum(x['stalls'] for x in runs)} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

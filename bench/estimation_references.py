@@ -32,7 +32,7 @@ from estimation_streams import build  # noqa: E402
 METRICS = ("accuracy", "f1", "roc_auc")
 #: what is compared: kinds forced on every reference, and rules that choose on it
 FORCED = ("identity", "platt", "isotonic", "bagged", "blend")
-RULES = ("brier", "metric", "metric_se", "se", "se2", "stack", "shrink", "nannyml")
+RULES = ("tested", "brier", "metric", "metric_se", "se", "se2", "stack", "shrink", "nannyml")
 
 
 def errors(case, calibrators) -> tuple[list[float], list[float]]:

@@ -345,23 +345,31 @@ def test_roc_auc_estimate_is_nannymls_given_the_same_calibrated_probabilities():
     assert ranks_and_auc(score, score)[1] != pytest.approx(nannyml, abs=1e-3)  # the map matters
 
 
-@pytest.mark.parametrize("rule", ["metric", "metric_se"])
+@pytest.mark.parametrize("rule", ["tested", "metric", "metric_se"])
 def test_metric_rules_fix_an_overconfident_model(rule):
-    """The rules that score each calibrator by its estimated accuracy / F1 / AUC on resamples of
-    the reference: an overconfident model (log-odds x 3) gets a fitted map on 600 labelled rows,
-    and the map's estimated accuracy on a fresh window is within a point and a half of the truth;
-    ``metric_se`` leaves the scores of a calibrated model as they are (``metric``, the lowest
-    error, follows the reference's noise to a fitted map there: bench/README.md)."""
+    """The default rule (``tested``: a fitted map only when it beats the scores' held-out Brier score
+    by a standard error) and the rules that score each calibrator by its estimated accuracy / F1 / AUC
+    on resamples of the reference: an overconfident model (log-odds x 3) gets a fitted map on 600
+    labelled rows, and the map's estimated accuracy on a fresh window is within a point and a half
+    of the truth (the metric rules; three points for ``tested``'s isotonic, against the raw scores'
+    15); ``tested`` and ``metric_se`` leave the scores of a calibrated model as they are
+    (``metric``, the lowest error, follows the reference's noise to a fitted map there:
+    bench/README.md)."""
+    kw = {} if rule == "tested" else {"rule": rule}  # "tested" through the default
     rng = np.random.default_rng(33)
     truth = rng.uniform(0.05, 0.95, 2600)
     y = (rng.random(2600) < truth).astype(int)
     for sharpen in (3.0, 1.0):
         score = 1 / (1 + np.exp(-sharpen * np.log(truth / (1 - truth))))
-        cals = fit_calibrators(np.c_[1 - score[:600], score[:600]], y[:600], rule=rule)
+        cals = fit_calibrators(np.c_[1 - score[:600], score[:600]], y[:600], **kw)
         if sharpen == 1.0:
             assert rule == "metric" or cals[0].kind == "identity"
             continue
         assert cals[0].kind in ("platt", "isotonic")
         window = np.c_[1 - score[600:], score[600:]]
         exact = np.mean(np.where(score[600:] > 0.5, truth[600:], 1 - truth[600:]))
-        assert abs(CBPE(CLASSES, cals).estimate(window)["accuracy"].value - exact) < 0.015
+        error = abs(CBPE(CLASSES, cals).estimate(window)["accuracy"].value - exact)
+        raw = abs(CBPE(CLASSES, [Calibrator("identity")]).estimate(window)["accuracy"].value - exact)
+        # "tested" takes the lowest held-out Brier score here, isotonic: its steps on 600 rows
+        # leave 2.4 points (Platt, the metric rules' pick, 1.5); the raw scores are 15.5 points off
+        assert error < (0.015 if rule != "tested" else 0.03) and error < raw / 3
