@@ -90,9 +90,14 @@ def positive_score(prediction: Any, classes: Sequence[str]) -> float | None:
 
 def _positive_score_of(neg: str, pos: str) -> Any:
     """:func:`positive_score` for the classes ``[neg, pos]``, as one call per event."""
+    lo, hi = -_PROB_TOLERANCE, _PROB_TOLERANCE  # abs(x) <= tol without the call (NaN fails both)
     def score(prediction: Any) -> float | None:
         if type(prediction) is dict:
             a, b = prediction.get(neg, 0.0), prediction.get(pos, 0.0)
+            if type(a) is float and type(b) is float:  # the common case: no calls (float(b) is b)
+                if -1e-9 <= a <= 1 + 1e-9 and -1e-9 <= b <= 1 + 1e-9 and lo <= a + b - 1.0 <= hi:
+                    return b
+                return None
             ta, tb = type(a), type(b)
             if ((ta is float or ta is int) and (tb is float or tb is int) and -1e-9 <= a <= 1 + 1e-9
                     and -1e-9 <= b <= 1 + 1e-9 and abs(a + b - 1.0) <= _PROB_TOLERANCE):

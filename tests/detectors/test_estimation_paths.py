@@ -167,3 +167,19 @@ def test_a_binary_windows_realised_metrics_from_its_rows_equal_the_checked_path(
         fitted.realised(rows, labels[:-1] + ["maybe"])
     with pytest.raises(EstimationError):
         fitted.realised([float("nan")] + rows[1:] if seed != 5 else rows, labels + ["no"] * (seed == 5))
+
+
+def test_a_binary_predictions_positive_score_equals_its_checked_score_row() -> None:
+    """The per-event P(positive) (two floats: no calls) against scores_of's checked row."""
+    from driftline.detectors.estimate_fit import positive_score, scores_of
+
+    rng = np.random.default_rng(0)
+    preds: list = [{"n": float(1 - x), "y": float(x)} for x in rng.random(200)]
+    preds += [{"n": 0.3, "y": 0.705}, {"n": 0.3, "y": 0.72}, {"n": 1e-10, "y": 1.0}, {"n": -2e-9, "y": 1.0},
+              {"n": 0.0, "y": 1 + 2e-9}, {"n": float("nan"), "y": 0.5}, {"n": 0.5, "y": float("inf")},
+              {"n": 0, "y": 1}, {"n": 0.25, "y": 1}, {"n": True, "y": 0.0}, {"y": 1.0}, {"n": 1.0}, {},
+              {"n": "0.5", "y": 0.5}, [0.4, 0.6], 0.7, "{\"n\": 0.2, \"y\": 0.8}", None]
+    for p in preds:
+        row = scores_of(p, ["n", "y"])
+        want = None if row is None else float(row[1])
+        assert repr(positive_score(p, ["n", "y"])) == repr(want), p
