@@ -223,7 +223,8 @@ class EstimationStreams:
         if est is None:
             self._collect(version, prediction, label, features)
             return
-        y = est.label(label)
+        t = type(label)
+        y = est.label_of.get(label) if t is str or t is int else est.label(label)
         if y is None:
             return
         row = est.score(prediction)  # DLE: the realised MAE / RMSE need the prediction alone

@@ -183,3 +183,16 @@ def test_a_binary_predictions_positive_score_equals_its_checked_score_row() -> N
         row = scores_of(p, ["n", "y"])
         want = None if row is None else float(row[1])
         assert repr(positive_score(p, ["n", "y"])) == repr(want), p
+
+
+@pytest.mark.parametrize("classes", [["0", "1"], ["no", "yes"], ["-1", "01", "1", "x"], ["1.5", "2", "True", "²"]])
+def test_a_str_or_int_labels_class_by_look_up_equals_label(classes: list[str]) -> None:
+    from driftline.detectors.estimate_fit import Fitted
+    from driftline.detectors.estimation_calib import Calibrator
+
+    names = sorted(classes)
+    calibrators = [Calibrator("identity")] * (1 if len(names) == 2 else len(names))
+    fitted = Fitted({"method": "cbpe", "classes": names, "state": CBPE(names, calibrators).to_state()})
+    for label in [*classes, 0, 1, 2, -1, 10, True, 1.0, "2.0", "yes ", "", " 1", None]:
+        y = fitted.label_of.get(label) if type(label) in (str, int) else fitted.label(label)
+        assert y == fitted.label(label), label
