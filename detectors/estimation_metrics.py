@@ -81,15 +81,19 @@ def binary_columns(p1: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sorted_ties(score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sorted_ties(score: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(the stable ascending order of ``score``, the first sorted position of each distinct
-    score, the tie-averaged ranks 1..n of the rows)."""
+    score or None when no two scores are equal, the tie-averaged ranks 1..n of the rows)."""
     n = len(score)
     order = np.argsort(score, kind="stable")
     s = score[order]
     first = np.empty(n, dtype=bool)  # ascending: the first row of each distinct score
     first[:1] = True
     np.not_equal(s[1:], s[:-1], out=first[1:])
+    if first.all():  # no ties (continuous scores): the i-th sorted row's rank is i + 1, as below
+        ranks = np.empty(n)
+        ranks[order] = np.arange(1.0, n + 1.0)
+        return order, None, ranks
     group = np.cumsum(first) - 1
     starts = np.flatnonzero(first)
     ends = np.empty_like(starts)
@@ -105,11 +109,12 @@ def tie_ranks(score: np.ndarray) -> np.ndarray:
     return _sorted_ties(score)[2]
 
 
-def _curve(v: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """0, then the running sums of ``v`` per distinct score from the highest down."""
-    c = np.empty(len(starts) + 1)
+def _curve(v: np.ndarray, starts: np.ndarray | None) -> np.ndarray:
+    """0, then the running sums of ``v`` per distinct score from the highest down (``starts``
+    None: every score distinct, a group of one row each)."""
+    c = np.empty(len(v) + 1 if starts is None else len(starts) + 1)
     c[0] = 0.0
-    np.cumsum(np.add.reduceat(v, starts)[::-1], out=c[1:])
+    np.cumsum((v if starts is None else np.add.reduceat(v, starts))[::-1], out=c[1:])
     return c
 
 

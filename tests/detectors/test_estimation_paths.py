@@ -196,3 +196,34 @@ def test_a_str_or_int_labels_class_by_look_up_equals_label(classes: list[str]) -
     for label in [*classes, 0, 1, 2, -1, 10, True, 1.0, "2.0", "yes ", "", " 1", None]:
         y = fitted.label_of.get(label) if type(label) in (str, int) else fitted.label(label)
         assert y == fitted.label(label), label
+
+
+def test_ranks_and_the_auc_curve_without_ties_equal_the_tied_path(monkeypatch) -> None:
+    """Distinct scores skip the tie groups (each row its own): the same ranks and AUC as the
+    grouped computation, which the scores with ties still take."""
+    rng = np.random.default_rng(2)
+    for n in (1, 2, 3, 1000):
+        score, q = rng.random(n), rng.random(n)
+        fast = estimation_metrics.ranks_and_auc(score, q)
+        assert np.array_equal(fast[0], rankdata(score))
+        with monkeypatch.context() as m:  # force the grouped path on the same distinct scores
+            m.setattr(estimation_metrics, "_sorted_ties", _grouped_sorted_ties)
+            slow = estimation_metrics.ranks_and_auc(score, q)
+        assert np.array_equal(fast[0], slow[0]) and repr(fast[1]) == repr(slow[1])
+
+
+def _grouped_sorted_ties(score: np.ndarray):
+    """_sorted_ties as it was (tie groups always)."""
+    n = len(score)
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    first = np.empty(n, dtype=bool)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.empty_like(starts)
+    ends[:-1], ends[-1:] = starts[1:], n
+    ranks = np.empty(n)
+    ranks[order] = ((starts + ends + 1) / 2)[group]
+    return order, starts, ranks
