@@ -119,9 +119,8 @@ class EstimationStreams:
         self.unwritten: list[tuple[str, str]] = []  # (version, reason) not yet written as a row
         self.rows: list[EstimateRow] = []
         self._cache: dict[str, tuple[Any, Fitted | None]] = {}  # version -> (its estimator info, loaded)
-        # version -> (the reference it was found with, its estimator): the per-event look-up. A
-        # reference is frozen, so the same object has the same estimator; one fitted on the
-        # stream changes only here (_collect, retire, set_state), which forget the entry.
+        # version -> (its reference, its estimator), per event: a reference is frozen; one fitted on
+        # the stream changes only here (_collect, retire, set_state), which forget the entry
         self._hot: dict[str, tuple[Any, Fitted]] = {}
         self._refs: Mapping[str, Any] = {}  # the references of the label or close in progress (_settle)
 
@@ -144,12 +143,12 @@ class EstimationStreams:
         self._cache[version] = (info, fitted)
         return fitted
 
-    def _lookup(self, version: str, ref: Any, refs: Mapping[str, Any]) -> Fitted | None:
-        """:meth:`estimator`, remembered for the next event of ``version`` while its reference
-        is ``ref`` (the version's, else the model's "*")."""
+    def _lookup(self, version: str, refs: Mapping[str, Any]) -> Fitted | None:
+        """:meth:`estimator`, kept for the next events of ``version`` while its reference (the
+        version's, else the model's "*") is the same object."""
         est = self.estimator(version, refs)
         if est is not None:
-            self._hot[version] = (ref, est)
+            self._hot[version] = (refs.get(version) or refs.get("*"), est)
         return est
 
     def note(self, version: str, reason: str) -> None:
@@ -166,15 +165,13 @@ class EstimationStreams:
         s = self.settings
         if not s.enabled:
             return
-        ref = refs.get(version) or refs.get("*")
         hot = self._hot.get(version)
-        if hot is not None and hot[0] is ref:
-            est: Fitted | None = hot[1]
-        else:
-            est = self._lookup(version, ref, refs)
+        est = (hot[1] if hot is not None and hot[0] is (refs.get(version) or refs.get("*"))
+               else self._lookup(version, refs))
         if est is None:
             # Said only to whoever asked for verdicts: a model without labels is the common case.
             asked = s.thresholds or s.max_drop
+            ref = refs.get(version) or refs.get("*")
             if asked and ref is not None and not s.reference_labels and version not in self.noted:
                 self.note(version, "the reference has no labels (driftline reference set ... --labels "
                                    "COLUMN) and performance_estimation.reference_labels is 0")
@@ -214,12 +211,9 @@ class EstimationStreams:
         s = self.settings
         if not s.enabled:
             return
-        ref = refs.get(version) or refs.get("*")
         hot = self._hot.get(version)
-        if hot is not None and hot[0] is ref:
-            est: Fitted | None = hot[1]
-        else:
-            est = self._lookup(version, ref, refs)
+        est = (hot[1] if hot is not None and hot[0] is (refs.get(version) or refs.get("*"))
+               else self._lookup(version, refs))
         if est is None:
             self._collect(version, prediction, label, features)
             return

@@ -227,3 +227,33 @@ def _grouped_sorted_ties(score: np.ndarray):
     ranks = np.empty(n)
     ranks[order] = ((starts + ends + 1) / 2)[group]
     return order, starts, ranks
+
+
+def test_the_estimator_kept_per_event_is_the_one_estimator_finds() -> None:
+    """EstimationStreams keeps each version's estimator by its reference's identity: a replaced
+    reference, a retirement and a load each give estimator()'s answer again."""
+    import types
+
+    from driftline.detectors.config import ModelConfig
+    from driftline.detectors.estimate_stream import EstimationStreams
+    from driftline.detectors.estimation_calib import Calibrator
+
+    def ref(classes: list[str]) -> types.SimpleNamespace:
+        state = CBPE(classes, [Calibrator("identity")]).to_state()
+        return types.SimpleNamespace(estimator={"method": "cbpe", "classes": classes, "state": state})
+
+    streams = EstimationStreams(ModelConfig.model_validate({"model": "m", "performance_estimation": {"enabled": True}}))
+    pred = {"0": 0.2, "1": 0.8, "a": 0.9, "b": 0.1}
+    refs = {"v": ref(["0", "1"])}
+    streams.observe("v", [""], {"prediction": pred}, refs)
+    refs["v"] = ref(["a", "b"])  # a new reference: P(b) now
+    streams.observe("v", [""], {"prediction": pred}, refs)
+    assert streams.open["v|"].rows == [0.8, 0.1]
+    streams.retire("v")
+    refs = {"*": ref(["0", "1"])}  # the model's reference, no version's
+    streams.observe("v", [""], {"prediction": pred}, refs)
+    streams.set_state(streams.get_state())
+    refs = {"*": ref(["a", "b"])}
+    streams.observe("v", [""], {"prediction": pred}, refs)
+    assert streams.open["v|"].rows == [0.8, 0.1]
+    assert streams.estimator("v", refs) is streams._hot["v"][1]
