@@ -220,16 +220,16 @@ class Fitted:
         self.reference_metrics: dict[str, float] = dict(info.get("reference_metrics") or {})
         self.model: Any = (E.CBPE if self.method == "cbpe" else E.DLE).from_state(info["state"])
         self._names = frozenset(self.classes)
-        #: :meth:`label` of a str or int label (not a bool: True == 1), as one dict look-up per
-        #: label event: each class name, and the int whose str() it is
-        self.label_of: dict[Any, str] = {c: c for c in self.classes} if self.method == "cbpe" else {}
-        for c in list(self.label_of):
+        #: CBPE's :meth:`label` of a str or int label (not a bool: True == 1), as one dict look-up
+        #: per label event: each class name, and the int whose str() it is (DLE: None)
+        self.label_of: dict[Any, str] | None = {c: c for c in self.classes} if self.method == "cbpe" else None
+        for c in list(self.label_of or ()):
             try:
                 i = int(c)
             except ValueError:
                 continue
             if str(i) == c:
-                self.label_of[i] = c
+                self.label_of[i] = c  # type: ignore[index]
         #: what a window keeps of a prediction when no features are needed (CBPE; DLE's grading
         #: keeps the prediction alone): :meth:`row` without the method dispatch, per event
         self.score: Any = (_positive_score_of(*self.classes) if len(self.classes) == 2

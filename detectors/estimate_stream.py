@@ -217,8 +217,8 @@ class EstimationStreams:
         if est is None:
             self._collect(version, prediction, label, features)
             return
-        t = type(label)
-        y = est.label_of.get(label) if t is str or t is int else est.label(label)
+        t, label_of = type(label), est.label_of
+        y = label_of.get(label) if label_of is not None and (t is str or t is int) else est.label(label)
         if y is None:
             return
         row = est.score(prediction)  # DLE: the realised MAE / RMSE need the prediction alone

@@ -8,6 +8,8 @@ window's estimates and bands on the positive column alone (:func:`expected_binar
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 from scipy.stats import rankdata
@@ -198,6 +200,24 @@ def test_a_str_or_int_labels_class_by_look_up_equals_label(classes: list[str]) -
         assert y == fitted.label(label), label
 
 
+def test_a_regressors_int_and_float_labels_are_graded() -> None:
+    """DLE has no class look-up (label_of None): int and float labels are numbers, as label() says."""
+    from driftline.detectors.config import ModelConfig
+    from driftline.detectors.estimate_fit import Fitted, fit_estimator
+    from driftline.detectors.estimate_stream import EstimationStreams
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    info = fit_estimator([float(v) for v in x], [float(v + rng.normal()) for v in x], [{"x": float(v)} for v in x],
+                         min_labels=50)
+    assert Fitted(info).label_of is None
+    streams = EstimationStreams(ModelConfig.model_validate({"model": "m", "performance_estimation": {"enabled": True}}))
+    refs = {"v": types.SimpleNamespace(estimator=info)}
+    for label in (5, 2.5, "3", True):
+        streams.labelled("v", [""], 1.0, 0.0, label, refs)
+    assert streams.open["v|"].labels == [5.0, 2.5]
+
+
 def test_ranks_and_the_auc_curve_without_ties_equal_the_tied_path(monkeypatch) -> None:
     """Distinct scores skip the tie groups (each row its own): the same ranks and AUC as the
     grouped computation, which the scores with ties still take."""
@@ -232,8 +252,6 @@ def _grouped_sorted_ties(score: np.ndarray):
 def test_the_estimator_kept_per_event_is_the_one_estimator_finds() -> None:
     """EstimationStreams keeps each version's estimator by its reference's identity: a replaced
     reference, a retirement and a load each give estimator()'s answer again."""
-    import types
-
     from driftline.detectors.config import ModelConfig
     from driftline.detectors.estimate_stream import EstimationStreams
     from driftline.detectors.estimation_calib import Calibrator
