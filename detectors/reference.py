@@ -393,6 +393,12 @@ class ReferenceStore:
         sql += " ORDER BY model, model_version"
         return [Reference.from_json(r[0]) for r in self._client.query(sql, parameters=params).result_rows]
 
+    def index(self) -> dict[tuple[str, str], _dt.datetime]:
+        """When each stored (model, version) reference was saved (deleted ones left out): a light
+        query, without the profiles, for the collector's poll (:class:`~driftline.detectors.stage.ReferenceWatch`)."""
+        rows = self._client.query("SELECT model, model_version, created_at FROM driftline.references FINAL").result_rows
+        return {(m, v): created for m, v, created in rows}
+
     def list(self, model: str | None = None) -> list[ReferenceInfo]:
         return [ReferenceInfo(r.model, r.model_version, _dt.datetime.fromisoformat(r.created_at)
                               if r.created_at else _dt.datetime.min, r.source, r.n_rows,
