@@ -26,10 +26,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as _dt
-import json
-import math
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
+
+import msgspec
+import numpy as np
 
 from driftline.collector.store.tables import (
     REFERENCE_NOTICE_DETECTOR, STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT,
@@ -115,13 +116,16 @@ class MetricRow:
         return tuple(getattr(self, c) for c in self.COLUMNS)
 
 
-def _clean(value: Any) -> Any:
-    # JSON has no NaN/inf; ClickHouse's JSON functions would choke on them.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+def _plain(value: Any) -> Any:
+    """A value json.dumps(default=str) would have written: numpy floats as numbers (they are float
+    subclasses there), anything else unknown as its str."""
+    return float(value) if isinstance(value, np.floating) else str(value)
+
+
+# Sorted keys; NaN and infinities as null (JSON has none, and ClickHouse's JSON functions would choke
+# on them). msgspec: 1.6 µs against json.dumps' 10 for a typical details dict, and a window of a
+# 1,000-feature model writes ~10,000 rows.
+_DETAILS = msgspec.json.Encoder(order="sorted", enc_hook=_plain)
 
 
 def result_to_row(
@@ -129,7 +133,7 @@ def result_to_row(
     window_start: _dt.datetime, window_end: _dt.datetime,
 ) -> MetricRow:
     """Place a detector result in its window and segment."""
-    details = json.dumps({k: _clean(v) for k, v in result.details}, sort_keys=True, default=str)
+    details = _DETAILS.encode(dict(result.details)).decode()
     value = float(result.value)
     return MetricRow(
         model=model, model_version=model_version, detector=result.detector,
