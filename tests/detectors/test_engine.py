@@ -448,3 +448,14 @@ def test_a_delta_holds_what_the_chunk_changed_not_the_models_or_segments_it_did_
     # the same 5 events in one segment: about the same bytes, whatever else the collector holds
     assert max(many) <= 1.5 * max(one), (one, many)
     assert max(many) * 10 < full_big, (many, full_big)  # a whole state record was every save
+
+
+def test_metric_row_tuple_follows_the_columns() -> None:
+    """``MetricRow.as_tuple`` spells its columns out for speed: it must follow ``COLUMNS``."""
+    import dataclasses
+
+    from driftline.detectors.base import MetricRow
+
+    values = {f.name: f"v{i}" for i, f in enumerate(dataclasses.fields(MetricRow))}
+    row = MetricRow(**values)
+    assert row.as_tuple() == tuple(values[c] for c in MetricRow.COLUMNS)
