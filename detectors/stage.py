@@ -200,7 +200,7 @@ def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
     ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`;
     ``memory_budget_mb``: the pending joins of all models together (``detector_memory_budget_mb``);
     ``reference_poll_s``: how often references stored meanwhile are picked up (:class:`ReferenceWatch`)."""
-    from driftline.detectors.reference import ReferenceStore
+    from driftline.detectors.reference_store import ReferenceStore
 
     engine = DetectorEngine(config, registry=registry, feature_detail_top=feature_detail_top,
                             memory_budget_mb=memory_budget_mb)
