@@ -257,6 +257,7 @@ def summarise_seeds(dls: list[dict], nmls: list[dict | None]) -> dict:
         row["error_difference"] = None if len(d) < 2 else {
             "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "seeds": len(d),
             "lower": int((d < 0).sum()), "higher": int((d > 0).sum()), "per_seed": d.tolist()}
+        row["error_per_seed"] = {sys_: [s[m].get(sys_, {}).get("mae") for s in per_seed] for sys_ in ("driftline", "nannyml")}
     return out
 
 
