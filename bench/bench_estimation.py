@@ -269,13 +269,14 @@ def _pooled_only(dls: list[dict], per_seed: list[dict]) -> dict:
     return out
 
 
-def run_seeds(names: tuple[str, ...], args) -> dict:
-    """Every case built ``args.seeds`` times; NannyML's peer once with every seed's cases."""
-    built = [(s, c) for s in range(args.seeds) for c in build(names, quick=args.quick, seed=s)]
+def run_seeds(names: tuple[str, ...], seeds: int, *, quick: bool, venv_dir: Path | None) -> dict:
+    """Every case built ``seeds`` times; NannyML's peer (without ``venv_dir``: none) once with every
+    seed's cases."""
+    built = [(s, c) for s in range(seeds) for c in build(names, quick=quick, seed=s)]
     keys = [f"{c.name}-s{s}" for s, c in built]
-    results: dict = {"level": LEVEL, "seeds": args.seeds, "cases": {}}
+    results: dict = {"level": LEVEL, "seeds": seeds, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        peer = {} if args.no_peer else run_nannyml([c for _, c in built], args.venv_dir, Path(tmp), keys)
+        peer = {} if venv_dir is None else run_nannyml([c for _, c in built], venv_dir, Path(tmp), keys)
     if "error" in peer:
         print(f"NannyML: {peer['error']}", file=sys.stderr)
         results["nannyml_error"] = peer["error"]
@@ -311,7 +312,7 @@ def main() -> int:
     args = ap.parse_args()
     names = tuple(c for c in args.cases.split(",") if c)
     if args.seeds > 1:
-        results = run_seeds(names, args)
+        results = run_seeds(names, args.seeds, quick=args.quick, venv_dir=None if args.no_peer else args.venv_dir)
         print(table(results))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "estimation_seeds.json").write_text(json.dumps(results, indent=1, default=float))

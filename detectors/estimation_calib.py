@@ -67,8 +67,8 @@ from sklearn.linear_model import LogisticRegression
 
 from driftline.detectors.estimation_select import pick_by_metrics
 
-__all__ = ["Calibrator", "fit_calibrator", "fit_calibrators", "choose", "held_out", "row_losses", "stack_weights", "top_class_z",
-           "KINDS", "BASE_KINDS", "RULES", "RULE", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
+__all__ = ["Calibrator", "fit_calibrator", "fit_calibrators", "choose", "held_out", "row_losses", "stack_weights",
+           "top_class_z", "KINDS", "BASE_KINDS", "RULES", "RULE", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
 
 BASE_KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
 KINDS = (*BASE_KINDS, "bagged", "blend")  # bagged isotonic; a stacked blend of the base kinds
