@@ -208,7 +208,7 @@ SELECT {TB} AS t, sum(conf_sum) / sum(conf_n) AS mean,
 FROM {src} GROUP BY t HAVING sum(conf_n) > 0 ORDER BY t"""
 
 
-_NUM = f"feature = {{feature:String}} AND {R.NUMERIC_ROW}"
+_NUM = "feature = {feature:String} AND kind = 0"
 
 
 def _fine_bins(p: dict[str, Any]) -> str:
@@ -250,7 +250,7 @@ GROUP BY bin HAVING n > 0 ORDER BY bin"""
 
 
 def categorical_hist(p: dict[str, Any]) -> str:
-    src = features_src(p, "feature, category, n", f"feature = {{feature:String}} AND {R.CATEGORY_ROW}")
+    src = features_src(p, "feature, category, n", "feature = {feature:String} AND kind = 1")
     return f"""
 SELECT category, sum(n) AS n FROM {src} GROUP BY category HAVING n > 0
 ORDER BY n DESC, category LIMIT 30"""

@@ -54,29 +54,23 @@ GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 # the values in it: histograms over any edges and deciles come from these rows. Rows per (model,
 # feature, hour) are bounded by the bins the values occupy, 2^bits per doubling of the magnitude
 # (~8 x 2^bits for a feature within 3 sigma of a mean a few sigma from 0), not by the values.
-# A category row has bin CATEGORY_BIN, which no float's bits reach, instead of a kind column: at
-# 1,000 models nearly every value has a row of its own, and each column and sorting-key column of
-# that row is written and merged again (bench/fleet.md: ~1.5 µs of store CPU per event less).
 FEATURE_BIN_MANTISSA_BITS = 4
 FINE_BITS = 64 - 1 - 11 - FEATURE_BIN_MANTISSA_BITS  # low bits dropped from the float's 64
-CATEGORY_BIN = 1 << (64 - FINE_BITS)  # a float's bin is < 2^(64 - FINE_BITS)
-#: conditions on ``bin`` selecting the numeric rows and the category rows of ``rollup_features_1h``
-NUMERIC_ROW = f"bin != {CATEGORY_BIN}"
-CATEGORY_ROW = f"bin = {CATEGORY_BIN}"
 # (mapFilter: an arrayFilter over arrayZip here made chDB 26.9 silently skip other views of the
 # table on inserts that follow a label insert)
 _CATEGORIES = f"mapFilter((k, c) -> NOT {TEXT_RULE.sql('c')}, features_str)"
 FEATURES_SELECT = f"""
 SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
-       f.2 AS bin, f.3 AS category, count() AS n, sum(f.4) AS s, min(f.4) AS lo, max(f.4) AS hi
+       f.2 AS kind, f.3 AS bin, f.4 AS category, count() AS n, sum(f.5) AS s, min(f.5) AS lo,
+       max(f.5) AS hi
 FROM {{src}} ARRAY JOIN arrayConcat(
-    arrayMap((k, x) -> (k, bitShiftRight(reinterpretAsUInt64(x), {FINE_BITS}), '', x),
+    arrayMap((k, x) -> (k, toUInt8(0), bitShiftRight(reinterpretAsUInt64(x), {FINE_BITS}), '', x),
              mapKeys(features_num), mapValues(features_num)),
-    arrayMap((k, c) -> (k, toUInt64({CATEGORY_BIN}), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
-    arrayMap((k, b) -> (k, toUInt64({CATEGORY_BIN}), toString(b), 0.),
+    arrayMap((k, c) -> (k, toUInt8(1), toUInt64(0), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
+    arrayMap((k, b) -> (k, toUInt8(1), toUInt64(0), toString(b), 0.),
              mapKeys(features_bool), mapValues(features_bool))) AS f
 WHERE {SERVED} AND {{where}}
-GROUP BY model, model_version, hour, feature, bin, category"""
+GROUP BY model, model_version, hour, feature, kind, bin, category"""
 
 #: tables and views of earlier releases, dropped by :func:`ensure`
 RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv",
@@ -105,11 +99,11 @@ TABLES: dict[str, str] = {
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, has_label, prediction_label)""",
     "rollup_features_1h": f"""({_COMMON}, hour DateTime('UTC'), feature LowCardinality(String),
-    bin UInt64, category String,
+    kind UInt8, bin UInt64, category String,
     n SimpleAggregateFunction(sum, UInt64), s SimpleAggregateFunction(sum, Float64),
     lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64))
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
-ORDER BY (model, feature, hour, model_version, bin, category)""",
+ORDER BY (model, feature, hour, model_version, kind, bin, category)""",
     "rollup_prediction_index": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
     model_version LowCardinality(String), variant LowCardinality(String),
     prediction_label Nullable(String), prediction_num Nullable(Float64))
@@ -392,7 +386,7 @@ REBUILT_ON_CHANGE = ("rollup_features_1h",)
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "CATEGORY_BIN", "CATEGORY_ROW", "DB", "FEATURE_BIN_MANTISSA_BITS", "FEATURES_SELECT", "FINE_BITS",
-           "LABELS_ALL_VIEW", "NUMERIC_ROW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
+__all__ = ["BACKFILL", "DB", "FEATURE_BIN_MANTISSA_BITS", "FEATURES_SELECT", "FINE_BITS", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
+           "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "REBUILT_ON_CHANGE", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
            "RETIRED_TABLES", "RETIRED_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS"]

@@ -228,15 +228,6 @@ def test_free_text_shows_lengths_and_entities_not_categories(seeded: SeedSpec, c
         assert run(clickhouse_url, cats.sql, dict(cats.params)).rows == [("fine", 3)]
 
 
-# rollup_features_1h as the release before stored it: numeric and category rows told apart by a kind
-_KIND_LAYOUT = """(model LowCardinality(String), model_version LowCardinality(String), hour DateTime('UTC'),
-    feature LowCardinality(String), kind UInt8, bin UInt64, category String,
-    n SimpleAggregateFunction(sum, UInt64), s SimpleAggregateFunction(sum, Float64),
-    lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64))
-ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
-ORDER BY (model, feature, hour, model_version, kind, bin, category)"""
-
-
 def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickhouse_url: str) -> None:
     # an earlier release: one request index of every primary and shadow (now split in a shadow
     # index sorted by role first) read by a shadow MV of another definition (no definition hash)
@@ -250,22 +241,13 @@ def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickho
                       "event_id FROM driftline.predictions")
     ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_shadow_1m_mv TO driftline.rollup_shadow_1m "
                       "AS SELECT * FROM driftline.rollup_shadow_1m WHERE 0")
-    # and the feature rollup of the release before (a kind column; another definition hash) fed
-    # by its view, with a stale row
+    # and an older feature rollup (256 bins per doubling, no definition hash) with a stale row
     ch_client.command("DROP VIEW driftline.rollup_features_1h_mv")
     ch_client.command("DROP TABLE driftline.rollup_features_1h")
-    ch_client.command(f"CREATE TABLE driftline.rollup_features_1h {_KIND_LAYOUT} COMMENT 'def 0123456789abcdef'")
-    ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_features_1h_mv TO driftline.rollup_features_1h AS "
-                      "SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, "
-                      "'f' AS feature, toUInt8(0) AS kind, toUInt64(0) AS bin, '' AS category, count() AS n, "
-                      "0. AS s, 0. AS lo, 0. AS hi FROM driftline.predictions GROUP BY model, model_version, hour "
-                      "COMMENT 'def fedcba9876543210'")
+    ch_client.command(f"CREATE TABLE driftline.rollup_features_1h {rollups.TABLES['rollup_features_1h']}")
     ch_client.command("INSERT INTO driftline.rollup_features_1h (model, feature, n) VALUES ('stale', 'f', 1)")
     assert rollups.ensure(ch_client) == ("rollup_features_1h", "rollup_pair_index")
     assert ch_client.query("SELECT count() FROM driftline.rollup_features_1h WHERE model = 'stale'").result_rows[0][0] == 0
-    columns = {r[0] for r in ch_client.query("SELECT name FROM system.columns WHERE database = 'driftline' "
-                                             "AND table = 'rollup_features_1h'").result_rows}
-    assert "kind" not in columns and "bin" in columns
     names = {r[0]: r[1] for r in ch_client.query("SELECT name, comment FROM system.tables "
                                                  "WHERE database = 'driftline'").result_rows}
     assert "rollup_request_index" not in names and "rollup_request_index_mv" not in names

@@ -11,7 +11,7 @@ import pytest
 
 from driftline.collector.store import rollups
 from driftline.collector.store.free_text import TEXT_RULE, TEXT_SELECT, TextRule
-from driftline.collector.store.rollup_sql import CATEGORY_ROW, FEATURE_BIN_MANTISSA_BITS
+from driftline.collector.store.rollup_sql import FEATURE_BIN_MANTISSA_BITS
 from driftline.collector.store.writer import ClickHouseWriter
 
 HOUR = dt.datetime(2026, 11, 3, 9, tzinfo=dt.timezone.utc)
@@ -47,7 +47,7 @@ def test_free_text_feature_never_in_categories(ch_client: Any) -> None:
     events.append(_event(m, 99, {"note": notes[0], "plan": "pro"}, variant="shadow"))  # shadows excluded
     ClickHouseWriter(ch_client).write(events)
     cats = ch_client.query("SELECT feature, category, sum(n) FROM driftline.rollup_features_1h "
-                           f"WHERE model = {{m:String}} AND {CATEGORY_ROW} GROUP BY feature, category ORDER BY feature, category",
+                           "WHERE model = {m:String} AND kind = 1 GROUP BY feature, category ORDER BY feature, category",
                            parameters={"m": m}).result_rows
     # 'ok' is a category of note; no message, no fragment of one is
     assert cats == [("note", "ok", 1), ("plan", "free", 16), ("plan", "pro", 16)]
@@ -76,7 +76,7 @@ SELECT generateUUIDv4(number), toDateTime64('2026-11-03 10:00:00', 6, 'UTC') + n
 FROM numbers({n_models * per})""")
     rows, values = ch_client.query(
         "SELECT count(), sum(n) FROM (SELECT model, feature, bin, sum(n) AS n FROM driftline.rollup_features_1h "
-        "WHERE startsWith(model, {p:String}) GROUP BY model, feature, hour, model_version, bin, category)",
+        "WHERE startsWith(model, {p:String}) GROUP BY model, feature, hour, model_version, kind, bin, category)",
         parameters={"p": f"bins-{tag}-"}).result_rows[0]
     bound = n_models * n_features * 2 * 2 ** FEATURE_BIN_MANTISSA_BITS
     assert values == n_models * n_features * per  # every value counted once
