@@ -269,10 +269,10 @@ def _pooled_only(dls: list[dict], per_seed: list[dict]) -> dict:
     return out
 
 
-def run_seeds(names: tuple[str, ...], seeds: int, *, quick: bool, venv_dir: Path | None) -> dict:
+def run_seeds(names: tuple[str, ...], seeds: int, *, quick: bool, venv_dir: Path | None, distinct: bool = False) -> dict:
     """Every case built ``seeds`` times; NannyML's peer (without ``venv_dir``: none) once with every
     seed's cases."""
-    built = [(s, c) for s in range(seeds) for c in build(names, quick=quick, seed=s)]
+    built = [(s, c) for s in range(seeds) for c in build(names, quick=quick, seed=s, distinct=distinct)]
     keys = [f"{c.name}-s{s}" for s, c in built]
     results: dict = {"level": LEVEL, "seeds": seeds, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -309,15 +309,19 @@ def main() -> int:
     ap.add_argument("--venv-dir", type=Path, default=ROOT / ".cache" / "bench-venvs")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--seeds", type=int, default=1, help="build each case this many times (seed 0 = the default data)")
+    ap.add_argument("--distinct-rows", action="store_true",
+                    help="the real data sets' windows without repeated rows (estimation_streams.build(distinct=True))")
     args = ap.parse_args()
     names = tuple(c for c in args.cases.split(",") if c)
     if args.seeds > 1:
-        results = run_seeds(names, args.seeds, quick=args.quick, venv_dir=None if args.no_peer else args.venv_dir)
+        results = run_seeds(names, args.seeds, quick=args.quick, venv_dir=None if args.no_peer else args.venv_dir,
+                            distinct=args.distinct_rows)
         print(table(results))
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "estimation_seeds.json").write_text(json.dumps(results, indent=1, default=float))
+        suffix = "_distinct" if args.distinct_rows else ""
+        (args.out / f"estimation_seeds{suffix}.json").write_text(json.dumps(results, indent=1, default=float))
         return 0
-    cases = build(names, quick=args.quick)
+    cases = build(names, quick=args.quick, distinct=args.distinct_rows)
     results: dict = {"level": LEVEL, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         peer = {} if args.no_peer else run_nannyml(cases, args.venv_dir, Path(tmp))
@@ -339,7 +343,8 @@ def main() -> int:
               f"{cost['engine_us_per_event']:.1f} us/event, ratio {cost['ratio']:.3f}", flush=True)
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "estimation.json").write_text(json.dumps(results, indent=1, default=float))
+    (args.out / ("estimation_distinct.json" if args.distinct_rows else "estimation.json")).write_text(
+        json.dumps(results, indent=1, default=float))
     return 0
 
 

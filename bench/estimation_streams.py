@@ -110,7 +110,8 @@ def _synthetic(name: str, k: int, base: int, windows: int, window: int, ref_rows
     return case
 
 
-def _real(name: str, loader: str, base: int, windows: int, window: int, seed: int = 0) -> Case:
+def _real(name: str, loader: str, base: int, windows: int, window: int, seed: int = 0,
+          distinct: bool = False) -> Case:
     from sklearn import datasets
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -135,7 +136,7 @@ def _real(name: str, loader: str, base: int, windows: int, window: int, seed: in
     rows = []
     for beta in np.linspace(0.0, 1.5, windows):
         w = np.exp(beta * z[pool])
-        rows.append(rng.choice(pool, size=window, replace=True, p=w / w.sum()))
+        rows.append(rng.choice(pool, size=window, replace=not distinct, p=w / w.sum()))
     idx = np.concatenate(rows)
     classes = [] if regression else [f"c{c}" for c in range(out.shape[1])]
     return Case(name, "regression" if regression else "classification", window, classes,
@@ -145,20 +146,25 @@ def _real(name: str, loader: str, base: int, windows: int, window: int, seed: in
 CASES = ("binary", "multiclass", "regression", "breast_cancer", "digits", "diabetes")
 
 
-def build(names: tuple[str, ...] = CASES, *, quick: bool = False, references: int = 1, seed: int = 0) -> list[Case]:
+def build(names: tuple[str, ...] = CASES, *, quick: bool = False, references: int = 1, seed: int = 0,
+          distinct: bool = False) -> list[Case]:
     """The named cases; ``quick`` halves the synthetic streams' windows; ``references`` > 1 adds
     that many - 1 further labelled references to the synthetic cases (``Case.more_references``).
     ``seed`` 0 is the benchmark's fixed data; another ``seed`` draws each case anew: for the
     synthetic cases a new model (its training rows and the truth's coefficients), reference and
     windows; for the real data sets a new reference/pool split and resampling (the cross-fitted
-    model's outputs do not depend on it)."""
+    model's outputs do not depend on it). ``distinct``: the real data sets' windows draw their rows
+    without replacement (no row twice in a window, as in production; with replacement, the default,
+    a window of n rows from a pool of N repeats rows, and a repeated row's label is the same draw
+    twice, which widens the realised value's spread by about 1 + n/N beyond any band that takes
+    rows as independent)."""
     w = 30 if quick else 60
     make = {
         "binary": lambda: _synthetic("binary", 2, 1, w, 1000, 5000, w // 4, references, seed),
         "multiclass": lambda: _synthetic("multiclass", 3, 2, w, 1000, 5000, w // 4, references, seed),
         "regression": lambda: _synthetic("regression", 1, 3, w, 1000, 5000, w // 4, references, seed),
-        "breast_cancer": lambda: _real("breast_cancer", "load_breast_cancer", 4, 40, 200, seed),
-        "digits": lambda: _real("digits", "load_digits", 5, 40, 300, seed),
-        "diabetes": lambda: _real("diabetes", "load_diabetes", 6, 40, 100, seed),
+        "breast_cancer": lambda: _real("breast_cancer", "load_breast_cancer", 4, 40, 200, seed, distinct),
+        "digits": lambda: _real("digits", "load_digits", 5, 40, 300, seed, distinct),
+        "diabetes": lambda: _real("diabetes", "load_diabetes", 6, 40, 100, seed, distinct),
     }
     return [make[n]() for n in names]
