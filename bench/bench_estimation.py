@@ -1,6 +1,6 @@
 """Performance estimation: driftline's CBPE / DLE vs NannyML's on the same windows (issue 18).
 
-    python bench/bench_estimation.py [--quick] [--cases binary,digits,...] [--no-peer]
+    python bench/bench_estimation.py [--quick] [--cases binary,digits,...] [--no-peer] [--seeds N]
                                      [--venv-dir .cache/bench-venvs] [--out bench/results]
 
 Cases (``estimation_streams.py``): synthetic binary, 3-class and regression streams whose inputs
@@ -21,6 +21,13 @@ after its first-events reference: ``ratio = (engine + estimate) / engine``.
 
 NannyML runs in its own venv (``bench_detection.ensure_venv``, pinned in ``bench_detection.PEERS``)
 through ``estimation_peer.py``. Results: ``<out>/estimation.json``.
+
+``--seeds N`` (N > 1) builds every case N times (``estimation_streams.build(seed=...)``, seed 0 the
+one-seed run's data) and runs both systems on each: per case and metric, each system's mean error
+and band coverage over all seeds' windows, and the paired difference with the SEED as the
+independent unit (the mean over seeds of each seed's mean paired difference, its standard error
+over seeds), with the number of seeds driftline's error was lower / higher on. The engine's cost is
+measured on seed 0 only. Results: ``<out>/estimation_seeds.json`` (``estimation.json`` untouched).
 """
 
 from __future__ import annotations
@@ -134,18 +141,19 @@ def engine_cost(case: Case, chunk: int = 5000) -> dict:
 
 
 # -- NannyML ------------------------------------------------------------------------------------
-def run_nannyml(cases: list[Case], venv_dir: Path, tmp: Path) -> dict:
+def run_nannyml(cases: list[Case], venv_dir: Path, tmp: Path, keys: list[str] | None = None) -> dict:
+    """NannyML on every case in one peer process; results keyed by ``keys`` (default the names)."""
     from bench_detection import ensure_venv
 
     jobs = []
-    for c in cases:
-        path = tmp / f"{c.name}.npz"
+    for key, c in zip(keys or [c.name for c in cases], cases):
+        path = tmp / f"{key}.npz"
         if c.kind == "classification":
             np.savez(path, ref_scores=c.ref_out, ref_labels=c.ref_y, scores=c.out)
         else:
             np.savez(path, ref_features=c.ref_features, ref_pred=c.ref_out, ref_y=c.ref_y,
                      features=c.features, pred=c.out)
-        jobs.append({"case": c.name, "path": str(path), "kind": c.kind, "window": c.window})
+        jobs.append({"case": key, "path": str(path), "kind": c.kind, "window": c.window})
     try:
         py = ensure_venv("nannyml", venv_dir)
     except Exception as exc:
@@ -206,19 +214,91 @@ def _fmt(x, pct=False):
 
 
 def table(results: dict) -> str:
-    lines = ["| case | metric | realised range | error driftline | error NannyML | difference (+- se) "
+    """The figures as a markdown table; with ``results["seeds"]`` > 1 the difference is over seeds
+    and a column counts the seeds driftline's error was lower / higher on."""
+    seeds = results.get("seeds", 1) > 1
+    head = "difference over seeds (+- se over seeds) | seeds driftline lower / higher" if seeds else "difference (+- se)"
+    lines = [f"| case | metric | realised range | error driftline | error NannyML | {head} "
              "| coverage driftline (95 %) | coverage NannyML (+-1.96 se) | NannyML shipped band (+-3 se) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if seeds else "")]
     for case, r in results["cases"].items():
         for m, row in r["summary"].items():
             nm = row.get("nannyml", {})
             lo, hi = row["realised_range"]
             diff = row.get("error_difference")
             dtxt = f"{diff['mean']:+.4f} +- {diff['se']:.4f}" if diff else "-"
+            if seeds:
+                dtxt += f" | {diff['lower']} / {diff['higher']} of {diff['seeds']}" if diff else " | -"
             lines.append(f"| {case} | {m} | {lo:.3f} .. {hi:.3f} | {_fmt(row['driftline']['mae'])} | "
                          f"{_fmt(nm.get('mae'))} | {dtxt} | {_fmt(row['driftline']['coverage'], True)} | "
                          f"{_fmt(nm.get('coverage'), True)} | {_fmt(nm.get('coverage_shipped_band'), True)} |")
     return "\n".join(lines)
+
+
+# -- over many seeds ----------------------------------------------------------------------------
+def _concat(parts: list[dict], k: list[int]) -> dict:
+    """Per-metric lists of every seed's first ``k[i]`` windows, one after another."""
+    return {m: {f: [x for p, n in zip(parts, k) for x in p[m][f][:n]] for f in parts[0][m]} for m in parts[0]}
+
+
+def summarise_seeds(dls: list[dict], nmls: list[dict | None]) -> dict:
+    """Errors and coverages pooled over every seed's windows; the paired difference per seed (its
+    mean over the seed's windows) averaged over the seeds, its se over the seeds."""
+    per_seed = [summarise(dl, nml) for dl, nml in zip(dls, nmls)]
+    both = [i for i, nml in enumerate(nmls) if nml and "metrics" in nml]
+    if len(both) < len(dls):  # a seed without NannyML's figures: pool driftline alone
+        return _pooled_only(dls, per_seed)
+    k = [min(len(next(iter(dl["metrics"].values()))["value"]),
+             len(next(iter(nml["metrics"].values()))["value"])) for dl, nml in zip(dls, nmls)]
+    out = summarise({"metrics": _concat([dl["metrics"] for dl in dls], k)},
+                    {"metrics": _concat([nml["metrics"] for nml in nmls], k)})
+    for m, row in out.items():
+        d = np.array([s[m]["error_difference"]["mean"] for s in per_seed if s[m].get("error_difference")])
+        row["error_difference"] = None if len(d) < 2 else {
+            "mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "seeds": len(d),
+            "lower": int((d < 0).sum()), "higher": int((d > 0).sum()), "per_seed": d.tolist()}
+        row["error_per_seed"] = {sys_: [s[m].get(sys_, {}).get("mae") for s in per_seed] for sys_ in ("driftline", "nannyml")}
+    return out
+
+
+def _pooled_only(dls: list[dict], per_seed: list[dict]) -> dict:
+    k = [len(next(iter(dl["metrics"].values()))["value"]) for dl in dls]
+    out = summarise({"metrics": _concat([dl["metrics"] for dl in dls], k)}, None)
+    for m, row in out.items():
+        row["driftline_per_seed"] = [s[m]["driftline"]["mae"] for s in per_seed]
+    return out
+
+
+def run_seeds(names: tuple[str, ...], seeds: int, *, quick: bool, venv_dir: Path | None, distinct: bool = False) -> dict:
+    """Every case built ``seeds`` times; NannyML's peer (without ``venv_dir``: none) once with every
+    seed's cases."""
+    built = [(s, c) for s in range(seeds) for c in build(names, quick=quick, seed=s, distinct=distinct)]
+    keys = [f"{c.name}-s{s}" for s, c in built]
+    results: dict = {"level": LEVEL, "seeds": seeds, "cases": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        peer = {} if venv_dir is None else run_nannyml([c for _, c in built], venv_dir, Path(tmp), keys)
+    if "error" in peer:
+        print(f"NannyML: {peer['error']}", file=sys.stderr)
+        results["nannyml_error"] = peer["error"]
+    for name in names:
+        runs = [(s, c, key) for (s, c), key in zip(built, keys) if c.name == name]
+        dls, nmls = [], []
+        for s, c, key in runs:
+            dls.append(run_driftline(c))
+            nml = peer.get("cases", {}).get(key)
+            nmls.append(nml if nml and "metrics" in nml else None)
+            print(f"{name} seed {s}: estimate {dls[-1]['estimate_us_per_event']:.2f} us/event", flush=True)
+        c0 = runs[0][1]
+        cost = engine_cost(c0)
+        cost["ratio"] = (cost["engine_us_per_event"] + dls[0]["estimate_us_per_event"]) / cost["engine_us_per_event"]
+        results["cases"][name] = {
+            "kind": c0.kind, "windows": c0.windows, "window": c0.window, "reference_rows": len(c0.ref_y),
+            "summary": summarise_seeds(dls, nmls), "cost_seed0": {**cost, "estimate_us_per_event": dls[0]["estimate_us_per_event"]},
+            "driftline": [{k: v for k, v in dl.items() if k != "metrics"} for dl in dls],
+            "nannyml": [({k: v for k, v in nml.items() if k != "metrics"} if nml else
+                         peer.get("cases", {}).get(key)) for nml, (_, _, key) in zip(nmls, runs)]}
+        print(f"{name}: seed 0 engine {cost['engine_us_per_event']:.1f} us/event, ratio {cost['ratio']:.3f}", flush=True)
+    return results
 
 
 def main() -> int:
@@ -228,9 +308,20 @@ def main() -> int:
     ap.add_argument("--no-peer", action="store_true", help="driftline only")
     ap.add_argument("--venv-dir", type=Path, default=ROOT / ".cache" / "bench-venvs")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--seeds", type=int, default=1, help="build each case this many times (seed 0 = the default data)")
+    ap.add_argument("--distinct-rows", action="store_true",
+                    help="the real data sets' windows without repeated rows (estimation_streams.build(distinct=True))")
     args = ap.parse_args()
     names = tuple(c for c in args.cases.split(",") if c)
-    cases = build(names, quick=args.quick)
+    if args.seeds > 1:
+        results = run_seeds(names, args.seeds, quick=args.quick, venv_dir=None if args.no_peer else args.venv_dir,
+                            distinct=args.distinct_rows)
+        print(table(results))
+        args.out.mkdir(parents=True, exist_ok=True)
+        suffix = "_distinct" if args.distinct_rows else ""
+        (args.out / f"estimation_seeds{suffix}.json").write_text(json.dumps(results, indent=1, default=float))
+        return 0
+    cases = build(names, quick=args.quick, distinct=args.distinct_rows)
     results: dict = {"level": LEVEL, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         peer = {} if args.no_peer else run_nannyml(cases, args.venv_dir, Path(tmp))
@@ -252,7 +343,8 @@ def main() -> int:
               f"{cost['engine_us_per_event']:.1f} us/event, ratio {cost['ratio']:.3f}", flush=True)
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "estimation.json").write_text(json.dumps(results, indent=1, default=float))
+    (args.out / ("estimation_distinct.json" if args.distinct_rows else "estimation.json")).write_text(
+        json.dumps(results, indent=1, default=float))
     return 0
 
 

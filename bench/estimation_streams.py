@@ -2,7 +2,7 @@
 
 Every case is a model that was fitted on data the reference and the windows do not contain, a
 labelled reference from the unshifted population, and ``windows`` windows of ``window`` rows
-whose inputs drift (fixed seeds):
+whose inputs drift (fixed seeds; ``seed`` > 0 draws the case again, see :func:`build`):
 
 * ``binary`` / ``multiclass`` / ``regression``: synthetic, 4 features, the model a (mis-specified)
   linear one: logistic / multinomial logistic regression, least squares; the truth has an
@@ -70,11 +70,17 @@ def _schedule(windows: int, stable: int) -> np.ndarray:
     return np.clip((np.arange(windows) - stable + 1) / max(1, windows - stable), 0, 1)
 
 
-def _synthetic(name: str, k: int, seed: int, windows: int, window: int, ref_rows: int, stable: int,
-               references: int = 1) -> Case:
+def _rng(base: int, seed: int) -> np.random.Generator:
+    """The case's generator: its fixed ``base`` seed for ``seed`` 0 (the benchmark's one-seed data,
+    unchanged), another independent stream for each ``seed`` > 0."""
+    return np.random.default_rng(base if seed == 0 else [base, seed])
+
+
+def _synthetic(name: str, k: int, base: int, windows: int, window: int, ref_rows: int, stable: int,
+               references: int = 1, seed: int = 0) -> Case:
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    rng = np.random.default_rng(seed)
+    rng = _rng(base, seed)
     coef = rng.normal(size=(4, max(k, 1))) * 1.2
     coef[0] *= 2.0
 
@@ -104,7 +110,8 @@ def _synthetic(name: str, k: int, seed: int, windows: int, window: int, ref_rows
     return case
 
 
-def _real(name: str, loader: str, seed: int, windows: int, window: int) -> Case:
+def _real(name: str, loader: str, base: int, windows: int, window: int, seed: int = 0,
+          distinct: bool = False) -> Case:
     from sklearn import datasets
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression, Ridge
@@ -123,13 +130,13 @@ def _real(name: str, loader: str, seed: int, windows: int, window: int) -> Case:
         out = cross_val_predict(clf, x, y, cv=5, method="predict_proba")
         shift_on = x[:, 0] if loader == "load_breast_cancer" else PCA(1, random_state=0).fit_transform(x)[:, 0]
     z = (shift_on - shift_on.mean()) / shift_on.std()
-    rng = np.random.default_rng(seed)
+    rng = _rng(base, seed)
     order = rng.permutation(len(y))
     ref, pool = order[: len(y) // 2], order[len(y) // 2:]
     rows = []
     for beta in np.linspace(0.0, 1.5, windows):
         w = np.exp(beta * z[pool])
-        rows.append(rng.choice(pool, size=window, replace=True, p=w / w.sum()))
+        rows.append(rng.choice(pool, size=window, replace=not distinct, p=w / w.sum()))
     idx = np.concatenate(rows)
     classes = [] if regression else [f"c{c}" for c in range(out.shape[1])]
     return Case(name, "regression" if regression else "classification", window, classes,
@@ -139,16 +146,25 @@ def _real(name: str, loader: str, seed: int, windows: int, window: int) -> Case:
 CASES = ("binary", "multiclass", "regression", "breast_cancer", "digits", "diabetes")
 
 
-def build(names: tuple[str, ...] = CASES, *, quick: bool = False, references: int = 1) -> list[Case]:
+def build(names: tuple[str, ...] = CASES, *, quick: bool = False, references: int = 1, seed: int = 0,
+          distinct: bool = False) -> list[Case]:
     """The named cases; ``quick`` halves the synthetic streams' windows; ``references`` > 1 adds
-    that many - 1 further labelled references to the synthetic cases (``Case.more_references``)."""
+    that many - 1 further labelled references to the synthetic cases (``Case.more_references``).
+    ``seed`` 0 is the benchmark's fixed data; another ``seed`` draws each case anew: for the
+    synthetic cases a new model (its training rows and the truth's coefficients), reference and
+    windows; for the real data sets a new reference/pool split and resampling (the cross-fitted
+    model's outputs do not depend on it). ``distinct``: the real data sets' windows draw their rows
+    without replacement (no row twice in a window, as in production; with replacement, the default,
+    a window of n rows from a pool of N repeats rows, and a repeated row's label is the same draw
+    twice, which widens the realised value's spread by about 1 + n/N beyond any band that takes
+    rows as independent)."""
     w = 30 if quick else 60
     make = {
-        "binary": lambda: _synthetic("binary", 2, 1, w, 1000, 5000, w // 4, references),
-        "multiclass": lambda: _synthetic("multiclass", 3, 2, w, 1000, 5000, w // 4, references),
-        "regression": lambda: _synthetic("regression", 1, 3, w, 1000, 5000, w // 4, references),
-        "breast_cancer": lambda: _real("breast_cancer", "load_breast_cancer", 4, 40, 200),
-        "digits": lambda: _real("digits", "load_digits", 5, 40, 300),
-        "diabetes": lambda: _real("diabetes", "load_diabetes", 6, 40, 100),
+        "binary": lambda: _synthetic("binary", 2, 1, w, 1000, 5000, w // 4, references, seed),
+        "multiclass": lambda: _synthetic("multiclass", 3, 2, w, 1000, 5000, w // 4, references, seed),
+        "regression": lambda: _synthetic("regression", 1, 3, w, 1000, 5000, w // 4, references, seed),
+        "breast_cancer": lambda: _real("breast_cancer", "load_breast_cancer", 4, 40, 200, seed, distinct),
+        "digits": lambda: _real("digits", "load_digits", 5, 40, 300, seed, distinct),
+        "diabetes": lambda: _real("diabetes", "load_diabetes", 6, 40, 100, seed, distinct),
     }
     return [make[n]() for n in names]

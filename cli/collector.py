@@ -22,7 +22,8 @@ def _collector(args: argparse.Namespace) -> int:
     def observers(client: Any, registry: Any) -> list[Any]:
         return build_observers(settings.detectors_config, client, registry=registry,
                                feature_detail_top=settings.feature_detail_top,
-                               memory_budget_mb=settings.detector_memory_budget_mb)
+                               memory_budget_mb=settings.detector_memory_budget_mb,
+                               reference_poll_s=settings.reference_poll_s)
 
     run_collector(settings, observers=observers)
     return 0

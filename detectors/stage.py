@@ -18,6 +18,7 @@ before the Kafka batch is acknowledged:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,6 +27,7 @@ from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.state import ModelStates, Source
 
 _NEVER = float("-inf")
+log = logging.getLogger(__name__)
 
 
 class DetectorStage:
@@ -35,8 +37,10 @@ class DetectorStage:
     >>> # pipeline = Pipeline(writer, metrics, ..., observers=[stage])
     """
 
-    def __init__(self, states: ModelStates, *, registry: Any = None) -> None:
+    def __init__(self, states: ModelStates, *, registry: Any = None,
+                 references: "ReferenceWatch | None" = None) -> None:
         self.states = states
+        self.references = references
         self.engine = states.engine
         self.tp_last: dict[Source, int] = {}  # last offset seen per partition (any model)
         self.tp_models: dict[Source, set[str]] = {}
@@ -106,7 +110,10 @@ class DetectorStage:
 
     # -- time -----------------------------------------------------------------------------------
     def tick(self, now_s: float) -> None:
-        """Close time windows whose end (plus grace) has passed; write them; save their state."""
+        """Pick up references stored meanwhile; close time windows whose end (plus grace) has
+        passed; write them; save their state."""
+        if self.references is not None:
+            self.references.poll(now_s)
         self.states.publish(self.engine.poll(now_s), check_owner=True)
 
     def close(self) -> None:
@@ -132,24 +139,79 @@ class _StageMetrics:
             self.replays.inc(n)
 
 
+class ReferenceWatch:
+    """The stored references, loaded at start and polled while the collector runs.
+
+    ``driftline reference set`` (or ``delete``) writes to the store, not to the collector: every
+    ``interval_s`` the watch reads when each reference was saved (:meth:`ReferenceStore.index`,
+    no profiles) and installs the ones saved since it last looked, so a new or replaced reference
+    takes effect from its version's next window without a restart (as at a restart, installing
+    one restarts that version's windows). A deleted reference stays in use by the running
+    collector until it restarts (its drift would otherwise stop without a word); it is logged.
+    A failed poll is logged and retried at the next interval: the events are stored regardless.
+    """
+
+    def __init__(self, store: Any, engine: DetectorEngine, *, interval_s: float) -> None:
+        self.store = store
+        self.engine = engine
+        self.interval_s = interval_s
+        self.saved: dict[tuple[str, str], Any] = {}  # (model, version) -> saved at, as last seen
+        self._next = float("-inf")
+
+    def load(self) -> None:
+        """At start: every stored reference into the engine."""
+        self.saved = self.store.index()
+        for ref in self.store.load_all():
+            self.engine.set_reference(ref)
+
+    def poll(self, now_s: float) -> None:
+        if now_s < self._next:
+            return
+        self._next = now_s + self.interval_s
+        try:
+            index = self.store.index()
+        except Exception:  # noqa: BLE001 - a store hiccup must not stop the detectors
+            log.warning("could not read the stored references; retrying in %gs", self.interval_s, exc_info=True)
+            return
+        for key in self.saved.keys() - index.keys():
+            log.info("reference of model %s version %s was deleted; the running collector keeps using it "
+                     "until it restarts", *key)
+        for key, saved in index.items():
+            if self.saved.get(key) == saved:
+                continue
+            try:
+                ref = self.store.load(*key)
+            except Exception:  # noqa: BLE001
+                log.warning("could not load the reference of model %s version %s; retrying", *key, exc_info=True)
+                index[key] = self.saved.get(key)  # not seen yet: the next poll tries again
+                continue
+            if ref is not None:
+                self.engine.set_reference(ref)
+                log.info("reference of model %s version %s (%s, %d rows) installed; its windows restart",
+                         *key, ref.source, ref.n_rows)
+        self.saved = index
+
+
 def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
-                feature_detail_top: int | None = None, memory_budget_mb: float | None = None) -> DetectorStage:
+                feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
+                reference_poll_s: float = 10.0) -> DetectorStage:
     """Load stored references and return the stage. The store is already migrated: the process's
     entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start.
     ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`;
-    ``memory_budget_mb``: the pending joins of all models together (``detector_memory_budget_mb``)."""
-    from driftline.detectors.reference import ReferenceStore
+    ``memory_budget_mb``: the pending joins of all models together (``detector_memory_budget_mb``);
+    ``reference_poll_s``: how often references stored meanwhile are picked up (:class:`ReferenceWatch`)."""
+    from driftline.detectors.reference_store import ReferenceStore
 
     engine = DetectorEngine(config, registry=registry, feature_detail_top=feature_detail_top,
                             memory_budget_mb=memory_budget_mb)
-    for ref in ReferenceStore(client).load_all():
-        engine.set_reference(ref)
-    return DetectorStage(ModelStates(engine, client, registry=registry), registry=registry)
+    watch = ReferenceWatch(ReferenceStore(client), engine, interval_s=reference_poll_s)
+    watch.load()
+    return DetectorStage(ModelStates(engine, client, registry=registry), registry=registry, references=watch)
 
 
 def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None,
-                    feature_detail_top: int | None = None,
-                    memory_budget_mb: float | None = None) -> list[DetectorStage]:
+                    feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
+                    reference_poll_s: float = 10.0) -> list[DetectorStage]:
     """The collector's observers: the detector stage, always on.
 
     ``detectors_config`` names a YAML file (one document per model, ``---`` between them,
@@ -159,4 +221,4 @@ def build_observers(detectors_config: Path | None, client: Any, *, registry: Any
     """
     config = load_config(detectors_config) if detectors_config is not None else DetectorsConfig()
     return [build_stage(config, client, registry=registry, feature_detail_top=feature_detail_top,
-                        memory_budget_mb=memory_budget_mb)]
+                        memory_budget_mb=memory_budget_mb, reference_poll_s=reference_poll_s)]

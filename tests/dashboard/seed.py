@@ -215,7 +215,8 @@ def seed_reference(client: Any, spec: SeedSpec) -> None:
     import numpy as np
     import pandas as pd
 
-    from driftline.detectors.reference import ReferenceStore, from_dataframe
+    from driftline.detectors.reference import from_dataframe
+    from driftline.detectors.reference_store import ReferenceStore
 
     rng = np.random.default_rng(spec.seed)
     df = pd.DataFrame({k: rng.normal(m, s, 5000) for k, (m, s) in FEATURES.items()})

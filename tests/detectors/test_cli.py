@@ -16,7 +16,7 @@ import pytest
 
 from driftline.collector.embedded.chstore import start_chstore
 from driftline.detectors import cli
-from driftline.detectors.reference import ReferenceStore
+from driftline.detectors.reference_store import ReferenceStore
 from tests.detectors.detector_streams import base_features
 
 pytestmark = pytest.mark.integration

@@ -227,7 +227,7 @@ def test_quality_findings():
     assert rows[("plan", "new_category_rate")].drift and "zzz" in rows[("plan", "new_category_rate")].details
     assert rows[("y", "missing_rate")].drift and rows[("y", "out_of_range_rate")].drift
     assert rows[("n", "type_violation_rate")].drift
-    assert rows[("flag", "missing_rate")].value == 1.0 and '"vanished": true' in rows[("flag", "missing_rate")].details
+    assert rows[("flag", "missing_rate")].value == 1.0 and json.loads(rows[("flag", "missing_rate")].details)["vanished"] is True
     assert rows[("brand_new", "unexpected_feature")].drift
     assert not rows[("x", "missing_rate")].drift and not rows[("x", "out_of_range_rate")].drift
 
@@ -448,3 +448,14 @@ def test_a_delta_holds_what_the_chunk_changed_not_the_models_or_segments_it_did_
     # the same 5 events in one segment: about the same bytes, whatever else the collector holds
     assert max(many) <= 1.5 * max(one), (one, many)
     assert max(many) * 10 < full_big, (many, full_big)  # a whole state record was every save
+
+
+def test_metric_row_tuple_follows_the_columns() -> None:
+    """``MetricRow.as_tuple`` spells its columns out for speed: it must follow ``COLUMNS``."""
+    import dataclasses
+
+    from driftline.detectors.base import MetricRow
+
+    values = {f.name: f"v{i}" for i, f in enumerate(dataclasses.fields(MetricRow))}
+    row = MetricRow(**values)
+    assert row.as_tuple() == tuple(values[c] for c in MetricRow.COLUMNS)

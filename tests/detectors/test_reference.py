@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.detectors.reference import ReferenceStore, from_events
+from driftline.detectors.reference import from_events
+from driftline.detectors.reference_store import ReferenceStore
 from tests.detectors.detector_streams import base_features, features_stream
 
 pytestmark = pytest.mark.integration
