@@ -42,10 +42,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from driftline.detectors.estimation_calib import Calibrator, fit_calibrators
+from driftline.detectors.estimation_calib import Calibrator, calibrate_columns, fit_calibrators
 from driftline.detectors.estimation_dle import LossModel, fit_loss_model
-from driftline.detectors.estimation_metrics import (METRICS, binary_columns, expected_binary, expected_metrics,
-                                                  normal_quantile)
+from driftline.detectors.estimation_metrics import (METRICS, JointSpreads, binary_columns, expected_binary,
+                                                  expected_metrics, normal_quantile)
 from driftline.detectors.estimation_realised import realised_from_codes, realised_positive
 
 __all__ = [
@@ -248,7 +248,7 @@ class CBPE:
         if len(self.classes) == 2:
             q = self.calibrators[0](p[:, 1])
             return binary_columns(q)
-        q = np.column_stack([c(p[:, i]) for i, c in enumerate(self.calibrators)])
+        q = calibrate_columns(self.calibrators, p)
         total = q.sum(axis=1, keepdims=True)
         # a row every calibrator maps to 0 keeps the model's own scores
         return np.where(total > 0, q / np.where(total > 0, total, 1.0), p)
@@ -267,7 +267,10 @@ class CBPE:
             cal = self.calibrators[0]
             values, sds = expected_binary(p, cal(p[:, 1]), cal.spread(p[:, 1]))
         else:
-            spreads = [c.spread(p[:, i]) for i, c in enumerate(self.calibrators)]
+            tables = [c.spread_table for c in self.calibrators]
+            spreads = JointSpreads.of([e for e, _ in tables], [d for _, d in tables], p)
+            if spreads is None:
+                spreads = [c.spread(p[:, i]) for i, c in enumerate(self.calibrators)]
             values, sds, _ = expected_metrics(p, self._calibrate(p), spreads)
         z = _z(lvl)
         out = {}

@@ -57,7 +57,7 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy.special import expit, logit
@@ -67,7 +67,7 @@ from sklearn.linear_model import LogisticRegression
 
 from driftline.detectors.estimation_select import pick_by_metrics
 
-__all__ = ["Calibrator", "fit_calibrator", "fit_calibrators", "choose", "held_out", "row_losses", "stack_weights",
+__all__ = ["Calibrator", "calibrate_columns", "fit_calibrator", "fit_calibrators", "choose", "held_out", "row_losses", "stack_weights",
            "top_class_z", "KINDS", "BASE_KINDS", "RULES", "RULE", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
 
 BASE_KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
@@ -108,6 +108,11 @@ class Calibrator:
         if not self._dev.size:
             return None
         return np.searchsorted(self._edges, np.asarray(scores, dtype=float)), self._dev
+
+    @property
+    def spread_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bin edges, (draws, bins) deviations) of :meth:`spread`; both empty without a spread."""
+        return self._edges, self._dev
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         s = np.asarray(scores, dtype=float)
@@ -161,6 +166,19 @@ def _fit_kind(kind: str, s: np.ndarray, y: np.ndarray, weights: np.ndarray | Non
     parts = [_fit_kind(k, s, y) for k, wk in zip(BASE_KINDS, w) if wk > 0]
     y_grid = sum(wk * c(grid) for wk, c in zip(w[w > 0], parts))
     return Calibrator("blend", {"x": grid.tolist(), "y": np.clip(y_grid, 0.0, 1.0).tolist(), "w": w.tolist()})
+
+
+def calibrate_columns(cals: Sequence[Calibrator], p: np.ndarray) -> np.ndarray:
+    """Column c of ``p`` through ``cals[c]``, unnormalised: (n, k). All Platt maps (or all identities)
+    run as one array operation, element for element the same as one calibrator per column."""
+    kinds = {c.kind for c in cals}
+    if kinds == {"platt"}:
+        a = np.array([c.params["a"] for c in cals])
+        b = np.array([c.params["b"] for c in cals])
+        return expit(a * logit(np.clip(p, _EPS, 1 - _EPS)) + b)
+    if kinds == {"identity"}:
+        return np.array(p, dtype=float)
+    return np.column_stack([c(p[:, i]) for i, c in enumerate(cals)])
 
 
 def _renormalised(q: np.ndarray, p: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.stats import norm, rankdata
 
 __all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "expected_metrics",
-           "expected_binary", "bootstrap_sds", "binary_columns", "normal_quantile", "METRICS"]
+           "expected_binary", "bootstrap_sds", "binary_columns", "normal_quantile", "JointSpreads", "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 Spreads = Sequence["tuple[np.ndarray, np.ndarray] | None"]
@@ -159,11 +159,49 @@ def _variances(q: np.ndarray, terms: np.ndarray) -> np.ndarray:
     return np.sum(second - mean ** 2, axis=1)
 
 
-def _calibration_variance(terms: np.ndarray, spreads: Spreads, binary: bool) -> float:
+class JointSpreads:
+    """A multiclass window's calibrator spreads, all classes at once: every class's calibrator has
+    the same number of score bins and bootstrap draws (as :func:`fit_calibrators` makes them), so
+    the per-class bin look-ups and ``dev @ bincount`` products of :func:`_calibration_variance` run
+    as one ``searchsorted``, one ``bincount`` and one ``einsum`` (the same sums, in another order).
+
+    ``edges`` (k, bins - 1) and ``devs`` (k, draws, bins) per class; ``p`` the window's (n, k)
+    scores. :meth:`of` returns None when the calibrators' tables differ in shape or a score or
+    edge lies outside [0, 1] (the bins of all classes share one sorted axis, class c's shifted
+    by 2c): the per-class path then serves."""
+
+    def __init__(self, idx: np.ndarray, devs: np.ndarray) -> None:
+        self.idx, self.devs = idx, devs
+
+    @classmethod
+    def of(cls, edges: Sequence[np.ndarray], devs: Sequence[np.ndarray], p: np.ndarray) -> "JointSpreads | None":
+        k = len(edges)
+        if k != p.shape[1] or len({e.shape for e in edges}) != 1 or len({d.shape for d in devs}) != 1:
+            return None
+        e = np.vstack(edges)
+        if not e.size or devs[0].shape[1] != e.shape[1] + 1:
+            return None
+        if e.min() < 0.0 or e.max() > 1.0 or p.min() < 0.0 or p.max() > 1.0:
+            return None
+        off = 2.0 * np.arange(k)
+        # position among all classes' edges = c * (bins - 1) + the bin within class c; + c makes
+        # it c * bins + that bin, the row of a (k, bins) table
+        idx = np.searchsorted((e + off[:, None]).ravel(), (p + off).ravel(order="F")) + np.repeat(np.arange(k), len(p))
+        return cls(idx, np.stack(devs))
+
+    def variance(self, terms: np.ndarray) -> float:
+        k, _, bins = self.devs.shape
+        d = np.bincount(self.idx, weights=terms.ravel(order="F"), minlength=k * bins).reshape(k, bins)
+        return float(np.sum(np.einsum("kdb,kb->kd", self.devs, d) ** 2))
+
+
+def _calibration_variance(terms: np.ndarray, spreads: "Spreads | JointSpreads", binary: bool) -> float:
     """Variance of the estimate from the calibrators' own error: the estimate moves by
     ``sum_i dL_i * delta_i`` when row i's calibrated probability moves by ``delta_i``; the
     deltas of one score bin move together, and the bins jointly as the bootstrap draws ``dev``
     (draws, bins) of the map did. Calibrators of different classes are taken as independent."""
+    if isinstance(spreads, JointSpreads):
+        return spreads.variance(terms)
     total = 0.0
     for c, spread in enumerate(spreads):
         if spread is None:
@@ -175,11 +213,12 @@ def _calibration_variance(terms: np.ndarray, spreads: Spreads, binary: bool) -> 
     return total
 
 
-def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: Spreads = ()) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: "Spreads | JointSpreads" = ()
+                     ) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
     """(estimates, their standard deviations, expected confusion matrix) of one window, from the
     model's scores ``p`` and the calibrated probabilities ``q``; see the module docstring.
-    ``spreads`` (per class: the score bin and calibration sd of each row, or None) adds the
-    calibrators' error to the standard deviations."""
+    ``spreads`` (per class: the score bin and calibration sd of each row, or None; or all classes'
+    as one :class:`JointSpreads`) adds the calibrators' error to the standard deviations."""
     n, k = p.shape
     binary = k == 2
     pred = p.argmax(axis=1)

@@ -275,3 +275,39 @@ def test_the_estimator_kept_per_event_is_the_one_estimator_finds() -> None:
     streams.observe("v", [""], {"prediction": pred}, refs)
     assert streams.open["v|"].rows == [0.8, 0.1]
     assert streams.estimator("v", refs) is streams._hot["v"][1]
+
+
+def test_multiclass_joint_spreads_and_vector_platt_match_the_per_class_path() -> None:
+    """A multiclass window's calibrator variance as one bincount/einsum (JointSpreads) and all-Platt
+    calibration as one array operation give the per-class path's numbers (the variance to ~1e-12:
+    its sums run in another order; the calibrated probabilities element for element)."""
+    from driftline.detectors.estimation import CBPE
+    from driftline.detectors.estimation_calib import fit_calibrators
+    from driftline.detectors.estimation_metrics import JointSpreads, expected_metrics
+
+    rng = np.random.default_rng(4)
+    for k, kind, n in ((3, "platt", 400), (10, "platt", 300), (5, "isotonic", 700), (4, None, 250)):
+        logits = rng.normal(size=(3000, k)) * 1.5
+        p_ref = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        y = np.array([rng.choice(k, p=row) for row in p_ref ** 1.3 / (p_ref ** 1.3).sum(axis=1, keepdims=True)])
+        cals = fit_calibrators(p_ref, y, kind=kind)
+        est = CBPE([f"c{c}" for c in range(k)], cals)
+        window = p_ref[rng.choice(3000, size=n)]
+        per_class_q = np.column_stack([c(window[:, i]) for i, c in enumerate(cals)])
+        total = per_class_q.sum(axis=1, keepdims=True)
+        per_class_q = np.where(total > 0, per_class_q / np.where(total > 0, total, 1.0), window)
+        assert np.array_equal(est._calibrate(window), per_class_q)
+        tables = [c.spread_table for c in cals]
+        joint = JointSpreads.of([e for e, _ in tables], [d for _, d in tables], window)
+        assert (joint is None) == (cals[0].kind == "identity")
+        if joint is None:
+            continue
+        per = [c.spread(window[:, i]) for i, c in enumerate(cals)]
+        v1, s1, c1 = expected_metrics(window, per_class_q, per)
+        v2, s2, c2 = expected_metrics(window, per_class_q, joint)
+        assert v1 == v2 and np.array_equal(c1, c2)
+        for m in s1:
+            assert s2[m] == pytest.approx(s1[m], rel=1e-12, abs=1e-15), (k, kind, m)
+        assert any(s1[m] != expected_metrics(window, per_class_q, ())[1][m] for m in s1)  # the spread counts
+    assert JointSpreads.of([np.array([0.2, 0.5]), np.array([0.3])], [np.ones((2, 3)), np.ones((2, 2))],
+                           np.full((4, 2), 0.5)) is None  # tables of different shapes: per class
