@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import norm, rankdata
 
-__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "expected_metrics",
+__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "ranks_and_aucs", "expected_metrics",
            "expected_binary", "bootstrap_sds", "binary_columns", "normal_quantile", "JointSpreads", "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -132,6 +132,44 @@ def ranks_and_auc(score: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, float]:
     return ranks, float(_trapezoid(tp / tp[-1], fp / fp[-1]))
 
 
+def ranks_and_aucs(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ranks_and_auc` of every column at once, from one sort of the (n, k) scores: the
+    tie-averaged ranks, and the expected ROC curve with one point per distinct score (a tied group
+    is one diagonal step). The curves' running sums are the per-column ones; the area's sum runs in
+    another order (equal to ~1e-15)."""
+    n, k = p.shape
+    order = np.argsort(p, axis=0, kind="stable")
+    s = np.take_along_axis(p, order, axis=0)
+    at = np.arange(n)[:, None]
+    first = np.ones((n, k), dtype=bool)  # ascending: the first row of each distinct score
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    last = np.ones((n, k), dtype=bool)
+    last[:-1] = first[1:]
+    start = np.maximum.accumulate(np.where(first, at, 0), axis=0)
+    end = np.minimum.accumulate(np.where(last, at, n)[::-1], axis=0)[::-1]
+    ranks = np.empty((n, k))
+    np.put_along_axis(ranks, order, (start + end + 2) / 2.0, axis=0)
+    qs = np.take_along_axis(q, order, axis=0)
+    tp, fp = np.zeros((n + 1, k)), np.zeros((n + 1, k))
+    np.cumsum(qs[::-1], axis=0, out=tp[1:])
+    np.cumsum((1.0 - qs)[::-1], axis=0, out=fp[1:])
+    aucs = np.full(k, np.nan)
+    ok = (tp[-1] > 0) & (fp[-1] > 0)
+    if ok.any():
+        # the curve's points: the top j rows taken, at j = 0, n and between two distinct scores
+        keep = np.ones((n + 1, k), dtype=bool)
+        keep[1:n] = first[::-1][:-1]  # between descending rows j-1 and j: ascending n-j starts a group
+        idx = np.arange(n + 1)[:, None]
+        prev = np.empty((n + 1, k), dtype=np.intp)
+        prev[0] = 0
+        prev[1:] = np.maximum.accumulate(np.where(keep, idx, 0), axis=0)[:-1]
+        x, y = fp[:, ok] / fp[-1, ok], tp[:, ok] / tp[-1, ok]
+        pk, kp = prev[:, ok], keep[:, ok]
+        px, py = np.take_along_axis(x, pk, axis=0), np.take_along_axis(y, pk, axis=0)
+        aucs[ok] = np.sum(np.where(kp, (x - px) * (y + py), 0.0)[1:], axis=0) / 2.0
+    return ranks, aucs
+
+
 def _weights(per_class: np.ndarray, binary: bool) -> np.ndarray:
     """How much each class's metric counts in the summary: the positive class, or 1/m over the m
     classes where it is defined."""
@@ -228,9 +266,11 @@ def expected_metrics(p: np.ndarray, q: np.ndarray, spreads: "Spreads | JointSpre
     tp, npred, ntrue = np.diag(conf).copy(), hot.sum(axis=0), q.sum(axis=0)
     precision, recall, f1 = ratios(tp, npred - tp, ntrue - tp)
     cols = [1] if binary else range(k)
-    ranks, aucs = np.zeros((n, k)), np.full(k, np.nan)
-    for c in cols:
-        ranks[:, c], aucs[c] = ranks_and_auc(p[:, c], q[:, c])
+    if binary:
+        ranks, aucs = np.zeros((n, k)), np.full(k, np.nan)
+        ranks[:, 1], aucs[1] = ranks_and_auc(p[:, 1], q[:, 1])
+    else:
+        ranks, aucs = ranks_and_aucs(p, q)
     values = {"accuracy": float(tp.sum() / n), "precision": float(summarise(precision, binary)),
               "recall": float(summarise(recall, binary)), "f1": float(summarise(f1, binary)),
               "roc_auc": float(summarise(aucs, binary))}

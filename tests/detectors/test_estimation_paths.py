@@ -311,3 +311,30 @@ def test_multiclass_joint_spreads_and_vector_platt_match_the_per_class_path() ->
         assert any(s1[m] != expected_metrics(window, per_class_q, ())[1][m] for m in s1)  # the spread counts
     assert JointSpreads.of([np.array([0.2, 0.5]), np.array([0.3])], [np.ones((2, 3)), np.ones((2, 2))],
                            np.full((4, 2), 0.5)) is None  # tables of different shapes: per class
+
+
+def test_all_columns_ranks_and_aucs_match_the_per_column_path() -> None:
+    """A multiclass window's ranks and expected ROC AUCs from one sort of the (n, k) scores equal the
+    per-column path's (ranks exactly, AUCs to ~1e-13), with ties (rounded scores, repeated rows) too."""
+    from driftline.detectors.estimation_metrics import ranks_and_auc, ranks_and_aucs
+
+    rng = np.random.default_rng(8)
+    for n, k, digits in ((300, 10, None), (1000, 3, None), (2, 4, None), (57, 5, None), (400, 10, 2),
+                         (300, 3, 1), (1, 3, None), (50, 4, 0)):
+        p = rng.dirichlet(np.ones(k), size=n)
+        if digits is not None:
+            p = np.round(p, digits)  # ties in every column
+        q = rng.dirichlet(np.ones(k), size=n)
+        q[:, 0] = 0.0 if n == 57 else q[:, 0]  # a class nobody is expected to be: its AUC undefined
+        ranks, aucs = ranks_and_aucs(p, q)
+        for c in range(k):
+            r1, a1 = ranks_and_auc(p[:, c], q[:, c])
+            assert np.array_equal(ranks[:, c], r1)
+            assert (np.isnan(a1) and np.isnan(aucs[c])) or aucs[c] == pytest.approx(a1, rel=1e-13, abs=1e-15)
+    rows = rng.dirichlet(np.ones(4), size=30)
+    p = rows[rng.choice(30, size=200)]  # a window that repeats rows (bench_estimation's real data sets)
+    q = rng.dirichlet(np.ones(4), size=30)[rng.choice(30, size=200)]
+    ranks, aucs = ranks_and_aucs(p, q)
+    for c in range(4):
+        r1, a1 = ranks_and_auc(p[:, c], q[:, c])
+        assert np.array_equal(ranks[:, c], r1) and aucs[c] == pytest.approx(a1, rel=1e-13)
