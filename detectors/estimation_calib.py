@@ -28,8 +28,8 @@ Other rules (:func:`choose`, ``rule=``) and kinds are here for the benchmark tha
 (``bench/estimation_references.py``, bench/README.md): ``se`` tests only the fitted map with the
 lower held-out Brier score against the identity (on breast_cancer's 284 rows isotonic's lower
 mean comes with a wider spread, 0.97 standard errors, while Platt's gain is 1.44: ``se`` keeps the
-badly calibrated scores, ``tested`` sees the miscalibration through Platt and then takes isotonic), ``stack`` /
-``shrink`` blend the kinds with weights from the held-out Brier score (kind ``blend``, stored as
+badly calibrated scores, ``tested`` sees the miscalibration through Platt and then takes
+isotonic), ``stack`` / ``shrink`` blend the kinds with weights from the held-out Brier score (kind ``blend``, stored as
 knots), ``bagged`` averages isotonic fits on bootstrap resamples, ``metric`` / ``metric_se`` score
 each kind by how well its out-of-fold probabilities estimate accuracy, F1 and ROC AUC on
 (shifted) resamples of the reference (:mod:`driftline.detectors.estimation_select`), ``brier`` (the
@@ -67,8 +67,9 @@ from sklearn.linear_model import LogisticRegression
 
 from driftline.detectors.estimation_select import pick_by_metrics
 
-__all__ = ["Calibrator", "calibrate_columns", "fit_calibrator", "fit_calibrators", "choose", "held_out", "row_losses", "stack_weights",
-           "top_class_z", "KINDS", "BASE_KINDS", "RULES", "RULE", "FOLDS", "SPREAD_DRAWS", "SPREAD_BINS"]
+__all__ = ["Calibrator", "calibrate_columns", "fit_calibrator", "fit_calibrators", "choose", "held_out",
+           "row_losses", "stack_weights", "top_class_z", "KINDS", "BASE_KINDS", "RULES", "RULE", "FOLDS",
+           "SPREAD_DRAWS", "SPREAD_BINS"]
 
 BASE_KINDS = ("identity", "platt", "isotonic")  # in order of preference on a tie
 KINDS = (*BASE_KINDS, "bagged", "blend")  # bagged isotonic; a stacked blend of the base kinds

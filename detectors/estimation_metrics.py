@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import norm, rankdata
 
-__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "ranks_and_aucs", "expected_metrics",
-           "expected_binary", "bootstrap_sds", "binary_columns", "normal_quantile", "JointSpreads", "METRICS"]
+__all__ = ["ratios", "nanmean_rows", "auc_from_ranks", "tie_ranks", "ranks_and_auc", "ranks_and_aucs",
+           "expected_metrics", "expected_binary", "bootstrap_sds", "binary_columns", "normal_quantile", "JointSpreads", "METRICS"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 Spreads = Sequence["tuple[np.ndarray, np.ndarray] | None"]
