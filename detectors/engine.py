@@ -39,7 +39,7 @@ from driftline.detectors.base import MetricRow, result_to_row
 from driftline.detectors.budget import MemoryBudget
 from driftline.detectors.config import DetectorsConfig, ModelConfig
 from driftline.detectors.estimate_stream import EstimateRow
-from driftline.detectors.journal import merge_model_state
+from driftline.detectors.journal import deflate, merge_model_state
 from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
@@ -342,13 +342,13 @@ class DetectorEngine:
         if not delta:
             doc["monitor"] = mon.get_state()
             # Level 1: several times faster than 6 and nearly as small on this JSON.
-            return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+            return deflate(json.dumps(doc, separators=(",", ":")).encode())
         doc["core_patch"] = mon.core_delta()  # the bins and windows that changed, not every one
         # The journal (pending joins, first events) is most of a delta and holds only validated
         # event values and parsed timestamps, all finite: orjson writes it ~7x faster. The rest
         # goes through json, which keeps a NaN statistic as NaN where orjson would write null.
         head = json.dumps(doc, separators=(",", ":")).encode()
-        return zlib.compress(head[:-1] + b',"journal":' + _json_finite(mon.journal()) + b"}", 1)
+        return deflate(head[:-1] + b',"journal":' + _json_finite(mon.journal()) + b"}")
 
     def changed(self) -> set[str]:
         """Models whose state changed since their last :meth:`mark_saved` (a new set)."""

@@ -123,3 +123,19 @@ def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(c
     # The partition came back to this process: the newer state is loaded, with its position.
     mine.refresh({model}, set())
     assert mine.loaded(model) and mine.position(model, SOURCE) == (199, 0)
+
+
+def test_state_records_deflate_small_and_large_alike() -> None:
+    """detectors/journal.deflate: a small record with deflate's cheap setup (8 KiB window), a large
+    one with zlib's defaults; both plain zlib streams that zlib.decompress reads back exactly."""
+    import random
+    import zlib
+
+    from driftline.detectors.journal import deflate
+
+    rng = random.Random(3)
+    for n in (0, 10, 2_000, 16 * 1024 - 1, 16 * 1024, 200_000):
+        data = bytes(rng.choice(b'{"abc":1.25,}') for _ in range(n))
+        packed = deflate(data)
+        assert zlib.decompress(packed) == data
+        assert len(packed) <= max(32, len(zlib.compress(data, 1)) * 1.05)
