@@ -226,27 +226,16 @@ def test_ranks_and_the_auc_curve_without_ties_equal_the_tied_path(monkeypatch) -
         score, q = rng.random(n), rng.random(n)
         fast = estimation_metrics.ranks_and_auc(score, q)
         assert np.array_equal(fast[0], rankdata(score))
+        original = estimation_metrics._sorted_ties
+
+        def grouped(score: np.ndarray):  # every row a tie group of its own: the grouped curve
+            order, starts, ranks = original(score)
+            return order, (np.arange(len(score)) if starts is None else starts), ranks
+
         with monkeypatch.context() as m:  # force the grouped path on the same distinct scores
-            m.setattr(estimation_metrics, "_sorted_ties", _grouped_sorted_ties)
+            m.setattr(estimation_metrics, "_sorted_ties", grouped)
             slow = estimation_metrics.ranks_and_auc(score, q)
         assert np.array_equal(fast[0], slow[0]) and repr(fast[1]) == repr(slow[1])
-
-
-def _grouped_sorted_ties(score: np.ndarray):
-    """_sorted_ties as it was (tie groups always)."""
-    n = len(score)
-    order = np.argsort(score, kind="stable")
-    s = score[order]
-    first = np.empty(n, dtype=bool)
-    first[:1] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.empty_like(starts)
-    ends[:-1], ends[-1:] = starts[1:], n
-    ranks = np.empty(n)
-    ranks[order] = ((starts + ends + 1) / 2)[group]
-    return order, starts, ranks
 
 
 def test_the_estimator_kept_per_event_is_the_one_estimator_finds() -> None:
