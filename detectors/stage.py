@@ -186,9 +186,12 @@ class ReferenceWatch:
                 index[key] = self.saved.get(key)  # not seen yet: the next poll tries again
                 continue
             if ref is not None:
+                mon = self.engine.monitors.get(key[0])
+                # said at WARNING when it answers the "no usable reference" warning (the log's level)
+                level = logging.WARNING if mon is not None and key[1] in mon.missing_warned else logging.INFO
                 self.engine.set_reference(ref)
-                log.info("reference of model %s version %s (%s, %d rows) installed; its windows restart",
-                         *key, ref.source, ref.n_rows)
+                log.log(level, "reference of model %s version %s (%s, %d rows) installed; its windows restart",
+                        *key, ref.source, ref.n_rows)
         self.saved = index
 
 

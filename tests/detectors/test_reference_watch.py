@@ -63,7 +63,8 @@ def _x_drift(ch_client: Any, model: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_reference_set_while_the_collector_runs_is_used_without_a_restart(chstore: Any, ch_client: Any,
-                                                                             tmp_path: Any) -> None:
+                                                                             tmp_path: Any,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
     from driftline.detectors.config import DetectorsConfig
 
     model = f"live-{uuid.uuid4().hex[:6]}"
@@ -83,8 +84,11 @@ def test_a_reference_set_while_the_collector_runs_is_used_without_a_restart(chst
     pd.DataFrame({"x": [rng.gauss(0, 1) for _ in range(5000)], "y": [rng.gauss(10, 2) for _ in range(5000)]}) \
         .to_parquet(tmp_path / "train.parquet")
     _reference_set(chstore, "--model", model, "--version", "1", "--file", str(tmp_path / "train.parquet"))
+    caplog.set_level("WARNING", logger="driftline.detectors")
     stage.tick(10.0)  # the next poll (the first ran at 0.0)
     assert installs == [(model, "1")] and not stage.engine.monitors[model].reference_missing
+    # the answer to the earlier "no usable reference" warning, at the level the collector logs
+    assert f"reference of model {model} version 1 (file:train.parquet, 5000 rows) installed" in caplog.text
     stage.tick(20.0)  # nothing saved since: nothing installed again
     assert installs == [(model, "1")]
 
