@@ -92,7 +92,10 @@ def assert_same(url: str, v: View) -> int:
         for ra, rb in zip(rows_a, rows_b):
             for c in cols:
                 x, y = ra[a.columns.index(c)], rb[b.columns.index(c)]
-                rel = 5e-3 if c in QUANTILE_COLS else 1e-9
+                # Quantiles are t-digests on both sides, whose result depends on the order their states
+                # merge (ClickHouse: "nondeterministic"): a p99 differed by 0.59 % on a loaded CI
+                # machine. Counts and sums stay exact, so missing or doubled rows still fail here.
+                rel = 2e-2 if c in QUANTILE_COLS else 1e-9
                 assert _close(x, y, rel), (name, c, x, y, ra, rb)
             compared += 1
     return compared
