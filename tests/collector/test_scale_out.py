@@ -151,8 +151,8 @@ class Scenario:
 
 
 class _Collector(CollectorProcess):
-    """``driftline collector`` started in a scratch directory: faust writes ``<group>-data/`` into
-    its working directory, which must not be the repository."""
+    """``driftline collector`` started in a scratch directory, so that nothing it might write into its
+    working directory lands in the repository."""
 
     def __init__(self, env: dict[str, str], log_path: Path, cwd: Path) -> None:
         super().__init__(env, log_path)
@@ -231,13 +231,15 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
 
         wait_for(both_consuming, timeout_s=60, interval_s=0.5)
         # A little more traffic with the group settled, until each member has taken batches from
-        # prediction partitions of its own (a member that joined late first catches up on labels).
+        # prediction partitions of its own (a member that joined late first catches up on labels)
+        # and together they have taken from every partition.
         produce(len(stream) // 20)
 
         def both_have_predictions() -> bool:
             snap = [_metrics(procs["a"][1]), _metrics(procs["b"][1])]
             topic = sc.pair_topics.predictions
-            if all(any(t == topic for t, _ in m["partitions"]) for m in snap):
+            taken = [{p for t, p in m["partitions"] if t == topic} for m in snap]
+            if all(taken) and set.union(*taken) == set(range(PARTITIONS)):
                 sc.before_kill = snap
                 return True
             if position < len(stream) * 0.7:

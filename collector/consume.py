@@ -1,0 +1,237 @@
+"""The collector's Kafka consumer: batches of records from aiokafka, stored, then committed.
+
+Until 3 Dec 2026 the collector consumed through faust-streaming agents. faust hands every Kafka
+record to its stream one at a time (a task pair per record to wait on flow control, a channel
+queue, an ``Event``, a processor and an ack each): ~75 µs of CPU per record on this machine against
+~1.6 µs for aiokafka's ``getmany`` on the same records (``bench/bench_consume.py``). An SDK record
+holds one model's events, so a fleet of quiet models sends records of one or two events, and that
+per-record cost became most of the collector's CPU per event at 1,000 models (bench/fleet.md). The
+collector uses none of faust's tables, windows or agents-as-services; it needs a consumer group,
+batches and commits, which aiokafka (what faust itself runs on) gives directly.
+
+The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py):
+
+* **Stored before committed.** A batch's offsets are committed only after ``Pipeline.process``
+  returned (rows stored, dead letters published). A batch that was not stored is never committed,
+  and nothing after it is processed: it is consumed again after a restart.
+* **Batches** hold at most ``batch_size`` records and about ``max_bytes`` of record values (one
+  fetch more at most), or what arrived within ``batch_timeout_s``; while the previous batch is
+  still being stored the next one keeps filling, so a slow store gets larger batches.
+* **Co-partitioning.** Range assignment gives partition N of every event topic (same partition
+  counts, created so by ``ensure_topics``) to one member: a model's predictions, labels and outcomes
+  reach the same collector, which holds its detector state.
+* **Rebalances.** Before partitions move, the batch being stored is finished and committed
+  (``on_partitions_revoked``); records of revoked partitions that were fetched but not handed to the
+  pipeline are dropped, and the new owner reads them from the committed offset.
+* **Stopping** (SIGTERM, SIGINT — installed even when the shell left SIGINT ignored): no new batch
+  starts; the one being stored is finished and committed unless storage was failing (then the
+  pipeline gives up and it stays uncommitted); the consumer leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import Executor
+from typing import Any, Callable
+
+from driftline.collector.config import CollectorSettings
+from driftline.collector.pipeline import Pipeline, RawRecord
+from driftline.sdk.contract import EVENT_KINDS
+
+logger = logging.getLogger("driftline.collector")
+
+# Bytes of record values per batch: 500 of the SDK's largest records (128 KiB each).
+BATCH_MAX_BYTES = 64 * 1024 * 1024
+# Per partition and fetch: aiokafka holds what it fetched, decompressed, until it is taken; with
+# 8 MiB a collector that was behind held ~190 MiB of records, 1 MiB stores as fast.
+FETCH_MAX_BYTES_PER_PARTITION = 1024 * 1024
+# While the previous batch is still being stored, look for more records this often.
+FILL_POLL_S = 0.05
+# With nothing to store, how long one fetch waits: bounds how late a stop request is seen.
+IDLE_WAIT_S = 0.5
+
+
+def record_bytes(value: bytes | None) -> int:
+    return 0 if value is None else len(value)
+
+
+class BatchConsumer:
+    """Consume the event topics as one consumer-group member and feed ``pipeline`` in batches.
+
+    ``run`` returns when :meth:`request_stop` was called (or a signal arrived) and the batch in
+    flight is settled, or when a batch could not be stored.
+    """
+
+    def __init__(self, settings: CollectorSettings, pipeline: Pipeline, executor: Executor, *,
+                 tick: Callable[[float], Any] | None = None, tick_interval_s: float = 1.0,
+                 max_bytes: int = BATCH_MAX_BYTES, on_batch: Callable[[Any, dict[Any, int]], None] | None = None
+                 ) -> None:
+        topics = settings.topics
+        self.settings = settings
+        self.pipeline = pipeline
+        self.executor = executor
+        self.tick = tick
+        self.tick_interval_s = tick_interval_s
+        self.max_records = settings.batch_size
+        self.max_bytes = max_bytes
+        self.on_batch = on_batch  # (consumer, {tp: last offset}) after a batch is committed: lag metrics
+        self.roles = {topics.for_role(kind.role): kind.role for kind in EVENT_KINDS}
+        self._order = {topic: i for i, topic in enumerate(self.roles)}  # predictions before labels
+        self._stopping = asyncio.Event()
+        self._failed = False
+        self._in_flight: tuple[asyncio.Future[Any], dict[Any, int]] | None = None
+        self._settle_lock = asyncio.Lock()
+        self.consumer: Any = None
+
+    def request_stop(self) -> None:
+        """Stop after the batch in flight (safe from a signal handler on the loop)."""
+        if not self._stopping.is_set():
+            logger.info("collector stopping: finishing the batch being stored")
+        self.pipeline.stop.set()  # a batch stuck retrying gives up (uncommitted) instead of holding the stop
+        self._stopping.set()
+
+    def _make_consumer(self) -> Any:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+        s = self.settings
+        session_ms = int(s.session_timeout_s * 1000)
+        return AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap.split(","),
+            group_id=s.group_id,
+            client_id=f"{s.group_id}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=FETCH_MAX_BYTES_PER_PARTITION,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            # Tansu holds the first JoinGroup until the rebalance timeout expires: keep it short.
+            session_timeout_ms=session_ms,
+            rebalance_timeout_ms=session_ms,
+            heartbeat_interval_ms=min(1000, session_ms // 3),
+        )
+
+    async def run(self, *, install_signals: bool = False) -> bool:
+        """Consume until stopped; True when every batch handed to the pipeline was stored."""
+        from aiokafka.abc import ConsumerRebalanceListener
+
+        owner = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await owner._settle()
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                logger.info("collector assigned %d partitions", len(assigned))
+
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        self.consumer = self._make_consumer()
+        self.consumer.subscribe(list(self.roles), listener=Listener())
+        ticker = asyncio.create_task(self._ticks()) if self.tick is not None else None
+        try:
+            await self.consumer.start()
+            while not self._stopping.is_set() and not self._failed:
+                batch = await self._collect()
+                await self._settle()
+                if self._failed or not batch:
+                    continue
+                assigned = self.consumer.assignment()  # revoked meanwhile: the new owner reads them
+                batch = {tp: records for tp, records in batch.items() if tp in assigned}
+                if batch:
+                    self._start(batch)
+            await self._settle()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            await self.consumer.stop()  # leaves the group: the partitions move at once
+        return not self._failed
+
+    async def _collect(self) -> dict[Any, list[Any]]:
+        """The next batch by partition: full, or ``batch_timeout_s`` passed and the previous batch
+        settled."""
+        batch: dict[Any, list[Any]] = {}
+        records = 0
+        size = 0
+        deadline = time.monotonic() + self.settings.batch_timeout_s
+        while not self._stopping.is_set() and records < self.max_records and size < self.max_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if records and (self._in_flight is None or self._in_flight[0].done()):
+                    break
+                if not records and self._in_flight is not None and self._in_flight[0].done():
+                    break  # nothing new: commit what was stored
+                # Still storing the previous batch: keep filling; idle: wait (getmany returns early).
+                left = FILL_POLL_S if self._in_flight is not None else IDLE_WAIT_S
+            got = await self.consumer.getmany(timeout_ms=max(1, int(left * 1000)),
+                                              max_records=self.max_records - records)
+            for tp, got_records in got.items():
+                batch.setdefault(tp, []).extend(got_records)
+                records += len(got_records)
+                size += sum(record_bytes(r.value) for r in got_records)
+        return batch
+
+    def _start(self, batch: dict[Any, list[Any]]) -> None:
+        order = self._order
+        roles = self.roles
+        records = [RawRecord(r.topic, roles[r.topic], r.partition, r.offset, r.value, r.headers or ())
+                   for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))  # predictions first
+                   for r in batch[tp]]
+        last = {tp: max(r.offset for r in rs) for tp, rs in batch.items()}
+        future = asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.process, records)
+        self._in_flight = (future, last)
+
+    async def _settle(self) -> None:
+        """Wait for the batch in flight and commit it (or, if it failed, stop without committing)."""
+        async with self._settle_lock:
+            if self._in_flight is None:
+                return
+            future, last = self._in_flight
+            try:
+                await asyncio.shield(future)
+            except Exception:  # noqa: BLE001 - not stored: never commit it, stop
+                self._in_flight = None
+                self._failed = True
+                self._stopping.set()
+                logger.warning("batch not stored; stopping without acknowledging it")
+                return
+            self._in_flight = None
+            from aiokafka.structs import OffsetAndMetadata
+
+            offsets = {tp: OffsetAndMetadata(offset + 1, "") for tp, offset in last.items()}
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - stored; a new owner may read them again (deduplicated)
+                logger.warning("commit after a stored batch failed (%s); its records may be delivered again "
+                               "and are then recognised as stored", type(exc).__name__)
+                return
+            if self.on_batch is not None:
+                self.on_batch(self.consumer, last)
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval_s)
+            self.tick(time.time())  # type: ignore[misc]
+
+
+def update_lag(metrics: Any) -> Callable[[Any, dict[Any, int]], None]:
+    """A ``on_batch`` callback that sets ``driftline_collector_consumer_lag`` per partition."""
+
+    def on_batch(consumer: Any, last: dict[Any, int]) -> None:
+        for tp, offset in last.items():
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - lag is best effort
+                continue
+            if highwater is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+
+    return on_batch
+
