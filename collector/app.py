@@ -113,7 +113,7 @@ def tune_gc() -> None:
     default gen-0 threshold of 700 the collector rescans that state constantly (measured: about
     a fifth of the detector stage's CPU). Cycles are rare here (events are plain dicts), so
     collecting every 50,000 allocations costs little memory. ``gc.freeze`` moves everything
-    loaded at start-up (spaCy's model, Presidio, faust) out of every later scan.
+    loaded at start-up (spaCy's model, Presidio, aiokafka) out of every later scan.
     """
     gc.collect()
     gc.freeze()

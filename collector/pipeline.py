@@ -2,8 +2,8 @@
 scrub → store → observers (the detector stage) per stored chunk; the dead letters are published
 last, once every chunk is stored.
 
-Synchronous and framework-free so it can be tested and benchmarked without Kafka; the faust app
-(``collector/app.py``) feeds it batches from a worker thread and acknowledges the batch's offsets
+Synchronous and framework-free so it can be tested and benchmarked without Kafka; the consumer
+(``collector/consume.py``) feeds it batches from a worker thread and acknowledges the batch's offsets
 only after :meth:`Pipeline.process` returns, which happens only once the rows are stored and the
 dead letters are on their topic.
 """

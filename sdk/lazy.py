@@ -1,6 +1,6 @@
 """Lazy public surfaces: a package lists its exports, each imported on first use.
 
-Importing one submodule of ``driftline.collector`` must not pull in faust, Presidio and chDB; a
+Importing one submodule of ``driftline.collector`` must not pull in aiokafka, Presidio and chDB; a
 package ``__init__`` built with :func:`lazy_exports` keeps ``__all__`` explicit (STYLE point 1)
 and imports a name's module only when the name is used.
 """

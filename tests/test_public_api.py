@@ -166,7 +166,7 @@ def test_the_light_sdk_surface_stays_light() -> None:
     # Every public name of driftline.sdk except KafkaExporter (kafka-python, imported on first use).
     code = ("import sys, driftline.sdk as s\n"
             "[getattr(s, n) for n in s.__all__ if n != 'KafkaExporter']\n"
-            "print([m for m in ('numpy', 'pandas', 'aiohttp', 'faust', 'presidio_analyzer', 'chdb', 'streamlit',"
+            "print([m for m in ('numpy', 'pandas', 'aiohttp', 'aiokafka', 'presidio_analyzer', 'chdb', 'streamlit',"
             " 'clickhouse_connect') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -13,7 +13,7 @@ from driftline.cli import build_parser, main
 from driftline.cli.main import COMMAND_MODULES
 
 # What a bare `pip install driftline` lacks (scripts/test-sdk-pythons.sh checks the same list).
-SERVER_MODULES = ("numpy", "pandas", "scipy", "faust", "aiokafka", "chdb", "clickhouse_connect",
+SERVER_MODULES = ("numpy", "pandas", "scipy", "aiokafka", "chdb", "clickhouse_connect",
                   "presidio_analyzer", "spacy", "streamlit", "aiohttp", "prometheus_client", "sklearn")
 
 _LIGHT = """

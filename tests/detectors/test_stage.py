@@ -312,7 +312,6 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
                "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.2",
                "DRIFTLINE_COLLECTOR_BATCH_SIZE": "100", "DRIFTLINE_PARTITIONS": "1",
                "DRIFTLINE_DATA_DIR": str(tmp / f"data-{name}")}
-        (tmp / f"data-{name}" / "faust").mkdir(parents=True, exist_ok=True)  # faust makes only the last level
         if name != "plain":
             env["DRIFTLINE_DETECTORS_CONFIG"] = str(config)
         else:  # no disruption to time: its 13,000 events in chunks of 1,000, not 100

@@ -146,7 +146,7 @@ def test_importing_the_sdk_pulls_in_no_server_dependencies() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, driftline.sdk; heavy = [m for m in ('numpy', 'pandas', 'presidio_analyzer', 'faust', "
+    code = ("import sys, driftline.sdk; heavy = [m for m in ('numpy', 'pandas', 'presidio_analyzer', 'aiokafka', "
             "'chdb', 'streamlit', 'kafka', 'aiohttp', 'clickhouse_connect') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
