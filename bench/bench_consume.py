@@ -1,6 +1,6 @@
 """Consumer CPU per Kafka record: the collector's ``BatchConsumer`` beside raw aiokafka and faust.
 
-Run: python bench/bench_consume.py [--records 40000] [--size 400] [--rounds 3]
+Run: python bench/bench_consume.py [--records 100000] [--size 400] [--rounds 3]
 
 A fleet of quiet models sends small records (the SDK packs one model's events per record: one or
 two events each at a thousand models), so the consumer's cost per *record* becomes cost per event.
@@ -54,7 +54,7 @@ def produce(bootstrap: str, topics: object, n: int, size: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--records", type=int, default=40_000)
+    ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--size", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--venv-dir", type=Path, default=ROOT / ".cache" / "bench-venvs")
@@ -76,7 +76,7 @@ def main() -> None:
                 produce(broker.bootstrap, topics, args.records, args.size)
                 out = subprocess.run([str(runners[impl]), str(PEER), impl, broker.bootstrap, topics.predictions,
                                       str(args.records)], capture_output=True, text=True, timeout=600)
-                line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+                line = [ln[ln.index("{"):] for ln in out.stdout.splitlines() if "{" in ln]  # faust's console codes
                 if not line:
                     raise SystemExit(f"{impl} printed no result:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
                 r = json.loads(line[-1])

@@ -88,13 +88,18 @@ class FeatureProfile:
         return self.missing / total if total else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Shallow: every field is a scalar or a tuple of scalars (json writes tuples as lists);
+        # dataclasses.asdict deep-copied each tuple.
+        return {f.name: getattr(self, f.name) for f in _PROFILE_FIELDS}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "FeatureProfile":
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
         return cls(**kw)
+
+
+_PROFILE_FIELDS = dataclasses.fields(FeatureProfile)
 
 
 def profile_numeric(name: str, values: Sequence[float], *, bins: int, missing: int = 0) -> FeatureProfile:
