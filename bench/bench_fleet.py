@@ -81,6 +81,19 @@ def _metrics(port: int) -> tuple[int, dict[str, float]]:
     return series, sums
 
 
+def _wait_idle(pid: int, *, busy_s: float = 0.05, every_s: float = 1.0, timeout_s: float = 300) -> None:
+    """Until the process used less than ``busy_s`` of CPU in each of two ``every_s`` intervals in a
+    row: the detector stage works through a stored chunk after the rows are visible, for seconds
+    when 1,000 models arrive in one batch, so a fixed sleep let one phase's work land in the next."""
+    deadline = time.monotonic() + timeout_s
+    last, quiet = _cpu_s(pid), 0
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(every_s)
+        now = _cpu_s(pid)
+        quiet = quiet + 1 if now - last < busy_s else 0
+        last = now
+
+
 def _stored(client: Any) -> int:
     return int(client.query("SELECT count() FROM driftline.predictions").result_rows[0][0])
 
@@ -113,8 +126,8 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         client.flush(300)
         wait_for(lambda: _stored(ch) >= warm, 900, "the warm-up events", proc)
         warm_s = time.perf_counter() - t0
-        time.sleep(3)  # the detector stage of the last chunk
         pids = processes(proc.pid)
+        _wait_idle(pids["collector"])  # the detector stage trails the store: its work is the warm-up's
         cpu0 = {r: _cpu_s(pids[r]) for r in ("collector", "store")}
         _, m0 = _metrics(ports["metrics"])
         t0 = time.perf_counter()
@@ -122,7 +135,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         client.flush(300)
         wait_for(lambda: _stored(ch) >= warm + events, 900, "the measured events", proc)
         took = time.perf_counter() - t0
-        time.sleep(2)
+        _wait_idle(pids["collector"])  # ... and the measured events' detector work is theirs
         cpu = {r: _cpu_s(pids[r]) - cpu0[r] for r in cpu0}
         series, m1 = _metrics(ports["metrics"])
         state = m1.get("driftline_detector_state_bytes_total", 0.0) - m0.get("driftline_detector_state_bytes_total", 0.0)
