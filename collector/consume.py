@@ -21,8 +21,9 @@ The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py)
   counts, created so by ``ensure_topics``) to one member: a model's predictions, labels and outcomes
   reach the same collector, which holds its detector state.
 * **Rebalances.** Before partitions move, the batch being stored is finished and committed
-  (``on_partitions_revoked``); records of revoked partitions that were fetched but not handed to the
-  pipeline are dropped, and the new owner reads them from the committed offset.
+  (``on_partitions_revoked``); records fetched before the rebalance but not yet handed to the
+  pipeline are dropped, and whichever member gets their partition reads them from the committed
+  offset.
 * **Stopping** (SIGTERM, SIGINT — installed even when the shell left SIGINT ignored): no new batch
   starts; the one being stored is finished and committed unless storage was failing (then the
   pipeline gives up and it stays uncommitted); the consumer leaves the group.
@@ -84,6 +85,7 @@ class BatchConsumer:
         self._failed = False
         self._in_flight: tuple[asyncio.Future[Any], dict[Any, int]] | None = None
         self._settle_lock = asyncio.Lock()
+        self._generation = 0  # rebalances seen (on_partitions_revoked)
         self.consumer: Any = None
 
     def request_stop(self) -> None:
@@ -121,6 +123,10 @@ class BatchConsumer:
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
+                # Records fetched before a rebalance are dropped, all of them: a rebalance revokes
+                # every partition (eager protocol) and positions restart from the committed offsets,
+                # so whichever member gets a partition reads them again.
+                owner._generation += 1
                 await owner._settle()
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -136,14 +142,13 @@ class BatchConsumer:
         try:
             await self.consumer.start()
             while not self._stopping.is_set() and not self._failed:
-                batch = await self._collect()
+                batch, generation = await self._collect()
                 await self._settle()
-                if self._failed or not batch:
-                    continue
-                assigned = self.consumer.assignment()  # revoked meanwhile: the new owner reads them
-                batch = {tp: records for tp, records in batch.items() if tp in assigned}
-                if batch:
-                    self._start(batch)
+                if self._failed or self._stopping.is_set() or not batch:
+                    continue  # stopping: no new batch starts (its records were not committed)
+                if generation != self._generation:
+                    continue  # a rebalance while the previous batch settled: these are read again
+                self._start(batch)
             await self._settle()
         finally:
             if ticker is not None:
@@ -154,12 +159,13 @@ class BatchConsumer:
             await self.consumer.stop()  # leaves the group: the partitions move at once
         return not self._failed
 
-    async def _collect(self) -> dict[Any, list[Any]]:
-        """The next batch by partition: full, or ``batch_timeout_s`` passed and the previous batch
-        settled."""
+    async def _collect(self) -> tuple[dict[Any, list[Any]], int]:
+        """The next batch by partition (full, or ``batch_timeout_s`` passed and the previous batch
+        settled) and the rebalance generation its records were fetched in."""
         batch: dict[Any, list[Any]] = {}
         records = 0
         size = 0
+        generation = self._generation
         deadline = time.monotonic() + self.settings.batch_timeout_s
         while not self._stopping.is_set() and records < self.max_records and size < self.max_bytes:
             left = deadline - time.monotonic()
@@ -172,11 +178,15 @@ class BatchConsumer:
                 left = FILL_POLL_S if self._in_flight is not None else IDLE_WAIT_S
             got = await self.consumer.getmany(timeout_ms=max(1, int(left * 1000)),
                                               max_records=self.max_records - records)
+            if self._generation != generation:  # a rebalance: what was fetched before is read again
+                batch.clear()
+                records = size = 0
+                generation = self._generation
             for tp, got_records in got.items():
                 batch.setdefault(tp, []).extend(got_records)
                 records += len(got_records)
                 size += sum(record_bytes(r.value) for r in got_records)
-        return batch
+        return batch, generation
 
     def _start(self, batch: dict[Any, list[Any]]) -> None:
         order = self._order
