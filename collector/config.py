@@ -50,9 +50,9 @@ class CollectorSettings:
     data_dir: Path = field(default_factory=lambda: Path(".driftline"))
     topics: Topics = field(default_factory=Topics)
     group_id: str = "driftline-collector"
-    # Events per insert. ClickHouse's views cost ~55 ms per insert whatever its size, so big blocks
-    # matter: 25k is ~1.2x the throughput of 10k (bench/bench_pipeline.py). A batch that does not
-    # fill within batch_timeout_s is written as it is.
+    # Events per insert, and Kafka records per consumed batch. ClickHouse's views cost ~55 ms per
+    # insert whatever its size, so big blocks matter: 25k is ~1.2x the throughput of 10k
+    # (bench/bench_pipeline.py). A batch that does not fill within batch_timeout_s is written as it is.
     batch_size: int = 25_000
     batch_timeout_s: float = 0.5
     metrics_port: int = 9464
