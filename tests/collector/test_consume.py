@@ -53,6 +53,14 @@ def _settings(bootstrap: str, topics: Any, group: str, **kw: Any) -> CollectorSe
                                      batch_timeout_s=0.2, session_timeout_s=6.0), **kw)
 
 
+def _fresh(bootstrap: str, n: int, **kw: Any) -> tuple[Any, CollectorSettings]:
+    """Fresh topics with ``n`` records of one model on the prediction topic, and a fresh group."""
+    topics = unique_topics("cons")
+    create_topics(bootstrap, topics)
+    produce(bootstrap, topics.predictions, "m", n)
+    return topics, _settings(bootstrap, topics, f"g-{uuid.uuid4().hex[:8]}", **kw)
+
+
 async def _run_until(consumer: BatchConsumer, done: Any, timeout_s: float = 60.0) -> bool:
     task = asyncio.create_task(consumer.run())
     deadline = time.monotonic() + timeout_s
@@ -63,11 +71,7 @@ async def _run_until(consumer: BatchConsumer, done: Any, timeout_s: float = 60.0
 
 
 def test_every_record_once_in_bounded_batches_then_nothing_after_a_restart(kafka_bootstrap: str) -> None:
-    topics = unique_topics("cons")
-    create_topics(kafka_bootstrap, topics)
-    produce(kafka_bootstrap, topics.predictions, "m", 5_000)
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    settings = _settings(kafka_bootstrap, topics, group, batch_size=1_500)
+    topics, settings = _fresh(kafka_bootstrap, 5_000, batch_size=1_500)
     pipe = Recorder()
     with ThreadPoolExecutor(1) as ex:
         ok = asyncio.run(_run_until(BatchConsumer(settings, pipe, ex), lambda: len(pipe.offsets()) >= 5_000))
@@ -87,11 +91,7 @@ def test_every_record_once_in_bounded_batches_then_nothing_after_a_restart(kafka
 
 
 def test_a_batch_that_was_not_stored_is_not_committed(kafka_bootstrap: str) -> None:
-    topics = unique_topics("cons")
-    create_topics(kafka_bootstrap, topics)
-    produce(kafka_bootstrap, topics.predictions, "m", 300)
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    settings = _settings(kafka_bootstrap, topics, group)
+    topics, settings = _fresh(kafka_bootstrap, 300)
     failing = Recorder(fail=True)
     with ThreadPoolExecutor(1) as ex:
         ok = asyncio.run(_run_until(BatchConsumer(settings, failing, ex), lambda: False, 60))
@@ -103,11 +103,7 @@ def test_a_batch_that_was_not_stored_is_not_committed(kafka_bootstrap: str) -> N
 
 
 def test_a_stop_during_a_slow_store_finishes_and_commits_that_batch(kafka_bootstrap: str) -> None:
-    topics = unique_topics("cons")
-    create_topics(kafka_bootstrap, topics)
-    produce(kafka_bootstrap, topics.predictions, "m", 200)
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    settings = _settings(kafka_bootstrap, topics, group)
+    topics, settings = _fresh(kafka_bootstrap, 200)
     hold = threading.Event()
     slow = Recorder(hold=hold)
 
