@@ -32,14 +32,13 @@ import datetime as _dt
 import json
 import logging
 import time
-import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 from driftline.detectors.base import MetricRow, result_to_row
 from driftline.detectors.budget import MemoryBudget
 from driftline.detectors.config import DetectorsConfig, ModelConfig
 from driftline.detectors.estimate_stream import EstimateRow
-from driftline.detectors.journal import deflate, merge_model_state
+from driftline.detectors.journal import deflate, inflate, merge_model_state
 from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
@@ -389,8 +388,7 @@ class DetectorEngine:
         current configuration. A stored reference that differs from the one in the state
         (replaced while the collector was down) replaces it, restarting that version's windows.
         """
-        doc = merge_model_state(json.loads(zlib.decompress(blob)),
-                                [json.loads(zlib.decompress(d)) for d in deltas])
+        doc = merge_model_state(json.loads(inflate(blob)), [json.loads(inflate(d)) for d in deltas])
         if doc.get("version") != _MODEL_STATE_VERSION or doc.get("model") != model:
             raise ValueError(f"not a version-{_MODEL_STATE_VERSION} state of model {model!r}")
         cfg = self.monitors[model].cfg

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import random
-import zlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -18,6 +17,7 @@ from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.reference import from_events
 from driftline.detectors.state import ModelStates
+from driftline.detectors.journal import inflate
 from tests.detectors.detector_streams import T0, base_features, prediction
 
 CFG = DetectorsConfig.from_mapping({"model": "*", "window": {"kind": "count", "size": 100_000},
@@ -118,7 +118,7 @@ def test_once_the_budget_is_hit_saves_stay_deltas_and_load_back_to_the_state() -
         loaded.ensure_model(CFG.default_for(m))
         blobs = [base64.b64decode(r["blob"]) for r in recs]
         loaded.load_model_state(m, blobs[0], blobs[1:])
-        got, want = (json.loads(zlib.decompress(e.state_for(m)))["monitor"] for e in (loaded, eng))
+        got, want = (json.loads(inflate(e.state_for(m)))["monitor"] for e in (loaded, eng))
         assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
         assert len(loaded.monitors[m].pending_preds) == ROOM // 2
 

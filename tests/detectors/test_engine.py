@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import zlib
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.reference import from_events
+from driftline.detectors.journal import inflate
 from tests.detectors.detector_streams import base_features, features_stream, label, prediction, uid
 
 CFG = {"model": "m", "window": {"kind": "count", "size": 500}, "min_samples": 100,
@@ -285,7 +285,7 @@ def _config() -> DetectorsConfig:
 
 
 def _state(eng: DetectorEngine) -> dict[str, Any]:
-    doc = json.loads(zlib.decompress(eng.state_for("m")))
+    doc = json.loads(inflate(eng.state_for("m")))
     refs = doc["monitor"]["references"]
     for v, ref in refs.items():  # built from the same events, stamped with the wall clock
         refs[v] = {k: x for k, x in json.loads(ref).items() if k != "created_at"}
@@ -380,7 +380,7 @@ def test_models_with_a_traffic_reference_are_not_missing_one() -> None:
 
 
 def _full_doc(eng, model="m"):
-    doc = json.loads(zlib.decompress(eng.state_for(model)))
+    doc = json.loads(inflate(eng.state_for(model)))
     return json.dumps(doc, sort_keys=True)
 
 
@@ -397,13 +397,13 @@ def test_a_full_snapshot_and_the_deltas_after_it_load_to_the_state_in_memory():
         _feed(eng, evs[i:i + 411])
         deltas.append(eng.state_for("m", delta=True))
         eng.mark_saved("m")
-    assert all(b'"core_patch"' in zlib.decompress(d) for d in deltas)
+    assert all(b'"core_patch"' in inflate(d) for d in deltas)
     loaded = DetectorEngine(DetectorsConfig.from_mapping(CFG), clock=lambda: 0.0)
     loaded.load_model_state("m", full, deltas)
     assert _full_doc(loaded) == _full_doc(eng)
-    merged = merge_model_state(json.loads(zlib.decompress(full)), [json.loads(zlib.decompress(d)) for d in deltas])
+    merged = merge_model_state(json.loads(inflate(full)), [json.loads(inflate(d)) for d in deltas])
     assert json.dumps(merged["monitor"]["streams"], sort_keys=True) == json.dumps(
-        json.loads(zlib.decompress(eng.state_for("m")))["monitor"]["streams"], sort_keys=True)
+        json.loads(inflate(eng.state_for("m")))["monitor"]["streams"], sort_keys=True)
     more = _events(1600)[1300:]
     _feed(loaded, more)
     _feed(eng, more)

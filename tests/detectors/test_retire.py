@@ -16,6 +16,7 @@ from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.journal import merge_model_state
 from driftline.detectors.reference import from_events
 from driftline.sdk.errors import ConfigError
+from driftline.detectors.journal import inflate
 from tests.detectors.detector_streams import label, prediction, uid
 
 DAY = 86_400.0
@@ -71,7 +72,7 @@ def _held(eng: DetectorEngine) -> set[str]:
 
 
 def _doc(blob: bytes) -> dict[str, Any]:
-    return json.loads(zlib.decompress(blob))
+    return json.loads(inflate(blob))
 
 
 def test_idle_versions_leave_the_engine_and_the_full_and_delta_saved_state(caplog: pytest.LogCaptureFixture) -> None:

@@ -125,17 +125,23 @@ def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(c
     assert mine.loaded(model) and mine.position(model, SOURCE) == (199, 0)
 
 
-def test_state_records_deflate_small_and_large_alike() -> None:
-    """detectors/journal.deflate: a small record with deflate's cheap setup (8 KiB window), a large
-    one with zlib's defaults; both plain zlib streams that zlib.decompress reads back exactly."""
+def test_state_records_small_as_lz4_large_as_zlib_and_older_records_still_read() -> None:
+    """detectors/journal.deflate: a record below 16 KiB as an LZ4 block, a larger one as zlib at
+    level 1; inflate reads both and the zlib streams written before, byte for byte."""
     import random
     import zlib
 
-    from driftline.detectors.journal import deflate
+    from driftline.detectors.journal import deflate, inflate
 
     rng = random.Random(3)
     for n in (0, 10, 2_000, 16 * 1024 - 1, 16 * 1024, 200_000):
         data = bytes(rng.choice(b'{"abc":1.25,}') for _ in range(n))
         packed = deflate(data)
-        assert zlib.decompress(packed) == data
-        assert len(packed) <= max(32, len(zlib.compress(data, 1)) * 1.05)
+        assert inflate(packed) == data
+        if n < 16 * 1024:
+            assert packed[:4] == b"LZ4B" and len(packed) <= len(data) + 32
+        else:
+            assert zlib.decompress(packed) == data
+        small = zlib.compressobj(1, zlib.DEFLATED, 13, 5)  # the small-record form written before
+        for old in (zlib.compress(data, 1), small.compress(data) + small.flush()):
+            assert inflate(old) == data
