@@ -14,7 +14,7 @@ The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py)
 * **Stored before committed.** A batch's offsets are committed only after ``Pipeline.process``
   returned (rows stored, dead letters published). A batch that was not stored is never committed,
   and nothing after it is processed: it is consumed again after a restart.
-* **Batches** hold at most ``batch_size`` records and about ``max_bytes`` of record values (one
+* **Batches** hold at most ``batch_size`` records and about ``BATCH_MAX_BYTES`` of record values (one
   fetch more at most), or what arrived within ``batch_timeout_s``; while the previous batch is
   still being stored the next one keeps filling, so a slow store gets larger batches.
 * **Co-partitioning.** Range assignment gives partition N of every event topic (same partition
@@ -68,8 +68,7 @@ class BatchConsumer:
 
     def __init__(self, settings: CollectorSettings, pipeline: Pipeline, executor: Executor, *,
                  tick: Callable[[float], Any] | None = None, tick_interval_s: float = 1.0,
-                 max_bytes: int = BATCH_MAX_BYTES, on_batch: Callable[[Any, dict[Any, int]], None] | None = None
-                 ) -> None:
+                 on_batch: Callable[[Any, dict[Any, int]], None] | None = None) -> None:
         topics = settings.topics
         self.settings = settings
         self.pipeline = pipeline
@@ -77,7 +76,6 @@ class BatchConsumer:
         self.tick = tick
         self.tick_interval_s = tick_interval_s
         self.max_records = settings.batch_size
-        self.max_bytes = max_bytes
         self.on_batch = on_batch  # (consumer, {tp: last offset}) after a batch is committed: lag metrics
         self.roles = {topics.for_role(kind.role): kind.role for kind in EVENT_KINDS}
         self._order = {topic: i for i, topic in enumerate(self.roles)}  # predictions before labels
@@ -167,15 +165,14 @@ class BatchConsumer:
         size = 0
         generation = self._generation
         deadline = time.monotonic() + self.settings.batch_timeout_s
-        while not self._stopping.is_set() and records < self.max_records and size < self.max_bytes:
+        while not self._stopping.is_set() and records < self.max_records and size < BATCH_MAX_BYTES:
             left = deadline - time.monotonic()
             if left <= 0:
-                if records and (self._in_flight is None or self._in_flight[0].done()):
-                    break
-                if not records and self._in_flight is not None and self._in_flight[0].done():
-                    break  # nothing new: commit what was stored
+                storing = self._in_flight is not None and not self._in_flight[0].done()
+                if not storing and (records or self._in_flight is not None):
+                    break  # hand over what came, or (nothing new) let the stored batch be committed
                 # Still storing the previous batch: keep filling; idle: wait (getmany returns early).
-                left = FILL_POLL_S if self._in_flight is not None else IDLE_WAIT_S
+                left = FILL_POLL_S if storing else IDLE_WAIT_S
             got = await self.consumer.getmany(timeout_ms=max(1, int(left * 1000)),
                                               max_records=self.max_records - records)
             if self._generation != generation:  # a rebalance: what was fetched before is read again
@@ -194,7 +191,7 @@ class BatchConsumer:
         records = [RawRecord(r.topic, roles[r.topic], r.partition, r.offset, r.value, r.headers or ())
                    for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))  # predictions first
                    for r in batch[tp]]
-        last = {tp: max(r.offset for r in rs) for tp, rs in batch.items()}
+        last = {tp: rs[-1].offset for tp, rs in batch.items()}  # a partition's records come in offset order
         future = asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.process, records)
         self._in_flight = (future, last)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import math
 from pathlib import Path
@@ -155,13 +156,10 @@ class Reference:
         """The reference as JSON; made once per reference (it is immutable) and kept: a model's
         full state and its journal carry it, and at 1,000 models re-encoding it was ~5 % of the
         collector's CPU (bench/fleet.md)."""
-        cached = self.__dict__.get("_json")
-        if cached is None:
-            cached = self._encode()
-            object.__setattr__(self, "_json", cached)  # frozen: a cache, not a field
-        return cached
+        return self._json
 
-    def _encode(self) -> str:
+    @functools.cached_property
+    def _json(self) -> str:  # cached_property writes the instance's __dict__: fine when frozen
         doc = {
             "model": self.model, "model_version": self.model_version, "n_rows": self.n_rows,
             "source": self.source, "created_at": self.created_at,
