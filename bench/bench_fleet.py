@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
     rng = random.Random(0)
     pool = [{f"f{k}": rng.gauss(0, 1) for k in range(features)} for _ in range(64)]
     client = None
+    done = False  # a failed run keeps its data dir (its logs) for a look; a finished one is removed
     try:
         ch = connect(f"http://127.0.0.1:{ports['clickhouse']}")
         wait_for(lambda: _stored(ch) >= 0, 60, "the store")
@@ -141,6 +143,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         state = m1.get("driftline_detector_state_bytes_total", 0.0) - m0.get("driftline_detector_state_bytes_total", 0.0)
         rss = {r: rss_mib(p) for r, p in pids.items()}
         log = "".join(p.read_text(errors="replace") for p in (tmp / "data").rglob("*.log")) if (tmp / "data").exists() else ""
+        done = True
         return {"models": models, "features": features, "segments": segments, "events": events,
                 "warmup_s": warm_s, "events_per_s": events / took,
                 "collector_us": 1e6 * cpu["collector"] / events, "store_us": 1e6 * cpu["store"] / events,
@@ -151,6 +154,10 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         if client is not None:
             client.shutdown(10)
         stop_up(proc)
+        if done:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"  run failed; its data and logs are in {tmp}", file=sys.stderr)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ def main(events: int = 200_000, gate: bool = False) -> dict[str, float]:
         if produce_gate is not None:
             produce_gate.stop()
         store.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # reached only when the run finished: a failed one keeps its logs
     e2e = events / total_s
     base = events / baseline_s
     print(f"SDK -> {'gate -> ' if gate else ''}Tansu -> collector -> ClickHouse, {events} events of 20 numeric features (2 cores)")
