@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -35,7 +36,8 @@ MODELS, WINDOWS, FEATURES, MESSAGES = 100, 48, 10, 300
 
 
 def main() -> None:
-    server = start_chstore(tempfile.mkdtemp())
+    tmp = Path(tempfile.mkdtemp(prefix="bench-alerting-"))
+    server = start_chstore(tmp / "ch")
     client = connect(server.url)  # as `driftline alerts run` does
     migrate(client)
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -85,7 +87,6 @@ def main() -> None:
     for _ in range(MESSAGES):
         http_post(target, raw, {"Content-Type": "application/json"}, 5.0)
     bare = time.perf_counter() - t
-    tmp = Path(tempfile.mkdtemp())
     outbox = Outbox(tmp / "o.sqlite3")
     d = Deliverer(outbox, {"s": ChannelConfig(name="s", type="slack", url=Secret(slack.url),
                                         rate_per_s=0)},
@@ -101,7 +102,9 @@ def main() -> None:
     print(f"  outbox (enqueue+deliver)   {MESSAGES / durable:8.0f} msg/s   "
           f"ratio {durable / bare:.2f}x time")
     slack.close()
+    outbox.close()
     server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

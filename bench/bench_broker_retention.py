@@ -141,6 +141,7 @@ def run(name: str, records: int, tmp: Path) -> dict[str, Any]:
 
 
 def main(records: int = 1_000_000, only: list[str] | None = None) -> list[dict[str, Any]]:
+    import shutil
     import tempfile
 
     from driftline.collector.embedded.broker import broker_binary
@@ -161,6 +162,7 @@ def main(records: int = 1_000_000, only: list[str] | None = None) -> list[dict[s
               f" {r['produce_per_s']:10,.0f} {r['consume_per_s']:10,.0f}", flush=True)
         if r["note"]:
             print(f"    {r['note']}", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # reached only when every run finished: a failed one keeps its logs
     return results
 
 

@@ -70,7 +70,7 @@ def insert_cost(n_predictions: int = 200_000, batch: int = 10_000, per_view: boo
     from tests.dashboard.seed import SeedSpec, seed_labels_outcomes, seed_predictions
 
     end = dt.datetime.now(dt.timezone.utc)
-    with start_chstore(Path(tempfile.mkdtemp(prefix="bench-dash-ins-")), port=0) as store:
+    with tempfile.TemporaryDirectory(prefix="bench-dash-ins-") as tmp, start_chstore(Path(tmp), port=0) as store:
         c = connect(store.url)
         migrate(c)
         # Source rows generated once into a scratch model; re-sent as JSONEachRow bodies.
@@ -218,7 +218,7 @@ def main() -> int:
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     end = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     week = 7 * 86400
-    with start_chstore(Path(tempfile.mkdtemp(prefix="bench-dash-")), port=0) as store:
+    with tempfile.TemporaryDirectory(prefix="bench-dash-") as tmp, start_chstore(Path(tmp), port=0) as store:
         client = connect(store.url)
         os.environ["DRIFTLINE_CLICKHOUSE_URL"] = store.url
         specs = {}

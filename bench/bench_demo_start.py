@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -83,6 +84,7 @@ def main() -> None:
     subprocess.run(["git", "clone", "-q", a.repo, str(clone)], check=True)
     first = run_once(clone, a.python)
     again = run_once(clone, a.python)
+    shutil.rmtree(tmp, ignore_errors=True)  # reached only when both runs finished: a failed one keeps its log
     print(f"make demo on a clean clone ({a.python}; packages from the wheel cache), seconds from `make demo`:")
     print(f"  {'':28s} {'clean clone':>12s} {'second run':>12s}")
     for key, label in (("venv_ready_s", "stack listening"), ("dashboard_s", "dashboard serves its page"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import tempfile
 import time
 import uuid
@@ -71,7 +72,8 @@ def main(events: int = 100_000, chunk: int = 5000) -> dict[str, float]:
     from driftline.collector.store.writer import ClickHouseWriter
     from driftline.detectors.config import DetectorsConfig
 
-    store = start_chstore(Path(tempfile.mkdtemp(prefix="bench-stage-")) / "ch")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stage-"))
+    store = start_chstore(tmp / "ch")
     try:
         client = connect(store.url)
         migrate(client)
@@ -114,6 +116,7 @@ def main(events: int = 100_000, chunk: int = 5000) -> dict[str, float]:
         save_bytes = reg.get_sample_value("driftline_detector_state_bytes_total")
     finally:
         store.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     (base_s, n), (stage_s, n2) = results["baseline"], results["stage"]
     per_event_us = (stage_s - base_s) / n2 * 1e6
     print(f"Detector stage, {events} predictions of 20 numeric features + {n2 - events} delayed labels, "

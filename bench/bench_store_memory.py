@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -56,7 +57,8 @@ def main() -> int:
     from driftline.detectors.config import DetectorsConfig
     from driftline.detectors.stage import build_stage
 
-    store = start_chstore(Path(tempfile.mkdtemp(prefix="bench-store-mem-")) / "ch", port=0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-store-mem-"))
+    store = start_chstore(tmp / "ch", port=0)
     try:
         client = connect(store.url)
         migrate(client)
@@ -90,6 +92,7 @@ def main() -> int:
                           f"  parts outdated {outdated:5d} active {active:4d}  threads {threads}", flush=True)
     finally:
         store.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

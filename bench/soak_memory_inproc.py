@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import tempfile
 import time
 import tracemalloc
@@ -154,6 +155,7 @@ def main(events: int, chunk: int, rate: float, every: int, marks: tuple[int, int
                 print(f"        {line.strip()[:140]}")
         grown = sorted(((cb[k] - ca.get(k, 0), k) for k in cb), reverse=True)[:10]
         print("gc objects by type, growth: " + ", ".join(f"{k} {d:+,}" for d, k in grown))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-
 import pytest
 
 from driftline.alerting.receivers import LocalPagerDuty, LocalSlack, LocalWebhook
@@ -22,7 +20,7 @@ def alert_ch_url(request: pytest.FixtureRequest) -> str:
         pass
     from driftline.collector.embedded.chstore import start_chstore
 
-    store = start_chstore(tempfile.mkdtemp(prefix="alerting-ch-"))
+    store = start_chstore(request.getfixturevalue("tmp_path_factory").mktemp("alerting-ch"))
     request.addfinalizer(store.stop)
     return store.url
 

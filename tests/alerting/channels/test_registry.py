@@ -5,7 +5,6 @@ functions (and the old ``Deliverer``) for the fixed incidents in ``incidents_fix
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,7 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("channel_type", sorted(CHANNELS))
-def test_bytes_on_the_wire_are_unchanged(channel_type: str):
+def test_bytes_on_the_wire_are_unchanged(channel_type: str, tmp_path: Path):
     ch = CONFIGS[channel_type]
     sent: list[dict[str, Any]] = []
 
@@ -86,7 +85,7 @@ def test_bytes_on_the_wire_are_unchanged(channel_type: str):
     def smtp(config: ChannelConfig, body: dict[str, Any], key: str) -> None:
         sent.append({"channel": config.name, "body": body, "key": key})
 
-    outbox = Outbox(Path(tempfile.mkdtemp(prefix="wire-")) / "outbox.sqlite3")
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
     d = Deliverer(outbox, {ch.name: ch}, AlertMetrics(CollectorRegistry()),
                   clock=lambda: 1772325600.5, allow_local=True, post=post, smtp_send=smtp)
     key = f"{ch.name}:driftline-x:firing"
