@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "alerting"))
 
-from fakes import FakeSlack  # noqa: E402
+from driftline.alerting.receivers import LocalSlack as FakeSlack  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from driftline.alerting.delivery import Deliverer, http_post  # noqa: E402

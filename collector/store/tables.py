@@ -197,7 +197,7 @@ CREATE TABLE IF NOT EXISTS {DATABASE}.detector_state
 (
     model     LowCardinality(String) COMMENT '* for the whole engine',
     key       String,
-    blob      String COMMENT 'base64 of the zlib-compressed JSON state',
+    blob      String COMMENT 'the compressed JSON state (base64 where meta lacks "blob": "bytes")',
     saved_at  DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(saved_at)

@@ -472,11 +472,11 @@ def test_a_chunk_of_1000_new_models_loads_them_all_with_bounded_queries(ch_clien
         def __init__(self, client: Any) -> None:
             self.client, self.largest = client, 0
 
-        def query(self, sql: str, parameters: Any = None) -> Any:
+        def query(self, sql: str, parameters: Any = None, **kwargs: Any) -> Any:
             for v in (parameters or {}).values():
                 if isinstance(v, list):
                     self.largest = max(self.largest, sum(len(x) + 4 for x in v))
-            return self.client.query(sql, parameters=parameters)
+            return self.client.query(sql, parameters=parameters, **kwargs)
 
         def insert(self, *args: Any, **kwargs: Any) -> Any:
             return self.client.insert(*args, **kwargs)

@@ -145,3 +145,27 @@ def test_state_records_small_as_lz4_large_as_zlib_and_older_records_still_read()
         small = zlib.compressobj(1, zlib.DEFLATED, 13, 5)  # the small-record form written before
         for old in (zlib.compress(data, 1), small.compress(data) + small.flush()):
             assert inflate(old) == data
+
+
+def test_state_blobs_are_stored_as_bytes_and_base64_records_from_before_still_load(ch_client: Any) -> None:
+    """sink.save_records stores a blob's bytes as they are (no base64: a third fewer bytes to send
+    and merge); records written before, base64 text with no ``blob`` key in meta, load as before."""
+    import base64
+    import datetime as dt
+
+    model = f"raw-{uuid.uuid4().hex[:8]}"
+    blob = bytes(range(256)) * 3 + b"\xff\xfe\x00"  # not UTF-8, with a NUL
+    t = dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc)
+    sink.save_records(ch_client, [sink.StateRecord(model, "full", blob, {"seq": 1, "kind": "full"}, t)])
+    size, meta = ch_client.query("SELECT length(blob), meta FROM driftline.detector_state WHERE model = {m:String}",
+                                 parameters={"m": model}).result_rows[0]
+    assert size == len(blob) and '"blob":"bytes"' in meta
+
+    old = b"an older record's compressed state"
+    ch_client.insert("driftline.detector_state",
+                     [[model, "delta:02", base64.b64encode(old).decode(), '{"seq":2,"kind":"delta"}',
+                       t + dt.timedelta(seconds=1)]],
+                     column_names=["model", "key", "blob", "meta", "saved_at"])
+    got = {r.key: r for r in sink.load_records(ch_client, [model])[model]}
+    assert got["full"].blob == blob and got["full"].meta == {"seq": 1, "kind": "full"}
+    assert got["delta:02"].blob == old and got["delta:02"].meta == {"seq": 2, "kind": "delta"}
