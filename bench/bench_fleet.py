@@ -14,7 +14,12 @@ events straight to Kafka with the SDK (one Client, one Monitor per model), and m
 
 all as ratios to the single-model 20-feature run of the same invocation. The detectors run with
 ``window.size`` 500, a first-events reference of ``--ref-events``, segments from the tag ``shop``,
-and ``DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB`` = ``--budget-mb``.
+``DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB`` = ``--budget-mb`` (1,024 by default: the budget counts every
+model's detector state too, ~0.45 MiB per 20-feature model, and this bench sends no labels, so
+its pending joins grow with the events; 1,024 keeps every run free of evictions, as the figures
+before the state was budgeted were) and ``DRIFTLINE_DETECTOR_PARK_AFTER_S`` = ``--park-after-s``.
+The collector's own account of the budget is reported too: its estimate of the resident models'
+state (``driftline_detector_state_resident_bytes``), the pending joins, the models unloaded.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def _config(path: Path, ref_events: int, segments: int) -> Path:
     return path
 
 
-def _start(data_dir: Path, config: Path, budget_mb: float) -> tuple[subprocess.Popen, dict[str, int]]:
+def _start(data_dir: Path, config: Path, budget_mb: float,
+           park_after_s: float) -> tuple[subprocess.Popen, dict[str, int]]:
     from driftline.collector.embedded.broker import free_port, port_open
 
     ports = {"kafka": free_port(), "clickhouse": free_port(), "metrics": free_port()}
@@ -60,6 +66,7 @@ def _start(data_dir: Path, config: Path, budget_mb: float) -> tuple[subprocess.P
     out = open(data_dir / "up.out", "ab")  # noqa: SIM115 - owned by the child
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB"] = str(budget_mb)
+    env["DRIFTLINE_DETECTOR_PARK_AFTER_S"] = str(park_after_s)
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     wait_for(lambda: port_open("127.0.0.1", ports["kafka"]) and port_open("127.0.0.1", ports["clickhouse"])
              and port_open("127.0.0.1", ports["metrics"]), 180, "the stack's ports", proc)
@@ -99,12 +106,14 @@ def _stored(client: Any) -> int:
     return int(client.query("SELECT count() FROM driftline.predictions").result_rows[0][0])
 
 
-def run(models: int, features: int, segments: int, *, events: int, ref_events: int, budget_mb: float) -> dict[str, Any]:
+def run(models: int, features: int, segments: int, *, events: int, ref_events: int, budget_mb: float,
+        park_after_s: float = 300.0) -> dict[str, Any]:
     from driftline.collector.store.client import connect
     from driftline.sdk import Client, Monitor, SdkSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    proc, ports = _start(tmp / "data", _config(tmp / "detectors.yaml", ref_events, segments), budget_mb)
+    proc, ports = _start(tmp / "data", _config(tmp / "detectors.yaml", ref_events, segments), budget_mb,
+                         park_after_s)
     rng = random.Random(0)
     pool = [{f"f{k}": rng.gauss(0, 1) for k in range(features)} for _ in range(64)]
     client = None
@@ -149,6 +158,10 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
                 "collector_us": 1e6 * cpu["collector"] / events, "store_us": 1e6 * cpu["store"] / events,
                 "state_bytes": state / events, "series": series, "rss": rss,
                 "evicted": m1.get("driftline_label_join_evicted_total", 0.0),
+                "budget_mb": budget_mb,
+                "state_mib": m1.get("driftline_detector_state_resident_bytes", 0.0) / 2**20,
+                "pending": m1.get("driftline_detector_pending_joins", 0.0),
+                "parked": m1.get("driftline_detector_models_parked_total", 0.0),
                 "stalls": log.count("detector failed on a batch")}
     finally:
         if client is not None:
@@ -165,7 +178,8 @@ def main() -> None:
     ap.add_argument("--grid", choices=("full", "reduced"), default="full")
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--ref-events", type=int, default=100)
-    ap.add_argument("--budget-mb", type=float, default=256.0)
+    ap.add_argument("--budget-mb", type=float, default=1024.0)
+    ap.add_argument("--park-after-s", type=float, default=300.0)
     ap.add_argument("--only", help="runs as models:features:segments,... (the first is the baseline)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds of the grid, its order reversed every other round; figures are medians "
@@ -180,7 +194,8 @@ def main() -> None:
         for i in (range(len(grid)) if k % 2 == 0 else reversed(range(len(grid)))):
             models, features, segments = grid[i]
             n = max(2000, args.events * 20 // features)  # the same feature values per run
-            rows[i] = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb)
+            rows[i] = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb,
+                          park_after_s=args.park_after_s)
             print(json.dumps({"round": k, **rows[i]}), flush=True)
         rounds.append(rows)  # type: ignore[arg-type]
     print(table(rounds))
@@ -195,8 +210,9 @@ def table(rounds: list[list[dict[str, Any]]]) -> str:
     import statistics
 
     out = ["| models | features | segments | events/s (ratio) | collector µs/event (ratio) | store µs/event (ratio) "
-           "| state B/event (ratio) | /metrics series | collector RSS MiB | store RSS MiB | warm-up s | stalls |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| state B/event (ratio) | /metrics series | collector RSS MiB | store RSS MiB | warm-up s | stalls "
+           "| detector state MiB (est.) | pending joins | evicted | unloaded |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rounds[0]):
         runs = [rows[i] for rows in rounds]
 
@@ -215,7 +231,9 @@ def table(rounds: list[list[dict[str, Any]]]) -> str:
                    f"| {cell('collector_us')} | {cell('store_us')} | {cell('state_bytes')} "
                    f"| {med(lambda x: x['series']):,.0f} | {med(lambda x: x['rss'].get('collector', 0)):.0f} "
                    f"| {med(lambda x: x['rss'].get('store', 0)):.0f} | {med(lambda x: x['warmup_s']):.0f} "
-                   f"| {sum(x['stalls'] for x in runs)} |")
+                   f"| {sum(x['stalls'] for x in runs)} | {med(lambda x: x.get('state_mib', 0)):.0f} "
+                   f"| {med(lambda x: x.get('pending', 0)):,.0f} | {med(lambda x: x.get('evicted', 0)):,.0f} "
+                   f"| {med(lambda x: x.get('parked', 0)):,.0f} |")
     return "\n".join(out)
 
 

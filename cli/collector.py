@@ -23,6 +23,7 @@ def _collector(args: argparse.Namespace) -> int:
         return build_observers(settings.detectors_config, client, registry=registry,
                                feature_detail_top=settings.feature_detail_top,
                                memory_budget_mb=settings.detector_memory_budget_mb,
+                               park_after_s=settings.detector_park_after_s,
                                reference_poll_s=settings.reference_poll_s)
 
     run_collector(settings, observers=observers)

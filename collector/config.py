@@ -33,6 +33,7 @@ ENV_VARS = {
     "DRIFTLINE_DEADLETTER_RETENTION_H": "deadletter_retention_h",
     "DRIFTLINE_FEATURE_DETAIL_TOP": "feature_detail_top",
     "DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB": "detector_memory_budget_mb",
+    "DRIFTLINE_DETECTOR_PARK_AFTER_S": "detector_park_after_s",
     "DRIFTLINE_REFERENCE_POLL_S": "reference_poll_s",
     "DRIFTLINE_MEMORY_PROBE_DIR": "memory_probe_dir",
     "DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "memory_probe_interval_s",
@@ -70,9 +71,14 @@ class CollectorSettings:
     # per-model health series are always there and every value is in driftline.drift_metrics.
     # 30 keeps 1,000 models under ~10k series; raise it to see every feature of a small fleet.
     feature_detail_top: int = 30
-    # The detectors' pending joins (labels, shadows, outcomes awaited), all models together; ~900
-    # bytes each (detectors/budget.py). Oldest first from the models holding most, counted.
+    # The detectors' memory, all models together (detectors/budget.py): each model's state
+    # (histograms, references; ~0.5 MiB at 20 features, estimated) and the pending joins (labels,
+    # shadows, outcomes awaited; ~900 bytes each). Over it, idle models are unloaded first (their
+    # state is saved; their next event loads it), then pending joins evicted, oldest first from
+    # the models holding most; both counted.
     detector_memory_budget_mb: float = 512.0
+    # A model with no event for this long may be unloaded when the budget is over.
+    detector_park_after_s: float = 300.0
     # How often references stored while the collector runs (`driftline reference set`) are picked
     # up: one light query of when each was saved, the profile loaded only when it changed.
     reference_poll_s: float = 10.0
@@ -86,6 +92,8 @@ class CollectorSettings:
     def __post_init__(self) -> None:
         if not self.detector_memory_budget_mb > 0:
             raise ConfigError("detector_memory_budget_mb must be > 0 (DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB)")
+        if not self.detector_park_after_s >= 0:
+            raise ConfigError("detector_park_after_s must be >= 0 (DRIFTLINE_DETECTOR_PARK_AFTER_S)")
         if not self.reference_poll_s > 0:
             raise ConfigError("reference_poll_s must be > 0 (DRIFTLINE_REFERENCE_POLL_S)")
         if not self.memory_probe_interval_s > 0:

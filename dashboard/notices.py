@@ -2,7 +2,10 @@
 
 The collector writes a ``reference_missing`` row (detector ``reference``) for each window of a
 model version whose ``reference.source`` is ``stored`` with no reference stored (its drift is not
-checked, detectors/monitor.py); the Model page shows them here, whatever segment is selected.
+checked, detectors/monitor.py), and a ``joins_evicted`` row (detector ``memory``) for a window
+after pending joins of the model were evicted for room (the collector's memory budget or the
+model's ``concept.max_pending``: those predictions' labels can no longer be joined); the Model page
+shows both here, whatever segment is selected.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import streamlit as st
 from driftline.dashboard.panel import Query, in_range, query
 from driftline.dashboard.ui import Ctx, data
 from driftline.dashboard.view import View
-from driftline.detectors.base import REFERENCE_NOTICE_DETECTOR, STAT_REFERENCE_MISSING
+from driftline.detectors.base import (
+    MEMORY_NOTICE_DETECTOR, REFERENCE_NOTICE_DETECTOR, STAT_JOINS_EVICTED, STAT_REFERENCE_MISSING,
+)
 
-__all__ = ["reference_missing", "render_notices"]
+__all__ = ["joins_evicted", "reference_missing", "render_notices"]
 
 
 def reference_missing(v: View) -> Query:
@@ -34,8 +39,35 @@ WHERE model = {model:String} AND detector = {detector:String} AND statistic = {s
 GROUP BY model_version ORDER BY model_version""", params)
 
 
+def joins_evicted(v: View) -> Query:
+    """Pending joins of ``v``'s model evicted for room in the range, by kind, and the last window
+    that said so."""
+    params: dict[str, Any] = {"model": v.model, "detector": MEMORY_NOTICE_DETECTOR, "statistic": STAT_JOINS_EVICTED,
+                              **in_range(v.start, v.end)}
+    return query("model.joins_evicted", """
+SELECT toUInt64(sum(value)) AS evicted,
+       toUInt64(sum(JSONExtractUInt(details, 'predictions'))) AS predictions,
+       toUInt64(sum(JSONExtractUInt(details, 'labels'))) AS labels,
+       max(window_end) AS last_window
+FROM driftline.drift_metrics FINAL
+WHERE model = {model:String} AND detector = {detector:String} AND statistic = {statistic:String}
+  AND window_start >= toDateTime64({start:String}, 3, 'UTC') AND window_start < toDateTime64({end:String}, 3, 'UTC')
+HAVING evicted > 0""", params)
+
+
 def render_notices(ctx: Ctx) -> None:
-    """A warning per version of the model that had no usable reference in the range."""
+    """A warning per version of the model that had no usable reference in the range, and one if
+    pending joins of the model were evicted in the range."""
+    ev = data(ctx, joins_evicted(ctx.view), quiet_missing=True)
+    if ev is not None and len(ev):
+        r = next(ev.itertuples())
+        st.warning(
+            f"**Label joins evicted for memory**: {int(r.evicted):,} pending joins of this model were dropped in this "
+            f"range (last in the window ending {r.last_window:%Y-%m-%d %H:%M} UTC): {int(r.predictions):,} "
+            f"predictions awaiting their label, {int(r.labels):,} labels awaiting their prediction, the rest shadows "
+            "or outcomes. Their labels cannot be joined, so performance and concept drift see fewer of them. Raise "
+            "`DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB` (the collector's) or this model's `concept.max_pending`, or "
+            "shorten `concept.label_horizon_s`.")
     df = data(ctx, reference_missing(ctx.view), quiet_missing=True)
     if df is None or not len(df):
         return

@@ -33,14 +33,14 @@ import msgspec
 import numpy as np
 
 from driftline.collector.store.tables import (
-    REFERENCE_NOTICE_DETECTOR, STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, STAT_IMPACT,
-    STAT_REFERENCE_MISSING,
+    MEMORY_NOTICE_DETECTOR, REFERENCE_NOTICE_DETECTOR, STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED,
+    STAT_IMPACT, STAT_JOINS_EVICTED, STAT_REFERENCE_MISSING,
 )
 
 __all__ = [
     "Detector", "DetectorResult", "MetricRow", "result_to_row",
     "STAT_EXCLUDED", "STAT_DRIFTED_SHARE", "STAT_IMPACT", "STAT_ALARM_BUDGET", "SUMMARY_STATISTICS",
-    "STAT_REFERENCE_MISSING", "REFERENCE_NOTICE_DETECTOR",
+    "STAT_REFERENCE_MISSING", "REFERENCE_NOTICE_DETECTOR", "STAT_JOINS_EVICTED", "MEMORY_NOTICE_DETECTOR",
 ]
 
 Detail = tuple[str, Any]
@@ -49,7 +49,7 @@ Detail = tuple[str, Any]
 # the drift_metrics table's (collector/store/tables.py), so that alerting, which sits beside
 # the detectors and may not import them, reads the same names; the dashboard imports them here.
 SUMMARY_STATISTICS = frozenset((STAT_EXCLUDED, STAT_DRIFTED_SHARE, STAT_IMPACT, STAT_ALARM_BUDGET,
-                                STAT_REFERENCE_MISSING))
+                                STAT_REFERENCE_MISSING, STAT_JOINS_EVICTED))
 
 
 @dataclasses.dataclass(frozen=True)

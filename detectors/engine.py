@@ -84,6 +84,8 @@ class DetectorEngine:
         # References of models not (yet) configured: installed when ensure_model adds them.
         self._references: dict[tuple[str, str], Reference] = dict(references or {})
         self._changed: set[str] = set()  # models whose state changed since their last save
+        # Parked models' once-per-process warnings (too small, no reference): not said again on reload.
+        self._said: dict[str, tuple[set[str], set[str]]] = {}
         # Models changed since their last mark_saved by more than their events: a window closed,
         # the memory budget evicted (see replayable).
         self._settled: set[str] = set()
@@ -110,9 +112,32 @@ class DetectorEngine:
         self.monitors.pop(model, None)
         self.windows.pop(model, None)
         self.watermarks.pop(model, None)
+        self._said.pop(model, None)
         self._changed.discard(model)
         self._settled.discard(model)
         self.metrics.drop(model)
+
+    def parkable(self, model: str) -> bool:
+        """True if ``model`` may leave memory now and come back from its saved state with nothing
+        changed: it is saved (nothing changed since :meth:`mark_saved`), no row of it awaits
+        :meth:`poll`, and no time window of it is open (that one closes on the clock, not on an
+        event; a count window only closes on its events, so an open one may go)."""
+        win = self.windows.get(model)
+        return (model in self.monitors and model not in self._changed and model not in self._settled
+                and (win is None or win.settings.kind == "count" or not win.is_open)
+                and not any(r.model == model for r in self._ready)
+                and not any(r.model == model for r in self._estimates))
+
+    def park_model(self, model: str) -> None:
+        """Let ``model``'s state go from memory (the memory budget, :mod:`~driftline.detectors.budget`);
+        unlike :meth:`drop_model` its metrics stay: it is still this collector's. Load it again
+        with :meth:`ensure_model` and :meth:`load_model_state` (what it logged once stays said)."""
+        mon = self.monitors.get(model)
+        if mon is not None:
+            self._said[model] = (set(mon.size_warned), set(mon.missing_warned))
+        self.monitors.pop(model, None)
+        self.windows.pop(model, None)
+        self.watermarks.pop(model, None)
 
     # -- references -----------------------------------------------------------------------------
     def set_reference(self, ref: Reference) -> None:
@@ -394,6 +419,10 @@ class DetectorEngine:
         cfg = self.monitors[model].cfg
         mon = self.monitors[model] = ModelMonitor(cfg, {}, stored=self._stored_reference(model))
         mon.set_state(doc["monitor"])
+        said = self._said.pop(model, None)
+        if said is not None:
+            mon.size_warned, mon.missing_warned = said
+            mon.missing_reported = True
         for (m, v), ref in self._references.items():
             cur = mon.references.get(v)
             if m == model and (cur is None or (cur.created_at, cur.source) != (ref.created_at, ref.source)):

@@ -21,7 +21,9 @@ import dataclasses
 import logging
 from typing import Any, Mapping
 
-from driftline.detectors.base import REFERENCE_NOTICE_DETECTOR, STAT_REFERENCE_MISSING, DetectorResult
+from driftline.detectors.base import (
+    MEMORY_NOTICE_DETECTOR, REFERENCE_NOTICE_DETECTOR, STAT_JOINS_EVICTED, STAT_REFERENCE_MISSING, DetectorResult,
+)
 from driftline.detectors.monitor_state import MonitorState
 from driftline.detectors.reference import Reference, from_events, prediction_features
 from driftline.detectors.streams import PROVISIONAL, VersionStream
@@ -326,4 +328,14 @@ class ModelMonitor(MonitorState):
                 REFERENCE_NOTICE_DETECTOR, "*", STAT_REFERENCE_MISSING, float(n), None, None, False, 0, n,
                 (("source", self.cfg.reference.source),))))
         self.unreferenced = {}
+        # Joins evicted for room since the last window (memory budget, max_pending): said in the
+        # window after the one they were evicted in at the latest, per kind.
+        since = [(kind, s.evicted - self.counts.get(f"told_evicted_{kind}", 0))
+                 for kind, s in zip(("predictions", "labels", "shadows", "outcomes"), self.stores)]
+        n = sum(k for _, k in since)
+        if n > 0:
+            for kind, s in zip(("predictions", "labels", "shadows", "outcomes"), self.stores):
+                self.counts[f"told_evicted_{kind}"] = s.evicted
+            out.append(("", "", DetectorResult(MEMORY_NOTICE_DETECTOR, "*", STAT_JOINS_EVICTED, float(n), None, None,
+                                               False, 0, n, tuple(since))))
         return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
+from driftline.detectors.budget import ENTRY_BYTES, STATE_FACTOR, approx_bytes
 from driftline.detectors.calibration import AlarmBudget
 from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
 from driftline.detectors.config import ModelConfig
@@ -73,7 +74,29 @@ class MonitorState:
         self._shadow_variants: set[str] = set()  # rebuilt as shadows arrive (not saved)
         self._concept_dirty = True  # performance / error streams changed since the checkpoint
         self._core_patch: Any = _NO_PATCH  # the last core_delta(), applied to the mark on checkpoint
+        self._shape: Any = None  # what the size estimate of state_bytes was made for
+        self._core_bytes = 0
         self.checkpoint()
+
+    @property
+    def state_bytes(self) -> int:
+        """Estimated resident bytes of this model's state, pending joins apart (the memory budget,
+        :mod:`~driftline.detectors.budget`): the core and references measured when their shape
+        last changed (a version, segment, detector or reference added or gone), the first-events
+        buffers as they are now."""
+        self._measure()
+        return self._core_bytes + ENTRY_BYTES * sum(len(b) for b in self.bootstrap.values())
+
+    def _measure(self) -> None:
+        """Estimate the core's and the references' size again if their shape changed."""
+        shape = (tuple(map(id, self.references.values())),
+                 tuple((v, len(st.segments)) for v, st in self.streams.items()),
+                 len(self.performance), len(self.errors), len(self.shadows), len(self.ab), len(self.traffic))
+        if shape == self._shape:
+            return
+        self._shape = shape
+        refs = sum(approx_bytes(r.to_json()) for r in self.references.values())
+        self._core_bytes = int(STATE_FACTOR * approx_bytes(self.core_state())) + refs
 
     @property
     def stores(self) -> tuple[JournaledStore, ...]:

@@ -197,24 +197,26 @@ class ReferenceWatch:
 
 def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
                 feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
-                reference_poll_s: float = 10.0) -> DetectorStage:
+                park_after_s: float = 300.0, reference_poll_s: float = 10.0) -> DetectorStage:
     """Load stored references and return the stage. The store is already migrated: the process's
     entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start.
     ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`;
-    ``memory_budget_mb``: the pending joins of all models together (``detector_memory_budget_mb``);
-    ``reference_poll_s``: how often references stored meanwhile are picked up (:class:`ReferenceWatch`)."""
+    ``memory_budget_mb``: the detectors' state and pending joins of all models together
+    (``detector_memory_budget_mb``); ``park_after_s``: idle time before a model may be unloaded
+    under it (``detector_park_after_s``); ``reference_poll_s``: how often references stored meanwhile are picked up (:class:`ReferenceWatch`)."""
     from driftline.detectors.reference_store import ReferenceStore
 
     engine = DetectorEngine(config, registry=registry, feature_detail_top=feature_detail_top,
                             memory_budget_mb=memory_budget_mb)
     watch = ReferenceWatch(ReferenceStore(client), engine, interval_s=reference_poll_s)
     watch.load()
-    return DetectorStage(ModelStates(engine, client, registry=registry), registry=registry, references=watch)
+    states = ModelStates(engine, client, registry=registry, park_after_s=park_after_s)
+    return DetectorStage(states, registry=registry, references=watch)
 
 
 def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None,
                     feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
-                    reference_poll_s: float = 10.0) -> list[DetectorStage]:
+                    park_after_s: float = 300.0, reference_poll_s: float = 10.0) -> list[DetectorStage]:
     """The collector's observers: the detector stage, always on.
 
     ``detectors_config`` names a YAML file (one document per model, ``---`` between them,
@@ -224,4 +226,5 @@ def build_observers(detectors_config: Path | None, client: Any, *, registry: Any
     """
     config = load_config(detectors_config) if detectors_config is not None else DetectorsConfig()
     return [build_stage(config, client, registry=registry, feature_detail_top=feature_detail_top,
-                        memory_budget_mb=memory_budget_mb, reference_poll_s=reference_poll_s)]
+                        memory_budget_mb=memory_budget_mb, park_after_s=park_after_s,
+                        reference_poll_s=reference_poll_s)]

@@ -60,15 +60,21 @@ class ModelStates:
 
     ``client`` is a clickhouse-connect client with :func:`driftline.collector.store.migrate` done;
     ``retry_s`` bounds the retries of a failed read or write (then the error is raised and the
-    state stays unsaved: it is saved with the next :meth:`publish`).
+    state stays unsaved: it is saved with the next :meth:`publish`). ``park_after_s``: with the
+    engine's memory budget over, models with no event for this long (``clock`` seconds) leave
+    memory after a save (:meth:`park`).
     """
 
     def __init__(self, engine: DetectorEngine, client: Any, *, registry: Any = None, retry_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, park_after_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.client = client
         self.retry_s = retry_s
         self.sleep = sleep
+        self.park_after_s = park_after_s
+        self.clock = clock
+        self._active: dict[str, float] = {}  # per loaded model: clock() when it last had events saved
         self._loaded: set[str] = set()  # models whose saved state this process has read
         self._positions: dict[str, dict[Source, Position]] = {}
         self._moved: set[str] = set()  # models whose positions advanced since their last save
@@ -130,8 +136,10 @@ class ModelStates:
         for m in models:
             eng.ensure_model(eng.config.default_for(m))
         records = self._retry(lambda: sink.load_records(self.client, sorted(models)), "detector state load")
+        now = self.clock()
         for m in models:
             self._loaded.add(m)
+            self._active[m] = now
             self._positions[m] = {}
             for k in (self._seq, self._full_seq, self._full_bytes, self._delta_bytes, self._events,
                       self._journaled):
@@ -192,6 +200,7 @@ class ModelStates:
                 for m in lost:
                     self._drop(m)
                     self._loaded.discard(m)
+                    self._active.pop(m, None)
                 rows = [r for r in rows if r.model not in lost]
                 dirty = [m for m in dirty if m not in lost]
         if rows:
@@ -201,6 +210,44 @@ class ModelStates:
             self._retry(lambda: sink.write_estimates(self.client, estimates), "performance_estimates write")
         if dirty:
             self.save(dirty)
+        self.park()
+
+    def park(self) -> list[str]:
+        """While the engine's memory budget is over, unload idle models (least recently active
+        first): saved, no event for ``park_after_s``, nothing awaiting the clock
+        (:meth:`DetectorEngine.parkable`). Their next event loads them again (:meth:`refresh`
+        sees them as not loaded), exactly as a restart would. Returns the models unloaded."""
+        budget = self.engine.budget
+        if budget is None:
+            return []
+        monitors = self.engine.monitors
+        over = budget.over(monitors)
+        if over <= 0:
+            return []
+        unsaved = self.unsaved()
+        idle_before = self.clock() - self.park_after_s
+        candidates = sorted((t, m) for m, t in self._active.items()
+                            if t <= idle_before and m not in unsaved and self.engine.parkable(m))
+        parked = []
+        for _, m in candidates:
+            if over <= 0:
+                break
+            mon = monitors[m]
+            over -= mon.state_bytes + budget.entry_bytes * sum(len(s) for s in mon.stores)
+            self.engine.park_model(m)
+            self._forget(m)
+            parked.append(m)
+        budget.parked(len(parked), monitors, over)
+        return parked
+
+    def _forget(self, model: str) -> None:
+        """This process no longer holds ``model``'s state: its next event loads it."""
+        self._loaded.discard(model)
+        self._active.pop(model, None)
+        self._moved.discard(model)
+        for k in (self._positions, self._seq, self._full_seq, self._full_bytes, self._delta_bytes, self._events,
+                  self._journaled):
+            k.pop(model, None)
 
     def save(self, models: Sequence[str]) -> None:
         """Save the state of ``models`` in one insert (all of them are stored, or none)."""
@@ -230,7 +277,10 @@ class ModelStates:
             records.append(sink.StateRecord(m, key, blob, meta, saved_at))
             plans.append((m, seq, kind, len(blob), len(events)))
         self._retry(lambda: sink.save_records(self.client, records), "detector state save")
+        now = self.clock()
         for m, seq, kind, size, n_events in plans:
+            if n_events:
+                self._active[m] = now
             if kind == "events":
                 eng.mark_journaled(m)
                 self._journaled[m] = self._journaled.get(m, 0) + n_events

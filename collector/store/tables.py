@@ -155,6 +155,12 @@ STAT_ALARM_BUDGET = "alarm_budget"
 STAT_REFERENCE_MISSING = "reference_missing"
 #: ``drift_metrics.detector`` of the STAT_REFERENCE_MISSING rows (no detector judged anything)
 REFERENCE_NOTICE_DETECTOR = "reference"
+#: detector MEMORY_NOTICE_DETECTOR, feature ``*``: pending joins of the model evicted since its last
+#: window for room (the collector's memory budget or the model's ``max_pending``): their labels,
+#: shadows or outcomes can no longer be joined (value: entries evicted; details: by kind)
+STAT_JOINS_EVICTED = "joins_evicted"
+#: ``drift_metrics.detector`` of the STAT_JOINS_EVICTED rows
+MEMORY_NOTICE_DETECTOR = "memory"
 
 # Performance estimated without labels (detectors/estimate_stream.py, issue 18): one row per
 # (model, version, segment, metric, window), written at window close and rewritten as the
