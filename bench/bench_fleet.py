@@ -17,7 +17,9 @@ all as ratios to the single-model 20-feature run of the same invocation. The det
 ``DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB`` = ``--budget-mb`` (1,024 by default: the budget counts every
 model's detector state too, ~0.45 MiB per 20-feature model, and this bench sends no labels, so
 its pending joins grow with the events; 1,024 keeps every run free of evictions, as the figures
-before the state was budgeted were) and ``DRIFTLINE_DETECTOR_PARK_AFTER_S`` = ``--park-after-s``.
+before the state was budgeted were) and ``DRIFTLINE_DETECTOR_PARK_AFTER_S`` = ``--park-after-s``;
+``--active K`` sends the measured events to K models at a time, block after block, so that the
+others are idle (the budget's unloading of idle models).
 The collector's own account of the budget is reported too: its estimate of the resident models'
 state (``driftline_detector_state_resident_bytes``), the pending joins, the models unloaded.
 """
@@ -107,7 +109,7 @@ def _stored(client: Any) -> int:
 
 
 def run(models: int, features: int, segments: int, *, events: int, ref_events: int, budget_mb: float,
-        park_after_s: float = 300.0) -> dict[str, Any]:
+        park_after_s: float = 300.0, active: int = 0) -> dict[str, Any]:
     from driftline.collector.store.client import connect
     from driftline.sdk import Client, Monitor, SdkSettings
 
@@ -125,11 +127,16 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
                                     batch_size=2000))
         mons = [Monitor(f"fleet-{m:04d}", "1", client=client) for m in range(models)]
 
-        def send(n: int, start: int) -> None:
-            for i in range(start, start + n):
+        def send(n: int, start: int, active: int = 0) -> None:
+            """``n`` events round-robin over the models; with ``active``, over ``active`` models at a
+            time, block after block (each model busy in its block only, idle the rest of the run)."""
+            blocks = models // active if active else 1
+            per_block = -(-n // blocks)
+            for k, i in enumerate(range(start, start + n)):
                 tags = {"shop": f"s{i % segments}"} if segments > 1 else None
                 s = pool[i % 64]
-                mons[i % models].log(s, s["f0"] > 0, latency_ms=1.0, tags=tags)
+                m = (k // per_block) * active + k % active if active else i % models
+                mons[m].log(s, s["f0"] > 0, latency_ms=1.0, tags=tags)
 
         t0 = time.perf_counter()
         warm = models * (ref_events + 20)
@@ -142,7 +149,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         cpu0 = {r: _cpu_s(pids[r]) for r in ("collector", "store")}
         _, m0 = _metrics(ports["metrics"])
         t0 = time.perf_counter()
-        send(events, warm)
+        send(events, warm, active)
         client.flush(300)
         wait_for(lambda: _stored(ch) >= warm + events, 900, "the measured events", proc)
         took = time.perf_counter() - t0
@@ -180,6 +187,9 @@ def main() -> None:
     ap.add_argument("--ref-events", type=int, default=100)
     ap.add_argument("--budget-mb", type=float, default=1024.0)
     ap.add_argument("--park-after-s", type=float, default=300.0)
+    ap.add_argument("--active", type=int, default=0,
+                    help="measured events to this many models at a time, block after block (0: all models "
+                         "round-robin); with a small --budget-mb and --park-after-s the idle ones leave memory")
     ap.add_argument("--only", help="runs as models:features:segments,... (the first is the baseline)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds of the grid, its order reversed every other round; figures are medians "
@@ -195,7 +205,7 @@ def main() -> None:
             models, features, segments = grid[i]
             n = max(2000, args.events * 20 // features)  # the same feature values per run
             rows[i] = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb,
-                          park_after_s=args.park_after_s)
+                          park_after_s=args.park_after_s, active=min(args.active, models))
             print(json.dumps({"round": k, **rows[i]}), flush=True)
         rounds.append(rows)  # type: ignore[arg-type]
     print(table(rounds))

@@ -50,7 +50,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["MemoryBudget", "ENTRY_BYTES", "MIN_JOIN_SHARE", "STATE_FACTOR", "approx_bytes", "water_level"]
+__all__ = ["MemoryBudget", "ENTRY_BYTES", "MIN_JOIN_SHARE", "REF_FACTOR", "STATE_FACTOR", "approx_bytes", "water_level"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ MIN_JOIN_SHARE = 0.25
 #: live detectors and the JSON copy of the core that delta saves diff against (two copies), with
 #: the live ones' containers (numpy arrays, detector objects) a little larger than the JSON's
 STATE_FACTOR = 1.7
+#: resident bytes of a reference per byte of its JSON: its objects and the JSON itself, kept once made
+REF_FACTOR = 1.8
 
 _SCALAR_BYTES = {float: 24, int: 28, bool: 0, type(None): 0}
 
@@ -135,6 +137,11 @@ class MemoryBudget:
         """Evict pending joins above what the models' state leaves of the budget; count evictions of
         the evicted and ``touched`` models (whose own caps may have evicted); return {model:
         entries the budget evicted}."""
+        touched = set(touched)
+        for m in touched:
+            mon = monitors.get(m)
+            if mon is not None and hasattr(mon, "measure"):
+                mon.measure()
         self.state_bytes = sum(getattr(mon, "state_bytes", 0) for mon in monitors.values())
         room = max(self.limit_bytes - self.state_bytes, int(self.limit_bytes * MIN_JOIN_SHARE))
         self.limit = room // self.entry_bytes

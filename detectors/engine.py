@@ -203,7 +203,9 @@ class DetectorEngine:
             if self.budget is not None:
                 try:
                     evicted = self.budget.enforce(self.monitors, {m for m, _ in counts} if counts else self._changed)
-                    self._settled.update(m for m, n in evicted.items() if n)
+                    gone = [m for m, n in evicted.items() if n]
+                    self._settled.update(gone)
+                    self._changed.update(gone)  # saved as a state delta, then it may be unloaded
                 except Exception:  # the hot path never raises (STYLE 2)
                     log.exception("detector memory budget failed on a batch")
                     self.metrics.ignore("engine_error")

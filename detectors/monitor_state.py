@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from driftline.detectors.abtest import ABTestDetector
-from driftline.detectors.budget import ENTRY_BYTES, STATE_FACTOR, approx_bytes
+from driftline.detectors.budget import ENTRY_BYTES, REF_FACTOR, STATE_FACTOR, approx_bytes
 from driftline.detectors.calibration import AlarmBudget
 from driftline.detectors.concept import ErrorStreamDetector, PerformanceDetector
 from driftline.detectors.config import ModelConfig
@@ -77,25 +77,28 @@ class MonitorState:
         self._shape: Any = None  # what the size estimate of state_bytes was made for
         self._core_bytes = 0
         self.checkpoint()
+        self.measure()
 
     @property
     def state_bytes(self) -> int:
         """Estimated resident bytes of this model's state, pending joins apart (the memory budget,
-        :mod:`~driftline.detectors.budget`): the core and references measured when their shape
-        last changed (a version, segment, detector or reference added or gone), the first-events
-        buffers as they are now."""
-        self._measure()
+        :mod:`~driftline.detectors.budget`): the core and references as of the last :meth:`measure`,
+        the first-events buffers as they are now."""
         return self._core_bytes + ENTRY_BYTES * sum(len(b) for b in self.bootstrap.values())
 
-    def _measure(self) -> None:
-        """Estimate the core's and the references' size again if their shape changed."""
+    def measure(self) -> None:
+        """Estimate the core's and the references' size again if their shape changed (a version,
+        segment, detector or reference added or gone): the budget calls it for the models a
+        chunk touched, so a model's estimate costs a few ``len`` calls per chunk, not a walk."""
         shape = (tuple(map(id, self.references.values())),
                  tuple((v, len(st.segments)) for v, st in self.streams.items()),
                  len(self.performance), len(self.errors), len(self.shadows), len(self.ab), len(self.traffic))
         if shape == self._shape:
             return
         self._shape = shape
-        refs = sum(approx_bytes(r.to_json()) for r in self.references.values())
+        # A reference is held twice: its objects (profiles, the sample's rows) and its JSON, kept
+        # once made (every full save and journal carries it): ~1.8x the JSON's length, measured.
+        refs = int(REF_FACTOR * sum(approx_bytes(r.to_json()) for r in self.references.values()))
         self._core_bytes = int(STATE_FACTOR * approx_bytes(self.core_state())) + refs
 
     @property
@@ -235,6 +238,7 @@ class MonitorState:
         self.versions.set_state(state.get("versions"))
         self._core_patch = _NO_PATCH
         self.checkpoint()
+        self.measure()
 
     # -- saving in pieces: the bounded core, and what changed since the last checkpoint ----------
     def core_state(self, *, changed_only: bool = False) -> dict[str, Any]:

@@ -59,8 +59,9 @@ class DetectorStage:
         owner stored it and died before saving its state. Any other replay, and a second copy
         inside the chunk, was observed already.
         """
-        self._prepare(events, positions)
+        chunk_models = self._prepare(events, positions)
         states = self.states
+        states.park(keep=chunk_models)  # idle models out before this chunk's joins are budgeted
         seen: set[str] = set()
         todo: list[dict[str, Any]] = []
         skipped = 0
@@ -88,9 +89,11 @@ class DetectorStage:
         # Count windows closed while observing; time windows close on tick only.
         states.publish(self.engine.poll(_NEVER), check_owner=False)
 
-    def _prepare(self, events: Sequence[dict[str, Any]], positions: Sequence[Any]) -> None:
-        """Note partitions that are new or jumped ahead; have their models (re)loaded."""
+    def _prepare(self, events: Sequence[dict[str, Any]], positions: Sequence[Any]) -> set[str]:
+        """Note partitions that are new or jumped ahead; have their models (re)loaded; return the
+        chunk's models."""
         new: set[str] = set()
+        models: set[str] = set()
         moved: set[str] = set()
         for ev, pos in zip(events, positions):
             tp = (pos.topic, pos.partition)
@@ -104,9 +107,11 @@ class DetectorStage:
             if last is None or pos.offset > last:
                 self.tp_last[tp] = pos.offset
             self.tp_models.setdefault(tp, set()).add(model)
+            models.add(model)
             if not self.states.loaded(model):
                 new.add(model)
         self.states.refresh(new, moved)
+        return models
 
     # -- time -----------------------------------------------------------------------------------
     def tick(self, now_s: float) -> None:

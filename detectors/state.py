@@ -212,11 +212,12 @@ class ModelStates:
             self.save(dirty)
         self.park()
 
-    def park(self) -> list[str]:
+    def park(self, keep: Collection[str] = ()) -> list[str]:
         """While the engine's memory budget is over, unload idle models (least recently active
         first): saved, no event for ``park_after_s``, nothing awaiting the clock
-        (:meth:`DetectorEngine.parkable`). Their next event loads them again (:meth:`refresh`
-        sees them as not loaded), exactly as a restart would. Returns the models unloaded."""
+        (:meth:`DetectorEngine.parkable`), not in ``keep`` (the models of the chunk about to be
+        observed). Their next event loads them again (:meth:`refresh` sees them as not loaded),
+        exactly as a restart would. Returns the models unloaded."""
         budget = self.engine.budget
         if budget is None:
             return []
@@ -227,7 +228,7 @@ class ModelStates:
         unsaved = self.unsaved()
         idle_before = self.clock() - self.park_after_s
         candidates = sorted((t, m) for m, t in self._active.items()
-                            if t <= idle_before and m not in unsaved and self.engine.parkable(m))
+                            if t <= idle_before and m not in unsaved and m not in keep and self.engine.parkable(m))
         parked = []
         for _, m in candidates:
             if over <= 0:

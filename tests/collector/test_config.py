@@ -52,3 +52,13 @@ def test_feature_detail_top_is_read_from_the_environment_and_checked() -> None:
     assert CollectorSettings.build(env={"DRIFTLINE_FEATURE_DETAIL_TOP": "500"}).feature_detail_top == 500
     with pytest.raises(ConfigError, match="DRIFTLINE_FEATURE_DETAIL_TOP"):
         CollectorSettings.build(env={"DRIFTLINE_FEATURE_DETAIL_TOP": "-1"})
+
+
+def test_the_idle_time_before_a_model_may_leave_memory_is_a_checked_setting() -> None:
+    from driftline.collector.config import CollectorSettings
+    from driftline.sdk.errors import ConfigError
+
+    assert CollectorSettings.build(env={}).detector_park_after_s == 300.0
+    assert CollectorSettings.build(env={"DRIFTLINE_DETECTOR_PARK_AFTER_S": "0"}).detector_park_after_s == 0.0
+    with pytest.raises(ConfigError, match="DRIFTLINE_DETECTOR_PARK_AFTER_S"):
+        CollectorSettings.build(env={"DRIFTLINE_DETECTOR_PARK_AFTER_S": "-5"})

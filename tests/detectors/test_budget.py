@@ -168,7 +168,7 @@ def test_a_models_state_estimate_is_near_its_measured_memory() -> None:
         gc.collect()
         tracemalloc.start()
         try:
-            eng = DetectorEngine(cfg)
+            eng = DetectorEngine(cfg, memory_budget_mb=10_000.0)  # its estimate is made as the budget makes it
             for m in range(6):  # each model its own reference, as loaded from the store
                 eng.set_reference(from_events(ref_events, f"m{m}", "*"))
                 eng.ensure_model(cfg.default_for(f"m{m}"))
