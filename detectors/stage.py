@@ -208,7 +208,8 @@ def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
     ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`;
     ``memory_budget_mb``: the detectors' state and pending joins of all models together
     (``detector_memory_budget_mb``); ``park_after_s``: idle time before a model may be unloaded
-    under it (``detector_park_after_s``); ``reference_poll_s``: how often references stored meanwhile are picked up (:class:`ReferenceWatch`)."""
+    under it (``detector_park_after_s``); ``reference_poll_s``: how often references stored
+    meanwhile are picked up (:class:`ReferenceWatch`)."""
     from driftline.detectors.reference_store import ReferenceStore
 
     engine = DetectorEngine(config, registry=registry, feature_detail_top=feature_detail_top,

@@ -40,15 +40,16 @@ def test_the_model_page_warns_of_a_missing_reference_and_only_then(app_env: str,
     assert not [w.value for w in at.warning if "No usable reference" in w.value]
 
 
-def test_the_model_page_says_when_label_joins_were_evicted_for_memory(app_env: str, ch_client: Any) -> None:  # noqa: F811
+def test_the_model_page_says_when_label_joins_were_evicted_for_memory(
+        app_env: str, ch_client: Any) -> None:  # noqa: F811
     from driftline.detectors.base import MEMORY_NOTICE_DETECTOR, STAT_JOINS_EVICTED
 
     small = dict(n_predictions=400, span_s=3600, window_s=600, alerts=False, detectors=False)
     squeezed = seed(ch_client, SeedSpec(model=f"evict-{uuid.uuid4().hex[:6]}", **small))
     fine = seed(ch_client, SeedSpec(model=f"roomy-{uuid.uuid4().hex[:6]}", **small))
     end = squeezed.end - dt.timedelta(minutes=10)
-    write_rows(ch_client, [MetricRow(squeezed.model, "", MEMORY_NOTICE_DETECTOR, "*", "", end - dt.timedelta(minutes=10),
-                                     end, STAT_JOINS_EVICTED, 1234.0, None, None, False, 0, 1234,
+    write_rows(ch_client, [MetricRow(squeezed.model, "", MEMORY_NOTICE_DETECTOR, "*", "",
+                                     end - dt.timedelta(minutes=10), end, STAT_JOINS_EVICTED, 1234.0, None, None, False, 0, 1234,
                                      '{"predictions":1200,"labels":34,"shadows":0,"outcomes":0}')])
 
     at = open_page("model", squeezed)

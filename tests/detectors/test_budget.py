@@ -77,7 +77,8 @@ def test_the_budget_evicts_the_oldest_of_the_models_holding_most_and_counts_them
     assert reg.get_sample_value("driftline_label_join_evicted_total", {"model": "quiet"}) is None
     assert reg.get_sample_value("driftline_detector_pending_joins") == ROOM
     assert reg.get_sample_value("driftline_detector_pending_joins_limit") == ROOM
-    assert reg.get_sample_value("driftline_detector_state_resident_bytes") == eng.budget.limit_bytes - ROOM * ENTRY_BYTES
+    state = eng.budget.limit_bytes - ROOM * ENTRY_BYTES
+    assert reg.get_sample_value("driftline_detector_state_resident_bytes") == state
     assert reg.get_sample_value("driftline_detector_models_resident") == 2
     assert eng.counts("noisy")["joins_evicted"] == evicted
     lines = [r.getMessage() for r in caplog.records]
