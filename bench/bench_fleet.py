@@ -169,6 +169,8 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
                 "state_mib": m1.get("driftline_detector_state_resident_bytes", 0.0) / 2**20,
                 "pending": m1.get("driftline_detector_pending_joins", 0.0),
                 "parked": m1.get("driftline_detector_models_parked_total", 0.0),
+                "resident": m1.get("driftline_detector_models_resident", 0.0),
+                "loads": m1.get("driftline_detector_state_loads_total", 0.0),
                 "stalls": log.count("detector failed on a batch")}
     finally:
         if client is not None:

@@ -10,9 +10,9 @@ they grow with traffic (10 models plateaued at 1.84 GB under the per-model caps 
 collector holds both under one budget, ``detector_memory_budget_mb``
 (:class:`~driftline.collector.config.CollectorSettings`), in this order:
 
-1. **Idle models are unloaded** ("parked"): after each save, while the estimate is above the
-   budget, the models that had no event for ``detector_park_after_s`` (least recently active
-   first) leave memory. Nothing is lost: their state is saved already, and their next event loads
+1. **Idle models are unloaded** ("parked"): before each chunk and after each save, while the
+   estimate is above the budget or the budget evicted joins since the last look, the models that
+   had no event for ``detector_park_after_s`` (least recently active first) leave memory. Nothing is lost: their state is saved already, and their next event loads
    it again, as at a restart (:meth:`~driftline.detectors.state.ModelStates.park`). A model with a
    time window still open is kept until the window closes (it closes on the clock, not on an event).
 2. **Pending joins are evicted**: after each chunk :meth:`MemoryBudget.enforce` gives the joins
@@ -123,6 +123,7 @@ class MemoryBudget:
         self.limit = self.limit_bytes // entry_bytes  # pending entries, all models
         self.pending = 0
         self.state_bytes = 0  # estimated state of the resident models, as of the last enforce
+        self.pressure = 0  # bytes of joins evicted since idle models were last unloaded
         self.clock = clock
         self.log_every_s = log_every_s
         self._seen: dict[str, int] = {}  # per model: evictions already counted
@@ -154,6 +155,7 @@ class MemoryBudget:
                 if size > level:
                     evicted[m] = _evict_oldest(monitors[m].stores, size - level)
                     total -= evicted[m]
+            self.pressure += self.entry_bytes * sum(evicted.values())
         self.pending = total
         self.metrics.held(total, self.limit, self.state_bytes, len(monitors))
         for m in set(touched) | set(evicted):
@@ -164,13 +166,17 @@ class MemoryBudget:
         return evicted
 
     def over(self, monitors: Mapping[str, Any]) -> int:
-        """Estimated bytes held above the budget now (state and pending joins; <= 0: within)."""
+        """Bytes to free by unloading idle models (<= 0: none): what state and pending joins hold
+        above the budget now, or, if more, the joins the budget evicted since the last
+        :meth:`parked` (:meth:`enforce` keeps the total within the budget by evicting joins, so
+        without this the joins would go before the idle models do)."""
         held = sum(getattr(mon, "state_bytes", 0) + self.entry_bytes * sum(len(s) for s in mon.stores)
                    for mon in monitors.values())
-        return held - self.limit_bytes
+        return max(held - self.limit_bytes, self.pressure)
 
     def parked(self, n: int, monitors: Mapping[str, Any], still_over: int) -> None:
         """``n`` idle models were unloaded; ``still_over`` bytes remain above the budget."""
+        self.pressure = 0
         self._parked_unlogged += n
         self.metrics.parked(n)
         self.state_bytes = sum(getattr(mon, "state_bytes", 0) for mon in monitors.values())

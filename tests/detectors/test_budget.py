@@ -229,3 +229,17 @@ def test_evicted_joins_are_said_in_the_models_next_window() -> None:
     roomy.observe_many(_chunk({"m": 300}, 0))  # two windows, nothing evicted: nothing said
     rows = roomy.poll(float("-inf"))
     assert rows and not [r for r in rows if r.detector == MEMORY_NOTICE_DETECTOR]
+
+
+def test_joins_the_budget_evicted_ask_for_idle_models_to_leave_first() -> None:
+    """enforce() keeps the total within the budget by evicting joins; what it evicted is what
+    over() then asks the idle models to free (MemoryBudget.pressure), until parked() is told."""
+    eng = _engine(["a", "b"])
+    eng.observe_many(_chunk({"a": 200, "b": 200}, 0))
+    _room_for_joins(eng, ROOM)
+    assert eng.budget.over(eng.monitors) > 0  # 400 joins, room for 300
+    eng.observe_many(_chunk({"a": 10}, 1000))
+    assert eng.budget.pending == ROOM
+    assert eng.budget.over(eng.monitors) == 110 * ENTRY_BYTES  # within the budget now, but 110 evicted
+    eng.budget.parked(0, eng.monitors, 0)
+    assert eng.budget.over(eng.monitors) <= 0
