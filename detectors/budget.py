@@ -10,9 +10,9 @@ they grow with traffic (10 models plateaued at 1.84 GB under the per-model caps 
 collector holds both under one budget, ``detector_memory_budget_mb``
 (:class:`~driftline.collector.config.CollectorSettings`), in this order:
 
-1. **Idle models are unloaded** ("parked"): before each chunk and after each save, while the
-   estimate is above the budget or the budget evicted joins since the last look, the models that
-   had no event for ``detector_park_after_s`` (least recently active first) leave memory. Nothing is lost: their state is saved already, and their next event loads
+1. **Idle models are unloaded** ("parked"): before each chunk and after each save, when the
+   estimate is above the budget or the budget evicted joins since the last look, every model that
+   had no event for ``detector_park_after_s`` leaves memory. Nothing is lost: their state is saved already, and their next event loads
    it again, as at a restart (:meth:`~driftline.detectors.state.ModelStates.park`). A model with a
    time window still open is kept until the window closes (it closes on the clock, not on an event).
 2. **Pending joins are evicted**: after each chunk :meth:`MemoryBudget.enforce` gives the joins

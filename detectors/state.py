@@ -213,11 +213,13 @@ class ModelStates:
         self.park()
 
     def park(self, keep: Collection[str] = ()) -> list[str]:
-        """While the engine's memory budget is over, unload idle models (least recently active
-        first): saved, no event for ``park_after_s``, nothing awaiting the clock
+        """When the engine's memory budget is over (or evicted joins since the last look), unload
+        every idle model: saved, no event for ``park_after_s``, nothing awaiting the clock
         (:meth:`DetectorEngine.parkable`), not in ``keep`` (the models of the chunk about to be
-        observed). Their next event loads them again (:meth:`refresh` sees them as not loaded),
-        exactly as a restart would. Returns the models unloaded."""
+        observed). All of them, not just enough for now: joins grow with every chunk, and a model
+        idle that long costs one load if it comes back. Their next event loads them again
+        (:meth:`refresh` sees them as not loaded), exactly as a restart would. Returns the models
+        unloaded."""
         budget = self.engine.budget
         if budget is None:
             return []
@@ -227,17 +229,13 @@ class ModelStates:
             return []
         unsaved = self.unsaved()
         idle_before = self.clock() - self.park_after_s
-        candidates = sorted((t, m) for m, t in self._active.items()
-                            if t <= idle_before and m not in unsaved and m not in keep and self.engine.parkable(m))
-        parked = []
-        for _, m in candidates:
-            if over <= 0:
-                break
+        parked = [m for m, t in self._active.items()
+                  if t <= idle_before and m not in unsaved and m not in keep and self.engine.parkable(m)]
+        for m in parked:
             mon = monitors[m]
             over -= mon.state_bytes + budget.entry_bytes * sum(len(s) for s in mon.stores)
             self.engine.park_model(m)
             self._forget(m)
-            parked.append(m)
         budget.parked(len(parked), monitors, over)
         return parked
 
