@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 from driftline.collector.store.tables import STAT_ESTIMATION_ERROR, STAT_EXCLUDED
 from driftline.detectors.base import DetectorResult
 from driftline.detectors.config import ModelConfig
+from driftline.detectors.estimate_batch import apply
 from driftline.detectors.estimate_fit import Fitted, fit_estimator, is_number
 from driftline.detectors.estimate_windows import GradingWindows, Window
 from driftline.detectors.estimation_metrics import normal_quantile
@@ -102,7 +103,15 @@ class EstimateRow:
 
 
 class EstimationStreams:
-    """Estimates of one model's windows per version and segment, graded as labels arrive."""
+    """Estimates of one model's windows per version and segment, graded as labels arrive.
+
+    Predictions and labels are buffered and put in their windows in batches
+    (:mod:`~driftline.detectors.estimate_batch`): whatever reads the windows (a close, a state
+    save, a retirement) applies the buffer first, and so must a caller that replaces a reference
+    (:meth:`flush`). ``batch``: the buffer's length at most (3 items a prediction, 7 a label;
+    0: no buffer, one event at a time)."""
+
+    batch: ClassVar[int] = 3 * 4096
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
@@ -119,10 +128,22 @@ class EstimationStreams:
         self.unwritten: list[tuple[str, str]] = []  # (version, reason) not yet written as a row
         self.rows: list[EstimateRow] = []
         self._cache: dict[str, tuple[Any, Fitted | None]] = {}  # version -> (its estimator info, loaded)
-        # version -> (its reference, its estimator), per event: a reference is frozen; one fitted on
-        # the stream changes only here (_collect, retire, set_state), which forget the entry
-        self._hot: dict[str, tuple[Any, Fitted]] = {}
+        # version -> (its reference, its estimator, whether its events are buffered: CBPE's), per
+        # event: a reference is frozen; one fitted on the stream changes only here (_collect,
+        # retire, set_state), which forget the entry
+        self._hot: dict[str, tuple[Any, Fitted, bool]] = {}
         self._refs: Mapping[str, Any] = {}  # the references of the label or close in progress (_settle)
+        # Predictions and labels of versions in _hot not yet in their windows, flat (no tuple per
+        # event for the garbage collector to count and walk): see estimate_batch
+        self._preds: list[Any] = []
+        self._labels: list[Any] = []
+
+    def flush(self) -> None:
+        """Put the buffered predictions and labels in their windows (before a reference changes)."""
+        preds, labels = self._preds, self._labels
+        if preds or labels:
+            self._preds, self._labels = [], []
+            apply(self, preds, labels)
 
     # -- the estimator of a version -------------------------------------------------------------
     def estimator(self, version: str, refs: Mapping[str, Any]) -> Fitted | None:
@@ -148,7 +169,7 @@ class EstimationStreams:
         version's, else the model's "*") is the same object."""
         est = self.estimator(version, refs)
         if est is not None:
-            self._hot[version] = (refs.get(version) or refs.get("*"), est)
+            self._hot[version] = (refs.get(version) or refs.get("*"), est, est.method == "cbpe")
         return est
 
     def note(self, version: str, reason: str) -> None:
@@ -161,13 +182,26 @@ class EstimationStreams:
 
     # -- events ---------------------------------------------------------------------------------
     def observe(self, version: str, segs: list[str], event: Mapping[str, Any], refs: Mapping[str, Any]) -> None:
-        """One primary prediction of ``version`` (``refs``: the model's references by version)."""
-        s = self.settings
-        if not s.enabled:
-            return
+        """One primary prediction of ``version`` (``refs``: the model's references by version).
+
+        With the version's CBPE estimator known, it is buffered (:mod:`~driftline.detectors.estimate_batch`):
+        its prediction is kept (not copied) until the buffer is applied."""
         hot = self._hot.get(version)
-        est = (hot[1] if hot is not None and hot[0] is (refs.get(version) or refs.get("*"))
-               else self._lookup(version, refs))
+        if hot is not None and hot[0] is (refs.get(version) or refs.get("*")):
+            if hot[2] and self.batch:
+                buf = self._preds
+                buf += (version, segs, event.get("prediction"))
+                if len(buf) >= self.batch:
+                    self.flush()
+                return
+            est = hot[1]
+        else:
+            if not self.settings.enabled:
+                return
+            if self._preds or self._labels:
+                self.flush()  # the estimator may change now: what came before goes first
+            est = self._lookup(version, refs)
+        s = self.settings
         if est is None:
             # Said only to whoever asked for verdicts: a model without labels is the common case.
             asked = s.thresholds or s.max_drop
@@ -207,13 +241,24 @@ class EstimationStreams:
     def labelled(self, version: str, segs: list[str], prediction: Any, pred_ts: float, label: Any,
                  refs: Mapping[str, Any], features: Mapping[str, Any] | None = None) -> None:
         """A label joined to its prediction (made at ``pred_ts``; ``features``: its inputs, when
-        the join kept them for the stream fit, see :meth:`wants_features`)."""
-        s = self.settings
-        if not s.enabled:
-            return
+        the join kept them for the stream fit, see :meth:`wants_features`). Buffered as
+        :meth:`observe` buffers predictions."""
         hot = self._hot.get(version)
-        est = (hot[1] if hot is not None and hot[0] is (refs.get(version) or refs.get("*"))
-               else self._lookup(version, refs))
+        if hot is not None and hot[0] is (refs.get(version) or refs.get("*")):
+            if hot[2] and self.batch:
+                buf = self._labels
+                buf += (len(self._preds), version, segs, prediction, pred_ts, label, refs)
+                if len(buf) >= self.batch:
+                    self.flush()
+                return
+            est = hot[1]
+        else:
+            if not self.settings.enabled:
+                return
+            if self._preds or self._labels:
+                self.flush()
+            est = self._lookup(version, refs)
+        s = self.settings
         if est is None:
             self._collect(version, prediction, label, features)
             return
@@ -282,6 +327,7 @@ class EstimationStreams:
 
     def test_count(self, refs: Mapping[str, Any]) -> int:
         """Calibrated tests of the window about to close: judged metrics x segments estimated."""
+        self.flush()
         n = 0
         for key, w in self.open.items():
             version = key.split("|", 1)[0]
@@ -295,6 +341,7 @@ class EstimationStreams:
         """Close the open windows (estimates and verdicts) and re-grade the closed ones that got
         labels; rows go to :attr:`rows`. ``per_test_alpha``: the budget's level for a verdict
         (None: the band at ``level`` decides). Returns the rows for ``drift_metrics``."""
+        self.flush()
         s = self.settings
         out: list[tuple[str, str, DetectorResult]] = []
         for version, reason in self.unwritten:
@@ -326,6 +373,7 @@ class EstimationStreams:
     def grade(self, refs: Mapping[str, Any], now: float) -> list[tuple[str, str, DetectorResult]]:
         """Write the closed windows that got labels again (:attr:`rows`); the estimation error
         rows. ``now``: event time; windows older than the label horizon drop their labelled rows."""
+        self.flush()
         out: list[tuple[str, str, DetectorResult]] = []
         horizon = now - self.cfg.concept.label_horizon_s
         for key, done in self.grading.items():
@@ -409,11 +457,13 @@ class EstimationStreams:
     # -- retirement (detectors/retire.py) ----------------------------------------------------------
     def versions(self) -> set[str]:
         """The versions this holds anything of."""
+        self.flush()
         keys = (*self.open, *(k for k, _ in self.grading.items()))
         return {*self.fitted, *self.collect, *self.noted, *(k.split("|", 1)[0] for k in keys)}
 
     def retire(self, version: str) -> None:
         """Forget everything of ``version`` (idle past the label horizon: no label can grade it)."""
+        self.flush()
         for d in (self.fitted, self.collect, self.noted, self._cache, self._hot):
             d.pop(version, None)  # type: ignore[attr-defined]
         self.unwritten = [u for u in self.unwritten if u[0] != version]
@@ -424,6 +474,7 @@ class EstimationStreams:
 
     # -- state ----------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
+        self.flush()
         return {"fitted": self.fitted, "collect": self.collect, "noted": self.noted,
                 "unwritten": self.unwritten,
                 "open": {k: w.get_state() for k, w in self.open.items()},
@@ -439,3 +490,4 @@ class EstimationStreams:
         self.grading.set_state(state.get("closed", {}), state.get("grading_evicted", 0))
         self._told_evicted = self.grading.evicted
         self._cache, self._hot = {}, {}
+        self._preds, self._labels = [], []  # events before this state: replaced by it
