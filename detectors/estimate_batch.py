@@ -28,7 +28,7 @@ applies the buffer before it runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,15 +63,16 @@ def apply(streams: EstimationStreams, preds: list[Any], labels: list[Any]) -> No
             streams.open = {k: old[k] for k in keys[:len(keys) - len(opened)] + order}
 
 
-def _by_key(versions: Sequence[str], segs: Sequence[list[str]], keep: Sequence[int]) -> dict[str, list[int]]:
-    """The events (of ``keep``, in order) of each ``"version|segment"``, keys in order of first use."""
-    n = len(keep)
-    if (n and versions.count(versions[0]) == len(versions) and segs.count(segs[0]) == len(segs)
-            and len(set(segs[0])) == len(segs[0])):
-        v = versions[0]
-        return {v + "|" + seg: list(keep) for seg in segs[0]}  # one version, the same segments
-    out: dict[str, list[int]] = {}
-    for i in keep:
+def _by_key(versions: list[str], segs: list[list[str]], keep: list[int] | None,
+            one: bool) -> dict[str, list[int] | None]:
+    """The events (of ``keep``, None: all, in order) of each ``"version|segment"``, keys in order
+    of first use; None: all of them. ``one``: every event is of ``versions[0]``."""
+    if keep is None and segs.count(segs[0]) == len(segs) and len(set(segs[0])) == len(segs[0]):
+        if one or versions.count(versions[0]) == len(versions):
+            v = versions[0]
+            return {v + "|" + seg: None for seg in segs[0]}  # one version, the same segments
+    out: dict[str, list[int] | None] = {}
+    for i in range(len(versions)) if keep is None else keep:
         v = versions[i]
         for seg in segs[i]:
             key = v + "|" + seg
@@ -79,13 +80,13 @@ def _by_key(versions: Sequence[str], segs: Sequence[list[str]], keep: Sequence[i
             if got is None:
                 out[key] = [i]
             else:
-                got.append(i)
+                got.append(i)  # type: ignore[union-attr]
     return out
 
 
-def _by_version(versions: Sequence[str]) -> dict[str, list[int] | None]:
+def _by_version(versions: list[str], one: bool) -> dict[str, list[int] | None]:
     """Each version's events (None: all of them), versions in order of first use."""
-    if versions.count(versions[0]) == len(versions):
+    if one or versions.count(versions[0]) == len(versions):
         return {versions[0]: None}
     out: dict[str, list[int] | None] = {}
     for i, v in enumerate(versions):
@@ -93,63 +94,72 @@ def _by_version(versions: Sequence[str]) -> dict[str, list[int] | None]:
         if got is None:
             out[v] = [i]
         else:
-            got.append(i)
+            got.append(i)  # type: ignore[union-attr]
     return out
+
+
+def _scored(streams: EstimationStreams, versions: list[str], logged: list[Any],
+            one: bool) -> tuple[list[Any], list[int] | None, list[tuple[int, str]]]:
+    """Each logged prediction's row (None: not scores), the events with one (None: all) and the
+    first event of each version without one."""
+    rows: list[Any] = [None] * len(logged)
+    bad: list[tuple[int, str]] = []
+    for version, idx in _by_version(versions, one).items():
+        est = streams._hot[version][1]  # CBPE: only its events are buffered
+        got, complete = est.score_many(logged if idx is None else [logged[i] for i in idx])
+        if idx is None:
+            rows = got
+        else:
+            for i, r in zip(idx, got):
+                rows[i] = r
+        if not complete:
+            bad.append((got.index(None) if idx is None else idx[got.index(None)], version))
+    keep = None if not bad else [i for i, r in enumerate(rows) if r is not None]
+    return rows, keep, sorted(bad)
 
 
 def _predictions(streams: EstimationStreams, preds: list[Any], opened: dict[str, tuple[int, int]]) -> None:
     s = streams.settings
     cap, salt = s.sample, s.seed
     versions, segs, logged = preds[0::3], preds[1::3], preds[2::3]
-    rows: list[Any] = [None] * len(versions)
-    told: list[tuple[int, str, str]] = []  # (first event, version, why) of rows that cannot be estimated
-    for version, idx in _by_version(versions).items():
-        est = streams._hot[version][1]  # CBPE (only its events are buffered)
-        got = est.score_many(logged if idx is None else [logged[i] for i in idx])
-        if idx is None:
-            rows = got
-        else:
-            for i, r in zip(idx, got):
-                rows[i] = r
-        if None in got:
-            first = got.index(None) if idx is None else idx[got.index(None)]
-            told.append((first, version, "the logged predictions are not class probabilities"))
-    for _, version, why in sorted(told):
-        streams.note(version, why)
-    keep: Sequence[int] = range(len(rows)) if not told else [i for i, r in enumerate(rows) if r is not None]
-    whole = len(keep) == len(rows)
+    one = len(streams._hot) == 1  # what is buffered is of versions in _hot
+    rows, keep, bad = _scored(streams, versions, logged, one)
+    for _, version in bad:  # told at the first such event of each version, in their order
+        streams.note(version, "the logged predictions are not class probabilities")
     windows = streams.open
-    for key, idx in _by_key(versions, segs, keep).items():
+    for key, idx in _by_key(versions, segs, keep, one).items():
         w = windows.get(key)
         if w is None:
             w = windows[key] = Window()
-            opened[key] = (2 * idx[0] + 1, 0)
-        w.add_many(rows if whole and len(idx) == len(rows) else [rows[i] for i in idx], cap, salt)
+            opened[key] = (1 if idx is None else 2 * idx[0] + 1, 0)
+        w.add_many(rows if idx is None else [rows[i] for i in idx], cap, salt)
 
 
 def _labels(streams: EstimationStreams, labels: list[Any], opened: dict[str, tuple[int, int]]) -> None:
     s = streams.settings
     cap, salt = s.sample, s.seed
-    before = [n // 3 for n in labels[0::7]]  # predictions before each label
     versions, segs, preds, times, ys, refs = (labels[i::7] for i in range(1, 7))
-    rows: list[Any] = [None] * len(versions)
-    classes: list[Any] = [None] * len(versions)
-    for version, idx in _by_version(versions).items():
-        est = streams._hot[version][1]
-        p = preds if idx is None else [preds[i] for i in idx]
-        y = est.labels_many(ys if idx is None else [ys[i] for i in idx])
-        r = est.score_many(p)
+    n = len(versions)
+    one = len(streams._hot) == 1
+    rows, keep, _ = _scored(streams, versions, preds, one)
+    classes: list[Any] = [None] * n
+    for version, idx in _by_version(versions, one).items():
+        y = streams._hot[version][1].labels_many(ys if idx is None else [ys[i] for i in idx])
         if idx is None:
-            rows, classes = r, y
+            classes = y
         else:
-            for i, a, b in zip(idx, r, y):
-                rows[i], classes[i] = a, b
-    keep = [i for i in range(len(versions)) if classes[i] is not None and rows[i] is not None]
-    grading = streams.grading
-    windows = streams.open
-    if grading.rows + len(keep) * max(map(len, segs)) > grading.max_rows:
+            for i, c in zip(idx, y):
+                classes[i] = c
+    if keep is not None or None in classes:
+        keep = [i for i in (range(n) if keep is None else keep) if classes[i] is not None and rows[i] is not None]
+
+    def rank(i: int) -> tuple[int, int]:  # where label i came among the events (see apply)
+        return 2 * (labels[7 * i] // 3), i
+
+    grading, windows = streams.grading, streams.open
+    if grading.rows + (n if keep is None else len(keep)) * max(map(len, segs)) > grading.max_rows:
         # Closed windows may stop awaiting labels on the way: one label at a time, as they came.
-        for i in keep:
+        for i in range(n) if keep is None else keep:
             streams._refs = refs[i]
             version, row, y, t = versions[i], rows[i], classes[i], times[i]
             for seg in segs[i]:
@@ -158,14 +168,14 @@ def _labels(streams: EstimationStreams, labels: list[Any], opened: dict[str, tup
                     w = windows.get(key)
                     if w is None:
                         w = windows[key] = Window()
-                        opened[key] = (2 * before[i], i)
-                    elif key in opened and (2 * before[i], i) < opened[key]:
-                        opened[key] = (2 * before[i], i)  # a label opened it, before the prediction
+                        opened[key] = rank(i)
+                    elif key in opened and rank(i) < opened[key]:
+                        opened[key] = rank(i)  # a label opened it, before the prediction
                     w.add_label(row, y, cap, salt)
         return
-    ts = np.array(times, dtype=float)
-    for key, idx in _by_key(versions, segs, keep).items():
-        at = np.array(idx)
+    ts = np.fromiter(times, float, n)
+    for key, idx in _by_key(versions, segs, keep, one).items():
+        at = np.arange(n) if idx is None else np.array(idx)
         done = grading.by_key.get(key)
         if done:
             later = ts[at] > done[-1].end  # GradingWindows.label: newer than every closed window
@@ -180,15 +190,19 @@ def _labels(streams: EstimationStreams, labels: list[Any], opened: dict[str, tup
                     rest = rest[~hit]
                     grading.rows += w.add_labels([rows[i] for i in mine], [classes[i] for i in mine], cap, salt)
             mine = at[later].tolist()  # the rest, in no window kept: not graded
+        elif idx is None:
+            mine = list(range(n))
         else:
             mine = idx
         if not mine:
             continue
-        first = (2 * before[mine[0]], mine[0])
         w = windows.get(key)
         if w is None:
             w = windows[key] = Window()
-            opened[key] = first
-        elif key in opened and first < opened[key]:
-            opened[key] = first  # a label opened it, before the prediction
-        w.add_labels([rows[i] for i in mine], [classes[i] for i in mine], cap, salt)
+            opened[key] = rank(mine[0])
+        elif key in opened and rank(mine[0]) < opened[key]:
+            opened[key] = rank(mine[0])  # a label opened it, before the prediction
+        if idx is None and len(mine) == n:
+            w.add_labels(rows, classes, cap, salt)
+        else:
+            w.add_labels([rows[i] for i in mine], [classes[i] for i in mine], cap, salt)

@@ -238,10 +238,11 @@ class Fitted:
                            else (lambda p: scores_of(p, self.classes)) if self.method == "cbpe"
                            else (lambda p: [float(p)] if is_number(p) else None))
 
-    def score_many(self, predictions: list[Any]) -> list[Any]:
-        """:attr:`score` of each prediction (None where it has none). A binary model's dicts of two
-        floats, the stream's case, are checked as arrays (:func:`positive_score`'s checks, the same
-        comparisons); anything else, or any row that fails them, is scored one by one as before."""
+    def score_many(self, predictions: list[Any]) -> tuple[list[Any], bool]:
+        """:attr:`score` of each prediction (None where it has none), and whether every one has
+        one. A binary model's dicts of two floats, the stream's case, are checked as arrays
+        (:func:`positive_score`'s checks, the same comparisons); anything else, or any row that
+        fails them, is scored one by one as before."""
         if len(self.classes) == 2 and self.method == "cbpe" and predictions:
             neg, pos = self.classes
             if set(map(type, predictions)) == _DICT:
@@ -250,13 +251,15 @@ class Fitted:
                 if set(map(type, a)) == _FLOAT and set(map(type, b)) == _FLOAT:
                     import numpy as np
 
-                    x, y = np.array(a), np.array(b)
+                    n = len(a)
+                    x, y = np.fromiter(a, float, n), np.fromiter(b, float, n)
                     s = x + y - 1.0
                     top = 1 + 1e-9
                     if ((-1e-9 <= x) & (x <= top) & (-1e-9 <= y) & (y <= top)
                             & (-_PROB_TOLERANCE <= s) & (s <= _PROB_TOLERANCE)).all():
-                        return b  # P(positive): the logged floats themselves
-        return list(map(self.score, predictions))
+                        return b, True  # P(positive): the logged floats themselves
+        rows = list(map(self.score, predictions))
+        return rows, None not in rows
 
     def labels_many(self, labels: list[Any]) -> list[Any]:
         """Each label as the realised metrics take it (None: not usable): a str or int label by

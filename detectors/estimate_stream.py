@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 DETECTOR = "estimation"
 #: metrics whose verdict is "above" a ceiling; the rest are floors
 LOWER_IS_BETTER = frozenset(("mae", "rmse"))
+# Buffered items past which the buffers are applied: 4,096 predictions (3 items each) or labels (7)
+_PREDICTIONS, _LABELS = 3 * 4096, 7 * 4096
 
 
 def _utc(epoch: float) -> _dt.datetime:
@@ -108,10 +110,10 @@ class EstimationStreams:
     Predictions and labels are buffered and put in their windows in batches
     (:mod:`~driftline.detectors.estimate_batch`): whatever reads the windows (a close, a state
     save, a retirement) applies the buffer first, and so must a caller that replaces a reference
-    (:meth:`flush`). ``batch``: the buffer's length at most (3 items a prediction, 7 a label;
-    0: no buffer, one event at a time)."""
+    (:meth:`flush`); at most 4,096 predictions or labels wait. ``batched`` False: none, each
+    event goes to its windows at once (the comparison in the tests)."""
 
-    batch: ClassVar[int] = 3 * 4096
+    batched: ClassVar[bool] = True
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
@@ -169,7 +171,7 @@ class EstimationStreams:
         version's, else the model's "*") is the same object."""
         est = self.estimator(version, refs)
         if est is not None:
-            self._hot[version] = (refs.get(version) or refs.get("*"), est, est.method == "cbpe")
+            self._hot[version] = (refs.get(version) or refs.get("*"), est, self.batched and est.method == "cbpe")
         return est
 
     def note(self, version: str, reason: str) -> None:
@@ -188,10 +190,10 @@ class EstimationStreams:
         its prediction is kept (not copied) until the buffer is applied."""
         hot = self._hot.get(version)
         if hot is not None and hot[0] is (refs.get(version) or refs.get("*")):
-            if hot[2] and self.batch:
+            if hot[2]:
                 buf = self._preds
                 buf += (version, segs, event.get("prediction"))
-                if len(buf) >= self.batch:
+                if len(buf) >= _PREDICTIONS:
                     self.flush()
                 return
             est = hot[1]
@@ -245,10 +247,10 @@ class EstimationStreams:
         :meth:`observe` buffers predictions."""
         hot = self._hot.get(version)
         if hot is not None and hot[0] is (refs.get(version) or refs.get("*")):
-            if hot[2] and self.batch:
+            if hot[2]:
                 buf = self._labels
                 buf += (len(self._preds), version, segs, prediction, pred_ts, label, refs)
-                if len(buf) >= self.batch:
+                if len(buf) >= _LABELS:
                     self.flush()
                 return
             est = hot[1]
