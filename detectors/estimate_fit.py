@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from itertools import repeat
 from typing import Any, Mapping, Sequence
 
@@ -311,6 +312,10 @@ class Fitted:
             return rows
         # binary: floats; a state saved before them holds [P(classes[1])] rows (first column)
         try:
+            return np.fromiter(rows, float, len(rows))  # asarray's numbers, without its shape discovery
+        except (TypeError, ValueError):  # rows that are lists: asarray as before
+            pass
+        try:
             p = np.asarray(rows, dtype=float)
         except ValueError:  # both kinds in one window (a restart mid-window)
             return [r if type(r) is float else r[0] for r in rows]
@@ -328,7 +333,7 @@ class Fitted:
                 # class names (what label() keeps): realised_classification's numbers, without
                 # its checks and label codes. Anything else takes the general path, as before.
                 neg, pos = self.classes
-                yes = np.fromiter([y == pos for y in labels], bool, len(labels))
+                yes = np.fromiter(map(operator.eq, labels, repeat(pos)), bool, len(labels))
                 if (0.0 <= p.min() and p.max() <= 1.0
                         and labels.count(neg) + int(np.count_nonzero(yes)) == len(labels)):
                     return E.realised_positive(p, yes)

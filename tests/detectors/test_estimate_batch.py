@@ -198,3 +198,20 @@ def test_a_window_a_label_opens_keeps_its_place_among_those_predictions_open(mon
     monkeypatch.setattr(EstimationStreams, "batched", False)
     assert got == run()
     assert [g.split()[0] for g in got] == ["v|", "v|region=eu", "v|region=us", "v|region=ap"]
+
+
+def test_a_binary_windows_rows_as_an_array_equal_asarray() -> None:
+    """Fitted._scores reads float rows with np.fromiter: asarray's numbers; rows that are lists
+    (a state saved before the float rows), or both kinds, take asarray's way as before."""
+    import numpy as np
+
+    fitted = Fitted(fit_estimator([{"n": 1 - p, "y": p} for p in (0.1, 0.9, 0.3, 0.8) * 60],
+                                  ["n", "y", "y", "y"] * 60, min_labels=100))
+    for rows in ([0.25, 0.5, 1.0], [], [0.5, 1, True, float("nan")], [[0.2], [0.7]], [0.2, [0.7]]):
+        got = fitted._scores(rows)
+        try:
+            want = np.asarray(rows, dtype=float)
+            want = want[:, 0] if want.ndim == 2 else want
+        except ValueError:
+            want = [r if type(r) is float else r[0] for r in rows]
+        assert type(got) is type(want) and np.array_equal(np.asarray(got), np.asarray(want), equal_nan=True)
