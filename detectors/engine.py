@@ -344,6 +344,7 @@ class DetectorEngine:
     def counts(self, model: str) -> dict[str, int]:
         """Join and bookkeeping counters of one model (labels joined/late/expired, ...)."""
         mon = self.monitors[model]
+        mon.estimation.flush()  # its grading store's evictions
         return {**mon.counts, "labels_expired": mon.pending_labels.expired,
                 "predictions_unlabelled": mon.pending_preds.expired,
                 "joins_evicted": sum(s.evicted for s in mon.stores),

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import json
 import math
+import operator
+from itertools import repeat
 from typing import Any, Mapping, Sequence
 
 __all__ = ["fit_estimator", "Fitted", "estimator_method", "scores_of", "positive_score", "is_number"]
 
 _PROB_TOLERANCE = 0.01
 _BINARY_LABELS = frozenset(("0", "1", "True", "False", "true", "false"))
+_DICT, _FLOAT, _STR_INT = {dict}, {float}, frozenset((str, int))
 
 
 def _parse(value: Any) -> Any:
@@ -236,6 +239,37 @@ class Fitted:
                            else (lambda p: scores_of(p, self.classes)) if self.method == "cbpe"
                            else (lambda p: [float(p)] if is_number(p) else None))
 
+    def score_many(self, predictions: list[Any]) -> tuple[list[Any], bool]:
+        """:attr:`score` of each prediction (None where it has none), and whether every one has
+        one. A binary model's dicts of two floats, the stream's case, are checked as arrays
+        (:func:`positive_score`'s checks, the same comparisons); anything else, or any row that
+        fails them, is scored one by one as before."""
+        if len(self.classes) == 2 and self.method == "cbpe" and predictions:
+            neg, pos = self.classes
+            if set(map(type, predictions)) == _DICT:
+                a = list(map(dict.get, predictions, repeat(neg), repeat(0.0)))
+                b = list(map(dict.get, predictions, repeat(pos), repeat(0.0)))
+                if set(map(type, a)) == _FLOAT and set(map(type, b)) == _FLOAT:
+                    import numpy as np
+
+                    n = len(a)
+                    x, y = np.fromiter(a, float, n), np.fromiter(b, float, n)
+                    s = x + y - 1.0
+                    top = 1 + 1e-9
+                    if ((-1e-9 <= x) & (x <= top) & (-1e-9 <= y) & (y <= top)
+                            & (-_PROB_TOLERANCE <= s) & (s <= _PROB_TOLERANCE)).all():
+                        return b, True  # P(positive): the logged floats themselves
+        rows = list(map(self.score, predictions))
+        return rows, None not in rows
+
+    def labels_many(self, labels: list[Any]) -> list[Any]:
+        """Each label as the realised metrics take it (None: not usable): a str or int label by
+        :attr:`label_of`, the rest by :meth:`label`, as the stream does one label at a time."""
+        label_of = self.label_of
+        if label_of is not None and set(map(type, labels)) <= _STR_INT:
+            return list(map(label_of.get, labels))
+        return [label_of.get(y) if label_of is not None and type(y) in _STR_INT else self.label(y) for y in labels]
+
     @property
     def metrics(self) -> tuple[str, ...]:
         from driftline.detectors import estimation as E
@@ -278,6 +312,10 @@ class Fitted:
             return rows
         # binary: floats; a state saved before them holds [P(classes[1])] rows (first column)
         try:
+            return np.fromiter(rows, float, len(rows))  # asarray's numbers, without its shape discovery
+        except (TypeError, ValueError):  # rows that are lists: asarray as before
+            pass
+        try:
             p = np.asarray(rows, dtype=float)
         except ValueError:  # both kinds in one window (a restart mid-window)
             return [r if type(r) is float else r[0] for r in rows]
@@ -295,7 +333,7 @@ class Fitted:
                 # class names (what label() keeps): realised_classification's numbers, without
                 # its checks and label codes. Anything else takes the general path, as before.
                 neg, pos = self.classes
-                yes = np.fromiter([y == pos for y in labels], bool, len(labels))
+                yes = np.fromiter(map(operator.eq, labels, repeat(pos)), bool, len(labels))
                 if (0.0 <= p.min() and p.max() <= 1.0
                         and labels.count(neg) + int(np.count_nonzero(yes)) == len(labels)):
                     return E.realised_positive(p, yes)

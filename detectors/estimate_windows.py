@@ -83,6 +83,34 @@ class Window:
             self.lab_rows[j], self.labels[j] = row, label
         return 0
 
+    def add_many(self, rows: list[Any], cap: int, salt: int) -> None:
+        """:meth:`add` of each row in turn: the rows below the cap in one ``extend``."""
+        take = min(len(rows), cap - len(self.rows))
+        if take > 0:
+            self.rows.extend(rows if take == len(rows) else rows[:take])
+            self.n += take
+        else:
+            take = 0
+        for row in rows[take:]:
+            self.add(row, cap, salt)
+
+    def add_labels(self, rows: list[Any], labels: list[Any], cap: int, salt: int) -> int:
+        """:meth:`add_label` of each row and label in turn; returns the labelled rows added."""
+        if self.done or not rows:
+            return 0
+        take = min(len(rows), cap - len(self.lab_rows))
+        if take > 0:
+            whole = take == len(rows)
+            self.lab_rows.extend(rows if whole else rows[:take])
+            self.labels.extend(labels if whole else labels[:take])
+            self.labelled += take
+            self.dirty = True
+        else:
+            take = 0
+        for row, label in zip(rows[take:], labels[take:]):
+            self.add_label(row, label, cap, salt)
+        return take
+
     def finish(self) -> int:
         """No more labels for this window: free its labelled rows; returns how many."""
         n = len(self.lab_rows)

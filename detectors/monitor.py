@@ -63,6 +63,7 @@ class ModelMonitor(MonitorState):
         self._install(ref)
 
     def _install(self, ref: Reference) -> None:
+        self.estimation.flush()  # the events before it were estimated (and graded) with the old one
         self.references[ref.model_version] = ref
         self.streams.pop(ref.model_version, None)
         self.missing_warned.discard(ref.model_version)

@@ -152,6 +152,7 @@ class MonitorState:
     def drop_version(self, version: str) -> None:
         """Forget everything of ``version`` but its pending joins (they expire under the label
         horizon); the next save, full or delta, no longer holds it."""
+        self.estimation.flush()  # with the references they came with
         self.streams.pop(version, None)
         if version != "*":
             self.references.pop(version, None)

@@ -267,6 +267,7 @@ def test_windows_awaiting_labels_hold_at_most_grade_max_rows_and_evictions_are_c
     most, rows = 0, []
     for i, (kind, ev) in enumerate(evs):
         _run(eng, [(kind, ev)])
+        eng.monitors["m"].estimation.flush()  # the buffered labels in their windows (estimate_batch)
         most = max(most, grading.rows)
         if i == len(evs) // 2:  # a restart keeps the windows, what they hold and the count
             rows += eng.poll_estimates()

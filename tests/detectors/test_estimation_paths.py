@@ -215,6 +215,7 @@ def test_a_regressors_int_and_float_labels_are_graded() -> None:
     refs = {"v": types.SimpleNamespace(estimator=info)}
     for label in (5, 2.5, "3", True):
         streams.labelled("v", [""], 1.0, 0.0, label, refs)
+    streams.flush()  # the labels after the first were buffered (estimate_batch)
     assert streams.open["v|"].labels == [5.0, 2.5]
 
 
