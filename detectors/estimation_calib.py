@@ -82,6 +82,7 @@ BAG = 40  # isotonic fits averaged by "bagged"
 FOLDS = 5
 SPREAD_DRAWS = 40  # covariance of 10 bins: enough draws for a stable rank
 SPREAD_BINS = 10
+PRIOR = 0.5  # isotonic's end blocks without an event: Jeffreys' Beta(PRIOR, PRIOR) posterior (0: the MLE, as before 2026-12-03)
 _EPS = 1e-6  # log-odds of scores 0 and 1 stay finite
 
 
@@ -145,7 +146,34 @@ def _boots(n: int, seed: int, draws: int = SPREAD_DRAWS) -> list[np.ndarray]:
     return [rng.integers(0, n, n) for _ in range(draws)]
 
 
-def _fit_kind(kind: str, s: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibrator:
+def _bounded_ends(x: np.ndarray, v: np.ndarray, s: np.ndarray,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+    """Isotonic knot values ``v`` (at scores ``x``, fitted on the scores ``s``) with an end block at
+    exactly 0 or 1 moved inside. Such a block is m rows without an event (the lowest scores, none
+    of the class; the highest, all of it), and the maximum-likelihood rate 0 (1) claims the class
+    never (always) occurs there: every window's rows in it would count as certain, with no
+    variance of their own and none from the bootstrap (every resample has no event either).
+    The block's rate becomes the posterior mean under Jeffreys' Beta(PRIOR, PRIOR) prior,
+    PRIOR / (m + 2 PRIOR) from the end; with ``rng``, a draw from that posterior, Beta(PRIOR,
+    m + PRIOR) (the spread's bootstrap draws). Kept within the neighbouring block's value, so the
+    map stays monotone."""
+    v = np.array(v, dtype=float)
+    if PRIOR <= 0 or not len(v):
+        return v
+    for low in (True, False):
+        at = v <= 0.0 if low else v >= 1.0
+        if not at.any():
+            continue
+        m = max(1, int(np.count_nonzero(s <= x[at].max() if low else s >= x[at].min())))
+        r = float(rng.beta(PRIOR, m + PRIOR)) if rng is not None else PRIOR / (m + 2 * PRIOR)
+        if (~at).any():  # the neighbouring block's distance from the end
+            r = min(r, float(v[~at].min()) if low else 1.0 - float(v[~at].max()))
+        v[at] = r if low else 1.0 - r
+    return v
+
+
+def _fit_kind(kind: str, s: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
+              rng: np.random.Generator | None = None) -> Calibrator:
     """One class's map of ``kind`` fitted on ``(s, y)``; ``blend`` needs its ``weights`` over
     :data:`BASE_KINDS`."""
     if kind == "identity":
@@ -158,7 +186,8 @@ def _fit_kind(kind: str, s: np.ndarray, y: np.ndarray, weights: np.ndarray | Non
         return Calibrator("platt", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
     if kind == "isotonic":
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s, y)
-        return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+        ky = _bounded_ends(iso.X_thresholds_, iso.y_thresholds_, s, rng)
+        return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": ky.tolist()})
     grid = _grid(s)
     if kind == "bagged":
         members = [_fit_kind("isotonic", s[i], y[i])(grid) for i in _boots(len(s), 0, BAG)]
@@ -326,7 +355,8 @@ def _fitted_with_spread(kind: str, s: np.ndarray, y: np.ndarray, weights: np.nda
     edges = np.quantile(s, np.arange(1, SPREAD_BINS) / SPREAD_BINS)
     centres = np.quantile(s, (np.arange(SPREAD_BINS) + 0.5) / SPREAD_BINS)
     # a bag's members are bootstrap fits already: their spread is one isotonic map's (conservative)
-    draws = np.array([_fit_kind("isotonic" if kind == "bagged" else chosen.kind, s[i], y[i], weights)(centres)
+    post = np.random.default_rng([seed, 1])  # isotonic's end blocks: posterior draws (_bounded_ends)
+    draws = np.array([_fit_kind("isotonic" if kind == "bagged" else chosen.kind, s[i], y[i], weights, post)(centres)
                       for i in _boots(len(s), seed if kind != "bagged" else 0, BAG if kind == "bagged" else SPREAD_DRAWS)])
     dev = (draws - draws.mean(axis=0)) / np.sqrt(len(draws) - 1)
     return Calibrator(chosen.kind, {**chosen.params, "edges": edges.tolist(), "dev": dev.ravel().tolist()})
