@@ -21,8 +21,9 @@ accuracy was 3 points low (bench/README.md, "Over many seeds"):
   under-confidence that needs few labels);
 * ``isotonic``: the monotone step function (any monotone miscalibration, needs many labels). Its
   end blocks without an event (the lowest scores with no row of the class, the highest with only
-  rows of it) get Jeffreys' posterior rate, 0.5 / (m + 1) from the end for a block of m rows, not
-  the maximum-likelihood 0 or 1 (:func:`_bounded_ends`). At exactly 0 a window's rows there
+  rows of it) get Jeffreys' posterior rate, 0.5 / (m + 1) from the end on average over a block of
+  m rows (within it following the model's own score), not the maximum-likelihood 0 or 1
+  (:func:`_bounded_ends`). At exactly 0 a window's rows there
   counted as certain, with no variance of their own, and the bootstrap spread below gave them
   none either (no resample has an event there): on scikit-learn's breast_cancer, whose 569 rows
   hold 2 benign ones scored below 0.5, the 5 of 20 references that got neither estimated recall 1
@@ -162,10 +163,15 @@ def _bounded_ends(x: np.ndarray, v: np.ndarray, s: np.ndarray,
     of the class; the highest, all of it), and the maximum-likelihood rate 0 (1) claims the class
     never (always) occurs there: every window's rows in it would count as certain, with no
     variance of their own and none from the bootstrap (every resample has no event either).
-    The block's rate becomes the posterior mean under Jeffreys' Beta(PRIOR, PRIOR) prior,
-    PRIOR / (m + 2 PRIOR) from the end; with ``rng``, a draw from that posterior, Beta(PRIOR,
-    m + PRIOR) (the spread's bootstrap draws). Kept within the neighbouring block's value, so the
-    map stays monotone."""
+
+    The block's mean rate becomes the posterior mean under Jeffreys' Beta(PRIOR, PRIOR) prior,
+    r = PRIOR / (m + 2 PRIOR) from the end; with ``rng``, a draw from that posterior, Beta(PRIOR,
+    m + PRIOR) (the spread's bootstrap draws). The reference cannot say where in the block the
+    events would fall; the rate follows the model's own score there (the bottom block's rate at
+    score s is r * s / mean(s over the block's rows), the top's distance from 1 likewise in 1 - s),
+    so a window of the most confident rows gets fewer events than one of rows near the block's
+    inner edge. Linear in s, so the block's knots hold it exactly; kept within the neighbouring
+    block's value (the map stays monotone)."""
     v = np.array(v, dtype=float)
     if PRIOR <= 0 or not len(v):
         return v
@@ -173,11 +179,13 @@ def _bounded_ends(x: np.ndarray, v: np.ndarray, s: np.ndarray,
         at = v <= 0.0 if low else v >= 1.0
         if not at.any():
             continue
-        m = max(1, int(np.count_nonzero(s <= x[at].max() if low else s >= x[at].min())))
-        r = float(rng.beta(PRIOR, m + PRIOR)) if rng is not None else PRIOR / (m + 2 * PRIOR)
-        if (~at).any():  # the neighbouring block's distance from the end
-            r = min(r, float(v[~at].min()) if low else 1.0 - float(v[~at].max()))
-        v[at] = r if low else 1.0 - r
+        rows = s[s <= x[at].max()] if low else 1.0 - s[s >= x[at].min()]
+        r = float(rng.beta(PRIOR, len(rows) + PRIOR)) if rng is not None else PRIOR / (len(rows) + 2 * PRIOR)
+        inner = (float(v[~at].min()) if low else 1.0 - float(v[~at].max())) if (~at).any() else 1.0
+        mean = float(rows.mean()) if len(rows) else 0.0
+        gap = r * (x[at] if low else 1.0 - x[at]) / mean if mean > 0 else np.full(int(at.sum()), r)
+        gap = np.minimum(gap, inner)
+        v[at] = gap if low else 1.0 - gap
     return v
 
 
