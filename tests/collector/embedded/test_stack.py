@@ -4,6 +4,7 @@ broker and chDB store. Each test counts what arrived (every event id sent is sto
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,7 +118,13 @@ def test_children_killed_mid_stream_are_restarted_and_every_event_is_stored_once
         assert up.stop() == 0, up.output
     finally:
         up.kill_all()
-    assert "restarts: " in up.output and "store 1" in up.output and "collector 1" in up.output
+    # Each child was restarted at least once; on a loaded machine the collector may also exit once
+    # more (its store retries ran out while the killed store came back) and be restarted: the
+    # outcome that counts, every event stored once, is checked above.
+    said = re.search(r"restarts: (.*)", up.output)
+    assert said, up.output
+    counts = {name: int(n) for name, n in re.findall(r"(\w+) (\d+)", said.group(1))}
+    assert counts.get("store", 0) >= 1 and counts.get("collector", 0) >= 1 and counts.get("dashboard", 0) >= 1
 
 
 def _http_ok(url: str) -> bool:
