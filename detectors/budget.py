@@ -12,9 +12,10 @@ collector holds both under one budget, ``detector_memory_budget_mb``
 
 1. **Idle models are unloaded** ("parked"): before each chunk and after each save, when the
    estimate is above the budget or the budget evicted joins since the last look, every model that
-   had no event for ``detector_park_after_s`` leaves memory. Nothing is lost: their state is saved already, and their next event loads
-   it again, as at a restart (:meth:`~driftline.detectors.state.ModelStates.park`). A model with a
-   time window still open is kept until the window closes (it closes on the clock, not on an event).
+   had no event for ``detector_park_after_s`` leaves memory. Nothing is lost: their state is saved
+   already, and their next event loads it again, as at a restart
+   (:meth:`~driftline.detectors.state.ModelStates.park`). A model with a time window still open is
+   kept until the window closes (it closes on the clock, not on an event).
 2. **Pending joins are evicted**: after each chunk :meth:`MemoryBudget.enforce` gives the joins
    what the resident models' state leaves of the budget (never less than :data:`MIN_JOIN_SHARE` of
    it) and evicts above that, oldest first within a model, from the models holding the most: every
@@ -26,10 +27,11 @@ collector holds both under one budget, ``detector_memory_budget_mb``
 A model's state size is an estimate (:func:`approx_bytes` of its state's JSON form, times
 :data:`STATE_FACTOR`; measured against ``tracemalloc`` in the tests), recomputed when what it
 holds changes shape (a version, segment or reference added), not per event. Evictions (the
-budget's and the per-model caps') are counted per model in ``driftline_label_join_evicted_total{model}``,
-parked models in ``driftline_detector_models_parked_total``, and each summed in a log line per
-``log_every_s``; ``driftline_detector_state_resident_bytes`` and ``driftline_detector_models_resident`` show
-what is held.
+budget's and the per-model caps') are counted per model in
+``driftline_label_join_evicted_total{model}``, parked models in
+``driftline_detector_models_parked_total``, and each summed in a log line per ``log_every_s``;
+``driftline_detector_state_resident_bytes`` and ``driftline_detector_models_resident`` show what is
+held.
 
 >>> class M:  # a stand-in for ModelMonitor: its stores
 ...     def __init__(self, n):
@@ -50,7 +52,8 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["MemoryBudget", "ENTRY_BYTES", "MIN_JOIN_SHARE", "REF_FACTOR", "STATE_FACTOR", "approx_bytes", "water_level"]
+__all__ = ["MemoryBudget", "ENTRY_BYTES", "MIN_JOIN_SHARE", "REF_FACTOR", "STATE_FACTOR", "approx_bytes",
+           "water_level"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,11 @@ def approx_bytes(value: Any) -> int:
     if isinstance(nbytes, int):
         return 112 + nbytes
     return _SCALAR_BYTES.get(type(value), 32)
+
+
+def _state_of(monitors: Mapping[str, Any]) -> int:
+    """The resident models' estimated state (stand-ins without an estimate count 0)."""
+    return sum(getattr(mon, "state_bytes", 0) for mon in monitors.values())
 
 
 def water_level(sizes: Iterable[int], limit: int) -> int | None:
@@ -143,7 +151,7 @@ class MemoryBudget:
             mon = monitors.get(m)
             if mon is not None and hasattr(mon, "measure"):
                 mon.measure()
-        self.state_bytes = sum(getattr(mon, "state_bytes", 0) for mon in monitors.values())
+        self.state_bytes = _state_of(monitors)
         room = max(self.limit_bytes - self.state_bytes, int(self.limit_bytes * MIN_JOIN_SHARE))
         self.limit = room // self.entry_bytes
         sizes = {m: sum(len(s) for s in mon.stores) for m, mon in monitors.items()}
@@ -179,7 +187,7 @@ class MemoryBudget:
         self.pressure = 0
         self._parked_unlogged += n
         self.metrics.parked(n)
-        self.state_bytes = sum(getattr(mon, "state_bytes", 0) for mon in monitors.values())
+        self.state_bytes = _state_of(monitors)
         self.metrics.held(self.pending, self.limit, self.state_bytes, len(monitors))
         now = self.clock()
         if still_over > 0 and self.state_bytes > self.limit_bytes * (1 - MIN_JOIN_SHARE) \

@@ -34,6 +34,7 @@ __all__ = ["ModelMonitor"]
 
 log = logging.getLogger(__name__)
 _TRAFFIC_SOURCES = ("rolling:", "sampled:")
+_JOIN_KINDS = ("predictions", "labels", "shadows", "outcomes")  # what each of MonitorState.stores awaits
 
 
 class ModelMonitor(MonitorState):
@@ -331,11 +332,11 @@ class ModelMonitor(MonitorState):
         self.unreferenced = {}
         # Joins evicted for room since the last window (memory budget, max_pending): said in the
         # window after the one they were evicted in at the latest, per kind.
-        since = [(kind, s.evicted - self.counts.get(f"told_evicted_{kind}", 0))
-                 for kind, s in zip(("predictions", "labels", "shadows", "outcomes"), self.stores)]
+        stores = tuple(zip(_JOIN_KINDS, self.stores))
+        since = [(kind, s.evicted - self.counts.get(f"told_evicted_{kind}", 0)) for kind, s in stores]
         n = sum(k for _, k in since)
         if n > 0:
-            for kind, s in zip(("predictions", "labels", "shadows", "outcomes"), self.stores):
+            for kind, s in stores:
                 self.counts[f"told_evicted_{kind}"] = s.evicted
             out.append(("", "", DetectorResult(MEMORY_NOTICE_DETECTOR, "*", STAT_JOINS_EVICTED, float(n), None, None,
                                                False, 0, n, tuple(since))))

@@ -49,7 +49,8 @@ def test_the_model_page_says_when_label_joins_were_evicted_for_memory(
     fine = seed(ch_client, SeedSpec(model=f"roomy-{uuid.uuid4().hex[:6]}", **small))
     end = squeezed.end - dt.timedelta(minutes=10)
     write_rows(ch_client, [MetricRow(squeezed.model, "", MEMORY_NOTICE_DETECTOR, "*", "",
-                                     end - dt.timedelta(minutes=10), end, STAT_JOINS_EVICTED, 1234.0, None, None, False, 0, 1234,
+                                     end - dt.timedelta(minutes=10), end, STAT_JOINS_EVICTED, 1234.0, None, None,
+                                     False, 0, 1234,
                                      '{"predictions":1200,"labels":34,"shadows":0,"outcomes":0}')])
 
     at = open_page("model", squeezed)
