@@ -178,27 +178,32 @@ class Pipeline:
                 ) -> Iterator[tuple[list[dict[str, Any]], list[Position]]]:
         """Decoded events in chunks of at most ``max_batch_events``; refusals go to ``dead``."""
         size = self.max_batch_events
-        consumed = self.metrics.consumed
+        consumed: dict[str, int] = {}  # counted per topic, not per record: a fleet's records are small
         events: list[dict[str, Any]] = []
         positions: list[Position] = []
-        for r in records:
-            where = {"topic": r.topic, "role": r.role, "partition": r.partition, "offset": r.offset}
-            if r.value is None:
-                decoded = [decode(None, **where)]
-            else:
-                decoded = decode_all(unpack(r.value, r.headers), **where)
-            consumed.labels(r.topic).inc(len(decoded))
-            for index, result in enumerate(decoded):
-                if isinstance(result, DeadLetter):
-                    dead.append(result)
-                    continue
-                events.append(result)
-                positions.append(Position(r.topic, r.partition, r.offset, index))
-                if len(events) >= size:
-                    yield events, positions
-                    events, positions = [], []
-        if events:
-            yield events, positions
+        try:
+            for r in records:
+                topic, partition, offset = r.topic, r.partition, r.offset
+                if r.value is None:
+                    decoded = [decode(None, topic=topic, role=r.role, partition=partition, offset=offset)]
+                else:
+                    decoded = decode_all(unpack(r.value, r.headers), topic=topic, role=r.role, partition=partition,
+                                         offset=offset)
+                consumed[topic] = consumed.get(topic, 0) + len(decoded)
+                for index, result in enumerate(decoded):
+                    if type(result) is DeadLetter:
+                        dead.append(result)
+                        continue
+                    events.append(result)
+                    positions.append(Position(topic, partition, offset, index))
+                    if len(events) >= size:
+                        yield events, positions
+                        events, positions = [], []
+            if events:
+                yield events, positions
+        finally:
+            for topic, n in consumed.items():
+                self.metrics.consumed.labels(topic).inc(n)
 
     def tick(self, now_s: float) -> None:
         for observer in self.observers:
