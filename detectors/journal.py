@@ -131,29 +131,34 @@ def merge_model_state(full: dict[str, Any], deltas: Sequence[Mapping[str, Any]])
     return full
 
 
-# A state record below 16 KiB, and every events record whatever its size (a model that had a few
-# events in a batch: ~1,000 such records per batch at 1,000 models), is an LZ4 block: 20 events of
-# 20 features are ~16.7 KB of JSON, ~20 us as LZ4 against ~120 us for zlib at level 1 even with
-# deflate's cheap setup (8 KiB window, memLevel 5), at 1.5x zlib's size (bench/fleet.md). Larger
-# records (full snapshots, state deltas) stay zlib at level 1, which is ~3x smaller there. A record
-# is read by its first bytes: an LZ4 block carries _LZ4_MAGIC, which no zlib stream can begin with
-# (a zlib header's first byte ends in 0x8), so records written before are read as they are.
+# A state record below 16 KiB (a model that had a few events in a batch: ~1,000 such records per
+# batch at 1,000 models) is an LZ4 block, a larger one a zstd frame at level 1. Measured on one core
+# of this project's 2-core VM (bench/fleet.md): 10 events of 20 features (8.4 KB of JSON) take 10 us
+# as LZ4 (4.8 KB) against 53 us as zstd (2.7 KB); 20 events (16.7 KB) 26 us (8.9 KB) against 74 us
+# (5.0 KB); a full snapshot of 1.2 MB 1.6 ms (300 KB) against 2.5 ms (160 KB). The store pays ~13 ns
+# per byte stored, so the bytes count too: around 16 KiB the two cost the same. zstd replaced zlib
+# at level 1 (20 events 160 us and 6.0 KB, the snapshot 7.7 ms and 204 KB; reading it 2x slower).
+# A record is read by its first bytes: an LZ4 block carries _LZ4_MAGIC, a zstd frame its own magic
+# number, and neither can begin a zlib stream (a zlib header's first byte ends in 0x8, and 0x28b5
+# is not a multiple of 31), so records written before are read as they were written.
 _SMALL = 16 * 1024
 _LZ4_MAGIC = b"LZ4B"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def deflate(data: bytes, *, fast: bool = False) -> bytes:
-    """A state record's bytes, compressed (LZ4 below :data:`_SMALL` or when ``fast``, zlib level 1
-    above)."""
-    if len(data) >= _SMALL and not fast:
-        return zlib.compress(data, 1)
+def deflate(data: bytes) -> bytes:
+    """A state record's bytes, compressed (LZ4 below :data:`_SMALL`, zstd level 1 above)."""
+    if len(data) >= _SMALL:
+        return bytes(cramjam.zstd.compress(data, level=1))
     return _LZ4_MAGIC + bytes(cramjam.lz4.compress_block(data))
 
 
 def inflate(blob: bytes) -> bytes:
-    """The bytes of a state record made by :func:`deflate` (or a zlib stream from before LZ4)."""
+    """The bytes of a state record made by :func:`deflate` (or a zlib stream, as written before)."""
     if blob[:4] == _LZ4_MAGIC:
         return bytes(cramjam.lz4.decompress_block(blob[4:]))
+    if blob[:4] == _ZSTD_MAGIC:
+        return bytes(cramjam.zstd.decompress(blob))
     return zlib.decompress(blob)
 
 
@@ -161,7 +166,7 @@ def events_blob(model: str, events: Sequence[Mapping[str, Any]]) -> bytes:
     """``model``'s events, as observed, in a compressed record. The events are validated JSON
     (finite numbers only, see the SDK contract), so orjson writes them exactly as they were read."""
     doc = {"version": EVENTS_VERSION, "model": model, "kind": "events", "events": events}
-    return deflate(orjson.dumps(doc), fast=True)
+    return deflate(orjson.dumps(doc))
 
 
 def events_of(blob: bytes) -> list[dict[str, Any]]:

@@ -125,11 +125,13 @@ def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(c
     assert mine.loaded(model) and mine.position(model, SOURCE) == (199, 0)
 
 
-def test_state_records_small_as_lz4_large_as_zlib_and_older_records_still_read() -> None:
-    """detectors/journal.deflate: a record below 16 KiB as an LZ4 block, a larger one as zlib at
-    level 1; inflate reads both and the zlib streams written before, byte for byte."""
+def test_state_records_small_as_lz4_large_as_zstd_and_older_records_still_read() -> None:
+    """detectors/journal.deflate: a record below 16 KiB as an LZ4 block, a larger one as a zstd
+    frame at level 1; inflate reads both, and the zlib streams written before, byte for byte."""
     import random
     import zlib
+
+    import cramjam
 
     from driftline.detectors.journal import deflate, inflate
 
@@ -141,9 +143,9 @@ def test_state_records_small_as_lz4_large_as_zlib_and_older_records_still_read()
         if n < 16 * 1024:
             assert packed[:4] == b"LZ4B" and len(packed) <= len(data) + 32
         else:
-            assert zlib.decompress(packed) == data
+            assert bytes(cramjam.zstd.decompress(packed)) == data and len(packed) < len(data) // 2
         small = zlib.compressobj(1, zlib.DEFLATED, 13, 5)  # the small-record form written before
-        for old in (zlib.compress(data, 1), small.compress(data) + small.flush()):
+        for old in (zlib.compress(data, 1), zlib.compress(data, 9), small.compress(data) + small.flush()):
             assert inflate(old) == data
 
 
