@@ -84,11 +84,14 @@ def test_chunks_are_stored_in_order_and_observed_after_storage_on_the_callers_th
     writer = FakeWriter()
     observer = Observer(writer)
     dead: list[Any] = []
-    pipe = Pipeline(writer, CollectorMetrics(CollectorRegistry()), send_dead_letters=dead.extend,  # type: ignore[arg-type]
+    registry = CollectorRegistry()
+    pipe = Pipeline(writer, CollectorMetrics(registry), send_dead_letters=dead.extend,  # type: ignore[arg-type]
                     observers=[observer], max_batch_events=5)
     records = _batch(23) + [RawRecord("t", "predictions", 99, 0, b"{not json")]
     result = pipe.process(records)
     assert result.stored == 23 and result.dead == 1 and len(dead) == 1
+    # consumed: every decoded value of the topic, the dead letter too (counted once per batch)
+    assert registry.get_sample_value("driftline_collector_events_consumed_total", {"topic": "t"}) == 24
     assert sorted(len(c) for c in writer.stored) == [3, 5, 5, 5, 5]
     assert [len(c) for c in observer.seen] == [5, 5, 5, 5, 3]  # every chunk, in order, once
     assert sorted(observer.seen) == sorted(writer.stored)
