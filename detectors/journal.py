@@ -131,17 +131,17 @@ def merge_model_state(full: dict[str, Any], deltas: Sequence[Mapping[str, Any]])
     return full
 
 
-# A state record below 16 KiB (a model that had a few events in a batch: ~1,000 such records per
-# batch at 1,000 models) is an LZ4 block, a larger one a zstd frame at level 1. Measured on one core
-# of this project's 2-core VM (bench/fleet.md): 10 events of 20 features (8.4 KB of JSON) take 10 us
-# as LZ4 (4.8 KB) against 53 us as zstd (2.7 KB); 20 events (16.7 KB) 26 us (8.9 KB) against 74 us
-# (5.0 KB); a full snapshot of 1.2 MB 1.6 ms (300 KB) against 2.5 ms (160 KB). The store pays ~13 ns
-# per byte stored, so the bytes count too: around 16 KiB the two cost the same. zstd replaced zlib
-# at level 1 (20 events 160 us and 6.0 KB, the snapshot 7.7 ms and 204 KB; reading it 2x slower).
-# A record is read by its first bytes: an LZ4 block carries _LZ4_MAGIC, a zstd frame its own magic
-# number, and neither can begin a zlib stream (a zlib header's first byte ends in 0x8, and 0x28b5
-# is not a multiple of 31), so records written before are read as they were written.
-_SMALL = 16 * 1024
+# A state record below 24 KiB (a model that had a few events in a batch: ~1,000 such records per
+# batch at 1,000 models) is an LZ4 block, a larger one a zstd frame at level 1. What decides is the
+# collector's CPU to compress a record plus the store's CPU to take it, which grows with its bytes
+# (``python bench/bench_state_codec.py``, 2-core VM, µs per record, compress + store): 10 events of
+# 20 features (8.4 KB of JSON) 15 + 63 as LZ4, 62 + 40 as zstd, 84 + 41 as zlib; 20 events (16.7 KB)
+# 32 + 88, 89 + 72, 180 + 74; 40 events (33 KB) 53 + 163, 90 + 100, 308 + 128. A full snapshot of
+# 1.2 MB: zstd 2.5 ms and 160 KB against zlib's 7.7 ms and 204 KB, read in half the time. zstd
+# replaced zlib at level 1, which records written before still are. A record is read by its first
+# bytes: an LZ4 block carries _LZ4_MAGIC, a zstd frame its own magic number, and neither can begin a
+# zlib stream (a zlib header's first byte ends in 0x8, and 0x28b5 is not a multiple of 31).
+_SMALL = 24 * 1024
 _LZ4_MAGIC = b"LZ4B"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 

@@ -126,7 +126,7 @@ def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(c
 
 
 def test_state_records_small_as_lz4_large_as_zstd_and_older_records_still_read() -> None:
-    """detectors/journal.deflate: a record below 16 KiB as an LZ4 block, a larger one as a zstd
+    """detectors/journal.deflate: a record below 24 KiB as an LZ4 block, a larger one as a zstd
     frame at level 1; inflate reads both, and the zlib streams written before, byte for byte."""
     import random
     import zlib
@@ -136,11 +136,11 @@ def test_state_records_small_as_lz4_large_as_zstd_and_older_records_still_read()
     from driftline.detectors.journal import deflate, inflate
 
     rng = random.Random(3)
-    for n in (0, 10, 2_000, 16 * 1024 - 1, 16 * 1024, 200_000):
+    for n in (0, 10, 2_000, 24 * 1024 - 1, 24 * 1024, 200_000):
         data = bytes(rng.choice(b'{"abc":1.25,}') for _ in range(n))
         packed = deflate(data)
         assert inflate(packed) == data
-        if n < 16 * 1024:
+        if n < 24 * 1024:
             assert packed[:4] == b"LZ4B" and len(packed) <= len(data) + 32
         else:
             assert bytes(cramjam.zstd.decompress(packed)) == data and len(packed) < len(data) // 2
