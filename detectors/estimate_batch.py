@@ -75,12 +75,7 @@ def _by_key(versions: list[str], segs: list[list[str]], keep: list[int] | None,
     for i in range(len(versions)) if keep is None else keep:
         v = versions[i]
         for seg in segs[i]:
-            key = v + "|" + seg
-            got = out.get(key)
-            if got is None:
-                out[key] = [i]
-            else:
-                got.append(i)  # type: ignore[union-attr]
+            out.setdefault(v + "|" + seg, []).append(i)  # type: ignore[union-attr]
     return out
 
 
@@ -90,11 +85,7 @@ def _by_version(versions: list[str], one: bool) -> dict[str, list[int] | None]:
         return {versions[0]: None}
     out: dict[str, list[int] | None] = {}
     for i, v in enumerate(versions):
-        got = out.get(v)
-        if got is None:
-            out[v] = [i]
-        else:
-            got.append(i)  # type: ignore[union-attr]
+        out.setdefault(v, []).append(i)  # type: ignore[union-attr]
     return out
 
 

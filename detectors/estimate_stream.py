@@ -63,6 +63,7 @@ DETECTOR = "estimation"
 LOWER_IS_BETTER = frozenset(("mae", "rmse"))
 # Buffered items past which the buffers are applied: 4,096 predictions (3 items each) or labels (7)
 _PREDICTIONS, _LABELS = 3 * 4096, 7 * 4096
+_OFF = object()  # EstimationStreams._cold: estimation is off for this model
 
 
 def _utc(epoch: float) -> _dt.datetime:
@@ -203,11 +204,9 @@ class EstimationStreams:
                 return
             est = hot[1]
         else:
-            if not self.settings.enabled:
+            est = self._cold(version, refs)
+            if est is _OFF:
                 return
-            if self._preds or self._labels:
-                self.flush()  # the estimator may change now: what came before goes first
-            est = self._lookup(version, refs)
         s = self.settings
         if est is None:
             # Said only to whoever asked for verdicts: a model without labels is the common case.
@@ -237,6 +236,15 @@ class EstimationStreams:
             else:
                 w.add(row, cap, s.seed)
 
+    def _cold(self, version: str, refs: Mapping[str, Any]) -> Any:
+        """``version``'s estimator (None: none yet) when its hot entry does not apply, or
+        :data:`_OFF` with estimation off. What is buffered goes first: the estimator may change now."""
+        if not self.settings.enabled:
+            return _OFF
+        if self._preds or self._labels:
+            self.flush()
+        return self._lookup(version, refs)
+
     def wants_features(self, version: str, prediction: Any, refs: Mapping[str, Any]) -> bool:
         """Whether the label join should keep this prediction's features: a numeric prediction of
         a version whose estimator is still to be fitted on the stream (DLE is fitted on features
@@ -260,11 +268,9 @@ class EstimationStreams:
                 return
             est = hot[1]
         else:
-            if not self.settings.enabled:
+            est = self._cold(version, refs)
+            if est is _OFF:
                 return
-            if self._preds or self._labels:
-                self.flush()
-            est = self._lookup(version, refs)
         s = self.settings
         if est is None:
             self._collect(version, prediction, label, features)
