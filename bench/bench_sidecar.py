@@ -25,7 +25,10 @@ alternating between rounds, so both see the same load), and its ratio is
 (on p99 - direct p99) / (off p99 - direct p99) - 1. Printed: each round's figures, the median ratio
 over the rounds with its spread, and the same ratio from the p99 of all rounds' requests pooled. The
 verdict is the median's exact sign-test interval (``bench/sidecar_verdict.py``, 95 %): met when it
-lies wholly at or below 20 %, not met when wholly above, else "undecided at this N".
+lies wholly at or below 20 %, not met when wholly above, else "undecided at this N". Beside it,
+judged the same way: the ratio from every round's requests pooled, with a bootstrap interval that
+resamples whole rounds (``pooled_interval``; steadier than a median of per-round ratios of
+differences, which explode in a round where the sidecar without events added little).
 Also per sidecar: CPU time per request on the event-loop thread and elsewhere (exporter thread, event
 worker process), event-loop lag and garbage-collection pauses -- figures that, unlike p99, hardly
 move with the machine's other load.
@@ -49,7 +52,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar_verdict import median_interval, rounds_for_decision, verdict  # bench/ is the script's directory
+# bench/ is the script's directory
+from sidecar_verdict import (POOLED_MIN_ROUNDS, interval_verdict, median_interval, pooled_interval,
+                             rounds_for_decision, verdict)
 
 HERE = Path(__file__).resolve()
 ROLES = HERE.with_name("sidecar_roles.py")
@@ -83,7 +88,7 @@ class Target:
     pid: int | None = None  # sidecars: for CPU time from /proc
     stats_port: int | None = None  # sidecars: loop lag and GC pauses
     rounds: list[dict[str, float]] = field(default_factory=list)
-    lats: list[float] = field(default_factory=list)  # every round's latencies, ms
+    lats: list[list[float]] = field(default_factory=list)  # latencies per round, ms
     loop_stats: list[dict[str, float]] = field(default_factory=list)
     cpu: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loop, other, run-queue wait; requests
 
@@ -200,7 +205,7 @@ def measure(targets: list[Target], rate: float, rounds: int, seconds: float) -> 
             if t.stats_port is not None:
                 t.loop_stats.append(loop_stats(t.stats_port))
             t.rounds.append(summary)
-            t.lats.extend(lats)
+            t.lats.append(lats)
             print(f"  {rate:.0f} req/s round {i + 1} {t.name:28s} p50 {summary['p50_ms']:.3f} ms  "
                   f"p99 {summary['p99_ms']:.3f} ms", flush=True)
     return loads
@@ -246,7 +251,7 @@ def report(rate: float, targets: list[Target], loads: list[float]) -> None:
               + (pct(c) if c == c else "no verdict (events off added nothing)"))
     print("target          p50 ms  p99 ms  added p50  added p99  (medians over rounds)  pooled p99, added")
     med = {t.name: {k: statistics.median(r[k] for r in t.rounds) for k in ("p50_ms", "p99_ms")} for t in targets}
-    pooled = {t.name: p99(t.lats) for t in targets}
+    pooled = {t.name: p99([x for r in t.lats for x in r]) for t in targets}
     for t in targets:
         m = med[t.name]
         added = "" if t is d else (f"{m['p50_ms'] - med['direct']['p50_ms']:+9.3f}  "
@@ -265,6 +270,11 @@ def report(rate: float, targets: list[Target], loads: list[float]) -> None:
     print(f"  the median's sign-test interval: {pct(lo)} .. {pct(hi)} (covers the true median with probability "
           f"{100 * cover:.1f} %) -- target <= 20 %: {verdict(costs, TARGET_RATIO, CONFIDENCE).upper()}"
           + ("" if cover >= CONFIDENCE else f" (no verdict below {rounds_for_decision(CONFIDENCE)} rounds with one)"))
+    est, plo, phi = pooled_interval({k: by[k].lats for k in ("direct", ON, OFF)},
+                                    lambda p: events_cost(p[ON], p[OFF], p["direct"]), confidence=CONFIDENCE)
+    print(f"  pooled: {pct(est)}, bootstrap interval over rounds {pct(plo)} .. {pct(phi)} ({100 * CONFIDENCE:.0f} %) "
+          f"-- target <= 20 %: {interval_verdict(plo, phi, TARGET_RATIO, len(d.rounds)).upper()}"
+          + ("" if len(d.rounds) >= POOLED_MIN_ROUNDS else f" (no verdict below {POOLED_MIN_ROUNDS} rounds)"))
     for t in targets:
         if t.pid is not None and t.name not in (ON, OFF):
             per = [c for r, roff, rd in zip(t.rounds, by[OFF].rounds, d.rounds)

@@ -1,0 +1,76 @@
+"""The sidecar benchmark's verdicts (bench/sidecar_verdict.py): the sign-test interval of the median
+and the pooled ratio's bootstrap interval over rounds, on rounds whose answer is known."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from sidecar_verdict import POOLED_MIN_ROUNDS, interval_verdict, median_interval, pooled_interval, verdict  # noqa: E402
+
+
+def _cost(p: dict[str, float]) -> float:  # bench_sidecar.events_cost
+    added_off = p["off"] - p["direct"]
+    return (p["on"] - p["direct"]) / added_off - 1.0 if added_off > 0 else float("nan")
+
+
+def _rounds(extra_on_ms: float, n: int = 20, per_round: int = 2000, seed: int = 1) -> dict[str, list[list[float]]]:
+    """Latencies whose round-to-round level moves (as a shared machine's do); the sidecar adds 2 ms
+    without events and 2 + ``extra_on_ms`` with them, on top of the same direct call."""
+    rng = random.Random(seed)
+    out: dict[str, list[list[float]]] = {"direct": [], "on": [], "off": []}
+    for _ in range(n):
+        level = rng.uniform(0.5, 3.0)  # this round's machine
+        for name, added in (("direct", 0.0), ("off", 2.0), ("on", 2.0 + extra_on_ms)):
+            out[name].append([level + added + rng.expovariate(2.0) for _ in range(per_round)])
+    return out
+
+
+def test_pooled_interval_covers_the_true_cost_and_decides_it() -> None:
+    # events add 10 % of the sidecar's added 2 ms (+0.2 ms): the true cost is +10 %
+    est, lo, hi = pooled_interval(_rounds(0.2), _cost, resamples=300)
+    assert lo <= 0.10 <= hi
+    assert 0.0 < est < 0.2
+    assert interval_verdict(lo, hi, 0.20, 20) == "met"
+    # events double it (+2 ms): +100 %, far above the target
+    est, lo, hi = pooled_interval(_rounds(2.0), _cost, resamples=300)
+    assert est == pytest.approx(1.0, abs=0.15) and lo > 0.20
+    assert interval_verdict(lo, hi, 0.20, 20) == "not met"
+
+
+def test_pooled_interval_is_undecided_when_the_rounds_cannot_tell() -> None:
+    # events cost +100 % in one round and -50 % in the other: resamples of either round disagree
+    a, b = _rounds(2.0, n=1, per_round=500, seed=2), _rounds(-1.0, n=1, per_round=500, seed=3)
+    rounds = {k: a[k] + b[k] for k in a}
+    est, lo, hi = pooled_interval(rounds, _cost, resamples=300)
+    assert lo < 0.0 and hi > 0.20 and lo <= est <= hi
+    assert interval_verdict(lo, hi, 0.20, 20) == "undecided at this N"
+    # and too few rounds give no verdict whatever the interval
+    assert interval_verdict(0.0, 0.1, 0.20, POOLED_MIN_ROUNDS - 1) == "undecided at this N"
+    assert interval_verdict(0.0, 0.1, 0.20, POOLED_MIN_ROUNDS) == "met"
+
+
+def test_pooled_interval_opens_to_infinity_when_the_cost_is_undefined() -> None:
+    # the sidecar without events adding nothing makes the cost undefined in every resample
+    rounds = {"direct": [[1.0] * 100] * 5, "off": [[1.0] * 100] * 5, "on": [[2.0] * 100] * 5}
+    est, lo, hi = pooled_interval(rounds, _cost, resamples=50)
+    assert est != est
+    assert (lo, hi) == (float("-inf"), float("inf"))
+    assert interval_verdict(lo, hi, 0.20, 20) == "undecided at this N"
+
+
+def test_pooled_interval_refuses_uneven_rounds() -> None:
+    with pytest.raises(ValueError, match="same, non-zero number of rounds"):
+        pooled_interval({"direct": [[1.0]], "on": [[1.0], [2.0]], "off": [[1.0]]}, _cost)
+
+
+def test_median_interval_and_verdict() -> None:
+    lo, hi, cover = median_interval([0.3, -0.1, 0.2, 0.5, 0.1, 0.25, 0.0], 0.95)
+    assert (lo, hi) == (-0.1, 0.5) and cover == pytest.approx(0.984, abs=1e-3)
+    assert verdict([0.3, -0.1, 0.2, 0.5, 0.1, 0.25, 0.0], 0.20) == "undecided at this N"
+    assert verdict([0.01, -0.1, 0.05, 0.12, 0.1, 0.15, 0.0], 0.20) == "met"
+    assert verdict([0.5, 0.3, 0.4, 0.9, 0.6, 0.35, 0.7], 0.20) == "not met"
