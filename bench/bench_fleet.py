@@ -56,8 +56,8 @@ def _config(path: Path, ref_events: int, segments: int) -> Path:
     return path
 
 
-def _start(data_dir: Path, config: Path, budget_mb: float,
-           park_after_s: float) -> tuple[subprocess.Popen, dict[str, int]]:
+def _start(data_dir: Path, config: Path, budget_mb: float, park_after_s: float,
+           batch_timeout_s: float | None = None) -> tuple[subprocess.Popen, dict[str, int]]:
     from driftline.collector.embedded.broker import free_port, port_open
 
     ports = {"kafka": free_port(), "clickhouse": free_port(), "metrics": free_port()}
@@ -69,6 +69,8 @@ def _start(data_dir: Path, config: Path, budget_mb: float,
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB"] = str(budget_mb)
     env["DRIFTLINE_DETECTOR_PARK_AFTER_S"] = str(park_after_s)
+    if batch_timeout_s is not None:
+        env["DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S"] = str(batch_timeout_s)
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     wait_for(lambda: port_open("127.0.0.1", ports["kafka"]) and port_open("127.0.0.1", ports["clickhouse"])
              and port_open("127.0.0.1", ports["metrics"]), 180, "the stack's ports", proc)
@@ -109,13 +111,13 @@ def _stored(client: Any) -> int:
 
 
 def run(models: int, features: int, segments: int, *, events: int, ref_events: int, budget_mb: float,
-        park_after_s: float = 300.0, active: int = 0) -> dict[str, Any]:
+        park_after_s: float = 300.0, active: int = 0, batch_timeout_s: float | None = None) -> dict[str, Any]:
     from driftline.collector.store.client import connect
     from driftline.sdk import Client, Monitor, SdkSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     proc, ports = _start(tmp / "data", _config(tmp / "detectors.yaml", ref_events, segments), budget_mb,
-                         park_after_s)
+                         park_after_s, batch_timeout_s)
     rng = random.Random(0)
     pool = [{f"f{k}": rng.gauss(0, 1) for k in range(features)} for _ in range(64)]
     client = None
@@ -156,7 +158,12 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         _wait_idle(pids["collector"])  # ... and the measured events' detector work is theirs
         cpu = {r: _cpu_s(pids[r]) - cpu0[r] for r in cpu0}
         series, m1 = _metrics(ports["metrics"])
-        state = m1.get("driftline_detector_state_bytes_total", 0.0) - m0.get("driftline_detector_state_bytes_total", 0.0)
+
+        def grew(name: str) -> float:
+            return m1.get(name, 0.0) - m0.get(name, 0.0)
+
+        state = grew("driftline_detector_state_bytes_total")
+        inserts = grew("driftline_collector_batch_events_count")
         rss = {r: rss_mib(p) for r, p in pids.items()}
         log = "".join(p.read_text(errors="replace") for p in (tmp / "data").rglob("*.log")) if (tmp / "data").exists() else ""
         done = True
@@ -164,6 +171,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
                 "warmup_s": warm_s, "events_per_s": events / took,
                 "collector_us": 1e6 * cpu["collector"] / events, "store_us": 1e6 * cpu["store"] / events,
                 "state_bytes": state / events, "series": series, "rss": rss,
+                "events_per_batch": events / inserts if inserts else float("nan"),
                 "evicted": m1.get("driftline_label_join_evicted_total", 0.0),
                 "budget_mb": budget_mb,
                 "state_mib": m1.get("driftline_detector_state_resident_bytes", 0.0) / 2**20,
@@ -196,6 +204,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds of the grid, its order reversed every other round; figures are medians "
                          "over the rounds and a ratio is the median of each round's ratio to its baseline")
+    ap.add_argument("--batch-timeout-s", type=float, default=None,
+                    help="the collector's DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S (default: its own default)")
     args = ap.parse_args()
     grid = FULL if args.grid == "full" else REDUCED
     if args.only:
@@ -207,7 +217,8 @@ def main() -> None:
             models, features, segments = grid[i]
             n = max(2000, args.events * 20 // features)  # the same feature values per run
             rows[i] = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb,
-                          park_after_s=args.park_after_s, active=min(args.active, models))
+                          park_after_s=args.park_after_s, active=min(args.active, models),
+                          batch_timeout_s=args.batch_timeout_s)
             print(json.dumps({"round": k, **rows[i]}), flush=True)
         rounds.append(rows)  # type: ignore[arg-type]
     print(table(rounds))

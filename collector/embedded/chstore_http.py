@@ -123,18 +123,23 @@ class _Body:
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buf = b""
+        # a bytearray appends in place and drops a prefix without copying the rest: reading a body
+        # of many chunks stays linear in its size (bytes' += and slicing copied it all each time)
+        self._buf = bytearray()
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
+        buf = self._buf
+        while n < 0 or len(buf) < n:
             chunk = next(self._chunks, None)
             if chunk is None:
                 break
-            self._buf += chunk
-        if n < 0:
-            out, self._buf = self._buf, b""
+            buf += chunk
+        if n < 0 or n >= len(buf):
+            out = bytes(buf)
+            buf.clear()
         else:
-            out, self._buf = self._buf[:n], self._buf[n:]
+            out = bytes(buf[:n])
+            del buf[:n]
         return out
 
 

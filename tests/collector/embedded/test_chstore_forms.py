@@ -124,3 +124,26 @@ def test_clickhouse_connect_sees_form_errors_as_database_errors(chstore: Any) ->
     client = clickhouse_connect.get_client(host=chstore.host, port=chstore.port, form_encode_query_params=True)
     with pytest.raises(DatabaseError, match="UNKNOWN_IDENTIFIER|Code: 47"):
         client.query("SELECT no_such_column, {n:UInt8}", parameters={"n": 1})
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_a_body_sent_in_many_small_chunks_arrives_whole(chstore: Any, multipart: bool) -> None:
+    # chunked transfer in 7-row pieces: every row stored once, in order, whether the body is the
+    # data after the query or a multipart form (read piece by piece from the same stream)
+    table = f"chunks_{int(multipart)}"
+    assert _request(chstore, body=f"CREATE TABLE {table} (i UInt32, s String) ENGINE = Memory".encode())[0] == 200
+    rows = [f"{i}\t{'x' * (i % 50)}\n".encode() for i in range(30_000)]
+    query = f"INSERT INTO {table} FORMAT TabSeparated"
+    data = b"".join(rows)
+    if multipart:
+        data, ctype = urllib3.encode_multipart_formdata({"query": query + "\n" + data.decode()})
+        headers, params = {"Content-Type": ctype}, {}
+    else:
+        headers, params = {}, {"query": query}
+    pieces = [data[i:i + 97] for i in range(0, len(data), 97)]
+    r = _HTTP.request("POST", f"{chstore.url}/?{urllib.parse.urlencode(params)}", body=iter(pieces),
+                      headers=headers, chunked=True)
+    assert r.status == 200, r.data
+    _, got, _ = _request(chstore, body=f"SELECT count(), sum(i), sum(length(s)), groupArray(i)[1] = 0 "
+                                       f"FROM (SELECT * FROM {table} ORDER BY i) FORMAT TSV".encode())
+    assert got == f"30000\t{sum(range(30_000))}\t{sum(i % 50 for i in range(30_000))}\t1\n".encode()
