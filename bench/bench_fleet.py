@@ -12,7 +12,9 @@ events straight to Kafka with the SDK (one Client, one Monitor per model), and m
   (/proc/PID/stat), state bytes written per event (``driftline_detector_state_bytes_total``),
   ``/metrics`` series, resident memory (VmRSS) of each process at the end;
 
-all as ratios to the single-model 20-feature run of the same invocation. The detectors run with
+all as ratios to the single-model 20-feature run of the same invocation; with ``--repeats``, each of
+issue 17's targets is judged by the median of the rounds' ratios and its sign-test interval (met,
+not met, or undecided at that number of rounds: ``verdicts``). The detectors run with
 ``window.size`` 500, a first-events reference of ``--ref-events``, segments from the tag ``shop``,
 ``DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB`` = ``--budget-mb`` (1,024 by default: the budget counts every
 model's detector state too, ~0.45 MiB per 20-feature model, and this bench sends no labels, so
@@ -31,6 +33,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import _cpu_s  # noqa: E402
 from bench_soak import processes, rss_mib, stop_up, wait_for  # noqa: E402
+from sidecar_verdict import median_interval, verdict  # noqa: E402
 
 FULL = [(1, 20, 1), (100, 20, 1), (1000, 20, 1), (1, 1000, 1), (1, 20, 50)]
 REDUCED = [(1, 20, 1), (100, 20, 1), (1000, 20, 1)]  # a busy machine: the model axis only
@@ -222,16 +226,46 @@ def main() -> None:
             print(json.dumps({"round": k, **rows[i]}), flush=True)
         rounds.append(rows)  # type: ignore[arg-type]
     print(table(rounds))
+    for line in verdicts(rounds, grid):
+        print(line)
 
 
 FIGURES = ("events_per_s", "collector_us", "store_us", "state_bytes")
+# issue 17's targets: (figure, grid row as models:features:segments, most (or, negative, least) ratio)
+TARGETS = (("collector_us", (1000, 20, 1), 1.2), ("store_us", (1000, 20, 1), 1.3),
+           ("events_per_s", (1, 1000, 1), -0.05))
+
+
+def verdicts(rounds: list[list[dict[str, Any]]], grid: list[tuple[int, ...]]) -> list[str]:
+    """Each target's ratio as the median over rounds (each round's run against that round's
+    baseline, run next to it) with the median's sign-test interval (``sidecar_verdict``): met when
+    the interval lies within the target, not met when wholly outside, else undecided."""
+    out = []
+    for figure, row, bound in TARGETS:
+        if row not in grid or grid.index(row) == 0:
+            continue
+        i = grid.index(row)
+        ratios = [rows[i][figure] / rows[0][figure] for rows in rounds if rows[0][figure]]
+        if not ratios:
+            continue
+        # "at least 0.05x" is "the inverse at most 20x": one verdict function for both directions
+        xs, target = (ratios, bound) if bound > 0 else ([1 / r for r in ratios], -1 / bound)
+        lo, hi, cover = median_interval(ratios)
+        med = statistics.median(ratios)
+        sense = "<=" if bound > 0 else ">="
+        def x(v: float) -> str:
+            return f"{v:.2f}x" if v >= 0.1 else f"{v:.3f}x"
+
+        out.append(f"{figure} at {row[0]:,} models, {row[1]:,} features, {row[2]} segments: median ratio "
+                   f"{x(med)} over {len(ratios)} rounds, interval {x(lo)}-{x(hi)} (covers the median "
+                   f"with probability {100 * cover:.1f} %); target {sense} {x(abs(bound))}: "
+                   f"{verdict(xs, target).upper()}")
+    return out
 
 
 def table(rounds: list[list[dict[str, Any]]]) -> str:
     """The markdown table: per grid row, the median of each figure over the rounds, and its ratio to
     the baseline (the first row) as the median of the rounds' ratios (with their range when > 1)."""
-    import statistics
-
     out = ["| models | features | segments | events/s (ratio) | collector µs/event (ratio) | store µs/event (ratio) "
            "| state B/event (ratio) | /metrics series | collector RSS MiB | store RSS MiB | warm-up s | stalls "
            "| detector state MiB (est.) | pending joins | evicted | unloaded |",

@@ -1,5 +1,6 @@
-"""The sidecar benchmark's verdicts (bench/sidecar_verdict.py): the sign-test interval of the median
-and the pooled ratio's bootstrap interval over rounds, on rounds whose answer is known."""
+"""The benchmarks' verdicts (bench/sidecar_verdict.py): the sign-test interval of the median and the
+pooled ratio's bootstrap interval over rounds (bench_sidecar.py), and issue 17's targets read from
+bench_fleet.py's rounds, each on rounds whose answer is known."""
 
 from __future__ import annotations
 
@@ -74,3 +75,25 @@ def test_median_interval_and_verdict() -> None:
     assert verdict([0.3, -0.1, 0.2, 0.5, 0.1, 0.25, 0.0], 0.20) == "undecided at this N"
     assert verdict([0.01, -0.1, 0.05, 0.12, 0.1, 0.15, 0.0], 0.20) == "met"
     assert verdict([0.5, 0.3, 0.4, 0.9, 0.6, 0.35, 0.7], 0.20) == "not met"
+
+
+def test_fleet_verdicts_read_each_target_in_its_direction() -> None:
+    import bench_fleet
+
+    def run(models: int, features: int, collector: float, store: float, rate: float) -> dict[str, float]:
+        return {"models": models, "features": features, "segments": 1, "collector_us": collector,
+                "store_us": store, "events_per_s": rate}
+
+    grid = [(1, 20, 1), (1000, 20, 1), (1, 1000, 1)]
+    # six rounds: the collector 1.10x (<= 1.2: met), the store 1.50x (> 1.3: not met), 1,000
+    # features at 0.046-0.052x of the rate (>= 0.05 is a lower bound: undecided)
+    rounds = [[run(1, 20, 100, 40, 8000), run(1000, 20, 110, 60, 6000), run(1, 1000, 2000, 1000, 420 - 10 * i)]
+              for i in range(6)]
+    lines = bench_fleet.verdicts(rounds, grid)
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["MET", "NOT MET", "UNDECIDED AT THIS N"]
+    assert "median ratio 0.049x" in lines[2]
+    # the rate above its bound in every round is met, not "not met" (the bound is a floor)
+    for rows in rounds:
+        rows[2]["events_per_s"] = 480
+    assert bench_fleet.verdicts(rounds, grid)[2].endswith("MET")
+    assert not bench_fleet.verdicts(rounds, grid)[2].endswith("NOT MET")
