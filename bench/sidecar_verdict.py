@@ -56,15 +56,20 @@ def median_interval(xs: list[float], confidence: float = 0.95) -> tuple[float, f
     return s[k - 1], s[n - k], 1 - 2 * _below(n, k)
 
 
-def verdict(xs: list[float], target: float, confidence: float = 0.95) -> str:
-    lo, hi, cover = median_interval(xs, confidence)
-    if cover < confidence or lo != lo:
-        return "undecided at this N"
+def _read(lo: float, hi: float, target: float) -> str:
+    """An interval against an upper bound: wholly at or below it, wholly above, or across it."""
     if hi <= target:
         return "met"
     if lo > target:
         return "not met"
     return "undecided at this N"
+
+
+def verdict(xs: list[float], target: float, confidence: float = 0.95) -> str:
+    lo, hi, cover = median_interval(xs, confidence)
+    if cover < confidence or lo != lo:
+        return "undecided at this N"
+    return _read(lo, hi, target)
 
 
 def rounds_for_decision(confidence: float = 0.95) -> int:
@@ -134,8 +139,4 @@ def interval_verdict(lo: float, hi: float, target: float, rounds: int) -> str:
     (from :data:`POOLED_MIN_ROUNDS` rounds on)."""
     if rounds < POOLED_MIN_ROUNDS:
         return "undecided at this N"
-    if hi <= target:
-        return "met"
-    if lo > target:
-        return "not met"
-    return "undecided at this N"
+    return _read(lo, hi, target)
