@@ -236,15 +236,19 @@ TARGETS = (("collector_us", (1000, 20, 1), 1.2), ("store_us", (1000, 20, 1), 1.3
            ("events_per_s", (1, 1000, 1), -0.05))
 
 
+def _ratio_text(v: float) -> str:
+    return f"{v:.2f}x" if v >= 0.1 else f"{v:.3f}x"
+
+
 def verdicts(rounds: list[list[dict[str, Any]]], grid: list[tuple[int, ...]]) -> list[str]:
     """Each target's ratio as the median over rounds (each round's run against that round's
     baseline, run next to it) with the median's sign-test interval (``sidecar_verdict``): met when
     the interval lies within the target, not met when wholly outside, else undecided."""
     out = []
     for figure, row, bound in TARGETS:
-        if row not in grid or grid.index(row) == 0:
+        i = grid.index(row) if row in grid else 0
+        if i == 0:  # not run, or the baseline itself
             continue
-        i = grid.index(row)
         ratios = [rows[i][figure] / rows[0][figure] for rows in rounds if rows[0][figure]]
         if not ratios:
             continue
@@ -252,10 +256,8 @@ def verdicts(rounds: list[list[dict[str, Any]]], grid: list[tuple[int, ...]]) ->
         xs, target = (ratios, bound) if bound > 0 else ([1 / r for r in ratios], -1 / bound)
         lo, hi, cover = median_interval(ratios)
         med = statistics.median(ratios)
+        x = _ratio_text
         sense = "<=" if bound > 0 else ">="
-        def x(v: float) -> str:
-            return f"{v:.2f}x" if v >= 0.1 else f"{v:.3f}x"
-
         out.append(f"{figure} at {row[0]:,} models, {row[1]:,} features, {row[2]} segments: median ratio "
                    f"{x(med)} over {len(ratios)} rounds, interval {x(lo)}-{x(hi)} (covers the median "
                    f"with probability {100 * cover:.1f} %); target {sense} {x(abs(bound))}: "

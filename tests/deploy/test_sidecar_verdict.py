@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench_sidecar import events_cost  # noqa: E402
 from sidecar_verdict import POOLED_MIN_ROUNDS, interval_verdict, median_interval, pooled_interval, verdict  # noqa: E402
 
 
-def _cost(p: dict[str, float]) -> float:  # bench_sidecar.events_cost
-    added_off = p["off"] - p["direct"]
-    return (p["on"] - p["direct"]) / added_off - 1.0 if added_off > 0 else float("nan")
+def _cost(p: dict[str, float]) -> float:
+    return events_cost(p["on"], p["off"], p["direct"])
 
 
 def _rounds(extra_on_ms: float, n: int = 20, per_round: int = 2000, seed: int = 1) -> dict[str, list[list[float]]]:
@@ -95,5 +95,4 @@ def test_fleet_verdicts_read_each_target_in_its_direction() -> None:
     # the rate above its bound in every round is met, not "not met" (the bound is a floor)
     for rows in rounds:
         rows[2]["events_per_s"] = 480
-    assert bench_fleet.verdicts(rounds, grid)[2].endswith("MET")
-    assert not bench_fleet.verdicts(rounds, grid)[2].endswith("NOT MET")
+    assert bench_fleet.verdicts(rounds, grid)[2].rsplit(": ", 1)[1] == "MET"
