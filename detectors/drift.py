@@ -47,7 +47,8 @@ from driftline.detectors.exclusions import exclusions
 from driftline.detectors.histogram import NUMERIC, FeatureProfile, Histogram
 from driftline.detectors.impact import impact_results
 from driftline.detectors.univariate import (
-    P_VALUE_TESTS, chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
+    P_VALUE_TESTS, chi2_homogeneity, js_distance, js_distance_batch, ks_binned, psi, psi_batch, wasserstein_binned,
+    wasserstein_binned_batch,
 )
 
 __all__ = ["HistogramSet", "DataDriftDetector", "PredictionDriftDetector"]
@@ -203,6 +204,48 @@ def _feature_tests(profile: FeatureProfile, h: Histogram, tests: tuple[str, ...]
     return out
 
 
+_BATCHED = ("psi", "jensen_shannon", "wasserstein")
+
+
+def magnitude_tests(judged: Sequence[tuple[str, FeatureProfile]], hists: Mapping[str, Histogram],
+                    numeric: tuple[str, ...], categorical: tuple[str, ...]) -> dict[str, list[tuple[str, float]]]:
+    """Feature -> [(test, value)] of the descriptive tests (``numeric`` or ``categorical``, in that
+    order) of each judged feature: :func:`_feature_tests`, with the numeric features of the same
+    bins as (features x bins) matrices (``univariate``'s ``*_batch``: equal to a few units in the
+    last place)."""
+    import numpy as np
+
+    out: dict[str, list[tuple[str, float]]] = {}
+    groups: dict[int, list[tuple[str, FeatureProfile]]] = {}
+    for name, profile in judged:
+        h = hists[name]
+        width = len(h.counts)
+        if (profile.kind == NUMERIC and set(numeric) <= set(_BATCHED) and len(profile.counts) == width
+                and len(profile.sums) == width == len(h.sums)):
+            groups.setdefault(width, []).append((name, profile))
+        else:
+            tests = numeric if profile.kind == NUMERIC else categorical
+            out[name] = [(t, v) for t, v, _ in _feature_tests(profile, h, tests)]
+    for members in groups.values():
+        ref = np.array([p.counts for _, p in members], dtype=float)
+        cur = np.array([hists[n].counts for n, _ in members], dtype=float)
+        ref_sums = np.array([p.sums for _, p in members], dtype=float)
+        cur_sums = np.array([hists[n].sums for n, _ in members], dtype=float)
+        finite = (np.isfinite(ref_sums).all(1) & np.isfinite(cur_sums).all(1)).tolist()
+        scale = [p.std if p.std > 0 else (abs(p.mean) or 1.0) for _, p in members]
+        values = {"psi": psi_batch(ref, cur) if "psi" in numeric else None,
+                  "jensen_shannon": js_distance_batch(ref, cur) if "jensen_shannon" in numeric else None,
+                  "wasserstein": (wasserstein_binned_batch(ref, ref_sums, cur, cur_sums, scale)
+                                  if "wasserstein" in numeric else None)}
+        lists = {t: v.tolist() for t, v in values.items() if v is not None}
+        for i, (name, profile) in enumerate(members):
+            if finite[i]:
+                out[name] = [(t, lists[t][i]) for t in numeric]
+            else:  # an infinite value in a bin: the scalar functions say what it means
+                out[name] = [(t, v) for t, v, _ in _feature_tests(profile, hists[name], numeric)]
+    return out
+
+
 class DataDriftDetector(Detector):
     """Per-feature drift of one stream (one model version and segment) against its reference."""
 
@@ -276,25 +319,26 @@ class DataDriftDetector(Detector):
             self.pool.push(name, h.counts, h.missing)
         rows: dict[str, list[DetectorResult]] = {}
         deciders: dict[str, list[str]] = {}
+        sizes = {name: sum(h.counts) for name, h in hists.items()}
+        by_p, by_scale = operator.itemgetter(0, 2), operator.itemgetter(2)
         for (name, stat), found in best.items():
             profile = self.profiles[name]
-            p, value, k = min(found, key=lambda f: (f[0], f[2]))
+            p, value, k = min(found, key=by_p)
             exceeded = p < alpha
             if exceeded:
                 deciders.setdefault(name, []).append(f"{stat} at {k} window{'s' if k > 1 else ''}")
-            details = (("scale", k), ("p_by_scale", tuple((kk, pp) for pp, _, kk in sorted(found, key=lambda f: f[2]))),
+            details = (("scale", k), ("p_by_scale", tuple((kk, pp) for pp, _, kk in sorted(found, key=by_scale))),
                        ("calibration", "budget"), ("verdict", True), ("kind", profile.kind))
             rows.setdefault(name, []).append(DetectorResult(
-                self.name, name, stat, value, p, alpha, exceeded, profile.n, sum(hists[name].counts),
-                details, exceeded=exceeded))
-        for name, profile in self.profiles.items():
-            h = hists[name]
-            n = sum(h.counts)
-            if n < self.min_samples or profile.n == 0:
-                continue
-            tests = s.numeric_tests if profile.kind == NUMERIC else s.categorical_tests
-            magnitudes = tuple(t for t in tests if t not in P_VALUE_TESTS)
-            for test, value, _ in _feature_tests(profile, h, magnitudes):
+                self.name, name, stat, value, p, alpha, exceeded, profile.n, sizes[name], details, exceeded=exceeded))
+        judged = [(name, profile) for name, profile in self.profiles.items()
+                  if sizes[name] >= self.min_samples and profile.n != 0]
+        magnitudes = {kind: tuple(t for t in tests if t not in P_VALUE_TESTS)
+                      for kind, tests in ((NUMERIC, s.numeric_tests), ("", s.categorical_tests))}
+        found_magnitudes = magnitude_tests(judged, hists, magnitudes[NUMERIC], magnitudes[""])
+        for name, profile in judged:
+            n = sizes[name]
+            for test, value in found_magnitudes[name]:
                 thr = self._threshold(test)
                 rows.setdefault(name, []).append(DetectorResult(
                     self.name, name, test, value, None, thr, value > thr, profile.n, n,

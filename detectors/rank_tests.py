@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-__all__ = ["rank_tests", "rank_tests_batch", "ks_grouped", "chi2_merged", "rate_test", "saddlepoint_tail"]
+__all__ = ["rank_tests", "rank_tests_batch", "ks_grouped", "ks_grouped_batch", "chi2_merged", "rate_test",
+           "rate_test_batch", "saddlepoint_tail"]
 
 _SQRT2 = math.sqrt(2.0)
 # Below this |z| the normal tail is used as is (p > 0.01, far above any per-test level): the
@@ -175,6 +176,24 @@ def ks_grouped(ref: Sequence[int], cur: Sequence[int]) -> tuple[float, float]:
     return d, min(1.0, float(kolmogorov(math.sqrt(n * m / (n + m)) * d)))
 
 
+def ks_grouped_batch(ref: Any, cur: Any) -> tuple[Any, Any]:
+    """:func:`ks_grouped` for every row of two (rows x bins) count matrices (zero-padded rows are
+    fine): the same values to the last bit (the same cumulative sums and divisions, the same
+    ``kolmogorov``)."""
+    import numpy as np
+    from scipy.special import kolmogorov
+
+    r = np.asarray(ref, dtype=float)
+    c = np.asarray(cur, dtype=float)
+    n, m = r.sum(1), c.sum(1)
+    ok = (n > 0) & (m > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.abs(np.cumsum(r, 1) / n[:, None] - np.cumsum(c, 1) / m[:, None])
+        d = np.where(ok, gap.max(1, initial=0.0), 0.0)
+        p = np.minimum(1.0, kolmogorov(np.sqrt(n * m / (n + m)) * d))
+    return d, np.where(ok, p, 1.0)
+
+
 def chi2_merged(ref: Sequence[int], cur: Sequence[int]) -> tuple[float, float, int]:
     """Chi-squared homogeneity (statistic, p, degrees of freedom); cells whose expected window
     count is under 5 are pooled into one (and that one into the smallest other while still under)."""
@@ -218,3 +237,22 @@ def rate_test(ref_hits: int, ref_total: int, cur_hits: int, cur_total: int) -> t
     upper = float(bdtrc(cur_hits - 1, hits, share)) if cur_hits > 0 else 1.0  # P(X >= k)
     lower = float(bdtr(cur_hits, hits, share))  # P(X <= k)
     return diff, min(1.0, 2.0 * min(upper, lower))
+
+
+def rate_test_batch(ref_hits: Any, ref_total: Any, cur_hits: Any, cur_total: Any) -> tuple[Any, Any]:
+    """:func:`rate_test` element-wise over integer arrays, with the same values to the last bit."""
+    import numpy as np
+    from scipy.special import bdtr, bdtrc
+
+    rh, rt = np.asarray(ref_hits, dtype=np.int64), np.asarray(ref_total, dtype=np.int64)
+    ch, ct = np.asarray(cur_hits, dtype=np.int64), np.asarray(cur_total, dtype=np.int64)
+    ok = (rt > 0) & (ct > 0)
+    hits = rh + ch
+    with np.errstate(divide="ignore", invalid="ignore"):
+        diff = np.where(ok, ch / ct - rh / rt, 0.0)
+        share = ct / (rt + ct)
+        upper = np.where(ch > 0, bdtrc(ch - 1, hits, share), 1.0)  # P(X >= k)
+        lower = bdtr(ch, hits, share)  # P(X <= k)
+        p = np.minimum(1.0, 2.0 * np.minimum(upper, lower))
+    p = np.where(ok & (hits > 0) & (hits < rt + ct), p, 1.0)
+    return diff, p

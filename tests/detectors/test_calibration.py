@@ -11,12 +11,16 @@ import pytest
 import scipy.stats as st
 
 from driftline.detectors.base import STAT_ALARM_BUDGET
-from driftline.detectors.calibration import CONFIGURED, OBSERVED, AlarmBudget, feature_test_count
+from driftline.detectors.calibration import (
+    CONFIGURED, OBSERVED, AlarmBudget, PooledWindows, calibrated_tests, feature_test_count,
+)
 from driftline.detectors.config import AlarmBudgetSettings, DataDriftSettings, DetectorsConfig, WindowSettings
 from driftline.detectors.drift import DataDriftDetector
 from driftline.detectors.engine import DetectorEngine
-from driftline.detectors.histogram import profile_numeric
-from driftline.detectors.rank_tests import chi2_merged, rank_tests, rate_test
+from driftline.detectors.histogram import Histogram, profile_categorical, profile_numeric
+from driftline.detectors.rank_tests import (
+    chi2_merged, ks_grouped, ks_grouped_batch, rank_tests, rate_test, rate_test_batch,
+)
 from driftline.detectors.reference import from_events
 from driftline.detectors.univariate import ks_binned, wasserstein_binned
 from tests.detectors.calibration_streams import SHAPES, SHIFTS, Judge, run
@@ -31,6 +35,64 @@ REF_SIZE = 10_000  # the reference size the power targets need (bench/bench_cali
 
 
 # -- the statistics --------------------------------------------------------------------------------
+def test_batch_statistics_equal_the_one_row_ones_to_the_last_bit():
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 40, (300, 12))
+    cur = rng.integers(0, 9, (300, 12)) * (rng.random((300, 12)) < 0.7)
+    ref[:3], cur[3:6] = 0, 0  # empty samples on either side
+    d, p = ks_grouped_batch(ref, cur)
+    assert [(float(a), float(b)) for a, b in zip(d, p)] == [ks_grouped(r.tolist(), c.tolist()) for r, c in zip(ref, cur)]
+    rh, ch = rng.integers(0, 50, 400), rng.integers(0, 50, 400)
+    rt, ct = rh + rng.integers(0, 60, 400), ch + rng.integers(0, 60, 400)
+    rh[:10] = rt[:10] = 0  # an empty reference
+    ch[10:20] = ct[10:20] = 0  # an empty window
+    rh[20:30] = ch[20:30] = 0  # no hits at all
+    rh[30:40], ch[30:40] = rt[30:40], ct[30:40]  # every event a hit
+    ch[40:50] = 0  # none in the window only
+    diff, p = rate_test_batch(rh, rt, ch, ct)
+    assert list(zip(diff.tolist(), p.tolist())) == [rate_test(*map(int, a)) for a in zip(rh, rt, ch, ct)]
+
+
+def _calibration_case(seed: int) -> tuple[dict, dict, PooledWindows]:
+    """Profiles, window histograms and pooled windows of every shape the tests meet: numeric
+    features with 3 and 20 bins, missing values on either side, a constant feature, a feature only
+    missing in the reference, a categorical one, features with fewer pooled windows than others,
+    and one whose pooled windows have other bins than its reference now."""
+    rng = np.random.default_rng(seed)
+    profiles, hists = {}, {}
+    pool = PooledWindows(7)
+    for i in range(40):
+        name = f"f{i}"
+        if i == 0:
+            profiles[name] = profile_categorical(name, rng.choice(list("abcde"), 500).tolist(), max_categories=10)
+        elif i == 1:
+            profiles[name] = profile_numeric(name, [3.0] * 400, bins=20)
+        elif i == 2:
+            profiles[name] = profile_numeric(name, [], bins=20, missing=50)
+        else:
+            ref = rng.normal(0, 1, 400 + 10 * i).tolist()
+            profiles[name] = profile_numeric(name, ref, bins=3 if i % 7 == 0 else 20, missing=int(i % 3 == 0) * 30)
+        h = hists[name] = Histogram(profiles[name])
+        for _ in range(int(rng.integers(40, 400))):
+            h.add(None if rng.random() < (0.3 if i % 5 == 0 else 0.02) else
+                  str(rng.choice(list("abcdef"))) if i == 0 else float(rng.normal(0.1 * (i % 4), 1.0)))
+        for _ in range(7 if i % 6 else int(rng.integers(0, 7))):  # some features are newer
+            width = len(h.counts) + (1 if i == 11 else 0)
+            pool.push(name, rng.integers(0, 30, width).tolist(), int(rng.integers(0, 9)))
+    return profiles, hists, pool
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_columnar_calibrated_tests_equal_one_feature_at_a_time(seed: int):
+    profiles, hists, pool = _calibration_case(seed)
+    for min_samples in (30, 100, 600):
+        columnar = calibrated_tests(profiles, hists, pool, SETTINGS, min_samples)
+        one_by_one = calibrated_tests(profiles, hists, pool, SETTINGS, min_samples, columnar=False)
+        assert columnar == one_by_one
+        assert {s for _, s, *_ in columnar} >= ({"missing", "ks", "wilcoxon", "mood", "chi2"} if min_samples < 600
+                                                else {"missing"})
+
+
 def test_rank_tests_equal_scipy_on_tied_data():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 6, 3000)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from driftline.detectors.histogram import Histogram, profile_categorical, profile_numeric
+from driftline.detectors.histogram import NUMERIC, Histogram, profile_categorical, profile_numeric
+from driftline.detectors.drift import _feature_tests, magnitude_tests
 from driftline.detectors.univariate import (
     chi2_homogeneity, js_distance, ks_binned, psi, wasserstein_binned,
 )
@@ -57,3 +58,35 @@ def test_chi2_matches_scipy_contingency_and_handles_unseen():
     for v in ["a", "zzz", "zzz", "b"]:
         h.add(v)
     assert h.counts == [1, 1, 2] and h.unseen == {"zzz": 2}
+
+
+def test_the_matrix_statistics_equal_one_feature_at_a_time():
+    """``magnitude_tests`` (numeric features as matrices) against ``_feature_tests`` per feature:
+    shifted, identical, disjoint, constant, zero-mean, sparse and infinite-valued windows, with a
+    categorical feature and a 5-bin one beside the 20-bin ones."""
+    rng = np.random.default_rng(4)
+    judged, hists = [], {}
+    for i in range(60):
+        name = f"f{i}"
+        if i == 0:
+            prof = profile_categorical(name, rng.choice(list("abcd"), 300).tolist(), max_categories=10)
+            cur = rng.choice(list("abcde"), 200).tolist()
+        else:
+            ref = np.full(300, 2.5) if i == 1 else rng.normal(0 if i % 3 else 0.0, 1 + i % 4, 300 + i)
+            prof = profile_numeric(name, ref.tolist(), bins=5 if i % 9 == 0 else 20)
+            cur = (ref[:200] if i == 2 else np.full(50, 9e3) if i == 3 else np.full(80, 2.5) if i == 4
+                   else rng.normal(0.2 * (i % 5), 1 + i % 3, int(rng.integers(20, 400))))
+            cur = [float(v) for v in cur] + ([float("inf")] if i == 5 else [])
+        h = hists[name] = Histogram(prof)
+        for v in cur:
+            h.add(v)
+        judged.append((name, prof))
+    numeric, categorical = ("psi", "wasserstein", "jensen_shannon"), ("jensen_shannon", "psi")
+    got = magnitude_tests(judged, hists, numeric, categorical)
+    assert list(got) != [n for n, _ in judged]  # the categorical one went one by one, first
+    assert set(got) == {n for n, _ in judged}
+    for name, prof in judged:
+        one = [(t, v) for t, v, _ in _feature_tests(prof, hists[name], numeric if prof.kind == NUMERIC else categorical)]
+        assert [t for t, _ in got[name]] == [t for t, _ in one]
+        assert [v for _, v in got[name]] == pytest.approx([v for _, v in one], rel=1e-12, abs=1e-15), name
+    assert {t for t, v in got["f2"]} == set(numeric) and max(v for _, v in got["f3"]) > 1
