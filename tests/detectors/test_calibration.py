@@ -41,7 +41,8 @@ def test_batch_statistics_equal_the_one_row_ones_to_the_last_bit():
     cur = rng.integers(0, 9, (300, 12)) * (rng.random((300, 12)) < 0.7)
     ref[:3], cur[3:6] = 0, 0  # empty samples on either side
     d, p = ks_grouped_batch(ref, cur)
-    assert [(float(a), float(b)) for a, b in zip(d, p)] == [ks_grouped(r.tolist(), c.tolist()) for r, c in zip(ref, cur)]
+    one_by_one = [ks_grouped(r.tolist(), c.tolist()) for r, c in zip(ref, cur)]
+    assert [(float(a), float(b)) for a, b in zip(d, p)] == one_by_one
     rh, ch = rng.integers(0, 50, 400), rng.integers(0, 50, 400)
     rt, ct = rh + rng.integers(0, 60, 400), ch + rng.integers(0, 60, 400)
     rh[:10] = rt[:10] = 0  # an empty reference

@@ -86,7 +86,8 @@ def test_the_matrix_statistics_equal_one_feature_at_a_time():
     assert list(got) != [n for n, _ in judged]  # the categorical one went one by one, first
     assert set(got) == {n for n, _ in judged}
     for name, prof in judged:
-        one = [(t, v) for t, v, _ in _feature_tests(prof, hists[name], numeric if prof.kind == NUMERIC else categorical)]
+        tests = numeric if prof.kind == NUMERIC else categorical
+        one = [(t, v) for t, v, _ in _feature_tests(prof, hists[name], tests)]
         assert [t for t, _ in got[name]] == [t for t, _ in one]
         assert [v for _, v in got[name]] == pytest.approx([v for _, v in one], rel=1e-12, abs=1e-15), name
     assert {t for t, v in got["f2"]} == set(numeric) and max(v for _, v in got["f3"]) > 1
