@@ -23,6 +23,8 @@ BENCHES = [
     ("collector detector stage per event, with state saves", ["bench_detect_stage.py"], False),
     ("detector state save per event, 1 to 1,000 models", ["bench_state_save.py"], False),
     ("a detector-state record's codec: collector and store CPU", ["bench_state_codec.py"], False),
+    ("a data-drift window close at 3 to 1,000 features: matrices vs one feature at a time",
+     ["bench_window_close.py"], False),
     ("multivariate (PCA) detector cost and calibration", ["bench_multivariate.py"], False),
     ("calibrated verdicts: false alarms and power", ["bench_calibration.py"], True),
     ("performance estimation vs NannyML's CBPE and DLE", ["bench_estimation.py"], True),

@@ -141,6 +141,10 @@ class PooledWindows:
                      for k, v in (state or {}).items()}
 
 
+#: fewer numeric features than this with the same bins: one at a time (numpy's fixed costs would
+#: outweigh the loop; ``bench/bench_window_close.py``: break-even at ~5, 0.6x at 20)
+MIN_COLUMNAR_FEATURES = 8
+
 # One calibrated test result: feature, statistic, value, p-value, scale.
 Outcome = tuple[str, str, float, float, int]
 
@@ -171,7 +175,11 @@ def calibrated_tests(profiles: Mapping[str, FeatureProfile], hists: Mapping[str,
                 continue
         per[name] = _feature_outcomes(name, profile, h, pool, settings, min_samples, rank)
     for (_, depth), names in columns.items():
-        per.update(_columnar_outcomes(names, depth, profiles, hists, pool, settings, min_samples, rank))
+        if len(names) >= MIN_COLUMNAR_FEATURES:
+            per.update(_columnar_outcomes(names, depth, profiles, hists, pool, settings, min_samples, rank))
+        else:
+            per.update((n, _feature_outcomes(n, profiles[n], hists[n], pool, settings, min_samples, rank))
+                       for n in names)
     rank.run(per)
     return [o for name in profiles if name in per for o in per[name]]
 

@@ -40,7 +40,9 @@ from typing import Any, Mapping, Sequence
 from driftline.detectors.base import (
     STAT_ALARM_BUDGET, STAT_DRIFTED_SHARE, STAT_EXCLUDED, Detector, DetectorResult,
 )
-from driftline.detectors.calibration import AlarmBudget, PooledWindows, calibrated_tests, feature_test_count
+from driftline.detectors.calibration import (
+    MIN_COLUMNAR_FEATURES, AlarmBudget, PooledWindows, calibrated_tests, feature_test_count,
+)
 from driftline.detectors.config import DataDriftSettings, WindowSettings
 from driftline.detectors.correction import adjust_p_values
 from driftline.detectors.exclusions import exclusions
@@ -227,6 +229,9 @@ def magnitude_tests(judged: Sequence[tuple[str, FeatureProfile]], hists: Mapping
             tests = numeric if profile.kind == NUMERIC else categorical
             out[name] = [(t, v) for t, v, _ in _feature_tests(profile, h, tests)]
     for members in groups.values():
+        if len(members) < MIN_COLUMNAR_FEATURES:
+            out.update((n, [(t, v) for t, v, _ in _feature_tests(p, hists[n], numeric)]) for n, p in members)
+            continue
         ref = np.array([p.counts for _, p in members], dtype=float)
         cur = np.array([hists[n].counts for n, _ in members], dtype=float)
         ref_sums = np.array([p.sums for _, p in members], dtype=float)
