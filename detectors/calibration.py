@@ -275,8 +275,8 @@ def _columnar_outcomes(names: list[str], depth: int, profiles: Mapping[str, Feat
         rated = present + miss >= min_samples
         diff, p_rate = rate_test_batch(ref_missing, ref_n + ref_missing, miss, present + miss)
         tested = (present >= min_samples) & (ref_n > 0)
-        d, p_ks = ks_grouped_batch(ref, counts) if ks else (np.zeros(len(names)), np.ones(len(names)))
-        found.append((k, rated.tolist(), diff.tolist(), p_rate.tolist(), tested.tolist(), d.tolist(), p_ks.tolist()))
+        d, p_ks = (a.tolist() for a in ks_grouped_batch(ref, counts)) if ks else ([], [])
+        found.append((k, rated.tolist(), diff.tolist(), p_rate.tolist(), tested.tolist(), d, p_ks))
         rows = np.flatnonzero(tested)
         rank.add(ref[rows], counts[rows], [(names[i], k) for i in rows.tolist()])
     per: dict[str, list[Outcome]] = {}

@@ -226,11 +226,10 @@ def magnitude_tests(judged: Sequence[tuple[str, FeatureProfile]], hists: Mapping
                 and len(profile.sums) == width == len(h.sums)):
             groups.setdefault(width, []).append((name, profile))
         else:
-            tests = numeric if profile.kind == NUMERIC else categorical
-            out[name] = [(t, v) for t, v, _ in _feature_tests(profile, h, tests)]
+            out[name] = _values(profile, h, numeric if profile.kind == NUMERIC else categorical)
     for members in groups.values():
         if len(members) < MIN_COLUMNAR_FEATURES:
-            out.update((n, [(t, v) for t, v, _ in _feature_tests(p, hists[n], numeric)]) for n, p in members)
+            out.update((n, _values(p, hists[n], numeric)) for n, p in members)
             continue
         ref = np.array([p.counts for _, p in members], dtype=float)
         cur = np.array([hists[n].counts for n, _ in members], dtype=float)
@@ -247,8 +246,13 @@ def magnitude_tests(judged: Sequence[tuple[str, FeatureProfile]], hists: Mapping
             if finite[i]:
                 out[name] = [(t, lists[t][i]) for t in numeric]
             else:  # an infinite value in a bin: the scalar functions say what it means
-                out[name] = [(t, v) for t, v, _ in _feature_tests(profile, hists[name], numeric)]
+                out[name] = _values(profile, hists[name], numeric)
     return out
+
+
+def _values(profile: FeatureProfile, h: Histogram, tests: tuple[str, ...]) -> list[tuple[str, float]]:
+    """(test, value) of :func:`_feature_tests`, one feature at a time."""
+    return [(t, v) for t, v, _ in _feature_tests(profile, h, tests)]
 
 
 class DataDriftDetector(Detector):
