@@ -167,7 +167,15 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
         max_batch_events=settings.batch_size,
     )
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        try:
+            start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        except OSError as exc:
+            from driftline.sdk.errors import ConfigError
+
+            raise ConfigError(
+                f"the collector cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port} "
+                f"({exc.strerror}): another server listens there or a connection holds it as its local port; "
+                "choose another port with DRIFTLINE_METRICS_PORT (--metrics-port of driftline up)") from None
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
     ticks = TickScheduler(executor, pipeline.tick, metrics.ticks_skipped)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,9 +24,50 @@ logger = logging.getLogger("driftline.collector")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing holds now, for a server that starts a little later.
+
+    Taken below the kernel's ephemeral range: a port from ``bind(0)`` is one the kernel also gives
+    to outgoing connections, and one of them can hold it when the server binds. That happened in
+    CI: a collector's metrics port was taken that way and the collector failed six times with
+    "Address already in use". Where no range lies below (a kernel configured so), ``bind(0)``.
+    """
+    low, _ = ephemeral_ports()
+    pool = range(PRIVATE_PORTS_FROM, low)
+    if len(pool) >= 1000:
+        pick = random.Random()
+        for _ in range(200):
+            port = pick.choice(pool)
+            if not port_in_use(host, port):
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+PRIVATE_PORTS_FROM = 15000  # free_port's ports: from here to the ephemeral range (32768 on Linux)
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports: Linux says; elsewhere IANA's."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on ``host:port`` now: a server listens there, or a
+    connection holds it as its local port (``port_open`` sees only the first)."""
+    if port_open(host, port):
+        return True
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
@@ -84,7 +126,7 @@ def start_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Path | Non
                  ready_timeout_s: float = 20.0) -> BrokerProcess:
     """Start Tansu and wait until it accepts Kafka connections."""
     port = port or free_port(host)
-    if port_open(host, port):
+    if port_in_use(host, port):
         raise ConfigError(f"port {port} is already in use; pick another with --kafka-port")
     url = f"tcp://{host}:{port}"
     out: IO[bytes] | int = subprocess.DEVNULL

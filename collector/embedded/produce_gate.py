@@ -271,11 +271,11 @@ def start_gated_broker(port: int = 0, *, host: str = "127.0.0.1", log_path: Any 
     Returns (the broker process, the started gate); the process's ``bootstrap`` is the gate's
     address, the one to hand out. Stop the broker first, then the gate.
     """
-    from driftline.collector.embedded.broker import free_port, port_open
+    from driftline.collector.embedded.broker import free_port, port_in_use
     from driftline.sdk.errors import ConfigError
 
     port = port or free_port(host)
-    if port_open(host, port):
+    if port_in_use(host, port):
         raise ConfigError(f"port {port} is already in use; pick another with --kafka-port")
     gate = ProduceGate(host, 0, port, host=host).start()
     try:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from driftline.collector.config import CollectorSettings
-from driftline.collector.embedded.broker import port_open
+from driftline.collector.embedded.broker import port_in_use
 from driftline.collector.topics import ensure_topics
 from driftline.collector.embedded.drain import BacklogWatch, drain_broker
 from driftline.collector.embedded.lifeline import LIFELINE_GRACE_S, die_with_parent, lifeline_env
@@ -100,7 +100,7 @@ class Stack:
             ("dashboard", o.dashboard_port, "--dashboard-port", o.dashboard),
             ("collector metrics", self.settings.metrics_port, "--metrics-port", True),
         ):
-            if needed and port and port_open("127.0.0.1", port):
+            if needed and port and port_in_use("127.0.0.1", port):
                 raise ConfigError(f"port {port} for the {name} is already in use; choose another with {flag} "
                                   "(or stop the other driftline)")
         try:

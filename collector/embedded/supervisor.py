@@ -14,6 +14,7 @@ matters for their lifeline (see ``lifeline``).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -82,6 +83,23 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
+
+
+def log_ending(path: Path | None, limit: int = 300) -> str:
+    """The last line a crashed child wrote to its log (what a traceback ends with: the error), so
+    the message on up's console says why without opening the log; "" without one."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if len(lines[-1]) <= limit else lines[-1][:limit - 1] + "…"
 
 
 class Supervisor:
@@ -172,6 +190,9 @@ class Supervisor:
             child.crashes_in_a_row = 0
         child.crashes_in_a_row += 1
         where = f"; see {child.log_path}" if child.log_path else ""
+        said = log_ending(child.log_path) if code != 0 else ""
+        if said:
+            where += f" (it ends: {said})"
         if child.crashes_in_a_row > self.max_crashes_in_a_row:
             raise GiveUp(f"{child.name} exited with {child.last_exit} {child.crashes_in_a_row} times in a row "
                          f"within {self.stable_after_s:g} s of starting; not restarting it{where}")

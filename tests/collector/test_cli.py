@@ -72,3 +72,18 @@ def test_sql_prints_tables_csv_json_and_refuses_writes(ch_client: Any, clickhous
     assert bad.returncode == 1 and "Syntax error" in bad.stderr and "Traceback" not in bad.stderr
     down = run("sql", "SELECT 1", env={"DRIFTLINE_CLICKHOUSE_URL": f"http://127.0.0.1:{free_port()}"})
     assert down.returncode == 1 and "cannot reach ClickHouse" in down.stderr
+
+
+def test_a_held_metrics_port_stops_the_collector_saying_which_and_how_to_change_it(
+        kafka_bootstrap: str, clickhouse_url: str) -> None:
+    from tests.collector.embedded.test_cli import HeldPort
+
+    held = HeldPort("connection")
+    try:
+        out = run("collector", "--kafka-bootstrap", kafka_bootstrap, "--clickhouse-url", clickhouse_url,
+                  "--metrics-port", str(held.port), timeout=120)
+    finally:
+        held.close()
+    assert out.returncode == 2, out.stderr
+    assert f"cannot serve /metrics on 127.0.0.1:{held.port} (Address already in use)" in out.stderr
+    assert "DRIFTLINE_METRICS_PORT" in out.stderr and "Traceback" not in out.stderr

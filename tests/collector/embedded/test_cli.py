@@ -127,3 +127,66 @@ def test_a_flag_up_would_ignore_is_an_error(tmp_path: Path, flags: list[str], me
                          env={k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")})
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "logs").exists()  # nothing started
+
+
+class HeldPort:
+    """A port held the two ways a server's bind can fail on: a listening server, or an open
+    connection whose local end is the port (what an outgoing connection from the kernel's
+    ephemeral range does, unseen by a connect check)."""
+
+    def __init__(self, how: str) -> None:
+        import socket
+
+        self.sockets: list[socket.socket] = []
+        self.port = free_port()
+        if how == "listener":
+            srv = socket.socket()
+            srv.bind(("127.0.0.1", self.port))
+            srv.listen()
+            self.sockets.append(srv)
+        else:
+            peer = socket.socket()
+            peer.bind(("127.0.0.1", 0))
+            peer.listen()
+            conn = socket.socket()
+            conn.bind(("127.0.0.1", self.port))
+            conn.connect(peer.getsockname())
+            self.sockets += [peer, conn, peer.accept()[0]]
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+
+
+@pytest.mark.parametrize("how", ["listener", "connection"])
+@pytest.mark.parametrize(("flag", "name"), [("--kafka-port", "Kafka"), ("--clickhouse-port", "ClickHouse"),
+                                            ("--metrics-port", "collector metrics")])
+def test_a_port_held_by_a_server_or_a_connection_is_refused_before_anything_starts(
+        tmp_path: Path, how: str, flag: str, name: str) -> None:
+    held = HeldPort(how)
+    try:
+        out = subprocess.run([sys.executable, "-m", "driftline.cli", "up", "--no-dashboard", "--data-dir",
+                              str(tmp_path), flag, str(held.port)], capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")})
+    finally:
+        held.close()
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"port {held.port} for the {name} is already in use; choose another with {flag}" in out.stderr
+    assert "Traceback" not in out.stderr and "driftline is up" not in out.stdout
+    assert not (tmp_path / "clickhouse").exists()  # nothing started
+
+
+def test_free_ports_are_outside_the_range_outgoing_connections_take_theirs_from() -> None:
+    from driftline.collector.embedded.broker import PRIVATE_PORTS_FROM, ephemeral_ports, port_in_use
+
+    low, _ = ephemeral_ports()
+    ports = [free_port() for _ in range(50)]
+    if low - PRIVATE_PORTS_FROM >= 1000:
+        assert all(PRIVATE_PORTS_FROM <= p < low for p in ports), (low, ports)
+    assert not any(port_in_use("127.0.0.1", p) for p in ports)
+    for how in ("listener", "connection"):
+        held = HeldPort(how)
+        try:
+            assert port_in_use("127.0.0.1", held.port), how
+        finally:
+            held.close()

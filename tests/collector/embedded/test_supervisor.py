@@ -195,3 +195,19 @@ def test_a_missing_or_malformed_lifeline_is_no_lifeline(monkeypatch: pytest.Monk
     assert keep_lifeline() is None
     monkeypatch.setenv(LIFELINE_ENV, "not-a-pid")
     assert keep_lifeline() is None
+
+
+def test_a_crash_says_what_the_child_wrote_last(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock, printed = Clock(), []
+    log = tmp_path / "collector.log"
+    log.write_text("INFO earlier run\n" + "x" * 5000 + "\n")
+    code = (f"import sys; f = open({str(log)!r}, 'a'); f.write('Traceback (most recent call last):\\n'); "
+            "f.write('OSError: [Errno 98] Address already in use\\n\\n'); f.close(); sys.exit(1)")
+    sup = Supervisor(print_fn=printed.append, clock=clock, max_crashes_in_a_row=1)
+    sup.add(Child("collector", lambda: python(code), log_path=log))
+    settle(sup, "collector")
+    assert printed[-1].endswith(f"see {log} (it ends: OSError: [Errno 98] Address already in use)"), printed
+    clock.now += 100
+    sup.tick()
+    with pytest.raises(GiveUp, match=r"not restarting it; see .* \(it ends: OSError: \[Errno 98\]"):
+        settle(sup, "collector")
