@@ -405,16 +405,15 @@ def test_dockerfile_one_non_root_image_with_entrypoint_and_health_check() -> Non
 
 
 def test_example_model_builds_and_answers(tmp_path: Path) -> None:
-    import socket
     import time
     import urllib.request
 
     model = tmp_path / "model.joblib"
     script = DEPLOY / "example_model.py"
     subprocess.run(["python", str(script), "build", str(model)], check=True, capture_output=True, timeout=120)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from driftline.collector.embedded.broker import free_port
+
+    port = free_port()  # outside the ephemeral range: no connection takes it before the server binds
     proc = subprocess.Popen(["python", str(script), "serve", str(model), str(port)])
     try:
         deadline = time.monotonic() + 30
