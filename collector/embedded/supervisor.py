@@ -70,6 +70,7 @@ class Child:
     restarts: int = 0
     crashes_in_a_row: int = 0
     restart_at: float | None = None
+    log_from: int = 0  # the log's size when this run started: what it wrote lies after
     last_exit: str = ""
     finished: bool = field(default=False)
     held: bool = False  # stopped on purpose (see Supervisor.hold): not a crash, not restarted
@@ -85,14 +86,22 @@ def describe_exit(code: int) -> str:
     return f"code {code}"
 
 
-def log_ending(path: Path | None, limit: int = 300) -> str:
-    """The last line a crashed child wrote to its log (what a traceback ends with: the error), so
-    the message on up's console says why without opening the log; "" without one."""
+def log_size(path: Path | None) -> int:
+    try:
+        return os.path.getsize(path) if path is not None else 0
+    except OSError:
+        return 0
+
+
+def log_ending(path: Path | None, since: int = 0, limit: int = 300) -> str:
+    """The last line a crashed child wrote to its log after byte ``since`` (where its run began):
+    what a traceback ends with, the error, so the message on up's console says why without opening
+    the log; "" when this run wrote nothing."""
     if path is None:
         return ""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            f.seek(max(since, f.seek(0, os.SEEK_END) - 4096))
             tail = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
@@ -123,6 +132,7 @@ class Supervisor:
     # -- start -------------------------------------------------------------------------------
     def add(self, child: Child) -> Child:
         """Start ``child`` now; a failure to start is raised (nothing half-started is kept)."""
+        child.log_from = log_size(child.log_path)
         child.handle = child.launch()
         child.started_at = self.clock()
         self.children[child.name] = child
@@ -190,7 +200,7 @@ class Supervisor:
             child.crashes_in_a_row = 0
         child.crashes_in_a_row += 1
         where = f"; see {child.log_path}" if child.log_path else ""
-        said = log_ending(child.log_path) if code != 0 else ""
+        said = log_ending(child.log_path, child.log_from) if code != 0 else ""
         if said:
             where += f" (it ends: {said})"
         if child.crashes_in_a_row > self.max_crashes_in_a_row:
@@ -209,6 +219,7 @@ class Supervisor:
         if not planned:
             child.restarts += 1
             self.restarts[child.name] = child.restarts
+        child.log_from = log_size(child.log_path)
         try:
             child.handle = child.launch()
         except Exception as exc:  # noqa: BLE001 - a failed start is one more crash, with backoff

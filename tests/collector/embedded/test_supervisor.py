@@ -211,3 +211,14 @@ def test_a_crash_says_what_the_child_wrote_last(tmp_path) -> None:  # type: igno
     sup.tick()
     with pytest.raises(GiveUp, match=r"not restarting it; see .* \(it ends: OSError: \[Errno 98\]"):
         settle(sup, "collector")
+
+
+def test_a_crash_that_wrote_nothing_quotes_no_earlier_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    clock, printed = Clock(), []
+    log = tmp_path / "broker.log"
+    log.write_text("WARN a line of an earlier run\n")
+    sup = Supervisor(print_fn=printed.append, clock=clock)
+    sup.add(Child("broker", lambda: python("import sys; sys.exit(1)"), log_path=log))
+    settle(sup, "broker")
+    assert printed[-1].endswith(f"see {log}") and "earlier run" not in printed[-1], printed
+    sup.stop_all([])
