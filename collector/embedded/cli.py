@@ -11,8 +11,16 @@ from driftline.collector.embedded.demo import DemoOptions
 
 
 def _up(args: argparse.Namespace) -> int:
+    import sys
+
     from driftline.collector.embedded.stack import StackOptions, run_up
     from driftline.sdk.errors import ConfigError
+
+    # Each line up prints (the endpoints, exits, restarts) is written when printed, also into a pipe
+    # or a file (`driftline up | tee up.log`, a service manager), where Python would hold it back
+    # in an 8 KiB buffer: a user's shell has no PYTHONUNBUFFERED.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
 
     settings = settings_from_args(args)
     # A flag that would be ignored is an error, not a silence.

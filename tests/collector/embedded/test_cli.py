@@ -26,7 +26,9 @@ def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[s
         # As from a terminal: SIGINT at its default even when this suite runs as a background job
         # of a script (which inherits SIGINT ignored, and so would `up`).
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        env={k: v for k, v in os.environ.items() if k not in ("DRIFTLINE_KAFKA_BOOTSTRAP", "DRIFTLINE_CLICKHOUSE_URL")})
+        # No PYTHONUNBUFFERED, as in a user's shell: up's lines must reach the pipe when printed.
+        env={k: v for k, v in os.environ.items()
+             if k not in ("DRIFTLINE_KAFKA_BOOTSTRAP", "DRIFTLINE_CLICKHOUSE_URL", "PYTHONUNBUFFERED")})
     return proc, ports
 
 

@@ -39,7 +39,8 @@ class Up:
                 "--kafka-port", str(self.ports["kafka"]), "--clickhouse-port", str(self.ports["clickhouse"]),
                 "--metrics-port", str(self.ports["metrics"])]
         args += ["--dashboard-port", str(self.ports["dashboard"])] if dashboard else ["--no-dashboard"]
-        base = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+        # As a user's shell: no DRIFTLINE_* and no PYTHONUNBUFFERED (which would hide up's buffering).
+        base = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_") and k != "PYTHONUNBUFFERED"}
         # A terminal's foreground job has SIGINT at its default; a background job of a script has
         # it ignored, and a child inherits an ignored signal through exec.
         disposition = signal.SIG_DFL if sigint == "default" else signal.SIG_IGN
