@@ -10,17 +10,21 @@ from driftline.collector.cli import add_server_flags, settings_from_args
 from driftline.collector.embedded.demo import DemoOptions
 
 
-def _up(args: argparse.Namespace) -> int:
+def _line_buffered() -> None:
+    """Each line printed is written at once, also into a pipe or a file (`driftline up | tee up.log`,
+    a service manager, `up`'s own stdout for the demo), where Python would hold it back in an 8 KiB
+    buffer: a user's shell has no PYTHONUNBUFFERED."""
     import sys
 
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+
+
+def _up(args: argparse.Namespace) -> int:
     from driftline.collector.embedded.stack import StackOptions, run_up
     from driftline.sdk.errors import ConfigError
 
-    # Each line up prints (the endpoints, exits, restarts) is written when printed, also into a pipe
-    # or a file (`driftline up | tee up.log`, a service manager), where Python would hold it back
-    # in an 8 KiB buffer: a user's shell has no PYTHONUNBUFFERED.
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(line_buffering=True)
+    _line_buffered()  # the endpoints, exits and restarts as they happen
 
     settings = settings_from_args(args)
     # A flag that would be ignored is an error, not a silence.
@@ -89,6 +93,7 @@ def _demo(args: argparse.Namespace) -> int:
     from driftline.collector.embedded.demo import DemoOptions, run_demo
     from driftline.sdk.errors import ConfigError
 
+    _line_buffered()  # its progress and the guide's steps, as they happen
     if not args.rate > 0:
         raise ConfigError("--rate must be > 0")
     for flag, value in (("--drift-after-s", args.drift_after_s), ("--drift-for-s", args.drift_for_s),
