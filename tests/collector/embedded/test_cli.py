@@ -166,9 +166,13 @@ class HeldPort:
 def test_a_port_held_by_a_server_or_a_connection_is_refused_before_anything_starts(
         tmp_path: Path, how: str, flag: str, name: str) -> None:
     held = HeldPort(how)
+    # Every other port free too (not up's defaults, which another stack on this machine may hold).
+    ports = {f: str(free_port()) for f in ("--kafka-port", "--clickhouse-port", "--metrics-port")}
+    ports[flag] = str(held.port)
     try:
         out = subprocess.run([sys.executable, "-m", "driftline.cli", "up", "--no-dashboard", "--data-dir",
-                              str(tmp_path), flag, str(held.port)], capture_output=True, text=True, timeout=60,
+                              str(tmp_path), *(x for kv in ports.items() for x in kv)], capture_output=True,
+                             text=True, timeout=60,
                              env={k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")})
     finally:
         held.close()
