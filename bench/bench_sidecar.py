@@ -52,6 +52,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from driftline.collector.embedded.broker import free_port  # outside the ephemeral range
+
 # bench/ is the script's directory
 from sidecar_verdict import (POOLED_MIN_ROUNDS, interval_verdict, median_interval, pooled_interval,
                              rounds_for_decision, verdict)
@@ -62,12 +64,6 @@ BODY = b'{"age": 41, "income": 2.5, "plan": "pro", "tenure_months": 17}'
 ON, OFF = "sidecar", "sidecar (events off)"
 TARGET_RATIO = 0.20
 CONFIDENCE = 0.95  # of the interval for the median ratio (bench/sidecar_verdict.py)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout_s: float = 30.0) -> None:

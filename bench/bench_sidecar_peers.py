@@ -25,7 +25,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
+from driftline.collector.embedded.broker import free_port  # noqa: E402
 from driftline.sdk.sidecar.config import DEFAULT_METRICS_PATH  # noqa: E402
 from tests.sdk.sidecar.test_oip_binary import FIXTURE, BinaryUpstream, expected_rows  # noqa: E402
 from tests.sdk.sidecar.testkit import serve_app, sidecar  # noqa: E402
@@ -53,11 +53,6 @@ def venv(name: str) -> Path:
         subprocess.run([str(py), "-m", "pip", "install", "-q", PEERS[name]], check=True)
     return d / "bin"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_client(bin_dir: Path, code: str, *args: str) -> str:

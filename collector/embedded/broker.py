@@ -23,6 +23,9 @@ from driftline.sdk.errors import ConfigError
 logger = logging.getLogger("driftline.collector")
 
 
+PRIVATE_PORTS_FROM = 15000  # free_port's ports: from here to the ephemeral range (32768 on Linux)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing holds now, for a server that starts a little later.
 
@@ -32,19 +35,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     "Address already in use". Where no range lies below (a kernel configured so), ``bind(0)``.
     """
     low, _ = ephemeral_ports()
-    pool = range(PRIVATE_PORTS_FROM, low)
-    if len(pool) >= 1000:
-        pick = random.Random()
+    if low - PRIVATE_PORTS_FROM >= 1000:
         for _ in range(200):
-            port = pick.choice(pool)
+            port = random.randrange(PRIVATE_PORTS_FROM, low)
             if not port_in_use(host, port):
                 return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-PRIVATE_PORTS_FROM = 15000  # free_port's ports: from here to the ephemeral range (32768 on Linux)
 
 
 def ephemeral_ports() -> tuple[int, int]:
