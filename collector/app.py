@@ -1,9 +1,10 @@
 """The collector process: the consumer (``consume.BatchConsumer``) over the prediction, label and
 outcome topics, the pipeline on one storage thread, the 1 s tick, dead letters.
 
-Offsets: a batch is committed only after ``Pipeline.process`` returned (rows stored, dead letters
-published); storage failures are retried inside ``process`` until they succeed or the process
-stops, and a batch that was not stored is not committed, so it is consumed again after a restart.
+Offsets: a batch is committed only once its rows are stored, its dead letters published and the
+detector stage observed it (``Pipeline.store``, then the next ``store`` or ``observe_stored``);
+storage failures are retried inside ``store`` until they succeed or the process stops, and a batch
+that was not stored is not committed, so it is consumed again after a restart.
 A crash test (SIGKILL mid-stream) proves it (tests/collector/test_crash.py).
 """
 

@@ -11,22 +11,27 @@ batches and commits, which aiokafka (what faust itself runs on) gives directly.
 
 The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py):
 
-* **Stored before committed.** A batch's offsets are committed only after ``Pipeline.process``
-  returned (rows stored, dead letters published). A batch that was not stored is never committed,
-  and nothing after it is processed: it is consumed again after a restart.
+* **Stored and observed before committed.** A batch's offsets are committed only after its rows
+  are stored, its dead letters published and the detector stage observed it (its state saved).
+  ``Pipeline.store`` of batch N+1 runs batch N's observers while N+1's rows are being stored, so the
+  store and the detectors work at the same time; N is committed when that call returns, and a batch
+  with none after it (idle, stop, rebalance) is observed on its own (``Pipeline.observe_stored``)
+  and committed. A batch that was not stored is never committed, and nothing after it is
+  processed: it is consumed again after a restart.
 * **Batches** hold at most ``batch_size`` records and about ``BATCH_MAX_BYTES`` of record values (one
   fetch more at most), or what arrived within ``batch_timeout_s``; while the previous batch is
   still being stored the next one keeps filling, so a slow store gets larger batches.
 * **Co-partitioning.** Range assignment gives partition N of every event topic (same partition
   counts, created so by ``ensure_topics``) to one member: a model's predictions, labels and outcomes
   reach the same collector, which holds its detector state.
-* **Rebalances.** Before partitions move, the batch being stored is finished and committed
-  (``on_partitions_revoked``); records fetched before the rebalance but not yet handed to the
+* **Rebalances.** Before partitions move, the batch being stored is finished, observed and
+  committed (``on_partitions_revoked``); records fetched before the rebalance but not yet handed to the
   pipeline are dropped, and whichever member gets their partition reads them from the committed
   offset.
 * **Stopping** (SIGTERM, SIGINT — installed even when the shell left SIGINT ignored): no new batch
-  starts; the one being stored is finished and committed unless storage was failing (then the
-  pipeline gives up and it stays uncommitted); the consumer leaves the group.
+  starts; the one being stored is finished, observed and committed unless storage was failing
+  (then the pipeline gives up and it stays uncommitted, the one before it is still observed and
+  committed); the consumer leaves the group.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class BatchConsumer:
         self._stopping = asyncio.Event()
         self._failed = False
         self._in_flight: tuple[asyncio.Future[Any], dict[Any, int]] | None = None
+        self._unobserved: dict[Any, int] | None = None  # last offsets of a stored batch not yet observed
         self._settle_lock = asyncio.Lock()
         self._generation = 0  # rebalances seen (on_partitions_revoked)
         self.consumer: Any = None
@@ -125,7 +131,7 @@ class BatchConsumer:
                 # every partition (eager protocol) and positions restart from the committed offsets,
                 # so whichever member gets a partition reads them again.
                 owner._generation += 1
-                await owner._settle()
+                await owner._settle(flush=True)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 logger.info("collector assigned %d partitions", len(assigned))
@@ -141,13 +147,15 @@ class BatchConsumer:
             await self.consumer.start()
             while not self._stopping.is_set() and not self._failed:
                 batch, generation = await self._collect()
-                await self._settle()
+                # A next batch observes the stored one while it is being stored; without one
+                # (idle, stopping) the stored batch is observed on its own and committed.
+                await self._settle(flush=not batch or self._stopping.is_set())
                 if self._failed or self._stopping.is_set() or not batch:
                     continue  # stopping: no new batch starts (its records were not committed)
                 if generation != self._generation:
                     continue  # a rebalance while the previous batch settled: these are read again
                 self._start(batch)
-            await self._settle()
+            await self._settle(flush=True)
         finally:
             if ticker is not None:
                 ticker.cancel()
@@ -169,8 +177,8 @@ class BatchConsumer:
             left = deadline - time.monotonic()
             if left <= 0:
                 storing = self._in_flight is not None and not self._in_flight[0].done()
-                if not storing and (records or self._in_flight is not None):
-                    break  # hand over what came, or (nothing new) let the stored batch be committed
+                if not storing and (records or self._in_flight is not None or self._unobserved is not None):
+                    break  # hand over what came, or (nothing new) let the stored batch be observed and committed
                 # Still storing the previous batch: keep filling; idle: wait (getmany returns early).
                 left = FILL_POLL_S if storing else IDLE_WAIT_S
             got = await self.consumer.getmany(timeout_ms=max(1, int(left * 1000)),
@@ -192,35 +200,51 @@ class BatchConsumer:
                    for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))  # predictions first
                    for r in batch[tp]]
         last = {tp: rs[-1].offset for tp, rs in batch.items()}  # a partition's records come in offset order
-        future = asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.process, records)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.store, records)
         self._in_flight = (future, last)
 
-    async def _settle(self) -> None:
-        """Wait for the batch in flight and commit it (or, if it failed, stop without committing)."""
+    async def _settle(self, *, flush: bool) -> None:
+        """Wait for the batch in flight; commit the batch before it, which that call observed. With
+        ``flush``, also observe the batch in flight and commit it. A batch that failed is never
+        committed: the one before it is observed and committed, then the consumer stops."""
         async with self._settle_lock:
-            if self._in_flight is None:
-                return
-            future, last = self._in_flight
-            try:
-                await asyncio.shield(future)
-            except Exception:  # noqa: BLE001 - not stored: never commit it, stop
+            if self._in_flight is not None:
+                future, last = self._in_flight
+                try:
+                    await asyncio.shield(future)
+                except Exception:  # noqa: BLE001 - not stored: never commit it, stop
+                    self._in_flight = None
+                    self._failed = True
+                    self._stopping.set()
+                    logger.warning("batch not stored; stopping without acknowledging it")
+                    await self._observe_and_commit()  # the batch before it was stored
+                    return
                 self._in_flight = None
-                self._failed = True
-                self._stopping.set()
-                logger.warning("batch not stored; stopping without acknowledging it")
-                return
-            self._in_flight = None
-            from aiokafka.structs import OffsetAndMetadata
+                if self._unobserved is not None:
+                    await self._commit(self._unobserved)  # observed while this batch was stored
+                self._unobserved = last
+            if flush:
+                await self._observe_and_commit()
 
-            offsets = {tp: OffsetAndMetadata(offset + 1, "") for tp, offset in last.items()}
-            try:
-                await self.consumer.commit(offsets)
-            except Exception as exc:  # noqa: BLE001 - stored; a new owner may read them again (deduplicated)
-                logger.warning("commit after a stored batch failed (%s); its records may be delivered again "
-                               "and are then recognised as stored", type(exc).__name__)
-                return
-            if self.on_batch is not None:
-                self.on_batch(self.consumer, last)
+    async def _observe_and_commit(self) -> None:
+        if self._unobserved is None:
+            return
+        last, self._unobserved = self._unobserved, None
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.observe_stored)
+        await self._commit(last)
+
+    async def _commit(self, last: dict[Any, int]) -> None:
+        from aiokafka.structs import OffsetAndMetadata
+
+        offsets = {tp: OffsetAndMetadata(offset + 1, "") for tp, offset in last.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - stored; a new owner may read them again (deduplicated)
+            logger.warning("commit after a stored batch failed (%s); its records may be delivered again "
+                           "and are then recognised as stored", type(exc).__name__)
+            return
+        if self.on_batch is not None:
+            self.on_batch(self.consumer, last)
 
     async def _ticks(self) -> None:
         while True:

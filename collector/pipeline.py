@@ -3,9 +3,10 @@ scrub → store → observers (the detector stage) per stored chunk; the dead le
 last, once every chunk is stored.
 
 Synchronous and framework-free so it can be tested and benchmarked without Kafka; the consumer
-(``collector/consume.py``) feeds it batches from a worker thread and acknowledges the batch's offsets
-only after :meth:`Pipeline.process` returns, which happens only once the rows are stored and the
-dead letters are on their topic.
+(``collector/consume.py``) feeds it batches from a worker thread with :meth:`Pipeline.store`, which
+runs the previous batch's observers while the new batch is being stored, and acknowledges a batch's
+offsets only once its rows are stored, its dead letters are on their topic and its observers ran
+(the next ``store`` call returned, or :meth:`Pipeline.observe_stored`).
 """
 
 from __future__ import annotations
@@ -101,9 +102,20 @@ class Pipeline:
         self.stop = stop or threading.Event()
         # Storage I/O runs here, overlapping the CPU work of the neighbouring chunks.
         self._io = ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="driftline-insert")
+        # Stored chunks whose observers have not run: (events, positions, ids already stored).
+        self._unobserved: list[tuple[list[dict[str, Any]], list[Position], frozenset[str]]] = []
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Store a batch. Blocks, retrying storage failures, until stored or ``stop`` is set
+        """Store a batch and run the observers over all of it: :meth:`store`, then
+        :meth:`observe_stored`. Blocks, retrying storage failures, until stored or ``stop`` is set
+        (then raises, so the caller does not acknowledge the batch)."""
+        result = self.store(records)
+        self.observe_stored()
+        return result
+
+    def store(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Store a batch; the observers of its last chunks wait for the next call (or
+        :meth:`observe_stored`). Blocks, retrying storage failures, until stored or ``stop`` is set
         (then raises, so the caller does not acknowledge the batch).
 
         One Kafka record may carry hundreds of events (SDK batch records), so the batch is cut
@@ -114,14 +126,20 @@ class Pipeline:
         order, on this thread. An event repeated in a later chunk of the same batch is not
         written again (the replay lookup of that chunk may run before the first copy is stored)
         and is reported to the observers as a replay, as the lookup would have.
+
+        The chunks still in flight when the batch ends are observed later: the next call runs
+        their observers while its own first chunk is being stored, so ClickHouse and the
+        detectors work at the same time across batches too (a batch is usually one chunk). The
+        consumer acknowledges a batch only once its observers ran (:mod:`collector.consume`).
         """
         dead: list[DeadLetter] = []
         stored = duplicates = 0
         in_flight: deque[tuple[Future[Any], list[dict[str, Any]], list[Position], float, frozenset[str]]] = deque()
         taken: set[tuple[str, str]] = set()  # (type, id) of every event of the earlier chunks
+        previous, self._unobserved = self._unobserved, []  # the last batch's: observed once a chunk is sent
 
         def account(chunk: list[dict[str, Any]], chunk_positions: list[Position], result: WriteResult,
-                    start: float, repeated: frozenset[str]) -> None:
+                    start: float, repeated: frozenset[str], *, later: bool = False) -> None:
             nonlocal stored, duplicates
             self.metrics.batch_write_seconds.observe(time.perf_counter() - start)
             self.metrics.batch_events.observe(len(chunk))
@@ -133,11 +151,10 @@ class Pipeline:
             if dups:
                 self.metrics.duplicates.inc(dups)
             skipped = result.skipped | repeated if repeated else result.skipped
-            for observer in self.observers:
-                try:
-                    observer.observe(chunk, chunk_positions, skipped)
-                except Exception:  # noqa: BLE001 - a detector bug must not stop storage
-                    logger.exception("detector failed on a batch; the events are stored")
+            if later:
+                self._unobserved.append((chunk, chunk_positions, skipped))
+            else:
+                self._observe(chunk, chunk_positions, skipped)
 
         def oldest() -> tuple[Any, ...]:
             future, chunk, chunk_positions, start, repeated = in_flight[0]
@@ -157,11 +174,16 @@ class Pipeline:
                 done = oldest() if len(in_flight) >= IN_FLIGHT else None
                 future = self._io.submit(self._retry, lambda p=prepared: self.writer.store(p), "ClickHouse write")
                 in_flight.append((future, chunk, chunk_positions, time.perf_counter(), repeated))
+                while previous:  # while this chunk is being stored
+                    self._observe(*previous.pop(0))
                 if done is not None:
                     account(*done)
+            while previous:  # a batch of dead letters only
+                self._observe(*previous.pop(0))
             while in_flight:
-                account(*oldest())
+                account(*oldest(), later=True)
         finally:
+            self._unobserved[:0] = previous  # not observed yet (a failure before the first chunk was sent)
             for future, *_ in in_flight:  # leaving on an error: let the writes in flight end first
                 try:
                     future.result()
@@ -173,6 +195,19 @@ class Pipeline:
                 self.metrics.deadlettered.labels(d.reason).inc()
                 logger.warning("dead-lettered %s[%d]@%d: %s (%s)", d.topic, d.partition, d.offset, d.reason, d.detail)
         return BatchResult(stored=stored, dead=len(dead), duplicates=duplicates)
+
+    def observe_stored(self) -> None:
+        """Run the observers over every stored chunk they have not seen yet, in order."""
+        pending, self._unobserved = self._unobserved, []
+        for item in pending:
+            self._observe(*item)
+
+    def _observe(self, chunk: list[dict[str, Any]], positions: list[Position], skipped: frozenset[str]) -> None:
+        for observer in self.observers:
+            try:
+                observer.observe(chunk, positions, skipped)
+            except Exception:  # noqa: BLE001 - a detector bug must not stop storage
+                logger.exception("detector failed on a batch; the events are stored")
 
     def _chunks(self, records: Sequence[RawRecord], dead: list[DeadLetter]
                 ) -> Iterator[tuple[list[dict[str, Any]], list[Position]]]:

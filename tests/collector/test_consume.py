@@ -27,22 +27,35 @@ pytestmark = pytest.mark.integration
 
 
 class Recorder:
-    """Stands in for ``Pipeline``: records what each ``process`` call got; can fail or be slow."""
+    """Stands in for ``Pipeline``: records what each ``store`` call got and what was observed, as
+    the pipeline does it (a batch is observed by the next ``store`` call or ``observe_stored``);
+    can fail or be slow."""
 
     def __init__(self, *, fail: bool = False, hold: threading.Event | None = None) -> None:
-        self.batches: list[list[RawRecord]] = []
+        self.batches: list[list[RawRecord]] = []  # stored
+        self.observed: list[tuple[str, int, int]] = []
+        self.observed_by_store = 0  # batches observed while the next one was stored
         self.stop = threading.Event()
         self.fail = fail
         self.hold = hold
         self.entered = threading.Event()
+        self._unobserved: list[RawRecord] = []
 
-    def process(self, records: Sequence[RawRecord]) -> None:
+    def store(self, records: Sequence[RawRecord]) -> None:
         self.entered.set()
         if self.hold is not None:
             self.hold.wait(60)
         if self.fail:
             raise ConnectionError("store down")
+        if self._unobserved:
+            self.observed_by_store += 1
+        self.observe_stored()
         self.batches.append(list(records))
+        self._unobserved = list(records)
+
+    def observe_stored(self) -> None:
+        self.observed += [(r.topic, r.partition, r.offset) for r in self._unobserved]
+        self._unobserved = []
 
     def offsets(self) -> list[tuple[str, int, int]]:
         return sorted((r.topic, r.partition, r.offset) for b in self.batches for r in b)
@@ -88,6 +101,36 @@ def test_every_record_once_in_bounded_batches_then_nothing_after_a_restart(kafka
         asyncio.run(_run_until(BatchConsumer(settings, again, ex), lambda: len(again.offsets()) >= 10, 40))
     assert len(again.offsets()) == 10
     assert set(again.offsets()).isdisjoint(seen)
+
+
+def test_a_batch_is_committed_only_once_observed_and_a_backlog_is_observed_while_the_next_is_stored(
+        kafka_bootstrap: str) -> None:
+    """The detectors save their state for a batch when they observe it; a commit before that would
+    lose the batch for them in a crash. With a backlog, batch N is observed by the call that stores
+    N+1 (ClickHouse and the detectors work at the same time); the last one on its own."""
+    topics, settings = _fresh(kafka_bootstrap, 3_000, batch_size=500)
+    pipe = Recorder()
+    early: list[tuple[Any, int]] = []  # committed positions not observed at the time of the commit
+
+    def on_batch(consumer: Any, last: dict[Any, int]) -> None:
+        seen = set(pipe.observed)
+        for tp, offset in last.items():
+            early.extend((tp, o) for t, p, o in pipe.offsets() if (t, p) == (tp.topic, tp.partition)
+                         and o <= offset and (t, p, o) not in seen)
+
+    with ThreadPoolExecutor(1) as ex:
+        consumer = BatchConsumer(settings, pipe, ex, on_batch=on_batch)
+        ok = asyncio.run(_run_until(consumer, lambda: len(pipe.observed) >= 3_000))
+    assert ok
+    assert early == []
+    assert sorted(pipe.observed) == pipe.offsets() and len(pipe.observed) == 3_000
+    assert pipe.observed_by_store >= 3  # 3,000 records in batches of at most 500, there from the start
+    # Everything observed was committed: the same group gets only what is produced now.
+    again = Recorder()
+    with ThreadPoolExecutor(1) as ex:
+        produce(kafka_bootstrap, topics.predictions, "m", 10)
+        asyncio.run(_run_until(BatchConsumer(settings, again, ex), lambda: len(again.observed) >= 10, 40))
+    assert [o for _, _, o in again.offsets()] == list(range(3_000, 3_010))
 
 
 def test_a_batch_that_was_not_stored_is_not_committed(kafka_bootstrap: str) -> None:

@@ -142,3 +142,50 @@ def test_an_event_repeated_in_a_later_chunk_of_the_batch_is_stored_once_and_repo
     from driftline.sdk.codec import loads
 
     assert observer.skipped == [frozenset(), frozenset({loads(repeat)["event_id"]})]
+
+
+def test_a_batch_is_observed_while_the_next_one_is_being_stored() -> None:
+    """``store`` leaves the last chunks' observers to the next call, which runs them while its own
+    first chunk is being stored: the store and the detectors work at the same time."""
+    observed_first = threading.Event()
+    waited: list[bool] = []
+
+    class Overlapping(FakeWriter):
+        def store(self, chunk: tuple[int, list[str]]) -> WriteResult:
+            if chunk[0] == 1:  # the second batch's chunk: stored while the first batch is observed
+                waited.append(observed_first.wait(10))
+            return super().store(chunk)
+
+    class Flagging(Observer):
+        def observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Position],
+                    replayed: frozenset[str]) -> None:
+            super().observe(events, positions, replayed)
+            observed_first.set()
+
+    writer = Overlapping()
+    observer = Flagging(writer)
+    pipe = Pipeline(writer, CollectorMetrics(CollectorRegistry()), send_dead_letters=lambda d: None,  # type: ignore[arg-type]
+                    observers=[observer], max_batch_events=10)
+    assert pipe.store(_batch(8)).stored == 8
+    assert observer.seen == []  # stored, observed by the next call
+    assert pipe.store(_batch(6)).stored == 6
+    assert waited == [True]  # the first batch was observed while the second was being stored
+    assert [len(c) for c in observer.seen] == [8]
+    pipe.observe_stored()
+    assert [len(c) for c in observer.seen] == [8, 6]
+    pipe.observe_stored()  # nothing twice
+    assert [len(c) for c in observer.seen] == [8, 6]
+
+
+def test_a_failed_batch_leaves_the_batch_before_it_to_observe() -> None:
+    writer = FakeWriter(fail={1: 10**9})
+    observer = Observer(writer)
+    stop = threading.Event()
+    pipe = Pipeline(writer, CollectorMetrics(CollectorRegistry()), send_dead_letters=lambda d: None,  # type: ignore[arg-type]
+                    observers=[observer], max_batch_events=10, retry_max_s=0.01, stop=stop)
+    pipe.store(_batch(8))
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(ConnectionError):
+        pipe.store(_batch(6))
+    pipe.observe_stored()  # what the consumer does before it commits the batch before the failed one
+    assert [len(c) for c in observer.seen] == [8]
