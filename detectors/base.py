@@ -27,7 +27,7 @@ import abc
 import dataclasses
 import datetime as _dt
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import msgspec
 import numpy as np
@@ -80,12 +80,15 @@ class DetectorResult:
             object.__setattr__(self, "exceeded", bool(self.drift))
 
 
-@dataclasses.dataclass(frozen=True)
-class MetricRow:
+class MetricRow(NamedTuple):
     """One row of ``driftline.drift_metrics`` (columns in table order, ``computed_at`` excluded).
 
     ``drift`` is the verdict of (detector, feature, segment, window); ``exceeded`` whether this
     row's statistic crossed its own threshold.
+
+    A named tuple, not a frozen dataclass: a window of a 1,000-feature model has ~10,000 rows,
+    and a frozen dataclass's ``__init__`` (16 ``object.__setattr__`` calls) cost more than the
+    rest of building one; the tuple is also the row ``client.insert`` takes.
     """
 
     model: str
@@ -105,18 +108,13 @@ class MetricRow:
     details: str
     exceeded: bool = False
 
-    COLUMNS: ClassVar[tuple[str, ...]] = (
-        "model", "model_version", "detector", "feature", "segment", "window_start", "window_end",
-        "statistic", "value", "p_value", "threshold", "drift", "reference_size", "current_size",
-        "details", "exceeded",
-    )
-
     def as_tuple(self) -> tuple[Any, ...]:
-        """Values in :attr:`COLUMNS` order, ready for ``client.insert`` (spelled out: a window of a
-        1,000-feature model has ~10,000 rows, and a getattr per column cost 4x as much)."""
-        return (self.model, self.model_version, self.detector, self.feature, self.segment, self.window_start,
-                self.window_end, self.statistic, self.value, self.p_value, self.threshold, self.drift,
-                self.reference_size, self.current_size, self.details, self.exceeded)
+        """Values in :attr:`COLUMNS` order, ready for ``client.insert``."""
+        return tuple(self)
+
+
+#: the column names of a :class:`MetricRow`, in table order (a named tuple's body cannot hold it)
+MetricRow.COLUMNS = MetricRow._fields  # type: ignore[attr-defined]
 
 
 def _plain(value: Any) -> Any:
@@ -138,15 +136,12 @@ def result_to_row(
     """Place a detector result in its window and segment."""
     details = _DETAILS.encode(dict(result.details)).decode()
     value = float(result.value)
-    return MetricRow(
-        model=model, model_version=model_version, detector=result.detector,
-        feature=result.feature, segment=segment, window_start=window_start,
-        window_end=window_end, statistic=result.statistic, value=value,
-        p_value=None if result.p_value is None else float(result.p_value),
-        threshold=None if result.threshold is None else float(result.threshold),
-        drift=bool(result.drift), reference_size=int(result.reference_size),
-        current_size=int(result.current_size), details=details,
-        exceeded=bool(result.drift if result.exceeded is None else result.exceeded),
+    return MetricRow(  # by position: ~10,000 rows a window at 1,000 features
+        model, model_version, result.detector, result.feature, segment, window_start, window_end,
+        result.statistic, value, None if result.p_value is None else float(result.p_value),
+        None if result.threshold is None else float(result.threshold), bool(result.drift),
+        int(result.reference_size), int(result.current_size), details,
+        bool(result.drift if result.exceeded is None else result.exceeded),
     )
 
 

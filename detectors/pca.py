@@ -64,6 +64,7 @@ __all__ = ["PCADriftDetector", "PCAModel", "Calibration", "fit", "STATISTIC"]
 #: fewer reference rows than this: no model (the detector reports nothing)
 MIN_REFERENCE_ROWS = 50
 _NAN = math.nan
+_PLAIN_NUMBERS = frozenset((int, float))  # exact types: a bool is converted by _number
 _STR_OR_NONE = frozenset((str, type(None)))
 #: the statistic of the one result row: how many standard errors the window's mean (cube-root)
 #: reconstruction error lies above the reference's; its threshold is the one-sided quantile at alpha
@@ -301,10 +302,25 @@ class _Columns:
 
     def encode(self, row: Mapping[str, Any]) -> list[Any]:
         """A kept row as JSON-able state: numbers as floats (None missing), categories as codes."""
-        out: list[Any] = []
-        for name in self.numeric:
-            f = _number(row.get(name))
-            out.append(None if f != f else f)
+        out: list[Any] | None = None
+        names = self.numeric
+        if len(names) > 1:  # the usual case, every number there as int or float: numpy converts them
+            try:
+                values = itemgetter(*names)(row)
+            except KeyError:
+                values = None
+            if values is not None and _PLAIN_NUMBERS.issuperset(map(type, values)):
+                import numpy as np
+
+                floats = np.array(values, dtype=float)
+                out = floats.tolist()
+                if np.isnan(floats).any():
+                    out = [None if f != f else f for f in out]
+        if out is None:
+            out = []
+            for name in names:
+                f = _number(row.get(name))
+                out.append(None if f != f else f)
         out += [self._code(codes, row.get(name)) for name, codes in self.categorical]
         return out
 

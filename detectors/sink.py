@@ -38,7 +38,7 @@ __all__ = ["write_rows", "write_estimates", "StateRecord", "save_records", "load
 
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
     """Insert rows into ``driftline.drift_metrics``; returns how many."""
-    data = [r.as_tuple() for r in rows]
+    data = list(rows)  # a MetricRow is the tuple insert takes
     if data:
         client.insert("driftline.drift_metrics", data, column_names=list(MetricRow.COLUMNS))
     return len(data)

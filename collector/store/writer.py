@@ -70,16 +70,13 @@ def _split_prediction(pred: Any) -> tuple[float | None, str | None, dict[str, fl
 _NO_STR: dict[str, str] = {}
 _NO_BOOL: dict[str, bool] = {}
 _NO_NULL: list[str] = []
+_NUMBER_TYPES = frozenset((int, float))  # by exact type: a bool is not a number here
 
 
 def _split_features(features: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], dict[str, bool], list[str]]:
     """(numbers, strings, bools, names of nulls): the four typed columns of the feature map."""
-    for value in features.values():
-        kind = type(value)
-        if kind is not float and kind is not int:
-            break
-    else:  # all numbers (the usual case): the map goes out as it came in, nothing copied
-        return features, _NO_STR, _NO_BOOL, _NO_NULL
+    if _NUMBER_TYPES.issuperset(map(type, features.values())):  # the usual case, at C speed
+        return features, _NO_STR, _NO_BOOL, _NO_NULL  # the map goes out as it came in, nothing copied
     num: dict[str, float] = {}
     text: dict[str, str] = {}
     flags: dict[str, bool] = {}

@@ -450,12 +450,27 @@ def test_a_delta_holds_what_the_chunk_changed_not_the_models_or_segments_it_did_
     assert max(many) * 10 < full_big, (many, full_big)  # a whole state record was every save
 
 
-def test_metric_row_tuple_follows_the_columns() -> None:
-    """``MetricRow.as_tuple`` spells its columns out for speed: it must follow ``COLUMNS``."""
-    import dataclasses
-
+def test_metric_row_columns_are_the_tables_in_its_order(ch_client: Any) -> None:
+    """A ``MetricRow`` is the tuple ``client.insert`` takes: its fields must be drift_metrics'
+    columns, in the table's order (``computed_at``, filled by the table, aside)."""
     from driftline.detectors.base import MetricRow
 
-    values = {f.name: f"v{i}" for i, f in enumerate(dataclasses.fields(MetricRow))}
-    row = MetricRow(**values)
-    assert row.as_tuple() == tuple(values[c] for c in MetricRow.COLUMNS)
+    cols = [r[0] for r in ch_client.query("DESCRIBE TABLE driftline.drift_metrics").result_rows]
+    assert list(MetricRow.COLUMNS) == [c for c in cols if c != "computed_at"]
+    row = MetricRow(*range(len(MetricRow.COLUMNS)))
+    assert row.as_tuple() == tuple(range(len(MetricRow.COLUMNS))) and row.details == MetricRow.COLUMNS.index("details")
+
+
+@pytest.mark.parametrize("doc", [
+    {"bins": [1, 2.5, 3], "nested": [{"p": 0.25}, [1.0, None, "x", True]], "s": "é"},
+    {"stat": float("nan")}, {"bins": [1.0, float("inf")]}, {"neg": [-float("inf")]},
+    {"big": 2**70}, {"bigs": [1, 2**70]}, {"huge": [10**400]}, {"np": __import__("numpy").float64(0.5)},
+    {"npnan": __import__("numpy").float64("nan")}, {"t": (1, (2.0, "a"))}, {"k": {1: 2}}, [], {},
+])
+def test_state_json_loads_as_json_dumps_wrote_it(doc: Any) -> None:
+    """orjson where it writes what json would, json (NaN kept as NaN) everywhere else."""
+    from driftline.detectors.engine import _json_state
+
+    got = json.loads(_json_state(doc))
+    want = json.loads(json.dumps(doc, separators=(",", ":")))
+    assert repr(got) == repr(want)  # repr: NaN equals nothing, its repr does

@@ -177,6 +177,29 @@ def test_state_round_trips_through_json_and_a_changed_feature_set_starts_empty()
     assert narrower.rows == [] and narrower.n == 500
 
 
+def test_a_kept_row_encodes_the_same_on_the_fast_path_and_the_value_by_value_one() -> None:
+    """Rows of plain numbers are encoded by numpy, any other row value by value: the same state."""
+    from driftline.detectors.pca import _number
+
+    rng = np.random.default_rng(8)
+    det = PCADriftDetector(_rows("mixed", rng, 500), MultivariateSettings())
+    cols = det.columns
+    assert len(cols.numeric) > 1 and cols.categorical
+
+    def by_value(row: dict[str, Any]) -> list[Any]:
+        nums = [_number(row.get(n)) for n in cols.numeric]
+        return [None if f != f else f for f in nums] + [cols._code(c, row.get(n)) for n, c in cols.categorical]
+
+    plain = _rows("mixed", rng, 5)
+    first = cols.numeric[0]
+    odd = [dict(plain[0], **{first: 3}), dict(plain[1], **{first: float("nan")}), dict(plain[2], **{first: True}),
+           dict(plain[3], **{first: "2.5"}), {k: v for k, v in plain[4].items() if k != first},
+           dict(plain[0], **{first: float("inf")}), dict(plain[1], **{first: 2**70})]
+    for row in plain + odd:
+        got = cols.encode(row)
+        assert got == by_value(row) and [type(v) for v in got] == [type(v) for v in by_value(row)], row
+
+
 # -- wiring: on by default, ids left out ---------------------------------------------------------
 def test_default_config_enables_the_pca_backend() -> None:
     mv = ModelConfig(model="m").multivariate
