@@ -28,7 +28,7 @@ How the reference is used, and why:
   stationary window, over references (one reference's own rate varies around it).
 * **Cost.** ``update`` keeps a shallow copy of the row in a bounded reservoir (``sample_size``
   rows); everything else happens once per window at close, column by column in numpy (an
-  ``m x p`` table lookup and a projection onto the residual directions).
+  ``m x p`` table lookup and a projection onto the principal components).
 
 Only the direction "error grew" is tested: a correlation that strengthens keeps rows in the
 subspace; per-feature tests see marginal changes.
@@ -132,9 +132,14 @@ class PCAModel:
             components = int(np.searchsorted(np.cumsum(desc) / total, variance - 1e-12) + 1)
             components = min(components, max_components)
         self.components = max(0, min(int(components), p - 1))
-        #: p x r basis of the residual subspace (the r = p - components smallest directions of
-        #: the p columns that vary)
-        self.residual = eigvec[:, : p - self.components]
+        #: r = p - components: the residual subspace's dimension (the smallest directions of the
+        #: p columns that vary)
+        self.residual_dims = p - self.components
+        #: p x components basis of the principal subspace; with the residual one it is an
+        #: orthonormal basis of the varying columns, so a row's residual error is its squared
+        #: norm there minus its squared projection here (see :meth:`errors`)
+        self.principal = eigvec[:, p - self.components:]
+        self._varies = varies
 
     def _scores(self, x: Any) -> Any:
         import numpy as np
@@ -158,8 +163,12 @@ class PCAModel:
         import numpy as np
 
         x = np.asarray(x, dtype=float)
-        r = (self._standardise(self._scores(x)) - self.center) @ self.residual
-        return (r * r).sum(axis=1)
+        y = (self._standardise(self._scores(x)) - self.center)[:, self._varies]
+        # The squared distance from the principal subspace: |y|^2 - |projection|^2. The same as
+        # projecting onto the residual basis (to rounding), at components instead of p - components
+        # columns: at 1,000 features, ~20x fewer operations per window.
+        proj = y @ self.principal[self._varies]
+        return np.maximum((y * y).sum(axis=1) - (proj * proj).sum(axis=1), 0.0)
 
 
 class Calibration:
@@ -415,7 +424,7 @@ class PCADriftDetector(Detector):
             out = (DetectorResult(
                 self.name, "*", STATISTIC, z, p, thr, z > thr, self.reference_size, self.n,
                 (("sample", m), ("features", len(self.columns.names)), ("components", model.components),
-                 ("residual_dims", model.residual.shape[1]), ("mean_error", mean),
+                 ("residual_dims", model.residual_dims), ("mean_error", mean),
                  ("reference_error", cal.mean_error), ("alpha", alpha))),)
         self._drift = bool(out and out[0].drift)
         self._clear()

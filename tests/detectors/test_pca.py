@@ -154,6 +154,21 @@ def test_the_window_is_a_bounded_sample() -> None:
     assert dict(res.details)["sample"] == 100 and res.current_size == 1000
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_rows_error_is_its_squared_distance_from_the_principal_subspace(shape: str) -> None:
+    """``errors`` takes the norm minus the principal projection: it must equal the distance from
+    the subspace computed directly, y - (y P) P^T."""
+    rng = np.random.default_rng(11)
+    model, _ = fit(_matrix(shape, rng, 1000))
+    x = _matrix(shape, rng, 300)
+    y = (model._standardise(model._scores(x)) - model.center)[:, model._varies]
+    basis = model.principal[model._varies]
+    assert np.allclose(basis.T @ basis, np.eye(model.components))  # orthonormal
+    off = y - (y @ basis) @ basis.T
+    assert model.residual_dims == y.shape[1] - model.components >= 1
+    assert np.allclose(model.errors(x), (off * off).sum(axis=1), rtol=1e-9, atol=1e-9)
+
+
 # -- state -----------------------------------------------------------------------------------------
 def test_state_round_trips_through_json_and_a_changed_feature_set_starts_empty() -> None:
     rng = np.random.default_rng(7)
