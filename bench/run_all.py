@@ -21,6 +21,8 @@ BENCHES = [
     ("PII recall on a Faker corpus in 9 locales (Faker in its own venv)", ["bench_pii_recall.py"], True),
     ("detector cost, delay, false alarms", ["bench_detectors.py"], False),
     ("collector detector stage per event, with state saves", ["bench_detect_stage.py"], False),
+    ("collector CPU per event at 1,000 features (without --baseline: this code only)",
+     ["bench_wide_collector.py", "--rounds", "1"], False),
     ("detector state save per event, 1 to 1,000 models", ["bench_state_save.py"], False),
     ("a detector-state record's codec: collector and store CPU", ["bench_state_codec.py"], False),
     ("a data-drift window close at 3 to 1,000 features: matrices vs one feature at a time",
