@@ -14,7 +14,7 @@ windows' rows first and saves the changed models' state after, so a crash in bet
 the same windows (``drift_metrics`` keeps one row each under ``FINAL``) and loses nothing:
 
 >>> class Client:  # stands in for a clickhouse-connect client
-...     def insert(self, table, data, column_names): print(table, len(data), column_names[0])
+...     def insert(self, table, data, column_names, **kw): print(table, len(data), column_names[0])
 >>> write_rows(Client(), [])
 0
 >>> save_records(Client(), [StateRecord("churn", "engine", b"...", {"seq": 1},
@@ -36,12 +36,37 @@ __all__ = ["write_rows", "write_estimates", "StateRecord", "save_records", "load
            "model_batches", "MODELS_PER_QUERY_CHARS"]
 
 
+_WINDOW_COLUMNS = (MetricRow.COLUMNS.index("window_start"), MetricRow.COLUMNS.index("window_end"))
+
+
 def write_rows(client: Any, rows: Iterable[MetricRow]) -> int:
-    """Insert rows into ``driftline.drift_metrics``; returns how many."""
-    data = list(rows)  # a MetricRow is the tuple insert takes
+    """Insert rows into ``driftline.drift_metrics``; returns how many.
+
+    By column: a window of a 1,000-feature model is ~10,000 rows of two distinct window bounds,
+    so each bound becomes the table's DateTime64(3) ticks once, not once per row (what
+    clickhouse-connect does with datetimes: ~1 µs each)."""
+    data = list(rows)
     if data:
-        client.insert("driftline.drift_metrics", data, column_names=list(MetricRow.COLUMNS))
+        columns = list(zip(*data))
+        for j in _WINDOW_COLUMNS:
+            ticks = {d: _ms_ticks(d) for d in set(columns[j])}
+            if None not in ticks.values():
+                columns[j] = [ticks[d] for d in columns[j]]
+        client.insert("driftline.drift_metrics", columns, column_names=list(MetricRow.COLUMNS),
+                      column_oriented=True)
     return len(data)
+
+
+def _ms_ticks(when: Any) -> int | None:
+    """Milliseconds since the epoch of an aware datetime, truncated as clickhouse-connect does for
+    a DateTime64(3) column, in integers (None for anything else: the client converts it)."""
+    if type(when) is not _dt.datetime or when.tzinfo is None:
+        return None
+    return (when - _EPOCH) // _MS
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MS = _dt.timedelta(milliseconds=1)
 
 
 def write_estimates(client: Any, rows: Sequence[Any]) -> int:

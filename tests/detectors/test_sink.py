@@ -64,3 +64,27 @@ def test_rows_land_in_drift_metrics(client):
     nulls = client.query("SELECT count() FROM driftline.drift_metrics WHERE statistic = 'psi' "
                          "AND p_value IS NULL AND threshold = 0.2").result_rows[0][0]
     assert nulls > 0
+
+
+@pytest.mark.parametrize("when", ["2026-03-01T10:00:00.123999+00:00", "2026-03-01T10:00:00.999999+00:00",
+                                  "1969-12-31T23:59:59.000500+00:00", "2026-03-01T12:00:00.5+02:00"])
+def test_window_bounds_are_stored_as_the_client_stores_a_datetime(client, when):
+    """write_rows turns each distinct window bound into DateTime64(3) ticks itself: the stored
+    value must be the one clickhouse-connect stores for the same datetime, row by row."""
+    import datetime as dt
+    import uuid
+
+    from driftline.detectors.base import MetricRow
+
+    tag = uuid.uuid4().hex[:8]
+    start = dt.datetime.fromisoformat(when)
+    end = start + dt.timedelta(seconds=61, microseconds=1501)
+    mine = MetricRow(f"ticks-mine-{tag}", "1", "data_drift", "x", "", start, end, "psi", 0.1, None, 0.2, False, 10, 5, "{}")
+    theirs = mine._replace(model=f"ticks-client-{tag}")
+    sink.write_rows(client, [mine, mine._replace(feature="y")])
+    client.insert("driftline.drift_metrics", [theirs], column_names=list(MetricRow.COLUMNS))
+    got = dict(client.query(
+        "SELECT model, (toUnixTimestamp64Milli(window_start), toUnixTimestamp64Milli(window_end)) "
+        "FROM driftline.drift_metrics WHERE model LIKE %(m)s AND feature = 'x'", parameters={"m": f"ticks-%-{tag}"}
+    ).result_rows)
+    assert len(got) == 2 and got[f"ticks-mine-{tag}"] == got[f"ticks-client-{tag}"]
