@@ -200,25 +200,30 @@ class EngineMetrics:
         # group -> (its last window in these rows, the features with an impact row in it)
         latest: dict[tuple[str, str, str, str], tuple[Any, set[str]]] = {}
         touched: set[str] = set()
-        for r in rows:
-            m = self._model(r.model)
-            touched.add(r.model)
-            gkey = (r.model_version, r.detector, r.feature, r.segment)
+        current, m = None, None
+        # Unpacked, not by attribute: a window of a 1,000-feature model is ~10,000 rows.
+        for (model, version, detector, feature, segment, window_start, _, statistic, value, _, _, drift, _, _, _,
+             exceeded) in rows:
+            if model != current:
+                current, m = model, self._model(model)
+                touched.add(model)
+            gkey = (version, detector, feature, segment)
             g = m.groups.get(gkey)
             if g is None:
                 g = m.groups[gkey] = _Group()
-            g.stats[r.statistic] = (r.value, bool(r.drift), bool(r.exceeded))
-            g.drift = bool(r.drift)
-            if r.statistic == STAT_IMPACT:
-                g.impact = r.value
-            elif r.statistic == STAT_ALARM_BUDGET:
-                m.alpha = r.value
-            group = (r.model, r.model_version, r.detector, r.segment)
+            drift = bool(drift)
+            g.stats[statistic] = (value, drift, bool(exceeded))
+            g.drift = drift
+            if statistic == STAT_IMPACT:
+                g.impact = value
+            elif statistic == STAT_ALARM_BUDGET:
+                m.alpha = value
+            group = (model, version, detector, segment)
             seen = latest.get(group)
-            if seen is None or r.window_start > seen[0]:
-                seen = latest[group] = (r.window_start, set())
-            if r.statistic == STAT_IMPACT and r.window_start == seen[0]:
-                seen[1].add(r.feature)
+            if seen is None or window_start > seen[0]:
+                seen = latest[group] = (window_start, set())
+            if statistic == STAT_IMPACT and window_start == seen[0]:
+                seen[1].add(feature)
         for group, (_, feats) in latest.items():
             model, version, detector, segment = group
             groups = self._models[model].groups
