@@ -10,6 +10,7 @@ Measured: about half the cost of the Python validator for an event with 20 featu
 
 # No `from __future__ import annotations` here: msgspec reads the Struct annotations at class
 # creation, and the types they name are local to _build().
+from math import isfinite
 from typing import Any
 
 from driftline.sdk.contract.kinds import LABEL, OUTCOME, PREDICTION
@@ -100,15 +101,45 @@ def _build() -> Any:
     return convert, msgspec.ValidationError, Outcome
 
 
+_PLAIN = frozenset((int, float))  # exact types: a bool, a string or None is left to msgspec
+_INT64 = (-(2**63), 2**63 - 1)  # within what msgspec takes as an int
+
+
+def _plain_features(features: Any) -> bool:
+    """True if ``features`` certainly passes the schema's features type and holds only finite
+    floats and 64-bit ints under valid names: checked at C speed, whole columns at a time.
+
+    msgspec validates a value in ~0.45 µs (a 1,000-feature event: ~75 µs, most of decoding
+    it); this accepts a subset of what it accepts, so anything else still goes through it."""
+    if type(features) is not dict or not features or len(features) > MAX_FEATURES:
+        return False
+    values = features.values()
+    if not _PLAIN.issuperset(map(type, values)) or not {str}.issuperset(map(type, features)):
+        return False
+    if min(map(len, features)) < 1 or max(map(len, features)) > MAX_NAME_LEN:
+        return False
+    try:
+        if not all(map(isfinite, values)):
+            return False
+    except OverflowError:  # an int beyond any float
+        return False
+    return _INT64[0] <= min(values) and max(values) <= _INT64[1]
+
+
 def fast_valid_all(objs: "list[Any]", kind: str) -> bool:
     """True if every one of ``objs`` is certainly a valid schema-v1 event of type ``kind``
-    (``prediction`` or ``label``), checked in one msgspec call; False means "check each one"."""
+    (``prediction`` or ``label``), checked in one msgspec call; False means "check each one".
+
+    Features of plain numbers (:func:`_plain_features`) are checked here, and msgspec checks
+    the rest of the event with them left out."""
     if kind not in (PREDICTION.type, LABEL.type) or not fast_valid_ready():
         return False
     convert, error, _ = _converter
     for obj in objs:  # a concrete tagged Struct does not require its tag: check it here
         if type(obj) is not dict or obj.get("type") != kind:
             return False
+    if kind == PREDICTION.type:
+        objs = [{**o, "features": {}} if _plain_features(o.get("features")) else o for o in objs]
     try:
         convert.all(objs, kind)
     except error:

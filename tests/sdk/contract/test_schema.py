@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from driftline.sdk import SchemaError, uuid7, validate_event
+from driftline.sdk.contract.schema import MAX_FEATURES, MAX_STRING_LEN
 
 PRED: dict[str, Any] = {
     "schema_version": 1, "type": "prediction", "event_id": "0190b7d2-8f3a-7c1e-9d2a-3b4c5d6e7f80",
@@ -97,6 +98,42 @@ def test_the_fast_path_refuses_a_missing_odd_or_mismatched_type(kind: Any) -> No
         validate_event(event)
     assert info.value.field in {"type", "features", "prediction", "latency_ms", "prediction_id", "label",
                                 "name", "model_version", "variant", "request_id", "status", "error"}
+
+
+@pytest.mark.parametrize("case", range(19))
+def test_the_batch_fast_path_never_accepts_what_the_validator_refuses(case: int) -> None:
+    from driftline.sdk.contract.fastcheck import fast_valid_all
+
+    params = test_errors_name_the_field.pytestmark[0].args[1]  # type: ignore[attr-defined]
+    path, value, _ = params[case]
+    event = with_(path, value)
+    assert fast_valid_all([copy.deepcopy(PRED), event], str(event.get("type"))) is False
+
+
+_FEATURES = {
+    "floats": {f"f{k}": k / 7 for k in range(1000)}, "ints": {"a": 1, "b": -(2**63), "c": 2**63 - 1},
+    "int over 64 bits": {"a": 2**64 + 5}, "int just over": {"a": 2**63}, "int far over": {"a": 10**400},
+    "int just under": {"a": -(2**63) - 1}, "inf": {"a": float("inf")}, "nan": {"a": float("nan")},
+    "bool": {"a": 1.5, "b": True}, "none": {"a": 1.5, "b": None}, "str": {"a": 1.5, "b": "x"},
+    "long str": {"a": "x" * (MAX_STRING_LEN + 1)}, "empty name": {"": 1.0}, "long name": {"x" * 257: 1.0},
+    "name at the limit": {"x" * 256: 1.0}, "non-str name": {1: 1.0}, "list": {"a": [1.0]}, "dict": {"a": {"b": 1}},
+    "too many": {f"f{k}": 1.0 for k in range(MAX_FEATURES + 1)}, "at the limit": {f"f{k}": 1.0 for k in range(MAX_FEATURES)},
+    "empty": {}, "not a dict": [1.0], "float subclass": {"a": __import__("numpy").float64(1.0)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FEATURES))
+def test_the_batch_fast_path_judges_features_as_msgspec_does(name: str) -> None:
+    """Plain-number features are checked at C speed instead of by msgspec: the verdict must be
+    msgspec's (the single-event path), and never an acceptance the validator refuses."""
+    from driftline.sdk.contract.fastcheck import fast_valid, fast_valid_all
+
+    event = copy.deepcopy(PRED)
+    event["features"] = _FEATURES[name]
+    batch = fast_valid_all([copy.deepcopy(PRED), event], "prediction")
+    assert batch == fast_valid(event)
+    if batch:
+        validate_event(event)
 
 
 def test_the_fast_path_accepts_valid_events() -> None:
