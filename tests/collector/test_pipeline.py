@@ -110,12 +110,18 @@ def test_a_failing_store_is_retried_and_nothing_is_lost_or_repeated() -> None:
     assert sorted(observer.seen) == sorted(writer.stored)
 
 
-def test_stopping_while_storage_fails_raises_and_leaves_unstored_chunks_unobserved() -> None:
+def _failing_second_chunk(max_batch_events: int) -> tuple[FakeWriter, Observer, threading.Event, Pipeline]:
+    """A pipeline whose second chunk never stores, and the event that stops its retries."""
     writer = FakeWriter(fail={1: 10**9})
     observer = Observer(writer)
     stop = threading.Event()
     pipe = Pipeline(writer, CollectorMetrics(CollectorRegistry()), send_dead_letters=lambda d: None,  # type: ignore[arg-type]
-                    observers=[observer], max_batch_events=5, retry_max_s=0.01, stop=stop)
+                    observers=[observer], max_batch_events=max_batch_events, retry_max_s=0.01, stop=stop)
+    return writer, observer, stop, pipe
+
+
+def test_stopping_while_storage_fails_raises_and_leaves_unstored_chunks_unobserved() -> None:
+    writer, observer, stop, pipe = _failing_second_chunk(5)
     threading.Timer(0.3, stop.set).start()
     with pytest.raises(ConnectionError):
         pipe.process(_batch(15))
@@ -178,11 +184,7 @@ def test_a_batch_is_observed_while_the_next_one_is_being_stored() -> None:
 
 
 def test_a_failed_batch_leaves_the_batch_before_it_to_observe() -> None:
-    writer = FakeWriter(fail={1: 10**9})
-    observer = Observer(writer)
-    stop = threading.Event()
-    pipe = Pipeline(writer, CollectorMetrics(CollectorRegistry()), send_dead_letters=lambda d: None,  # type: ignore[arg-type]
-                    observers=[observer], max_batch_events=10, retry_max_s=0.01, stop=stop)
+    _, observer, stop, pipe = _failing_second_chunk(10)
     pipe.store(_batch(8))
     threading.Timer(0.3, stop.set).start()
     with pytest.raises(ConnectionError):
