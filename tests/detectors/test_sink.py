@@ -79,7 +79,8 @@ def test_window_bounds_are_stored_as_the_client_stores_a_datetime(client, when):
     tag = uuid.uuid4().hex[:8]
     start = dt.datetime.fromisoformat(when)
     end = start + dt.timedelta(seconds=61, microseconds=1501)
-    mine = MetricRow(f"ticks-mine-{tag}", "1", "data_drift", "x", "", start, end, "psi", 0.1, None, 0.2, False, 10, 5, "{}")
+    mine = MetricRow(f"ticks-mine-{tag}", "1", "data_drift", "x", "", start, end, "psi", 0.1, None, 0.2, False,
+                     10, 5, "{}")
     theirs = mine._replace(model=f"ticks-client-{tag}")
     sink.write_rows(client, [mine, mine._replace(feature="y")])
     client.insert("driftline.drift_metrics", [theirs], column_names=list(MetricRow.COLUMNS))

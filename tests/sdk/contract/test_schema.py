@@ -117,7 +117,8 @@ _FEATURES = {
     "bool": {"a": 1.5, "b": True}, "none": {"a": 1.5, "b": None}, "str": {"a": 1.5, "b": "x"},
     "long str": {"a": "x" * (MAX_STRING_LEN + 1)}, "empty name": {"": 1.0}, "long name": {"x" * 257: 1.0},
     "name at the limit": {"x" * 256: 1.0}, "non-str name": {1: 1.0}, "list": {"a": [1.0]}, "dict": {"a": {"b": 1}},
-    "too many": {f"f{k}": 1.0 for k in range(MAX_FEATURES + 1)}, "at the limit": {f"f{k}": 1.0 for k in range(MAX_FEATURES)},
+    "too many": {f"f{k}": 1.0 for k in range(MAX_FEATURES + 1)},
+    "at the limit": {f"f{k}": 1.0 for k in range(MAX_FEATURES)},
     "empty": {}, "not a dict": [1.0], "float subclass": {"a": __import__("numpy").float64(1.0)},
 }
 
