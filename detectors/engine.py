@@ -45,6 +45,7 @@ from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
 from driftline.detectors.retire import retire_idle
+from driftline.detectors.statediff import NUMBER_TYPES, SCALAR_TYPES
 from driftline.detectors.windows import WindowClock
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
 from driftline.sdk.contract.variants import is_shadow
@@ -458,8 +459,6 @@ def _json_state(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-_NUMBERS = frozenset((int, float))
-_SCALARS = frozenset((int, float, str, bool, type(None)))
 _SEQUENCES = frozenset((list, tuple))
 
 
@@ -479,10 +478,10 @@ def _finite_items(items: Sequence[Any]) -> bool:
     # Whole lists at C speed where they hold scalars (bins, sampled rows) or lists of them (a
     # patch's [index, value] pairs): a 1,000-feature model's delta has ~60,000 such lists.
     types = set(map(type, items))
-    if types <= _SCALARS:
+    if types <= SCALAR_TYPES:
         if float not in types:
             return True
-        floats = items if types <= _NUMBERS else [v for v in items if type(v) is float]
+        floats = items if types <= NUMBER_TYPES else [v for v in items if type(v) is float]
         try:
             return all(map(math.isfinite, floats))
         except OverflowError:  # an int too large for a float: json writes it

@@ -40,8 +40,9 @@ class _Same:
 
 #: the placeholder for a part known to be unchanged
 SAME: Any = _Same()
-_NUMBERS = frozenset((int, float))  # by exact type: bool is not a number here
-_SCALARS = frozenset((int, float, str, bool, type(None)))
+#: JSON value types by exact type (a bool is not a number here); also the state encoder's checks
+NUMBER_TYPES = frozenset((int, float))
+SCALAR_TYPES = frozenset((int, float, str, bool, type(None)))
 
 
 def _eq(a: Any, b: Any) -> bool:
@@ -56,7 +57,7 @@ def copy_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if _SCALARS.issuperset(map(type, value)):  # C-speed check: most lists are bins
+        if SCALAR_TYPES.issuperset(map(type, value)):  # C-speed check: most lists are bins
             return list(value)
         return [copy_json(v) for v in value]
     return value
@@ -86,7 +87,7 @@ def diff(old: Any, new: Any) -> dict[str, Any] | None:
             out["r"] = removed
         return out
     if isinstance(new, (list, tuple)) and isinstance(old, list):
-        if len(new) == len(old) and _NUMBERS.issuperset(map(type, new)) and _NUMBERS.issuperset(map(type, old)):
+        if len(new) == len(old) and NUMBER_TYPES.issuperset(map(type, new)) and NUMBER_TYPES.issuperset(map(type, old)):
             if old == new if isinstance(new, list) else old == list(new):
                 return None
             # a NaN bin (none in histograms) would only be written again
