@@ -20,6 +20,9 @@ class CollectorMetrics:
                                   registry=registry)
         self.write_errors = Counter("driftline_collector_write_errors_total",
                                     "Failed batch writes to ClickHouse (retried)", registry=registry)
+        self.reinserted = Counter("driftline_collector_rows_reinserted_total",
+                                  "Rows inserted again because ClickHouse stored them without running the "
+                                  "rollups' materialized views", registry=registry)
         self.batch_write_seconds = Histogram(
             "driftline_collector_batch_write_seconds", "Time to store one batch in ClickHouse",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry)

@@ -150,6 +150,8 @@ class Pipeline:
             duplicates += dups
             if dups:
                 self.metrics.duplicates.inc(dups)
+            if result.reinserted:
+                self.metrics.reinserted.inc(result.reinserted)
             skipped = result.skipped | repeated if repeated else result.skipped
             if later:
                 self._unobserved.append((chunk, chunk_positions, skipped))

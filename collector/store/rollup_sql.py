@@ -363,6 +363,11 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
 }
 
+#: per raw table, a view above that writes at least one row for every non-empty insert into it (no
+#: WHERE, a GROUP BY): an insert whose summary counts only the table's own rows ran none of its
+#: views, which the writer checks (chDB 26.9 was seen to skip every view of one insert, silently)
+SENTINEL_VIEWS: dict[str, str] = {PREDICTION.table: "rollup_predictions_1m_mv"}
+
 # Backfill of a newly created table, in dependency order (indexes before the joins).
 BACKFILL: dict[str, str] = {
     "rollup_predictions_1m": PREDICTIONS_SELECT.format(src=_P, where="1"),
@@ -389,4 +394,4 @@ PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outc
 __all__ = ["BACKFILL", "DB", "FEATURE_BIN_MANTISSA_BITS", "FEATURES_SELECT", "FINE_BITS", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
            "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "REBUILT_ON_CHANGE", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
-           "RETIRED_TABLES", "RETIRED_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS"]
+           "RETIRED_TABLES", "RETIRED_VIEWS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS"]

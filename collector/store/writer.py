@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from driftline.collector.store.rollup_sql import SENTINEL_VIEWS
 from driftline.sdk.codec import dumps
 from driftline.sdk.contract import BY_TYPE, LABEL, OUTCOME, PREDICTION, parse_timestamp
 
@@ -31,6 +32,11 @@ logger = logging.getLogger("driftline.collector")
 # Every read of a rollup aggregates, and parts are merged in the background as before.
 INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 0,
                    "optimize_on_insert": 0}
+# Ids are validated UUIDs (schema v1), inlined as literals, ~40 bytes each; chunks hold thousands.
+ID_LIST_SETTINGS = {"max_query_size": 64 * 1024 * 1024}
+# An insert that ran none of its table's views (the rollups) is taken out and inserted again, at
+# most this many times; then the rows stay, stored, and the rollups miss them until rebuilt.
+REINSERT_ATTEMPTS = 3
 
 PREDICTION_COLUMNS = (
     "event_id", "timestamp", "model", "model_version", "variant", "request_id",
@@ -135,6 +141,7 @@ class WriteResult:
     stored: dict[str, int]
     duplicates: int
     skipped: frozenset[str] = frozenset()  # ids not written because already stored (replays)
+    reinserted: int = 0  # rows inserted again because their first insert ran none of the views
 
 
 @dataclass(frozen=True)
@@ -195,22 +202,61 @@ class ClickHouseWriter:
 
     def store(self, chunk: PreparedChunk) -> WriteResult:
         stored: dict[str, int] = {}
-        replays = 0
+        replays = reinserted = 0
         skipped: set[str] = set()
         for table, rows in chunk.tables.items():
-            lines = rows.lines
+            lines, ids = rows.lines, rows.ids
             if self.dedup:
                 existing = self._existing_ids(table, rows)
                 if existing:
                     replays += len(existing)
                     skipped |= existing
-                    lines = [line for i, line in zip(rows.ids, rows.lines) if i not in existing]
+                    kept = [(i, line) for i, line in zip(rows.ids, rows.lines) if i not in existing]
+                    ids, lines = [k[0] for k in kept], [k[1] for k in kept]
             if not lines:
                 continue
-            self.client.raw_insert(f"{self.database}.{table}", column_names=list(COLUMNS_OF[table]),
-                                   insert_block=b"\n".join(lines), settings=INSERT_SETTINGS, fmt="JSONEachRow")
+            reinserted += self._insert(table, rows.models, ids, b"\n".join(lines))
             stored[table] = len(lines)
-        return WriteResult(stored=stored, duplicates=chunk.in_batch_dups + replays, skipped=frozenset(skipped))
+        return WriteResult(stored=stored, duplicates=chunk.in_batch_dups + replays, skipped=frozenset(skipped),
+                           reinserted=reinserted)
+
+    def _insert(self, table: str, models: list[str], ids: list[str], block: bytes) -> int:
+        """Insert one table's rows; returns how many rows had to be inserted again.
+
+        ClickHouse feeds the rollups (materialized views) from each insert. chDB 26.9 was seen to
+        store an insert's rows and run none of the views, with no error (a CI run: 200 predictions
+        in the raw table, none in any rollup). Such an insert's summary counts only the table's
+        own rows, where a view that writes for every insert (``SENTINEL_VIEWS``) adds at least one:
+        the rows are then deleted and inserted again, so the views see them. A real server's
+        summary counts the views' rows too; an asynchronous insert's counts none, never a match.
+        """
+        n = block.count(b"\n") + 1
+        for attempt in range(REINSERT_ATTEMPTS + 1):
+            summary = self.client.raw_insert(f"{self.database}.{table}", column_names=list(COLUMNS_OF[table]),
+                                             insert_block=block, settings=INSERT_SETTINGS, fmt="JSONEachRow")
+            if getattr(summary, "written_rows", None) != n or not self._has_sentinel(table):
+                return attempt * n
+            if attempt == REINSERT_ATTEMPTS:
+                break
+            logger.warning("%d rows stored in %s without its materialized views (rollups); inserting them again",
+                           n, table)
+            # Lightweight DELETE: the rows are masked at once; the next insert is visible beside them.
+            self.client.command(f"DELETE FROM {self.database}.{table} WHERE model IN ({_quoted(models)}) "
+                                f"AND event_id IN ({_quoted(ids)})", settings=ID_LIST_SETTINGS)
+        logger.error("%d rows stored in %s, %d times without its materialized views: they stay stored; the "
+                     "dashboard's rollups miss them until rebuilt (rollups.rebuild)", n, table,
+                     REINSERT_ATTEMPTS + 1)
+        return REINSERT_ATTEMPTS * n
+
+    def _has_sentinel(self, table: str) -> bool:
+        """True if ``table`` has its sentinel view now (asked only after a suspicious insert: the
+        rollups may have been dropped on purpose, and then an insert writes only its own rows)."""
+        view = SENTINEL_VIEWS.get(table)
+        if view is None:
+            return False
+        rows = self.client.query("SELECT dependencies_table FROM system.tables WHERE database = {db:String} "
+                                 "AND name = {t:String}", parameters={"db": self.database, "t": table}).result_rows
+        return bool(rows) and view in rows[0][0]
 
     def _existing_ids(self, table: str, rows: TableRows) -> set[str]:
         """Ids of the chunk already stored (replays), by one lookup the sorting key prunes.
@@ -221,22 +267,23 @@ class ClickHouseWriter:
         hits the limit and falls back to the lookup by id.
         """
         lo, hi = parse_timestamp(rows.first_ts), parse_timestamp(rows.last_ts)
-        model_list = "','".join(m.replace("\\", "\\\\").replace("'", "\\'") for m in rows.models)
-        where = (f"FROM {self.database}.{table} WHERE model IN ('{model_list}') "
+        where = (f"FROM {self.database}.{table} WHERE model IN ({_quoted(rows.models)}) "
                  f"AND timestamp BETWEEN toDateTime64('{lo:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC') "
                  f"AND toDateTime64('{hi:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC')")
         limit = 4 * len(rows.ids) + 1000
         in_range = self.client.query(f"SELECT toString(event_id) {where} LIMIT {limit}").result_rows
         if len(in_range) < limit:
             return _matching(rows.ids, in_range)
-        # Ids are validated UUIDs (schema v1), so they are inlined as literals: binding thousands
-        # of parameters costs more in clickhouse-connect's Python escaping than the query itself.
-        id_list = "','".join(rows.ids)
-        result = self.client.query(
-            f"SELECT toString(event_id) {where} AND event_id IN ('{id_list}')",
-            settings={"max_query_size": 64 * 1024 * 1024},  # ~40 bytes per id; batches hold thousands
-        )
+        # Ids inlined as literals: binding thousands of parameters costs more in clickhouse-connect's
+        # Python escaping than the query itself.
+        result = self.client.query(f"SELECT toString(event_id) {where} AND event_id IN ({_quoted(rows.ids)})",
+                                   settings=ID_LIST_SETTINGS)
         return _matching(rows.ids, result.result_rows)
+
+
+def _quoted(values: list[str]) -> str:
+    """A ClickHouse list of string literals (model names and validated ids)."""
+    return "'" + "','".join(v.replace("\\", "\\\\").replace("'", "\\'") for v in values) + "'"
 
 
 def _matching(ids: list[str], stored_rows: Sequence[Sequence[str]]) -> set[str]:

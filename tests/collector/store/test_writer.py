@@ -1,13 +1,15 @@
-"""The writer's replay lookup against the embedded store: a replayed event is one row."""
+"""The writer against the embedded store: a replayed event is one row; rows stored without their
+materialized views are inserted again until the rollups count them."""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
-from driftline.collector.store.writer import ClickHouseWriter
+from driftline.collector.store.writer import REINSERT_ATTEMPTS, ClickHouseWriter
 from driftline.sdk.ids import uuid7
 
 pytestmark = pytest.mark.integration
@@ -63,3 +65,127 @@ def test_a_late_chunk_over_a_crowded_range_falls_back_to_the_lookup_by_id(ch_cli
     assert result.stored == {"predictions": 2}
     assert result.skipped == frozenset(e["event_id"] for e in replayed)
     assert _count(ch_client, model) == 3002
+
+
+class _ViewsDetached:
+    """A client whose next ``inserts`` inserts into ``predictions`` run with every view of the table
+    detached, then attached again: the rows are stored, no rollup sees them and ClickHouse reports
+    no error, as chDB once did in CI (200 predictions stored, none in any rollup). With
+    ``reattach=False`` the views stay detached (rollups dropped on purpose)."""
+
+    def __init__(self, client: Any, inserts: int, reattach: bool = True) -> None:
+        self.client, self.inserts, self.reattach = client, inserts, reattach
+        self.deletes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def command(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        self.deletes += sql.startswith("DELETE")
+        return self.client.command(sql, *args, **kwargs)
+
+    def raw_insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.inserts or table != "driftline.predictions":
+            return self.client.raw_insert(table, *args, **kwargs)
+        self.inserts -= 1
+        views = self.client.query("SELECT dependencies_table FROM system.tables WHERE database = 'driftline' "
+                                  "AND name = 'predictions'").result_rows[0][0]
+        assert views, "the store has no views on predictions"
+        for v in views:
+            self.client.command(f"DETACH TABLE driftline.{v}")
+        try:
+            return self.client.raw_insert(table, *args, **kwargs)
+        finally:
+            if self.reattach:
+                for v in views:
+                    self.client.command(f"ATTACH TABLE driftline.{v}")
+
+
+@pytest.fixture()
+def own_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A store of the test's own: views are detached in it."""
+    from driftline.collector.embedded.chstore import start_chstore
+    from driftline.collector.store.client import connect
+    from driftline.collector.store.tables import migrate
+
+    with start_chstore(tmp_path_factory.mktemp("writer-ch")) as store:
+        client = connect(str(store.url))
+        migrate(client)
+        yield client
+
+
+def _counts(client: Any, model: str) -> tuple[int, int, int, int]:
+    """(raw rows, distinct ids, rollup_predictions_1m sum, rollup_prediction_index rows) of ``model``."""
+    raw, ids = client.query("SELECT count(), uniqExact(event_id) FROM driftline.predictions WHERE model = {m:String}",
+                            parameters={"m": model}).result_rows[0]
+    rolled = client.query("SELECT sum(n) FROM driftline.rollup_predictions_1m WHERE model = {m:String}",
+                          parameters={"m": model}).result_rows[0][0]
+    index = client.query("SELECT count() FROM driftline.rollup_prediction_index WHERE model = {m:String}",
+                         parameters={"m": model}).result_rows[0][0]
+    return int(raw), int(ids), int(rolled), int(index)
+
+
+def test_rows_stored_without_their_views_are_inserted_again(own_store: Any, caplog: Any) -> None:
+    model = f"w-{uuid.uuid4().hex[:8]}"
+    client = _ViewsDetached(own_store, inserts=2)
+    writer = ClickHouseWriter(client)  # type: ignore[arg-type]
+    events = [_prediction(model, i) for i in range(200)]
+    with caplog.at_level(logging.WARNING, "driftline.collector"):
+        result = writer.write(events)
+    # Two inserts ran without the views; the third fed them. Each row is stored once and counted
+    # once by every rollup; the rows stored are the ones sent.
+    assert result.stored == {"predictions": 200} and result.reinserted == 400
+    assert client.deletes == 2
+    assert _counts(own_store, model) == (200, 200, 200, 200)
+    stored = {r[0] for r in own_store.query("SELECT toString(event_id) FROM driftline.predictions "
+                                            "WHERE model = {m:String}", parameters={"m": model}).result_rows}
+    assert stored == {e["event_id"] for e in events}
+    assert sum("without its materialized views" in r.getMessage() for r in caplog.records) == 2
+    assert model not in caplog.text  # counts and the table's name only
+    # A replay of the chunk afterwards is found stored and not written again.
+    again = writer.write(events)
+    assert again.stored == {} and len(again.skipped) == 200 and again.reinserted == 0
+    assert _counts(own_store, model) == (200, 200, 200, 200)
+
+
+def test_the_collector_counts_the_rows_it_inserted_again(own_store: Any) -> None:
+    import json
+
+    from prometheus_client import CollectorRegistry
+
+    from driftline.collector.metrics import CollectorMetrics
+    from driftline.collector.pipeline import Pipeline, RawRecord
+
+    model = f"w-{uuid.uuid4().hex[:8]}"
+    registry = CollectorRegistry()
+    writer = ClickHouseWriter(_ViewsDetached(own_store, inserts=1))  # type: ignore[arg-type]
+    pipe = Pipeline(writer, CollectorMetrics(registry), send_dead_letters=lambda dead: None)
+    records = [RawRecord("t", "predictions", 0, i, json.dumps(_prediction(model, i)).encode()) for i in range(40)]
+    assert pipe.process(records).stored == 40
+    assert registry.get_sample_value("driftline_collector_rows_reinserted_total") == 40
+    assert _counts(own_store, model) == (40, 40, 40, 40)
+
+
+def test_rows_stay_stored_when_the_views_keep_missing_them(own_store: Any, caplog: Any) -> None:
+    model = f"w-{uuid.uuid4().hex[:8]}"
+    client = _ViewsDetached(own_store, inserts=REINSERT_ATTEMPTS + 1)
+    writer = ClickHouseWriter(client)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, "driftline.collector"):
+        result = writer.write([_prediction(model, i) for i in range(50)])
+    # The raw log is the record: the rows stay, once each, and the error says so.
+    assert result.stored == {"predictions": 50} and result.reinserted == 50 * REINSERT_ATTEMPTS
+    assert _counts(own_store, model) == (50, 50, 0, 0)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "they stay stored" in errors[0].getMessage()
+    # The next chunk, with the views working, is counted at once.
+    ok = writer.write([_prediction(model, 100 + i) for i in range(10)])
+    assert ok.reinserted == 0 and _counts(own_store, model) == (60, 60, 10, 10)
+
+
+def test_an_insert_is_not_repeated_when_the_rollups_are_gone(own_store: Any) -> None:
+    # Views dropped on purpose: an insert writes only its own rows, and that is right.
+    model = f"w-{uuid.uuid4().hex[:8]}"
+    client = _ViewsDetached(own_store, inserts=1, reattach=False)
+    result = ClickHouseWriter(client).write([_prediction(model, i) for i in range(30)])  # type: ignore[arg-type]
+    assert result.stored == {"predictions": 30} and result.reinserted == 0 and client.deletes == 0
+    assert _counts(own_store, model) == (30, 30, 0, 0)
