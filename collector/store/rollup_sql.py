@@ -137,6 +137,15 @@ ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, p_version, s_version, p_has, p_label, s_has, s_label)""",
 }
 
+# Labels and outcomes stored per (kind, model, minute): a view that writes for every insert into
+# those tables (the predictions' is rollup_predictions_1m's), so that an insert which ran none of
+# its table's views shows in its summary (SENTINEL_VIEWS); it also says when labels arrived.
+TABLES["rollup_arrivals_1m"] = """(kind LowCardinality(String), model LowCardinality(String),
+    minute DateTime('UTC'), n SimpleAggregateFunction(sum, UInt64))
+ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (kind, model, minute)"""
+_ARRIVALS = {kind.table: (f"SELECT '{kind.table}' AS kind, model, {MINUTE} AS minute, count() AS n "
+                          f"FROM {DB}.{kind.table} GROUP BY model, minute") for kind in (LABEL, OUTCOME)}
+
 # Hourly tier of rollup_predictions_1m (same columns; ``minute`` holds the hour), fed from it:
 # a week's chart merges ~170 t-digest states per series instead of ~10,000.
 TABLES = {"rollup_predictions_1m": TABLES["rollup_predictions_1m"],
@@ -361,12 +370,14 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_pair_index_mv": ("rollup_pair_index", f"SELECT {_REQ_COLS} FROM {_P} WHERE {PAIRED}"),
     "rollup_pair_block_mv": ("rollup_pair_block", PAIR_CANDIDATES_SELECT),
     "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
+    **{f"rollup_{table}_arrivals_mv": ("rollup_arrivals_1m", select) for table, select in _ARRIVALS.items()},
 }
 
 #: per raw table, a view above that writes at least one row for every non-empty insert into it (no
 #: WHERE, a GROUP BY): an insert whose summary counts only the table's own rows ran none of its
 #: views, which the writer checks (chDB 26.9 was seen to skip every view of one insert, silently)
-SENTINEL_VIEWS: dict[str, str] = {PREDICTION.table: "rollup_predictions_1m_mv"}
+SENTINEL_VIEWS: dict[str, str] = {PREDICTION.table: "rollup_predictions_1m_mv",
+                                  **{table: f"rollup_{table}_arrivals_mv" for table in _ARRIVALS}}
 
 # Backfill of a newly created table, in dependency order (indexes before the joins).
 BACKFILL: dict[str, str] = {
@@ -379,6 +390,7 @@ BACKFILL: dict[str, str] = {
     "rollup_outcomes_1m": OUTCOMES_BACKFILL,
     "rollup_pair_index": f"SELECT {_REQ_COLS} FROM {_P} WHERE {PAIRED}",
     "rollup_shadow_1m": SHADOW_BACKFILL,
+    "rollup_arrivals_1m": " UNION ALL ".join(_ARRIVALS.values()),
 }
 
 LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {_L}"

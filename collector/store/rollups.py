@@ -24,6 +24,9 @@ Tables (database ``driftline``; all names start with ``rollup_``):
 * ``rollup_prediction_index`` / ``rollup_pair_index`` — slim per-event lookup tables the join MVs
   read by primary key (served predictions by ``event_id``; primaries and shadows by role, hour and
   hashed request id, so that looking for shadows reads no primaries).
+* ``rollup_arrivals_1m`` — labels and outcomes stored per (kind, model, minute). Its views, with
+  ``rollup_predictions_1m``'s, write a row for every insert into their table, so an insert that
+  ran none of its table's views is seen in the insert's summary (the writer inserts it again).
 * ``rollup_early`` / ``rollup_pair_block`` — Null tables (nothing stored) that pass a block's few
   relevant rows from a slim MV to the costly join MVs, so those run only when there is work.
 
@@ -38,7 +41,9 @@ SQL, which the dashboard also runs over raw rows for the partial minutes at a ra
 Known limits (the raw tables stay the reference): a label and its prediction inserted
 *concurrently* (neither visible to the other's MV) are missed or counted twice; rows removed
 later (deletions, TTL) stay in the aggregates until :func:`rebuild`; a replayed prediction that
-reaches the table twice is counted twice (as raw queries do before a merge).
+reaches the table twice is counted twice (as raw queries do before a merge). chDB 26.9 once stored
+an insert's rows and ran none of its views, with no error; the writer checks every insert's
+summary for that (``writer.py``) and inserts such rows again.
 """
 
 from __future__ import annotations

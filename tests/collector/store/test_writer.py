@@ -68,13 +68,13 @@ def test_a_late_chunk_over_a_crowded_range_falls_back_to_the_lookup_by_id(ch_cli
 
 
 class _ViewsDetached:
-    """A client whose next ``inserts`` inserts into ``predictions`` run with every view of the table
+    """A client whose next ``inserts`` inserts into ``table`` run with every view of the table
     detached, then attached again: the rows are stored, no rollup sees them and ClickHouse reports
     no error, as chDB once did in CI (200 predictions stored, none in any rollup). With
     ``reattach=False`` the views stay detached (rollups dropped on purpose)."""
 
-    def __init__(self, client: Any, inserts: int, reattach: bool = True) -> None:
-        self.client, self.inserts, self.reattach = client, inserts, reattach
+    def __init__(self, client: Any, inserts: int, reattach: bool = True, table: str = "predictions") -> None:
+        self.client, self.inserts, self.reattach, self.table = client, inserts, reattach, table
         self.deletes = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -85,12 +85,12 @@ class _ViewsDetached:
         return self.client.command(sql, *args, **kwargs)
 
     def raw_insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
-        if not self.inserts or table != "driftline.predictions":
+        if not self.inserts or table != f"driftline.{self.table}":
             return self.client.raw_insert(table, *args, **kwargs)
         self.inserts -= 1
         views = self.client.query("SELECT dependencies_table FROM system.tables WHERE database = 'driftline' "
-                                  "AND name = 'predictions'").result_rows[0][0]
-        assert views, "the store has no views on predictions"
+                                  "AND name = {t:String}", parameters={"t": self.table}).result_rows[0][0]
+        assert views, f"the store has no views on {self.table}"
         for v in views:
             self.client.command(f"DETACH TABLE driftline.{v}")
         try:
@@ -189,3 +189,31 @@ def test_an_insert_is_not_repeated_when_the_rollups_are_gone(own_store: Any) -> 
     result = ClickHouseWriter(client).write([_prediction(model, i) for i in range(30)])  # type: ignore[arg-type]
     assert result.stored == {"predictions": 30} and result.reinserted == 0 and client.deletes == 0
     assert _counts(own_store, model) == (30, 30, 0, 0)
+
+
+@pytest.mark.parametrize("kind", ["label", "outcome"])
+def test_labels_and_outcomes_stored_without_their_views_are_inserted_again(own_store: Any, kind: str) -> None:
+    # Their views join with predictions (and may write nothing); the arrivals view writes for
+    # every insert, so a skipped insert shows in its summary here too.
+    model = f"w-{uuid.uuid4().hex[:8]}"
+    preds = [_prediction(model, i) for i in range(20)]
+    extra = {"label": lambda p: {"prediction_id": p["event_id"], "label": 1},
+             "outcome": lambda p: {"prediction_id": p["event_id"], "name": "revenue", "value": 2.5}}[kind]
+    events = [{"schema_version": 1, "type": kind, "event_id": uuid7(), "timestamp": p["timestamp"], "model": model,
+               "model_version": "1", **extra(p)} for p in preds]
+    table = f"{kind}s"
+    ClickHouseWriter(own_store).write(preds)
+    client = _ViewsDetached(own_store, inserts=1, table=table)
+    result = ClickHouseWriter(client).write(events)  # type: ignore[arg-type]
+    assert result.stored == {table: 20} and result.reinserted == 20 and client.deletes == 1
+
+    def one(sql: str) -> int:
+        return int(own_store.query(sql, parameters={"m": model, "k": table}).result_rows[0][0])
+
+    assert one("SELECT count() FROM driftline.{k:Identifier} WHERE model = {m:String}") == 20
+    assert one("SELECT uniqExact(event_id) FROM driftline.{k:Identifier} WHERE model = {m:String}") == 20
+    assert one("SELECT sum(n) FROM driftline.rollup_arrivals_1m WHERE kind = {k:String} AND model = {m:String}") == 20
+    # The joined rollup counts every one of them too.
+    joined = {"label": "SELECT sum(labelled) FROM driftline.rollup_labels_1m WHERE model = {m:String}",
+              "outcome": "SELECT sum(n) FROM driftline.rollup_outcomes_1m WHERE model = {m:String}"}[kind]
+    assert one(joined) == 20
