@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     ("driftline.sdk.sidecar.cli", "sidecar, serve"),
     ("driftline.detectors.cli", "reference"),
     ("driftline.collector.store.deletion_cli", "delete"),
+    ("driftline.collector.store.rollups_cli", "rollups"),
     ("driftline.alerting.cli", "alerts"),
     ("driftline.dashboard.cli", "dashboard"),
 )

@@ -11,6 +11,7 @@ import pytest
 
 from driftline.collector.store.writer import REINSERT_ATTEMPTS, ClickHouseWriter
 from driftline.sdk.ids import uuid7
+from tests.collector.store.faults import views_detached
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +69,9 @@ def test_a_late_chunk_over_a_crowded_range_falls_back_to_the_lookup_by_id(ch_cli
 
 
 class _ViewsDetached:
-    """A client whose next ``inserts`` inserts into ``table`` run with every view of the table
-    detached, then attached again: the rows are stored, no rollup sees them and ClickHouse reports
-    no error, as chDB once did in CI (200 predictions stored, none in any rollup). With
-    ``reattach=False`` the views stay detached (rollups dropped on purpose)."""
+    """A client whose next ``inserts`` inserts into ``table`` run with the table's views detached
+    (``faults.views_detached``); with ``reattach=False`` they stay detached (rollups dropped on
+    purpose)."""
 
     def __init__(self, client: Any, inserts: int, reattach: bool = True, table: str = "predictions") -> None:
         self.client, self.inserts, self.reattach, self.table = client, inserts, reattach, table
@@ -88,30 +88,8 @@ class _ViewsDetached:
         if not self.inserts or table != f"driftline.{self.table}":
             return self.client.raw_insert(table, *args, **kwargs)
         self.inserts -= 1
-        views = self.client.query("SELECT dependencies_table FROM system.tables WHERE database = 'driftline' "
-                                  "AND name = {t:String}", parameters={"t": self.table}).result_rows[0][0]
-        assert views, f"the store has no views on {self.table}"
-        for v in views:
-            self.client.command(f"DETACH TABLE driftline.{v}")
-        try:
+        with views_detached(self.client, self.table, self.reattach):
             return self.client.raw_insert(table, *args, **kwargs)
-        finally:
-            if self.reattach:
-                for v in views:
-                    self.client.command(f"ATTACH TABLE driftline.{v}")
-
-
-@pytest.fixture()
-def own_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A store of the test's own: views are detached in it."""
-    from driftline.collector.embedded.chstore import start_chstore
-    from driftline.collector.store.client import connect
-    from driftline.collector.store.tables import migrate
-
-    with start_chstore(tmp_path_factory.mktemp("writer-ch")) as store:
-        client = connect(str(store.url))
-        migrate(client)
-        yield client
 
 
 def _counts(client: Any, model: str) -> tuple[int, int, int, int]:
