@@ -114,16 +114,18 @@ def _plain_features(features: Any) -> bool:
     if type(features) is not dict or not features or len(features) > MAX_FEATURES:
         return False
     values = features.values()
-    if not _PLAIN.issuperset(map(type, values)) or not {str}.issuperset(map(type, features)):
+    types = set(map(type, values))
+    if not _PLAIN.issuperset(types) or not {str}.issuperset(map(type, features)):
         return False
-    if min(map(len, features)) < 1 or max(map(len, features)) > MAX_NAME_LEN:
+    if "" in features or max(map(len, features)) > MAX_NAME_LEN:  # every name a str of 1+ chars
         return False
     try:
         if not all(map(isfinite, values)):
             return False
     except OverflowError:  # an int beyond any float
         return False
-    return _INT64[0] <= min(values) and max(values) <= _INT64[1]
+    # Only an int can lie beyond 64 bits (a finite float is a valid float whatever its size).
+    return int not in types or (_INT64[0] <= min(values) and max(values) <= _INT64[1])
 
 
 def fast_valid_all(objs: "list[Any]", kind: str) -> bool:

@@ -124,6 +124,8 @@ _FEATURES = {
     "too many": {f"f{k}": 1.0 for k in range(MAX_FEATURES + 1)},
     "at the limit": {f"f{k}": 1.0 for k in range(MAX_FEATURES)},
     "empty": {}, "not a dict": [1.0], "float subclass": {"a": _Float(1.0)},
+    "huge floats": {"a": 1e300, "b": -1.7e308, "c": 9.3e18}, "huge float and int": {"a": 1e300, "b": 2**63},
+    "floats and a big int": {"a": 0.5, "b": 2**63 - 1, "c": -(2**63)}, "names of 1 char": {"a": 1.0, "b": 2},
 }
 
 
