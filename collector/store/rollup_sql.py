@@ -76,7 +76,7 @@ GROUP BY model, model_version, hour, feature, kind, bin, category"""
 RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv",
                  "rollup_shadow_index_mv", "rollup_primary_index_mv")
 RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m", "rollup_request_index",
-                  "rollup_shadow_index", "rollup_primary_index")
+                  "rollup_shadow_index", "rollup_primary_index", "rollup_arrivals_1m")
 
 _REQ_INDEX = """(model LowCardinality(String), rid UInt64, event_id UUID, role UInt8,
     timestamp DateTime64(6, 'UTC'), model_version LowCardinality(String), label Nullable(String),
@@ -137,14 +137,17 @@ ENGINE = SummingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, p_version, s_version, p_has, p_label, s_has, s_label)""",
 }
 
-# Labels and outcomes stored per (kind, model, minute): a view that writes for every insert into
-# those tables (the predictions' is rollup_predictions_1m's), so that an insert which ran none of
-# its table's views shows in its summary (SENTINEL_VIEWS); it also says when labels arrived.
-TABLES["rollup_arrivals_1m"] = """(kind LowCardinality(String), model LowCardinality(String),
-    minute DateTime('UTC'), n SimpleAggregateFunction(sum, UInt64))
-ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (kind, model, minute)"""
-_ARRIVALS = {kind.table: (f"SELECT '{kind.table}' AS kind, model, {MINUTE} AS minute, count() AS n "
-                          f"FROM {DB}.{kind.table} GROUP BY model, minute") for kind in (LABEL, OUTCOME)}
+# Labels and outcomes stored per (kind, hour): a view that writes for every insert into those
+# tables (the predictions' is rollup_predictions_1m's), so that an insert which ran none of its
+# table's views shows in its summary (SENTINEL_VIEWS). Per hour, not per model: a few rows per
+# insert whatever the number of models (per model and minute it cost 1.14x the store's CPU per
+# label at 1,000 models, bench_label_views.py); `driftline rollups check` compares it per hour.
+TABLES["rollup_arrivals_1h"] = """(kind LowCardinality(String), hour DateTime('UTC'),
+    n SimpleAggregateFunction(sum, UInt64))
+ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour) ORDER BY (kind, hour)"""
+HOUR = "toDateTime(toStartOfHour(timestamp), 'UTC')"
+_ARRIVALS = {kind.table: (f"SELECT '{kind.table}' AS kind, {HOUR} AS hour, count() AS n "
+                          f"FROM {DB}.{kind.table} GROUP BY hour") for kind in (LABEL, OUTCOME)}
 
 # Hourly tier of rollup_predictions_1m (same columns; ``minute`` holds the hour), fed from it:
 # a week's chart merges ~170 t-digest states per series instead of ~10,000.
@@ -370,7 +373,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_pair_index_mv": ("rollup_pair_index", f"SELECT {_REQ_COLS} FROM {_P} WHERE {PAIRED}"),
     "rollup_pair_block_mv": ("rollup_pair_block", PAIR_CANDIDATES_SELECT),
     "rollup_shadow_1m_mv": ("rollup_shadow_1m", SHADOW_MV_SELECT),
-    **{f"rollup_{table}_arrivals_mv": ("rollup_arrivals_1m", select) for table, select in _ARRIVALS.items()},
+    **{f"rollup_{table}_arrivals_mv": ("rollup_arrivals_1h", select) for table, select in _ARRIVALS.items()},
 }
 
 #: per raw table, a view above that writes at least one row for every non-empty insert into it (no
@@ -390,7 +393,7 @@ BACKFILL: dict[str, str] = {
     "rollup_outcomes_1m": OUTCOMES_BACKFILL,
     "rollup_pair_index": f"SELECT {_REQ_COLS} FROM {_P} WHERE {PAIRED}",
     "rollup_shadow_1m": SHADOW_BACKFILL,
-    "rollup_arrivals_1m": " UNION ALL ".join(_ARRIVALS.values()),
+    "rollup_arrivals_1h": " UNION ALL ".join(_ARRIVALS.values()),
 }
 
 LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT * FROM {_L}"
@@ -403,7 +406,8 @@ REBUILT_ON_CHANGE = ("rollup_features_1h",)
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURE_BIN_MANTISSA_BITS", "FEATURES_SELECT", "FINE_BITS", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
-           "PER_EVENT_TABLES",
-           "PREDICTIONS_LABELS_MV_SELECT", "REBUILT_ON_CHANGE", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
-           "RETIRED_TABLES", "RETIRED_VIEWS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS"]
+__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BIN_MANTISSA_BITS", "FINE_BITS", "HOUR",
+           "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
+           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
+           "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",
+           "TABLES", "VIEWS"]

@@ -24,7 +24,7 @@ Tables (database ``driftline``; all names start with ``rollup_``):
 * ``rollup_prediction_index`` / ``rollup_pair_index`` — slim per-event lookup tables the join MVs
   read by primary key (served predictions by ``event_id``; primaries and shadows by role, hour and
   hashed request id, so that looking for shadows reads no primaries).
-* ``rollup_arrivals_1m`` — labels and outcomes stored per (kind, model, minute). Its views, with
+* ``rollup_arrivals_1h`` — labels and outcomes stored per (kind, hour). Its views, with
   ``rollup_predictions_1m``'s, write a row for every insert into their table, so an insert that
   ran none of its table's views is seen in the insert's summary (the writer inserts it again).
 * ``rollup_early`` / ``rollup_pair_block`` — Null tables (nothing stored) that pass a block's few

@@ -7,8 +7,9 @@
 The rollups (``rollups.py``) are filled by materialized views as rows are inserted. The raw tables
 are the record; ``check`` counts, per model and hour, the rows of ``predictions``, ``labels`` and
 ``outcomes`` and what the rollups that count every row hold for them (``rollup_predictions_1m``,
-``rollup_predictions_1h``, ``rollup_arrivals_1m``). A rollup that counts fewer missed an insert; one
-that counts more holds rows deleted since (deletions reach the aggregates only by ``rebuild``).
+``rollup_predictions_1h``; ``rollup_arrivals_1h`` per hour only). A rollup that counts fewer
+missed an insert; one that counts more holds rows deleted since (deletions reach the aggregates
+only by ``rebuild``).
 Rows that arrive while the check runs can differ for a moment, so a difference is read twice.
 """
 
@@ -22,19 +23,20 @@ import time
 from typing import Any
 
 from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
+from driftline.collector.store.rollup_sql import HOUR
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 
-# (raw table, rollup, the rollup's count per model and hour): rollups that count every raw row
-_HOUR = "toDateTime(toStartOfHour(minute), 'UTC')"
-COUNTED: tuple[tuple[str, str, str], ...] = (
+# (raw table, rollup, the rollup's count per model and hour, by model): a rollup not by model is
+# compared per hour, its model given as '*'
+_MINUTE_HOUR = "toDateTime(toStartOfHour(minute), 'UTC')"
+COUNTED: tuple[tuple[str, str, str, bool], ...] = (
     (PREDICTION.table, "rollup_predictions_1m",
-     f"SELECT model, {_HOUR} AS hour, sum(n) AS n FROM {DB}.rollup_predictions_1m GROUP BY model, hour"),
+     f"SELECT model, {_MINUTE_HOUR} AS hour, sum(n) AS n FROM {DB}.rollup_predictions_1m GROUP BY model, hour", True),
     (PREDICTION.table, "rollup_predictions_1h",
-     f"SELECT model, {_HOUR} AS hour, sum(n) AS n FROM {DB}.rollup_predictions_1h GROUP BY model, hour"),
-    *((kind.table, "rollup_arrivals_1m",
-       f"SELECT model, {_HOUR} AS hour, sum(n) AS n FROM {DB}.rollup_arrivals_1m "
-       f"WHERE kind = '{kind.table}' GROUP BY model, hour") for kind in (LABEL, OUTCOME)),
+     f"SELECT model, {_MINUTE_HOUR} AS hour, sum(n) AS n FROM {DB}.rollup_predictions_1h GROUP BY model, hour", True),
+    *((kind.table, "rollup_arrivals_1h", f"SELECT '*' AS model, hour, sum(n) AS n FROM {DB}.rollup_arrivals_1h "
+       f"WHERE kind = '{kind.table}' GROUP BY hour", False) for kind in (LABEL, OUTCOME)),
 )
 
 
@@ -42,18 +44,19 @@ def missing(client: Any) -> list[str]:
     """The rollups of :data:`COUNTED` the store does not have (an older release's store before a
     collector started: every writer creates and backfills them at start, as ``rebuild`` does)."""
     have = {r[0] for r in client.query(f"SELECT name FROM system.tables WHERE database = '{DB}'").result_rows}
-    return sorted({rollup for _, rollup, _ in COUNTED} - have)
+    return sorted({c[1] for c in COUNTED} - have)
 
 
 def differences(client: Any) -> list[dict[str, Any]]:
     """Per (raw table, rollup, model, hour) where the counts differ: ``raw`` and ``rollup`` rows."""
     out = []
     absent = set(missing(client))
-    for table, rollup, rolled in COUNTED:
+    for table, rollup, rolled, by_model in COUNTED:
         if rollup in absent:
             continue
+        model = "model" if by_model else "'*'"
         sql = (f"SELECT model, hour, r.n AS raw, u.n AS rolled FROM "
-               f"(SELECT model, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, count() AS n FROM {DB}.{table} "
+               f"(SELECT {model} AS model, {HOUR} AS hour, count() AS n FROM {DB}.{table} "
                f"GROUP BY model, hour) AS r FULL OUTER JOIN ({rolled}) AS u USING (model, hour) "
                f"WHERE raw != rolled ORDER BY model, hour SETTINGS join_use_nulls = 0")
         for model, hour, raw, rolled_n in client.query(sql).result_rows:
@@ -83,11 +86,12 @@ def _check(args: argparse.Namespace, client: Any) -> int:
         print(f"{rollup} is missing: `driftline rollups rebuild --yes` creates and fills it (or start a collector)")
     if not found and not absent:
         print("rollups consistent with the raw tables: "
-              + ", ".join(sorted({f"{table} → {rollup}" for table, rollup, _ in COUNTED})))
+              + ", ".join(sorted({f"{c[0]} → {c[1]}" for c in COUNTED})))
         return 0
     for d in found:
         what = "misses" if d["rollup_rows"] < d["raw"] else "holds more than"
-        print(f"{d['rollup']} {what} {d['table']}: model {d['model']!r}, hour {d['hour']}: "
+        who = "every model" if d["model"] == "*" else f"model {d['model']!r}"
+        print(f"{d['rollup']} {what} {d['table']}: {who}, hour {d['hour']}: "
               f"{d['rollup_rows']} against {d['raw']} raw rows")
     if found:
         print(f"{len(found)} difference{'s' if len(found) != 1 else ''}; `driftline rollups rebuild --yes` "

@@ -60,11 +60,12 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
     hour = "2026-03-01T11:00:00"
     assert got == {("predictions", "rollup_predictions_1m", bad, hour, 40, 10),
                    ("predictions", "rollup_predictions_1h", bad, hour, 40, 10),
-                   ("labels", "rollup_arrivals_1m", bad, hour, 20, 0)}
+                   ("labels", "rollup_arrivals_1h", "*", hour, 20, 0)}
     text = _cli(own_store_url, "check", "--recheck-s", "0")
     assert text.returncode == 1
     line = f"rollup_predictions_1m misses predictions: model '{bad}', hour {hour}: 10 against 40 raw rows"
     assert line in text.stdout
+    assert f"rollup_arrivals_1h misses labels: every model, hour {hour}: 0 against 20 raw rows" in text.stdout
 
     refused = _cli(own_store_url, "rebuild")
     assert refused.returncode == 2 and "--yes" in refused.stderr
@@ -81,8 +82,8 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
 def test_check_names_a_rollup_the_store_lacks(own_store: Any, own_store_url: str) -> None:
     own_store.command("DROP VIEW driftline.rollup_labels_arrivals_mv")
     own_store.command("DROP VIEW driftline.rollup_outcomes_arrivals_mv")
-    own_store.command("DROP TABLE driftline.rollup_arrivals_1m")
+    own_store.command("DROP TABLE driftline.rollup_arrivals_1h")
     out = _cli(own_store_url, "check")
-    assert out.returncode == 1 and "rollup_arrivals_1m is missing" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 1 and "rollup_arrivals_1h is missing" in out.stdout, out.stdout + out.stderr
     assert _cli(own_store_url, "rebuild", "--yes").returncode == 0
     assert _cli(own_store_url, "check").returncode == 0

@@ -190,7 +190,12 @@ def test_labels_and_outcomes_stored_without_their_views_are_inserted_again(own_s
 
     assert one("SELECT count() FROM driftline.{k:Identifier} WHERE model = {m:String}") == 20
     assert one("SELECT uniqExact(event_id) FROM driftline.{k:Identifier} WHERE model = {m:String}") == 20
-    assert one("SELECT sum(n) FROM driftline.rollup_arrivals_1m WHERE kind = {k:String} AND model = {m:String}") == 20
+    def hourly(sql: str) -> int:
+        return int(own_store.query(sql, parameters={"k": table, "h": "2026-03-01 10:00:00"}).result_rows[0][0])
+
+    arrived = hourly("SELECT sum(n) FROM driftline.rollup_arrivals_1h WHERE kind = {k:String} AND hour = {h:DateTime}")
+    stored = hourly("SELECT count() FROM driftline.{k:Identifier} WHERE toStartOfHour(timestamp) = {h:DateTime}")
+    assert arrived == stored == 20  # the test's own store: only this model's rows in that hour
     # The joined rollup counts every one of them too.
     joined = {"label": "SELECT sum(labelled) FROM driftline.rollup_labels_1m WHERE model = {m:String}",
               "outcome": "SELECT sum(n) FROM driftline.rollup_outcomes_1m WHERE model = {m:String}"}[kind]
