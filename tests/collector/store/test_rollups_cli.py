@@ -78,6 +78,13 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
                                parameters={"m": bad}).result_rows[0][0]
     assert labelled == 20  # the joined rollup is rebuilt too
 
+    # Rows deleted from the raw log stay in the aggregates until a rebuild: named the other way.
+    own_store.command("DELETE FROM driftline.predictions WHERE model = {m:String}", parameters={"m": ok})
+    gone = _cli(own_store_url, "check", "--recheck-s", "0")
+    assert gone.returncode == 1
+    assert f"rollup_predictions_1m holds more than predictions: model '{ok}', hour 2026-03-01T10:00:00: " \
+           "50 against 0 raw rows" in gone.stdout, gone.stdout
+
 
 def test_check_names_a_rollup_the_store_lacks(own_store: Any, own_store_url: str) -> None:
     own_store.command("DROP VIEW driftline.rollup_labels_arrivals_mv")
