@@ -9,6 +9,10 @@ after a crash the records since the last commit are delivered again, and the SDK
 record twice when an ack is lost. Before inserting, the writer drops events whose ``event_id`` is
 already stored (one indexed lookup per batch, bounded by model and timestamp range, which the
 sorting key prunes) and duplicates inside the batch. ReplacingMergeTree is the backstop.
+
+Every insert's summary is checked for rows stored without the table's materialized views (the
+rollups), which chDB 26.9 once did silently; such rows are deleted and inserted again
+(:meth:`ClickHouseWriter._insert`).
 """
 
 from __future__ import annotations
@@ -244,7 +248,7 @@ class ClickHouseWriter:
             self.client.command(f"DELETE FROM {self.database}.{table} WHERE model IN ({_quoted(models)}) "
                                 f"AND event_id IN ({_quoted(ids)})", settings=ID_LIST_SETTINGS)
         logger.error("%d rows stored in %s, %d times without its materialized views: they stay stored; the "
-                     "dashboard's rollups miss them until rebuilt (rollups.rebuild)", n, table,
+                     "dashboard's rollups miss them until `driftline rollups rebuild`", n, table,
                      REINSERT_ATTEMPTS + 1)
         return REINSERT_ATTEMPTS * n
 
