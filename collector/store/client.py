@@ -18,11 +18,12 @@ and ``delete``) picks its URL with :func:`resolve_url` at its entry point and op
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
-from driftline.sdk.errors import ConfigError
+from driftline.sdk.errors import ConfigError, DriftlineError
 
 #: where every component looks for ClickHouse when neither a flag nor the environment says
 DEFAULT_URL = "http://127.0.0.1:8123"
@@ -88,4 +89,24 @@ def connect(url: str, *, readonly: bool = False, settings: dict[str, Any] | None
             time.sleep(0.2)
 
 
-__all__ = ["DEFAULT_URL", "URL_ENV", "connect", "parse_url", "redact_url", "resolve_url"]
+class StoreError(DriftlineError):
+    """ClickHouse could not be reached, or refused a command's query (a clear line, no traceback)."""
+
+
+@contextlib.contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """Turn clickhouse-connect's errors inside the block into :class:`StoreError`: unreachable
+    (the URL without its password) or ClickHouse's first line. For command-line entry points."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreError(f"cannot reach ClickHouse at {redact_url(url)} ({type(exc).__name__}): is `driftline up` "
+                         "running, or is DRIFTLINE_CLICKHOUSE_URL right?") from None
+    except ClickHouseError as exc:
+        lines = str(exc).strip().splitlines()
+        raise StoreError(lines[0] if lines else type(exc).__name__) from None
+
+
+__all__ = ["DEFAULT_URL", "URL_ENV", "StoreError", "connect", "parse_url", "redact_url", "resolve_url", "store_errors"]

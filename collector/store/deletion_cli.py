@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any
 
-from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
+from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url, store_errors
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -29,12 +29,12 @@ def _handler(args: argparse.Namespace) -> int:
         user = args.requested_by or getpass.getuser()
     except Exception:  # no passwd entry in some containers
         user = "unknown"
-    client = connect(url)
-    report = delete_rows(
-        client, prediction_ids=tuple(args.prediction_id or ()), where=args.where, requested_by=user,
-        mode="lightweight" if args.lightweight else "mutation", optimize=args.optimize,
-        dry_run=args.dry_run, hash_key=key,
-    )
+    with store_errors(url):
+        report = delete_rows(
+            connect(url), prediction_ids=tuple(args.prediction_id or ()), where=args.where, requested_by=user,
+            mode="lightweight" if args.lightweight else "mutation", optimize=args.optimize,
+            dry_run=args.dry_run, hash_key=key,
+        )
     if args.json:
         print(json.dumps({"deletion_id": report.deletion_id, "dry_run": report.dry_run,
                           "counts": dict(report.counts), "predicate": report.predicate,

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url
+from driftline.collector.store.client import DEFAULT_URL, StoreError, connect, resolve_url, store_errors
 from driftline.collector.store.rollup_sql import HOUR
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
@@ -113,8 +113,13 @@ def _rebuild(args: argparse.Namespace, client: Any) -> int:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    client = connect(resolve_url(args.clickhouse_url, os.environ))
-    return {"check": _check, "rebuild": _rebuild}[args.action](args, client)
+    url = resolve_url(args.clickhouse_url, os.environ)
+    try:
+        with store_errors(url):
+            return {"check": _check, "rebuild": _rebuild}[args.action](args, connect(url))
+    except StoreError as exc:  # 2, not 1: exit 1 of `check` means the rollups differ
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 2
 
 
 def register(sub: Any) -> None:

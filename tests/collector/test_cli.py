@@ -70,8 +70,9 @@ def test_sql_prints_tables_csv_json_and_refuses_writes(ch_client: Any, clickhous
     assert ch_client.query("SELECT count() FROM driftline.cli_probe").result_rows[0][0] == 2
     bad = run("sql", "SELEC oops", env=env)
     assert bad.returncode == 1 and "Syntax error" in bad.stderr and "Traceback" not in bad.stderr
-    down = run("sql", "SELECT 1", env={"DRIFTLINE_CLICKHOUSE_URL": f"http://127.0.0.1:{free_port()}"})
-    assert down.returncode == 1 and "cannot reach ClickHouse" in down.stderr
+    down = run("sql", "SELECT 1", env={"DRIFTLINE_CLICKHOUSE_URL": f"http://ann:s3cret@127.0.0.1:{free_port()}"})
+    assert down.returncode == 1 and "cannot reach ClickHouse at http://ann:***@" in down.stderr
+    assert "s3cret" not in down.stdout + down.stderr
 
 
 def test_a_held_metrics_port_stops_the_collector_saying_which_and_how_to_change_it(
