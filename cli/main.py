@@ -72,6 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = _store_error(exc)  # any command's ClickHouse error: one line, not a traceback
+        if message is None:
+            raise
+        print(f"driftline: {message}", file=sys.stderr)
+        return 1
+
+
+def _store_error(exc: BaseException) -> str | None:
+    try:
+        from driftline.collector.store.client import store_error_message
+    except ModuleNotFoundError:  # a build without the collector
+        return None
+    return store_error_message(exc)
 
 
 def _keep_lifeline() -> None:

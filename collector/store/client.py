@@ -23,7 +23,7 @@ import time
 from typing import Any, Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
-from driftline.sdk.errors import ConfigError, DriftlineError
+from driftline.sdk.errors import ConfigError, StoreError
 
 #: where every component looks for ClickHouse when neither a flag nor the environment says
 DEFAULT_URL = "http://127.0.0.1:8123"
@@ -89,24 +89,34 @@ def connect(url: str, *, readonly: bool = False, settings: dict[str, Any] | None
             time.sleep(0.2)
 
 
-class StoreError(DriftlineError):
-    """ClickHouse could not be reached, or refused a command's query (a clear line, no traceback)."""
+def store_error_message(exc: BaseException, url: str | None = None) -> str | None:
+    """One line for a clickhouse-connect error (``None`` for any other): unreachable, with ``url``
+    without its password, or ClickHouse's first line. For command-line entry points."""
+    try:
+        from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+    except ModuleNotFoundError:  # a light install: no store client, so no store error either
+        return None
+    if isinstance(exc, OperationalError):
+        where = f" at {redact_url(url)}" if url else ""
+        return (f"cannot reach ClickHouse{where} ({type(exc).__name__}): is `driftline up` running, or is "
+                "DRIFTLINE_CLICKHOUSE_URL right?")
+    if isinstance(exc, ClickHouseError):
+        lines = str(exc).strip().splitlines()
+        return lines[0] if lines else type(exc).__name__
+    return None
 
 
 @contextlib.contextmanager
 def store_errors(url: str) -> Iterator[None]:
-    """Turn clickhouse-connect's errors inside the block into :class:`StoreError`: unreachable
-    (the URL without its password) or ClickHouse's first line. For command-line entry points."""
-    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
-
+    """clickhouse-connect's errors inside the block as :class:`StoreError` (:func:`store_error_message`)."""
     try:
         yield
-    except OperationalError as exc:
-        raise StoreError(f"cannot reach ClickHouse at {redact_url(url)} ({type(exc).__name__}): is `driftline up` "
-                         "running, or is DRIFTLINE_CLICKHOUSE_URL right?") from None
-    except ClickHouseError as exc:
-        lines = str(exc).strip().splitlines()
-        raise StoreError(lines[0] if lines else type(exc).__name__) from None
+    except Exception as exc:
+        message = store_error_message(exc, url)
+        if message is None:
+            raise
+        raise StoreError(message) from None
 
 
-__all__ = ["DEFAULT_URL", "URL_ENV", "StoreError", "connect", "parse_url", "redact_url", "resolve_url", "store_errors"]
+__all__ = ["DEFAULT_URL", "URL_ENV", "connect", "parse_url", "redact_url", "resolve_url",
+           "store_error_message", "store_errors"]

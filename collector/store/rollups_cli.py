@@ -22,10 +22,11 @@ import sys
 import time
 from typing import Any
 
-from driftline.collector.store.client import DEFAULT_URL, StoreError, connect, resolve_url, store_errors
+from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url, store_errors
 from driftline.collector.store.rollup_sql import HOUR
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
+from driftline.sdk.errors import StoreError
 
 # (raw table, rollup, the rollup's count per model and hour, by model): a rollup not by model is
 # compared per hour, its model given as '*'
