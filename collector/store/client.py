@@ -89,6 +89,13 @@ def connect(url: str, *, readonly: bool = False, settings: dict[str, Any] | None
             time.sleep(0.2)
 
 
+def unreachable_message(exc: BaseException, url: str | None = None) -> str:
+    """ClickHouse could not be reached: ``url`` without its password, and what to check."""
+    where = f" at {redact_url(url)}" if url else ""
+    return (f"cannot reach ClickHouse{where} ({type(exc).__name__}): is `driftline up` running, or is "
+            "DRIFTLINE_CLICKHOUSE_URL right?")
+
+
 def store_error_message(exc: BaseException, url: str | None = None) -> str | None:
     """One line for a clickhouse-connect error (``None`` for any other): unreachable, with ``url``
     without its password, or ClickHouse's first line. For command-line entry points."""
@@ -97,9 +104,7 @@ def store_error_message(exc: BaseException, url: str | None = None) -> str | Non
     except ModuleNotFoundError:  # a light install: no store client, so no store error either
         return None
     if isinstance(exc, OperationalError):
-        where = f" at {redact_url(url)}" if url else ""
-        return (f"cannot reach ClickHouse{where} ({type(exc).__name__}): is `driftline up` running, or is "
-                "DRIFTLINE_CLICKHOUSE_URL right?")
+        return unreachable_message(exc, url)
     if isinstance(exc, ClickHouseError):
         lines = str(exc).strip().splitlines()
         return lines[0] if lines else type(exc).__name__
@@ -119,4 +124,4 @@ def store_errors(url: str) -> Iterator[None]:
 
 
 __all__ = ["DEFAULT_URL", "URL_ENV", "connect", "parse_url", "redact_url", "resolve_url",
-           "store_error_message", "store_errors"]
+           "store_error_message", "store_errors", "unreachable_message"]

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Collection
 
 from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url, store_errors
 from driftline.collector.store.rollup_sql import HOUR
@@ -28,16 +28,24 @@ from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 from driftline.sdk.errors import StoreError
 
-# (raw table, rollup, the rollup's count per model and hour, by model): a rollup not by model is
-# compared per hour, its model given as '*'
-_MINUTE_HOUR = "toDateTime(toStartOfHour(minute), 'UTC')"
+
+def _per_hour(rollup: str, by_model: bool, where: str = "1") -> str:
+    """A rollup's count per model and hour (by ``minute``, which may hold the hour), or per
+    ``hour`` with the model given as ``'*'``."""
+    if by_model:
+        cols = "model, toDateTime(toStartOfHour(minute), 'UTC') AS hour"
+    else:
+        cols = "'*' AS model, hour"
+    return f"SELECT {cols}, sum(n) AS n FROM {DB}.{rollup} WHERE {where} GROUP BY model, hour"
+
+
+#: (raw table, rollup, the rollup's count per hour, by model): a rollup not by model is compared
+#: per hour, its model given as '*'
 COUNTED: tuple[tuple[str, str, str, bool], ...] = (
-    (PREDICTION.table, "rollup_predictions_1m",
-     f"SELECT model, {_MINUTE_HOUR} AS hour, sum(n) AS n FROM {DB}.rollup_predictions_1m GROUP BY model, hour", True),
-    (PREDICTION.table, "rollup_predictions_1h",
-     f"SELECT model, {_MINUTE_HOUR} AS hour, sum(n) AS n FROM {DB}.rollup_predictions_1h GROUP BY model, hour", True),
-    *((kind.table, "rollup_arrivals_1h", f"SELECT '*' AS model, hour, sum(n) AS n FROM {DB}.rollup_arrivals_1h "
-       f"WHERE kind = '{kind.table}' GROUP BY hour", False) for kind in (LABEL, OUTCOME)),
+    *((PREDICTION.table, rollup, _per_hour(rollup, True), True)
+      for rollup in ("rollup_predictions_1m", "rollup_predictions_1h")),
+    *((kind.table, "rollup_arrivals_1h", _per_hour("rollup_arrivals_1h", False, f"kind = '{kind.table}'"), False)
+      for kind in (LABEL, OUTCOME)),
 )
 
 
@@ -48,17 +56,16 @@ def missing(client: Any) -> list[str]:
     return sorted({c[1] for c in COUNTED} - have)
 
 
-def differences(client: Any) -> list[dict[str, Any]]:
-    """Per (raw table, rollup, model, hour) where the counts differ: ``raw`` and ``rollup`` rows."""
+def differences(client: Any, absent: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Per (raw table, rollup, model, hour) where the counts differ: ``raw`` and ``rollup`` rows.
+    The rollups in ``absent`` (:func:`missing`) are left out."""
     out = []
-    absent = set(missing(client))
     for table, rollup, rolled, by_model in COUNTED:
         if rollup in absent:
             continue
-        model = "model" if by_model else "'*'"
         sql = (f"SELECT model, hour, r.n AS raw, u.n AS rolled FROM "
-               f"(SELECT {model} AS model, {HOUR} AS hour, count() AS n FROM {DB}.{table} "
-               f"GROUP BY model, hour) AS r FULL OUTER JOIN ({rolled}) AS u USING (model, hour) "
+               f"(SELECT {'model' if by_model else repr('*')} AS model, {HOUR} AS hour, count() AS n "
+               f"FROM {DB}.{table} GROUP BY model, hour) AS r FULL OUTER JOIN ({rolled}) AS u USING (model, hour) "
                f"WHERE raw != rolled ORDER BY model, hour SETTINGS join_use_nulls = 0")
         for model, hour, raw, rolled_n in client.query(sql).result_rows:
             out.append({"table": table, "rollup": rollup, "model": model, "hour": hour.isoformat(),
@@ -66,20 +73,20 @@ def differences(client: Any) -> list[dict[str, Any]]:
     return out
 
 
-def check(client: Any, recheck_s: float = 2.0) -> list[dict[str, Any]]:
+def check(client: Any, recheck_s: float = 2.0, absent: Collection[str] = ()) -> list[dict[str, Any]]:
     """The differences seen twice, ``recheck_s`` apart (rows stored in between settle)."""
-    first = differences(client)
+    first = differences(client, absent)
     if not first:
         return []
     time.sleep(max(0.0, recheck_s))
     key = ("table", "rollup", "model", "hour", "raw", "rollup_rows")
     seen = {tuple(d[k] for k in key) for d in first}
-    return [d for d in differences(client) if tuple(d[k] for k in key) in seen]
+    return [d for d in differences(client, absent) if tuple(d[k] for k in key) in seen]
 
 
 def _check(args: argparse.Namespace, client: Any) -> int:
     absent = missing(client)
-    found = check(client, args.recheck_s)
+    found = check(client, args.recheck_s, absent)
     if args.json:
         print(json.dumps({"consistent": not found and not absent, "missing": absent, "differences": found}))
         return 1 if found or absent else 0

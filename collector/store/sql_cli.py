@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
 
-from driftline.collector.store.client import DEFAULT_URL, connect, redact_url, resolve_url
+from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url, unreachable_message
 from driftline.sdk.errors import ConfigError, QueryError
 
 
@@ -40,8 +40,7 @@ def run_query(url: str, sql: str, *, max_rows: int = 10_000, max_execution_time_
     except ModuleNotFoundError:
         raise  # a light install: the command line says which extra is missing
     except Exception as exc:
-        raise QueryError(f"cannot reach ClickHouse at {redact_url(url)}: {type(exc).__name__}. Is `driftline up` "
-                         "running, or is DRIFTLINE_CLICKHOUSE_URL right?") from None
+        raise QueryError(unreachable_message(exc, url)) from None
     try:
         result = client.query(sql, settings={"max_result_rows": max_rows, "result_overflow_mode": "break",
                                              "max_execution_time": max_execution_time_s})

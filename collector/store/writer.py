@@ -219,13 +219,13 @@ class ClickHouseWriter:
                     ids, lines = [k[0] for k in kept], [k[1] for k in kept]
             if not lines:
                 continue
-            reinserted += self._insert(table, rows.models, ids, b"\n".join(lines))
+            reinserted += self._insert(table, rows.models, ids, b"\n".join(lines), len(lines))
             stored[table] = len(lines)
         return WriteResult(stored=stored, duplicates=chunk.in_batch_dups + replays, skipped=frozenset(skipped),
                            reinserted=reinserted)
 
-    def _insert(self, table: str, models: list[str], ids: list[str], block: bytes) -> int:
-        """Insert one table's rows; returns how many rows had to be inserted again.
+    def _insert(self, table: str, models: list[str], ids: list[str], block: bytes, n: int) -> int:
+        """Insert one table's ``n`` rows; returns how many rows had to be inserted again.
 
         ClickHouse feeds the rollups (materialized views) from each insert. chDB 26.9 was seen to
         store an insert's rows and run none of the views, with no error (a CI run: 200 predictions
@@ -234,7 +234,6 @@ class ClickHouseWriter:
         the rows are then deleted and inserted again, so the views see them. A real server's
         summary counts the views' rows too; an asynchronous insert's counts none, never a match.
         """
-        n = block.count(b"\n") + 1
         for attempt in range(REINSERT_ATTEMPTS + 1):
             summary = self.client.raw_insert(f"{self.database}.{table}", column_names=list(COLUMNS_OF[table]),
                                              insert_block=block, settings=INSERT_SETTINGS, fmt="JSONEachRow")
