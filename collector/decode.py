@@ -35,12 +35,16 @@ class DeadLetter:
 
 def decode_all(values: list[bytes], *, topic: str, role: str, partition: int = -1,
                offset: int = -1) -> list[dict[str, Any] | DeadLetter]:
-    """``decode`` of each value (the events of one Kafka record), validated in one msgspec call
-    when they are all good events of the topic's type; otherwise one by one, for the reasons."""
-    from driftline.sdk.contract.fastcheck import fast_valid_all
+    """``decode`` of each value (the events of one Kafka record): parsed and validated by msgspec
+    in one pass when they are all good events of the topic's type; else parsed, then validated in
+    one msgspec call; otherwise one by one, for the reasons."""
+    from driftline.sdk.contract.fastcheck import fast_decode_all, fast_valid_all
 
     expected = _expected_type(role)
     if expected is not None and all(len(v) <= MAX_EVENT_BYTES for v in values):
+        exact = fast_decode_all(values, expected)
+        if exact is not None:
+            return exact  # type: ignore[return-value]
         try:
             events = [loads(v) for v in values]
         except ValueError:

@@ -22,19 +22,33 @@ _unavailable = False
 _MAX_FLOAT = 1.7976931348623157e308
 
 
-def _build() -> Any:
-    """Compile the msgspec types once (lazily: importing the SDK must stay cheap)."""
+def _structs(exact: bool) -> Any:
+    """The msgspec Structs of schema v1: (Prediction, Label, Outcome).
+
+    ``exact`` builds the ones :func:`fast_decode_all` decodes JSON with, to the very values
+    ``orjson.loads`` gives: a field the event leaves out is ``UNSET`` (not a default), an int stays
+    an int where a float is allowed, and an int must fit in 64 bits (orjson reads a larger one as a
+    float). What they accept is a subset of what the others do."""
     from typing import Annotated, Literal, Optional, Union
 
     import msgspec
-    from msgspec import Meta
+    from msgspec import UNSET, Meta
+
+    def absent(default: Any) -> Any:
+        return UNSET if exact else default
 
     name_t = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LEN)]
     finite_t = Annotated[float, Meta(ge=-_MAX_FLOAT, le=_MAX_FLOAT)]
+    if exact:
+        int_t: Any = Annotated[int, Meta(ge=_INT64[0], le=_INT64[1])]
+        number_t: Any = Union[int_t, finite_t]
+        latency_t: Any = Union[Annotated[int, Meta(ge=0, le=_INT64[1])], Annotated[float, Meta(ge=0, le=_MAX_FLOAT)]]
+    else:
+        int_t, number_t, latency_t = int, finite_t, Annotated[float, Meta(ge=0, le=_MAX_FLOAT)]
     text_t = Annotated[str, Meta(max_length=MAX_STRING_LEN)]
-    scalar_t = Union[None, bool, int, finite_t, text_t]
-    prediction_t = Union[None, bool, int, finite_t, text_t, list[Union[None, bool, int, finite_t, text_t, list[scalar_t]]],
-                       dict[name_t, finite_t]]
+    scalar_t = Union[None, bool, int_t, finite_t, text_t]
+    prediction_t = Union[None, bool, int_t, finite_t, text_t,
+                         list[Union[None, bool, int_t, finite_t, text_t, list[scalar_t]]], dict[name_t, number_t]]
     uuid_str_t = Annotated[str, Meta(pattern=UUID_PATTERN)]
     timestamp_t = Annotated[str, Meta(pattern=TIMESTAMP_PATTERN)]
     tags_t = dict[name_t, Annotated[str, Meta(max_length=MAX_NAME_LEN * 4)]]
@@ -48,29 +62,40 @@ def _build() -> Any:
         model: name_t
 
     class Prediction(Base, tag=PREDICTION.type):
-        model_version: Optional[version_t] = None
-        variant: Optional[name_t] = None
-        request_id: Optional[name_t] = None
-        features: features_t = {}  # noqa: RUF012 - msgspec copies defaults
-        prediction: prediction_t = None
-        latency_ms: Optional[Annotated[float, Meta(ge=0, le=_MAX_FLOAT)]] = None
-        status: Literal["ok", "error"] = "ok"
-        error: Optional[Annotated[str, Meta(min_length=1, max_length=10_000)]] = None
-        tags: Optional[tags_t] = None
+        model_version: Optional[version_t] = absent(None)
+        variant: Optional[name_t] = absent(None)
+        request_id: Optional[name_t] = absent(None)
+        features: features_t = absent({})
+        prediction: prediction_t = absent(None)
+        latency_ms: Optional[latency_t] = absent(None)
+        status: Literal["ok", "error"] = absent("ok")
+        error: Optional[Annotated[str, Meta(min_length=1, max_length=10_000)]] = absent(None)
+        tags: Optional[tags_t] = absent(None)
 
     class Label(Base, tag=LABEL.type):
         prediction_id: uuid_str_t
         label: prediction_t
-        model_version: Optional[version_t] = None
-        tags: Optional[tags_t] = None
+        model_version: Optional[version_t] = absent(None)
+        tags: Optional[tags_t] = absent(None)
 
     class Outcome(Base, tag=OUTCOME.type):
         name: name_t
-        value: Union[bool, finite_t]
-        prediction_id: Optional[uuid_str_t] = None
-        request_id: Optional[name_t] = None
-        tags: Optional[tags_t] = None
+        value: Union[bool, number_t]
+        prediction_id: Optional[uuid_str_t] = absent(None)
+        request_id: Optional[name_t] = absent(None)
+        tags: Optional[tags_t] = absent(None)
 
+    return Prediction, Label, Outcome
+
+
+def _build() -> Any:
+    """Compile the msgspec types once (lazily: importing the SDK must stay cheap)."""
+    from typing import Union
+
+    import msgspec
+    from msgspec.structs import asdict
+
+    Prediction, Label, Outcome = _structs(exact=False)
     event_t = Union[Prediction, Label, Outcome]
     # Converting to the concrete Struct is about 2.5x faster than to the Union (msgspec hashes a
     # typing.Union, in Python, on every call). A concrete tagged Struct does not require the tag
@@ -98,7 +123,27 @@ def _build() -> Any:
         return msgspec_convert({"items": objs}, type=lists[kind]).items
 
     convert.all = convert_all  # type: ignore[attr-defined]
-    return convert, msgspec.ValidationError, Outcome
+
+    exact_prediction, exact_label, _ = _structs(exact=True)
+    decoder = msgspec.json.Decoder(Union[exact_prediction, exact_label])  # a union requires the tag
+    exact_types = {PREDICTION.type: exact_prediction, LABEL.type: exact_label}
+    unset, decode_error = msgspec.UNSET, msgspec.DecodeError
+
+    def decode_exact(values: list[bytes], kind: str) -> "list[dict[str, Any]] | None":
+        want, decode, out = exact_types[kind], decoder.decode, []
+        try:
+            for value in values:
+                event = decode(value)
+                if type(event) is not want:
+                    return None
+                obj = {k: v for k, v in asdict(event).items() if v is not unset}
+                obj["type"] = kind
+                out.append(obj)
+        except decode_error:
+            return None
+        return out
+
+    return convert, msgspec.ValidationError, Outcome, decode_exact
 
 
 _PLAIN = frozenset((int, float))  # exact types: a bool, a string or None is left to msgspec
@@ -136,7 +181,7 @@ def fast_valid_all(objs: "list[Any]", kind: str) -> bool:
     the rest of the event with them left out."""
     if kind not in (PREDICTION.type, LABEL.type) or not fast_valid_ready():
         return False
-    convert, error, _ = _converter
+    convert, error, _, _ = _converter
     for obj in objs:  # a concrete tagged Struct does not require its tag: check it here
         if type(obj) is not dict or obj.get("type") != kind:
             return False
@@ -147,6 +192,18 @@ def fast_valid_all(objs: "list[Any]", kind: str) -> bool:
     except error:
         return False
     return True
+
+
+def fast_decode_all(values: "list[bytes]", kind: str) -> "list[dict[str, Any]] | None":
+    """``values`` (JSON events) parsed and checked in one msgspec pass, when every one is
+    certainly a valid schema-v1 event of type ``kind`` (``prediction`` or ``label``); else None
+    (parse them with ``loads`` and check them the slower ways, which say why not).
+
+    Each dict equals what ``orjson.loads`` gives for it (the key order aside). A record of 500
+    events of 1,000 numeric features: ~150 µs an event, where parsing, then checking took ~190."""
+    if kind not in (PREDICTION.type, LABEL.type) or not fast_valid_ready():
+        return None
+    return _converter[3](values, kind)
 
 
 def fast_valid_ready() -> bool:
@@ -167,7 +224,7 @@ def fast_valid(obj: "Any") -> bool:
     """True if ``obj`` (a decoded event) is certainly valid schema v1."""
     if not fast_valid_ready():
         return False
-    convert, error, outcome = _converter
+    convert, error, outcome, _ = _converter
     if type(obj) is not dict:
         return False
     try:
