@@ -26,9 +26,10 @@ How the reference is used, and why:
   two-sample normal approximation with the reference's per-row variance, ``var (1/m + 1/n)``,
   and a Cornish-Fisher skewness term. ``alpha`` is the probability of a false verdict per
   stationary window, over references (one reference's own rate varies around it).
-* **Cost.** ``update`` keeps a shallow copy of the row in a bounded reservoir (``sample_size``
-  rows); everything else happens once per window at close, column by column in numpy (an
-  ``m x p`` table lookup and a projection onto the principal components).
+* **Cost.** ``update`` keeps the row's numbers and category codes in a bounded reservoir
+  (``sample_size`` rows of floats; a batch's picked rows converted together); everything else
+  happens once per window at close, column by column in numpy (an ``m x p`` table lookup and a
+  projection onto the principal components).
 
 Only the direction "error grew" is tested: a correlation that strengthens keeps rows in the
 subspace; per-feature tests see marginal changes.
@@ -64,7 +65,6 @@ __all__ = ["PCADriftDetector", "PCAModel", "Calibration", "fit", "STATISTIC"]
 #: fewer reference rows than this: no model (the detector reports nothing)
 MIN_REFERENCE_ROWS = 50
 _NAN = math.nan
-_PLAIN_NUMBERS = frozenset((int, float))  # exact types: a bool is converted by _number
 _STR_OR_NONE = frozenset((str, type(None)))
 #: the statistic of the one result row: how many standard errors the window's mean (cube-root)
 #: reconstruction error lies above the reference's; its threshold is the one-sided quantile at alpha
@@ -277,6 +277,11 @@ class _Columns:
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> Any:
         """``len(rows) x expanded`` floats: numbers (NaN missing or not a number), then one-hot
         columns of each categorical feature's top categories (all zero: another or missing)."""
+        return self.expand(self.coded(rows))
+
+    def coded(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """``len(rows) x len(names)`` floats: numbers (NaN missing or not a number), then each
+        categorical feature's code among its top categories (NaN or -1: another or missing)."""
         import numpy as np
 
         m = len(rows)
@@ -290,9 +295,24 @@ class _Columns:
                 idx = np.array(list(map(codes.get, vals)), dtype=float)  # None (other, missing) -> NaN
             else:  # numbers or bools as categories: keyed as the histograms key them
                 idx = np.array([self._code(codes, v) for v in vals], dtype=float)
-            parts += [(idx == float(i)).astype(float) for i in range(len(codes))]
+            parts.append(idx.reshape(m, 1))
         if not parts:
             return np.empty((m, 0))
+        return np.hstack(parts) if len(parts) > 1 else parts[0]
+
+    def expand(self, coded: Any) -> Any:
+        """Rows of :meth:`coded` as :meth:`matrix` gives them: the codes one-hot."""
+        import numpy as np
+
+        p = len(self.numeric)
+        if not self.categorical:
+            return coded
+        parts = [coded[:, :p]] if p else []
+        for j, (_, codes) in enumerate(self.categorical):
+            col = coded[:, p + j]
+            parts += [(col == float(i)).astype(float) for i in range(len(codes))]
+        if not parts:
+            return np.empty((len(coded), 0))
         return np.column_stack(parts).astype(float, copy=False)
 
     def _numbers(self, rows: Sequence[Mapping[str, Any]]) -> Any:
@@ -309,36 +329,23 @@ class _Columns:
             pass
         return np.array([[_number(r.get(n)) for n in names] for r in rows], dtype=float).reshape(shape)
 
-    def encode(self, row: Mapping[str, Any]) -> list[Any]:
-        """A kept row as JSON-able state: numbers as floats (None missing), categories as codes."""
-        out: list[Any] | None = None
-        names = self.numeric
-        if len(names) > 1:  # the usual case, every number there as int or float: numpy converts them
-            try:
-                values = itemgetter(*names)(row)
-            except KeyError:
-                values = None
-            if values is not None and _PLAIN_NUMBERS.issuperset(map(type, values)):
-                import numpy as np
-
-                floats = np.array(values, dtype=float)
-                out = floats.tolist()
-                if np.isnan(floats).any():
-                    out = [None if f != f else f for f in out]
-        if out is None:
-            out = []
-            for name in names:
-                f = _number(row.get(name))
-                out.append(None if f != f else f)
-        out += [self._code(codes, row.get(name)) for name, codes in self.categorical]
+    def encode(self, row: Any) -> list[Any]:
+        """A kept row (of :meth:`coded`) as JSON-able state: numbers as floats (None missing),
+        categories as codes (-1: another or missing)."""
+        out = row.tolist()
+        p = len(self.numeric)
+        if row[:p].sum() != row[:p].sum():  # a NaN among the numbers
+            out[:p] = [None if f != f else f for f in out[:p]]
+        if self.categorical:
+            out[p:] = [-1 if c != c else int(c) for c in out[p:]]
         return out
 
-    def decode(self, values: Sequence[Any]) -> dict[str, Any]:
-        """The row :meth:`encode` stored, as features the matrix reads the same way."""
-        row: dict[str, Any] = dict(zip(self.numeric, values))
-        for (name, codes), code in zip(self.categorical, values[len(self.numeric):]):
-            row[name] = next((k for k, i in codes.items() if i == code), None)
-        return row
+    @staticmethod
+    def decode(values: Sequence[Any]) -> Any:
+        """The row :meth:`encode` stored, as :meth:`coded` gives it."""
+        import numpy as np
+
+        return np.array(values, dtype=float)  # None -> NaN
 
 
 def _number(v: Any) -> float:
@@ -383,39 +390,62 @@ class PCADriftDetector(Detector):
 
     def _clear(self) -> None:
         self.n = 0
-        self.rows: list[dict[str, Any]] = []
+        #: the reservoir's rows as :meth:`_Columns.coded` gives them (the first ``self.m`` rows;
+        #: grown as rows arrive): 8 bytes a feature, where a copy of each row's dict was ~10x that
+        self.rows: Any = None
+        self.m = 0
         # rows as get_state writes them, encoded once (None: not yet): a save then costs the rows
         # that changed, not the whole sample
         self._encoded: list[list[Any] | None] = []
 
-    def update(self, features: Mapping[str, Any]) -> None:  # type: ignore[override]
-        self.n += 1
-        k = self.settings.sample_size
-        if len(self.rows) < k:
-            self.rows.append(dict(features))  # a copy: the caller may reuse its dict
-            self._encoded.append(None)
-        else:
-            j = self._rng.randrange(self.n)  # reservoir sampling (Algorithm R): bounded memory
-            if j < k:
-                self.rows[j] = dict(features)
+    def _put(self, slots: Sequence[int], coded: Any) -> None:
+        """Rows ``coded`` into the reservoir's distinct ``slots``; new slots come in order."""
+        import numpy as np
+
+        need = max(slots) + 1
+        if self.rows is None or need > len(self.rows):
+            held = 0 if self.rows is None else len(self.rows)
+            # doubling up to sample_size (more when a saved state kept more, under another setting)
+            cap = max(need, min(self.settings.sample_size, max(64, 2 * held)))
+            grown = np.empty((cap, coded.shape[1]))
+            if self.rows is not None:
+                grown[:self.m] = self.rows[:self.m]
+            self.rows = grown
+        self.rows[list(slots)] = coded  # distinct slots (numpy leaves repeated ones' order open)
+        for j in slots:
+            if j >= self.m:
+                self._encoded.append(None)
+                self.m += 1
+            else:
                 self._encoded[j] = None
 
+    def update(self, features: Mapping[str, Any]) -> None:  # type: ignore[override]
+        self.update_many([features])
+
     def update_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """``update`` for each row, in order."""
-        room = max(0, min(len(rows), self.settings.sample_size - len(self.rows)))
-        if room:
-            self.rows += map(dict, rows[:room])
-            self._encoded += [None] * room
-            self.n += room
-        for r in rows[room:]:
-            self.update(r)
+        """``update`` for each row, in order: the reservoir (Algorithm R: bounded memory) picks
+        the rows, then they are converted together."""
+        k = self.settings.sample_size
+        room = max(0, min(len(rows), k - self.m))
+        slots, picked = list(range(self.m, self.m + room)), list(range(room))
+        self.n += room
+        randrange = self._rng.randrange
+        for i in range(room, len(rows)):
+            self.n += 1
+            j = randrange(self.n)
+            if j < k:
+                slots.append(j)
+                picked.append(i)
+        if picked:
+            last = dict(zip(slots, picked))  # a slot picked twice keeps the later row
+            self._put(list(last), self.columns.coded([rows[i] for i in last.values()]))
 
     def close_window(self) -> tuple[DetectorResult, ...]:
         out: tuple[DetectorResult, ...] = ()
-        m = len(self.rows)
+        m = self.m
         model, cal = self.model, self.calibration
         if model is not None and cal is not None and self.n >= self.min_samples and m >= 2:
-            errors = model.errors(self.columns.matrix(self.rows))
+            errors = model.errors(self.columns.expand(self.rows[:m]))
             alpha = self.settings.alpha
             if self.budget_alpha is not None:
                 alpha = min(alpha, self.budget_alpha)
@@ -435,7 +465,7 @@ class PCADriftDetector(Detector):
         enc, encode = self._encoded, self.columns.encode
         for i, e in enumerate(enc):
             if e is None:
-                enc[i] = encode(self.rows[i])
+                enc[i] = encode(self.rows[i])  # type: ignore[index]
         return {"n": self.n, "rows": list(enc), "names": list(self.columns.names),
                 "rng": [st[0], list(st[1]), st[2]], "drift": self._drift}
 
@@ -443,8 +473,10 @@ class PCADriftDetector(Detector):
         self.n = int(state["n"])
         # Rows stored before the feature set changed (a new exclusion) cannot be mixed in.
         same = list(state.get("names", ())) == list(self.columns.names)
-        self.rows = [self.columns.decode(r) for r in state["rows"]] if same else []
-        self._encoded = [None] * len(self.rows)
+        self.rows, self.m, self._encoded = None, 0, []
+        kept = state["rows"] if same else []
+        if kept:
+            self._put(range(len(kept)), self.columns.decode(kept).reshape(len(kept), len(self.columns.names)))
         a, b, c = state["rng"]
         self._rng.setstate((a, tuple(b), c))
         self._drift = bool(state["drift"])

@@ -146,3 +146,22 @@ def test_contract(name: str):
     assert quiet == fresh.close_window()
     _assert_one_verdict(det, quiet)
     assert det.get_state() == fresh.get_state()
+
+
+def test_detector_result_init_takes_the_fields():
+    """DetectorResult writes its fields itself (faster than the generated __init__): the two lists
+    must stay the same, defaults included, and the result must stay frozen and comparable."""
+    import inspect
+
+    params = list(inspect.signature(DetectorResult.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(DetectorResult)
+    assert [p.name for p in params] == [f.name for f in fields]
+    assert [p.default for p in params] == [inspect.Parameter.empty if f.default is dataclasses.MISSING
+                                           else f.default for f in fields]
+    r = DetectorResult("d", "f", "s", 0.5, None, 0.1, True, 10, 20)
+    assert r.exceeded is True and r.details == ()
+    assert DetectorResult("d", "f", "s", 0.5, None, 0.1, True, 10, 20, exceeded=False).exceeded is False
+    assert r == DetectorResult("d", "f", "s", 0.5, None, 0.1, True, 10, 20) and hash(r) == hash(dataclasses.replace(r))
+    assert dataclasses.replace(r, details=(("k", 1),)).details == (("k", 1),)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.value = 1.0  # type: ignore[misc]

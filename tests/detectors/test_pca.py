@@ -189,11 +189,11 @@ def test_state_round_trips_through_json_and_a_changed_feature_set_starts_empty()
     # A new exclusion changes what a kept row holds: those rows are not mixed in.
     narrower = PCADriftDetector(ref, settings, exclude=("f2",))
     narrower.set_state(state)
-    assert narrower.rows == [] and narrower.n == 500
+    assert narrower.m == 0 and narrower.n == 500
 
 
 def test_a_kept_row_encodes_the_same_on_the_fast_path_and_the_value_by_value_one() -> None:
-    """Rows of plain numbers are encoded by numpy, any other row value by value: the same state."""
+    """Rows of plain numbers are converted by numpy, any other row value by value: the same state."""
     from driftline.detectors.pca import _number
 
     rng = np.random.default_rng(8)
@@ -211,8 +211,25 @@ def test_a_kept_row_encodes_the_same_on_the_fast_path_and_the_value_by_value_one
            dict(plain[3], **{first: "2.5"}), {k: v for k, v in plain[4].items() if k != first},
            dict(plain[0], **{first: float("inf")}), dict(plain[1], **{first: 2**70})]
     for row in plain + odd:
-        got = cols.encode(row)
+        got = cols.encode(cols.coded([row])[0])
         assert got == by_value(row) and [type(v) for v in got] == [type(v) for v in by_value(row)], row
+
+
+def test_a_batch_keeps_the_rows_one_by_one_would() -> None:
+    """``update_many`` picks the reservoir's rows as ``update`` does one at a time (a slot picked
+    twice in a batch keeps the later row), and converts them together: the same state and result."""
+    rng = np.random.default_rng(9)
+    ref = _rows("mixed", rng, 800)
+    settings = MultivariateSettings(sample_size=100)
+    one, many = PCADriftDetector(ref, settings), PCADriftDetector(ref, settings)
+    rows = _rows("mixed", rng, 1500, flip=True)
+    rows[700] = {k: v for k, v in rows[700].items() if k != one.columns.numeric[0]}  # a batch on the slow path
+    for r in rows:
+        one.update(r)
+    for a, b in ((0, 60), (60, 61), (61, 400), (400, 1500)):
+        many.update_many(rows[a:b])
+    assert one.get_state() == many.get_state() and one.m == many.m == 100 and one.n == 1500
+    assert one.close_window() == many.close_window()
 
 
 # -- wiring: on by default, ids left out ---------------------------------------------------------
@@ -256,3 +273,16 @@ def test_ids_and_timestamps_are_left_out_of_the_default_detector() -> None:
     assert [json.loads(r.details)["features"] for r in named] == [7]
     # Off when asked.
     assert _engine_rows({"enabled": False}, {}) == []
+
+
+def test_a_state_kept_under_a_larger_sample_size_restores() -> None:
+    """Rows saved under a larger ``sample_size`` are all kept; new rows then replace them."""
+    rng = np.random.default_rng(10)
+    ref = _rows("mixed", rng, 800)
+    big = PCADriftDetector(ref, MultivariateSettings(sample_size=400))
+    big.update_many(_rows("mixed", rng, 300))
+    small = PCADriftDetector(ref, MultivariateSettings(sample_size=100))
+    small.set_state(json.loads(json.dumps(big.get_state())))
+    assert small.m == 300 and small.get_state()["rows"] == big.get_state()["rows"]
+    small.update_many(_rows("mixed", rng, 200))
+    assert small.m == 300 and small.n == 500 and len(small.close_window()) == 1
