@@ -14,7 +14,9 @@ The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py)
 * **Stored and observed before committed.** A batch's offsets are committed only after its rows
   are stored, its dead letters published and the detector stage observed it (its state saved).
   ``Pipeline.store`` of batch N+1 runs batch N's observers while N+1's rows are being stored, so the
-  store and the detectors work at the same time; N is committed when that call returns, and a batch
+  store and the detectors work at the same time, and N+2 is decoded (``Pipeline.prepare``, CPU only,
+  nothing written or counted) on a thread of its own meanwhile, so the store is not idle while a
+  batch is decoded; N is committed when that call returns, and a batch
   with none after it (idle, stop, rebalance) is observed on its own (``Pipeline.observe_stored``)
   and committed. A batch that was not stored is never committed, and nothing after it is
   processed: it is consumed again after a restart.
@@ -40,11 +42,11 @@ import asyncio
 import logging
 import signal
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from driftline.collector.config import CollectorSettings
-from driftline.collector.pipeline import Pipeline, RawRecord
+from driftline.collector.pipeline import Pipeline, PreparedBatch, RawRecord
 from driftline.sdk.contract import EVENT_KINDS
 
 logger = logging.getLogger("driftline.collector")
@@ -91,6 +93,8 @@ class BatchConsumer:
         self._settle_lock = asyncio.Lock()
         self._generation = 0  # rebalances seen (on_partitions_revoked)
         self.consumer: Any = None
+        # The next batch's decoding, beside the storage thread (``executor``): see ``run``.
+        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-prepare")
 
     def request_stop(self) -> None:
         """Stop after the batch in flight (safe from a signal handler on the loop)."""
@@ -147,16 +151,20 @@ class BatchConsumer:
             await self.consumer.start()
             while not self._stopping.is_set() and not self._failed:
                 batch, generation = await self._collect()
+                # Decoded and encoded (CPU only, nothing written) while the batch before is being
+                # stored and observed: ClickHouse is not left idle while a batch is decoded.
+                ready = self._prepare(batch) if batch and not self._stopping.is_set() else None
                 # A next batch observes the stored one while it is being stored; without one
                 # (idle, stopping) the stored batch is observed on its own and committed.
                 await self._settle(flush=not batch or self._stopping.is_set())
-                if self._failed or self._stopping.is_set() or not batch:
+                if self._failed or self._stopping.is_set() or not batch or ready is None:
                     continue  # stopping: no new batch starts (its records were not committed)
                 if generation != self._generation:
                     continue  # a rebalance while the previous batch settled: these are read again
-                self._start(batch)
+                self._start(batch, ready)
             await self._settle(flush=True)
         finally:
+            self._preparer.shutdown(wait=True, cancel_futures=True)  # a prepared batch never stored
             if ticker is not None:
                 ticker.cancel()
             if install_signals:
@@ -193,14 +201,20 @@ class BatchConsumer:
                 size += sum(record_bytes(r.value) for r in got_records)
         return batch, generation
 
-    def _start(self, batch: dict[Any, list[Any]]) -> None:
+    def _prepare(self, batch: dict[Any, list[Any]]) -> "Future[PreparedBatch]":
+        """``Pipeline.prepare`` of the batch on the preparing thread (one batch at a time)."""
         order = self._order
         roles = self.roles
         records = [RawRecord(r.topic, roles[r.topic], r.partition, r.offset, r.value, r.headers or ())
                    for tp in sorted(batch, key=lambda tp: (order[tp.topic], tp.partition))  # predictions first
                    for r in batch[tp]]
+        return self._preparer.submit(self.pipeline.prepare, records)
+
+    def _start(self, batch: dict[Any, list[Any]], ready: "Future[PreparedBatch]") -> None:
         last = {tp: rs[-1].offset for tp, rs in batch.items()}  # a partition's records come in offset order
-        future = asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.store, records)
+        store = self.pipeline.store
+        # A failure to prepare (a bug) fails the store: the batch is not committed.
+        future = asyncio.get_running_loop().run_in_executor(self.executor, lambda: store(ready.result()))
         self._in_flight = (future, last)
 
     async def _settle(self, *, flush: bool) -> None:

@@ -72,6 +72,24 @@ class Observer(Protocol):
     def tick(self, now_s: float) -> None: ...
 
 
+class ChunkReady(NamedTuple):
+    """A chunk decoded, scrubbed and encoded for its insert (:meth:`Pipeline.prepare`)."""
+
+    events: list[dict[str, Any]]
+    positions: list[Position]
+    repeated: frozenset[str]  # ids of events an earlier chunk of the batch holds (not written again)
+    rows: Any  # the writer's PreparedChunk
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch's CPU work done ahead (:meth:`Pipeline.prepare`), for :meth:`Pipeline.store`."""
+
+    chunks: list[ChunkReady]
+    dead: list[DeadLetter]
+    consumed: dict[str, int]  # events per topic, counted when the batch is stored
+
+
 @dataclass(frozen=True)
 class BatchResult:
     stored: int
@@ -113,8 +131,31 @@ class Pipeline:
         self.observe_stored()
         return result
 
-    def store(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Store a batch; the observers of its last chunks wait for the next call (or
+    def prepare(self, records: Sequence[RawRecord]) -> PreparedBatch:
+        """The CPU work of :meth:`store` done ahead (decode, scrub, encode), with no I/O and no
+        observer: the consumer prepares the next batch while this one's insert runs, so the
+        store is not idle while a batch is decoded. Nothing is written or counted until the
+        batch is given to :meth:`store`; a batch never stored (a rebalance, a stop) leaves no
+        trace. One batch is prepared at a time."""
+        dead: list[DeadLetter] = []
+        consumed: dict[str, int] = {}
+        return PreparedBatch(list(self._ready(records, dead, consumed)), dead, consumed)
+
+    def _ready(self, records: Sequence[RawRecord], dead: list[DeadLetter], consumed: dict[str, int]
+               ) -> Iterator[ChunkReady]:
+        taken: set[tuple[str, str]] = set()  # (type, id) of every event of the earlier chunks
+        for chunk, chunk_positions in self._chunks(records, dead, consumed):
+            if self.scrubber is not None:
+                chunk = self.scrubber.scrub_batch(chunk)  # one output per input, same order
+            keys = [(e["type"], e["event_id"]) for e in chunk]
+            repeated = frozenset(k[1] for k in keys if k in taken)
+            fresh = [e for e, k in zip(chunk, keys) if k not in taken] if repeated else chunk
+            taken.update(keys)
+            yield ChunkReady(chunk, chunk_positions, repeated, self.writer.prepare(fresh))
+
+    def store(self, records: Sequence[RawRecord] | PreparedBatch) -> BatchResult:
+        """Store a batch (its records, or the batch :meth:`prepare` made of them); the observers
+        of its last chunks wait for the next call (or
         :meth:`observe_stored`). Blocks, retrying storage failures, until stored or ``stop`` is set
         (then raises, so the caller does not acknowledge the batch).
 
@@ -132,10 +173,13 @@ class Pipeline:
         detectors work at the same time across batches too (a batch is usually one chunk). The
         consumer acknowledges a batch only once its observers ran (:mod:`collector.consume`).
         """
-        dead: list[DeadLetter] = []
         stored = duplicates = 0
         in_flight: deque[tuple[Future[Any], list[dict[str, Any]], list[Position], float, frozenset[str]]] = deque()
-        taken: set[tuple[str, str]] = set()  # (type, id) of every event of the earlier chunks
+        if isinstance(records, PreparedBatch):
+            dead, consumed, ready = records.dead, records.consumed, iter(records.chunks)
+        else:  # decoded chunk by chunk, each while the one before is being stored
+            dead, consumed = [], {}
+            ready = self._ready(records, dead, consumed)
         previous, self._unobserved = self._unobserved, []  # the last batch's: observed once a chunk is sent
 
         def account(chunk: list[dict[str, Any]], chunk_positions: list[Position], result: WriteResult,
@@ -165,14 +209,7 @@ class Pipeline:
             return chunk, chunk_positions, result, start, repeated
 
         try:
-            for chunk, chunk_positions in self._chunks(records, dead):
-                if self.scrubber is not None:
-                    chunk = self.scrubber.scrub_batch(chunk)  # one output per input, same order
-                keys = [(e["type"], e["event_id"]) for e in chunk]
-                repeated = frozenset(k[1] for k in keys if k in taken)
-                fresh = [e for e, k in zip(chunk, keys) if k not in taken] if repeated else chunk
-                taken.update(keys)
-                prepared = self.writer.prepare(fresh)
+            for chunk, chunk_positions, repeated, prepared in ready:
                 done = oldest() if len(in_flight) >= IN_FLIGHT else None
                 future = self._io.submit(self._retry, lambda p=prepared: self.writer.store(p), "ClickHouse write")
                 in_flight.append((future, chunk, chunk_positions, time.perf_counter(), repeated))
@@ -185,6 +222,8 @@ class Pipeline:
             while in_flight:
                 account(*oldest(), later=True)
         finally:
+            for topic, n in consumed.items():
+                self.metrics.consumed.labels(topic).inc(n)
             self._unobserved[:0] = previous  # not observed yet (a failure before the first chunk was sent)
             for future, *_ in in_flight:  # leaving on an error: let the writes in flight end first
                 try:
@@ -211,36 +250,33 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - a detector bug must not stop storage
                 logger.exception("detector failed on a batch; the events are stored")
 
-    def _chunks(self, records: Sequence[RawRecord], dead: list[DeadLetter]
+    def _chunks(self, records: Sequence[RawRecord], dead: list[DeadLetter], consumed: dict[str, int]
                 ) -> Iterator[tuple[list[dict[str, Any]], list[Position]]]:
-        """Decoded events in chunks of at most ``max_batch_events``; refusals go to ``dead``."""
+        """Decoded events in chunks of at most ``max_batch_events``; refusals go to ``dead``;
+        events per topic added to ``consumed`` (per topic, not per record: a fleet's records are
+        small)."""
         size = self.max_batch_events
-        consumed: dict[str, int] = {}  # counted per topic, not per record: a fleet's records are small
         events: list[dict[str, Any]] = []
         positions: list[Position] = []
-        try:
-            for r in records:
-                topic, partition, offset = r.topic, r.partition, r.offset
-                if r.value is None:
-                    decoded = [decode(None, topic=topic, role=r.role, partition=partition, offset=offset)]
-                else:
-                    decoded = decode_all(unpack(r.value, r.headers), topic=topic, role=r.role, partition=partition,
-                                         offset=offset)
-                consumed[topic] = consumed.get(topic, 0) + len(decoded)
-                for index, result in enumerate(decoded):
-                    if type(result) is DeadLetter:
-                        dead.append(result)
-                        continue
-                    events.append(result)
-                    positions.append(Position(topic, partition, offset, index))
-                    if len(events) >= size:
-                        yield events, positions
-                        events, positions = [], []
-            if events:
-                yield events, positions
-        finally:
-            for topic, n in consumed.items():
-                self.metrics.consumed.labels(topic).inc(n)
+        for r in records:
+            topic, partition, offset = r.topic, r.partition, r.offset
+            if r.value is None:
+                decoded = [decode(None, topic=topic, role=r.role, partition=partition, offset=offset)]
+            else:
+                decoded = decode_all(unpack(r.value, r.headers), topic=topic, role=r.role, partition=partition,
+                                     offset=offset)
+            consumed[topic] = consumed.get(topic, 0) + len(decoded)
+            for index, result in enumerate(decoded):
+                if type(result) is DeadLetter:
+                    dead.append(result)
+                    continue
+                events.append(result)
+                positions.append(Position(topic, partition, offset, index))
+                if len(events) >= size:
+                    yield events, positions
+                    events, positions = [], []
+        if events:
+            yield events, positions
 
     def tick(self, now_s: float) -> None:
         for observer in self.observers:

@@ -39,7 +39,13 @@ class Recorder:
         self.fail = fail
         self.hold = hold
         self.entered = threading.Event()
+        self.prepared = 0
         self._unobserved: list[RawRecord] = []
+
+    def prepare(self, records: Sequence[RawRecord]) -> list[RawRecord]:
+        """As ``Pipeline.prepare``: CPU work ahead, nothing stored or observed."""
+        self.prepared += 1
+        return list(records)
 
     def store(self, records: Sequence[RawRecord]) -> None:
         self.entered.set()
@@ -131,6 +137,32 @@ def test_a_batch_is_committed_only_once_observed_and_a_backlog_is_observed_while
         produce(kafka_bootstrap, topics.predictions, "m", 10)
         asyncio.run(_run_until(BatchConsumer(settings, again, ex), lambda: len(again.observed) >= 10, 40))
     assert [o for _, _, o in again.offsets()] == list(range(3_000, 3_010))
+
+
+def test_the_next_batch_is_prepared_while_one_is_being_stored(kafka_bootstrap: str) -> None:
+    """The next batch is decoded (``Pipeline.prepare``) while the one before is being stored, so
+    the store is not idle while a batch is decoded; every record is still stored and observed once."""
+    topics, settings = _fresh(kafka_bootstrap, 1_000, batch_size=300)
+    hold = threading.Event()
+    pipe = Recorder(hold=hold)
+
+    async def main() -> tuple[int, int]:
+        consumer = BatchConsumer(settings, pipe, ex)
+        task = asyncio.create_task(consumer.run())
+        deadline = time.monotonic() + 30
+        while pipe.prepared < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        ahead = (pipe.prepared, len(pipe.batches))  # the first store is held: nothing stored yet
+        hold.set()
+        while len(pipe.observed) < 1_000 and time.monotonic() < deadline + 30:
+            await asyncio.sleep(0.05)
+        consumer.request_stop()
+        assert await asyncio.wait_for(task, 30) is True
+        return ahead
+
+    with ThreadPoolExecutor(1) as ex:
+        assert asyncio.run(main()) == (2, 0)
+    assert sorted(pipe.observed) == pipe.offsets() and len(pipe.observed) == 1_000
 
 
 def test_a_batch_that_was_not_stored_is_not_committed(kafka_bootstrap: str) -> None:

@@ -191,3 +191,35 @@ def test_a_failed_batch_leaves_the_batch_before_it_to_observe() -> None:
         pipe.store(_batch(6))
     pipe.observe_stored()  # what the consumer does before it commits the batch before the failed one
     assert [len(c) for c in observer.seen] == [8]
+
+
+def test_a_prepared_batch_stores_as_its_records_would_and_an_unstored_one_leaves_no_trace() -> None:
+    """``prepare`` does the CPU work ahead (the consumer runs it while the batch before is stored):
+    storing what it made gives what storing the records gives; a batch prepared and never stored
+    (a rebalance, a stop) wrote, observed, published and counted nothing."""
+
+    def pipeline() -> tuple[FakeWriter, Observer, list[Any], CollectorRegistry, Pipeline]:
+        writer = FakeWriter()
+        observer = Observer(writer)
+        dead: list[Any] = []
+        registry = CollectorRegistry()
+        return writer, observer, dead, registry, Pipeline(
+            writer, CollectorMetrics(registry), send_dead_letters=dead.extend,  # type: ignore[arg-type]
+            observers=[observer], max_batch_events=5)
+
+    records = _batch(23) + [RawRecord("t", "predictions", 99, 0, b"{not json")]
+    dropped = _batch(4)
+    results = []
+    for ahead in (False, True):
+        writer, observer, dead, registry, pipe = pipeline()
+        if ahead:
+            pipe.prepare(dropped)  # never stored
+            result = pipe.store(pipe.prepare(records))
+        else:
+            result = pipe.store(records)
+        pipe.observe_stored()
+        consumed = registry.get_sample_value("driftline_collector_events_consumed_total", {"topic": "t"})
+        results.append((result, [len(c) for c in observer.seen], len(dead), consumed))
+        assert sorted(observer.seen) == sorted(writer.stored)
+    assert results[0] == results[1]
+    assert results[1][0].stored == 23 and results[1][1] == [5, 5, 5, 5, 3] and results[1][2:] == (1, 24)
