@@ -310,9 +310,7 @@ class _Columns:
         parts = [coded[:, :p]] if p else []
         for j, (_, codes) in enumerate(self.categorical):
             col = coded[:, p + j]
-            parts += [(col == float(i)).astype(float) for i in range(len(codes))]
-        if not parts:
-            return np.empty((len(coded), 0))
+            parts += [(col == float(i)).astype(float) for i in range(len(codes))]  # every feature has 1+ codes
         return np.column_stack(parts).astype(float, copy=False)
 
     def _numbers(self, rows: Sequence[Mapping[str, Any]]) -> Any:
@@ -334,7 +332,7 @@ class _Columns:
         categories as codes (-1: another or missing)."""
         out = row.tolist()
         p = len(self.numeric)
-        if row[:p].sum() != row[:p].sum():  # a NaN among the numbers
+        if math.isnan(row[:p].sum()):  # a NaN among the numbers (or infinities of both signs)
             out[:p] = [None if f != f else f for f in out[:p]]
         if self.categorical:
             out[p:] = [-1 if c != c else int(c) for c in out[p:]]
