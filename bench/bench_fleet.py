@@ -170,6 +170,9 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         inserts = grew("driftline_collector_batch_events_count")
         rss = {r: rss_mib(p) for r, p in pids.items()}
         log = "".join(p.read_text(errors="replace") for p in (tmp / "data").rglob("*.log")) if (tmp / "data").exists() else ""
+        if "detector failed on a batch" in log:  # a stall is a bug to find: show its first traceback
+            at = log.index("detector failed on a batch")
+            print(f"  detector failures in the collector's log; the first:\n{log[at:at + 6000]}", file=sys.stderr)
         done = True
         return {"models": models, "features": features, "segments": segments, "events": events,
                 "warmup_s": warm_s, "events_per_s": events / took,

@@ -52,11 +52,11 @@ from driftline.detectors.univariate import (
     P_VALUE_TESTS, chi2_homogeneity, js_distance, js_distance_batch, ks_binned, psi, psi_batch, wasserstein_binned,
     wasserstein_binned_batch,
 )
+from driftline.sdk.contract.schema import NUMBER_TYPES
 
 __all__ = ["HistogramSet", "DataDriftDetector", "PredictionDriftDetector"]
 
 _MIN_COLUMNAR = 32  # fewer rows than this: numpy's fixed costs outweigh the per-value loop
-_PLAIN_NUMBERS = frozenset((int, float))
 
 
 class HistogramSet:
@@ -112,7 +112,7 @@ class HistogramSet:
         width = len(self._numeric)
         if table is not None:
             flat = itertools.chain.from_iterable(table) if width > 1 else table
-            if not set(map(type, flat)) <= _PLAIN_NUMBERS:
+            if not set(map(type, flat)) <= NUMBER_TYPES:
                 table = None
         if table is None:
             for r in rows:

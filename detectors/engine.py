@@ -45,9 +45,9 @@ from driftline.detectors.metrics import EngineMetrics
 from driftline.detectors.monitor import ModelMonitor
 from driftline.detectors.reference import Reference
 from driftline.detectors.retire import retire_idle
-from driftline.detectors.statediff import NUMBER_TYPES, SCALAR_TYPES
 from driftline.detectors.windows import WindowClock
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, timestamp_seconds
+from driftline.sdk.contract.schema import NUMBER_TYPES, SCALAR_TYPES
 from driftline.sdk.contract.variants import is_shadow
 
 __all__ = ["DetectorEngine"]

@@ -36,6 +36,7 @@ from driftline.detectors.histogram import (
 )
 from driftline.detectors.impact import FROM_LABEL, FROM_PREDICTION, with_importance
 from driftline.sdk.contract import PREDICTION
+from driftline.sdk.contract.schema import NUMBER_TYPES
 
 __all__ = [
     "Reference", "prediction_features",
@@ -304,7 +305,7 @@ def from_events(events: Iterable[Mapping[str, Any]], model: str, version: str, *
     return Reference(model, version, feats_p, outs_p, n, source, _now(), tuple(sample))
 
 
-_NUMBERS = frozenset((int, float, type(None)))
+_NUMBERS = NUMBER_TYPES | {type(None)}
 
 
 def _profile(name: str, values: list[Any], *, bins: int, max_categories: int,

@@ -26,6 +26,8 @@ from __future__ import annotations
 from operator import ne
 from typing import Any
 
+from driftline.sdk.contract.schema import NUMBER_TYPES, SCALAR_TYPES
+
 __all__ = ["SAME", "diff", "apply", "copy_json"]
 
 
@@ -40,9 +42,6 @@ class _Same:
 
 #: the placeholder for a part known to be unchanged
 SAME: Any = _Same()
-#: JSON value types by exact type (a bool is not a number here); also the state encoder's checks
-NUMBER_TYPES = frozenset((int, float))
-SCALAR_TYPES = frozenset((int, float, str, bool, type(None)))
 
 
 def _eq(a: Any, b: Any) -> bool:

@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping  # typing.Mapping makes isinstance ~2.5x slower
 from typing import Any
 
+from driftline.sdk.contract.schema import SCALAR_TYPES
+
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is a dependency; the fallback keeps odd installs working
@@ -73,12 +75,9 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-_JSON_SCALARS = frozenset((str, bool, int, float, type(None)))
-
-
 def plain_features(features: dict[str, Any]) -> dict[str, Any]:
     """``features`` itself (a private copy) when every value is a JSON scalar, else a plain copy."""
-    scalars = _JSON_SCALARS
+    scalars = SCALAR_TYPES
     for v in features.values():
         if type(v) not in scalars:
             break

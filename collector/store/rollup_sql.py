@@ -71,6 +71,8 @@ FROM {{src}} ARRAY JOIN arrayConcat(
              mapKeys(features_bool), mapValues(features_bool))) AS f
 WHERE {SERVED} AND {{where}}
 GROUP BY model, model_version, hour, feature, kind, bin, category"""
+#: the values a served predictions row gives rollup_features_1h (FEATURES_SELECT's ARRAY JOIN, counted)
+FEATURE_VALUES = f"length(features_num) + length({_CATEGORIES}) + length(features_bool)"
 
 #: tables and views of earlier releases, dropped by :func:`ensure`
 RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv",
@@ -406,7 +408,7 @@ REBUILT_ON_CHANGE = ("rollup_features_1h",)
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BIN_MANTISSA_BITS", "FINE_BITS", "HOUR",
+__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BIN_MANTISSA_BITS", "FEATURE_VALUES", "FINE_BITS", "HOUR",
            "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
            "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 from driftline.collector.store.rollup_sql import SENTINEL_VIEWS
 from driftline.sdk.codec import dumps
 from driftline.sdk.contract import BY_TYPE, LABEL, OUTCOME, PREDICTION, parse_timestamp
+from driftline.sdk.contract.schema import NUMBER_TYPES
 
 logger = logging.getLogger("driftline.collector")
 
@@ -80,12 +81,11 @@ def _split_prediction(pred: Any) -> tuple[float | None, str | None, dict[str, fl
 _NO_STR: dict[str, str] = {}
 _NO_BOOL: dict[str, bool] = {}
 _NO_NULL: list[str] = []
-_NUMBER_TYPES = frozenset((int, float))  # by exact type: a bool is not a number here
 
 
 def _split_features(features: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], dict[str, bool], list[str]]:
     """(numbers, strings, bools, names of nulls): the four typed columns of the feature map."""
-    if _NUMBER_TYPES.issuperset(map(type, features.values())):  # the usual case, at C speed
+    if NUMBER_TYPES.issuperset(map(type, features.values())):  # the usual case, at C speed
         return features, _NO_STR, _NO_BOOL, _NO_NULL  # the map goes out as it came in, nothing copied
     num: dict[str, float] = {}
     text: dict[str, str] = {}

@@ -14,7 +14,7 @@ from math import isfinite
 from typing import Any, NamedTuple
 
 from driftline.sdk.contract.kinds import LABEL, OUTCOME, PREDICTION
-from driftline.sdk.contract.schema import MAX_FEATURES, MAX_NAME_LEN, MAX_STRING_LEN, UUID_PATTERN
+from driftline.sdk.contract.schema import MAX_FEATURES, MAX_NAME_LEN, MAX_STRING_LEN, NUMBER_TYPES, UUID_PATTERN
 from driftline.sdk.contract.timestamps import TIMESTAMP_PATTERN
 
 _converter: "_Compiled | None" = None
@@ -155,7 +155,6 @@ def _build() -> _Compiled:
     return _Compiled(convert, msgspec.ValidationError, Outcome, decode_exact)
 
 
-_PLAIN = frozenset((int, float))  # exact types: a bool, a string or None is left to msgspec
 _INT64 = (-(2**63), 2**63 - 1)  # within what msgspec takes as an int
 
 
@@ -169,7 +168,7 @@ def _plain_features(features: Any) -> bool:
         return False
     values = features.values()
     types = set(map(type, values))
-    if not _PLAIN.issuperset(types) or not {str}.issuperset(map(type, features)):
+    if not NUMBER_TYPES.issuperset(types) or not {str}.issuperset(map(type, features)):
         return False
     if "" in features or max(map(len, features)) > MAX_NAME_LEN:  # every name a str of 1+ chars
         return False

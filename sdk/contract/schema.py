@@ -37,6 +37,10 @@ STATUSES = ("ok", "error")
 MAX_NAME_LEN = 256
 MAX_FEATURES = 10_000
 MAX_STRING_LEN = 1_000_000  # spaCy refuses longer texts; we refuse them at the door
+#: the JSON scalar types of a feature value, by exact type (what ``type(v)`` may be)
+SCALAR_TYPES = frozenset((str, bool, int, float, type(None)))
+#: the feature values that are numbers, by exact type: a bool is not a number here
+NUMBER_TYPES = frozenset((int, float))
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID_RE = re.compile(UUID_PATTERN)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.sdk.codec import loads_as_stdlib
+from driftline.sdk.contract.schema import SCALAR_TYPES
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.oip_binary import BinaryTensorError, parse_binary_body
 
@@ -40,7 +41,6 @@ _PREDICTION_KEYS = ("predictions", "prediction", "outputs", "output", "result", 
                     "score", "probabilities", "label", "labels", "class", "y")
 
 Row = tuple[dict[str, Any], Any]
-_SCALAR_TYPES = frozenset((str, bool, int, float, type(None)))
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def flatten(value: Any, spec: ExtractSpec, prefix: str = "") -> dict[str, Any]:
     limit = spec.max_features
     if not prefix and type(value) is dict and len(value) <= limit:
         # The common row, already flat (named scalars): a copy, as walk() below would make it.
-        scalars = _SCALAR_TYPES
+        scalars = SCALAR_TYPES
         for k, v in value.items():
             if type(v) not in scalars or type(k) is not str or not k:
                 break

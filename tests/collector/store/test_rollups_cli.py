@@ -60,12 +60,18 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
     hour = "2026-03-01T11:00:00"
     assert got == {("predictions", "rollup_predictions_1m", bad, hour, 40, 10),
                    ("predictions", "rollup_predictions_1h", bad, hour, 40, 10),
+                   ("predictions", "rollup_features_1h", bad, hour, 40, 10),  # one feature an event
+                   ("predictions", "rollup_labels_1m", bad, hour, 20, 0),  # every other one labelled
                    ("labels", "rollup_arrivals_1h", "*", hour, 20, 0)}
     text = _cli(own_store_url, "check", "--recheck-s", "0")
     assert text.returncode == 1
     line = f"rollup_predictions_1m misses predictions: model '{bad}', hour {hour}: 10 against 40 raw rows"
     assert line in text.stdout
     assert f"rollup_arrivals_1h misses labels: every model, hour {hour}: 0 against 20 raw rows" in text.stdout
+    assert f"rollup_features_1h misses predictions: model '{bad}', hour {hour}: 10 against 40 feature values" \
+        in text.stdout
+    assert f"rollup_labels_1m misses predictions: model '{bad}', hour {hour}: 0 against 20 labelled predictions" \
+        in text.stdout
 
     refused = _cli(own_store_url, "rebuild")
     assert refused.returncode == 2 and "--yes" in refused.stderr
@@ -84,6 +90,60 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
     assert gone.returncode == 1
     assert f"rollup_predictions_1m holds more than predictions: model '{ok}', hour 2026-03-01T10:00:00: " \
            "50 against 0 raw rows" in gone.stdout, gone.stdout
+
+
+def test_check_counts_what_the_feature_rollup_and_the_label_join_count(own_store: Any, own_store_url: str) -> None:
+    """No false alarm: feature values of every kind, free text (left to its own rollup), shadows
+    (not served), labels before and after their prediction, a relabel and a replayed label are
+    counted as the views count them; then one changed row of each rollup is found."""
+    model = f"mix-{uuid.uuid4().hex[:6]}"
+    text = "a free text value of many words here"  # free text by TextRule: not a category
+    features = [{"x": 1.5, "n": 3, "c": "red", "b": True, "t": text, "z": None},
+                {"x": -2.0, "c": "blue", "t": "short"}, {}]
+    preds = [{"schema_version": 1, "type": "prediction", "event_id": uuid7(), "model": model, "model_version": "1",
+              "variant": variant, "timestamp": f"2026-03-02T{hour:02d}:{i:02d}:00.000000Z",
+              "features": features[i % 3], "prediction": "yes" if i % 2 else "no"}
+             for hour in (8, 9) for i, variant in enumerate(["primary", "shadow", "b", "primary", "shadow:v2"] * 2)]
+
+    def label(p: dict[str, Any], value: str, minute: int) -> dict[str, Any]:
+        return {"schema_version": 1, "type": "label", "event_id": uuid7(), "model": model, "model_version": "1",
+                "timestamp": p["timestamp"][:14] + f"{minute:02d}:30.000000Z", "prediction_id": p["event_id"],
+                "label": value}
+
+    early = [label(p, "yes", 59) for p in preds[:10:3]]  # before their predictions: joined by the early view
+    late = [label(p, "no", 58) for p in preds[10::2]]  # shadows among them: not served, not counted
+    relabel = [label(preds[12], "yes", 59)]  # a newer label: -old +new, still one labelled prediction
+    writer = ClickHouseWriter(own_store)
+    writer.write(early)
+    writer.write(preds)
+    writer.write(late)
+    writer.write(relabel)
+    writer.write(relabel)  # replayed: the same event id twice
+    out = _cli(own_store_url, "check", "--json", "--recheck-s", "0.2")
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["consistent"] is True, out.stdout + out.stderr
+    q = ("SELECT toHour(hour), sum(n) FROM driftline.rollup_features_1h WHERE model = {m:String} GROUP BY 1 ORDER BY 1")
+    values = own_store.query(q, parameters={"m": model}).result_rows
+    # served: 6 of 10 an hour (primary, b); a null value is no value, free text is counted elsewhere
+    served = [p for p in preds if not p["variant"].startswith("shadow")]
+    expect = {h: sum(sum(1 for k, v in p["features"].items() if v is not None and not (k == "t" and v == text))
+                     for p in served if p["timestamp"][11:13] == f"{h:02d}") for h in (8, 9)}
+    assert values == [(8, expect[8]), (9, expect[9])] and expect[8] > 0
+
+    # one row added to each rollup: found, and named with what that rollup counts
+    own_store.command(f"INSERT INTO driftline.rollup_features_1h (model, model_version, hour, feature, kind, "
+                      f"bin, category, n, s, lo, hi) "
+                      f"VALUES ('{model}', '1', '2026-03-02 08:00:00', 'x', 0, 1, '', 2, 0, 0, 0)")
+    own_store.command(f"INSERT INTO driftline.rollup_labels_1m (model, model_version, variant, minute, labelled) "
+                      f"VALUES ('{model}', '1', 'primary', '2026-03-02 09:07:00', 1)")
+    found = _cli(own_store_url, "check", "--recheck-s", "0")
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert (f"rollup_features_1h holds more than predictions: model '{model}', hour 2026-03-02T08:00:00: "
+            f"{expect[8] + 2} against {expect[8]} feature values") in found.stdout, found.stdout
+    labelled = sum(1 for p in served if p["timestamp"][11:13] == "09" and any(
+        lb["prediction_id"] == p["event_id"] for lb in early + late))
+    assert (f"rollup_labels_1m holds more than predictions: model '{model}', hour 2026-03-02T09:00:00: "
+            f"{labelled + 1} against {labelled} labelled predictions") in found.stdout, found.stdout
 
 
 def test_check_names_a_rollup_the_store_lacks(own_store: Any, own_store_url: str) -> None:
