@@ -126,6 +126,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
     pool = [{f"f{k}": rng.gauss(0, 1) for k in range(features)} for _ in range(64)]
     client = None
     done = False  # a failed run keeps its data dir (its logs) for a look; a finished one is removed
+    kept = False  # ... unless its log shows a detector failure
     try:
         ch = connect(f"http://127.0.0.1:{ports['clickhouse']}")
         wait_for(lambda: _stored(ch) >= 0, 60, "the store")
@@ -170,9 +171,11 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         inserts = grew("driftline_collector_batch_events_count")
         rss = {r: rss_mib(p) for r, p in pids.items()}
         log = "".join(p.read_text(errors="replace") for p in (tmp / "data").rglob("*.log")) if (tmp / "data").exists() else ""
-        if "detector failed on a batch" in log:  # a stall is a bug to find: show its first traceback
-            at = log.index("detector failed on a batch")
-            print(f"  detector failures in the collector's log; the first:\n{log[at:at + 6000]}", file=sys.stderr)
+        for failure in ("detector failed on a batch", "could not be encoded"):  # bugs to find: the first traceback
+            if failure in log:
+                at = log.index(failure)
+                print(f"  '{failure}' in the collector's log; the first:\n{log[at:at + 6000]}", file=sys.stderr)
+                kept = True
         done = True
         return {"models": models, "features": features, "segments": segments, "events": events,
                 "warmup_s": warm_s, "events_per_s": events / took,
@@ -186,15 +189,17 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
                 "parked": m1.get("driftline_detector_models_parked_total", 0.0),
                 "resident": m1.get("driftline_detector_models_resident", 0.0),
                 "loads": m1.get("driftline_detector_state_loads_total", 0.0),
-                "stalls": log.count("detector failed on a batch")}
+                "stalls": log.count("detector failed on a batch"),
+                "encode_errors": log.count("could not be encoded")}
     finally:
         if client is not None:
             client.shutdown(10)
         stop_up(proc)
-        if done:
+        if done and not kept:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
-            print(f"  run failed; its data and logs are in {tmp}", file=sys.stderr)
+            print(f"  run {'failed' if not done else 'logged a failure'}; its data and logs are in {tmp}",
+                  file=sys.stderr)
 
 
 def main() -> None:

@@ -263,19 +263,18 @@ class ModelStates:
                     # loading reads at most ~5x a snapshot; a snapshot is written ~1/4 as often
                     or self._delta_bytes.get(m, 0) > max(4 * self._full_bytes.get(m, 0), 256 * 1024))
             events = self._events.get(m, ())
-            kind = "full" if full else "delta"
-            if (not full and self._journaled.get(m, 0) + len(events) < EVENTS_PER_STATE
-                    and eng.replayable(m)):
-                kind = "events"
-                blob = events_blob(m, events)
-            else:
-                blob = eng.state_for(m, delta=not full)
+            encoded = self._encode(m, full, events)
+            if encoded is None:
+                continue  # stays unsaved: tried again at the next save
+            kind, blob = encoded
+            full = kind == "full"
             meta = {"seq": seq, "base": seq if full else base, "kind": kind,
                     "positions": [[t, p, o, i] for (t, p), (o, i) in self._positions.get(m, {}).items()]}
             key = "full" if full else f"delta:{seq % RING:02d}"
             records.append(sink.StateRecord(m, key, blob, meta, saved_at))
             plans.append((m, seq, kind, len(blob), len(events)))
-        self._retry(lambda: sink.save_records(self.client, records), "detector state save")
+        if records:
+            self._retry(lambda: sink.save_records(self.client, records), "detector state save")
         now = self.clock()
         for m, seq, kind, size, n_events in plans:
             if n_events:
@@ -295,6 +294,33 @@ class ModelStates:
                 self._delta_bytes[m] = self._delta_bytes.get(m, 0) + size
         self.metrics.saved(len(records), sum(p[3] for p in plans), time.perf_counter() - start,
                            sum(1 for p in plans if p[2] == "events"))
+
+    def _encode(self, model: str, full: bool, events: Sequence[Any]) -> tuple[str, bytes] | None:
+        """``model``'s record to save: ``(kind, blob)``. The events since its last save when they
+        are few and replay to the same state, else a state delta, else (``full``) a snapshot.
+
+        One model's state that cannot be encoded (a bug) must not keep every other model's
+        state unsaved, as it would if it failed their shared insert: a delta that fails is
+        replaced by a full snapshot; a snapshot that fails leaves the model out of this save
+        (it stays unsaved and is tried again at the next one). Both are logged and counted
+        (``driftline_detector_state_encode_errors_total``)."""
+        eng = self.engine
+        if not full:
+            try:
+                if self._journaled.get(model, 0) + len(events) < EVENTS_PER_STATE and eng.replayable(model):
+                    return "events", events_blob(model, events)
+                return "delta", eng.state_for(model, delta=True)
+            except Exception:  # noqa: BLE001 - a bug: save the whole state instead
+                self.metrics.encode_error("delta")
+                logger.exception("detector state delta of model %r could not be encoded; saving a full "
+                                 "snapshot instead", model)
+        try:
+            return "full", eng.state_for(model)
+        except Exception:  # noqa: BLE001 - a bug: the other models are saved, this one is not
+            self.metrics.encode_error("full")
+            logger.exception("detector state of model %r could not be encoded; it stays unsaved and is "
+                             "tried again at the next save", model)
+            return None
 
     def _retry(self, fn: Callable[[], Any], what: str) -> Any:
         deadline = time.monotonic() + self.retry_s
@@ -331,6 +357,14 @@ class _StateMetrics:
                                      registry=registry)
         self.loads = Counter("driftline_detector_state_loads_total", "Models whose saved state was loaded",
                              registry=registry)
+        self.encode_errors = Counter("driftline_detector_state_encode_errors_total",
+                                     "Per-model states that could not be encoded for a save (a bug: see the log); "
+                                     "kind=delta is saved as a full snapshot instead, kind=full stays unsaved",
+                                     ["kind"], registry=registry)
+
+    def encode_error(self, kind: str) -> None:
+        if self.enabled:
+            self.encode_errors.labels(kind).inc()
 
     def saved(self, records: int, size: int, seconds: float, event_records: int) -> None:
         if self.enabled:

@@ -125,6 +125,72 @@ def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(c
     assert mine.loaded(model) and mine.position(model, SOURCE) == (199, 0)
 
 
+def test_a_state_that_cannot_be_encoded_is_saved_whole_and_never_keeps_other_models_unsaved(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One model's state that fails to encode (a bug) used to fail the one insert of every model
+    of the chunk, at every save. A failing delta is now replaced by a full snapshot; a failing
+    snapshot leaves that model unsaved (tried again next time) while the others are saved; both
+    are counted; and a new process resumes every model exactly."""
+    from prometheus_client import CollectorRegistry
+
+    bad, good = f"bad-{uuid.uuid4().hex[:8]}", f"good-{uuid.uuid4().hex[:8]}"
+    evs = {m: _events(m, 1500) for m in (bad, good)}
+    expected = {m: _uninterrupted(m, evs[m]) for m in (bad, good)}
+    registry = CollectorRegistry()
+    first = ModelStates(DetectorEngine(CFG), ch_client, registry=registry)
+    first.refresh({bad, good}, set())
+    real = first.engine.state_for
+    broken = {"delta"}
+
+    def state_for(model: str, *, delta: bool = False) -> bytes:
+        if model == bad and ("delta" if delta else "full") in broken:
+            raise TypeError("a state this build cannot encode")
+        return real(model, delta=delta)
+
+    monkeypatch.setattr(first.engine, "state_for", state_for)
+
+    def errors(kind: str) -> float:
+        return registry.get_sample_value("driftline_detector_state_encode_errors_total", {"kind": kind}) or 0.0
+
+    def kinds(model: str) -> list[str]:
+        return [r[0] for r in ch_client.query(
+            "SELECT JSONExtractString(meta, 'kind') FROM driftline.detector_state FINAL WHERE model = {m:String} "
+            "ORDER BY JSONExtractUInt(meta, 'seq')", parameters={"m": model}).result_rows]
+
+    rows = {bad: [], good: []}
+    for i in range(0, 1100, 250):  # both models in every save, as a fleet's chunk has them
+        if i == 750:
+            broken.add("full")
+        if i == 1000:
+            broken.clear()
+        for m in (bad, good):
+            part = evs[m][i:i + 250]
+            for j, ev in enumerate(part):
+                first.observed(m, SOURCE, (i + j, 0), ev)
+            first.engine.observe_many(part)
+            out = first.engine.poll(float("-inf"))
+            rows[m] += [repr(r.as_tuple()) for r in out]
+            first.publish(out, check_owner=False)  # never raises
+        if i == 750:
+            assert first.unsaved() == {bad}, "the model that cannot be encoded stays unsaved, alone"
+            assert errors("full") == 2  # its two saves of this round
+        else:
+            assert first.unsaved() == set()
+    # deltas for the good one; the bad one's snapshot, then (its fault gone) a delta again
+    assert "delta" in kinds(good) and kinds(bad) == ["full", "delta"], (kinds(good), kinds(bad))
+    assert errors("delta") == 2 + 2 and errors("full") == 2  # each attempt: 1 a round, 2 while it stays unsaved
+
+    cut = 1250  # the events observed above (their state saved): a new process goes on from there
+    second = ModelStates(DetectorEngine(CFG), ch_client)
+    second.refresh({bad, good}, set())
+    for m in (bad, good):
+        assert second.position(m, SOURCE) == (cut - 1, 0)
+        rows[m] += _run(second, m, evs[m][cut:], cut, 250)
+    last = second.engine.flush()
+    for m in (bad, good):
+        assert rows[m] + [repr(r.as_tuple()) for r in last if r.model == m] == expected[m]
+
+
 def test_state_records_small_as_lz4_large_as_zstd_and_older_records_still_read() -> None:
     """detectors/journal.deflate: a record below 24 KiB as an LZ4 block, a larger one as a zstd
     frame at level 1; inflate reads both, and the zlib streams written before, byte for byte."""
