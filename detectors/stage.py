@@ -19,8 +19,10 @@ before the Kafka batch is acknowledged:
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from driftline.detectors.config import DetectorsConfig, load_config
 from driftline.detectors.engine import DetectorEngine
@@ -28,6 +30,8 @@ from driftline.detectors.state import ModelStates, Source
 
 _NEVER = float("-inf")
 log = logging.getLogger(__name__)
+#: feature values (plus one per event) the stage holds while models' state cannot be loaded: ~100 bytes each
+HELD_MAX_VALUES = 2_000_000
 
 
 class DetectorStage:
@@ -38,7 +42,8 @@ class DetectorStage:
     """
 
     def __init__(self, states: ModelStates, *, registry: Any = None,
-                 references: "ReferenceWatch | None" = None) -> None:
+                 references: "ReferenceWatch | None" = None, held_max_values: int = HELD_MAX_VALUES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.states = states
         self.references = references
         self.engine = states.engine
@@ -46,6 +51,13 @@ class DetectorStage:
         self.tp_models: dict[Source, set[str]] = {}
         self.catching_up: set[Source] = set()
         self.metrics = _StageMetrics(registry)
+        # Stored chunks not observed yet, oldest first: their models' saved state could not be read.
+        self.held: deque[tuple[Sequence[dict[str, Any]], Sequence[Any], frozenset[str], int]] = deque()
+        self.held_values = 0  # feature values of the held events (what they weigh in memory)
+        self.held_max_values = held_max_values
+        self.clock = clock
+        self._retry_at = _NEVER
+        self._retry_delay = 0.0
 
     # -- events ---------------------------------------------------------------------------------
     def observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Any],
@@ -58,10 +70,61 @@ class DetectorStage:
         writer had not stored) and only past the position saved for its model: the previous
         owner stored it and died before saving its state. Any other replay, and a second copy
         inside the chunk, was observed already.
+
+        A chunk whose models' saved state cannot be read (the store away for longer than the
+        state's retries) is held, not skipped, and so is every chunk after it, in order: they
+        are observed once the state loads (tried again at later chunks and ticks, backing off
+        from 1 to 30 s). Held events past ``held_max_values`` feature values are given up,
+        oldest first, as are those still held at shutdown; both are counted
+        (``driftline_detector_events_unobserved_total``) and logged. Held chunks are stored
+        and acknowledged: a crash while they are held loses them for the detectors, not from
+        the store.
         """
-        chunk_models = self._prepare(events, positions)
+        self._hold(events, positions, replayed)
+        self._release()
+
+    def _hold(self, events: Sequence[dict[str, Any]], positions: Sequence[Any], replayed: frozenset[str]) -> None:
+        values = sum(len(ev.get("features") or ()) + 1 for ev in events)
+        self.held.append((events, positions, replayed, values))
+        self.held_values += values
+        while len(self.held) > 1 and self.held_values > self.held_max_values:
+            old, _, _, n = self.held.popleft()
+            self.held_values -= n
+            self.metrics.unobserved(len(old))
+            log.error("%d stored events given up by the detectors: their models' state could not be loaded "
+                      "and the events held meanwhile passed %d feature values", len(old), self.held_max_values)
+        self.metrics.held(sum(len(c[0]) for c in self.held))
+
+    def _release(self, *, force: bool = False) -> bool:
+        """Observe the held chunks, oldest first, while their models' state loads; True if none is
+        left. Between failed attempts it waits (1 s doubling to 30 s) unless ``force``."""
+        if not self.held or (not force and self.clock() < self._retry_at):
+            return not self.held
+        while self.held:
+            events, positions, replayed, values = self.held[0]
+            try:
+                chunk_models = self._prepare(events, positions)
+                # idle models out before this chunk's joins are budgeted
+                self.states.park(keep=chunk_models)
+            except Exception as exc:  # noqa: BLE001 - the state store: try again later, lose nothing
+                self._retry_delay = min(30.0, max(1.0, 2 * self._retry_delay))
+                self._retry_at = self.clock() + self._retry_delay
+                n = sum(len(c[0]) for c in self.held)
+                log.warning("detector state could not be loaded (%s); %d stored events held for the detectors, "
+                            "tried again in %.0fs", type(exc).__name__, n, self._retry_delay,
+                            exc_info=self._retry_delay <= 1.0)
+                self.metrics.held(n)
+                return False
+            self.held.popleft()
+            self.held_values -= values
+            self._retry_delay = 0.0
+            self.metrics.held(sum(len(c[0]) for c in self.held))
+            self._observe(events, positions, replayed)
+        return True
+
+    def _observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Any],
+                 replayed: frozenset[str]) -> None:
         states = self.states
-        states.park(keep=chunk_models)  # idle models out before this chunk's joins are budgeted
         seen: set[str] = set()
         todo: list[dict[str, Any]] = []
         skipped = 0
@@ -119,10 +182,21 @@ class DetectorStage:
         passed; write them; save their state."""
         if self.references is not None:
             self.references.poll(now_s)
+        if not self._release():
+            return  # a time window must not close without the held events that fall in it
         self.states.publish(self.engine.poll(now_s), check_owner=True)
 
     def close(self) -> None:
-        """At shutdown: save what is not saved yet. Open windows stay open (and in the state)."""
+        """At shutdown: observe what is held if its state loads now (else count it given up), and
+        save what is not saved yet. Open windows stay open (and in the state)."""
+        if not self._release(force=True):
+            n = sum(len(c[0]) for c in self.held)
+            self.held.clear()
+            self.held_values = 0
+            self.metrics.unobserved(n)
+            self.metrics.held(0)
+            log.error("%d stored events given up by the detectors at shutdown: their models' state could not "
+                      "be loaded", n)
         self.states.publish(self.engine.poll(_NEVER), check_owner=True)
 
 
@@ -133,15 +207,30 @@ class _StageMetrics:
         self.enabled = registry is not None
         if registry is None:
             return
-        from prometheus_client import Counter
+        from prometheus_client import Counter, Gauge
 
         self.replays = Counter("driftline_detector_replays_skipped_total",
                                "Stored events not observed again (seen before a crash or a rebalance)",
                                registry=registry)
+        self.held_events = Gauge("driftline_detector_events_held",
+                                 "Stored events waiting for their models' saved state to load before the "
+                                 "detectors observe them", registry=registry)
+        self.given_up = Counter("driftline_detector_events_unobserved_total",
+                                "Stored events the detectors never observed: held past the limit while their "
+                                "models' state could not be loaded, or still held at shutdown",
+                                registry=registry)
 
     def skipped(self, n: int) -> None:
         if self.enabled:
             self.replays.inc(n)
+
+    def held(self, n: int) -> None:
+        if self.enabled:
+            self.held_events.set(n)
+
+    def unobserved(self, n: int) -> None:
+        if self.enabled:
+            self.given_up.inc(n)
 
 
 class ReferenceWatch:

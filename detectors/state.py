@@ -135,7 +135,11 @@ class ModelStates:
         eng = self.engine
         for m in models:
             eng.ensure_model(eng.config.default_for(m))
-        records = self._retry(lambda: sink.load_records(self.client, sorted(models)), "detector state load")
+        try:
+            records = self._retry(lambda: sink.load_records(self.client, sorted(models)), "detector state load")
+        except Exception:
+            self._loaded.difference_update(models)  # read at the next try, as new (a dropped one was loaded)
+            raise
         now = self.clock()
         for m in models:
             self._loaded.add(m)

@@ -191,6 +191,29 @@ def test_a_state_that_cannot_be_encoded_is_saved_whole_and_never_keeps_other_mod
         assert rows[m] + [repr(r.as_tuple()) for r in last if r.model == m] == expected[m]
 
 
+def test_a_reload_that_fails_leaves_the_model_to_be_read_again_not_reset(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose source moved is dropped and read again; if that read fails (the store away),
+    the model must count as not loaded, so that the next chunk reads it, instead of going on
+    from an empty state as if it had been read."""
+    model = f"re-{uuid.uuid4().hex[:8]}"
+    evs = _events(model, 400)
+    states = ModelStates(DetectorEngine(CFG), ch_client, retry_s=0.0)
+    states.refresh({model}, set())
+    _run(states, model, evs[:300], 0, 300)
+    assert states.unsaved() == set() and states.position(model, SOURCE) == (299, 0)
+    theirs = ModelStates(DetectorEngine(CFG), ch_client)  # owned the source meanwhile, and went on
+    theirs.refresh({model}, set())
+    _run(theirs, model, evs[300:], 300, 100)
+    monkeypatch.setattr(sink, "load_records", lambda client, models: (_ for _ in ()).throw(ConnectionError()))
+    with pytest.raises(ConnectionError):
+        states.refresh(set(), {model})  # the source jumped ahead: read the model again
+    assert not states.loaded(model)
+    monkeypatch.undo()
+    states.refresh({model}, set())  # what the stage asks for a model not loaded
+    assert states.loaded(model) and states.position(model, SOURCE) == (len(evs) - 1, 0)
+
+
 def test_state_records_small_as_lz4_large_as_zstd_and_older_records_still_read() -> None:
     """detectors/journal.deflate: a record below 24 KiB as an LZ4 block, a larger one as a zstd
     frame at level 1; inflate reads both, and the zlib streams written before, byte for byte."""
