@@ -52,8 +52,10 @@ class DetectorStage:
         self.catching_up: set[Source] = set()
         self.metrics = _StageMetrics(registry)
         # Stored chunks not observed yet, oldest first: their models' saved state could not be read.
-        self.held: deque[tuple[Sequence[dict[str, Any]], Sequence[Any], frozenset[str], int]] = deque()
-        self.held_values = 0  # feature values of the held events (what they weigh in memory)
+        # [events, positions, replayed, feature values (0 until weighed by _bound)]
+        self.held: deque[list[Any]] = deque()
+        self.held_events = 0
+        self.held_values = 0  # feature values of the held events weighed so far (what they weigh in memory)
         self.held_max_values = held_max_values
         self.clock = clock
         self._retry_at = _NEVER
@@ -80,20 +82,31 @@ class DetectorStage:
         and acknowledged: a crash while they are held loses them for the detectors, not from
         the store.
         """
-        self._hold(events, positions, replayed)
-        self._release()
+        self.held.append([events, positions, replayed, 0])
+        self.held_events += len(events)
+        if not self._release():
+            self._bound()
 
-    def _hold(self, events: Sequence[dict[str, Any]], positions: Sequence[Any], replayed: frozenset[str]) -> None:
-        values = sum(len(ev.get("features") or ()) + 1 for ev in events)
-        self.held.append((events, positions, replayed, values))
-        self.held_values += values
+    def _bound(self) -> None:
+        """Weigh the chunks held since the last look (only while holding: not on the hot path) and
+        give up the oldest past ``held_max_values``, keeping the newest chunk."""
+        for entry in self.held:
+            if not entry[3]:
+                entry[3] = sum(len(ev.get("features") or ()) + 1 for ev in entry[0])
+                self.held_values += entry[3]
         while len(self.held) > 1 and self.held_values > self.held_max_values:
-            old, _, _, n = self.held.popleft()
-            self.held_values -= n
+            old = self._pop()
             self.metrics.unobserved(len(old))
             log.error("%d stored events given up by the detectors: their models' state could not be loaded "
                       "and the events held meanwhile passed %d feature values", len(old), self.held_max_values)
-        self.metrics.held(sum(len(c[0]) for c in self.held))
+        self.metrics.held(self.held_events)
+
+    def _pop(self) -> Sequence[dict[str, Any]]:
+        """Take the oldest held chunk out; its events."""
+        events, _, _, values = self.held.popleft()
+        self.held_events -= len(events)
+        self.held_values -= values
+        return events
 
     def _release(self, *, force: bool = False) -> bool:
         """Observe the held chunks, oldest first, while their models' state loads; True if none is
@@ -101,7 +114,7 @@ class DetectorStage:
         if not self.held or (not force and self.clock() < self._retry_at):
             return not self.held
         while self.held:
-            events, positions, replayed, values = self.held[0]
+            events, positions, replayed, _ = self.held[0]
             try:
                 chunk_models = self._prepare(events, positions)
                 # idle models out before this chunk's joins are budgeted
@@ -109,16 +122,13 @@ class DetectorStage:
             except Exception as exc:  # noqa: BLE001 - the state store: try again later, lose nothing
                 self._retry_delay = min(30.0, max(1.0, 2 * self._retry_delay))
                 self._retry_at = self.clock() + self._retry_delay
-                n = sum(len(c[0]) for c in self.held)
                 log.warning("detector state could not be loaded (%s); %d stored events held for the detectors, "
-                            "tried again in %.0fs", type(exc).__name__, n, self._retry_delay,
+                            "tried again in %.0fs", type(exc).__name__, self.held_events, self._retry_delay,
                             exc_info=self._retry_delay <= 1.0)
-                self.metrics.held(n)
                 return False
-            self.held.popleft()
-            self.held_values -= values
+            self._pop()
             self._retry_delay = 0.0
-            self.metrics.held(sum(len(c[0]) for c in self.held))
+            self.metrics.held(self.held_events)
             self._observe(events, positions, replayed)
         return True
 
@@ -190,9 +200,9 @@ class DetectorStage:
         """At shutdown: observe what is held if its state loads now (else count it given up), and
         save what is not saved yet. Open windows stay open (and in the state)."""
         if not self._release(force=True):
-            n = sum(len(c[0]) for c in self.held)
-            self.held.clear()
-            self.held_values = 0
+            n = self.held_events
+            while self.held:
+                self._pop()
             self.metrics.unobserved(n)
             self.metrics.held(0)
             log.error("%d stored events given up by the detectors at shutdown: their models' state could not "

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.detectors.config import DetectorsConfig
 from tests.detectors.stage_kit import stage_pipeline
-from tests.detectors.test_stage import _drift_rows, _stream
+from tests.detectors.stage_kit import _drift_rows, _stream
 
 pytestmark = pytest.mark.integration
 

@@ -2,9 +2,9 @@
 detector state that survives a SIGKILL and a graceful restart exactly (no event counted twice
 or missed, no window reset).
 
-The stage-level test drives ``Pipeline`` + ``DetectorStage`` against the real store with a
-simulated crash at the worst moment (chunk stored, state not saved). The end-to-end tests run
-``driftline collector`` processes on the real broker; one scenario per module feeds four runs:
+The stage at its faults (a crash between a chunk's insert and its state save, the store away)
+is in ``test_stage_faults.py``. The end-to-end tests here run ``driftline collector`` processes
+on the real broker; one scenario per module feeds four runs:
 
 * ``plain``: no detector configuration at all (defaults), a mean shift and delayed labels;
 * ``control``, ``killed``, ``graceful``: the same stream (model names differ) under a
@@ -27,236 +27,17 @@ from typing import Any, Iterator
 import pytest
 
 from tests.conftest import unique_topics, wait_for
-from tests.detectors.stage_kit import stage_pipeline
+from tests.detectors.stage_kit import FEATURES, T0, _count, _drift_rows, _stream, _ts
 
 pytestmark = pytest.mark.integration
 
-FEATURES = 20
 PLAIN_EVENTS, PLAIN_SHIFT = 13_000, 11_000  # the unconfigured model: 10,000 reference events, 3 windows
-T0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
 STAR_CONFIG = "model: '*'\nwindow: {kind: count, size: 250}\nmin_samples: 50\n" \
               "reference: {source: first_events, first_events: 500}\n"
-
-_COLS = ("model, model_version, detector, feature, segment, window_start, window_end, statistic, value, "
-         "p_value, threshold, drift, reference_size, current_size, details")
-
-
-def _ts(seconds: float) -> str:
-    return (T0 + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _stream(model: str, n: int, *, shift_at: int, label_lag: int, seed: int = 1,
-            labelled: int | None = None) -> list[dict[str, Any]]:
-    """n predictions (x shifts by 1.5 sd at ``shift_at``) and a label for every other one of the
-    first ``labelled`` (default: all), ``label_lag`` predictions later (delayed ground truth), in
-    the order they are produced."""
-    from driftline.sdk.ids import uuid7
-
-    rng = random.Random(seed)
-    preds, out = [], []
-    for i in range(n):
-        x = rng.gauss(1.5 if i >= shift_at else 0.0, 1.0)
-        feats = {f"f{k}": rng.gauss(0, 1) for k in range(FEATURES - 2)}
-        feats.update(x=x, plan=rng.choice(["a", "b", "c"]))
-        p = round(1 / (1 + 2.718281828 ** -x), 6)
-        preds.append({"schema_version": 1, "type": "prediction", "event_id": uuid7(), "timestamp": _ts(i),
-                      "model": model, "model_version": "1", "request_id": f"r{i}", "features": feats,
-                      "prediction": {"1": p, "0": round(1 - p, 6)}, "latency_ms": 3.0, "status": "ok"})
-        out.append(preds[-1])
-        j = i - label_lag
-        if j >= 0 and j % 2 == 0 and (labelled is None or j < labelled):
-            truth = int(rng.random() < 1 / (1 + 2.718281828 ** -preds[j]["features"]["x"]))
-            out.append({"schema_version": 1, "type": "label", "event_id": uuid7(), "timestamp": _ts(i + 0.5),
-                        "model": model, "model_version": "1", "prediction_id": preds[j]["event_id"], "label": truth})
-    return out
 
 
 def _renamed(stream: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
     return [{**e, "model": model} for e in stream]
-
-
-def _drift_rows(ch_client: Any, model: str) -> list[tuple[Any, ...]]:
-    rows = ch_client.query(f"SELECT {_COLS} FROM driftline.drift_metrics FINAL WHERE model = %(m)s",
-                           parameters={"m": model}).result_rows
-    return sorted(r[1:] for r in rows)
-
-
-def _count(ch_client: Any, table: str, model: str) -> int:
-    return int(ch_client.query(f"SELECT count() FROM driftline.{table} WHERE model = %(m)s",
-                               parameters={"m": model}).result_rows[0][0])
-
-
-# -- stage level: the worst crash point, deterministic -------------------------------------------
-_STAGE_CFG_DOC = {"model": "*", "window": {"size": 200}, "min_samples": 50,
-                  "reference": {"source": "first_events", "first_events": 300}}
-
-
-def _stage_cfg() -> Any:
-    from driftline.detectors.config import DetectorsConfig
-
-    return DetectorsConfig.from_mapping(_STAGE_CFG_DOC)
-
-
-def _records(tag: str, model: str, n: int = 2000) -> list[Any]:
-    """``_stream(model, n)`` as SDK batch records of 7 events (so that chunks of 100 events split
-    records) on the topics ``{tag}.predictions`` and ``{tag}.labels``, partition 0."""
-    from driftline.collector.pipeline import RawRecord
-    from driftline.sdk.codec import dumps
-    from driftline.sdk.contract import BATCH_HEADER, BY_TYPE
-
-    out: list[RawRecord] = []
-    pending: dict[str, list[bytes]] = {"predictions": [], "labels": []}
-    offsets = {"predictions": 0, "labels": 0}
-
-    def emit(role: str) -> None:
-        out.append(RawRecord(f"{tag}.{role}", role, 0, offsets[role], b"\n".join(pending[role]), [BATCH_HEADER]))
-        offsets[role] += 1
-        pending[role] = []
-
-    for e in _stream(model, n, shift_at=1200, label_lag=30):
-        role = BY_TYPE[e["type"]].role
-        pending[role].append(dumps(e))
-        if len(pending[role]) == 7:
-            emit(role)
-    for role in pending:
-        if pending[role]:
-            emit(role)
-    return out
-
-
-def _events_in(records: list[Any]) -> int:
-    return sum(r.value.count(b"\n") + 1 for r in records)
-
-
-def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any) -> None:
-    cfg = _stage_cfg()
-    tag = uuid.uuid4().hex[:6]
-
-    def records(model: str) -> list[Any]:
-        return _records(tag, model)
-
-    def pipeline() -> tuple[Any, Any]:
-        return stage_pipeline(cfg, ch_client, max_batch_events=100)
-
-    straight, _ = pipeline()
-    for i in range(0, len(recs := records(f"st-{tag}")), 40):
-        straight.process(recs[i:i + 40])
-
-    class Crash(BaseException):
-        pass
-
-    recs = records(f"cr-{tag}")
-    first, stage = pipeline()
-    for i in range(0, 200, 40):
-        first.process(recs[i:i + 40])
-    # The next batch: its chunks are stored, the state save of the third one never happens.
-    saves = {"n": 0}
-    real_save = stage.states.save
-
-    def dying_save(models: list[str]) -> None:
-        saves["n"] += 1
-        if saves["n"] == 3:
-            raise Crash()
-        real_save(models)
-
-    stage.states.save = dying_save  # type: ignore[method-assign]
-    with pytest.raises(Crash):
-        first.process(recs[200:240])
-    # A new process: Kafka redelivers from an older commit (offsets lag the stored rows).
-    second, stage2 = pipeline()
-    for i in range(120, len(recs), 40):
-        second.process(recs[i:i + 40])
-    got, want = _drift_rows(ch_client, f"cr-{tag}"), _drift_rows(ch_client, f"st-{tag}")
-    assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
-    assert got == want
-    assert stage2.metrics.enabled
-
-
-class _StoreAway:
-    """``sink.load_records`` failing while ``on``, as with the store away (the stage's own retries
-    are cut to none by the tests: 30 s in production)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from driftline.detectors import sink
-
-        self.on, self.calls, real = True, 0, sink.load_records
-
-        def load_records(client: Any, models: Any) -> Any:
-            self.calls += 1
-            if self.on:
-                raise ConnectionError("the store is away")
-            return real(client, models)
-
-        monkeypatch.setattr(sink, "load_records", load_records)
-
-
-def test_chunks_whose_state_cannot_be_loaded_are_held_then_observed_exactly_once(
-        ch_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """The store away when a model's first chunk comes: its saved state cannot be read. That chunk
-    and the ones after it used to be skipped by the detectors ("detector failed on a batch") while
-    stored; now they are held, tried again with a back-off, and observed in order once the state
-    loads: the drift and performance rows equal those of a run without the outage."""
-    from prometheus_client import CollectorRegistry
-
-    tag = uuid.uuid4().hex[:6]
-    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
-    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
-        straight.process(recs[i:i + 40])
-
-    away = _StoreAway(monkeypatch)
-    reg = CollectorRegistry()
-    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
-    stage.states.retry_s = 0.0
-    now = [0.0]
-    stage.clock = lambda: now[0]
-    recs = _records(tag, f"ho-{tag}")
-    for i in range(0, 400, 40):  # 10 batches, 0.5 s apart: attempts at 0, 1, 3 s (back-off 1, 2, 4 s)
-        pipeline.process(recs[i:i + 40])
-        pipeline.tick(1e9)  # ticks do not close windows (or try sooner) while events are held
-        now[0] += 0.5
-    assert away.calls == 3
-    assert reg.get_sample_value("driftline_detector_events_held") == _events_in(recs[:400])
-    assert _count(ch_client, "predictions", f"ho-{tag}") + _count(ch_client, "labels", f"ho-{tag}") \
-        == _events_in(recs[:400]), "held events are stored (and acknowledged) meanwhile"
-    assert _drift_rows(ch_client, f"ho-{tag}") == []
-
-    away.on = False
-    now[0] = 7.0  # the next attempt is due: a tick observes what is held, with no new chunk
-    pipeline.tick(time.time())
-    assert reg.get_sample_value("driftline_detector_events_held") == 0 and away.calls == 4
-    for i in range(400, len(recs), 40):
-        pipeline.process(recs[i:i + 40])
-    got, want = _drift_rows(ch_client, f"ho-{tag}"), _drift_rows(ch_client, f"st-{tag}")
-    assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
-    assert got == want
-    assert reg.get_sample_value("driftline_detector_events_held") == 0
-    assert not reg.get_sample_value("driftline_detector_events_unobserved_total")
-    assert "detector failed on a batch" not in caplog.text
-    assert "stored events held for the detectors" in caplog.text
-
-
-def test_held_events_past_the_limit_or_at_shutdown_are_given_up_and_counted(
-        ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prometheus_client import CollectorRegistry
-
-    tag = uuid.uuid4().hex[:6]
-    away = _StoreAway(monkeypatch)
-    reg = CollectorRegistry()
-    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
-    stage.states.retry_s = 0.0
-    stage.held_max_values = 5_000  # ~200 events of 21 features and their labels
-    recs = _records(tag, f"lim-{tag}")[:200]
-    for i in range(0, len(recs), 40):
-        pipeline.process(recs[i:i + 40])
-    held = reg.get_sample_value("driftline_detector_events_held")
-    given_up = reg.get_sample_value("driftline_detector_events_unobserved_total")
-    assert held > 0 and given_up > 0 and held + given_up == _events_in(recs)
-    assert stage.held_values <= stage.held_max_values
-    assert away.on
-    stage.close()  # the store still away: the rest is given up, and said
-    assert reg.get_sample_value("driftline_detector_events_unobserved_total") == _events_in(recs)
-    assert reg.get_sample_value("driftline_detector_events_held") == 0
-    assert _drift_rows(ch_client, f"lim-{tag}") == []
 
 
 def test_drift_is_the_verdict_in_every_row_so_stationary_features_never_drift(ch_client: Any) -> None:

@@ -1,0 +1,147 @@
+"""The detector stage at its faults, driven through the collector's ``Pipeline`` on the real store:
+a crash between a chunk's insert and its state save, and the store away when a model's saved state
+must be read (the chunks are held, then observed; past the limit or at a stop, given up and counted).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.detectors.stage_kit import _count, _drift_rows, _events_in, _records, _stage_cfg, stage_pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any) -> None:
+    cfg = _stage_cfg()
+    tag = uuid.uuid4().hex[:6]
+
+    def records(model: str) -> list[Any]:
+        return _records(tag, model)
+
+    def pipeline() -> tuple[Any, Any]:
+        return stage_pipeline(cfg, ch_client, max_batch_events=100)
+
+    straight, _ = pipeline()
+    for i in range(0, len(recs := records(f"st-{tag}")), 40):
+        straight.process(recs[i:i + 40])
+
+    class Crash(BaseException):
+        pass
+
+    recs = records(f"cr-{tag}")
+    first, stage = pipeline()
+    for i in range(0, 200, 40):
+        first.process(recs[i:i + 40])
+    # The next batch: its chunks are stored, the state save of the third one never happens.
+    saves = {"n": 0}
+    real_save = stage.states.save
+
+    def dying_save(models: list[str]) -> None:
+        saves["n"] += 1
+        if saves["n"] == 3:
+            raise Crash()
+        real_save(models)
+
+    stage.states.save = dying_save  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        first.process(recs[200:240])
+    # A new process: Kafka redelivers from an older commit (offsets lag the stored rows).
+    second, stage2 = pipeline()
+    for i in range(120, len(recs), 40):
+        second.process(recs[i:i + 40])
+    got, want = _drift_rows(ch_client, f"cr-{tag}"), _drift_rows(ch_client, f"st-{tag}")
+    assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
+    assert got == want
+    assert stage2.metrics.enabled
+
+
+class _StoreAway:
+    """``sink.load_records`` failing while ``on``, as with the store away (the stage's own retries
+    are cut to none by the tests: 30 s in production)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from driftline.detectors import sink
+
+        self.on, self.calls, real = True, 0, sink.load_records
+
+        def load_records(client: Any, models: Any) -> Any:
+            self.calls += 1
+            if self.on:
+                raise ConnectionError("the store is away")
+            return real(client, models)
+
+        monkeypatch.setattr(sink, "load_records", load_records)
+
+
+def test_chunks_whose_state_cannot_be_loaded_are_held_then_observed_exactly_once(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The store away when a model's first chunk comes: its saved state cannot be read. That chunk
+    and the ones after it used to be skipped by the detectors ("detector failed on a batch") while
+    stored; now they are held, tried again with a back-off, and observed in order once the state
+    loads: the drift and performance rows equal those of a run without the outage."""
+    from prometheus_client import CollectorRegistry
+
+    tag = uuid.uuid4().hex[:6]
+    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
+    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
+        straight.process(recs[i:i + 40])
+
+    away = _StoreAway(monkeypatch)
+    reg = CollectorRegistry()
+    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
+    stage.states.retry_s = 0.0
+    now = [0.0]
+    stage.clock = lambda: now[0]
+    recs = _records(tag, f"ho-{tag}")
+    for i in range(0, 400, 40):  # 10 batches, 0.5 s apart: attempts at 0, 1, 3 s (back-off 1, 2, 4 s)
+        pipeline.process(recs[i:i + 40])
+        pipeline.tick(1e9)  # ticks do not close windows (or try sooner) while events are held
+        now[0] += 0.5
+    assert away.calls == 3
+    assert reg.get_sample_value("driftline_detector_events_held") == _events_in(recs[:400])
+    assert _count(ch_client, "predictions", f"ho-{tag}") + _count(ch_client, "labels", f"ho-{tag}") \
+        == _events_in(recs[:400]), "held events are stored (and acknowledged) meanwhile"
+    assert _drift_rows(ch_client, f"ho-{tag}") == []
+
+    away.on = False
+    now[0] = 7.0  # the next attempt is due: a tick observes what is held, with no new chunk
+    pipeline.tick(time.time())
+    assert reg.get_sample_value("driftline_detector_events_held") == 0 and away.calls == 4
+    for i in range(400, len(recs), 40):
+        pipeline.process(recs[i:i + 40])
+    got, want = _drift_rows(ch_client, f"ho-{tag}"), _drift_rows(ch_client, f"st-{tag}")
+    assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
+    assert got == want
+    assert reg.get_sample_value("driftline_detector_events_held") == 0
+    assert not reg.get_sample_value("driftline_detector_events_unobserved_total")
+    assert "detector failed on a batch" not in caplog.text
+    assert "stored events held for the detectors" in caplog.text
+
+
+def test_held_events_past_the_limit_or_at_shutdown_are_given_up_and_counted(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import CollectorRegistry
+
+    tag = uuid.uuid4().hex[:6]
+    away = _StoreAway(monkeypatch)
+    reg = CollectorRegistry()
+    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
+    stage.states.retry_s = 0.0
+    stage.held_max_values = 5_000  # ~200 events of 21 features and their labels
+    recs = _records(tag, f"lim-{tag}")[:200]
+    for i in range(0, len(recs), 40):
+        pipeline.process(recs[i:i + 40])
+    held = reg.get_sample_value("driftline_detector_events_held")
+    given_up = reg.get_sample_value("driftline_detector_events_unobserved_total")
+    assert held > 0 and given_up > 0 and held + given_up == _events_in(recs)
+    assert stage.held_values <= stage.held_max_values
+    assert away.on
+    stage.close()  # the store still away: the rest is given up, and said
+    assert reg.get_sample_value("driftline_detector_events_unobserved_total") == _events_in(recs)
+    assert reg.get_sample_value("driftline_detector_events_held") == 0
+    assert _drift_rows(ch_client, f"lim-{tag}") == []
