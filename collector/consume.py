@@ -20,6 +20,12 @@ The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py)
   with none after it (idle, stop, rebalance) is observed on its own (``Pipeline.observe_stored``)
   and committed. A batch that was not stored is never committed, and nothing after it is
   processed: it is consumed again after a restart.
+* **Held by the detectors, not committed.** While the detector stage holds stored chunks it could
+  not observe (their models' saved state could not be read), no offset is committed: a crash
+  then reads them again, and the detectors observe them after the restart. Commits resume, up to
+  the latest stored batch, once the held chunks are observed, or once the stage gives some up
+  (past its memory limit: from then on the rest are at risk, as they were before). A rebalance
+  meanwhile leaves them to the partitions' next owner (``Pipeline.handover``).
 * **Batches** hold at most ``batch_size`` records and about ``BATCH_MAX_BYTES`` of record values (one
   fetch more at most), or what arrived within ``batch_timeout_s``; while the previous batch is
   still being stored the next one keeps filling, so a slow store gets larger batches.
@@ -90,6 +96,9 @@ class BatchConsumer:
         self._failed = False
         self._in_flight: tuple[asyncio.Future[Any], dict[Any, int]] | None = None
         self._unobserved: dict[Any, int] | None = None  # last offsets of a stored batch not yet observed
+        # Last offsets of stored batches not committed because the detectors hold some of their
+        # events (``Pipeline.may_acknowledge``): committed with the first batch after the hold ends.
+        self._deferred: dict[Any, int] = {}
         self._settle_lock = asyncio.Lock()
         self._generation = 0  # rebalances seen (on_partitions_revoked)
         self.consumer: Any = None
@@ -136,6 +145,9 @@ class BatchConsumer:
                 # so whichever member gets a partition reads them again.
                 owner._generation += 1
                 await owner._settle(flush=True)
+                if owner._deferred:  # held by the detectors, never acknowledged: the next owner reads them
+                    owner._deferred = {}
+                    await loop.run_in_executor(owner.executor, owner.pipeline.handover)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 logger.info("collector assigned %d partitions", len(assigned))
@@ -242,6 +254,8 @@ class BatchConsumer:
 
     async def _observe_and_commit(self) -> None:
         if self._unobserved is None:
+            if self._deferred:  # idle: the detectors may have observed what they held (at a tick)
+                await self._commit({})
             return
         last, self._unobserved = self._unobserved, None
         await asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.observe_stored)
@@ -250,6 +264,14 @@ class BatchConsumer:
     async def _commit(self, last: dict[Any, int]) -> None:
         from aiokafka.structs import OffsetAndMetadata
 
+        if self._deferred or not self.pipeline.may_acknowledge():
+            for tp, offset in last.items():  # offsets only grow: the latest batch's cover the earlier ones'
+                self._deferred[tp] = max(offset, self._deferred.get(tp, -1))
+            if not self.pipeline.may_acknowledge():
+                return
+            last, self._deferred = self._deferred, {}
+        if not last:
+            return
         offsets = {tp: OffsetAndMetadata(offset + 1, "") for tp, offset in last.items()}
         try:
             await self.consumer.commit(offsets)

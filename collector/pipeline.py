@@ -56,6 +56,10 @@ class Position(NamedTuple):
     index: int = 0  # the event's place in its record: a record may be split across chunks
 
 
+def _always() -> bool:
+    return True
+
+
 class Observer(Protocol):
     """A consumer of stored events (the detector engine).
 
@@ -70,6 +74,12 @@ class Observer(Protocol):
                 replayed: frozenset[str]) -> None: ...
 
     def tick(self, now_s: float) -> None: ...
+
+    # Optional (looked up with getattr; an observer without them never holds a chunk):
+    # ``may_acknowledge() -> bool``: False while it holds stored chunks it has not observed yet and
+    # wants them read again after a crash, so the consumer commits nothing meanwhile;
+    # ``handover() -> None``: the consumer's partitions were revoked before such chunks were
+    # acknowledged; whoever owns the partitions next reads them again.
 
 
 class ChunkReady(NamedTuple):
@@ -242,6 +252,22 @@ class Pipeline:
         pending, self._unobserved = self._unobserved, []
         for item in pending:
             self._observe(*item)
+
+    def may_acknowledge(self) -> bool:
+        """False while an observer holds stored chunks it has not observed (their models' state
+        could not be loaded): their Kafka offsets must not be committed yet."""
+        return all(getattr(o, "may_acknowledge", _always)() for o in self.observers)
+
+    def handover(self) -> None:
+        """The consumer's partitions were revoked with chunks held and not acknowledged: the
+        observers let them go (the partitions' next owner reads them again)."""
+        for observer in self.observers:
+            handover = getattr(observer, "handover", None)
+            if handover is not None:
+                try:
+                    handover()
+                except Exception:  # noqa: BLE001 - a detector bug must not stop storage
+                    logger.exception("detector handover failed")
 
     def _observe(self, chunk: list[dict[str, Any]], positions: list[Position], skipped: frozenset[str]) -> None:
         for observer in self.observers:

@@ -57,6 +57,7 @@ class DetectorStage:
         self.held_events = 0
         self.held_values = 0  # feature values of the held events weighed so far (what they weigh in memory)
         self.held_max_values = held_max_values
+        self._gave_up = False  # chunks were given up since the hold began: commits go past the rest
         self.clock = clock
         self._retry_at = _NEVER
         self._retry_delay = 0.0
@@ -77,10 +78,12 @@ class DetectorStage:
         state's retries) is held, not skipped, and so is every chunk after it, in order: they
         are observed once the state loads (tried again at later chunks and ticks, backing off
         from 1 to 30 s). Held events past ``held_max_values`` feature values are given up,
-        oldest first, as are those still held at shutdown; both are counted
-        (``driftline_detector_events_unobserved_total``) and logged. Held chunks are stored
-        and acknowledged: a crash while they are held loses them for the detectors, not from
-        the store.
+        oldest first; both are counted (``driftline_detector_events_unobserved_total``) and
+        logged. While chunks are held and none was given up, :meth:`may_acknowledge` is False:
+        the consumer commits no offset, so a crash or a stop reads them again and the next
+        process observes them. Once some are given up, the rest are acknowledged with the
+        batches after them (the broker's memory must not wait on the store), and those still
+        held at shutdown are given up too.
         """
         self.held.append([events, positions, replayed, 0])
         self.held_events += len(events)
@@ -96,6 +99,7 @@ class DetectorStage:
                 self.held_values += entry[3]
         while len(self.held) > 1 and self.held_values > self.held_max_values:
             old = self._pop()
+            self._gave_up = True
             self.metrics.unobserved(len(old))
             log.error("%d stored events given up by the detectors: their models' state could not be loaded "
                       "and the events held meanwhile passed %d feature values", len(old), self.held_max_values)
@@ -126,11 +130,43 @@ class DetectorStage:
                             "tried again in %.0fs", type(exc).__name__, self.held_events, self._retry_delay,
                             exc_info=self._retry_delay <= 1.0)
                 return False
-            self._pop()
             self._retry_delay = 0.0
-            self.metrics.held(self.held_events)
-            self._observe(events, positions, replayed)
+            try:
+                self._observe(events, positions, replayed)
+            finally:  # taken out after it is observed: until then the consumer commits nothing
+                self._pop()
+                self.metrics.held(self.held_events)
+        self._gave_up = False
         return True
+
+    def may_acknowledge(self) -> bool:
+        """False while stored chunks are held and none was given up: their Kafka offsets, and any
+        after them, must not be committed yet (a crash would lose them for the detectors)."""
+        return not self.held or self._gave_up
+
+    def handover(self) -> None:
+        """The consumer's partitions were revoked: let the held chunks go. Unless some were given
+        up (their offsets were committed: they are counted given up), they were not acknowledged and
+        whoever owns the partitions next reads them again; their partitions are forgotten, so that
+        this process, if it gets them back, observes the replays past each model's saved position."""
+        if not self.held:
+            return
+        n = self.held_events
+        while self.held:
+            for pos in self.held[0][1]:
+                tp = (pos.topic, pos.partition)
+                self.tp_last.pop(tp, None)
+                self.catching_up.discard(tp)
+            self._pop()
+        self.metrics.held(0)
+        if self._gave_up:
+            self.metrics.unobserved(n)
+            log.error("%d stored events given up by the detectors at a rebalance: their models' state could "
+                      "not be loaded", n)
+        else:
+            log.warning("%d stored events held for the detectors left to the partitions' next owner (a rebalance; "
+                        "not acknowledged, so they are read again)", n)
+        self._gave_up = False
 
     def _observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Any],
                  replayed: frozenset[str]) -> None:
@@ -203,10 +239,14 @@ class DetectorStage:
             n = self.held_events
             while self.held:
                 self._pop()
-            self.metrics.unobserved(n)
             self.metrics.held(0)
-            log.error("%d stored events given up by the detectors at shutdown: their models' state could not "
-                      "be loaded", n)
+            if self._gave_up:
+                self.metrics.unobserved(n)
+                log.error("%d stored events given up by the detectors at shutdown: their models' state could "
+                          "not be loaded", n)
+            else:
+                log.warning("%d stored events held for the detectors at shutdown (their models' state could not be "
+                            "loaded); not acknowledged: they are read again at the next start", n)
         self.states.publish(self.engine.poll(_NEVER), check_owner=True)
 
 

@@ -107,11 +107,13 @@ def test_chunks_whose_state_cannot_be_loaded_are_held_then_observed_exactly_once
     assert _count(ch_client, "predictions", f"ho-{tag}") + _count(ch_client, "labels", f"ho-{tag}") \
         == _events_in(recs[:400]), "held events are stored (and acknowledged) meanwhile"
     assert _drift_rows(ch_client, f"ho-{tag}") == []
+    assert not pipeline.may_acknowledge(), "held chunks must not be committed: a crash would lose them"
 
     away.on = False
     now[0] = 7.0  # the next attempt is due: a tick observes what is held, with no new chunk
     pipeline.tick(time.time())
     assert reg.get_sample_value("driftline_detector_events_held") == 0 and away.calls == 4
+    assert pipeline.may_acknowledge()
     for i in range(400, len(recs), 40):
         pipeline.process(recs[i:i + 40])
     got, want = _drift_rows(ch_client, f"ho-{tag}"), _drift_rows(ch_client, f"st-{tag}")
@@ -123,7 +125,7 @@ def test_chunks_whose_state_cannot_be_loaded_are_held_then_observed_exactly_once
     assert "stored events held for the detectors" in caplog.text
 
 
-def test_held_events_past_the_limit_or_at_shutdown_are_given_up_and_counted(
+def test_held_events_past_the_limit_are_given_up_and_counted_and_the_rest_acknowledged(
         ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from prometheus_client import CollectorRegistry
 
@@ -140,8 +142,56 @@ def test_held_events_past_the_limit_or_at_shutdown_are_given_up_and_counted(
     given_up = reg.get_sample_value("driftline_detector_events_unobserved_total")
     assert held > 0 and given_up > 0 and held + given_up == _events_in(recs)
     assert stage.held_values <= stage.held_max_values
+    assert pipeline.may_acknowledge(), "past the limit the rest is acknowledged: the broker must not wait"
     assert away.on
     stage.close()  # the store still away: the rest is given up, and said
     assert reg.get_sample_value("driftline_detector_events_unobserved_total") == _events_in(recs)
     assert reg.get_sample_value("driftline_detector_events_held") == 0
     assert _drift_rows(ch_client, f"lim-{tag}") == []
+
+
+def test_held_events_at_a_stop_or_a_rebalance_stay_unacknowledged_and_are_observed_when_read_again(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Within the limit, held chunks are never acknowledged: a stop does not count them given up
+    (the next start reads them again), and after a rebalance (``handover``) the same records read
+    again -- replays now, all stored -- are observed: the rows equal a run without the outage."""
+    from prometheus_client import CollectorRegistry
+
+    tag = uuid.uuid4().hex[:6]
+    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
+    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
+        straight.process(recs[i:i + 40])
+
+    away = _StoreAway(monkeypatch)
+    reg = CollectorRegistry()
+    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
+    stage.states.retry_s = 0.0
+    recs = _records(tag, f"ho-{tag}")
+    for i in range(0, 400, 40):
+        pipeline.process(recs[i:i + 40])
+    assert reg.get_sample_value("driftline_detector_events_held") == _events_in(recs[:400])
+    assert not pipeline.may_acknowledge()
+
+    pipeline.handover()  # the partitions revoked: the held chunks go, to be read again
+    assert reg.get_sample_value("driftline_detector_events_held") == 0 and pipeline.may_acknowledge()
+    assert not reg.get_sample_value("driftline_detector_events_unobserved_total")
+    assert "left to the partitions' next owner" in caplog.text
+
+    away.on = False
+    for i in range(0, len(recs), 40):  # read again from the last commit: the first 400 are replays
+        pipeline.process(recs[i:i + 40])
+    assert _drift_rows(ch_client, f"ho-{tag}") == _drift_rows(ch_client, f"st-{tag}") != []
+
+    away.on = True
+    reg2 = CollectorRegistry()
+    pipeline2, stage2 = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg2)
+    stage2.states.retry_s = 0.0
+    more = _records(tag, f"stop-{tag}")[:120]
+    for i in range(0, len(more), 40):
+        pipeline2.process(more[i:i + 40])
+    assert reg2.get_sample_value("driftline_detector_events_held") == _events_in(more)
+    assert not pipeline2.may_acknowledge()
+    stage2.close()  # a stop with chunks held within the limit: not given up, read again at the next start
+    assert reg2.get_sample_value("driftline_detector_events_held") == 0
+    assert not reg2.get_sample_value("driftline_detector_events_unobserved_total")
+    assert "read again at the next start" in caplog.text
