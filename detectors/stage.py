@@ -120,7 +120,9 @@ class DetectorStage:
         while self.held:
             events, positions, replayed, _ = self.held[0]
             try:
-                chunk_models = self._prepare(events, positions)
+                # Tried again after a failure: one attempt, the back-off is the retry (the state's own
+                # 30 s of retries each time would keep the storage thread from storing meanwhile).
+                chunk_models = self._prepare(events, positions, retry_s=0.0 if self._retry_delay else None)
                 # idle models out before this chunk's joins are budgeted
                 self.states.park(keep=chunk_models)
             except Exception as exc:  # noqa: BLE001 - the state store: try again later, lose nothing
@@ -198,9 +200,10 @@ class DetectorStage:
         # Count windows closed while observing; time windows close on tick only.
         states.publish(self.engine.poll(_NEVER), check_owner=False)
 
-    def _prepare(self, events: Sequence[dict[str, Any]], positions: Sequence[Any]) -> set[str]:
-        """Note partitions that are new or jumped ahead; have their models (re)loaded; return the
-        chunk's models."""
+    def _prepare(self, events: Sequence[dict[str, Any]], positions: Sequence[Any], *,
+                 retry_s: float | None = None) -> set[str]:
+        """Note partitions that are new or jumped ahead; have their models (re)loaded (``retry_s``:
+        the state reads' retries, if not the state's own); return the chunk's models."""
         new: set[str] = set()
         models: set[str] = set()
         moved: set[str] = set()
@@ -219,7 +222,7 @@ class DetectorStage:
             models.add(model)
             if not self.states.loaded(model):
                 new.add(model)
-        self.states.refresh(new, moved)
+        self.states.refresh(new, moved, retry_s=retry_s)
         return models
 
     # -- time -----------------------------------------------------------------------------------

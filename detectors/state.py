@@ -113,30 +113,32 @@ class ModelStates:
         return self.engine.changed() | self._moved
 
     # -- loading --------------------------------------------------------------------------------
-    def refresh(self, new: Collection[str], moved: Collection[str]) -> None:
+    def refresh(self, new: Collection[str], moved: Collection[str], *, retry_s: float | None = None) -> None:
         """Add and load ``new`` models; reload ``moved`` ones (another process may have owned their
         source meanwhile) if their saved state is not the one we hold. Unsaved progress of our own
-        is kept."""
+        is kept. ``retry_s``: the reads' retries, if not :attr:`retry_s` (0: one attempt)."""
         stale = set(moved) - set(new) - self.unsaved()
         if stale:
-            latest = self._retry(lambda: sink.latest_seqs(self.client, sorted(stale)), "detector state check")
+            latest = self._retry(lambda: sink.latest_seqs(self.client, sorted(stale)), "detector state check",
+                                 retry_s)
             stale = {m for m in stale if latest.get(m, -1) != self._seq.get(m, -1)}
             for m in stale:
                 self._drop(m)
         if new or stale:
-            self._load(set(new) | stale)
+            self._load(set(new) | stale, retry_s)
 
     def _drop(self, model: str) -> None:
         self.engine.drop_model(model)
         self._moved.discard(model)
         self._events.pop(model, None)
 
-    def _load(self, models: set[str]) -> None:
+    def _load(self, models: set[str], retry_s: float | None = None) -> None:
         eng = self.engine
         for m in models:
             eng.ensure_model(eng.config.default_for(m))
         try:
-            records = self._retry(lambda: sink.load_records(self.client, sorted(models)), "detector state load")
+            records = self._retry(lambda: sink.load_records(self.client, sorted(models)), "detector state load",
+                                  retry_s)
         except Exception:
             self._loaded.difference_update(models)  # read at the next try, as new (a dropped one was loaded)
             raise
@@ -326,8 +328,8 @@ class ModelStates:
                              "tried again at the next save", model)
             return None
 
-    def _retry(self, fn: Callable[[], Any], what: str) -> Any:
-        deadline = time.monotonic() + self.retry_s
+    def _retry(self, fn: Callable[[], Any], what: str, retry_s: float | None = None) -> Any:
+        deadline = time.monotonic() + (self.retry_s if retry_s is None else retry_s)
         delay = 0.1
         while True:
             try:

@@ -195,3 +195,29 @@ def test_held_events_at_a_stop_or_a_rebalance_stay_unacknowledged_and_are_observ
     assert reg2.get_sample_value("driftline_detector_events_held") == 0
     assert not reg2.get_sample_value("driftline_detector_events_unobserved_total")
     assert "read again at the next start" in caplog.text
+
+
+def test_a_held_chunk_is_tried_again_with_one_read_not_the_states_retries(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load of a chunk's state retries (the store briefly away); once the chunk is held,
+    each later attempt is one read: the back-off is the retry, and the storage thread, which runs
+    the attempts, goes on storing instead of sitting in 30 s of retries every time."""
+    tag = uuid.uuid4().hex[:6]
+    away = _StoreAway(monkeypatch)
+    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
+    stage.states.retry_s = 2.0
+    stage.states.sleep = lambda s: None  # the retries' waits: not slept, the 2 s deadline ends them
+    now = [0.0]
+    stage.clock = lambda: now[0]
+    recs = _records(tag, f"one-{tag}")
+    pipeline.process(recs[:40])
+    first = away.calls
+    assert first > 1, "the first load retried"
+    for i in range(40, 400, 40):  # attempts due at 1, 3, 7 s: one read each
+        now[0] += 1.0
+        pipeline.process(recs[i:i + 40])
+    assert away.calls == first + 3
+    away.on = False
+    now[0] += 10.0
+    pipeline.process(recs[400:440])
+    assert stage.held_events == 0 and pipeline.may_acknowledge()
