@@ -40,6 +40,8 @@ class Recorder:
         self.hold = hold
         self.entered = threading.Event()
         self.prepared = 0
+        self.holding = False  # as a detector stage holding chunks whose state cannot be loaded
+        self.handovers = 0
         self._unobserved: list[RawRecord] = []
 
     def prepare(self, records: Sequence[RawRecord]) -> list[RawRecord]:
@@ -62,6 +64,12 @@ class Recorder:
     def observe_stored(self) -> None:
         self.observed += [(r.topic, r.partition, r.offset) for r in self._unobserved]
         self._unobserved = []
+
+    def may_acknowledge(self) -> bool:
+        return not self.holding
+
+    def handover(self) -> None:
+        self.handovers += 1
 
     def offsets(self) -> list[tuple[str, int, int]]:
         return sorted((r.topic, r.partition, r.offset) for b in self.batches for r in b)
@@ -137,6 +145,48 @@ def test_a_batch_is_committed_only_once_observed_and_a_backlog_is_observed_while
         produce(kafka_bootstrap, topics.predictions, "m", 10)
         asyncio.run(_run_until(BatchConsumer(settings, again, ex), lambda: len(again.observed) >= 10, 40))
     assert [o for _, _, o in again.offsets()] == list(range(3_000, 3_010))
+
+
+def test_nothing_is_committed_while_the_detectors_hold_stored_events(kafka_bootstrap: str) -> None:
+    """While the pipeline's observers hold stored chunks (``may_acknowledge`` False) no offset is
+    committed, through a stop: the next consumer of the group reads every record again. Once the
+    hold ends, the idle consumer commits everything stored meanwhile: a restart reads only what is
+    new."""
+    topics, settings = _fresh(kafka_bootstrap, 1_000, batch_size=300)
+    held = Recorder()
+    held.holding = True
+    commits: list[dict[Any, int]] = []
+    with ThreadPoolExecutor(1) as ex:
+        consumer = BatchConsumer(settings, held, ex, on_batch=lambda c, last: commits.append(dict(last)))
+        assert asyncio.run(_run_until(consumer, lambda: len(held.observed) >= 1_000))
+    assert len(held.observed) == 1_000 and commits == []
+
+    released = Recorder()
+    released.holding = True
+
+    async def main() -> None:
+        consumer = BatchConsumer(settings, released, ex, on_batch=lambda c, last: commits.append(dict(last)))
+        task = asyncio.create_task(consumer.run())
+        deadline = time.monotonic() + 60
+        while len(released.observed) < 1_000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        assert commits == []  # read again, all of them, and still held
+        released.holding = False  # the detectors observed what they held (a tick): the idle loop commits
+        while not commits and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        consumer.request_stop()
+        assert await asyncio.wait_for(task, 30) is True
+
+    with ThreadPoolExecutor(1) as ex:
+        asyncio.run(main())
+    assert sorted(released.observed) == held.offsets() and len(released.observed) == 1_000
+    assert [max(c.values()) for c in commits] == [999]
+    later = Recorder()
+    with ThreadPoolExecutor(1) as ex:
+        produce(kafka_bootstrap, topics.predictions, "m", 10)
+        asyncio.run(_run_until(BatchConsumer(settings, later, ex), lambda: len(later.observed) >= 10, 40))
+    assert [o for _, _, o in later.offsets()] == list(range(1_000, 1_010))
 
 
 def test_the_next_batch_is_prepared_while_one_is_being_stored(kafka_bootstrap: str) -> None:
