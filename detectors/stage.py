@@ -236,7 +236,8 @@ class DetectorStage:
         self.states.publish(self.engine.poll(now_s), check_owner=True)
 
     def close(self) -> None:
-        """At shutdown: observe what is held if its state loads now (else count it given up), and
+        """At shutdown: observe what is held if its state loads now (else leave it to be read again at
+        the next start; counted given up only if some were given up already, when commits went on), and
         save what is not saved yet. Open windows stay open (and in the state)."""
         if not self._release(force=True):
             n = self.held_events
@@ -269,8 +270,9 @@ class _StageMetrics:
                                  "Stored events waiting for their models' saved state to load before the "
                                  "detectors observe them", registry=registry)
         self.given_up = Counter("driftline_detector_events_unobserved_total",
-                                "Stored events the detectors never observed: held past the limit while their "
-                                "models' state could not be loaded, or still held at shutdown",
+                                "Stored events the detectors gave up: held past the limit while their models' "
+                                "state could not be loaded, and those still held when that stop or rebalance "
+                                "came (acknowledged by then)",
                                 registry=registry)
 
     def skipped(self, n: int) -> None:
