@@ -271,8 +271,8 @@ class _StageMetrics:
                                  "detectors observe them", registry=registry)
         self.given_up = Counter("driftline_detector_events_unobserved_total",
                                 "Stored events the detectors gave up: held past the limit while their models' "
-                                "state could not be loaded, and those still held when that stop or rebalance "
-                                "came (acknowledged by then)",
+                                "state could not be loaded, then any still held at a stop or a rebalance "
+                                "(acknowledged by then)",
                                 registry=registry)
 
     def skipped(self, n: int) -> None:
