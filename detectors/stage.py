@@ -32,6 +32,10 @@ _NEVER = float("-inf")
 log = logging.getLogger(__name__)
 #: feature values (plus one per event) the stage holds while models' state cannot be loaded: ~100 bytes each
 HELD_MAX_VALUES = 2_000_000
+#: seconds a hold keeps the consumer from committing: past them (or past HELD_MAX_VALUES) offsets are
+#: committed again, so that neither the broker's retention nor ``driftline up``'s stop, which waits for
+#: every record to be committed, waits on an outage of the detector state
+HELD_ACK_AFTER_S = 120.0
 
 
 class DetectorStage:
@@ -43,6 +47,7 @@ class DetectorStage:
 
     def __init__(self, states: ModelStates, *, registry: Any = None,
                  references: "ReferenceWatch | None" = None, held_max_values: int = HELD_MAX_VALUES,
+                 held_ack_after_s: float = HELD_ACK_AFTER_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.states = states
         self.references = references
@@ -57,7 +62,11 @@ class DetectorStage:
         self.held_events = 0
         self.held_values = 0  # feature values of the held events weighed so far (what they weigh in memory)
         self.held_max_values = held_max_values
-        self._gave_up = False  # chunks were given up since the hold began: commits go past the rest
+        self.held_ack_after_s = held_ack_after_s
+        self._held_since = _NEVER  # clock() when the current hold began
+        # the held chunks' offsets may be committed (some were given up, or the hold is too old): the
+        # rest are at risk, and given up and counted if still held at a stop or a rebalance
+        self._acked = False
         self.clock = clock
         self._retry_at = _NEVER
         self._retry_delay = 0.0
@@ -79,12 +88,15 @@ class DetectorStage:
         are observed once the state loads (tried again at later chunks and ticks, backing off
         from 1 to 30 s). Held events past ``held_max_values`` feature values are given up,
         oldest first; both are counted (``driftline_detector_events_unobserved_total``) and
-        logged. While chunks are held and none was given up, :meth:`may_acknowledge` is False:
-        the consumer commits no offset, so a crash or a stop reads them again and the next
-        process observes them. Once some are given up, the rest are acknowledged with the
-        batches after them (the broker's memory must not wait on the store), and those still
-        held at shutdown are given up too.
+        logged. While chunks are held, none was given up and the hold is younger than
+        ``held_ack_after_s``, :meth:`may_acknowledge` is False: the consumer commits no offset,
+        so a crash or a stop reads them again and the next process observes them. After that,
+        the rest are acknowledged with the batches after them (neither the broker nor ``up``'s
+        stop may wait on the state store) and are still observed once the state loads; those
+        still held at a stop or a rebalance are then given up and counted.
         """
+        if not self.held:
+            self._held_since, self._acked = self.clock(), False
         self.held.append([events, positions, replayed, 0])
         self.held_events += len(events)
         if not self._release():
@@ -99,7 +111,7 @@ class DetectorStage:
                 self.held_values += entry[3]
         while len(self.held) > 1 and self.held_values > self.held_max_values:
             old = self._pop()
-            self._gave_up = True
+            self._acked = True
             self.metrics.unobserved(len(old))
             log.error("%d stored events given up by the detectors: their models' state could not be loaded "
                       "and the events held meanwhile passed %d feature values", len(old), self.held_max_values)
@@ -138,17 +150,23 @@ class DetectorStage:
             finally:  # taken out after it is observed: until then the consumer commits nothing
                 self._pop()
                 self.metrics.held(self.held_events)
-        self._gave_up = False
+        self._acked = False
         return True
 
     def may_acknowledge(self) -> bool:
-        """False while stored chunks are held and none was given up: their Kafka offsets, and any
-        after them, must not be committed yet (a crash would lose them for the detectors)."""
-        return not self.held or self._gave_up
+        """False while stored chunks are held, none was given up and the hold is younger than
+        ``held_ack_after_s``: their Kafka offsets, and any after them, must not be committed yet (a
+        crash would lose them for the detectors)."""
+        if self.held and not self._acked and self.clock() - self._held_since > self.held_ack_after_s:
+            self._acked = True
+            log.warning("%d stored events held for the detectors for over %.0fs: their Kafka offsets are committed "
+                        "now; they are still observed once their state loads, unless the collector stops first",
+                        self.held_events, self.held_ack_after_s)
+        return not self.held or self._acked
 
     def handover(self) -> None:
-        """The consumer's partitions were revoked: let the held chunks go. Unless some were given
-        up (their offsets were committed: they are counted given up), they were not acknowledged and
+        """The consumer's partitions were revoked: let the held chunks go. Unless their offsets were
+        committed (some given up, or the hold too old: then they are counted given up), they were not acknowledged and
         whoever owns the partitions next reads them again; their partitions are forgotten, so that
         this process, if it gets them back, observes the replays past each model's saved position."""
         if not self.held:
@@ -161,14 +179,15 @@ class DetectorStage:
                 self.catching_up.discard(tp)
             self._pop()
         self.metrics.held(0)
-        if self._gave_up:
+        self._retry_at, self._retry_delay = _NEVER, 0.0  # what comes next is a new hold, if any
+        if self._acked:
             self.metrics.unobserved(n)
             log.error("%d stored events given up by the detectors at a rebalance: their models' state could "
                       "not be loaded", n)
         else:
             log.warning("%d stored events held for the detectors left to the partitions' next owner (a rebalance; "
                         "not acknowledged, so they are read again)", n)
-        self._gave_up = False
+        self._acked = False
 
     def _observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Any],
                  replayed: frozenset[str]) -> None:
@@ -237,14 +256,14 @@ class DetectorStage:
 
     def close(self) -> None:
         """At shutdown: observe what is held if its state loads now (else leave it to be read again at
-        the next start; counted given up only if some were given up already, when commits went on), and
+        the next start; counted given up if their offsets were committed, see :meth:`may_acknowledge`), and
         save what is not saved yet. Open windows stay open (and in the state)."""
         if not self._release(force=True):
             n = self.held_events
             while self.held:
                 self._pop()
             self.metrics.held(0)
-            if self._gave_up:
+            if self._acked:
                 self.metrics.unobserved(n)
                 log.error("%d stored events given up by the detectors at shutdown: their models' state could "
                           "not be loaded", n)

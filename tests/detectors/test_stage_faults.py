@@ -221,3 +221,44 @@ def test_a_held_chunk_is_tried_again_with_one_read_not_the_states_retries(
     now[0] += 10.0
     pipeline.process(recs[400:440])
     assert stage.held_events == 0 and pipeline.may_acknowledge()
+
+
+def test_a_hold_older_than_its_bound_is_acknowledged_then_observed_or_given_up_at_a_stop(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Commits wait for a hold at most ``held_ack_after_s``: `driftline up`'s stop waits for every
+    record to be committed, and the broker's retention too. Past it the held events are still
+    observed once the state loads; still held at a stop, they are given up and counted."""
+    from prometheus_client import CollectorRegistry
+
+    tag = uuid.uuid4().hex[:6]
+    away = _StoreAway(monkeypatch)
+    now = [0.0]
+    runs = []
+    for name in ("late", "stop"):
+        reg = CollectorRegistry()
+        pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
+        stage.states.retry_s = 0.0
+        stage.clock = lambda: now[0]
+        stage.held_ack_after_s = 120.0
+        recs = _records(tag, f"{name}-{tag}")
+        for i in range(0, 200, 40):
+            pipeline.process(recs[i:i + 40])
+        assert not pipeline.may_acknowledge()
+        runs.append((reg, pipeline, stage, recs))
+    now[0] += 119.0
+    assert not any(p.may_acknowledge() for _, p, _, _ in runs)
+    now[0] += 2.0
+    assert all(p.may_acknowledge() for _, p, _, _ in runs)
+    assert "their Kafka offsets are committed now" in caplog.text
+
+    (reg, pipeline, stage, recs), (reg2, _, stage2, recs2) = runs
+    stage2.close()  # still held at a stop, acknowledged: given up and counted
+    assert reg2.get_sample_value("driftline_detector_events_unobserved_total") == _events_in(recs2[:200])
+    away.on = False
+    now[0] += 60.0
+    pipeline.process(recs[200:240])  # the state loads: what was held is observed, nothing given up
+    assert reg.get_sample_value("driftline_detector_events_held") == 0
+    assert not reg.get_sample_value("driftline_detector_events_unobserved_total")
+    observed = sum(s.value for m in reg.collect() for s in m.samples
+                   if s.name == "driftline_detector_events_total" and s.labels.get("model") == f"late-{tag}")
+    assert observed == _events_in(recs[:240])
