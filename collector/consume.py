@@ -198,8 +198,9 @@ class BatchConsumer:
             left = deadline - time.monotonic()
             if left <= 0:
                 storing = self._in_flight is not None and not self._in_flight[0].done()
-                if not storing and (records or self._in_flight is not None or self._unobserved is not None):
-                    break  # hand over what came, or (nothing new) let the stored batch be observed and committed
+                if not storing and (records or self._in_flight is not None or self._unobserved is not None
+                                    or self._deferred):
+                    break  # hand over what came, or (nothing new) let the stored batches be observed and committed
                 # Still storing the previous batch: keep filling; idle: wait (getmany returns early).
                 left = FILL_POLL_S if storing else IDLE_WAIT_S
             got = await self.consumer.getmany(timeout_ms=max(1, int(left * 1000)),
