@@ -166,27 +166,35 @@ class DetectorStage:
 
     def handover(self) -> None:
         """The consumer's partitions were revoked: let the held chunks go. Unless their offsets were
-        committed (some given up, or the hold too old: then they are counted given up), they were not acknowledged and
-        whoever owns the partitions next reads them again; their partitions are forgotten, so that
-        this process, if it gets them back, observes the replays past each model's saved position."""
+        committed (some given up, or the hold too old: then they are counted given up), they were
+        not acknowledged and whoever owns the partitions next reads them again; their partitions are
+        forgotten, so that this process, if it gets them back, observes the replays past each
+        model's saved position."""
+        for entry in self.held:
+            for pos in entry[1]:
+                tp = (pos.topic, pos.partition)
+                self.tp_last.pop(tp, None)
+                self.catching_up.discard(tp)
+        self._retry_at, self._retry_delay = _NEVER, 0.0  # what comes next is a new hold, if any
+        self._let_go("at a rebalance", "left to the partitions' next owner (a rebalance; not acknowledged, so "
+                     "they are read again)")
+
+    def _let_go(self, when: str, unacknowledged: str) -> None:
+        """Drop every held chunk: given up and counted if its offsets may have been committed
+        (:meth:`may_acknowledge`), else said to be read again (``unacknowledged``, how)."""
         if not self.held:
             return
         n = self.held_events
         while self.held:
-            for pos in self.held[0][1]:
-                tp = (pos.topic, pos.partition)
-                self.tp_last.pop(tp, None)
-                self.catching_up.discard(tp)
             self._pop()
         self.metrics.held(0)
-        self._retry_at, self._retry_delay = _NEVER, 0.0  # what comes next is a new hold, if any
         if self._acked:
             self.metrics.unobserved(n)
-            log.error("%d stored events given up by the detectors at a rebalance: their models' state could "
-                      "not be loaded", n)
+            log.error("%d stored events given up by the detectors %s: their models' state could not be loaded",
+                      n, when)
         else:
-            log.warning("%d stored events held for the detectors left to the partitions' next owner (a rebalance; "
-                        "not acknowledged, so they are read again)", n)
+            log.warning("%d stored events held for the detectors (their models' state could not be loaded) %s",
+                        n, unacknowledged)
         self._acked = False
 
     def _observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Any],
@@ -259,17 +267,7 @@ class DetectorStage:
         the next start; counted given up if their offsets were committed, see :meth:`may_acknowledge`), and
         save what is not saved yet. Open windows stay open (and in the state)."""
         if not self._release(force=True):
-            n = self.held_events
-            while self.held:
-                self._pop()
-            self.metrics.held(0)
-            if self._acked:
-                self.metrics.unobserved(n)
-                log.error("%d stored events given up by the detectors at shutdown: their models' state could "
-                          "not be loaded", n)
-            else:
-                log.warning("%d stored events held for the detectors at shutdown (their models' state could not be "
-                            "loaded); not acknowledged: they are read again at the next start", n)
+            self._let_go("at shutdown", "at shutdown, not acknowledged: they are read again at the next start")
         self.states.publish(self.engine.poll(_NEVER), check_owner=True)
 
 

@@ -78,23 +78,29 @@ class _StoreAway:
         monkeypatch.setattr(sink, "load_records", load_records)
 
 
-def test_chunks_whose_state_cannot_be_loaded_are_held_then_observed_exactly_once(
-        ch_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """The store away when a model's first chunk comes: its saved state cannot be read. That chunk
-    and the ones after it used to be skipped by the detectors ("detector failed on a batch") while
-    stored; now they are held, tried again with a back-off, and observed in order once the state
-    loads: the drift and performance rows equal those of a run without the outage."""
+def _outage_after_a_straight_run(ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
+    """A run without faults of model ``st-{tag}`` stored, then the store away and a stage (metrics
+    in ``reg``, no state retries) to run ``ho-{tag}`` through: (tag, away, reg, pipeline, stage)."""
     from prometheus_client import CollectorRegistry
 
     tag = uuid.uuid4().hex[:6]
     straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
     for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
         straight.process(recs[i:i + 40])
-
     away = _StoreAway(monkeypatch)
     reg = CollectorRegistry()
     pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
     stage.states.retry_s = 0.0
+    return tag, away, reg, pipeline, stage
+
+
+def test_chunks_whose_state_cannot_be_loaded_are_held_then_observed_exactly_once(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The store away when a model's first chunk comes: its saved state cannot be read. That chunk
+    and the ones after it used to be skipped by the detectors ("detector failed on a batch") while
+    stored; now they are held, tried again with a back-off, and observed in order once the state
+    loads: the drift and performance rows equal those of a run without the outage."""
+    tag, away, reg, pipeline, stage = _outage_after_a_straight_run(ch_client, monkeypatch)
     now = [0.0]
     stage.clock = lambda: now[0]
     recs = _records(tag, f"ho-{tag}")
@@ -157,15 +163,7 @@ def test_held_events_at_a_stop_or_a_rebalance_stay_unacknowledged_and_are_observ
     again -- replays now, all stored -- are observed: the rows equal a run without the outage."""
     from prometheus_client import CollectorRegistry
 
-    tag = uuid.uuid4().hex[:6]
-    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
-    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
-        straight.process(recs[i:i + 40])
-
-    away = _StoreAway(monkeypatch)
-    reg = CollectorRegistry()
-    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
-    stage.states.retry_s = 0.0
+    tag, away, reg, pipeline, stage = _outage_after_a_straight_run(ch_client, monkeypatch)
     recs = _records(tag, f"ho-{tag}")
     for i in range(0, 400, 40):
         pipeline.process(recs[i:i + 40])
