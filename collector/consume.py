@@ -97,8 +97,8 @@ class BatchConsumer:
         self._failed = False
         self._in_flight: tuple[asyncio.Future[Any], dict[Any, int]] | None = None
         self._unobserved: dict[Any, int] | None = None  # last offsets of a stored batch not yet observed
-        # Last offsets of stored batches not committed because the detectors hold some of their
-        # events (``Pipeline.may_acknowledge``): committed with the first batch after the hold ends.
+        # Last offsets of stored, observed batches to commit; they wait here while the detectors hold
+        # some of their events (``Pipeline.may_acknowledge``) and go with the first commit after.
         self._deferred: dict[Any, int] = {}
         self._settle_lock = asyncio.Lock()
         self._generation = 0  # rebalances seen (on_partitions_revoked)
@@ -266,14 +266,11 @@ class BatchConsumer:
     async def _commit(self, last: dict[Any, int]) -> None:
         from aiokafka.structs import OffsetAndMetadata
 
-        if self._deferred or not self.pipeline.may_acknowledge():
-            for tp, offset in last.items():  # offsets only grow: the latest batch's cover the earlier ones'
-                self._deferred[tp] = max(offset, self._deferred.get(tp, -1))
-            if not self.pipeline.may_acknowledge():
-                return
-            last, self._deferred = self._deferred, {}
-        if not last:
+        for tp, offset in last.items():  # offsets only grow: the latest batch's cover the earlier ones'
+            self._deferred[tp] = max(offset, self._deferred.get(tp, -1))
+        if not self._deferred or not self.pipeline.may_acknowledge():
             return
+        last, self._deferred = self._deferred, {}
         offsets = {tp: OffsetAndMetadata(offset + 1, "") for tp, offset in last.items()}
         try:
             await self.consumer.commit(offsets)

@@ -64,8 +64,9 @@ class DetectorStage:
         self.held_max_values = held_max_values
         self.held_ack_after_s = held_ack_after_s
         self._held_since = _NEVER  # clock() when the current hold began
-        # the held chunks' offsets may be committed (some were given up, or the hold is too old): the
-        # rest are at risk, and given up and counted if still held at a stop or a rebalance
+        # the current hold's offsets may be committed (some were given up, or the hold is too old): the
+        # rest are at risk, and given up and counted if still held at a stop or a rebalance; reset
+        # when a hold begins
         self._acked = False
         self.clock = clock
         self._retry_at = _NEVER
@@ -150,7 +151,6 @@ class DetectorStage:
             finally:  # taken out after it is observed: until then the consumer commits nothing
                 self._pop()
                 self.metrics.held(self.held_events)
-        self._acked = False
         return True
 
     def may_acknowledge(self) -> bool:
@@ -195,7 +195,6 @@ class DetectorStage:
         else:
             log.warning("%d stored events held for the detectors (their models' state could not be loaded) %s",
                         n, unacknowledged)
-        self._acked = False
 
     def _observe(self, events: Sequence[dict[str, Any]], positions: Sequence[Any],
                  replayed: frozenset[str]) -> None:
