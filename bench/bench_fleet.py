@@ -162,6 +162,12 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         took = time.perf_counter() - t0
         _wait_idle(pids["collector"])  # ... and the measured events' detector work is theirs
         cpu = {r: _cpu_s(pids[r]) - cpu0[r] for r in cpu0}
+        now = processes(proc.pid)
+        moved = [r for r in cpu0 if now.get(r) != pids[r]]
+        if moved:  # a restarted process's CPU was not counted: the figures would be wrong, not just noisy
+            raise RuntimeError(f"the {' and '.join(moved)} restarted during the measured phase (see {tmp / 'data'}): "
+                               "its CPU cannot be measured; at high volumes the embedded broker's rotation does "
+                               "that, so measure fewer events")
         series, m1 = _metrics(ports["metrics"])
 
         def grew(name: str) -> float:

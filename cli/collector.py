@@ -24,7 +24,9 @@ def _collector(args: argparse.Namespace) -> int:
                                feature_detail_top=settings.feature_detail_top,
                                memory_budget_mb=settings.detector_memory_budget_mb,
                                park_after_s=settings.detector_park_after_s,
-                               reference_poll_s=settings.reference_poll_s)
+                               reference_poll_s=settings.reference_poll_s,
+                               held_ack_after_s=settings.detector_held_ack_after_s,
+                               state_retry_s=settings.detector_state_retry_s)
 
     run_collector(settings, observers=observers)
     return 0

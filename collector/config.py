@@ -34,6 +34,8 @@ ENV_VARS = {
     "DRIFTLINE_FEATURE_DETAIL_TOP": "feature_detail_top",
     "DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB": "detector_memory_budget_mb",
     "DRIFTLINE_DETECTOR_PARK_AFTER_S": "detector_park_after_s",
+    "DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "detector_held_ack_after_s",
+    "DRIFTLINE_DETECTOR_STATE_RETRY_S": "detector_state_retry_s",
     "DRIFTLINE_REFERENCE_POLL_S": "reference_poll_s",
     "DRIFTLINE_MEMORY_PROBE_DIR": "memory_probe_dir",
     "DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "memory_probe_interval_s",
@@ -79,6 +81,15 @@ class CollectorSettings:
     detector_memory_budget_mb: float = 512.0
     # A model with no event for this long may be unloaded when the budget is over.
     detector_park_after_s: float = 300.0
+    # How long a failed read or write of the detectors' saved state (driftline.detector_state) is
+    # retried before the chunk is held (a read) or the save is left for the next one (a write).
+    detector_state_retry_s: float = 30.0
+    # Stored events whose models' detector state cannot be loaded (the state store away) are held
+    # for the detectors and their Kafka offsets not committed, so a crash reads them again. After
+    # this long a hold no longer keeps offsets back (neither the broker's retention nor `up`'s stop
+    # waits on the outage): the events are still observed if the state loads before a stop or a
+    # rebalance, else given up and counted (driftline_detector_events_unobserved_total).
+    detector_held_ack_after_s: float = 120.0
     # How often references stored while the collector runs (`driftline reference set`) are picked
     # up: one light query of when each was saved, the profile loaded only when it changed.
     reference_poll_s: float = 10.0
@@ -94,6 +105,10 @@ class CollectorSettings:
             raise ConfigError("detector_memory_budget_mb must be > 0 (DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB)")
         if not self.detector_park_after_s >= 0:
             raise ConfigError("detector_park_after_s must be >= 0 (DRIFTLINE_DETECTOR_PARK_AFTER_S)")
+        if not self.detector_state_retry_s >= 0:
+            raise ConfigError("detector_state_retry_s must be >= 0 (DRIFTLINE_DETECTOR_STATE_RETRY_S)")
+        if not self.detector_held_ack_after_s > 0:
+            raise ConfigError("detector_held_ack_after_s must be > 0 (DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S)")
         if not self.reference_poll_s > 0:
             raise ConfigError("reference_poll_s must be > 0 (DRIFTLINE_REFERENCE_POLL_S)")
         if not self.memory_probe_interval_s > 0:

@@ -24,9 +24,9 @@ The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py)
   not observe (their models' saved state could not be read), no offset is committed: a crash
   then reads them again, and the detectors observe them after the restart. Commits resume, up to
   the latest stored batch, once the held chunks are observed, or once the stage lets them be
-  acknowledged (a hold older than 2 minutes, or some given up past its memory limit: from then on
-  the rest are at risk). A rebalance meanwhile leaves unacknowledged ones to the partitions' next
-  owner (``Pipeline.handover``).
+  acknowledged (a hold older than ``detector_held_ack_after_s``, 2 minutes, or some given up
+  past its memory limit: from then on the rest are at risk). A rebalance meanwhile leaves
+  unacknowledged ones to the partitions' next owner (``Pipeline.handover``).
 * **Batches** hold at most ``batch_size`` records and about ``BATCH_MAX_BYTES`` of record values (one
   fetch more at most), or what arrived within ``batch_timeout_s``; while the previous batch is
   still being stored the next one keeps filling, so a slow store gets larger batches.

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+#: the detector stage's gauge of stored events it holds unacknowledged (``detectors/stage.py``),
+#: which ``driftline up``'s stop reads to say why records are not committed yet
+HELD_GAUGE = "driftline_detector_events_held"
+
 
 class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:

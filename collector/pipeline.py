@@ -255,7 +255,8 @@ class Pipeline:
 
     def may_acknowledge(self) -> bool:
         """False while an observer holds stored chunks it has not observed (their models' state
-        could not be loaded): their Kafka offsets must not be committed yet."""
+        could not be loaded), or could not write what it made of observed ones: their Kafka offsets
+        must not be committed yet."""
         return all(getattr(o, "may_acknowledge", _always)() for o in self.observers)
 
     def handover(self) -> None:

@@ -24,6 +24,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from driftline.collector.config import CollectorSettings
+from driftline.collector.metrics import HELD_GAUGE
 from driftline.detectors.config import DetectorsConfig, load_config
 from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.state import ModelStates, Source
@@ -32,10 +34,8 @@ _NEVER = float("-inf")
 log = logging.getLogger(__name__)
 #: feature values (plus one per event) the stage holds while models' state cannot be loaded: ~100 bytes each
 HELD_MAX_VALUES = 2_000_000
-#: seconds a hold keeps the consumer from committing: past them (or past HELD_MAX_VALUES) offsets are
-#: committed again, so that neither the broker's retention nor ``driftline up``'s stop, which waits for
-#: every record to be committed, waits on an outage of the detector state
-HELD_ACK_AFTER_S = 120.0
+#: the defaults of the settings handed down here live in the collector's settings (one home)
+_SETTINGS = CollectorSettings
 
 
 class DetectorStage:
@@ -47,7 +47,7 @@ class DetectorStage:
 
     def __init__(self, states: ModelStates, *, registry: Any = None,
                  references: "ReferenceWatch | None" = None, held_max_values: int = HELD_MAX_VALUES,
-                 held_ack_after_s: float = HELD_ACK_AFTER_S,
+                 held_ack_after_s: float = _SETTINGS.detector_held_ack_after_s,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.states = states
         self.references = references
@@ -68,6 +68,7 @@ class DetectorStage:
         # rest are at risk, and given up and counted if still held at a stop or a rebalance; reset
         # when a hold begins
         self._acked = False
+        self._failing_acked: float | None = None  # the failing_since whose bound has passed (logged once)
         self.clock = clock
         self._retry_at = _NEVER
         self._retry_delay = 0.0
@@ -156,13 +157,41 @@ class DetectorStage:
     def may_acknowledge(self) -> bool:
         """False while stored chunks are held, none was given up and the hold is younger than
         ``held_ack_after_s``: their Kafka offsets, and any after them, must not be committed yet (a
-        crash would lose them for the detectors)."""
+        crash would lose them for the detectors). Likewise while the detectors' output (drift rows,
+        state) of events already observed could not be written, for at most ``held_ack_after_s``
+        from the first failure: a crash then reads them again and the next process observes them
+        past each model's saved position."""
         if self.held and not self._acked and self.clock() - self._held_since > self.held_ack_after_s:
             self._acked = True
             log.warning("%d stored events held for the detectors for over %.0fs: their Kafka offsets are committed "
                         "now; they are still observed once their state loads, unless the collector stops first",
                         self.held_events, self.held_ack_after_s)
+        failing = self.states.failing_since
+        if failing is not None:
+            if self.states.clock() - failing <= self.held_ack_after_s:
+                return False  # observed events whose state is not saved yet: a crash must read them again
+            if self._failing_acked != failing:
+                self._failing_acked = failing
+                log.warning("the detectors' output could not be written for over %.0fs: Kafka offsets are committed "
+                            "now; what is kept in memory is written once the store takes it, unless the collector "
+                            "stops or crashes first", self.held_ack_after_s)
         return not self.held or self._acked
+
+    def _publish(self, rows: list[Any], *, check_owner: bool) -> bool:
+        """``states.publish``; a store failure (past the state's retries) is logged, not raised:
+        what was not written is kept and written by the next publish (:meth:`ModelStates.publish`),
+        and :meth:`may_acknowledge` holds commits back meanwhile. True if it was all written."""
+        first = self.states.failing_since is None
+        try:
+            self.states.publish(rows, check_owner=check_owner)
+        except Exception as exc:  # noqa: BLE001 - the store: kept, written later, lose nothing
+            log.warning("the detectors' output could not be written (%s: %s): drift rows and state are kept in "
+                        "memory and written with the next save; Kafka offsets are not committed meanwhile (for "
+                        "at most %.0fs)", type(exc).__name__, exc, self.held_ack_after_s, exc_info=first)
+            return False
+        if not first:
+            log.info("the detectors' output was written again")
+        return True
 
     def handover(self) -> None:
         """The consumer's partitions were revoked: let the held chunks go. Unless their offsets were
@@ -224,7 +253,7 @@ class DetectorStage:
         if skipped:
             self.metrics.skipped(skipped)
         # Count windows closed while observing; time windows close on tick only.
-        states.publish(self.engine.poll(_NEVER), check_owner=False)
+        self._publish(self.engine.poll(_NEVER), check_owner=False)
 
     def _prepare(self, events: Sequence[dict[str, Any]], positions: Sequence[Any], *,
                  retry_s: float | None = None) -> set[str]:
@@ -259,7 +288,7 @@ class DetectorStage:
             self.references.poll(now_s)
         if not self._release():
             return  # a time window must not close without the held events that fall in it
-        self.states.publish(self.engine.poll(now_s), check_owner=True)
+        self._publish(self.engine.poll(now_s), check_owner=True)
 
     def close(self) -> None:
         """At shutdown: observe what is held if its state loads now (else leave it to be read again at
@@ -267,7 +296,7 @@ class DetectorStage:
         save what is not saved yet. Open windows stay open (and in the state)."""
         if not self._release(force=True):
             self._let_go("at shutdown", "at shutdown, not acknowledged: they are read again at the next start")
-        self.states.publish(self.engine.poll(_NEVER), check_owner=True)
+        self._publish(self.engine.poll(_NEVER), check_owner=True)
 
 
 class _StageMetrics:
@@ -282,7 +311,7 @@ class _StageMetrics:
         self.replays = Counter("driftline_detector_replays_skipped_total",
                                "Stored events not observed again (seen before a crash or a rebalance)",
                                registry=registry)
-        self.held_events = Gauge("driftline_detector_events_held",
+        self.held_events = Gauge(HELD_GAUGE,
                                  "Stored events waiting for their models' saved state to load before the "
                                  "detectors observe them", registry=registry)
         self.given_up = Counter("driftline_detector_events_unobserved_total",
@@ -362,27 +391,35 @@ class ReferenceWatch:
 
 def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
                 feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
-                park_after_s: float = 300.0, reference_poll_s: float = 10.0) -> DetectorStage:
+                park_after_s: float = _SETTINGS.detector_park_after_s,
+                reference_poll_s: float = _SETTINGS.reference_poll_s,
+                held_ack_after_s: float = _SETTINGS.detector_held_ack_after_s,
+                state_retry_s: float = _SETTINGS.detector_state_retry_s) -> DetectorStage:
     """Load stored references and return the stage. The store is already migrated: the process's
     entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start.
     ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`;
     ``memory_budget_mb``: the detectors' state and pending joins of all models together
     (``detector_memory_budget_mb``); ``park_after_s``: idle time before a model may be unloaded
     under it (``detector_park_after_s``); ``reference_poll_s``: how often references stored
-    meanwhile are picked up (:class:`ReferenceWatch`)."""
+    meanwhile are picked up (:class:`ReferenceWatch`); ``held_ack_after_s``: how long a hold keeps
+    the consumer from committing (``detector_held_ack_after_s``, see :meth:`DetectorStage.observe`);
+    ``state_retry_s``: how long the saved state's reads and writes are retried (``detector_state_retry_s``)."""
     from driftline.detectors.reference_store import ReferenceStore
 
     engine = DetectorEngine(config, registry=registry, feature_detail_top=feature_detail_top,
                             memory_budget_mb=memory_budget_mb)
     watch = ReferenceWatch(ReferenceStore(client), engine, interval_s=reference_poll_s)
     watch.load()
-    states = ModelStates(engine, client, registry=registry, park_after_s=park_after_s)
-    return DetectorStage(states, registry=registry, references=watch)
+    states = ModelStates(engine, client, registry=registry, park_after_s=park_after_s, retry_s=state_retry_s)
+    return DetectorStage(states, registry=registry, references=watch, held_ack_after_s=held_ack_after_s)
 
 
 def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None,
                     feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
-                    park_after_s: float = 300.0, reference_poll_s: float = 10.0) -> list[DetectorStage]:
+                    park_after_s: float = _SETTINGS.detector_park_after_s,
+                    reference_poll_s: float = _SETTINGS.reference_poll_s,
+                    held_ack_after_s: float = _SETTINGS.detector_held_ack_after_s,
+                    state_retry_s: float = _SETTINGS.detector_state_retry_s) -> list[DetectorStage]:
     """The collector's observers: the detector stage, always on.
 
     ``detectors_config`` names a YAML file (one document per model, ``---`` between them,
@@ -393,4 +430,5 @@ def build_observers(detectors_config: Path | None, client: Any, *, registry: Any
     config = load_config(detectors_config) if detectors_config is not None else DetectorsConfig()
     return [build_stage(config, client, registry=registry, feature_detail_top=feature_detail_top,
                         memory_budget_mb=memory_budget_mb, park_after_s=park_after_s,
-                        reference_poll_s=reference_poll_s)]
+                        reference_poll_s=reference_poll_s, held_ack_after_s=held_ack_after_s,
+                        state_retry_s=state_retry_s)]

@@ -35,6 +35,7 @@ import logging
 import time
 from typing import Any, Callable, Collection, Sequence
 
+from driftline.collector.config import CollectorSettings
 from driftline.detectors import sink
 from driftline.detectors.base import MetricRow
 from driftline.detectors.engine import DetectorEngine
@@ -45,6 +46,8 @@ __all__ = ["ModelStates", "RING", "EVENTS_PER_STATE", "Position", "Source"]
 logger = logging.getLogger(__name__)
 
 RING = 64  # delta slots per model
+#: drift_metrics rows (and estimates) kept while the store refuses them, ~200 bytes each
+UNWRITTEN_MAX_ROWS = 200_000
 #: a state delta is saved (instead of events) once this many events are recorded since the last
 #: one: bounds what a load observes again
 EVENTS_PER_STATE = 500
@@ -65,8 +68,10 @@ class ModelStates:
     memory after a save (:meth:`park`).
     """
 
-    def __init__(self, engine: DetectorEngine, client: Any, *, registry: Any = None, retry_s: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep, park_after_s: float = 300.0,
+    def __init__(self, engine: DetectorEngine, client: Any, *, registry: Any = None,
+                 retry_s: float = CollectorSettings.detector_state_retry_s,
+                 sleep: Callable[[float], None] = time.sleep,
+                 park_after_s: float = CollectorSettings.detector_park_after_s,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.client = client
@@ -85,6 +90,12 @@ class ModelStates:
         self._events: dict[str, list[Any]] = {}  # observed since the last save, per model
         self._journaled: dict[str, int] = {}  # events saved as events since the last state record
         self._last_saved_at = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+        # clock() of the first publish that failed since the last one that completed: meanwhile
+        # observed events may be in memory only (their state unsaved), so their offsets wait
+        self.failing_since: float | None = None
+        # rows and estimates a failed publish could not write: written first by the next one
+        self._unwritten_rows: list[MetricRow] = []
+        self._unwritten_estimates: list[Any] = []
         self.metrics = _StateMetrics(registry)
 
     # -- positions ------------------------------------------------------------------------------
@@ -195,28 +206,60 @@ class ModelStates:
         another process saved one since our last save, its source moved; forget it and its rows,
         never overwrite. A crash between the write and the save re-emits the same windows after
         the replay: ``drift_metrics`` is a ReplacingMergeTree ordered by window.
+
+        When the store fails past the retries, the error is raised, and what was not written is
+        kept: the rows and estimates (written first by the next publish, the oldest dropped past
+        ``UNWRITTEN_MAX_ROWS``) and the models' unsaved progress. :attr:`failing_since` says since
+        when, until a publish completes.
         """
-        dirty = sorted(self.unsaved())
-        lost: set[str] = set()
-        if check_owner and dirty:
-            latest = self._retry(lambda: sink.latest_seqs(self.client, dirty), "detector state check")
-            lost = {m for m in dirty if latest.get(m, -1) > self._seq.get(m, -1)}
-            if lost:
-                logger.info("detector state of %d model(s) now owned by another collector", len(lost))
-                for m in lost:
-                    self._drop(m)
-                    self._loaded.discard(m)
-                    self._active.pop(m, None)
-                rows = [r for r in rows if r.model not in lost]
-                dirty = [m for m in dirty if m not in lost]
-        if rows:
-            self._retry(lambda: sink.write_rows(self.client, rows), "drift_metrics write")
-        estimates = [r for r in self.engine.poll_estimates() if r.model not in lost]
-        if estimates:
-            self._retry(lambda: sink.write_estimates(self.client, estimates), "performance_estimates write")
+        try:
+            self._publish(rows, check_owner=check_owner)
+        except Exception:
+            if self.failing_since is None:
+                self.failing_since = self.clock()
+            raise
+        self.failing_since = None
+
+    def _publish(self, rows: list[MetricRow], *, check_owner: bool) -> None:
+        rows = self._unwritten_rows + list(rows) if self._unwritten_rows else rows
+        estimates = self._unwritten_estimates
+        self._unwritten_rows, self._unwritten_estimates = [], []
+        try:
+            dirty = sorted(self.unsaved())
+            lost: set[str] = set()
+            if check_owner and dirty:
+                latest = self._retry(lambda: sink.latest_seqs(self.client, dirty), "detector state check")
+                lost = {m for m in dirty if latest.get(m, -1) > self._seq.get(m, -1)}
+                if lost:
+                    logger.info("detector state of %d model(s) now owned by another collector", len(lost))
+                    for m in lost:
+                        self._drop(m)
+                        self._loaded.discard(m)
+                        self._active.pop(m, None)
+                    rows = [r for r in rows if r.model not in lost]
+                    dirty = [m for m in dirty if m not in lost]
+            estimates = [r for r in (*estimates, *self.engine.poll_estimates()) if r.model not in lost]
+            if rows:
+                self._retry(lambda: sink.write_rows(self.client, rows), "drift_metrics write")
+                rows = []
+            if estimates:
+                self._retry(lambda: sink.write_estimates(self.client, estimates), "performance_estimates write")
+                estimates = []
+        except Exception:
+            self._keep_unwritten(rows, estimates)
+            raise
         if dirty:
             self.save(dirty)
         self.park()
+
+    def _keep_unwritten(self, rows: list[MetricRow], estimates: list[Any]) -> None:
+        """Keep what a failed publish could not write, the newest ``UNWRITTEN_MAX_ROWS`` of each."""
+        for kind, kept in (("drift_metrics rows", rows), ("performance estimates", estimates)):
+            if len(kept) > UNWRITTEN_MAX_ROWS:
+                logger.error("%d %s dropped: the store has refused them for longer than %d more could be kept",
+                             len(kept) - UNWRITTEN_MAX_ROWS, kind, UNWRITTEN_MAX_ROWS)
+        self._unwritten_rows = list(rows[-UNWRITTEN_MAX_ROWS:])
+        self._unwritten_estimates = list(estimates[-UNWRITTEN_MAX_ROWS:])
 
     def park(self, keep: Collection[str] = ()) -> list[str]:
         """When the engine's memory budget is over (or evicted joins since the last look), unload

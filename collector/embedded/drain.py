@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.request
 from typing import TYPE_CHECKING
 
+from driftline.collector.metrics import HELD_GAUGE
 from driftline.collector.topics import BrokerBacklog
 from driftline.collector.embedded.supervisor import GiveUp
 
@@ -60,15 +62,49 @@ def drain_broker(stack: Stack) -> None:
                 break
             if now >= deadline and now - reported_at >= 10:
                 reported_at = now
-                p(f"driftline: {_left(backlog, left)} still only in the embedded broker; waiting for the "
-                  "collector to store them (Ctrl-C or SIGTERM again to stop anyway and drop them)")
+                held = held_by_detectors(stack)
+                if held:
+                    p(f"driftline: {_left(backlog, left)} not acknowledged yet: the collector's detectors hold "
+                      f"{held} stored events because their models' saved state cannot be read (see its log); "
+                      "they are acknowledged once observed, or at the latest "
+                      f"{stack.settings.detector_held_ack_after_s:g} s after the hold began (Ctrl-C or SIGTERM "
+                      "again to stop now: the detectors then miss them and anything not yet stored is dropped)")
+                else:
+                    p(f"driftline: {_left(backlog, left)} still only in the embedded broker; waiting for the "
+                      "collector to store them (Ctrl-C or SIGTERM again to stop anyway and drop them)")
             time.sleep(0.25)
         what = _left(backlog, left)
         stack.dropped += max(1, left or 0)
-        p(f"driftline: stopping with {what} still only in the embedded broker; they are dropped")
+        held = held_by_detectors(stack)
+        if held:
+            p(f"driftline: stopping with {what} not acknowledged by the collector; they are dropped from the "
+              f"embedded broker: {held} events of them are stored but held by the detectors, so drift and "
+              "performance windows miss them, and any not stored yet are lost")
+        else:
+            p(f"driftline: stopping with {what} still only in the embedded broker; they are dropped")
     finally:
         if backlog is not None:
             backlog.close()
+
+
+def held_by_detectors(stack: Stack) -> int:
+    """Stored events the collector's detectors hold, unacknowledged (``driftline_detector_events_held``
+    on its ``/metrics``); 0 when none or when it cannot be read."""
+    port = stack.settings.metrics_port
+    if not port:
+        return 0
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return 0
+    for line in text.splitlines():
+        if line.startswith(HELD_GAUGE + " "):
+            try:
+                return int(float(line.split()[1]))
+            except (IndexError, ValueError):
+                return 0
+    return 0
 
 
 def _left(backlog: BrokerBacklog | None, records: int | None) -> str:

@@ -62,3 +62,21 @@ def test_the_idle_time_before_a_model_may_leave_memory_is_a_checked_setting() ->
     assert CollectorSettings.build(env={"DRIFTLINE_DETECTOR_PARK_AFTER_S": "0"}).detector_park_after_s == 0.0
     with pytest.raises(ConfigError, match="DRIFTLINE_DETECTOR_PARK_AFTER_S"):
         CollectorSettings.build(env={"DRIFTLINE_DETECTOR_PARK_AFTER_S": "-5"})
+
+
+def test_how_long_held_events_keep_commits_back_is_a_checked_setting() -> None:
+    from driftline.collector.config import CollectorSettings
+    from driftline.detectors.stage import DetectorStage
+    from driftline.sdk.errors import ConfigError
+
+    settings = CollectorSettings.build(env={"DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "45"})
+    assert settings.detector_held_ack_after_s == 45.0
+    assert CollectorSettings.from_json(settings.to_json()).detector_held_ack_after_s == 45.0  # to the child
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(ConfigError, match="DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S"):
+            CollectorSettings.build(env={"DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": bad})
+    assert CollectorSettings.build(env={"DRIFTLINE_DETECTOR_STATE_RETRY_S": "0"}).detector_state_retry_s == 0.0
+    with pytest.raises(ConfigError, match="DRIFTLINE_DETECTOR_STATE_RETRY_S"):
+        CollectorSettings.build(env={"DRIFTLINE_DETECTOR_STATE_RETRY_S": "-1"})
+    # one home: the stage's default is the setting's
+    assert DetectorStage.__init__.__kwdefaults__["held_ack_after_s"] == CollectorSettings().detector_held_ack_after_s

@@ -19,6 +19,7 @@ from tests.conftest import unique_topics, wait_for
 pytestmark = pytest.mark.integration
 
 WINDOW = 100
+STATE_RETRY_S = 3  # DRIFTLINE_DETECTOR_STATE_RETRY_S: how long a state read is retried before its chunk is held
 
 
 def _samples(port: int) -> dict[tuple[str, str], float]:
@@ -51,7 +52,7 @@ def test_events_held_by_the_detectors_survive_a_sigkill_and_are_observed_after_t
         f"model: {m}\nwindow: {{kind: count, size: {WINDOW}}}\nmin_samples: 50\n"
         f"reference: {{source: first_events, first_events: {WINDOW * 2}}}\n" for m in (a, b)))
     group = f"g-held-{tag}"
-    env = {"DRIFTLINE_DETECTORS_CONFIG": str(detectors)}
+    env = {"DRIFTLINE_DETECTORS_CONFIG": str(detectors), "DRIFTLINE_DETECTOR_STATE_RETRY_S": str(STATE_RETRY_S)}
     first = collector_factory(topics, group_id=group, extra_env=env)
     port = int(first.env["DRIFTLINE_METRICS_PORT"])
 
@@ -64,7 +65,7 @@ def test_events_held_by_the_detectors_survive_a_sigkill_and_are_observed_after_t
         produce(kafka_bootstrap, topics.predictions, b, 400)  # a new model: its saved state cannot be read
         produce(kafka_bootstrap, topics.predictions, a, 100)
         wait_for(lambda: counts(ch_client, a)[0] == 400 and counts(ch_client, b)[0] == 400, timeout_s=90)
-        # The first load of b's state gives up after the state's 30 s of retries: then the chunk is held.
+        # The first load of b's state gives up after the state's retries: then the chunk is held.
         wait_for(lambda: _samples(port).get(("driftline_detector_events_held", "")) == 500, timeout_s=120)
         seen_first = _samples(port)
         first.kill()
@@ -88,4 +89,87 @@ def test_events_held_by_the_detectors_survive_a_sigkill_and_are_observed_after_t
     drift = ch_client.query("SELECT model, count() FROM driftline.drift_metrics WHERE model IN (%(a)s, %(b)s) "
                             "GROUP BY model", parameters={"a": a, "b": b}).result_rows
     assert {m for m, n in drift if n} == {a, b}, "both models' windows closed and were written"
+    assert "detector failed on a batch" not in first.log() + second.log()
+
+
+def _one_per_partition(tag: str, partitions: int) -> list[str]:
+    """Model names whose keys the producer's partitioner puts on every partition, one each."""
+    from kafka.partitioner.default import murmur2
+
+    names: dict[int, str] = {}
+    i = 0
+    while len(names) < partitions:
+        name = f"held-r{i}-{tag}"
+        names.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
+        i += 1
+    return [names[p] for p in range(partitions)]
+
+
+def test_a_rebalance_while_events_are_held_hands_them_to_the_next_owner_and_each_is_observed_once(
+        kafka_bootstrap: str, ch_client: Any, collector_factory: Any) -> None:
+    """A second collector joins the group while the first holds stored events (state unreadable):
+    the first lets every held chunk go (nothing of them was committed), each partition's owner
+    reads its records again, and once the state is back every held event is observed exactly
+    once across the two processes."""
+    from driftline.collector.config import CollectorSettings
+    from driftline.collector.topics import BrokerBacklog
+
+    topics = unique_topics()
+    tag = uuid.uuid4().hex[:6]
+    create_topics(kafka_bootstrap, topics)
+    a = f"held-a-{tag}"
+    models = _one_per_partition(tag, CollectorSettings().partitions)  # both collectors get held events
+    group = f"g-held-r-{tag}"
+    env = {"DRIFTLINE_DETECTOR_STATE_RETRY_S": str(STATE_RETRY_S)}
+    first = collector_factory(topics, group_id=group, extra_env=env)
+    port1 = int(first.env["DRIFTLINE_METRICS_PORT"])
+    produce(kafka_bootstrap, topics.predictions, a, 200)
+    wait_for(lambda: _samples(port1).get(("driftline_detector_events_total", a)) == 200, timeout_s=90)
+    # ... and committed, so their state is saved: events observed whose output is not saved yet are
+    # observed again by a partition's next owner, and counted by both processes (only one is kept)
+    backlog = BrokerBacklog(kafka_bootstrap, group, [topics.predictions])
+    try:
+        wait_for(lambda: backlog.total() == 0, timeout_s=30)
+    finally:
+        backlog.close()
+
+    table, away = "driftline.detector_state", f"driftline.detector_state_away_{tag}"
+    # A stand-in without the state's columns, not just the table renamed away: the second
+    # collector's start-up migrate would create an empty, readable table in its place.
+    ch_client.command(f"RENAME TABLE {table} TO {away}")
+    ch_client.command(f"CREATE TABLE {table} (model String) ENGINE = Memory")
+    try:
+        for m in models:
+            produce(kafka_bootstrap, topics.predictions, m, 100)
+        wait_for(lambda: _samples(port1).get(("driftline_detector_events_held", "")) == 400, timeout_s=90)
+        second = collector_factory(topics, group_id=group, extra_env=env)
+        port2 = int(second.env["DRIFTLINE_METRICS_PORT"])
+
+        def split() -> bool:
+            h1 = _samples(port1).get(("driftline_detector_events_held", ""), 0)
+            h2 = _samples(port2).get(("driftline_detector_events_held", ""), 0)
+            return h1 > 0 and h2 > 0 and h1 + h2 == 400
+
+        # the first gave its held chunks up at the revoke; each now holds its own partitions' again
+        wait_for(split, timeout_s=90)
+    finally:
+        ch_client.command(f"DROP TABLE IF EXISTS {table}")
+        ch_client.command(f"RENAME TABLE {away} TO {table}")
+    expected = {a: 200, **{m: 100 for m in models}}
+
+    def totals() -> dict[str, float]:
+        s1, s2 = _samples(port1), _samples(port2)
+        if s1.get(("driftline_detector_events_held", ""), 1) or s2.get(("driftline_detector_events_held", ""), 1):
+            return {}
+        out = {m: s1.get(("driftline_detector_events_total", m), 0) + s2.get(("driftline_detector_events_total", m), 0)
+               for m in expected}
+        return out if all(out[m] >= n for m, n in expected.items()) else {}
+
+    seen = wait_for(totals, timeout_s=120)
+    assert seen == expected, ("every held event observed exactly once across the two collectors",
+                              _samples(port1), _samples(port2))
+    for port in (port1, port2):
+        assert not _samples(port).get(("driftline_detector_events_unobserved_total", ""))
+    for m, n in expected.items():
+        assert counts(ch_client, m) == (n, n), f"{m} stored once"
     assert "detector failed on a batch" not in first.log() + second.log()

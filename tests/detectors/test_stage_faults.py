@@ -260,3 +260,72 @@ def test_a_hold_older_than_its_bound_is_acknowledged_then_observed_or_given_up_a
     observed = sum(s.value for m in reg.collect() for s in m.samples
                    if s.name == "driftline_detector_events_total" and s.labels.get("model") == f"late-{tag}")
     assert observed == _events_in(recs[:240])
+
+
+class _WritesAway:
+    """The store refusing the detectors' writes (drift rows and state records) while ``on``; reads
+    and the collector's inserts work."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from driftline.detectors import sink
+
+        self.on = False
+
+        def refusing(real: Any) -> Any:
+            def write(*args: Any, **kwargs: Any) -> Any:
+                if self.on:
+                    raise ConnectionError("the store refuses writes")
+                return real(*args, **kwargs)
+            return write
+
+        for name in ("write_rows", "save_records"):
+            monkeypatch.setattr(sink, name, refusing(getattr(sink, name)))
+
+
+def test_output_the_store_refuses_is_kept_and_unacknowledged_then_written_or_observed_again(
+        ch_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The store takes the events but refuses the detectors' drift rows and state for a while.
+    The chunks are observed, their rows and state kept in memory, and no offset is acknowledged
+    meanwhile: once the store takes writes again the kept rows are written, and the rows equal a
+    run without the fault. A process that crashed during the fault reads those records again (they
+    were not committed) and observes them past the saved state: the same rows again."""
+    import logging
+
+    from prometheus_client import CollectorRegistry
+
+    caplog.set_level(logging.INFO, logger="driftline.detectors.stage")
+    tag = uuid.uuid4().hex[:6]
+    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
+    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
+        straight.process(recs[i:i + 40])
+    want = _drift_rows(ch_client, f"st-{tag}")
+    assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
+
+    away = _WritesAway(monkeypatch)
+    for model in (f"wa-{tag}", f"wc-{tag}"):
+        recs = _records(tag, model)
+        pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100,
+                                         registry=CollectorRegistry())
+        stage.states.retry_s = 0.0
+        for i in range(0, 120, 40):
+            pipeline.process(recs[i:i + 40])
+        assert pipeline.may_acknowledge()
+        away.on = True
+        for i in range(120, 320, 40):
+            pipeline.process(recs[i:i + 40])
+            pipeline.tick(time.time())
+            assert not pipeline.may_acknowledge(), "observed, but rows and state unwritten: a crash must read them"
+        assert stage.states._unwritten_rows, "windows closed during the fault: their rows are kept"
+        away.on = False
+        if model.startswith("wa"):  # the store is back: what was kept is written with the next chunk
+            for i in range(320, len(recs), 40):
+                pipeline.process(recs[i:i + 40])
+            assert pipeline.may_acknowledge() and not stage.states._unwritten_rows
+        else:  # the process crashed during the fault: the next one reads from the last commit (120)
+            pipeline2, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
+            for i in range(120, len(recs), 40):
+                pipeline2.process(recs[i:i + 40])
+        assert _drift_rows(ch_client, model) == want, model
+    assert "the detectors' output could not be written (ConnectionError" in caplog.text
+    assert "the detectors' output was written again" in caplog.text
+    assert "detector failed on a batch" not in caplog.text and "detector tick failed" not in caplog.text

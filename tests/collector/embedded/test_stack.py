@@ -202,6 +202,56 @@ def test_force_stops_after_the_timeout_and_counts_what_it_dropped(tmp_path: Path
     assert rows == unique and rows + dropped >= 3_000 and dropped > 0
 
 
+def _held(metrics_port: int) -> float | None:
+    """The collector's ``driftline_detector_events_held``, None while its /metrics cannot be read."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return next((float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("driftline_detector_events_held ")),
+                None)
+
+
+def test_a_stop_while_the_detectors_hold_stored_events_says_so_and_ends_when_commits_resume(tmp_path: Path) -> None:
+    """The detector state's table is away: the events are stored, the detectors hold them and the
+    collector commits nothing. The stop says that (not "waiting for the collector to store them")
+    and ends by itself once the hold is older than DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S."""
+    from driftline.collector.store import connect
+    from driftline.collector.store.tables import DATABASE
+
+    up = Up(tmp_path / "data", "--drain-timeout-s", "1", env={"DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "30",
+                                                                 "DRIFTLINE_DETECTOR_STATE_RETRY_S": "3"}).wait_up()
+    model = _model("held")
+    try:
+        ch = connect(up.clickhouse_url)
+        # A stand-in without the state's columns rather than no table: a child starting meanwhile
+        # (migrate creates what is missing) would give the collector an empty, readable one.
+        ch.command(f"RENAME TABLE {DATABASE}.detector_state TO {DATABASE}.detector_state_away")
+        ch.command(f"CREATE TABLE {DATABASE}.detector_state (model String) ENGINE = Memory")
+        send(up.bootstrap, model, 2_000)
+        wait_for(lambda: stored(up.clickhouse_url, model)[0] == 2_000, timeout_s=60)
+        # the first load of the new model's state fails after its 3 s of retries: then it is held
+        wait_for(lambda: _held(up.ports["metrics"]) == 2_000, timeout_s=120)
+        mark = len(up.lines)
+        up.proc.send_signal(signal.SIGTERM)
+        up.wait_printed("the collector's detectors hold 2000 stored events because their models' saved state "
+                        "cannot be read", timeout_s=40, after=mark)
+        assert up.proc.poll() is None  # the records are not committed: up keeps the broker up
+        code = up.proc.wait(120)
+        up._reader.join(10)
+    finally:
+        up.kill_all()
+    assert code == 0, up.output
+    assert "still only in the embedded broker; waiting" not in up.output, up.output
+    assert "they are dropped" not in up.output, up.output
+    assert stored_offline(tmp_path / "data", model) == (2_000, 2_000)
+    log = (tmp_path / "data" / "logs" / "collector.log").read_text(errors="replace")
+    # the setting reached the collector through up's settings file
+    assert "2000 stored events held for the detectors for over 30s" in log, log[-3000:]
+    assert "2000 stored events given up by the detectors" in log, log[-3000:]
+
+
 def test_a_crashed_broker_is_restarted_with_its_topics(tmp_path: Path) -> None:
     up = Up(tmp_path / "data").wait_up()
     model = _model("broker")
