@@ -41,6 +41,18 @@ def _samples(port: int) -> dict[tuple[str, str], float]:
     return out
 
 
+def _wait_committed(bootstrap: str, group: str, topics: Any) -> None:
+    """Until the group has committed every record of the predictions topic: the collector commits
+    only once the detectors' output of what it observed is written (their state saved)."""
+    from driftline.collector.topics import BrokerBacklog
+
+    backlog = BrokerBacklog(bootstrap, group, [topics.predictions])
+    try:
+        wait_for(lambda: backlog.total() == 0, timeout_s=30)
+    finally:
+        backlog.close()
+
+
 def test_events_held_by_the_detectors_survive_a_sigkill_and_are_observed_after_the_restart(
         kafka_bootstrap: str, ch_client: Any, collector_factory: Any, tmp_path: Path) -> None:
     topics = unique_topics()
@@ -58,6 +70,7 @@ def test_events_held_by_the_detectors_survive_a_sigkill_and_are_observed_after_t
 
     produce(kafka_bootstrap, topics.predictions, a, 300)
     wait_for(lambda: _samples(port).get(("driftline_detector_events_total", a)) == 300, timeout_s=90)
+    _wait_committed(kafka_bootstrap, group, topics)  # their state saved: not observed again below
 
     table, away = "driftline.detector_state", f"driftline.detector_state_away_{tag}"
     ch_client.command(f"RENAME TABLE {table} TO {away}")
@@ -112,7 +125,6 @@ def test_a_rebalance_while_events_are_held_hands_them_to_the_next_owner_and_each
     reads its records again, and once the state is back every held event is observed exactly
     once across the two processes."""
     from driftline.collector.config import CollectorSettings
-    from driftline.collector.topics import BrokerBacklog
 
     topics = unique_topics()
     tag = uuid.uuid4().hex[:6]
@@ -127,11 +139,7 @@ def test_a_rebalance_while_events_are_held_hands_them_to_the_next_owner_and_each
     wait_for(lambda: _samples(port1).get(("driftline_detector_events_total", a)) == 200, timeout_s=90)
     # ... and committed, so their state is saved: events observed whose output is not saved yet are
     # observed again by a partition's next owner, and counted by both processes (only one is kept)
-    backlog = BrokerBacklog(kafka_bootstrap, group, [topics.predictions])
-    try:
-        wait_for(lambda: backlog.total() == 0, timeout_s=30)
-    finally:
-        backlog.close()
+    _wait_committed(kafka_bootstrap, group, topics)
 
     table, away = "driftline.detector_state", f"driftline.detector_state_away_{tag}"
     # A stand-in without the state's columns, not just the table renamed away: the second
