@@ -24,18 +24,18 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from driftline.collector.config import CollectorSettings
-from driftline.collector.metrics import HELD_GAUGE
 from driftline.detectors.config import DetectorsConfig, load_config
 from driftline.detectors.engine import DetectorEngine
-from driftline.detectors.state import ModelStates, Source
+from driftline.detectors.state import PARK_AFTER_S, STATE_RETRY_S, ModelStates, Source
 
 _NEVER = float("-inf")
 log = logging.getLogger(__name__)
 #: feature values (plus one per event) the stage holds while models' state cannot be loaded: ~100 bytes each
 HELD_MAX_VALUES = 2_000_000
-#: the defaults of the settings handed down here live in the collector's settings (one home)
-_SETTINGS = CollectorSettings
+#: seconds a hold keeps the consumer from committing. The collector hands down its setting
+#: (``detector_held_ack_after_s``, whose default this mirrors: tests/collector/test_config.py)
+HELD_ACK_AFTER_S = 120.0
+REFERENCE_POLL_S = 10.0  # ``reference_poll_s``, mirrored the same way
 
 
 class DetectorStage:
@@ -47,7 +47,7 @@ class DetectorStage:
 
     def __init__(self, states: ModelStates, *, registry: Any = None,
                  references: "ReferenceWatch | None" = None, held_max_values: int = HELD_MAX_VALUES,
-                 held_ack_after_s: float = _SETTINGS.detector_held_ack_after_s,
+                 held_ack_after_s: float = HELD_ACK_AFTER_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.states = states
         self.references = references
@@ -311,7 +311,7 @@ class _StageMetrics:
         self.replays = Counter("driftline_detector_replays_skipped_total",
                                "Stored events not observed again (seen before a crash or a rebalance)",
                                registry=registry)
-        self.held_events = Gauge(HELD_GAUGE,
+        self.held_events = Gauge("driftline_detector_events_held",
                                  "Stored events waiting for their models' saved state to load before the "
                                  "detectors observe them", registry=registry)
         self.given_up = Counter("driftline_detector_events_unobserved_total",
@@ -391,10 +391,10 @@ class ReferenceWatch:
 
 def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
                 feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
-                park_after_s: float = _SETTINGS.detector_park_after_s,
-                reference_poll_s: float = _SETTINGS.reference_poll_s,
-                held_ack_after_s: float = _SETTINGS.detector_held_ack_after_s,
-                state_retry_s: float = _SETTINGS.detector_state_retry_s) -> DetectorStage:
+                park_after_s: float = PARK_AFTER_S,
+                reference_poll_s: float = REFERENCE_POLL_S,
+                held_ack_after_s: float = HELD_ACK_AFTER_S,
+                state_retry_s: float = STATE_RETRY_S) -> DetectorStage:
     """Load stored references and return the stage. The store is already migrated: the process's
     entry point (:func:`driftline.collector.app.run_collector`) runs the one migrate at start.
     ``feature_detail_top``: see :class:`~driftline.detectors.metrics.EngineMetrics`;
@@ -416,10 +416,10 @@ def build_stage(config: DetectorsConfig, client: Any, *, registry: Any = None,
 
 def build_observers(detectors_config: Path | None, client: Any, *, registry: Any = None,
                     feature_detail_top: int | None = None, memory_budget_mb: float | None = None,
-                    park_after_s: float = _SETTINGS.detector_park_after_s,
-                    reference_poll_s: float = _SETTINGS.reference_poll_s,
-                    held_ack_after_s: float = _SETTINGS.detector_held_ack_after_s,
-                    state_retry_s: float = _SETTINGS.detector_state_retry_s) -> list[DetectorStage]:
+                    park_after_s: float = PARK_AFTER_S,
+                    reference_poll_s: float = REFERENCE_POLL_S,
+                    held_ack_after_s: float = HELD_ACK_AFTER_S,
+                    state_retry_s: float = STATE_RETRY_S) -> list[DetectorStage]:
     """The collector's observers: the detector stage, always on.
 
     ``detectors_config`` names a YAML file (one document per model, ``---`` between them,

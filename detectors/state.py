@@ -35,7 +35,6 @@ import logging
 import time
 from typing import Any, Callable, Collection, Sequence
 
-from driftline.collector.config import CollectorSettings
 from driftline.detectors import sink
 from driftline.detectors.base import MetricRow
 from driftline.detectors.engine import DetectorEngine
@@ -46,6 +45,10 @@ __all__ = ["ModelStates", "RING", "EVENTS_PER_STATE", "Position", "Source"]
 logger = logging.getLogger(__name__)
 
 RING = 64  # delta slots per model
+#: defaults of what the collector hands down from its settings (``detector_state_retry_s``,
+#: ``detector_park_after_s``), mirrored here: tests/collector/test_config.py keeps them equal
+STATE_RETRY_S = 30.0
+PARK_AFTER_S = 300.0
 #: drift_metrics rows (and estimates) kept while the store refuses them, ~200 bytes each
 UNWRITTEN_MAX_ROWS = 200_000
 #: a state delta is saved (instead of events) once this many events are recorded since the last
@@ -69,9 +72,9 @@ class ModelStates:
     """
 
     def __init__(self, engine: DetectorEngine, client: Any, *, registry: Any = None,
-                 retry_s: float = CollectorSettings.detector_state_retry_s,
+                 retry_s: float = STATE_RETRY_S,
                  sleep: Callable[[float], None] = time.sleep,
-                 park_after_s: float = CollectorSettings.detector_park_after_s,
+                 park_after_s: float = PARK_AFTER_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.client = client

@@ -78,5 +78,24 @@ def test_how_long_held_events_keep_commits_back_is_a_checked_setting() -> None:
     assert CollectorSettings.build(env={"DRIFTLINE_DETECTOR_STATE_RETRY_S": "0"}).detector_state_retry_s == 0.0
     with pytest.raises(ConfigError, match="DRIFTLINE_DETECTOR_STATE_RETRY_S"):
         CollectorSettings.build(env={"DRIFTLINE_DETECTOR_STATE_RETRY_S": "-1"})
-    # one home: the stage's default is the setting's
-    assert DetectorStage.__init__.__kwdefaults__["held_ack_after_s"] == CollectorSettings().detector_held_ack_after_s
+    # The detectors cannot import the collector (tests/test_import_graph.py): their defaults mirror
+    # the settings', which the collector hands down, and must not drift apart.
+    from driftline.detectors.stage import build_stage
+
+    defaults, settings = build_stage.__kwdefaults__, CollectorSettings()
+    assert DetectorStage.__init__.__kwdefaults__["held_ack_after_s"] == settings.detector_held_ack_after_s
+    assert defaults["held_ack_after_s"] == settings.detector_held_ack_after_s
+    assert defaults["state_retry_s"] == settings.detector_state_retry_s
+    assert defaults["park_after_s"] == settings.detector_park_after_s
+    assert defaults["reference_poll_s"] == settings.reference_poll_s
+
+
+def test_the_held_gauge_up_reads_is_the_one_the_detector_stage_sets() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from driftline.collector.metrics import HELD_GAUGE
+    from driftline.detectors.stage import _StageMetrics
+
+    registry = CollectorRegistry()
+    _StageMetrics(registry).held(7)
+    assert registry.get_sample_value(HELD_GAUGE) == 7

@@ -139,21 +139,24 @@ class HeldPort:
     def __init__(self, how: str) -> None:
         import socket
 
+        # Bound to a port the kernel picks, kept bound: a port found free first and bound after
+        # could be taken (or be in TIME_WAIT from an earlier case) in between.
         self.sockets: list[socket.socket] = []
-        self.port = free_port()
         if how == "listener":
             srv = socket.socket()
-            srv.bind(("127.0.0.1", self.port))
+            srv.bind(("127.0.0.1", 0))
             srv.listen()
             self.sockets.append(srv)
+            self.port = srv.getsockname()[1]
         else:
             peer = socket.socket()
             peer.bind(("127.0.0.1", 0))
             peer.listen()
             conn = socket.socket()
-            conn.bind(("127.0.0.1", self.port))
+            conn.bind(("127.0.0.1", 0))
             conn.connect(peer.getsockname())
             self.sockets += [peer, conn, peer.accept()[0]]
+            self.port = conn.getsockname()[1]
 
     def close(self) -> None:
         for s in self.sockets:
