@@ -177,10 +177,10 @@ class DetectorStage:
                             "stops or crashes first", self.held_ack_after_s)
         return not self.held or self._acked
 
-    def _publish(self, rows: list[Any], *, check_owner: bool) -> bool:
+    def _publish(self, rows: list[Any], *, check_owner: bool) -> None:
         """``states.publish``; a store failure (past the state's retries) is logged, not raised:
         what was not written is kept and written by the next publish (:meth:`ModelStates.publish`),
-        and :meth:`may_acknowledge` holds commits back meanwhile. True if it was all written."""
+        and :meth:`may_acknowledge` holds commits back meanwhile."""
         first = self.states.failing_since is None
         try:
             self.states.publish(rows, check_owner=check_owner)
@@ -188,10 +188,9 @@ class DetectorStage:
             log.warning("the detectors' output could not be written (%s: %s): drift rows and state are kept in "
                         "memory and written with the next save; Kafka offsets are not committed meanwhile (for "
                         "at most %.0fs)", type(exc).__name__, exc, self.held_ack_after_s, exc_info=first)
-            return False
+            return
         if not first:
             log.info("the detectors' output was written again")
-        return True
 
     def handover(self) -> None:
         """The consumer's partitions were revoked: let the held chunks go. Unless their offsets were
