@@ -177,6 +177,10 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
                 f"the collector cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port} "
                 f"({exc.strerror}): another server listens there or a connection holds it as its local port; "
                 "choose another port with DRIFTLINE_METRICS_PORT (--metrics-port of driftline up)") from None
+    if settings.rollup_audit_s > 0:
+        from driftline.collector.store.rollup_audit import RollupAudit
+
+        RollupAudit(connect(settings.clickhouse_url), registry, interval_s=settings.rollup_audit_s).start(stop)
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
     ticks = TickScheduler(executor, pipeline.tick, metrics.ticks_skipped)

@@ -37,6 +37,7 @@ ENV_VARS = {
     "DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "detector_held_ack_after_s",
     "DRIFTLINE_DETECTOR_STATE_RETRY_S": "detector_state_retry_s",
     "DRIFTLINE_REFERENCE_POLL_S": "reference_poll_s",
+    "DRIFTLINE_ROLLUP_AUDIT_S": "rollup_audit_s",
     "DRIFTLINE_MEMORY_PROBE_DIR": "memory_probe_dir",
     "DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "memory_probe_interval_s",
     "DRIFTLINE_MEMORY_PROBE_TRACEMALLOC_FRAMES": "memory_probe_tracemalloc_frames",
@@ -93,6 +94,10 @@ class CollectorSettings:
     # How often references stored while the collector runs (`driftline reference set`) are picked
     # up: one light query of when each was saved, the profile loaded only when it changed.
     reference_poll_s: float = 10.0
+    # How often the collector checks the dashboard's rollups against the raw rows of the last
+    # hours (collector/store/rollup_audit.py: an insert whose views did not all run shows as
+    # driftline_rollup_rows_missing and a warning); 0 turns the audit off.
+    rollup_audit_s: float = 600.0
     # Diagnostics, off by default (collector/memprobe.py): a directory turns on a memory sample
     # (RSS, malloc's arenas, gc objects by type) every interval; frames > 0 adds tracemalloc
     # snapshots there too (slower, and tracemalloc's own traces add to RSS).
@@ -109,6 +114,8 @@ class CollectorSettings:
             raise ConfigError("detector_state_retry_s must be >= 0 (DRIFTLINE_DETECTOR_STATE_RETRY_S)")
         if not self.detector_held_ack_after_s > 0:
             raise ConfigError("detector_held_ack_after_s must be > 0 (DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S)")
+        if not self.rollup_audit_s >= 0:
+            raise ConfigError("rollup_audit_s must be >= 0 (DRIFTLINE_ROLLUP_AUDIT_S; 0 turns the audit off)")
         if not self.reference_poll_s > 0:
             raise ConfigError("reference_poll_s must be > 0 (DRIFTLINE_REFERENCE_POLL_S)")
         if not self.memory_probe_interval_s > 0:
@@ -215,7 +222,9 @@ class CollectorSettings:
                 elif "Path" in kind and value is not None and not isinstance(value, Path):
                     values[name] = Path(value)
             except ValueError:
-                raise ConfigError(f"{name}={value!r} is not a valid {kind}") from None
+                source = "" if name in flags else next((f" ({var})" for var, n in ENV_VARS.items()
+                                                        if n == name and env.get(var)), "")
+                raise ConfigError(f"{name}={value!r}{source} is not a valid {kind}") from None
         return cls(**values)
 
 

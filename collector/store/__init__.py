@@ -9,6 +9,8 @@ Everything about driftline's ClickHouse lives here, whoever reads or writes it:
   deletion audit), ending with ``rollups.py``, the dashboard's materialized views (their SQL in
   ``rollup_sql.py``);
 * ``writer.py`` — the collector's batched, deduplicating insert of the prediction log;
+* ``rollup_check.py`` / ``rollups_cli.py`` / ``rollup_audit.py`` — the rollups counted against the raw
+  rows: ``driftline rollups check``, and the collector's periodic audit of the last hours;
 * ``deletion.py`` / ``deletion_cli.py`` — deletion on request (``driftline delete``);
 * ``hashing.py`` — the keyed hash of ``hash``-policy values as stored, and its key;
 * ``sql_cli.py`` — ``driftline sql``, read-only queries.

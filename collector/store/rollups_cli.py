@@ -4,15 +4,8 @@
     driftline rollups check --json
     driftline rollups rebuild --yes      # recompute every rollup from the raw tables
 
-The rollups (``rollups.py``) are filled by materialized views as rows are inserted. The raw tables
-are the record; ``check`` counts, per model and hour, from the raw tables and from the rollups
-(:data:`COUNTED`): the rows of ``predictions``, ``labels`` and ``outcomes`` (``rollup_predictions_1m``,
-``rollup_predictions_1h``; ``rollup_arrivals_1h`` per hour only), the served predictions' feature
-values (``rollup_features_1h``, which the drift panels read) and the served predictions that have a
-label (``rollup_labels_1m``, the label join behind the performance panels). A rollup that counts
-fewer missed an insert; one that counts more holds rows deleted since (deletions reach the
-aggregates only by ``rebuild``).
-Rows that arrive while the check runs can differ for a moment, so a difference is read twice.
+What is compared and why is in ``rollup_check.py`` (:data:`COUNTED`); the collector runs the same
+check over the recent hours on its own (``rollup_audit.py``). ``check`` covers every hour.
 """
 
 from __future__ import annotations
@@ -22,87 +15,11 @@ import json
 import os
 import sys
 import time
-from typing import Any, Collection, NamedTuple
+from typing import Any
 
 from driftline.collector.store.client import DEFAULT_URL, connect, resolve_url, store_errors
-from driftline.collector.store.rollup_sql import FEATURE_VALUES, HOUR, SERVED
-from driftline.collector.store.tables import DATABASE as DB
-from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
+from driftline.collector.store.rollup_check import COUNTED, check, missing
 from driftline.sdk.errors import StoreError
-
-
-class Counted(NamedTuple):
-    """A rollup checked against the raw rows it counts, per model and hour (or per hour only, the
-    model given as ``'*'``): ``raw`` and ``rolled`` are queries giving ``model, hour, n``."""
-
-    table: str
-    rollup: str
-    raw: str
-    rolled: str
-    what: str = "raw rows"
-
-
-def _raw(table: str, by_model: bool, n: str = "count()", where: str = "1") -> str:
-    model = "model" if by_model else "'*'"
-    return f"SELECT {model} AS model, {HOUR} AS hour, {n} AS n FROM {DB}.{table} WHERE {where} GROUP BY model, hour"
-
-
-def _rolled(rollup: str, by_model: bool, n: str = "sum(n)", where: str = "1", time: str = "minute") -> str:
-    """A rollup's count per model and hour (its ``time`` column may be finer than the hour)."""
-    model = "model" if by_model else "'*'"
-    return (f"SELECT {model} AS model, toDateTime(toStartOfHour({time}), 'UTC') AS hour, {n} AS n "
-            f"FROM {DB}.{rollup} WHERE {where} GROUP BY model, hour")
-
-
-_LABELLED = f"{SERVED} AND (model, event_id) IN (SELECT model, prediction_id FROM {DB}.{LABEL.table})"
-
-#: what ``check`` compares: every prediction, label and outcome is counted once by the rollups
-#: that count rows; every served prediction's feature value once by the feature rollup; every
-#: served prediction with a label once by the label join (by the hour of the prediction)
-COUNTED: tuple[Counted, ...] = (
-    *(Counted(PREDICTION.table, rollup, _raw(PREDICTION.table, True), _rolled(rollup, True))
-      for rollup in ("rollup_predictions_1m", "rollup_predictions_1h")),
-    *(Counted(kind.table, "rollup_arrivals_1h", _raw(kind.table, False),
-              _rolled("rollup_arrivals_1h", False, where=f"kind = '{kind.table}'", time="hour"))
-      for kind in (LABEL, OUTCOME)),
-    Counted(PREDICTION.table, "rollup_features_1h", _raw(PREDICTION.table, True, f"sum({FEATURE_VALUES})", SERVED),
-            _rolled("rollup_features_1h", True, time="hour"), "feature values"),
-    Counted(PREDICTION.table, "rollup_labels_1m", _raw(PREDICTION.table, True, where=_LABELLED),
-            _rolled("rollup_labels_1m", True, "sum(labelled)"), "labelled predictions"),
-)
-
-
-def missing(client: Any) -> list[str]:
-    """The rollups of :data:`COUNTED` the store does not have (an older release's store before a
-    collector started: every writer creates and backfills them at start, as ``rebuild`` does)."""
-    have = {r[0] for r in client.query(f"SELECT name FROM system.tables WHERE database = '{DB}'").result_rows}
-    return sorted({c.rollup for c in COUNTED} - have)
-
-
-def differences(client: Any, absent: Collection[str] = ()) -> list[dict[str, Any]]:
-    """Per (raw table, rollup, model, hour) where the counts differ: ``raw`` and ``rollup`` rows.
-    The rollups in ``absent`` (:func:`missing`) are left out."""
-    out = []
-    for c in COUNTED:
-        if c.rollup in absent:
-            continue
-        sql = (f"SELECT model, hour, r.n AS raw, u.n AS rolled FROM ({c.raw}) AS r FULL OUTER JOIN ({c.rolled}) "
-               f"AS u USING (model, hour) WHERE raw != rolled ORDER BY model, hour SETTINGS join_use_nulls = 0")
-        for model, hour, raw, rolled_n in client.query(sql).result_rows:
-            out.append({"table": c.table, "rollup": c.rollup, "model": model, "hour": hour.isoformat(),
-                        "raw": int(raw), "rollup_rows": int(rolled_n), "counts": c.what})
-    return out
-
-
-def check(client: Any, recheck_s: float = 2.0, absent: Collection[str] = ()) -> list[dict[str, Any]]:
-    """The differences seen twice, ``recheck_s`` apart (rows stored in between settle)."""
-    first = differences(client, absent)
-    if not first:
-        return []
-    time.sleep(max(0.0, recheck_s))
-    key = ("table", "rollup", "model", "hour", "raw", "rollup_rows")  # "counts" follows from the rollup
-    seen = {tuple(d[k] for k in key) for d in first}
-    return [d for d in differences(client, absent) if tuple(d[k] for k in key) in seen]
 
 
 def _check(args: argparse.Namespace, client: Any) -> int:

@@ -64,6 +64,19 @@ def test_the_idle_time_before_a_model_may_leave_memory_is_a_checked_setting() ->
         CollectorSettings.build(env={"DRIFTLINE_DETECTOR_PARK_AFTER_S": "-5"})
 
 
+def test_the_rollup_audit_interval_is_a_checked_setting_that_reaches_the_child() -> None:
+    from driftline.collector.config import CollectorSettings
+    from driftline.sdk.errors import ConfigError
+
+    assert CollectorSettings.build(env={}).rollup_audit_s == 600.0
+    settings = CollectorSettings.build(env={"DRIFTLINE_ROLLUP_AUDIT_S": "0"})
+    assert settings.rollup_audit_s == 0.0  # off
+    assert CollectorSettings.from_json(settings.to_json()).rollup_audit_s == 0.0
+    for bad in ("-1", "nan", "often"):
+        with pytest.raises(ConfigError, match="DRIFTLINE_ROLLUP_AUDIT_S"):
+            CollectorSettings.build(env={"DRIFTLINE_ROLLUP_AUDIT_S": bad})
+
+
 def test_how_long_held_events_keep_commits_back_is_a_checked_setting() -> None:
     from driftline.collector.config import CollectorSettings
     from driftline.detectors.stage import DetectorStage

@@ -90,7 +90,9 @@ def test_sigint_inherited_ignored_is_respected_and_sigterm_stops(tmp_path: Path)
 
 
 def test_children_killed_mid_stream_are_restarted_and_every_event_is_stored_once(tmp_path: Path) -> None:
-    up = Up(tmp_path / "data", dashboard=True).wait_up()
+    # The rollup audit every 5 s: rows stored by an insert the killed store cut short must still
+    # reach the dashboard's rollups (or be reported missing, which fails the test below).
+    up = Up(tmp_path / "data", dashboard=True, env={"DRIFTLINE_ROLLUP_AUDIT_S": "5"}).wait_up()
     model = _model("kill9")
     dashboard = f"http://127.0.0.1:{up.ports['dashboard']}/healthz"
     faults = iter(["store", "collector", "dashboard"])
@@ -113,6 +115,12 @@ def test_children_killed_mid_stream_are_restarted_and_every_event_is_stored_once
         time.sleep(2)  # a duplicate written late would show now
         assert stored(up.clickhouse_url, model) == (40_000, 40_000)
         wait_for(lambda: _http_ok(dashboard), timeout_s=90)  # the restarted dashboard serves again
+        # Two audits after the last event was stored, and no rollup misses a row.
+        audits = _metric(up.ports["metrics"], "driftline_rollup_audits_total", 'outcome="ok"')
+        wait_for(lambda: (_metric(up.ports["metrics"], "driftline_rollup_audits_total", 'outcome="ok"') or 0)
+                 >= (audits or 0) + 2, timeout_s=120)
+        short = _metric(up.ports["metrics"], "driftline_rollup_rows_missing", "")
+        assert short == 0.0, up.output
         for name in ("store", "collector", "dashboard"):
             assert f"driftline: {name} exited with signal SIGKILL" in up.output
         assert up.stop() == 0, up.output
@@ -200,6 +208,19 @@ def test_force_stops_after_the_timeout_and_counts_what_it_dropped(tmp_path: Path
     rows, unique = stored_offline(tmp_path / "data", model)
     # A chunk stored but not yet committed counts as both; nothing is lost without being counted.
     assert rows == unique and rows + dropped >= 3_000 and dropped > 0
+
+
+def _metric(metrics_port: int, name: str, labels: str) -> float | None:
+    """The sum of the collector's ``name`` series whose labels contain ``labels`` (None while its
+    /metrics cannot be read or has no such series)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    values = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+              if ln.startswith(name + "{") and labels in ln.split("}")[0]]
+    return sum(values) if values else None
 
 
 def _held(metrics_port: int) -> float | None:
