@@ -18,6 +18,7 @@ import base64
 import hmac
 import ipaddress
 import json
+import os
 import re
 import socket
 import tempfile
@@ -28,7 +29,6 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO
 from urllib.parse import parse_qsl, urlsplit
 
 from driftline.collector.embedded.chstore_engine import ChError, EnginePool, Outcome, SessionState, execute
@@ -47,7 +47,6 @@ _INSERT_FORMAT_RE = re.compile(
     rb"^\s*(INSERT\s+INTO\s.*?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*(?:\r?\n)?", re.I | re.S)
 _TRAILING_FORMAT_RE = re.compile(r"\sFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
 _HEAD_BYTES = 1 << 16
-_SPOOL_BYTES = 32 << 20
 _HTTP_STATUS = {  # ClickHouse's HTTPHandler mapping, for the codes an embedded store can raise
     516: 401, 194: 401, 192: 401, 164: 403, 497: 403, 60: 404, 81: 404, 46: 404, 36: 400, 62: 400,
     27: 400, 115: 400, 47: 400, 26: 400, 73: 400, 53: 400, 6: 400, 202: 503, 242: 503, 373: 400,
@@ -329,12 +328,17 @@ class ChHandler(BaseHTTPRequestHandler):
                 insert = (m.group(1).decode(), m.group(2).decode(), head[m.end():])
         if insert is not None:
             statement, in_fmt, first = insert
-            spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
-            spool.write(first)
-            while chunk := body.read(1 << 20):
-                spool.write(chunk)
-            spool.seek(0)
-            sql, run_insert = statement, (statement, in_fmt, spool)
+            # The body goes to a file the engine reads with INSERT ... FROM INFILE (chstore_engine.py:
+            # chDB's streaming insert reports success for inserts that failed); removed below.
+            with tempfile.NamedTemporaryFile(prefix="driftline-insert-", suffix=".body", delete=False) as spool:
+                try:
+                    spool.write(first)
+                    while chunk := body.read(1 << 20):
+                        spool.write(chunk)
+                except BaseException:
+                    os.unlink(spool.name)
+                    raise
+            sql, run_insert = statement, (statement, in_fmt, spool.name)
         else:
             rest = body.read(self.server.settings.max_query_bytes + 1 - len(head))
             text = head + rest
@@ -349,6 +353,8 @@ class ChHandler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         lock = session.lock if session else None
         if lock is not None and not lock.acquire(blocking=False):
+            if run_insert is not None:
+                os.unlink(run_insert[2])
             raise ChError(373, f"Code: 373. DB::Exception: Session {params.get('session_id')} is locked "
                           "by a concurrent client. (SESSION_IS_LOCKED)")
         try:
@@ -358,7 +364,7 @@ class ChHandler(BaseHTTPRequestHandler):
             if lock is not None:
                 lock.release()
             if run_insert is not None:
-                run_insert[2].close()
+                os.unlink(run_insert[2])
         self._respond(out, params, query_id, fmt if run_insert is None else None, sql, started)
 
     def _respond(self, out: Outcome, params: dict[str, str], query_id: str, fmt: str | None,

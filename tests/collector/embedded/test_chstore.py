@@ -185,6 +185,42 @@ def test_curl_style_inserts(store, client):
     assert client.command("SELECT count() FROM curl_t") == 6
 
 
+def _insert_spools() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("driftline-insert-*")}
+
+
+def test_an_insert_that_fails_after_parsing_is_an_error_in_every_format(store, client):
+    """chDB 4.4's streaming insert (send_insert / insert_done) reports success, with written rows,
+    for an insert a CHECK constraint refuses or whose materialized view throws, and stores nothing
+    or only the source table's rows. Through the store every such insert is an error, as on a real
+    server, whatever the client and format; and its body's spool file is gone either way."""
+    client.command("CREATE TABLE refusing (a Int64, CONSTRAINT small CHECK a < 10) ENGINE = MergeTree ORDER BY a")
+    client.command("CREATE TABLE fed (a Int64) ENGINE = MergeTree ORDER BY a")
+    client.command("CREATE TABLE feeding (a Int64) ENGINE = MergeTree ORDER BY a")
+    client.command("CREATE MATERIALIZED VIEW feeding_mv TO fed AS SELECT a + throwIf(a = 20, 'view failed') AS a "
+                   "FROM feeding")
+    spools = _insert_spools()
+    for table, code, says in (("refusing", "469", b"Constraint `small`"), ("feeding", "395", b"view failed")):
+        for fmt, rows in (("TabSeparated", b"1\n20\n"), ("JSONEachRow", b'{"a": 1}\n{"a": 20}\n'),
+                          ("CSV", b"1\n20\n")):
+            status, body, headers = http(store, f"INSERT INTO {table} FORMAT {fmt}", rows)
+            assert status == 500 and headers["X-ClickHouse-Exception-Code"] == code and says in body, (fmt, body)
+        with pytest.raises(DatabaseError, match=code):  # clickhouse-connect's Native insert
+            client.insert(table, [[1], [20]], column_names=["a"])
+        with pytest.raises(DatabaseError, match=code):  # its JSONEachRow raw insert (the collector's writer)
+            client.raw_insert(table, column_names=["a"], insert_block=b'{"a": 1}\n{"a": 20}', fmt="JSONEachRow")
+    assert client.command("SELECT count() FROM refusing") == 0  # the constraint refuses the whole block
+    assert client.command("SELECT count() FROM fed") == 0  # the view wrote nothing; as on a server, its
+    assert client.command("SELECT count() FROM feeding") == 10  # source kept the rows (5 inserts x 2)
+    # A good insert still works, SETTINGS in the statement included, and reports its rows.
+    status, _, headers = http(store, body=b"INSERT INTO feeding SETTINGS max_insert_threads = 1 FORMAT CSV\n1\n2\n")
+    assert status == 200 and json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "4"  # 2 + 2 by the view
+    assert client.command("SELECT count() FROM fed") == 2
+    assert _insert_spools() == spools
+
+
 WRITES = [
     "INSERT INTO ro_t VALUES (99)",
     "INSERT INTO ro_t SELECT 98",
