@@ -7,6 +7,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 #: the detector stage's gauge of stored events it holds unacknowledged (``detectors/stage.py``),
 #: which ``driftline up``'s stop reads to say why records are not committed yet
 HELD_GAUGE = "driftline_detector_events_held"
+#: the detector stage's gauge of how long the store has refused its output (drift rows, state):
+#: offsets wait meanwhile, for at most ``detector_held_ack_after_s``; ``driftline up``'s stop says so
+UNWRITTEN_GAUGE = "driftline_detector_output_unwritten_seconds"
 
 
 class CollectorMetrics:

@@ -56,6 +56,7 @@ class DetectorStage:
         self.tp_models: dict[Source, set[str]] = {}
         self.catching_up: set[Source] = set()
         self.metrics = _StageMetrics(registry)
+        self.metrics.watch_output(self._unwritten_s)
         # Stored chunks not observed yet, oldest first: their models' saved state could not be read.
         # [events, positions, replayed, feature values (0 until weighed by _bound)]
         self.held: deque[list[Any]] = deque()
@@ -176,6 +177,11 @@ class DetectorStage:
                             "now; what is kept in memory is written once the store takes it, unless the collector "
                             "stops or crashes first", self.held_ack_after_s)
         return not self.held or self._acked
+
+    def _unwritten_s(self) -> float:
+        """Seconds since the detectors' output (drift rows, state) could last be written; 0 while it is."""
+        failing = self.states.failing_since
+        return 0.0 if failing is None else max(0.0, self.states.clock() - failing)
 
     def _publish(self, rows: list[Any], *, check_owner: bool) -> None:
         """``states.publish``; a store failure (past the state's retries) is logged, not raised:
@@ -313,11 +319,19 @@ class _StageMetrics:
         self.held_events = Gauge("driftline_detector_events_held",
                                  "Stored events waiting for their models' saved state to load before the "
                                  "detectors observe them", registry=registry)
+        self.unwritten = Gauge("driftline_detector_output_unwritten_seconds",
+                               "How long the store has refused the detectors' output (drift rows, state), kept "
+                               "in memory meanwhile; 0 while it is written", registry=registry)
         self.given_up = Counter("driftline_detector_events_unobserved_total",
                                 "Stored events the detectors gave up: held past the limit while their models' "
                                 "state could not be loaded, then any still held at a stop or a rebalance "
                                 "(acknowledged by then)",
                                 registry=registry)
+
+    def watch_output(self, seconds: Callable[[], float]) -> None:
+        """``driftline_detector_output_unwritten_seconds``, read from ``seconds`` at each scrape."""
+        if self.enabled:
+            self.unwritten.set_function(seconds)
 
     def skipped(self, n: int) -> None:
         if self.enabled:

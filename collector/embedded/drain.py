@@ -16,7 +16,7 @@ import time
 import urllib.request
 from typing import TYPE_CHECKING
 
-from driftline.collector.metrics import HELD_GAUGE
+from driftline.collector.metrics import HELD_GAUGE, UNWRITTEN_GAUGE
 from driftline.collector.topics import BrokerBacklog
 from driftline.collector.embedded.supervisor import GiveUp
 
@@ -62,24 +62,34 @@ def drain_broker(stack: Stack) -> None:
                 break
             if now >= deadline and now - reported_at >= 10:
                 reported_at = now
-                held = held_by_detectors(stack)
+                held, unwritten_s = detector_hold(stack)
                 if held:
                     p(f"driftline: {_left(backlog, left)} not acknowledged yet: the collector's detectors hold "
                       f"{held} stored events because their models' saved state cannot be read (see its log); "
                       "they are acknowledged once observed, or at the latest "
                       f"{stack.settings.detector_held_ack_after_s:g} s after the hold began (Ctrl-C or SIGTERM "
                       "again to stop now: the detectors then miss them and anything not yet stored is dropped)")
+                elif unwritten_s:
+                    p(f"driftline: {_left(backlog, left)} not acknowledged yet: the store has refused the collector's "
+                      f"detector output (drift rows, state) for {unwritten_s:.0f} s (see its log); the events are "
+                      "stored, and acknowledged once that output is written, or at the latest "
+                      f"{stack.settings.detector_held_ack_after_s:g} s after the first refusal (Ctrl-C or SIGTERM "
+                      "again to stop now: the detectors' unwritten drift rows and state are then lost)")
                 else:
                     p(f"driftline: {_left(backlog, left)} still only in the embedded broker; waiting for the "
                       "collector to store them (Ctrl-C or SIGTERM again to stop anyway and drop them)")
             time.sleep(0.25)
         what = _left(backlog, left)
         stack.dropped += max(1, left or 0)
-        held = held_by_detectors(stack)
+        held, unwritten_s = detector_hold(stack)
         if held:
             p(f"driftline: stopping with {what} not acknowledged by the collector; they are dropped from the "
               f"embedded broker: {held} events of them are stored but held by the detectors, so drift and "
               "performance windows miss them, and any not stored yet are lost")
+        elif unwritten_s:
+            p(f"driftline: stopping with {what} not acknowledged by the collector; they are dropped from the "
+              "embedded broker: the store refused the detectors' output, so their drift rows and state of "
+              f"the last {unwritten_s:.0f} s are lost, and any events not stored yet")
         else:
             p(f"driftline: stopping with {what} still only in the embedded broker; they are dropped")
     finally:
@@ -87,24 +97,28 @@ def drain_broker(stack: Stack) -> None:
             backlog.close()
 
 
-def held_by_detectors(stack: Stack) -> int:
-    """Stored events the collector's detectors hold, unacknowledged (``driftline_detector_events_held``
-    on its ``/metrics``); 0 when none or when it cannot be read."""
+def detector_hold(stack: Stack) -> tuple[int, float]:
+    """What the collector's detectors hold back, from its ``/metrics``: stored events they hold
+    unacknowledged (``driftline_detector_events_held``) and for how many seconds the store has
+    refused their output (``driftline_detector_output_unwritten_seconds``); zeros when none or
+    when it cannot be read."""
     port = stack.settings.metrics_port
     if not port:
-        return 0
+        return 0, 0.0
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode("utf-8", "replace")
     except (OSError, ValueError):
-        return 0
+        return 0, 0.0
+    values = {HELD_GAUGE: 0.0, UNWRITTEN_GAUGE: 0.0}
     for line in text.splitlines():
-        if line.startswith(HELD_GAUGE + " "):
+        name, _, rest = line.partition(" ")
+        if name in values:
             try:
-                return int(float(line.split()[1]))
+                values[name] = float(rest.split()[0])
             except (IndexError, ValueError):
-                return 0
-    return 0
+                pass
+    return int(values[HELD_GAUGE]), values[UNWRITTEN_GAUGE]
 
 
 def _left(backlog: BrokerBacklog | None, records: int | None) -> str:

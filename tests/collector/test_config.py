@@ -103,12 +103,15 @@ def test_how_long_held_events_keep_commits_back_is_a_checked_setting() -> None:
     assert defaults["reference_poll_s"] == settings.reference_poll_s
 
 
-def test_the_held_gauge_up_reads_is_the_one_the_detector_stage_sets() -> None:
+def test_the_gauges_up_reads_are_the_ones_the_detector_stage_sets() -> None:
     from prometheus_client import CollectorRegistry
 
-    from driftline.collector.metrics import HELD_GAUGE
+    from driftline.collector.metrics import HELD_GAUGE, UNWRITTEN_GAUGE
     from driftline.detectors.stage import _StageMetrics
 
     registry = CollectorRegistry()
-    _StageMetrics(registry).held(7)
+    metrics = _StageMetrics(registry)
+    metrics.held(7)
+    metrics.watch_output(lambda: 42.0)
     assert registry.get_sample_value(HELD_GAUGE) == 7
+    assert registry.get_sample_value(UNWRITTEN_GAUGE) == 42.0

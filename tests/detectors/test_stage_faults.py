@@ -304,9 +304,10 @@ def test_output_the_store_refuses_is_kept_and_unacknowledged_then_written_or_obs
     away = _WritesAway(monkeypatch)
     for model in (f"wa-{tag}", f"wc-{tag}"):
         recs = _records(tag, model)
-        pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100,
-                                         registry=CollectorRegistry())
+        registry = CollectorRegistry()
+        pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=registry)
         stage.states.retry_s = 0.0
+        unwritten = lambda: registry.get_sample_value("driftline_detector_output_unwritten_seconds")  # noqa: E731
         for i in range(0, 120, 40):
             pipeline.process(recs[i:i + 40])
         assert pipeline.may_acknowledge()
@@ -316,11 +317,12 @@ def test_output_the_store_refuses_is_kept_and_unacknowledged_then_written_or_obs
             pipeline.tick(time.time())
             assert not pipeline.may_acknowledge(), "observed, but rows and state unwritten: a crash must read them"
         assert stage.states._unwritten_rows, "windows closed during the fault: their rows are kept"
+        assert unwritten() > 0  # what `driftline up`'s stop reads to say why records wait
         away.on = False
         if model.startswith("wa"):  # the store is back: what was kept is written with the next chunk
             for i in range(320, len(recs), 40):
                 pipeline.process(recs[i:i + 40])
-            assert pipeline.may_acknowledge() and not stage.states._unwritten_rows
+            assert pipeline.may_acknowledge() and not stage.states._unwritten_rows and unwritten() == 0
         else:  # the process crashed during the fault: the next one reads from the last commit (120)
             pipeline2, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
             for i in range(120, len(recs), 40):

@@ -219,7 +219,7 @@ def _metric(metrics_port: int, name: str, labels: str) -> float | None:
     except OSError:
         return None
     values = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
-              if ln.startswith(name + "{") and labels in ln.split("}")[0]]
+              if ln.startswith(name + "{") and labels in ln.split("}")[0] or ln.startswith(name + " ")]
     return sum(values) if values else None
 
 
@@ -271,6 +271,42 @@ def test_a_stop_while_the_detectors_hold_stored_events_says_so_and_ends_when_com
     # the setting reached the collector through up's settings file
     assert "2000 stored events held for the detectors for over 30s" in log, log[-3000:]
     assert "2000 stored events given up by the detectors" in log, log[-3000:]
+
+
+def test_a_stop_while_the_store_refuses_the_detectors_output_says_so_and_ends_when_commits_resume(
+        tmp_path: Path) -> None:
+    """The store takes the events but refuses the detectors' saved state (a CHECK that fails every
+    insert): the records stay uncommitted while their observed state is unsaved. The stop says that,
+    not "waiting for the collector to store them", and ends by itself past
+    DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S."""
+    from driftline.collector.store import connect
+    from driftline.collector.store.tables import DATABASE
+
+    up = Up(tmp_path / "data", "--drain-timeout-s", "1", env={"DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "30",
+                                                                 "DRIFTLINE_DETECTOR_STATE_RETRY_S": "3"}).wait_up()
+    model = _model("unwritten")
+    try:
+        connect(up.clickhouse_url).command(f"ALTER TABLE {DATABASE}.detector_state ADD CONSTRAINT refused CHECK 0")
+        send(up.bootstrap, model, 2_000)
+        wait_for(lambda: stored(up.clickhouse_url, model)[0] == 2_000, timeout_s=60)
+        wait_for(lambda: (_metric(up.ports["metrics"], "driftline_detector_output_unwritten_seconds", "") or 0) > 0,
+                 timeout_s=120)
+        mark = len(up.lines)
+        up.proc.send_signal(signal.SIGTERM)
+        up.wait_printed("not acknowledged yet: the store has refused the collector's detector output (drift rows, "
+                        "state) for", timeout_s=40, after=mark)
+        assert up.proc.poll() is None  # the records are not committed: up keeps the broker up
+        code = up.proc.wait(120)
+        up._reader.join(10)
+    finally:
+        up.kill_all()
+    assert code == 0, up.output
+    assert "still only in the embedded broker; waiting" not in up.output, up.output
+    assert "they are dropped" not in up.output, up.output
+    assert stored_offline(tmp_path / "data", model) == (2_000, 2_000)
+    log = (tmp_path / "data" / "logs" / "collector.log").read_text(errors="replace")
+    assert "the detectors' output could not be written" in log, log[-3000:]
+    assert "could not be written for over 30s: Kafka offsets are committed now" in log, log[-3000:]
 
 
 def test_a_crashed_broker_is_restarted_with_its_topics(tmp_path: Path) -> None:
