@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -223,41 +224,26 @@ def _metric(metrics_port: int, name: str, labels: str) -> float | None:
     return sum(values) if values else None
 
 
-def _held(metrics_port: int) -> float | None:
-    """The collector's ``driftline_detector_events_held``, None while its /metrics cannot be read."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    return next((float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("driftline_detector_events_held ")),
-                None)
-
-
-def test_a_stop_while_the_detectors_hold_stored_events_says_so_and_ends_when_commits_resume(tmp_path: Path) -> None:
-    """The detector state's table is away: the events are stored, the detectors hold them and the
-    collector commits nothing. The stop says that (not "waiting for the collector to store them")
-    and ends by itself once the hold is older than DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S."""
+def _stop_while_the_detectors_wait(tmp_path: Path, tag: str, fault: Callable[[Any], None],
+                                   waiting: Callable[[int], bool], says: str) -> str:
+    """`up` with the detectors' bounds shortened (30 s, 3 s of state retries); ``fault`` on the
+    store; 2,000 events stored; ``waiting`` true of the collector's metrics port. Then SIGTERM:
+    ``says`` is printed, not "waiting for the collector to store them"; up stays while the records
+    are uncommitted, and ends by itself (exit 0) once DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S passes,
+    with every event stored once. Returns the collector's log."""
     from driftline.collector.store import connect
-    from driftline.collector.store.tables import DATABASE
 
     up = Up(tmp_path / "data", "--drain-timeout-s", "1", env={"DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "30",
                                                                  "DRIFTLINE_DETECTOR_STATE_RETRY_S": "3"}).wait_up()
-    model = _model("held")
+    model = _model(tag)
     try:
-        ch = connect(up.clickhouse_url)
-        # A stand-in without the state's columns rather than no table: a child starting meanwhile
-        # (migrate creates what is missing) would give the collector an empty, readable one.
-        ch.command(f"RENAME TABLE {DATABASE}.detector_state TO {DATABASE}.detector_state_away")
-        ch.command(f"CREATE TABLE {DATABASE}.detector_state (model String) ENGINE = Memory")
+        fault(connect(up.clickhouse_url))
         send(up.bootstrap, model, 2_000)
         wait_for(lambda: stored(up.clickhouse_url, model)[0] == 2_000, timeout_s=60)
-        # the first load of the new model's state fails after its 3 s of retries: then it is held
-        wait_for(lambda: _held(up.ports["metrics"]) == 2_000, timeout_s=120)
+        wait_for(lambda: waiting(up.ports["metrics"]), timeout_s=120)
         mark = len(up.lines)
         up.proc.send_signal(signal.SIGTERM)
-        up.wait_printed("the collector's detectors hold 2000 stored events because their models' saved state "
-                        "cannot be read", timeout_s=40, after=mark)
+        up.wait_printed(says, timeout_s=40, after=mark)
         assert up.proc.poll() is None  # the records are not committed: up keeps the broker up
         code = up.proc.wait(120)
         up._reader.join(10)
@@ -267,7 +253,24 @@ def test_a_stop_while_the_detectors_hold_stored_events_says_so_and_ends_when_com
     assert "still only in the embedded broker; waiting" not in up.output, up.output
     assert "they are dropped" not in up.output, up.output
     assert stored_offline(tmp_path / "data", model) == (2_000, 2_000)
-    log = (tmp_path / "data" / "logs" / "collector.log").read_text(errors="replace")
+    return (tmp_path / "data" / "logs" / "collector.log").read_text(errors="replace")
+
+
+def test_a_stop_while_the_detectors_hold_stored_events_says_so_and_ends_when_commits_resume(tmp_path: Path) -> None:
+    """The detector state's table is away: the events are stored, the detectors hold them and the
+    collector commits nothing. The stop says so."""
+    from driftline.collector.store.tables import DATABASE
+
+    def away(ch: Any) -> None:
+        # A stand-in without the state's columns rather than no table: a child starting meanwhile
+        # (migrate creates what is missing) would give the collector an empty, readable one.
+        ch.command(f"RENAME TABLE {DATABASE}.detector_state TO {DATABASE}.detector_state_away")
+        ch.command(f"CREATE TABLE {DATABASE}.detector_state (model String) ENGINE = Memory")
+
+    # the first load of the new model's state fails after its 3 s of retries: then it is held
+    log = _stop_while_the_detectors_wait(
+        tmp_path, "held", away, lambda port: _metric(port, "driftline_detector_events_held", "") == 2_000,
+        "the collector's detectors hold 2000 stored events because their models' saved state cannot be read")
     # the setting reached the collector through up's settings file
     assert "2000 stored events held for the detectors for over 30s" in log, log[-3000:]
     assert "2000 stored events given up by the detectors" in log, log[-3000:]
@@ -276,35 +279,14 @@ def test_a_stop_while_the_detectors_hold_stored_events_says_so_and_ends_when_com
 def test_a_stop_while_the_store_refuses_the_detectors_output_says_so_and_ends_when_commits_resume(
         tmp_path: Path) -> None:
     """The store takes the events but refuses the detectors' saved state (a CHECK that fails every
-    insert): the records stay uncommitted while their observed state is unsaved. The stop says that,
-    not "waiting for the collector to store them", and ends by itself past
-    DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S."""
-    from driftline.collector.store import connect
+    insert): the records stay uncommitted while their observed state is unsaved. The stop says so."""
     from driftline.collector.store.tables import DATABASE
 
-    up = Up(tmp_path / "data", "--drain-timeout-s", "1", env={"DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "30",
-                                                                 "DRIFTLINE_DETECTOR_STATE_RETRY_S": "3"}).wait_up()
-    model = _model("unwritten")
-    try:
-        connect(up.clickhouse_url).command(f"ALTER TABLE {DATABASE}.detector_state ADD CONSTRAINT refused CHECK 0")
-        send(up.bootstrap, model, 2_000)
-        wait_for(lambda: stored(up.clickhouse_url, model)[0] == 2_000, timeout_s=60)
-        wait_for(lambda: (_metric(up.ports["metrics"], "driftline_detector_output_unwritten_seconds", "") or 0) > 0,
-                 timeout_s=120)
-        mark = len(up.lines)
-        up.proc.send_signal(signal.SIGTERM)
-        up.wait_printed("not acknowledged yet: the store has refused the collector's detector output (drift rows, "
-                        "state) for", timeout_s=40, after=mark)
-        assert up.proc.poll() is None  # the records are not committed: up keeps the broker up
-        code = up.proc.wait(120)
-        up._reader.join(10)
-    finally:
-        up.kill_all()
-    assert code == 0, up.output
-    assert "still only in the embedded broker; waiting" not in up.output, up.output
-    assert "they are dropped" not in up.output, up.output
-    assert stored_offline(tmp_path / "data", model) == (2_000, 2_000)
-    log = (tmp_path / "data" / "logs" / "collector.log").read_text(errors="replace")
+    log = _stop_while_the_detectors_wait(
+        tmp_path, "unwritten",
+        lambda ch: ch.command(f"ALTER TABLE {DATABASE}.detector_state ADD CONSTRAINT refused CHECK 0"),
+        lambda port: (_metric(port, "driftline_detector_output_unwritten_seconds", "") or 0) > 0,
+        "not acknowledged yet: the store has refused the collector's detector output (drift rows, state) for")
     assert "the detectors' output could not be written" in log, log[-3000:]
     assert "could not be written for over 30s: Kafka offsets are committed now" in log, log[-3000:]
 
