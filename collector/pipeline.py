@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 
 from driftline.collector.decode import DeadLetter, decode, decode_all
 from driftline.collector.metrics import CollectorMetrics
+from driftline.collector.store.client import error_code
 from driftline.collector.store.writer import ClickHouseWriter, WriteResult
 from driftline.sdk.contract import unpack
 
@@ -322,18 +323,9 @@ class Pipeline:
                 if self.stop.is_set():
                     raise
                 # The type and ClickHouse's error code only: a message could quote a stored value.
-                code = getattr(exc, "code", None) or _clickhouse_code(str(exc))
+                code = error_code(exc)
                 logger.warning("%s failed (%s%s); retrying in %.1fs", what, type(exc).__name__,
                                f", ClickHouse code {code}" if code else "", delay)
                 if self.stop.wait(delay):
                     raise
                 delay = min(self.retry_max_s, delay * 2)
-
-
-def _clickhouse_code(message: str) -> str:
-    marker = "Code: "
-    at = message.find(marker)
-    if at < 0:
-        return ""
-    digits = "".join(ch for ch in message[at + len(marker):at + len(marker) + 6] if ch.isdigit())
-    return digits

@@ -96,6 +96,19 @@ def unreachable_message(exc: BaseException, url: str | None = None) -> str:
             "DRIFTLINE_CLICKHOUSE_URL right?")
 
 
+def error_code(exc: BaseException) -> str:
+    """ClickHouse's error code of ``exc`` ("" if none): what a log may say of a store error, whose
+    message could quote a stored value."""
+    code = getattr(exc, "code", None)
+    if code:
+        return str(code)
+    message = str(exc)
+    at = message.find("Code: ")
+    if at < 0:
+        return ""
+    return "".join(ch for ch in message[at + 6:at + 12] if ch.isdigit())
+
+
 def store_error_message(exc: BaseException, url: str | None = None) -> str | None:
     """One line for a clickhouse-connect error (``None`` for any other): unreachable, with ``url``
     without its password, or ClickHouse's first line. For command-line entry points."""

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from driftline.collector.store.client import error_code
 from driftline.collector.store.rollup_check import COUNTED, check, missing
 
 logger = logging.getLogger("driftline.collector")
@@ -114,8 +115,10 @@ class RollupAudit:
             except Exception as exc:  # noqa: BLE001 - the store away: said once per streak, tried next interval
                 self.audits.labels("failed").inc()
                 if not self._failing:
-                    logger.warning("rollup audit could not run (%s: %s); trying again every %g s",
-                                   type(exc).__name__, exc, self.interval_s)
+                    # The type and ClickHouse's error code only: a message could quote a stored value.
+                    code = error_code(exc)
+                    logger.warning("rollup audit could not run (%s%s); trying again every %g s", type(exc).__name__,
+                                   f", ClickHouse code {code}" if code else "", self.interval_s)
                 self._failing = True
             else:
                 if self._failing:

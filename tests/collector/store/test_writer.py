@@ -200,3 +200,32 @@ def test_labels_and_outcomes_stored_without_their_views_are_inserted_again(own_s
     joined = {"label": "SELECT sum(labelled) FROM driftline.rollup_labels_1m WHERE model = {m:String}",
               "outcome": "SELECT sum(n) FROM driftline.rollup_outcomes_1m WHERE model = {m:String}"}[kind]
     assert one(joined) == 20
+
+
+def test_rows_a_failed_insert_stored_anyway_are_not_written_twice_and_are_named(own_store: Any, caplog: Any) -> None:
+    # A view that throws for this model: the insert fails (now also through the embedded store),
+    # after ClickHouse stored its rows. The retry finds them, writes them once, and says the rollups
+    # may miss them; the audit then counts what they miss.
+    model = f"boom-{uuid.uuid4().hex[:8]}"
+    own_store.command("CREATE TABLE driftline.boom_sink (n UInt64) ENGINE = Memory")
+    own_store.command(f"CREATE MATERIALIZED VIEW driftline.boom_mv TO driftline.boom_sink AS SELECT "
+                      f"throwIf(model = '{model}', 'view failed') AS n FROM driftline.predictions")
+    writer = ClickHouseWriter(own_store)
+    events = [_prediction(model, i) for i in range(30)]
+    try:
+        with pytest.raises(Exception, match="view failed"):
+            writer.write(events)
+    finally:
+        own_store.command("DROP VIEW driftline.boom_mv")
+        own_store.command("DROP TABLE driftline.boom_sink")
+    assert _count(own_store, model) == 30  # stored by the failed insert
+    with caplog.at_level(logging.WARNING, "driftline.collector"):
+        again = writer.write(events)
+    assert again.stored == {} and len(again.skipped) == 30 and _count(own_store, model) == 30
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("30 rows of a failed insert into predictions were stored anyway") for m in said), said
+    assert model not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "driftline.collector"):
+        writer.write(events)  # a plain replay later: nothing failed before it, nothing said
+    assert not caplog.records
