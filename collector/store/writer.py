@@ -214,11 +214,12 @@ class ClickHouseWriter:
             failed = self._failed.pop(table, set())
             if self.dedup:
                 existing = self._existing_ids(table, rows)
-                if existing & failed:
+                landed = existing & failed
+                if landed:
                     logger.warning("%d rows of a failed insert into %s were stored anyway (ClickHouse keeps an "
                                    "insert's rows when one of its materialized views fails after them): they are not "
                                    "inserted twice, and the rollups may miss them; the collector's audit counts what "
-                                   "they miss (driftline_rollup_rows_missing)", len(existing & failed), table)
+                                   "they miss (driftline_rollup_rows_missing)", len(landed), table)
                 if existing:
                     replays += len(existing)
                     skipped |= existing
