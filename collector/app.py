@@ -181,6 +181,11 @@ def run_collector(settings: CollectorSettings, *, observers: ObserverFactory, re
         from driftline.collector.store.rollup_audit import RollupAudit
 
         RollupAudit(connect(settings.clickhouse_url), registry, interval_s=settings.rollup_audit_s).start(stop)
+    if settings.feature_roll_s > 0:
+        from driftline.collector.store.feature_rolls import FeatureRoller
+
+        FeatureRoller(connect(settings.clickhouse_url), registry, interval_s=settings.feature_roll_s,
+                      after_s=settings.feature_roll_after_s).start(stop)
     # One thread does all storage work: batches are stored in order and detectors see one caller.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-store")
     ticks = TickScheduler(executor, pipeline.tick, metrics.ticks_skipped)

@@ -38,6 +38,8 @@ ENV_VARS = {
     "DRIFTLINE_DETECTOR_STATE_RETRY_S": "detector_state_retry_s",
     "DRIFTLINE_REFERENCE_POLL_S": "reference_poll_s",
     "DRIFTLINE_ROLLUP_AUDIT_S": "rollup_audit_s",
+    "DRIFTLINE_FEATURE_ROLL_S": "feature_roll_s",
+    "DRIFTLINE_FEATURE_ROLL_AFTER_S": "feature_roll_after_s",
     "DRIFTLINE_MEMORY_PROBE_DIR": "memory_probe_dir",
     "DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "memory_probe_interval_s",
     "DRIFTLINE_MEMORY_PROBE_TRACEMALLOC_FRAMES": "memory_probe_tracemalloc_frames",
@@ -98,6 +100,11 @@ class CollectorSettings:
     # hours (collector/store/rollup_audit.py: an insert whose views did not all run shows as
     # driftline_rollup_rows_missing and a warning); 0 turns the audit off.
     rollup_audit_s: float = 600.0
+    # The feature rollup is rolled from the raw rows once an hour has been closed for
+    # feature_roll_after_s, checked every feature_roll_s (collector/store/feature_rolls.py); hours not
+    # rolled yet are read raw by the dashboard. 0 turns the roller off (another collector rolls).
+    feature_roll_s: float = 60.0
+    feature_roll_after_s: float = 300.0
     # Diagnostics, off by default (collector/memprobe.py): a directory turns on a memory sample
     # (RSS, malloc's arenas, gc objects by type) every interval; frames > 0 adds tracemalloc
     # snapshots there too (slower, and tracemalloc's own traces add to RSS).
@@ -116,6 +123,10 @@ class CollectorSettings:
             raise ConfigError("detector_held_ack_after_s must be > 0 (DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S)")
         if not self.rollup_audit_s >= 0:
             raise ConfigError("rollup_audit_s must be >= 0 (DRIFTLINE_ROLLUP_AUDIT_S; 0 turns the audit off)")
+        if not self.feature_roll_s >= 0:
+            raise ConfigError("feature_roll_s must be >= 0 (DRIFTLINE_FEATURE_ROLL_S; 0 turns the roller off)")
+        if not self.feature_roll_after_s >= 0:
+            raise ConfigError("feature_roll_after_s must be >= 0 (DRIFTLINE_FEATURE_ROLL_AFTER_S)")
         if not self.reference_poll_s > 0:
             raise ConfigError("reference_poll_s must be > 0 (DRIFTLINE_REFERENCE_POLL_S)")
         if not self.memory_probe_interval_s > 0:

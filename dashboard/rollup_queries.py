@@ -114,13 +114,17 @@ def predictions_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
 
 
 def features_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
-    """Rows of ``rollup_features_1h`` for a :func:`feature_split`, edges aggregated from raw."""
+    """Rows of ``rollup_features_1h`` for a :func:`feature_split`: its whole hours' latest rolls;
+    the edges and the hours not rolled yet (``collector/store/feature_rolls.py``) aggregated from raw."""
     f = _filters(p)
-    edges = (f"((timestamp >= {_T64 % 'start'} AND timestamp < {_T64 % 'fa'}) OR "
-             f"(timestamp >= {_T64 % 'fb'} AND timestamp < {_T64 % 'end'}))")
-    raw = R.FEATURES_SELECT.format(src=P, where=f"{f} AND {edges}")
-    return (f"(SELECT {cols} FROM driftline.rollup_features_1h WHERE {f} AND hour >= {_T64 % 'fa'} "
-            f"AND hour < {_T64 % 'fb'} AND {where} UNION ALL SELECT {cols} FROM ({raw}) WHERE {where})")
+    hours = f"hour >= {_T64 % 'fa'} AND hour < {_T64 % 'fb'}"
+    rolls = f"{_filters(p, model=True, version_col=())} AND {hours}"
+    edges = (f"(timestamp >= {_T64 % 'start'} AND timestamp < {_T64 % 'fa'}) OR "
+             f"(timestamp >= {_T64 % 'fb'} AND timestamp < {_T64 % 'end'}) OR "
+             f"(timestamp >= {_T64 % 'fa'} AND timestamp < {_T64 % 'fb'} AND {R.unrolled(rolls)})")
+    raw = R.FEATURES_SELECT.format(src=P, where=f"{f} AND ({edges})")
+    return (f"(SELECT {cols} FROM driftline.rollup_features_1h WHERE {f} AND {hours} AND {R.rolled_rows(rolls)} "
+            f"AND {where} UNION ALL SELECT {cols} FROM ({raw}) WHERE {where})")
 
 
 def labels_src(p: dict[str, Any], cols: str, where: str = "1") -> str:

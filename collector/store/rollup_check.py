@@ -5,7 +5,8 @@ The rollups (``rollups.py``) are filled by materialized views as rows are insert
 are the record; :func:`differences` counts, per model and hour, from the raw tables and from the
 rollups (:data:`COUNTED`): the rows of ``predictions``, ``labels`` and ``outcomes``
 (``rollup_predictions_1m``, ``rollup_predictions_1h``; ``rollup_arrivals_1h`` per hour only), the
-served predictions' feature values (``rollup_features_1h``, which the drift panels read) and the
+served predictions' feature values (``rollup_features_1h``, which the drift panels read; only the
+(model, hour) pairs rolled so far, by their latest roll: ``feature_rolls.py``) and the
 served predictions that have a label (``rollup_labels_1m``, the label join behind the performance
 panels). A rollup that counts fewer missed an insert; one that counts more holds rows deleted since
 (deletions reach the aggregates only by ``rebuild``). Rows that arrive while the check runs can
@@ -17,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any, Collection, NamedTuple
 
-from driftline.collector.store.rollup_sql import FEATURE_VALUES, HOUR, SERVED
+from driftline.collector.store.rollup_sql import FEATURE_VALUES, HOUR, SERVED, rolled_rows, unrolled
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 
@@ -58,8 +59,9 @@ COUNTED: tuple[Counted, ...] = (
     *(Counted(kind.table, "rollup_arrivals_1h", _raw(kind.table, False),
               _rolled("rollup_arrivals_1h", False, where=f"kind = '{kind.table}'", time="hour"))
       for kind in (LABEL, OUTCOME)),
-    Counted(PREDICTION.table, "rollup_features_1h", _raw(PREDICTION.table, True, f"sum({FEATURE_VALUES})", SERVED),
-            _rolled("rollup_features_1h", True, time="hour"), "feature values"),
+    Counted(PREDICTION.table, "rollup_features_1h",
+            _raw(PREDICTION.table, True, f"sum({FEATURE_VALUES})", f"{SERVED} AND NOT {unrolled()}"),
+            _rolled("rollup_features_1h", True, where=rolled_rows(), time="hour"), "feature values"),
     Counted(PREDICTION.table, "rollup_labels_1m", _raw(PREDICTION.table, True, where=_LABELLED),
             _rolled("rollup_labels_1m", True, "sum(labelled)"), "labelled predictions"),
 )

@@ -75,7 +75,7 @@ GROUP BY model, model_version, hour, feature, kind, bin, category"""
 FEATURE_VALUES = f"length(features_num) + length({_CATEGORIES}) + length(features_bool)"
 
 #: tables and views of earlier releases, dropped by :func:`ensure`
-RETIRED_VIEWS = ("rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv",
+RETIRED_VIEWS = ("rollup_features_1h_mv", "rollup_features_1m_mv", "rollup_categories_1m_mv", "rollup_request_index_mv",
                  "rollup_shadow_index_mv", "rollup_primary_index_mv")
 RETIRED_TABLES = ("rollup_features_1m", "rollup_categories_1m", "rollup_request_index",
                   "rollup_shadow_index", "rollup_primary_index", "rollup_arrivals_1m")
@@ -100,12 +100,18 @@ TABLES: dict[str, str] = {
     num_q AggregateFunction(quantilesTDigestIf(0.1, 0.5, 0.9), Float64, UInt8))
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, has_label, prediction_label)""",
+    # Filled by rolls (feature_rolls.py), not by a view: ``gen`` is the roll that wrote a row; only a
+    # (model, hour)'s latest roll recorded in rollup_feature_rolls counts (ROLLED_FEATURES).
     "rollup_features_1h": f"""({_COMMON}, hour DateTime('UTC'), feature LowCardinality(String),
     kind UInt8, bin UInt64, category String,
     n SimpleAggregateFunction(sum, UInt64), s SimpleAggregateFunction(sum, Float64),
-    lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64))
+    lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64), gen UInt64)
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
-ORDER BY (model, feature, hour, model_version, kind, bin, category)""",
+ORDER BY (model, feature, hour, gen, model_version, kind, bin, category)""",
+    # One row per roll of a (model, hour): its generation and the feature values it counted.
+    "rollup_feature_rolls": """(model LowCardinality(String), hour DateTime('UTC'), gen UInt64, n UInt64,
+    rolled_at DateTime64(6, 'UTC'))
+ENGINE = ReplacingMergeTree(gen) ORDER BY (model, hour)""",
     "rollup_prediction_index": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
     model_version LowCardinality(String), variant LowCardinality(String),
     prediction_label Nullable(String), prediction_num Nullable(Float64))
@@ -360,8 +366,6 @@ VIEWS: dict[str, tuple[str, str]] = {
     "rollup_predictions_1m_mv": ("rollup_predictions_1m",
                                  PREDICTIONS_SELECT.format(src=_P, where="1")),
     "rollup_predictions_1h_mv": ("rollup_predictions_1h", PREDICTIONS_1H_SELECT),
-    "rollup_features_1h_mv": ("rollup_features_1h",
-                              FEATURES_SELECT.format(src=_P, where="1")),
     "rollup_prediction_index_mv": ("rollup_prediction_index",
                                    f"SELECT {_index_cols()} FROM {_P} WHERE {SERVED}"),
     "rollup_early_mv": ("rollup_early", EARLY_SELECT),
@@ -388,7 +392,6 @@ SENTINEL_VIEWS: dict[str, str] = {PREDICTION.table: "rollup_predictions_1m_mv",
 BACKFILL: dict[str, str] = {
     "rollup_predictions_1m": PREDICTIONS_SELECT.format(src=_P, where="1"),
     "rollup_predictions_1h": PREDICTIONS_1H_SELECT,
-    "rollup_features_1h": FEATURES_SELECT.format(src=_P, where="1"),
     "rollup_prediction_index": f"SELECT {_index_cols()} FROM {_P} WHERE {SERVED}",
     "rollup_labels_1m": LABELS_BACKFILL,
     "rollup_outcome_index": _OUTCOME_INDEX,
@@ -404,11 +407,53 @@ LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT *
 #: holds a hash of it (``rollups.ensure``); the others keep rows of older definitions
 REBUILT_ON_CHANGE = ("rollup_features_1h",)
 
+# -- the feature rollup's rolls (feature_rolls.py): an hour's rows computed from the raw rows once
+# it is closed, and again when its raw rows change; each roll is a generation, and only the latest
+# recorded generation of a (model, hour) counts
+ROLLS = f"{DB}.rollup_feature_rolls"
+#: served feature values per (model, hour) in the raw log, rows matching {where}
+RAW_FEATURE_VALUES = (f"SELECT model, {HOUR} AS hour, sum({FEATURE_VALUES}) AS n FROM {_P} "
+                      f"WHERE {SERVED} AND {{where}} GROUP BY model, hour")
+
+
+def latest_rolls(where: str = "1") -> str:
+    """The latest roll of each (model, hour) whose records match ``where``: ``model, hour, gen, n``."""
+    return (f"SELECT model, hour, max(r.gen) AS gen, argMax(r.n, r.gen) AS n FROM {ROLLS} AS r WHERE {where} "
+            "GROUP BY model, hour")
+
+
+def rolled_rows(where: str = "1") -> str:
+    """A condition on ``rollup_features_1h``: the row belongs to its (model, hour)'s latest roll
+    (``where`` narrows the rolls read, on ``model`` and ``hour``)."""
+    return f"(model, hour, gen) IN (SELECT model, hour, gen FROM ({latest_rolls(where)}))"
+
+
+def unrolled(where: str = "1") -> str:
+    """A condition on raw ``predictions`` rows: their (model, hour) has no roll (``where`` as above)."""
+    return f"(model, {HOUR}) NOT IN (SELECT model, hour FROM {ROLLS} WHERE {where})"
+
+
+def roll_insert(where: str, gen: int) -> str:
+    """Roll the served predictions matching ``where`` into ``rollup_features_1h`` as generation ``gen``."""
+    return (f"INSERT INTO {DB}.rollup_features_1h (model, model_version, hour, feature, kind, bin, category, n, s, "
+            f"lo, hi, gen) SELECT *, toUInt64({int(gen)}) FROM ({FEATURES_SELECT.format(src=_P, where=where)})")
+
+
+def roll_record(where: str, gen: int) -> str:
+    """Record generation ``gen`` as the latest roll of every (model, hour) matching ``where`` that it
+    wrote rows for or that had a roll before (which it emptied: their rows were deleted)."""
+    return (f"INSERT INTO {ROLLS} (model, hour, gen, n, rolled_at) SELECT model, hour, toUInt64({int(gen)}), sum(n), "
+            f"now64(6) FROM (SELECT model, hour, toUInt64(n) AS n FROM {DB}.rollup_features_1h WHERE {where} "
+            f"AND gen = {int(gen)} "
+            f"UNION ALL SELECT model, hour, toUInt64(0) AS n FROM {ROLLS} WHERE {where}) GROUP BY model, hour")
+
+
 #: tables holding one row per event (a deletion of events must delete from these too)
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BIN_MANTISSA_BITS", "FEATURE_VALUES", "FINE_BITS", "HOUR",
+__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "RAW_FEATURE_VALUES", "ROLLS", "latest_rolls", "rolled_rows",
+           "unrolled", "roll_insert", "roll_record", "FEATURE_BIN_MANTISSA_BITS", "FEATURE_VALUES", "FINE_BITS", "HOUR",
            "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
            "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",

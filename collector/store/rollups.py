@@ -54,6 +54,7 @@ from typing import Any
 from driftline.collector.store.rollup_sql import (
     BACKFILL,
     DB,
+    FEATURES_SELECT,
     LABELS_ALL_VIEW,
     PER_EVENT_TABLES,
     REBUILT_ON_CHANGE,
@@ -62,6 +63,8 @@ from driftline.collector.store.rollup_sql import (
     TABLES,
     VIEWS,
 )
+
+FEATURES = "rollup_features_1h"
 
 
 def _existing(client: Any) -> set[str]:
@@ -107,7 +110,16 @@ def ensure(client: Any) -> tuple[str, ...]:
     for name in created:
         if name in BACKFILL:
             _backfill(client, name)
+    if FEATURES in created:  # its rolls (of an older table, if any) and rows start again
+        client.command(f"TRUNCATE TABLE {DB}.rollup_feature_rolls")
+        _roll_closed(client)
     return created
+
+
+def _roll_closed(client: Any) -> None:
+    from driftline.collector.store.feature_rolls import roll_closed
+
+    roll_closed(client)
 
 
 def _digest(target: str, select: str) -> str:
@@ -115,7 +127,7 @@ def _digest(target: str, select: str) -> str:
 
 
 def _table_digest(name: str) -> str:
-    return _digest(TABLES[name], BACKFILL.get(name, ""))
+    return _digest(TABLES[name], FEATURES_SELECT if name == FEATURES else BACKFILL.get(name, ""))
 
 
 def _backfill(client: Any, name: str) -> None:
@@ -131,6 +143,9 @@ def rebuild(client: Any) -> None:
     for name in BACKFILL:
         client.command(f"TRUNCATE TABLE {DB}.{name}")
         _backfill(client, name)
+    for name in (FEATURES, "rollup_feature_rolls"):  # rolls: collectors may roll meanwhile, each roll whole
+        client.command(f"TRUNCATE TABLE {DB}.{name}")
+    _roll_closed(client)
 
 
 def drop(client: Any) -> None:

@@ -259,10 +259,13 @@ def seed_alerts(client: Any, spec: SeedSpec, dashboard_url: str = "") -> None:
 def seed(client: Any, spec: SeedSpec) -> SeedSpec:
     """Create the tables if needed and seed everything for ``spec.model``; returns ``spec``."""
     from driftline.collector.store import migrate
+    from driftline.collector.store.feature_rolls import roll_closed
 
-    migrate(client)  # every table; the rollups' MVs fill them as the INSERT … SELECTs below run
+    migrate(client)  # every table; the rollups' MVs fill them as the INSERT … SELECTs below run (the
+    # feature rollup's closed hours are rolled after: the current hour is read raw)
     salt = uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.model}/{spec.version}/{spec.seed}").hex[:8]
     seed_predictions(client, spec, salt)
+    roll_closed(client)  # as a running collector's roller does
     seed_labels_outcomes(client, spec, salt)
     if spec.detectors:
         seed_metrics(client, spec)

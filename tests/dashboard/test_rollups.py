@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from driftline.collector.store import rollups
+from driftline.collector.store.feature_rolls import roll_closed
 from driftline.dashboard import queries as q
 from driftline.dashboard import text_panel
 from driftline.dashboard.data import run
@@ -220,6 +221,7 @@ def test_free_text_shows_lengths_and_entities_not_categories(seeded: SeedSpec, c
     ch_client.insert("driftline.predictions", [
         [uuid.uuid4(), at[i % 3], m, ver, "primary", f"t-{i}", {"note": notes[i % 4]}, '"benign"', "benign", "ok", ""]
         for i in range(12)], column_names=cols)
+    assert roll_closed(ch_client) > 0  # late rows of rolled hours: rolled again, as the collector does
     v = _views(seeded)[2]
     ents = text_panel.text_entities(v, "note")
     assert dict(run(clickhouse_url, ents.sql, dict(ents.params)).rows) == {"PERSON": 9, "PHONE_NUMBER": 3}
@@ -244,13 +246,24 @@ def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickho
                       "event_id FROM driftline.predictions")
     ch_client.command("CREATE MATERIALIZED VIEW driftline.rollup_shadow_1m_mv TO driftline.rollup_shadow_1m "
                       "AS SELECT * FROM driftline.rollup_shadow_1m WHERE 0")
-    # and an older feature rollup (256 bins per doubling, no definition hash) with a stale row
-    ch_client.command("DROP VIEW driftline.rollup_features_1h_mv")
+    # and an older feature rollup filled by a view (no definition hash, no generations) with a stale row
     ch_client.command("DROP TABLE driftline.rollup_features_1h")
-    ch_client.command(f"CREATE TABLE driftline.rollup_features_1h {rollups.TABLES['rollup_features_1h']}")
+    ch_client.command("DROP TABLE driftline.rollup_feature_rolls")
+    ch_client.command("CREATE TABLE driftline.rollup_features_1h (model LowCardinality(String), "
+                      "model_version LowCardinality(String), hour DateTime('UTC'), feature LowCardinality(String), "
+                      "kind UInt8, bin UInt64, category String, n SimpleAggregateFunction(sum, UInt64), "
+                      "s SimpleAggregateFunction(sum, Float64), lo SimpleAggregateFunction(min, Float64), "
+                      "hi SimpleAggregateFunction(max, Float64)) ENGINE = AggregatingMergeTree "
+                      "ORDER BY (model, feature, hour, model_version, kind, bin, category)")
+    ch_client.command(f"CREATE MATERIALIZED VIEW driftline.rollup_features_1h_mv TO driftline.rollup_features_1h "
+                      f"AS {rollups.FEATURES_SELECT.format(src='driftline.predictions', where='1')}")
     ch_client.command("INSERT INTO driftline.rollup_features_1h (model, feature, n) VALUES ('stale', 'f', 1)")
-    assert rollups.ensure(ch_client) == ("rollup_features_1h", "rollup_pair_index")
+    assert rollups.ensure(ch_client) == ("rollup_features_1h", "rollup_feature_rolls", "rollup_pair_index")
     assert ch_client.query("SELECT count() FROM driftline.rollup_features_1h WHERE model = 'stale'").result_rows[0][0] == 0
+    # its closed hours rolled again from the raw rows, the view gone
+    rolled = ch_client.query("SELECT sum(n) FROM driftline.rollup_feature_rolls FINAL WHERE model = {m:String}",
+                             parameters={"m": seeded.model}).result_rows[0][0]
+    assert rolled > 0
     names = {r[0]: r[1] for r in ch_client.query("SELECT name, comment FROM system.tables "
                                                  "WHERE database = 'driftline'").result_rows}
     assert "rollup_request_index" not in names and "rollup_request_index_mv" not in names

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from driftline.collector.store import rollups
+from driftline.collector.store.feature_rolls import roll_closed
 from driftline.collector.store.free_text import TEXT_RULE, TEXT_SELECT, TextRule
 from driftline.collector.store.rollup_sql import FEATURE_BIN_MANTISSA_BITS
 from driftline.collector.store.writer import ClickHouseWriter
@@ -46,6 +47,7 @@ def test_free_text_feature_never_in_categories(ch_client: Any) -> None:
     events = [_event(m, i, {"note": note, "plan": ["pro", "free"][i % 2]}) for i, note in enumerate(notes)]
     events.append(_event(m, 99, {"note": notes[0], "plan": "pro"}, variant="shadow"))  # shadows excluded
     ClickHouseWriter(ch_client).write(events)
+    roll_closed(ch_client)
     cats = ch_client.query("SELECT feature, category, sum(n) FROM driftline.rollup_features_1h "
                            "WHERE model = {m:String} AND kind = 1 GROUP BY feature, category ORDER BY feature, category",
                            parameters={"m": m}).result_rows
@@ -62,7 +64,8 @@ def test_free_text_feature_never_in_categories(ch_client: Any) -> None:
 
 def test_feature_rollup_rows_bounded_by_bins(ch_client: Any) -> None:
     """N models x F features x V values per hour: rows are at most N x F x the bins the values can
-    occupy (2^bits per doubling: values in [100, 400) span two doublings), whatever V."""
+    occupy (2^bits per doubling: values in [100, 400) span two doublings), whatever V (one roll of
+    the closed hour: every row written once)."""
     rollups.ensure(ch_client)
     tag = uuid.uuid4().hex[:8]
     n_models, n_features, per = 3, 4, 3000
@@ -74,6 +77,7 @@ SELECT generateUUIDv4(number), toDateTime64('2026-11-03 10:00:00', 6, 'UTC') + n
        concat('bins-{tag}-', toString(number % {n_models})), 'v1', 'primary', toString(number),
        map({feats}), '0', 'ok', ''
 FROM numbers({n_models * per})""")
+    roll_closed(ch_client)
     rows, values = ch_client.query(
         "SELECT count(), sum(n) FROM (SELECT model, feature, bin, sum(n) AS n FROM driftline.rollup_features_1h "
         "WHERE startsWith(model, {p:String}) GROUP BY model, feature, hour, model_version, kind, bin, category)",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from driftline.collector.store.feature_rolls import roll_closed
 from driftline.collector.store.writer import COLUMNS_OF, INSERT_SETTINGS, ClickHouseWriter, label_row, prediction_row
 from driftline.sdk.codec import dumps
 from driftline.sdk.ids import uuid7
@@ -58,9 +59,9 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
     assert report["consistent"] is False and report["missing"] == []
     got = {(d["table"], d["rollup"], d["model"], d["hour"], d["raw"], d["rollup_rows"]) for d in report["differences"]}
     hour = "2026-03-01T11:00:00"
+    # (the feature rollup has no view to miss: its hours are rolled from the raw rows, none yet here)
     assert got == {("predictions", "rollup_predictions_1m", bad, hour, 40, 10),
                    ("predictions", "rollup_predictions_1h", bad, hour, 40, 10),
-                   ("predictions", "rollup_features_1h", bad, hour, 40, 10),  # one feature an event
                    ("predictions", "rollup_labels_1m", bad, hour, 20, 0),  # every other one labelled
                    ("labels", "rollup_arrivals_1h", "*", hour, 20, 0)}
     text = _cli(own_store_url, "check", "--recheck-s", "0")
@@ -68,8 +69,6 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
     line = f"rollup_predictions_1m misses predictions: model '{bad}', hour {hour}: 10 against 40 raw rows"
     assert line in text.stdout
     assert f"rollup_arrivals_1h misses labels: every model, hour {hour}: 0 against 20 raw rows" in text.stdout
-    assert f"rollup_features_1h misses predictions: model '{bad}', hour {hour}: 10 against 40 feature values" \
-        in text.stdout
     assert f"rollup_labels_1m misses predictions: model '{bad}', hour {hour}: 0 against 20 labelled predictions" \
         in text.stdout
 
@@ -83,6 +82,9 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
     labelled = own_store.query("SELECT sum(labelled) FROM driftline.rollup_labels_1m WHERE model = {m:String}",
                                parameters={"m": bad}).result_rows[0][0]
     assert labelled == 20  # the joined rollup is rebuilt too
+    rolled = own_store.query("SELECT sum(n) FROM driftline.rollup_features_1h WHERE model = {m:String}",
+                             parameters={"m": bad}).result_rows[0][0]
+    assert rolled == 40  # and the feature rollup's closed hours are rolled, one feature an event
 
     # Rows deleted from the raw log stay in the aggregates until a rebuild: named the other way.
     own_store.command("DELETE FROM driftline.predictions WHERE model = {m:String}", parameters={"m": ok})
@@ -119,6 +121,7 @@ def test_check_counts_what_the_feature_rollup_and_the_label_join_count(own_store
     writer.write(late)
     writer.write(relabel)
     writer.write(relabel)  # replayed: the same event id twice
+    assert roll_closed(own_store) == 2  # the collector's roller: two (model, hour)
     out = _cli(own_store_url, "check", "--json", "--recheck-s", "0.2")
     report = json.loads(out.stdout)
     assert out.returncode == 0 and report["consistent"] is True, out.stdout + out.stderr
@@ -131,9 +134,12 @@ def test_check_counts_what_the_feature_rollup_and_the_label_join_count(own_store
     assert values == [(8, expect[8]), (9, expect[9])] and expect[8] > 0
 
     # one row added to each rollup: found, and named with what that rollup counts
+    gen = own_store.query("SELECT max(gen) FROM driftline.rollup_feature_rolls WHERE model = {m:String} "
+                          "AND hour = '2026-03-02 08:00:00'", parameters={"m": model}).result_rows[0][0]
+    # (a row of the hour's latest roll counts)
     own_store.command(f"INSERT INTO driftline.rollup_features_1h (model, model_version, hour, feature, kind, "
-                      f"bin, category, n, s, lo, hi) "
-                      f"VALUES ('{model}', '1', '2026-03-02 08:00:00', 'x', 0, 1, '', 2, 0, 0, 0)")
+                      f"bin, category, n, s, lo, hi, gen) "
+                      f"VALUES ('{model}', '1', '2026-03-02 08:00:00', 'x', 0, 1, '', 2, 0, 0, 0, {gen})")
     own_store.command(f"INSERT INTO driftline.rollup_labels_1m (model, model_version, variant, minute, labelled) "
                       f"VALUES ('{model}', '1', 'primary', '2026-03-02 09:07:00', 1)")
     found = _cli(own_store_url, "check", "--recheck-s", "0")
