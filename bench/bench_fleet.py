@@ -73,6 +73,7 @@ def _start(data_dir: Path, config: Path, budget_mb: float, park_after_s: float,
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_DETECTOR_MEMORY_BUDGET_MB"] = str(budget_mb)
     env["DRIFTLINE_DETECTOR_PARK_AFTER_S"] = str(park_after_s)
+    env["DRIFTLINE_FEATURE_ROLL_S"] = "0"  # the run rolls its hour itself, counted (run())
     if batch_timeout_s is not None:
         env["DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S"] = str(batch_timeout_s)
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -162,6 +163,16 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         took = time.perf_counter() - t0
         _wait_idle(pids["collector"])  # ... and the measured events' detector work is theirs
         cpu = {r: _cpu_s(pids[r]) - cpu0[r] for r in cpu0}
+        # The feature rollup is rolled once an hour is closed: the run's hour (warm-up and measured
+        # events) rolled now, and the store's CPU for it until idle (the roll's merges, and any the
+        # inserts left) counted in the measured events' share of the values rolled.
+        from driftline.collector.store.feature_rolls import roll_pending
+
+        roll0 = _cpu_s(pids["store"])
+        roll_pending(ch, 0, 2**32)
+        _wait_idle(pids["store"])
+        roll_cpu = (_cpu_s(pids["store"]) - roll0) * events / (warm + events)
+        cpu["store"] += roll_cpu
         now = processes(proc.pid)
         moved = [r for r in cpu0 if now.get(r) != pids[r]]
         if moved:  # a restarted process's CPU was not counted: the figures would be wrong, not just noisy
@@ -186,6 +197,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         return {"models": models, "features": features, "segments": segments, "events": events,
                 "warmup_s": warm_s, "events_per_s": events / took,
                 "collector_us": 1e6 * cpu["collector"] / events, "store_us": 1e6 * cpu["store"] / events,
+                "store_roll_us": 1e6 * roll_cpu / events,
                 "state_bytes": state / events, "series": series, "rss": rss,
                 "events_per_batch": events / inserts if inserts else float("nan"),
                 "evicted": m1.get("driftline_label_join_evicted_total", 0.0),

@@ -4,7 +4,8 @@ Each run writes ``--events`` events of 20 numeric features (one hour of traffic,
 round-robin over the models) through :class:`~driftline.collector.store.writer.ClickHouseWriter`
 (the collector's insert) in inserts of ``--chunk`` events into a fresh embedded store, with every
 rollup view or without the feature rollup's views (those whose target is ``rollup_features_1h``,
-dropped after ``migrate``), and reports the store process's CPU time per event (user + system,
+dropped after ``migrate``; since 5 Dec it has none: its hour is rolled from the raw rows after the
+inserts, counted, or not rolled for "without"), and reports the store process's CPU time per event (user + system,
 from ``/proc``: it holds on a shared, busy machine better than wall time; it includes the
 background merges that run meanwhile), the median of ``--repeats`` runs, and the ratio of 1,000
 models to 1 model; then the same with the CPU of merging the feature rollup into one part
@@ -24,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_rollup_sizing import _cpu_s, _events, _merge  # noqa: E402
+from bench_rollup_sizing import _cpu_s, _events, _merge, _roll  # noqa: E402
 
 from driftline.collector.embedded.chstore import start_chstore  # noqa: E402
 from driftline.collector.store.client import connect  # noqa: E402
@@ -54,6 +55,8 @@ def run(events: list[dict], chunk: int, features_view: bool, warm: list[dict]) -
         cpu0 = _cpu_s(store.pid)
         for c in chunks:
             writer.store(c)
+        if features_view:  # rolled once the hour is closed (a tree before 5 Dec: by its views, nothing here)
+            _roll(client)
         cpu = _cpu_s(store.pid) - cpu0
         _merge(client, FEATURE_TABLE)
         merged = _cpu_s(store.pid) - cpu0

@@ -22,7 +22,9 @@ How it works, and why:
    by later merges; cheaper on big tables).
 3. ``optimize=True`` then runs ``OPTIMIZE TABLE … FINAL`` to rewrite the parts (needed after a
    lightweight delete to purge the masked rows from disk right away).
-4. One audit row per table goes to ``driftline.deletions``. String literals of the predicate are
+4. The feature rollup's hours that held the predictions' values are rolled again from what is left
+   (``feature_rolls.py``; with ``optimize=True`` it is optimized too: its bins keep min and max).
+5. One audit row per table goes to ``driftline.deletions``. String literals of the predicate are
    recorded as ``hmac:…`` (with the PII hash key) or ``'<redacted>'`` so the audit trail does not
    itself keep the personal data.
 
@@ -214,6 +216,10 @@ def delete_rows(
     deletion_id = uuid7()
     if dry_run:
         return DeletionReport(deletion_id, predicate, counts, dry_run=True, predicate_skipped=tuple(skipped))
+    # The hours of the feature rollup that hold the predictions' values: rolled again after.
+    hours = [r[0] for chunk in _chunks(sorted(targets[PREDICTION.table])) for r in db.rows(
+        f"SELECT DISTINCT toUInt32(toStartOfHour(timestamp)) FROM {DATABASE}.{PREDICTION.table} "
+        f"WHERE {_in_list('event_id', chunk)}", "find the predictions' hours")]
     for table, ids in targets.items():
         for chunk in _chunks(sorted(ids)):
             cond = _in_list("event_id", chunk)
@@ -235,6 +241,16 @@ def delete_rows(
         left = _count(db, table, sorted(ids))
         if left:
             raise DeletionError(f"delete from {table}: {left} rows still visible after the delete")
+
+    if hours:  # the feature rollup's rolls of those hours hold the values (and bins' min and max): rolled again
+        from driftline.collector.store.feature_rolls import closed_before, roll_pending
+
+        try:  # closed hours only: an open one is read raw until the collector rolls it
+            roll_pending(client, min(hours), min(max(hours) + 3600, closed_before(clock(), 0.0)), clock=clock)
+        except Exception as exc:
+            raise DeletionError(f"roll the feature rollup's hours again: {_first_line(exc)}") from None
+        if optimize:
+            db.command(f"OPTIMIZE TABLE {DATABASE}.rollup_features_1h FINAL", "optimize rollup_features_1h")
 
     # 3. Audit, one row per table, after every delete succeeded.
     at = datetime.fromtimestamp(clock(), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

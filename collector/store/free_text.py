@@ -12,7 +12,7 @@ chart anyway. So each string value is classified by :class:`TextRule`, in SQL, p
   e-mails is one category, ``<EMAIL_ADDRESS>``).
 
 Why per value, in SQL, and not per feature in the writer: the rollups are defined by SQL over the
-raw rows, and the same SELECT fills them on insert (the materialized view), rebuilds them
+raw rows, and the same SELECT fills them (a roll of each closed hour, ``feature_rolls.py``), rebuilds them
 (``rollups.rebuild``) and answers the partial hours at a range's edges and the dashboard's raw
 panels. A per-value rule gives all of these the same answer with no state; a per-feature verdict
 learnt by the writer ("this feature looked like text so far") is state the raw table does not
@@ -25,10 +25,10 @@ this rule: they stay categories.
 :data:`TEXT_SELECT` summarises text values per (model, version, hour, feature) and length bucket
 (four per doubling of the length): how many, their total, shortest and longest length, how many
 held at least one placeholder, and the placeholders counted by entity type. The dashboard runs it
-over the raw log (``dashboard/text_panel.py``). It is not a materialized view yet: a 14th view on
+over the raw log (``dashboard/text_panel.py``). It is not a materialized view: a 14th view on
 ``predictions`` made chDB 26.9 intermittently skip other views of the same insert (label joins and
-shadow pairs went missing in ``tests/dashboard/test_rollups.py``), so the rollup table waits for
-that to be understood.
+shadow pairs went missing in ``tests/dashboard/test_rollups.py``); rolled per closed hour as the
+feature rollup is now (``feature_rolls.py``), it would need no view.
 
 The rule is part of the stored data's definition: changing :data:`TEXT_RULE` changes the feature
 rollup's SQL, so ``rollups.ensure`` rebuilds ``rollup_features_1h`` from the raw rows.

@@ -1,7 +1,7 @@
 """Pre-aggregated rollups of the prediction log, kept current by materialized views.
 
 The dashboard's panels read per-minute rollups instead of scanning millions of raw rows. Every
-rollup is filled by a materialized view (MV) as rows are inserted, so it stays correct as data
+rollup but the feature rollup is filled by a materialized view (MV) as rows are inserted, so it stays correct as data
 arrives, including ``INSERT … SELECT`` (the seeder) and inserts through the HTTP interface.
 
 Tables (database ``driftline``; all names start with ``rollup_``):
@@ -13,7 +13,9 @@ Tables (database ``driftline``; all names start with ``rollup_``):
   values (< 6.25 % of a value wide, ``FEATURE_BIN_MANTISSA_BITS``), count per category (string and
   bool features; free text excluded). Shadow rows excluded. Histograms over a reference's edges
   are re-binned from it. Its rows grow with models × features × bins occupied (at most 16 per
-  doubling of a feature's magnitude) per hour, not with the values.
+  doubling of a feature's magnitude) per hour, not with the values. Not filled by a view: each
+  closed hour is rolled from the raw rows (``feature_rolls.py``, with ``rollup_feature_rolls``
+  recording each roll); the dashboard reads hours not rolled yet from the raw rows.
 * ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed
   counts: a label adds its prediction's contribution; a later label for the same prediction
   (a correction) subtracts the previous latest label's contribution and adds its own, so the sum

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pytest
 
 from driftline.collector.embedded.broker import free_port, port_open
-from tests.collector.embedded.up_testkit import Up, send, stored, stored_offline
+from tests.collector.embedded.up_testkit import Up, client, send, stored, stored_offline
 from tests.collector.embedded.up_testkit import alive as _alive
 from tests.conftest import wait_for
 
@@ -92,8 +92,11 @@ def test_sigint_inherited_ignored_is_respected_and_sigterm_stops(tmp_path: Path)
 
 def test_children_killed_mid_stream_are_restarted_and_every_event_is_stored_once(tmp_path: Path) -> None:
     # The rollup audit every 5 s: rows stored by an insert the killed store cut short must still
-    # reach the dashboard's rollups (or be reported missing, which fails the test below).
-    up = Up(tmp_path / "data", dashboard=True, env={"DRIFTLINE_ROLLUP_AUDIT_S": "5"}).wait_up()
+    # reach the dashboard's rollups (or be reported missing, which fails the test below). Every
+    # other event is dated two hours back: that closed hour is rolled into the feature rollup (every
+    # second, as soon as closed) and rolled again as its events keep coming, through the kills.
+    up = Up(tmp_path / "data", dashboard=True, env={"DRIFTLINE_ROLLUP_AUDIT_S": "5", "DRIFTLINE_FEATURE_ROLL_S": "1",
+                                                    "DRIFTLINE_FEATURE_ROLL_AFTER_S": "0"}).wait_up()
     model = _model("kill9")
     dashboard = f"http://127.0.0.1:{up.ports['dashboard']}/healthz"
     faults = iter(["store", "collector", "dashboard"])
@@ -110,8 +113,10 @@ def test_children_killed_mid_stream_are_restarted_and_every_event_is_stored_once
 
     try:
         wait_for(lambda: _http_ok(dashboard), timeout_s=90)
-        ids = send(up.bootstrap, up_model := model, 40_000, rate_per_s=2_000, during=kill_next)
+        ids = send(up.bootstrap, up_model := model, 40_000, rate_per_s=2_000, during=kill_next,
+                   back_s=lambda i: 0.0 if i % 2 else 7200.0)
         assert len(ids) == 40_000
+        past_hour = int((time.time() - 7200) // 3600 * 3600)  # every dated event's hour is this or before
         wait_for(lambda: stored(up.clickhouse_url, up_model)[0] >= 40_000, timeout_s=180)
         time.sleep(2)  # a duplicate written late would show now
         assert stored(up.clickhouse_url, model) == (40_000, 40_000)
@@ -122,6 +127,15 @@ def test_children_killed_mid_stream_are_restarted_and_every_event_is_stored_once
                  >= (audits or 0) + 2, timeout_s=120)
         short = _metric(up.ports["metrics"], "driftline_rollup_rows_missing", "")
         assert short == 0.0, up.output
+        # The closed hour's feature values all in its latest roll (two an event), none counted twice.
+        db = client(up.clickhouse_url)
+        rolled = ("SELECT sum(n) FROM driftline.rollup_feature_rolls FINAL WHERE model = {m:String} "
+                  "AND hour <= toDateTime({h:UInt32}, 'UTC')")
+        wait_for(lambda: db.query(rolled, parameters={"m": model, "h": past_hour}).result_rows[0][0] == 40_000,
+                 timeout_s=60)
+        check = subprocess.run([sys.executable, "-m", "driftline.cli", "rollups", "check", "--clickhouse-url",
+                                up.clickhouse_url], capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0 and "consistent" in check.stdout, check.stdout + check.stderr
         for name in ("store", "collector", "dashboard"):
             assert f"driftline: {name} exited with signal SIGKILL" in up.output
         assert up.stop() == 0, up.output

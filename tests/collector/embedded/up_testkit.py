@@ -139,11 +139,11 @@ def stored_offline(data_dir: Path, model: str) -> tuple[int, int]:
 
 
 def send(bootstrap: str, model: str, n: int, *, rate_per_s: float = 0.0,
-         during: Callable[[int], None] | None = None) -> set[str]:
+         during: Callable[[int], None] | None = None, back_s: Callable[[int], float] | None = None) -> set[str]:
     """Log ``n`` predictions with the SDK and flush; returns the acknowledged event ids.
 
     ``rate_per_s`` spreads them over time; ``during(i)`` is called every 1,000 events (to inject
-    a fault mid-stream)."""
+    a fault mid-stream); ``back_s(i)`` dates event ``i`` that many seconds in the past."""
     from driftline.sdk import Monitor
     from driftline.sdk.config import SdkSettings
 
@@ -152,7 +152,8 @@ def send(bootstrap: str, model: str, n: int, *, rate_per_s: float = 0.0,
     started = time.monotonic()
     try:
         for i in range(n):
-            ids.add(monitor.log(features={"x": i * 0.5, "c": "abc"[i % 3]}, prediction=i % 2))
+            at = time.time_ns() - int(back_s(i) * 1e9) if back_s is not None else None
+            ids.add(monitor.log(features={"x": i * 0.5, "c": "abc"[i % 3]}, prediction=i % 2, timestamp_ns=at))
             if during is not None and i % 1000 == 999:
                 during(i)
             if rate_per_s and i % 100 == 99:

@@ -174,3 +174,30 @@ def test_cli_help_lists_delete():
                            "p = argparse.ArgumentParser(); deletion_cli.register(p.add_subparsers())\n"
                            "p.parse_args(['delete', '--help'])"], capture_output=True, text=True)
     assert "--prediction-id" in proc.stdout and "--where" in proc.stdout
+
+
+def test_a_deletion_rolls_the_feature_rollup_again(client):
+    """The feature rollup's closed hours held the deleted values (its bins keep min and max): rolled
+    again from what is left, the older roll's rows gone."""
+    from driftline.collector.store.feature_rolls import roll_closed
+    from driftline.collector.store.rollup_sql import rolled_rows
+
+    model = "fr-" + uuid7()[-6:]
+    for i, user in enumerate(["dan", "dan", "eve"]):
+        client.command(
+            "INSERT INTO driftline.predictions (event_id, timestamp, model, model_version, variant, request_id, "
+            f"features_num, prediction, status, error, tags) VALUES ('{uuid7()}', '2026-03-04 10:0{i}:00', "
+            f"'{model}', '1', 'primary', 'r{i}', map('income', {1000 * (i + 1)}), '0.5', 'ok', '', "
+            f"map('user_id', '{user}'))")
+    assert roll_closed(client) >= 1
+
+    def rolled():
+        return client.query(f"SELECT sum(n), max(hi) FROM driftline.rollup_features_1h WHERE model = '{model}' "
+                            f"AND {rolled_rows()}").result_rows[0]
+
+    assert rolled() == (3, 3000.0)
+    delete_rows(client, where=f"model = '{model}' AND tags['user_id'] = 'eve'", optimize=True)
+    assert rolled() == (2, 2000.0)  # eve's income no longer the hour's maximum
+    left = client.query(f"SELECT count(), max(hi) FROM driftline.rollup_features_1h "
+                        f"WHERE model = '{model}'").result_rows
+    assert left == [(2, 2000.0)]  # no row of the older roll left (optimized: not on disk either)
