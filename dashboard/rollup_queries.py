@@ -114,14 +114,18 @@ def predictions_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
 
 
 def features_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
-    """Rows of ``rollup_features_1h`` for a :func:`feature_split`: its whole hours' latest rolls;
-    the edges and the hours not rolled yet (``collector/store/feature_rolls.py``) aggregated from raw."""
+    """Rows of ``rollup_features_1h`` for a :func:`feature_split`: the latest rolls of its whole hours
+    up to the model's last rolled one (``collector/store/feature_rolls.py``); from the raw rows the
+    partial hour at the start and everything after the last rolled hour (the hours not rolled yet and
+    the partial one at the end). The bound is a constant by the time the raw table is read, so its
+    primary key skips the rolled hours (an hour not rolled before a rolled one is read once rolled:
+    the roller fills such gaps at its next run)."""
     f = _filters(p)
     hours = f"hour >= {_T64 % 'fa'} AND hour < {_T64 % 'fb'}"
-    rolls = f"{_filters(p, model=True, version_col=())} AND {hours}"
+    rolls = f"{_filters(p, version_col=())} AND {hours}"
+    after = f"greatest({_T64 % 'fa'}, {R.rolled_until(rolls)})"
     edges = (f"(timestamp >= {_T64 % 'start'} AND timestamp < {_T64 % 'fa'}) OR "
-             f"(timestamp >= {_T64 % 'fb'} AND timestamp < {_T64 % 'end'}) OR "
-             f"(timestamp >= {_T64 % 'fa'} AND timestamp < {_T64 % 'fb'} AND {R.unrolled(rolls)})")
+             f"(timestamp >= {after} AND timestamp < {_T64 % 'end'})")
     raw = R.FEATURES_SELECT.format(src=P, where=f"{f} AND ({edges})")
     return (f"(SELECT {cols} FROM driftline.rollup_features_1h WHERE {f} AND {hours} AND {R.rolled_rows(rolls)} "
             f"AND {where} UNION ALL SELECT {cols} FROM ({raw}) WHERE {where})")

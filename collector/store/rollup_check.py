@@ -5,8 +5,8 @@ The rollups (``rollups.py``) are filled by materialized views as rows are insert
 are the record; :func:`differences` counts, per model and hour, from the raw tables and from the
 rollups (:data:`COUNTED`): the rows of ``predictions``, ``labels`` and ``outcomes``
 (``rollup_predictions_1m``, ``rollup_predictions_1h``; ``rollup_arrivals_1h`` per hour only), the
-served predictions' feature values (``rollup_features_1h``, which the drift panels read; only the
-(model, hour) pairs rolled so far, by their latest roll: ``feature_rolls.py``) and the
+served predictions' feature values (``rollup_features_1h``, which the drift panels read: each
+(model, hour)'s latest roll, up to the model's last rolled hour, ``feature_rolls.py``) and the
 served predictions that have a label (``rollup_labels_1m``, the label join behind the performance
 panels). A rollup that counts fewer missed an insert; one that counts more holds rows deleted since
 (deletions reach the aggregates only by ``rebuild``). Rows that arrive while the check runs can
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any, Collection, NamedTuple
 
-from driftline.collector.store.rollup_sql import FEATURE_VALUES, HOUR, SERVED, rolled_rows, unrolled
+from driftline.collector.store.rollup_sql import FEATURE_VALUES, HOUR, ROLLS, SERVED, rolled_rows
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 
@@ -48,6 +48,12 @@ def _rolled(rollup: str, by_model: bool, n: str = "sum(n)", where: str = "1", ti
             f"FROM {DB}.{rollup} WHERE ({where}) AND {time} >= toDateTime({{since}}, 'UTC') GROUP BY model, hour")
 
 
+# The feature rollup's hours up to each model's last rolled one (the dashboard reads the rollup for
+# those, the raw rows after): an hour there without a roll is missing from the charts until rolled.
+_ROLLED_RAW = (f"SELECT p.model AS model, {HOUR} AS hour, sum({FEATURE_VALUES}) AS n "
+               f"FROM {DB}.{PREDICTION.table} AS p INNER JOIN (SELECT model, max(hour) AS last FROM {ROLLS} "
+               f"GROUP BY model) AS w ON p.model = w.model WHERE {SERVED} AND {HOUR} <= w.last "
+               f"AND timestamp >= toDateTime({{since}}, 'UTC') GROUP BY model, hour")
 _LABELLED = f"{SERVED} AND (model, event_id) IN (SELECT model, prediction_id FROM {DB}.{LABEL.table})"
 
 #: what is compared: every prediction, label and outcome is counted once by the rollups that count
@@ -59,8 +65,7 @@ COUNTED: tuple[Counted, ...] = (
     *(Counted(kind.table, "rollup_arrivals_1h", _raw(kind.table, False),
               _rolled("rollup_arrivals_1h", False, where=f"kind = '{kind.table}'", time="hour"))
       for kind in (LABEL, OUTCOME)),
-    Counted(PREDICTION.table, "rollup_features_1h",
-            _raw(PREDICTION.table, True, f"sum({FEATURE_VALUES})", f"{SERVED} AND NOT {unrolled()}"),
+    Counted(PREDICTION.table, "rollup_features_1h", _ROLLED_RAW,
             _rolled("rollup_features_1h", True, where=rolled_rows(), time="hour"), "feature values"),
     Counted(PREDICTION.table, "rollup_labels_1m", _raw(PREDICTION.table, True, where=_LABELLED),
             _rolled("rollup_labels_1m", True, "sum(labelled)"), "labelled predictions"),

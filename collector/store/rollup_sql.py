@@ -428,9 +428,9 @@ def rolled_rows(where: str = "1") -> str:
     return f"(model, hour, gen) IN (SELECT model, hour, gen FROM ({latest_rolls(where)}))"
 
 
-def unrolled(where: str = "1") -> str:
-    """A condition on raw ``predictions`` rows: their (model, hour) has no roll (``where`` as above)."""
-    return f"(model, {HOUR}) NOT IN (SELECT model, hour FROM {ROLLS} WHERE {where})"
+def rolled_until(where: str) -> str:
+    """A scalar: the end of the last hour rolled among the rolls matching ``where`` (1970 if none)."""
+    return f"(SELECT toDateTime64(max(hour), 6, 'UTC') + toIntervalHour(1) FROM {ROLLS} WHERE {where})"
 
 
 def roll_insert(where: str, gen: int) -> str:
@@ -452,9 +452,8 @@ def roll_record(where: str, gen: int) -> str:
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "RAW_FEATURE_VALUES", "ROLLS", "latest_rolls", "rolled_rows",
-           "unrolled", "roll_insert", "roll_record", "FEATURE_BIN_MANTISSA_BITS", "FEATURE_VALUES", "FINE_BITS", "HOUR",
+__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BIN_MANTISSA_BITS", "FEATURE_VALUES", "FINE_BITS", "HOUR",
            "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
-           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT",
-           "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",
-           "TABLES", "VIEWS"]
+           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
+           "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",
+           "TABLES", "VIEWS", "latest_rolls", "roll_insert", "roll_record", "rolled_rows", "rolled_until"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 import uuid
 from typing import Any, Callable
 
@@ -282,3 +283,40 @@ def test_migrate_upgrades_an_old_store(seeded: SeedSpec, ch_client: Any, clickho
         column_names=cols)
     for v in _views(seeded):
         assert_same(clickhouse_url, v)
+
+
+def test_feature_panels_read_the_raw_log_only_after_the_last_rolled_hour(ch_client: Any, clickhouse_url: str) -> None:
+    """Rolled hours come from the rollup and their raw rows are not read (the raw table's primary key
+    skips them); the hours after the model's last roll come from the raw rows, so nothing is missed."""
+    model = f"span-{uuid.uuid4().hex[:6]}"
+    top = int(time.time() // 3600 * 3600)
+    start = top - 10 * 3600
+    ch_client.command(f"""
+INSERT INTO driftline.predictions (event_id, timestamp, model, model_version, variant, request_id, features_num,
+    prediction, status, error)
+SELECT generateUUIDv4(number), toDateTime64({start}, 6, 'UTC') + number * 0.18, '{model}', '1', 'primary',
+       toString(number), map('x', toFloat64(number % 1000)), '0', 'ok', ''
+FROM numbers(200000)""")  # 10 hours of 20,000 rows
+    v = View(model, dt.datetime.fromtimestamp(start + 100, dt.timezone.utc),
+             dt.datetime.fromtimestamp(top + 1800, dt.timezone.utc))
+    hist = q.numeric_hist(v, "x", [100.5, 500.5, 900.5])
+
+    def panel() -> tuple[list[tuple[Any, ...]], int]:
+        rows = run(clickhouse_url, hist.sql, dict(hist.params)).rows
+        read = sum(r[3] for r in ch_client.query("EXPLAIN ESTIMATE " + hist.sql, parameters=dict(hist.params))
+                   .result_rows if r[1] == "predictions")
+        return rows, read
+
+    before, read_all = panel()  # nothing of this model rolled: every row read raw
+    assert roll_closed(ch_client) >= 10
+    after, read_rolled = panel()
+    assert [r[0] for r in after] == [0, 1, 2, 3] and [r[0] for r in before] == [0, 1, 2, 3]
+    for rows in (before, after):  # rows from 100 s after the start: 556 of the first hour's left out
+        assert abs(sum(r[1] for r in rows) - (200_000 - 556)) < 1e-6
+    assert read_all >= 190_000 and read_rolled <= 60_000  # the first, partial hour and the rows after 10 hours
+    # Rows arriving after the last rolled hour are read raw at once.
+    ch_client.command(f"INSERT INTO driftline.predictions (event_id, timestamp, model, model_version, variant, "
+                      f"request_id, features_num, prediction, status, error) VALUES (generateUUIDv4(), "
+                      f"toDateTime64({top + 60}, 6, 'UTC'), '{model}', '1', 'primary', 'late', map('x', 5000.), "
+                      f"'0', 'ok', '')")
+    assert abs(sum(r[1] for r in panel()[0]) - (200_000 - 556 + 1)) < 1e-6

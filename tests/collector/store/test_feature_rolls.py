@@ -174,3 +174,19 @@ def test_a_roll_the_store_refuses_is_said_once_and_tried_again(own_store: Any,
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(said) == 1 and "could not roll (ConnectionRefusedError)" in said[0] and "store away" not in said[0]
     assert any(r.getMessage() == "feature rollup: rolling again" for r in caplog.records)
+
+
+def test_check_names_an_hour_not_rolled_before_a_rolled_one(own_store: Any) -> None:
+    """The dashboard reads a model's hours up to its last rolled one from the rollup: an hour there
+    without a roll yet (rows that arrived since the last run) is named by the check until rolled."""
+    model = f"g-{uuid.uuid4().hex[:6]}"
+    writer = ClickHouseWriter(own_store)
+    writer.write(_predictions(model, 10, 8) + _predictions(model, 10, 10))
+    assert fr.roll_closed(own_store) == 2
+    writer.write(_predictions(model, 4, 9))  # a gap before the last rolled hour
+    writer.write(_predictions(model, 4, 11))  # after it: read raw, not a difference
+    found = [(d["hour"], d["raw"], d["rollup_rows"]) for d in check(own_store, 0.0)
+             if d["rollup"] == "rollup_features_1h" and d["model"] == model]
+    assert found == [("2026-03-01T09:00:00", 12, 0)]
+    assert fr.roll_closed(own_store) == 2
+    assert [d for d in check(own_store, 0.0) if d["rollup"] == "rollup_features_1h"] == []
