@@ -116,7 +116,8 @@ def _stored(client: Any) -> int:
 
 
 def run(models: int, features: int, segments: int, *, events: int, ref_events: int, budget_mb: float,
-        park_after_s: float = 300.0, active: int = 0, batch_timeout_s: float | None = None) -> dict[str, Any]:
+        park_after_s: float = 300.0, active: int = 0, batch_timeout_s: float | None = None,
+        pool_rows: int = 64) -> dict[str, Any]:
     from driftline.collector.store.client import connect
     from driftline.sdk import Client, Monitor, SdkSettings
 
@@ -124,7 +125,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
     proc, ports = _start(tmp / "data", _config(tmp / "detectors.yaml", ref_events, segments), budget_mb,
                          park_after_s, batch_timeout_s)
     rng = random.Random(0)
-    pool = [{f"f{k}": rng.gauss(0, 1) for k in range(features)} for _ in range(64)]
+    pool = [{f"f{k}": rng.gauss(0, 1) for k in range(features)} for _ in range(pool_rows)]
     client = None
     done = False  # a failed run keeps its data dir (its logs) for a look; a finished one is removed
     kept = False  # ... unless its log shows a detector failure
@@ -142,7 +143,7 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
             per_block = -(-n // blocks)
             for k, i in enumerate(range(start, start + n)):
                 tags = {"shop": f"s{i % segments}"} if segments > 1 else None
-                s = pool[i % 64]
+                s = pool[i % pool_rows]
                 m = (k // per_block) * active + k % active if active else i % models
                 mons[m].log(s, s["f0"] > 0, latency_ms=1.0, tags=tags)
 
@@ -166,12 +167,15 @@ def run(models: int, features: int, segments: int, *, events: int, ref_events: i
         # The feature rollup is rolled once an hour is closed: the run's hour (warm-up and measured
         # events) rolled now, and the store's CPU for it until idle (the roll's merges, and any the
         # inserts left) counted in the measured events' share of the values rolled.
-        from driftline.collector.store.feature_rolls import roll_pending
-
-        roll0 = _cpu_s(pids["store"])
-        roll_pending(ch, 0, 2**32)
-        _wait_idle(pids["store"])
-        roll_cpu = (_cpu_s(pids["store"]) - roll0) * events / (warm + events)
+        try:
+            from driftline.collector.store.feature_rolls import roll_pending
+        except ImportError:  # a tree from before 5 Dec: its rollup filled by a view on every insert
+            roll_cpu = 0.0
+        else:
+            roll0 = _cpu_s(pids["store"])
+            roll_pending(ch, 0, 2**32)
+            _wait_idle(pids["store"])
+            roll_cpu = (_cpu_s(pids["store"]) - roll0) * events / (warm + events)
         cpu["store"] += roll_cpu
         now = processes(proc.pid)
         moved = [r for r in cpu0 if now.get(r) != pids[r]]
@@ -238,6 +242,9 @@ def main() -> None:
                     help="at least this many measured events in a wide run (otherwise the same feature values as "
                          "the 20-feature run): a longer phase reaches the collector's steady batches (~64 MiB, "
                          "~2,600 events at 1,000 features) instead of the first, smaller ones")
+    ap.add_argument("--pool", type=int, default=64,
+                    help="distinct feature rows sent, cycled (64: each feature has 64 values, which the feature "
+                         "rollup's bins hold in few rows; a large pool: values as varied as continuous data's)")
     ap.add_argument("--batch-timeout-s", type=float, default=None,
                     help="the collector's DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S (default: its own default)")
     args = ap.parse_args()
@@ -253,7 +260,7 @@ def main() -> None:
             n = max(floor, args.events * 20 // features)  # the same feature values per run, or the floor
             rows[i] = run(models, features, segments, events=n, ref_events=args.ref_events, budget_mb=args.budget_mb,
                           park_after_s=args.park_after_s, active=min(args.active, models),
-                          batch_timeout_s=args.batch_timeout_s)
+                          batch_timeout_s=args.batch_timeout_s, pool_rows=args.pool)
             print(json.dumps({"round": k, **rows[i]}), flush=True)
         rounds.append(rows)  # type: ignore[arg-type]
     print(table(rounds))
