@@ -1,4 +1,5 @@
-"""Faults of the store for tests: an insert that runs none of its table's materialized views."""
+"""Faults of the store for tests: an insert that runs none of its table's materialized views; a
+store that refuses queries for a while."""
 
 from __future__ import annotations
 
@@ -22,3 +23,19 @@ def views_detached(client: Any, table: str, reattach: bool = True) -> Iterator[l
         if reattach:
             for v in views:
                 client.command(f"ATTACH TABLE driftline.{v}")
+
+
+class StoreAway:
+    """A client whose store refuses the first ``failures`` queries (commands pass through)."""
+
+    def __init__(self, good: Any, failures: int) -> None:
+        self.good, self.failures = good, failures
+
+    def query(self, sql: str, **kw: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionRefusedError("store away")
+        return self.good.query(sql, **kw)
+
+    def command(self, sql: str, **kw: Any) -> Any:
+        return self.good.command(sql, **kw)

@@ -18,6 +18,7 @@ from driftline.collector.store.rollup_check import check
 from driftline.collector.store.rollup_sql import roll_insert, rolled_rows
 from driftline.collector.store.writer import ClickHouseWriter
 from driftline.sdk.ids import uuid7
+from tests.collector.store.faults import StoreAway
 
 pytestmark = pytest.mark.integration
 
@@ -138,28 +139,12 @@ def test_many_models_of_an_hour_are_rolled_again_as_one_statement(own_store: Any
     assert _rolled(own_store, models[3]) == {8: 33}
 
 
-class _Away:
-    """A client whose store refuses the first ``failures`` queries."""
-
-    def __init__(self, good: Any, failures: int) -> None:
-        self.good, self.failures = good, failures
-
-    def query(self, sql: str, **kw: Any) -> Any:
-        if self.failures > 0:
-            self.failures -= 1
-            raise ConnectionRefusedError("store away")
-        return self.good.query(sql, **kw)
-
-    def command(self, sql: str, **kw: Any) -> Any:
-        return self.good.command(sql, **kw)
-
-
 def test_a_roll_the_store_refuses_is_said_once_and_tried_again(own_store: Any,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     model = f"a-{uuid.uuid4().hex[:6]}"
     ClickHouseWriter(own_store).write(_predictions(model, 10, 7))
     registry = CollectorRegistry()
-    roller = fr.FeatureRoller(_Away(own_store, 3), registry, interval_s=0.05, after_s=0, clock=lambda: NOW)
+    roller = fr.FeatureRoller(StoreAway(own_store, 3), registry, interval_s=0.05, after_s=0, clock=lambda: NOW)
     stop = threading.Event()
     with caplog.at_level(logging.INFO, logger="driftline.collector"):
         thread = roller.start(stop)

@@ -16,7 +16,7 @@ from driftline.collector.store.rollup_audit import RollupAudit
 from driftline.collector.store.writer import COLUMNS_OF, INSERT_SETTINGS, ClickHouseWriter, prediction_row
 from driftline.sdk.codec import dumps
 from driftline.sdk.ids import uuid7
-from tests.collector.store.faults import views_detached
+from tests.collector.store.faults import StoreAway, views_detached
 
 pytestmark = pytest.mark.integration
 
@@ -87,25 +87,12 @@ def test_the_audit_finds_rows_the_rollups_missed_and_says_so_once(own_store: Any
     assert registry.get_sample_value("driftline_rollup_audits_total", {"outcome": "ok"}) == 5
 
 
-class _Away:
-    """A client whose store is away for the first ``failures`` audits."""
-
-    def __init__(self, good: Any, failures: int) -> None:
-        self.good, self.failures = good, failures
-
-    def query(self, sql: str, **kw: Any) -> Any:
-        if self.failures > 0:
-            self.failures -= 1
-            raise ConnectionRefusedError("store away")
-        return self.good.query(sql, **kw)
-
-
 def test_an_audit_the_store_refuses_is_said_once_and_tried_again(own_store: Any,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     import threading
 
     registry = CollectorRegistry()
-    audit = RollupAudit(_Away(own_store, 3), registry, interval_s=0.05, recheck_s=0.0, clock=lambda: NOW)
+    audit = RollupAudit(StoreAway(own_store, 3), registry, interval_s=0.05, recheck_s=0.0, clock=lambda: NOW)
     stop = threading.Event()
     with caplog.at_level(logging.INFO, logger="driftline.collector"):
         thread = audit.start(stop)
