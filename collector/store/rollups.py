@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from driftline.collector.store.feature_rolls import roll_closed
 from driftline.collector.store.rollup_sql import (
     BACKFILL,
     DB,
@@ -114,14 +115,8 @@ def ensure(client: Any) -> tuple[str, ...]:
             _backfill(client, name)
     if FEATURES in created:  # its rolls (of an older table, if any) and rows start again
         client.command(f"TRUNCATE TABLE {DB}.rollup_feature_rolls")
-        _roll_closed(client)
+        roll_closed(client)
     return created
-
-
-def _roll_closed(client: Any) -> None:
-    from driftline.collector.store.feature_rolls import roll_closed
-
-    roll_closed(client)
 
 
 def _digest(target: str, select: str) -> str:
@@ -147,7 +142,7 @@ def rebuild(client: Any) -> None:
         _backfill(client, name)
     for name in (FEATURES, "rollup_feature_rolls"):  # rolls: collectors may roll meanwhile, each roll whole
         client.command(f"TRUNCATE TABLE {DB}.{name}")
-    _roll_closed(client)
+    roll_closed(client)
 
 
 def drop(client: Any) -> None:
