@@ -145,9 +145,10 @@ FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
 def numeric_hist(v: View, feature: str, edges: list[float], raw: bool = False) -> Query:
     """Counts and sums per reference bin (bin i = how many edges are <= x, as the detectors).
 
-    From the hourly feature rollup the counts are exact except inside the fine bin (< 6.25 % of a
-    value wide) that each edge cuts, which is split in proportion; ``raw=True`` counts exactly
-    from the prediction log (it reads every row's feature map: seconds over millions of rows)."""
+    From the hourly feature rollup the counts are exact except inside the bins (1/32 of an hour's
+    values each, one per hour at most) that each edge cuts, which are split by a density fitted to
+    each bin's mean; ``raw=True`` counts exactly from the prediction log (it reads every row's
+    feature map: seconds over millions of rows)."""
     return panel("model.feature_hist", v, raw, rq.numeric_hist, lambda w: f"""
 SELECT arraySum(arrayMap(e -> x >= e, {{edges:Array(Float64)}})) AS bin, count() AS n, sum(x) AS s
 FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}

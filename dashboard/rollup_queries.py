@@ -7,8 +7,9 @@ of the raw rows; quantiles are t-digest estimates (as the raw panels' ``quantile
 
 A view can use the rollups when it has no segment filter (tags are not rolled up) and its chart
 buckets are whole minutes; :func:`split` says so, and ``queries`` falls back to raw SQL otherwise.
-Input features are rolled up per hour (:func:`feature_split`); a histogram over a reference's
-edges is re-binned from the rollup's bins and is approximate only inside the bin each edge cuts.
+Input features are rolled up per hour (:func:`feature_split`) in equi-depth bins chosen per hour;
+a histogram over a reference's edges is re-binned from every hour's bins and is approximate only
+inside the bins each edge cuts (one per hour at most); deciles are interpolated over them.
 """
 
 from __future__ import annotations
@@ -219,41 +220,57 @@ FROM {src} GROUP BY t HAVING sum(conf_n) > 0 ORDER BY t"""
 _NUM = "feature = {feature:String} AND kind = 0"
 
 
-def _fine_bins(p: dict[str, Any]) -> str:
-    # one row per fine bin over the whole range (hours summed)
-    src = features_src(p, "bin, n, s, lo, hi", _NUM)
-    return (f"(SELECT bin AS fine, sum(n) AS n, sum(s) AS s, min(lo) AS lo, max(hi) AS hi FROM {src} "
-            f"GROUP BY fine)")
+def feature_bins(p: dict[str, Any]) -> str:
+    # every hour's bins of the feature (hours overlap: each bin is an interval [lo, hi] with its count)
+    return features_src(p, "n, s, lo, hi", _NUM)
 
 
 def numeric_edges(p: dict[str, Any]) -> str:
-    # Deciles interpolated inside the bin that holds each (bins in value order, by their min; a
-    # bin's values taken as spread evenly over its [min, max]): within a small part of a bin's width.
+    # Deciles of the mixture of every hour's bins, each bin's values taken as spread evenly over its
+    # [lo, hi] (a bin with lo = hi: all at that value). One sweep: a bin adds its density n / (hi - lo)
+    # at lo and removes it at hi; between consecutive points the summed density is constant, so the
+    # cumulative count F is linear there and each decile is interpolated inside the segment (or is the
+    # point) where F reaches it. Exact for values that bins keep as points; otherwise within the bins
+    # that hold the decile, each a 1/32 of an hour's values (rollup_sql.FEATURE_BINS).
     return f"""
-WITH arraySort(x -> x.1, g) AS b, arrayCumSum(arrayMap(x -> x.3, b)) AS c,
-     arrayMap(r -> arrayFirstIndex(x -> x >= r * c[-1], c), [{R.DECILES}]) AS at,
-     arrayMap((r, i) -> (r * c[-1] - (c[i] - b[i].3)) / b[i].3, [{R.DECILES}], at) AS part
-SELECT if(empty(g), [], arrayMap((i, f) -> b[i].1 + (b[i].2 - b[i].1) * f, at, part)) AS q,
-       min_lo AS lo, max_hi AS hi
-FROM (SELECT groupArray((lo, hi, n)) AS g, min(lo) AS min_lo, max(hi) AS max_hi FROM {_fine_bins(p)})"""
+WITH arraySort(e -> e.1, arrayFlatten(arrayMap(b -> if(b.2 > b.1, [(b.1, b.3 / (b.2 - b.1), 0.),
+                                                                    (b.2, -b.3 / (b.2 - b.1), 0.)],
+                                                      [(b.1, 0., b.3)]), g))) AS ev,
+     arrayMap(e -> e.1, ev) AS xs, arrayPushFront(arrayPopBack(xs), xs[1]) AS prev,
+     arrayPushFront(arrayPopBack(arrayCumSum(arrayMap(e -> e.2, ev))), 0.) AS dens,
+     arrayMap((x, w, d) -> greatest(d, 0.) * (x - w), xs, prev, dens) AS seg,
+     arrayCumSum(arrayMap((m, e) -> m + e.3, seg, ev)) AS F,
+     arrayMap(r -> arrayFirstIndex(f -> f >= r * F[-1], F), [{R.DECILES}]) AS at,
+     arrayMap((r, i) -> if(r * F[-1] >= F[i] - ev[i].3 OR seg[i] <= 0, xs[i],
+                           prev[i] + (xs[i] - prev[i]) * (r * F[-1] - (F[i] - ev[i].3 - seg[i])) / seg[i]),
+              [{R.DECILES}], at) AS dq
+SELECT if(empty(g), [], dq) AS q, min_lo AS lo, max_hi AS hi
+FROM (SELECT groupArray((lo, hi, toFloat64(n))) AS g, min(lo) AS min_lo, max(hi) AS max_hi FROM {feature_bins(p)})"""
 
 
 def numeric_hist(p: dict[str, Any]) -> str:
-    """Counts and sums per reference bin, re-binned from the rollup's bins: a bin that an edge cuts
-    (one per edge, < 6.25 % of a value wide) is split by a linear density over its [min, max] with
-    the bin's own mean (slope ``k``, clamped so the density stays >= 0; ``G`` its CDF); every other
-    count is exact, and so is the total. Sums are split in proportion to the counts."""
-    g = "(({u}) + k * (pow({u}, 2) - ({u})) / 2)"
+    """Counts and sums per reference bin, re-binned from every hour's bins: a bin that an edge cuts
+    (per edge, at most one bin of each hour, <= 1/32 of its values) is split by a monotone density over
+    its [min, max] whose mean is the bin's own (``u`` the position in the bin, ``m`` the mean's: the
+    density (a + 1) u^a with a = 1 / (1 - m) - 2 when m > 1/2, mirrored below, uniform at 1/2; ``G``
+    its CDF, ``H`` its first moment), which fits the tail bins, where the density falls to the extreme
+    value, as well as the central ones. Every other count and sum is exact, and so are the totals."""
+    g = "if(up, pow({u}, a + 1), 1 - pow(1 - ({u}), a + 1))"
+    h = ("if(up, (a + 1) / (a + 2) * pow({u}, a + 2), "
+         "1 / (a + 2) - pow(1 - ({u}), a + 1) + (a + 1) / (a + 2) * pow(1 - ({u}), a + 2))")
     u_lo = "(greatest(lo, if(bin = 0, lo, e[bin])) - lo) / (hi - lo)"
     u_hi = "(least(hi, if(bin = length(e), hi, e[bin + 1])) - lo) / (hi - lo)"
     return f"""
 WITH {{edges:Array(Float64)}} AS e
-SELECT bin, sum(n * w) AS n, sum(s * w) AS s FROM (
+SELECT bin, sum(n * w) AS n, sum(ws) AS s FROM (
   SELECT n, s, lo, hi, arraySum(arrayMap(x -> lo >= x, e)) AS b0, arraySum(arrayMap(x -> hi >= x, e)) AS b1,
          arrayJoin(range(b0, b1 + 1)) AS bin,
-         if(hi > lo, greatest(-2., least(2., 12 * ((s / n - lo) / (hi - lo) - 0.5))), 0.) AS k,
-         if(b0 = b1, 1., {g.format(u=u_hi)} - {g.format(u=u_lo)}) AS w
-  FROM {_fine_bins(p)})
+         if(hi > lo, greatest(0.01, least(0.99, (s / n - lo) / (hi - lo))), 0.5) AS m, m > 0.5 AS up,
+         if(up, 1 / (1 - m), 1 / m) - 2 AS a,
+         if(b0 = b1, 1., {g.format(u=u_hi)} - {g.format(u=u_lo)}) AS w,
+         if(b0 = b1, s, n * (lo * w + (hi - lo) * ({h.format(u=u_hi)} - {h.format(u=u_lo)}))
+                        + (s - n * (lo + (hi - lo) * m)) * w) AS ws
+  FROM {feature_bins(p)})
 GROUP BY bin HAVING n > 0 ORDER BY bin"""
 
 

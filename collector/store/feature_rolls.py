@@ -1,11 +1,14 @@
 """The feature rollup, rolled from the raw rows once an hour is closed (issue 17).
 
-``rollup_features_1h`` (per model, version, hour, feature and fine bin: count, sum, min, max) used to
+``rollup_features_1h`` (per model, version, hour, feature and bin: count, sum, min, max) used to
 be filled by a materialized view on every insert. A view aggregates one insert at a time: with a
 fleet, an insert holds a few events per model, so nearly every feature value became a row of its
 own (~11 rows per event at 1,000 models), written, then merged again and again: the store's CPU
 per event rose 1.5-1.8x from 1 to 1,000 models (``bench/fleet.md``). Aggregated once per closed
-hour, a model's values share bins across the whole hour and every row is written once.
+hour, a model's values share bins across the whole hour and every row is written once; and the
+bins are chosen then, from the hour's values: ``FEATURE_BINS`` equi-depth bins per model, version,
+feature and hour, so the rows are bounded whatever the values (continuous values in fixed fine bins
+gave about a row per value).
 
 How it stays exact:
 

@@ -47,30 +47,36 @@ SELECT model, model_version, variant, {MINUTE} AS minute,
 FROM {{src}} WHERE {{where}}
 GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 
-# Input features, per hour: one row per (feature, bin) for numeric values and per (feature,
-# category) for strings and bools (free text excluded: free_text.py keeps its lengths and entity
-# counts from the raw log instead). A bin is a float's sign, exponent and top FEATURE_BIN_MANTISSA_BITS mantissa
-# bits (a value's bin spans under 2^-bits of its magnitude), with the count, sum, min and max of
-# the values in it: histograms over any edges and deciles come from these rows. Rows per (model,
-# feature, hour) are bounded by the bins the values occupy, 2^bits per doubling of the magnitude
-# (~8 x 2^bits for a feature within 3 sigma of a mean a few sigma from 0), not by the values.
-FEATURE_BIN_MANTISSA_BITS = 4
-FINE_BITS = 64 - 1 - 11 - FEATURE_BIN_MANTISSA_BITS  # low bits dropped from the float's 64
+# Input features, per hour: for numeric values, FEATURE_BINS equi-depth bins per (model, version, hour,
+# feature), chosen when the hour is rolled (feature_rolls.py): the hour's distinct values in order,
+# bin i holding those with i/FEATURE_BINS <= (values before them)/(all values) < (i+1)/FEATURE_BINS,
+# each bin with the count, sum, min and max of its values (equal values never split, so a feature
+# of few distinct values keeps each one exactly, lo = hi). Rows per (model, feature, hour) are at
+# most FEATURE_BINS whatever the values, and a reference edge cuts at most one bin (<= 1/FEATURE_BINS
+# of the hour's values) per hour: histograms over any edges and deciles come from these rows
+# (dashboard/rollup_queries.py). Strings and bools: one row per (feature, category); free text
+# excluded (free_text.py keeps its lengths and entity counts from the raw log instead).
+FEATURE_BINS = 32
 # (mapFilter: an arrayFilter over arrayZip here made chDB 26.9 silently skip other views of the
 # table on inserts that follow a label insert)
 _CATEGORIES = f"mapFilter((k, c) -> NOT {TEXT_RULE.sql('c')}, features_str)"
+_GROUP = "model, model_version, hour, feature, kind"
 FEATURES_SELECT = f"""
-SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
-       f.2 AS kind, f.3 AS bin, f.4 AS category, count() AS n, sum(f.5) AS s, min(f.5) AS lo,
-       max(f.5) AS hi
-FROM {{src}} ARRAY JOIN arrayConcat(
-    arrayMap((k, x) -> (k, toUInt8(0), bitShiftRight(reinterpretAsUInt64(x), {FINE_BITS}), '', x),
-             mapKeys(features_num), mapValues(features_num)),
-    arrayMap((k, c) -> (k, toUInt8(1), toUInt64(0), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
-    arrayMap((k, b) -> (k, toUInt8(1), toUInt64(0), toString(b), 0.),
-             mapKeys(features_bool), mapValues(features_bool))) AS f
-WHERE {SERVED} AND {{where}}
-GROUP BY model, model_version, hour, feature, kind, bin, category"""
+SELECT model, model_version, hour, feature, kind,
+       toUInt16(if(kind = 0, intDiv((cum - c) * {FEATURE_BINS}, total), 0)) AS bin, category, sum(c) AS n,
+       sum(x * c) AS s, min(x) AS lo, max(x) AS hi
+FROM (SELECT *, sum(c) OVER (PARTITION BY {_GROUP} ORDER BY category, x ROWS UNBOUNDED PRECEDING) AS cum,
+             sum(c) OVER (PARTITION BY {_GROUP}) AS total
+      FROM (SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
+                   f.2 AS kind, f.3 AS category, f.4 AS x, count() AS c
+            FROM {{src}} ARRAY JOIN arrayConcat(
+                arrayMap((k, x) -> (k, toUInt8(0), '', x), mapKeys(features_num), mapValues(features_num)),
+                arrayMap((k, c) -> (k, toUInt8(1), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
+                arrayMap((k, b) -> (k, toUInt8(1), toString(b), 0.), mapKeys(features_bool),
+                         mapValues(features_bool))) AS f
+            WHERE {SERVED} AND {{where}}
+            GROUP BY {_GROUP}, category, x))
+GROUP BY {_GROUP}, bin, category"""
 #: the values a served predictions row gives rollup_features_1h (FEATURES_SELECT's ARRAY JOIN, counted)
 FEATURE_VALUES = f"length(features_num) + length({_CATEGORIES}) + length(features_bool)"
 
@@ -103,7 +109,7 @@ ORDER BY (model, minute, model_version, variant, has_label, prediction_label)"""
     # Filled by rolls (feature_rolls.py), not by a view: ``gen`` is the roll that wrote a row; only a
     # (model, hour)'s latest roll recorded in rollup_feature_rolls counts (ROLLED_FEATURES).
     "rollup_features_1h": f"""({_COMMON}, hour DateTime('UTC'), feature LowCardinality(String),
-    kind UInt8, bin UInt64, category String,
+    kind UInt8, bin UInt16, category String,
     n SimpleAggregateFunction(sum, UInt64), s SimpleAggregateFunction(sum, Float64),
     lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64), gen UInt64)
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
@@ -452,7 +458,7 @@ def roll_record(where: str, gen: int) -> str:
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BIN_MANTISSA_BITS", "FEATURE_VALUES", "FINE_BITS", "HOUR",
+__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES", "HOUR",
            "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
            "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",

@@ -13,6 +13,7 @@ import pytest
 from driftline.collector.store import rollups
 from driftline.collector.store.feature_rolls import roll_closed
 from driftline.dashboard import queries as q
+from driftline.dashboard import rollup_queries as rq
 from driftline.dashboard import text_panel
 from driftline.dashboard.data import run
 from driftline.dashboard.panel import Query
@@ -194,9 +195,8 @@ def test_segment_and_short_ranges_use_raw_sql(seeded: SeedSpec) -> None:
     assert short.bucket_s < 60 and "rollup_" not in q.latency(short).sql
 
 
-def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_url: str) -> None:
-    # edges that cut fine bins (not powers of two or their simple fractions)
-    edges = [9.37, 11.3, 13.71, 14.05, 16.9, 21.123]
+def test_feature_histogram_rebinned_from_hourly_bins(seeded: SeedSpec, clickhouse_url: str) -> None:
+    edges = [9.37, 11.3, 13.71, 14.05, 16.9, 21.123]  # one reference bin narrower than an hour's bins
     for v in _views(seeded):
         fast, slow = q.numeric_hist(v, "mean radius", edges), q.numeric_hist(v, "mean radius", edges, raw=True)
         assert "rollup_features_1h" in fast.sql and "rollup_" not in slow.sql
@@ -205,10 +205,17 @@ def test_feature_histogram_rebinned_from_fine_bins(seeded: SeedSpec, clickhouse_
         total = sum(n for n, _ in b.values())
         assert total > 1000 and set(a) == set(b)
         assert abs(sum(n for n, _ in a.values()) - total) < 1e-6 * total  # nothing lost or added
+        assert abs(sum(s for _, s in a.values()) - sum(s for _, s in b.values())) < 1e-6 * total * edges[-1]
+        # the values of the bins (each hour's, and the raw edges') that each reference edge cuts: only
+        # they are split, by a density fitted to each bin's mean; it misplaces at most 5 % of them
+        p = dict(fast.params)
+        cut = run(clickhouse_url, "SELECT groupArray(c) FROM (SELECT arrayJoin({edges:Array(Float64)}) AS x, "
+                  f"sumIf(n, lo < x AND x < hi) AS c FROM {rq.feature_bins(p)} GROUP BY x ORDER BY x)", p).rows[0][0]
+        assert all(0 < c < 0.2 * total for c in cut), cut  # every edge cuts some bins, each a small part
         for k, (n, s) in b.items():
-            # only the bin an edge cuts (< 6.25 % of a value wide) is split, by a linear density
-            assert abs(a[k][0] - n) <= 0.01 * n + 2, (k, a[k], n)
-            assert abs(a[k][1] - s) <= 0.01 * abs(s) + 50, (k, a[k], s)
+            near = [i for i in (k - 1, k) if 0 <= i < len(edges)]
+            assert abs(a[k][0] - n) <= 0.05 * sum(cut[i] for i in near) + 1e-6, (k, a[k], n, cut)
+            assert abs(a[k][1] - s) <= 0.05 * sum(cut[i] * edges[i] for i in near) * 1.1 + 1e-6, (k, a[k], s, cut)
 
 
 def test_free_text_shows_lengths_and_entities_not_categories(seeded: SeedSpec, ch_client: Any,

@@ -12,7 +12,7 @@ import pytest
 from driftline.collector.store import rollups
 from driftline.collector.store.feature_rolls import roll_closed
 from driftline.collector.store.free_text import TEXT_RULE, TEXT_SELECT, TextRule
-from driftline.collector.store.rollup_sql import FEATURE_BIN_MANTISSA_BITS
+from driftline.collector.store.rollup_sql import FEATURE_BINS
 from driftline.collector.store.writer import ClickHouseWriter
 
 HOUR = dt.datetime(2026, 11, 3, 9, tzinfo=dt.timezone.utc)
@@ -63,25 +63,35 @@ def test_free_text_feature_never_in_categories(ch_client: Any) -> None:
 
 
 def test_feature_rollup_rows_bounded_by_bins(ch_client: Any) -> None:
-    """N models x F features x V values per hour: rows are at most N x F x the bins the values can
-    occupy (2^bits per doubling: values in [100, 400) span two doublings), whatever V (one roll of
-    the closed hour: every row written once)."""
+    """N models x F features x V values per hour: FEATURE_BINS equi-depth rows per model, feature
+    and hour whatever V (one roll of the closed hour: every row written once), disjoint and in order,
+    each holding 1/FEATURE_BINS of the values; a feature of few distinct values keeps each exactly."""
     rollups.ensure(ch_client)
     tag = uuid.uuid4().hex[:8]
     n_models, n_features, per = 3, 4, 3000
-    feats = ", ".join(f"'f{j}', 100 + 300 * ((cityHash64(number, {j}) % 100000) / 100000.0)" for j in range(n_features))
+    # distinct values (a 64-bit hash each), and a feature of five values
+    feats = ", ".join(f"'f{j}', 100 + 300 * (cityHash64(number, {j}) / pow(2, 64))" for j in range(n_features))
     ch_client.command(f"""
 INSERT INTO driftline.predictions (event_id, timestamp, model, model_version, variant, request_id,
     features_num, prediction, status, error)
 SELECT generateUUIDv4(number), toDateTime64('2026-11-03 10:00:00', 6, 'UTC') + number * 0.001,
        concat('bins-{tag}-', toString(number % {n_models})), 'v1', 'primary', toString(number),
-       map({feats}), '0', 'ok', ''
+       map({feats}, 'few', toFloat64(intDiv(number, {n_models}) % 5)), '0', 'ok', ''
 FROM numbers({n_models * per})""")
     roll_closed(ch_client)
-    rows, values = ch_client.query(
-        "SELECT count(), sum(n) FROM (SELECT model, feature, bin, sum(n) AS n FROM driftline.rollup_features_1h "
-        "WHERE startsWith(model, {p:String}) GROUP BY model, feature, hour, model_version, kind, bin, category)",
-        parameters={"p": f"bins-{tag}-"}).result_rows[0]
-    bound = n_models * n_features * 2 * 2 ** FEATURE_BIN_MANTISSA_BITS
-    assert values == n_models * n_features * per  # every value counted once
-    assert bound // 2 < rows <= bound  # the bins are filled, never more rows than bins
+    rows = ch_client.query(
+        "SELECT model, feature, bin, sum(n), min(lo), max(hi) FROM driftline.rollup_features_1h "
+        "WHERE startsWith(model, {p:String}) GROUP BY model, feature, hour, model_version, kind, bin, category "
+        "ORDER BY model, feature, bin", parameters={"p": f"bins-{tag}-"}).result_rows
+    per_feature: dict[tuple[str, str], list[tuple[int, int, float, float]]] = {}
+    for model, feature, b, n, lo, hi in rows:
+        per_feature.setdefault((model, feature), []).append((b, n, lo, hi))
+    assert len(per_feature) == n_models * (n_features + 1)
+    for (_, feature), bins in per_feature.items():
+        assert sum(n for _, n, _, _ in bins) == per  # every value counted once
+        if feature == "few":  # 5 values, 600 times each: one exact bin each
+            assert [(n, lo, hi) for _, n, lo, hi in bins] == [(per // 5, float(v), float(v)) for v in range(5)]
+            continue
+        assert [b for b, *_ in bins] == list(range(FEATURE_BINS))
+        assert {n for _, n, _, _ in bins} <= {per // FEATURE_BINS, per // FEATURE_BINS + 1}
+        assert all(bins[i][3] < bins[i + 1][2] for i in range(len(bins) - 1))  # disjoint, in order
