@@ -157,7 +157,7 @@ def render_drilldown(ctx: Ctx, suggested: tuple[str, ...] = ()) -> None:
         return
     exact = kind == "numeric" and st.checkbox(
         "Exact bin counts", key="exact_hist",
-        help="Counts come from an hourly rollup of each feature in 32 equi-depth bins per hour; the bins "
+        help="Counts come from an hourly rollup of each feature in up to 32 equi-depth bins per hour; the bins "
              "that a reference edge cuts are split by a density fitted to each bin's mean. Tick to count "
              "exactly from the prediction log instead (reads every row: seconds over millions).")
     h = histograms(ctx, feature, kind, exact)
@@ -175,7 +175,7 @@ def render_drilldown(ctx: Ctx, suggested: tuple[str, ...] = ()) -> None:
     with left:
         plot(fig_defaults(fig, f"{feature}: reference vs current (share per bin)", y_title="share"))
         approx = ("" if exact or kind != "numeric" else
-                  " · current counts approximate at bin edges (hourly rollup, 32 bins per hour)")
+                  " · current counts approximate at bin edges (hourly rollup, up to 32 bins per hour)")
         st.caption(f"Reference: {h.source or 'stored reference'} · reference n={round(sum(h.reference)):,} "
                    f"· current n={round(sum(h.current)):,}{approx}")
     with right:

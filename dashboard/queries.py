@@ -145,7 +145,7 @@ FROM (SELECT features_num[{{feature:String}}] AS x FROM {P}
 def numeric_hist(v: View, feature: str, edges: list[float], raw: bool = False) -> Query:
     """Counts and sums per reference bin (bin i = how many edges are <= x, as the detectors).
 
-    From the hourly feature rollup the counts are exact except inside the bins (1/32 of an hour's
+    From the hourly feature rollup the counts are exact except inside the bins (about 1/32 of an hour's
     values each, one per hour at most) that each edge cuts, which are split by a density fitted to
     each bin's mean; ``raw=True`` counts exactly from the prediction log (it reads every row's
     feature map: seconds over millions of rows)."""

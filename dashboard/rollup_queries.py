@@ -231,7 +231,7 @@ def numeric_edges(p: dict[str, Any]) -> str:
     # at lo and removes it at hi; between consecutive points the summed density is constant, so the
     # cumulative count F is linear there and each decile is interpolated inside the segment (or is the
     # point) where F reaches it. Exact for values that bins keep as points; otherwise within the bins
-    # that hold the decile, each a 1/32 of an hour's values (rollup_sql.FEATURE_BINS).
+    # that hold the decile, each about 1/32 of an hour's values (rollup_sql.FEATURE_BINS).
     return f"""
 WITH arraySort(e -> e.1, arrayFlatten(arrayMap(b -> if(b.2 > b.1, [(b.1, b.3 / (b.2 - b.1), 0.),
                                                                     (b.2, -b.3 / (b.2 - b.1), 0.)],
@@ -250,7 +250,7 @@ FROM (SELECT groupArray((lo, hi, toFloat64(n))) AS g, min(lo) AS min_lo, max(hi)
 
 def numeric_hist(p: dict[str, Any]) -> str:
     """Counts and sums per reference bin, re-binned from every hour's bins: a bin that an edge cuts
-    (per edge, at most one bin of each hour, <= 1/32 of its values) is split by a monotone density over
+    (per edge, at most one bin of each hour, about 1/32 of its values) is split by a monotone density over
     its [min, max] whose mean is the bin's own (``u`` the position in the bin, ``m`` the mean's: the
     density (a + 1) u^a with a = 1 / (1 - m) - 2 when m > 1/2, mirrored below, uniform at 1/2; ``G``
     its CDF, ``H`` its first moment), which fits the tail bins, where the density falls to the extreme

@@ -6,9 +6,9 @@ fleet, an insert holds a few events per model, so nearly every feature value bec
 own (~11 rows per event at 1,000 models), written, then merged again and again: the store's CPU
 per event rose 1.5-1.8x from 1 to 1,000 models (``bench/fleet.md``). Aggregated once per closed
 hour, a model's values share bins across the whole hour and every row is written once; and the
-bins are chosen then, from the hour's values: ``FEATURE_BINS`` equi-depth bins per model, version,
-feature and hour, so the rows are bounded whatever the values (continuous values in fixed fine bins
-gave about a row per value).
+bins are chosen then, from the hour's values: equi-depth bins per model, version, feature and hour
+(at most ``FEATURE_BINS``, at least ``BIN_VALUES`` values each), so the rows are bounded whatever the
+values (continuous values in fixed fine bins gave about a row per value at 1,000 models).
 
 How it stays exact:
 

@@ -47,35 +47,44 @@ SELECT model, model_version, variant, {MINUTE} AS minute,
 FROM {{src}} WHERE {{where}}
 GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 
-# Input features, per hour: for numeric values, FEATURE_BINS equi-depth bins per (model, version, hour,
-# feature), chosen when the hour is rolled (feature_rolls.py): the hour's distinct values in order,
-# bin i holding those with i/FEATURE_BINS <= (values before them)/(all values) < (i+1)/FEATURE_BINS,
-# each bin with the count, sum, min and max of its values (equal values never split, so a feature
-# of few distinct values keeps each one exactly, lo = hi). Rows per (model, feature, hour) are at
-# most FEATURE_BINS whatever the values, and a reference edge cuts at most one bin (<= 1/FEATURE_BINS
-# of the hour's values) per hour: histograms over any edges and deciles come from these rows
-# (dashboard/rollup_queries.py). Strings and bools: one row per (feature, category); free text
+# Input features, per hour. Numeric values are first grouped in fine bins (a float's sign, exponent and
+# top FINE_MANTISSA_BITS mantissa bits: 16 per doubling, each under 6.25 % of a value wide; equal
+# values share one and are never split). When the hour
+# is rolled (feature_rolls.py), its fine bins, in value order, are merged into equi-depth bins per
+# (model, version, hour, feature): at most FEATURE_BINS, and at most one per BIN_VALUES values, bin i
+# holding the fine bins with i/bins <= (values before them)/(all values) < (i+1)/bins, with the
+# count, sum, min and max of their values. Rows per (model, feature, hour) are therefore bounded
+# whatever the values (a model of few values per hour no longer gets about a row per value), and a
+# reference edge cuts at most one bin per hour: histograms over any edges and deciles come from these
+# rows (dashboard/rollup_queries.py). Strings and bools: one row per (feature, category); free text
 # excluded (free_text.py keeps its lengths and entity counts from the raw log instead).
 FEATURE_BINS = 32
+BIN_VALUES = 16
+FINE_MANTISSA_BITS = 4
+_FINE_SHIFT = 64 - 1 - 11 - FINE_MANTISSA_BITS  # low bits dropped from the float's 64
 # (mapFilter: an arrayFilter over arrayZip here made chDB 26.9 silently skip other views of the
 # table on inserts that follow a label insert)
 _CATEGORIES = f"mapFilter((k, c) -> NOT {TEXT_RULE.sql('c')}, features_str)"
 _GROUP = "model, model_version, hour, feature, kind"
+# (arrays, not window functions: a window over the fine bins cost the roll 2-4x more CPU)
 FEATURES_SELECT = f"""
-SELECT model, model_version, hour, feature, kind,
-       toUInt16(if(kind = 0, intDiv((cum - c) * {FEATURE_BINS}, total), 0)) AS bin, category, sum(c) AS n,
-       sum(x * c) AS s, min(x) AS lo, max(x) AS hi
-FROM (SELECT *, sum(c) OVER (PARTITION BY {_GROUP} ORDER BY category, x ROWS UNBOUNDED PRECEDING) AS cum,
-             sum(c) OVER (PARTITION BY {_GROUP}) AS total
+SELECT model, model_version, hour, feature, kind, toUInt16(t.1) AS bin, t.2 AS category, sum(t.3) AS n,
+       sum(t.4) AS s, min(t.5) AS lo, max(t.6) AS hi
+FROM (SELECT model, model_version, hour, feature, kind,
+             arraySort(e -> (e.1, e.2), groupArray((category, fl, c, fs, fh))) AS g,
+             arrayCumSum(arrayMap(e -> e.3, g)) AS cum, cum[-1] AS total,
+             if(kind = 0, least({FEATURE_BINS}, intDiv(total + {BIN_VALUES - 1}, {BIN_VALUES})), 0) AS bins,
+             arrayJoin(arrayMap((e, k) -> (intDiv((k - e.3) * bins, total), e.1, e.3, e.4, e.2, e.5), g, cum)) AS t
       FROM (SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
-                   f.2 AS kind, f.3 AS category, f.4 AS x, count() AS c
+                   f.2 AS kind, f.3 AS category, count() AS c, sum(f.4) AS fs, min(f.4) AS fl, max(f.4) AS fh
             FROM {{src}} ARRAY JOIN arrayConcat(
                 arrayMap((k, x) -> (k, toUInt8(0), '', x), mapKeys(features_num), mapValues(features_num)),
                 arrayMap((k, c) -> (k, toUInt8(1), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
                 arrayMap((k, b) -> (k, toUInt8(1), toString(b), 0.), mapKeys(features_bool),
                          mapValues(features_bool))) AS f
             WHERE {SERVED} AND {{where}}
-            GROUP BY {_GROUP}, category, x))
+            GROUP BY {_GROUP}, category, bitShiftRight(reinterpretAsUInt64(f.4), {_FINE_SHIFT}))
+      GROUP BY {_GROUP})
 GROUP BY {_GROUP}, bin, category"""
 #: the values a served predictions row gives rollup_features_1h (FEATURES_SELECT's ARRAY JOIN, counted)
 FEATURE_VALUES = f"length(features_num) + length({_CATEGORIES}) + length(features_bool)"
@@ -458,8 +467,8 @@ def roll_record(where: str, gen: int) -> str:
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "DB", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES", "HOUR",
-           "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
+__all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES", "FINE_MANTISSA_BITS",
+           "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
            "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",
            "TABLES", "VIEWS", "latest_rolls", "roll_insert", "roll_record", "rolled_rows", "rolled_until"]

@@ -10,10 +10,11 @@ Tables (database ``driftline``; all names start with ``rollup_``):
   errors, first/last timestamp, latency/confidence/value t-digest states, sums for means.
 * ``rollup_predictions_1h`` — the same per hour, fed from the minute table (cascading MV).
 * ``rollup_features_1h`` — per hour and feature: count, sum, min and max per equi-depth bin of the
-  numeric values (``FEATURE_BINS`` per model, version, feature and hour, chosen at the roll), count
+  numeric values (at most ``FEATURE_BINS`` per model, version, feature and hour, and one per
+  ``BIN_VALUES`` values, chosen at the roll), count
   per category (string and bool features; free text excluded). Shadow rows excluded. Histograms
   over a reference's edges and deciles are computed from every hour's bins. Its rows grow with
-  models × features × hours (at most ``FEATURE_BINS`` each), not with the values. Not filled by a view: each
+  models × features × hours, not with the values. Not filled by a view: each
   closed hour is rolled from the raw rows (``feature_rolls.py``, with ``rollup_feature_rolls``
   recording each roll); the dashboard reads hours not rolled yet from the raw rows.
 * ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed
