@@ -34,6 +34,7 @@ BENCHES = [
     ("performance estimation's grading state, capped vs uncapped", ["bench_estimation_grading.py"], True),
     ("fleet: 1 to 1,000 models, 1,000 features, 50 segments through driftline up", ["bench_fleet.py"], True),
     ("feature rollup size and cost per feature value", ["bench_rollup_sizing.py"], True),
+    ("feature rollup roll: cost, rows and histogram accuracy, equi-depth vs fine bins", ["bench_feature_roll.py"], True),
     ("store CPU per event by rollup view, 1 and 1,000 models", ["bench_store_views.py"], False),
     ("store CPU per label with and without the sentinel views on labels", ["bench_label_views.py"], False),
     ("collector consumer CPU per Kafka record vs aiokafka and faust (faust in its own venv)", ["bench_consume.py"], False),
