@@ -117,17 +117,20 @@ def predictions_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
 def features_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
     """Rows of ``rollup_features_1h`` for a :func:`feature_split`: the latest rolls of its whole hours
     up to the model's last rolled one (``collector/store/feature_rolls.py``); from the raw rows the
-    partial hour at the start and everything after the last rolled hour (the hours not rolled yet and
-    the partial one at the end). The bound is a constant by the time the raw table is read, so its
-    primary key skips the rolled hours (an hour not rolled before a rolled one is read once rolled:
-    the roller fills such gaps at its next run)."""
+    partial hour at the start, everything after the last rolled hour (the hours not rolled yet and
+    the partial one at the end) and the hours rolled as raw (``rollup_sql.ROLL_MIN_EVENTS``), as
+    fine bins of 256 per doubling (``FEATURES_RAW_SELECT``). The bound is a constant by the time the
+    raw table is read, so its primary key skips the rolled hours (an hour not rolled before a rolled
+    one is read once rolled: the roller fills such gaps at its next run)."""
     f = _filters(p)
     hours = f"hour >= {_T64 % 'fa'} AND hour < {_T64 % 'fb'}"
     rolls = f"{_filters(p, version_col=())} AND {hours}"
     after = f"greatest({_T64 % 'fa'}, {R.rolled_until(rolls)})"
+    # and the hours rolled as raw (too few predictions to roll), read from the raw rows
+    small = f"timestamp >= {_T64 % 'fa'} AND timestamp < {after} AND {R.HOUR} IN {R.raw_hours(rolls)}"
     edges = (f"(timestamp >= {_T64 % 'start'} AND timestamp < {_T64 % 'fa'}) OR "
-             f"(timestamp >= {after} AND timestamp < {_T64 % 'end'})")
-    raw = R.FEATURES_SELECT.format(src=P, where=f"{f} AND ({edges})")
+             f"(timestamp >= {after} AND timestamp < {_T64 % 'end'}) OR ({small})")
+    raw = R.FEATURES_RAW_SELECT.format(src=P, where=f"{f} AND ({edges})")
     return (f"(SELECT {cols} FROM driftline.rollup_features_1h WHERE {f} AND {hours} AND {R.rolled_rows(rolls)} "
             f"AND {where} UNION ALL SELECT {cols} FROM ({raw}) WHERE {where})")
 

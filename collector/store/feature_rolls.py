@@ -91,7 +91,7 @@ def roll(client: Any, hour: int, models: list[str] | None = None, *, after_gen: 
            + only)
     rolled = f"hour = toDateTime({hour}, 'UTC')" + only
     client.command(roll_insert(raw, gen), parameters=params)
-    client.command(roll_record(rolled, gen), parameters=params)
+    client.command(roll_record(rolled, gen, raw), parameters=params)
     if after_gen:  # rows of older generations: never read again
         client.command(f"DELETE FROM {DB}.rollup_features_1h WHERE {rolled} AND gen < {gen}", parameters=params)
     return gen

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any, Collection, NamedTuple
 
-from driftline.collector.store.rollup_sql import FEATURE_VALUES, HOUR, ROLLS, SERVED, rolled_rows
+from driftline.collector.store.rollup_sql import FEATURE_VALUES, HOUR, ROLLS, SERVED, latest_rolls, rolled_rows
 from driftline.collector.store.tables import DATABASE as DB
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION
 
@@ -54,6 +54,12 @@ _ROLLED_RAW = (f"SELECT p.model AS model, {HOUR} AS hour, sum({FEATURE_VALUES}) 
                f"FROM {DB}.{PREDICTION.table} AS p INNER JOIN (SELECT model, max(hour) AS last FROM {ROLLS} "
                f"GROUP BY model) AS w ON p.model = w.model WHERE {SERVED} AND {HOUR} <= w.last "
                f"AND timestamp >= toDateTime({{since}}, 'UTC') GROUP BY model, hour")
+# the rolled values: the latest roll's rows, and the values of the hours rolled as raw (too few
+# predictions: the dashboard reads their raw rows), as their roll counted them
+_ROLLED = (f"SELECT model, hour, sum(n) AS n FROM ("
+           f"{_rolled('rollup_features_1h', True, where=rolled_rows(), time='hour')} UNION ALL "
+           f"SELECT model, hour, n FROM ({latest_rolls()}) WHERE raw = 1 AND hour >= toDateTime({{since}}, 'UTC')) "
+           "GROUP BY model, hour")
 _LABELLED = f"{SERVED} AND (model, event_id) IN (SELECT model, prediction_id FROM {DB}.{LABEL.table})"
 
 #: what is compared: every prediction, label and outcome is counted once by the rollups that count
@@ -65,8 +71,7 @@ COUNTED: tuple[Counted, ...] = (
     *(Counted(kind.table, "rollup_arrivals_1h", _raw(kind.table, False),
               _rolled("rollup_arrivals_1h", False, where=f"kind = '{kind.table}'", time="hour"))
       for kind in (LABEL, OUTCOME)),
-    Counted(PREDICTION.table, "rollup_features_1h", _ROLLED_RAW,
-            _rolled("rollup_features_1h", True, where=rolled_rows(), time="hour"), "feature values"),
+    Counted(PREDICTION.table, "rollup_features_1h", _ROLLED_RAW, _ROLLED, "feature values"),
     Counted(PREDICTION.table, "rollup_labels_1m", _raw(PREDICTION.table, True, where=_LABELLED),
             _rolled("rollup_labels_1m", True, "sum(labelled)"), "labelled predictions"),
 )

@@ -66,6 +66,19 @@ _FINE_SHIFT = 64 - 1 - 11 - FINE_MANTISSA_BITS  # low bits dropped from the floa
 # table on inserts that follow a label insert)
 _CATEGORIES = f"mapFilter((k, c) -> NOT {TEXT_RULE.sql('c')}, features_str)"
 _GROUP = "model, model_version, hour, feature, kind"
+def _fine_bins(shift: int) -> str:
+    # one row per (model, version, hour, feature, kind, category, fine bin) of the rows matching {where}
+    return f"""SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
+                   f.2 AS kind, f.3 AS category, count() AS c, sum(f.4) AS fs, min(f.4) AS fl, max(f.4) AS fh
+            FROM {{src}} ARRAY JOIN arrayConcat(
+                arrayMap((k, x) -> (k, toUInt8(0), '', x), mapKeys(features_num), mapValues(features_num)),
+                arrayMap((k, c) -> (k, toUInt8(1), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
+                arrayMap((k, b) -> (k, toUInt8(1), toString(b), 0.), mapKeys(features_bool),
+                         mapValues(features_bool))) AS f
+            WHERE {SERVED} AND {{where}}
+            GROUP BY {_GROUP}, category, bitShiftRight(reinterpretAsUInt64(f.4), {shift})"""
+
+
 # (arrays, not window functions: a window over the fine bins cost the roll 2-4x more CPU)
 FEATURES_SELECT = f"""
 SELECT model, model_version, hour, feature, kind, toUInt16(t.1) AS bin, t.2 AS category, sum(t.3) AS n,
@@ -75,17 +88,16 @@ FROM (SELECT model, model_version, hour, feature, kind,
              arrayCumSum(arrayMap(e -> e.3, g)) AS cum, cum[-1] AS total,
              if(kind = 0, least({FEATURE_BINS}, intDiv(total + {BIN_VALUES - 1}, {BIN_VALUES})), 0) AS bins,
              arrayJoin(arrayMap((e, k) -> (intDiv((k - e.3) * bins, total), e.1, e.3, e.4, e.2, e.5), g, cum)) AS t
-      FROM (SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
-                   f.2 AS kind, f.3 AS category, count() AS c, sum(f.4) AS fs, min(f.4) AS fl, max(f.4) AS fh
-            FROM {{src}} ARRAY JOIN arrayConcat(
-                arrayMap((k, x) -> (k, toUInt8(0), '', x), mapKeys(features_num), mapValues(features_num)),
-                arrayMap((k, c) -> (k, toUInt8(1), c, 0.), mapKeys({_CATEGORIES}), mapValues({_CATEGORIES})),
-                arrayMap((k, b) -> (k, toUInt8(1), toString(b), 0.), mapKeys(features_bool),
-                         mapValues(features_bool))) AS f
-            WHERE {SERVED} AND {{where}}
-            GROUP BY {_GROUP}, category, bitShiftRight(reinterpretAsUInt64(f.4), {_FINE_SHIFT}))
+      FROM ({_fine_bins(_FINE_SHIFT)})
       GROUP BY {_GROUP})
 GROUP BY {_GROUP}, bin, category"""
+#: rows like FEATURES_SELECT's for reading raw rows (the dashboard: hours not rolled, or too small to
+#: roll): one per fine bin of RAW_MANTISSA_BITS (256 per doubling, each under 0.4 % of a value wide), so
+#: histograms of raw hours are exact but for values that close to an edge, and the rows stay bounded
+RAW_MANTISSA_BITS = 8
+FEATURES_RAW_SELECT = f"""
+SELECT model, model_version, hour, feature, kind, toUInt16(0) AS bin, category, c AS n, fs AS s, fl AS lo, fh AS hi
+FROM ({_fine_bins(64 - 1 - 11 - RAW_MANTISSA_BITS)})"""
 #: the values a served predictions row gives rollup_features_1h (FEATURES_SELECT's ARRAY JOIN, counted)
 FEATURE_VALUES = f"length(features_num) + length({_CATEGORIES}) + length(features_bool)"
 
@@ -125,7 +137,7 @@ ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
 ORDER BY (model, feature, hour, gen, model_version, kind, bin, category)""",
     # One row per roll of a (model, hour): its generation and the feature values it counted.
     "rollup_feature_rolls": """(model LowCardinality(String), hour DateTime('UTC'), gen UInt64, n UInt64,
-    rolled_at DateTime64(6, 'UTC'))
+    raw UInt8, rolled_at DateTime64(6, 'UTC'))
 ENGINE = ReplacingMergeTree(gen) ORDER BY (model, hour)""",
     "rollup_prediction_index": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
     model_version LowCardinality(String), variant LowCardinality(String),
@@ -420,7 +432,7 @@ LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT *
 
 #: tables rebuilt from the raw rows when their definition (DDL or SELECT) changes: their comment
 #: holds a hash of it (``rollups.ensure``); the others keep rows of older definitions
-REBUILT_ON_CHANGE = ("rollup_features_1h",)
+REBUILT_ON_CHANGE = ("rollup_features_1h", "rollup_feature_rolls")
 
 # -- the feature rollup's rolls (feature_rolls.py): an hour's rows computed from the raw rows once
 # it is closed, and again when its raw rows change; each roll is a generation, and only the latest
@@ -431,10 +443,16 @@ RAW_FEATURE_VALUES = (f"SELECT model, {HOUR} AS hour, sum({FEATURE_VALUES}) AS n
                       f"WHERE {SERVED} AND {{where}} GROUP BY model, hour")
 
 
+#: a (model, hour) with fewer served predictions is not rolled: its roll is recorded as ``raw`` with
+#: no rows, and the dashboard reads its raw rows, which are exact and, that few, as cheap to read as
+#: bins (a fleet of small models: no roll to pay for; bins of so few values would only blur them)
+ROLL_MIN_EVENTS = 512
+
+
 def latest_rolls(where: str = "1") -> str:
-    """The latest roll of each (model, hour) whose records match ``where``: ``model, hour, gen, n``."""
-    return (f"SELECT model, hour, max(r.gen) AS gen, argMax(r.n, r.gen) AS n FROM {ROLLS} AS r WHERE {where} "
-            "GROUP BY model, hour")
+    """The latest roll of each (model, hour) whose records match ``where``: ``model, hour, gen, n, raw``."""
+    return (f"SELECT model, hour, max(r.gen) AS gen, argMax(r.n, r.gen) AS n, argMax(r.raw, r.gen) AS raw "
+            f"FROM {ROLLS} AS r WHERE {where} GROUP BY model, hour")
 
 
 def rolled_rows(where: str = "1") -> str:
@@ -443,32 +461,49 @@ def rolled_rows(where: str = "1") -> str:
     return f"(model, hour, gen) IN (SELECT model, hour, gen FROM ({latest_rolls(where)}))"
 
 
+def raw_hours(where: str) -> str:
+    """The hours whose latest roll among those matching ``where`` is ``raw`` (read from the raw rows)."""
+    return f"(SELECT hour FROM ({latest_rolls(where)}) WHERE raw = 1)"
+
+
 def rolled_until(where: str) -> str:
     """A scalar: the end of the last hour rolled among the rolls matching ``where`` (1970 if none)."""
     return f"(SELECT toDateTime64(max(hour), 6, 'UTC') + toIntervalHour(1) FROM {ROLLS} WHERE {where})"
 
 
+def _small(where: str) -> str:
+    return (f"(SELECT model FROM {_P} WHERE {SERVED} AND {where} GROUP BY model "
+            f"HAVING count() < {ROLL_MIN_EVENTS})")
+
+
 def roll_insert(where: str, gen: int) -> str:
-    """Roll the served predictions matching ``where`` into ``rollup_features_1h`` as generation ``gen``."""
+    """Roll the served predictions matching ``where`` (one hour's) into ``rollup_features_1h`` as
+    generation ``gen``, but for the models with fewer than ROLL_MIN_EVENTS of them."""
+    src = FEATURES_SELECT.format(src=_P, where=f"{where} AND model NOT IN {_small(where)}")
     return (f"INSERT INTO {DB}.rollup_features_1h (model, model_version, hour, feature, kind, bin, category, n, s, "
-            f"lo, hi, gen) SELECT *, toUInt64({int(gen)}) FROM ({FEATURES_SELECT.format(src=_P, where=where)})")
+            f"lo, hi, gen) SELECT *, toUInt64({int(gen)}) FROM ({src})")
 
 
-def roll_record(where: str, gen: int) -> str:
+def roll_record(where: str, gen: int, raw_where: str) -> str:
     """Record generation ``gen`` as the latest roll of every (model, hour) matching ``where`` that it
-    wrote rows for or that had a roll before (which it emptied: their rows were deleted)."""
-    return (f"INSERT INTO {ROLLS} (model, hour, gen, n, rolled_at) SELECT model, hour, toUInt64({int(gen)}), sum(n), "
-            f"now64(6) FROM (SELECT model, hour, toUInt64(n) AS n FROM {DB}.rollup_features_1h WHERE {where} "
-            f"AND gen = {int(gen)} "
-            f"UNION ALL SELECT model, hour, toUInt64(0) AS n FROM {ROLLS} WHERE {where}) GROUP BY model, hour")
+    wrote rows for, that had a roll before (which it emptied: their rows were deleted), or whose
+    served predictions matching ``raw_where`` (the same hour's) are too few to roll (``raw``: their
+    feature values counted from the raw rows)."""
+    small = RAW_FEATURE_VALUES.format(where=f"{raw_where} AND model IN {_small(raw_where)}")
+    return (f"INSERT INTO {ROLLS} (model, hour, gen, n, raw, rolled_at) SELECT model, hour, toUInt64({int(gen)}), "
+            f"sum(n), max(raw), now64(6) FROM (SELECT model, hour, toUInt64(n) AS n, toUInt8(0) AS raw "
+            f"FROM {DB}.rollup_features_1h WHERE {where} AND gen = {int(gen)} "
+            f"UNION ALL SELECT model, hour, toUInt64(n) AS n, toUInt8(1) AS raw FROM ({small}) "
+            f"UNION ALL SELECT model, hour, toUInt64(0) AS n, toUInt8(0) AS raw FROM {ROLLS} WHERE {where}) "
+            f"GROUP BY model, hour")
 
 
 #: tables holding one row per event (a deletion of events must delete from these too)
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES", "FINE_MANTISSA_BITS",
+__all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_RAW_SELECT", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES", "FINE_MANTISSA_BITS",
            "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
-           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
-           "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",
-           "TABLES", "VIEWS", "latest_rolls", "roll_insert", "roll_record", "rolled_rows", "rolled_until"]
+           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES", "RAW_MANTISSA_BITS",
+           "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "ROLL_MIN_EVENTS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",
+           "TABLES", "VIEWS", "latest_rolls", "raw_hours", "roll_insert", "roll_record", "rolled_rows", "rolled_until"]

@@ -68,7 +68,7 @@ from driftline.collector.store.rollup_sql import (
     VIEWS,
 )
 
-FEATURES = "rollup_features_1h"
+FEATURES, ROLLS = "rollup_features_1h", "rollup_feature_rolls"
 
 
 def _existing(client: Any) -> set[str]:
@@ -114,8 +114,9 @@ def ensure(client: Any) -> tuple[str, ...]:
     for name in created:
         if name in BACKFILL:
             _backfill(client, name)
-    if FEATURES in created:  # its rolls (of an older table, if any) and rows start again
-        client.command(f"TRUNCATE TABLE {DB}.rollup_feature_rolls")
+    if FEATURES in created or ROLLS in created:  # rolls and rows (of older tables, if any) start again
+        for name in (FEATURES, ROLLS):
+            client.command(f"TRUNCATE TABLE {DB}.{name}")
         roll_closed(client)
     return created
 
@@ -141,7 +142,7 @@ def rebuild(client: Any) -> None:
     for name in BACKFILL:
         client.command(f"TRUNCATE TABLE {DB}.{name}")
         _backfill(client, name)
-    for name in (FEATURES, "rollup_feature_rolls"):  # rolls: collectors may roll meanwhile, each roll whole
+    for name in (FEATURES, ROLLS):  # rolls: collectors may roll meanwhile, each roll whole
         client.command(f"TRUNCATE TABLE {DB}.{name}")
     roll_closed(client)
 
