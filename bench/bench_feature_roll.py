@@ -85,7 +85,7 @@ def one(events: list[dict], models: int, sample: int) -> dict[str, tuple[float, 
             cpu0 = _cpu_s(store.pid)
             client.command(f"INSERT INTO {R.DB}.rollup_features_1h ({COLS}) SELECT *, toUInt64({gen}) FROM "
                            f"({select.format(where='1')})")
-            client.command(R.roll_record("1", gen))
+            client.command(R.roll_record("1", gen, "0"))  # every model binned (no hour read raw)
             _merge(client, "rollup_features_1h")
             cpu = (_cpu_s(store.pid) - cpu0) / len(events) * 1e6
             rows = client.query(f"SELECT count() FROM {R.DB}.rollup_features_1h").result_rows[0][0] / len(events)

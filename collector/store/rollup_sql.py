@@ -135,7 +135,8 @@ ORDER BY (model, minute, model_version, variant, has_label, prediction_label)"""
     lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64), gen UInt64)
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
 ORDER BY (model, feature, hour, gen, model_version, kind, bin, category)""",
-    # One row per roll of a (model, hour): its generation and the feature values it counted.
+    # One row per roll of a (model, hour): its generation, the feature values it counted, and whether
+    # it wrote no bins because the hour's predictions were too few (raw: read from the raw rows).
     "rollup_feature_rolls": """(model LowCardinality(String), hour DateTime('UTC'), gen UInt64, n UInt64,
     raw UInt8, rolled_at DateTime64(6, 'UTC'))
 ENGINE = ReplacingMergeTree(gen) ORDER BY (model, hour)""",
@@ -471,25 +472,24 @@ def rolled_until(where: str) -> str:
     return f"(SELECT toDateTime64(max(hour), 6, 'UTC') + toIntervalHour(1) FROM {ROLLS} WHERE {where})"
 
 
-def _small(where: str) -> str:
-    return (f"(SELECT model FROM {_P} WHERE {SERVED} AND {where} GROUP BY model "
-            f"HAVING count() < {ROLL_MIN_EVENTS})")
+def _small(where: str, min_events: int) -> str:
+    return f"(SELECT model FROM {_P} WHERE {SERVED} AND {where} GROUP BY model HAVING count() < {int(min_events)})"
 
 
-def roll_insert(where: str, gen: int) -> str:
+def roll_insert(where: str, gen: int, min_events: int = ROLL_MIN_EVENTS) -> str:
     """Roll the served predictions matching ``where`` (one hour's) into ``rollup_features_1h`` as
-    generation ``gen``, but for the models with fewer than ROLL_MIN_EVENTS of them."""
-    src = FEATURES_SELECT.format(src=_P, where=f"{where} AND model NOT IN {_small(where)}")
+    generation ``gen``, but for the models with fewer than ``min_events`` of them."""
+    src = FEATURES_SELECT.format(src=_P, where=f"{where} AND model NOT IN {_small(where, min_events)}")
     return (f"INSERT INTO {DB}.rollup_features_1h (model, model_version, hour, feature, kind, bin, category, n, s, "
             f"lo, hi, gen) SELECT *, toUInt64({int(gen)}) FROM ({src})")
 
 
-def roll_record(where: str, gen: int, raw_where: str) -> str:
+def roll_record(where: str, gen: int, raw_where: str, min_events: int = ROLL_MIN_EVENTS) -> str:
     """Record generation ``gen`` as the latest roll of every (model, hour) matching ``where`` that it
     wrote rows for, that had a roll before (which it emptied: their rows were deleted), or whose
-    served predictions matching ``raw_where`` (the same hour's) are too few to roll (``raw``: their
-    feature values counted from the raw rows)."""
-    small = RAW_FEATURE_VALUES.format(where=f"{raw_where} AND model IN {_small(raw_where)}")
+    served predictions matching ``raw_where`` (the same hour's) are fewer than ``min_events`` (``raw``:
+    their feature values counted from the raw rows)."""
+    small = RAW_FEATURE_VALUES.format(where=f"{raw_where} AND model IN {_small(raw_where, min_events)}")
     return (f"INSERT INTO {ROLLS} (model, hour, gen, n, raw, rolled_at) SELECT model, hour, toUInt64({int(gen)}), "
             f"sum(n), max(raw), now64(6) FROM (SELECT model, hour, toUInt64(n) AS n, toUInt8(0) AS raw "
             f"FROM {DB}.rollup_features_1h WHERE {where} AND gen = {int(gen)} "
@@ -502,8 +502,9 @@ def roll_record(where: str, gen: int, raw_where: str) -> str:
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_RAW_SELECT", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES", "FINE_MANTISSA_BITS",
-           "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
-           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES", "RAW_MANTISSA_BITS",
-           "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "ROLL_MIN_EVENTS", "SENTINEL_VIEWS", "SHADOW_RAW_SELECT",
-           "TABLES", "VIEWS", "latest_rolls", "raw_hours", "roll_insert", "roll_record", "rolled_rows", "rolled_until"]
+__all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_RAW_SELECT", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES",
+           "FINE_MANTISSA_BITS", "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
+           "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
+           "RAW_MANTISSA_BITS", "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "ROLL_MIN_EVENTS",
+           "SENTINEL_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "latest_rolls", "raw_hours", "roll_insert",
+           "roll_record", "rolled_rows", "rolled_until"]

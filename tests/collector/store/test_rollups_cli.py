@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from driftline.collector.store.feature_rolls import roll_closed
+from driftline.collector.store.rollup_sql import latest_rolls
 from driftline.collector.store.writer import COLUMNS_OF, INSERT_SETTINGS, ClickHouseWriter, label_row, prediction_row
 from driftline.sdk.codec import dumps
 from driftline.sdk.ids import uuid7
@@ -82,9 +83,9 @@ def test_check_finds_the_missed_inserts_and_rebuild_mends_them(own_store: Any, o
     labelled = own_store.query("SELECT sum(labelled) FROM driftline.rollup_labels_1m WHERE model = {m:String}",
                                parameters={"m": bad}).result_rows[0][0]
     assert labelled == 20  # the joined rollup is rebuilt too
-    rolled = own_store.query("SELECT sum(n) FROM driftline.rollup_features_1h WHERE model = {m:String}",
-                             parameters={"m": bad}).result_rows[0][0]
-    assert rolled == 40  # and the feature rollup's closed hours are rolled, one feature an event
+    rolled = own_store.query(f"SELECT sum(n), max(raw) FROM ({latest_rolls()}) WHERE model = {{m:String}}",
+                             parameters={"m": bad}).result_rows[0]
+    assert rolled == (40, 1)  # and the feature rollup's closed hours are rolled (one feature an event; read raw: few)
 
     # Rows deleted from the raw log stay in the aggregates until a rebuild: named the other way.
     own_store.command("DELETE FROM driftline.predictions WHERE model = {m:String}", parameters={"m": ok})
@@ -121,7 +122,7 @@ def test_check_counts_what_the_feature_rollup_and_the_label_join_count(own_store
     writer.write(late)
     writer.write(relabel)
     writer.write(relabel)  # replayed: the same event id twice
-    assert roll_closed(own_store) == 2  # the collector's roller: two (model, hour)
+    assert roll_closed(own_store, min_events=0) == 2  # the collector's roller: two (model, hour), binned
     out = _cli(own_store_url, "check", "--json", "--recheck-s", "0.2")
     report = json.loads(out.stdout)
     assert out.returncode == 0 and report["consistent"] is True, out.stdout + out.stderr
