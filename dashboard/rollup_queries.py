@@ -118,7 +118,7 @@ def features_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
     """Rows of ``rollup_features_1h`` for a :func:`feature_split`: the latest rolls of its whole hours
     up to the model's last rolled one (``collector/store/feature_rolls.py``); from the raw rows the
     partial hour at the start, everything after the last rolled hour (the hours not rolled yet and
-    the partial one at the end) and the hours rolled as raw (``rollup_sql.ROLL_MIN_EVENTS``), as
+    the partial one at the end) and the hours rolled as raw (``rollup_sql.ROLL_MIN_VALUES``), as
     fine bins of 256 per doubling (``FEATURES_RAW_SELECT``). The bound is a constant by the time the
     raw table is read, so its primary key skips the rolled hours (an hour not rolled before a rolled
     one is read once rolled: the roller fills such gaps at its next run)."""

@@ -21,7 +21,7 @@ How it stays exact:
 * A (model, hour) is rolled again whenever its raw feature-value count differs from its latest
   roll's (:func:`pending`): rows that arrived late, rows deleted since (``driftline delete``: the
   aggregates no longer keep deleted values until a rebuild). Older generations' rows are deleted.
-* A (model, hour) of fewer than ``ROLL_MIN_EVENTS`` (512) served predictions gets a roll record
+* A (model, hour) of fewer than ``ROLL_MIN_VALUES`` (10,000) served feature values gets a roll record
   marked ``raw`` and no bins: the dashboard reads its raw rows, which are exact and, that few, as
   cheap to read as bins (a fleet of small models pays no roll; bins of so few values would blur them).
   Late rows that make it bigger roll it into bins at the next run.
@@ -49,7 +49,7 @@ from driftline.collector.store.client import error_code
 from driftline.collector.store.rollup_sql import (
     DB,
     RAW_FEATURE_VALUES,
-    ROLL_MIN_EVENTS,
+    ROLL_MIN_VALUES,
     latest_rolls,
     roll_insert,
     roll_record,
@@ -85,7 +85,7 @@ def pending(client: Any, since: int, until: int) -> list[tuple[str, int, int, in
 
 
 def roll(client: Any, hour: int, models: list[str] | None = None, *, after_gen: int = 0,
-         clock: Callable[[], float] = time.time, min_events: int = ROLL_MIN_EVENTS) -> int:
+         clock: Callable[[], float] = time.time, min_values: int = ROLL_MIN_VALUES) -> int:
     """Roll ``hour`` (epoch seconds, the start of an hour) from the raw rows, for ``models`` or every
     model; returns the new generation (above ``after_gen``; the clock's microseconds, shifted)."""
     # Microseconds and 10 random bits: two collectors rolling the same hour at once get different ones.
@@ -95,15 +95,15 @@ def roll(client: Any, hour: int, models: list[str] | None = None, *, after_gen: 
     raw = (f"timestamp >= toDateTime64({hour}, 6, 'UTC') AND timestamp < toDateTime64({hour + 3600}, 6, 'UTC')"
            + only)
     rolled = f"hour = toDateTime({hour}, 'UTC')" + only
-    client.command(roll_insert(raw, gen, min_events), parameters=params)
-    client.command(roll_record(rolled, gen, raw, min_events), parameters=params)
+    client.command(roll_insert(raw, gen, min_values), parameters=params)
+    client.command(roll_record(rolled, gen, raw, min_values), parameters=params)
     if after_gen:  # rows of older generations: never read again
         client.command(f"DELETE FROM {DB}.rollup_features_1h WHERE {rolled} AND gen < {gen}", parameters=params)
     return gen
 
 
 def roll_pending(client: Any, since: int, until: int, *, clock: Callable[[], float] = time.time,
-                 min_events: int = ROLL_MIN_EVENTS) -> int:
+                 min_values: int = ROLL_MIN_VALUES) -> int:
     """Roll every (model, hour) of :func:`pending`; returns how many (model, hour) were rolled."""
     by_hour: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for model, hour, _raw, _rolled, gen in pending(client, since, until):
@@ -111,15 +111,15 @@ def roll_pending(client: Any, since: int, until: int, *, clock: Callable[[], flo
     for hour, items in sorted(by_hour.items()):
         after = max(g for _, g in items)
         if after == 0 or len(items) > MAX_LISTED:  # never rolled, or much of it changed: the whole hour
-            roll(client, hour, None, after_gen=after, clock=clock, min_events=min_events)
+            roll(client, hour, None, after_gen=after, clock=clock, min_values=min_values)
         else:
-            roll(client, hour, sorted(m for m, _ in items), after_gen=after, clock=clock, min_events=min_events)
+            roll(client, hour, sorted(m for m, _ in items), after_gen=after, clock=clock, min_values=min_values)
     return sum(len(v) for v in by_hour.values())
 
 
-def roll_closed(client: Any, *, clock: Callable[[], float] = time.time, min_events: int = ROLL_MIN_EVENTS) -> int:
+def roll_closed(client: Any, *, clock: Callable[[], float] = time.time, min_values: int = ROLL_MIN_VALUES) -> int:
     """Roll every closed hour that needs it (``rollups rebuild``, a new table, tests): (model, hour) rolled."""
-    return roll_pending(client, 0, closed_before(clock(), 0.0), clock=clock, min_events=min_events)
+    return roll_pending(client, 0, closed_before(clock(), 0.0), clock=clock, min_values=min_values)
 
 
 class FeatureRoller:
@@ -127,9 +127,9 @@ class FeatureRoller:
 
     def __init__(self, client: Any, registry: CollectorRegistry, *, interval_s: float, after_s: float,
                  lookback_h: int = LOOKBACK_H, full_check_s: float = FULL_CHECK_S,
-                 clock: Callable[[], float] = time.time, min_events: int = ROLL_MIN_EVENTS) -> None:
+                 clock: Callable[[], float] = time.time, min_values: int = ROLL_MIN_VALUES) -> None:
         self.client = client
-        self.min_events = min_events
+        self.min_values = min_values
         self.interval_s = interval_s
         self.after_s = after_s
         self.lookback_h = lookback_h
@@ -152,7 +152,7 @@ class FeatureRoller:
         full = self._full_at is None or now - self._full_at >= self.full_check_s
         since = 0 if full else int((now - self.lookback_h * 3600) // 3600 * 3600)
         n = roll_pending(self.client, since, closed_before(now, self.after_s), clock=self.clock,
-                         min_events=self.min_events)
+                         min_values=self.min_values)
         if full:
             self._full_at = now
             self.last_full.set(now)

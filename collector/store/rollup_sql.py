@@ -444,10 +444,12 @@ RAW_FEATURE_VALUES = (f"SELECT model, {HOUR} AS hour, sum({FEATURE_VALUES}) AS n
                       f"WHERE {SERVED} AND {{where}} GROUP BY model, hour")
 
 
-#: a (model, hour) with fewer served predictions is not rolled: its roll is recorded as ``raw`` with
-#: no rows, and the dashboard reads its raw rows, which are exact and, that few, as cheap to read as
-#: bins (a fleet of small models: no roll to pay for; bins of so few values would only blur them)
-ROLL_MIN_EVENTS = 512
+#: a (model, hour) whose served predictions hold fewer feature values (e.g. 500 predictions of 20
+#: features) is not rolled: its roll is recorded as ``raw`` with no rows, and the dashboard reads its
+#: raw rows, which are exact and, that few, as cheap to read as bins (a fleet of small models: no roll
+#: to pay for; bins of so few values would only blur them). Counted in values, not predictions, so
+#: that a wide model's hour (1,000 features) is binned: its raw rows would be slow to read.
+ROLL_MIN_VALUES = 10_000
 
 
 def latest_rolls(where: str = "1") -> str:
@@ -472,24 +474,27 @@ def rolled_until(where: str) -> str:
     return f"(SELECT toDateTime64(max(hour), 6, 'UTC') + toIntervalHour(1) FROM {ROLLS} WHERE {where})"
 
 
-def _small(where: str, min_events: int) -> str:
-    return f"(SELECT model FROM {_P} WHERE {SERVED} AND {where} GROUP BY model HAVING count() < {int(min_events)})"
+def _small(where: str, min_values: int) -> str:
+    # the maps' sizes (only their offsets are read), free text included: an upper bound of the values
+    values = "length(features_num) + length(features_str) + length(features_bool)"
+    return (f"(SELECT model FROM {_P} WHERE {SERVED} AND {where} GROUP BY model "
+            f"HAVING sum({values}) < {int(min_values)})")
 
 
-def roll_insert(where: str, gen: int, min_events: int = ROLL_MIN_EVENTS) -> str:
+def roll_insert(where: str, gen: int, min_values: int = ROLL_MIN_VALUES) -> str:
     """Roll the served predictions matching ``where`` (one hour's) into ``rollup_features_1h`` as
-    generation ``gen``, but for the models with fewer than ``min_events`` of them."""
-    src = FEATURES_SELECT.format(src=_P, where=f"{where} AND model NOT IN {_small(where, min_events)}")
+    generation ``gen``, but for the models whose rows hold fewer than ``min_values`` feature values."""
+    src = FEATURES_SELECT.format(src=_P, where=f"{where} AND model NOT IN {_small(where, min_values)}")
     return (f"INSERT INTO {DB}.rollup_features_1h (model, model_version, hour, feature, kind, bin, category, n, s, "
             f"lo, hi, gen) SELECT *, toUInt64({int(gen)}) FROM ({src})")
 
 
-def roll_record(where: str, gen: int, raw_where: str, min_events: int = ROLL_MIN_EVENTS) -> str:
+def roll_record(where: str, gen: int, raw_where: str, min_values: int = ROLL_MIN_VALUES) -> str:
     """Record generation ``gen`` as the latest roll of every (model, hour) matching ``where`` that it
     wrote rows for, that had a roll before (which it emptied: their rows were deleted), or whose
-    served predictions matching ``raw_where`` (the same hour's) are fewer than ``min_events`` (``raw``:
-    their feature values counted from the raw rows)."""
-    small = RAW_FEATURE_VALUES.format(where=f"{raw_where} AND model IN {_small(raw_where, min_events)}")
+    served predictions matching ``raw_where`` (the same hour's) hold fewer than ``min_values`` feature
+    values (``raw``: their values counted from the raw rows)."""
+    small = RAW_FEATURE_VALUES.format(where=f"{raw_where} AND model IN {_small(raw_where, min_values)}")
     return (f"INSERT INTO {ROLLS} (model, hour, gen, n, raw, rolled_at) SELECT model, hour, toUInt64({int(gen)}), "
             f"sum(n), max(raw), now64(6) FROM (SELECT model, hour, toUInt64(n) AS n, toUInt8(0) AS raw "
             f"FROM {DB}.rollup_features_1h WHERE {where} AND gen = {int(gen)} "
@@ -505,6 +510,6 @@ PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outc
 __all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_RAW_SELECT", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES",
            "FINE_MANTISSA_BITS", "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
-           "RAW_MANTISSA_BITS", "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "ROLL_MIN_EVENTS",
+           "RAW_MANTISSA_BITS", "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "ROLL_MIN_VALUES",
            "SENTINEL_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "latest_rolls", "raw_hours", "roll_insert",
            "roll_record", "rolled_rows", "rolled_until"]

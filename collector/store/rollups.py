@@ -15,7 +15,7 @@ Tables (database ``driftline``; all names start with ``rollup_``):
   per category (string and bool features; free text excluded). Shadow rows excluded. Histograms
   over a reference's edges and deciles are computed from every hour's bins. Its rows grow with
   models × features × hours, not with the values; an hour of a model with fewer than
-  ``ROLL_MIN_EVENTS`` predictions is not binned at all (the dashboard reads its raw rows). Not filled by a view: each
+  ``ROLL_MIN_VALUES`` feature values is not binned at all (the dashboard reads its raw rows). Not filled by a view: each
   closed hour is rolled from the raw rows (``feature_rolls.py``, with ``rollup_feature_rolls``
   recording each roll); the dashboard reads hours not rolled yet from the raw rows.
 * ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed

@@ -183,22 +183,22 @@ def test_a_deletion_rolls_the_feature_rollup_again(client):
     from driftline.collector.store.rollup_sql import rolled_rows
 
     model = "fr-" + uuid7()[-6:]
-    # enough predictions in the hour, before and after, to be rolled into bins (ROLL_MIN_EVENTS)
+    # enough predictions in the hour, before and after, to be rolled into bins (ROLL_MIN_VALUES)
     client.command(
         "INSERT INTO driftline.predictions (event_id, timestamp, model, model_version, variant, request_id, "
         "features_num, prediction, status, error, tags) SELECT generateUUIDv4(number), "
-        f"toDateTime64('2026-03-04 10:00:00', 6, 'UTC') + number, '{model}', '1', 'primary', toString(number), "
+        f"toDateTime64('2026-03-04 10:00:00', 6, 'UTC') + number * 0.2, '{model}', '1', 'primary', toString(number), "
         "map('income', 1000 * (number % 3 + 1)), '0.5', 'ok', '', "
-        "map('user_id', if(number % 3 = 2, 'eve', 'dan')) FROM numbers(900)")
+        "map('user_id', if(number % 3 = 2, 'eve', 'dan')) FROM numbers(15000)")
     assert roll_closed(client) >= 1
 
     def rolled():
         return client.query(f"SELECT sum(n), max(hi) FROM driftline.rollup_features_1h WHERE model = '{model}' "
                             f"AND {rolled_rows()}").result_rows[0]
 
-    assert rolled() == (900, 3000.0)
+    assert rolled() == (15000, 3000.0)
     delete_rows(client, where=f"model = '{model}' AND tags['user_id'] = 'eve'", optimize=True)
-    assert rolled() == (600, 2000.0)  # eve's income no longer the hour's maximum
+    assert rolled() == (10000, 2000.0)  # eve's income no longer the hour's maximum
     left = client.query(f"SELECT count(), max(hi) FROM driftline.rollup_features_1h "
                         f"WHERE model = '{model}'").result_rows
     assert left == [(2, 2000.0)]  # no row of the older roll left (optimized: not on disk either)

@@ -1,7 +1,7 @@
 """The feature rollup's rolls against the real store: closed hours only, every served value counted
 once by the latest roll, late and deleted rows rolled again, a half-done or doubled roll never
 counted twice, the store away said once; hours of few predictions recorded as read raw. The tests of
-the bins roll every hour (``min_events=0``): their hours are small."""
+the bins roll every hour (``min_values=0``): their hours are small."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.collector.store import feature_rolls as fr
 from driftline.collector.store.rollup_check import check
-from driftline.collector.store.rollup_sql import ROLL_MIN_EVENTS, latest_rolls, roll_insert, rolled_rows
+from driftline.collector.store.rollup_sql import ROLL_MIN_VALUES, latest_rolls, roll_insert, rolled_rows
 from driftline.collector.store.writer import ClickHouseWriter
 from driftline.dashboard import queries
 from driftline.dashboard.view import View
@@ -50,7 +50,7 @@ def _hour(h: int) -> int:
 def test_closed_hours_are_rolled_once_and_late_rows_again(own_store: Any) -> None:
     registry = CollectorRegistry()
     roller = fr.FeatureRoller(own_store, registry, interval_s=60, after_s=300, clock=lambda: NOW,
-                              min_events=0)
+                              min_values=0)
     model = f"r-{uuid.uuid4().hex[:6]}"
     writer = ClickHouseWriter(own_store)
     for hour, n in ((6, 40), (10, 50), (11, 20)):
@@ -97,17 +97,17 @@ def test_a_half_done_or_doubled_roll_is_never_counted_twice(own_store: Any) -> N
     ClickHouseWriter(own_store).write(_predictions(model, 30, 9))
     hour = _hour(9)
     # A roll that wrote its rows and stopped before its record (a crash): not read, rolled again.
-    own_store.command(roll_insert(f"model = '{model}'", 12345, min_events=0))
+    own_store.command(roll_insert(f"model = '{model}'", 12345, min_values=0))
     assert _rolled(own_store, model) == {}
     assert [p[:4] for p in fr.pending(own_store, 0, _hour(10))] == [(model, hour, 90, 0)]
-    first = fr.roll(own_store, hour, None, clock=lambda: NOW, min_events=0)
+    first = fr.roll(own_store, hour, None, clock=lambda: NOW, min_values=0)
     assert _rolled(own_store, model) == {9: 90}
     # Two collectors rolling the same hour at once (the same clock), both recorded: the latest
     # generation alone counts; a roll after a known one is later even when the clock is not.
-    second = fr.roll(own_store, hour, [model], clock=lambda: NOW, min_events=0)
+    second = fr.roll(own_store, hour, [model], clock=lambda: NOW, min_values=0)
     assert second != first and _rolled(own_store, model) == {9: 90}
     third = fr.roll(own_store, hour, [model], after_gen=max(first, second), clock=lambda: NOW - 3600,
-                    min_events=0)
+                    min_values=0)
     assert third == max(first, second) + 1 and _rolled(own_store, model) == {9: 90}
     assert fr.pending(own_store, 0, _hour(10)) == []
     gens = own_store.query("SELECT groupUniqArray(gen) FROM driftline.rollup_features_1h WHERE model = {m:String}",
@@ -122,7 +122,7 @@ def test_many_models_of_an_hour_are_rolled_again_as_one_statement(own_store: Any
     writer = ClickHouseWriter(own_store)
     for m in models:
         writer.write(_predictions(m, 10, 8))
-    assert fr.roll_closed(own_store, min_events=0) == 4
+    assert fr.roll_closed(own_store, min_values=0) == 4
     statements: list[str] = []
     real = own_store.command
 
@@ -133,13 +133,13 @@ def test_many_models_of_an_hour_are_rolled_again_as_one_statement(own_store: Any
     monkeypatch.setattr(own_store, "command", spy)
     for m in models[:3]:  # three late: more than MAX_LISTED, the whole hour again
         writer.write(_predictions(m, 2, 8))
-    assert fr.roll_closed(own_store, min_events=0) == 3
+    assert fr.roll_closed(own_store, min_values=0) == 3
     inserts = [s for s in statements if s.startswith("INSERT INTO driftline.rollup_features_1h")]
     assert len(inserts) == 1 and "model IN" not in inserts[0]
     assert [_rolled(own_store, m) for m in models] == [{8: 36}, {8: 36}, {8: 36}, {8: 30}]
     statements.clear()
     writer.write(_predictions(models[3], 1, 8))  # one: named
-    assert fr.roll_closed(own_store, min_events=0) == 1
+    assert fr.roll_closed(own_store, min_values=0) == 1
     assert "model IN {models:Array(String)}" in [s for s in statements if "rollup_features_1h (" in s][0]
     assert _rolled(own_store, models[3]) == {8: 33}
 
@@ -150,7 +150,7 @@ def test_a_roll_the_store_refuses_is_said_once_and_tried_again(own_store: Any,
     ClickHouseWriter(own_store).write(_predictions(model, 10, 7))
     registry = CollectorRegistry()
     roller = fr.FeatureRoller(StoreAway(own_store, 3), registry, interval_s=0.05, after_s=0, clock=lambda: NOW,
-                              min_events=0)
+                              min_values=0)
     stop = threading.Event()
     with caplog.at_level(logging.INFO, logger="driftline.collector"):
         thread = roller.start(stop)
@@ -173,28 +173,29 @@ def test_check_names_an_hour_not_rolled_before_a_rolled_one(own_store: Any) -> N
     model = f"g-{uuid.uuid4().hex[:6]}"
     writer = ClickHouseWriter(own_store)
     writer.write(_predictions(model, 10, 8) + _predictions(model, 10, 10))
-    assert fr.roll_closed(own_store, min_events=0) == 2
+    assert fr.roll_closed(own_store, min_values=0) == 2
     writer.write(_predictions(model, 4, 9))  # a gap before the last rolled hour
     writer.write(_predictions(model, 4, 11))  # after it: read raw, not a difference
     found = [(d["hour"], d["raw"], d["rollup_rows"]) for d in check(own_store, 0.0)
              if d["rollup"] == "rollup_features_1h" and d["model"] == model]
     assert found == [("2026-03-01T09:00:00", 12, 0)]
-    assert fr.roll_closed(own_store, min_events=0) == 2
+    assert fr.roll_closed(own_store, min_values=0) == 2
     assert [d for d in check(own_store, 0.0) if d["rollup"] == "rollup_features_1h"] == []
 
 
 def test_an_hour_of_few_predictions_is_read_raw_not_rolled(own_store: Any) -> None:
-    """Fewer than ROLL_MIN_EVENTS served predictions in a (model, hour): recorded as a raw roll with no
+    """Fewer than ROLL_MIN_VALUES feature values in a (model, hour): recorded as a raw roll with no
     bins, counted by the check, and the dashboard's histogram of that hour is the raw rows' own; once
     late rows make it big enough, it is rolled into bins."""
     small, big = (f"{k}-{uuid.uuid4().hex[:6]}" for k in ("s", "b"))
+    enough = -(-ROLL_MIN_VALUES // 3)  # predictions of three feature values each
     writer = ClickHouseWriter(own_store)
-    writer.write(_predictions(small, 40, 8) + _predictions(big, ROLL_MIN_EVENTS, 8))
+    writer.write(_predictions(small, 40, 8) + _predictions(big, enough, 8))
     assert fr.roll_closed(own_store) == 2
     rolls = {m: own_store.query(f"SELECT n, raw FROM ({latest_rolls()}) WHERE model = {{m:String}}",
                                 parameters={"m": m}).result_rows for m in (small, big)}
-    assert rolls == {small: [(120, 1)], big: [(3 * ROLL_MIN_EVENTS, 0)]}
-    assert _rolled(own_store, small) == {} and _rolled(own_store, big) == {8: 3 * ROLL_MIN_EVENTS}
+    assert rolls == {small: [(120, 1)], big: [(3 * enough, 0)]}
+    assert _rolled(own_store, small) == {} and _rolled(own_store, big) == {8: 3 * enough}
     assert fr.pending(own_store, 0, _hour(9)) == []
     assert [d for d in check(own_store, 0.0) if d["rollup"] == "rollup_features_1h"] == []
 
@@ -206,9 +207,9 @@ def test_an_hour_of_few_predictions_is_read_raw_not_rolled(own_store: Any) -> No
     exact = hist(small, True)
     assert [n for _, n, _ in exact] == [10, 11, 13, 6]
     assert hist(small, False) == exact  # read raw: the values themselves, not bins
-    writer.write(_predictions(small, ROLL_MIN_EVENTS, 8))  # late rows: now big enough for bins
+    writer.write(_predictions(small, enough, 8))  # late rows: now big enough for bins
     assert fr.roll_closed(own_store) == 1
     assert own_store.query(f"SELECT n, raw FROM ({latest_rolls()}) WHERE model = {{m:String}}",
-                           parameters={"m": small}).result_rows == [(3 * (40 + ROLL_MIN_EVENTS), 0)]
-    assert _rolled(own_store, small) == {8: 3 * (40 + ROLL_MIN_EVENTS)}
-    assert sum(n for _, n, _ in hist(small, False)) == pytest.approx(40 + ROLL_MIN_EVENTS)
+                           parameters={"m": small}).result_rows == [(3 * (40 + enough), 0)]
+    assert _rolled(own_store, small) == {8: 3 * (40 + enough)}
+    assert sum(n for _, n, _ in hist(small, False)) == pytest.approx(40 + enough)

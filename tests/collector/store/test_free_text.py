@@ -47,7 +47,7 @@ def test_free_text_feature_never_in_categories(ch_client: Any) -> None:
     events = [_event(m, i, {"note": note, "plan": ["pro", "free"][i % 2]}) for i, note in enumerate(notes)]
     events.append(_event(m, 99, {"note": notes[0], "plan": "pro"}, variant="shadow"))  # shadows excluded
     ClickHouseWriter(ch_client).write(events)
-    roll_closed(ch_client, min_events=0)  # binned, however few the predictions
+    roll_closed(ch_client, min_values=0)  # binned, however few the predictions
     cats = ch_client.query("SELECT feature, category, sum(n) FROM driftline.rollup_features_1h "
                            "WHERE model = {m:String} AND kind = 1 GROUP BY feature, category ORDER BY feature, category",
                            parameters={"m": m}).result_rows
@@ -78,7 +78,7 @@ SELECT generateUUIDv4(number), toDateTime64('2026-11-03 10:00:00', 6, 'UTC') + n
        concat('bins-{tag}-', toString(if(number < {small}, {n_models}, number % {n_models}))), 'v1', 'primary',
        toString(number), map({feats}, 'few', toFloat64(intDiv(number, {n_models}) % 5)), '0', 'ok', ''
 FROM numbers({n_models * per + small})""")
-    roll_closed(ch_client, min_events=0)  # the small model too
+    roll_closed(ch_client, min_values=0)  # the small model too
     rows = ch_client.query(
         "SELECT model, feature, bin, sum(n), min(lo), max(hi) FROM driftline.rollup_features_1h "
         "WHERE startsWith(model, {p:String}) GROUP BY model, feature, hour, model_version, kind, bin, category "

@@ -122,7 +122,7 @@ def test_check_counts_what_the_feature_rollup_and_the_label_join_count(own_store
     writer.write(late)
     writer.write(relabel)
     writer.write(relabel)  # replayed: the same event id twice
-    assert roll_closed(own_store, min_events=0) == 2  # the collector's roller: two (model, hour), binned
+    assert roll_closed(own_store, min_values=0) == 2  # the collector's roller: two (model, hour), binned
     out = _cli(own_store_url, "check", "--json", "--recheck-s", "0.2")
     report = json.loads(out.stdout)
     assert out.returncode == 0 and report["consistent"] is True, out.stdout + out.stderr
