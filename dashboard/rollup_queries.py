@@ -126,7 +126,7 @@ def features_src(p: dict[str, Any], cols: str, where: str = "1") -> str:
     hours = f"hour >= {_T64 % 'fa'} AND hour < {_T64 % 'fb'}"
     rolls = f"{_filters(p, version_col=())} AND {hours}"
     after = f"greatest({_T64 % 'fa'}, {R.rolled_until(rolls)})"
-    # and the hours rolled as raw (too few predictions to roll), read from the raw rows
+    # and the hours rolled as raw (too few feature values to bin), read from the raw rows
     small = f"timestamp >= {_T64 % 'fa'} AND timestamp < {after} AND {R.HOUR} IN {R.raw_hours(rolls)}"
     edges = (f"(timestamp >= {_T64 % 'start'} AND timestamp < {_T64 % 'fa'}) OR "
              f"(timestamp >= {after} AND timestamp < {_T64 % 'end'}) OR ({small})")

@@ -55,7 +55,7 @@ _ROLLED_RAW = (f"SELECT p.model AS model, {HOUR} AS hour, sum({FEATURE_VALUES}) 
                f"GROUP BY model) AS w ON p.model = w.model WHERE {SERVED} AND {HOUR} <= w.last "
                f"AND timestamp >= toDateTime({{since}}, 'UTC') GROUP BY model, hour")
 # the rolled values: the latest roll's rows, and the values of the hours rolled as raw (too few
-# predictions: the dashboard reads their raw rows), as their roll counted them
+# feature values: the dashboard reads their raw rows), as their roll counted them
 _ROLLED = (f"SELECT model, hour, sum(n) AS n FROM ("
            f"{_rolled('rollup_features_1h', True, where=rolled_rows(), time='hour')} UNION ALL "
            f"SELECT model, hour, n FROM ({latest_rolls()}) WHERE raw = 1 AND hour >= toDateTime({{since}}, 'UTC')) "

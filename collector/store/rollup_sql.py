@@ -49,10 +49,9 @@ GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 
 # Input features, per hour. Numeric values are first grouped in fine bins (a float's sign, exponent and
 # top FINE_MANTISSA_BITS mantissa bits: 16 per doubling, each under 6.25 % of a value wide; equal
-# values share one and are never split). When the hour
-# is rolled (feature_rolls.py), its fine bins, in value order, are merged into equi-depth bins per
-# (model, version, hour, feature): at most FEATURE_BINS, and at most one per BIN_VALUES values, bin i
-# holding the fine bins with i/bins <= (values before them)/(all values) < (i+1)/bins, with the
+# values share one and are never split). When the hour is rolled (feature_rolls.py), its fine bins,
+# in value order, are merged into equi-depth bins per (model, version, hour, feature): at most
+# FEATURE_BINS, and at most one per BIN_VALUES values, bin i holding the fine bins with i/bins <= (values before them)/(all values) < (i+1)/bins, with the
 # count, sum, min and max of their values. Rows per (model, feature, hour) are therefore bounded
 # whatever the values (a model of few values per hour no longer gets about a row per value), and a
 # reference edge cuts at most one bin per hour: histograms over any edges and deciles come from these
@@ -61,13 +60,16 @@ GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 FEATURE_BINS = 32
 BIN_VALUES = 16
 FINE_MANTISSA_BITS = 4
-_FINE_SHIFT = 64 - 1 - 11 - FINE_MANTISSA_BITS  # low bits dropped from the float's 64
 # (mapFilter: an arrayFilter over arrayZip here made chDB 26.9 silently skip other views of the
 # table on inserts that follow a label insert)
 _CATEGORIES = f"mapFilter((k, c) -> NOT {TEXT_RULE.sql('c')}, features_str)"
 _GROUP = "model, model_version, hour, feature, kind"
-def _fine_bins(shift: int) -> str:
-    # one row per (model, version, hour, feature, kind, category, fine bin) of the rows matching {where}
+
+
+def _fine_bins(mantissa_bits: int) -> str:
+    # one row per (model, version, hour, feature, kind, category, fine bin) of the rows matching {where};
+    # a fine bin: a float's sign, exponent and top mantissa_bits mantissa bits (the low bits dropped)
+    shift = 64 - 1 - 11 - mantissa_bits
     return f"""SELECT model, model_version, toDateTime(toStartOfHour(timestamp), 'UTC') AS hour, f.1 AS feature,
                    f.2 AS kind, f.3 AS category, count() AS c, sum(f.4) AS fs, min(f.4) AS fl, max(f.4) AS fh
             FROM {{src}} ARRAY JOIN arrayConcat(
@@ -88,7 +90,7 @@ FROM (SELECT model, model_version, hour, feature, kind,
              arrayCumSum(arrayMap(e -> e.3, g)) AS cum, cum[-1] AS total,
              if(kind = 0, least({FEATURE_BINS}, intDiv(total + {BIN_VALUES - 1}, {BIN_VALUES})), 0) AS bins,
              arrayJoin(arrayMap((e, k) -> (intDiv((k - e.3) * bins, total), e.1, e.3, e.4, e.2, e.5), g, cum)) AS t
-      FROM ({_fine_bins(_FINE_SHIFT)})
+      FROM ({_fine_bins(FINE_MANTISSA_BITS)})
       GROUP BY {_GROUP})
 GROUP BY {_GROUP}, bin, category"""
 #: rows like FEATURES_SELECT's for reading raw rows (the dashboard: hours not rolled, or too small to
@@ -97,7 +99,7 @@ GROUP BY {_GROUP}, bin, category"""
 RAW_MANTISSA_BITS = 8
 FEATURES_RAW_SELECT = f"""
 SELECT model, model_version, hour, feature, kind, toUInt16(0) AS bin, category, c AS n, fs AS s, fl AS lo, fh AS hi
-FROM ({_fine_bins(64 - 1 - 11 - RAW_MANTISSA_BITS)})"""
+FROM ({_fine_bins(RAW_MANTISSA_BITS)})"""
 #: the values a served predictions row gives rollup_features_1h (FEATURES_SELECT's ARRAY JOIN, counted)
 FEATURE_VALUES = f"length(features_num) + length({_CATEGORIES}) + length(features_bool)"
 
@@ -136,7 +138,7 @@ ORDER BY (model, minute, model_version, variant, has_label, prediction_label)"""
 ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
 ORDER BY (model, feature, hour, gen, model_version, kind, bin, category)""",
     # One row per roll of a (model, hour): its generation, the feature values it counted, and whether
-    # it wrote no bins because the hour's predictions were too few (raw: read from the raw rows).
+    # it wrote no bins because the hour's feature values were too few (raw: read from the raw rows).
     "rollup_feature_rolls": """(model LowCardinality(String), hour DateTime('UTC'), gen UInt64, n UInt64,
     raw UInt8, rolled_at DateTime64(6, 'UTC'))
 ENGINE = ReplacingMergeTree(gen) ORDER BY (model, hour)""",
@@ -433,12 +435,13 @@ LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT *
 
 #: tables rebuilt from the raw rows when their definition (DDL or SELECT) changes: their comment
 #: holds a hash of it (``rollups.ensure``); the others keep rows of older definitions
-REBUILT_ON_CHANGE = ("rollup_features_1h", "rollup_feature_rolls")
+FEATURE_ROLLS = "rollup_feature_rolls"
+REBUILT_ON_CHANGE = ("rollup_features_1h", FEATURE_ROLLS)
 
 # -- the feature rollup's rolls (feature_rolls.py): an hour's rows computed from the raw rows once
 # it is closed, and again when its raw rows change; each roll is a generation, and only the latest
 # recorded generation of a (model, hour) counts
-ROLLS = f"{DB}.rollup_feature_rolls"
+ROLLS = f"{DB}.{FEATURE_ROLLS}"
 #: served feature values per (model, hour) in the raw log, rows matching {where}
 RAW_FEATURE_VALUES = (f"SELECT model, {HOUR} AS hour, sum({FEATURE_VALUES}) AS n FROM {_P} "
                       f"WHERE {SERVED} AND {{where}} GROUP BY model, hour")
@@ -507,8 +510,9 @@ def roll_record(where: str, gen: int, raw_where: str, min_values: int = ROLL_MIN
 PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outcome_index")
 
 
-__all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_RAW_SELECT", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_VALUES",
-           "FINE_MANTISSA_BITS", "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
+__all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_RAW_SELECT", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_ROLLS",
+           "FEATURE_VALUES", "FINE_MANTISSA_BITS", "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
+           "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
            "RAW_MANTISSA_BITS", "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "ROLL_MIN_VALUES",
            "SENTINEL_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "latest_rolls", "raw_hours", "roll_insert",

@@ -11,11 +11,11 @@ Tables (database ``driftline``; all names start with ``rollup_``):
 * ``rollup_predictions_1h`` — the same per hour, fed from the minute table (cascading MV).
 * ``rollup_features_1h`` — per hour and feature: count, sum, min and max per equi-depth bin of the
   numeric values (at most ``FEATURE_BINS`` per model, version, feature and hour, and one per
-  ``BIN_VALUES`` values, chosen at the roll), count
-  per category (string and bool features; free text excluded). Shadow rows excluded. Histograms
-  over a reference's edges and deciles are computed from every hour's bins. Its rows grow with
-  models × features × hours, not with the values; an hour of a model with fewer than
-  ``ROLL_MIN_VALUES`` feature values is not binned at all (the dashboard reads its raw rows). Not filled by a view: each
+  ``BIN_VALUES`` values, chosen at the roll), count per category (string and bool features; free
+  text excluded). Shadow rows excluded. Histograms over a reference's edges and deciles are computed
+  from every hour's bins. Its rows grow with models × features × hours, not with the values; an hour
+  of a model with fewer than ``ROLL_MIN_VALUES`` feature values is not binned at all (the dashboard
+  reads its raw rows). Not filled by a view: each
   closed hour is rolled from the raw rows (``feature_rolls.py``, with ``rollup_feature_rolls``
   recording each roll); the dashboard reads hours not rolled yet from the raw rows.
 * ``rollup_labels_1m`` — the label join, pre-aggregated by the *prediction's* minute with signed
@@ -60,6 +60,7 @@ from driftline.collector.store.rollup_sql import (
     BACKFILL,
     DB,
     FEATURES_SELECT,
+    FEATURE_ROLLS,
     LABELS_ALL_VIEW,
     PER_EVENT_TABLES,
     REBUILT_ON_CHANGE,
@@ -69,7 +70,7 @@ from driftline.collector.store.rollup_sql import (
     VIEWS,
 )
 
-FEATURES, ROLLS = "rollup_features_1h", "rollup_feature_rolls"
+FEATURES, ROLLS = "rollup_features_1h", FEATURE_ROLLS
 
 
 def _existing(client: Any) -> set[str]:
