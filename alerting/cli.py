@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ def register(subparsers: Any) -> None:
     rcv.add_argument("--webhook-url", required=True, help="http://127.0.0.1:PORT/hooks/retrain")
     rcv.add_argument("--routing-key-env", required=True, help="environment variable holding the PagerDuty routing key")
     rcv.add_argument("--secret-env", required=True, help="environment variable holding the webhook HMAC secret")
+    rcv.add_argument("--listen-fds", metavar="SLACK,PAGERDUTY,WEBHOOK",
+                     help="serve on these inherited listening sockets (file descriptors, in the URLs' order) "
+                          "instead of binding: how `driftline up --demo` starts it, holding the ports from the "
+                          "moment it chose them")
     rcv.set_defaults(func=cmd_receive)
 
 
@@ -149,6 +154,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inherited_sockets(fds: str | None) -> list[socket.socket] | None:
+    """The listening sockets ``--listen-fds`` names: three open file descriptors."""
+    if fds is None:
+        return None
+    try:
+        numbers = [int(f) for f in fds.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 3 or min(numbers) < 0:
+        raise ConfigError(f"--listen-fds: three file descriptors, SLACK,PAGERDUTY,WEBHOOK (got {fds!r})")
+    socks = []
+    for n in numbers:
+        try:
+            socks.append(socket.socket(fileno=n))
+        except OSError as exc:
+            raise ConfigError(f"--listen-fds: file descriptor {n} is not an open socket ({exc.strerror})") from None
+    return socks
+
+
 def cmd_receive(args: argparse.Namespace) -> int:
     """``driftline alerts receive``: serve until SIGTERM / SIGINT, print each message."""
     import threading
@@ -166,7 +190,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
     servers = start_receivers(args.slack_url, args.pagerduty_url, args.webhook_url,
                               routing_key=secrets["--routing-key-env"], secret=secrets["--secret-env"],
-                              on_message=show)
+                              on_message=show, sockets=_inherited_sockets(args.listen_fds))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -25,12 +25,13 @@ blocks (the sender never hears the answer).
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from driftline.alerting.signing import SIGNATURE_HEADER, verify_signature
@@ -41,7 +42,11 @@ class LocalServer:
 
     path = "/"
 
-    def __init__(self, port: int = 0, on_message: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, port: int = 0, on_message: Callable[[str, str], None] | None = None,
+                 sock: socket.socket | None = None) -> None:
+        """Listens on 127.0.0.1:``port``, or on ``sock``: a socket already listening, such as one
+        inherited from the process that chose its address (the server never binds, so no other
+        process can take the address between the choice and the start)."""
         self.on_message = on_message
         self.requests: list[dict[str, Any]] = []
         self.script: deque[tuple[Any, ...]] = deque()
@@ -88,7 +93,13 @@ class LocalServer:
                 except OSError:  # the client went away (killed, or timed out)
                     pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if sock is None:
+            self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        else:
+            self._httpd = ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
+            self._httpd.socket.close()
+            self._httpd.socket = sock
+            self._httpd.server_name, self._httpd.server_port = "127.0.0.1", sock.getsockname()[1]
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
@@ -246,10 +257,22 @@ def _port_and_path(url: str, what: str) -> tuple[int, str]:
     return parts.port, parts.path
 
 
+def _listening_port(sock: socket.socket) -> int | None:
+    """The port ``sock`` listens on, None when it is not a listening TCP socket."""
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        return int(sock.getsockname()[1]) if listening and sock.type == socket.SOCK_STREAM else None
+    except (OSError, IndexError, TypeError):
+        return None
+
+
 def start_receivers(slack_url: str, pagerduty_url: str, webhook_url: str, *, routing_key: str, secret: str,
-                    on_message: Callable[[str, str], None]) -> list[LocalServer]:
+                    on_message: Callable[[str, str], None],
+                    sockets: Sequence[socket.socket] | None = None) -> list[LocalServer]:
     """A local Slack webhook, PagerDuty Events v2 endpoint and signed-webhook receiver at the
-    given URLs (what ``driftline alerts receive`` serves for ``driftline up --demo``)."""
+    given URLs (what ``driftline alerts receive`` serves for ``driftline up --demo``); with
+    ``sockets``, served on those listening sockets (one per URL, in the same order, each bound to
+    its URL's port) instead of binding."""
     from driftline.sdk.errors import ConfigError
 
     slack_port, path = _port_and_path(slack_url, "--slack-url")
@@ -261,11 +284,17 @@ def start_receivers(slack_url: str, pagerduty_url: str, webhook_url: str, *, rou
     if pd_path != LocalPagerDuty.path:
         raise ConfigError(f"--pagerduty-url: the local PagerDuty's path is {LocalPagerDuty.path} (got {pd_path!r})")
     hook_port, _ = _port_and_path(webhook_url, "--webhook-url")
+    ports = (slack_port, pd_port, hook_port)
+    socks: Sequence[socket.socket | None] = (None, None, None) if sockets is None else sockets
+    if sockets is not None:
+        bound = tuple(_listening_port(s) for s in sockets)
+        if bound != ports:
+            raise ConfigError(f"the inherited sockets listen on ports {bound}, the URLs name {ports}")
     servers: list[LocalServer] = []
     try:  # every address is checked before any is bound
-        servers.append(LocalSlack(token, port=slack_port, on_message=on_message))
-        servers.append(LocalPagerDuty(routing_key, port=pd_port, on_message=on_message))
-        servers.append(LocalWebhook(secret, port=hook_port, on_message=on_message))
+        servers.append(LocalSlack(token, port=slack_port, on_message=on_message, sock=socks[0]))
+        servers.append(LocalPagerDuty(routing_key, port=pd_port, on_message=on_message, sock=socks[1]))
+        servers.append(LocalWebhook(secret, port=hook_port, on_message=on_message, sock=socks[2]))
     except BaseException:
         for s in servers:
             s.close()

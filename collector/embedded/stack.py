@@ -84,6 +84,7 @@ class Stack:
         self.gate: Any = None  # the produce gate in front of the embedded broker
         self.rotator: Any = None
         self.demo_env: dict[str, str] = {}  # the demo's alerting: receiver addresses and secrets
+        self.demo_alerting: Any = None  # its receiver's listening sockets, held while the stack runs
 
     @property
     def topics(self) -> list[str]:
@@ -107,6 +108,8 @@ class Stack:
             self._start_children()
         except BaseException:
             self.supervisor.stop_all(STOP_ORDER)
+            if self.demo_alerting is not None:
+                self.demo_alerting.close()
             raise
         self._print_endpoints()
 
@@ -138,10 +141,10 @@ class Stack:
         if o.demo and rules is None:  # the demo's own rules, delivered to a local receiver that prints
             from driftline.collector.embedded.demo_alerting import prepare
 
-            demo_alerting = prepare(self.run_dir, dashboard_url)
+            self.demo_alerting = demo_alerting = prepare(self.run_dir, dashboard_url)
             self.demo_env = demo_alerting.env
             rules = demo_alerting.rules_path
-            self._spawn("receiver", demo_alerting.receiver_args, stop_timeout_s=5)
+            self._spawn("receiver", demo_alerting.receiver_args, stop_timeout_s=5, pass_fds=demo_alerting.fds)
         if rules is not None:
             self._spawn("alerting", ["alerts", "run", "--rules", str(rules), "--clickhouse-url",
                                      self.clickhouse_url, "--data-dir", str(self.data_dir / "alerting")])
@@ -208,7 +211,8 @@ class Stack:
                "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
         return env
 
-    def _spawn(self, name: str, args: list[str], *, stop_timeout_s: float = 30.0, restart: str = "always") -> None:
+    def _spawn(self, name: str, args: list[str], *, stop_timeout_s: float = 30.0, restart: str = "always",
+               pass_fds: tuple[int, ...] = ()) -> None:
         log_path = self.logs / f"{name}.log"
 
         def launch() -> ServiceProcess:
@@ -220,7 +224,7 @@ class Stack:
                 proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", *args],
                                         env={**self.child_env(), **lifeline_env(LIFELINE_GRACE_S)},
                                         stdout=None if name in ("demo", "receiver") else log, stderr=log,
-                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=pass_fds,
                                         preexec_fn=die_with_parent(signal.SIGKILL if name == "dashboard"
                                                                    else signal.SIGTERM))
             return ServiceProcess(proc)
@@ -295,6 +299,9 @@ class Stack:
             self._drain()
         self.backlog.stop()
         sup.stop_all(STOP_ORDER)
+        if self.demo_alerting is not None:
+            self.demo_alerting.close()
+            self.demo_alerting = None
         if self.gate is not None:
             self.gate.stop()
             self.gate = None
