@@ -14,11 +14,14 @@ most 32, at least 16 values each). This script rolls the same hour both ways, in
   with the exact counts from the raw rows: the share of values put in the wrong bin (L1 / 2),
   median and worst over the features (at 1,000 models, over the first ``--sample`` models).
 
-Events: ``--events`` (default 100,000) in one hour, 20 numeric features of different locations and
-scales (``bench_rollup_sizing._events``: continuous, rounded to 4 decimals), for 1 and for 1,000
-models, a fresh embedded store per run, ``--repeats`` runs each; the fine-bin roll is the baseline.
+Events: ``--events`` (default 100,000) in one hour, ``--features`` (default 20) numeric features of
+different locations and scales (``bench_rollup_sizing._events``: continuous, rounded to 4 decimals),
+for each of ``--models`` (default 1 and 1,000 models), a fresh embedded store per run, ``--repeats``
+runs each, the two designs in alternating order; the fine-bin roll is the baseline. Histograms are
+compared over the first ``--sample-features`` features (all by default) of the first ``--sample`` models.
 
     python bench/bench_feature_roll.py [--events 100000] [--repeats 2]
+    python bench/bench_feature_roll.py --features 1000 --models 1 --events 10000 --sample-features 20
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def _misplaced(url: str, model: str, feature: str) -> float:
     return sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b)) / 2 / total
 
 
-def one(events: list[dict], models: int, sample: int) -> dict[str, tuple[float, float, list[float]]]:
+def one(events: list[dict], models: int, sample: int, sample_features: int | None = None,
+        reverse: bool = False) -> dict[str, tuple[float, float, list[float]]]:
     out = {}
     with tempfile.TemporaryDirectory(prefix="driftline-roll-") as tmp, start_chstore(Path(tmp) / "ch") as store:
         client = connect(store.url)
@@ -78,8 +82,9 @@ def one(events: list[dict], models: int, sample: int) -> dict[str, tuple[float, 
         for i in range(0, len(events), 5000):
             writer.store(writer.prepare(events[i:i + 5000]))
         _merge(client, "predictions")
-        names = sorted(events[0]["features"])
-        for gen, (name, select) in enumerate(DESIGNS.items(), start=1):
+        names = sorted(events[0]["features"])[:sample_features]
+        order = list(DESIGNS.items())[::-1] if reverse else list(DESIGNS.items())
+        for gen, (name, select) in enumerate(order, start=1):
             client.command(f"TRUNCATE TABLE {R.DB}.rollup_features_1h")
             client.command(f"TRUNCATE TABLE {R.ROLLS}")
             cpu0 = _cpu_s(store.pid)
@@ -99,13 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sample", type=int, default=5, help="models whose histograms are compared (1,000 models)")
+    ap.add_argument("--features", type=int, default=20)
+    ap.add_argument("--models", default="1,1000", help="model counts to run, comma-separated")
+    ap.add_argument("--sample-features", type=int, default=None, help="features whose histograms are compared")
     a = ap.parse_args(argv)
+    print(f"{a.features} numeric features, {a.events:,} events in one hour, {a.repeats} runs (medians)\n")
     print("| models | design | roll + merges, store CPU µs/event | ratio to fine bins | rollup rows/event | "
           "values misplaced by the histogram, median / worst feature |")
     print("|---|---|---|---|---|---|")
-    for models in (1, 1000):
-        events = _events(a.events, 20, models)
-        runs = [one(events, models, a.sample) for _ in range(a.repeats)]
+    for models in (int(m) for m in a.models.split(",")):
+        events = _events(a.events, a.features, models)
+        runs = [one(events, models, a.sample, a.sample_features, reverse=r % 2 == 1) for r in range(a.repeats)]
         base = statistics.median(r[next(iter(DESIGNS))][0] for r in runs)
         for name in DESIGNS:
             cpu = statistics.median(r[name][0] for r in runs)
