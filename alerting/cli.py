@@ -188,12 +188,12 @@ def cmd_receive(args: argparse.Namespace) -> int:
     def show(kind: str, text: str) -> None:
         print(f"receiver: {kind:<9} {text}", flush=True)
 
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before serving: a stop from then on is a clean one
+        signal.signal(sig, lambda *_: stop.set())
     servers = start_receivers(args.slack_url, args.pagerduty_url, args.webhook_url,
                               routing_key=secrets["--routing-key-env"], secret=secrets["--secret-env"],
                               on_message=show, sockets=_inherited_sockets(args.listen_fds))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass

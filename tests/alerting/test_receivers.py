@@ -24,11 +24,11 @@ from driftline.collector.embedded.broker import free_port
 from driftline.sdk.errors import ConfigError
 
 
-def _post(url: str, body: dict, headers: dict[str, str] | None = None) -> int:
+def _post(url: str, body: dict, headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> int:
     data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
             return r.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -87,18 +87,18 @@ def test_the_demo_receiver_serves_the_sockets_the_stack_holds_through_a_restart(
         with pytest.raises(OSError):  # taken from the start, by the stack itself
             socket.create_server(("127.0.0.1", port))
         sent: list[int] = []
-        early = threading.Thread(target=lambda: sent.append(_post(url, {"text": "before the start"})))
+        early = threading.Thread(target=lambda: sent.append(_post(url, {"text": "before the start"}, timeout_s=60)))
         early.start()
         first = _receive(demo, env)
-        early.join(30)
+        early.join(90)
         assert sent == [200]
         first.kill()
         first.wait(10)
-        late = threading.Thread(target=lambda: sent.append(_post(url, {"text": "during the restart"})))
+        late = threading.Thread(target=lambda: sent.append(_post(url, {"text": "during the restart"}, timeout_s=60)))
         late.start()
         time.sleep(0.5)  # the request waits in the queue of a socket no process serves
         second = _receive(demo, env)
-        late.join(30)
+        late.join(90)
         assert sent == [200, 200]
         second.send_signal(signal.SIGTERM)
         out, err = second.communicate(timeout=30)
