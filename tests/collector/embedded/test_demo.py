@@ -50,6 +50,7 @@ def test_the_demo_rules_load_with_the_environment_the_stack_gives_them(tmp_path:
     from driftline.collector.embedded.demo_alerting import prepare
 
     demo = prepare(tmp_path, "http://127.0.0.1:8501")
+    demo.close()  # its receiver's listening sockets: not served here
     rules = load_rules(demo.rules_path, env=demo.env)  # a *_env name the stack does not set raises
     (rule,) = rules.rules
     assert (rule.kind, rule.statistic, rule.op, rule.threshold) == ("performance", "accuracy", "<", ACCURACY_FLOOR)
