@@ -108,8 +108,7 @@ class Stack:
             self._start_children()
         except BaseException:
             self.supervisor.stop_all(STOP_ORDER)
-            if self.demo_alerting is not None:
-                self.demo_alerting.close()
+            self._release_demo_sockets()
             raise
         self._print_endpoints()
 
@@ -299,14 +298,18 @@ class Stack:
             self._drain()
         self.backlog.stop()
         sup.stop_all(STOP_ORDER)
-        if self.demo_alerting is not None:
-            self.demo_alerting.close()
-            self.demo_alerting = None
+        self._release_demo_sockets()
         if self.gate is not None:
             self.gate.stop()
             self.gate = None
         if sup.restarts:
             self.options.print_fn("driftline: restarts: " + ", ".join(f"{n} {k}" for n, k in sup.restarts.items()))
+
+    def _release_demo_sockets(self) -> None:
+        """Close the demo receiver's listening sockets (once its child is stopped)."""
+        if self.demo_alerting is not None:
+            self.demo_alerting.close()
+            self.demo_alerting = None
 
     def _drain(self) -> None:
         """Until the collector has committed everything the broker holds, or the stop is forced."""

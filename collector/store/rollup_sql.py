@@ -51,8 +51,9 @@ GROUP BY model, model_version, variant, minute, has_label, prediction_label"""
 # top FINE_MANTISSA_BITS mantissa bits: 16 per doubling, each under 6.25 % of a value wide; equal
 # values share one and are never split). When the hour is rolled (feature_rolls.py), its fine bins,
 # in value order, are merged into equi-depth bins per (model, version, hour, feature): at most
-# FEATURE_BINS, and at most one per BIN_VALUES values, bin i holding the fine bins with i/bins <= (values before them)/(all values) < (i+1)/bins, with the
-# count, sum, min and max of their values. Rows per (model, feature, hour) are therefore bounded
+# FEATURE_BINS, and at most one per BIN_VALUES values, bin i holding the fine bins with
+# i/bins <= (values before them)/(all values) < (i+1)/bins, with the count, sum, min and max of their
+# values. Rows per (model, feature, hour) are therefore bounded
 # whatever the values (a model of few values per hour no longer gets about a row per value), and a
 # reference edge cuts at most one bin per hour: histograms over any edges and deciles come from these
 # rows (dashboard/rollup_queries.py). Strings and bools: one row per (feature, category); free text
@@ -114,6 +115,8 @@ _REQ_INDEX = """(model LowCardinality(String), rid UInt64, event_id UUID, role U
     value Nullable(Float64), ms Nullable(Float64), status LowCardinality(String),
     hour DateTime('UTC') MATERIALIZED toStartOfHour(timestamp))
 ENGINE = ReplacingMergeTree ORDER BY (model, role, hour, rid, event_id)"""
+#: the feature rollup and the record of its rolls (feature_rolls.py)
+FEATURE_ROLLUP, FEATURE_ROLLS = "rollup_features_1h", "rollup_feature_rolls"
 _COMMON = "model LowCardinality(String), model_version LowCardinality(String)"
 _TS = "DateTime64(6, 'UTC')"
 
@@ -131,7 +134,7 @@ ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(minute)
 ORDER BY (model, minute, model_version, variant, has_label, prediction_label)""",
     # Filled by rolls (feature_rolls.py), not by a view: ``gen`` is the roll that wrote a row; only a
     # (model, hour)'s latest roll recorded in rollup_feature_rolls counts (ROLLED_FEATURES).
-    "rollup_features_1h": f"""({_COMMON}, hour DateTime('UTC'), feature LowCardinality(String),
+    FEATURE_ROLLUP: f"""({_COMMON}, hour DateTime('UTC'), feature LowCardinality(String),
     kind UInt8, bin UInt16, category String,
     n SimpleAggregateFunction(sum, UInt64), s SimpleAggregateFunction(sum, Float64),
     lo SimpleAggregateFunction(min, Float64), hi SimpleAggregateFunction(max, Float64), gen UInt64)
@@ -139,7 +142,7 @@ ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(hour)
 ORDER BY (model, feature, hour, gen, model_version, kind, bin, category)""",
     # One row per roll of a (model, hour): its generation, the feature values it counted, and whether
     # it wrote no bins because the hour's feature values were too few (raw: read from the raw rows).
-    "rollup_feature_rolls": """(model LowCardinality(String), hour DateTime('UTC'), gen UInt64, n UInt64,
+    FEATURE_ROLLS: """(model LowCardinality(String), hour DateTime('UTC'), gen UInt64, n UInt64,
     raw UInt8, rolled_at DateTime64(6, 'UTC'))
 ENGINE = ReplacingMergeTree(gen) ORDER BY (model, hour)""",
     "rollup_prediction_index": f"""(model LowCardinality(String), event_id UUID, timestamp {_TS},
@@ -435,8 +438,7 @@ LABELS_ALL_VIEW = f"CREATE VIEW IF NOT EXISTS {DB}.rollup_labels_all AS SELECT *
 
 #: tables rebuilt from the raw rows when their definition (DDL or SELECT) changes: their comment
 #: holds a hash of it (``rollups.ensure``); the others keep rows of older definitions
-FEATURE_ROLLS = "rollup_feature_rolls"
-REBUILT_ON_CHANGE = ("rollup_features_1h", FEATURE_ROLLS)
+REBUILT_ON_CHANGE = (FEATURE_ROLLUP, FEATURE_ROLLS)
 
 # -- the feature rollup's rolls (feature_rolls.py): an hour's rows computed from the raw rows once
 # it is closed, and again when its raw rows change; each roll is a generation, and only the latest
@@ -511,8 +513,8 @@ PER_EVENT_TABLES = ("rollup_prediction_index", "rollup_pair_index", "rollup_outc
 
 
 __all__ = ["BACKFILL", "BIN_VALUES", "DB", "FEATURES_RAW_SELECT", "FEATURES_SELECT", "FEATURE_BINS", "FEATURE_ROLLS",
-           "FEATURE_VALUES", "FINE_MANTISSA_BITS", "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL", "PAIR_LABEL_SQL",
-           "PER_EVENT_TABLES",
+           "FEATURE_ROLLUP", "FEATURE_VALUES", "FINE_MANTISSA_BITS", "HOUR", "LABELS_ALL_VIEW", "PAIR_KEY_SQL",
+           "PAIR_LABEL_SQL", "PER_EVENT_TABLES",
            "PREDICTIONS_LABELS_MV_SELECT", "PREDICTIONS_OUTCOMES_MV_SELECT", "PREDICTIONS_SELECT", "RAW_FEATURE_VALUES",
            "RAW_MANTISSA_BITS", "REBUILT_ON_CHANGE", "RETIRED_TABLES", "RETIRED_VIEWS", "ROLLS", "ROLL_MIN_VALUES",
            "SENTINEL_VIEWS", "SHADOW_RAW_SELECT", "TABLES", "VIEWS", "latest_rolls", "raw_hours", "roll_insert",

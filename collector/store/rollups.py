@@ -61,6 +61,7 @@ from driftline.collector.store.rollup_sql import (
     DB,
     FEATURES_SELECT,
     FEATURE_ROLLS,
+    FEATURE_ROLLUP,
     LABELS_ALL_VIEW,
     PER_EVENT_TABLES,
     REBUILT_ON_CHANGE,
@@ -70,7 +71,7 @@ from driftline.collector.store.rollup_sql import (
     VIEWS,
 )
 
-FEATURES, ROLLS = "rollup_features_1h", FEATURE_ROLLS
+FEATURES, ROLLS = FEATURE_ROLLUP, FEATURE_ROLLS
 
 
 def _existing(client: Any) -> set[str]:
