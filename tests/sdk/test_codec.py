@@ -95,3 +95,22 @@ def test_encodings_and_edges_as_the_stdlib(data: bytes) -> None:
     got, want = _outcome(loads_as_stdlib, data), _outcome(json.loads, data)
     assert got[0] == want[0]
     assert _same(got[1], want[1]) if got[0] == "ok" else got[1] is want[1]
+
+
+def test_plain_features_keeps_json_scalars_and_converts_the_rest() -> None:
+    np = pytest.importorskip("numpy")
+    from driftline.sdk.codec import plain_features
+
+    plain = {"a": 1, "b": 2.5, "c": "x", "d": True, "e": None}
+    assert plain_features(plain) is plain  # nothing to convert: no copy
+    mixed = {"a": 1, "b": np.float32(0.5), "c": np.int64(3), "d": np.bool_(True), "e": np.array([1, 2])}
+    out = plain_features(mixed)
+    assert out == {"a": 1, "b": 0.5, "c": 3, "d": True, "e": [1, 2]}
+    assert [type(v) for v in out.values()] == [int, float, int, bool, list]
+    assert type(mixed["b"]) is np.float32  # the caller's values are left as they were
+
+    class Score(float):  # a subclass of a JSON type (numpy's float64 is one) becomes that type
+        pass
+
+    out = plain_features({"s": Score(1.5), "f": np.float64(0.25), "i": 2})
+    assert out == {"s": 1.5, "f": 0.25, "i": 2} and {type(v) for v in out.values()} == {float, int}

@@ -67,6 +67,31 @@ def test_numpy_and_pandas_values_are_logged_as_plain_json() -> None:
     assert [e["prediction"] for e in events[1:]] == [0, 1, 0]
 
 
+def test_subclasses_of_json_types_are_logged_as_their_base_type() -> None:
+    """numpy's float64 (what a regressor's ``predict`` and ``predict_proba`` give), enums: each event
+    arrives, with plain values (orjson refuses float subclasses: they were dropped as serialize_error)."""
+    import enum
+
+    class Tier(str, enum.Enum):
+        GOLD = "gold"
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    m, sink = make()
+    pid = m.log({"x": np.float64(2.5), "tier": Tier.GOLD, "level": Level.HIGH}, np.float64(0.75))
+    m.log({"x": 1.0}, {"churn": np.float64(0.1)})
+    m.log_label(pid, np.float64(0.5))
+    m.log_outcome("revenue", np.float64(12.5), prediction_id=pid)
+    assert m.flush(2)
+    assert m.stats().dropped_total == 0
+    first, second = sink.events("prediction")
+    assert first["features"] == {"x": 2.5, "tier": "gold", "level": 2} and first["prediction"] == 0.75
+    assert [type(v) for v in first["features"].values()] == [float, str, int]
+    assert second["prediction"] == {"churn": 0.1}
+    assert sink.events("label")[0]["label"] == 0.5 and sink.events("outcome")[0]["value"] == 12.5
+
+
 def test_invalid_events_are_counted_and_never_raise_by_default() -> None:
     m, sink = make()
     m.log({"x": [1, 2]}, 1)  # a list is not a feature value
