@@ -166,17 +166,28 @@ class Monitor:
 
     def log_batch(self, features: Iterable[Mapping[str, Any]] | Any, predictions: Sequence[Any], *,
                   latency_ms: float | None = None, tags: Mapping[str, str] | None = None,
-                  variant: str | None = None) -> list[str]:
-        """Log a batch inference job: one event per row. ``features`` may be a DataFrame."""
+                  variant: str | None = None, feature_names: Sequence[str] | None = None) -> list[str]:
+        """Log a batch inference job: one event per row.
+
+        ``features``: a DataFrame, rows of mappings, or rows of values -- a 2-D numpy array, lists --
+        whose columns are named by ``feature_names``, else ``f0``, ``f1``, ... (as the sidecar names
+        an unnamed instance's values).
+        """
         if hasattr(features, "to_dict") and not isinstance(features, Mapping):
             features = features.to_dict("records")  # pandas without importing pandas
+        elif hasattr(features, "tolist") and not isinstance(features, Mapping):
+            features = features.tolist()  # numpy without importing numpy
         rows = list(features)
         preds = to_plain(predictions) if not isinstance(predictions, list) else predictions
+        problem = None
         if len(rows) != len(preds):
+            problem = f"{len(rows)} feature rows but {len(preds)} predictions"
+        elif rows and not isinstance(rows[0], Mapping):
+            rows, problem = _named_rows(rows, feature_names)
+        if problem is not None:
             if self.strict:
-                raise ConfigError(f"log_batch: {len(rows)} feature rows but {len(preds)} predictions")
-            logger.warning("driftline: log_batch got %d rows and %d predictions; nothing logged",
-                           len(rows), len(preds))
+                raise ConfigError(f"log_batch: {problem}")
+            logger.warning("driftline: log_batch of %s: %s; nothing logged", self.model, problem)
             return []
         per_row = None if latency_ms is None else latency_ms / max(1, len(rows))
         return [self.log(row, pred, latency_ms=per_row, tags=tags, variant=variant)
@@ -361,6 +372,21 @@ class Monitor:
         if self._invalid_logged <= 10 or self._invalid_logged % 1000 == 0:
             logger.warning("driftline: dropped an invalid event of %s (%s) [%d so far]",
                            self.model, exc, self._invalid_logged)
+
+
+def _named_rows(rows: list[Any], names: Sequence[str] | None) -> tuple[list[Any], str | None]:
+    """Rows of values as mappings named by ``names`` (else ``f0``, ``f1``, ...); a scalar row is one
+    value. Returns ``(rows, None)``, or ``([], problem)`` when a row's width is not the names'."""
+    rows = [to_plain(r) for r in rows]
+    rows = [r if isinstance(r, (list, tuple)) else [r] for r in rows]
+    width = len(names) if names is not None else len(rows[0])
+    for i, r in enumerate(rows):
+        if len(r) != width:
+            named = "feature_names has" if names is not None else "row 0 has"
+            return [], f"row {i} has {len(r)} values but {named} {width}"
+    if names is None:
+        names = [f"f{i}" for i in range(width)]
+    return [dict(zip(names, r)) for r in rows], None
 
 
 def _default_mask(settings: SdkSettings) -> Callable[[dict[str, Any]], dict[str, Any]] | None:

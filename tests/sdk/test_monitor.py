@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,36 @@ def test_numpy_and_pandas_values_are_logged_as_plain_json() -> None:
     assert [e["event_id"] for e in events[1:]] == ids
     assert [e["features"] for e in events[1:]] == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}, {"a": 3, "b": "z"}]
     assert [e["prediction"] for e in events[1:]] == [0, 1, 0]
+
+
+def test_log_batch_takes_rows_of_values_named_in_order() -> None:
+    """A 2-D array (what a model is called with) or lists of values: one event per row, the columns
+    named by ``feature_names`` or ``f0``, ``f1``, ... as the sidecar names an unnamed instance."""
+    m, sink = make()
+    X = np.array([[1.5, 2.0], [3.5, 4.0]])
+    ids = m.log_batch(X, np.array([0.1, 0.9]))
+    m.log_batch([[1, "a"], [2, "b"]], [0, 1], feature_names=["age", "plan"])
+    m.log_batch(np.array([7.0]), [1])  # one feature per row
+    assert m.flush(2)
+    events = sink.events("prediction")
+    assert [e["event_id"] for e in events[:2]] == ids
+    assert [e["features"] for e in events] == [{"f0": 1.5, "f1": 2.0}, {"f0": 3.5, "f1": 4.0},
+                                               {"age": 1, "plan": "a"}, {"age": 2, "plan": "b"}, {"f0": 7.0}]
+    assert [e["prediction"] for e in events] == [0.1, 0.9, 0, 1, 1]
+
+
+def test_log_batch_refuses_rows_that_do_not_match_their_names(caplog: pytest.LogCaptureFixture) -> None:
+    m, sink = make()
+    with caplog.at_level(logging.WARNING, logger="driftline.sdk"):
+        assert m.log_batch([[1, 2], [3]], [0, 1]) == []
+        assert m.log_batch(np.zeros((2, 3)), [0, 1], feature_names=["a", "b"]) == []
+    assert m.flush(2) and sink.events() == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "driftline: log_batch of churn: row 1 has 1 values but row 0 has 2; nothing logged",
+        "driftline: log_batch of churn: row 0 has 3 values but feature_names has 2; nothing logged"]
+    strict, _ = make(strict=True)
+    with pytest.raises(ConfigError, match="log_batch: 2 feature rows but 3 predictions"):
+        strict.log_batch(np.zeros((2, 2)), [0, 1, 2])
 
 
 def test_subclasses_of_json_types_are_logged_as_their_base_type() -> None:
