@@ -217,6 +217,40 @@ def test_the_next_batch_is_prepared_while_one_is_being_stored(kafka_bootstrap: s
     assert sorted(pipe.observed) == pipe.offsets() and len(pipe.observed) == 1_000
 
 
+def test_falling_idle_after_storing_gives_the_free_heap_back_once(kafka_bootstrap: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy spell leaves malloc's heap at its peak: once every stored batch is observed and nothing
+    new arrives, the collector releases it (``memprobe.release_free_heap``), once per idle spell, not
+    while batches keep coming."""
+    from driftline.collector import consume
+
+    topics, settings = _fresh(kafka_bootstrap, 1_000, batch_size=300)
+    pipe = Recorder()
+    releases: list[int] = []  # records observed when each release ran
+    monkeypatch.setattr(consume, "_release_free_heap", lambda: releases.append(len(pipe.observed)))
+
+    async def main() -> list[int]:
+        consumer = BatchConsumer(settings, pipe, ex)
+        task = asyncio.create_task(consumer.run())
+        deadline = time.monotonic() + 30
+        while not releases and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.0)  # idle on: no second release
+        first = list(releases)
+        await asyncio.get_running_loop().run_in_executor(None, produce, kafka_bootstrap, topics.predictions,
+                                                         "m", 500)
+        while len(releases) < 2 and time.monotonic() < deadline + 30:
+            await asyncio.sleep(0.05)
+        consumer.request_stop()
+        assert await asyncio.wait_for(task, 30) is True
+        return first
+
+    with ThreadPoolExecutor(1) as ex:
+        first = asyncio.run(main())
+    assert first == [1_000]  # after all 1,000 were observed, and once however long the idle
+    assert releases == [1_000, 1_500]  # the next busy spell ends the same way
+
+
 def test_a_batch_that_was_not_stored_is_not_committed(kafka_bootstrap: str) -> None:
     topics, settings = _fresh(kafka_bootstrap, 300)
     failing = Recorder(fail=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from driftline.collector.config import CollectorSettings
-from driftline.collector.memprobe import MemoryProbe
+from driftline.collector.memprobe import MemoryProbe, malloc_stats, release_free_heap, rss_bytes
 
 
 def test_samples_are_json_lines_with_rss_malloc_and_gc_counts(tmp_path: Path) -> None:
@@ -63,3 +63,24 @@ def test_settings_turn_the_probe_on_and_check_it(tmp_path: Path) -> None:
     assert CollectorSettings.from_json(on.to_json()) == on  # what `up` hands its collector
     with pytest.raises(ConfigError, match="DRIFTLINE_MEMORY_PROBE_INTERVAL_S"):
         CollectorSettings.build(env={"DRIFTLINE_MEMORY_PROBE_INTERVAL_S": "0"})
+
+
+def test_the_free_heap_goes_back_to_the_system() -> None:
+    """What a burst allocated and freed stays resident until released: 320 MB of freed blocks (too
+    large for Python's own allocator, so malloc's), each between two that live on (so that malloc
+    cannot shrink its heap from the top by itself), leave resident memory when released."""
+    if not malloc_stats():
+        pytest.skip("not glibc: no mallinfo2 / malloc_trim here")
+    release_free_heap(0)  # what earlier tests left
+    blocks, kept = [], []
+    for i in range(10_000):  # 32 KiB blocks: pages malloc can give back (below its 128 KiB mmap threshold)
+        blocks.append(bytes(32_000) + i.to_bytes(4, "little"))
+        kept.append(bytes(600) + i.to_bytes(4, "little"))
+    held = rss_bytes()
+    del blocks
+    assert malloc_stats()["free"] > 250e6  # freed, still held by malloc ...
+    assert rss_bytes() > held - 50e6  # ... and resident
+    assert release_free_heap(10**12) == 0  # under the threshold: nothing done
+    freed = release_free_heap()
+    assert freed > 250e6 and rss_bytes() < held - 250e6
+    assert len(kept) == 10_000
