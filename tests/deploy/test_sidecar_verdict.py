@@ -96,3 +96,12 @@ def test_fleet_verdicts_read_each_target_in_its_direction() -> None:
     for rows in rounds:
         rows[2]["events_per_s"] = 480
     assert bench_fleet.verdicts(rounds, grid)[2].rsplit(": ", 1)[1] == "MET"
+    # the steady-state rate is judged too, before the whole phase's, when the rounds measured it;
+    # a round whose phase had too few inserts to tell (nan) is left out of it
+    for i, rows in enumerate(rounds):
+        rows[0]["steady_events_per_s"] = 10_000
+        rows[2]["steady_events_per_s"] = float("nan") if i == 0 else 380 + 10 * i
+    lines = bench_fleet.verdicts(rounds, grid)
+    assert [line.split(" at ", 1)[0] for line in lines[2:]] == ["steady_events_per_s", "events_per_s"]
+    assert "median ratio 0.041x over 5 rounds" in lines[2]  # 0.039-0.043x: all below, but 5 rounds
+    assert lines[2].rsplit(": ", 1)[1] == "UNDECIDED AT THIS N"  # cannot cover the median at 95 %
