@@ -210,7 +210,8 @@ class Monitor:
         """Decorate a sync or async predict function: log inputs, output, latency and errors.
 
         Features are taken from ``features_from(*args, **kwargs)``, else from the first positional
-        argument if it is a mapping, else from the keyword arguments. The function's exceptions
+        argument that is a mapping (so a method's ``self`` is passed over), else from the keyword
+        arguments. The function's exceptions
         are logged (``status='error'``) and re-raised unchanged.
 
         >>> from driftline.sdk import Monitor, InMemoryExporter
@@ -228,8 +229,9 @@ class Monitor:
             try:
                 if features_from is not None:
                     return features_from(*args, **kwargs)
-                if args and isinstance(args[0], Mapping):
-                    return args[0]
+                for arg in args:
+                    if isinstance(arg, Mapping):
+                        return arg
                 return kwargs
             except Exception:  # noqa: BLE001 - never break the caller's predict
                 logger.warning("driftline: features_from failed", exc_info=True)

@@ -156,6 +156,22 @@ def test_decorator_logs_sync_calls_errors_and_latency() -> None:
     assert err["status"] == "error" and err["error"].startswith("ValueError") and err["prediction"] is None
 
 
+def test_decorator_on_a_method_takes_the_features_after_self() -> None:
+    """``self`` is not a mapping: the features are the first positional mapping, not an empty
+    ``{}`` from the keyword arguments (each event used to arrive without its features)."""
+    m, sink = make()
+
+    class Model:
+        @m.watch
+        def predict(self, features: dict) -> float:
+            return features["x"] + 1
+
+    assert Model().predict({"x": 1.5}) == 2.5
+    assert m.flush(2)
+    [event] = sink.events()
+    assert event["features"] == {"x": 1.5} and event["prediction"] == 2.5
+
+
 def test_decorator_wraps_async_functions_with_custom_extraction() -> None:
     m, sink = make()
 
