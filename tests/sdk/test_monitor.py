@@ -123,6 +123,31 @@ def test_subclasses_of_json_types_are_logged_as_their_base_type() -> None:
     assert sink.events("label")[0]["label"] == 0.5 and sink.events("outcome")[0]["value"] == 12.5
 
 
+def test_dates_decimals_uuids_and_enums_are_logged_as_their_json_form() -> None:
+    """What a database row or a feature pipeline holds: each event arrives (they were dropped as
+    invalid or unserialisable), its values in the nearest JSON type."""
+    import datetime
+    import decimal
+    import enum
+    import fractions
+    import uuid
+
+    class Plan(enum.Enum):
+        PRO = 3
+
+    m, sink = make()
+    when = datetime.datetime(2026, 12, 5, 15, 30, tzinfo=datetime.timezone.utc)
+    m.log({"amount": decimal.Decimal("12.50"), "signup": datetime.date(2026, 1, 2), "at": when,
+           "user": uuid.UUID(int=5), "plan": Plan.PRO, "share": fractions.Fraction(1, 4)}, decimal.Decimal("0.5"))
+    m.log({"bad": decimal.Decimal("sNaN")}, 1)  # still refused, by the field's name
+    assert m.flush(2)
+    [event] = sink.events("prediction")
+    assert event["features"] == {"amount": 12.5, "signup": "2026-01-02", "at": "2026-12-05T15:30:00+00:00",
+                                 "user": "00000000-0000-0000-0000-000000000005", "plan": 3, "share": 0.25}
+    assert event["prediction"] == 0.5
+    assert m.stats().dropped["invalid_event"] == 1
+
+
 def test_invalid_events_are_counted_and_never_raise_by_default() -> None:
     m, sink = make()
     m.log({"x": [1, 2]}, 1)  # a list is not a feature value
