@@ -123,6 +123,26 @@ def test_subclasses_of_json_types_are_logged_as_their_base_type() -> None:
     assert sink.events("label")[0]["label"] == 0.5 and sink.events("outcome")[0]["value"] == 12.5
 
 
+def test_a_nan_feature_is_a_missing_value_not_a_lost_event() -> None:
+    """NaN is how numpy and pandas say "missing"; the schema says it with null. Each event arrives
+    with its NaN features as null (the whole event used to be refused), a NaN prediction is still
+    refused by its field's name, and infinities stay refused."""
+    m, sink = make()
+    m.log({"age": float("nan"), "plan": "pro", "score": np.float64("nan")}, 1)
+    m.log({f"f{k}": 0.5 for k in range(999)} | {"f999": np.nan}, 0)  # wide: found by the sum's NaN
+    df = pd.DataFrame({"income": [52_000.0, None], "plan": ["pro", None]})
+    m.log_batch(df, np.array([0.2, 0.7]))
+    m.log({"x": 1.0}, float("nan"))
+    m.log({"x": float("inf")}, 1)
+    assert m.flush(2)
+    events = sink.events("prediction")
+    assert events[0]["features"] == {"age": None, "plan": "pro", "score": None}
+    assert events[1]["features"]["f999"] is None and events[1]["features"]["f0"] == 0.5
+    assert [e["features"] for e in events[2:]] == [{"income": 52_000.0, "plan": "pro"},
+                                                   {"income": None, "plan": None}]
+    assert len(events) == 4 and m.stats().dropped["invalid_event"] == 2
+
+
 def test_dates_decimals_uuids_and_enums_are_logged_as_their_json_form() -> None:
     """What a database row or a feature pipeline holds: each event arrives (they were dropped as
     invalid or unserialisable), its values in the nearest JSON type."""
@@ -139,13 +159,14 @@ def test_dates_decimals_uuids_and_enums_are_logged_as_their_json_form() -> None:
     when = datetime.datetime(2026, 12, 5, 15, 30, tzinfo=datetime.timezone.utc)
     m.log({"amount": decimal.Decimal("12.50"), "signup": datetime.date(2026, 1, 2), "at": when,
            "user": uuid.UUID(int=5), "plan": Plan.PRO, "share": fractions.Fraction(1, 4)}, decimal.Decimal("0.5"))
-    m.log({"bad": decimal.Decimal("sNaN")}, 1)  # still refused, by the field's name
+    m.log({"gone": decimal.Decimal("sNaN")}, 1)  # a NaN, whatever its kind: missing
     assert m.flush(2)
-    [event] = sink.events("prediction")
+    event, nan = sink.events("prediction")
+    assert nan["features"] == {"gone": None}
     assert event["features"] == {"amount": 12.5, "signup": "2026-01-02", "at": "2026-12-05T15:30:00+00:00",
                                  "user": "00000000-0000-0000-0000-000000000005", "plan": 3, "share": 0.25}
     assert event["prediction"] == 0.5
-    assert m.stats().dropped["invalid_event"] == 1
+    assert m.stats().dropped_total == 0
 
 
 def test_invalid_events_are_counted_and_never_raise_by_default() -> None:
