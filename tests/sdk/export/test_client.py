@@ -149,7 +149,7 @@ def test_encode_on_submit_encodes_on_the_logging_thread_and_counts_drops_as_the_
 
     m._encode = spy  # type: ignore[method-assign]
     m.log({"age": 41, "password": "hunter2"}, 0.5)
-    m.log({"age": float("nan")}, 0.5)  # invalid: counted, never raised
+    m.log({"age": float("inf")}, 0.5)  # invalid: counted, never raised
     m.log({"x": object()}, 0.5)  # not a JSON value: invalid too (validation comes before encoding)
     assert encoded_on == [logged_on] * 3
     assert client.shutdown(5) is True
