@@ -147,3 +147,25 @@ def _plain_feature(v: Any) -> Any:
         if type(v) is not float:
             return v
     return None if v != v else v
+
+
+def plain_tags(tags: dict[str, Any]) -> dict[str, Any]:
+    """``tags`` itself when every value is text, else a copy whose numbers and bools are their text
+    (tags name segments: ``shard=3`` is the segment "3") and whose None values are left out (no
+    tag). Other values stay, for validation to refuse by name.
+
+    >>> plain_tags({"region": "eu", "shard": 3, "beta": True, "ab": None})
+    {'region': 'eu', 'shard': '3', 'beta': 'true'}
+    """
+    if all(type(v) is str for v in tags.values()):
+        return tags
+    return {k: _tag_text(v) for k, v in tags.items() if v is not None}
+
+
+def _tag_text(v: Any) -> Any:
+    v = to_plain(v)
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) in (int, float):
+        return str(v)
+    return v

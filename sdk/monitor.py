@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from driftline.sdk.codec import dumps, plain_features, to_plain
+from driftline.sdk.codec import dumps, plain_features, plain_tags, to_plain
 from driftline.sdk.config import SdkSettings
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, Topics, format_timestamp, schema
 from driftline.sdk.errors import ConfigError
@@ -91,11 +91,12 @@ class Monitor:
             raise ConfigError("Monitor(version=...) must be a string, e.g. version='1.4.2'")
         if client is not None and exporter is not None:
             raise ConfigError("Monitor(client=..., exporter=...): pass one; give the exporter to the Client instead")
-        schema.check_tags(dict(tags or {}), "Monitor(tags=...)")
+        plain = plain_tags(dict(tags or {}))
+        schema.check_tags(plain, "Monitor(tags=...)")
         self.model = model
         self.version = version
         self.variant = variant
-        self.tags = dict(tags or {})
+        self.tags = plain
         self.strict = strict
         if settings is None:
             settings = client.settings if client is not None else SdkSettings.from_env()
@@ -341,19 +342,20 @@ class Monitor:
             _, _, _, _, features, prediction, latency_ms, variant, request_id, status, error, tags = item
             features = plain_features(features)
             event = {**base, "type": PREDICTION.type, "model_version": self.version, "variant": variant,
-                     "request_id": request_id or item[2], "features": features,
+                     "request_id": (str(request_id) if type(request_id) is int else request_id) or item[2],
+                     "features": features,
                      "prediction": to_plain(prediction),
                      "latency_ms": None if latency_ms is None else float(latency_ms),
-                     "status": status, "error": error, "tags": {**self.tags, **tags} if tags else self.tags}
+                     "status": status, "error": error, "tags": plain_tags({**self.tags, **tags}) if tags else self.tags}
         elif kind == _LABEL:
             _, _, _, _, prediction_id, label, tags = item
             event = {**base, "type": LABEL.type, "model_version": self.version, "prediction_id": prediction_id,
-                     "label": to_plain(label), "tags": {**self.tags, **tags} if tags else self.tags}
+                     "label": to_plain(label), "tags": plain_tags({**self.tags, **tags}) if tags else self.tags}
         else:
             _, _, _, _, prediction_id, request_id, name, value, tags = item
             event = {**base, "type": OUTCOME.type, "prediction_id": prediction_id, "request_id": request_id,
                      "name": name, "value": to_plain(value),
-                     "tags": {**self.tags, **tags} if tags else self.tags}
+                     "tags": plain_tags({**self.tags, **tags}) if tags else self.tags}
         if self._mask is not None:
             event = self._mask(event)
         return schema.validate_event(event)

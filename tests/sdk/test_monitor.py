@@ -143,6 +143,21 @@ def test_a_nan_feature_is_a_missing_value_not_a_lost_event() -> None:
     assert len(events) == 4 and m.stats().dropped["invalid_event"] == 2
 
 
+def test_numeric_tags_and_request_ids_are_logged_as_text() -> None:
+    """Tags name segments: ``shard=3`` is the segment "3" (the event used to be refused whole), a
+    None tag is no tag, an int request id is its text; a tag that is no scalar is still refused."""
+    m, sink = make(tags={"team": "growth", "pod": np.int64(7)})
+    m.log({"a": 1}, 1, tags={"shard": 3, "beta": True, "exp": None}, request_id=12345)
+    m.log_label(m.log({"a": 2}, 0), 1, tags={"shard": 4.5})
+    m.log({"a": 3}, 1, tags={"bad": [1]})
+    assert m.flush(2)
+    first, second = sink.events("prediction")
+    assert first["tags"] == {"team": "growth", "pod": "7", "shard": "3", "beta": "true"}
+    assert first["request_id"] == "12345" and second["tags"] == {"team": "growth", "pod": "7"}
+    assert sink.events("label")[0]["tags"] == {"team": "growth", "pod": "7", "shard": "4.5"}
+    assert m.stats().dropped["invalid_event"] == 1
+
+
 def test_dates_decimals_uuids_and_enums_are_logged_as_their_json_form() -> None:
     """What a database row or a feature pipeline holds: each event arrives (they were dropped as
     invalid or unserialisable), its values in the nearest JSON type."""
