@@ -116,37 +116,26 @@ def to_plain(value: Any) -> Any:
 
 
 def plain_features(features: dict[str, Any]) -> dict[str, Any]:
-    """``features`` itself (a private copy) when every value is a JSON scalar and none is NaN, else
-    a plain copy (:func:`to_plain`) in which NaN -- numpy's and pandas' missing value -- is None,
-    the event schema's missing value (an event holding NaN would be refused whole).
-
-    >>> plain_features({"age": float("nan"), "plan": "pro", "score": 0.5})
-    {'age': None, 'plan': 'pro', 'score': 0.5}
-    """
-    values = features.values()
-    types = set(map(type, values))  # in C: half the time of a loop at 1,000 features
-    if types <= SCALAR_TYPES and (float not in types or not _may_hold_nan(values)):
+    """``features`` itself (a private copy) when every value is a JSON scalar, else a plain copy."""
+    if SCALAR_TYPES.issuperset(map(type, features.values())):  # in C: half the time of a loop at 1,000
         return features
-    return {k: _plain_feature(v) for k, v in features.items()}
+    scalars = SCALAR_TYPES
+    return {k: v if type(v) in scalars else to_plain(v) for k, v in features.items()}
 
 
-def _may_hold_nan(values: Any) -> bool:
-    """False when none of ``values`` is NaN; True when one may be (then each is looked at)."""
-    try:
-        total = sum(values)  # numbers only, in C: NaN iff a NaN (or +inf and -inf) is among them
-    except (TypeError, OverflowError):  # text, None, or an int beyond the float range
-        return any(v != v for v in values)  # only NaN is unequal to itself
-    return total != total
+def nan_as_missing(features: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of ``features`` with NaN -- numpy's and pandas' missing value -- as None, the event
+    schema's missing value; None when no value is NaN. The SDK calls it only for an event that
+    validation refused, so an event without NaN pays nothing for it.
 
-
-def _plain_feature(v: Any) -> Any:
-    if type(v) is not float:
-        if type(v) in SCALAR_TYPES:
-            return v
-        v = to_plain(v)
-        if type(v) is not float:
-            return v
-    return None if v != v else v
+    >>> nan_as_missing({"age": float("nan"), "plan": "pro", "score": 0.5})
+    {'age': None, 'plan': 'pro', 'score': 0.5}
+    >>> nan_as_missing({"age": 41}) is None
+    True
+    """
+    if not any(v != v for v in features.values()):  # only NaN is unequal to itself
+        return None
+    return {k: None if v != v else v for k, v in features.items()}
 
 
 def plain_tags(tags: dict[str, Any]) -> dict[str, Any]:

@@ -29,10 +29,10 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from driftline.sdk.codec import dumps, plain_features, plain_tags, to_plain
+from driftline.sdk.codec import dumps, nan_as_missing, plain_features, plain_tags, to_plain
 from driftline.sdk.config import SdkSettings
 from driftline.sdk.contract import LABEL, OUTCOME, PREDICTION, Topics, format_timestamp, schema
-from driftline.sdk.errors import ConfigError
+from driftline.sdk.errors import ConfigError, SchemaError
 from driftline.sdk.export.batch import Exporter, ExporterStats, Record
 from driftline.sdk.export.client import Client, acquire_default, release_default
 from driftline.sdk.ids import uuid7
@@ -346,7 +346,8 @@ class Monitor:
                      "features": features,
                      "prediction": to_plain(prediction),
                      "latency_ms": None if latency_ms is None else float(latency_ms),
-                     "status": status, "error": error, "tags": plain_tags({**self.tags, **tags}) if tags else self.tags}
+                     "status": status, "error": error,
+                     "tags": plain_tags({**self.tags, **tags}) if tags else self.tags}
         elif kind == _LABEL:
             _, _, _, _, prediction_id, label, tags = item
             event = {**base, "type": LABEL.type, "model_version": self.version, "prediction_id": prediction_id,
@@ -358,7 +359,13 @@ class Monitor:
                      "tags": plain_tags({**self.tags, **tags}) if tags else self.tags}
         if self._mask is not None:
             event = self._mask(event)
-        return schema.validate_event(event)
+        try:
+            return schema.validate_event(event)
+        except SchemaError:  # a NaN feature is a missing value, not a reason to lose the event
+            cleared = nan_as_missing(event["features"]) if kind == _PRED else None
+            if cleared is None:
+                raise
+            return schema.validate_event({**event, "features": cleared})
 
     def _encode(self, item: tuple[Any, ...]) -> Record:
         """Called by the Client's worker for each item this Monitor queued."""

@@ -114,9 +114,14 @@ def test_plain_features_keeps_json_scalars_and_converts_the_rest() -> None:
 
     out = plain_features({"s": Score(1.5), "f": np.float64(0.25), "i": 2})
     assert out == {"s": 1.5, "f": 0.25, "i": 2} and {type(v) for v in out.values()} == {float, int}
-    # NaN is a missing value (None), found among numbers, among mixed values and after conversion
-    assert plain_features({"a": 1.0, "b": float("nan")}) == {"a": 1.0, "b": None}
-    assert plain_features({"a": "x", "b": float("nan"), "c": None}) == {"a": "x", "b": None, "c": None}
-    assert plain_features({"a": np.float32("nan"), "b": 2**2000}) == {"a": None, "b": 2**2000}
-    edge = {"a": float("inf"), "b": float("-inf")}  # their sum is NaN: looked at, left as they are
-    assert plain_features(edge) == edge
+
+
+
+def test_nan_as_missing_clears_every_nan_and_only_nan() -> None:
+    np = pytest.importorskip("numpy")
+    from driftline.sdk.codec import nan_as_missing, plain_features
+
+    assert nan_as_missing({"a": 1.0, "b": float("nan")}) == {"a": 1.0, "b": None}
+    assert nan_as_missing({"a": "x", "b": float("nan"), "c": None}) == {"a": "x", "b": None, "c": None}
+    assert nan_as_missing(plain_features({"a": np.float32("nan"), "b": 2**2000})) == {"a": None, "b": 2**2000}
+    assert nan_as_missing({"a": float("inf"), "b": float("-inf"), "c": "x"}) is None  # not missing values
