@@ -210,9 +210,10 @@ class Monitor:
               prediction_from: Callable[[Any], Any] | None = None) -> Any:
         """Decorate a sync or async predict function: log inputs, output, latency and errors.
 
-        Features are taken from ``features_from(*args, **kwargs)``, else from the first positional
-        argument that is a mapping (so a method's ``self`` is passed over), else from the keyword
-        arguments. The function's exceptions
+        Features are taken from ``features_from(*args, **kwargs)``, else from the first argument
+        that is a mapping, positional first (so a method's ``self`` is passed over, and
+        ``predict(features={...})`` works), else from the keyword arguments themselves
+        (``predict(age=41, plan="pro")``). The function's exceptions
         are logged (``status='error'``) and re-raised unchanged.
 
         >>> from driftline.sdk import Monitor, InMemoryExporter
@@ -230,7 +231,7 @@ class Monitor:
             try:
                 if features_from is not None:
                     return features_from(*args, **kwargs)
-                for arg in args:
+                for arg in (*args, *kwargs.values()):
                     if isinstance(arg, Mapping):
                         return arg
                 return kwargs

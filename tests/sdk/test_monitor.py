@@ -227,10 +227,16 @@ def test_decorator_on_a_method_takes_the_features_after_self() -> None:
         def predict(self, features: dict) -> float:
             return features["x"] + 1
 
+    @m.watch
+    def score(**kwargs: float) -> float:
+        return kwargs["age"] / 100
+
     assert Model().predict({"x": 1.5}) == 2.5
+    assert Model().predict(features={"x": 3.0}) == 4.0  # a mapping passed by keyword
+    assert score(age=41.0, plan="pro") == 0.41  # keyword arguments are the features
     assert m.flush(2)
-    [event] = sink.events()
-    assert event["features"] == {"x": 1.5} and event["prediction"] == 2.5
+    assert [(e["features"], e["prediction"]) for e in sink.events()] == [
+        ({"x": 1.5}, 2.5), ({"x": 3.0}, 4.0), ({"age": 41.0, "plan": "pro"}, 0.41)]
 
 
 def test_decorator_wraps_async_functions_with_custom_extraction() -> None:
