@@ -358,15 +358,18 @@ class Monitor:
             event = {**base, "type": OUTCOME.type, "prediction_id": prediction_id, "request_id": request_id,
                      "name": name, "value": to_plain(value),
                      "tags": plain_tags({**self.tags, **tags}) if tags else self.tags}
+        try:
+            return self._checked(event)
+        except (SchemaError, TypeError):  # features that need repair, looked at only when refused
+            fixed = _repaired_features(event["features"]) if kind == _PRED else None
+            if fixed is None:
+                raise
+            return self._checked({**event, "features": fixed})
+
+    def _checked(self, event: dict[str, Any]) -> dict[str, Any]:
         if self._mask is not None:
             event = self._mask(event)
-        try:
-            return schema.validate_event(event)
-        except SchemaError:  # a NaN feature is a missing value, not a reason to lose the event
-            cleared = nan_as_missing(event["features"]) if kind == _PRED else None
-            if cleared is None:
-                raise
-            return schema.validate_event({**event, "features": cleared})
+        return schema.validate_event(event)
 
     def _encode(self, item: tuple[Any, ...]) -> Record:
         """Called by the Client's worker for each item this Monitor queued."""
@@ -384,6 +387,17 @@ class Monitor:
         if self._invalid_logged <= 10 or self._invalid_logged % 1000 == 0:
             logger.warning("driftline: dropped an invalid event of %s (%s) [%d so far]",
                            self.model, exc, self._invalid_logged)
+
+
+def _repaired_features(features: dict[Any, Any]) -> dict[str, Any] | None:
+    """Features a refused event can be logged with: names as text (``pandas.DataFrame(X)`` names
+    its columns 0, 1, ...) and NaN as a missing value (:func:`nan_as_missing`); None when neither
+    applies (the event is refused for another reason)."""
+    named = features if all(type(k) is str for k in features) else {str(k): v for k, v in features.items()}
+    cleared = nan_as_missing(named)
+    if cleared is not None:
+        return cleared
+    return named if named is not features else None
 
 
 def _named_rows(rows: list[Any], names: Sequence[str] | None) -> tuple[list[Any], str | None]:

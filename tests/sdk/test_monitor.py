@@ -143,6 +143,18 @@ def test_a_nan_feature_is_a_missing_value_not_a_lost_event() -> None:
     assert len(events) == 4 and m.stats().dropped["invalid_event"] == 2
 
 
+def test_feature_names_that_are_not_text_are_logged_as_text() -> None:
+    """``pandas.DataFrame(X)`` names its columns 0, 1, ...: each row arrives, its names as text (every
+    event used to be dropped with "expected string or bytes-like object")."""
+    m, sink = make()
+    m.log_batch(pd.DataFrame(np.array([[1.0, np.nan], [3.0, 4.0]])), [0, 1])
+    m.log({0: 1.5, "plan": "pro"}, 1)
+    assert m.flush(2)
+    assert [e["features"] for e in sink.events("prediction")] == [
+        {"0": 1.0, "1": None}, {"0": 3.0, "1": 4.0}, {"0": 1.5, "plan": "pro"}]
+    assert m.stats().dropped_total == 0
+
+
 def test_numeric_tags_and_request_ids_are_logged_as_text() -> None:
     """Tags name segments: ``shard=3`` is the segment "3" (the event used to be refused whole), a
     None tag is no tag, an int request id is its text; a tag that is no scalar is still refused."""
