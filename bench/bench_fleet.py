@@ -117,24 +117,20 @@ def _stored(client: Any) -> int:
     return int(client.query("SELECT count() FROM driftline.predictions").result_rows[0][0])
 
 
-def _landings(ch: Any, proc: subprocess.Popen, t0: float, warm: int, events: int,
-              timeout_s: float = 900.0) -> list[tuple[float, int]]:
+def _landings(ch: Any, proc: subprocess.Popen, t0: float, warm: int, events: int) -> list[tuple[float, int]]:
     """Wait for the measured events to be stored, noting when each insert landed: ``(seconds since
     t0, measured events stored)`` at every change of the count (polled every 20 ms), the last at
     ``events``."""
     out: list[tuple[float, int]] = []
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def all_stored() -> bool:
         n = _stored(ch) - warm
         if not out or n != out[-1][1]:
             out.append((time.perf_counter() - t0, n))
-        if n >= events:
-            return out
-        if proc.poll() is not None:
-            raise SystemExit(f"`driftline up` exited (code {proc.returncode}) while waiting for the measured events")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout_s:.0f}s waiting for the measured events")
-        time.sleep(0.02)
+        return n >= events
+
+    wait_for(all_stored, 900, "the measured events", proc, poll_s=0.02)
+    return out
 
 
 def steady_rate(landed: list[tuple[float, int]], events: int, lo: float = 0.1, hi: float = 0.9) -> float:

@@ -80,14 +80,15 @@ def processes(up_pid: int) -> dict[str, int]:
     return out
 
 
-def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None,
+             poll_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"`driftline up` exited (code {proc.returncode}) while waiting for {what}")
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(poll_s)
 
 
 def start_up(data_dir: Path, *, extra: tuple[str, ...] = (),

@@ -411,7 +411,7 @@ def _named_rows(rows: list[Any], names: Sequence[str] | None) -> tuple[list[Any]
             named = "feature_names has" if names is not None else "row 0 has"
             return [], f"row {i} has {len(r)} values but {named} {width}"
     if names is None:
-        names = [f"f{i}" for i in range(width)]
+        names = [schema.positional_feature(i) for i in range(width)]
     return [dict(zip(names, r)) for r in rows], None
 
 

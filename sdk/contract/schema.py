@@ -42,6 +42,12 @@ SCALAR_TYPES = frozenset((str, bool, int, float, type(None)))
 #: the feature values that are numbers, by exact type: a bool is not a number here
 NUMBER_TYPES = frozenset((int, float))
 
+
+def positional_feature(i: int) -> str:
+    """The name of the ``i``-th of a row's unnamed values (a model's input array, an instance list):
+    ``f0``, ``f1``, ... (the SDK's ``log_batch``, the sidecar's extraction and input schemas)."""
+    return f"f{i}"
+
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID_RE = re.compile(UUID_PATTERN)
 _TS_RE = re.compile(TIMESTAMP_PATTERN)

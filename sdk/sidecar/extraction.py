@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.sdk.codec import loads_as_stdlib
-from driftline.sdk.contract.schema import SCALAR_TYPES
+from driftline.sdk.contract.schema import SCALAR_TYPES, positional_feature
 from driftline.sdk.errors import ConfigError
 from driftline.sdk.sidecar.oip_binary import BinaryTensorError, parse_binary_body
 
@@ -136,7 +136,7 @@ def flatten(value: Any, spec: ExtractSpec, prefix: str = "") -> dict[str, Any]:
                 if not name and i < len(spec.feature_names):
                     walk(inner, spec.feature_names[i])
                 else:
-                    walk(inner, f"{name}[{i}]" if name else f"f{i}")
+                    walk(inner, f"{name}[{i}]" if name else positional_feature(i))
         else:
             out[name or "value"] = str(v)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from driftline.sdk.contract.schema import positional_feature
 from driftline.sdk.errors import ConfigError
 
 TYPES = ("number", "integer", "string", "boolean", "null")
@@ -147,7 +148,7 @@ class InputSchema:
             return cls(tuple(InputField(str(n)) for n in list(names)), positional=True)
         n = getattr(model, "n_features_in_", None)
         if isinstance(n, int) and n > 0:
-            return cls(tuple(InputField(f"f{i}") for i in range(n)), positional=True)
+            return cls(tuple(InputField(positional_feature(i)) for i in range(n)), positional=True)
         return None
 
     @classmethod

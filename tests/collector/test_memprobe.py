@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import platform
 import tracemalloc
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_the_free_heap_goes_back_to_the_system() -> None:
     """What a burst allocated and freed stays resident until released: 320 MB of freed blocks (too
     large for Python's own allocator, so malloc's), each between two that live on (so that malloc
     cannot shrink its heap from the top by itself), leave resident memory when released."""
-    if not malloc_stats():
+    if platform.libc_ver()[0] != "glibc":  # on glibc, a malloc_stats() that finds nothing fails below
         pytest.skip("not glibc: no mallinfo2 / malloc_trim here")
     release_free_heap(0)  # what earlier tests left
     blocks, kept = [], []
