@@ -26,7 +26,8 @@ def _collector(args: argparse.Namespace) -> int:
                                park_after_s=settings.detector_park_after_s,
                                reference_poll_s=settings.reference_poll_s,
                                held_ack_after_s=settings.detector_held_ack_after_s,
-                               state_retry_s=settings.detector_state_retry_s)
+                               state_retry_s=settings.detector_state_retry_s,
+                               save_interval_s=settings.detector_save_interval_s)
 
     run_collector(settings, observers=observers)
     return 0

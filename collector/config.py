@@ -36,6 +36,7 @@ ENV_VARS = {
     "DRIFTLINE_DETECTOR_PARK_AFTER_S": "detector_park_after_s",
     "DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S": "detector_held_ack_after_s",
     "DRIFTLINE_DETECTOR_STATE_RETRY_S": "detector_state_retry_s",
+    "DRIFTLINE_DETECTOR_SAVE_INTERVAL_S": "detector_save_interval_s",
     "DRIFTLINE_REFERENCE_POLL_S": "reference_poll_s",
     "DRIFTLINE_ROLLUP_AUDIT_S": "rollup_audit_s",
     "DRIFTLINE_FEATURE_ROLL_S": "feature_roll_s",
@@ -87,6 +88,12 @@ class CollectorSettings:
     # How long a failed read or write of the detectors' saved state (driftline.detector_state) is
     # retried before the chunk is held (a read) or the save is left for the next one (a write).
     detector_state_retry_s: float = 30.0
+    # While batches keep coming, the detectors' drift rows and state are written at most this often
+    # (and whenever the collector falls idle, stops or hands partitions over); the Kafka offsets of
+    # the events observed meanwhile are committed after that write, so a crash reads them again and
+    # nothing is lost. A save compares every histogram the events touched: ~9 % of the collector's
+    # CPU at 1,000 features when made after every chunk. 0 saves after every chunk.
+    detector_save_interval_s: float = 5.0
     # Stored events whose models' detector state cannot be loaded (the state store away) are held
     # for the detectors and their Kafka offsets not committed, so a crash reads them again. After
     # this long a hold no longer keeps offsets back (neither the broker's retention nor `up`'s stop
@@ -119,6 +126,8 @@ class CollectorSettings:
             raise ConfigError("detector_park_after_s must be >= 0 (DRIFTLINE_DETECTOR_PARK_AFTER_S)")
         if not self.detector_state_retry_s >= 0:
             raise ConfigError("detector_state_retry_s must be >= 0 (DRIFTLINE_DETECTOR_STATE_RETRY_S)")
+        if not self.detector_save_interval_s >= 0:
+            raise ConfigError("detector_save_interval_s must be >= 0 (DRIFTLINE_DETECTOR_SAVE_INTERVAL_S)")
         if not self.detector_held_ack_after_s > 0:
             raise ConfigError("detector_held_ack_after_s must be > 0 (DRIFTLINE_DETECTOR_HELD_ACK_AFTER_S)")
         if not self.rollup_audit_s >= 0:

@@ -12,7 +12,9 @@ batches and commits, which aiokafka (what faust itself runs on) gives directly.
 The contract (tests/collector/test_crash.py, test_scale_out.py, test_consume.py):
 
 * **Stored and observed before committed.** A batch's offsets are committed only after its rows
-  are stored, its dead letters published and the detector stage observed it (its state saved).
+  are stored, its dead letters published and the detector stage observed it (its state saved:
+  while batches keep coming the stage saves at most every ``detector_save_interval_s``, 5 s, and
+  ``Pipeline.may_acknowledge`` is False until it has, so those offsets wait for the next commit).
   ``Pipeline.store`` of batch N+1 runs batch N's observers while N+1's rows are being stored, so the
   store and the detectors work at the same time, and N+2 is decoded (``Pipeline.prepare``, CPU only,
   nothing written or counted) on a thread of its own meanwhile, so the store is not idle while a
@@ -261,11 +263,11 @@ class BatchConsumer:
                 await self._observe_and_commit()
 
     async def _observe_and_commit(self) -> None:
-        if self._unobserved is None:
-            if self._deferred:  # idle: the detectors may have observed what they held (at a tick)
-                await self._commit({})
+        if self._unobserved is None and not self._deferred:
             return
-        last, self._unobserved = self._unobserved, None
+        # Idle with offsets deferred: the detectors may have observed what they held (at a tick), or
+        # deferred their save (written now, by the flush at the end of observe_stored).
+        last, self._unobserved = self._unobserved or {}, None
         await asyncio.get_running_loop().run_in_executor(self.executor, self.pipeline.observe_stored)
         await self._commit(last)
 

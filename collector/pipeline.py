@@ -80,7 +80,10 @@ class Observer(Protocol):
     # ``may_acknowledge() -> bool``: False while it holds stored chunks it has not observed yet and
     # wants them read again after a crash, so the consumer commits nothing meanwhile;
     # ``handover() -> None``: the consumer's partitions were revoked before such chunks were
-    # acknowledged; whoever owns the partitions next reads them again.
+    # acknowledged; whoever owns the partitions next reads them again;
+    # ``flush() -> None``: write what it deferred from the chunks observed so far (it saves at
+    # intervals, and ``may_acknowledge`` is False meanwhile); called before the consumer commits
+    # with no batch after (idle, stopping, rebalancing).
 
 
 class ChunkReady(NamedTuple):
@@ -249,10 +252,18 @@ class Pipeline:
         return BatchResult(stored=stored, dead=len(dead), duplicates=duplicates)
 
     def observe_stored(self) -> None:
-        """Run the observers over every stored chunk they have not seen yet, in order."""
+        """Run the observers over every stored chunk they have not seen yet, in order; then have
+        them write what they deferred (the consumer commits next)."""
         pending, self._unobserved = self._unobserved, []
         for item in pending:
             self._observe(*item)
+        for observer in self.observers:
+            flush = getattr(observer, "flush", None)
+            if flush is not None:
+                try:
+                    flush()
+                except Exception:  # noqa: BLE001 - a detector bug must not stop storage
+                    logger.exception("detector flush failed")
 
     def may_acknowledge(self) -> bool:
         """False while an observer holds stored chunks it has not observed (their models' state

@@ -112,14 +112,15 @@ class ModelStates:
 
     def observed(self, model: str, source: Source, where: Position, event: Any) -> None:
         """``model``'s state now holds ``event``, at ``where`` of ``source`` (unsaved until published;
-        the events are kept until then: a save may record them instead of a state delta). Every
-        event the engine observes for ``model`` must be told here, in the engine's order."""
+        the events are kept until then: a save may record them instead of a state delta, which it
+        does only for fewer than :data:`EVENTS_PER_STATE`, so no more are kept). Every event the
+        engine observes for ``model`` must be told here, in the engine's order."""
         self._positions[model][source] = where
         self._moved.add(model)
         events = self._events.get(model)
         if events is None:
             self._events[model] = [event]
-        else:
+        elif len(events) < EVENTS_PER_STATE:  # past it, a state delta is saved: the events are not needed
             events.append(event)
 
     def unsaved(self) -> set[str]:

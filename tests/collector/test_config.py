@@ -101,6 +101,21 @@ def test_how_long_held_events_keep_commits_back_is_a_checked_setting() -> None:
     assert defaults["state_retry_s"] == settings.detector_state_retry_s
     assert defaults["park_after_s"] == settings.detector_park_after_s
     assert defaults["reference_poll_s"] == settings.reference_poll_s
+    assert defaults["save_interval_s"] == settings.detector_save_interval_s
+    assert DetectorStage.__init__.__kwdefaults__["save_interval_s"] == settings.detector_save_interval_s
+
+
+def test_the_interval_between_detector_saves_is_a_checked_setting_that_reaches_the_stage() -> None:
+    from driftline.collector.config import CollectorSettings
+    from driftline.sdk.errors import ConfigError
+
+    assert CollectorSettings.build(env={}).detector_save_interval_s == 5.0
+    settings = CollectorSettings.build(env={"DRIFTLINE_DETECTOR_SAVE_INTERVAL_S": "0"})
+    assert settings.detector_save_interval_s == 0.0  # after every chunk
+    assert CollectorSettings.from_json(settings.to_json()).detector_save_interval_s == 0.0  # to the child
+    for bad in ("-1", "nan", "often"):
+        with pytest.raises(ConfigError, match="DRIFTLINE_DETECTOR_SAVE_INTERVAL_S"):
+            CollectorSettings.build(env={"DRIFTLINE_DETECTOR_SAVE_INTERVAL_S": bad})
 
 
 def test_the_gauges_up_reads_are_the_ones_the_detector_stage_sets() -> None:

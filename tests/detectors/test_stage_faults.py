@@ -16,7 +16,11 @@ from tests.detectors.stage_kit import _count, _drift_rows, _events_in, _records,
 pytestmark = pytest.mark.integration
 
 
-def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any) -> None:
+@pytest.mark.parametrize("save_interval_s, dies_at", [(0.0, 3), (3600.0, 1)], ids=["every-chunk", "deferred"])
+def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any, save_interval_s: float,
+                                                                     dies_at: int) -> None:
+    """Saved after every chunk, the third chunk's save dies; saved at intervals, the batch's chunks
+    are all observed and their one save (the flush before the commit) dies."""
     cfg = _stage_cfg()
     tag = uuid.uuid4().hex[:6]
 
@@ -24,7 +28,7 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
         return _records(tag, model)
 
     def pipeline() -> tuple[Any, Any]:
-        return stage_pipeline(cfg, ch_client, max_batch_events=100)
+        return stage_pipeline(cfg, ch_client, max_batch_events=100, save_interval_s=save_interval_s)
 
     straight, _ = pipeline()
     for i in range(0, len(recs := records(f"st-{tag}")), 40):
@@ -37,13 +41,13 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
     first, stage = pipeline()
     for i in range(0, 200, 40):
         first.process(recs[i:i + 40])
-    # The next batch: its chunks are stored, the state save of the third one never happens.
+    # The next batch: its chunks are stored, a state save (the third, or the deferred one) never happens.
     saves = {"n": 0}
     real_save = stage.states.save
 
     def dying_save(models: list[str]) -> None:
         saves["n"] += 1
-        if saves["n"] == 3:
+        if saves["n"] == dies_at:
             raise Crash()
         real_save(models)
 
@@ -58,6 +62,45 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
     assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
     assert got == want
     assert stage2.metrics.enabled
+
+
+def test_a_busy_stage_saves_at_intervals_and_acknowledges_nothing_it_has_not_saved(ch_client: Any) -> None:
+    """While batches keep coming, drift rows and state are written at most every save_interval_s;
+    until then the consumer may not commit; the flush before an idle or final commit writes the
+    rest. The rows are those of a stage that saves after every chunk."""
+    tag = uuid.uuid4().hex[:6]
+    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, save_interval_s=0.0)
+    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
+        straight.process(recs[i:i + 40])
+    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, save_interval_s=5.0)
+    now = [0.0]
+    stage.clock = lambda: now[0]
+    saves: list[float] = []
+    real_save = stage.states.save
+
+    def save(models: list[str]) -> None:
+        saves.append(now[0])
+        real_save(models)
+
+    stage.states.save = save  # type: ignore[method-assign]
+    recs = _records(tag, f"iv-{tag}")
+    batches = [recs[i:i + 40] for i in range(0, len(recs), 40)]
+    acknowledged = []
+    for b in batches:  # one batch a second, each observed by the next store call (as the consumer runs it)
+        pipeline.store(b)
+        acknowledged.append(pipeline.may_acknowledge())
+        now[0] += 1.0
+    assert saves and all(b - a >= 5.0 for a, b in zip(saves, saves[1:])), saves
+    assert len(saves) >= (len(batches) - 2) // 5, "a save every 5 s while batches keep coming"
+    assert not all(acknowledged) and any(acknowledged)
+    assert _drift_rows(ch_client, f"iv-{tag}") != _drift_rows(ch_client, f"st-{tag}"), "rows wait for the save"
+    pipeline.observe_stored()  # the consumer, idle or stopping, before it commits
+    assert pipeline.may_acknowledge()
+    got, want = _drift_rows(ch_client, f"iv-{tag}"), _drift_rows(ch_client, f"st-{tag}")
+    assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
+    assert got == want
+    pipeline.observe_stored()
+    assert len(saves) == len(set(saves)), "nothing new: the flush saves nothing"
 
 
 class _StoreAway:
@@ -119,6 +162,7 @@ def test_chunks_whose_state_cannot_be_loaded_are_held_then_observed_exactly_once
     now[0] = 7.0  # the next attempt is due: a tick observes what is held, with no new chunk
     pipeline.tick(time.time())
     assert reg.get_sample_value("driftline_detector_events_held") == 0 and away.calls == 4
+    pipeline.observe_stored()  # what the idle consumer runs before it commits: the deferred save is made
     assert pipeline.may_acknowledge()
     for i in range(400, len(recs), 40):
         pipeline.process(recs[i:i + 40])

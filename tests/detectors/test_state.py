@@ -103,6 +103,41 @@ def test_small_chunks_are_saved_as_events_and_a_new_process_replays_them(ch_clie
     assert early + late + [repr(r.as_tuple()) for r in second.engine.flush()] == expected
 
 
+def test_events_between_saves_are_kept_only_up_to_what_a_save_records_as_events(ch_client: Any) -> None:
+    """A stage that saves at intervals observes many chunks between saves: past EVENTS_PER_STATE
+    events a model's save is a state delta, so no more of its events are kept in memory, and a new
+    process resumes exactly (no window closes here: the count alone decides the record's kind)."""
+    from driftline.detectors.state import EVENTS_PER_STATE
+
+    cfg = DetectorsConfig.from_mapping({"model": "*", "window": {"kind": "count", "size": 5000},
+                                        "min_samples": 50, "reference": {"source": "first_events",
+                                                                         "first_events": 300}})
+    model = f"cap-{uuid.uuid4().hex[:8]}"
+    evs = [e for e in _events(model, 1500) if e["type"] == "prediction"]
+    first = ModelStates(DetectorEngine(cfg), ch_client)
+    first.refresh({model}, set())
+    for start in (0, 700):
+        part = evs[start:start + 700]
+        for j, ev in enumerate(part):
+            first.observed(model, SOURCE, (start + j, 0), ev)
+        first.engine.observe_many(part)
+        assert len(first._events[model]) == EVENTS_PER_STATE
+        first.publish(first.engine.poll(float("-inf")), check_owner=False)
+    kinds = [r[0] for r in ch_client.query(
+        "SELECT JSONExtractString(meta, 'kind') FROM driftline.detector_state FINAL WHERE model = {m:String} "
+        "ORDER BY JSONExtractUInt(meta, 'seq')", parameters={"m": model}).result_rows]
+    assert "events" not in kinds and kinds[-1] == "delta", kinds
+
+    second = ModelStates(DetectorEngine(cfg), ch_client)
+    second.refresh({model}, set())
+    assert second.position(model, SOURCE) == (1399, 0)
+    second.engine.observe_many(evs[1400:])
+    baseline = DetectorEngine(cfg)
+    baseline.ensure_model(cfg.default_for(model))
+    baseline.observe_many(evs)
+    assert [repr(r.as_tuple()) for r in second.engine.flush()] == [repr(r.as_tuple()) for r in baseline.flush()]
+
+
 def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(ch_client: Any) -> None:
     model = f"own-{uuid.uuid4().hex[:8]}"
     evs = _events(model, 400)
