@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import random
+from base64 import b64decode, b64encode
 from operator import itemgetter
 from typing import Any, Collection, Mapping, Sequence
 
@@ -327,23 +328,22 @@ class _Columns:
             pass
         return np.array([[_number(r.get(n)) for n in names] for r in rows], dtype=float).reshape(shape)
 
-    def encode(self, row: Any) -> list[Any]:
-        """A kept row (of :meth:`coded`) as JSON-able state: numbers as floats (None missing),
-        categories as codes (-1: another or missing)."""
-        out = row.tolist()
-        p = len(self.numeric)
-        if math.isnan(row[:p].sum()):  # a NaN among the numbers (or infinities of both signs)
-            out[:p] = [None if f != f else f for f in out[:p]]
-        if self.categorical:
-            out[p:] = [-1 if c != c else int(c) for c in out[p:]]
-        return out
+    @staticmethod
+    def encode(row: Any) -> str:
+        """A kept row (of :meth:`coded`) as JSON-able state: its float64 values, little-endian, in
+        base64 (NaN for missing numbers and for other or missing categories, as :meth:`coded`
+        holds them). A 1,000-feature row was a list of 1,000 numbers: ~4x the time to write as
+        JSON, ~5x to compress, and every save checked each for NaN."""
+        return b64encode(row.astype("<f8", copy=False).tobytes()).decode("ascii")
 
     @staticmethod
-    def decode(values: Sequence[Any]) -> Any:
-        """The row :meth:`encode` stored, as :meth:`coded` gives it."""
+    def decode(rows: Sequence[Any]) -> Any:
+        """The rows :meth:`encode` stored, as :meth:`coded` gives them; rows saved before (lists of
+        numbers, None missing, -1 another category) as well."""
         import numpy as np
 
-        return np.array(values, dtype=float)  # None -> NaN
+        return np.array([np.frombuffer(b64decode(r), dtype="<f8") if type(r) is str else np.array(r, dtype=float)
+                         for r in rows], dtype=float)  # None -> NaN; a code of -1 matches no category
 
 
 def _number(v: Any) -> float:

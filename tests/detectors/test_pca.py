@@ -192,8 +192,47 @@ def test_state_round_trips_through_json_and_a_changed_feature_set_starts_empty()
     assert narrower.m == 0 and narrower.n == 500
 
 
+def test_kept_rows_saved_as_lists_of_numbers_before_still_load_alone_or_beside_new_ones() -> None:
+    """Kept rows were saved as lists of numbers (None missing, -1 another category) until 5 Dec 2026,
+    now as base64 float64: a state of either kind, or both (a snapshot of old rows, then deltas of
+    new ones), gives the window a detector that never stopped gives; missing values stay missing."""
+    rng = np.random.default_rng(9)
+    ref = _rows("mixed", rng, 800)
+    settings = MultivariateSettings(sample_size=300)
+    det = PCADriftDetector(ref, settings)
+    rows = _rows("mixed", rng, 1000, flip=True)
+    for r in rows[::7]:
+        r["f0"] = None
+        r["plan"] = "never-seen"
+    for r in rows[:500]:
+        det.update(r)
+    state = json.loads(json.dumps(det.get_state()))
+    assert all(type(r) is str for r in state["rows"])
+    p = len(det.columns.numeric)
+    assert np.isnan(det.columns.decode(state["rows"])[:, 0]).any(), "missing numbers stay NaN"
+
+    def before(row: Any) -> list[Any]:  # the encoding of a kept row until 5 Dec 2026
+        out = row.tolist()
+        out[:p] = [None if f != f else f for f in out[:p]]
+        out[p:] = [-1 if c != c else int(c) for c in out[p:]]
+        return out
+
+    old = json.loads(json.dumps(dict(state, rows=[before(r) for r in det.rows[:det.m]])))
+    both = dict(state, rows=old["rows"][:150] + state["rows"][150:])
+    twins = [PCADriftDetector(ref, settings) for _ in range(2)]
+    for twin, st in zip(twins, (old, both)):
+        twin.set_state(st)
+        assert twin.m == det.m == 300
+    for r in rows[500:]:
+        for d in (det, *twins):
+            d.update(r)
+    want = det.close_window()
+    assert want and [t.close_window() for t in twins] == [want, want]
+
+
 def test_a_kept_row_encodes_the_same_on_the_fast_path_and_the_value_by_value_one() -> None:
-    """Rows of plain numbers are converted by numpy, any other row value by value: the same state."""
+    """Rows of plain numbers are converted by numpy, any other row value by value: the same state
+    (the same matrix for the model once saved and loaded)."""
     from driftline.detectors.pca import _number
 
     rng = np.random.default_rng(8)
@@ -201,9 +240,9 @@ def test_a_kept_row_encodes_the_same_on_the_fast_path_and_the_value_by_value_one
     cols = det.columns
     assert len(cols.numeric) > 1 and cols.categorical
 
-    def by_value(row: dict[str, Any]) -> list[Any]:
+    def by_value(row: dict[str, Any]) -> Any:
         nums = [_number(row.get(n)) for n in cols.numeric]
-        return [None if f != f else f for f in nums] + [cols._code(c, row.get(n)) for n, c in cols.categorical]
+        return np.array([nums + [cols._code(c, row.get(n)) for n, c in cols.categorical]], dtype=float)
 
     plain = _rows("mixed", rng, 5)
     first = cols.numeric[0]
@@ -211,8 +250,8 @@ def test_a_kept_row_encodes_the_same_on_the_fast_path_and_the_value_by_value_one
            dict(plain[3], **{first: "2.5"}), {k: v for k, v in plain[4].items() if k != first},
            dict(plain[0], **{first: float("inf")}), dict(plain[1], **{first: 2**70})]
     for row in plain + odd:
-        got = cols.encode(cols.coded([row])[0])
-        assert got == by_value(row) and [type(v) for v in got] == [type(v) for v in by_value(row)], row
+        got = cols.decode(json.loads(json.dumps([cols.encode(cols.coded([row])[0])])))
+        assert np.array_equal(cols.expand(got), cols.expand(by_value(row)), equal_nan=True), row
 
 
 def test_a_batch_keeps_the_rows_one_by_one_would() -> None:
