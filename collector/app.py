@@ -112,12 +112,15 @@ def tune_gc() -> None:
     long-lived state (detector windows, predictions awaiting their labels); with CPython's
     default gen-0 threshold of 700 the collector rescans that state constantly (measured: about
     a fifth of the detector stage's CPU). Cycles are rare here (events are plain dicts), so
-    collecting every 50,000 allocations costs little memory. ``gc.freeze`` moves everything
-    loaded at start-up (spaCy's model, Presidio, aiokafka) out of every later scan.
+    collecting every 200,000 allocations costs little memory. At 1,000 features a window's close
+    makes ~10,000 results that live until they are written: with 50,000 the collector still spent
+    ~5 % of its CPU in collections that found next to nothing, ~2 % with 200,000
+    (bench/fleet.md). ``gc.freeze`` moves everything loaded at start-up (spaCy's model, Presidio,
+    aiokafka) out of every later scan.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(200_000, 20, 100)
 
 
 ObserverFactory = Callable[[Any, Any], Sequence[Observer]]

@@ -99,8 +99,9 @@ def test_a_time_window_still_open_keeps_its_model_until_the_clock_closes_it(ch_c
                                         "reference": {"source": "first_events", "first_events": 100}})
     tag = uuid.uuid4().hex[:6]
     reg = CollectorRegistry()
+    # saved at every tick (not at most every 5 s): the tick that closes the window writes it
     pipe, stage = stage_pipeline(cfg, ch_client, max_batch_events=100, registry=reg,
-                                 memory_budget_mb=0.05, park_after_s=0.0)
+                                 memory_budget_mb=0.05, park_after_s=0.0, save_interval_s=0.0)
     t0 = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc).timestamp()
     model = f"tw-{tag}"
     records = []
