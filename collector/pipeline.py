@@ -257,13 +257,7 @@ class Pipeline:
         pending, self._unobserved = self._unobserved, []
         for item in pending:
             self._observe(*item)
-        for observer in self.observers:
-            flush = getattr(observer, "flush", None)
-            if flush is not None:
-                try:
-                    flush()
-                except Exception:  # noqa: BLE001 - a detector bug must not stop storage
-                    logger.exception("detector flush failed")
+        self._each("flush")
 
     def may_acknowledge(self) -> bool:
         """False while an observer holds stored chunks it has not observed (their models' state
@@ -274,13 +268,17 @@ class Pipeline:
     def handover(self) -> None:
         """The consumer's partitions were revoked with chunks held and not acknowledged: the
         observers let them go (the partitions' next owner reads them again)."""
+        self._each("handover")
+
+    def _each(self, optional: str) -> None:
+        """Call the ``optional`` method (no arguments) of every observer that has it."""
         for observer in self.observers:
-            handover = getattr(observer, "handover", None)
-            if handover is not None:
+            method = getattr(observer, optional, None)
+            if method is not None:
                 try:
-                    handover()
+                    method()
                 except Exception:  # noqa: BLE001 - a detector bug must not stop storage
-                    logger.exception("detector handover failed")
+                    logger.exception("detector %s failed", optional)
 
     def _observe(self, chunk: list[dict[str, Any]], positions: list[Position], skipped: frozenset[str]) -> None:
         for observer in self.observers:
