@@ -197,6 +197,8 @@ def scenario(kafka_bootstrap: str, clickhouse_url: str, ch_client: Any,
                "DRIFTLINE_METRICS_PORT": str(free_port()), "DRIFTLINE_COLLECTOR_BATCH_TIMEOUT_S": "0.2",
                "DRIFTLINE_COLLECTOR_BATCH_SIZE": "100", "DRIFTLINE_PARTITIONS": "1",
                "DRIFTLINE_DATA_DIR": str(tmp / f"data-{name}")}
+        if name in ("killed", "graceful"):  # saved only at the first chunk and when idle or stopping: the
+            env["DRIFTLINE_DETECTOR_SAVE_INTERVAL_S"] = "3600"  # disruption finds observed events unsaved
         if name != "plain":
             env["DRIFTLINE_DETECTORS_CONFIG"] = str(config)
         else:  # no disruption to time: its 13,000 events in chunks of 1,000, not 100
