@@ -69,7 +69,10 @@ def _start(data_dir: Path, config: Path, budget_mb: float, park_after_s: float,
     ports = {"kafka": free_port(), "clickhouse": free_port(), "metrics": free_port()}
     cmd = [sys.executable, "-m", "driftline.cli", "up", "--no-dashboard", "--data-dir", str(data_dir),
            "--kafka-port", str(ports["kafka"]), "--clickhouse-port", str(ports["clickhouse"]),
-           "--metrics-port", str(ports["metrics"]), "--detectors-config", str(config)]
+           "--metrics-port", str(ports["metrics"]), "--detectors-config", str(config),
+           # no topic rotation: it restarts the collector (a new pid, its CPU counted from zero), which
+           # broke a run once (5 Dec); the runs are bounded, the broker's memory with them
+           "--broker-max-mib", "0"]
     data_dir.mkdir(parents=True, exist_ok=True)
     out = open(data_dir / "up.out", "ab")  # noqa: SIM115 - owned by the child
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
