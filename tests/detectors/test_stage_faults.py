@@ -16,6 +16,14 @@ from tests.detectors.stage_kit import _count, _drift_rows, _events_in, _records,
 pytestmark = pytest.mark.integration
 
 
+def _straight_run(ch_client: Any, tag: str) -> None:
+    """Model ``st-{tag}``'s records through a stage with no fault, saving after every chunk: the
+    drift rows every disturbed run must reproduce."""
+    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, save_interval_s=0.0)
+    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
+        straight.process(recs[i:i + 40])
+
+
 @pytest.mark.parametrize("save_interval_s, dies_at", [(0.0, 3), (3600.0, 1)], ids=["every-chunk", "deferred"])
 def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: Any, save_interval_s: float,
                                                                      dies_at: int) -> None:
@@ -30,9 +38,7 @@ def test_crash_between_store_and_state_save_is_observed_exactly_once(ch_client: 
     def pipeline() -> tuple[Any, Any]:
         return stage_pipeline(cfg, ch_client, max_batch_events=100, save_interval_s=save_interval_s)
 
-    straight, _ = pipeline()
-    for i in range(0, len(recs := records(f"st-{tag}")), 40):
-        straight.process(recs[i:i + 40])
+    _straight_run(ch_client, tag)
 
     class Crash(BaseException):
         pass
@@ -69,9 +75,7 @@ def test_a_busy_stage_saves_at_intervals_and_acknowledges_nothing_it_has_not_sav
     until then the consumer may not commit; the flush before an idle or final commit writes the
     rest. The rows are those of a stage that saves after every chunk."""
     tag = uuid.uuid4().hex[:6]
-    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, save_interval_s=0.0)
-    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
-        straight.process(recs[i:i + 40])
+    _straight_run(ch_client, tag)
     pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, save_interval_s=5.0)
     now = [0.0]
     stage.clock = lambda: now[0]
@@ -127,9 +131,7 @@ def _outage_after_a_straight_run(ch_client: Any, monkeypatch: pytest.MonkeyPatch
     from prometheus_client import CollectorRegistry
 
     tag = uuid.uuid4().hex[:6]
-    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
-    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
-        straight.process(recs[i:i + 40])
+    _straight_run(ch_client, tag)
     away = _StoreAway(monkeypatch)
     reg = CollectorRegistry()
     pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, registry=reg)
@@ -339,9 +341,7 @@ def test_output_the_store_refuses_is_kept_and_unacknowledged_then_written_or_obs
 
     caplog.set_level(logging.INFO, logger="driftline.detectors.stage")
     tag = uuid.uuid4().hex[:6]
-    straight, _ = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100)
-    for i in range(0, len(recs := _records(tag, f"st-{tag}")), 40):
-        straight.process(recs[i:i + 40])
+    _straight_run(ch_client, tag)
     want = _drift_rows(ch_client, f"st-{tag}")
     assert want and {r[1] for r in want} >= {"data_drift", "performance", "quality"}
 
