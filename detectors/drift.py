@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import itertools
 import operator
 from typing import Any, Mapping, Sequence
 
@@ -43,6 +42,7 @@ from driftline.detectors.base import (
 from driftline.detectors.calibration import (
     MIN_COLUMNAR_FEATURES, AlarmBudget, PooledWindows, calibrated_tests, feature_test_count,
 )
+from driftline.detectors.columns import numeric_matrix
 from driftline.detectors.config import DataDriftSettings, WindowSettings
 from driftline.detectors.correction import adjust_p_values
 from driftline.detectors.exclusions import exclusions
@@ -52,7 +52,6 @@ from driftline.detectors.univariate import (
     P_VALUE_TESTS, chi2_homogeneity, js_distance, js_distance_batch, ks_binned, psi, psi_batch, wasserstein_binned,
     wasserstein_binned_batch,
 )
-from driftline.sdk.contract.schema import NUMBER_TYPES
 
 __all__ = ["HistogramSet", "DataDriftDetector", "PredictionDriftDetector"]
 
@@ -86,6 +85,18 @@ class HistogramSet:
         for name, h in self._other:
             h.add(get(name))
 
+    def matrix(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """The numeric features of ``rows`` as floats (:func:`numeric_matrix`: built once per batch
+        for every detector), or None when some row lacks one or holds something else."""
+        if not self._numeric:
+            return None
+        if self._columns is None:
+            import numpy as np
+
+            names = tuple(n for n, _, _ in self._numeric)
+            self._columns = (names, [np.asarray(e, dtype=float) for _, e, _ in self._numeric])
+        return numeric_matrix(rows, self._columns[0])
+
     def update_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """``update`` for each of ``rows`` in order, with the same result to the last bit.
 
@@ -101,25 +112,13 @@ class HistogramSet:
             return
         import numpy as np
 
-        if self._columns is None:
-            names = [n for n, _, _ in self._numeric]
-            self._columns = (operator.itemgetter(*names), [np.asarray(e, dtype=float) for _, e, _ in self._numeric])
-        getter, edges = self._columns
-        try:
-            table = list(map(getter, rows))
-        except (KeyError, TypeError):
-            table = None
-        width = len(self._numeric)
-        if table is not None:
-            flat = itertools.chain.from_iterable(table) if width > 1 else table
-            if not set(map(type, flat)) <= NUMBER_TYPES:
-                table = None
-        if table is None:
+        matrix = self.matrix(rows)
+        if matrix is None:
             for r in rows:
                 self.update(r)
             return
         self.events += len(rows)
-        matrix = np.array(table, dtype=float).reshape(len(rows), width)
+        edges = self._columns[1]
         for j, (_, _, h) in enumerate(self._numeric):
             col = matrix[:, j]
             ok = col == col  # NaN is missing, as in update()

@@ -58,6 +58,7 @@ from operator import itemgetter
 from typing import Any, Collection, Mapping, Sequence
 
 from driftline.detectors.base import Detector, DetectorResult
+from driftline.detectors.columns import cached_matrix
 from driftline.detectors.config import MultivariateSettings
 from driftline.detectors.histogram import category_key
 
@@ -436,7 +437,10 @@ class PCADriftDetector(Detector):
                 picked.append(i)
         if picked:
             last = dict(zip(slots, picked))  # a slot picked twice keeps the later row
-            self._put(list(last), self.columns.coded([rows[i] for i in last.values()]))
+            at = list(last.values())
+            # The batch's numeric matrix when the drift histograms built one (columns.py), else from the dicts.
+            known = None if self.columns.categorical else cached_matrix(rows, self.columns.numeric, at)
+            self._put(list(last), known if known is not None else self.columns.coded([rows[i] for i in at]))
 
     def close_window(self) -> tuple[DetectorResult, ...]:
         out: tuple[DetectorResult, ...] = ()

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from driftline.detectors.base import STAT_DRIFTED_SHARE, Detector, DetectorResult
+from driftline.detectors.columns import FeatureRows
 from driftline.detectors.config import ModelConfig
 from driftline.detectors.drift import DataDriftDetector, HistogramSet, PredictionDriftDetector
 from driftline.detectors.exclusions import exclusions
@@ -142,9 +143,11 @@ class VersionStream:
             self.dirty.update(by_seg)
         outputs: list[Any] = [None] * len(rows)
         everyone = len(rows)
+        # One list of every row's features, and the numeric matrix the first detector builds from
+        # it kept for the others (columns.py); a segment of some rows has its own.
+        every = FeatureRows(r[1] for r in rows)
         for seg, idx in by_seg.items():
-            whole = len(idx) == everyone
-            feats = [r[1] for r in rows] if whole else [rows[i][1] for i in idx]
+            feats = every if len(idx) == everyone else FeatureRows(every[i] for i in idx)
             for det in self.detectors(seg):
                 if isinstance(det, PredictionDriftDetector):
                     outs = []
@@ -159,7 +162,7 @@ class VersionStream:
         if self.multivariate is not None:
             many = getattr(self.multivariate, "update_many", None)
             if many is not None:
-                many([r[1] for r in rows])
+                many(every)
             else:
                 for r in rows:
                     self.multivariate.update(r[1])
