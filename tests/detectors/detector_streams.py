@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 from typing import Any, Callable
 
@@ -52,3 +53,15 @@ def features_stream(n: int, change_at: int, before: Callable[[random.Random], di
 def base_features(rng: random.Random) -> dict[str, Any]:
     return {"x": rng.gauss(0, 1), "y": rng.gauss(10, 2), "plan": rng.choices("abc", (0.6, 0.3, 0.1))[0],
             "flag": rng.random() < 0.2, "n": rng.randint(0, 5)}
+
+
+def engine_state(eng: Any, model: str = "m") -> dict[str, Any]:
+    """A DetectorEngine's saved state of ``model`` as JSON, its references' wall-clock stamps left out
+    (two engines that saw the same events compare equal)."""
+    from driftline.detectors.journal import inflate
+
+    doc = json.loads(inflate(eng.state_for(model)))
+    refs = doc["monitor"]["references"]
+    for v, ref in refs.items():  # built from the same events, stamped with the wall clock
+        refs[v] = {k: x for k, x in json.loads(ref).items() if k != "created_at"}
+    return doc

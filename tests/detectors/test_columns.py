@@ -3,7 +3,6 @@ the detectors' rows and state equal those of events fed one at a time, whatever 
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from driftline.detectors import columns
 from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
-from driftline.detectors.journal import inflate
+from tests.detectors.detector_streams import engine_state
 
 FEATURES = 30
 
@@ -52,14 +51,6 @@ def _config(segments: bool) -> DetectorsConfig:
     return DetectorsConfig.from_mapping(cfg)
 
 
-def _state(eng: DetectorEngine) -> dict[str, Any]:
-    doc = json.loads(inflate(eng.state_for("m")))
-    refs = doc["monitor"]["references"]
-    for v, ref in refs.items():  # built from the same events, stamped with the wall clock
-        refs[v] = {k: x for k, x in json.loads(ref).items() if k != "created_at"}
-    return doc
-
-
 @pytest.mark.parametrize("segments", [False, True])
 @pytest.mark.parametrize("odd", ["none", "extra", "missing", "bool", "string", "null"])
 def test_batches_read_through_one_matrix_equal_one_event_at_a_time(odd: str, segments: bool) -> None:
@@ -77,7 +68,7 @@ def test_batches_read_through_one_matrix_equal_one_event_at_a_time(odd: str, seg
     unexpected = [r for r in rows_one if r.statistic == "unexpected_feature"]
     assert bool(unexpected) == (odd == "extra")  # the quality check still sees a name outside the reference
     assert rows_batched == rows_one  # every statistic equal to the last bit
-    assert _state(batched) == _state(one)  # and the open windows, PCA's kept rows included
+    assert engine_state(batched) == engine_state(one)  # and the open windows, PCA's kept rows included
 
 
 def test_each_batch_builds_its_matrix_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from driftline.detectors.config import DetectorsConfig
 from driftline.detectors.engine import DetectorEngine
 from driftline.detectors.reference import from_events
 from driftline.detectors.journal import inflate
-from tests.detectors.detector_streams import base_features, features_stream, label, prediction, uid
+from tests.detectors.detector_streams import base_features, engine_state, features_stream, label, prediction, uid
 
 CFG = {"model": "m", "window": {"kind": "count", "size": 500}, "min_samples": 100,
        "concept": {"detectors": ["adwin", "ddm", "kswin", "page_hinkley"]},
@@ -284,14 +284,6 @@ def _config() -> DetectorsConfig:
         "segments": {"tags": ["region"]}})
 
 
-def _state(eng: DetectorEngine) -> dict[str, Any]:
-    doc = json.loads(inflate(eng.state_for("m")))
-    refs = doc["monitor"]["references"]
-    for v, ref in refs.items():  # built from the same events, stamped with the wall clock
-        refs[v] = {k: x for k, x in json.loads(ref).items() if k != "created_at"}
-    return doc
-
-
 @pytest.mark.parametrize("chunk", [1, 7, 256, 5000])
 def test_observe_many_equals_one_call_per_event(chunk: int) -> None:
     events = _stream(4000)
@@ -306,7 +298,7 @@ def test_observe_many_equals_one_call_per_event(chunk: int) -> None:
     assert {r.detector for r in rows_one} >= {"data_drift", "quality", "prediction_drift", "performance"}
     assert any(r.drift for r in rows_one if r.detector == "data_drift")
     assert rows_batched == rows_one  # every statistic equal to the last bit
-    assert _state(batched) == _state(one)  # and so are the open windows' counts and sums
+    assert engine_state(batched) == engine_state(one)  # and so are the open windows' counts and sums
 
 
 def test_ready_rows_saved_before_exceeded_existed_restore_with_exceeded_as_their_drift():
