@@ -125,6 +125,48 @@ class _StoreAway:
         monkeypatch.setattr(sink, "load_records", load_records)
 
 
+@pytest.mark.parametrize("cap", ["small", "default"])
+def test_a_busy_stage_saves_early_when_the_events_kept_for_its_save_pass_their_share(ch_client: Any,
+                                                                                    cap: str) -> None:
+    """The events a deferred save keeps (an events record may hold them) are bounded by a share of the
+    memory budget: past it the stage saves although its interval has not passed (the clock never
+    moves here). With the default share (1/8 of 512 MiB) this run keeps every event until the flush."""
+    from driftline.sdk.codec import loads
+    from driftline.detectors.state import HELD_EVENT_BYTES, HELD_FEATURE_BYTES
+
+    tag = uuid.uuid4().hex[:6]
+    _straight_run(ch_client, tag)
+    pipeline, stage = stage_pipeline(_stage_cfg(), ch_client, max_batch_events=100, save_interval_s=3600.0,
+                                     memory_budget_mb=512.0)
+    assert stage.held_save_max_bytes == 64 * 2**20  # 1/8 of the budget
+    stage.clock = lambda: 1.0
+    recs = _records(tag, f"hb-{tag}")
+    widest = max(len(loads(line).get("features") or ()) for r in recs for line in r.value.split(b"\n"))
+    per_event = HELD_EVENT_BYTES + HELD_FEATURE_BYTES * widest
+    if cap == "small":
+        stage.held_save_max_bytes = 150 * HELD_EVENT_BYTES
+    held_at_save: list[int] = []
+    real_save = stage.states.save
+
+    def save(models: list[str]) -> None:
+        held_at_save.append(stage.states.held_bytes())
+        real_save(models)
+
+    stage.states.save = save  # type: ignore[method-assign]
+    for i in range(0, len(recs), 40):
+        pipeline.store(recs[i:i + 40])
+    if cap == "small":
+        assert len(held_at_save) >= 10, held_at_save  # ~4,000 events, ~150 at a time
+        # the first publish saves at once (no save before it); then never more than the cap and one chunk
+        assert all(0 < h <= stage.held_save_max_bytes + 100 * per_event for h in held_at_save[1:]), held_at_save
+    else:
+        assert len(held_at_save) == 1, held_at_save  # the first chunk's; the rest wait for the flush
+    pipeline.observe_stored()
+    assert stage.states.held_bytes() == 0 and pipeline.may_acknowledge()
+    got, want = _drift_rows(ch_client, f"hb-{tag}"), _drift_rows(ch_client, f"st-{tag}")
+    assert want and got == want
+
+
 def _outage_after_a_straight_run(ch_client: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
     """A run without faults of model ``st-{tag}`` stored, then the store away and a stage (metrics
     in ``reg``, no state retries) to run ``ho-{tag}`` through: (tag, away, reg, pipeline, stage)."""

@@ -138,6 +138,34 @@ def test_events_between_saves_are_kept_only_up_to_what_a_save_records_as_events(
     assert [repr(r.as_tuple()) for r in second.engine.flush()] == [repr(r.as_tuple()) for r in baseline.flush()]
 
 
+@pytest.mark.parametrize("features", [20, 1000])
+def test_the_estimate_of_the_events_kept_for_a_save_is_what_they_take(features: int) -> None:
+    """held_bytes (what the stage weighs against its share of the memory budget) against tracemalloc
+    of events decoded as the collector decodes them: within 0.8-1.25x."""
+    import tracemalloc
+
+    from driftline.sdk.codec import dumps
+    from driftline.sdk.contract.fastcheck import fast_decode_all
+
+    rng = random.Random(features)
+    values = [dumps(prediction(i, {f"f{k}": rng.gauss(0, 1) for k in range(features)}, rng.random() > 0.5,
+                               tags={"shop": "s1"}, latency_ms=1.0)) for i in range(400)]
+    states = ModelStates(DetectorEngine(DetectorsConfig.from_mapping({"model": "*"})), client=None)
+    states._positions["m"] = {}
+    fast_decode_all(values[:5], "prediction")  # msgspec's types compiled before the count
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        events = fast_decode_all(values, "prediction")
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert events is not None and len(events) == 400
+    for i, ev in enumerate(events):
+        states.observed("m", SOURCE, (i, 0), ev)
+    assert 0.8 <= states.held_bytes() / taken <= 1.25, (states.held_bytes(), taken)
+
+
 def test_a_model_saved_meanwhile_by_another_process_is_dropped_not_overwritten(ch_client: Any) -> None:
     model = f"own-{uuid.uuid4().hex[:8]}"
     evs = _events(model, 400)
