@@ -87,8 +87,9 @@ class HistogramSet:
 
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> Any:
         """The numeric features of ``rows`` as floats (:func:`numeric_matrix`: built once per batch
-        for every detector), or None when some row lacks one or holds something else."""
-        if not self._numeric:
+        for every detector), or None when some row lacks one or holds something else, or for fewer
+        than ``_MIN_COLUMNAR`` rows (then a loop over the values is cheaper)."""
+        if not self._numeric or len(rows) < _MIN_COLUMNAR:
             return None
         if self._columns is None:
             import numpy as np

@@ -24,7 +24,7 @@ from typing import Any, Collection, Mapping, Sequence
 from driftline.detectors.base import Detector, DetectorResult
 from driftline.detectors.columns import holds_exactly
 from driftline.detectors.config import QualitySettings
-from driftline.detectors.drift import _MIN_COLUMNAR, HistogramSet
+from driftline.detectors.drift import HistogramSet
 from driftline.detectors.histogram import NUMERIC, FeatureProfile
 
 __all__ = ["QualityDetector"]
@@ -69,7 +69,7 @@ class QualityDetector(Detector):
         names = self._names
         # The usual case at many features: the batch's matrix (built here or by the drift detector
         # sharing these histograms, once) says every row has every name, and no row has more.
-        if len(rows) >= _MIN_COLUMNAR and self.window.matrix(rows) is not None and holds_exactly(rows, names):
+        if self.window.matrix(rows) is not None and holds_exactly(rows, names):
             return
         for features in rows:
             keys = features.keys()

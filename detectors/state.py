@@ -67,6 +67,8 @@ class _Held(list):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self.bytes = 0
+
+
 _MS = _dt.timedelta(milliseconds=1)
 
 Source = tuple[str, int]  # (topic, partition)
