@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping, Sequence
 
 from driftline.detectors.base import Detector, DetectorResult
-from driftline.detectors.columns import holds_exactly
+from driftline.detectors.columns import FeatureRows, holds_exactly
 from driftline.detectors.config import QualitySettings
 from driftline.detectors.drift import HistogramSet
 from driftline.detectors.histogram import NUMERIC, FeatureProfile
@@ -68,8 +68,9 @@ class QualityDetector(Detector):
             self.window.update_many(rows)
         names = self._names
         # The usual case at many features: the batch's matrix (built here or by the drift detector
-        # sharing these histograms, once) says every row has every name, and no row has more.
-        if self.window.matrix(rows) is not None and holds_exactly(rows, names):
+        # sharing these histograms, once) says every row has every name, and no row has more. Only a
+        # FeatureRows keeps its matrix: for a plain list it would be built again for nothing.
+        if isinstance(rows, FeatureRows) and self.window.matrix(rows) is not None and holds_exactly(rows, names):
             return
         for features in rows:
             keys = features.keys()
