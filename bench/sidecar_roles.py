@@ -224,7 +224,8 @@ def main() -> None:
     ap.add_argument("--events", choices=("worker", "inline", "off"), default="worker")
     ap.add_argument("--stats-port", type=int)
     ap.add_argument("--handoff-ms", type=float, help="sidecar role: the event worker's hand-off delay")
-    ap.add_argument("--worker-sched", choices=("batch", "idle"), help="sidecar role: the event worker's policy")
+    ap.add_argument("--worker-sched", choices=("batch", "yield", "idle"),
+                    help="sidecar role: the event worker's policy")
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--conns", type=int, default=16)

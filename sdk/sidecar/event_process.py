@@ -18,6 +18,7 @@ parent dies -- after shutting its Kafka client down within ``shutdown_timeout_s`
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -40,7 +41,7 @@ from driftline.sdk.sidecar.extraction import ExtractSpec
 logger = logging.getLogger("driftline.sidecar")
 
 _LEN = struct.Struct(">I")
-WorkerScheduling = Literal["batch", "idle"]
+WorkerScheduling = Literal["batch", "yield", "idle"]
 MAX_FRAME_BYTES = 1 << 30
 
 
@@ -64,7 +65,7 @@ class WorkerConfig:
     report_interval_s: float = 0.25
     exporter_factory: Callable[[], Exporter] | None = None
     log_level: int = logging.WARNING
-    scheduling: WorkerScheduling = "batch"
+    scheduling: WorkerScheduling = "yield"
 
     @classmethod
     def from_settings(cls, settings: SidecarSettings, sdk: SdkSettings, **overrides: Any) -> WorkerConfig:
@@ -107,18 +108,42 @@ def encode_frame(obj: Any) -> bytes:
     return head + data
 
 
+def _read_exactly(stream: IO[bytes], n: int) -> bytes:
+    """``n`` bytes, or fewer only at end of input (an unbuffered pipe returns what it holds)."""
+    data = stream.read(n)
+    if data is None or len(data) == n or not data:
+        return data or b""
+    parts = [data]
+    got = len(data)
+    while got < n and (more := stream.read(n - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def read_frame(stream: IO[bytes]) -> Any:
     """The next frame from a blocking stream, or None at end of input."""
-    head = stream.read(4)
+    head = _read_exactly(stream, 4)
     if len(head) < 4:
         return None
     (n,) = _LEN.unpack(head)
     if n > MAX_FRAME_BYTES:
         raise ValueError(f"frame of {n} bytes is larger than {MAX_FRAME_BYTES}")
-    data = stream.read(n)
+    data = _read_exactly(stream, n)
     if len(data) < n:
         return None
     return pickle.loads(data)
+
+
+def pending_bytes(stream: IO[bytes]) -> int:
+    """Bytes waiting in ``stream``'s pipe (0 where the platform cannot tell): the hand-offs not read yet."""
+    try:
+        import fcntl
+        import termios
+
+        return int(struct.unpack("i", fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0])
+    except (ImportError, OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return 0
 
 
 class _Reporter:
@@ -167,14 +192,21 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
     ticker = threading.Thread(target=reporter.every, args=(stop,),
                               name="driftline-worker-report", daemon=True)
     ticker.start()
+    sched_yield = getattr(os, "sched_yield", None) if config.scheduling == "yield" else None
     try:
         while (batch := read_frame(inp)) is not None:
+            # Give way after each exchange only while keeping up: with a hand-off already waiting
+            # (the CPU is contended), a yielding worker would get almost none of it (0.6 % of a CPU
+            # against one busy task, measured), so it works at its niceness's share until caught up.
+            give_way = sched_yield if sched_yield is not None and not pending_bytes(inp) else None
             for fields in batch:
                 try:
                     builder.handle(Exchange._make(fields))
                 except Exception:  # noqa: BLE001 - one bad exchange must not stop the others
                     logger.warning("driftline event worker: could not log an exchange", exc_info=True)
                 reporter.done += 1
+                if give_way is not None:
+                    give_way()
             reporter.due()
     finally:
         stop.set()
@@ -191,18 +223,25 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
 WORKER_NICENESS = 10
 
 
-def _batch_scheduling(policy: WorkerScheduling = "batch") -> None:
+def _batch_scheduling(policy: WorkerScheduling = "yield") -> None:
     """Ask Linux to treat this process as background work, so that it never delays the proxy.
 
-    ``batch`` (the default): SCHED_BATCH at niceness +10 (:data:`WORKER_NICENESS`). A pipe write
-    wakes the reader with a *sync* wake-up, which places it on the writer's CPU, where a normal task
-    would preempt the writer -- the proxy's event loop, with requests in flight -- and run its batch
-    first (profiled: the hand-off's pipe write showed ~0.5 ms per call on a busy machine). A
-    SCHED_BATCH task gets no wake-up preemption; the niceness gives the proxy ~90 % of a CPU they
-    both want. ``idle``: SCHED_IDLE, which any normal task preempts at once, whatever the
-    processes' niceness (``nice +10`` is capped at 19, so it separates nothing when the sidecar
-    already runs at nice 10 or more); what the worker cannot take in time is counted
-    ``buffer_full``. ``bench/bench_sidecar.py --extra-sidecar idle="--worker-sched idle"`` compares them.
+    ``batch``: SCHED_BATCH at niceness +10 (:data:`WORKER_NICENESS`). A pipe write wakes the reader
+    with a *sync* wake-up, which places it on the writer's CPU, where a normal task would preempt
+    the writer -- the proxy's event loop, with requests in flight -- and run its batch first
+    (profiled: the hand-off's pipe write showed ~0.5 ms per call on a busy machine). A SCHED_BATCH
+    task gets no wake-up preemption; the niceness gives the proxy ~90 % of a CPU they both want.
+    But the reverse holds too: a proxy woken on the CPU where the worker runs waits for the worker's
+    slice to end (``bench/sidecar.md``: a normal task's wake-up p99 went from 95 µs to 1.8 ms
+    beside such a worker working in 2 ms bursts).
+    ``yield`` (the default): the same, and the worker calls ``sched_yield`` after each exchange
+    while it keeps up (:func:`run`), so the proxy waits for one exchange (~50 µs) at most: wake-up
+    p99 102 µs in the same test.
+    ``idle``: SCHED_IDLE, which any normal task preempts at once, whatever the processes' niceness
+    (``nice +10`` is capped at 19, so it separates nothing when the sidecar already runs at nice 10
+    or more); but it gets ~0.7 % of a CPU that a busy task wants, so under load what the worker
+    cannot take in time is counted ``buffer_full``. ``bench/bench_sidecar.py --extra-sidecar
+    batch="--worker-sched batch"`` compares them.
     """
     setter = getattr(os, "sched_setscheduler", None)
     if setter is None:
@@ -229,7 +268,8 @@ def main() -> int:
     # Reports travel on the original stdout; anything else printed goes to stderr.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    inp = sys.stdin.buffer
+    # Unbuffered: what is read ahead would hide the backlog from pending_bytes.
+    inp = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
     config = read_frame(inp)
     logging.basicConfig(level=config.log_level if isinstance(config, WorkerConfig) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s[event worker]: %(message)s")

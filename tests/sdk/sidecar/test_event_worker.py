@@ -19,7 +19,8 @@ from driftline.collector.topics import ensure_topics
 from driftline.sdk import InMemoryExporter, SdkSettings
 from driftline.sdk.contract import Topics, unpack
 from driftline.sdk.contract.variants import ROW_TAG
-from driftline.sdk.sidecar.event_process import WORKER_NICENESS, WorkerConfig
+from driftline.sdk.sidecar.event_process import (WORKER_NICENESS, WorkerConfig, exchanges_frame, pending_bytes,
+                                                 read_frame, run)
 from driftline.sdk.sidecar.event_worker import EventWorker
 from driftline.sdk.sidecar.events import Exchange
 from driftline.sdk.sidecar.metrics import SidecarMetrics
@@ -150,25 +151,48 @@ async def test_a_dead_event_worker_is_counted_and_restarted_and_nothing_is_lost_
     assert registry.get_sample_value("driftline_sidecar_exporter_exported_total") == 6
 
 
-@pytest.mark.parametrize("scheduling", ["batch", "idle"])
+@pytest.mark.parametrize("scheduling", ["batch", "yield", "idle"])
 async def test_the_event_worker_runs_as_background_work_under_the_policy_asked(scheduling: str) -> None:
     config = WorkerConfig(model="m", sdk=SdkSettings(), exporter_factory=InMemoryExporter,
                           scheduling=scheduling)  # type: ignore[arg-type]
     worker = EventWorker(config, SidecarMetrics(CollectorRegistry()))
-    policy = os.SCHED_BATCH if scheduling == "batch" else os.SCHED_IDLE
+    policy = os.SCHED_IDLE if scheduling == "idle" else os.SCHED_BATCH
     await worker.start()
     try:
         pid = worker.pid
         assert pid is not None
-        # batch: and niceness +10 (capped at 19) beside the proxy. The child sets the policy, then
-        # the niceness: wait for both (under load the second came after a check of the first).
-        niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS) if scheduling == "batch" else None
+        # batch and yield: and niceness +10 (capped at 19) beside the proxy. The child sets the policy,
+        # then the niceness: wait for both (under load the second came after a check of the first).
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS) if scheduling != "idle" else None
         await _until(lambda: os.sched_getscheduler(pid) == policy
                      and niceness in (None, os.getpriority(os.PRIO_PROCESS, pid)), timeout_s=30.0)
         assert os.sched_getscheduler(pid) == policy
         assert niceness in (None, os.getpriority(os.PRIO_PROCESS, pid))
     finally:
         await worker.stop(10.0)
+
+
+@pytest.mark.parametrize("scheduling", ["yield", "batch"])
+def test_the_worker_gives_way_after_each_exchange_only_while_it_keeps_up(
+        scheduling: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    yields = []
+    monkeypatch.setattr(os, "sched_yield", lambda: yields.append(1))
+    config = WorkerConfig(model="m", sdk=SdkSettings(flush_interval_s=0.01), exporter_factory=InMemoryExporter,
+                          scheduling=scheduling)  # type: ignore[arg-type]
+    r, w = os.pipe()
+    # Two hand-offs waiting when the worker starts: it is behind, so the first batch (3 exchanges)
+    # runs without giving way; the second (4) is the last one, nothing waits behind it: it gives way.
+    for batch in (range(3), range(3, 7)):
+        os.write(w, b"".join(exchanges_frame([_exchange(i) for i in batch])))
+    os.close(w)
+    out_r, out_w = os.pipe()
+    with os.fdopen(r, "rb", buffering=0) as inp, os.fdopen(out_w, "wb") as out:
+        assert pending_bytes(inp) > 0
+        assert run(config, inp, out) == 0
+    with os.fdopen(out_r, "rb") as reports:
+        final = [f for f in iter(lambda: read_frame(reports), None)][-1]
+    assert final.final and final.done == 7 and final.stats.exported == 7
+    assert len(yields) == (4 if scheduling == "yield" else 0)
 
 
 async def test_large_bodies_are_handed_over_as_they_come_and_every_event_arrives() -> None:
