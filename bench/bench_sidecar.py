@@ -20,8 +20,12 @@ One command, one run, same upstream for everyone:
 * max throughput: ``wrk`` (apt-get install wrk) for a few seconds with 32 connections.
 
 The verdict on "events on add <= 20 % to the sidecar's own p99" is per round, not one run's ratio:
-every round measures direct, then the sidecar with events on and off back to back (their order
-alternating between rounds, so both see the same load), and its ratio is
+in every round one load generator takes direct, nginx and each sidecar in turn, in blocks of
+``--block-seconds`` (1 s; a fresh shuffled order for each pass, 150 ms pause after each block), until
+each had ``--seconds``: so the machine's slow changes (another tenant, a noisy minute) fall on every
+target alike instead of on whichever ran then (``--block-seconds 0``: the older way, each target's
+``--seconds`` in one piece, direct first and events on / off back to back, their order alternating
+between rounds). A round's ratio is
 (on p99 - direct p99) / (off p99 - direct p99) - 1. Printed: each round's figures, the median ratio
 over the rounds with its spread, and the same ratio from the p99 of all rounds' requests pooled. The
 verdict is the median's exact sign-test interval (``bench/sidecar_verdict.py``, 95 %): met when it
@@ -55,6 +59,7 @@ from pathlib import Path
 from driftline.collector.embedded.broker import free_port  # outside the ephemeral range
 
 # bench/ is the script's directory
+from sidecar_roles import cpu_us
 from sidecar_verdict import (POOLED_MIN_ROUNDS, interval_verdict, median_interval, pooled_interval,
                              rounds_for_decision, verdict)
 
@@ -131,25 +136,6 @@ def fixed_rate(port: int, rate: float, seconds: float) -> tuple[dict[str, float]
     return out["summary"], out["latencies_ms"]
 
 
-def cpu_us(pid: int) -> tuple[float, float, float]:
-    """A sidecar's CPU time, µs: its event-loop thread, everything else it runs (other threads, such as
-    an exporter thread, and child processes, such as the event worker), and the time its loop thread
-    waited on a run queue, ready but not running (``/proc/.../schedstat``: what a co-scheduled process,
-    the event worker included, costs the loop in delay). CPU time, unlike latency, hardly depends on
-    what else the machine runs."""
-
-    def ticks(path: str) -> int:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-    loop_ns, wait_ns, _ = (int(x) for x in Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split())
-    loop_ticks = ticks(f"/proc/{pid}/task/{pid}/stat")
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    other = ticks(f"/proc/{pid}/stat") - loop_ticks + sum(ticks(f"/proc/{c}/stat") for c in children)
-    return loop_ns / 1e3, other * tick_us, wait_ns / 1e3
-
-
 def loop_stats(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
         return json.loads(r.read())
@@ -204,6 +190,38 @@ def measure(targets: list[Target], rate: float, rounds: int, seconds: float) -> 
             t.lats.append(lats)
             print(f"  {rate:.0f} req/s round {i + 1} {t.name:28s} p50 {summary['p50_ms']:.3f} ms  "
                   f"p99 {summary['p99_ms']:.3f} ms", flush=True)
+    return loads
+
+
+def measure_interleaved(targets: list[Target], rate: float, rounds: int, seconds: float,
+                        block_s: float) -> list[float]:
+    """Run ``rounds`` rounds at ``rate``, each one load generator taking every target in turn in blocks
+    of ``block_s`` (``sidecar_roles.role_interleaved``) until each had ``seconds``. CPU per request is
+    counted over a sidecar's own blocks (read by the load generator); loop lag and GC pauses are per
+    round, the time between its blocks included."""
+    loads: list[float] = []
+    cmd = [sys.executable, str(ROLES), "--role", "interleaved", "--ports", ",".join(str(t.port) for t in targets),
+           "--pids", ",".join(str(t.pid or 0) for t in targets), "--rate", str(rate), "--seconds", str(seconds),
+           "--block-s", str(block_s)]
+    for i in range(rounds):
+        loads.append(load_average())
+        for t in targets:
+            if t.stats_port is not None:
+                loop_stats(t.stats_port)  # reset: only this round counts
+        out = json.loads(subprocess.run([*cmd, "--seed", str(i)], capture_output=True, check=True).stdout)
+        for t in targets:
+            summary, lats = out[str(t.port)]["summary"], out[str(t.port)]["latencies_ms"]
+            if t.pid is not None:
+                for k in range(3):
+                    t.cpu[k] += out[str(t.port)]["cpu_us"][k]
+                t.cpu[3] += summary["n"]
+            if t.stats_port is not None:
+                t.loop_stats.append(loop_stats(t.stats_port))
+            t.rounds.append(summary)
+            t.lats.append(lats)
+            print(f"  {rate:.0f} req/s round {i + 1} {t.name:28s} p50 {summary['p50_ms']:.3f} ms  "
+                  f"p99 {summary['p99_ms']:.3f} ms", flush=True)
+        loads.append(load_average())
     return loads
 
 
@@ -306,6 +324,8 @@ def main() -> None:
     ap.add_argument("--rates", default="200,500", help="comma-separated fixed rates, req/s")
     ap.add_argument("--rounds", type=int, default=7, help="rounds per rate (the verdict is their median)")
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds per target per round")
+    ap.add_argument("--block-seconds", type=float, default=1.0,
+                    help="targets take turns in blocks this long within a round (0: one after the other)")
     ap.add_argument("--throughput-seconds", type=float, default=5.0)
     ap.add_argument("--no-nginx", action="store_true")
     ap.add_argument("--no-extras", action="store_true",
@@ -353,7 +373,8 @@ def main() -> None:
             for rate in rates:
                 for t in targets:
                     t.rounds, t.lats, t.loop_stats, t.cpu = [], [], [], [0.0, 0.0, 0.0, 0.0]
-                loads[rate] = measure(targets, rate, args.rounds, args.seconds)
+                loads[rate] = (measure_interleaved(targets, rate, args.rounds, args.seconds, args.block_seconds)
+                               if args.block_seconds > 0 else measure(targets, rate, args.rounds, args.seconds))
                 report(rate, targets, loads[rate])
             max_rps = {t.name: max_throughput(t.port, tmp, args.throughput_seconds) or float("nan")
                        for t in targets}

@@ -13,8 +13,10 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 BODY = b'{"age": 41, "income": 2.5, "plan": "pro", "tenure_months": 17}'
@@ -170,55 +172,139 @@ def role_sidecar(port: int, upstream: str, uvloop_on: bool, events: str, stats_p
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **SERVER_OPTIONS)
 
 
+REQUEST = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(BODY)) + BODY
+_CL_RE = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+
+
+async def _open_pool(port: int, conns: int) -> asyncio.Queue:
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(conns):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    return pool
+
+
+async def _block(pool: asyncio.Queue, rate: float, seconds: float, lat: list[float]) -> tuple[int, float]:
+    """Send at ``rate`` for ``seconds`` on ``pool``'s connections; each latency, from the request's
+    *scheduled* send time (or its send, if earlier), appended to ``lat``; returns once every request
+    is answered: the number of answers other than 200, and the block's length (its schedule, or
+    until its last answer if that came later)."""
+    errors = 0
+
+    async def one(scheduled: float) -> None:
+        nonlocal errors
+        reader, writer = await pool.get()
+        sent = time.perf_counter()
+        writer.write(REQUEST)
+        head = await reader.readuntil(b"\r\n\r\n")
+        m = _CL_RE.search(head)
+        await reader.readexactly(int(m.group(1)) if m else 0)
+        if not head.startswith(b"HTTP/1.1 200"):
+            errors += 1
+        # From the scheduled time when sent late (no coordinated omission), from the send when early
+        # (uvloop's timers have millisecond resolution and fire up to ~1 ms before their time).
+        lat.append(time.perf_counter() - min(scheduled, sent))
+        pool.put_nowait((reader, writer))
+
+    tasks = []
+    t0 = time.perf_counter() + 0.002
+    for i in range(int(rate * seconds)):
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    return errors, max(time.perf_counter() - t0, len(tasks) / rate)
+
+
+def _summary(lat: list[float], errors: int, rps: float) -> dict[str, float]:
+    s = sorted(lat)
+    return {"n": len(s), "errors": errors, "p50_ms": s[len(s) // 2] * 1000, "p99_ms": s[int(len(s) * 0.99)] * 1000,
+            "max_ms": s[-1] * 1000, "achieved_rps": rps}
+
+
 def role_loadgen(port: int, rate: float, seconds: float, conns: int, latencies: bool = False) -> None:
     maybe_uvloop()
-    request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(BODY)) + BODY
-    cl_re = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 
     async def main() -> dict[str, Any]:
-        pool: asyncio.Queue = asyncio.Queue()
-        for _ in range(conns):
-            pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+        pool = await _open_pool(port, conns)
         lat: list[float] = []
-        errors = 0
+        errors, elapsed = await _block(pool, rate, seconds, lat)
+        summary = _summary(lat, errors, len(lat) / elapsed)
+        return {"summary": summary, "latencies_ms": [round(x * 1000, 4) for x in lat]} if latencies else summary
 
-        async def one(scheduled: float) -> None:
-            nonlocal errors
-            reader, writer = await pool.get()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            m = cl_re.search(head)
-            await reader.readexactly(int(m.group(1)) if m else 0)
-            if not head.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            lat.append(time.perf_counter() - scheduled)
-            pool.put_nowait((reader, writer))
+    print(json.dumps(asyncio.run(main())))
 
-        n = int(rate * seconds)
-        tasks = []
-        t0 = time.perf_counter() + 0.05
-        for i in range(n):
-            scheduled = t0 + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled)))
-        await asyncio.gather(*tasks)
-        raw = [round(x * 1000, 4) for x in lat] if latencies else None
-        lat.sort()
-        summary = {"n": len(lat), "errors": errors, "p50_ms": lat[len(lat) // 2] * 1000,
-                   "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "max_ms": lat[-1] * 1000,
-                   "achieved_rps": len(lat) / (time.perf_counter() - t0)}
-        return {"summary": summary, "latencies_ms": raw} if latencies else summary
+
+def cpu_us(pid: int) -> tuple[float, float, float]:
+    """A sidecar's CPU time, µs: its event-loop thread, everything else it runs (other threads, such as
+    an exporter thread, and child processes, such as the event worker), and the time its loop thread
+    waited on a run queue, ready but not running (``/proc/.../schedstat``: what a co-scheduled process,
+    the event worker included, costs the loop in delay). CPU time, unlike latency, hardly depends on
+    what else the machine runs."""
+
+    def ticks(path: str) -> int:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    loop_ns, wait_ns, _ = (int(x) for x in Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split())
+    loop_ticks = ticks(f"/proc/{pid}/task/{pid}/stat")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    other = ticks(f"/proc/{pid}/stat") - loop_ticks + sum(ticks(f"/proc/{c}/stat") for c in children)
+    return loop_ns / 1e3, other * tick_us, wait_ns / 1e3
+
+
+def role_interleaved(ports: list[int], pids: list[int], rate: float, seconds: float, block_s: float, gap_s: float,
+                     conns: int, seed: int) -> None:
+    """Every port in turn, in blocks of ``block_s`` at ``rate``, until each had ``seconds``: the targets
+    share the machine's slow changes (another tenant, a warm-up, the clock) instead of one target
+    taking a whole round's worth of them. The order is shuffled anew for every pass over the ports; a
+    ``gap_s`` pause after each block lets what a target does after its requests (an event worker's
+    last hand-off: within 50 ms) end before the next target's block. Prints per port its summary,
+    latencies (ms) and, for a port with a pid (0: none), :func:`cpu_us` summed over its blocks."""
+    import random
+
+    maybe_uvloop()
+
+    async def main() -> dict[str, Any]:
+        pools = {p: await _open_pool(p, conns) for p in ports}
+        for p in ports:  # warm-up, not measured
+            await _block(pools[p], rate, 0.5, [])
+            await asyncio.sleep(gap_s)
+        lats: dict[int, list[float]] = {p: [] for p in ports}
+        errors = dict.fromkeys(ports, 0)
+        elapsed = dict.fromkeys(ports, 0.0)
+        pid = dict(zip(ports, pids))
+        cpu = {p: [0.0, 0.0, 0.0] for p in ports}
+        rng = random.Random(seed)
+        for _ in range(max(1, round(seconds / block_s))):
+            order = list(ports)
+            rng.shuffle(order)
+            for p in order:
+                before = cpu_us(pid[p]) if pid[p] else None
+                e, t = await _block(pools[p], rate, block_s, lats[p])
+                await asyncio.sleep(gap_s)
+                if before is not None:  # the gap included: the event worker's last hand-off of the block
+                    cpu[p] = [c + a - b for c, a, b in zip(cpu[p], cpu_us(pid[p]), before)]
+                errors[p] += e
+                elapsed[p] += t
+        return {str(p): {"summary": _summary(lats[p], errors[p], len(lats[p]) / elapsed[p]),
+                         "latencies_ms": [round(x * 1000, 4) for x in lats[p]], "cpu_us": cpu[p]} for p in ports}
 
     print(json.dumps(asyncio.run(main())))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--role", choices=("upstream", "sidecar", "loadgen"), required=True)
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--role", choices=("upstream", "sidecar", "loadgen", "interleaved"), required=True)
+    ap.add_argument("--port", type=int, help="the role's port (interleaved: --ports)")
+    ap.add_argument("--ports", help="interleaved role: comma-separated ports, each one a target")
+    ap.add_argument("--pids", help="interleaved role: the targets' pids (0: none), for CPU per block")
+    ap.add_argument("--block-s", type=float, default=1.0, help="interleaved role: seconds per block")
+    ap.add_argument("--gap-s", type=float, default=0.15, help="interleaved role: pause after each block")
+    ap.add_argument("--seed", type=int, default=0, help="interleaved role: the blocks' order")
     ap.add_argument("--upstream")
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--events", choices=("worker", "inline", "off"), default="worker")
@@ -231,7 +317,11 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--latencies", action="store_true", help="loadgen role: also print every latency")
     args = ap.parse_args()
-    if args.role == "upstream":
+    if args.role == "interleaved":
+        ports = [int(p) for p in args.ports.split(",")]
+        pids = [int(p) for p in args.pids.split(",")] if args.pids else [0] * len(ports)
+        role_interleaved(ports, pids, args.rate, args.seconds, args.block_s, args.gap_s, args.conns, args.seed)
+    elif args.role == "upstream":
         role_upstream(args.port)
     elif args.role == "sidecar":
         role_sidecar(args.port, args.upstream, not args.no_uvloop, args.events, args.stats_port, args.handoff_ms,
