@@ -40,6 +40,7 @@ BENCHES = [
     ("collector consumer CPU per Kafka record vs aiokafka and faust (faust in its own venv)", ["bench_consume.py"], False),
     ("sidecar latency vs direct and nginx (rounds of events on/off)", ["bench_sidecar.py"], True),
     ("sidecar event hand-off CPU", ["bench_sidecar_handoff.py"], False),
+    ("sidecar event worker: a proxy's wake-up beside it, per scheduling policy", ["bench_worker_sched.py"], False),
     ("sidecar child CPU per exchange, this tree vs main", ["bench_event_cpu.py"], False),
     ("sidecar and serve against tritonclient, MLServer and KServe", ["bench_sidecar_peers.py"], True),
     ("alerting evaluation and delivery", ["alerting_bench.py"], False),
