@@ -196,8 +196,9 @@ def run(config: WorkerConfig, inp: IO[bytes], out: IO[bytes]) -> int:
     try:
         while (batch := read_frame(inp)) is not None:
             # Give way after each exchange only while keeping up: with a hand-off already waiting
-            # (the CPU is contended), a yielding worker would get almost none of it (0.6 % of a CPU
-            # against one busy task, measured), so it works at its niceness's share until caught up.
+            # (the CPU is contended), a yielding worker would get almost none of it (~2 % of a CPU
+            # against one busy task: bench_worker_sched.py), so it works at its niceness's share
+            # (~11 %) until caught up.
             give_way = sched_yield if sched_yield is not None and not pending_bytes(inp) else None
             for fields in batch:
                 try:
@@ -232,14 +233,14 @@ def _batch_scheduling(policy: WorkerScheduling = "yield") -> None:
     (profiled: the hand-off's pipe write showed ~0.5 ms per call on a busy machine). A SCHED_BATCH
     task gets no wake-up preemption; the niceness gives the proxy ~90 % of a CPU they both want.
     But the reverse holds too: a proxy woken on the CPU where the worker runs waits for the worker's
-    slice to end (``bench/sidecar.md``: a normal task's wake-up p99 went from 95 µs to 1.8 ms
-    beside such a worker working in 2 ms bursts).
+    slice to end (``bench/bench_worker_sched.py``: a normal task's wake-up p99 went from 96 µs to
+    1.6 ms beside such a worker working in 2 ms bursts).
     ``yield`` (the default): the same, and the worker calls ``sched_yield`` after each exchange
     while it keeps up (:func:`run`), so the proxy waits for one exchange (~50 µs) at most: wake-up
-    p99 102 µs in the same test.
+    p99 106 µs in the same test.
     ``idle``: SCHED_IDLE, which any normal task preempts at once, whatever the processes' niceness
     (``nice +10`` is capped at 19, so it separates nothing when the sidecar already runs at nice 10
-    or more); but it gets ~0.7 % of a CPU that a busy task wants, so under load what the worker
+    or more); but it gets ~2 % of a CPU that a busy task wants, so under load what the worker
     cannot take in time is counted ``buffer_full``. ``bench/bench_sidecar.py --extra-sidecar
     batch="--worker-sched batch"`` compares them.
     """
