@@ -1,6 +1,7 @@
 """The processes ``bench_sidecar.py`` starts: upstream, sidecar and load generator, one role each.
 
-Run as ``python bench/sidecar_roles.py --role upstream|sidecar|loadgen ...`` by ``bench_sidecar.py``.
+Run as ``python bench/sidecar_roles.py --role upstream|sidecar|loadgen|interleaved ...`` by
+``bench_sidecar.py`` (``interleaved``: one load generator for every target, taking turns in blocks).
 A sidecar given ``--stats-port`` also answers ``GET /`` on that port with what happened on its event
 loop since the previous call -- garbage collections (count and pause per generation, the longest
 pause) and the loop's lag (a 5 ms timer's lateness: p50, p99, max) -- so the bench can tell, round
