@@ -179,18 +179,26 @@ def measure(targets: list[Target], rate: float, rounds: int, seconds: float) -> 
                 loop_stats(t.stats_port)  # reset: only this target's measurement counts
             before = cpu_us(t.pid) if t.pid is not None else None
             summary, lats = fixed_rate(t.port, rate, seconds)
+            cpu = None
             if before is not None and t.pid is not None:
-                after = cpu_us(t.pid)
-                for k in range(3):
-                    t.cpu[k] += after[k] - before[k]
-                t.cpu[3] += rate * (1.0 + seconds)  # the 1 s warm-up included
-            if t.stats_port is not None:
-                t.loop_stats.append(loop_stats(t.stats_port))
-            t.rounds.append(summary)
-            t.lats.append(lats)
-            print(f"  {rate:.0f} req/s round {i + 1} {t.name:28s} p50 {summary['p50_ms']:.3f} ms  "
-                  f"p99 {summary['p99_ms']:.3f} ms", flush=True)
+                cpu = [a - b for a, b in zip(cpu_us(t.pid), before)]
+            record(t, rate, i, summary, lats, cpu, rate * (1.0 + seconds))  # the 1 s warm-up included
     return loads
+
+
+def record(t: Target, rate: float, i: int, summary: dict[str, float], lats: list[float],
+           cpu: list[float] | None, requests: float) -> None:
+    """One target's round: its latencies, CPU (``cpu_us`` differences over ``requests``), loop stats."""
+    if cpu is not None:
+        for k in range(3):
+            t.cpu[k] += cpu[k]
+        t.cpu[3] += requests
+    if t.stats_port is not None:
+        t.loop_stats.append(loop_stats(t.stats_port))
+    t.rounds.append(summary)
+    t.lats.append(lats)
+    print(f"  {rate:.0f} req/s round {i + 1} {t.name:28s} p50 {summary['p50_ms']:.3f} ms  "
+          f"p99 {summary['p99_ms']:.3f} ms", flush=True)
 
 
 def measure_interleaved(targets: list[Target], rate: float, rounds: int, seconds: float,
@@ -210,17 +218,9 @@ def measure_interleaved(targets: list[Target], rate: float, rounds: int, seconds
                 loop_stats(t.stats_port)  # reset: only this round counts
         out = json.loads(subprocess.run([*cmd, "--seed", str(i)], capture_output=True, check=True).stdout)
         for t in targets:
-            summary, lats = out[str(t.port)]["summary"], out[str(t.port)]["latencies_ms"]
-            if t.pid is not None:
-                for k in range(3):
-                    t.cpu[k] += out[str(t.port)]["cpu_us"][k]
-                t.cpu[3] += summary["n"]
-            if t.stats_port is not None:
-                t.loop_stats.append(loop_stats(t.stats_port))
-            t.rounds.append(summary)
-            t.lats.append(lats)
-            print(f"  {rate:.0f} req/s round {i + 1} {t.name:28s} p50 {summary['p50_ms']:.3f} ms  "
-                  f"p99 {summary['p99_ms']:.3f} ms", flush=True)
+            got = out[str(t.port)]
+            record(t, rate, i, got["summary"], got["latencies_ms"], got["cpu_us"] if t.pid is not None else None,
+                   got["summary"]["n"])
         loads.append(load_average())
     return loads
 
