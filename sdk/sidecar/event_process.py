@@ -110,15 +110,12 @@ def encode_frame(obj: Any) -> bytes:
 
 def _read_exactly(stream: IO[bytes], n: int) -> bytes:
     """``n`` bytes, or fewer only at end of input (an unbuffered pipe returns what it holds)."""
-    data = stream.read(n)
-    if data is None or len(data) == n or not data:
-        return data or b""
-    parts = [data]
-    got = len(data)
+    parts: list[bytes] = []
+    got = 0
     while got < n and (more := stream.read(n - got)):
         parts.append(more)
         got += len(more)
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def read_frame(stream: IO[bytes]) -> Any:
